@@ -1,0 +1,3 @@
+import Testing
+@testable import Traversal
+@Test func versionIsSemantic() { #expect(TraversalVersion.string.split(separator: ".").count == 3) }
