@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs the Debian packages the tests use when
+# running as root and they are missing, then runs the whole suite. Without root, the tests that
+# need root or those packages skip with a one-line reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+command -v turnserver >/dev/null 2>&1 || need+=(coturn)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing: ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+        # The coturn package may start a system service; the tests run their own servers.
+        systemctl stop coturn >/dev/null 2>&1 || true
+        pkill -x turnserver >/dev/null 2>&1 || true
+    else
+        echo "not root: tests needing ${need[*]} will skip"
+    fi
+fi
+
+# Leftovers of a crashed earlier run (NAT lab namespaces) are removed before starting.
+if [ -x Scripts/natlab.sh ] && [ "$(id -u)" = 0 ]; then
+    Scripts/natlab.sh cleanup-stale >/dev/null 2>&1 || true
+fi
+
+exec swift test "$@"

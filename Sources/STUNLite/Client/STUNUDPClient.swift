@@ -1,0 +1,226 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A UDP socket that runs STUN transactions (RFC 8489 §6.2.1) and hands every other datagram on.
+///
+/// Transactions are matched by transaction ID alone, so a response from another address (RFC 5780
+/// CHANGE-REQUEST) still completes its transaction. Datagrams that are not responses to a pending
+/// transaction go to ``otherDatagrams``, so the same socket (and so the same NAT mapping) can carry
+/// peer traffic after discovery.
+public final class STUNUDPClient: Sendable {
+    /// Datagrams buffered in ``otherDatagrams`` before the oldest are dropped.
+    public static let otherDatagramBufferLimit = 256
+
+    /// The local address the socket is bound to.
+    public let localAddress: TransportAddress
+    /// Datagrams that were not answers to our transactions: (source, bytes).
+    public let otherDatagrams: AsyncStream<(TransportAddress, [UInt8])>
+    private let channel: Channel
+    private let handler: NIOLoopBound<STUNClientUDPHandler>
+
+    private init(channel: Channel, handler: NIOLoopBound<STUNClientUDPHandler>, local: TransportAddress,
+                 others: AsyncStream<(TransportAddress, [UInt8])>) {
+        self.channel = channel
+        self.handler = handler
+        self.localAddress = local
+        self.otherDatagrams = others
+    }
+
+    /// Opens a UDP socket bound to `local` (default: any IPv4 address, any port).
+    public static func bind(to local: TransportAddress = TransportAddress(ip: .v4(0), port: 0),
+                            reuseAddress: Bool = false,
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> STUNUDPClient {
+        let (stream, continuation) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self,
+                                                            bufferingPolicy: .bufferingNewest(otherDatagramBufferLimit))
+        let loop = group.next()
+        let handlerBox = NIOLockedValueBox<NIOLoopBound<STUNClientUDPHandler>?>(nil)
+        let channel: Channel
+        do {
+            var bootstrap = DatagramBootstrap(group: loop)
+            if reuseAddress {
+                bootstrap = bootstrap.channelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .channelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+            }
+            channel = try await bootstrap
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        let h = STUNClientUDPHandler(others: continuation)
+                        handlerBox.withLockedValue { $0 = NIOLoopBound(h, eventLoop: ch.eventLoop) }
+                        try ch.pipeline.syncOperations.addHandler(h)
+                    }
+                }
+                .bind(to: local.socketAddress).get()
+        } catch {
+            continuation.finish()
+            throw STUNClientError(.socket, detail: "bind \(local): \(error)")
+        }
+        channel.closeFuture.whenComplete { _ in continuation.finish() }
+        guard let bound = channel.localAddress.flatMap(TransportAddress.init),
+              let handler = handlerBox.withLockedValue({ $0 }) else {
+            try? await channel.close()
+            throw STUNClientError(.socket, detail: "no local address")
+        }
+        return STUNUDPClient(channel: channel, handler: handler, local: bound, others: stream)
+    }
+
+    /// Runs one request/response transaction with RFC 8489 retransmissions.
+    ///
+    /// Adds FINGERPRINT (and MESSAGE-INTEGRITY when `integrityKey` is given). Throws
+    /// ``STUNClientError`` with `timeout` when the schedule runs out, `errorResponse` for an error
+    /// response; `CancellationError` when the task is cancelled.
+    public func request(_ message: STUNMessage, to server: TransportAddress, policy: STUNRetransmissionPolicy = .rfc8489,
+                        integrityKey: [UInt8]? = nil, fingerprint: Bool = true) async throws -> STUNResponse {
+        let bytes = message.encode(integrityKey: integrityKey, fingerprint: fingerprint)
+        let promise = channel.eventLoop.makePromise(of: STUNResponse.self)
+        let tid = message.transactionID
+        let handler = self.handler
+        let destination = server.socketAddress
+        let local = localAddress
+        return try await withTaskCancellationHandler {
+            channel.eventLoop.execute {
+                handler.value.start(tid: tid, bytes: bytes, to: destination, local: local, policy: policy, promise: promise)
+            }
+            return try await promise.futureResult.get()
+        } onCancel: {
+            promise.fail(CancellationError())
+            channel.eventLoop.execute { handler.value.forget(tid) }
+        }
+    }
+
+    /// One Binding transaction; with `change`, asks an RFC 5780 server to answer from another IP and/or port.
+    public func binding(to server: TransportAddress, change: ChangeRequest? = nil, responsePort: UInt16? = nil,
+                        policy: STUNRetransmissionPolicy = .rfc8489) async throws -> STUNResponse {
+        var m = STUNMessage(method: .binding, messageClass: .request)
+        if let change { m.append(change) }
+        if let responsePort { m.append(ResponsePort(responsePort)) }
+        return try await request(m, to: server, policy: policy)
+    }
+
+    /// Sends one raw datagram from this socket (peer traffic that should share the STUN mapping).
+    public func send(_ bytes: [UInt8], to destination: TransportAddress) async throws {
+        let buffer = channel.allocator.buffer(bytes: bytes)
+        try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: destination.socketAddress, data: buffer))
+    }
+
+    /// Closes the socket; pending transactions fail with `socket`.
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Pending transactions of one UDP socket; runs on the channel's event loop only.
+final class STUNClientUDPHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    private struct Pending {
+        var promise: EventLoopPromise<STUNResponse>
+        var bytes: [UInt8]
+        var destination: SocketAddress
+        var local: TransportAddress
+        var machine: STUNRetransmissionStateMachine
+        var started: NIODeadline
+        var timer: Scheduled<Void>?
+    }
+
+    private var pending: [STUNTransactionID: Pending] = [:]
+    private var context: ChannelHandlerContext?
+    private let others: AsyncStream<(TransportAddress, [UInt8])>.Continuation
+
+    init(others: AsyncStream<(TransportAddress, [UInt8])>.Continuation) {
+        self.others = others
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        failAll(STUNClientError(.socket, detail: "socket closed"))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(STUNClientError(.socket, detail: "socket closed"))
+        context.fireChannelInactive()
+    }
+
+    private func failAll(_ error: STUNClientError) {
+        let all = pending
+        pending = [:]
+        for p in all.values {
+            p.timer?.cancel()
+            p.promise.fail(error)
+        }
+    }
+
+    func start(tid: STUNTransactionID, bytes: [UInt8], to destination: SocketAddress, local: TransportAddress,
+               policy: STUNRetransmissionPolicy, promise: EventLoopPromise<STUNResponse>) {
+        guard context != nil else {
+            promise.fail(STUNClientError(.socket, detail: "socket closed"))
+            return
+        }
+        let now = NIODeadline.now()
+        var machine = STUNRetransmissionStateMachine(policy: policy)
+        let action = machine.start(now: now)
+        pending[tid] = Pending(promise: promise, bytes: bytes, destination: destination, local: local,
+                               machine: machine, started: now, timer: nil)
+        perform(action, tid: tid)
+    }
+
+    func forget(_ tid: STUNTransactionID) {
+        pending.removeValue(forKey: tid)?.timer?.cancel()
+    }
+
+    private func perform(_ action: STUNRetransmissionStateMachine.Action, tid: STUNTransactionID) {
+        guard let context, var p = pending[tid] else { return }
+        switch action {
+        case .send(let deadline):
+            let buffer = context.channel.allocator.buffer(bytes: p.bytes)
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.destination, data: buffer)), promise: nil)
+            p.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+                self?.deadlineReached(tid)
+            }
+            pending[tid] = p
+        case .fail:
+            pending[tid] = nil
+            p.promise.fail(STUNClientError(.timeout, detail: "no response after \(p.machine.requestsSent) requests"))
+        }
+    }
+
+    private func deadlineReached(_ tid: STUNTransactionID) {
+        guard var p = pending[tid] else { return }
+        let action = p.machine.deadlineReached(now: .now())
+        pending[tid] = p
+        perform(action, tid: tid)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        let bytes = Array(envelope.data.readableBytesView)
+        guard let source = TransportAddress(envelope.remoteAddress) else { return }
+        if STUNMessage.looksLikeSTUN(bytes), let message = try? STUNMessage.decode(bytes),
+           let p = pending[message.transactionID], let verdict = STUNResponseCheck.accept(message) {
+            pending[message.transactionID] = nil
+            p.timer?.cancel()
+            switch verdict {
+            case .success:
+                p.promise.succeed(STUNResponse(message: message, source: source, local: p.local,
+                                               elapsed: .now() - p.started, requestsSent: p.machine.requestsSent))
+            case .failure(let error):
+                p.promise.fail(error)
+            }
+            return
+        }
+        others.yield((source, bytes))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP errors (port unreachable) on UDP: the transactions keep retransmitting until their schedule ends.
+    }
+}

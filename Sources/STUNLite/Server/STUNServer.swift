@@ -1,0 +1,243 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A STUN server over UDP and TCP, with RFC 5780 behaviour discovery when given a second IP address.
+///
+/// Binding requests are answered by ``STUNBindingResponder``; the server itself only moves bytes.
+/// UDP sockets read in batches (`recvmmsg`, ``Configuration/vectorReadCount`` datagrams at a time) and
+/// flush replies once per batch, which NIO sends with `sendmmsg`. It keeps no per-client state.
+public final class STUNServer: Sendable {
+    /// How to run a STUN server.
+    public struct Configuration: Sendable {
+        /// The primary IP address to listen on.
+        public var listenIP: IPAddress
+        /// The primary port (0 picks a free one).
+        public var port: UInt16
+        /// A second IP for RFC 5780 behaviour discovery (four UDP sockets: two IPs × two ports).
+        public var alternateIP: IPAddress?
+        /// The second port; 0 or `nil` picks a free one.
+        public var alternatePort: UInt16?
+        /// SOFTWARE to put in responses; off by default (RFC 8489 §16.1.2: it helps attackers and costs bytes).
+        public var software: String?
+        /// Whether to listen on TCP as well (same IPs, primary port).
+        public var tcp: Bool
+        /// Datagrams read per system call on UDP sockets.
+        public var vectorReadCount: Int
+        /// Idle TCP connections are closed after this long.
+        public var tcpIdleTimeout: TimeAmount
+        /// TCP connections open at once, at most; more are closed on accept.
+        public var maxTCPConnections: Int
+
+        /// Creates a configuration with the defaults: port 3478, TCP on, 32-datagram reads, 30 s idle, 1024 connections.
+        public init(listenIP: IPAddress, port: UInt16 = 3478, alternateIP: IPAddress? = nil, alternatePort: UInt16? = nil,
+                    software: String? = nil, tcp: Bool = true, vectorReadCount: Int = 32,
+                    tcpIdleTimeout: TimeAmount = .seconds(30), maxTCPConnections: Int = 1024) {
+            self.listenIP = listenIP
+            self.port = port
+            self.alternateIP = alternateIP
+            self.alternatePort = alternatePort
+            self.software = software
+            self.tcp = tcp
+            self.vectorReadCount = vectorReadCount
+            self.tcpIdleTimeout = tcpIdleTimeout
+            self.maxTCPConnections = maxTCPConnections
+        }
+    }
+
+    /// The largest datagram the server reads; bigger ones are truncated by the kernel and then dropped.
+    public static let maxDatagramSize = 2048
+
+    /// The UDP addresses the server answers on, by role (four with an alternate IP, else one).
+    public let udpAddresses: [STUNSocketRole: TransportAddress]
+    /// The TCP addresses the server answers on.
+    public let tcpAddresses: [TransportAddress]
+    private let channels: [Channel]
+    private let logger: Logger
+
+    private init(udp: [STUNSocketRole: TransportAddress], tcp: [TransportAddress], channels: [Channel], logger: Logger) {
+        self.udpAddresses = udp
+        self.tcpAddresses = tcp
+        self.channels = channels
+        self.logger = logger
+    }
+
+    /// Binds every socket and starts answering.
+    public static func start(_ configuration: Configuration,
+                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                             logger: Logger = Logger(label: "trav.stun-server")) async throws -> STUNServer {
+        let peers = PeerChannels()
+        var channels: [Channel] = []
+        var udp: [STUNSocketRole: TransportAddress] = [:]
+        do {
+            let responderBox = NIOLockedValueBox(STUNBindingResponder(addresses: [:], software: configuration.software))
+            func bindUDP(_ ip: IPAddress, _ port: UInt16, _ role: STUNSocketRole) async throws -> TransportAddress {
+                let channel = try await DatagramBootstrap(group: group)
+                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
+                    .channelOption(.maxMessagesPerRead, value: 4)
+                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
+                        capacity: maxDatagramSize * max(1, configuration.vectorReadCount)))
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                STUNUDPHandler(responder: responderBox, role: role, peers: peers, logger: logger))
+                        }
+                    }
+                    .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
+                channels.append(channel)
+                peers.set(role, channel)
+                guard let local = channel.localAddress.flatMap(TransportAddress.init) else {
+                    throw STUNClientError(.socket, detail: "no local address")
+                }
+                return local
+            }
+            let primary = try await bindUDP(configuration.listenIP, configuration.port, .primary)
+            udp[.primary] = primary
+            if let alt = configuration.alternateIP {
+                let p2 = try await bindUDP(configuration.listenIP, configuration.alternatePort ?? 0,
+                                           STUNSocketRole(alternateIP: false, alternatePort: true))
+                udp[STUNSocketRole(alternateIP: false, alternatePort: true)] = p2
+                udp[STUNSocketRole(alternateIP: true, alternatePort: false)] =
+                    try await bindUDP(alt, primary.port, STUNSocketRole(alternateIP: true, alternatePort: false))
+                udp[STUNSocketRole(alternateIP: true, alternatePort: true)] =
+                    try await bindUDP(alt, p2.port, STUNSocketRole(alternateIP: true, alternatePort: true))
+            }
+            responderBox.withLockedValue { $0.addresses = udp }
+            let responder = responderBox.withLockedValue { $0 }
+
+            var tcp: [TransportAddress] = []
+            if configuration.tcp {
+                let connections = NIOLockedValueBox(0)
+                var ips = [configuration.listenIP]
+                if let alt = configuration.alternateIP { ips.append(alt) }
+                for (i, ip) in ips.enumerated() {
+                    let role = STUNSocketRole(alternateIP: i == 1, alternatePort: false)
+                    let server = try await ServerBootstrap(group: group)
+                        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                        .serverChannelOption(.backlog, value: 256)
+                        .childChannelInitializer { child in
+                            let admitted = connections.withLockedValue { n -> Bool in
+                                guard n < configuration.maxTCPConnections else { return false }
+                                n += 1
+                                return true
+                            }
+                            guard admitted else { return child.close() }
+                            child.closeFuture.whenComplete { _ in connections.withLockedValue { $0 -= 1 } }
+                            return child.eventLoop.makeCompletedFuture {
+                                try child.pipeline.syncOperations.addHandlers(
+                                    IdleStateHandler(allTimeout: configuration.tcpIdleTimeout),
+                                    ByteToMessageHandler(STUNFrameDecoder()),
+                                    STUNTCPHandler(responder: responder, role: role))
+                            }
+                        }
+                        .bind(to: TransportAddress(ip: ip, port: primary.port).socketAddress).get()
+                    channels.append(server)
+                    if let local = server.localAddress.flatMap(TransportAddress.init) { tcp.append(local) }
+                }
+            }
+            logger.info("stun server listening", metadata: [
+                "udp": "\(udp.values.sorted { $0.description < $1.description })", "tcp": "\(tcp)"])
+            return STUNServer(udp: udp, tcp: tcp, channels: channels, logger: logger)
+        } catch {
+            for c in channels { try? await c.close() }
+            throw error
+        }
+    }
+
+    /// Closes every socket.
+    public func shutdown() async {
+        for c in channels { try? await c.close() }
+        logger.info("stun server stopped")
+    }
+
+    /// Resolves when every socket has closed.
+    public func waitUntilClosed() async {
+        for c in channels { try? await c.closeFuture.get() }
+    }
+}
+
+/// The server's UDP channels by role, so a reply can leave from another socket (RFC 5780 CHANGE-REQUEST).
+final class PeerChannels: Sendable {
+    private let box = NIOLockedValueBox<[STUNSocketRole: Channel]>([:])
+    func set(_ role: STUNSocketRole, _ channel: Channel) { box.withLockedValue { $0[role] = channel } }
+    func get(_ role: STUNSocketRole) -> Channel? { box.withLockedValue { $0[role] } }
+}
+
+/// Answers Binding requests on one UDP socket; replies are flushed once per read batch.
+final class STUNUDPHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    private let responderBox: NIOLockedValueBox<STUNBindingResponder>
+    private var responder: STUNBindingResponder?
+    private let role: STUNSocketRole
+    private let peers: PeerChannels
+    private let logger: Logger
+
+    init(responder: NIOLockedValueBox<STUNBindingResponder>, role: STUNSocketRole, peers: PeerChannels, logger: Logger) {
+        self.responderBox = responder
+        self.role = role
+        self.peers = peers
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        guard let source = TransportAddress(envelope.remoteAddress) else { return }
+        if responder == nil { responder = responderBox.withLockedValue { $0 } }
+        let bytes = Array(envelope.data.readableBytesView)
+        guard let reply = responder!.respond(to: bytes, from: source, on: role, transport: .udp) else { return }
+        let destination = reply.to == source ? envelope.remoteAddress : reply.to.socketAddress
+        if reply.from == role {
+            let out = context.channel.allocator.buffer(bytes: reply.bytes)
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: destination, data: out)), promise: nil)
+        } else if let other = peers.get(reply.from) {
+            let out = other.allocator.buffer(bytes: reply.bytes)
+            other.writeAndFlush(AddressedEnvelope(remoteAddress: destination, data: out), promise: nil)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP port-unreachable from a former client surfaces here; a UDP server carries on.
+        logger.trace("udp socket error", metadata: ["error": "\(error)"])
+    }
+}
+
+/// Answers Binding requests on one TCP connection, frame by frame.
+final class STUNTCPHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let responder: STUNBindingResponder
+    private let role: STUNSocketRole
+
+    init(responder: STUNBindingResponder, role: STUNSocketRole) {
+        self.responder = responder
+        self.role = role
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        guard let source = context.channel.remoteAddress.flatMap(TransportAddress.init) else { return }
+        guard let reply = responder.respond(to: Array(frame.readableBytesView), from: source, on: role, transport: .tcp) else { return }
+        context.write(wrapOutboundOut(context.channel.allocator.buffer(bytes: reply.bytes)), promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
