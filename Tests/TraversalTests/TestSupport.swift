@@ -1,3 +1,5 @@
+@testable import Traversal
+
 /// Test helper: bytes from a hex string (whitespace ignored); traps on bad input, tests only.
 func hexBytes(_ hex: String) -> [UInt8] {
     let digits = hex.filter { !$0.isWhitespace }
@@ -15,4 +17,11 @@ func hexBytes(_ hex: String) -> [UInt8] {
 /// Test helper: lower-case hex of bytes.
 func hexString(_ bytes: some Sequence<UInt8>) -> String {
     bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+}
+
+/// Test helper: two channels of one kind, each one's send key being the other's receive key.
+func channelPair<Channel: SecureTransportChannel>(_: Channel.Type, keyBytes: (UInt8, UInt8)) -> (Channel, Channel) {
+    let forward = NoiseCipherState(key: [UInt8](repeating: keyBytes.0, count: 32))
+    let backward = NoiseCipherState(key: [UInt8](repeating: keyBytes.1, count: 32))
+    return (Channel(send: forward, receive: backward), Channel(send: backward, receive: forward))
 }
