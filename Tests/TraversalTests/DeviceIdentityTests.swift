@@ -59,7 +59,7 @@ private func writeFile(_ path: String, _ text: String, mode: mode_t) {
         let path = directory + "/camera.key"
         let identity = try DeviceIdentity(seed: [UInt8](repeating: 7, count: 32))
         try identity.save(to: path)
-        let lines = identity.fileContents.split(separator: "\n")
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(lines == ["trav-device-identity v1 ed25519", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="])
     }
 
