@@ -1,0 +1,306 @@
+import Crypto
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// A stored password check: a random salt and a slow scrypt hash (RFC 7914), never the password.
+///
+/// Store ``encoded`` (`$scrypt$ln=15,r=8,p=1$<salt>$<hash>`, base64 fields); neither
+/// ``description`` nor ``debugDescription`` reveal salt or hash.
+public struct PasswordVerifier: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// scrypt cost of a verifier.
+    public struct Parameters: Sendable, Hashable {
+        /// log₂ of the CPU/memory cost `N` (RFC 7914 §2).
+        public var log2Rounds: Int
+        /// Block size `r`.
+        public var blockSize: Int
+        /// Parallelisation `p`.
+        public var parallelism: Int
+
+        /// Cost with `N = 2^log2Rounds`, block size `r` and parallelism `p`.
+        public init(log2Rounds: Int, blockSize: Int, parallelism: Int) {
+            self.log2Rounds = log2Rounds
+            self.blockSize = blockSize
+            self.parallelism = parallelism
+        }
+
+        /// `N = 2^15, r = 8, p = 1`: 32 MiB and tens of milliseconds per check, fine for a
+        /// camera that rate-limits attempts (RFC 7914 §2 suggests 2^14 as the interactive floor).
+        public static let standard = Parameters(log2Rounds: 15, blockSize: 8, parallelism: 1)
+
+        /// Largest cost accepted from a stored verifier, so a tampered store cannot exhaust memory.
+        static let ceiling = Parameters(log2Rounds: 20, blockSize: 32, parallelism: 16)
+
+        /// Whether these values are in the accepted range.
+        var isValid: Bool {
+            (1...Self.ceiling.log2Rounds).contains(log2Rounds) && (1...Self.ceiling.blockSize).contains(blockSize)
+                && (1...Self.ceiling.parallelism).contains(parallelism)
+        }
+
+        /// The same values for ``KeyDerivation``.
+        var cost: KeyDerivation.ScryptCost {
+            KeyDerivation.ScryptCost(rounds: 1 << log2Rounds, blockSize: blockSize, parallelism: parallelism)
+        }
+    }
+
+    /// Bytes of random salt.
+    public static let saltLength = 16
+    /// Bytes of derived hash.
+    public static let hashLength = 32
+
+    /// The scrypt cost this verifier was made with.
+    public let parameters: Parameters
+    /// Random salt.
+    let salt: [UInt8]
+    /// `scrypt(password, salt)`.
+    let hash: [UInt8]
+
+    /// A verifier for `password` with a fresh random salt.
+    public init(password: String, parameters: Parameters = .standard) throws {
+        var generator = SystemRandomNumberGenerator()
+        let salt = (0..<Self.saltLength).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        try self.init(password: password, salt: salt, parameters: parameters)
+    }
+
+    /// A verifier for `password` with a given salt.
+    init(password: String, salt: [UInt8], parameters: Parameters) throws {
+        guard parameters.isValid else {
+            throw AccessControlError(code: .invalidVerifier, detail: "scrypt parameters out of range")
+        }
+        self.parameters = parameters
+        self.salt = salt
+        self.hash = try KeyDerivation.scrypt(
+            password: Array(password.utf8), salt: salt, cost: parameters.cost, length: Self.hashLength)
+    }
+
+    /// Parses a verifier stored as ``encoded``.
+    public init(encoded: String) throws {
+        let fields = encoded.split(separator: "$", omittingEmptySubsequences: false)
+        guard fields.count == 5, fields[0].isEmpty, fields[1] == "scrypt" else {
+            throw AccessControlError(code: .invalidVerifier, detail: "not a $scrypt$ verifier")
+        }
+        var values = [String: Int]()
+        for pair in fields[2].split(separator: ",") {
+            let parts = pair.split(separator: "=")
+            guard parts.count == 2, let value = Int(parts[1]) else {
+                throw AccessControlError(code: .invalidVerifier, detail: "bad parameter field")
+            }
+            values[String(parts[0])] = value
+        }
+        guard let log2Rounds = values["ln"], let blockSize = values["r"], let parallelism = values["p"],
+            values.count == 3
+        else {
+            throw AccessControlError(code: .invalidVerifier, detail: "parameters must be ln, r and p")
+        }
+        let parameters = Parameters(log2Rounds: log2Rounds, blockSize: blockSize, parallelism: parallelism)
+        guard parameters.isValid else {
+            throw AccessControlError(code: .invalidVerifier, detail: "scrypt parameters out of range")
+        }
+        guard let salt = Data(base64Encoded: String(fields[3])), !salt.isEmpty,
+            let hash = Data(base64Encoded: String(fields[4])), hash.count == Self.hashLength
+        else {
+            throw AccessControlError(code: .invalidVerifier, detail: "salt or hash is not valid base64")
+        }
+        self.parameters = parameters
+        self.salt = Array(salt)
+        self.hash = Array(hash)
+    }
+
+    /// The storable form, `$scrypt$ln=…,r=…,p=…$<base64 salt>$<base64 hash>`.
+    public var encoded: String {
+        "$scrypt$ln=\(parameters.log2Rounds),r=\(parameters.blockSize),p=\(parameters.parallelism)$"
+            + "\(Data(salt).base64EncodedString())$\(Data(hash).base64EncodedString())"
+    }
+
+    /// Whether `password` is the one this verifier was made from (constant-time comparison).
+    public func verify(_ password: String) -> Bool {
+        guard let candidate = try? KeyDerivation.scrypt(
+            password: Array(password.utf8), salt: salt, cost: parameters.cost, length: hash.count)
+        else { return false }
+        return KeyDerivation.constantTimeEquals(candidate, hash)
+    }
+
+    /// The algorithm and cost only.
+    public var description: String {
+        "PasswordVerifier(scrypt N=2^\(parameters.log2Rounds) r=\(parameters.blockSize) p=\(parameters.parallelism))"
+    }
+
+    /// Same as ``description``: no salt, no hash.
+    public var debugDescription: String { description }
+}
+
+/// A token bucket per key: ``capacity`` failures at once, then one more per ``refillInterval``.
+///
+/// Time is passed in as `now`; the limiter never reads a clock or sleeps. Each bucket is kept as
+/// the instant it will be full again (the GCRA form of a token bucket), so all arithmetic is exact
+/// `Duration` arithmetic. It tracks at most ``maxTrackedKeys`` keys, evicting the least-limited
+/// bucket when full, so a flood of new keys (e.g. spoofed addresses) cannot grow its memory.
+public struct TokenBucketRateLimiter<Key: Hashable & Sendable>: Sendable {
+    /// Tokens in a full bucket: how many failures in a burst.
+    public let capacity: Int
+    /// Time to regain one token.
+    public let refillInterval: Duration
+    /// Largest number of keys tracked at once.
+    public let maxTrackedKeys: Int
+    /// For each key with failures, when its bucket is full again.
+    var fullAt: [Key: ContinuousClock.Instant] = [:]
+
+    /// A limiter allowing `capacity` failures in a burst and one more per `refillInterval`.
+    public init(capacity: Int, refillInterval: Duration, maxTrackedKeys: Int = 10_000) {
+        precondition(capacity >= 1 && refillInterval > .zero && maxTrackedKeys >= 1, "invalid rate limit")
+        self.capacity = capacity
+        self.refillInterval = refillInterval
+        self.maxTrackedKeys = maxTrackedKeys
+    }
+
+    /// Number of keys currently tracked.
+    public var trackedKeyCount: Int { fullAt.count }
+
+    /// Nil if `key` may try now, else how long until it may.
+    public func retryDelay(for key: Key, now: ContinuousClock.Instant) -> Duration? {
+        guard let fullAt = fullAt[key] else { return nil }
+        let wait = (fullAt - now) - refillInterval * (capacity - 1)
+        return wait > .zero ? wait : nil
+    }
+
+    /// Takes one token from `key`'s bucket (a failed attempt); an empty bucket stays empty.
+    public mutating func recordFailure(for key: Key, now: ContinuousClock.Instant) {
+        if fullAt[key] == nil, fullAt.count >= maxTrackedKeys { makeRoom(now: now) }
+        let current = fullAt[key].map { max($0, now) } ?? now
+        fullAt[key] = min(current + refillInterval, now + refillInterval * capacity)
+    }
+
+    /// Forgets `key`'s failures.
+    public mutating func reset(_ key: Key) {
+        fullAt[key] = nil
+    }
+
+    /// Drops refilled buckets; if none, the one closest to full.
+    mutating func makeRoom(now: ContinuousClock.Instant) {
+        fullAt = fullAt.filter { $0.value > now }
+        if fullAt.count >= maxTrackedKeys, let closest = fullAt.min(by: { $0.value < $1.value }) {
+            fullAt[closest.key] = nil
+        }
+    }
+}
+
+/// What a viewer presents to get access, inside the encrypted session.
+public enum AccessCredential: Sendable, CustomStringConvertible {
+    /// The camera's password.
+    case password(String)
+    /// The viewer's handshake identity key, which must be paired.
+    case pairedKey
+
+    /// The kind of credential, never the password.
+    public var description: String {
+        switch self {
+        case .password: "password(<redacted>)"
+        case .pairedKey: "pairedKey"
+        }
+    }
+}
+
+/// How access was granted.
+public enum AccessGrant: Sendable, Hashable {
+    /// The password matched.
+    case password
+    /// The viewer's identity key is paired.
+    case pairedKey
+}
+
+/// A camera's access policy: a password verifier, paired viewer keys, and failure rate limits per
+/// viewer key and per source address.
+public struct AccessController<Source: Hashable & Sendable>: Sendable {
+    /// The password check, if a password is set.
+    public var passwordVerifier: PasswordVerifier?
+    /// Raw Ed25519 keys of paired viewers.
+    var pairedKeys: Set<Data> = []
+    /// Failures per viewer identity key.
+    public private(set) var viewerLimiter: TokenBucketRateLimiter<Data>
+    /// Failures per source address.
+    public private(set) var sourceLimiter: TokenBucketRateLimiter<Source>
+
+    /// An access policy; by default 5 failures in a burst, then one per minute per viewer key, and
+    /// 20 then one per 15 s per source address.
+    public init(
+        passwordVerifier: PasswordVerifier?,
+        viewerLimiter: TokenBucketRateLimiter<Data> = .init(capacity: 5, refillInterval: .seconds(60)),
+        sourceLimiter: TokenBucketRateLimiter<Source> = .init(capacity: 20, refillInterval: .seconds(15))
+    ) {
+        self.passwordVerifier = passwordVerifier
+        self.viewerLimiter = viewerLimiter
+        self.sourceLimiter = sourceLimiter
+    }
+
+    /// Pairs a viewer identity key: it may then connect with ``AccessCredential/pairedKey``.
+    public mutating func pair(_ viewer: Curve25519.Signing.PublicKey) {
+        pairedKeys.insert(viewer.rawRepresentation)
+    }
+
+    /// Removes a paired viewer key.
+    public mutating func unpair(_ viewer: Curve25519.Signing.PublicKey) {
+        pairedKeys.remove(viewer.rawRepresentation)
+    }
+
+    /// Whether a viewer key is paired.
+    public func isPaired(_ viewer: Curve25519.Signing.PublicKey) -> Bool {
+        pairedKeys.contains(viewer.rawRepresentation)
+    }
+
+    /// Checks a credential from `viewer` (its handshake identity) connecting from `source`.
+    ///
+    /// - Throws: ``AccessControlError`` `.rateLimited` (with ``AccessControlError/retryAfter``)
+    ///   before checking anything once too many failures came from the viewer key or the source;
+    ///   `.denied` for a wrong password or an unpaired key (and counts the failure).
+    public mutating func authorize(
+        viewer: Curve25519.Signing.PublicKey, source: Source, credential: AccessCredential,
+        now: ContinuousClock.Instant
+    ) throws -> AccessGrant {
+        let viewerKey = viewer.rawRepresentation
+        let delays = [viewerLimiter.retryDelay(for: viewerKey, now: now), sourceLimiter.retryDelay(for: source, now: now)]
+        if let delay = delays.compactMap({ $0 }).max() {
+            throw AccessControlError(code: .rateLimited, detail: "too many failed attempts", retryAfter: delay)
+        }
+        switch credential {
+        case .password(let password):
+            if let passwordVerifier, passwordVerifier.verify(password) { return .password }
+        case .pairedKey:
+            if pairedKeys.contains(viewerKey) { return .pairedKey }
+        }
+        viewerLimiter.recordFailure(for: viewerKey, now: now)
+        sourceLimiter.recordFailure(for: source, now: now)
+        throw AccessControlError(code: .denied, detail: "\(credential) not accepted")
+    }
+}
+
+/// Why access was refused.
+public struct AccessControlError: CodedError, Hashable {
+    /// A stable reason code.
+    public struct Code: ErrorCode {
+        /// The code's stable name.
+        public let name: String
+        /// The credential is wrong (deliberately not saying how).
+        public static let denied = Code(name: "denied")
+        /// Too many failures from this viewer key or source; see ``AccessControlError/retryAfter``.
+        public static let rateLimited = Code(name: "rate-limited")
+        /// A stored password verifier is malformed or has out-of-range parameters.
+        public static let invalidVerifier = Code(name: "invalid-verifier")
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// Why.
+    public let detail: String
+    /// For `.rateLimited`: how long until another attempt is considered.
+    public let retryAfter: Duration?
+
+    /// An error with an optional retry delay.
+    public init(code: Code, detail: String, retryAfter: Duration? = nil) {
+        self.code = code
+        self.detail = detail
+        self.retryAfter = retryAfter
+    }
+}
