@@ -1,0 +1,126 @@
+import Foundation
+
+/// A way to reach a peer that one strategy gathered, offered to the other side through the cloud.
+public struct Candidate: Codable, Sendable, Hashable, CustomStringConvertible {
+    /// Where the address came from (RFC 8445 §5.1.1 vocabulary where it applies).
+    public enum Kind: String, Codable, Sendable, Hashable {
+        /// An address of a local interface.
+        case host
+        /// The address a NAT maps us to, as a STUN server saw it.
+        case serverReflexive = "server-reflexive"
+        /// An address on a relay (TURN).
+        case relayed
+        /// A port predicted for a NAT with sequential allocation (hard-NAT punching).
+        case predicted
+    }
+
+    /// The id of the strategy that gathered it, e.g. `udp-hole-punch`.
+    public var strategy: String
+    /// Where the address came from.
+    public var kind: Kind
+    /// `udp` or `tcp`.
+    public var transport: String
+    /// `ip:port` or `[ipv6]:port`.
+    public var address: String
+    /// Optional strategy-specific detail (e.g. a NAT mapping behaviour), kept small.
+    public var detail: [String: String]
+
+    /// Creates a candidate.
+    public init(strategy: String, kind: Kind, transport: String = "udp", address: String, detail: [String: String] = [:]) {
+        self.strategy = strategy
+        self.kind = kind
+        self.transport = transport
+        self.address = address
+        self.detail = detail
+    }
+
+    /// `udp-hole-punch server-reflexive udp 203.0.113.5:4000`.
+    public var description: String { "\(strategy) \(kind.rawValue) \(transport) \(address)" }
+}
+
+/// What one side tells the other through the cloud before both race their strategies.
+public struct PeerOffer: Codable, Sendable, Hashable {
+    /// Most candidates one offer may carry; more are a protocol error.
+    public static let maxCandidates = 64
+
+    /// The sender's Ed25519 identity public key (32 bytes): the camera's device key, or the viewer's key.
+    public var identityKey: Data
+    /// Every candidate the sender's enabled strategies gathered.
+    public var candidates: [Candidate]
+    /// The ids of the strategies the sender has enabled.
+    public var strategies: [String]
+
+    /// Creates an offer.
+    public init(identityKey: Data, candidates: [Candidate], strategies: [String]) {
+        self.identityKey = identityKey
+        self.candidates = candidates
+        self.strategies = strategies
+    }
+}
+
+/// The viewer's result of an introduction: the camera's answer, delivered with the start signal.
+public struct Introduction: Sendable {
+    /// Identifies this introduction in logs on all three sides.
+    public var requestID: String
+    /// The camera's answer, including the identity key the cloud claims for the UID (checked against the UID, never trusted).
+    public var answer: PeerOffer
+    /// Relay credentials the cloud issued for this session, if it runs a relay.
+    public var relay: RelayGrant?
+
+    /// Creates an introduction.
+    public init(requestID: String, answer: PeerOffer, relay: RelayGrant? = nil) {
+        self.requestID = requestID
+        self.answer = answer
+        self.relay = relay
+    }
+}
+
+/// Short-lived relay credentials issued by the cloud for one session (TURN REST scheme).
+public struct RelayGrant: Codable, Sendable, Hashable {
+    /// Relay addresses, e.g. `turn:203.0.113.10:3478?transport=udp` or `turns:…:443`.
+    public var urls: [String]
+    /// `expiry:label` user name.
+    public var username: String
+    /// Base64 HMAC of the user name.
+    public var password: String
+    /// Unix time after which the credentials stop working.
+    public var expires: Int
+
+    /// Creates a grant.
+    public init(urls: [String], username: String, password: String, expires: Int) {
+        self.urls = urls
+        self.username = username
+        self.password = password
+        self.expires = expires
+    }
+}
+
+/// A viewer's offer as the camera receives it through the cloud.
+public protocol IncomingIntroduction: Sendable {
+    /// Identifies this introduction in logs on all three sides.
+    var requestID: String { get }
+    /// The viewer's offer.
+    var offer: PeerOffer { get }
+    /// Relay credentials for this session, if the cloud runs a relay.
+    var relay: RelayGrant? { get }
+    /// Sends the camera's answer and returns when the cloud says start (both sides then race at once).
+    func accept(answer: PeerOffer) async throws
+    /// Declines (the viewer sees the same "unavailable" as for an unknown UID).
+    func decline() async
+}
+
+/// What a camera needs from its cloud: a registration kept alive across reconnects, and offers.
+public protocol CameraSignalling: Sendable {
+    /// Offers from viewers, in arrival order, across reconnects; finishes when the registration is stopped.
+    var introductions: AsyncStream<any IncomingIntroduction> { get }
+    /// The camera's server-reflexive address as the cloud sees its control connection, if known.
+    var observedAddress: String? { get async }
+    /// Stops keeping the registration alive and closes the connection.
+    func stop() async
+}
+
+/// What a viewer needs from the cloud: an introduction to a camera by UID.
+public protocol ViewerSignalling: Sendable {
+    /// Asks the cloud to introduce us to `device` with `offer`; returns the camera's answer at the start signal.
+    func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction
+}
