@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "trav",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Traversal", targets: ["Traversal"]),
         .library(name: "Strategies", targets: ["Strategies"]),
@@ -68,5 +68,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "TraversalTests", dependencies: ["Traversal"]),
+        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite",
+            .product(name: "Logging", package: "swift-log")]),
     ]
 )

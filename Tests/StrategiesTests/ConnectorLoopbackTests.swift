@@ -1,0 +1,157 @@
+import Crypto
+import Foundation
+import Logging
+import STUNLite
+import Strategies
+import Testing
+import Traversal
+
+/// Camera and viewers connect through the Connector over real sockets on loopback.
+@Suite(.serialized) struct ConnectorLoopbackTests {
+    static let camera = DeviceIdentity.generate()
+    static let cameraID = camera.deviceID
+
+    /// Runs a camera serving `introducer` with `password` and echoing every message back.
+    static func withCamera(_ introducer: InMemoryIntroducer, password: String = "secret", stun: [String],
+                           strategies: [any TraversalStrategy] = [DirectLAN(), STUNDiscovery()],
+                           _ body: () async throws -> Void) async throws {
+        let connector = Connector(configuration: .init(identity: camera, strategies: strategies, stunServers: stun))
+        let connections = connector.serve([introducer.introductions], access: try .password(password))
+        let server = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for await c in connections {
+                    group.addTask {
+                        do {
+                            for try await m in c.inbound { try await c.send(m) }
+                        } catch {}
+                    }
+                }
+            }
+        }
+        defer {
+            introducer.finish()
+            server.cancel()
+        }
+        try await body()
+    }
+
+    static func viewer(stun: [String], strategies: [any TraversalStrategy] = [DirectLAN(), STUNDiscovery()]) -> Connector {
+        Connector(configuration: .init(identity: .ephemeral(), strategies: strategies, stunServers: stun))
+    }
+
+    static func withSTUN(_ body: ([String]) async throws -> Void) async throws {
+        let server = try await STUNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0, tcp: false))
+        do {
+            try await body([server.udpAddresses[.primary]!.description])
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+        await server.shutdown()
+    }
+
+    static func echo(_ c: PeerConnection, bytes: Int) async throws -> Bool {
+        var sent: [UInt8] = []
+        var received: [UInt8] = []
+        var it = c.inbound.makeAsyncIterator()
+        var remaining = bytes
+        while remaining > 0 {
+            let chunk = (0..<min(remaining, 1000)).map { _ in UInt8.random(in: 0...255) }
+            sent += chunk
+            remaining -= chunk.count
+            try await c.send(chunk)
+            guard let back = try await it.next() else { return false }
+            received += back
+        }
+        return sent == received
+    }
+
+    @Test func viewerConnectsByUIDAndEchoes() async throws {
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer()
+            try await Self.withCamera(introducer, stun: stun) {
+                let c = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                #expect(["direct-lan", "stun-discovery"].contains(c.path))
+                #expect(c.peerIdentityKey.rawRepresentation == Self.camera.publicKey.rawRepresentation)
+                #expect(c.report.attempts.contains { $0.outcome == .connected && $0.strategy == c.path })
+                #expect(Set(c.report.attempts.map(\.strategy)) == ["direct-lan", "stun-discovery"])
+                #expect(try await Self.echo(c, bytes: 10_000))
+                await c.close()
+            }
+        }
+    }
+
+    @Test func threeViewersAtOnce() async throws {
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer()
+            try await Self.withCamera(introducer, stun: stun) {
+                try await withThrowingTaskGroup(of: Bool.self) { group in
+                    for _ in 0..<3 {
+                        group.addTask {
+                            let c = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                            defer { Task { await c.close() } }
+                            return try await Self.echo(c, bytes: 3000)
+                        }
+                    }
+                    var ok = 0
+                    for try await r in group where r { ok += 1 }
+                    #expect(ok == 3)
+                }
+            }
+        }
+    }
+
+    @Test func wrongPasswordIsRefusedAndTheCameraKeepsServing() async throws {
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer()
+            try await Self.withCamera(introducer, stun: stun) {
+                do {
+                    _ = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("wrong"))
+                    Issue.record("connected with a wrong password")
+                } catch let e as TraversalError {
+                    #expect(e.code == .accessDenied)
+                }
+                let c = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                #expect(try await Self.echo(c, bytes: 100))
+                await c.close()
+            }
+        }
+    }
+
+    @Test func cloudAnnouncingAnotherKeyIsDetected() async throws {
+        try await Self.withSTUN { stun in
+            let impostor = DeviceIdentity.generate()
+            let introducer = InMemoryIntroducer(forgedKey: impostor.publicKey.rawRepresentation)
+            try await Self.withCamera(introducer, stun: stun) {
+                do {
+                    _ = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                    Issue.record("connected although the cloud lied")
+                } catch let e as TraversalError {
+                    #expect(e.code == .identityMismatch)
+                }
+            }
+        }
+    }
+
+    @Test func impostorCameraAnsweringForTheUIDFailsTheHandshake() async throws {
+        // The cloud routes the viewer to a different camera and claims the UID's real key: the
+        // impostor cannot sign for that key, so no path completes the handshake.
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer(forgedKey: Self.camera.publicKey.rawRepresentation)
+            let impostor = Connector(configuration: .init(identity: .generate(), strategies: [DirectLAN()], stunServers: stun,
+                                                          connectTimeout: .seconds(2)))
+            let connections = impostor.serve([introducer.introductions], access: try .password("secret"))
+            let server = Task { for await c in connections { await c.close() } }
+            defer { introducer.finish(); server.cancel() }
+            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN()], stunServers: stun,
+                                                        connectTimeout: .seconds(2)))
+            do {
+                _ = try await viewer.connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                Issue.record("connected to an impostor")
+            } catch let e as TraversalError {
+                #expect(e.code == .noPath)
+                #expect(e.attempts.first?.error?.contains("identity") == true, "\(e.attempts)")
+            }
+        }
+    }
+}
