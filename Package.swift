@@ -66,5 +66,6 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "TraversalTests", dependencies: ["Traversal"]),
+        .testTarget(name: "NATLabTests", dependencies: ["NATLab"]),
     ]
 )
