@@ -121,6 +121,12 @@ router_sysctls() { # HOST
 # * nat chains only see the first packet of a flow, so DNAT via the map touches only
 #   unsolicited packets; established flows never consult it.
 # * Map entries time out with the conntrack UDP timeout: no outbound traffic, no mapping.
+# * Checked with two hosts binding the same port to the same server: masquerade gives the second
+#   a new port (e.g. 40000 -> 5272) and the map follows it (5272 : 10.1.0.11 . 40000).
+# * An unsolicited packet the filter refuses is not dropped silently: it reaches the router's own
+#   stack and leaves an UNREPLIED conntrack entry (router WAN:p <- remote). If the inside host
+#   later sends to that very remote endpoint from the same mapping, masquerade must avoid the
+#   taken tuple and picks another port, just as a real router would.
 nft_rules() { # KIND
     local kind=$1 masq="masquerade" outbound="" cone=""
     case $kind in
@@ -223,9 +229,7 @@ build_site() { # N NAME KIND COUNT
             lan_hosts "$router" "$name" "$kind" "$count" 198.51.100 $((16 * n + 1)) 28 $((16 * n + 2))
             in_ns inet ip route add "198.51.100.$((16 * n))/28" via "203.0.113.$((100 + n))"
             # A plain router, no NAT, no firewall: nothing but forwarding.
-            in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
-            host_line "$router $name $kind router 203.0.113.$((100 + n)),198.51.100.$((16 * n + 1))"
-            return ;;
+            host_line "$router $name $kind router 203.0.113.$((100 + n)),198.51.100.$((16 * n + 1))" ;;
         double-nat)
             local carrier="$name-carrier"
             new_ns "$carrier"
@@ -319,15 +323,14 @@ kill_ns_pids() {
 
 cmd_down() {
     PREFIX=${1:-}; check_prefix "$PREFIX"
-    local ns
-    if [[ -f $STATE_DIR/$PREFIX.ns ]]; then
-        # Only namespaces this script recorded: never anything else that shares the prefix.
-        while read -r ns; do
-            [[ -n $ns ]] || continue
-            kill_ns_pids "$ns"
-            ip netns del "$ns" 2>/dev/null || true
-        done < "$STATE_DIR/$PREFIX.ns"
-    fi
+    local ns list
+    # Only namespaces this script recorded: never anything else that shares the prefix.
+    # Read up front and tolerate a vanished file: two cleanups may race on one stale lab.
+    list=$(cat "$STATE_DIR/$PREFIX.ns" 2>/dev/null || true)
+    for ns in $list; do
+        kill_ns_pids "$ns"
+        ip netns del "$ns" 2>/dev/null || true
+    done
     rm -f "$STATE_DIR/$PREFIX.owner" "$STATE_DIR/$PREFIX.ns" "$STATE_DIR/$PREFIX.hosts"
 }
 
@@ -362,7 +365,8 @@ cmd_cleanup_stale() {
 need_host() { # PREFIX HOST
     PREFIX=${1:-}; check_prefix "$PREFIX"
     [[ -n ${2:-} ]] || die "missing HOST"
-    ip netns list | grep -q "^$(ns_of "$2")\( \|$\)" || die "no host '$2' in lab '$PREFIX'"
+    local all; all=$(ip netns list)      # not piped into grep -q: SIGPIPE + pipefail lies
+    [[ $'\n'$all$'\n' == *$'\n'"$(ns_of "$2")"[$' \n']* ]] || die "no host '$2' in lab '$PREFIX'"
 }
 
 cmd=${1:-help}; shift || true

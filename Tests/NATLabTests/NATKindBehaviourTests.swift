@@ -1,0 +1,47 @@
+import Foundation
+import NATLab
+import Testing
+
+/// Each NAT kind, judged by coturn: the lab builds what it claims (RFC 4787 mapping and filtering).
+@Suite(.disabled(if: Coturn.skipReason != nil, Comment(rawValue: Coturn.skipReason ?? "")))
+struct NATKindBehaviourTests {
+    @Test("natdiscovery classifies each kind as the kind claims", arguments: NATKind.allCases)
+    func kindBehavesAsItClaims(_ kind: NATKind) async throws {
+        let site = LabSite("s", kind)
+        try await NATLab.withLab(sites: [site]) { lab in
+            let directory = try await Coturn.startCloud(in: lab)
+            defer { directory.remove() }
+            let host = site.host()
+            let stun = lab.cloudAddresses[0]
+
+            let mapping = NATDiscoveryReport(parsing: try await lab.run(
+                host: host, ["turnutils_natdiscovery", "-m", stun], timeout: .seconds(20)).stdout)
+            if kind.allowsUDP {
+                #expect(mapping.mapping == kind.claimedMapping, "\(kind) mapping: \(mapping)")
+                // The internet sees the outermost NAT's address (the host's own when open).
+                let expected = try lab.publicAddress(of: host)
+                #expect(!mapping.reflexiveAddresses.isEmpty && mapping.reflexiveAddresses.allSatisfy { $0 == expected },
+                        "\(kind): reflexive \(mapping.reflexiveAddresses), want \(expected)")
+                // A separate run (fresh local port): filtering must not see the mapping run's holes.
+                let filtering = NATDiscoveryReport(parsing: try await lab.run(
+                    host: host, ["turnutils_natdiscovery", "-f", stun], timeout: .seconds(20)).stdout)
+                #expect(filtering.filtering == kind.claimedFiltering, "\(kind) filtering: \(filtering)")
+            } else {
+                #expect(mapping.timedOut && mapping.reflexiveAddresses.isEmpty, "\(kind): UDP got an answer: \(mapping)")
+            }
+
+            // TCP: 443 always gets out; any other port only when the kind is not tcp443-only.
+            #expect(try await lab.tcpConnects(from: host, to: stun, port: 443), "\(kind): TCP 443 blocked")
+            let otherPort = try await lab.tcpConnects(from: host, to: stun, port: Coturn.stunPort)
+            #expect(otherPort == (kind != .tcp443Only), "\(kind): TCP \(Coturn.stunPort) connects: \(otherPort)")
+
+            // Every router keeps UDP conntrack entries only 30 s, so keepalive behaviour is real.
+            for router in lab.hosts where router.site == site.name && (router.role == .router || router.role == .carrier) {
+                let timeouts = try await lab.run(host: router.name, [
+                    "sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout",
+                    "net.netfilter.nf_conntrack_udp_timeout_stream"])
+                #expect(timeouts.stdout.split(separator: "\n") == ["30", "30"], "\(router.name): \(timeouts)")
+            }
+        }
+    }
+}
