@@ -54,6 +54,7 @@ set -Eeuo pipefail
 
 STATE_DIR=${NATLAB_STATE_DIR:-/run/natlab}
 UDP_TIMEOUT=${NATLAB_UDP_TIMEOUT:-30}
+[[ $UDP_TIMEOUT =~ ^[1-9][0-9]{0,3}$ ]] || { echo "natlab: bad NATLAB_UDP_TIMEOUT" >&2; exit 1; }
 KINDS="open full-cone restricted-cone port-restricted-cone symmetric udp-blocked tcp443-only double-nat"
 MAX_SITES=15
 
@@ -85,8 +86,10 @@ owner_alive() { # PREFIX
 
 new_ns() { # HOST
     local ns; ns=$(ns_of "$1")
-    echo "$ns" >> "$STATE_DIR/$PREFIX.ns"          # recorded first: `down` finds half-built labs
+    # Recorded right after creation, so `down` finds half-built labs, but never a namespace that
+    # existed before (`ip netns add` fails on those, and then we never record or delete it).
     ip netns add "$ns"
+    echo "$ns" >> "$STATE_DIR/$PREFIX.ns"
     in_ns "$1" ip link set lo up
     in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 }
@@ -265,7 +268,7 @@ cmd_up() {
         IFS=: read -r f1 f2 f3 <<< "$spec"
         if [[ " $KINDS " == *" $f1 "* ]]; then name="s$n" kind=$f1 count=${f2:-1}
         else name=$f1 kind=${f2:-} count=${f3:-1}; fi
-        [[ " $KINDS " == *" $kind "* ]] || die "unknown kind '$kind' in '$spec' (kinds: $KINDS)"
+        [[ " $KINDS " == *" $kind "* ]] || die "unknown kind '${kind:-$f1}' in '$spec' (kinds: $KINDS)"
         [[ $name =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "bad site name '$name' in '$spec'"
         [[ $name != cloud && $name != inet ]] || die "site name '$name' is reserved"
         [[ " ${names[*]} " != *" $name "* ]] || die "duplicate site name '$name'"

@@ -31,9 +31,14 @@ public struct LabSite: Sendable, Hashable {
 public struct LabTopology: Sendable, Hashable {
     /// The sites, in order (site N gets 203.0.113.(100+N) and 10.N.0.0/24).
     public var sites: [LabSite]
+    /// Conntrack UDP timeout in seconds on every router: an idle mapping lives this long.
+    public var udpTimeout: Int
 
-    /// A topology of these sites.
-    public init(_ sites: [LabSite]) { self.sites = sites }
+    /// A topology of these sites, whose NAT mappings expire after `udpTimeout` idle seconds.
+    public init(_ sites: [LabSite], udpTimeout: Int = 30) {
+        self.sites = sites
+        self.udpTimeout = udpTimeout
+    }
 }
 
 /// What a lab host is for.

@@ -57,7 +57,9 @@ public enum NATLab {
         if let reason = skipReason { throw NATLabError(.unavailable, reason) }
         _ = try? await cleanupStale()          // leftovers of crashed runs, never live labs
         let prefix = "nl" + String((0..<6).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! })
-        let result = try await script(["up", prefix] + topology.sites.map(\.spec), timeout: .seconds(60))
+        let result = try await script(["up", prefix] + topology.sites.map(\.spec),
+                                      environment: ["NATLAB_UDP_TIMEOUT": String(topology.udpTimeout)],
+                                      timeout: .seconds(60))
         guard result.succeeded else {
             _ = try? await script(["down", prefix], timeout: .seconds(30))
             throw NATLabError(.buildFailed, "natlab.sh up \(prefix): \(result)")
@@ -71,13 +73,22 @@ public enum NATLab {
         try await build(LabTopology(sites))
     }
 
-    /// Builds a lab, runs `body` with it and always tears it down, whether `body` returns or throws.
+    /// Builds a lab of `sites`, runs `body` with it and always tears it down, even when `body` throws.
     public static func withLab<T>(
         sites: [LabSite],
         isolation: isolated (any Actor)? = #isolation,
         _ body: (Lab) async throws -> T
     ) async throws -> T {
-        let lab = try await build(sites: sites)
+        try await withLab(LabTopology(sites), body)
+    }
+
+    /// Builds `topology`, runs `body` with it and always tears it down, even when `body` throws.
+    public static func withLab<T>(
+        _ topology: LabTopology,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (Lab) async throws -> T
+    ) async throws -> T {
+        let lab = try await build(topology)
         do {
             let value = try await body(lab)
             lab.tearDown()
@@ -97,9 +108,11 @@ public enum NATLab {
     }
 
     /// Runs `natlab.sh ARGS…` with this process as the owner of anything it builds.
-    public static func script(_ arguments: [String], timeout: Duration = .seconds(30)) async throws -> LabCommandResult {
+    public static func script(_ arguments: [String], environment: [String: String] = [:],
+                              timeout: Duration = .seconds(30)) async throws -> LabCommandResult {
         try await ChildProcess.run(["/bin/bash", scriptPath] + arguments,
-                                   environment: ["NATLAB_OWNER_PID": String(getpid())], timeout: timeout)
+                                   environment: environment.merging(["NATLAB_OWNER_PID": String(getpid())]) { old, _ in old },
+                                   timeout: timeout)
     }
 
     /// Blocking `natlab.sh ARGS…`, for teardown.

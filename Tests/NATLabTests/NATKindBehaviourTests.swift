@@ -44,4 +44,21 @@ struct NATKindBehaviourTests {
             }
         }
     }
+
+    @Test func idleMappingExpiresAfterTheConntrackUDPTimeout() async throws {
+        // natdiscovery -t: bind socket A, wait T s, then ask (from socket B) for an answer to A's
+        // mapping. With a 3 s conntrack timeout, A's mapping survives 1 s idle but not 6 s.
+        let site = LabSite("idle", .portRestrictedCone)
+        try await NATLab.withLab(LabTopology([site], udpTimeout: 3)) { lab in
+            let directory = try await Coturn.startCloud(in: lab)
+            defer { directory.remove() }
+            let stun = lab.cloudAddresses[0]
+            let alive = NATDiscoveryReport(parsing: try await lab.run(
+                host: site.host(), ["turnutils_natdiscovery", "-t", "-T", "1", stun]).stdout)
+            #expect(!alive.timedOut && alive.reflexiveAddresses.count >= 2, "after 1 s idle: \(alive)")
+            let expired = NATDiscoveryReport(parsing: try await lab.run(
+                host: site.host(), ["turnutils_natdiscovery", "-t", "-T", "6", stun]).stdout)
+            #expect(expired.timedOut, "after 6 s idle the mapping should be gone: \(expired)")
+        }
+    }
 }
