@@ -19,7 +19,9 @@ struct LabTopologyTests {
             _ = try lab.spawn(host: site.host(2), Coturn.serverArguments(
                 listening: [neighbour], port: Coturn.stunPort, rfc5780: false, directory: directory.path))
             try await lab.waitForListener(host: site.host(2), port: Coturn.stunPort)
-            let result = try await lab.run(host: site.host(1), ["turnutils_stunclient", neighbour])
+            let result = try await lab.run(host: site.host(1), ["turnutils_stunclient", neighbour],
+                                           timeout: .seconds(10))
+            #expect(result.succeeded, "\(result)")
             let report = NATDiscoveryReport(parsing: result.stdout)
             // No NAT between neighbours: h2 sees h1's own LAN address.
             #expect(report.reflexiveAddresses.first == (try lab.address(of: site.host(1))), "\(result)")
@@ -31,7 +33,11 @@ struct LabTopologyTests {
         try await NATLab.withLab(sites: [site]) { lab in
             let directory = try await Coturn.startCloud(in: lab)
             defer { directory.remove() }
-            let result = try await lab.run(host: site.host(), ["turnutils_stunclient", lab.cloudAddresses[0]])
+            // The plain (non-RFC 5780) server on 443: against an RFC 5780 server, stunclient
+            // retries a CHANGE-REQUEST behind APDF forever.
+            let result = try await lab.run(host: site.host(), ["turnutils_stunclient", "-p", "443",
+                                                               lab.cloudAddresses[0]], timeout: .seconds(10))
+            #expect(result.succeeded, "\(result)")
             let report = NATDiscoveryReport(parsing: result.stdout)
             let carrier = try lab.address(of: site.carrier)
             #expect(carrier.hasPrefix("203.0.113."))
@@ -42,7 +48,7 @@ struct LabTopologyTests {
 
     @Test func addressesComeFromTheLabRanges() async throws {
         let sites = [LabSite("a", .fullCone), LabSite("b", .open, hosts: 2), LabSite("c", .doubleNAT)]
-        try await NATLab.withLab(sites: sites) { lab in
+        try await NATLab.withLab(sites: sites) { lab throws in   // every `try` below sits in a macro
             #expect(lab.cloudAddresses == ["203.0.113.10", "203.0.113.11"])
             #expect(try lab.address(of: "a-router") == "203.0.113.101")
             #expect(try lab.address(of: "a-h1") == "10.1.0.10")

@@ -14,8 +14,10 @@ struct NATKindBehaviourTests {
             let host = site.host()
             let stun = lab.cloudAddresses[0]
 
-            let mapping = NATDiscoveryReport(parsing: try await lab.run(
-                host: host, ["turnutils_natdiscovery", "-m", stun], timeout: .seconds(20)).stdout)
+            let mappingRun = try await lab.run(host: host, ["turnutils_natdiscovery", "-m", stun],
+                                               timeout: .seconds(20))
+            #expect(!mappingRun.timedOut, "\(kind): natdiscovery -m hung: \(mappingRun)")
+            let mapping = NATDiscoveryReport(parsing: mappingRun.stdout)
             if kind.allowsUDP {
                 #expect(mapping.mapping == kind.claimedMapping, "\(kind) mapping: \(mapping)")
                 // The internet sees the outermost NAT's address (the host's own when open).
@@ -23,8 +25,10 @@ struct NATKindBehaviourTests {
                 #expect(!mapping.reflexiveAddresses.isEmpty && mapping.reflexiveAddresses.allSatisfy { $0 == expected },
                         "\(kind): reflexive \(mapping.reflexiveAddresses), want \(expected)")
                 // A separate run (fresh local port): filtering must not see the mapping run's holes.
-                let filtering = NATDiscoveryReport(parsing: try await lab.run(
-                    host: host, ["turnutils_natdiscovery", "-f", stun], timeout: .seconds(20)).stdout)
+                let filteringRun = try await lab.run(host: host, ["turnutils_natdiscovery", "-f", stun],
+                                                     timeout: .seconds(20))
+                #expect(!filteringRun.timedOut, "\(kind): natdiscovery -f hung: \(filteringRun)")
+                let filtering = NATDiscoveryReport(parsing: filteringRun.stdout)
                 #expect(filtering.filtering == kind.claimedFiltering, "\(kind) filtering: \(filtering)")
             } else {
                 #expect(mapping.timedOut && mapping.reflexiveAddresses.isEmpty, "\(kind): UDP got an answer: \(mapping)")
