@@ -35,6 +35,16 @@
 #:   udp-blocked           NAT (as port-restricted) that drops all forwarded UDP
 #:   tcp443-only           NAT that lets only TCP to port 443 out
 #:   double-nat            home NAT (port-restricted) behind a carrier NAT on 100.64.N.0/24 (EIM)
+#: The cone filtering rules are UDP-only; TCP through any NAT kind behaves port-restricted.
+#: No NAT hairpinning (a host cannot reach its own site via the router's public address).
+#:
+#: EXAMPLE (a person's session)
+#:   natlab.sh up demo cam:restricted-cone
+#:   natlab.sh exec demo cloud turnserver -n -S -z --no-cli -L 203.0.113.10 -L 203.0.113.11 \
+#:       --db /tmp/demo.db &
+#:   natlab.sh exec demo cam-h1 turnutils_natdiscovery -f 203.0.113.10
+#:   natlab.sh conntrack demo cam-router; natlab.sh shell demo cam-h1
+#:   natlab.sh down demo          # also kills the turnserver: down kills every process inside
 #:
 #: TOPOLOGY (N = site index 1..15)
 #:
@@ -121,6 +131,9 @@ router_sysctls() { # HOST
 #   (postrouting, priority srcnat+10): there `ct reply proto-dst` is the port the NAT really
 #   chose, so the map stays right even when masquerade had to change the port.
 #   Reply-direction packets of DNATed flows refresh the map too (the tuples are mirrored).
+# * Filter order matters for tcp443-only: `established` must be accepted before the outbound
+#   drop, else the handshake's final ACK is dropped; the client still believes it connected
+#   (a bare connect test passes) but no data flows. Hence the tests exchange STUN over TCP.
 # * nat chains only see the first packet of a flow, so DNAT via the map touches only
 #   unsolicited packets; established flows never consult it.
 # * Map entries time out with the conntrack UDP timeout: no outbound traffic, no mapping.
@@ -183,9 +196,9 @@ EOF
     }
     chain forward {
         type filter hook forward priority filter; policy accept;
+        ct state established,related accept
         ${outbound:+$outbound
-        }ct state established,related accept
-        iifname "wan" ct status dnat accept
+        }iifname "wan" ct status dnat accept
         iifname "wan" drop
     }
 }

@@ -34,10 +34,10 @@ struct NATKindBehaviourTests {
                 #expect(mapping.timedOut && mapping.reflexiveAddresses.isEmpty, "\(kind): UDP got an answer: \(mapping)")
             }
 
-            // TCP: 443 always gets out; any other port only when the kind is not tcp443-only.
-            #expect(try await lab.tcpConnects(from: host, to: stun, port: 443), "\(kind): TCP 443 blocked")
-            let otherPort = try await lab.tcpConnects(from: host, to: stun, port: Coturn.stunPort)
-            #expect(otherPort == (kind != .tcp443Only), "\(kind): TCP \(Coturn.stunPort) connects: \(otherPort)")
+            // TCP: STUN over 443 always works; over any other port only when not tcp443-only.
+            #expect(try await lab.stunOverTCPWorks(from: host, to: stun, port: 443), "\(kind): TCP 443 blocked")
+            let otherPort = try await lab.stunOverTCPWorks(from: host, to: stun, port: Coturn.stunPort)
+            #expect(otherPort == (kind != .tcp443Only), "\(kind): STUN over TCP \(Coturn.stunPort) works: \(otherPort)")
 
             // Every router keeps UDP conntrack entries only 30 s, so keepalive behaviour is real.
             for router in lab.hosts where router.site == site.name && (router.role == .router || router.role == .carrier) {
