@@ -40,8 +40,8 @@
 #:
 #: EXAMPLE (a person's session)
 #:   natlab.sh up demo cam:restricted-cone
-#:   natlab.sh exec demo cloud turnserver -n -S -z --no-cli -L 203.0.113.10 -L 203.0.113.11 \
-#:       --db /tmp/demo.db &
+#:   natlab.sh exec demo cloud turnserver -n -S -z --no-cli --no-tls --no-dtls \
+#:       -L 203.0.113.10 -L 203.0.113.11 --db /tmp/demo.db --log-file stdout >/dev/null &
 #:   natlab.sh exec demo cam-h1 turnutils_natdiscovery -f 203.0.113.10
 #:   natlab.sh conntrack demo cam-router; natlab.sh shell demo cam-h1
 #:   natlab.sh down demo          # also kills the turnserver: down kills every process inside
