@@ -84,6 +84,7 @@ start_time() {
     stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     stat=${stat##*) }            # drop "pid (comm) " — comm may contain spaces
     set -- $stat
+    [[ $1 != Z && $1 != X ]] || return 1   # a crashed owner nobody reaped yet is not alive
     echo "${20}"                 # field 22 overall = 20th after pid and comm
 }
 
