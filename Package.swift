@@ -68,7 +68,8 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "TraversalTests", dependencies: ["Traversal"]),
-        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite",
+        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "NATLab",
             .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "NATLabTests", dependencies: ["NATLab"]),
     ]
 )
