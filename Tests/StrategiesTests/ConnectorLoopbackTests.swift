@@ -155,3 +155,40 @@ import Traversal
         }
     }
 }
+
+/// `direct-lan` with no cloud at all: the viewer finds the camera by a discovery message.
+@Suite struct LANDiscoveryTests {
+    @Test func viewerFindsTheCameraWithoutACloud() async throws {
+        let camera = DeviceIdentity.generate()
+        let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
+        let cameraConnector = Connector(configuration: .init(identity: camera, strategies: [DirectLAN()]))
+        let connections = cameraConnector.serve([responder.introductions], access: try .password("pw"))
+        let server = Task {
+            for await c in connections {
+                Task { for try await m in c.inbound { try await c.send(m) } }
+            }
+        }
+        defer { server.cancel(); Task { await responder.stop() } }
+        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)])
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN()]))
+        let c = try await viewer.connect(to: camera.deviceID, via: finder, credential: .password("pw"))
+        #expect(c.path == "direct-lan")
+        #expect(c.report.requestID?.hasPrefix("lan-") == true)
+        #expect(try await ConnectorLoopbackTests.echo(c, bytes: 2000))
+        await c.close()
+    }
+
+    @Test func noCameraWithThatUIDIsUnavailableQuickly() async throws {
+        let other = DeviceIdentity.generate()
+        let responder = try await LANDiscovery.Responder(device: other.deviceID, port: 0)
+        defer { Task { await responder.stop() } }
+        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
+                                         timeout: .milliseconds(500))
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN()]))
+        let started = ContinuousClock.now
+        await #expect(throws: TraversalError.self) {
+            _ = try await viewer.connect(to: DeviceIdentity.generate().deviceID, via: finder, credential: .password("pw"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+}
