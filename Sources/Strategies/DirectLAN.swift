@@ -12,21 +12,29 @@ public struct DirectLAN: TraversalStrategy {
     public var probeInterval: Duration
     /// Ping rounds before giving up (with the default interval: 3 s).
     public var maxPings: Int
-    /// Include loopback addresses among the candidates (for camera and viewer on one host).
-    public var includeLoopback: Bool
+    /// Which interface addresses to offer.
+    public enum Scope: Sendable, Hashable {
+        /// Every IPv4 interface address, loopback last (camera and viewer on one LAN or one host).
+        case allInterfaces
+        /// Loopback addresses only: a demo or test on one host that must not touch the real network.
+        case loopbackOnly
+    }
 
-    /// Creates the strategy; defaults: 50 ms between pings, 60 pings, loopback included.
-    public init(probeInterval: Duration = .milliseconds(50), maxPings: Int = 60, includeLoopback: Bool = true) {
+    /// Which interface addresses to offer.
+    public var scope: Scope
+
+    /// Creates the strategy; defaults: 50 ms between pings, 60 pings (3 s), every interface.
+    public init(probeInterval: Duration = .milliseconds(50), maxPings: Int = 60, scope: Scope = .allInterfaces) {
         self.probeInterval = probeInterval
         self.maxPings = maxPings
-        self.includeLoopback = includeLoopback
+        self.scope = scope
     }
 
     /// Opens a socket and offers one host candidate per interface address.
     public func prepare(_ context: StrategyContext) async throws -> any PreparedStrategy {
         let socket = try await UDPPathSocket.open()
         let port = socket.client.localAddress.port
-        let addresses = localIPv4Addresses().filter { includeLoopback || !isLoopback($0) }
+        let addresses = localIPv4Addresses().filter { scope == .allInterfaces || isLoopback($0) }
         let candidates = addresses.map {
             Candidate(strategy: id, kind: .host, address: TransportAddress(ip: $0, port: port).description)
         }

@@ -13,7 +13,7 @@ import Traversal
 
     /// Runs a camera serving `introducer` with `password` and echoing every message back.
     static func withCamera(_ introducer: InMemoryIntroducer, password: String = "secret", stun: [String],
-                           strategies: [any TraversalStrategy] = [DirectLAN(), STUNDiscovery()],
+                           strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery()],
                            _ body: () async throws -> Void) async throws {
         let connector = Connector(configuration: .init(identity: camera, strategies: strategies, stunServers: stun))
         let connections = connector.serve([introducer.introductions], access: try .password(password))
@@ -35,7 +35,7 @@ import Traversal
         try await body()
     }
 
-    static func viewer(stun: [String], strategies: [any TraversalStrategy] = [DirectLAN(), STUNDiscovery()]) -> Connector {
+    static func viewer(stun: [String], strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery()]) -> Connector {
         Connector(configuration: .init(identity: .ephemeral(), strategies: strategies, stunServers: stun))
     }
 
@@ -138,12 +138,12 @@ import Traversal
         // impostor cannot sign for that key, so no path completes the handshake.
         try await Self.withSTUN { stun in
             let introducer = InMemoryIntroducer(forgedKey: Self.camera.publicKey.rawRepresentation)
-            let impostor = Connector(configuration: .init(identity: .generate(), strategies: [DirectLAN()], stunServers: stun,
+            let impostor = Connector(configuration: .init(identity: .generate(), strategies: [DirectLAN(scope: .loopbackOnly)], stunServers: stun,
                                                           connectTimeout: .seconds(2)))
             let connections = impostor.serve([introducer.introductions], access: try .password("secret"))
             let server = Task { for await c in connections { await c.close() } }
             defer { introducer.finish(); server.cancel() }
-            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN()], stunServers: stun,
+            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)], stunServers: stun,
                                                         connectTimeout: .seconds(2)))
             do {
                 _ = try await viewer.connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
@@ -161,7 +161,7 @@ import Traversal
     @Test func viewerFindsTheCameraWithoutACloud() async throws {
         let camera = DeviceIdentity.generate()
         let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
-        let cameraConnector = Connector(configuration: .init(identity: camera, strategies: [DirectLAN()]))
+        let cameraConnector = Connector(configuration: .init(identity: camera, strategies: [DirectLAN(scope: .loopbackOnly)]))
         let connections = cameraConnector.serve([responder.introductions], access: try .password("pw"))
         let server = Task {
             for await c in connections {
@@ -170,7 +170,7 @@ import Traversal
         }
         defer { server.cancel(); Task { await responder.stop() } }
         let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)])
-        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN()]))
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)]))
         let c = try await viewer.connect(to: camera.deviceID, via: finder, credential: .password("pw"))
         #expect(c.path == "direct-lan")
         #expect(c.report.requestID?.hasPrefix("lan-") == true)
@@ -184,7 +184,7 @@ import Traversal
         defer { Task { await responder.stop() } }
         let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
                                          timeout: .milliseconds(500))
-        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN()]))
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)]))
         let started = ContinuousClock.now
         await #expect(throws: TraversalError.self) {
             _ = try await viewer.connect(to: DeviceIdentity.generate().deviceID, via: finder, credential: .password("pw"))
