@@ -192,3 +192,24 @@ import Traversal
         #expect(ContinuousClock.now - started < .seconds(5))
     }
 }
+
+/// `udp-hole-punch` on loopback: no NAT, so both mappings are endpoint-independent and punching is immediate.
+@Suite struct UDPHolePunchLoopbackTests {
+    @Test func holePunchAloneConnectsAndLearnsTheMapping() async throws {
+        let server = try await STUNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0, alternateIP: IPAddress("127.0.0.2")!, tcp: false))
+        defer { Task { await server.shutdown() } }
+        let stun = [server.udpAddresses[.primary]!.description]
+        let prepared = try await UDPHolePunch().prepare(StrategyContext(role: .viewer, stunServers: stun))
+        #expect(prepared.candidates.first?.detail["mapping"] == "endpoint-independent")
+        await prepared.close()
+
+        let introducer = InMemoryIntroducer()
+        try await ConnectorLoopbackTests.withCamera(introducer, stun: stun, strategies: [UDPHolePunch()]) {
+            let c = try await ConnectorLoopbackTests.viewer(stun: stun, strategies: [UDPHolePunch()])
+                .connect(to: ConnectorLoopbackTests.cameraID, via: introducer, credential: .password("secret"))
+            #expect(c.path == "udp-hole-punch")
+            #expect(try await ConnectorLoopbackTests.echo(c, bytes: 2000))
+            await c.close()
+        }
+    }
+}
