@@ -213,3 +213,21 @@ import Traversal
         }
     }
 }
+
+/// `tcp-simultaneous-open` on loopback: both sides connect from their STUN-mapped TCP ports at once.
+@Suite struct TCPSimultaneousOpenLoopbackTests {
+    @Test func crossingConnectsBecomeOneStream() async throws {
+        let server = try await STUNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0))
+        defer { Task { await server.shutdown() } }
+        let stun = [server.udpAddresses[.primary]!.description]
+        let introducer = InMemoryIntroducer()
+        try await ConnectorLoopbackTests.withCamera(introducer, stun: stun, strategies: [TCPSimultaneousOpen()]) {
+            let c = try await ConnectorLoopbackTests.viewer(stun: stun, strategies: [TCPSimultaneousOpen()])
+                .connect(to: ConnectorLoopbackTests.cameraID, via: introducer, credential: .password("secret"))
+            #expect(c.path == "tcp-simultaneous-open")
+            #expect(c.report.route?.hasPrefix("tcp ") == true)
+            #expect(try await ConnectorLoopbackTests.echo(c, bytes: 5000))
+            await c.close()
+        }
+    }
+}
