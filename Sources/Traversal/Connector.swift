@@ -16,9 +16,9 @@ public struct CameraAccessPolicy: Sendable {
         self.pairedViewers = pairedViewers
     }
 
-    /// A policy with one password.
-    public static func password(_ password: String) throws -> CameraAccessPolicy {
-        CameraAccessPolicy(passwordVerifier: try PasswordVerifier(password: password))
+    /// A policy with one password, hashed with `parameters` (the standard scrypt cost by default).
+    public static func password(_ password: String, parameters: PasswordVerifier.Parameters = .standard) throws -> CameraAccessPolicy {
+        CameraAccessPolicy(passwordVerifier: try PasswordVerifier(password: password, parameters: parameters))
     }
 }
 
@@ -56,8 +56,9 @@ public struct ConnectorConfiguration: Sendable {
 ///   first completed handshake wins, others cancelled → hello{credential} ──► access check → welcome
 /// ```
 public final class Connector: Sendable {
-    /// How long the viewer waits for the camera's access verdict after the handshake.
-    public static let accessTimeout: Duration = .seconds(5)
+    /// How long the viewer waits for the camera's access verdict after the handshake (the camera's
+    /// scrypt check of a password is deliberately slow).
+    public static let accessTimeout: Duration = .seconds(10)
 
     /// The configuration.
     public let configuration: ConnectorConfiguration
