@@ -70,6 +70,6 @@ let package = Package(
         .testTarget(name: "TraversalTests", dependencies: ["Traversal"]),
         .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "NATLab",
             .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "NATLabTests", dependencies: ["NATLab"]),
+        .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
     ]
 )
