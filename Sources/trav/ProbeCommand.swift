@@ -44,7 +44,7 @@ extension Trav {
             let options = NATProbeOptions(
                 tcpPorts: noTCP ? [] : (tcpPorts.isEmpty ? nil : tcpPorts), lifetime: lifetime,
                 lifetimeMaxSeconds: lifetimeMax, lifetimeResolutionSeconds: lifetimeResolution,
-                lifetimeBudgetSeconds: max(lifetimeBudget, 0))
+                lifetimeBudgetSeconds: lifetimeBudget)
             let report = await NATProbe.run(server: target, options: options)
             if json {
                 try printJSON(report)

@@ -58,7 +58,8 @@ struct ProbeLabTests {
                     #expect(r.filtering.rawValue == kind.claimedFiltering?.rawValue, "\(kind) filtering: \(r)")
                     #expect(r.natType.rawValue == (kind == .doubleNAT ? "port-restricted-cone" : kind.rawValue),
                             "\(kind) type: \(r)")
-                    #expect(r.mappedAddress?.ip.description == (try lab.publicAddress(of: host)), "\(kind): \(r)")
+                    let publicIP = try lab.publicAddress(of: host)
+                    #expect(r.mappedAddress?.ip.description == publicIP, "\(kind): \(r)")
                     // The lab's NATs do not hairpin; masquerade keeps ports unless fully random.
                     #expect(r.hairpinning == (kind == .open ? .notTested : .no), "\(kind) hairpin: \(r)")
                     #expect(r.portPreservation == (kind == .symmetric ? .no : .yes), "\(kind) ports: \(r)")

@@ -10,15 +10,13 @@ import Testing
     static let filterLocal = TransportAddress("10.1.0.10:40100")!
 
     /// What the mapping lane saw (RFC 5780 §4.3).
-    enum Mapping: CaseIterable, CustomStringConvertible {
+    enum Mapping: CaseIterable {
         case noNAT, independent, addressDependent, addressAndPortDependent
-        var description: String { "\(self)" }
     }
 
     /// What the filtering lane saw (RFC 5780 §4.4).
-    enum Filtering: CaseIterable, CustomStringConvertible {
+    enum Filtering: CaseIterable {
         case independent, addressDependent, addressAndPortDependent
-        var description: String { "\(self)" }
     }
 
     static func mapped(_ port: UInt16, nat: Bool, local: TransportAddress = local) -> TransportAddress {
