@@ -1,3 +1,5 @@
+import NIOCore
+
 /// What `NATProbe` should test, and how long it may take (RFC 5780 §4).
 public struct NATProbeOptions: Sendable, Hashable {
     /// Retransmissions for every UDP test: short, so a blocked path is reported in seconds (RFC 8489 §6.2.1).
