@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "TraversalTests", dependencies: ["Traversal"]),
         .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "NATLab",
             .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "NATLabTests", dependencies: ["NATLab"]),
+        .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
         .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -7,8 +7,8 @@ struct Trav: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trav",
         abstract: "NAT traversal toolkit: reach a camera by its ID, directly when the network allows.",
-        subcommands: [DemoCommand.self, STUNServerCommand.self, STUNCommand.self, CloudCommand.self, IdentityCommand.self,
-                      CameraCommand.self, ConnectCommand.self])
+        subcommands: [DemoCommand.self, ProbeCommand.self, STUNServerCommand.self, STUNCommand.self, CloudCommand.self,
+                      IdentityCommand.self, CameraCommand.self, ConnectCommand.self])
 }
 
 /// Options every command shares.
