@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 
 /// Where the cloud's signalling service listens and how to trust its TLS certificate.
 public struct CloudEndpoint: Sendable, Hashable {
@@ -46,7 +47,7 @@ public enum CloudClient {
     public static let reconnectInitialDelay: Duration = .milliseconds(250)
     /// Longest wait between reconnection attempts.
     public static let reconnectMaxDelay: Duration = .seconds(5)
-    /// Longest a TCP connect may take.
+    /// Longest a TCP connect, and then the TLS handshake, may each take.
     public static let connectTimeout: Duration = .seconds(10)
     /// Longest the registration exchange, or the wait for `start` after an answer, may take.
     public static let requestTimeout: Duration = .seconds(10)
@@ -96,18 +97,30 @@ public enum CloudClient {
         let isIPLiteral = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
         let serverHostname = isIPLiteral ? nil : endpoint.host
         do {
-            return try await ClientBootstrap(group: group)
+            let (connection, handshake) = try await ClientBootstrap(group: group)
                 .connectTimeout(TimeAmount(connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        let handshake = channel.eventLoop.makePromise(of: Void.self)
                         try channel.pipeline.syncOperations.addHandlers(
                             try NIOSSLClientHandler(context: context, serverHostname: serverHostname),
+                            TLSHandshakeWaiter(handshake),
                             ByteToMessageHandler(CloudFrameDecoder()),
                             MessageToByteHandler(CloudFrameEncoder()))
-                        return try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
+                        let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
+                        return (connection, handshake.futureResult)
                     }
                 }
+            let watchdog = closeUnlessCancelled(connection.channel, after: connectTimeout)
+            defer { watchdog.cancel() }
+            do {
+                try await handshake.get()
+            } catch {
+                try? await connection.channel.close()
+                throw error
+            }
+            return connection
         } catch {
             throw classify(error, during: "connect to \(endpoint.host):\(endpoint.port)")
         }
@@ -136,6 +149,39 @@ public enum CloudClient {
         } catch {
             throw classify(error, during: "send \(message.type)")
         }
+    }
+}
+
+/// Completes a promise when the TLS handshake finishes, or fails it with the handshake's error.
+final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private var promise: EventLoopPromise<Void>?
+
+    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted? = event as? TLSUserEvent {
+            promise?.succeed()
+            promise = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise?.fail(error)
+        promise = nil
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise?.fail(CloudError(code: .connectionFailed, detail: "closed before the TLS handshake finished"))
+        promise = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        promise?.fail(CloudError(code: .connectionFailed, detail: "closed before the TLS handshake finished"))
+        promise = nil
     }
 }
 

@@ -1,9 +1,17 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
 import Rendezvous
 @testable import Traversal
+
+/// Test helper: a logger that only reports warnings and worse, so test output stays readable.
+let quietLogger: Logger = {
+    var logger = Logger(label: "trav.test")
+    logger.logLevel = .warning
+    return logger
+}()
 
 /// Test helper: a fresh temporary directory, removed by the caller.
 func temporaryDirectory() throws -> String {
@@ -22,7 +30,8 @@ func withCloud<T>(
     let dir = try directory ?? temporaryDirectory()
     defer { if directory == nil { try? FileManager.default.removeItem(atPath: dir) } }
     let cloud = try await CloudService.start(
-        .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: tlsPort), tuning: tuning)
+        .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: tlsPort), tuning: tuning,
+        logger: quietLogger)
     do {
         let result = try await body(cloud, try endpoint(of: cloud))
         await cloud.stop()
@@ -44,7 +53,7 @@ func endpoint(of cloud: CloudService) throws -> CloudEndpoint {
 func withCamera<T>(
     _ identity: DeviceIdentity, _ endpoint: CloudEndpoint, _ body: (any CameraSignalling) async throws -> T
 ) async throws -> T {
-    let camera = try await CloudClient.camera(identity: identity, endpoint: endpoint)
+    let camera = try await CloudClient.camera(identity: identity, endpoint: endpoint, logger: quietLogger)
     do {
         let result = try await body(camera)
         await camera.stop()

@@ -5,7 +5,7 @@ import Testing
 @testable import Traversal
 
 /// Loopback tests of the cloud: registration, introductions, limits, restarts, TLS trust.
-@Suite(.timeLimit(.minutes(1)))
+@Suite(.serialized, .timeLimit(.minutes(2)))
 struct RendezvousServerTests {
     @Test func cameraRegistersAndLearnsItsObservedAddress() async throws {
         let identity = DeviceIdentity.generate()
@@ -111,7 +111,7 @@ struct RendezvousServerTests {
         let viewerIdentity = DeviceIdentity.ephemeral()
         try await withCloud { cloud, endpoint in
             try await withCamera(offline, endpoint) { _ in }
-            #expect(await eventually(within: .seconds(2)) { await cloud.rendezvous.registry.lookup(offlineID) == nil })
+            #expect(await eventually(within: .seconds(10)) { await cloud.rendezvous.registry.lookup(offlineID) == nil })
             let viewer = CloudClient.viewer(endpoint: endpoint)
             let unknownError = await #expect(throws: CloudError.self) {
                 try await viewer.introduce(to: unknownID, offer: sampleOffer(viewerIdentity))
@@ -227,11 +227,12 @@ struct RendezvousServerTests {
         let deviceID = identity.deviceID
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let first = try await CloudService.start(.init(listenIP: "127.0.0.1", dataDirectory: directory, stunPort: 0, tlsPort: 0))
+        let first = try await CloudService.start(
+            .init(listenIP: "127.0.0.1", dataDirectory: directory, stunPort: 0, tlsPort: 0), logger: quietLogger)
         let port = first.rendezvous.address.port
         let camera: any CameraSignalling
         do {
-            camera = try await CloudClient.camera(identity: identity, endpoint: try endpoint(of: first))
+            camera = try await CloudClient.camera(identity: identity, endpoint: try endpoint(of: first), logger: quietLogger)
         } catch {
             await first.stop()
             throw error
