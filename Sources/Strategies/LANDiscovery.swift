@@ -45,8 +45,12 @@ public enum LANDiscovery {
         while let p = cursor {
             defer { cursor = p.pointee.ifa_next }
             guard p.pointee.ifa_flags & UInt32(IFF_BROADCAST) != 0, let sa = p.pointee.ifa_addr,
-                  sa.pointee.sa_family == sa_family_t(AF_INET), let b = p.pointee.ifa_ifu.ifu_broadaddr else { continue }
-            let ip = b.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { IPAddress.v4(UInt32(bigEndian: $0.pointee.sin_addr.s_addr)) }
+                  sa.pointee.sa_family == sa_family_t(AF_INET), let mask = p.pointee.ifa_netmask else { continue }
+            // The subnet's directed broadcast from address and mask (an interface may have no `brd` set).
+            let address = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+            let netmask = mask.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+            guard netmask != 0, ~netmask != 0 else { continue }
+            let ip = IPAddress.v4(address | ~netmask)
             let a = TransportAddress(ip: ip, port: port)
             if !out.contains(a) { out.append(a) }
         }
@@ -60,8 +64,8 @@ public enum LANDiscovery {
         /// How long to wait for an answer.
         public var timeout: Duration
 
-        /// Creates a finder; by default every interface's broadcast address on the default port, waiting 1.5 s.
-        public init(destinations: [TransportAddress] = LANDiscovery.broadcastDestinations(), timeout: Duration = .milliseconds(1500)) {
+        /// Creates a finder; by default every interface's broadcast address on the default port, waiting 3 s.
+        public init(destinations: [TransportAddress] = LANDiscovery.broadcastDestinations(), timeout: Duration = .seconds(3)) {
             self.destinations = destinations
             self.timeout = timeout
         }

@@ -32,16 +32,21 @@ public struct ConnectorConfiguration: Sendable {
     public var stunServers: [String]
     /// How long a connection attempt may take from the start signal to an authorised session.
     public var connectTimeout: Duration
+    /// How long gathering may take before the offer or answer goes out without the slow strategies
+    /// (a STUN server that does not answer must not hold up a LAN path).
+    public var gatherTimeout: Duration
     /// The logger.
     public var logger: Logger
 
     /// Creates a configuration; the connect timeout defaults to 10 s.
     public init(identity: DeviceIdentity, strategies: [any TraversalStrategy], stunServers: [String] = [],
-                connectTimeout: Duration = .seconds(10), logger: Logger = Logger(label: "trav.connector")) {
+                connectTimeout: Duration = .seconds(10), gatherTimeout: Duration = .milliseconds(1500),
+                logger: Logger = Logger(label: "trav.connector")) {
         self.identity = identity
         self.strategies = strategies
         self.stunServers = stunServers
         self.connectTimeout = connectTimeout
+        self.gatherTimeout = gatherTimeout
         self.logger = logger
     }
 }
@@ -259,13 +264,17 @@ public final class Connector: Sendable {
         var attempts: [StrategyAttempt]
     }
 
-    /// Gathers from every strategy at once; a strategy that fails to gather is reported, not fatal.
+    /// Gathers from every strategy at once, each within ``ConnectorConfiguration/gatherTimeout``;
+    /// a strategy that fails or is late is reported, not fatal.
     private func prepareAll(_ context: StrategyContext) async -> [Prepared] {
-        await withTaskGroup(of: (Int, Prepared).self) { group in
+        let limit = configuration.gatherTimeout
+        return await withTaskGroup(of: (Int, Prepared).self) { group in
             for (i, s) in configuration.strategies.enumerated() {
                 group.addTask {
                     do {
-                        return (i, Prepared(id: s.id, prepared: try await s.prepare(context)))
+                        return (i, Prepared(id: s.id, prepared: try await withDeadline(limit) { try await s.prepare(context) }))
+                    } catch let late as DeadlineExceeded {
+                        return (i, Prepared(id: s.id, prepared: nil, error: "gathering \(late)"))
                     } catch {
                         return (i, Prepared(id: s.id, prepared: nil, error: "\(error)"))
                     }

@@ -46,13 +46,13 @@ extension Trav {
                 return try Curve25519.Signing.PublicKey(rawRepresentation: d)
             }
             let access = CameraAccessPolicy(passwordVerifier: try password.map { try PasswordVerifier(password: $0) }, pairedViewers: paired)
-            print("camera \(me.deviceID) serving" + (cloud != nil ? " via cloud \(peer.cloud ?? "")" : "") + (lan != nil ? " and LAN port \(peer.lanPort)" : ""))
+            say("camera \(me.deviceID) serving" + (cloud != nil ? " via cloud \(peer.cloud ?? "")" : "") + (lan != nil ? " and LAN port \(peer.lanPort)" : ""))
             let connections = connector.serve(sources, access: access)
             let rate = stream
             let serving = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for await c in connections {
-                        print("viewer connected via \(c.path) (\(c.report.route ?? "")) in \(String(format: "%.1f", c.report.setupMs)) ms")
+                        say("viewer connected via \(c.path) (\(c.report.route ?? "")) in \(String(format: "%.1f", c.report.setupMs)) ms")
                         group.addTask {
                             if let rate { await streamSynthetic(c, kbps: rate) } else { await echo(c) }
                         }

@@ -33,9 +33,9 @@ extension Trav {
                       tlsCertificatePath: tlsCert, tlsKeyPath: tlsKey, extraNames: name),
                 logger: logger)
             let udp = STUNSocketRole.all.compactMap { cloud.stun.udpAddresses[$0]?.description }.joined(separator: " ")
-            print("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
-            print("cloud signalling tls \(cloud.rendezvous.address)")
-            if let ca = cloud.caPath { print("cloud ca \(ca)") }
+            say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
+            say("cloud signalling tls \(cloud.rendezvous.address)")
+            if let ca = cloud.caPath { say("cloud ca \(ca)") }
             await waitForTermination()
             await cloud.stop()
         }

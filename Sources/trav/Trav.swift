@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 
 /// The trav command-line tool: NAT diagnostics, a cloud, cameras and viewers.
