@@ -140,10 +140,12 @@ router_sysctls() { # HOST
 # * Map entries time out with the conntrack UDP timeout: no outbound traffic, no mapping.
 # * Checked with two hosts binding the same port to the same server: masquerade gives the second
 #   a new port (e.g. 40000 -> 5272) and the map follows it (5272 : 10.1.0.11 . 40000).
-# * An unsolicited packet the filter refuses is not dropped silently: it reaches the router's own
-#   stack and leaves an UNREPLIED conntrack entry (router WAN:p <- remote). If the inside host
-#   later sends to that very remote endpoint from the same mapping, masquerade must avoid the
-#   taken tuple and picks another port, just as a real router would.
+# * Like a home router's firewall, the router drops new inbound connections to itself on the WAN
+#   (chain input). That drop happens before conntrack confirms the entry, so an unsolicited packet
+#   leaves nothing behind. Without it the packet reached the router's own stack and left an
+#   UNREPLIED entry (router WAN:p <- remote); when the inside host then sent to that very remote
+#   endpoint, masquerade had to avoid the taken tuple and picked another port, which made every
+#   simultaneous hole punch fail on whichever side sent second.
 nft_rules() { # KIND
     local kind=$1 masq="masquerade" outbound="" cone=""
     case $kind in
@@ -194,6 +196,10 @@ EOF
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
         oifname "wan" $masq
+    }
+    chain input {
+        type filter hook input priority filter; policy accept;
+        iifname "wan" ct state new drop
     }
     chain forward {
         type filter hook forward priority filter; policy accept;

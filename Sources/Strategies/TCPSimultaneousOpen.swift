@@ -57,7 +57,8 @@ struct PreparedTCP: PreparedStrategy {
     let localPort: UInt16
     let candidates: [Candidate]
 
-    func startDelay(remote: PeerOffer) -> Duration { .milliseconds(10) }
+    /// A little after the UDP strategies (happy eyeballs): a UDP path suits video better when both exist.
+    func startDelay(remote: PeerOffer) -> Duration { .milliseconds(150) }
 
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
         let targets = remote.candidates.filter { $0.strategy == strategy.id && $0.transport == "tcp" }

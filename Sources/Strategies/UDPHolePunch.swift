@@ -45,6 +45,9 @@ public struct UDPHolePunch: TraversalStrategy {
         self.stunPolicy = stunPolicy
     }
 
+    /// How many times the hard side of a birthday announces the socket it picked.
+    static let chosenAnnouncements = 15
+
     /// What our NAT does with mappings, as the candidates tell the peer.
     enum Mapping: String {
         case endpointIndependent = "endpoint-independent"
@@ -157,10 +160,13 @@ final class PreparedHolePunch: PreparedStrategy {
         let extra = extraTargets
         do {
             let (winner, peer) = try await withThrowingTaskGroup(of: (UDPPathSocket, TransportAddress).self) { group in
+                // In a birthday several addresses may reach the peer: the hard side picks the first
+                // that hears from the easy side and announces it; the easy side waits for that choice.
+                let until: Set<UDPPathSocket.ProbeKind>? = weAreHard ? [.pong, .ping] : theyAreHard ? [.chosen] : nil
                 for (i, s) in all.enumerated() {
                     // The birthday sockets only need a few probes each to open their mappings.
                     let (every, count) = i == 0 ? (interval, maxPings) : (interval * 10, max(1, maxPings / 10))
-                    group.addTask { (s, try await s.probe(targets, active: true, interval: every, maxPings: count)) }
+                    group.addTask { (s, try await s.probe(targets, active: true, interval: every, maxPings: count, until: until)) }
                 }
                 if !extra.isEmpty {
                     // Spread the random probes over the budget's first half, a few per pacing interval.
@@ -189,6 +195,7 @@ final class PreparedHolePunch: PreparedStrategy {
             }
             handedOver.withLock { $0 = winner }
             await closeAll(except: winner)
+            if weAreHard { winner.announceChosen(to: peer, count: UDPHolePunch.chosenAnnouncements, interval: interval) }
             context.logger.debug("hole punched", metadata: ["peer": "\(peer)", "sockets": "\(all.count)"])
             return winner.transport(to: peer)
         } catch {

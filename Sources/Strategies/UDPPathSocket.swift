@@ -8,7 +8,8 @@ import Traversal
 /// One UDP socket shared by STUN discovery, reachability probes and the peer session, so the NAT
 /// mapping learned by STUN is the one the peer reaches.
 ///
-/// Probe format (after ``PeerWire/probe``): kind (1 = ping, 2 = pong) and the 8-byte session token.
+/// Probe format (after ``PeerWire/probe``): kind (1 = ping, 2 = pong, 3 = chosen: "this socket
+/// carries the session", sent by the side that picked one of several) and the 8-byte session token.
 /// Pings carrying our token are always answered, for the socket's whole life, so a peer whose
 /// pong was lost still gets through. Session messages are accepted only from addresses that
 /// proved the token.
@@ -20,7 +21,7 @@ public final class UDPPathSocket: Sendable {
     /// Addresses that may send session messages on one socket (after proving the token), at most.
     public static let maxPeers = 16
 
-    enum ProbeKind: UInt8 { case ping = 1, pong = 2 }
+    enum ProbeKind: UInt8 { case ping = 1, pong = 2, chosen = 3 }
 
     /// The STUN-capable socket.
     public let client: STUNUDPClient
@@ -78,11 +79,15 @@ public final class UDPPathSocket: Sendable {
         pump.withLock { $0 = task }
     }
 
-    /// Sends pings to `targets` every `interval` (when `active`) until a path is confirmed, and returns the peer's address.
+    /// Sends pings to `targets` every `interval` (when `active`) until a probe of a kind in
+    /// `until` arrives, and returns its source: the peer's address.
     ///
-    /// Active: a pong from a target confirms the path both ways. Passive (we only answer): a ping
-    /// from the peer shows its packets reach us and our pong goes back the way it came.
-    func probe(_ targets: [TransportAddress], active: Bool, interval: Duration, maxPings: Int) async throws -> TransportAddress {
+    /// Active: a pong confirms the path both ways. Passive (we only answer): a ping from the peer
+    /// shows its packets reach us and our pong goes back the way it came. With `until: [.chosen]`
+    /// the peer decides which of its addresses carries the session.
+    func probe(_ targets: [TransportAddress], active: Bool, interval: Duration, maxPings: Int,
+               until: Set<ProbeKind>? = nil) async throws -> TransportAddress {
+        let accept = until ?? (active ? [.pong] : [.ping, .pong])
         let ping = [PeerWire.probe, ProbeKind.ping.rawValue] + token
         let sender: Task<Void, Never>? = active ? Task { [client] in
             for _ in 0..<maxPings where !Task.isCancelled {
@@ -91,11 +96,22 @@ public final class UDPPathSocket: Sendable {
             }
         } : nil
         defer { sender?.cancel() }
-        for await (source, kind) in probes {
-            if kind == .pong || !active { return source }
+        for await (source, kind) in probes where accept.contains(kind) {
+            return source
         }
         try Task.checkCancellation()
         throw StrategyError(code: .failed, detail: "socket closed while probing")
+    }
+
+    /// Tells `peer` that this socket carries the session: `count` chosen-probes, `interval` apart.
+    func announceChosen(to peer: TransportAddress, count: Int, interval: Duration) {
+        let message = [PeerWire.probe, ProbeKind.chosen.rawValue] + token
+        Task { [client] in
+            for _ in 0..<count {
+                try? await client.send(message, to: peer)
+                try? await Task.sleep(for: interval)
+            }
+        }
     }
 
     /// A message transport to `peer` over this socket.

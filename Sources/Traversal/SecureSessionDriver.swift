@@ -42,7 +42,8 @@ enum SecureSessionDriver {
     /// Interval between retransmissions of an unanswered handshake or hello message.
     static let retransmitInterval: Duration = .milliseconds(200)
 
-    /// The viewer's side: initiator; returns the session and the final message (to repeat until the camera answers).
+    /// The viewer's side: initiator; returns the session and the final message, unsent: the caller
+    /// sends it only on the winning path, repeating it until the camera answers.
     static func initiate(over transport: any PeerTransport, identity: DeviceIdentity, expecting device: DeviceID,
                          announcedKey: Curve25519.Signing.PublicKey?) async throws -> (SecureSession, [UInt8]) {
         var machine = try SecureHandshakeStateMachine.initiator(identity: identity, expecting: device, announcedIdentityKey: announcedKey)
@@ -62,9 +63,9 @@ enum SecureSessionDriver {
             }
             switch action {
             case .sendAndComplete(let last, let session):
-                let final = [PeerWire.handshake] + last
-                try await transport.send(final)
-                return (session, final)
+                // Not sent here: only the path that wins the race sends the final message, so the
+                // camera completes on the same path as the viewer (the caller repeats it with hello).
+                return (session, [PeerWire.handshake] + last)
             case .send(let next):
                 try await transport.send([PeerWire.handshake] + next)
             case .complete(let session):

@@ -46,6 +46,9 @@ extension Trav {
             } catch let e as TraversalError {
                 output = ConnectOutput(uid: device.description, report: nil, attempts: e.attempts, echoBytes: echoBytes,
                                        echoVerified: false, echoMs: nil, error: "\(e.code.name): \(e.detail)")
+            } catch {
+                output = ConnectOutput(uid: device.description, report: nil, attempts: [], echoBytes: echoBytes,
+                                       echoVerified: false, echoMs: nil, error: "\(error)")
             }
             if json {
                 try printJSON(output)
