@@ -10,10 +10,12 @@
 #   2. starts coturn (`turnserver -n --stun-only … --relay-threads 1`) pinned to core 0, floods it
 #      the same way, stops it;
 # and prints a table (server, answers/s, loss, CPU of server and load generator) and the ratio
-# ours/coturn. The goal is ≥ 1.5×. stun-flood sends valid Binding requests (20 bytes; 28 with
-# --fingerprint) with a bounded window of outstanding requests, checks every answer (Binding success,
-# right transaction, XOR-MAPPED-ADDRESS = its own address, FINGERPRINT when asked) and only ever
-# targets loopback.
+# ours/coturn. The goal is ≥ 1.5×. The last column, server CPU microseconds per answer (from
+# /proc/PID/stat), is the figure least disturbed by other load on the machine.
+#
+# stun-flood sends valid Binding requests (20 bytes; 28 with --fingerprint) with a bounded window of
+# outstanding requests, checks every answer (Binding success, right transaction, XOR-MAPPED-ADDRESS
+# = its own address, FINGERPRINT when asked) and only ever targets loopback.
 #
 # --two-threads adds a second row set: trav with `--threads 2` (two SO_REUSEPORT sockets on two event
 # loops) and coturn with `--relay-threads 2`, both servers allowed cores 0–1 and two generator
@@ -97,7 +99,7 @@ wait_ready() {  # $1 pid, $2 port: until a Binding request on the port is answer
 }
 
 ROWS=()
-declare -A RATE
+declare -A RATE CPU_US
 
 # $1 label, $2 server pid, $3 port, $4 generator cores, $5 generator sockets
 flood() {
@@ -112,15 +114,20 @@ flood() {
     local after; after="$(cpu_ticks "$pid")"
     local t1; t1="$(date +%s.%N)"
     local result; result="$(grep '^RESULT' "$WORK/$label.out")"
-    local rate loss ccpu
+    local rate loss ccpu total
     rate="$(sed -E 's/.*answers_per_s=([0-9]+).*/\1/' <<<"$result")"
+    total="$(sed -E 's/.*answered_total=([0-9]+).*/\1/' <<<"$result")"
     loss="$(sed -E 's/.*loss_pct=([0-9.]+).*/\1/' <<<"$result")"
     ccpu="$(sed -E 's/.*client_cpu_pct=([0-9]+).*/\1/' <<<"$result")"
     # Server CPU over the whole flood (warm-up and drain included), as a share of one core.
     local scpu; scpu="$(awk -v a="$before" -v b="$after" -v hz="$hz" -v t0="$t0" -v t1="$t1" \
         'BEGIN { printf "%d", 100 * (b - a) / hz / (t1 - t0) }')"
+    # Server CPU time per answer, over the whole flood: the figure least skewed by other load.
+    local us; us="$(awk -v a="$before" -v b="$after" -v hz="$hz" -v n="$total" \
+        'BEGIN { if (n > 0) printf "%.2f", 1e6 * (b - a) / hz / n; else print "n/a" }')"
     RATE["$label"]="$rate"
-    ROWS+=("$(printf '%-34s %12s %8s%% %9s%% %9s%%' "$label" "$rate" "$loss" "$scpu" "$ccpu")")
+    CPU_US["$label"]="$us"
+    ROWS+=("$(printf '%-36s %10s %7s%% %9s%% %9s%% %11s' "$label" "$rate" "$loss" "$scpu" "$ccpu" "$us")")
 }
 
 start_ours() {  # $1 cores, $2 threads
@@ -157,11 +164,12 @@ if [ "$TWO_THREADS" = 1 ]; then
 fi
 
 echo
-printf '%-34s %12s %9s %10s %10s\n' "server" "answers/s" "loss" "server-cpu" "flood-cpu"
+printf '%-36s %10s %8s %10s %10s %11s\n' "server" "answers/s" "loss" "server-cpu" "flood-cpu" "cpu-µs/ans"
 for row in "${ROWS[@]}"; do echo "$row"; done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
 echo "ratio trav/coturn, one core each: $(ratio "${RATE["trav stun-server (core 0)"]}" "${RATE["coturn, 1 relay thread (core 0)"]}")× (goal ≥ 1.5×)"
+echo "ratio of server CPU per answer, coturn/trav: $(ratio "${CPU_US["coturn, 1 relay thread (core 0)"]}" "${CPU_US["trav stun-server (core 0)"]}")×"
 if [ "$TWO_THREADS" = 1 ]; then
     echo "ratio trav/coturn, two threads (cores shared with the generator): $(ratio "${RATE["trav --threads 2 (cores 0-1)"]}" "${RATE["coturn, 2 relay threads (cores 0-1)"]}")×"
 fi

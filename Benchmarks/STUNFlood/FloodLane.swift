@@ -11,6 +11,8 @@ struct FloodCounts {
     var sent = 0
     /// Valid answers received during the measured period (the rate's numerator).
     var answered = 0
+    /// Valid answers received over the whole run, warm-up and drain included.
+    var answeredTotal = 0
     /// Requests sent during the measured period that were answered before the run ended.
     var answeredOfMeasured = 0
     /// Measured-period requests given up on: their socket stalled or their slot came round again unanswered.
@@ -180,6 +182,7 @@ final class FloodLane {
         if configuration.fingerprint, message.fingerprintValid != true {
             return invalid("FINGERPRINT missing or wrong")
         }
+        counts.answeredTotal += 1
         if inMeasuredPeriod { counts.answered += 1 }
         switch slots[slot] {
         case .free:

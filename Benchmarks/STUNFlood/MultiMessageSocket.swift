@@ -36,26 +36,27 @@ final class MultiMessageSocket {
         sendMultiple = unsafeBitCast(send, to: SendMultiple.self)
         receiveMultiple = unsafeBitCast(receive, to: ReceiveMultiple.self)
         let family = target.ip.isIPv4 ? AF_INET : AF_INET6
-        fd = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw FloodError("socket: \(String(cString: strerror(errno)))") }
+        let descriptor = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard descriptor >= 0 else { throw FloodError("socket: \(String(cString: strerror(errno)))") }
         var size = Int32(Self.socketBufferBytes)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        let connected = Self.withSockaddr(target) { connect(fd, $0, $1) }
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        let connected = Self.withSockaddr(target) { connect(descriptor, $0, $1) }
         guard connected == 0 else {
             let reason = String(cString: strerror(errno))
-            close(fd)
+            close(descriptor)
             throw FloodError("connect \(target): \(reason)")
         }
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let named = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
         }
         guard named == 0, let address = Self.transportAddress(storage) else {
-            close(fd)
+            close(descriptor)
             throw FloodError("getsockname failed")
         }
+        fd = descriptor
         local = address
     }
 

@@ -17,10 +17,12 @@ do {
     if let why = c.firstInvalid { print("first invalid answer: \(why)") }
     // One machine-readable line for scripts.
     print("RESULT answers_per_s=\(Int(report.answersPerSecond.rounded())) sent=\(c.sent) answered=\(c.answered) "
+        + "answered_total=\(c.answeredTotal) "
         + "lost=\(c.lost) loss_pct=\(String(format2(report.loss * 100))) invalid=\(c.invalid) client_cpu_pct=\(Int((report.cpuShare * 100).rounded()))")
     exit(c.invalid == 0 && c.answered > 0 ? 0 : 1)
 } catch {
-    fputs("stun-flood: \(error)\n", stderr)
+    let text = "stun-flood: \(error)\n"
+    _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
     exit(2)
 }
 
