@@ -68,7 +68,16 @@ import Testing
     func fast(_ responder: STUNBindingResponder, _ role: STUNSocketRole, _ bytes: [UInt8], _ source: TransportAddress) -> [UInt8]? {
         let path = STUNUDPFastPath(responder: responder, role: role)
         let allocator = ByteBufferAllocator()
-        return path.reply(to: allocator.buffer(bytes: bytes), from: source, allocator: allocator).map { Array($0.readableBytesView) }
+        // Replies are appended after whatever the burst buffer holds; a prefix proves the offsets are relative.
+        let prefix: [UInt8] = [0xEE, 0xEE, 0xEE]
+        var out = allocator.buffer(bytes: prefix)
+        guard let length = path.reply(to: allocator.buffer(bytes: bytes), from: source, appendingTo: &out) else {
+            #expect(Array(out.readableBytesView) == prefix, "a declined request writes nothing")
+            return nil
+        }
+        #expect(out.readableBytes == prefix.count + length)
+        #expect(out.readBytes(length: prefix.count) == prefix)
+        return out.readBytes(length: length)
     }
 
     @Test func repliesAreByteIdenticalToTheResponder() throws {

@@ -195,6 +195,9 @@ final class PeerChannels: Sendable {
 }
 
 /// Answers Binding requests on one UDP socket; replies are flushed once per read batch.
+///
+/// Requests of the common shapes are answered by ``STUNUDPFastPath`` into one buffer per read burst
+/// (sliced and written when the burst ends); all others by ``STUNBindingResponder``.
 final class STUNUDPHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
@@ -202,6 +205,13 @@ final class STUNUDPHandler: ChannelInboundHandler {
     private let responderBox: NIOLockedValueBox<STUNBindingResponder>
     /// The responder and its fast path, fixed at the first datagram after the server knows all its addresses.
     private var answerers: (responder: STUNBindingResponder, fastPath: STUNUDPFastPath)?
+    /// Fast-path replies of the current read burst, back to back; `nil` between bursts.
+    private var burst: ByteBuffer?
+    /// Where each reply in ``burst`` goes, and its length, in order.
+    private var burstReplies: [(destination: SocketAddress, length: Int)] = []
+
+    /// Replies a burst buffer is first sized for (it grows if a burst brings more).
+    static let burstCapacityReplies = 128
     private let role: STUNSocketRole
     private let peers: PeerChannels
     private let logger: Logger
@@ -217,8 +227,18 @@ final class STUNUDPHandler: ChannelInboundHandler {
         let envelope = unwrapInboundIn(data)
         guard let source = TransportAddress(envelope.remoteAddress) else { return }
         let (responder, fastPath) = answerers ?? loadAnswerers()
-        if let out = fastPath.reply(to: envelope.data, from: source, allocator: context.channel.allocator) {
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: out)), promise: nil)
+        // Taken out of `burst` first so the buffer is uniquely referenced and appending never copies it.
+        var out: ByteBuffer
+        if let pending = burst {
+            out = pending
+            burst = nil
+        } else {
+            out = context.channel.allocator.buffer(capacity: Self.burstCapacityReplies * STUNUDPFastPath.maxReplySize)
+        }
+        let length = fastPath.reply(to: envelope.data, from: source, appendingTo: &out)
+        burst = out
+        if let length {
+            burstReplies.append((envelope.remoteAddress, length))
             return
         }
         let bytes = Array(envelope.data.readableBytesView)
@@ -243,6 +263,14 @@ final class STUNUDPHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        if var out = burst, !burstReplies.isEmpty {
+            for reply in burstReplies {
+                let slice = out.readSlice(length: reply.length)!
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: reply.destination, data: slice)), promise: nil)
+            }
+            burstReplies.removeAll(keepingCapacity: true)
+            burst = nil
+        }
         context.flush()
     }
 

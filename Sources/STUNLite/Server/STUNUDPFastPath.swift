@@ -30,10 +30,11 @@ struct STUNUDPFastPath: Sendable {
     private static let requestType = STUNMessageType.pack(method: .binding, messageClass: .request)
     private static let successType = STUNMessageType.pack(method: .binding, messageClass: .successResponse)
 
+    /// The largest reply the fast path writes: the amplification bound of the larger request shape.
+    static let maxReplySize = STUNBindingResponder.maxAmplification * fingerprintedRequestSize
+
     /// The optional attributes for this socket, each fully encoded (header, value, padding), in budget order.
     private let optional: [[UInt8]]
-    /// Capacity to allocate for a reply: the most it can grow to with every optional attribute.
-    private let replyCapacity: Int
 
     /// Precomputes the optional attributes that replies leaving from `role` carry.
     init(responder: STUNBindingResponder, role: STUNSocketRole) {
@@ -42,13 +43,15 @@ struct STUNUDPFastPath: Sendable {
             STUNMessage.appendAttribute(&bytes, attribute)
             return bytes
         }
-        replyCapacity = STUNBindingResponder.maxAmplification * Self.fingerprintedRequestSize
     }
 
-    /// The reply to `request` from `source`, or `nil` when the request is not one of the shapes above
-    /// (or, which cannot happen for them, the reply would not fit the amplification budget).
-    func reply(to request: ByteBuffer, from source: TransportAddress, allocator: ByteBufferAllocator) -> ByteBuffer? {
-        request.withUnsafeReadableBytes { raw -> ByteBuffer? in
+    /// Appends the reply to `request` from `source` to `out` and returns its length, or returns `nil`
+    /// and leaves `out` untouched when the request is not one of the shapes above (or, which cannot
+    /// happen for them, the reply would not fit the amplification budget).
+    ///
+    /// Appending lets a handler write a whole read burst of replies into one buffer: one allocation per burst.
+    func reply(to request: ByteBuffer, from source: TransportAddress, appendingTo out: inout ByteBuffer) -> Int? {
+        request.withUnsafeReadableBytes { raw -> Int? in
             let count = raw.count
             guard count == Self.bareRequestSize || count == Self.fingerprintedRequestSize,
                   raw.loadUnaligned(fromByteOffset: 0, as: UInt16.self).bigEndian == Self.requestType,
@@ -71,7 +74,8 @@ struct STUNUDPFastPath: Sendable {
             var size = STUNMessage.headerSize + 4 + addressSize + trailer
             guard size <= budget else { return nil }
 
-            var out = allocator.buffer(capacity: max(replyCapacity, size))
+            let start = out.writerIndex
+            out.reserveCapacity(minimumWritableBytes: Self.maxReplySize)
             out.writeInteger(Self.successType)
             out.writeInteger(UInt16(0))
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[4..<STUNMessage.headerSize]))
@@ -93,14 +97,17 @@ struct STUNUDPFastPath: Sendable {
                 size += attribute.count
             }
             if fingerprint {
-                out.setInteger(UInt16(out.readableBytes - STUNMessage.headerSize + Self.fingerprintSize), at: out.readerIndex + 2)
-                let crc = out.withUnsafeReadableBytes { STUNCrypto.crc32($0) } ^ STUNCrypto.fingerprintXOR
+                out.setInteger(UInt16(out.writerIndex - start - STUNMessage.headerSize + Self.fingerprintSize), at: start + 2)
+                let crc = out.withUnsafeReadableBytes { written in
+                    STUNCrypto.crc32(UnsafeRawBufferPointer(rebasing: written[(start - out.readerIndex)...]))
+                } ^ STUNCrypto.fingerprintXOR
                 out.writeInteger(STUNAttributeType.fingerprint.rawValue)
                 out.writeInteger(UInt16(4))
                 out.writeInteger(crc)
             }
-            out.setInteger(UInt16(out.readableBytes - STUNMessage.headerSize), at: out.readerIndex + 2)
-            return out
+            let length = out.writerIndex - start
+            out.setInteger(UInt16(length - STUNMessage.headerSize), at: start + 2)
+            return length
         }
     }
 }
