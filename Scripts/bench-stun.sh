@@ -15,7 +15,9 @@
 #
 # stun-flood sends valid Binding requests (20 bytes; 28 with --fingerprint) with a bounded window of
 # outstanding requests, checks every answer (Binding success, right transaction, XOR-MAPPED-ADDRESS
-# = its own address, FINGERPRINT when asked) and only ever targets loopback.
+# = its own address, FINGERPRINT when asked) and only ever targets loopback. It sends with UDP GSO
+# (one trip through the kernel per batch; the servers still receive ordinary single datagrams) so
+# that the generator's core is not the limit; both servers should show server-cpu near 100%.
 #
 # --two-threads adds a second row set: trav with `--threads 2` (two SO_REUSEPORT sockets on two event
 # loops) and coturn with `--relay-threads 2`, both servers allowed cores 0–1 and two generator
@@ -29,7 +31,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=5       # seconds counted per server
 WARMUP=1         # seconds of flooding before counting
-WINDOW=256       # requests in flight per generator socket
+WINDOW=1024      # requests in flight per generator socket (enough to keep either server busy)
 SOCKETS=1        # generator sockets in the one-core rows
 FINGERPRINT=""
 TWO_THREADS=0

@@ -27,6 +27,8 @@ struct FloodConfiguration {
     var maxRequests = 20_000_000
     /// Whether the requests carry FINGERPRINT (the reply must then carry a valid one too).
     var fingerprint = false
+    /// Whether to send with UDP GSO when the kernel allows it (see ``MultiMessageSocket/enableSegmentation(segmentSize:)``).
+    var segmentation = true
     /// An in-flight request counts as lost when its socket has had no answer for this long.
     var stallSeconds = 0.05
 
@@ -69,7 +71,7 @@ struct FloodConfiguration {
     /// The usage text.
     static let usage = """
         usage: stun-flood [--target IP:PORT] [--sockets N] [--window N] [--batch N] [--warmup S]
-                          [--duration S] [--max-requests N] [--fingerprint]
+                          [--duration S] [--max-requests N] [--fingerprint] [--no-gso]
 
         Floods a STUN server on loopback with Binding requests and prints answers per second.
           --target        server, loopback only (default 127.0.0.1:3478)
@@ -80,6 +82,7 @@ struct FloodConfiguration {
           --duration      seconds counted (default 5)
           --max-requests  requests sent at most, warm-up included (default 20000000)
           --fingerprint   requests carry FINGERPRINT (28 bytes instead of 20)
+          --no-gso        one sendmmsg message per request instead of UDP GSO runs
         """
 
     /// Parses `--name value` arguments.
@@ -108,6 +111,7 @@ struct FloodConfiguration {
             case "--duration": c.durationSeconds = try number(arg)
             case "--max-requests": c.maxRequests = try number(arg)
             case "--fingerprint": c.fingerprint = true
+            case "--no-gso": c.segmentation = false
             case "-h", "--help": throw FloodError(usage)
             default: throw FloodError("unknown argument \(arg)\n\(usage)")
             }

@@ -55,6 +55,9 @@ final class FloodLane {
     private let receiveHeaders: UnsafeMutablePointer<MultiMessageHeader>
     private let receiveVectors: UnsafeMutablePointer<iovec>
     private let receiveBuffers: UnsafeMutableRawBufferPointer
+    /// Whether sends use UDP GSO: one message per run of contiguous pool slots instead of one per request.
+    let segmentation: Bool
+    private var runLengths: [Int]
 
     /// Opens the socket and encodes the lane's pool of requests.
     init(lane: Int, configuration: FloodConfiguration, now: Double) throws(FloodError) {
@@ -84,6 +87,8 @@ final class FloodLane {
         receiveHeaders.initialize(repeating: MultiMessageHeader(), count: batch)
         receiveVectors = .allocate(capacity: batch)
         receiveBuffers = .allocate(byteCount: batch * Self.maxAnswerBytes, alignment: 16)
+        segmentation = configuration.segmentation && socket.enableSegmentation(segmentSize: requestLength)
+        runLengths = Array(repeating: 0, count: batch)
         for i in 0..<batch {
             receiveVectors[i] = iovec(iov_base: receiveBuffers.baseAddress! + i * Self.maxAnswerBytes, iov_len: Self.maxAnswerBytes)
         }
@@ -103,15 +108,24 @@ final class FloodLane {
         while outstanding < configuration.window, budget > 0 {
             let n = min(configuration.batch, configuration.window - outstanding, budget)
             var first = cursor
-            for i in 0..<n {
-                let slot = (first + i) % poolSize
-                sendVectors[i] = iovec(iov_base: requests.baseAddress! + slot * requestLength, iov_len: requestLength)
-                sendHeaders[i] = MultiMessageHeader()
-                sendHeaders[i].header.msg_iov = sendVectors + i
-                sendHeaders[i].header.msg_iovlen = 1
+            // Without GSO one message per request; with it one per run of slots contiguous in the pool.
+            var messages = 0
+            var slot = first
+            var left = n
+            while left > 0 {
+                let run = segmentation ? min(left, poolSize - slot, MultiMessageSocket.maxSegmentsPerSend) : 1
+                sendVectors[messages] = iovec(iov_base: requests.baseAddress! + slot * requestLength, iov_len: run * requestLength)
+                sendHeaders[messages] = MultiMessageHeader()
+                sendHeaders[messages].header.msg_iov = sendVectors + messages
+                sendHeaders[messages].header.msg_iovlen = 1
+                runLengths[messages] = run
+                messages += 1
+                left -= run
+                slot = (slot + run) % poolSize
             }
-            let sent = try socket.send(sendHeaders, count: n)
-            if sent == 0 { return }
+            let sentMessages = try socket.send(sendHeaders, count: messages)
+            if sentMessages == 0 { return }
+            let sent = runLengths[0..<sentMessages].reduce(0, +)
             for _ in 0..<sent {
                 switch slots[first] {
                 case .measured:

@@ -10,7 +10,7 @@ do {
     let report = try Flood(configuration: configuration).run()
     let c = report.counts
     print("stun-flood target \(configuration.target) sockets \(configuration.sockets) window \(configuration.window) "
-        + "batch \(configuration.batch) fingerprint \(configuration.fingerprint ? "yes" : "no") "
+        + "batch \(configuration.batch) gso \(configuration.segmentation ? "on" : "off") fingerprint \(configuration.fingerprint ? "yes" : "no") "
         + "warmup \(configuration.warmupSeconds)s duration \(configuration.durationSeconds)s")
     print("sent \(c.sent)  answered \(c.answered)  answers/s \(Int(report.answersPerSecond.rounded()))  "
         + "loss \(percent(report.loss))  invalid \(c.invalid)  late \(c.late)  client-cpu \(percent(report.cpuShare))")

@@ -36,16 +36,19 @@ public final class STUNServer: Sendable {
         /// UDP sockets bound to each address with `SO_REUSEPORT`, each on its own event loop; the kernel
         /// spreads clients over them by address hash. 1 (the default) binds one plain socket.
         public var udpSocketsPerAddress: Int
+        /// `SO_RCVBUF` asked for each UDP socket, bytes (the kernel caps it at `net.core.rmem_max`). The
+        /// default queue (about 200 kB, some 250 small datagrams) overflows under bursts long before the CPU is busy.
+        public var udpReceiveBufferBytes: Int
         /// Idle TCP connections are closed after this long.
         public var tcpIdleTimeout: TimeAmount
         /// TCP connections open at once, at most; more are closed on accept.
         public var maxTCPConnections: Int
 
         /// Creates a configuration with the defaults: port 3478, TCP on, 32-datagram reads, one UDP socket per
-        /// address, 30 s idle, 1024 connections.
+        /// address with a 2 MiB receive buffer, 30 s idle, 1024 connections.
         public init(listenIP: IPAddress, port: UInt16 = 3478, alternateIP: IPAddress? = nil, alternatePort: UInt16? = nil,
                     software: String? = nil, tcp: Bool = true, vectorReadCount: Int = 32, udpSocketsPerAddress: Int = 1,
-                    tcpIdleTimeout: TimeAmount = .seconds(30), maxTCPConnections: Int = 1024) {
+                    udpReceiveBufferBytes: Int = STUNServer.defaultUDPReceiveBufferBytes, tcpIdleTimeout: TimeAmount = .seconds(30), maxTCPConnections: Int = 1024) {
             self.listenIP = listenIP
             self.port = port
             self.alternateIP = alternateIP
@@ -54,6 +57,7 @@ public final class STUNServer: Sendable {
             self.tcp = tcp
             self.vectorReadCount = vectorReadCount
             self.udpSocketsPerAddress = udpSocketsPerAddress
+            self.udpReceiveBufferBytes = udpReceiveBufferBytes
             self.tcpIdleTimeout = tcpIdleTimeout
             self.maxTCPConnections = maxTCPConnections
         }
@@ -61,6 +65,8 @@ public final class STUNServer: Sendable {
 
     /// The largest datagram the server reads; bigger ones are truncated by the kernel and then dropped.
     public static let maxDatagramSize = 2048
+    /// Default of ``Configuration/udpReceiveBufferBytes``: 2 MiB.
+    public static let defaultUDPReceiveBufferBytes = 2 << 20
     /// Upper bound of ``Configuration/udpSocketsPerAddress``.
     public static let maxUDPSocketsPerAddress = 64
     /// Read system calls per event-loop turn on a UDP socket before other channels get their turn.
@@ -100,6 +106,7 @@ public final class STUNServer: Sendable {
                     let channel = try await DatagramBootstrap(group: loop)
                         .channelOption(.socketOption(.so_reuseaddr), value: 1)
                         .channelOption(.socketOption(.stunReusePort), value: socketsPerAddress > 1 ? 1 : 0)
+                        .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: configuration.udpReceiveBufferBytes))
                         .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
                         .channelOption(.maxMessagesPerRead, value: UInt(udpReadsPerTurn))
                         .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
