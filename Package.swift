@@ -3,12 +3,13 @@ import PackageDescription
 
 let package = Package(
     name: "trav",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Traversal", targets: ["Traversal"]),
         .library(name: "Strategies", targets: ["Strategies"]),
         .library(name: "STUNLite", targets: ["STUNLite"]),
         .library(name: "TURNLite", targets: ["TURNLite"]),
+        .library(name: "Rendezvous", targets: ["Rendezvous"]),
         .executable(name: "trav", targets: ["trav"]),
     ],
     dependencies: [
@@ -17,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
     ],
     targets: [
         .target(
@@ -44,6 +47,22 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+            ]),
+        .target(
+            name: "Rendezvous",
+            dependencies: [
+                "Traversal", "STUNLite",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         .target(
             name: "Strategies",
@@ -57,11 +76,12 @@ let package = Package(
         .executableTarget(
             name: "trav",
             dependencies: [
-                "Traversal", "Strategies", "STUNLite", "TURNLite",
+                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -72,5 +92,13 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "TraversalTests", dependencies: ["Traversal"]),
+        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "NATLab",
+            .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
+        .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -1,4 +1,5 @@
 import Crypto
+import Synchronization
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -116,8 +117,27 @@ public struct DeviceID: Hashable, Sendable, CustomStringConvertible {
         DeviceID(publicKey: publicKey) == self
     }
 
-    /// `scrypt(SHA-256(domain ‖ 0x00 ‖ key))`, 32 bytes.
+    /// Derivations kept in memory, so a connection checking the same key several times (cloud
+    /// answer, handshake) pays for one scrypt; bounded, the oldest dropped first.
+    static let derivationCacheLimit = 256
+    private static let derivationCache = Mutex<(entries: [Data: [UInt8]], order: [Data])>(([:], []))
+
+    /// `scrypt(SHA-256(domain ‖ 0x00 ‖ key))`, 32 bytes; memoised (see ``derivationCacheLimit``).
     static func derive(publicKey: Data) -> [UInt8] {
+        if let hit = derivationCache.withLock({ $0.entries[publicKey] }) { return hit }
+        let value = deriveUncached(publicKey: publicKey)
+        derivationCache.withLock { cache in
+            guard cache.entries[publicKey] == nil else { return }
+            cache.entries[publicKey] = value
+            cache.order.append(publicKey)
+            if cache.order.count > derivationCacheLimit {
+                cache.entries[cache.order.removeFirst()] = nil
+            }
+        }
+        return value
+    }
+
+    private static func deriveUncached(publicKey: Data) -> [UInt8] {
         var hasher = SHA256()
         hasher.update(data: domain + [0])
         hasher.update(data: publicKey)

@@ -31,7 +31,7 @@ extension Trav {
                 listenIP: IPAddress(listen)!, port: port, alternateIP: alternateIP.flatMap { IPAddress($0) },
                 alternatePort: alternatePort, software: software, tcp: !noTCP, udpSocketsPerAddress: threads), logger: logger)
             let udp = STUNSocketRole.all.compactMap { server.udpAddresses[$0]?.description }.joined(separator: " ")
-            print("stun-server udp \(udp)" + (server.tcpAddresses.isEmpty ? "" : " tcp \(server.tcpAddresses.map(\.description).joined(separator: " "))"))
+            say("stun-server udp \(udp)" + (server.tcpAddresses.isEmpty ? "" : " tcp \(server.tcpAddresses.map(\.description).joined(separator: " "))"))
             await waitForTermination()
             await server.shutdown()
         }

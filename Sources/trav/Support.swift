@@ -70,3 +70,9 @@ extension TimeAmount {
     /// Milliseconds as a Double.
     var milliseconds: Double { Double(nanoseconds) / 1_000_000 }
 }
+
+/// Prints a status line and flushes at once, so a supervising process reading a pipe sees it.
+func say(_ line: String) {
+    print(line)
+    fflush(nil)
+}

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 
 /// The trav command-line tool: NAT diagnostics, a cloud, cameras and viewers.
@@ -7,7 +8,8 @@ struct Trav: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trav",
         abstract: "NAT traversal toolkit: reach a camera by its ID, directly when the network allows.",
-        subcommands: [STUNServerCommand.self, STUNCommand.self])
+        subcommands: [DemoCommand.self, ProbeCommand.self, STUNServerCommand.self, STUNCommand.self, CloudCommand.self,
+                      IdentityCommand.self, CameraCommand.self, ConnectCommand.self])
 }
 
 /// Options every command shares.

@@ -33,9 +33,9 @@ public final class STUNUDPClient: Sendable {
         self.otherDatagrams = others
     }
 
-    /// Opens a UDP socket bound to `local` (default: any IPv4 address, any port).
+    /// Opens a UDP socket bound to `local` (default: any IPv4 address, any port); `broadcast` allows sending to broadcast addresses.
     public static func bind(to local: TransportAddress = TransportAddress(ip: .v4(0), port: 0),
-                            reuseAddress: Bool = false,
+                            reuseAddress: Bool = false, broadcast: Bool = false,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> STUNUDPClient {
         let (stream, continuation) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self,
                                                             bufferingPolicy: .bufferingNewest(otherDatagramBufferLimit))
@@ -47,6 +47,9 @@ public final class STUNUDPClient: Sendable {
             if reuseAddress {
                 bootstrap = bootstrap.channelOption(.socketOption(.so_reuseaddr), value: 1)
                     .channelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+            }
+            if broadcast {
+                bootstrap = bootstrap.channelOption(.socketOption(.so_broadcast), value: 1)
             }
             channel = try await bootstrap
                 .channelInitializer { ch in

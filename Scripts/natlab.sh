@@ -1,0 +1,412 @@
+#!/usr/bin/env bash
+#: natlab.sh — real kernel NAT in Linux network namespaces, for trav's tests and for people.
+#:
+#: The single source of truth for lab topologies: Sources/NATLab calls this script and never
+#: builds namespaces itself. Needs root, iproute2 (`ip`), nftables (`nft`); `conntrack` is handy.
+#:
+#: USAGE
+#:   natlab.sh up PREFIX SITE_SPEC...   build a topology; prints its host table (see `hosts`)
+#:   natlab.sh down PREFIX              remove everything with that prefix (idempotent)
+#:   natlab.sh exec PREFIX HOST CMD...  run CMD inside HOST's namespace (exec's: keeps the pid)
+#:   natlab.sh shell PREFIX HOST        interactive shell inside HOST's namespace
+#:   natlab.sh hosts PREFIX             host table: HOST SITE KIND ROLE ADDRESS[,ADDRESS...]
+#:   natlab.sh addr PREFIX HOST         HOST's first address
+#:   natlab.sh rules PREFIX HOST        `nft list ruleset` inside HOST (a router)
+#:   natlab.sh conntrack PREFIX HOST    `conntrack -L` inside HOST (a router)
+#:   natlab.sh list                     labs on this machine: prefix, owner pid, alive/stale, sites
+#:   natlab.sh cleanup-stale            `down` every lab whose owner process is gone
+#:   natlab.sh kinds                    the NAT kinds a SITE_SPEC may name
+#:   natlab.sh help                     this text
+#:
+#: PREFIX   [a-z][a-z0-9]{1,11}, unique per run (e.g. nl + random). Namespaces are PREFIX-HOST.
+#: OWNER    the pid that owns the lab: $NATLAB_OWNER_PID, else the caller ($PPID). `cleanup-stale`
+#:          removes a lab once that pid is gone (pid + start time, so a reused pid is not "alive").
+#: STATE    $NATLAB_STATE_DIR (default /run/natlab): PREFIX.owner, PREFIX.ns, PREFIX.hosts.
+#:
+#: SITE_SPEC  [NAME:]KIND[:HOSTS]   NAME [a-z][a-z0-9]{0,7} (default sN), HOSTS 1..4 (default 1)
+#:   e.g.  natlab.sh up demo cam:full-cone viewer:symmetric lan:port-restricted-cone:2
+#:
+#: KINDS (RFC 4787 terms; EIM = endpoint-independent mapping, EIF/ADF/APDF = filtering)
+#:   open                  no NAT: hosts have public 198.51.100.x addresses routed by the ISP
+#:   full-cone             EIM + EIF         (UDP: any remote may send to a live mapping)
+#:   restricted-cone       EIM + ADF         (UDP: remotes whose address the host contacted)
+#:   port-restricted-cone  EIM + APDF        (plain Linux masquerade)
+#:   symmetric             APDM + APDF       (masquerade fully-random: new port per destination)
+#:   udp-blocked           NAT (as port-restricted) that drops all forwarded UDP
+#:   tcp443-only           NAT that lets only TCP to port 443 out
+#:   double-nat            home NAT (port-restricted) behind a carrier NAT on 100.64.N.0/24 (EIM)
+#: The cone filtering rules are UDP-only; TCP through any NAT kind behaves port-restricted.
+#: No NAT hairpinning (a host cannot reach its own site via the router's public address).
+#:
+#: EXAMPLE (a person's session)
+#:   natlab.sh up demo cam:restricted-cone
+#:   natlab.sh exec demo cloud turnserver -n -S -z --no-cli --no-tls --no-dtls \
+#:       -L 203.0.113.10 -L 203.0.113.11 --db /tmp/demo.db --log-file stdout >/dev/null &
+#:   natlab.sh exec demo cam-h1 turnutils_natdiscovery -f 203.0.113.10
+#:   natlab.sh conntrack demo cam-router; natlab.sh shell demo cam-h1
+#:   natlab.sh down demo          # also kills the turnserver: down kills every process inside
+#:
+#: TOPOLOGY (N = site index 1..15)
+#:
+#:   PREFIX-cloud 203.0.113.10 + .11 ─┐
+#:                                    ├─ PREFIX-inet: bridge br0 203.0.113.1/24 ("the internet",
+#:   PREFIX-NAME-router 203.0.113.(100+N)  routes 198.51.100.16N/28 to open sites)
+#:     └─ LAN bridge: 10.N.0.1/24 ─ PREFIX-NAME-h1 10.N.0.10, -h2 10.N.0.11, ...
+#:   double-nat: PREFIX-NAME-carrier 203.0.113.(100+N) ─ 100.64.N.0/24 ─ PREFIX-NAME-router
+#:     100.64.N.2 ─ 192.168.N.0/24 ─ hosts 192.168.N.10...
+#:   open:  PREFIX-NAME-router 203.0.113.(100+N) routes 198.51.100.16N/28, hosts .16N+2...
+#:
+#: Every router: ip_forward=1 and conntrack UDP timeouts of $NATLAB_UDP_TIMEOUT s (default 30;
+#: per-namespace sysctls) so mappings really expire without keepalives. Nothing is done in the
+#: root namespace: veth pairs are created directly inside the namespaces (`ip -n A link add ...
+#: peer ... netns B`), so no interface, route or rule ever exists on the host.
+set -Eeuo pipefail
+
+STATE_DIR=${NATLAB_STATE_DIR:-/run/natlab}
+UDP_TIMEOUT=${NATLAB_UDP_TIMEOUT:-30}
+[[ $UDP_TIMEOUT =~ ^[1-9][0-9]{0,3}$ ]] || { echo "natlab: bad NATLAB_UDP_TIMEOUT" >&2; exit 1; }
+KINDS="open full-cone restricted-cone port-restricted-cone symmetric udp-blocked tcp443-only double-nat"
+MAX_SITES=15
+
+die() { echo "natlab: $*" >&2; exit 1; }
+usage() { sed -n 's/^#: \{0,1\}//p' "$0"; }
+
+check_prefix() {
+    [[ ${1:-} =~ ^[a-z][a-z0-9]{1,11}$ ]] || die "bad PREFIX '${1:-}' (want [a-z][a-z0-9]{1,11})"
+}
+ns_of() { echo "$PREFIX-$1"; }
+# Run a command in a lab host's namespace.
+in_ns() { local h=$1; shift; ip netns exec "$(ns_of "$h")" "$@"; }
+
+# Process start time (field 22 of /proc/PID/stat), to tell a live owner from a reused pid.
+start_time() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }            # drop "pid (comm) " — comm may contain spaces
+    set -- $stat
+    [[ $1 != Z && $1 != X ]] || return 1   # a crashed owner nobody reaped yet is not alive
+    echo "${20}"                 # field 22 overall = 20th after pid and comm
+}
+
+owner_alive() { # PREFIX
+    local pid st
+    read -r pid st _ < "$STATE_DIR/$1.owner" 2>/dev/null || return 1
+    [[ -n ${pid:-} ]] || return 1
+    [[ $(start_time "$pid" 2>/dev/null || true) == "$st" ]]
+}
+
+new_ns() { # HOST
+    local ns; ns=$(ns_of "$1")
+    # Recorded right after creation, so `down` finds half-built labs, but never a namespace that
+    # existed before (`ip netns add` fails on those, and then we never record or delete it).
+    ip netns add "$ns"
+    echo "$ns" >> "$STATE_DIR/$PREFIX.ns"
+    in_ns "$1" ip link set lo up
+    in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+
+# veth HOST_A IF_A HOST_B IF_B — a veth pair born inside the two namespaces (never in the root one).
+veth() {
+    ip -n "$(ns_of "$1")" link add name "$2" type veth peer name "$4" netns "$(ns_of "$3")"
+    ip -n "$(ns_of "$1")" link set "$2" up
+    ip -n "$(ns_of "$3")" link set "$4" up
+}
+
+router_sysctls() { # HOST
+    in_ns "$1" sysctl -qw net.ipv4.ip_forward=1
+    # Per-namespace conntrack timeouts (kernel >= 4.x keeps nf_conntrack_* sysctls per netns).
+    # They exist once nf_conntrack is loaded; loading rules that use ct makes sure of that.
+    in_ns "$1" sysctl -qw net.netfilter.nf_conntrack_udp_timeout="$UDP_TIMEOUT" \
+        net.netfilter.nf_conntrack_udp_timeout_stream="$UDP_TIMEOUT" \
+        || echo "natlab: warning: could not set conntrack UDP timeouts in $1" >&2
+}
+
+# nft ruleset for a NAT router of KIND. "wan" faces the internet (or the carrier), "lan" the hosts.
+#
+# Kernel subtleties, found the hard way:
+# * Linux masquerade keeps the source port when the resulting tuple is free, and a second
+#   destination never collides, so plain masquerade is endpoint-independent *mapping*; its
+#   filtering is address-and-port dependent because only conntrack entries let packets back in.
+# * A cone (EIF/ADF) needs inbound packets that match no conntrack entry to be DNATed to the
+#   right inside endpoint. We keep a dynamic map filled from the packet path *after* masquerade
+#   (postrouting, priority srcnat+10): there `ct reply proto-dst` is the port the NAT really
+#   chose, so the map stays right even when masquerade had to change the port.
+#   Reply-direction packets of DNATed flows refresh the map too (the tuples are mirrored).
+# * Filter order matters for tcp443-only: `established` must be accepted before the outbound
+#   drop, else the handshake's final ACK is dropped; the client still believes it connected
+#   (a bare connect test passes) but no data flows. Hence the tests exchange STUN over TCP.
+# * nat chains only see the first packet of a flow, so DNAT via the map touches only
+#   unsolicited packets; established flows never consult it.
+# * Map entries time out with the conntrack UDP timeout: no outbound traffic, no mapping.
+# * Checked with two hosts binding the same port to the same server: masquerade gives the second
+#   a new port (e.g. 40000 -> 5272) and the map follows it (5272 : 10.1.0.11 . 40000).
+# * An unsolicited packet the filter refuses is not dropped silently: it reaches the router's own
+#   stack and leaves an UNREPLIED conntrack entry (router WAN:p <- remote). If the inside host
+#   later sends to that very remote endpoint from the same mapping, masquerade must avoid the
+#   taken tuple and picks another port, just as a real router would.
+nft_rules() { # KIND
+    local kind=$1 masq="masquerade" outbound="" cone=""
+    case $kind in
+        symmetric)   masq="masquerade fully-random" ;;   # new random port per flow: APDM
+        udp-blocked) outbound='meta l4proto udp drop' ;;
+        tcp443-only) outbound='iifname "lan" tcp dport 443 ct state new accept
+        iifname "lan" drop' ;;
+        full-cone)   cone=port ;;
+        restricted-cone) cone=addr ;;
+    esac
+    echo "table ip natlab {"
+    if [[ $cone == port ]]; then
+        cat <<'EOF'
+    # full cone: external UDP port -> inside endpoint, for inbound from anyone (EIF)
+    map cone {
+        type inet_service : ipv4_addr . inet_service
+        flags dynamic,timeout; timeout TIMEOUTs; size 65536
+    }
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "wan" meta l4proto udp dnat ip to udp dport map @cone
+    }
+    chain mapping {
+        type filter hook postrouting priority srcnat + 10; policy accept;
+        oifname "wan" meta l4proto udp ct direction original update @cone { ct reply proto-dst : ct original ip saddr . ct original proto-src }
+        oifname "wan" meta l4proto udp ct direction reply update @cone { ct original proto-dst : ct reply ip saddr . ct reply proto-src }
+    }
+EOF
+    elif [[ $cone == addr ]]; then
+        cat <<'EOF'
+    # restricted cone: (remote address, external UDP port) -> inside endpoint: ADF
+    map cone {
+        type ipv4_addr . inet_service : ipv4_addr . inet_service
+        flags dynamic,timeout; timeout TIMEOUTs; size 65536
+    }
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "wan" meta l4proto udp dnat ip to ip saddr . udp dport map @cone
+    }
+    chain mapping {
+        type filter hook postrouting priority srcnat + 10; policy accept;
+        oifname "wan" meta l4proto udp ct direction original update @cone { ct original ip daddr . ct reply proto-dst : ct original ip saddr . ct original proto-src }
+        oifname "wan" meta l4proto udp ct direction reply update @cone { ct original ip saddr . ct original proto-dst : ct reply ip saddr . ct reply proto-src }
+    }
+EOF
+    fi
+    cat <<EOF
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "wan" $masq
+    }
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        ct state established,related accept
+        ${outbound:+$outbound
+        }iifname "wan" ct status dnat accept
+        iifname "wan" drop
+    }
+}
+EOF
+}
+
+load_rules() { # HOST KIND
+    nft_rules "$2" | sed "s/TIMEOUTs/${UDP_TIMEOUT}s/" | in_ns "$1" nft -f -
+}
+
+host_line() { echo "$*" >> "$STATE_DIR/$PREFIX.hosts"; }
+
+# LAN side of a router: bridge "lan" with GW/24 and COUNT hosts NAME-h1.. at BASE.(10+i).
+lan_hosts() { # ROUTER NAME KIND COUNT NET3 (first three octets) GW_LAST MASK FIRST_HOST
+    local router=$1 name=$2 kind=$3 count=$4 net=$5 gw=$6 mask=$7 first=$8 i host addr
+    in_ns "$router" ip link add name lan type bridge
+    in_ns "$router" ip addr add "$net.$gw/$mask" dev lan
+    in_ns "$router" ip link set lan up
+    for ((i = 1; i <= count; i++)); do
+        host="$name-h$i"; addr="$net.$((first + i - 1))"
+        new_ns "$host"
+        veth "$router" "h$i" "$host" eth0
+        in_ns "$router" ip link set "h$i" master lan
+        in_ns "$host" ip addr add "$addr/$mask" dev eth0
+        in_ns "$host" ip route add default via "$net.$gw"
+        host_line "$host $name $kind host $addr"
+    done
+}
+
+# Router WAN on the internet bridge as port sN.
+wan_on_bridge() { # ROUTER N
+    veth "$1" wan inet "s$2"
+    in_ns inet ip link set "s$2" master br0
+    in_ns "$1" ip addr add "203.0.113.$((100 + $2))/24" dev wan
+    in_ns "$1" ip route add default via 203.0.113.1
+}
+
+build_site() { # N NAME KIND COUNT
+    local n=$1 name=$2 kind=$3 count=$4 router="$2-router"
+    new_ns "$router"
+    case $kind in
+        open)
+            wan_on_bridge "$router" "$n"
+            lan_hosts "$router" "$name" "$kind" "$count" 198.51.100 $((16 * n + 1)) 28 $((16 * n + 2))
+            in_ns inet ip route add "198.51.100.$((16 * n))/28" via "203.0.113.$((100 + n))"
+            # A plain router, no NAT, no firewall: nothing but forwarding.
+            host_line "$router $name $kind router 203.0.113.$((100 + n)),198.51.100.$((16 * n + 1))" ;;
+        double-nat)
+            local carrier="$name-carrier"
+            new_ns "$carrier"
+            wan_on_bridge "$carrier" "$n"
+            veth "$carrier" lan "$router" wan
+            in_ns "$carrier" ip addr add "100.64.$n.1/24" dev lan
+            in_ns "$router" ip addr add "100.64.$n.2/24" dev wan
+            in_ns "$router" ip route add default via "100.64.$n.1"
+            load_rules "$carrier" port-restricted-cone      # carrier-grade NAT: EIM masquerade
+            router_sysctls "$carrier"
+            host_line "$carrier $name $kind carrier 203.0.113.$((100 + n)),100.64.$n.1"
+            load_rules "$router" port-restricted-cone
+            lan_hosts "$router" "$name" "$kind" "$count" "192.168.$n" 1 24 10
+            host_line "$router $name $kind router 100.64.$n.2,192.168.$n.1" ;;
+        *)
+            wan_on_bridge "$router" "$n"
+            load_rules "$router" "$kind"
+            lan_hosts "$router" "$name" "$kind" "$count" "10.$n.0" 1 24 10
+            host_line "$router $name $kind router 203.0.113.$((100 + n)),10.$n.0.1" ;;
+    esac
+    router_sysctls "$router"
+}
+
+cmd_up() {
+    [[ $# -ge 1 ]] || die "usage: up PREFIX SITE_SPEC..."
+    PREFIX=$1; shift; check_prefix "$PREFIX"
+    [[ $# -le $MAX_SITES ]] || die "at most $MAX_SITES sites"
+    # Parse every spec before creating anything.
+    local -a names=() kinds=() counts=()
+    local spec n=0 name kind count f1 f2 f3
+    for spec in "$@"; do
+        n=$((n + 1))
+        IFS=: read -r f1 f2 f3 <<< "$spec"
+        if [[ " $KINDS " == *" $f1 "* ]]; then name="s$n" kind=$f1 count=${f2:-1}
+        else name=$f1 kind=${f2:-} count=${f3:-1}; fi
+        [[ " $KINDS " == *" $kind "* ]] || die "unknown kind '${kind:-$f1}' in '$spec' (kinds: $KINDS)"
+        [[ $name =~ ^[a-z][a-z0-9]{0,7}$ ]] || die "bad site name '$name' in '$spec'"
+        [[ $name != cloud && $name != inet ]] || die "site name '$name' is reserved"
+        [[ " ${names[*]} " != *" $name "* ]] || die "duplicate site name '$name'"
+        [[ $count =~ ^[1-4]$ ]] || die "hosts must be 1..4 in '$spec'"
+        names+=("$name"); kinds+=("$kind"); counts+=("$count")
+    done
+    mkdir -p "$STATE_DIR"
+    [[ ! -e $STATE_DIR/$PREFIX.owner ]] || die "prefix '$PREFIX' is in use (natlab.sh down $PREFIX)"
+    local owner=${NATLAB_OWNER_PID:-$PPID}
+    # Written atomically (rename): a concurrent cleanup-stale must never read a half-written file.
+    echo "$owner $(start_time "$owner" || echo 0) $*" > "$STATE_DIR/.$PREFIX.owner.$$"
+    mv "$STATE_DIR/.$PREFIX.owner.$$" "$STATE_DIR/$PREFIX.owner"
+    : > "$STATE_DIR/$PREFIX.ns"; : > "$STATE_DIR/$PREFIX.hosts"
+    trap 'echo "natlab: up failed at line $LINENO; removing $PREFIX" >&2; cmd_down "$PREFIX" >/dev/null 2>&1' ERR
+
+    # The internet: a bridge, plus routing to open sites' public subnets.
+    new_ns inet
+    in_ns inet ip link add name br0 type bridge
+    in_ns inet ip addr add 203.0.113.1/24 dev br0
+    in_ns inet ip link set br0 up
+    in_ns inet sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 \
+        net.ipv4.conf.br0.send_redirects=0
+    host_line "inet - - internet 203.0.113.1"
+
+    # The cloud: two addresses, for RFC 5780 (CHANGE-REQUEST needs an alternate IP).
+    new_ns cloud
+    veth cloud eth0 inet cloud
+    in_ns inet ip link set cloud master br0
+    in_ns cloud ip addr add 203.0.113.10/24 dev eth0
+    in_ns cloud ip addr add 203.0.113.11/24 dev eth0
+    in_ns cloud ip route add default via 203.0.113.1
+    host_line "cloud - - cloud 203.0.113.10,203.0.113.11"
+
+    local i
+    for ((i = 0; i < n; i++)); do
+        build_site $((i + 1)) "${names[i]}" "${kinds[i]}" "${counts[i]}"
+    done
+    trap - ERR
+    cat "$STATE_DIR/$PREFIX.hosts"
+}
+
+# Kill every process inside NS: TERM, then KILL after at most 2 s (bounded).
+kill_ns_pids() {
+    local ns=$1 pids tries
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [[ -n $pids ]] || return 0
+    kill -TERM $pids 2>/dev/null || true
+    for ((tries = 0; tries < 20; tries++)); do
+        pids=$(ip netns pids "$ns" 2>/dev/null || true)
+        [[ -n $pids ]] || return 0
+        sleep 0.1
+    done
+    kill -KILL $pids 2>/dev/null || true
+}
+
+cmd_down() {
+    PREFIX=${1:-}; check_prefix "$PREFIX"
+    local ns list
+    # Only namespaces this script recorded: never anything else that shares the prefix.
+    # Read up front and tolerate a vanished file: two cleanups may race on one stale lab.
+    list=$(cat "$STATE_DIR/$PREFIX.ns" 2>/dev/null || true)
+    for ns in $list; do
+        kill_ns_pids "$ns"
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -f "$STATE_DIR/$PREFIX.owner" "$STATE_DIR/$PREFIX.ns" "$STATE_DIR/$PREFIX.hosts"
+}
+
+lab_prefixes() {
+    local f
+    for f in "$STATE_DIR"/*.owner; do
+        [[ -e $f ]] || continue
+        f=${f##*/}; echo "${f%.owner}"
+    done
+}
+
+cmd_list() {
+    local p pid st spec state
+    printf '%-14s %-8s %-6s %s\n' PREFIX OWNER STATE SITES
+    for p in $(lab_prefixes); do
+        read -r pid st spec < "$STATE_DIR/$p.owner" || true
+        if owner_alive "$p"; then state=alive; else state=stale; fi
+        printf '%-14s %-8s %-6s %s\n' "$p" "${pid:-?}" "$state" "${spec:-}"
+    done
+}
+
+cmd_cleanup_stale() {
+    local p
+    for p in $(lab_prefixes); do
+        if ! owner_alive "$p"; then
+            echo "natlab: removing stale lab $p"
+            cmd_down "$p"
+        fi
+    done
+}
+
+need_host() { # PREFIX HOST
+    PREFIX=${1:-}; check_prefix "$PREFIX"
+    [[ -n ${2:-} ]] || die "missing HOST"
+    local all; all=$(ip netns list)      # not piped into grep -q: SIGPIPE + pipefail lies
+    [[ $'\n'$all$'\n' == *$'\n'"$(ns_of "$2")"[$' \n']* ]] || die "no host '$2' in lab '$PREFIX'"
+}
+
+cmd=${1:-help}; shift || true
+case $cmd in
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    exec)
+        [[ $# -ge 3 ]] || die "usage: exec PREFIX HOST CMD..."
+        need_host "$1" "$2"; ns=$(ns_of "$2"); shift 2
+        exec ip netns exec "$ns" "$@" ;;
+    shell)
+        need_host "$@"
+        exec ip netns exec "$(ns_of "$2")" env PS1="[natlab $1 $2] \\w# " bash --norc -i ;;
+    hosts) PREFIX=${1:-}; check_prefix "$PREFIX"; cat "$STATE_DIR/$PREFIX.hosts" ;;
+    addr)
+        PREFIX=${1:-}; check_prefix "$PREFIX"
+        awk -v h="${2:-}" '$1 == h { split($5, a, ","); print a[1]; found = 1 }
+            END { exit !found }' "$STATE_DIR/$PREFIX.hosts" || die "no host '${2:-}' in lab '$PREFIX'" ;;
+    rules) need_host "$@"; exec ip netns exec "$(ns_of "$2")" nft list ruleset ;;
+    conntrack) need_host "$@"; exec ip netns exec "$(ns_of "$2")" conntrack -L ;;
+    list) cmd_list ;;
+    cleanup-stale) cmd_cleanup_stale ;;
+    kinds) echo "$KINDS" | tr ' ' '\n' ;;
+    help|-h|--help) usage ;;
+    *) usage >&2; exit 2 ;;
+esac

@@ -1,0 +1,195 @@
+import Foundation
+import Logging
+import NIOCore
+import Traversal
+
+/// One client connection as the hub sees it; sends are fire-and-forget and ordered per connection.
+final class RendezvousPeer: Sendable, Hashable {
+    /// The connection's channel.
+    let channel: any Channel
+    /// The client's IP address (the rate-limiting key).
+    let sourceIP: String
+    /// The client's `ip:port`.
+    let observedAddress: String
+
+    init(channel: any Channel, sourceIP: String, observedAddress: String) {
+        self.channel = channel
+        self.sourceIP = sourceIP
+        self.observedAddress = observedAddress
+    }
+
+    /// Queues `message`; a client that stopped reading (write buffer above its high-water mark) is closed.
+    func send(_ message: CloudMessage) {
+        guard channel.isWritable else {
+            channel.close(promise: nil)
+            return
+        }
+        channel.writeAndFlush(message, promise: nil)
+    }
+
+    /// Sends `message` (if any), then closes the connection.
+    func close(after message: CloudMessage? = nil) {
+        if let message { channel.write(message, promise: nil) }
+        channel.flush()
+        channel.close(promise: nil)
+    }
+
+    static func == (lhs: RendezvousPeer, rhs: RendezvousPeer) -> Bool { lhs === rhs }
+    func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+}
+
+/// The cloud's shared state: live camera sessions, pending introductions, rate limits.
+actor RendezvousHub {
+    /// A viewer's introduction waiting for the camera's answer.
+    struct PendingIntroduction {
+        let viewer: RendezvousPeer
+        let cameraSession: UUID
+        let cameraKey: Data
+        let timer: Task<Void, Never>
+    }
+
+    /// The one answer for an unknown, offline or declining device, so they cannot be told apart.
+    static let unavailableMessage = "device unavailable"
+
+    let configuration: RendezvousServer.Configuration
+    let registry: any DeviceRegistry
+    let logger: Logger
+    private var peers: Set<RendezvousPeer> = []
+    private var cameras: [UUID: (peer: RendezvousPeer, deviceID: DeviceID)] = [:]
+    private var pending: [String: PendingIntroduction] = [:]
+    private var lookupLimiter: TokenBucketRateLimiter<String>
+    private var registrationLimiter: TokenBucketRateLimiter<String>
+
+    init(configuration: RendezvousServer.Configuration, registry: any DeviceRegistry, logger: Logger) {
+        self.configuration = configuration
+        self.registry = registry
+        self.logger = logger
+        self.lookupLimiter = configuration.lookupRateLimit
+        self.registrationLimiter = configuration.registrationRateLimit
+    }
+
+    /// Admits a new connection unless ``RendezvousServer/Configuration/maxConnections`` are open.
+    func connected(_ peer: RendezvousPeer) -> Bool {
+        guard peers.count < configuration.maxConnections else { return false }
+        peers.insert(peer)
+        return true
+    }
+
+    /// Forgets a closed connection: its camera session, its pending introductions either way.
+    func disconnected(_ peer: RendezvousPeer, cameraSession: UUID?) async {
+        peers.remove(peer)
+        for (requestID, introduction) in pending where introduction.viewer == peer {
+            introduction.timer.cancel()
+            pending[requestID] = nil
+        }
+        guard let session = cameraSession, let camera = cameras.removeValue(forKey: session) else { return }
+        failIntroductions(ofCameraSession: session)
+        await registry.remove(camera.deviceID, sessionID: session)
+        logger.debug("camera disconnected", metadata: ["device": "\(camera.deviceID)"])
+    }
+
+    /// Closes every connection (server shutdown).
+    func closeAll() {
+        for peer in peers { peer.close() }
+    }
+
+    /// Takes one registration token for `ip`; false when its bucket is empty.
+    func admitRegistration(from ip: String) -> Bool {
+        take(from: &registrationLimiter, ip)
+    }
+
+    private func take(from limiter: inout TokenBucketRateLimiter<String>, _ ip: String) -> Bool {
+        let now = ContinuousClock.now
+        guard limiter.retryDelay(for: ip, now: now) == nil else { return false }
+        limiter.recordFailure(for: ip, now: now)
+        return true
+    }
+
+    /// Records a proven registration; the session it replaces (same key) is closed.
+    func register(_ peer: RendezvousPeer, deviceID: DeviceID, publicKey: Data) async throws -> UUID {
+        let session = UUID()
+        let record = DeviceRegistration(
+            deviceID: deviceID, publicKey: publicKey, sessionID: session, observedAddress: peer.observedAddress)
+        let replaced = try await registry.register(record)
+        cameras[session] = (peer, deviceID)
+        if let replaced, let old = cameras.removeValue(forKey: replaced.sessionID) {
+            failIntroductions(ofCameraSession: replaced.sessionID)
+            old.peer.close(after: .error(requestID: nil, code: "replaced", message: "a newer session registered this device"))
+            logger.info("camera session replaced", metadata: ["device": "\(deviceID)"])
+        }
+        logger.info("camera registered", metadata: ["device": "\(deviceID)", "observed": "\(peer.observedAddress)"])
+        return session
+    }
+
+    /// A viewer asks for `deviceID`: rate-limit, look up, forward the offer to the camera.
+    func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer) async {
+        guard take(from: &lookupLimiter, viewer.sourceIP) else {
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.rateLimited.name, message: "too many look-ups"))
+            return
+        }
+        guard pending[requestID] == nil else {
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.badRequest.name, message: "duplicate request ID"))
+            return
+        }
+        let viewerPending = pending.values.filter { $0.viewer == viewer }.count
+        guard viewerPending < configuration.maxPendingIntroductionsPerConnection,
+            pending.count < configuration.maxPendingIntroductions
+        else {
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.overloaded.name, message: "too many pending introductions"))
+            return
+        }
+        guard let record = await registry.lookup(deviceID), let camera = cameras[record.sessionID],
+            pending[requestID] == nil
+        else {
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
+            return
+        }
+        let timeout = configuration.introductionTimeout
+        let timer = Task {
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            self.expire(requestID)
+        }
+        pending[requestID] = PendingIntroduction(
+            viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer)
+        camera.peer.send(.offer(requestID: requestID, offer: offer, relay: nil))
+    }
+
+    /// The camera answered: send `start` to both, back to back.
+    func answer(from session: UUID, requestID: String, offer: PeerOffer) {
+        guard let camera = cameras[session]?.peer else { return }
+        guard let introduction = pending[requestID], introduction.cameraSession == session else {
+            camera.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "no such pending introduction"))
+            return
+        }
+        pending[requestID] = nil
+        introduction.timer.cancel()
+        guard offer.identityKey == introduction.cameraKey else {
+            camera.send(.error(requestID: requestID, code: CloudError.Code.badRequest.name, message: "answer must carry the registered key"))
+            introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
+            return
+        }
+        introduction.viewer.send(.start(requestID: requestID, answer: offer, relay: nil))
+        camera.send(.start(requestID: requestID, answer: nil, relay: nil))
+    }
+
+    /// The camera declined: the viewer hears exactly what an unknown UID gets.
+    func decline(from session: UUID, requestID: String) {
+        guard let introduction = pending[requestID], introduction.cameraSession == session else { return }
+        pending[requestID] = nil
+        introduction.timer.cancel()
+        introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
+    }
+
+    private func expire(_ requestID: String) {
+        guard let introduction = pending.removeValue(forKey: requestID) else { return }
+        introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "the device did not answer in time"))
+    }
+
+    private func failIntroductions(ofCameraSession session: UUID) {
+        for (requestID, introduction) in pending where introduction.cameraSession == session {
+            pending[requestID] = nil
+            introduction.timer.cancel()
+            introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
+        }
+    }
+}

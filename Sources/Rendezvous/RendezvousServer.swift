@@ -1,0 +1,254 @@
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import STUNLite
+import Traversal
+
+/// The cloud's signalling service: TLS connections from cameras (registration, keepalive) and
+/// viewers (introductions). It forwards offers and answers; it never sees session keys or payload.
+public final class RendezvousServer: Sendable {
+    /// How to run the signalling service.
+    public struct Configuration: Sendable {
+        /// IP address to listen on.
+        public var listenIP: String
+        /// TLS port (0 picks a free one).
+        public var port: UInt16
+        /// PEM file of the server certificate (chain).
+        public var certificatePath: String
+        /// PEM file of the server's private key.
+        public var privateKeyPath: String
+        /// Names a camera may sign its registration for (the hosts it may dial: IPs, DNS names).
+        public var cloudNames: [String]
+        /// Keepalive interval announced to cameras, in seconds.
+        public var keepaliveSeconds: Int
+        /// A connection that sends nothing for this long is closed (several keepalive intervals).
+        public var idleTimeout: Duration
+        /// A camera that does not answer an introduction within this long: the viewer gets `timeout`.
+        public var introductionTimeout: Duration
+        /// Introductions (look-ups) per source IP: burst and refill.
+        public var lookupRateLimit: TokenBucketRateLimiter<String>
+        /// Registration attempts per source IP (each costs the cloud a UID derivation).
+        public var registrationRateLimit: TokenBucketRateLimiter<String>
+        /// Connections open at once, at most; more are closed on accept.
+        public var maxConnections: Int
+        /// Introductions one connection may have pending at once.
+        public var maxPendingIntroductionsPerConnection: Int
+        /// Introductions pending at once across the server.
+        public var maxPendingIntroductions: Int
+
+        /// A configuration with the defaults: port 5349, 10 s keepalive, 35 s idle timeout, 10 s
+        /// introduction timeout, 20 look-ups then one per 500 ms per IP, 10 registrations then one
+        /// per 2 s per IP, 10 000 connections, 8 pending introductions per connection, 10 000 in all.
+        public init(
+            listenIP: String, port: UInt16 = CloudEndpoint.defaultPort, certificatePath: String, privateKeyPath: String,
+            cloudNames: [String]? = nil, keepaliveSeconds: Int = 10, idleTimeout: Duration = .seconds(35),
+            introductionTimeout: Duration = .seconds(10),
+            lookupRateLimit: TokenBucketRateLimiter<String> = .init(capacity: 20, refillInterval: .milliseconds(500)),
+            registrationRateLimit: TokenBucketRateLimiter<String> = .init(capacity: 10, refillInterval: .seconds(2)),
+            maxConnections: Int = 10_000, maxPendingIntroductionsPerConnection: Int = 8, maxPendingIntroductions: Int = 10_000
+        ) {
+            self.listenIP = listenIP
+            self.port = port
+            self.certificatePath = certificatePath
+            self.privateKeyPath = privateKeyPath
+            self.cloudNames = cloudNames ?? [listenIP, "localhost"]
+            self.keepaliveSeconds = keepaliveSeconds
+            self.idleTimeout = idleTimeout
+            self.introductionTimeout = introductionTimeout
+            self.lookupRateLimit = lookupRateLimit
+            self.registrationRateLimit = registrationRateLimit
+            self.maxConnections = maxConnections
+            self.maxPendingIntroductionsPerConnection = maxPendingIntroductionsPerConnection
+            self.maxPendingIntroductions = maxPendingIntroductions
+        }
+    }
+
+    /// The TLS address the server listens on.
+    public let address: TransportAddress
+    /// Where registrations are kept.
+    public let registry: any DeviceRegistry
+    private let listener: any Channel
+    private let hub: RendezvousHub
+    private let acceptLoop: Task<Void, Never>
+    private let logger: Logger
+
+    private init(
+        address: TransportAddress, registry: any DeviceRegistry, listener: any Channel, hub: RendezvousHub,
+        acceptLoop: Task<Void, Never>, logger: Logger
+    ) {
+        self.address = address
+        self.registry = registry
+        self.listener = listener
+        self.hub = hub
+        self.acceptLoop = acceptLoop
+        self.logger = logger
+    }
+
+    /// Loads the certificate, binds the TLS port and starts serving.
+    public static func start(
+        _ configuration: Configuration, registry: any DeviceRegistry = InMemoryDeviceRegistry(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "trav.rendezvous")
+    ) async throws -> RendezvousServer {
+        let chain = try NIOSSLCertificate.fromPEMFile(configuration.certificatePath)
+        let key = try NIOSSLPrivateKey(file: configuration.privateKeyPath, format: .pem)
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        let context = try NIOSSLContext(configuration: tls)
+        let idle = TimeAmount(configuration.idleTimeout)
+        let listener = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.listenIP, port: Int(configuration.port)) { child in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.addHandlers(
+                        NIOSSLServerHandler(context: context),
+                        IdleStateHandler(readTimeout: idle),
+                        CloseOnIdleHandler(),
+                        ByteToMessageHandler(CloudFrameDecoder()),
+                        MessageToByteHandler(CloudFrameEncoder()))
+                    return try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: child)
+                }
+            }
+        guard let address = listener.channel.localAddress.flatMap(TransportAddress.init) else {
+            try? await listener.channel.close()
+            throw CloudError(code: .connectionFailed, detail: "the listener has no local address")
+        }
+        let hub = RendezvousHub(configuration: configuration, registry: registry, logger: logger)
+        let acceptLoop = Task {
+            await withDiscardingTaskGroup { group in
+                try? await listener.executeThenClose { connections in
+                    for try await connection in connections {
+                        group.addTask { await serve(connection, hub: hub, logger: logger) }
+                    }
+                }
+                group.cancelAll()
+            }
+        }
+        logger.info("rendezvous listening", metadata: ["address": "\(address)"])
+        return RendezvousServer(
+            address: address, registry: registry, listener: listener.channel, hub: hub, acceptLoop: acceptLoop, logger: logger)
+    }
+
+    /// Stops accepting, closes every connection and returns when all are closed.
+    public func stop() async {
+        try? await listener.close()
+        await hub.closeAll()
+        acceptLoop.cancel()
+        await acceptLoop.value
+        logger.info("rendezvous stopped")
+    }
+
+    /// Serves one connection until it closes.
+    private static func serve(_ connection: NIOAsyncChannel<CloudMessage, Never>, hub: RendezvousHub, logger: Logger) async {
+        let remote = connection.channel.remoteAddress.flatMap(TransportAddress.init)
+        let peer = RendezvousPeer(
+            channel: connection.channel, sourceIP: remote.map { "\($0.ip)" } ?? "unknown",
+            observedAddress: remote?.description ?? "unknown")
+        guard await hub.connected(peer) else {
+            try? await connection.channel.close()
+            return
+        }
+        var state = RendezvousConnectionState.fresh
+        do {
+            try await connection.executeThenClose { inbound in
+                do {
+                    for try await message in inbound {
+                        guard try await handle(message, from: peer, state: &state, hub: hub) else { break }
+                    }
+                } catch let error as CloudProtocolError {
+                    logger.debug("bad frame", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
+                    peer.close(after: .error(requestID: nil, code: CloudError.Code.badRequest.name, message: "\(error.code)"))
+                }
+            }
+        } catch {
+            logger.trace("connection ended", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
+        }
+        if case .camera(let session) = state {
+            await hub.disconnected(peer, cameraSession: session)
+        } else {
+            await hub.disconnected(peer, cameraSession: nil)
+        }
+    }
+
+    /// Handles one message; false closes the connection.
+    private static func handle(
+        _ message: CloudMessage, from peer: RendezvousPeer, state: inout RendezvousConnectionState, hub: RendezvousHub
+    ) async throws -> Bool {
+        func refuse(_ code: CloudError.Code, _ text: String) -> Bool {
+            peer.close(after: .error(requestID: nil, code: code.name, message: text))
+            return false
+        }
+        switch (message, state) {
+        case (.ping, _):
+            peer.send(.pong)
+        case (.pong, _):
+            break
+        case (.register(let deviceID, let publicKey), .fresh):
+            guard await hub.admitRegistration(from: peer.sourceIP) else {
+                return refuse(.rateLimited, "too many registrations")
+            }
+            let nonce = Data((0..<CloudProtocol.nonceLength).map { _ in UInt8.random(in: 0...255) })
+            let key = try CloudMessage.base64(publicKey, length: CloudProtocol.publicKeyLength, field: "register.publicKey")
+            state = .challenged(deviceID: try DeviceID(deviceID), publicKey: key, nonce: nonce)
+            peer.send(.challenge(nonce: nonce.base64EncodedString()))
+        case (.prove(let signatureText), .challenged(let deviceID, let keyBytes, let nonce)):
+            let signature = try CloudMessage.base64(signatureText, length: CloudProtocol.signatureLength, field: "prove.signature")
+            guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: keyBytes),
+                hub.configuration.cloudNames.contains(where: { name in
+                    key.isValidSignature(signature, for: CloudProtocol.registrationMessage(
+                        nonce: nonce, deviceID: deviceID.description, cloudName: name))
+                }),
+                DeviceID(publicKey: key) == deviceID
+            else {
+                return refuse(.unauthorized, "the signature or the key does not prove this device ID")
+            }
+            do {
+                let session = try await hub.register(peer, deviceID: deviceID, publicKey: keyBytes)
+                state = .camera(session: session)
+            } catch {
+                return refuse(.unauthorized, "the device ID is held by another key")
+            }
+            peer.send(.registered(observedAddress: peer.observedAddress, keepaliveSeconds: hub.configuration.keepaliveSeconds))
+        case (.introduce(let requestID, let deviceID, let offer), .fresh), (.introduce(let requestID, let deviceID, let offer), .viewer):
+            state = .viewer
+            await hub.introduce(from: peer, requestID: requestID, deviceID: try DeviceID(deviceID), offer: offer)
+        case (.answer(let requestID, let offer), .camera(let session)):
+            await hub.answer(from: session, requestID: requestID, offer: offer)
+        case (.decline(let requestID), .camera(let session)):
+            await hub.decline(from: session, requestID: requestID)
+        default:
+            return refuse(.badRequest, "\(message.type) is not expected here")
+        }
+        return true
+    }
+}
+
+/// What a connection has established so far.
+enum RendezvousConnectionState {
+    /// Nothing yet: it may register (camera) or introduce (viewer).
+    case fresh
+    /// A camera was challenged and must prove its key.
+    case challenged(deviceID: DeviceID, publicKey: Data, nonce: Data)
+    /// A registered camera.
+    case camera(session: UUID)
+    /// A viewer.
+    case viewer
+}
+
+/// Closes a connection when `IdleStateHandler` reports no reads for the idle timeout.
+final class CloseOnIdleHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}

@@ -1,0 +1,208 @@
+import Foundation
+import Logging
+import STUNLite
+import Synchronization
+import Traversal
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Finds a camera on the local network without any cloud: the viewer broadcasts "where is UID X?"
+/// with its offer; the camera with that UID answers with its own, and both start `direct-lan` at once.
+///
+/// ```
+/// viewer ── find{deviceID, requestID, offer} ──► broadcast :5350 ──► camera (only the one with that UID answers)
+///        ◄─────────────── here{requestID, answer} ── unicast ──────┘
+/// ```
+/// Nothing here is trusted: the Connector checks the answer's key against the UID, and the secure
+/// handshake proves the camera holds it.
+public enum LANDiscovery {
+    /// The default UDP port cameras listen on for discovery.
+    public static let defaultPort: UInt16 = 5350
+    /// Largest discovery datagram read or sent; an offer with ``PeerOffer/maxCandidates`` fits.
+    public static let maxDatagram = 16 * 1024
+    /// How often the viewer repeats its broadcast while waiting.
+    public static let repeatInterval: Duration = .milliseconds(200)
+    /// Introductions a camera handles at once from the LAN; more are ignored until one ends.
+    public static let maxConcurrentIntroductions = 8
+
+    struct Message: Codable {
+        var v: Int = 1
+        var type: String
+        var deviceID: String?
+        var requestID: String
+        var offer: PeerOffer
+    }
+
+    /// The broadcast addresses of this host's IPv4 interfaces, plus 255.255.255.255, on `port`.
+    public static func broadcastDestinations(port: UInt16 = defaultPort) -> [TransportAddress] {
+        var out: [TransportAddress] = [TransportAddress(ip: .v4(0xFFFF_FFFF), port: port)]
+        var head: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&head) == 0, let first = head else { return out }
+        defer { freeifaddrs(head) }
+        var cursor: UnsafeMutablePointer<ifaddrs>? = first
+        while let p = cursor {
+            defer { cursor = p.pointee.ifa_next }
+            guard p.pointee.ifa_flags & UInt32(IFF_BROADCAST) != 0, let sa = p.pointee.ifa_addr,
+                  sa.pointee.sa_family == sa_family_t(AF_INET), let mask = p.pointee.ifa_netmask else { continue }
+            // The subnet's directed broadcast from address and mask (an interface may have no `brd` set).
+            let address = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+            let netmask = mask.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+            guard netmask != 0, ~netmask != 0 else { continue }
+            let ip = IPAddress.v4(address | ~netmask)
+            let a = TransportAddress(ip: ip, port: port)
+            if !out.contains(a) { out.append(a) }
+        }
+        return out
+    }
+
+    /// The viewer's side: a ``ViewerSignalling`` that asks the LAN instead of a cloud.
+    public struct Finder: ViewerSignalling {
+        /// Where to send the question (broadcast addresses, or a camera's unicast address in tests).
+        public var destinations: [TransportAddress]
+        /// How long to wait for an answer.
+        public var timeout: Duration
+
+        /// Creates a finder; by default every interface's broadcast address on the default port, waiting 3 s.
+        public init(destinations: [TransportAddress] = LANDiscovery.broadcastDestinations(), timeout: Duration = .seconds(3)) {
+            self.destinations = destinations
+            self.timeout = timeout
+        }
+
+        /// Broadcasts the offer until the camera with that UID answers, or the timeout passes (`unavailable`).
+        public func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
+            let socket = try await STUNUDPClient.bind(broadcast: true)
+            defer { Task { await socket.close() } }
+            let requestID = "lan-" + UUID().uuidString.prefix(8).lowercased()
+            let question = try JSONEncoder().encode(Message(type: "find", deviceID: device.description, requestID: requestID, offer: offer))
+            let destinations = self.destinations
+            let sender = Task {
+                while !Task.isCancelled {
+                    for d in destinations { try? await socket.send(Array(question), to: d) }
+                    try? await Task.sleep(for: LANDiscovery.repeatInterval)
+                }
+            }
+            defer { sender.cancel() }
+            let timeout = self.timeout
+            return try await withThrowingTaskGroup(of: Introduction.self) { group in
+                group.addTask {
+                    for await (_, bytes) in socket.otherDatagrams where bytes.count <= LANDiscovery.maxDatagram {
+                        guard let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)),
+                              m.type == "here", m.requestID == requestID,
+                              m.offer.candidates.count <= PeerOffer.maxCandidates else { continue }
+                        return Introduction(requestID: requestID, answer: m.offer)
+                    }
+                    throw CancellationError()
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw TraversalError(code: .unavailable, detail: "no camera with UID \(device) answered on the LAN")
+                }
+                defer { group.cancelAll() }
+                return try await group.next()!
+            }
+        }
+    }
+
+    /// The camera's side: listens for questions about its UID and turns each into an introduction.
+    public final class Responder: Sendable {
+        /// The introductions; finishes when ``stop()`` is called.
+        public let introductions: AsyncStream<any IncomingIntroduction>
+        /// The address it listens on.
+        public let localAddress: TransportAddress
+        private let socket: STUNUDPClient
+        private let task: Mutex<Task<Void, Never>?>
+
+        /// Listens on `port` (all addresses) for questions about `device`.
+        public init(device: DeviceID, port: UInt16 = LANDiscovery.defaultPort, logger: Logger = Logger(label: "trav.lan-discovery")) async throws {
+            let socket = try await STUNUDPClient.bind(to: TransportAddress(ip: .v4(0), port: port), reuseAddress: true)
+            self.socket = socket
+            self.localAddress = socket.localAddress
+            let (stream, sink) = AsyncStream.makeStream(of: (any IncomingIntroduction).self,
+                                                        bufferingPolicy: .bufferingNewest(LANDiscovery.maxConcurrentIntroductions))
+            self.introductions = stream
+            let expected = device.description
+            self.task = Mutex(Task {
+                let active = Mutex(Set<String>())
+                for await (source, bytes) in socket.otherDatagrams where bytes.count <= LANDiscovery.maxDatagram {
+                    guard let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)), m.type == "find",
+                          m.deviceID == expected, m.offer.candidates.count <= PeerOffer.maxCandidates else { continue }
+                    let admitted = active.withLock { a -> Bool in
+                        guard !a.contains(m.requestID), a.count < LANDiscovery.maxConcurrentIntroductions else { return false }
+                        a.insert(m.requestID)
+                        return true
+                    }
+                    guard admitted else { continue }
+                    logger.debug("lan introduction", metadata: ["requestID": "\(m.requestID)", "from": "\(source)"])
+                    sink.yield(LANIntroduction(requestID: m.requestID, offer: m.offer, socket: socket, viewer: source,
+                                               done: { active.withLock { _ = $0.remove(m.requestID) } }))
+                }
+                sink.finish()
+            })
+        }
+
+        /// Stops listening.
+        public func stop() async {
+            task.withLock { $0?.cancel() }
+            await socket.close()
+        }
+    }
+
+    struct LANIntroduction: IncomingIntroduction {
+        let requestID: String
+        let offer: PeerOffer
+        var relay: RelayGrant? { nil }
+        let socket: STUNUDPClient
+        let viewer: TransportAddress
+        let done: @Sendable () -> Void
+
+        func accept(answer: PeerOffer) async throws {
+            defer { done() }
+            let bytes = try JSONEncoder().encode(Message(type: "here", requestID: requestID, offer: answer))
+            try await socket.send(Array(bytes), to: viewer)
+        }
+
+        func decline() async { done() }
+    }
+}
+
+/// Asks several introducers, preferring the first (e.g. the LAN) and starting each next one after
+/// `stagger` unless an answer came; the first answer wins (happy eyeballs for signalling).
+public struct FirstAnswering: ViewerSignalling {
+    /// The introducers in order of preference.
+    public var introducers: [any ViewerSignalling]
+    /// Delay before asking the next one.
+    public var stagger: Duration
+
+    /// Creates the combination.
+    public init(_ introducers: [any ViewerSignalling], stagger: Duration = .milliseconds(300)) {
+        self.introducers = introducers
+        self.stagger = stagger
+    }
+
+    /// The first successful introduction; if all fail, the last error.
+    public func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
+        try await withThrowingTaskGroup(of: Introduction?.self) { group in
+            for (i, introducer) in introducers.enumerated() {
+                group.addTask {
+                    try await Task.sleep(for: stagger * i)
+                    return try await introducer.introduce(to: device, offer: offer)
+                }
+            }
+            var lastError: (any Error)?
+            while let next = await group.nextResult() {
+                switch next {
+                case .success(let intro?):
+                    group.cancelAll()
+                    return intro
+                case .success(nil):
+                    continue
+                case .failure(let e):
+                    lastError = e
+                }
+            }
+            throw lastError ?? TraversalError(code: .unavailable, detail: "no introducer answered")
+        }
+    }
+}

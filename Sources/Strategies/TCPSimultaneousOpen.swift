@@ -1,0 +1,228 @@
+import Logging
+import NIOCore
+import NIOPosix
+import STUNLite
+import Synchronization
+import Traversal
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `tcp-simultaneous-open`: both sides learn their TCP mapping by STUN over TCP from a fixed local
+/// port, then connect to each other from that same port at the start signal, retrying on RST, so
+/// the SYNs cross and both kernels (and NATs) accept one connection (RFC 5128 §4.2.2). Useful when
+/// UDP is blocked but TCP is allowed, and as a second direct path.
+public struct TCPSimultaneousOpen: TraversalStrategy {
+    /// The strategy id.
+    public let id = "tcp-simultaneous-open"
+    /// Pause between connection attempts after a refusal.
+    public var retryInterval: Duration
+    /// How long one connect may wait for the crossing SYN.
+    public var attemptTimeout: Duration
+    /// How long to keep trying in all.
+    public var deadline: Duration
+    /// Time allowed for the STUN-over-TCP Binding that learns the mapping.
+    public var stunTimeout: Duration
+
+    /// Creates the strategy; defaults: retry every 100 ms, 1 s per attempt, 6 s in all, 3 s for STUN.
+    public init(retryInterval: Duration = .milliseconds(100), attemptTimeout: Duration = .seconds(1),
+                deadline: Duration = .seconds(6), stunTimeout: Duration = .seconds(3)) {
+        self.retryInterval = retryInterval
+        self.attemptTimeout = attemptTimeout
+        self.deadline = deadline
+        self.stunTimeout = stunTimeout
+    }
+
+    /// Learns the TCP mapping of a fresh local port.
+    public func prepare(_ context: StrategyContext) async throws -> any PreparedStrategy {
+        guard let server = context.stunServers.lazy.compactMap({ TransportAddress($0, defaultPort: 3478) }).first else {
+            throw StrategyError(code: .notApplicable, detail: "no STUN server configured")
+        }
+        let response = try await STUNTCPClient.binding(to: server, from: TransportAddress(ip: .v4(0), port: 0),
+                                                       timeout: .nanoseconds(Int64(stunTimeout.components.seconds) * 1_000_000_000
+                                                                             + stunTimeout.components.attoseconds / 1_000_000_000))
+        guard let mapped = response.mappedAddress else { throw StrategyError(code: .failed, detail: "no TCP mapped address") }
+        let local = response.local
+        var candidates = [Candidate(strategy: id, kind: .serverReflexive, transport: "tcp", address: mapped.description)]
+        if mapped != local, local.ip != .v4(0) {
+            candidates.append(Candidate(strategy: id, kind: .host, transport: "tcp", address: local.description))
+        }
+        return PreparedTCP(strategy: self, localPort: local.port, candidates: candidates)
+    }
+}
+
+struct PreparedTCP: PreparedStrategy {
+    let strategy: TCPSimultaneousOpen
+    let localPort: UInt16
+    let candidates: [Candidate]
+
+    func startDelay(remote: PeerOffer) -> Duration { .milliseconds(10) }
+
+    func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
+        let targets = remote.candidates.filter { $0.strategy == strategy.id && $0.transport == "tcp" }
+            .compactMap { TransportAddress($0.address) }
+        guard !targets.isEmpty else { throw StrategyError(code: .notApplicable, detail: "the peer offered no TCP candidates") }
+        let local = TransportAddress(ip: .v4(0), port: localPort)
+        // Listen on the same port too (SO_REUSEPORT): when one SYN arrives before the other side's
+        // connect (no NAT, or a NAT that forwarded it), it is accepted instead of refused.
+        let listener = try? await TCPPeerTransport.listen(on: local)
+        defer { if let listener { Task { await listener.close() } } }
+        let settings = self.strategy
+        return try await withThrowingTaskGroup(of: (any PeerTransport).self) { group in
+            if let listener {
+                group.addTask { try await listener.accepted() }
+            }
+            group.addTask {
+                let started = ContinuousClock.now
+                var lastError = "no attempt"
+                var attempts = 0
+                while ContinuousClock.now - started < settings.deadline {
+                    try Task.checkCancellation()
+                    for target in targets {
+                        attempts += 1
+                        do {
+                            let channel = try await TCPPeerTransport.connect(from: local, to: target, timeout: settings.attemptTimeout)
+                            context.logger.debug("tcp simultaneous open", metadata: ["peer": "\(target)", "attempts": "\(attempts)"])
+                            return channel
+                        } catch {
+                            lastError = "\(error)"
+                        }
+                    }
+                    try await Task.sleep(for: settings.retryInterval)
+                }
+                throw StrategyError(code: .unreachable, detail: "\(attempts) connection attempts in \(settings.deadline); last: \(lastError)")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+
+    func close() async {}
+}
+
+/// A ``PeerTransport`` over one TCP connection, messages framed by a 4-byte big-endian length.
+public final class TCPPeerTransport: PeerTransport {
+    /// Largest message accepted on a TCP path.
+    public static let maxFrame = 64 * 1024
+    /// Frames buffered before the connection is read no further (TCP flow control takes over).
+    public static let bufferLimit = 256
+
+    private let channel: Channel
+    private let frames: AsyncStream<[UInt8]>
+    /// `tcp LOCAL -> PEER`.
+    public let pathDescription: String
+
+    init(channel: Channel, frames: AsyncStream<[UInt8]>) {
+        self.channel = channel
+        self.frames = frames
+        let l = channel.localAddress.flatMap(TransportAddress.init)?.description ?? "?"
+        let r = channel.remoteAddress.flatMap(TransportAddress.init)?.description ?? "?"
+        self.pathDescription = "tcp \(l) -> \(r)"
+    }
+
+    /// Connects from `local` (address and port reused, as simultaneous open needs) to `remote`.
+    static func connect(from local: TransportAddress, to remote: TransportAddress, timeout: Duration,
+                        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> TCPPeerTransport {
+        let (frames, sink) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(bufferLimit))
+        let ms = Int64(timeout.components.seconds) * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        let channel = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+            .connectTimeout(.milliseconds(ms))
+            .bind(to: local.socketAddress)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandlers(ByteToMessageHandler(LengthPrefixDecoder()), FrameSink(sink: sink))
+                }
+            }
+            .connect(to: remote.socketAddress).get()
+        return TCPPeerTransport(channel: channel, frames: frames)
+    }
+
+    /// A listener on `local` (address and port reused) that hands over the first accepted connection.
+    static func listen(on local: TransportAddress, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> Listener {
+        let (accepted, sink) = AsyncStream.makeStream(of: TCPPeerTransport.self, bufferingPolicy: .bufferingNewest(1))
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+            .serverChannelOption(.backlog, value: 4)
+            .childChannelInitializer { ch in
+                let (frames, frameSink) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(bufferLimit))
+                return ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandlers(ByteToMessageHandler(LengthPrefixDecoder()), FrameSink(sink: frameSink))
+                    sink.yield(TCPPeerTransport(channel: ch, frames: frames))
+                }
+            }
+            .bind(to: local.socketAddress).get()
+        return Listener(server: server, accepted: accepted)
+    }
+
+    /// A listening socket that yields its first accepted connection.
+    struct Listener: Sendable {
+        let server: Channel
+        let accepted: AsyncStream<TCPPeerTransport>
+        func accepted() async throws -> TCPPeerTransport {
+            for await t in accepted { return t }
+            try Task.checkCancellation()
+            throw StrategyError(code: .failed, detail: "listener closed")
+        }
+        func close() async { try? await server.close() }
+    }
+
+    /// Streams: false.
+    public var isDatagram: Bool { false }
+    /// ``maxFrame``.
+    public var maxMessageSize: Int { Self.maxFrame }
+
+    /// Sends one length-prefixed message.
+    public func send(_ message: [UInt8]) async throws {
+        var b = channel.allocator.buffer(capacity: 4 + message.count)
+        b.writeInteger(UInt32(message.count))
+        b.writeBytes(message)
+        try await channel.writeAndFlush(b)
+    }
+
+    /// The next whole message.
+    public func receive() async throws -> [UInt8] {
+        for await f in frames { return f }
+        try Task.checkCancellation()
+        throw StrategyError(code: .failed, detail: "connection closed")
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    struct LengthPrefixDecoder: ByteToMessageDecoder {
+        typealias InboundOut = ByteBuffer
+        mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+            guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
+            guard length <= TCPPeerTransport.maxFrame else {
+                throw StrategyError(code: .failed, detail: "frame of \(length) bytes exceeds \(TCPPeerTransport.maxFrame)")
+            }
+            guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+            buffer.moveReaderIndex(forwardBy: 4)
+            context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: Int(length))!))
+            return .continue
+        }
+    }
+
+    final class FrameSink: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        let sink: AsyncStream<[UInt8]>.Continuation
+        init(sink: AsyncStream<[UInt8]>.Continuation) { self.sink = sink }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            sink.yield(Array(unwrapInboundIn(data).readableBytesView))
+        }
+        func channelInactive(context: ChannelHandlerContext) {
+            sink.finish()
+            context.fireChannelInactive()
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            sink.finish()
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import Logging
+import NIOCore
+import STUNLite
+import Synchronization
+import Traversal
+
+/// One UDP socket shared by STUN discovery, reachability probes and the peer session, so the NAT
+/// mapping learned by STUN is the one the peer reaches.
+///
+/// Probe format (after ``PeerWire/probe``): kind (1 = ping, 2 = pong) and the 8-byte session token.
+/// Pings carrying our token are always answered, for the socket's whole life, so a peer whose
+/// pong was lost still gets through. Session messages are accepted only from addresses that
+/// proved the token.
+public final class UDPPathSocket: Sendable {
+    /// Largest peer message sent on a UDP path: fits a 1280-byte IPv6 minimum MTU with headers.
+    public static let maxDatagram = 1200
+    /// Probe events and session messages buffered before the oldest are dropped.
+    public static let bufferLimit = 512
+    /// Addresses that may send session messages on one socket (after proving the token), at most.
+    public static let maxPeers = 16
+
+    enum ProbeKind: UInt8 { case ping = 1, pong = 2 }
+
+    /// The STUN-capable socket.
+    public let client: STUNUDPClient
+    let token: [UInt8]
+    private let probes: AsyncStream<(TransportAddress, ProbeKind)>
+    private let probeSink: AsyncStream<(TransportAddress, ProbeKind)>.Continuation
+    private let messages: AsyncStream<(TransportAddress, [UInt8])>
+    private let messageSink: AsyncStream<(TransportAddress, [UInt8])>.Continuation
+    private let verified = Mutex<Set<TransportAddress>>([])
+    private let pump = Mutex<Task<Void, Never>?>(nil)
+
+    /// Opens a socket on any address and port (or `local`).
+    public static func open(local: TransportAddress = TransportAddress(ip: .v4(0), port: 0)) async throws -> UDPPathSocket {
+        UDPPathSocket(client: try await STUNUDPClient.bind(to: local))
+    }
+
+    init(client: STUNUDPClient) {
+        self.client = client
+        self.token = []
+        (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, ProbeKind).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
+        (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
+    }
+
+    private init(client: STUNUDPClient, token: [UInt8]) {
+        self.client = client
+        self.token = token
+        (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, ProbeKind).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
+        (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
+    }
+
+    /// This socket bound to a session token; starts the receive pump (call once per socket).
+    func session(token: [UInt8]) -> UDPPathSocket {
+        let s = UDPPathSocket(client: client, token: token)
+        s.startPump()
+        return s
+    }
+
+    private func startPump() {
+        let task = Task { [self, client, token, probeSink, messageSink] in
+            for await (source, bytes) in client.otherDatagrams {
+                guard let first = bytes.first else { continue }
+                if first == PeerWire.probe {
+                    guard bytes.count == 2 + token.count, Array(bytes[2...]) == token,
+                          let kind = ProbeKind(rawValue: bytes[1]) else { continue }
+                    self.verified.withLock { v in if v.count < Self.maxPeers { v.insert(source) } }
+                    if kind == .ping { try? await client.send([PeerWire.probe, ProbeKind.pong.rawValue] + token, to: source) }
+                    probeSink.yield((source, kind))
+                } else if PeerWire.isSessionMessage(bytes), self.verified.withLock({ $0.contains(source) }) {
+                    messageSink.yield((source, bytes))
+                }
+            }
+            probeSink.finish()
+            messageSink.finish()
+        }
+        pump.withLock { $0 = task }
+    }
+
+    /// Sends pings to `targets` every `interval` (when `active`) until a path is confirmed, and returns the peer's address.
+    ///
+    /// Active: a pong from a target confirms the path both ways. Passive (we only answer): a ping
+    /// from the peer shows its packets reach us and our pong goes back the way it came.
+    func probe(_ targets: [TransportAddress], active: Bool, interval: Duration, maxPings: Int) async throws -> TransportAddress {
+        let ping = [PeerWire.probe, ProbeKind.ping.rawValue] + token
+        let sender: Task<Void, Never>? = active ? Task { [client] in
+            for _ in 0..<maxPings where !Task.isCancelled {
+                for t in targets { try? await client.send(ping, to: t) }
+                try? await Task.sleep(for: interval)
+            }
+        } : nil
+        defer { sender?.cancel() }
+        for await (source, kind) in probes {
+            if kind == .pong || !active { return source }
+        }
+        try Task.checkCancellation()
+        throw StrategyError(code: .failed, detail: "socket closed while probing")
+    }
+
+    /// A message transport to `peer` over this socket.
+    func transport(to peer: TransportAddress) -> UDPPeerTransport {
+        UDPPeerTransport(socket: self, peer: peer)
+    }
+
+    /// The next session message from `peer`.
+    func receive(from peer: TransportAddress) async throws -> [UInt8] {
+        for await (source, bytes) in messages where source == peer {
+            return bytes
+        }
+        try Task.checkCancellation()
+        throw StrategyError(code: .failed, detail: "socket closed")
+    }
+
+    /// Closes the socket.
+    public func close() async {
+        pump.withLock { $0?.cancel() }
+        await client.close()
+    }
+}
+
+/// A ``PeerTransport`` over a ``UDPPathSocket`` to one peer address.
+public struct UDPPeerTransport: PeerTransport {
+    let socket: UDPPathSocket
+    /// The peer's address.
+    public let peer: TransportAddress
+
+    /// Datagrams: true.
+    public var isDatagram: Bool { true }
+    /// `udp LOCAL -> PEER`.
+    public var pathDescription: String { "udp \(socket.client.localAddress) -> \(peer)" }
+    /// ``UDPPathSocket/maxDatagram``.
+    public var maxMessageSize: Int { UDPPathSocket.maxDatagram }
+    /// Sends one datagram to the peer.
+    public func send(_ message: [UInt8]) async throws {
+        try await socket.client.send(message, to: peer)
+    }
+    /// Receives the next session datagram from the peer.
+    public func receive() async throws -> [UInt8] {
+        try await socket.receive(from: peer)
+    }
+    /// Closes the socket.
+    public func close() async {
+        await socket.close()
+    }
+}

@@ -1,0 +1,472 @@
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+
+/// Where the cloud's signalling service listens and how to trust its TLS certificate.
+public struct CloudEndpoint: Sendable, Hashable {
+    /// How the client decides to trust the cloud's certificate.
+    public enum Trust: Sendable, Hashable {
+        /// Only certificates issued by this CA (PEM text), e.g. the `ca.pem` that `trav cloud` writes.
+        case pinnedCA(String)
+        /// The operating system's trust store.
+        case systemDefault
+    }
+
+    /// The signalling port `trav cloud` listens on by default (the TURN-over-TLS port, RFC 8656 §4).
+    public static let defaultPort: UInt16 = 5349
+
+    /// Host name or IP address; the certificate must name it.
+    public var host: String
+    /// TCP port.
+    public var port: UInt16
+    /// Which certificates to trust.
+    public var trust: Trust
+    /// The name a camera's registration signature binds to (the host it dialled, by default).
+    public var cloudName: String
+
+    /// An endpoint; `cloudName` defaults to `host`.
+    public init(host: String, port: UInt16 = CloudEndpoint.defaultPort, trust: Trust, cloudName: String? = nil) {
+        self.host = host
+        self.port = port
+        self.trust = trust
+        self.cloudName = cloudName ?? host
+    }
+}
+
+/// Connects cameras and viewers to the cloud's signalling service (`trav cloud`) over TLS.
+public enum CloudClient {
+    /// How often a camera pings the cloud (the cloud may ask for less); well under common 30 s NAT timeouts.
+    public static let keepaliveInterval: Duration = .seconds(10)
+    /// A camera whose connection carried nothing for this long treats it as lost and reconnects.
+    public static let livenessTimeout: Duration = .seconds(25)
+    /// First wait before reconnecting after a lost connection; doubles on each failure.
+    public static let reconnectInitialDelay: Duration = .milliseconds(250)
+    /// Longest wait between reconnection attempts.
+    public static let reconnectMaxDelay: Duration = .seconds(5)
+    /// Longest a TCP connect, and then the TLS handshake, may each take.
+    public static let connectTimeout: Duration = .seconds(10)
+    /// Longest the registration exchange, or the wait for `start` after an answer, may take.
+    public static let requestTimeout: Duration = .seconds(10)
+    /// Longest a viewer waits for an introduction (above the cloud's own introduction timeout).
+    public static let introduceTimeout: Duration = .seconds(15)
+
+    /// Registers `identity` with the cloud (challenge-response) and keeps it registered: keepalives
+    /// every ``keepaliveInterval``, and after a lost connection reconnection with exponential
+    /// backoff (``reconnectInitialDelay`` to ``reconnectMaxDelay``) and re-registration.
+    ///
+    /// - Throws: ``CloudError`` if the first registration fails (`.tlsFailed`, `.unauthorized`,
+    ///   `.connectionFailed`, …); `CancellationError` if cancelled.
+    public static func camera(
+        identity: DeviceIdentity, endpoint: CloudEndpoint, logger: Logger = Logger(label: "trav.cloud-client")
+    ) async throws -> some CameraSignalling {
+        let session = CloudCameraSession(identity: identity, endpoint: endpoint, logger: logger)
+        try await session.start()
+        return session
+    }
+
+    /// A viewer's signalling client; each introduction uses its own short TLS connection.
+    public static func viewer(
+        endpoint: CloudEndpoint, logger: Logger = Logger(label: "trav.cloud-client")
+    ) -> some ViewerSignalling {
+        CloudViewerClient(endpoint: endpoint, logger: logger)
+    }
+
+    /// Opens a TLS connection to `endpoint` with the signalling codec in its pipeline.
+    static func connect(
+        to endpoint: CloudEndpoint, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> NIOAsyncChannel<CloudMessage, Never> {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        tls.certificateVerification = .fullVerification
+        switch endpoint.trust {
+        case .systemDefault:
+            tls.trustRoots = .default
+        case .pinnedCA(let pem):
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))
+            } catch {
+                throw CloudError(code: .tlsFailed, detail: "the pinned CA is not a PEM certificate")
+            }
+        }
+        let context = try NIOSSLContext(configuration: tls)
+        // An IP literal is not sent as SNI; NIOSSL then checks the certificate against the peer's IP.
+        let isIPLiteral = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
+        let serverHostname = isIPLiteral ? nil : endpoint.host
+        do {
+            let (connection, handshake) = try await ClientBootstrap(group: group)
+                .connectTimeout(TimeAmount(connectTimeout))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let handshake = channel.eventLoop.makePromise(of: Void.self)
+                        try channel.pipeline.syncOperations.addHandlers(
+                            try NIOSSLClientHandler(context: context, serverHostname: serverHostname),
+                            TLSHandshakeWaiter(handshake),
+                            ByteToMessageHandler(CloudFrameDecoder()),
+                            MessageToByteHandler(CloudFrameEncoder()))
+                        let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
+                        return (connection, handshake.futureResult)
+                    }
+                }
+            let watchdog = closeUnlessCancelled(connection.channel, after: connectTimeout)
+            defer { watchdog.cancel() }
+            do {
+                try await handshake.get()
+            } catch {
+                try? await connection.channel.close()
+                throw error
+            }
+            return connection
+        } catch {
+            throw classify(error, during: "connect to \(endpoint.host):\(endpoint.port)")
+        }
+    }
+
+    /// Maps a transport error to a ``CloudError``; `CancellationError` and ``CloudError`` pass through.
+    static func classify(_ error: any Error, during activity: String) -> any Error {
+        switch error {
+        case is CancellationError, is CloudError: return error
+        case let error as CloudProtocolError:
+            return CloudError(code: .protocolViolation, detail: "\(activity): \(error)")
+        case is NIOSSLError, is NIOSSLExtraError, is BoringSSLError:
+            if case .uncleanShutdown? = error as? NIOSSLError {
+                return CloudError(code: .connectionFailed, detail: "\(activity): connection closed")
+            }
+            return CloudError(code: .tlsFailed, detail: "\(activity): \(error)")
+        default:
+            return CloudError(code: .connectionFailed, detail: "\(activity): \(error)")
+        }
+    }
+
+    /// Sends `message` on `channel`, mapping failures to ``CloudError``.
+    static func send(_ message: CloudMessage, on channel: any Channel) async throws {
+        do {
+            try await channel.writeAndFlush(message)
+        } catch {
+            throw classify(error, during: "send \(message.type)")
+        }
+    }
+}
+
+/// Completes a promise when the TLS handshake finishes, or fails it with the handshake's error.
+final class TLSHandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private var promise: EventLoopPromise<Void>?
+
+    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted? = event as? TLSUserEvent {
+            promise?.succeed()
+            promise = nil
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise?.fail(error)
+        promise = nil
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise?.fail(CloudError(code: .connectionFailed, detail: "closed before the TLS handshake finished"))
+        promise = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        promise?.fail(CloudError(code: .connectionFailed, detail: "closed before the TLS handshake finished"))
+        promise = nil
+    }
+}
+
+/// Closes `channel` unless cancelled within `timeout`: bounds a wait on the channel's inbound stream.
+func closeUnlessCancelled(_ channel: any Channel, after timeout: Duration) -> Task<Void, Never> {
+    Task {
+        guard (try? await Task.sleep(for: timeout)) != nil else { return }
+        channel.close(promise: nil)
+    }
+}
+
+/// A camera's registration with the cloud, kept alive and re-established across reconnects.
+actor CloudCameraSession: CameraSignalling {
+    nonisolated let introductions: AsyncStream<any IncomingIntroduction>
+    private let sink: AsyncStream<any IncomingIntroduction>.Continuation
+    private let identity: DeviceIdentity
+    private let deviceID: DeviceID
+    private let endpoint: CloudEndpoint
+    private let logger: Logger
+    private var observed: String?
+    private var channel: (any Channel)?
+    private var lastReceived = ContinuousClock.now
+    private var registeredThisConnection = false
+    private var waitingForStart: [String: CheckedContinuation<Void, any Error>] = [:]
+    private var firstRegistration: CheckedContinuation<Void, any Error>?
+    private var maintenance: Task<Void, Never>?
+    private var stopped = false
+
+    init(identity: DeviceIdentity, endpoint: CloudEndpoint, logger: Logger) {
+        self.identity = identity
+        self.deviceID = identity.deviceID
+        self.endpoint = endpoint
+        self.logger = logger
+        let (stream, continuation) = AsyncStream.makeStream(of: (any IncomingIntroduction).self)
+        introductions = stream
+        sink = continuation
+    }
+
+    var observedAddress: String? { observed }
+
+    /// Registers for the first time and starts the maintenance loop.
+    func start() async throws {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                if stopped {
+                    continuation.resume(throwing: CancellationError())
+                    return
+                }
+                firstRegistration = continuation
+                maintenance = Task { await self.maintain() }
+            }
+        } onCancel: {
+            Task { await self.stop() }
+        }
+    }
+
+    func stop() async {
+        guard !stopped else { return }
+        stopped = true
+        maintenance?.cancel()
+        channel?.close(promise: nil)
+        firstRegistration?.resume(throwing: CancellationError())
+        firstRegistration = nil
+        failWaiters(CloudError(code: .connectionFailed, detail: "registration stopped"))
+        sink.finish()
+    }
+
+    /// Connects, registers and serves until stopped; reconnects with exponential backoff.
+    private func maintain() async {
+        var delay = CloudClient.reconnectInitialDelay
+        while !stopped && !Task.isCancelled {
+            do {
+                try await runConnection()
+            } catch {
+                let error = CloudClient.classify(error, during: "cloud session")
+                if let first = firstRegistration {
+                    firstRegistration = nil
+                    first.resume(throwing: error)
+                    stopped = true
+                    sink.finish()
+                    return
+                }
+                if !stopped { logger.warning("cloud connection lost", metadata: ["error": "\(error)"]) }
+            }
+            channel = nil
+            failWaiters(CloudError(code: .connectionFailed, detail: "connection to the cloud lost"))
+            if registeredThisConnection {
+                delay = CloudClient.reconnectInitialDelay
+                registeredThisConnection = false
+            }
+            guard !stopped, (try? await Task.sleep(for: delay)) != nil else { break }
+            delay = min(delay * 2, CloudClient.reconnectMaxDelay)
+        }
+        sink.finish()
+    }
+
+    /// One connection: register, then serve messages and keepalives until it closes.
+    private func runConnection() async throws {
+        let connection = try await CloudClient.connect(to: endpoint)
+        guard !stopped else {
+            try? await connection.channel.close()
+            return
+        }
+        channel = connection.channel
+        lastReceived = .now
+        let channel = connection.channel
+        try await connection.executeThenClose { inbound in
+            var messages = inbound.makeAsyncIterator()
+            let keepalive = try await register(on: channel, messages: &messages)
+            let interval = min(CloudClient.keepaliveInterval, keepalive)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await self.keepAlive(channel, every: interval) }
+                defer { group.cancelAll() }
+                while let message = try await messages.next(isolation: self) {
+                    lastReceived = .now
+                    try await handle(message, on: channel)
+                }
+            }
+        }
+    }
+
+    /// The challenge-response registration; returns the keepalive interval the cloud asked for.
+    private func register(
+        on channel: any Channel, messages: inout NIOAsyncChannelInboundStream<CloudMessage>.AsyncIterator
+    ) async throws -> Duration {
+        let watchdog = closeUnlessCancelled(channel, after: CloudClient.requestTimeout)
+        defer { watchdog.cancel() }
+        let key = identity.publicKey.rawRepresentation
+        try await CloudClient.send(
+            .register(deviceID: deviceID.description, publicKey: key.base64EncodedString()), on: channel)
+        guard case .challenge(let nonceText)? = try await nextReply(&messages) else {
+            throw CloudError(code: .protocolViolation, detail: "expected challenge")
+        }
+        let nonce = try CloudMessage.base64(nonceText, length: CloudProtocol.nonceLength, field: "challenge.nonce")
+        let signature = try identity.signature(
+            for: CloudProtocol.registrationMessage(
+                nonce: nonce, deviceID: deviceID.description, cloudName: endpoint.cloudName))
+        try await CloudClient.send(.prove(signature: signature.base64EncodedString()), on: channel)
+        guard case .registered(let observedAddress, let keepaliveSeconds)? = try await nextReply(&messages) else {
+            throw CloudError(code: .protocolViolation, detail: "expected registered")
+        }
+        observed = observedAddress
+        registeredThisConnection = true
+        logger.info("registered with the cloud", metadata: [
+            "device": "\(deviceID)", "observed": "\(observedAddress)"])
+        if let first = firstRegistration {
+            firstRegistration = nil
+            first.resume()
+        }
+        return .seconds(keepaliveSeconds)
+    }
+
+    /// The next message, with an `error` message turned into a thrown ``CloudError``.
+    private func nextReply(
+        _ messages: inout NIOAsyncChannelInboundStream<CloudMessage>.AsyncIterator
+    ) async throws -> CloudMessage? {
+        guard let message = try await messages.next(isolation: self) else {
+            throw CloudError(code: .connectionFailed, detail: "the cloud closed the connection during registration")
+        }
+        if case .error(_, let code, let text) = message {
+            throw CloudError(code: .init(name: code), detail: text)
+        }
+        return message
+    }
+
+    /// Sends a ping every `interval`; closes the connection if nothing arrived within ``CloudClient/livenessTimeout``.
+    private nonisolated func keepAlive(_ channel: any Channel, every interval: Duration) async throws {
+        while true {
+            try await Task.sleep(for: interval)
+            guard await isAlive() else {
+                channel.close(promise: nil)
+                return
+            }
+            try await CloudClient.send(.ping, on: channel)
+        }
+    }
+
+    private func isAlive() -> Bool {
+        ContinuousClock.now - lastReceived < CloudClient.livenessTimeout
+    }
+
+    /// Handles one message on a registered connection.
+    private func handle(_ message: CloudMessage, on channel: any Channel) async throws {
+        switch message {
+        case .offer(let requestID, let offer, let relay):
+            sink.yield(CloudIncomingIntroduction(requestID: requestID, offer: offer, relay: relay, session: self))
+        case .start(let requestID, _, _):
+            waitingForStart.removeValue(forKey: requestID)?.resume()
+        case .error(let requestID?, let code, let text):
+            waitingForStart.removeValue(forKey: requestID)?.resume(throwing: CloudError(code: .init(name: code), detail: text))
+        case .error(nil, let code, let text):
+            logger.warning("cloud reported an error", metadata: ["code": "\(code)", "message": "\(text)"])
+        case .ping:
+            try await CloudClient.send(.pong, on: channel)
+        case .pong:
+            break
+        default:
+            throw CloudError(code: .protocolViolation, detail: "unexpected \(message.type) from the cloud")
+        }
+    }
+
+    /// Sends an answer and waits for the cloud's `start`.
+    func accept(requestID: String, answer: PeerOffer) async throws {
+        guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
+        guard waitingForStart[requestID] == nil else {
+            throw CloudError(code: .badRequest, detail: "introduction \(requestID) already answered")
+        }
+        try await CloudClient.send(.answer(requestID: requestID, offer: answer), on: channel)
+        let timer = Task {
+            guard (try? await Task.sleep(for: CloudClient.requestTimeout)) != nil else { return }
+            self.waitingForStart.removeValue(forKey: requestID)?.resume(
+                throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
+        }
+        defer { timer.cancel() }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            waitingForStart[requestID] = continuation
+        }
+    }
+
+    /// Declines an introduction (best effort).
+    func decline(requestID: String) async {
+        guard let channel else { return }
+        try? await CloudClient.send(.decline(requestID: requestID), on: channel)
+    }
+
+    private func failWaiters(_ error: CloudError) {
+        let waiters = waitingForStart
+        waitingForStart = [:]
+        for waiter in waiters.values { waiter.resume(throwing: error) }
+    }
+}
+
+/// A viewer's offer delivered to a camera by ``CloudCameraSession``.
+struct CloudIncomingIntroduction: IncomingIntroduction {
+    let requestID: String
+    let offer: PeerOffer
+    let relay: RelayGrant?
+    let session: CloudCameraSession
+
+    func accept(answer: PeerOffer) async throws {
+        try await session.accept(requestID: requestID, answer: answer)
+    }
+
+    func decline() async {
+        await session.decline(requestID: requestID)
+    }
+}
+
+/// A viewer's signalling client: one TLS connection per introduction.
+struct CloudViewerClient: ViewerSignalling {
+    let endpoint: CloudEndpoint
+    let logger: Logger
+
+    func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
+        let requestID = UUID().uuidString.lowercased()
+        let connection = try await CloudClient.connect(to: endpoint)
+        let started = ContinuousClock.now
+        do {
+            return try await connection.executeThenClose { inbound in
+                let watchdog = closeUnlessCancelled(connection.channel, after: CloudClient.introduceTimeout)
+                defer { watchdog.cancel() }
+                try await CloudClient.send(
+                    .introduce(requestID: requestID, deviceID: device.description, offer: offer), on: connection.channel)
+                for try await message in inbound {
+                    switch message {
+                    case .start(requestID, let answer?, let relay):
+                        return Introduction(requestID: requestID, answer: answer, relay: relay)
+                    case .error(let id, let code, let text) where id == nil || id == requestID:
+                        throw CloudError(code: .init(name: code), detail: text)
+                    case .ping:
+                        try await CloudClient.send(.pong, on: connection.channel)
+                    case .pong:
+                        continue
+                    default:
+                        throw CloudError(code: .protocolViolation, detail: "unexpected \(message.type) from the cloud")
+                    }
+                }
+                try Task.checkCancellation()
+                if ContinuousClock.now - started >= CloudClient.introduceTimeout {
+                    throw CloudError(code: .timeout, detail: "no introduction to \(device) within \(CloudClient.introduceTimeout)")
+                }
+                throw CloudError(code: .connectionFailed, detail: "the cloud closed the connection")
+            }
+        } catch {
+            throw CloudClient.classify(error, during: "introduce \(requestID)")
+        }
+    }
+}

@@ -1,0 +1,98 @@
+/// One strategy's part in a connection attempt.
+public struct StrategyAttempt: Codable, Sendable, Hashable {
+    /// How it ended.
+    public enum Outcome: String, Codable, Sendable, Hashable {
+        /// Its path completed the secure handshake first and carries the connection.
+        case connected
+        /// It reached the peer, but another path won.
+        case lostRace = "lost-race"
+        /// It failed; see `error`.
+        case failed
+        /// It was still trying when another path won.
+        case cancelled
+        /// It could not run (e.g. the peer did not enable it).
+        case skipped
+    }
+
+    /// The strategy id.
+    public var strategy: String
+    /// How it ended.
+    public var outcome: Outcome
+    /// Milliseconds from the start signal to its end.
+    public var ms: Double
+    /// Why it failed, if it did.
+    public var error: String?
+    /// The path it found, if any.
+    public var path: String?
+
+    /// Creates an attempt record.
+    public init(strategy: String, outcome: Outcome, ms: Double, error: String? = nil, path: String? = nil) {
+        self.strategy = strategy
+        self.outcome = outcome
+        self.ms = ms
+        self.error = error
+        self.path = path
+    }
+}
+
+/// Everything about how a connection came to be: what won, how long it took, every attempt.
+public struct ConnectionReport: Codable, Sendable, Hashable {
+    /// The id of the winning strategy, e.g. `direct-lan`.
+    public var path: String?
+    /// The transport path of the winner, e.g. `udp 10.0.0.2:4000 -> 10.0.0.3:5000`.
+    public var route: String?
+    /// Milliseconds from the start of `connect` (or of the introduction, on a camera) to an authorised session.
+    public var setupMs: Double
+    /// The introduction's id, shared by viewer, cloud and camera logs.
+    public var requestID: String?
+    /// Every strategy that was tried, in the order they ended.
+    public var attempts: [StrategyAttempt]
+
+    /// Creates a report.
+    public init(path: String?, route: String?, setupMs: Double, requestID: String?, attempts: [StrategyAttempt]) {
+        self.path = path
+        self.route = route
+        self.setupMs = setupMs
+        self.requestID = requestID
+        self.attempts = attempts
+    }
+}
+
+/// Why a connection could not be made; carries every strategy attempt.
+public struct TraversalError: CodedError {
+    /// The class of failure.
+    public struct Code: ErrorCode {
+        /// The stable name.
+        public let name: String
+        /// The cloud has no reachable device with that UID (unknown and offline look the same).
+        public static let unavailable = Code(name: "unavailable")
+        /// No strategy produced a path whose secure handshake completed.
+        public static let noPath = Code(name: "no-path")
+        /// The camera refused our credential.
+        public static let accessDenied = Code(name: "access-denied")
+        /// Too many failed attempts; try again later.
+        public static let rateLimited = Code(name: "rate-limited")
+        /// The identity reached, or announced by the cloud, is not the one behind the UID.
+        public static let identityMismatch = Code(name: "identity-mismatch")
+        /// The cloud could not be reached or misbehaved.
+        public static let cloud = Code(name: "cloud")
+        /// The connection closed or failed after it was established.
+        public static let closed = Code(name: "closed")
+        /// A message was larger than the path allows.
+        public static let messageTooLarge = Code(name: "message-too-large")
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// Detail for people.
+    public let detail: String
+    /// Every strategy attempt made before giving up.
+    public let attempts: [StrategyAttempt]
+
+    /// Creates an error.
+    public init(code: Code, detail: String, attempts: [StrategyAttempt] = []) {
+        self.code = code
+        self.detail = detail
+        self.attempts = attempts
+    }
+}

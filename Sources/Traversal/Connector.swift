@@ -1,0 +1,408 @@
+import Crypto
+import Foundation
+import Logging
+import Synchronization
+
+/// How a camera decides who may watch: a password, paired viewer keys, or both.
+public struct CameraAccessPolicy: Sendable {
+    /// The password check (a salted scrypt hash; the password itself is not kept).
+    public var passwordVerifier: PasswordVerifier?
+    /// Viewer identity keys allowed without a password.
+    public var pairedViewers: [Curve25519.Signing.PublicKey]
+
+    /// Creates a policy.
+    public init(passwordVerifier: PasswordVerifier?, pairedViewers: [Curve25519.Signing.PublicKey] = []) {
+        self.passwordVerifier = passwordVerifier
+        self.pairedViewers = pairedViewers
+    }
+
+    /// A policy with one password, hashed with `parameters` (the standard scrypt cost by default).
+    public static func password(_ password: String, parameters: PasswordVerifier.Parameters = .standard) throws -> CameraAccessPolicy {
+        CameraAccessPolicy(passwordVerifier: try PasswordVerifier(password: password, parameters: parameters))
+    }
+}
+
+/// Configuration of a ``Connector``.
+public struct ConnectorConfiguration: Sendable {
+    /// Our identity: the device key on a camera, usually ``DeviceIdentity/ephemeral()`` on a viewer.
+    public var identity: DeviceIdentity
+    /// The strategies to gather and race, e.g. `[DirectLAN(), STUNDiscovery(), …]`.
+    public var strategies: [any TraversalStrategy]
+    /// STUN servers (`ip:port`) strategies may use, usually the cloud's.
+    public var stunServers: [String]
+    /// How long a connection attempt may take from the start signal to an authorised session.
+    public var connectTimeout: Duration
+    /// How long gathering may take before the offer or answer goes out without the slow strategies
+    /// (a STUN server that does not answer must not hold up a LAN path).
+    public var gatherTimeout: Duration
+    /// The logger.
+    public var logger: Logger
+
+    /// Creates a configuration; the connect timeout defaults to 10 s.
+    public init(identity: DeviceIdentity, strategies: [any TraversalStrategy], stunServers: [String] = [],
+                connectTimeout: Duration = .seconds(10), gatherTimeout: Duration = .milliseconds(1500),
+                logger: Logger = Logger(label: "trav.connector")) {
+        self.identity = identity
+        self.strategies = strategies
+        self.stunServers = stunServers
+        self.connectTimeout = connectTimeout
+        self.gatherTimeout = gatherTimeout
+        self.logger = logger
+    }
+}
+
+/// The one API camera and viewer code both use: serve introductions (camera) or connect to a UID (viewer).
+///
+/// ```
+/// viewer                          cloud                           camera
+///   prepare strategies ──offer──►  introduce(UID) ──offer──────►  prepare strategies
+///                      ◄─answer+start──────────────── ◄──answer──  ─start─►
+///   race: each strategy after its delay → transport → Noise XX handshake (viewer initiates)
+///   first completed handshake wins, others cancelled → hello{credential} ──► access check → welcome
+/// ```
+public final class Connector: Sendable {
+    /// How long the viewer waits for the camera's access verdict after the handshake (the camera's
+    /// scrypt check of a password is deliberately slow).
+    public static let accessTimeout: Duration = .seconds(10)
+
+    /// The configuration.
+    public let configuration: ConnectorConfiguration
+
+    /// Creates a connector.
+    public init(configuration: ConnectorConfiguration) {
+        self.configuration = configuration
+    }
+
+    // MARK: Viewer
+
+    /// Connects to `device` through `signalling`, presenting `credential` inside the encrypted session.
+    ///
+    /// Throws ``TraversalError``: `unavailable` when the cloud cannot introduce us, `identityMismatch`
+    /// when the cloud announces a key that is not behind the UID, `noPath` with every attempt when
+    /// no strategy succeeds, `accessDenied` / `rateLimited` when the camera refuses.
+    public func connect(to device: DeviceID, via signalling: any ViewerSignalling,
+                        credential: AccessCredential) async throws -> PeerConnection {
+        let started = ContinuousClock.now
+        let logger = configuration.logger
+        let baseContext = StrategyContext(role: .viewer, stunServers: configuration.stunServers, logger: logger)
+        let prepared = await prepareAll(baseContext)
+        defer { Task { for p in prepared { await p.prepared?.close() } } }
+        let offer = PeerOffer(identityKey: configuration.identity.publicKey.rawRepresentation,
+                              candidates: prepared.flatMap { $0.prepared?.candidates ?? [] },
+                              strategies: configuration.strategies.map(\.id))
+        let intro: Introduction
+        do {
+            intro = try await signalling.introduce(to: device, offer: offer)
+        } catch let e as TraversalError {
+            throw e
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw TraversalError(code: .cloud, detail: "\(error)")
+        }
+        let announced = try? Curve25519.Signing.PublicKey(rawRepresentation: intro.answer.identityKey)
+        guard let announced, device.matches(publicKey: announced) else {
+            throw TraversalError(code: .identityMismatch, detail: "the cloud announced a key that is not behind \(device)")
+        }
+        let context = baseContext.with(requestID: intro.requestID, relay: intro.relay)
+        let identity = configuration.identity
+        let raced = try await race(prepared, remote: intro.answer, context: context, started: started) { transport in
+            let (session, final) = try await SecureSessionDriver.initiate(over: transport, identity: identity,
+                                                                          expecting: device, announcedKey: announced)
+            return (session, final)
+        }
+        return try await finishViewer(raced, credential: credential, requestID: intro.requestID, started: started)
+    }
+
+    private func finishViewer(_ raced: RaceResult, credential: AccessCredential, requestID: String,
+                              started: ContinuousClock.Instant) async throws -> PeerConnection {
+        let transport = raced.transport
+        var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
+        let hello: SessionHello
+        switch credential {
+        case .password(let p): hello = SessionHello(kind: "password", password: p)
+        case .pairedKey: hello = SessionHello(kind: "paired-key", password: nil)
+        }
+        let helloPacket = [PeerWire.sealed] + (try channel.seal([SessionMessageType.hello.rawValue] + (try JSONEncoder().encode(hello))))
+        // Repeat the final handshake message and the hello until the verdict arrives (datagrams may be lost).
+        let resender = raced.final.isEmpty
+            ? SecureSessionDriver.repeatSending(helloPacket, over: transport)
+            : SecureSessionDriver.repeatSending(raced.final, helloPacket, over: transport)
+        defer { resender.cancel() }
+        let start = channel
+        let (verdict, opened) = try await withDeadline(Self.accessTimeout) {
+            var ch = start
+            while true {
+                let frame = try await transport.receive()
+                guard frame.first == PeerWire.sealed, let plain = try? ch.open(Array(frame.dropFirst())),
+                      let type = plain.first.flatMap(SessionMessageType.init(rawValue:)) else { continue }
+                if type == .welcome || type == .denied { return ((type, Array(plain.dropFirst())), ch) }
+            }
+        }
+        channel = opened
+        if verdict.0 == .denied {
+            await transport.close()
+            let reason = String(decoding: verdict.1, as: UTF8.self)
+            throw TraversalError(code: reason.hasPrefix("rate-limited") ? .rateLimited : .accessDenied,
+                                 detail: "the camera refused access: \(reason)", attempts: raced.attempts)
+        }
+        let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
+                                      setupMs: ms(since: started), requestID: requestID, attempts: raced.attempts)
+        configuration.logger.info("connected", metadata: ["path": "\(raced.strategy)", "route": "\(transport.pathDescription)",
+                                                          "requestID": "\(requestID)"])
+        return PeerConnection(role: .viewer, report: report, peerIdentity: raced.session.peerIdentity,
+                              transport: transport, channel: channel, replayOnHello: nil)
+    }
+
+    // MARK: Camera
+
+    /// Serves introductions from every source (the cloud, LAN discovery) until they all finish;
+    /// yields each viewer that completed the handshake and passed the access policy.
+    public func serve(_ sources: [AsyncStream<any IncomingIntroduction>], access: CameraAccessPolicy) -> AsyncStream<PeerConnection> {
+        let (stream, continuation) = AsyncStream.makeStream(of: PeerConnection.self)
+        var controller = AccessController<String>(passwordVerifier: access.passwordVerifier)
+        for v in access.pairedViewers { controller.pair(v) }
+        let shared = SharedAccess(controller)
+        let task = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for source in sources {
+                    group.addTask {
+                        await withTaskGroup(of: Void.self) { perIntro in
+                            for await intro in source {
+                                perIntro.addTask {
+                                    do {
+                                        let c = try await self.answer(intro, access: shared)
+                                        continuation.yield(c)
+                                    } catch {
+                                        self.configuration.logger.notice("introduction failed", metadata: [
+                                            "requestID": "\(intro.requestID)", "error": "\(error)"])
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    private func answer(_ intro: any IncomingIntroduction, access: SharedAccess) async throws -> PeerConnection {
+        let started = ContinuousClock.now
+        let context = StrategyContext(role: .camera, stunServers: configuration.stunServers, logger: configuration.logger)
+            .with(requestID: intro.requestID, relay: intro.relay)
+        let prepared = await prepareAll(context)
+        defer { Task { for p in prepared { await p.prepared?.close() } } }
+        let answer = PeerOffer(identityKey: configuration.identity.publicKey.rawRepresentation,
+                               candidates: prepared.flatMap { $0.prepared?.candidates ?? [] },
+                               strategies: configuration.strategies.map(\.id))
+        try await intro.accept(answer: answer)
+        let identity = configuration.identity
+        let raced = try await race(prepared, remote: intro.offer, context: context, started: started) { transport in
+            (try await SecureSessionDriver.respond(over: transport, identity: identity), [])
+        }
+        return try await finishCamera(raced, access: access, requestID: intro.requestID, started: started)
+    }
+
+    private func finishCamera(_ raced: RaceResult, access: SharedAccess, requestID: String,
+                              started: ContinuousClock.Instant) async throws -> PeerConnection {
+        let transport = raced.transport
+        var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
+        let start = channel
+        let (hello, opened): (SessionHello, SecureDatagramChannel) = try await withDeadline(Self.accessTimeout) {
+            var ch = start
+            while true {
+                let frame = try await transport.receive()
+                guard frame.first == PeerWire.sealed, let plain = try? ch.open(Array(frame.dropFirst())),
+                      plain.first == SessionMessageType.hello.rawValue,
+                      let h = try? JSONDecoder().decode(SessionHello.self, from: Data(plain.dropFirst())) else { continue }
+                return (h, ch)
+            }
+        }
+        channel = opened
+        let credential: AccessCredential = hello.kind == "password" ? .password(hello.password ?? "") : .pairedKey
+        let source = transport.pathDescription.split(separator: " ").last.map(String.init) ?? transport.pathDescription
+        let verdict: Result<AccessGrant, AccessControlError> = access.controller.withLock { c in
+            Result { try c.authorize(viewer: raced.session.peerIdentity, source: source, credential: credential, now: .now) }
+                .mapError { ($0 as? AccessControlError) ?? AccessControlError(code: .denied, detail: "\($0)") }
+        }
+        switch verdict {
+        case .failure(let e):
+            let reason = Array("\(e.code.name): \(e.detail)".utf8)
+            if let packet = try? channel.seal([SessionMessageType.denied.rawValue] + reason) {
+                try? await transport.send([PeerWire.sealed] + packet)
+            }
+            await transport.close()
+            throw TraversalError(code: e.code == .rateLimited ? .rateLimited : .accessDenied, detail: e.detail, attempts: raced.attempts)
+        case .success:
+            let welcome = Array("ok".utf8)
+            let packet = try channel.seal([SessionMessageType.welcome.rawValue] + welcome)
+            try await transport.send([PeerWire.sealed] + packet)
+            let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
+                                          setupMs: ms(since: started), requestID: requestID, attempts: raced.attempts)
+            configuration.logger.info("viewer admitted", metadata: ["path": "\(raced.strategy)", "requestID": "\(requestID)"])
+            return PeerConnection(role: .camera, report: report, peerIdentity: raced.session.peerIdentity,
+                                  transport: transport, channel: channel, replayOnHello: welcome)
+        }
+    }
+
+    // MARK: The race
+
+    struct Prepared: Sendable {
+        var id: String
+        var prepared: (any PreparedStrategy)?
+        var error: String?
+    }
+
+    struct RaceResult {
+        var strategy: String
+        var transport: any PeerTransport
+        var session: SecureSession
+        var final: [UInt8]
+        var attempts: [StrategyAttempt]
+    }
+
+    /// Gathers from every strategy at once, each within ``ConnectorConfiguration/gatherTimeout``;
+    /// a strategy that fails or is late is reported, not fatal.
+    private func prepareAll(_ context: StrategyContext) async -> [Prepared] {
+        let limit = configuration.gatherTimeout
+        return await withTaskGroup(of: (Int, Prepared).self) { group in
+            for (i, s) in configuration.strategies.enumerated() {
+                group.addTask {
+                    do {
+                        return (i, Prepared(id: s.id, prepared: try await withDeadline(limit) { try await s.prepare(context) }))
+                    } catch let late as DeadlineExceeded {
+                        return (i, Prepared(id: s.id, prepared: nil, error: "gathering \(late)"))
+                    } catch {
+                        return (i, Prepared(id: s.id, prepared: nil, error: "\(error)"))
+                    }
+                }
+            }
+            var out = [Prepared?](repeating: nil, count: configuration.strategies.count)
+            for await (i, p) in group { out[i] = p }
+            return out.compactMap { $0 }
+        }
+    }
+
+    private enum Outcome: Sendable {
+        case won(Int, any PeerTransport, SecureSession, [UInt8], Double)
+        case failed(Int, String, Double, StrategyAttempt.Outcome)
+    }
+
+    /// Races the prepared strategies with their start delays; the first whose handshake completes wins.
+    private func race(_ prepared: [Prepared], remote: PeerOffer, context: StrategyContext, started: ContinuousClock.Instant,
+                      handshake: @escaping @Sendable (any PeerTransport) async throws -> (SecureSession, [UInt8])) async throws -> RaceResult {
+        let raceStart = ContinuousClock.now
+        let timeout = configuration.connectTimeout
+        var attempts: [StrategyAttempt] = []
+        let logger = configuration.logger
+        let result: RaceResult? = await withTaskGroup(of: Outcome.self) { group in
+            var running = 0
+            for (i, p) in prepared.enumerated() {
+                guard let strategy = p.prepared else {
+                    attempts.append(StrategyAttempt(strategy: p.id, outcome: .failed, ms: 0, error: p.error))
+                    continue
+                }
+                guard remote.strategies.contains(p.id) else {
+                    attempts.append(StrategyAttempt(strategy: p.id, outcome: .skipped, ms: 0, error: "peer has not enabled \(p.id)"))
+                    continue
+                }
+                running += 1
+                group.addTask {
+                    let delay = strategy.startDelay(remote: remote)
+                    do {
+                        try await Task.sleep(for: delay)
+                        let transport = try await withDeadline(timeout - delay) {
+                            try await strategy.connect(remote: remote, context: context)
+                        }
+                        do {
+                            let (session, final) = try await withDeadline(timeout - (ContinuousClock.now - raceStart)) {
+                                try await handshake(transport)
+                            }
+                            return .won(i, transport, session, final, ms(since: raceStart))
+                        } catch {
+                            await transport.close()
+                            throw error
+                        }
+                    } catch {
+                        let cancelled = Task.isCancelled
+                        return .failed(i, cancelled ? "cancelled" : "\(error)", ms(since: raceStart), cancelled ? .cancelled : .failed)
+                    }
+                }
+            }
+            var winner: RaceResult?
+            for await outcome in group {
+                switch outcome {
+                case .won(let i, let transport, let session, let final, let elapsed):
+                    if winner == nil {
+                        attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: .connected, ms: elapsed, path: transport.pathDescription))
+                        winner = RaceResult(strategy: prepared[i].id, transport: transport, session: session, final: final, attempts: [])
+                        group.cancelAll()
+                    } else {
+                        attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: .lostRace, ms: elapsed, path: transport.pathDescription))
+                        await transport.close()
+                    }
+                case .failed(let i, let error, let elapsed, let outcome):
+                    attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: winner == nil ? outcome == .cancelled ? .failed : outcome : .cancelled,
+                                                    ms: elapsed, error: error))
+                }
+            }
+            _ = running
+            return winner
+        }
+        guard var result else {
+            try Task.checkCancellation()
+            logger.notice("no path", metadata: ["attempts": "\(attempts.map { "\($0.strategy)=\($0.outcome.rawValue)" })"])
+            throw TraversalError(code: .noPath, detail: "no strategy reached the peer: " +
+                                 attempts.map { "\($0.strategy): \($0.error ?? $0.outcome.rawValue)" }.joined(separator: "; "),
+                                 attempts: attempts)
+        }
+        result.attempts = attempts
+        return result
+    }
+}
+
+/// The camera's access controller, shared by every concurrent introduction.
+final class SharedAccess: Sendable {
+    let controller: Mutex<AccessController<String>>
+    init(_ controller: AccessController<String>) {
+        self.controller = Mutex(controller)
+    }
+}
+
+extension StrategyContext {
+    /// This context for one introduction: a session token derived from its request id, and its relay grant.
+    func with(requestID: String, relay: RelayGrant?) -> StrategyContext {
+        var c = self
+        c.sessionToken = Array(SHA256.hash(data: Array("trav/session/\(requestID)".utf8)).prefix(8))
+        c.relay = relay
+        return c
+    }
+}
+
+/// Milliseconds since `start`.
+func ms(since start: ContinuousClock.Instant) -> Double {
+    let d = ContinuousClock.now - start
+    return Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+}
+
+/// Why a deadline passed.
+struct DeadlineExceeded: Error, CustomStringConvertible {
+    var limit: Duration
+    var description: String { "timed out after \(limit)" }
+}
+
+/// Runs `body`, cancelling it and throwing when `limit` passes first.
+func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: max(limit, .zero))
+            throw DeadlineExceeded(limit: limit)
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}

@@ -1,0 +1,121 @@
+import Crypto
+import Foundation
+
+/// The first byte of every datagram or stream message between peers, so one socket can carry STUN
+/// (first byte 0–3, RFC 7983), strategy probes and the secure session side by side.
+public enum PeerWire {
+    /// Reachability probes of strategies (their format is the strategy's own).
+    public static let probe: UInt8 = 0xD1
+    /// A Noise handshake message.
+    public static let handshake: UInt8 = 0xD2
+    /// A sealed secure-session packet (explicit counter, ciphertext, tag).
+    public static let sealed: UInt8 = 0xD3
+    /// Bytes a sealed packet adds to a session message: wire type, counter, tag, message type.
+    public static let sealedOverhead = 1 + SecureDatagramChannel.counterLength + Noise.tagLength + 1
+
+    /// True for message types the Connector consumes (a transport hands only these on).
+    public static func isSessionMessage(_ bytes: [UInt8]) -> Bool {
+        bytes.first == handshake || bytes.first == sealed
+    }
+}
+
+/// Types of plaintext messages inside the secure session.
+enum SessionMessageType: UInt8 {
+    case hello = 0x01
+    case welcome = 0x02
+    case denied = 0x03
+    case application = 0x10
+    case keepalive = 0x11
+    case close = 0x12
+}
+
+/// What the viewer presents inside the encrypted session.
+struct SessionHello: Codable {
+    /// `password` or `paired-key`.
+    var kind: String
+    /// The password, for `password`.
+    var password: String?
+}
+
+/// Runs the identity-bound Noise handshake over a ``PeerTransport``, with retransmission on datagram paths.
+enum SecureSessionDriver {
+    /// Interval between retransmissions of an unanswered handshake or hello message.
+    static let retransmitInterval: Duration = .milliseconds(200)
+
+    /// The viewer's side: initiator; returns the session and the final message (to repeat until the camera answers).
+    static func initiate(over transport: any PeerTransport, identity: DeviceIdentity, expecting device: DeviceID,
+                         announcedKey: Curve25519.Signing.PublicKey?) async throws -> (SecureSession, [UInt8]) {
+        var machine = try SecureHandshakeStateMachine.initiator(identity: identity, expecting: device, announcedIdentityKey: announcedKey)
+        let first = [PeerWire.handshake] + (try machine.start())
+        let resender = repeatSending(first, over: transport)
+        defer { resender.cancel() }
+        while true {
+            let frame = try await transport.receive()
+            guard frame.first == PeerWire.handshake else { continue }
+            let action: SecureHandshakeAction
+            do {
+                action = try machine.receive(Array(frame.dropFirst()))
+            } catch let error as SecureHandshakeError {
+                throw error
+            } catch {
+                continue  // a stray or corrupted message; the state is unchanged, keep waiting
+            }
+            switch action {
+            case .sendAndComplete(let last, let session):
+                let final = [PeerWire.handshake] + last
+                try await transport.send(final)
+                return (session, final)
+            case .send(let next):
+                try await transport.send([PeerWire.handshake] + next)
+            case .complete(let session):
+                return (session, [])
+            }
+        }
+    }
+
+    /// The camera's side: responder; answers repeats of the first message with its cached reply.
+    static func respond(over transport: any PeerTransport, identity: DeviceIdentity) async throws -> SecureSession {
+        var machine = SecureHandshakeStateMachine.responder(identity: identity)
+        var firstSeen: [UInt8]?
+        var reply: [UInt8]?
+        while true {
+            let frame = try await transport.receive()
+            guard frame.first == PeerWire.handshake else { continue }
+            if let reply, frame == firstSeen {
+                try await transport.send(reply)
+                continue
+            }
+            let action: SecureHandshakeAction
+            do {
+                action = try machine.receive(Array(frame.dropFirst()))
+            } catch {
+                continue
+            }
+            switch action {
+            case .send(let bytes):
+                let r = [PeerWire.handshake] + bytes
+                reply = r
+                firstSeen = frame
+                try await transport.send(r)
+            case .sendAndComplete(let bytes, let session):
+                try await transport.send([PeerWire.handshake] + bytes)
+                return session
+            case .complete(let session):
+                return session
+            }
+        }
+    }
+
+    /// Sends `message` now and again every ``retransmitInterval`` until cancelled (datagram paths only).
+    static func repeatSending(_ messages: [UInt8]..., over transport: any PeerTransport) -> Task<Void, Never> {
+        Task {
+            var first = true
+            repeat {
+                if !first && !transport.isDatagram { return }
+                first = false
+                for m in messages { try? await transport.send(m) }
+                try? await Task.sleep(for: retransmitInterval)
+            } while !Task.isCancelled
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import Logging
+
+/// Which side of a connection this process plays.
+public enum ConnectionRole: String, Sendable, Codable, Hashable {
+    /// The side that asks for a device by UID and starts the secure handshake.
+    case viewer
+    /// The device that registered with the cloud and answers.
+    case camera
+}
+
+/// What a strategy may use while gathering and connecting.
+public struct StrategyContext: Sendable {
+    /// Our side.
+    public var role: ConnectionRole
+    /// STUN servers (`ip:port`) for server-reflexive discovery, typically the cloud's.
+    public var stunServers: [String]
+    /// Relay credentials for this session, if the cloud issued any.
+    public var relay: RelayGrant?
+    /// A random token both sides learn from the introduction, so probes of two sessions never mix.
+    public var sessionToken: [UInt8]
+    /// The logger.
+    public var logger: Logger
+
+    /// Creates a context.
+    public init(role: ConnectionRole, stunServers: [String] = [], relay: RelayGrant? = nil, sessionToken: [UInt8] = [],
+                logger: Logger = Logger(label: "trav.strategy")) {
+        self.role = role
+        self.stunServers = stunServers
+        self.relay = relay
+        self.sessionToken = sessionToken
+        self.logger = logger
+    }
+}
+
+/// A way to find a path between camera and viewer; third parties conform to add one, with no change here.
+///
+/// ```
+///  prepare (both sides, before the cloud exchange) ── candidates ──► offer / answer
+///  start signal ─► after startDelay: connect(remote offer) ─► PeerTransport ─► secure handshake
+/// ```
+public protocol TraversalStrategy: Sendable {
+    /// The kebab-case id used in logs, metrics, reports and CLI flags (e.g. `udp-hole-punch`).
+    var id: String { get }
+    /// Gathers candidates and holds whatever resources (sockets) connecting will need.
+    func prepare(_ context: StrategyContext) async throws -> any PreparedStrategy
+}
+
+/// A strategy after gathering: its candidates, and how to turn the peer's into a transport.
+public protocol PreparedStrategy: Sendable {
+    /// Candidates to offer the other side.
+    var candidates: [Candidate] { get }
+    /// How long after the start signal to begin, given what the peer offered (happy-eyeballs stagger).
+    func startDelay(remote: PeerOffer) -> Duration
+    /// Reaches the peer; returns a transport on which both sides can exchange messages.
+    /// Must honour task cancellation promptly and release what it opened when it throws.
+    func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport
+    /// Releases resources that `connect` did not hand over.
+    func close() async
+}
+
+/// A message transport between the two peers, before encryption (the Connector adds the secure session).
+public protocol PeerTransport: Sendable {
+    /// True for datagram paths (loss and reordering possible), false for streams.
+    var isDatagram: Bool { get }
+    /// `udp 10.0.0.2:4000 -> 10.0.0.3:5000`, for reports.
+    var pathDescription: String { get }
+    /// Largest message `send` accepts.
+    var maxMessageSize: Int { get }
+    /// Sends one message.
+    func send(_ message: [UInt8]) async throws
+    /// Receives the next message; one consumer at a time.
+    func receive() async throws -> [UInt8]
+    /// Closes the transport; a pending `receive` throws.
+    func close() async
+}
+
+/// Why a strategy did not produce a path.
+public struct StrategyError: CodedError, Hashable {
+    /// The class of failure.
+    public struct Code: ErrorCode {
+        /// The stable name.
+        public let name: String
+        /// The peer offered nothing this strategy can use.
+        public static let notApplicable = Code(name: "not-applicable")
+        /// Nothing came back from the peer before the deadline.
+        public static let unreachable = Code(name: "unreachable")
+        /// The strategy judged success impossible for this pair and gave up early.
+        public static let impossible = Code(name: "impossible")
+        /// A socket or protocol failure.
+        public static let failed = Code(name: "failed")
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// Detail for people.
+    public let detail: String
+
+    /// Creates an error.
+    public init(code: Code, detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+}

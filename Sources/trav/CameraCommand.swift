@@ -1,0 +1,93 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Logging
+import STUNLite
+import Strategies
+import Traversal
+
+extension Trav {
+    /// `trav camera`: register with the cloud and serve viewers (echo, or a synthetic stream).
+    struct CameraCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "camera",
+            abstract: "Run a camera: register its UID with the cloud, answer viewers (also on the LAN without a cloud).")
+
+        @Option(help: "The device identity file (`trav identity new --out FILE`).") var identity: String
+        @Option(help: "Password viewers must present.") var password: String?
+        @Option(help: "Viewer identity keys allowed without a password (base64 Ed25519), comma-separated.") var pairedViewers: String?
+        @Option(help: "Send a synthetic video stream at this rate in kbit/s instead of echoing.") var stream: Int?
+        @OptionGroup var peer: PeerOptions
+        @OptionGroup var common: CommonOptions
+
+        func validate() throws {
+            if password == nil && pairedViewers == nil { throw ValidationError("give --password or --paired-viewers") }
+        }
+
+        func run() async throws {
+            let logger = common.logger("trav.camera")
+            let me = try DeviceIdentity.load(from: identity)
+            let connector = try peer.connector(identity: me, logger: logger)
+            var sources: [AsyncStream<any IncomingIntroduction>] = []
+            var cloud: (any CameraSignalling)?
+            if let endpoint = try peer.endpoint() {
+                let c = try await CloudClient.camera(identity: me, endpoint: endpoint, logger: logger)
+                cloud = c
+                sources.append(c.introductions)
+            }
+            var lan: LANDiscovery.Responder?
+            if peer.lanPort != 0 {
+                let r = try await LANDiscovery.Responder(device: me.deviceID, port: peer.lanPort, logger: logger)
+                lan = r
+                sources.append(r.introductions)
+            }
+            let paired = try (pairedViewers ?? "").split(separator: ",").map {
+                guard let d = Data(base64Encoded: String($0)) else { throw ValidationError("bad paired viewer key \($0)") }
+                return try Curve25519.Signing.PublicKey(rawRepresentation: d)
+            }
+            let access = CameraAccessPolicy(passwordVerifier: try password.map { try PasswordVerifier(password: $0) }, pairedViewers: paired)
+            say("camera \(me.deviceID) serving" + (cloud != nil ? " via cloud \(peer.cloud ?? "")" : "") + (lan != nil ? " and LAN port \(peer.lanPort)" : ""))
+            let connections = connector.serve(sources, access: access)
+            let rate = stream
+            let serving = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for await c in connections {
+                        say("viewer connected via \(c.path) (\(c.report.route ?? "")) in \(String(format: "%.1f", c.report.setupMs)) ms")
+                        group.addTask {
+                            if let rate { await streamSynthetic(c, kbps: rate) } else { await echo(c) }
+                        }
+                    }
+                }
+            }
+            await waitForTermination()
+            serving.cancel()
+            await cloud?.stop()
+            await lan?.stop()
+        }
+    }
+}
+
+/// Echoes every message until the connection ends.
+func echo(_ c: PeerConnection) async {
+    do {
+        for try await m in c.inbound { try await c.send(m) }
+    } catch {}
+}
+
+/// Sends synthetic "video" frames (1000-byte messages, a frame counter and timestamp at the front) at `kbps`.
+func streamSynthetic(_ c: PeerConnection, kbps: Int, for duration: Duration? = nil) async {
+    let messageSize = min(1000, c.maxMessageSize)
+    let interval = Duration.nanoseconds(Int64(messageSize * 8) * 1_000_000 / Int64(max(1, kbps)))
+    let started = ContinuousClock.now
+    var n: UInt64 = 0
+    let reader = Task { do { for try await _ in c.inbound {} } catch {} }
+    defer { reader.cancel() }
+    while !Task.isCancelled {
+        if let duration, ContinuousClock.now - started >= duration { return }
+        var frame = withUnsafeBytes(of: n.bigEndian) { Array($0) }
+        frame += [UInt8](repeating: UInt8(truncatingIfNeeded: n), count: messageSize - frame.count)
+        do { try await c.send(frame) } catch { return }
+        n += 1
+        try? await Task.sleep(until: started + interval * Int(n), clock: .continuous)
+    }
+}

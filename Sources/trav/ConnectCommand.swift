@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import STUNLite
+import Strategies
+import Traversal
+
+extension Trav {
+    /// `trav connect`: reach a camera by UID, verify an echo, print the report.
+    struct ConnectCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "connect",
+            abstract: "Connect to a camera by its UID, exchange an echo, and print how the path was found.")
+
+        @Argument(help: "The camera's UID, e.g. TRAV-7QX2-M4KD-P9ZC-H3WA.") var uid: String
+        @Option(help: "The camera's password.") var password: String?
+        @Flag(help: "Use this viewer's identity as a paired key instead of a password.") var paired = false
+        @Option(help: "A viewer identity file (default: a fresh ephemeral identity).") var identity: String?
+        @Option(help: "Bytes of echo to exchange and verify.") var echoBytes: Int = 1000
+        @Flag(help: "Print one JSON object.") var json = false
+        @OptionGroup var peer: PeerOptions
+        @OptionGroup var common: CommonOptions
+
+        func validate() throws {
+            _ = try DeviceID(uid)
+            if password == nil && !paired { throw ValidationError("give --password or --paired") }
+            if echoBytes < 0 { throw ValidationError("--echo-bytes must be ≥ 0") }
+        }
+
+        func run() async throws {
+            let logger = common.logger("trav.connect")
+            let device = try DeviceID(uid)
+            let me = try identity.map { try DeviceIdentity.load(from: $0) } ?? .ephemeral()
+            let connector = try peer.connector(identity: me, logger: logger)
+            var introducers: [any ViewerSignalling] = []
+            if peer.lanPort != 0 { introducers.append(LANDiscovery.Finder(destinations: LANDiscovery.broadcastDestinations(port: peer.lanPort))) }
+            if let endpoint = try peer.endpoint() { introducers.append(CloudClient.viewer(endpoint: endpoint, logger: logger)) }
+            guard !introducers.isEmpty else { throw ValidationError("nothing to ask: give --cloud, or keep LAN discovery on") }
+            let credential: AccessCredential = paired ? .pairedKey : .password(password ?? "")
+            let output: ConnectOutput
+            do {
+                let c = try await connector.connect(to: device, via: FirstAnswering(introducers), credential: credential)
+                let (verified, echoMs) = echoBytes > 0 ? await echoCheck(c, bytes: echoBytes) : (true, 0)
+                output = ConnectOutput(uid: device.description, report: c.report, attempts: c.report.attempts, echoBytes: echoBytes,
+                                       echoVerified: verified, echoMs: echoMs, error: verified ? nil : "echo did not come back intact")
+                await c.close()
+            } catch let e as TraversalError {
+                output = ConnectOutput(uid: device.description, report: nil, attempts: e.attempts, echoBytes: echoBytes,
+                                       echoVerified: false, echoMs: nil, error: "\(e.code.name): \(e.detail)")
+            }
+            if json {
+                try printJSON(output)
+            } else {
+                print("camera    \(output.uid)")
+                if output.connected {
+                    print("path      \(output.path ?? "")  \(output.route ?? "")")
+                    print("setup     \(String(format: "%.1f", output.setupMs ?? 0)) ms")
+                    print("echo      \(output.echoBytes) bytes \(output.echoVerified ? "verified" : "NOT verified")")
+                } else {
+                    print("failed    \(output.error ?? "")")
+                }
+                for a in output.attempts {
+                    print("  \(a.strategy.padding(toLength: 22, withPad: " ", startingAt: 0)) \(a.outcome.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%7.1f", a.ms)) ms\(a.error.map { "  (\($0.prefix(100)))" } ?? "")")
+                }
+            }
+            if !(output.connected && output.echoVerified) { throw ExitCode(1) }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Rendezvous
+import STUNLite
+import Strategies
+import Traversal
+
+extension Trav {
+    /// `trav demo`: a cloud, a camera and viewers in one process on loopback, nothing to configure.
+    struct DemoCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "demo",
+            abstract: "Start a local cloud, a camera and viewers on loopback; connect by UID, stream, and print each report.")
+
+        @Option(help: "Number of viewers watching at once.") var viewers: Int = 2
+        @Option(help: "Seconds to stream.") var seconds: Double = 3
+        @Option(help: "Synthetic stream rate per viewer, kbit/s.") var rate: Int = 8000
+        @OptionGroup var common: CommonOptions
+
+        func validate() throws {
+            guard (1...16).contains(viewers) else { throw ValidationError("--viewers must be 1…16") }
+            guard seconds > 0, seconds <= 60 else { throw ValidationError("--seconds must be in (0, 60]") }
+        }
+
+        struct ViewerResult: Sendable {
+            var report: ConnectionReport
+            var bytes: Int
+            var frames: Int
+            var highestFrame: UInt64
+            var seconds: Double
+        }
+
+        func run() async throws {
+            let logger = common.logger("trav.demo")
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("trav-demo-\(UUID().uuidString.prefix(8))").path
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let cloud = try await CloudService.start(.init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: 0), logger: logger)
+            let stunAddress = cloud.stun.udpAddresses[.primary]!
+            guard let caPath = cloud.caPath else { throw CLIError("the cloud made no CA") }
+            let endpoint = CloudEndpoint(host: "127.0.0.1", port: cloud.rendezvous.address.port,
+                                         trust: .pinnedCA(try String(contentsOfFile: caPath, encoding: .utf8)))
+            print("cloud    stun \(stunAddress), signalling \(cloud.rendezvous.address) (TLS, CA \(caPath))")
+
+            let strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery(), UDPHolePunch(), TCPSimultaneousOpen()]
+            let camera = DeviceIdentity.generate()
+            let password = "demo-" + UUID().uuidString.prefix(6)
+            let signalling = try await CloudClient.camera(identity: camera, endpoint: endpoint, logger: logger)
+            let cameraConnector = Connector(configuration: .init(identity: camera, strategies: strategies,
+                                                                 stunServers: [stunAddress.description], logger: logger))
+            let connections = cameraConnector.serve([signalling.introductions], access: try .password(password))
+            print("camera   \(camera.deviceID) registered; \(viewers) viewer\(viewers == 1 ? "" : "s") connecting by UID")
+            let streamFor = Duration.milliseconds(Int64(seconds * 1000) + 500)
+            let kbps = rate
+            let serving = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for await c in connections {
+                        group.addTask { await streamSynthetic(c, kbps: kbps, for: streamFor) }
+                    }
+                }
+            }
+            let uid = camera.deviceID
+            let duration = Duration.milliseconds(Int64(seconds * 1000))
+            var results: [Result<ViewerResult, any Error>] = []
+            await withTaskGroup(of: Result<ViewerResult, any Error>.self) { group in
+                for _ in 0..<viewers {
+                    group.addTask {
+                        do {
+                            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: strategies,
+                                                                        stunServers: [stunAddress.description], logger: logger))
+                            let c = try await viewer.connect(to: uid, via: CloudClient.viewer(endpoint: endpoint, logger: logger),
+                                                             credential: .password(password))
+                            let started = ContinuousClock.now
+                            var bytes = 0, frames = 0
+                            var highest: UInt64 = 0
+                            let counting = Task {
+                                for try await m in c.inbound {
+                                    bytes += m.count
+                                    frames += 1
+                                    if m.count >= 8 { highest = max(highest, m.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }) }
+                                    if ContinuousClock.now - started >= duration { break }
+                                }
+                                return (bytes, frames, highest)
+                            }
+                            let (b, f, h) = try await counting.value
+                            let elapsed = ContinuousClock.now - started
+                            await c.close()
+                            return .success(ViewerResult(report: c.report, bytes: b, frames: f, highestFrame: h,
+                                                         seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+                        } catch {
+                            return .failure(error)
+                        }
+                    }
+                }
+                for await r in group { results.append(r) }
+            }
+            serving.cancel()
+            await signalling.stop()
+            await cloud.stop()
+            var failures = 0
+            for (i, r) in results.enumerated() {
+                print("")
+                switch r {
+                case .success(let v):
+                    print("viewer \(i + 1)")
+                    printReport(v.report, prefix: "  ")
+                    let mbps = Double(v.bytes) * 8 / 1e6 / max(v.seconds, 0.001)
+                    let expected = Int(v.highestFrame) + 1
+                    print(String(format: "  stream    %.2f MB in %.1f s = %.2f Mbit/s, %d frames (%d lost)",
+                                 Double(v.bytes) / 1e6, v.seconds, mbps, v.frames, max(0, expected - v.frames)))
+                case .failure(let e):
+                    failures += 1
+                    print("viewer \(i + 1) FAILED: \(e)")
+                }
+            }
+            if failures > 0 { throw ExitCode(1) }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import Logging
+import STUNLite
+import Strategies
+import Traversal
+
+/// Options shared by `trav camera` and `trav connect`: where the cloud is and which strategies to use.
+struct PeerOptions: ParsableArguments {
+    @Option(help: "The cloud's signalling address, HOST[:PORT] (default port 5349).") var cloud: String?
+    @Option(help: "The cloud's CA certificate (the ca.pem `trav cloud` writes).") var cloudCA: String?
+    @Option(help: "The cloud's STUN port.") var stunPort: UInt16 = 3478
+    @Option(help: "Comma-separated strategy ids (default: all: \(StrategyCatalog.ids.joined(separator: ","))).")
+    var strategies: String?
+    @Option(help: "UDP port for cloud-less discovery on the LAN (0 disables).") var lanPort: UInt16 = LANDiscovery.defaultPort
+    @Option(help: "Seconds a connection attempt may take.") var connectTimeout: Double = 10
+
+    func validate() throws {
+        if cloud != nil, cloudCA == nil { throw ValidationError("--cloud needs --cloud-ca (the cloud's ca.pem)") }
+        _ = try chosenStrategies()
+    }
+
+    func chosenStrategies() throws -> [any TraversalStrategy] {
+        guard let strategies else { return StrategyCatalog.all }
+        return try StrategyCatalog.named(strategies.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+    }
+
+    /// The cloud endpoint, if one was given.
+    func endpoint() throws -> CloudEndpoint? {
+        guard let cloud, let cloudCA else { return nil }
+        let pem = try String(contentsOfFile: cloudCA, encoding: .utf8)
+        let (host, port) = splitHostPort(cloud, defaultPort: CloudEndpoint.defaultPort)
+        return CloudEndpoint(host: host, port: port, trust: .pinnedCA(pem))
+    }
+
+    /// The cloud's STUN server, `host:stunPort`, resolved.
+    func stunServers() throws -> [String] {
+        guard let cloud else { return [] }
+        let (host, _) = splitHostPort(cloud, defaultPort: CloudEndpoint.defaultPort)
+        return [try resolve(host.contains(":") ? "[\(host)]" : host, defaultPort: stunPort).description]
+    }
+
+    func connector(identity: DeviceIdentity, logger: Logger) throws -> Connector {
+        Connector(configuration: .init(identity: identity, strategies: try chosenStrategies(), stunServers: try stunServers(),
+                                       connectTimeout: .milliseconds(Int64(connectTimeout * 1000)), logger: logger))
+    }
+}
+
+/// Splits `host:port`, `[v6]:port` or a bare host.
+func splitHostPort(_ text: String, defaultPort: UInt16) -> (String, UInt16) {
+    if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+        let host = String(text[text.index(after: text.startIndex)..<close])
+        let rest = text[text.index(after: close)...]
+        return (host, rest.hasPrefix(":") ? UInt16(rest.dropFirst()) ?? defaultPort : defaultPort)
+    }
+    if let colon = text.lastIndex(of: ":"), text.firstIndex(of: ":") == colon, let p = UInt16(text[text.index(after: colon)...]) {
+        return (String(text[..<colon]), p)
+    }
+    return (text, defaultPort)
+}
+
+/// A connection report as `trav connect --json` prints it.
+struct ConnectOutput: Encodable {
+    struct Attempt: Encodable {
+        var strategy: String
+        var outcome: String
+        var ms: Double
+        var error: String?
+    }
+    var uid: String
+    var connected: Bool
+    var path: String?
+    var route: String?
+    var setupMs: Double?
+    var echoBytes: Int
+    var echoVerified: Bool
+    var echoMs: Double?
+    var error: String?
+    var attempts: [Attempt]
+
+    init(uid: String, report: ConnectionReport?, attempts: [StrategyAttempt], echoBytes: Int, echoVerified: Bool,
+         echoMs: Double?, error: String?) {
+        self.uid = uid
+        self.connected = report != nil
+        self.path = report?.path
+        self.route = report?.route
+        self.setupMs = report?.setupMs
+        self.echoBytes = echoBytes
+        self.echoVerified = echoVerified
+        self.echoMs = echoMs
+        self.error = error
+        self.attempts = attempts.map { Attempt(strategy: $0.strategy, outcome: $0.outcome.rawValue, ms: $0.ms, error: $0.error) }
+    }
+}
+
+/// Prints a report as a short table.
+func printReport(_ report: ConnectionReport, prefix: String = "") {
+    print("\(prefix)path      \(report.path ?? "none")  \(report.route ?? "")")
+    print("\(prefix)setup     \(String(format: "%.1f", report.setupMs)) ms")
+    for a in report.attempts {
+        let err = a.error.map { "  (\($0.prefix(100)))" } ?? ""
+        print("\(prefix)  \(a.strategy.padding(toLength: 22, withPad: " ", startingAt: 0)) \(a.outcome.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%7.1f", a.ms)) ms\(err)")
+    }
+}
+
+/// Sends `bytes` of random data in path-sized chunks and checks every byte comes back; returns (verified, ms).
+func echoCheck(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds(10)) async -> (Bool, Double) {
+    let started = ContinuousClock.now
+    let chunk = min(c.maxMessageSize, 1000)
+    var sent: [UInt8] = []
+    var received: [UInt8] = []
+    var iterator = c.inbound.makeAsyncIterator()
+    var remaining = bytes
+    do {
+        while remaining > 0 {
+            let part = (0..<min(remaining, chunk)).map { _ in UInt8.random(in: 0...255) }
+            remaining -= part.count
+            sent += part
+            try await c.send(part)
+            // Stop-and-wait: one chunk in flight, so a datagram path needs no retransmission layer here.
+            guard let back = try await iterator.next(), ContinuousClock.now - started < timeout else { return (false, 0) }
+            received += back
+        }
+    } catch {
+        return (false, 0)
+    }
+    let d = ContinuousClock.now - started
+    return (sent == received, Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+}

@@ -1,0 +1,129 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Rendezvous
+@testable import Traversal
+
+/// Test helper: a logger that only reports warnings and worse, so test output stays readable.
+let quietLogger: Logger = {
+    var logger = Logger(label: "trav.test")
+    logger.logLevel = .warning
+    return logger
+}()
+
+/// Test helper: a fresh temporary directory, removed by the caller.
+func temporaryDirectory() throws -> String {
+    let path = NSTemporaryDirectory() + "trav-cloud-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// Test helper: a cloud on 127.0.0.1 (free ports, certificates in a temporary directory), stopped
+/// and removed after `body`, also when it throws.
+func withCloud<T>(
+    directory: String? = nil, tlsPort: UInt16 = 0,
+    tuning: @escaping (inout RendezvousServer.Configuration) -> Void = { _ in },
+    _ body: (CloudService, CloudEndpoint) async throws -> T
+) async throws -> T {
+    let dir = try directory ?? temporaryDirectory()
+    defer { if directory == nil { try? FileManager.default.removeItem(atPath: dir) } }
+    let cloud = try await CloudService.start(
+        .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: tlsPort), tuning: tuning,
+        logger: quietLogger)
+    do {
+        let result = try await body(cloud, try endpoint(of: cloud))
+        await cloud.stop()
+        return result
+    } catch {
+        await cloud.stop()
+        throw error
+    }
+}
+
+/// Test helper: the endpoint of a test cloud, pinning its CA.
+func endpoint(of cloud: CloudService) throws -> CloudEndpoint {
+    CloudEndpoint(
+        host: "127.0.0.1", port: cloud.rendezvous.address.port,
+        trust: .pinnedCA(try String(contentsOfFile: cloud.caPath!, encoding: .utf8)))
+}
+
+/// Test helper: a registered camera, stopped after `body`, also when it throws.
+func withCamera<T>(
+    _ identity: DeviceIdentity, _ endpoint: CloudEndpoint, _ body: (any CameraSignalling) async throws -> T
+) async throws -> T {
+    let camera = try await CloudClient.camera(identity: identity, endpoint: endpoint, logger: quietLogger)
+    do {
+        let result = try await body(camera)
+        await camera.stop()
+        return result
+    } catch {
+        await camera.stop()
+        throw error
+    }
+}
+
+/// Test helper: polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+func eventually(within timeout: Duration, _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return await condition()
+}
+
+/// Test helper: an offer from `identity` with one host candidate.
+func sampleOffer(_ identity: DeviceIdentity, address: String = "192.0.2.1:4000") -> PeerOffer {
+    PeerOffer(
+        identityKey: identity.publicKey.rawRepresentation,
+        candidates: [Candidate(strategy: "direct-lan", kind: .host, address: address)], strategies: ["direct-lan"])
+}
+
+/// Test helper: a raw signalling connection speaking ``CloudMessage``s, closed after `body`.
+func withRawConnection<T>(
+    _ endpoint: CloudEndpoint,
+    _ body: (_ channel: any Channel, _ inbound: inout NIOAsyncChannelInboundStream<CloudMessage>.AsyncIterator) async throws -> T
+) async throws -> T {
+    let connection = try await CloudClient.connect(to: endpoint)
+    return try await connection.executeThenClose { inbound in
+        var iterator = inbound.makeAsyncIterator()
+        return try await body(connection.channel, &iterator)
+    }
+}
+
+/// Test helper: a TLS connection to the cloud carrying raw bytes, closed after `body`.
+func withRawTLS<T>(
+    _ endpoint: CloudEndpoint,
+    _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> T
+) async throws -> T {
+    guard case .pinnedCA(let pem) = endpoint.trust else { fatalError("tests pin the CA") }
+    var tls = TLSConfiguration.makeClientConfiguration()
+    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))
+    let context = try NIOSSLContext(configuration: tls)
+    let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil))
+                return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            }
+        }
+    return try await connection.executeThenClose { inbound, outbound in try await body(inbound, outbound) }
+}
+
+/// Test helper: registers `identity` over a raw connection (answering the challenge as a camera does).
+func rawRegister(
+    _ identity: DeviceIdentity, claiming deviceID: DeviceID? = nil, endpoint: CloudEndpoint, channel: any Channel,
+    inbound: inout NIOAsyncChannelInboundStream<CloudMessage>.AsyncIterator
+) async throws -> CloudMessage? {
+    let claimed = (deviceID ?? identity.deviceID).description
+    try await channel.writeAndFlush(CloudMessage.register(
+        deviceID: claimed, publicKey: identity.publicKey.rawRepresentation.base64EncodedString()))
+    guard case .challenge(let nonceText)? = try await inbound.next() else { return nil }
+    let nonce = Data(base64Encoded: nonceText)!
+    let signature = try identity.signature(
+        for: CloudProtocol.registrationMessage(nonce: nonce, deviceID: claimed, cloudName: endpoint.cloudName))
+    try await channel.writeAndFlush(CloudMessage.prove(signature: signature.base64EncodedString()))
+    return try await inbound.next()
+}

@@ -1,0 +1,285 @@
+import Foundation
+import NIOCore
+import Rendezvous
+import Testing
+@testable import Traversal
+
+/// Loopback tests of the cloud: registration, introductions, limits, restarts, TLS trust.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct RendezvousServerTests {
+    @Test func cameraRegistersAndLearnsItsObservedAddress() async throws {
+        let identity = DeviceIdentity.generate()
+        let deviceID = identity.deviceID
+        try await withCloud { cloud, endpoint in
+            try await withCamera(identity, endpoint) { camera in
+                let observed = await camera.observedAddress
+                #expect(observed?.hasPrefix("127.0.0.1:") == true)
+                let record = await cloud.rendezvous.registry.lookup(deviceID)
+                #expect(record?.publicKey == identity.publicKey.rawRepresentation)
+            }
+        }
+    }
+
+    @Test func secondCameraWithoutTheKeyCannotClaimARegisteredUID() async throws {
+        let victim = DeviceIdentity.generate()
+        let victimID = victim.deviceID
+        let attacker = DeviceIdentity.generate()
+        try await withCloud { cloud, endpoint in
+            try await withCamera(victim, endpoint) { _ in
+                let before = try #require(await cloud.rendezvous.registry.lookup(victimID))
+                // The attacker's own key, signed properly, claiming the victim's UID.
+                let ownKeyReply = try await withRawConnection(endpoint) { channel, inbound in
+                    try await rawRegister(attacker, claiming: victimID, endpoint: endpoint, channel: channel, inbound: &inbound)
+                }
+                guard case .error(_, let code, _)? = ownKeyReply else {
+                    Issue.record("expected an error, got \(String(describing: ownKeyReply))")
+                    return
+                }
+                #expect(code == CloudError.Code.unauthorized.name)
+                // The victim's public key, but a signature the attacker can only make with its own key.
+                let stolenKeyReply = try await withRawConnection(endpoint) { channel, inbound in
+                    try await channel.writeAndFlush(CloudMessage.register(
+                        deviceID: victimID.description, publicKey: victim.publicKey.rawRepresentation.base64EncodedString()))
+                    guard case .challenge(let nonce)? = try await inbound.next() else { return nil as CloudMessage? }
+                    let forged = try attacker.signature(for: CloudProtocol.registrationMessage(
+                        nonce: Data(base64Encoded: nonce)!, deviceID: victimID.description, cloudName: endpoint.cloudName))
+                    try await channel.writeAndFlush(CloudMessage.prove(signature: forged.base64EncodedString()))
+                    return try await inbound.next()
+                }
+                guard case .error(_, let stolenCode, _)? = stolenKeyReply else {
+                    Issue.record("expected an error, got \(String(describing: stolenKeyReply))")
+                    return
+                }
+                #expect(stolenCode == CloudError.Code.unauthorized.name)
+                let after = await cloud.rendezvous.registry.lookup(victimID)
+                #expect(after == before)
+            }
+        }
+    }
+
+    @Test func newSessionOfTheSameKeyReplacesTheOldOne() async throws {
+        let identity = DeviceIdentity.generate()
+        let deviceID = identity.deviceID
+        try await withCloud { cloud, endpoint in
+            try await withRawConnection(endpoint) { channel, inbound in
+                let reply = try await rawRegister(identity, endpoint: endpoint, channel: channel, inbound: &inbound)
+                guard case .registered? = reply else {
+                    Issue.record("first session not registered: \(String(describing: reply))")
+                    return
+                }
+                let first = try #require(await cloud.rendezvous.registry.lookup(deviceID))
+                try await withCamera(identity, endpoint) { _ in
+                    let second = try #require(await cloud.rendezvous.registry.lookup(deviceID))
+                    #expect(second.sessionID != first.sessionID)
+                    // The old session is told and closed.
+                    var closing: [CloudMessage] = []
+                    do {
+                        while let message = try await inbound.next() { closing.append(message) }
+                    } catch {}  // an unclean TLS close is a close too
+                    #expect(closing.contains { if case .error(nil, "replaced", _) = $0 { true } else { false } })
+                }
+            }
+        }
+    }
+
+    @Test func introductionCarriesOfferAndAnswerAndStartsBothSides() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        let cameraID = cameraIdentity.deviceID
+        let viewerIdentity = DeviceIdentity.ephemeral()
+        let viewerOffer = sampleOffer(viewerIdentity, address: "198.51.100.7:5000")
+        let cameraAnswer = sampleOffer(cameraIdentity, address: "203.0.113.9:6000")
+        try await withCloud { _, endpoint in
+            try await withCamera(cameraIdentity, endpoint) { camera in
+                let viewer = CloudClient.viewer(endpoint: endpoint)
+                async let introduction = viewer.introduce(to: cameraID, offer: viewerOffer)
+                var incoming = camera.introductions.makeAsyncIterator()
+                let offer = try #require(await incoming.next())
+                #expect(offer.offer == viewerOffer)
+                try await offer.accept(answer: cameraAnswer)
+                let result = try await introduction
+                #expect(result.requestID == offer.requestID)
+                #expect(result.answer == cameraAnswer)
+                #expect(result.answer.identityKey == cameraIdentity.publicKey.rawRepresentation)
+            }
+        }
+    }
+
+    @Test func unknownAndOfflineDevicesGiveTheIdenticalError() async throws {
+        let offline = DeviceIdentity.generate()
+        let offlineID = offline.deviceID
+        let unknownID = DeviceIdentity.generate().deviceID
+        let viewerIdentity = DeviceIdentity.ephemeral()
+        try await withCloud { cloud, endpoint in
+            try await withCamera(offline, endpoint) { _ in }
+            #expect(await eventually(within: .seconds(10)) { await cloud.rendezvous.registry.lookup(offlineID) == nil })
+            let viewer = CloudClient.viewer(endpoint: endpoint)
+            let unknownError = await #expect(throws: CloudError.self) {
+                try await viewer.introduce(to: unknownID, offer: sampleOffer(viewerIdentity))
+            }
+            let offlineError = await #expect(throws: CloudError.self) {
+                try await viewer.introduce(to: offlineID, offer: sampleOffer(viewerIdentity))
+            }
+            #expect(unknownError?.code == .unavailable)
+            #expect(unknownError == offlineError)
+        }
+    }
+
+    @Test func declinedIntroductionLooksLikeAnUnknownDevice() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        let cameraID = cameraIdentity.deviceID
+        let viewerIdentity = DeviceIdentity.ephemeral()
+        try await withCloud { _, endpoint in
+            let viewer = CloudClient.viewer(endpoint: endpoint)
+            let unknownError = await #expect(throws: CloudError.self) {
+                try await viewer.introduce(to: DeviceIdentity.generate().deviceID, offer: sampleOffer(viewerIdentity))
+            }
+            try await withCamera(cameraIdentity, endpoint) { camera in
+                let decliner = Task {
+                    var incoming = camera.introductions.makeAsyncIterator()
+                    await incoming.next()?.decline()
+                }
+                defer { decliner.cancel() }
+                let declinedError = await #expect(throws: CloudError.self) {
+                    try await viewer.introduce(to: cameraID, offer: sampleOffer(viewerIdentity))
+                }
+                await decliner.value
+                #expect(declinedError == unknownError)
+            }
+        }
+    }
+
+    @Test func lookUpsAreRateLimitedPerSourceAddress() async throws {
+        let viewerIdentity = DeviceIdentity.ephemeral()
+        let target = DeviceIdentity.generate().deviceID
+        try await withCloud(tuning: { $0.lookupRateLimit = .init(capacity: 3, refillInterval: .seconds(60)) }) { _, endpoint in
+            let viewer = CloudClient.viewer(endpoint: endpoint)
+            var codes: [CloudError.Code] = []
+            for _ in 0..<4 {
+                do {
+                    _ = try await viewer.introduce(to: target, offer: sampleOffer(viewerIdentity))
+                } catch let error as CloudError {
+                    codes.append(error.code)
+                }
+            }
+            #expect(codes == [.unavailable, .unavailable, .unavailable, .rateLimited])
+        }
+    }
+
+    @Test func unansweredIntroductionTimesOut() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        let cameraID = cameraIdentity.deviceID
+        try await withCloud(tuning: { $0.introductionTimeout = .milliseconds(300) }) { _, endpoint in
+            try await withCamera(cameraIdentity, endpoint) { _ in
+                let error = await #expect(throws: CloudError.self) {
+                    try await CloudClient.viewer(endpoint: endpoint)
+                        .introduce(to: cameraID, offer: sampleOffer(DeviceIdentity.ephemeral()))
+                }
+                #expect(error?.code == .timeout)
+            }
+        }
+    }
+
+    @Test(arguments: [
+        [0xFF, 0xFF, 0xFF, 0xFF] as [UInt8],                                   // length far above the maximum
+        [0x00, 0x01, 0x00, 0x01] + [UInt8](repeating: 0x7B, count: 16),        // 64 KiB + 1, announced
+        [0x00, 0x00, 0x00, 0x05] + Array("hello".utf8),                        // not JSON
+        [0x00, 0x00, 0x00, 0x10] + Array(#"{"type":"nope"}"#.utf8) + [0x20],   // unknown type
+    ])
+    func malformedOrOversizeFrameClosesTheConnection(frame: [UInt8]) async throws {
+        let identity = DeviceIdentity.generate()
+        try await withCloud { _, endpoint in
+            let closed = try await withRawTLS(endpoint) { inbound, outbound in
+                try await outbound.write(ByteBuffer(bytes: frame))
+                var iterator = inbound.makeAsyncIterator()
+                do {
+                    while try await iterator.next() != nil {}
+                } catch {}
+                return true
+            }
+            #expect(closed)
+            // The server carries on.
+            try await withCamera(identity, endpoint) { camera in
+                #expect(await camera.observedAddress != nil)
+            }
+        }
+    }
+
+    @Test func invalidFieldIsRefusedWithBadRequest() async throws {
+        let viewerIdentity = DeviceIdentity.ephemeral()
+        var offer = sampleOffer(viewerIdentity)
+        offer.candidates = Array(repeating: offer.candidates[0], count: PeerOffer.maxCandidates + 1)
+        try await withCloud { _, endpoint in
+            let reply = try await withRawConnection(endpoint) { channel, inbound in
+                try await channel.writeAndFlush(CloudMessage.introduce(
+                    requestID: "r1", deviceID: DeviceIdentity.generate().deviceID.description, offer: offer))
+                return try await inbound.next()
+            }
+            guard case .error(nil, let code, _)? = reply else {
+                Issue.record("expected bad-request, got \(String(describing: reply))")
+                return
+            }
+            #expect(code == CloudError.Code.badRequest.name)
+        }
+    }
+
+    @Test func cameraIsRegisteredAgainWithinFiveSecondsOfACloudRestart() async throws {
+        let identity = DeviceIdentity.generate()
+        let deviceID = identity.deviceID
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try await CloudService.start(
+            .init(listenIP: "127.0.0.1", dataDirectory: directory, stunPort: 0, tlsPort: 0), logger: quietLogger)
+        let port = first.rendezvous.address.port
+        let camera: any CameraSignalling
+        do {
+            camera = try await CloudClient.camera(identity: identity, endpoint: try endpoint(of: first), logger: quietLogger)
+        } catch {
+            await first.stop()
+            throw error
+        }
+        await first.stop()
+        do {
+            try await withCloud(directory: directory, tlsPort: port) { second, _ in
+                let restarted = ContinuousClock.now
+                let registered = await eventually(within: .seconds(5)) {
+                    await second.rendezvous.registry.lookup(deviceID) != nil
+                }
+                #expect(registered, "not registered again after \(ContinuousClock.now - restarted)")
+            }
+        } catch {
+            await camera.stop()
+            throw error
+        }
+        await camera.stop()
+    }
+
+    @Test func cloudCertificatesAreReusedAcrossStarts() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try CloudCertificates.loadOrCreate(in: directory, names: ["127.0.0.1", "localhost"])
+        let ca = try String(contentsOfFile: first.caPath, encoding: .utf8)
+        let server = try String(contentsOfFile: first.certificatePath, encoding: .utf8)
+        let second = try CloudCertificates.loadOrCreate(in: directory, names: ["127.0.0.1", "localhost"])
+        #expect(try String(contentsOfFile: second.caPath, encoding: .utf8) == ca)
+        #expect(try String(contentsOfFile: second.certificatePath, encoding: .utf8) == server)
+        let keyMode = try FileManager.default.attributesOfItem(atPath: second.privateKeyPath)[.posixPermissions] as? Int
+        #expect(keyMode == 0o600)
+        let caKeyMode = try FileManager.default.attributesOfItem(atPath: directory + "/ca-key.pem")[.posixPermissions] as? Int
+        #expect(caKeyMode == 0o600)
+    }
+
+    @Test func tlsWithTheWrongCAFails() async throws {
+        let otherDirectory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: otherDirectory) }
+        let other = try CloudCertificates.loadOrCreate(in: otherDirectory, names: ["127.0.0.1"])
+        let wrongCA = try String(contentsOfFile: other.caPath, encoding: .utf8)
+        try await withCloud { _, endpoint in
+            var wrong = endpoint
+            wrong.trust = .pinnedCA(wrongCA)
+            let error = await #expect(throws: CloudError.self) {
+                _ = try await CloudClient.camera(identity: .generate(), endpoint: wrong)
+            }
+            #expect(error?.code == .tlsFailed)
+        }
+    }
+}

@@ -1,0 +1,237 @@
+import Crypto
+import Foundation
+import Logging
+import STUNLite
+import Strategies
+import Testing
+import Traversal
+
+/// A cheap scrypt cost for test passwords: these tests are about the protocol, not the KDF's cost.
+let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, parallelism: 1)
+
+/// Camera and viewers connect through the Connector over real sockets on loopback.
+@Suite(.serialized) struct ConnectorLoopbackTests {
+    static let camera = DeviceIdentity.generate()
+    static let cameraID = camera.deviceID
+
+    /// Runs a camera serving `introducer` with `password` and echoing every message back.
+    static func withCamera(_ introducer: InMemoryIntroducer, password: String = "secret", stun: [String],
+                           strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery()],
+                           _ body: () async throws -> Void) async throws {
+        let connector = Connector(configuration: .init(identity: camera, strategies: strategies, stunServers: stun))
+        let connections = connector.serve([introducer.introductions], access: try .password(password, parameters: testCost))
+        let server = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for await c in connections {
+                    group.addTask {
+                        do {
+                            for try await m in c.inbound { try await c.send(m) }
+                        } catch {}
+                    }
+                }
+            }
+        }
+        defer {
+            introducer.finish()
+            server.cancel()
+        }
+        try await body()
+    }
+
+    static func viewer(stun: [String], strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery()]) -> Connector {
+        Connector(configuration: .init(identity: .ephemeral(), strategies: strategies, stunServers: stun))
+    }
+
+    static func withSTUN(_ body: ([String]) async throws -> Void) async throws {
+        let server = try await STUNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0, tcp: false))
+        do {
+            try await body([server.udpAddresses[.primary]!.description])
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+        await server.shutdown()
+    }
+
+    static func echo(_ c: PeerConnection, bytes: Int) async throws -> Bool {
+        var sent: [UInt8] = []
+        var received: [UInt8] = []
+        var it = c.inbound.makeAsyncIterator()
+        var remaining = bytes
+        while remaining > 0 {
+            let chunk = (0..<min(remaining, 1000)).map { _ in UInt8.random(in: 0...255) }
+            sent += chunk
+            remaining -= chunk.count
+            try await c.send(chunk)
+            guard let back = try await it.next() else { return false }
+            received += back
+        }
+        return sent == received
+    }
+
+    @Test func viewerConnectsByUIDAndEchoes() async throws {
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer()
+            try await Self.withCamera(introducer, stun: stun) {
+                let c = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                #expect(["direct-lan", "stun-discovery"].contains(c.path))
+                #expect(c.peerIdentityKey.rawRepresentation == Self.camera.publicKey.rawRepresentation)
+                #expect(c.report.attempts.contains { $0.outcome == .connected && $0.strategy == c.path })
+                #expect(Set(c.report.attempts.map(\.strategy)) == ["direct-lan", "stun-discovery"])
+                #expect(try await Self.echo(c, bytes: 10_000))
+                await c.close()
+            }
+        }
+    }
+
+    @Test func threeViewersAtOnce() async throws {
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer()
+            try await Self.withCamera(introducer, stun: stun) {
+                try await withThrowingTaskGroup(of: Bool.self) { group in
+                    for _ in 0..<3 {
+                        group.addTask {
+                            let c = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                            defer { Task { await c.close() } }
+                            return try await Self.echo(c, bytes: 3000)
+                        }
+                    }
+                    var ok = 0
+                    for try await r in group where r { ok += 1 }
+                    #expect(ok == 3)
+                }
+            }
+        }
+    }
+
+    @Test func wrongPasswordIsRefusedAndTheCameraKeepsServing() async throws {
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer()
+            try await Self.withCamera(introducer, stun: stun) {
+                do {
+                    _ = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("wrong"))
+                    Issue.record("connected with a wrong password")
+                } catch let e as TraversalError {
+                    #expect(e.code == .accessDenied)
+                }
+                let c = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                #expect(try await Self.echo(c, bytes: 100))
+                await c.close()
+            }
+        }
+    }
+
+    @Test func cloudAnnouncingAnotherKeyIsDetected() async throws {
+        try await Self.withSTUN { stun in
+            let impostor = DeviceIdentity.generate()
+            let introducer = InMemoryIntroducer(forgedKey: impostor.publicKey.rawRepresentation)
+            try await Self.withCamera(introducer, stun: stun) {
+                do {
+                    _ = try await Self.viewer(stun: stun).connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                    Issue.record("connected although the cloud lied")
+                } catch let e as TraversalError {
+                    #expect(e.code == .identityMismatch)
+                }
+            }
+        }
+    }
+
+    @Test func impostorCameraAnsweringForTheUIDFailsTheHandshake() async throws {
+        // The cloud routes the viewer to a different camera and claims the UID's real key: the
+        // impostor cannot sign for that key, so no path completes the handshake.
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer(forgedKey: Self.camera.publicKey.rawRepresentation)
+            let impostor = Connector(configuration: .init(identity: .generate(), strategies: [DirectLAN(scope: .loopbackOnly)], stunServers: stun,
+                                                          connectTimeout: .seconds(2)))
+            let connections = impostor.serve([introducer.introductions], access: try .password("secret", parameters: testCost))
+            let server = Task { for await c in connections { await c.close() } }
+            defer { introducer.finish(); server.cancel() }
+            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)], stunServers: stun,
+                                                        connectTimeout: .seconds(2)))
+            do {
+                _ = try await viewer.connect(to: Self.cameraID, via: introducer, credential: .password("secret"))
+                Issue.record("connected to an impostor")
+            } catch let e as TraversalError {
+                #expect(e.code == .noPath)
+                #expect(e.attempts.first?.error?.contains("identity") == true, "\(e.attempts)")
+            }
+        }
+    }
+}
+
+/// `direct-lan` with no cloud at all: the viewer finds the camera by a discovery message.
+@Suite struct LANDiscoveryTests {
+    @Test func viewerFindsTheCameraWithoutACloud() async throws {
+        let camera = DeviceIdentity.generate()
+        let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
+        let cameraConnector = Connector(configuration: .init(identity: camera, strategies: [DirectLAN(scope: .loopbackOnly)]))
+        let connections = cameraConnector.serve([responder.introductions], access: try .password("pw", parameters: testCost))
+        let server = Task {
+            for await c in connections {
+                Task { for try await m in c.inbound { try await c.send(m) } }
+            }
+        }
+        defer { server.cancel(); Task { await responder.stop() } }
+        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)])
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)]))
+        let c = try await viewer.connect(to: camera.deviceID, via: finder, credential: .password("pw"))
+        #expect(c.path == "direct-lan")
+        #expect(c.report.requestID?.hasPrefix("lan-") == true)
+        #expect(try await ConnectorLoopbackTests.echo(c, bytes: 2000))
+        await c.close()
+    }
+
+    @Test func noCameraWithThatUIDIsUnavailableQuickly() async throws {
+        let other = DeviceIdentity.generate()
+        let responder = try await LANDiscovery.Responder(device: other.deviceID, port: 0)
+        defer { Task { await responder.stop() } }
+        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
+                                         timeout: .milliseconds(500))
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)]))
+        do {
+            _ = try await viewer.connect(to: DeviceIdentity.generate().deviceID, via: finder, credential: .password("pw"))
+            Issue.record("a camera answered for another UID")
+        } catch let e as TraversalError {
+            #expect(e.code == .unavailable)
+        }
+    }
+}
+
+/// `udp-hole-punch` on loopback: no NAT, so both mappings are endpoint-independent and punching is immediate.
+@Suite struct UDPHolePunchLoopbackTests {
+    @Test func holePunchAloneConnectsAndLearnsTheMapping() async throws {
+        let server = try await STUNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0, alternateIP: IPAddress("127.0.0.2")!, tcp: false))
+        defer { Task { await server.shutdown() } }
+        let stun = [server.udpAddresses[.primary]!.description]
+        let prepared = try await UDPHolePunch().prepare(StrategyContext(role: .viewer, stunServers: stun))
+        #expect(prepared.candidates.first?.detail["mapping"] == "endpoint-independent")
+        await prepared.close()
+
+        let introducer = InMemoryIntroducer()
+        try await ConnectorLoopbackTests.withCamera(introducer, stun: stun, strategies: [UDPHolePunch()]) {
+            let c = try await ConnectorLoopbackTests.viewer(stun: stun, strategies: [UDPHolePunch()])
+                .connect(to: ConnectorLoopbackTests.cameraID, via: introducer, credential: .password("secret"))
+            #expect(c.path == "udp-hole-punch")
+            #expect(try await ConnectorLoopbackTests.echo(c, bytes: 2000))
+            await c.close()
+        }
+    }
+}
+
+/// `tcp-simultaneous-open` on loopback: both sides connect from their STUN-mapped TCP ports at once.
+@Suite struct TCPSimultaneousOpenLoopbackTests {
+    @Test func crossingConnectsBecomeOneStream() async throws {
+        let server = try await STUNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0))
+        defer { Task { await server.shutdown() } }
+        let stun = [server.udpAddresses[.primary]!.description]
+        let introducer = InMemoryIntroducer()
+        try await ConnectorLoopbackTests.withCamera(introducer, stun: stun, strategies: [TCPSimultaneousOpen()]) {
+            let c = try await ConnectorLoopbackTests.viewer(stun: stun, strategies: [TCPSimultaneousOpen()])
+                .connect(to: ConnectorLoopbackTests.cameraID, via: introducer, credential: .password("secret"))
+            #expect(c.path == "tcp-simultaneous-open")
+            #expect(c.report.route?.hasPrefix("tcp ") == true)
+            #expect(try await ConnectorLoopbackTests.echo(c, bytes: 5000))
+            await c.close()
+        }
+    }
+}
