@@ -84,6 +84,10 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .executableTarget(
+            name: "stun-flood",
+            dependencies: ["STUNLite"],
+            path: "Benchmarks/STUNFlood"),
         .testTarget(name: "STUNLiteTests", dependencies: ["STUNLite", "NATLab",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),

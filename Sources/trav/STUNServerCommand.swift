@@ -14,18 +14,22 @@ extension Trav {
         @Option(help: "Alternate port for RFC 5780 (default: any free port).") var alternatePort: UInt16?
         @Option(help: "SOFTWARE attribute to include in responses (off by default).") var software: String?
         @Flag(help: "Do not listen on TCP.") var noTCP = false
+        @Option(help: "UDP sockets per address sharing it with SO_REUSEPORT, each on its own event loop (up to one per core).") var threads = 1
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
             guard IPAddress(listen) != nil else { throw ValidationError("--listen must be an IP address") }
             if let a = alternateIP, IPAddress(a) == nil { throw ValidationError("--alternate-ip must be an IP address") }
+            guard (1...STUNServer.maxUDPSocketsPerAddress).contains(threads) else {
+                throw ValidationError("--threads must be 1…\(STUNServer.maxUDPSocketsPerAddress)")
+            }
         }
 
         func run() async throws {
             let logger = common.logger("trav.stun-server")
             let server = try await STUNServer.start(.init(
                 listenIP: IPAddress(listen)!, port: port, alternateIP: alternateIP.flatMap { IPAddress($0) },
-                alternatePort: alternatePort, software: software, tcp: !noTCP), logger: logger)
+                alternatePort: alternatePort, software: software, tcp: !noTCP, udpSocketsPerAddress: threads), logger: logger)
             let udp = STUNSocketRole.all.compactMap { server.udpAddresses[$0]?.description }.joined(separator: " ")
             say("stun-server udp \(udp)" + (server.tcpAddresses.isEmpty ? "" : " tcp \(server.tcpAddresses.map(\.description).joined(separator: " "))"))
             await waitForTermination()

@@ -24,7 +24,7 @@ public enum STUNCrypto {
     }
 
     /// CRC-32 as in ISO 3309 / ITU-T V.42 (the one zlib computes), used by FINGERPRINT (RFC 8489 §14.7).
-    public static func crc32(_ data: ArraySlice<UInt8>) -> UInt32 {
+    public static func crc32(_ data: some Sequence<UInt8>) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
         for b in data {
             crc = crcTable[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8)

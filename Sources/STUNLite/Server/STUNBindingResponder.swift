@@ -114,24 +114,34 @@ public struct STUNBindingResponder: Sendable {
         }
         let trailer = wantsFingerprint ? 8 : 0
         var size = response.encodedSize + trailer
-        func add<A: STUNAttributeValue>(_ a: A) {
-            var trial = response
-            trial.append(a)
-            let s = trial.encodedSize + trailer
-            if s <= budget {
-                response = trial
-                size = s
+        if !request.isClassic {
+            for a in optionalAttributes(receivedOn: role, sendingFrom: sendFrom) {
+                let s = size + 4 + ((a.value.count + 3) & ~3)
+                if s <= budget {
+                    response.attributes.append(a)
+                    size = s
+                }
             }
         }
-        if supportsBehaviourDiscovery, !request.isClassic {
-            let other = STUNSocketRole(alternateIP: !role.alternateIP, alternatePort: !role.alternatePort)
-            if let o = addresses[other] { add(OtherAddress(o)) }
-            if let origin = addresses[sendFrom] { add(ResponseOrigin(origin)) }
-        }
-        if let software, !request.isClassic { add(Software(software)) }
         let encoded = response.encode(fingerprint: wantsFingerprint)
         guard encoded.count <= budget, size == encoded.count else { return nil }
         return STUNReply(bytes: encoded, from: sendFrom, to: destination)
+    }
+
+    /// The optional attributes of a success response to a non-classic request, in the order they are
+    /// tried against the amplification budget: OTHER-ADDRESS and RESPONSE-ORIGIN when behaviour
+    /// discovery is on (RFC 5780 §7.3–7.4), then SOFTWARE when configured (RFC 8489 §14.14).
+    ///
+    /// None of them is XORed, so they do not depend on the transaction: ``STUNUDPFastPath`` encodes them once per socket.
+    func optionalAttributes(receivedOn role: STUNSocketRole, sendingFrom: STUNSocketRole) -> [STUNAttribute] {
+        var scratch = STUNMessage(method: .binding, messageClass: .successResponse, transactionID: STUNTransactionID(high: 0, low: 0))
+        if supportsBehaviourDiscovery {
+            let other = STUNSocketRole(alternateIP: !role.alternateIP, alternatePort: !role.alternatePort)
+            if let o = addresses[other] { scratch.append(OtherAddress(o)) }
+            if let origin = addresses[sendingFrom] { scratch.append(ResponseOrigin(origin)) }
+        }
+        if let software { scratch.append(Software(software)) }
+        return scratch.attributes
     }
 
     private func errorReply(_ code: Int, request: STUNMessage, source: TransportAddress, role: STUNSocketRole,

@@ -3,6 +3,14 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A STUN server over UDP and TCP, with RFC 5780 behaviour discovery when given a second IP address.
 ///
 /// Binding requests are answered by ``STUNBindingResponder``; the server itself only moves bytes.
@@ -25,15 +33,22 @@ public final class STUNServer: Sendable {
         public var tcp: Bool
         /// Datagrams read per system call on UDP sockets.
         public var vectorReadCount: Int
+        /// UDP sockets bound to each address with `SO_REUSEPORT`, each on its own event loop; the kernel
+        /// spreads clients over them by address hash. 1 (the default) binds one plain socket.
+        public var udpSocketsPerAddress: Int
+        /// `SO_RCVBUF` asked for each UDP socket, bytes (the kernel caps it at `net.core.rmem_max`). The
+        /// default queue (about 200 kB, some 250 small datagrams) overflows under bursts long before the CPU is busy.
+        public var udpReceiveBufferBytes: Int
         /// Idle TCP connections are closed after this long.
         public var tcpIdleTimeout: TimeAmount
         /// TCP connections open at once, at most; more are closed on accept.
         public var maxTCPConnections: Int
 
-        /// Creates a configuration with the defaults: port 3478, TCP on, 32-datagram reads, 30 s idle, 1024 connections.
+        /// Creates a configuration with the defaults: port 3478, TCP on, 32-datagram reads, one UDP socket per
+        /// address with a 2 MiB receive buffer, 30 s idle, 1024 connections.
         public init(listenIP: IPAddress, port: UInt16 = 3478, alternateIP: IPAddress? = nil, alternatePort: UInt16? = nil,
-                    software: String? = nil, tcp: Bool = true, vectorReadCount: Int = 32,
-                    tcpIdleTimeout: TimeAmount = .seconds(30), maxTCPConnections: Int = 1024) {
+                    software: String? = nil, tcp: Bool = true, vectorReadCount: Int = 32, udpSocketsPerAddress: Int = 1,
+                    udpReceiveBufferBytes: Int = STUNServer.defaultUDPReceiveBufferBytes, tcpIdleTimeout: TimeAmount = .seconds(30), maxTCPConnections: Int = 1024) {
             self.listenIP = listenIP
             self.port = port
             self.alternateIP = alternateIP
@@ -41,6 +56,8 @@ public final class STUNServer: Sendable {
             self.software = software
             self.tcp = tcp
             self.vectorReadCount = vectorReadCount
+            self.udpSocketsPerAddress = udpSocketsPerAddress
+            self.udpReceiveBufferBytes = udpReceiveBufferBytes
             self.tcpIdleTimeout = tcpIdleTimeout
             self.maxTCPConnections = maxTCPConnections
         }
@@ -48,6 +65,12 @@ public final class STUNServer: Sendable {
 
     /// The largest datagram the server reads; bigger ones are truncated by the kernel and then dropped.
     public static let maxDatagramSize = 2048
+    /// Default of ``Configuration/udpReceiveBufferBytes``: 2 MiB.
+    public static let defaultUDPReceiveBufferBytes = 2 << 20
+    /// Upper bound of ``Configuration/udpSocketsPerAddress``.
+    public static let maxUDPSocketsPerAddress = 64
+    /// Read system calls per event-loop turn on a UDP socket before other channels get their turn.
+    static let udpReadsPerTurn = 4
 
     /// The UDP addresses the server answers on, by role (four with an alternate IP, else one).
     public let udpAddresses: [STUNSocketRole: TransportAddress]
@@ -70,28 +93,41 @@ public final class STUNServer: Sendable {
         let peers = PeerChannels()
         var channels: [Channel] = []
         var udp: [STUNSocketRole: TransportAddress] = [:]
+        let socketsPerAddress = min(max(1, configuration.udpSocketsPerAddress), maxUDPSocketsPerAddress)
+        let loops = Array(group.makeIterator())
+        var nextLoop = 0
         do {
             let responderBox = NIOLockedValueBox(STUNBindingResponder(addresses: [:], software: configuration.software))
             func bindUDP(_ ip: IPAddress, _ port: UInt16, _ role: STUNSocketRole) async throws -> TransportAddress {
-                let channel = try await DatagramBootstrap(group: group)
-                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
-                    .channelOption(.maxMessagesPerRead, value: 4)
-                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
-                        capacity: maxDatagramSize * max(1, configuration.vectorReadCount)))
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(
-                                STUNUDPHandler(responder: responderBox, role: role, peers: peers, logger: logger))
+                var local: TransportAddress?
+                for _ in 0..<socketsPerAddress {
+                    let loop = loops[nextLoop % loops.count]
+                    nextLoop += 1
+                    let channel = try await DatagramBootstrap(group: loop)
+                        .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                        .channelOption(.socketOption(.stunReusePort), value: socketsPerAddress > 1 ? 1 : 0)
+                        .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: configuration.udpReceiveBufferBytes))
+                        .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
+                        .channelOption(.maxMessagesPerRead, value: UInt(udpReadsPerTurn))
+                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
+                            capacity: maxDatagramSize * max(1, configuration.vectorReadCount)))
+                        .channelInitializer { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(
+                                    STUNUDPHandler(responder: responderBox, role: role, peers: peers, logger: logger))
+                            }
                         }
+                        .bind(to: TransportAddress(ip: ip, port: local?.port ?? port).socketAddress).get()
+                    channels.append(channel)
+                    if local == nil {
+                        peers.set(role, channel)
+                        guard let bound = channel.localAddress.flatMap(TransportAddress.init) else {
+                            throw STUNClientError(.socket, detail: "no local address")
+                        }
+                        local = bound
                     }
-                    .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
-                channels.append(channel)
-                peers.set(role, channel)
-                guard let local = channel.localAddress.flatMap(TransportAddress.init) else {
-                    throw STUNClientError(.socket, detail: "no local address")
                 }
-                return local
+                return local!
             }
             let primary = try await bindUDP(configuration.listenIP, configuration.port, .primary)
             udp[.primary] = primary
@@ -166,12 +202,23 @@ final class PeerChannels: Sendable {
 }
 
 /// Answers Binding requests on one UDP socket; replies are flushed once per read batch.
+///
+/// Requests of the common shapes are answered by ``STUNUDPFastPath`` into one buffer per read burst
+/// (sliced and written when the burst ends); all others by ``STUNBindingResponder``.
 final class STUNUDPHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
     private let responderBox: NIOLockedValueBox<STUNBindingResponder>
-    private var responder: STUNBindingResponder?
+    /// The responder and its fast path, fixed at the first datagram after the server knows all its addresses.
+    private var answerers: (responder: STUNBindingResponder, fastPath: STUNUDPFastPath)?
+    /// Fast-path replies of the current read burst, back to back; `nil` between bursts.
+    private var burst: ByteBuffer?
+    /// Where each reply in ``burst`` goes, and its length, in order.
+    private var burstReplies: [(destination: SocketAddress, length: Int)] = []
+
+    /// Replies a burst buffer is first sized for (it grows if a burst brings more).
+    static let burstCapacityReplies = 128
     private let role: STUNSocketRole
     private let peers: PeerChannels
     private let logger: Logger
@@ -186,9 +233,23 @@ final class STUNUDPHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         guard let source = TransportAddress(envelope.remoteAddress) else { return }
-        if responder == nil { responder = responderBox.withLockedValue { $0 } }
+        let (responder, fastPath) = answerers ?? loadAnswerers()
+        // Taken out of `burst` first so the buffer is uniquely referenced and appending never copies it.
+        var out: ByteBuffer
+        if let pending = burst {
+            out = pending
+            burst = nil
+        } else {
+            out = context.channel.allocator.buffer(capacity: Self.burstCapacityReplies * STUNUDPFastPath.maxReplySize)
+        }
+        let length = fastPath.reply(to: envelope.data, from: source, appendingTo: &out)
+        burst = out
+        if let length {
+            burstReplies.append((envelope.remoteAddress, length))
+            return
+        }
         let bytes = Array(envelope.data.readableBytesView)
-        guard let reply = responder!.respond(to: bytes, from: source, on: role, transport: .udp) else { return }
+        guard let reply = responder.respond(to: bytes, from: source, on: role, transport: .udp) else { return }
         let destination = reply.to == source ? envelope.remoteAddress : reply.to.socketAddress
         if reply.from == role {
             let out = context.channel.allocator.buffer(bytes: reply.bytes)
@@ -199,7 +260,24 @@ final class STUNUDPHandler: ChannelInboundHandler {
         }
     }
 
+    /// Takes the responder from the server; kept for good once the server has filled in its addresses
+    /// (a datagram can arrive while the other sockets are still being bound).
+    private func loadAnswerers() -> (responder: STUNBindingResponder, fastPath: STUNUDPFastPath) {
+        let responder = responderBox.withLockedValue { $0 }
+        let loaded = (responder: responder, fastPath: STUNUDPFastPath(responder: responder, role: role))
+        if !responder.addresses.isEmpty { answerers = loaded }
+        return loaded
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
+        if var out = burst, !burstReplies.isEmpty {
+            for reply in burstReplies {
+                let slice = out.readSlice(length: reply.length)!
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: reply.destination, data: slice)), promise: nil)
+            }
+            burstReplies.removeAll(keepingCapacity: true)
+            burst = nil
+        }
         context.flush()
     }
 
@@ -240,4 +318,9 @@ final class STUNTCPHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
+}
+
+extension NIOBSDSocket.Option {
+    /// `SO_REUSEPORT`: several sockets bound to one address, the kernel spreading datagrams over them.
+    static let stunReusePort = NIOBSDSocket.Option(rawValue: SO_REUSEPORT)
 }

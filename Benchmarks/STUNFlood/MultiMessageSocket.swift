@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import STUNLite
+
+/// Linux's `struct mmsghdr`: one message header plus the byte count the kernel fills in.
+///
+/// Swift's Glibc module leaves out the GNU-only `sendmmsg`/`recvmmsg` and this struct; the layout
+/// (a `msghdr` followed by an `unsigned int`, stride 64 on LP64) matches the C declaration.
+struct MultiMessageHeader {
+    var header = msghdr()
+    var length: UInt32 = 0
+}
+
+/// A connected, non-blocking UDP socket that sends and receives in batches with `sendmmsg`/`recvmmsg`.
+///
+/// The two calls are looked up in the C library at run time (they are absent from Swift's Glibc
+/// module), so this target needs no C shim and depends on STUNLite alone.
+final class MultiMessageSocket {
+    private typealias SendMultiple = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32) -> Int32
+    private typealias ReceiveMultiple = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32, UnsafeMutableRawPointer?) -> Int32
+
+    /// The file descriptor.
+    let fd: Int32
+    /// The address the socket is bound to, as the server should report it in XOR-MAPPED-ADDRESS.
+    let local: TransportAddress
+    private let sendMultiple: SendMultiple
+    private let receiveMultiple: ReceiveMultiple
+
+    /// Opens a socket, binds it to an ephemeral port on the target's loopback family and connects it to `target`.
+    init(target: TransportAddress) throws(FloodError) {
+        guard let handle = dlopen(nil, RTLD_NOW),
+              let send = dlsym(handle, "sendmmsg"), let receive = dlsym(handle, "recvmmsg") else {
+            throw FloodError("sendmmsg/recvmmsg not found in the C library")
+        }
+        sendMultiple = unsafeBitCast(send, to: SendMultiple.self)
+        receiveMultiple = unsafeBitCast(receive, to: ReceiveMultiple.self)
+        let family = target.ip.isIPv4 ? AF_INET : AF_INET6
+        let descriptor = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard descriptor >= 0 else { throw FloodError("socket: \(String(cString: strerror(errno)))") }
+        var size = Int32(Self.socketBufferBytes)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        let connected = Self.withSockaddr(target) { connect(descriptor, $0, $1) }
+        guard connected == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(descriptor)
+            throw FloodError("connect \(target): \(reason)")
+        }
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        guard named == 0, let address = Self.transportAddress(storage) else {
+            close(descriptor)
+            throw FloodError("getsockname failed")
+        }
+        fd = descriptor
+        local = address
+    }
+
+    deinit { close(fd) }
+
+    /// Socket send and receive buffer size asked of the kernel: room for a few windows of small datagrams.
+    static let socketBufferBytes = 4 << 20
+    /// `SOL_UDP` and `UDP_SEGMENT` from `<netinet/udp.h>` (absent from Swift's Glibc module).
+    private static let solUDP: Int32 = 17
+    private static let udpSegment: Int32 = 103
+    /// Most segments one UDP GSO send may carry (the kernel's `UDP_MAX_SEGMENTS` on older kernels).
+    static let maxSegmentsPerSend = 64
+
+    /// Turns on UDP generic segmentation offload (Linux ≥ 4.18): each message sent is then split by the
+    /// kernel into datagrams of `segmentSize` bytes, so a batch of equal-size requests costs the
+    /// generator one trip through the UDP/IP stack instead of one per request. The server still
+    /// receives ordinary individual datagrams. Returns false when the kernel refuses.
+    func enableSegmentation(segmentSize: Int) -> Bool {
+        var size = Int32(segmentSize)
+        return setsockopt(fd, Self.solUDP, Self.udpSegment, &size, socklen_t(MemoryLayout<Int32>.size)) == 0
+    }
+
+    /// Sends up to `count` prepared messages; returns how many left, 0 when the socket buffer is full.
+    func send(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
+        let n = sendMultiple(fd, UnsafeMutableRawPointer(messages), UInt32(count), 0)
+        if n >= 0 { return Int(n) }
+        if errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ECONNREFUSED { return 0 }
+        throw FloodError("sendmmsg: \(String(cString: strerror(errno)))")
+    }
+
+    /// Receives up to `count` datagrams without blocking; returns how many, 0 when none are queued.
+    func receive(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
+        let n = receiveMultiple(fd, UnsafeMutableRawPointer(messages), UInt32(count), Int32(MSG_DONTWAIT), nil)
+        if n >= 0 { return Int(n) }
+        if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNREFUSED { return 0 }
+        throw FloodError("recvmmsg: \(String(cString: strerror(errno)))")
+    }
+
+    private static func withSockaddr<R>(_ a: TransportAddress, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+        switch a.ip {
+        case .v4(let ip):
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = a.port.bigEndian
+            sin.sin_addr.s_addr = ip.bigEndian
+            return withUnsafePointer(to: &sin) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        case .v6:
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            sin6.sin6_port = a.port.bigEndian
+            let bytes = a.ip.bytes
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
+                for i in 0..<16 { raw[i] = bytes[i] }
+            }
+            return withUnsafePointer(to: &sin6) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+        }
+    }
+
+    private static func transportAddress(_ storage: sockaddr_storage) -> TransportAddress? {
+        var s = storage
+        switch Int32(s.ss_family) {
+        case AF_INET:
+            return withUnsafeBytes(of: &s) { raw in
+                let sin = raw.load(as: sockaddr_in.self)
+                return TransportAddress(ip: .v4(UInt32(bigEndian: sin.sin_addr.s_addr)), port: UInt16(bigEndian: sin.sin_port))
+            }
+        case AF_INET6:
+            return withUnsafeBytes(of: &s) { raw in
+                let sin6 = raw.load(as: sockaddr_in6.self)
+                var addr = sin6.sin6_addr
+                let bytes = withUnsafeBytes(of: &addr) { Array($0) }
+                return IPAddress(bytes: bytes).map { TransportAddress(ip: $0, port: UInt16(bigEndian: sin6.sin6_port)) }
+            }
+        default:
+            return nil
+        }
+    }
+}
