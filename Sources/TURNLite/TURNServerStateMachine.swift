@@ -95,6 +95,11 @@ public struct TURNServerConfiguration: Sendable {
     public var challengeRatePerSecond: Double
     /// A fixed nonce secret (several servers, or tests); random when `nil`.
     public var nonceSecret: [UInt8]?
+    /// Channel numbers ChannelBind accepts; others earn 400. RFC 8656 §12 allows 0x4000–0x4FFF
+    /// (the default); ``rfc5766ChannelNumbers`` re-admits the older 0x4000–0x7FFF for legacy clients.
+    public var channelNumbers: ClosedRange<UInt16> = ChannelNumber.validRange
+    /// The channel range of RFC 5766 §11, which coturn's `turnutils_uclient` still draws from.
+    public static let rfc5766ChannelNumbers: ClosedRange<UInt16> = 0x4000...0x7FFF
 
     /// Creates a configuration with the defaults: IPv4 and IPv6 relays, 10 allocations per user,
     /// 10 000 in all, 256 permissions and 256 channels per allocation, 10 MB/s per user,
@@ -498,8 +503,8 @@ public struct TURNServerStateMachine: Sendable {
         guard let number, let peer = peerAttr?.address else {
             return reply(req, ft, error: 400, reason: "CHANNEL-NUMBER and XOR-PEER-ADDRESS are required", key: a.key)
         }
-        guard ChannelNumber.validRange.contains(number.number) else {
-            return reply(req, ft, error: 400, reason: "Channel number outside 0x4000-0x4FFF", key: a.key)
+        guard configuration.channelNumbers.contains(number.number) else {
+            return reply(req, ft, error: 400, reason: "Channel number out of range", key: a.key)
         }
         if let e = peerError(peer, a) { return reply(req, ft, error: e, key: a.key) }
         if let bound = a.channels[number.number], bound.peer != peer {

@@ -7,7 +7,7 @@ struct Trav: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trav",
         abstract: "NAT traversal toolkit: reach a camera by its ID, directly when the network allows.",
-        subcommands: [STUNServerCommand.self, STUNCommand.self])
+        subcommands: [STUNServerCommand.self, STUNCommand.self, RelayCommand.self])
 }
 
 /// Options every command shares.
