@@ -23,6 +23,8 @@ extension Trav {
         var allowPeers: [String] = []
         @Option(help: "Allocations one user may hold at once.") var userQuota: Int = 10
         @Option(help: "Relayed bytes per second per user (0: unlimited).") var userBandwidth: Double = 10_000_000
+        @Flag(help: "Accept RFC 5766 channel numbers 0x4000-0x7FFF (coturn's turnutils_uclient draws from them).")
+        var legacyChannelRange = false
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -52,13 +54,12 @@ extension Trav {
                 }
                 tls = (tlsPort, try NIOSSLContext(configuration: config))
             }
-            let server = try await TURNServer.start(.init(
-                listenIP: ip, port: port, tls: tls,
-                server: TURNServerConfiguration(
-                    credentials: TURNCredentials(realm: realm, users: userMap, restSecret: secret),
-                    peerPolicy: TURNPeerPolicy(allowed: allowPeers.compactMap { IPPrefix($0) }),
-                    maxAllocationsPerUser: userQuota, bandwidthPerUser: userBandwidth > 0 ? userBandwidth : nil)),
-                logger: logger)
+            var settings = TURNServerConfiguration(
+                credentials: TURNCredentials(realm: realm, users: userMap, restSecret: secret),
+                peerPolicy: TURNPeerPolicy(allowed: allowPeers.compactMap { IPPrefix($0) }),
+                maxAllocationsPerUser: userQuota, bandwidthPerUser: userBandwidth > 0 ? userBandwidth : nil)
+            if legacyChannelRange { settings.channelNumbers = TURNServerConfiguration.rfc5766ChannelNumbers }
+            let server = try await TURNServer.start(.init(listenIP: ip, port: port, tls: tls, server: settings), logger: logger)
             var line = "relay udp \(server.udpAddress)"
             if let t = server.tcpAddress { line += " tcp \(t)" }
             if let t = server.tlsAddress { line += " tls \(t)" }
