@@ -1,0 +1,445 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import STUNLite
+
+/// A TURN relay over UDP, TCP and TLS: a thin NIO layer around ``TURNServerStateMachine`` (RFC 8656 §5–12).
+///
+/// Every socket of one server — listeners, client connections and relay sockets — lives on one
+/// event loop, so the state machine needs no lock. UDP sockets read in batches (`recvmmsg`) and
+/// writes are flushed once per batch. ChannelData is relayed by reading its 4-byte header only,
+/// and the payload leaves as a slice of the received buffer (RFC 8656 §12.6).
+public final class TURNServer: Sendable {
+    /// How to run a TURN server (RFC 8656 §5).
+    public struct Configuration: Sendable {
+        /// The IP address to listen on; relayed addresses are allocated on it too unless ``relayIPs`` says otherwise.
+        public var listenIP: IPAddress
+        /// UDP and TCP port (0 picks a free one; RFC 8656 §5 default 3478).
+        public var port: UInt16
+        /// Whether to listen on TCP at ``port`` as well.
+        public var tcp: Bool
+        /// TLS port (RFC 8656 §5 default 5349) and server context; `nil` for no TLS.
+        public var tls: (port: UInt16, context: NIOSSLContext)?
+        /// Where relay sockets are bound, per family (default: ``listenIP`` for its own family).
+        public var relayIPs: [TURNAddressFamily: IPAddress]
+        /// The allocation logic's settings.
+        public var server: TURNServerConfiguration
+        /// Datagrams read per system call on UDP sockets.
+        public var vectorReadCount: Int
+        /// Client TCP/TLS connections open at once, at most; more are closed on accept.
+        public var maxStreamConnections: Int
+        /// A TCP/TLS connection that sends nothing for this long is closed (longer than the longest refresh interval).
+        public var streamIdleTimeout: TimeAmount
+        /// How often timers are swept (allocations, permissions, channels).
+        public var sweepInterval: TimeAmount
+
+        /// Creates a configuration: UDP+TCP on 3478, no TLS, 32-datagram reads, 1024 streams, 61 min idle, 1 s sweeps.
+        public init(listenIP: IPAddress, port: UInt16 = 3478, tcp: Bool = true, tls: (port: UInt16, context: NIOSSLContext)? = nil,
+                    relayIPs: [TURNAddressFamily: IPAddress]? = nil, server: TURNServerConfiguration,
+                    vectorReadCount: Int = 32, maxStreamConnections: Int = 1024,
+                    streamIdleTimeout: TimeAmount = .seconds(Int64(TURNTimers.maxAllocationLifetime) + 60),
+                    sweepInterval: TimeAmount = .seconds(1)) {
+            self.listenIP = listenIP
+            self.port = port
+            self.tcp = tcp
+            self.tls = tls
+            self.relayIPs = relayIPs ?? [TURNAddressFamily(of: listenIP): listenIP]
+            self.server = server
+            self.vectorReadCount = vectorReadCount
+            self.maxStreamConnections = maxStreamConnections
+            self.streamIdleTimeout = streamIdleTimeout
+            self.sweepInterval = sweepInterval
+        }
+    }
+
+    /// The largest datagram read; bigger ones are truncated by the kernel and then dropped.
+    public static let maxDatagramSize = 65_536 / 32
+    /// Tries to find an even relay port for EVEN-PORT before answering 508 (RFC 8656 §7.2).
+    public static let evenPortAttempts = 16
+
+    /// The UDP listener's address.
+    public let udpAddress: TransportAddress
+    /// The TCP listener's address, if any.
+    public let tcpAddress: TransportAddress?
+    /// The TLS listener's address, if any.
+    public let tlsAddress: TransportAddress?
+    private let core: NIOLoopBound<TURNServerCore>
+    private let listeners: [Channel]
+    private let loop: any EventLoop
+    private let logger: Logger
+
+    private init(udp: TransportAddress, tcp: TransportAddress?, tls: TransportAddress?, core: NIOLoopBound<TURNServerCore>,
+                 listeners: [Channel], loop: any EventLoop, logger: Logger) {
+        self.udpAddress = udp
+        self.tcpAddress = tcp
+        self.tlsAddress = tls
+        self.core = core
+        self.listeners = listeners
+        self.loop = loop
+        self.logger = logger
+    }
+
+    /// Binds the listeners and starts relaying.
+    public static func start(_ configuration: Configuration,
+                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                             logger: Logger = Logger(label: "trav.turn-server")) async throws -> TURNServer {
+        let loop = group.next()
+        let core = try await loop.submit {
+            NIOLoopBound(TURNServerCore(configuration: configuration, loop: loop, logger: logger), eventLoop: loop)
+        }.get()
+        var channels: [Channel] = []
+        do {
+            let udpBase = TransportAddress(ip: configuration.listenIP, port: configuration.port)
+            let udp = try await DatagramBootstrap(group: loop)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
+                .channelOption(.maxMessagesPerRead, value: 4)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
+                    capacity: maxDatagramSize * max(1, configuration.vectorReadCount)))
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHandler(TURNListenerUDPHandler(core: core.value))
+                    }
+                }
+                .bind(to: udpBase.socketAddress).get()
+            channels.append(udp)
+            guard let udpAddress = udp.localAddress.flatMap(TransportAddress.init) else {
+                throw TURNError(.socket, detail: "no local address")
+            }
+            try await loop.submit { core.value.udpListener = (udpAddress, udp) }.get()
+
+            func bindStream(port: UInt16, ssl: NIOSSLContext?) async throws -> TransportAddress {
+                let transport: STUNTransport = ssl == nil ? .tcp : .tls
+                let server = try await ServerBootstrap(group: loop, childGroup: loop)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .serverChannelOption(.backlog, value: 256)
+                    .childChannelInitializer { child in
+                        child.eventLoop.makeCompletedFuture {
+                            guard core.value.admitStream() else { throw TURNError(.socket, detail: "too many connections") }
+                            child.closeFuture.whenComplete { _ in core.value.streamReleased() }
+                            let sync = child.pipeline.syncOperations
+                            if let ssl { try sync.addHandler(NIOSSLServerHandler(context: ssl)) }
+                            try sync.addHandlers(
+                                IdleStateHandler(readTimeout: configuration.streamIdleTimeout),
+                                ByteToMessageHandler(STUNFrameDecoder(allowsChannelData: true)),
+                                TURNStreamHandler(core: core.value, transport: transport))
+                        }
+                    }
+                    .bind(to: TransportAddress(ip: configuration.listenIP, port: port).socketAddress).get()
+                channels.append(server)
+                guard let local = server.localAddress.flatMap(TransportAddress.init) else {
+                    throw TURNError(.socket, detail: "no local address")
+                }
+                return local
+            }
+            let tcp = configuration.tcp ? try await bindStream(port: udpAddress.port, ssl: nil) : nil
+            var tls: TransportAddress?
+            if let t = configuration.tls { tls = try await bindStream(port: t.port, ssl: t.context) }
+            try await loop.submit { core.value.startSweeping() }.get()
+            logger.info("turn server listening", metadata: [
+                "udp": "\(udpAddress)", "tcp": "\(tcp.map(\.description) ?? "-")", "tls": "\(tls.map(\.description) ?? "-")"])
+            return TURNServer(udp: udpAddress, tcp: tcp, tls: tls, core: core, listeners: channels, loop: loop, logger: logger)
+        } catch {
+            for c in channels { try? await c.close() }
+            throw error
+        }
+    }
+
+    /// Allocations held right now.
+    public var allocationCount: Int {
+        get async { (try? await loop.submit { self.core.value.machine.allocationCount }.get()) ?? 0 }
+    }
+
+    /// Closes listeners, client connections and relay sockets.
+    public func shutdown() async {
+        let others = (try? await loop.submit { self.core.value.shutdown() }.get()) ?? []
+        for c in listeners + others { try? await c.close() }
+        logger.info("turn server stopped")
+    }
+}
+
+/// The server's mutable heart: the state machine and the channels its actions name; event loop only.
+final class TURNServerCore {
+    var machine: TURNServerStateMachine
+    var udpListener: (TransportAddress, Channel)?
+    private var streams: [TURNFiveTuple: Channel] = [:]
+    private var relays: [TURNAllocationID: Channel] = [:]
+    private var dirty: [ObjectIdentifier: Channel] = [:]
+    private var streamCount = 0
+    private var sweeper: RepeatedTask?
+    private var closed = false
+    private let configuration: TURNServer.Configuration
+    private let loop: any EventLoop
+    let logger: Logger
+
+    init(configuration: TURNServer.Configuration, loop: any EventLoop, logger: Logger) {
+        var server = configuration.server
+        server.relayFamilies = server.relayFamilies.intersection(configuration.relayIPs.keys)
+        self.machine = TURNServerStateMachine(configuration: server)
+        self.configuration = configuration
+        self.loop = loop
+        self.logger = logger
+    }
+
+    static func now() -> Double { Date().timeIntervalSince1970 }
+
+    func startSweeping() {
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        sweeper = loop.scheduleRepeatedTask(initialDelay: configuration.sweepInterval, delay: configuration.sweepInterval) { _ in
+            let core = bound.value
+            core.perform(core.machine.expire(now: Self.now()))
+            core.flush()
+        }
+    }
+
+    func shutdown() -> [Channel] {
+        closed = true
+        sweeper?.cancel()
+        let all = Array(streams.values) + Array(relays.values)
+        streams = [:]
+        relays = [:]
+        return all
+    }
+
+    func admitStream() -> Bool {
+        guard !closed, streamCount < configuration.maxStreamConnections else { return false }
+        streamCount += 1
+        return true
+    }
+
+    func streamOpened(_ ft: TURNFiveTuple, _ channel: Channel) { streams[ft] = channel }
+
+    func streamReleased() { streamCount -= 1 }
+
+    func streamClosed(_ ft: TURNFiveTuple) {
+        streams[ft] = nil
+        perform(machine.clientDisconnected(ft))
+        flush()
+    }
+
+    // MARK: Client input
+
+    /// A datagram or stream frame from a client; ChannelData takes the fast path.
+    func fromClient(_ buffer: ByteBuffer, _ ft: TURNFiveTuple) {
+        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return }
+        if ChannelData.looksLikeChannelData(first) {
+            guard let head = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return }
+            let length = Int(head & 0xFFFF)
+            guard buffer.readableBytes - ChannelData.headerSize >= length,
+                  case let (id, peer)? = machine.routeChannelData(channel: UInt16(head >> 16), length: length, from: ft, now: Self.now()),
+                  let relay = relays[id],
+                  let payload = buffer.getSlice(at: buffer.readerIndex + ChannelData.headerSize, length: length) else { return }
+            write(relay, AddressedEnvelope(remoteAddress: peer.socketAddress, data: payload))
+            return
+        }
+        perform(machine.receiveFromClient(Array(buffer.readableBytesView), from: ft, now: Self.now()))
+    }
+
+    /// A datagram from a peer to a relay socket.
+    func fromPeer(_ id: TURNAllocationID, _ envelope: AddressedEnvelope<ByteBuffer>) {
+        guard let peer = TransportAddress(envelope.remoteAddress) else { return }
+        let payload = envelope.data
+        switch machine.routeFromPeer(id, peer: peer, length: payload.readableBytes, now: Self.now()) {
+        case .channelData(let c, let ft):
+            let pad = ft.transport == .udp ? 0 : ChannelData.streamPadding(length: payload.readableBytes)
+            var out = ByteBufferAllocator().buffer(capacity: ChannelData.headerSize + payload.readableBytes + pad)
+            out.writeInteger(c)
+            out.writeInteger(UInt16(payload.readableBytes))
+            out.writeImmutableBuffer(payload)
+            out.writeRepeatingByte(0, count: pad)
+            sendToClient(ft, out)
+        case .dataIndication(let ft):
+            sendToClient(ft, ByteBuffer(bytes: TURNMessages.dataIndication(peer: peer, payload: Array(payload.readableBytesView))))
+        case nil:
+            return
+        }
+    }
+
+    // MARK: Actions
+
+    func perform(_ actions: [TURNServerAction]) {
+        for action in actions {
+            switch action {
+            case .sendToClient(let ft, let bytes):
+                sendToClient(ft, ByteBuffer(bytes: bytes))
+            case .sendToPeer(let id, let peer, let bytes):
+                if let relay = relays[id] {
+                    write(relay, AddressedEnvelope(remoteAddress: peer.socketAddress, data: ByteBuffer(bytes: bytes)))
+                }
+            case .openRelay(let id, let family, let evenPort):
+                openRelay(id, family: family, evenPort: evenPort, attempt: 1)
+            case .closeRelay(let id):
+                relays.removeValue(forKey: id)?.close(promise: nil)
+            }
+        }
+    }
+
+    private func sendToClient(_ ft: TURNFiveTuple, _ buffer: ByteBuffer) {
+        if ft.transport == .udp {
+            guard let (_, listener) = udpListener else { return }
+            write(listener, AddressedEnvelope(remoteAddress: ft.client.socketAddress, data: buffer))
+        } else if let stream = streams[ft] {
+            write(stream, buffer)
+        }
+    }
+
+    private func write<T: Sendable>(_ channel: Channel, _ value: T) {
+        channel.write(value, promise: nil)
+        dirty[ObjectIdentifier(channel)] = channel
+    }
+
+    /// Flushes every channel written since the last flush: one `sendmmsg` per socket per batch.
+    func flush() {
+        guard !dirty.isEmpty else { return }
+        for c in dirty.values { c.flush() }
+        dirty.removeAll(keepingCapacity: true)
+    }
+
+    private func openRelay(_ id: TURNAllocationID, family: TURNAddressFamily, evenPort: Bool, attempt: Int) {
+        guard let ip = configuration.relayIPs[family] else {
+            perform(machine.relayFailed(id))
+            flush()
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        DatagramBootstrap(group: loop)
+            .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
+            .channelOption(.maxMessagesPerRead, value: 4)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
+                capacity: TURNServer.maxDatagramSize * max(1, configuration.vectorReadCount)))
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(TURNRelayHandler(core: bound.value, id: id))
+                }
+            }
+            .bind(to: TransportAddress(ip: ip, port: 0).socketAddress)
+            .whenComplete { result in
+                let core = bound.value
+                switch result {
+                case .success(let channel):
+                    guard let local = channel.localAddress.flatMap(TransportAddress.init), !core.closed else {
+                        channel.close(promise: nil)
+                        core.perform(core.machine.relayFailed(id))
+                        core.flush()
+                        return
+                    }
+                    if evenPort, local.port % 2 != 0 {
+                        channel.close(promise: nil)
+                        if attempt < TURNServer.evenPortAttempts {
+                            core.openRelay(id, family: family, evenPort: true, attempt: attempt + 1)
+                        } else {
+                            core.perform(core.machine.relayFailed(id))
+                            core.flush()
+                        }
+                        return
+                    }
+                    core.relays[id] = channel
+                    core.perform(core.machine.relayOpened(id, at: local, now: Self.now()))
+                    core.flush()
+                case .failure(let error):
+                    core.logger.warning("relay socket failed", metadata: ["error": "\(error)"])
+                    core.perform(core.machine.relayFailed(id))
+                    core.flush()
+                }
+            }
+    }
+}
+
+/// The UDP listener: client datagrams in, replies and Data out.
+final class TURNListenerUDPHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+
+    private let core: TURNServerCore
+    private var local: TransportAddress?
+
+    init(core: TURNServerCore) { self.core = core }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        if local == nil { local = context.channel.localAddress.flatMap(TransportAddress.init) }
+        guard let server = local, let client = TransportAddress(envelope.remoteAddress) else { return }
+        core.fromClient(envelope.data, TURNFiveTuple(client: client, server: server, transport: .udp))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { core.flush() }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        core.logger.trace("udp listener error", metadata: ["error": "\(error)"])
+    }
+}
+
+/// One client TCP or TLS connection: frames in (STUN and padded ChannelData, RFC 8656 §12.5), replies out.
+final class TURNStreamHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let core: TURNServerCore
+    private let transport: STUNTransport
+    private var fiveTuple: TURNFiveTuple?
+
+    init(core: TURNServerCore, transport: STUNTransport) {
+        self.core = core
+        self.transport = transport
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let client = context.channel.remoteAddress.flatMap(TransportAddress.init),
+           let server = context.channel.localAddress.flatMap(TransportAddress.init) {
+            let ft = TURNFiveTuple(client: client, server: server, transport: transport)
+            fiveTuple = ft
+            core.streamOpened(ft, context.channel)
+        } else {
+            context.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { channelActive(context: context) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let ft = fiveTuple { core.streamClosed(ft) }
+        fiveTuple = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let ft = fiveTuple else { return }
+        core.fromClient(unwrapInboundIn(data), ft)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { core.flush() }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// One relay socket: peer datagrams in (RFC 8656 §11.3, §12.7).
+final class TURNRelayHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+
+    private let core: TURNServerCore
+    private let id: TURNAllocationID
+
+    init(core: TURNServerCore, id: TURNAllocationID) {
+        self.core = core
+        self.id = id
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        core.fromPeer(id, unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) { core.flush() }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP port unreachable from a peer: UDP carries on.
+    }
+}

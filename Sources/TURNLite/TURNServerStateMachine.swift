@@ -1,0 +1,592 @@
+import STUNLite
+
+/// The timers of RFC 8656, in seconds.
+public enum TURNTimers {
+    /// An allocation lives at least this long: 10 minutes (RFC 8656 §3.2, §7.2).
+    public static let defaultAllocationLifetime: Double = 600
+    /// An allocation lives at most this long per request; RFC 8656 §7.2 suggests 3600 s.
+    public static let maxAllocationLifetime: Double = 3600
+    /// A permission lasts 300 s from its last CreatePermission or ChannelBind (RFC 8656 §9).
+    public static let permissionLifetime: Double = 300
+    /// A channel binding lasts 600 s from its last ChannelBind (RFC 8656 §12).
+    public static let channelLifetime: Double = 600
+    /// After a channel expires, neither its number nor its peer may be bound to anything else for 300 s (RFC 8656 §12).
+    public static let channelReuseCooldown: Double = 300
+
+    /// The lifetime granted for a requested one: 0 stays 0 (Refresh deletes), else clamped to default…max (RFC 8656 §7.2, §8.2).
+    public static func grantedLifetime(requested: UInt32?) -> UInt32 {
+        guard let requested else { return UInt32(defaultAllocationLifetime) }
+        if requested == 0 { return 0 }
+        return UInt32(min(max(Double(requested), defaultAllocationLifetime), maxAllocationLifetime))
+    }
+}
+
+/// A client's 5-tuple as the server sees it: client address, server address, transport (RFC 8656 §2, §3.1).
+public struct TURNFiveTuple: Hashable, Sendable, CustomStringConvertible {
+    /// The client's transport address (its server-reflexive address).
+    public var client: TransportAddress
+    /// The server address the client talks to.
+    public var server: TransportAddress
+    /// UDP, TCP or TLS between client and server.
+    public var transport: STUNTransport
+
+    /// Creates a 5-tuple.
+    public init(client: TransportAddress, server: TransportAddress, transport: STUNTransport) {
+        self.client = client
+        self.server = server
+        self.transport = transport
+    }
+
+    /// `udp 1.2.3.4:5->5.6.7.8:3478`.
+    public var description: String { "\(transport.rawValue) \(client)->\(server)" }
+}
+
+/// Names one allocation for the life of the server (RFC 8656 §2 "allocation").
+public struct TURNAllocationID: Hashable, Sendable, CustomStringConvertible {
+    /// The number.
+    public let rawValue: UInt64
+    /// Wraps a number.
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    /// `alloc#7`.
+    public var description: String { "alloc#\(rawValue)" }
+}
+
+/// What the I/O layer must do for the server state machine (RFC 8656 §7–12).
+public enum TURNServerAction: Sendable, Equatable {
+    /// Send bytes to the client over the 5-tuple.
+    case sendToClient(TURNFiveTuple, [UInt8])
+    /// Send a datagram from the allocation's relay socket to a peer.
+    case sendToPeer(TURNAllocationID, TransportAddress, [UInt8])
+    /// Open a relay socket for the allocation, then call ``TURNServerStateMachine/relayOpened(_:at:now:)`` or ``TURNServerStateMachine/relayFailed(_:)``.
+    case openRelay(TURNAllocationID, family: TURNAddressFamily, evenPort: Bool)
+    /// Close the allocation's relay socket.
+    case closeRelay(TURNAllocationID)
+}
+
+/// Where a peer's datagram goes: as ChannelData on a bound channel, or in a Data indication (RFC 8656 §11.3, §12.7).
+public enum TURNPeerDelivery: Sendable, Equatable {
+    /// Prefix a ChannelData header for `channel` (padded on streams) and send to the client.
+    case channelData(UInt16, to: TURNFiveTuple)
+    /// Wrap in a Data indication with XOR-PEER-ADDRESS and send to the client.
+    case dataIndication(to: TURNFiveTuple)
+}
+
+/// How a TURN server behaves: who may use it, which peers it reaches, and its quotas (RFC 8656 §21).
+public struct TURNServerConfiguration: Sendable {
+    /// Users and realm.
+    public var credentials: TURNCredentials
+    /// Which peers may be reached.
+    public var peerPolicy: TURNPeerPolicy
+    /// Families the server can allocate relayed addresses in; others earn 440 (RFC 8656 §7.2).
+    public var relayFamilies: Set<TURNAddressFamily>
+    /// Allocations one user may hold at once; more earn 486 Allocation Quota Reached (RFC 8656 §7.2).
+    public var maxAllocationsPerUser: Int
+    /// Allocations the server holds at once; more earn 508 Insufficient Capacity (RFC 8656 §7.2).
+    public var maxAllocations: Int
+    /// Permissions one allocation may hold; more earn 508 (RFC 8656 §10.2).
+    public var maxPermissionsPerAllocation: Int
+    /// Channels one allocation may bind; more earn 508 (RFC 8656 §12.2).
+    public var maxChannelsPerAllocation: Int
+    /// Relayed bytes per second per user, both directions together; excess datagrams are dropped (`nil`: no limit).
+    public var bandwidthPerUser: Double?
+    /// 401/438 challenges one source IP may draw at once (RFC 8656 §21.1.4).
+    public var challengeBurst: Double
+    /// 401/438 challenges per second a source's bucket refills with.
+    public var challengeRatePerSecond: Double
+    /// A fixed nonce secret (several servers, or tests); random when `nil`.
+    public var nonceSecret: [UInt8]?
+    /// Channel numbers ChannelBind accepts; others earn 400. RFC 8656 §12 allows 0x4000–0x4FFF
+    /// (the default); ``rfc5766ChannelNumbers`` re-admits the older 0x4000–0x7FFF for legacy clients.
+    public var channelNumbers: ClosedRange<UInt16> = ChannelNumber.validRange
+    /// The channel range of RFC 5766 §11, which coturn's `turnutils_uclient` still draws from.
+    public static let rfc5766ChannelNumbers: ClosedRange<UInt16> = 0x4000...0x7FFF
+
+    /// Creates a configuration with the defaults: IPv4 and IPv6 relays, 10 allocations per user,
+    /// 10 000 in all, 256 permissions and 256 channels per allocation, 10 MB/s per user,
+    /// challenges in bursts of 32 refilling at 8/s per source.
+    public init(credentials: TURNCredentials, peerPolicy: TURNPeerPolicy = TURNPeerPolicy(),
+                relayFamilies: Set<TURNAddressFamily> = [.ipv4, .ipv6], maxAllocationsPerUser: Int = 10,
+                maxAllocations: Int = 10_000, maxPermissionsPerAllocation: Int = 256, maxChannelsPerAllocation: Int = 256,
+                bandwidthPerUser: Double? = 10_000_000, challengeBurst: Double = 32, challengeRatePerSecond: Double = 8,
+                nonceSecret: [UInt8]? = nil) {
+        self.credentials = credentials
+        self.peerPolicy = peerPolicy
+        self.relayFamilies = relayFamilies
+        self.maxAllocationsPerUser = maxAllocationsPerUser
+        self.maxAllocations = maxAllocations
+        self.maxPermissionsPerAllocation = maxPermissionsPerAllocation
+        self.maxChannelsPerAllocation = maxChannelsPerAllocation
+        self.bandwidthPerUser = bandwidthPerUser
+        self.challengeBurst = challengeBurst
+        self.challengeRatePerSecond = challengeRatePerSecond
+        self.nonceSecret = nonceSecret
+    }
+}
+
+/// What an allocation looks like from outside, for tests and diagnostics (RFC 8656 §3).
+public struct TURNAllocationSnapshot: Sendable, Equatable {
+    /// The allocation.
+    public var id: TURNAllocationID
+    /// The user that created it.
+    public var username: String
+    /// The relayed transport address; `nil` while the relay socket opens.
+    public var relayed: TransportAddress?
+    /// When it expires (seconds since 1970).
+    public var expiry: Double
+    /// Peer IPs with a permission, and when each expires.
+    public var permissions: [IPAddress: Double]
+    /// Bound channels: peer and expiry.
+    public var channels: [UInt16: TURNChannelBinding]
+}
+
+/// One channel binding (RFC 8656 §12).
+public struct TURNChannelBinding: Sendable, Equatable {
+    /// The peer the channel is bound to.
+    public var peer: TransportAddress
+    /// When the binding expires; it stays reserved for ``TURNTimers/channelReuseCooldown`` after.
+    public var expiry: Double
+}
+
+/// The TURN server's allocation logic without I/O: bytes and time in, ``TURNServerAction``s out (RFC 8656 §5–12).
+///
+/// ```
+///  client                 state machine                      I/O layer
+///    | Allocate (no MI) ----->| 401 REALM NONCE (stateless) ------>|
+///    | Allocate (MI) -------->| .openRelay(id) ------------------->| binds a UDP socket
+///    |                        |<------------------ relayOpened(id, at:)
+///    |<----------------------- .sendToClient(success XOR-RELAYED-ADDRESS)
+///    | CreatePermission ----->| 403 for special ranges, else permission (300 s)
+///    | ChannelBind 0x4000 --->| channel (600 s) + permission
+///    | ChannelData ---------->| routeChannelData → (relay, peer) ----> sendmmsg from relay socket
+/// ```
+///
+/// Nothing is stored for a client until its request authenticates: nonces are stateless MACs,
+/// and the only per-source state before that is the bounded 401/438 rate limiter.
+public struct TURNServerStateMachine: Sendable {
+    private struct Allocation {
+        let id: TURNAllocationID
+        let fiveTuple: TURNFiveTuple
+        let username: String
+        let key: [UInt8]
+        let family: TURNAddressFamily
+        let creatingTransaction: STUNTransactionID
+        let creatingHadFingerprint: Bool
+        var grantedLifetime: UInt32
+        var successResponse: [UInt8]?
+        var relayed: TransportAddress?
+        var expiry: Double
+        var permissions: [IPAddress: Double] = [:]
+        var channels: [UInt16: TURNChannelBinding] = [:]
+        var channelByPeer: [TransportAddress: UInt16] = [:]
+    }
+
+    /// The configuration in force.
+    public let configuration: TURNServerConfiguration
+    private let nonces: TURNNonceIssuer
+    private var limiter: TURNChallengeRateLimiter
+    private var allocations: [TURNAllocationID: Allocation] = [:]
+    private var byFiveTuple: [TURNFiveTuple: TURNAllocationID] = [:]
+    private var perUser: [String: Int] = [:]
+    private var bandwidth: [String: TURNByteBucket] = [:]
+    private var nextID: UInt64 = 1
+
+    /// Creates a machine with no allocations.
+    public init(configuration: TURNServerConfiguration) {
+        self.configuration = configuration
+        self.nonces = TURNNonceIssuer(secret: configuration.nonceSecret)
+        self.limiter = TURNChallengeRateLimiter(burst: configuration.challengeBurst,
+                                                ratePerSecond: configuration.challengeRatePerSecond)
+    }
+
+    // MARK: Inspection
+
+    /// Allocations held (including those whose relay socket is still opening).
+    public var allocationCount: Int { allocations.count }
+
+    /// The allocation of a 5-tuple, if any.
+    public func allocation(for fiveTuple: TURNFiveTuple) -> TURNAllocationSnapshot? {
+        byFiveTuple[fiveTuple].flatMap { allocation($0) }
+    }
+
+    /// An allocation by ID, if it exists.
+    public func allocation(_ id: TURNAllocationID) -> TURNAllocationSnapshot? {
+        guard let a = allocations[id] else { return nil }
+        return TURNAllocationSnapshot(id: a.id, username: a.username, relayed: a.relayed, expiry: a.expiry,
+                                      permissions: a.permissions, channels: a.channels)
+    }
+
+    /// The transport an allocation's client uses (the I/O layer pads ChannelData on streams, RFC 8656 §12.5).
+    public func fiveTuple(of id: TURNAllocationID) -> TURNFiveTuple? { allocations[id]?.fiveTuple }
+
+    /// The earliest time ``expire(now:)`` has work to do, if any allocation exists.
+    public var nextDeadline: Double? {
+        allocations.values.map { a in
+            ([a.expiry] + a.permissions.values + a.channels.values.map { $0.expiry + TURNTimers.channelReuseCooldown }).min()!
+        }.min()
+    }
+
+    // MARK: Input from clients
+
+    /// Handles one STUN message or ChannelData frame from a client (RFC 8656 §6–12).
+    public mutating func receiveFromClient(_ bytes: [UInt8], from fiveTuple: TURNFiveTuple, now: Double) -> [TURNServerAction] {
+        guard let first = bytes.first else { return [] }
+        if ChannelData.looksLikeChannelData(first) {
+            guard let frame = try? ChannelData.decode(bytes),
+                  case let (id, peer)? = routeChannelData(channel: frame.channel, length: frame.payload.count, from: fiveTuple, now: now)
+            else { return [] }
+            return [.sendToPeer(id, peer, frame.payload)]
+        }
+        guard let message = try? STUNMessage.decode(bytes), !message.isClassic, message.fingerprintValid != false else { return [] }
+        switch message.messageClass {
+        case .request:
+            return handleRequest(message, bytes: bytes, from: fiveTuple, now: now)
+        case .indication where message.method == .send:
+            return handleSend(message, from: fiveTuple, now: now)
+        default:
+            return []
+        }
+    }
+
+    /// The fast path for ChannelData from a client: the relay and peer to send `length` payload bytes to,
+    /// or `nil` to drop (no such channel, no permission, or over the user's bandwidth) (RFC 8656 §12.6).
+    public mutating func routeChannelData(channel: UInt16, length: Int, from fiveTuple: TURNFiveTuple,
+                                          now: Double) -> (TURNAllocationID, TransportAddress)? {
+        guard let id = byFiveTuple[fiveTuple], let a = allocations[id], a.relayed != nil,
+              let binding = a.channels[channel], binding.expiry > now,
+              let perm = a.permissions[binding.peer.ip], perm > now,
+              takeBandwidth(a.username, length, now: now) else { return nil }
+        return (id, binding.peer)
+    }
+
+    // MARK: Input from peers
+
+    /// The fast path for a datagram from a peer to a relay socket: how to deliver it to the client, or
+    /// `nil` to drop (no permission, or over bandwidth) (RFC 8656 §11.3, §12.7).
+    public mutating func routeFromPeer(_ id: TURNAllocationID, peer: TransportAddress, length: Int, now: Double) -> TURNPeerDelivery? {
+        guard let a = allocations[id], let perm = a.permissions[peer.ip], perm > now,
+              takeBandwidth(a.username, length, now: now) else { return nil }
+        if let c = a.channelByPeer[peer], let b = a.channels[c], b.expiry > now {
+            return .channelData(c, to: a.fiveTuple)
+        }
+        return .dataIndication(to: a.fiveTuple)
+    }
+
+    /// Handles a datagram from a peer and builds the bytes for the client (the slow path of ``routeFromPeer(_:peer:length:now:)``).
+    public mutating func receiveFromPeer(_ id: TURNAllocationID, peer: TransportAddress, bytes: [UInt8], now: Double) -> [TURNServerAction] {
+        switch routeFromPeer(id, peer: peer, length: bytes.count, now: now) {
+        case .channelData(let c, let ft):
+            return [.sendToClient(ft, ChannelData(channel: c, payload: bytes).encode(padded: ft.transport != .udp))]
+        case .dataIndication(let ft):
+            return [.sendToClient(ft, TURNMessages.dataIndication(peer: peer, payload: bytes))]
+        case nil:
+            return []
+        }
+    }
+
+    // MARK: Relay sockets
+
+    /// The relay socket for `id` is bound at `address`: answers the Allocate (RFC 8656 §7.2).
+    public mutating func relayOpened(_ id: TURNAllocationID, at address: TransportAddress, now: Double) -> [TURNServerAction] {
+        guard var a = allocations[id] else { return [.closeRelay(id)] }
+        a.relayed = address
+        var m = STUNMessage(method: .allocate, messageClass: .successResponse, transactionID: a.creatingTransaction)
+        m.append(XORRelayedAddress(address))
+        m.append(Lifetime(seconds: a.grantedLifetime))
+        m.append(XORMappedAddress(a.fiveTuple.client))
+        let bytes = m.encode(integrityKey: a.key, fingerprint: a.creatingHadFingerprint)
+        a.successResponse = bytes
+        allocations[id] = a
+        return [.sendToClient(a.fiveTuple, bytes)]
+    }
+
+    /// No relay socket could be opened for `id`: the Allocate fails with 508 (RFC 8656 §7.2).
+    public mutating func relayFailed(_ id: TURNAllocationID) -> [TURNServerAction] {
+        guard let a = allocations[id] else { return [] }
+        remove(id)
+        var m = STUNMessage(method: .allocate, messageClass: .errorResponse, transactionID: a.creatingTransaction)
+        m.append(ErrorCode(508))
+        return [.sendToClient(a.fiveTuple, m.encode(integrityKey: a.key, fingerprint: a.creatingHadFingerprint))]
+    }
+
+    /// The connection of a TCP or TLS client closed: its allocation goes with it (RFC 8656 §3.1, §7).
+    public mutating func clientDisconnected(_ fiveTuple: TURNFiveTuple) -> [TURNServerAction] {
+        guard let id = byFiveTuple[fiveTuple] else { return [] }
+        remove(id)
+        return [.closeRelay(id)]
+    }
+
+    // MARK: Timers
+
+    /// Expires allocations, permissions and channels whose time has passed (RFC 8656 §7, §9, §12).
+    public mutating func expire(now: Double) -> [TURNServerAction] {
+        var actions: [TURNServerAction] = []
+        for (id, a) in allocations {
+            if a.expiry <= now {
+                remove(id)
+                actions.append(.closeRelay(id))
+                continue
+            }
+            var b = a
+            b.permissions = b.permissions.filter { $0.value > now }
+            for (n, c) in b.channels where c.expiry + TURNTimers.channelReuseCooldown <= now {
+                b.channels[n] = nil
+                b.channelByPeer[c.peer] = nil
+            }
+            allocations[id] = b
+        }
+        return actions
+    }
+
+    // MARK: Requests
+
+    private mutating func handleRequest(_ req: STUNMessage, bytes: [UInt8], from ft: TURNFiveTuple, now: Double) -> [TURNServerAction] {
+        if req.method == .binding {
+            let responder = STUNBindingResponder(addresses: [.primary: ft.server])
+            guard let reply = responder.respond(to: bytes, from: ft.client, on: .primary, transport: ft.transport) else { return [] }
+            return [.sendToClient(ft, reply.bytes)]
+        }
+        let methods: [STUNMethod] = [.allocate, .refresh, .createPermission, .channelBind]
+        guard methods.contains(req.method) else { return reply(req, ft, error: 400, reason: "Unknown method") }
+
+        // RFC 8489 §9.2.4: long-term credential checks, in order.
+        guard req.contains(.messageIntegrity) else { return challenge(req, ft, code: 401, now: now) }
+        guard let username = try? req.attribute(Username.self), let realm = try? req.attribute(Realm.self),
+              let nonce = try? req.attribute(Nonce.self) else {
+            return reply(req, ft, error: 400, reason: "USERNAME, REALM and NONCE are required")
+        }
+        guard nonces.isValid(nonce.text, for: ft.client, now: now) else { return challenge(req, ft, code: 438, now: now) }
+        guard realm.text == configuration.credentials.realm,
+              let key = configuration.credentials.key(for: username.text, now: now),
+              req.verifyMessageIntegrity(key: key) else { return challenge(req, ft, code: 401, now: now) }
+
+        // RFC 8489 §6.3.1: comprehension-required attributes we do not know.
+        let unknown = req.unknownComprehensionRequired(known: STUNAttributeType.turnKnown)
+        if !unknown.isEmpty {
+            return reply(req, ft, error: 420, key: key) { $0.append(UnknownAttributes(unknown)) }
+        }
+        let auth = Auth(username: username.text, key: key)
+        if req.method == .allocate { return allocate(req, ft, auth, now: now) }
+
+        guard let id = byFiveTuple[ft], var a = allocations[id] else { return reply(req, ft, error: 437, key: key) }
+        guard a.username == auth.username else { return reply(req, ft, error: 441, key: key) }
+        switch req.method {
+        case .refresh:
+            return refresh(req, ft, &a, now: now)
+        case .createPermission:
+            return createPermission(req, ft, &a, now: now)
+        default:
+            return channelBind(req, ft, &a, now: now)
+        }
+    }
+
+    private struct Auth {
+        var username: String
+        var key: [UInt8]
+    }
+
+    private mutating func allocate(_ req: STUNMessage, _ ft: TURNFiveTuple, _ auth: Auth, now: Double) -> [TURNServerAction] {
+        let key = auth.key
+        if let id = byFiveTuple[ft], let a = allocations[id] {
+            // A retransmission of the request that created it gets the same answer (RFC 8656 §7.2).
+            guard a.creatingTransaction == req.transactionID else { return reply(req, ft, error: 437, key: key) }
+            return a.successResponse.map { [.sendToClient(ft, $0)] } ?? []
+        }
+        let transport: RequestedTransport?
+        let evenPort: EvenPort?
+        let family: RequestedAddressFamily?
+        let lifetime: Lifetime?
+        do {
+            transport = try req.attribute(RequestedTransport.self)
+            evenPort = try req.attribute(EvenPort.self)
+            family = try req.attribute(RequestedAddressFamily.self)
+            lifetime = try req.attribute(Lifetime.self)
+            _ = try req.attribute(DontFragment.self)
+            _ = try req.attribute(ReservationToken.self)
+        } catch {
+            return reply(req, ft, error: 400, reason: "\(error)", key: key)
+        }
+        guard let transport else { return reply(req, ft, error: 400, reason: "REQUESTED-TRANSPORT is required", key: key) }
+        guard transport == .udp else { return reply(req, ft, error: 442, key: key) }
+        if req.contains(.reservationToken) {
+            if evenPort != nil || family != nil {
+                return reply(req, ft, error: 400, reason: "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY", key: key)
+            }
+            // This server never reserves ports, so no token is valid (RFC 8656 §7.2).
+            return reply(req, ft, error: 508, reason: "No such reservation", key: key)
+        }
+        if evenPort?.reserveNext == true { return reply(req, ft, error: 508, reason: "Port reservation not offered", key: key) }
+        let f: TURNAddressFamily
+        if let family {
+            guard let known = family.family else { return reply(req, ft, error: 440, key: key) }
+            f = known
+        } else {
+            f = .ipv4
+        }
+        guard configuration.relayFamilies.contains(f) else { return reply(req, ft, error: 440, key: key) }
+        guard perUser[auth.username, default: 0] < configuration.maxAllocationsPerUser else {
+            return reply(req, ft, error: 486, key: key)
+        }
+        guard allocations.count < configuration.maxAllocations else { return reply(req, ft, error: 508, key: key) }
+
+        let granted = TURNTimers.grantedLifetime(requested: lifetime?.seconds ?? UInt32(TURNTimers.defaultAllocationLifetime))
+        let id = TURNAllocationID(nextID)
+        nextID += 1
+        allocations[id] = Allocation(id: id, fiveTuple: ft, username: auth.username, key: key, family: f,
+                                     creatingTransaction: req.transactionID, creatingHadFingerprint: req.fingerprintValid != nil,
+                                     grantedLifetime: granted, expiry: now + Double(granted))
+        byFiveTuple[ft] = id
+        perUser[auth.username, default: 0] += 1
+        if perUser[auth.username] == 1, let rate = configuration.bandwidthPerUser {
+            bandwidth[auth.username] = TURNByteBucket(bytesPerSecond: rate, now: now)
+        }
+        return [.openRelay(id, family: f, evenPort: evenPort != nil)]
+    }
+
+    private mutating func refresh(_ req: STUNMessage, _ ft: TURNFiveTuple, _ a: inout Allocation, now: Double) -> [TURNServerAction] {
+        let requested: UInt32?
+        do {
+            if let f = try req.attribute(RequestedAddressFamily.self), f.family != a.family {
+                return reply(req, ft, error: 443, key: a.key)
+            }
+            requested = try req.attribute(Lifetime.self)?.seconds
+        } catch {
+            return reply(req, ft, error: 400, reason: "\(error)", key: a.key)
+        }
+        let granted = TURNTimers.grantedLifetime(requested: requested)
+        if granted == 0 {
+            remove(a.id)
+            return reply(req, ft, key: a.key) { $0.append(Lifetime(seconds: 0)) } + [.closeRelay(a.id)]
+        }
+        a.expiry = now + Double(granted)
+        allocations[a.id] = a
+        return reply(req, ft, key: a.key) { $0.append(Lifetime(seconds: granted)) }
+    }
+
+    /// Checks a peer for an allocation: family (443), then the peer policy (403).
+    private func peerError(_ peer: TransportAddress, _ a: Allocation) -> Int? {
+        guard TURNAddressFamily(of: peer.ip) == a.family else { return 443 }
+        guard configuration.peerPolicy.permits(peer.ip) else { return 403 }
+        return nil
+    }
+
+    private mutating func createPermission(_ req: STUNMessage, _ ft: TURNFiveTuple, _ a: inout Allocation,
+                                           now: Double) -> [TURNServerAction] {
+        var peers: [TransportAddress] = []
+        for raw in req.attributes where raw.type == .xorPeerAddress {
+            guard let p = try? XORPeerAddress(stunValue: raw.value[...], transactionID: req.transactionID) else {
+                return reply(req, ft, error: 400, reason: "Malformed XOR-PEER-ADDRESS", key: a.key)
+            }
+            peers.append(p.address)
+        }
+        guard !peers.isEmpty else { return reply(req, ft, error: 400, reason: "XOR-PEER-ADDRESS is required", key: a.key) }
+        for p in peers {
+            if let e = peerError(p, a) { return reply(req, ft, error: e, key: a.key) }
+        }
+        let added = Set(peers.map(\.ip)).subtracting(a.permissions.keys).count
+        guard a.permissions.count + added <= configuration.maxPermissionsPerAllocation else {
+            return reply(req, ft, error: 508, reason: "Too many permissions", key: a.key)
+        }
+        for p in peers { a.permissions[p.ip] = now + TURNTimers.permissionLifetime }
+        allocations[a.id] = a
+        return reply(req, ft, key: a.key)
+    }
+
+    private mutating func channelBind(_ req: STUNMessage, _ ft: TURNFiveTuple, _ a: inout Allocation, now: Double) -> [TURNServerAction] {
+        let number: ChannelNumber?
+        let peerAttr: XORPeerAddress?
+        do {
+            number = try req.attribute(ChannelNumber.self)
+            peerAttr = try req.attribute(XORPeerAddress.self)  // duplicates: the first wins
+        } catch {
+            return reply(req, ft, error: 400, reason: "\(error)", key: a.key)
+        }
+        guard let number, let peer = peerAttr?.address else {
+            return reply(req, ft, error: 400, reason: "CHANNEL-NUMBER and XOR-PEER-ADDRESS are required", key: a.key)
+        }
+        guard configuration.channelNumbers.contains(number.number) else {
+            return reply(req, ft, error: 400, reason: "Channel number out of range", key: a.key)
+        }
+        if let e = peerError(peer, a) { return reply(req, ft, error: e, key: a.key) }
+        if let bound = a.channels[number.number], bound.peer != peer {
+            return reply(req, ft, error: 400, reason: "Channel bound to another peer", key: a.key)
+        }
+        if let c = a.channelByPeer[peer], c != number.number {
+            return reply(req, ft, error: 400, reason: "Peer bound to another channel", key: a.key)
+        }
+        if a.channels[number.number] == nil, a.channels.count >= configuration.maxChannelsPerAllocation {
+            return reply(req, ft, error: 508, reason: "Too many channels", key: a.key)
+        }
+        if a.permissions[peer.ip] == nil, a.permissions.count >= configuration.maxPermissionsPerAllocation {
+            return reply(req, ft, error: 508, reason: "Too many permissions", key: a.key)
+        }
+        a.channels[number.number] = TURNChannelBinding(peer: peer, expiry: now + TURNTimers.channelLifetime)
+        a.channelByPeer[peer] = number.number
+        a.permissions[peer.ip] = now + TURNTimers.permissionLifetime
+        allocations[a.id] = a
+        return reply(req, ft, key: a.key)
+    }
+
+    private mutating func handleSend(_ ind: STUNMessage, from ft: TURNFiveTuple, now: Double) -> [TURNServerAction] {
+        guard let id = byFiveTuple[ft], let a = allocations[id], a.relayed != nil,
+              let peer = try? ind.attribute(XORPeerAddress.self), let data = try? ind.attribute(DataAttribute.self),
+              let perm = a.permissions[peer.address.ip], perm > now,
+              takeBandwidth(a.username, data.bytes.count, now: now) else { return [] }
+        return [.sendToPeer(id, peer.address, data.bytes)]
+    }
+
+    // MARK: Helpers
+
+    private mutating func takeBandwidth(_ user: String, _ bytes: Int, now: Double) -> Bool {
+        guard configuration.bandwidthPerUser != nil else { return true }
+        return bandwidth[user]?.take(bytes, now: now) ?? false
+    }
+
+    private mutating func remove(_ id: TURNAllocationID) {
+        guard let a = allocations.removeValue(forKey: id) else { return }
+        byFiveTuple[a.fiveTuple] = nil
+        let left = perUser[a.username, default: 1] - 1
+        perUser[a.username] = left > 0 ? left : nil
+        if left <= 0 { bandwidth[a.username] = nil }
+    }
+
+    /// A 401 or 438 with REALM and a fresh NONCE, unsigned; dropped when the source has drawn too many (RFC 8489 §9.2.4).
+    private mutating func challenge(_ req: STUNMessage, _ ft: TURNFiveTuple, code: Int, now: Double) -> [TURNServerAction] {
+        guard limiter.allow(ft.client.ip, now: now) else { return [] }
+        let nonce = nonces.issue(for: ft.client, now: now)
+        let realm = configuration.credentials.realm
+        return reply(req, ft, error: code) {
+            $0.append(Realm(realm))
+            $0.append(Nonce(nonce))
+        }
+    }
+
+    /// A response to `req`: success, or an error with `error` as its code; signed when `key` is given.
+    private func reply(_ req: STUNMessage, _ ft: TURNFiveTuple, error: Int? = nil, reason: String? = nil, key: [UInt8]? = nil,
+                       _ build: (inout STUNMessage) -> Void = { _ in }) -> [TURNServerAction] {
+        var m = STUNMessage(method: req.method, messageClass: error == nil ? .successResponse : .errorResponse,
+                            transactionID: req.transactionID)
+        if let error { m.append(ErrorCode(error, reason: reason)) }
+        build(&m)
+        return [.sendToClient(ft, m.encode(integrityKey: key, fingerprint: req.fingerprintValid != nil))]
+    }
+}
+
+/// Builders for TURN's indications (RFC 8656 §11).
+public enum TURNMessages {
+    /// A Data indication carrying `payload` from `peer` (RFC 8656 §11.3).
+    public static func dataIndication(peer: TransportAddress, payload: [UInt8]) -> [UInt8] {
+        indication(.data, peer: peer, payload: payload)
+    }
+
+    /// A Send indication carrying `payload` to `peer` (RFC 8656 §11.1).
+    public static func sendIndication(peer: TransportAddress, payload: [UInt8]) -> [UInt8] {
+        indication(.send, peer: peer, payload: payload)
+    }
+
+    private static func indication(_ method: STUNMethod, peer: TransportAddress, payload: [UInt8]) -> [UInt8] {
+        var m = STUNMessage(method: method, messageClass: .indication)
+        m.append(XORPeerAddress(peer))
+        m.append(DataAttribute(payload))
+        return m.encode()
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import NIOSSL
+import STUNLite
+import TURNLite
+
+extension Trav {
+    /// `trav relay`: a TURN relay (RFC 8656) in the foreground until SIGINT/SIGTERM.
+    struct RelayCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "relay",
+            abstract: "Run a TURN relay (RFC 8656) over UDP, TCP and TLS with long-term credentials.")
+
+        @Option(help: "IP address to listen on (and to relay from).") var listen: String
+        @Option(help: "UDP and TCP port.") var port: UInt16 = 3478
+        @Option(help: "TLS port (0: no TLS).") var tlsPort: UInt16 = 5349
+        @Option(help: "TLS certificate chain (PEM); without it a self-signed one is made.") var tlsCert: String?
+        @Option(help: "TLS private key (PEM), with --tls-cert.") var tlsKey: String?
+        @Option(name: .customLong("user"), help: "A static user as NAME:PASSWORD (repeatable).") var users: [String] = []
+        @Option(help: "REALM for long-term credentials.") var realm: String = "trav"
+        @Option(help: "Shared secret for TURN REST credentials (username EXPIRY:LABEL).") var secret: String?
+        @Option(name: .customLong("relay-allow-peers"), parsing: .upToNextOption,
+                help: "CIDRs of peers allowed despite being special (loopback, private, ...).")
+        var allowPeers: [String] = []
+        @Option(help: "Allocations one user may hold at once.") var userQuota: Int = 10
+        @Option(help: "Relayed bytes per second per user (0: unlimited).") var userBandwidth: Double = 10_000_000
+        @Flag(help: "Accept RFC 5766 channel numbers 0x4000-0x7FFF (coturn's turnutils_uclient draws from them).")
+        var legacyChannelRange = false
+        @OptionGroup var common: CommonOptions
+
+        func validate() throws {
+            guard IPAddress(listen) != nil else { throw ValidationError("--listen must be an IP address") }
+            guard !users.isEmpty || secret != nil else { throw ValidationError("give at least one --user NAME:PASSWORD or --secret") }
+            for u in users where !u.contains(":") || u.hasPrefix(":") {
+                throw ValidationError("--user must be NAME:PASSWORD, got \(u)")
+            }
+            for c in allowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
+            if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+        }
+
+        func run() async throws {
+            let logger = common.logger("trav.relay")
+            let ip = IPAddress(listen)!
+            var userMap: [String: String] = [:]
+            for u in users {
+                let parts = u.split(separator: ":", maxSplits: 1)
+                userMap[String(parts[0])] = String(parts[1])
+            }
+            var tls: (port: UInt16, context: NIOSSLContext)?
+            if tlsPort != 0 {
+                let config = if let tlsCert, let tlsKey {
+                    try TURNTLS.serverConfiguration(certificatePEMFile: tlsCert, privateKeyPEMFile: tlsKey)
+                } else {
+                    try TURNTLS.selfSignedServerConfiguration(ipAddresses: [ip])
+                }
+                tls = (tlsPort, try NIOSSLContext(configuration: config))
+            }
+            var settings = TURNServerConfiguration(
+                credentials: TURNCredentials(realm: realm, users: userMap, restSecret: secret),
+                peerPolicy: TURNPeerPolicy(allowed: allowPeers.compactMap { IPPrefix($0) }),
+                maxAllocationsPerUser: userQuota, bandwidthPerUser: userBandwidth > 0 ? userBandwidth : nil)
+            if legacyChannelRange { settings.channelNumbers = TURNServerConfiguration.rfc5766ChannelNumbers }
+            let server = try await TURNServer.start(.init(listenIP: ip, port: port, tls: tls, server: settings), logger: logger)
+            var line = "relay udp \(server.udpAddress)"
+            if let t = server.tcpAddress { line += " tcp \(t)" }
+            if let t = server.tlsAddress { line += " tls \(t)" }
+            print(line + " realm \(realm)")
+            await waitForTermination()
+            await server.shutdown()
+        }
+    }
+}
