@@ -78,6 +78,7 @@ let package = Package(
             dependencies: [
                 "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -15,6 +15,8 @@ extension Trav {
         @Option(name: .customLong("tcp-port"), help: "TCP port to try a Binding on (repeatable; default: the server's port).")
         var tcpPorts: [UInt16] = []
         @Flag(help: "Skip the TCP test.") var noTCP = false
+        @Option(help: "Also check that a TLS handshake with the server's host on this port works (e.g. the cloud's 5349 or 443).")
+        var tlsPort: UInt16?
         @Flag(help: "Measure how long an idle UDP mapping lives, by bisection (slow: up to --lifetime-budget seconds).")
         var lifetime = false
         @Option(help: "Longest idle time the lifetime bisection tries, in seconds.")
@@ -45,7 +47,10 @@ extension Trav {
                 tcpPorts: noTCP ? [] : (tcpPorts.isEmpty ? nil : tcpPorts), lifetime: lifetime,
                 lifetimeMaxSeconds: lifetimeMax, lifetimeResolutionSeconds: lifetimeResolution,
                 lifetimeBudgetSeconds: lifetimeBudget)
-            let report = await NATProbe.run(server: target, options: options)
+            var report = await NATProbe.run(server: target, options: options)
+            if let tlsPort {
+                report.tls = await tlsHandshakeWorks(TransportAddress(ip: target.ip, port: tlsPort)) ? .yes : .no
+            }
             if json {
                 try printJSON(report)
             } else {
