@@ -66,10 +66,15 @@ struct LabRun {
         }
     }
 
-    /// Starts `trav cloud` on the lab's two cloud addresses and waits until its TLS port listens.
-    func startCloud() throws -> LabProcess {
+    /// The lab's "internet" (TEST-NET-3), where the cloud's relay allocates and must be allowed to send.
+    static let internetPrefix = "203.0.113.0/24"
+
+    /// Starts `trav cloud` on the lab's two cloud addresses (its relay allowed to reach the lab's
+    /// internet) and waits until its TLS port listens.
+    func startCloud(_ extra: [String] = []) throws -> LabProcess {
         let a = lab.cloudAddresses
-        let p = try lab.spawn(host: "cloud", [Self.trav, "cloud", "--listen", a[0], "--alternate-ip", a[1], "--data", dir])
+        let p = try lab.spawn(host: "cloud", [Self.trav, "cloud", "--listen", a[0], "--alternate-ip", a[1], "--data", dir,
+                                              "--relay-allow-peers", Self.internetPrefix] + extra)
         return p
     }
 
