@@ -78,13 +78,6 @@ public struct TLSRelay: TraversalStrategy {
             throw StrategyError(code: .notApplicable, detail: "the cloud issued no relay grant")
         }
         let link = try await RelayLink.open(grant: grant, strategy: self, token: context.sessionToken, logger: context.logger)
-        do {
-            // The viewer's relayed address will be on this relay's IP (RFC 8656 §9: permissions ignore ports).
-            try await link.client.createPermission(for: [link.allocation.relayed])
-        } catch {
-            await link.close()
-            throw StrategyError(code: .failed, detail: "relay permission: \(error)")
-        }
         return PreparedTLSRelay(strategy: self, link: link)
     }
 
@@ -164,7 +157,7 @@ final class RelayLink: Sendable {
     }
     private let tasks = Mutex<[Task<Void, Never>]>([])
 
-    /// Connects to the grant's relay and allocates.
+    /// Connects to the grant's relay, allocates, and permits the relay's own IP (where the peer's allocation is).
     static func open(grant: RelayGrant, strategy: TLSRelay, token: [UInt8], logger: Logger) async throws -> RelayLink {
         guard let found = strategy.server(in: grant) else {
             throw StrategyError(code: .notApplicable, detail: "the relay grant offers no \(strategy.transport.rawValue) URL: \(grant.urls)")
@@ -179,6 +172,14 @@ final class RelayLink: Sendable {
             throw CancellationError()
         } catch {
             throw StrategyError(code: .failed, detail: "relay \(server) allocation: \(error)")
+        }
+        do {
+            // The peer's relayed address is on this relay's IP too (RFC 8656 §9: permissions ignore ports).
+            try await client.createPermission(for: [allocation.relayed])
+        } catch {
+            await client.close()
+            if error is CancellationError { throw error }
+            throw StrategyError(code: .failed, detail: "relay \(server) permission: \(error)")
         }
         logger.debug("relay allocated", metadata: ["relayed": "\(allocation.relayed)", "server": "\(server)"])
         return RelayLink(client: client, allocation: allocation, server: server, via: strategy.transport.rawValue, token: token)
