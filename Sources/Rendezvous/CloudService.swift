@@ -19,6 +19,9 @@ public final class CloudService: Sendable {
         /// Default relay TLS port: next to the signalling's 5349, which the cloud already holds.
         public static let defaultTLSPort: UInt16 = 5350
 
+        /// IP address the relay listens and allocates on; `nil`: the cloud's listen IP. A second
+        /// address lets the relay's TLS share port 443 with the signalling (networks that allow only 443).
+        public var listenIP: String?
         /// UDP and TCP port of the relay (0 picks a free one).
         public var port: UInt16
         /// TLS port of the relay, with the cloud's certificate (0 picks a free one; `nil`: no TLS).
@@ -29,8 +32,9 @@ public final class CloudService: Sendable {
         public var grantLifetime: Duration
 
         /// A relay on ports 3479 (UDP/TCP) and 5350 (TLS), special ranges refused, grants valid for an hour.
-        public init(port: UInt16 = Self.defaultPort, tlsPort: UInt16? = Self.defaultTLSPort, allowedPeers: [IPPrefix] = [],
-                    grantLifetime: Duration = RelayGrantIssuer.defaultLifetime) {
+        public init(listenIP: String? = nil, port: UInt16 = Self.defaultPort, tlsPort: UInt16? = Self.defaultTLSPort,
+                    allowedPeers: [IPPrefix] = [], grantLifetime: Duration = RelayGrantIssuer.defaultLifetime) {
+            self.listenIP = listenIP
             self.port = port
             self.tlsPort = tlsPort
             self.allowedPeers = allowedPeers
@@ -131,7 +135,10 @@ public final class CloudService: Sendable {
         var relay: TURNServer?
         do {
             if let relayConfiguration = configuration.relay {
-                let (server, issuer) = try await startRelay(relayConfiguration, listenIP: listenIP, certificatePath: certificatePath,
+                guard let relayIP = IPAddress(relayConfiguration.listenIP ?? configuration.listenIP) else {
+                    throw CertificateSetupError(code: .invalidName, detail: "\(relayConfiguration.listenIP ?? "") is not an IP address")
+                }
+                let (server, issuer) = try await startRelay(relayConfiguration, listenIP: relayIP, certificatePath: certificatePath,
                                                             keyPath: keyPath, group: group, logger: logger)
                 relay = server
                 rendezvousConfiguration.relayGrants = issuer

@@ -15,10 +15,10 @@ import Traversal
 ///   prepare: Allocate ─────────────────────────►│
 ///            CreatePermission(relay's own IP) ─►│   (permissions are per IP, RFC 8656 §9: every
 ///            answer offers `relayed R_cam` ─────┼──► cloud ──►          allocation on this relay shares it)
-///                                               │◄──────────────────── connect: Allocate, ChannelBind(R_cam)
+///                                               │◄──────────────────── connect: Allocate, CreatePermission(relay IP)
 ///            ◄── ping(token) from R_view ───────│◄──────────────────── ping(token) to R_cam, paced
 ///            pong(token) to R_view ────────────►│────────────────────► pong: path proven both ways
-///            ChannelBind(R_view)                │                      secure handshake (viewer first)
+///            ChannelBind(R_view)                │                      ChannelBind(R_cam); secure handshake
 /// ```
 ///
 /// The relay sees only the peers' end-to-end encrypted session. It starts ``startDelay`` after the
@@ -285,7 +285,6 @@ final class PreparedTLSRelay: PreparedStrategy {
     let strategy: TLSRelay
     let candidates: [Candidate]
     private let owned = Mutex<[RelayLink]>([])
-    private let handedOver = Mutex<Bool>(false)
     private let link: RelayLink?
 
     init(strategy: TLSRelay, link: RelayLink?) {
@@ -337,7 +336,6 @@ final class PreparedTLSRelay: PreparedStrategy {
     }
 
     private func hand(_ link: RelayLink, peer: TransportAddress) -> RelayPeerTransport {
-        handedOver.withLock { $0 = true }
         owned.withLock { $0.removeAll { $0 === link } }
         link.keepChannel(to: peer)
         return RelayPeerTransport(link: link, peer: peer)

@@ -24,6 +24,8 @@ extension Trav {
         @Option(help: "Server certificate (PEM) instead of the generated one.") var tlsCert: String?
         @Option(help: "Private key (PEM) of --tls-cert.") var tlsKey: String?
         @Option(help: "Extra DNS name cameras may dial (repeatable).") var name: [String] = []
+        @Option(help: "IP address of the relay (default: --listen); one of the cloud's names, for its certificate.")
+        var relayListen: String?
         @Option(help: "Relay port (UDP and TCP).") var relayPort: UInt16 = CloudService.RelayConfiguration.defaultPort
         @Option(name: .customLong("relay-tls-port"), help: "Relay TLS port (0: no TLS).") var relayTLSPort: UInt16 = CloudService.RelayConfiguration.defaultTLSPort
         @Option(name: .customLong("relay-allow-peers"), parsing: .upToNextOption,
@@ -38,6 +40,7 @@ extension Trav {
             guard IPAddress(listen) != nil else { throw ValidationError("--listen must be an IP address") }
             if let a = alternateIP, IPAddress(a) == nil { throw ValidationError("--alternate-ip must be an IP address") }
             guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+            if let r = relayListen, IPAddress(r) == nil { throw ValidationError("--relay-listen must be an IP address") }
             for c in relayAllowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
             guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-seconds must be positive") }
         }
@@ -47,7 +50,7 @@ extension Trav {
             let cloud = try await CloudService.start(
                 .init(listenIP: listen, alternateIP: alternateIP, dataDirectory: data, stunPort: stunPort, tlsPort: tlsPort,
                       tlsCertificatePath: tlsCert, tlsKeyPath: tlsKey, extraNames: name,
-                      relay: noRelay ? nil : .init(port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
+                      relay: noRelay ? nil : .init(listenIP: relayListen, port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
                                                    allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
                                                    grantLifetime: .seconds(relayGrantSeconds))),
                 logger: logger)

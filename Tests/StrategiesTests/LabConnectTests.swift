@@ -56,6 +56,10 @@ struct LabRun {
     let lab: Lab
     let dir: String
     let password = "lab-password"
+    /// The cloud's signalling TLS port (`trav cloud --tls-port`).
+    var cloudPort: UInt16 = 5349
+    /// `IP:PORT` of the cloud's signalling, for `--cloud`.
+    var cloudTarget: String { "\(lab.cloudAddresses[0]):\(cloudPort)" }
 
     static func with(sites: [LabSite], _ body: (LabRun) async throws -> Void) async throws {
         let dir = NSTemporaryDirectory() + "trav-lab-" + UUID().uuidString.prefix(8)
@@ -80,13 +84,13 @@ struct LabRun {
 
     /// Creates an identity, starts `trav camera` on `host`, and returns its UID once it is registered.
     func startCamera(on host: String, strategies: String? = nil) async throws -> String {
-        try await lab.waitForListener(host: "cloud", port: 5349, udp: false, timeout: .seconds(20))
+        try await lab.waitForListener(host: "cloud", port: cloudPort, udp: false, timeout: .seconds(20))
         let key = "\(dir)/\(host).key"
         let made = try await lab.run(host: host, [Self.trav, "identity", "new", "--out", key])
         guard made.succeeded, let uid = made.stdout.split(whereSeparator: \.isWhitespace).first(where: { $0.hasPrefix("TRAV-") }) else {
             throw LabRunError("identity new failed: \(made)")
         }
-        var args = [Self.trav, "camera", "--identity", key, "--cloud", lab.cloudAddresses[0], "--cloud-ca", "\(dir)/ca.pem",
+        var args = [Self.trav, "camera", "--identity", key, "--cloud", cloudTarget, "--cloud-ca", "\(dir)/ca.pem",
                     "--password", password]
         if let strategies { args += ["--strategies", strategies] }
         let camera = try lab.spawn(host: host, args)
@@ -114,7 +118,7 @@ struct LabRun {
 
     /// Runs `trav connect --json` on `host` and decodes its report.
     func connect(from host: String, to uid: String, strategies: String? = nil, timeout: Double = 10) async throws -> Result {
-        var args = [Self.trav, "connect", uid, "--cloud", lab.cloudAddresses[0], "--cloud-ca", "\(dir)/ca.pem",
+        var args = [Self.trav, "connect", uid, "--cloud", cloudTarget, "--cloud-ca", "\(dir)/ca.pem",
                     "--password", password, "--json", "--echo-bytes", "4000", "--connect-timeout", "\(timeout)"]
         if let strategies { args += ["--strategies", strategies] }
         let r = try await lab.run(host: host, args, timeout: .seconds(Int64(timeout) + 30))

@@ -8,6 +8,8 @@ struct LabRelayTests {
     static let sites: [LabSite] = [
         LabSite("sym", .symmetric), LabSite("symb", .symmetric), LabSite("udpb", .udpBlocked), LabSite("udpbb", .udpBlocked),
     ]
+    /// Port 443: the only one a `tcp443-only` network lets out.
+    static let httpsPort: UInt16 = 443
 
     @Test(arguments: zip(["sym", "udpb"], ["symb", "udpbb"]))
     func pairsWithoutADirectPathFallBackToTheRelay(_ camera: String, _ viewer: String) async throws {
@@ -18,6 +20,21 @@ struct LabRelayTests {
             #expect(r.connected && r.echoVerified, "\(camera) camera × \(viewer) viewer: \(r)")
             #expect(r.path == "tls-relay", "\(camera) camera × \(viewer) viewer: \(r)")
             #expect(r.attempts.contains { $0.strategy == "udp-hole-punch" && $0.outcome != "connected" }, "\(r)")
+        }
+    }
+
+    @Test func tcp443OnlyPairConnectsThroughTheRelaysTLSOnPort443() async throws {
+        // Signalling and the relay's TLS both on 443, on the cloud's two addresses.
+        try await LabRun.with(sites: [LabSite("t443", .tcp443Only), LabSite("t443b", .tcp443Only)]) { lab in
+            var run = lab
+            run.cloudPort = Self.httpsPort
+            let a = run.lab.cloudAddresses
+            _ = try run.startCloud(["--tls-port", "\(Self.httpsPort)", "--relay-listen", a[1], "--relay-tls-port", "\(Self.httpsPort)"])
+            try await run.lab.waitForListener(host: "cloud", port: Self.httpsPort, udp: false, timeout: .seconds(20))
+            let uid = try await run.startCamera(on: "t443-h1")
+            let r = try await run.connect(from: "t443b-h1", to: uid)
+            #expect(r.connected && r.echoVerified, "tcp443-only × tcp443-only: \(r)")
+            #expect(r.path == "tls-relay", "tcp443-only × tcp443-only: \(r)")
         }
     }
 }

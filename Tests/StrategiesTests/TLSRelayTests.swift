@@ -11,6 +11,9 @@ import Traversal
 @Suite(.serialized) struct TLSRelayTests {
     static let camera = DeviceIdentity.generate()
 
+    /// Gathering includes the camera's TLS connection and Allocate: generous, for a loaded CI machine.
+    static let gatherTimeout: Duration = .seconds(5)
+
     static var quiet: Logger {
         var logger = Logger(label: "trav.test")
         logger.logLevel = .warning
@@ -39,7 +42,7 @@ import Traversal
     static func withCamera(_ endpoint: CloudEndpoint, caPath: String, strategies: [any TraversalStrategy],
                            _ body: () async throws -> Void) async throws {
         let signalling = try await CloudClient.camera(identity: camera, endpoint: endpoint, logger: quiet)
-        let connector = Connector(configuration: .init(identity: camera, strategies: strategies, logger: quiet))
+        let connector = Connector(configuration: .init(identity: camera, strategies: strategies, gatherTimeout: gatherTimeout, logger: quiet))
         let connections = connector.serve([signalling.introductions], access: try .password("secret", parameters: testCost))
         let server = Task {
             await withTaskGroup(of: Void.self) { group in
@@ -69,7 +72,8 @@ import Traversal
             let ca = cloud.caPath!
             let strategy = TLSRelay(transport: transport, trustedCAPath: ca)
             try await Self.withCamera(endpoint, caPath: ca, strategies: [strategy]) {
-                let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [strategy], logger: Self.quiet))
+                let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [strategy], gatherTimeout: Self.gatherTimeout,
+                                                               logger: Self.quiet))
                 let c = try await viewer.connect(to: Self.camera.deviceID, via: CloudClient.viewer(endpoint: endpoint, logger: Self.quiet),
                                                  credential: .password("secret"))
                 #expect(c.path == "tls-relay")
