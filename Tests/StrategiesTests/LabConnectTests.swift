@@ -84,7 +84,7 @@ struct LabRun {
 
     /// Creates an identity, starts `trav camera` on `host`, and returns its UID once it is registered.
     func startCamera(on host: String, strategies: String? = nil) async throws -> String {
-        try await lab.waitForListener(host: "cloud", port: cloudPort, udp: false, timeout: .seconds(20))
+        try await lab.waitForListener(host: "cloud", port: Int(cloudPort), udp: false, timeout: .seconds(20))
         let key = "\(dir)/\(host).key"
         let made = try await lab.run(host: host, [Self.trav, "identity", "new", "--out", key])
         guard made.succeeded, let uid = made.stdout.split(whereSeparator: \.isWhitespace).first(where: { $0.hasPrefix("TRAV-") }) else {

@@ -30,7 +30,7 @@ struct LabRelayTests {
             run.cloudPort = Self.httpsPort
             let a = run.lab.cloudAddresses
             _ = try run.startCloud(["--tls-port", "\(Self.httpsPort)", "--relay-listen", a[1], "--relay-tls-port", "\(Self.httpsPort)"])
-            try await run.lab.waitForListener(host: "cloud", port: Self.httpsPort, udp: false, timeout: .seconds(20))
+            try await run.lab.waitForListener(host: "cloud", port: Int(Self.httpsPort), udp: false, timeout: .seconds(20))
             let uid = try await run.startCamera(on: "t443-h1")
             let r = try await run.connect(from: "t443b-h1", to: uid)
             #expect(r.connected && r.echoVerified, "tcp443-only × tcp443-only: \(r)")

@@ -51,6 +51,7 @@ import Traversal
                         do {
                             for try await m in c.inbound { try await c.send(m) }
                         } catch {}
+                        await c.close()
                     }
                 }
             }
