@@ -76,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "trav",
             dependencies: [
-                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous",
+                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -30,4 +30,6 @@ if [ -x Scripts/natlab.sh ] && [ "$(id -u)" = 0 ]; then
     Scripts/natlab.sh cleanup-stale >/dev/null 2>&1 || true
 fi
 
+# The lab tests run the `trav` executable in namespaces: build it first.
+swift build --product trav
 exec swift test "$@"

@@ -250,6 +250,31 @@ public struct AccessController<Source: Hashable & Sendable>: Sendable {
         pairedKeys.contains(viewer.rawRepresentation)
     }
 
+    /// How long `viewer` at `source` must wait before a credential is even checked; nil when it may try now.
+    public func admissionDelay(viewer: Curve25519.Signing.PublicKey, source: Source, now: ContinuousClock.Instant) -> Duration? {
+        [viewerLimiter.retryDelay(for: viewer.rawRepresentation, now: now), sourceLimiter.retryDelay(for: source, now: now)]
+            .compactMap { $0 }.max()
+    }
+
+    /// Counts a refused credential against `viewer` and `source`.
+    public mutating func recordFailure(viewer: Curve25519.Signing.PublicKey, source: Source, now: ContinuousClock.Instant) {
+        viewerLimiter.recordFailure(for: viewer.rawRepresentation, now: now)
+        sourceLimiter.recordFailure(for: source, now: now)
+    }
+
+    /// Whether `credential` from `viewer` is valid, without touching the rate limits (the slow
+    /// password check can then run outside any lock); pair with ``admissionDelay(viewer:source:now:)``
+    /// and ``recordFailure(viewer:source:now:)``.
+    public func accepts(_ credential: AccessCredential, from viewer: Curve25519.Signing.PublicKey) -> AccessGrant? {
+        switch credential {
+        case .password(let password):
+            if let passwordVerifier, passwordVerifier.verify(password) { return .password }
+        case .pairedKey:
+            if pairedKeys.contains(viewer.rawRepresentation) { return .pairedKey }
+        }
+        return nil
+    }
+
     /// Checks a credential from `viewer` (its handshake identity) connecting from `source`.
     ///
     /// - Throws: ``AccessControlError`` `.rateLimited` (with ``AccessControlError/retryAfter``)
@@ -259,19 +284,11 @@ public struct AccessController<Source: Hashable & Sendable>: Sendable {
         viewer: Curve25519.Signing.PublicKey, source: Source, credential: AccessCredential,
         now: ContinuousClock.Instant
     ) throws -> AccessGrant {
-        let viewerKey = viewer.rawRepresentation
-        let delays = [viewerLimiter.retryDelay(for: viewerKey, now: now), sourceLimiter.retryDelay(for: source, now: now)]
-        if let delay = delays.compactMap({ $0 }).max() {
+        if let delay = admissionDelay(viewer: viewer, source: source, now: now) {
             throw AccessControlError(code: .rateLimited, detail: "too many failed attempts", retryAfter: delay)
         }
-        switch credential {
-        case .password(let password):
-            if let passwordVerifier, passwordVerifier.verify(password) { return .password }
-        case .pairedKey:
-            if pairedKeys.contains(viewerKey) { return .pairedKey }
-        }
-        viewerLimiter.recordFailure(for: viewerKey, now: now)
-        sourceLimiter.recordFailure(for: source, now: now)
+        if let grant = accepts(credential, from: viewer) { return grant }
+        recordFailure(viewer: viewer, source: source, now: now)
         throw AccessControlError(code: .denied, detail: "\(credential) not accepted")
     }
 }

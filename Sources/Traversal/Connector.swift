@@ -224,9 +224,17 @@ public final class Connector: Sendable {
         channel = opened
         let credential: AccessCredential = hello.kind == "password" ? .password(hello.password ?? "") : .pairedKey
         let source = transport.pathDescription.split(separator: " ").last.map(String.init) ?? transport.pathDescription
-        let verdict: Result<AccessGrant, AccessControlError> = access.controller.withLock { c in
-            Result { try c.authorize(viewer: raced.session.peerIdentity, source: source, credential: credential, now: .now) }
-                .mapError { ($0 as? AccessControlError) ?? AccessControlError(code: .denied, detail: "\($0)") }
+        // Rate limits under the lock; the deliberately slow password check outside it, so one
+        // viewer's scrypt never delays another's admission.
+        let viewer = raced.session.peerIdentity
+        let verdict: Result<AccessGrant, AccessControlError>
+        if let delay = access.controller.withLock({ $0.admissionDelay(viewer: viewer, source: source, now: .now) }) {
+            verdict = .failure(AccessControlError(code: .rateLimited, detail: "too many failed attempts", retryAfter: delay))
+        } else if let grant = access.controller.withLock({ $0 }).accepts(credential, from: viewer) {
+            verdict = .success(grant)
+        } else {
+            access.controller.withLock { $0.recordFailure(viewer: viewer, source: source, now: .now) }
+            verdict = .failure(AccessControlError(code: .denied, detail: "\(credential) not accepted"))
         }
         switch verdict {
         case .failure(let e):
@@ -291,76 +299,104 @@ public final class Connector: Sendable {
         case failed(Int, String, Double, StrategyAttempt.Outcome)
     }
 
+    /// How the race reports to its caller: a winner at once, or that every strategy has ended.
+    private enum RaceEvent: Sendable {
+        case won(RaceResult)
+        case exhausted([StrategyAttempt])
+    }
+
     /// Races the prepared strategies with their start delays; the first whose handshake completes wins.
+    ///
+    /// The winner is returned the moment it is known; the losers are cancelled and cleaned up in
+    /// the background (a TCP connect, for one, only notices cancellation when its attempt ends), so
+    /// they never add to the setup time. Strategies still running then are reported `cancelled`.
     private func race(_ prepared: [Prepared], remote: PeerOffer, context: StrategyContext, started: ContinuousClock.Instant,
                       handshake: @escaping @Sendable (any PeerTransport) async throws -> (SecureSession, [UInt8])) async throws -> RaceResult {
         let raceStart = ContinuousClock.now
         let timeout = configuration.connectTimeout
-        var attempts: [StrategyAttempt] = []
         let logger = configuration.logger
-        let result: RaceResult? = await withTaskGroup(of: Outcome.self) { group in
-            var running = 0
-            for (i, p) in prepared.enumerated() {
-                guard let strategy = p.prepared else {
-                    attempts.append(StrategyAttempt(strategy: p.id, outcome: .failed, ms: 0, error: p.error))
-                    continue
-                }
-                guard remote.strategies.contains(p.id) else {
-                    attempts.append(StrategyAttempt(strategy: p.id, outcome: .skipped, ms: 0, error: "peer has not enabled \(p.id)"))
-                    continue
-                }
-                running += 1
-                group.addTask {
-                    let delay = strategy.startDelay(remote: remote)
-                    do {
-                        try await Task.sleep(for: delay)
-                        let transport = try await withDeadline(timeout - delay) {
-                            try await strategy.connect(remote: remote, context: context)
-                        }
+        let (events, sink) = AsyncStream.makeStream(of: RaceEvent.self)
+        let runner = Task {
+            var attempts: [StrategyAttempt] = []
+            var running = Set<Int>()
+            await withTaskGroup(of: Outcome.self) { group in
+                for (i, p) in prepared.enumerated() {
+                    guard let strategy = p.prepared else {
+                        attempts.append(StrategyAttempt(strategy: p.id, outcome: .failed, ms: 0, error: p.error))
+                        continue
+                    }
+                    guard remote.strategies.contains(p.id) else {
+                        attempts.append(StrategyAttempt(strategy: p.id, outcome: .skipped, ms: 0, error: "peer has not enabled \(p.id)"))
+                        continue
+                    }
+                    running.insert(i)
+                    group.addTask {
+                        let delay = strategy.startDelay(remote: remote)
                         do {
-                            let (session, final) = try await withDeadline(timeout - (ContinuousClock.now - raceStart)) {
-                                try await handshake(transport)
+                            try await Task.sleep(for: delay)
+                            let transport = try await withDeadline(timeout - delay) {
+                                try await strategy.connect(remote: remote, context: context)
                             }
-                            return .won(i, transport, session, final, ms(since: raceStart))
+                            do {
+                                let (session, final) = try await withDeadline(timeout - (ContinuousClock.now - raceStart)) {
+                                    try await handshake(transport)
+                                }
+                                return .won(i, transport, session, final, ms(since: raceStart))
+                            } catch {
+                                await transport.close()
+                                throw error
+                            }
                         } catch {
-                            await transport.close()
-                            throw error
+                            let cancelled = Task.isCancelled
+                            return .failed(i, cancelled ? "cancelled" : "\(error)", ms(since: raceStart), cancelled ? .cancelled : .failed)
                         }
-                    } catch {
-                        let cancelled = Task.isCancelled
-                        return .failed(i, cancelled ? "cancelled" : "\(error)", ms(since: raceStart), cancelled ? .cancelled : .failed)
                     }
                 }
-            }
-            var winner: RaceResult?
-            for await outcome in group {
-                switch outcome {
-                case .won(let i, let transport, let session, let final, let elapsed):
-                    if winner == nil {
+                var decided = false
+                for await outcome in group {
+                    switch outcome {
+                    case .won(let i, let transport, let session, let final, let elapsed):
+                        running.remove(i)
+                        guard !decided else {
+                            await transport.close()
+                            continue
+                        }
+                        decided = true
                         attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: .connected, ms: elapsed, path: transport.pathDescription))
-                        winner = RaceResult(strategy: prepared[i].id, transport: transport, session: session, final: final, attempts: [])
+                        for r in running.sorted() {
+                            attempts.append(StrategyAttempt(strategy: prepared[r].id, outcome: .cancelled, ms: elapsed, error: "cancelled"))
+                        }
                         group.cancelAll()
-                    } else {
-                        attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: .lostRace, ms: elapsed, path: transport.pathDescription))
-                        await transport.close()
+                        sink.yield(.won(RaceResult(strategy: prepared[i].id, transport: transport, session: session,
+                                                   final: final, attempts: attempts)))
+                    case .failed(let i, let error, let elapsed, let outcome):
+                        running.remove(i)
+                        if !decided {
+                            attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: outcome == .cancelled ? .failed : outcome,
+                                                            ms: elapsed, error: error))
+                        }
                     }
-                case .failed(let i, let error, let elapsed, let outcome):
-                    attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: winner == nil ? outcome == .cancelled ? .failed : outcome : .cancelled,
-                                                    ms: elapsed, error: error))
+                }
+                if !decided { sink.yield(.exhausted(attempts)) }
+            }
+            sink.finish()
+        }
+        return try await withTaskCancellationHandler {
+            for await event in events {
+                switch event {
+                case .won(let result):
+                    return result
+                case .exhausted(let attempts):
+                    logger.notice("no path", metadata: ["attempts": "\(attempts.map { "\($0.strategy)=\($0.outcome.rawValue)" })"])
+                    throw TraversalError(code: .noPath, detail: "no strategy reached the peer: " +
+                                         attempts.map { "\($0.strategy): \($0.error ?? $0.outcome.rawValue)" }.joined(separator: "; "),
+                                         attempts: attempts)
                 }
             }
-            _ = running
-            return winner
+            throw CancellationError()
+        } onCancel: {
+            runner.cancel()
         }
-        guard var result else {
-            try Task.checkCancellation()
-            logger.notice("no path", metadata: ["attempts": "\(attempts.map { "\($0.strategy)=\($0.outcome.rawValue)" })"])
-            throw TraversalError(code: .noPath, detail: "no strategy reached the peer: " +
-                                 attempts.map { "\($0.strategy): \($0.error ?? $0.outcome.rawValue)" }.joined(separator: "; "),
-                                 attempts: attempts)
-        }
-        result.attempts = attempts
-        return result
     }
 }
 

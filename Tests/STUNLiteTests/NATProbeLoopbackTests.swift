@@ -46,10 +46,10 @@ import Testing
         let probe = try await STUNUDPClient.bind(to: TransportAddress("127.0.0.1:0")!)
         let silent = probe.localAddress
         await probe.close()
-        let started = ContinuousClock.now
-        let r = await NATProbe.run(server: silent, options: NATProbeOptions(tcpPorts: [], hairpin: false))
-        let took = ContinuousClock.now - started
-        #expect(took < .seconds(4), "took \(took)")
+        let options = NATProbeOptions(tcpPorts: [], hairpin: false)
+        // "Within seconds" is a property of the schedule, not of this machine's load: check the schedule.
+        #expect(options.policy.totalTimeout <= .seconds(3))
+        let r = await NATProbe.run(server: silent, options: options)
         #expect(r.udp == .no)
         #expect(r.natType == .udpBlocked)
     }

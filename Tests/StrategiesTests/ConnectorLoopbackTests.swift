@@ -235,3 +235,26 @@ let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, paralle
         }
     }
 }
+
+/// The probe-based prediction the comparison grid prints beside each measured pair.
+@Suite struct PathPredictionTests {
+    @Test(arguments: [
+        ("port-restricted-cone", "port-restricted-cone", "udp-hole-punch"),
+        ("full-cone", "port-restricted-cone", "stun-discovery"),
+        ("open", "symmetric", "stun-discovery"),
+        ("symmetric", "restricted-cone", "udp-hole-punch"),
+        ("symmetric", "port-restricted-cone", "udp-hole-punch"),
+        ("symmetric", "symmetric", "relay"),
+        ("udp-blocked", "port-restricted-cone", "tcp-simultaneous-open"),
+        ("udp-blocked", "symmetric", "relay"),
+        ("unknown", "port-restricted-cone", "relay"),
+    ])
+    func predictsTheWinner(_ camera: String, _ viewer: String, _ expected: String) {
+        #expect(PathPrediction.predict(camera: camera, viewer: viewer).strategy ?? "relay" == expected)
+    }
+
+    @Test func sameLANAndRestrictedTCPOverrideNATTypes() {
+        #expect(PathPrediction.predict(camera: "symmetric", viewer: "symmetric", sameLAN: true).strategy == "direct-lan")
+        #expect(PathPrediction.predict(camera: "udp-blocked", viewer: "port-restricted-cone", cameraTCP: false).direct == false)
+    }
+}

@@ -3,7 +3,7 @@ import NATLab
 import Testing
 
 /// The camera × viewer matrix over real kernel NAT: which pairs get a direct path, and by which strategy.
-@Suite(.serialized, .enabled(if: LabRun.skipReason == nil, Comment(rawValue: LabRun.skipReason ?? "")))
+@Suite(.serialized, .enabled(if: TravLab.skipReason() == nil, Comment(rawValue: TravLab.skipReason() ?? "")))
 struct LabHolePunchTests {
     struct Pair: Sendable, CustomTestStringConvertible {
         var camera: String
@@ -36,7 +36,7 @@ struct LabHolePunchTests {
 
     @Test func natMatrix() async throws {
         let strategies = "direct-lan,stun-discovery,udp-hole-punch,tcp-simultaneous-open"
-        try await LabRun.with(sites: Self.sites) { run in
+        try await TravLab.with(sites: Self.sites) { run in
             _ = try run.startCloud()
             var uids: [String: String] = [:]
             for camera in Set(Self.pairs.map(\.camera)) {

@@ -3,7 +3,7 @@ import NATLab
 import Testing
 
 /// Pairs no direct strategy can carry, over real kernel NAT: the cloud's relay must (`tls-relay`).
-@Suite(.serialized, .enabled(if: LabRun.skipReason == nil, Comment(rawValue: LabRun.skipReason ?? "")))
+@Suite(.serialized, .enabled(if: TravLab.skipReason() == nil, Comment(rawValue: TravLab.skipReason() ?? "")))
 struct LabRelayTests {
     static let sites: [LabSite] = [
         LabSite("sym", .symmetric), LabSite("symb", .symmetric), LabSite("udpb", .udpBlocked), LabSite("udpbb", .udpBlocked),
@@ -13,7 +13,7 @@ struct LabRelayTests {
 
     @Test(arguments: zip(["sym", "udpb"], ["symb", "udpbb"]))
     func pairsWithoutADirectPathFallBackToTheRelay(_ camera: String, _ viewer: String) async throws {
-        try await LabRun.with(sites: Self.sites) { run in
+        try await TravLab.with(sites: Self.sites) { run in
             _ = try run.startCloud()
             let uid = try await run.startCamera(on: "\(camera)-h1")
             let r = try await run.connect(from: "\(viewer)-h1", to: uid)
@@ -25,12 +25,10 @@ struct LabRelayTests {
 
     @Test func tcp443OnlyPairConnectsThroughTheRelaysTLSOnPort443() async throws {
         // Signalling and the relay's TLS both on 443, on the cloud's two addresses.
-        try await LabRun.with(sites: [LabSite("t443", .tcp443Only), LabSite("t443b", .tcp443Only)]) { lab in
-            var run = lab
-            run.cloudPort = Self.httpsPort
+        try await TravLab.with(sites: [LabSite("t443", .tcp443Only), LabSite("t443b", .tcp443Only)],
+                               signallingPort: Self.httpsPort) { run in
             let a = run.lab.cloudAddresses
-            _ = try run.startCloud(["--tls-port", "\(Self.httpsPort)", "--relay-listen", a[1], "--relay-tls-port", "\(Self.httpsPort)"])
-            try await run.lab.waitForListener(host: "cloud", port: Int(Self.httpsPort), udp: false, timeout: .seconds(20))
+            _ = try run.startCloud(["--relay-listen", a[1], "--relay-tls-port", "\(Self.httpsPort)"])
             let uid = try await run.startCamera(on: "t443-h1")
             let r = try await run.connect(from: "t443b-h1", to: uid)
             #expect(r.connected && r.echoVerified, "tcp443-only × tcp443-only: \(r)")

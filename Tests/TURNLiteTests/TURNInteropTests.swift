@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 import Testing
 import STUNLite
 @testable import NATLab
@@ -160,6 +161,27 @@ struct TURNInteropTests {
     /// range here) or Send/Data indications (`-s`, the server as configured by default).
     static let uclientCases: [(String, Bool)] = [("udp", true), ("tcp", true), ("tls", true), ("udp", false), ("tcp", false), ("tls", false)]
 
+    /// Waits (at most 5 s) until a UDP echo service on 127.0.0.1:`port` echoes a datagram.
+    static func waitForEcho(on port: UInt16) async throws {
+        let probe = try await STUNUDPClient.bind(to: TransportAddress("127.0.0.1:0")!)
+        defer { Task { await probe.close() } }
+        let target = TransportAddress(ip: IPAddress("127.0.0.1")!, port: port)
+        let heard = Mutex(false)
+        let reader = Task {
+            for await (source, _) in probe.otherDatagrams where source == target {
+                heard.withLock { $0 = true }
+                return
+            }
+        }
+        defer { reader.cancel() }
+        for _ in 0..<50 {
+            try await probe.send(Array("ready?".utf8), to: target)
+            try await Task.sleep(for: .milliseconds(100))
+            if heard.withLock({ $0 }) { return }
+        }
+        throw NATLabError(.timedOut, "echo peer on port \(port) never answered")
+    }
+
     @Test(.enabled(if: coturnMissing == nil, Comment(rawValue: coturnMissing ?? "")),
           arguments: uclientCases)
     func coturnUClientRelaysThroughOurServerWithoutLoss(_ transport: String, _ channels: Bool) async throws {
@@ -167,7 +189,8 @@ struct TURNInteropTests {
             let peerPort = try await Self.freePort()
             let peer = try Self.spawn("turnutils_peer", ["-L", "127.0.0.1", "-p", "\(peerPort)"])
             defer { Self.stop(peer) }
-            try await Task.sleep(for: .milliseconds(300))
+            // The echo peer must answer before uclient starts, or every packet is "lost".
+            try await Self.waitForEcho(on: peerPort)
             var args = (channels ? [] : ["-s"]) + ["-c", "-n", "100", "-m", "2", "-l", "200", "-z", "5", "-u", "u", "-w", "p",
                         "-e", "127.0.0.1", "-r", "\(peerPort)"]
             switch transport {

@@ -1,0 +1,169 @@
+import Foundation
+
+/// A NAT lab running trav itself: the cloud in the lab's internet, cameras and viewers as `trav`
+/// processes in their hosts. Shared by the lab tests and `trav compare`.
+public struct TravLab: Sendable {
+    /// The repository root (three levels above this file).
+    public static var repoRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+    /// The debug build of `trav`, which `swift test` runs.
+    public static var debugTrav: String { repoRoot.appendingPathComponent(".build/debug/trav").path }
+
+    /// Non-nil when the lab or the `trav` binary is missing, with a one-line reason.
+    public static func skipReason(trav: String = debugTrav) -> String? {
+        if let r = NATLab.skipReason { return r }
+        return FileManager.default.isExecutableFile(atPath: trav) ? nil : "trav is not built at \(trav) (swift build)"
+    }
+
+    /// The lab.
+    public let lab: Lab
+    /// A directory for the cloud's CA and the identity files, removed afterwards.
+    public let dir: String
+    /// The `trav` executable run in the hosts.
+    public let trav: String
+    /// The password every camera here uses.
+    public let password = "lab-password"
+    /// The cloud's TLS signalling port (443 lets a TCP-443-only network reach it).
+    public var signallingPort: UInt16 = 5349
+
+    /// Builds a lab of `sites`, runs `body`, and always tears down the lab and the directory.
+    public static func with<T>(sites: [LabSite], trav: String = debugTrav, signallingPort: UInt16 = 5349,
+                               _ body: (TravLab) async throws -> T) async throws -> T {
+        let dir = NSTemporaryDirectory() + "trav-lab-" + UUID().uuidString.prefix(8)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        return try await NATLab.withLab(sites: sites) { lab in
+            var run = TravLab(lab: lab, dir: dir, trav: trav)
+            run.signallingPort = signallingPort
+            return try await body(run)
+        }
+    }
+
+    /// The lab's "internet" (TEST-NET-3), where the cloud's relay allocates and which it must be allowed to reach.
+    public static let internetPrefix = "203.0.113.0/24"
+
+    /// Starts `trav cloud` on the lab's two cloud addresses (RFC 5780 STUN, TLS signalling, a relay
+    /// allowed to reach the lab's internet), with `extra` arguments.
+    public func startCloud(_ extra: [String] = []) throws -> LabProcess {
+        let a = lab.cloudAddresses
+        return try lab.spawn(host: "cloud", [trav, "cloud", "--listen", a[0], "--alternate-ip", a[1], "--data", dir,
+                                           "--tls-port", "\(signallingPort)", "--relay-allow-peers", Self.internetPrefix] + extra)
+    }
+
+    /// Creates an identity, starts `trav camera` on `host`, and returns its UID once it is registered.
+    public func startCamera(on host: String, strategies: String? = nil) async throws -> String {
+        try await lab.waitForListener(host: "cloud", port: Int(signallingPort), udp: false, timeout: .seconds(20))
+        let key = "\(dir)/\(host).key"
+        let made = try await lab.run(host: host, [trav, "identity", "new", "--out", key])
+        guard made.succeeded, let uid = made.stdout.split(whereSeparator: \.isWhitespace).first(where: { $0.hasPrefix("TRAV-") }) else {
+            throw NATLabError(.launchFailed, "identity new failed: \(made)")
+        }
+        var args = [trav, "camera", "--identity", key, "--cloud", cloudSignalling, "--cloud-ca", "\(dir)/ca.pem",
+                    "--password", password]
+        if let strategies { args += ["--strategies", strategies] }
+        let camera = try lab.spawn(host: host, args)
+        for _ in 0..<150 {
+            if camera.output.stdout.contains("serving") { return String(uid) }
+            guard camera.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw NATLabError(.launchFailed, "camera did not register: \(camera.output)")
+    }
+
+    /// `ip:port` of the cloud's signalling.
+    var cloudSignalling: String { "\(lab.cloudAddresses[0]):\(signallingPort)" }
+
+    /// What `trav connect --json` reports.
+    public struct ConnectResult: Codable, Sendable, CustomStringConvertible {
+        /// One strategy's outcome.
+        public struct Attempt: Codable, Sendable {
+            /// The strategy id.
+            public var strategy: String
+            /// connected, lost-race, failed, cancelled or skipped.
+            public var outcome: String
+            /// Milliseconds from the start signal.
+            public var ms: Double
+            /// Why it failed.
+            public var error: String?
+        }
+        /// Whether a session was established.
+        public var connected: Bool
+        /// The winning strategy.
+        public var path: String?
+        /// Milliseconds from the start of `connect` to an authorised session.
+        public var setupMs: Double?
+        /// Whether the echo came back intact.
+        public var echoVerified: Bool
+        /// The error, when not connected.
+        public var error: String?
+        /// Every strategy's outcome.
+        public var attempts: [Attempt]
+
+        /// A one-line summary for test messages.
+        public var description: String {
+            "connected=\(connected) path=\(path ?? "-") setup=\(setupMs ?? -1)ms error=\(error ?? "-") attempts=" +
+                attempts.map { "\($0.strategy):\($0.outcome):\($0.error ?? "")" }.joined(separator: " | ")
+        }
+    }
+
+    /// Runs `trav connect --json` on `host` and decodes its report.
+    public func connect(from host: String, to uid: String, strategies: String? = nil, timeout: Double = 10,
+                        echoBytes: Int = 4000) async throws -> ConnectResult {
+        var args = [trav, "connect", uid, "--cloud", cloudSignalling, "--cloud-ca", "\(dir)/ca.pem",
+                    "--password", password, "--json", "--echo-bytes", "\(echoBytes)", "--connect-timeout", "\(timeout)"]
+        if let strategies { args += ["--strategies", strategies] }
+        let r = try await lab.run(host: host, args, timeout: .seconds(Int64(timeout) + 30))
+        guard let line = r.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
+            throw NATLabError(.launchFailed, "no JSON from connect: \(r)")
+        }
+        return try JSONDecoder().decode(ConnectResult.self, from: Data(line.utf8))
+    }
+
+    /// Runs `trav probe --json` on `host` against the lab's cloud and returns the decoded object.
+    public func probe(from host: String) async throws -> [String: JSONValue] {
+        let r = try await lab.run(host: host, [trav, "probe", "--server", lab.cloudAddresses[0], "--json"], timeout: .seconds(30))
+        guard let line = r.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
+            throw NATLabError(.launchFailed, "no JSON from probe: \(r)")
+        }
+        return try JSONDecoder().decode([String: JSONValue].self, from: Data(line.utf8))
+    }
+}
+
+/// A JSON value, for reading reports loosely.
+public enum JSONValue: Codable, Sendable, Hashable {
+    /// A string.
+    case string(String)
+    /// A number.
+    case number(Double)
+    /// A boolean.
+    case bool(Bool)
+    /// null.
+    case null
+    /// Anything nested (kept as text).
+    case other
+
+    /// Decodes any JSON value.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let n = try? c.decode(Double.self) { self = .number(n) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else { self = .other }
+    }
+
+    /// Encodes the value (nested values as null).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try c.encode(s)
+        case .number(let n): try c.encode(n)
+        case .bool(let b): try c.encode(b)
+        case .null, .other: try c.encodeNil()
+        }
+    }
+
+    /// The string, if this is one.
+    public var string: String? { if case .string(let s) = self { return s } else { return nil } }
+}
