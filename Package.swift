@@ -55,7 +55,7 @@ let package = Package(
         .target(
             name: "Rendezvous",
             dependencies: [
-                "Traversal", "STUNLite",
+                "Traversal", "STUNLite", "TURNLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -97,7 +97,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
-        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "NATLab",
+        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous",
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
         .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite",

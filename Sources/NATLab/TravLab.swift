@@ -40,11 +40,15 @@ public struct TravLab: Sendable {
         }
     }
 
-    /// Starts `trav cloud` on the lab's two cloud addresses (RFC 5780 STUN, TLS signalling).
-    public func startCloud() throws -> LabProcess {
+    /// The lab's "internet" (TEST-NET-3), where the cloud's relay allocates and which it must be allowed to reach.
+    public static let internetPrefix = "203.0.113.0/24"
+
+    /// Starts `trav cloud` on the lab's two cloud addresses (RFC 5780 STUN, TLS signalling, a relay
+    /// allowed to reach the lab's internet), with `extra` arguments.
+    public func startCloud(_ extra: [String] = []) throws -> LabProcess {
         let a = lab.cloudAddresses
         return try lab.spawn(host: "cloud", [trav, "cloud", "--listen", a[0], "--alternate-ip", a[1], "--data", dir,
-                                           "--tls-port", "\(signallingPort)"])
+                                           "--tls-port", "\(signallingPort)", "--relay-allow-peers", Self.internetPrefix] + extra)
     }
 
     /// Creates an identity, starts `trav camera` on `host`, and returns its UID once it is registered.

@@ -2,12 +2,46 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import STUNLite
+import TURNLite
 import Traversal
 
-/// The whole cloud in one start/stop object: TLS signalling (``RendezvousServer``) and STUN
-/// (``STUNLite/STUNServer``, with RFC 5780 behaviour discovery when given an alternate IP).
+/// The whole cloud in one start/stop object: TLS signalling (``RendezvousServer``), STUN
+/// (``STUNLite/STUNServer``, with RFC 5780 behaviour discovery when given an alternate IP) and,
+/// unless disabled, a TURN relay (``TURNLite/TURNServer``) whose per-introduction credentials the
+/// signalling hands both sides (``RelayGrantIssuer``).
 public final class CloudService: Sendable {
+    /// How the cloud runs its relay.
+    public struct RelayConfiguration: Sendable {
+        /// Default relay port, UDP and TCP: next to STUN's 3478, which the cloud already holds.
+        public static let defaultPort: UInt16 = 3479
+        /// Default relay TLS port: next to the signalling's 5349, which the cloud already holds.
+        public static let defaultTLSPort: UInt16 = 5350
+
+        /// IP address the relay listens and allocates on; `nil`: the cloud's listen IP. A second
+        /// address lets the relay's TLS share port 443 with the signalling (networks that allow only 443).
+        public var listenIP: String?
+        /// UDP and TCP port of the relay (0 picks a free one).
+        public var port: UInt16
+        /// TLS port of the relay, with the cloud's certificate (0 picks a free one; `nil`: no TLS).
+        public var tlsPort: UInt16?
+        /// Peers allowed although in special ranges (loopback, private, documentation: labs and tests).
+        public var allowedPeers: [IPPrefix]
+        /// How long each grant is valid.
+        public var grantLifetime: Duration
+
+        /// A relay on ports 3479 (UDP/TCP) and 5350 (TLS), special ranges refused, grants valid for an hour.
+        public init(listenIP: String? = nil, port: UInt16 = Self.defaultPort, tlsPort: UInt16? = Self.defaultTLSPort,
+                    allowedPeers: [IPPrefix] = [], grantLifetime: Duration = RelayGrantIssuer.defaultLifetime) {
+            self.listenIP = listenIP
+            self.port = port
+            self.tlsPort = tlsPort
+            self.allowedPeers = allowedPeers
+            self.grantLifetime = grantLifetime
+        }
+    }
+
     /// How to run the cloud.
     public struct Configuration: Sendable {
         /// IP address to listen on.
@@ -26,13 +60,17 @@ public final class CloudService: Sendable {
         public var tlsKeyPath: String?
         /// Extra names (DNS) the cloud answers to, besides the listen IPs and `localhost`.
         public var extraNames: [String]
+        /// The relay; `nil` runs none (introductions then carry no relay grant).
+        public var relay: RelayConfiguration?
 
-        /// A configuration with ports 3478 (STUN) and 5349 (TLS).
+        /// A configuration with ports 3478 (STUN) and 5349 (TLS); no relay unless `relay` is given
+        /// (`trav cloud` runs one on 3479 and TLS 5350 by default).
         public init(
             listenIP: String, alternateIP: String? = nil, dataDirectory: String, stunPort: UInt16 = 3478,
             tlsPort: UInt16 = CloudEndpoint.defaultPort, tlsCertificatePath: String? = nil, tlsKeyPath: String? = nil,
-            extraNames: [String] = []
+            extraNames: [String] = [], relay: RelayConfiguration? = nil
         ) {
+            self.relay = relay
             self.listenIP = listenIP
             self.alternateIP = alternateIP
             self.dataDirectory = dataDirectory
@@ -53,12 +91,15 @@ public final class CloudService: Sendable {
     public let rendezvous: RendezvousServer
     /// The STUN server.
     public let stun: STUNServer
+    /// The relay, if configured.
+    public let relay: TURNServer?
     /// The CA clients pin (`DIR/ca.pem`), or nil when a certificate was supplied.
     public let caPath: String?
 
-    private init(rendezvous: RendezvousServer, stun: STUNServer, caPath: String?) {
+    private init(rendezvous: RendezvousServer, stun: STUNServer, relay: TURNServer?, caPath: String?) {
         self.rendezvous = rendezvous
         self.stun = stun
+        self.relay = relay
         self.caPath = caPath
     }
 
@@ -89,22 +130,56 @@ public final class CloudService: Sendable {
         var rendezvousConfiguration = RendezvousServer.Configuration(
             listenIP: configuration.listenIP, port: configuration.tlsPort, certificatePath: certificatePath,
             privateKeyPath: keyPath, cloudNames: configuration.names)
-        tuning(&rendezvousConfiguration)
         let stun = try await STUNServer.start(
             .init(listenIP: listenIP, port: configuration.stunPort, alternateIP: alternateIP), group: group, logger: logger)
+        var relay: TURNServer?
         do {
+            if let relayConfiguration = configuration.relay {
+                guard let relayIP = IPAddress(relayConfiguration.listenIP ?? configuration.listenIP) else {
+                    throw CertificateSetupError(code: .invalidName, detail: "\(relayConfiguration.listenIP ?? "") is not an IP address")
+                }
+                let (server, issuer) = try await startRelay(relayConfiguration, listenIP: relayIP, certificatePath: certificatePath,
+                                                            keyPath: keyPath, group: group, logger: logger)
+                relay = server
+                rendezvousConfiguration.relayGrants = issuer
+            }
+            tuning(&rendezvousConfiguration)
             let rendezvous = try await RendezvousServer.start(
                 rendezvousConfiguration, registry: registry, group: group, logger: logger)
-            return CloudService(rendezvous: rendezvous, stun: stun, caPath: caPath)
+            return CloudService(rendezvous: rendezvous, stun: stun, relay: relay, caPath: caPath)
         } catch {
+            await relay?.shutdown()
             await stun.shutdown()
             throw error
         }
     }
 
-    /// Stops signalling and STUN; returns when every socket is closed.
+    /// Starts the TURN relay with a fresh REST secret and the cloud's certificate; returns it and its grant issuer.
+    private static func startRelay(
+        _ configuration: RelayConfiguration, listenIP: IPAddress, certificatePath: String, keyPath: String,
+        group: any EventLoopGroup, logger: Logger
+    ) async throws -> (TURNServer, RelayGrantIssuer) {
+        let secret = RelayGrantIssuer.randomSecret()
+        var tls: (port: UInt16, context: NIOSSLContext)?
+        if let port = configuration.tlsPort {
+            let tlsConfiguration = try TURNTLS.serverConfiguration(certificatePEMFile: certificatePath, privateKeyPEMFile: keyPath)
+            tls = (port, try NIOSSLContext(configuration: tlsConfiguration))
+        }
+        let settings = TURNServerConfiguration(
+            credentials: TURNCredentials(realm: "trav", restSecret: secret),
+            peerPolicy: TURNPeerPolicy(allowed: configuration.allowedPeers))
+        let server = try await TURNServer.start(
+            .init(listenIP: listenIP, port: configuration.port, tls: tls, server: settings), group: group, logger: logger)
+        var urls = ["turn:\(server.udpAddress)?transport=udp"]
+        if let tcp = server.tcpAddress { urls.append("turn:\(tcp)?transport=tcp") }
+        if let t = server.tlsAddress { urls.append("turns:\(t)") }
+        return (server, RelayGrantIssuer(secret: secret, urls: urls, lifetime: configuration.grantLifetime))
+    }
+
+    /// Stops signalling, the relay and STUN; returns when every socket is closed.
     public func stop() async {
         await rendezvous.stop()
+        await relay?.shutdown()
         await stun.shutdown()
         await stun.waitUntilClosed()
     }

@@ -46,6 +46,8 @@ actor RendezvousHub {
         let cameraSession: UUID
         let cameraKey: Data
         let timer: Task<Void, Never>
+        /// The relay grant both sides receive, if the cloud runs a relay.
+        let relay: RelayGrant?
     }
 
     /// The one answer for an unknown, offline or declining device, so they cannot be told apart.
@@ -149,9 +151,11 @@ actor RendezvousHub {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
             self.expire(requestID)
         }
+        // One grant for both sides: the camera allocates with it while answering, the viewer after `start`.
+        let relay = configuration.relayGrants?.grant(label: requestID)
         pending[requestID] = PendingIntroduction(
-            viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer)
-        camera.peer.send(.offer(requestID: requestID, offer: offer, relay: nil))
+            viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer, relay: relay)
+        camera.peer.send(.offer(requestID: requestID, offer: offer, relay: relay))
     }
 
     /// The camera answered: send `start` to both, back to back.
@@ -168,8 +172,8 @@ actor RendezvousHub {
             introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
             return
         }
-        introduction.viewer.send(.start(requestID: requestID, answer: offer, relay: nil))
-        camera.send(.start(requestID: requestID, answer: nil, relay: nil))
+        introduction.viewer.send(.start(requestID: requestID, answer: offer, relay: introduction.relay))
+        camera.send(.start(requestID: requestID, answer: nil, relay: introduction.relay))
     }
 
     /// The camera declined: the viewer hears exactly what an unknown UID gets.

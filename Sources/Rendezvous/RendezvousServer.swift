@@ -38,6 +38,8 @@ public final class RendezvousServer: Sendable {
         public var maxPendingIntroductionsPerConnection: Int
         /// Introductions pending at once across the server.
         public var maxPendingIntroductions: Int
+        /// Issues relay credentials for each introduction when the cloud runs a relay; `nil`: no relay.
+        public var relayGrants: RelayGrantIssuer?
 
         /// A configuration with the defaults: port 5349, 10 s keepalive, 35 s idle timeout, 10 s
         /// introduction timeout, 20 look-ups then one per 500 ms per IP, 10 registrations then one

@@ -3,7 +3,7 @@ import Traversal
 /// The strategies this package ships, by id, for configuration files and CLI flags.
 public enum StrategyCatalog {
     /// Every shipped strategy with its defaults, cheapest first.
-    public static var all: [any TraversalStrategy] { [DirectLAN(), STUNDiscovery(), UDPHolePunch(), TCPSimultaneousOpen()] }
+    public static var all: [any TraversalStrategy] { [DirectLAN(), STUNDiscovery(), UDPHolePunch(), TCPSimultaneousOpen(), TLSRelay()] }
 
     /// The ids of every shipped strategy.
     public static var ids: [String] { all.map(\.id) }

@@ -2,13 +2,19 @@ import ArgumentParser
 import Foundation
 import Rendezvous
 import STUNLite
+import TURNLite
 
 extension Trav {
     /// `trav cloud`: STUN and TLS signalling in the foreground until SIGINT/SIGTERM.
     struct CloudCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "cloud",
-            abstract: "Run the cloud: STUN (RFC 5780 with --alternate-ip) and TLS signalling for cameras and viewers.")
+            abstract: "Run the cloud: STUN (RFC 5780 with --alternate-ip), TLS signalling and a TURN relay for cameras and viewers.",
+            discussion: """
+                Ports: STUN 3478 (UDP/TCP), signalling TLS 5349, relay 3479 (UDP/TCP) and relay TLS 5350 \
+                (with the cloud's certificate). Each introduction carries relay credentials valid for \
+                --relay-grant-seconds, signed with a secret made fresh at every start.
+                """)
 
         @Option(help: "IP address to listen on.") var listen: String
         @Option(help: "Second IP address for RFC 5780 behaviour discovery.") var alternateIP: String?
@@ -18,23 +24,42 @@ extension Trav {
         @Option(help: "Server certificate (PEM) instead of the generated one.") var tlsCert: String?
         @Option(help: "Private key (PEM) of --tls-cert.") var tlsKey: String?
         @Option(help: "Extra DNS name cameras may dial (repeatable).") var name: [String] = []
+        @Option(help: "IP address of the relay (default: --listen); one of the cloud's names, for its certificate.")
+        var relayListen: String?
+        @Option(help: "Relay port (UDP and TCP).") var relayPort: UInt16 = CloudService.RelayConfiguration.defaultPort
+        @Option(name: .customLong("relay-tls-port"), help: "Relay TLS port (0: no TLS).") var relayTLSPort: UInt16 = CloudService.RelayConfiguration.defaultTLSPort
+        @Option(name: .customLong("relay-allow-peers"), parsing: .upToNextOption,
+                help: "CIDRs of peers the relay reaches although special (loopback, private, documentation; labs).")
+        var relayAllowPeers: [String] = []
+        @Option(help: "How long relay credentials issued per introduction stay valid, in seconds.")
+        var relayGrantSeconds: Int = Int(RelayGrantIssuer.defaultLifetime.components.seconds)
+        @Flag(help: "Run no relay.") var noRelay = false
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
             guard IPAddress(listen) != nil else { throw ValidationError("--listen must be an IP address") }
             if let a = alternateIP, IPAddress(a) == nil { throw ValidationError("--alternate-ip must be an IP address") }
             guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+            if let r = relayListen, IPAddress(r) == nil { throw ValidationError("--relay-listen must be an IP address") }
+            for c in relayAllowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
+            guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-seconds must be positive") }
         }
 
         func run() async throws {
             let logger = common.logger("trav.cloud")
             let cloud = try await CloudService.start(
                 .init(listenIP: listen, alternateIP: alternateIP, dataDirectory: data, stunPort: stunPort, tlsPort: tlsPort,
-                      tlsCertificatePath: tlsCert, tlsKeyPath: tlsKey, extraNames: name),
+                      tlsCertificatePath: tlsCert, tlsKeyPath: tlsKey, extraNames: name,
+                      relay: noRelay ? nil : .init(listenIP: relayListen, port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
+                                                   allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
+                                                   grantLifetime: .seconds(relayGrantSeconds))),
                 logger: logger)
             let udp = STUNSocketRole.all.compactMap { cloud.stun.udpAddresses[$0]?.description }.joined(separator: " ")
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")
+            if let relay = cloud.relay {
+                say("cloud relay udp \(relay.udpAddress) tcp \(relay.tcpAddress.map(\.description) ?? "-") tls \(relay.tlsAddress.map(\.description) ?? "-")")
+            }
             if let ca = cloud.caPath { say("cloud ca \(ca)") }
             await waitForTermination()
             await cloud.stop()

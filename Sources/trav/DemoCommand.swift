@@ -4,6 +4,7 @@ import Logging
 import Rendezvous
 import STUNLite
 import Strategies
+import TURNLite
 import Traversal
 
 extension Trav {
@@ -35,14 +36,19 @@ extension Trav {
             let logger = common.logger("trav.demo")
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("trav-demo-\(UUID().uuidString.prefix(8))").path
             defer { try? FileManager.default.removeItem(atPath: dir) }
-            let cloud = try await CloudService.start(.init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: 0), logger: logger)
+            // The relay must reach its own allocations on loopback here.
+            let relay = CloudService.RelayConfiguration(port: 0, tlsPort: 0, allowedPeers: IPPrefix("127.0.0.0/8").map { [$0] } ?? [])
+            let cloud = try await CloudService.start(
+                .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: 0, relay: relay), logger: logger)
             let stunAddress = cloud.stun.udpAddresses[.primary]!
             guard let caPath = cloud.caPath else { throw CLIError("the cloud made no CA") }
             let endpoint = CloudEndpoint(host: "127.0.0.1", port: cloud.rendezvous.address.port,
                                          trust: .pinnedCA(try String(contentsOfFile: caPath, encoding: .utf8)))
-            print("cloud    stun \(stunAddress), signalling \(cloud.rendezvous.address) (TLS, CA \(caPath))")
+            print("cloud    stun \(stunAddress), signalling \(cloud.rendezvous.address) (TLS, CA \(caPath))" +
+                  ((cloud.relay?.tlsAddress).map { ", relay \($0) (TLS)" } ?? ""))
 
-            let strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery(), UDPHolePunch(), TCPSimultaneousOpen()]
+            let strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery(), UDPHolePunch(), TCPSimultaneousOpen(),
+                                                       TLSRelay(trustedCAPath: caPath)]
             let camera = DeviceIdentity.generate()
             let password = "demo-" + UUID().uuidString.prefix(6)
             let signalling = try await CloudClient.camera(identity: camera, endpoint: endpoint, logger: logger)

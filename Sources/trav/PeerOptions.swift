@@ -21,8 +21,15 @@ struct PeerOptions: ParsableArguments {
     }
 
     func chosenStrategies() throws -> [any TraversalStrategy] {
-        guard let strategies else { return StrategyCatalog.all }
-        return try StrategyCatalog.named(strategies.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+        let chosen = try strategies.map {
+            try StrategyCatalog.named($0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+        } ?? StrategyCatalog.all
+        // The cloud's relay presents the cloud's certificate: pin it like the signalling.
+        return chosen.map { strategy in
+            guard var relay = strategy as? TLSRelay, let cloudCA else { return strategy }
+            relay.trustedCAPath = cloudCA
+            return relay
+        }
     }
 
     /// The cloud endpoint, if one was given.

@@ -23,14 +23,14 @@ func temporaryDirectory() throws -> String {
 /// Test helper: a cloud on 127.0.0.1 (free ports, certificates in a temporary directory), stopped
 /// and removed after `body`, also when it throws.
 func withCloud<T>(
-    directory: String? = nil, tlsPort: UInt16 = 0,
+    directory: String? = nil, tlsPort: UInt16 = 0, relay: CloudService.RelayConfiguration? = nil,
     tuning: @escaping (inout RendezvousServer.Configuration) -> Void = { _ in },
     _ body: (CloudService, CloudEndpoint) async throws -> T
 ) async throws -> T {
     let dir = try directory ?? temporaryDirectory()
     defer { if directory == nil { try? FileManager.default.removeItem(atPath: dir) } }
     let cloud = try await CloudService.start(
-        .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: tlsPort), tuning: tuning,
+        .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: tlsPort, relay: relay), tuning: tuning,
         logger: quietLogger)
     do {
         let result = try await body(cloud, try endpoint(of: cloud))

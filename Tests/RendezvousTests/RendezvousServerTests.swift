@@ -95,11 +95,36 @@ struct RendezvousServerTests {
                 var incoming = camera.introductions.makeAsyncIterator()
                 let offer = try #require(await incoming.next())
                 #expect(offer.offer == viewerOffer)
+                #expect(offer.relay == nil, "a cloud without a relay issues no grant")
                 try await offer.accept(answer: cameraAnswer)
                 let result = try await introduction
                 #expect(result.requestID == offer.requestID)
                 #expect(result.answer == cameraAnswer)
                 #expect(result.answer.identityKey == cameraIdentity.publicKey.rawRepresentation)
+            }
+        }
+    }
+
+    @Test func introductionCarriesOneShortLivedRelayGrantToBothSides() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        let cameraID = cameraIdentity.deviceID
+        let viewerIdentity = DeviceIdentity.ephemeral()
+        let relay = CloudService.RelayConfiguration(port: 0, tlsPort: 0, grantLifetime: .seconds(600))
+        try await withCloud(relay: relay) { cloud, endpoint in
+            let server = try #require(cloud.relay)
+            try await withCamera(cameraIdentity, endpoint) { camera in
+                let before = Int(Date().timeIntervalSince1970)
+                async let introduction = CloudClient.viewer(endpoint: endpoint).introduce(to: cameraID, offer: sampleOffer(viewerIdentity))
+                var incoming = camera.introductions.makeAsyncIterator()
+                let offer = try #require(await incoming.next())
+                let grant = try #require(offer.relay, "the camera gets the grant with the offer")
+                try await offer.accept(answer: sampleOffer(cameraIdentity))
+                let result = try await introduction
+                #expect(result.relay == grant, "the viewer gets the same grant with start")
+                #expect(grant.username == "\(grant.expires):\(offer.requestID)")
+                #expect((before + 600...before + 602).contains(grant.expires))
+                #expect(grant.urls.contains("turn:\(server.udpAddress)?transport=udp"))
+                #expect(grant.urls.contains("turns:\(server.tlsAddress!)"))
             }
         }
     }

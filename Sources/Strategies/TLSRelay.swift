@@ -1,0 +1,397 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import STUNLite
+import Synchronization
+import TURNLite
+import Traversal
+
+/// `tls-relay`: both sides allocate on the cloud's TURN relay (over TLS by default, so it passes
+/// networks that let only TCP out) and exchange the session through it (RFC 8656).
+///
+/// ```
+///  camera (has the grant with the offer)        relay                 viewer (grant arrives with `start`)
+///   prepare: Allocate ─────────────────────────►│
+///            CreatePermission(relay's own IP) ─►│   (permissions are per IP, RFC 8656 §9: every
+///            answer offers `relayed R_cam` ─────┼──► cloud ──►          allocation on this relay shares it)
+///                                               │◄──────────────────── connect: Allocate, CreatePermission(relay IP)
+///            ◄── ping(token) from R_view ───────│◄──────────────────── ping(token) to R_cam, paced
+///            pong(token) to R_view ────────────►│────────────────────► pong: path proven both ways
+///            ChannelBind(R_view)                │                      ChannelBind(R_cam); secure handshake
+/// ```
+///
+/// The relay sees only the peers' end-to-end encrypted session. It starts ``startDelay`` after the
+/// direct strategies, or at once when the peer offered no server-reflexive UDP address (its UDP
+/// does not get out, so nothing but a relay can carry the pair).
+public struct TLSRelay: TraversalStrategy {
+    /// How the strategy reaches the relay.
+    public enum RelayTransport: String, Sendable, CaseIterable {
+        /// TURN over TLS (`turns:`): passes firewalls that allow only TCP, and hides the TURN exchange.
+        case tls
+        /// TURN over TCP (`turn:…?transport=tcp`).
+        case tcp
+        /// TURN over UDP (`turn:…?transport=udp`): least overhead, but not where UDP is blocked.
+        case udp
+    }
+
+    /// The strategy id.
+    public let id = "tls-relay"
+    /// Largest peer message: a TURN Send indication or ChannelData around it still fits a 1280-byte path.
+    public static let maxMessageSize = 1100
+    /// Default stagger after the start signal, so a direct path wins when one exists.
+    public static let defaultStartDelay: Duration = .milliseconds(500)
+    /// How often to refresh the allocation, permission and channel: well inside the 5-minute permission lifetime (RFC 8656 §9).
+    public static let refreshInterval: Duration = .seconds(120)
+
+    /// How to reach the relay.
+    public var transport: RelayTransport
+    /// PEM file of the CA the relay's TLS certificate must chain to; `nil` accepts any certificate
+    /// (the relay is untrusted by design: it carries only the end-to-end encrypted session).
+    public var trustedCAPath: String?
+    /// Delay after the start signal when a direct path may still exist.
+    public var startDelay: Duration
+    /// Interval between the viewer's pings through the relay.
+    public var probeInterval: Duration
+    /// How long connecting through the relay may take in all.
+    public var connectTimeout: Duration
+    /// Request timeouts towards the relay.
+    public var retransmission: STUNRetransmissionPolicy
+
+    /// Creates the strategy: TLS to the relay, 500 ms stagger, pings every 100 ms, 10 s to connect.
+    public init(transport: RelayTransport = .tls, trustedCAPath: String? = nil, startDelay: Duration = Self.defaultStartDelay,
+                probeInterval: Duration = .milliseconds(100), connectTimeout: Duration = .seconds(10),
+                retransmission: STUNRetransmissionPolicy = .quick) {
+        self.transport = transport
+        self.trustedCAPath = trustedCAPath
+        self.startDelay = startDelay
+        self.probeInterval = probeInterval
+        self.connectTimeout = connectTimeout
+        self.retransmission = retransmission
+    }
+
+    /// The camera allocates now and offers its relayed address; the viewer, which learns the grant
+    /// only with the camera's answer, allocates in `connect`.
+    public func prepare(_ context: StrategyContext) async throws -> any PreparedStrategy {
+        guard context.role == .camera else { return PreparedTLSRelay(strategy: self, link: nil) }
+        guard let grant = context.relay else {
+            throw StrategyError(code: .notApplicable, detail: "the cloud issued no relay grant")
+        }
+        let link = try await RelayLink.open(grant: grant, strategy: self, token: context.sessionToken, logger: context.logger)
+        return PreparedTLSRelay(strategy: self, link: link)
+    }
+
+    /// The relay server to use from `grant`, for ``transport``.
+    func server(in grant: RelayGrant) -> (TransportAddress, TURNClient.Transport)? {
+        for text in grant.urls {
+            guard let url = RelayURL(text) else { continue }
+            switch (transport, url.secure, url.transport) {
+            case (.tls, true, _):
+                return (url.address, .tls(tlsConfiguration, serverHostname: nil))
+            case (.tcp, false, "tcp"), (.udp, false, "udp"):
+                return (url.address, transport == .tcp ? .tcp : .udp)
+            default:
+                continue
+            }
+        }
+        return nil
+    }
+
+    private var tlsConfiguration: TLSConfiguration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let trustedCAPath {
+            tls.trustRoots = .file(trustedCAPath)
+            // The grant names the relay by IP; the chain is what is checked.
+            tls.certificateVerification = .noHostnameVerification
+        } else {
+            tls.certificateVerification = .none
+        }
+        return tls
+    }
+}
+
+/// A `turn:` / `turns:` URL of a grant (RFC 7065): `turn:IP:PORT?transport=udp`, `turns:IP:PORT`.
+struct RelayURL: Hashable {
+    /// `turns:`.
+    var secure: Bool
+    /// The server.
+    var address: TransportAddress
+    /// `udp` or `tcp` (for `turns:`, `tcp`).
+    var transport: String
+
+    init?(_ text: String) {
+        let secure: Bool
+        let rest: Substring
+        if text.hasPrefix("turns:") {
+            (secure, rest) = (true, text.dropFirst("turns:".count))
+        } else if text.hasPrefix("turn:") {
+            (secure, rest) = (false, text.dropFirst("turn:".count))
+        } else {
+            return nil
+        }
+        let parts = rest.split(separator: "?", maxSplits: 1)
+        guard let hostPort = parts.first,
+              let address = TransportAddress(String(hostPort), defaultPort: secure ? 5349 : 3478) else { return nil }
+        var transport = secure ? "tcp" : "udp"
+        if parts.count == 2, let value = parts[1].split(separator: "&").first(where: { $0.hasPrefix("transport=") }) {
+            transport = String(value.dropFirst("transport=".count))
+        }
+        self.secure = secure
+        self.address = address
+        self.transport = transport
+    }
+}
+
+/// One allocation on the relay with its session pump: answers token pings, collects session messages.
+final class RelayLink: Sendable {
+    let client: TURNClient
+    let allocation: TURNAllocation
+    let server: TransportAddress
+    let via: String
+    let token: [UInt8]
+    private let probes: AsyncStream<(TransportAddress, UDPPathSocket.ProbeKind)>
+    private let messages: AsyncStream<(TransportAddress, [UInt8])>
+    /// Addresses that proved the session token (shared with the pump).
+    private final class Verified: Sendable {
+        let peers = Mutex<Set<TransportAddress>>([])
+    }
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+
+    /// Connects to the grant's relay, allocates, and permits the relay's own IP (where the peer's allocation is).
+    static func open(grant: RelayGrant, strategy: TLSRelay, token: [UInt8], logger: Logger) async throws -> RelayLink {
+        guard let found = strategy.server(in: grant) else {
+            throw StrategyError(code: .notApplicable, detail: "the relay grant offers no \(strategy.transport.rawValue) URL: \(grant.urls)")
+        }
+        let (server, transport) = found
+        let configuration = TURNClient.Configuration(server: server, transport: transport, username: grant.username,
+                                                     password: grant.password, retransmission: strategy.retransmission)
+        let (client, allocation): (TURNClient, TURNAllocation)
+        do {
+            (client, allocation) = try await TURNClient.allocate(configuration)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw StrategyError(code: .failed, detail: "relay \(server) allocation: \(error)")
+        }
+        do {
+            // The peer's relayed address is on this relay's IP too (RFC 8656 §9: permissions ignore ports).
+            try await client.createPermission(for: [allocation.relayed])
+        } catch {
+            await client.close()
+            if error is CancellationError { throw error }
+            throw StrategyError(code: .failed, detail: "relay \(server) permission: \(error)")
+        }
+        logger.debug("relay allocated", metadata: ["relayed": "\(allocation.relayed)", "server": "\(server)"])
+        return RelayLink(client: client, allocation: allocation, server: server, via: strategy.transport.rawValue, token: token)
+    }
+
+    private init(client: TURNClient, allocation: TURNAllocation, server: TransportAddress, via: String, token: [UInt8]) {
+        self.client = client
+        self.allocation = allocation
+        self.server = server
+        self.via = via
+        self.token = token
+        let (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, UDPPathSocket.ProbeKind).self,
+                                                         bufferingPolicy: .bufferingNewest(UDPPathSocket.bufferLimit))
+        let (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self,
+                                                             bufferingPolicy: .bufferingNewest(UDPPathSocket.bufferLimit))
+        self.probes = probes
+        self.messages = messages
+        let verified = Verified()
+        let pump = Task { [client, token] in
+            for await data in client.received {
+                let bytes = data.payload
+                guard let first = bytes.first else { continue }
+                if first == PeerWire.probe {
+                    guard bytes.count == 2 + token.count, Array(bytes[2...]) == token,
+                          let kind = UDPPathSocket.ProbeKind(rawValue: bytes[1]) else { continue }
+                    verified.peers.withLock { v in if v.count < UDPPathSocket.maxPeers { v.insert(data.peer) } }
+                    if kind == .ping {
+                        try? await client.send([PeerWire.probe, UDPPathSocket.ProbeKind.pong.rawValue] + token, to: data.peer)
+                    }
+                    probeSink.yield((data.peer, kind))
+                } else if PeerWire.isSessionMessage(bytes), verified.peers.withLock({ $0.contains(data.peer) }) {
+                    messageSink.yield((data.peer, bytes))
+                }
+            }
+            probeSink.finish()
+            messageSink.finish()
+        }
+        let refresher = Task { [client] in
+            while (try? await Task.sleep(for: TLSRelay.refreshInterval)) != nil {
+                _ = try? await client.refresh()
+                _ = try? await client.createPermission(for: [allocation.relayed])
+            }
+        }
+        tasks.withLock { $0 = [pump, refresher] }
+    }
+
+    /// Pings `peer` every `interval` until it answers (viewer), or waits for the first ping (camera, `peer == nil`);
+    /// returns the peer's relayed address, with a channel bound to it.
+    func reach(_ peer: TransportAddress?, interval: Duration) async throws -> TransportAddress {
+        let ping = [PeerWire.probe, UDPPathSocket.ProbeKind.ping.rawValue] + token
+        let sender: Task<Void, Never>? = peer.map { target in
+            Task { [client] in
+                while !Task.isCancelled {
+                    try? await client.send(ping, to: target)
+                    try? await Task.sleep(for: interval)
+                }
+            }
+        }
+        defer { sender?.cancel() }
+        for await (source, kind) in probes {
+            if let peer {
+                guard kind == .pong, source == peer else { continue }
+            } else if kind != .ping {
+                continue
+            }
+            // ChannelData costs 4 bytes per message instead of a Send indication's 36 (RFC 8656 §12).
+            _ = try? await client.bindChannel(to: source)
+            return source
+        }
+        try Task.checkCancellation()
+        throw StrategyError(code: .failed, detail: "relay connection closed while probing")
+    }
+
+    /// The next session message from `peer`.
+    func receive(from peer: TransportAddress) async throws -> [UInt8] {
+        for await (source, bytes) in messages where source == peer {
+            return bytes
+        }
+        try Task.checkCancellation()
+        throw StrategyError(code: .failed, detail: "relay connection closed")
+    }
+
+    /// Keeps the channel to `peer` bound (channels last 10 minutes, RFC 8656 §12).
+    func keepChannel(to peer: TransportAddress) {
+        let task = Task { [client] in
+            while (try? await Task.sleep(for: TLSRelay.refreshInterval)) != nil {
+                _ = try? await client.bindChannel(to: peer)
+            }
+        }
+        tasks.withLock { $0.append(task) }
+    }
+
+    /// Deletes the allocation and closes the connection to the relay.
+    func close() async {
+        let all = tasks.withLock { t -> [Task<Void, Never>] in let c = t; t = []; return c }
+        for t in all { t.cancel() }
+        await client.close()
+    }
+}
+
+/// A prepared relay: the camera's allocation, or nothing yet on the viewer.
+final class PreparedTLSRelay: PreparedStrategy {
+    let strategy: TLSRelay
+    let candidates: [Candidate]
+    private let owned = Mutex<[RelayLink]>([])
+    private let link: RelayLink?
+
+    init(strategy: TLSRelay, link: RelayLink?) {
+        self.strategy = strategy
+        self.link = link
+        if let link {
+            candidates = [Candidate(strategy: strategy.id, kind: .relayed, address: link.allocation.relayed.description,
+                                    detail: ["via": link.via])]
+            owned.withLock { $0 = [link] }
+        } else {
+            candidates = []
+        }
+    }
+
+    /// ``TLSRelay/startDelay``, or zero when the peer offered no server-reflexive UDP address.
+    func startDelay(remote: PeerOffer) -> Duration {
+        let reflexiveUDP = remote.candidates.contains { $0.transport == "udp" && $0.kind == .serverReflexive }
+        return reflexiveUDP ? strategy.startDelay : .zero
+    }
+
+    func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
+        let timeout = strategy.connectTimeout
+        let interval = strategy.probeInterval
+        if let link {
+            // Camera: the viewer pings our relayed address from its own.
+            let peer = try await deadline(timeout, "no ping from the viewer through the relay") {
+                try await link.reach(nil, interval: interval)
+            }
+            return hand(link, peer: peer)
+        }
+        guard let grant = context.relay else {
+            throw StrategyError(code: .notApplicable, detail: "the cloud issued no relay grant")
+        }
+        guard let theirs = remote.candidates.first(where: { $0.strategy == strategy.id && $0.kind == .relayed }),
+              let target = TransportAddress(theirs.address) else {
+            throw StrategyError(code: .notApplicable, detail: "the peer offered no relayed address")
+        }
+        let link = try await RelayLink.open(grant: grant, strategy: strategy, token: context.sessionToken, logger: context.logger)
+        owned.withLock { $0.append(link) }
+        do {
+            let peer = try await deadline(timeout, "the camera's relayed address \(target) did not answer") {
+                try await link.reach(target, interval: interval)
+            }
+            return hand(link, peer: peer)
+        } catch {
+            await closeAll()
+            throw error
+        }
+    }
+
+    private func hand(_ link: RelayLink, peer: TransportAddress) -> RelayPeerTransport {
+        owned.withLock { $0.removeAll { $0 === link } }
+        link.keepChannel(to: peer)
+        return RelayPeerTransport(link: link, peer: peer)
+    }
+
+    private func deadline<T: Sendable>(_ limit: Duration, _ detail: String,
+                                       _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                throw StrategyError(code: .unreachable, detail: "\(detail) within \(limit)")
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next() else { throw CancellationError() }
+            return first
+        }
+    }
+
+    private func closeAll() async {
+        let all = owned.withLock { o -> [RelayLink] in let c = o; o = []; return c }
+        for l in all { await l.close() }
+    }
+
+    func close() async {
+        await closeAll()
+    }
+}
+
+/// A ``PeerTransport`` through a TURN allocation to the peer's relayed address.
+public struct RelayPeerTransport: PeerTransport {
+    let link: RelayLink
+    /// The peer's relayed address.
+    public let peer: TransportAddress
+
+    /// Datagrams: true (the relay forwards UDP between the two allocations).
+    public var isDatagram: Bool { true }
+    /// `relay tls LOCAL -> SERVER relayed OURS -> PEER`.
+    public var pathDescription: String {
+        "relay \(link.via) \(link.client.localAddress) -> \(link.server) relayed \(link.allocation.relayed) -> \(peer)"
+    }
+    /// ``TLSRelay/maxMessageSize``.
+    public var maxMessageSize: Int { TLSRelay.maxMessageSize }
+    /// Sends one message to the peer through the relay.
+    public func send(_ message: [UInt8]) async throws {
+        guard message.count <= TLSRelay.maxMessageSize else {
+            throw StrategyError(code: .failed, detail: "message of \(message.count) bytes exceeds \(TLSRelay.maxMessageSize)")
+        }
+        try await link.client.send(message, to: peer)
+    }
+    /// Receives the next session message from the peer.
+    public func receive() async throws -> [UInt8] {
+        try await link.receive(from: peer)
+    }
+    /// Deletes the allocation and closes the connection to the relay.
+    public func close() async {
+        await link.close()
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import Logging
+import Rendezvous
+import STUNLite
+import Strategies
+import TURNLite
+import Testing
+import Traversal
+
+/// `tls-relay` over real sockets on loopback: a whole cloud (signalling, STUN, relay) and the Connector on both sides.
+@Suite(.serialized) struct TLSRelayTests {
+    static let camera = DeviceIdentity.generate()
+
+    /// Gathering includes the camera's TLS connection and Allocate: generous, for a loaded CI machine.
+    static let gatherTimeout: Duration = .seconds(5)
+
+    static var quiet: Logger {
+        var logger = Logger(label: "trav.test")
+        logger.logLevel = .warning
+        return logger
+    }
+
+    /// A cloud on 127.0.0.1 with its relay on free ports, loopback peers allowed; stopped and removed after `body`.
+    static func withRelayCloud(_ body: (CloudService, CloudEndpoint) async throws -> Void) async throws {
+        let dir = NSTemporaryDirectory() + "trav-relay-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let relay = CloudService.RelayConfiguration(port: 0, tlsPort: 0, allowedPeers: [IPPrefix("127.0.0.0/8")!])
+        let cloud = try await CloudService.start(
+            .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: 0, relay: relay), logger: quiet)
+        do {
+            let endpoint = CloudEndpoint(host: "127.0.0.1", port: cloud.rendezvous.address.port,
+                                         trust: .pinnedCA(try String(contentsOfFile: cloud.caPath!, encoding: .utf8)))
+            try await body(cloud, endpoint)
+        } catch {
+            await cloud.stop()
+            throw error
+        }
+        await cloud.stop()
+    }
+
+    /// Runs an echoing camera registered at `endpoint` with only `strategies`.
+    static func withCamera(_ endpoint: CloudEndpoint, caPath: String, strategies: [any TraversalStrategy],
+                           _ body: () async throws -> Void) async throws {
+        let signalling = try await CloudClient.camera(identity: camera, endpoint: endpoint, logger: quiet)
+        let connector = Connector(configuration: .init(identity: camera, strategies: strategies, gatherTimeout: gatherTimeout, logger: quiet))
+        let connections = connector.serve([signalling.introductions], access: try .password("secret", parameters: testCost))
+        let server = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for await c in connections {
+                    group.addTask {
+                        do {
+                            for try await m in c.inbound { try await c.send(m) }
+                        } catch {}
+                        await c.close()
+                    }
+                }
+            }
+        }
+        do {
+            try await body()
+        } catch {
+            server.cancel()
+            await signalling.stop()
+            throw error
+        }
+        server.cancel()
+        await signalling.stop()
+    }
+
+    @Test(arguments: [TLSRelay.RelayTransport.tls, .udp])
+    func relayOnlyPairConnectsThroughTheCloudsRelay(_ transport: TLSRelay.RelayTransport) async throws {
+        try await Self.withRelayCloud { cloud, endpoint in
+            let ca = cloud.caPath!
+            let strategy = TLSRelay(transport: transport, trustedCAPath: ca)
+            try await Self.withCamera(endpoint, caPath: ca, strategies: [strategy]) {
+                let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [strategy], gatherTimeout: Self.gatherTimeout,
+                                                               logger: Self.quiet))
+                let c = try await viewer.connect(to: Self.camera.deviceID, via: CloudClient.viewer(endpoint: endpoint, logger: Self.quiet),
+                                                 credential: .password("secret"))
+                #expect(c.path == "tls-relay")
+                #expect(c.report.route?.hasPrefix("relay \(transport.rawValue) ") == true, "\(c.report.route ?? "-")")
+                #expect(try await ConnectorLoopbackTests.echo(c, bytes: 20_000))
+                #expect(await cloud.relay!.allocationCount == 2, "camera and viewer each hold one allocation")
+                await c.close()
+            }
+            #expect(await eventuallyTrue { await cloud.relay!.allocationCount == 0 }, "allocations are released")
+        }
+    }
+
+    @Test func withoutARelayTheStrategySaysSo() async throws {
+        let dir = NSTemporaryDirectory() + "trav-relay-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cloud = try await CloudService.start(.init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: 0), logger: Self.quiet)
+        defer { Task { await cloud.stop() } }
+        let endpoint = CloudEndpoint(host: "127.0.0.1", port: cloud.rendezvous.address.port,
+                                     trust: .pinnedCA(try String(contentsOfFile: cloud.caPath!, encoding: .utf8)))
+        try await Self.withCamera(endpoint, caPath: cloud.caPath!, strategies: [TLSRelay()]) {
+            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [TLSRelay()], logger: Self.quiet))
+            do {
+                _ = try await viewer.connect(to: Self.camera.deviceID, via: CloudClient.viewer(endpoint: endpoint, logger: Self.quiet),
+                                             credential: .password("secret"))
+                Issue.record("connected without a relay")
+            } catch let e as TraversalError {
+                #expect(e.code == .noPath, "\(e)")
+                #expect("\(e)".contains("relay grant"), "the report says why: \(e)")
+            }
+        }
+    }
+
+    @Test func grantIsAValidRESTCredential() {
+        let issuer = RelayGrantIssuer(secret: "s3cret", urls: ["turns:192.0.2.1:5350"], lifetime: .seconds(600))
+        let now = Date(timeIntervalSince1970: 1_000_000)
+        let grant = issuer.grant(label: "req-1", now: now)
+        #expect(grant.username == "1000600:req-1")
+        #expect(grant.expires == 1_000_600)
+        #expect(grant.password == TURNCredentials.restPassword(secret: "s3cret", username: grant.username))
+        let credentials = TURNCredentials(realm: "trav", restSecret: "s3cret")
+        #expect(credentials.key(for: grant.username, now: 1_000_000) != nil)
+        #expect(credentials.key(for: grant.username, now: 1_000_601) == nil, "expired grants stop working")
+    }
+
+    /// Polls `condition` every 50 ms for up to 5 s.
+    func eventuallyTrue(_ condition: () async -> Bool) async -> Bool {
+        for _ in 0..<100 {
+            if await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return await condition()
+    }
+}
