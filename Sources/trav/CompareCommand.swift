@@ -54,7 +54,9 @@ extension Trav {
             let grid = CompareGrid.standard
             let all = StrategyCatalog.ids
             let results: [PairResult] = try await TravLab.with(sites: grid.sites, trav: trav, signallingPort: 443) { lab in
-                _ = try lab.startCloud()
+                // Signalling on 443 and the relay's TLS on 443 of the second address, so a network
+                // that only lets TCP 443 out still reaches both.
+                _ = try lab.startCloud(["--relay-listen", lab.lab.cloudAddresses[1], "--relay-tls-port", "443"])
                 progress("cloud up; probing each site")
                 var nat: [String: (type: String, tcp: Bool)] = [:]
                 for host in Set(grid.pairs.flatMap { [$0.camera, $0.viewer] }).sorted() {
