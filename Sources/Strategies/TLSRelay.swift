@@ -299,10 +299,12 @@ final class PreparedTLSRelay: PreparedStrategy {
         }
     }
 
-    /// ``TLSRelay/startDelay``, or zero when the peer offered no server-reflexive UDP address.
+    /// ``TLSRelay/startDelay``, or zero when the peer offered no server-reflexive address at all
+    /// (neither UDP nor TCP): then no direct strategy can reach it. A TCP-only peer still gets
+    /// its chance at `tcp-simultaneous-open` first.
     func startDelay(remote: PeerOffer) -> Duration {
-        let reflexiveUDP = remote.candidates.contains { $0.transport == "udp" && $0.kind == .serverReflexive }
-        return reflexiveUDP ? strategy.startDelay : .zero
+        let reflexive = remote.candidates.contains { $0.kind == .serverReflexive && ($0.transport == "udp" || $0.transport == "tcp") }
+        return reflexive ? strategy.startDelay : .zero
     }
 
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
