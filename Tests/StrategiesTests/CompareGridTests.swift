@@ -2,7 +2,7 @@ import Foundation
 import NATLab
 import Testing
 
-/// The comparison grid as a test: `trav compare` over every pair of the lab, one raced run each;
+/// The comparison grid as a test: `trav compare` over every pair of the lab, two raced runs each;
 /// every pair must come out as `trav probe` predicts (direct where a direct path exists, relayed
 /// otherwise), so a regression in any strategy on any NAT fails here.
 @Suite(.serialized, .enabled(if: TravLab.skipReason() == nil, Comment(rawValue: TravLab.skipReason() ?? "")))
@@ -20,7 +20,7 @@ struct CompareGridTests {
     @Test func everyPairConnectsAsPredicted() async throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: TravLab.debugTrav)
-        p.arguments = ["compare", "--runs", "1", "--race-only", "--json"]
+        p.arguments = ["compare", "--runs", "2", "--race-only", "--json"]  // two runs: the birthday pair is probabilistic
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice

@@ -10,6 +10,8 @@ struct LabHolePunchTests {
         var viewer: String
         /// Strategies any of which may win; empty: no direct path must be found.
         var winners: Set<String>
+        /// True for the pair that needs the (probabilistic) birthday method.
+        var birthday = false
         var testDescription: String { "\(camera) camera × \(viewer) viewer" }
     }
 
@@ -29,7 +31,7 @@ struct LabHolePunchTests {
         Pair(camera: "dbl", viewer: "prc", winners: punch),
         Pair(camera: "sym", viewer: "fc", winners: punch),
         Pair(camera: "sym", viewer: "rc", winners: punch),
-        Pair(camera: "sym", viewer: "prc", winners: punch),
+        Pair(camera: "sym", viewer: "prc", winners: punch, birthday: true),
         Pair(camera: "udpb", viewer: "prc", winners: ["tcp-simultaneous-open"]),
         Pair(camera: "sym", viewer: "symb", winners: []),
     ]
@@ -43,7 +45,12 @@ struct LabHolePunchTests {
                 uids[camera] = try await run.startCamera(on: "\(camera)-h1", strategies: strategies)
             }
             for pair in Self.pairs {
-                let r = try await run.connect(from: "\(pair.viewer)-h1", to: uids[pair.camera]!, strategies: strategies)
+                var r = try await run.connect(from: "\(pair.viewer)-h1", to: uids[pair.camera]!, strategies: strategies)
+                if pair.birthday && !r.connected {
+                    // The birthday method is probabilistic (≈99.97% per attempt once the hard side's
+                    // mappings are open; less on a loaded machine): one more attempt, not more.
+                    r = try await run.connect(from: "\(pair.viewer)-h1", to: uids[pair.camera]!, strategies: strategies)
+                }
                 if pair.winners.isEmpty {
                     #expect(!r.connected, "\(pair.testDescription): \(r)")
                     let punch = r.attempts.first { $0.strategy == "udp-hole-punch" }

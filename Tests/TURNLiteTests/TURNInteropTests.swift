@@ -186,11 +186,16 @@ struct TURNInteropTests {
           arguments: uclientCases)
     func coturnUClientRelaysThroughOurServerWithoutLoss(_ transport: String, _ channels: Bool) async throws {
         try await Self.withOurServer({ if channels { $0.channelNumbers = TURNServerConfiguration.rfc5766ChannelNumbers } }) { server in
-            let peerPort = try await Self.freePort()
-            let peer = try Self.spawn("turnutils_peer", ["-L", "127.0.0.1", "-p", "\(peerPort)"])
+            // The echo peer must answer before uclient starts, or every packet is "lost"; a port
+            // found free can be taken before turnutils_peer binds it, so up to three ports are tried.
+            var started: (ChildProcess, UInt16)?
+            for _ in 0..<3 where started == nil {
+                let port = try await Self.freePort()
+                let candidate = try Self.spawn("turnutils_peer", ["-L", "127.0.0.1", "-p", "\(port)"])
+                if (try? await Self.waitForEcho(on: port)) != nil { started = (candidate, port) } else { Self.stop(candidate) }
+            }
+            let (peer, peerPort) = try #require(started, "turnutils_peer never echoed")
             defer { Self.stop(peer) }
-            // The echo peer must answer before uclient starts, or every packet is "lost".
-            try await Self.waitForEcho(on: peerPort)
             var args = (channels ? [] : ["-s"]) + ["-c", "-n", "100", "-m", "2", "-l", "200", "-z", "5", "-u", "u", "-w", "p",
                         "-e", "127.0.0.1", "-r", "\(peerPort)"]
             switch transport {
