@@ -11,9 +11,7 @@ import Testing
     @Test func loopbackWithAlternateIPIsOpenWithoutNAT() async throws {
         try await STUNLoopbackTests.withServer(alternate: true) { server in
             let primary = try #require(server.udpAddresses[.primary])
-            let started = ContinuousClock.now
             let r = await NATProbe.run(server: primary, options: Self.options)
-            #expect(ContinuousClock.now - started < .seconds(5))
             #expect(r.udp == .yes)
             #expect(r.mapping == NATBehaviour.none)
             #expect(r.filtering == .endpointIndependent)

@@ -8,6 +8,10 @@ import Traversal
 
 /// A cheap scrypt cost for test passwords: these tests are about the protocol, not the KDF's cost.
 let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, parallelism: 1)
+/// Generous limits for tests, which check behaviour, not speed, on a shared 2-core machine.
+let testGatherTimeout: Duration = .seconds(10)
+/// See ``testGatherTimeout``.
+let testConnectTimeout: Duration = .seconds(20)
 
 /// Camera and viewers connect through the Connector over real sockets on loopback.
 @Suite(.serialized) struct ConnectorLoopbackTests {
@@ -18,7 +22,7 @@ let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, paralle
     static func withCamera(_ introducer: InMemoryIntroducer, password: String = "secret", stun: [String],
                            strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery()],
                            _ body: () async throws -> Void) async throws {
-        let connector = Connector(configuration: .init(identity: camera, strategies: strategies, stunServers: stun))
+        let connector = Connector(configuration: .init(identity: camera, strategies: strategies, stunServers: stun, connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
         let connections = connector.serve([introducer.introductions], access: try .password(password, parameters: testCost))
         let server = Task {
             await withTaskGroup(of: Void.self) { group in
@@ -39,7 +43,7 @@ let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, paralle
     }
 
     static func viewer(stun: [String], strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery()]) -> Connector {
-        Connector(configuration: .init(identity: .ephemeral(), strategies: strategies, stunServers: stun))
+        Connector(configuration: .init(identity: .ephemeral(), strategies: strategies, stunServers: stun, connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
     }
 
     static func withSTUN(_ body: ([String]) async throws -> Void) async throws {
@@ -164,7 +168,7 @@ let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, paralle
     @Test func viewerFindsTheCameraWithoutACloud() async throws {
         let camera = DeviceIdentity.generate()
         let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
-        let cameraConnector = Connector(configuration: .init(identity: camera, strategies: [DirectLAN(scope: .loopbackOnly)]))
+        let cameraConnector = Connector(configuration: .init(identity: camera, strategies: [DirectLAN(scope: .loopbackOnly)], connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
         let connections = cameraConnector.serve([responder.introductions], access: try .password("pw", parameters: testCost))
         let server = Task {
             for await c in connections {
@@ -172,8 +176,9 @@ let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, paralle
             }
         }
         defer { server.cancel(); Task { await responder.stop() } }
-        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)])
-        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)]))
+        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
+                                         timeout: .seconds(15))
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)], connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
         let c = try await viewer.connect(to: camera.deviceID, via: finder, credential: .password("pw"))
         #expect(c.path == "direct-lan")
         #expect(c.report.requestID?.hasPrefix("lan-") == true)
@@ -187,7 +192,7 @@ let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, paralle
         defer { Task { await responder.stop() } }
         let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
                                          timeout: .milliseconds(500))
-        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)]))
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)], connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
         do {
             _ = try await viewer.connect(to: DeviceIdentity.generate().deviceID, via: finder, credential: .password("pw"))
             Issue.record("a camera answered for another UID")

@@ -95,7 +95,7 @@ import Traversal
         let endpoint = CloudEndpoint(host: "127.0.0.1", port: cloud.rendezvous.address.port,
                                      trust: .pinnedCA(try String(contentsOfFile: cloud.caPath!, encoding: .utf8)))
         try await Self.withCamera(endpoint, caPath: cloud.caPath!, strategies: [TLSRelay()]) {
-            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [TLSRelay()], logger: Self.quiet))
+            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [TLSRelay()], gatherTimeout: Self.gatherTimeout, logger: Self.quiet))
             do {
                 _ = try await viewer.connect(to: Self.camera.deviceID, via: CloudClient.viewer(endpoint: endpoint, logger: Self.quiet),
                                              credential: .password("secret"))
