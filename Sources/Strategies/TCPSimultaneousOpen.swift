@@ -67,7 +67,9 @@ struct PreparedTCP: PreparedStrategy {
         let local = TransportAddress(ip: .v4(0), port: localPort)
         // Listen on the same port too (SO_REUSEPORT): when one SYN arrives before the other side's
         // connect (no NAT, or a NAT that forwarded it), it is accepted instead of refused.
-        let listener = try? await TCPPeerTransport.listen(on: local)
+        // Only the camera listens: with both sides listening and dialling, each could settle on a
+        // different socket of the crossing attempts; one listener leaves one way to meet.
+        let listener = context.role == .camera ? try? await TCPPeerTransport.listen(on: local) : nil
         defer { if let listener { Task { await listener.close() } } }
         let settings = self.strategy
         return try await withThrowingTaskGroup(of: (any PeerTransport).self) { group in
