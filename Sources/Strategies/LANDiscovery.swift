@@ -167,16 +167,21 @@ public enum LANDiscovery {
     }
 }
 
-/// Asks several introducers, preferring the first (e.g. the LAN) and starting each next one after
-/// `stagger` unless an answer came; the first answer wins (happy eyeballs for signalling).
+/// Asks several introducers (e.g. the LAN and the cloud); the first answer wins and the others are
+/// cancelled (happy eyeballs for signalling).
+///
+/// All are asked at once by default: the introduction is on every connection's critical path, and
+/// a path found through any introducer is raced the same way (a cloud introduction carries the
+/// camera's LAN addresses too). A non-zero `stagger` prefers earlier introducers at that much cost
+/// whenever they cannot answer.
 public struct FirstAnswering: ViewerSignalling {
     /// The introducers in order of preference.
     public var introducers: [any ViewerSignalling]
     /// Delay before asking the next one.
     public var stagger: Duration
 
-    /// Creates the combination.
-    public init(_ introducers: [any ViewerSignalling], stagger: Duration = .milliseconds(300)) {
+    /// Creates the combination; `stagger` zero asks every introducer at once.
+    public init(_ introducers: [any ViewerSignalling], stagger: Duration = .zero) {
         self.introducers = introducers
         self.stagger = stagger
     }

@@ -87,6 +87,7 @@ public final class Connector: Sendable {
         let baseContext = StrategyContext(role: .viewer, stunServers: configuration.stunServers, logger: logger)
         let prepared = await prepareAll(baseContext)
         defer { Task { for p in prepared { await p.prepared?.close() } } }
+        let gathered = ms(since: started)
         let offer = PeerOffer(identityKey: configuration.identity.publicKey.rawRepresentation,
                               candidates: prepared.flatMap { $0.prepared?.candidates ?? [] },
                               strategies: configuration.strategies.map(\.id))
@@ -100,22 +101,46 @@ public final class Connector: Sendable {
         } catch {
             throw TraversalError(code: .cloud, detail: "\(error)")
         }
-        let announced = try? Curve25519.Signing.PublicKey(rawRepresentation: intro.answer.identityKey)
-        guard let announced, device.matches(publicKey: announced) else {
-            throw TraversalError(code: .identityMismatch, detail: "the cloud announced a key that is not behind \(device)")
+        let introduced = ms(since: started)
+        guard let announced = try? Curve25519.Signing.PublicKey(rawRepresentation: intro.answer.identityKey) else {
+            throw TraversalError(code: .identityMismatch, detail: "the cloud announced no valid key for \(device)")
         }
+        // Whether the announced key is behind the UID costs one memory-hard scrypt: it runs beside
+        // the race, whose handshakes accept exactly the announced key, and must pass before the
+        // final handshake message or any credential leaves.
+        let keyCheck = Task { await Self.derives(announced, to: device) }
+        defer { keyCheck.cancel() }
         let context = baseContext.with(requestID: intro.requestID, relay: intro.relay)
         let identity = configuration.identity
-        let raced = try await race(prepared, remote: intro.answer, context: context, started: started) { transport in
-            let (session, final) = try await SecureSessionDriver.initiate(over: transport, identity: identity,
-                                                                          expecting: device, announcedKey: announced)
-            return (session, final)
+        let mismatch = TraversalError(code: .identityMismatch, detail: "the cloud announced a key that is not behind \(device)")
+        let raced: RaceResult
+        do {
+            raced = try await race(prepared, remote: intro.answer, context: context, started: started) { transport in
+                try await SecureSessionDriver.initiate(over: transport, identity: identity, pinning: announced)
+            }
+        } catch {
+            // A cloud lying about the key is the failure to report, whatever became of the race.
+            if await !keyCheck.value { throw mismatch }
+            throw error
         }
-        return try await finishViewer(raced, credential: credential, requestID: intro.requestID, started: started)
+        guard await keyCheck.value else {
+            await raced.transport.close()
+            throw TraversalError(code: mismatch.code, detail: mismatch.detail, attempts: raced.attempts)
+        }
+        let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
+        return try await finishViewer(raced, credential: credential, requestID: intro.requestID, started: started, phases: phases)
+    }
+
+    /// Whether `key` derives to `device`, computed off the cooperative pool (scrypt blocks its thread
+    /// for tens of milliseconds; the race's tasks must not wait behind it).
+    private static func derives(_ key: Curve25519.Signing.PublicKey, to device: DeviceID) async -> Bool {
+        await withCheckedContinuation { done in
+            DispatchQueue.global(qos: .userInitiated).async { done.resume(returning: device.matches(publicKey: key)) }
+        }
     }
 
     private func finishViewer(_ raced: RaceResult, credential: AccessCredential, requestID: String,
-                              started: ContinuousClock.Instant) async throws -> PeerConnection {
+                              started: ContinuousClock.Instant, phases: ConnectionPhases) async throws -> PeerConnection {
         let transport = raced.transport
         var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
         let hello: SessionHello
@@ -147,7 +172,7 @@ public final class Connector: Sendable {
                                  detail: "the camera refused access: \(reason)", attempts: raced.attempts)
         }
         let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
-                                      setupMs: ms(since: started), requestID: requestID, attempts: raced.attempts)
+                                      setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts)
         configuration.logger.info("connected", metadata: ["path": "\(raced.strategy)", "route": "\(transport.pathDescription)",
                                                           "requestID": "\(requestID)"])
         return PeerConnection(role: .viewer, report: report, peerIdentity: raced.session.peerIdentity,
@@ -195,19 +220,22 @@ public final class Connector: Sendable {
             .with(requestID: intro.requestID, relay: intro.relay)
         let prepared = await prepareAll(context)
         defer { Task { for p in prepared { await p.prepared?.close() } } }
+        let gathered = ms(since: started)
         let answer = PeerOffer(identityKey: configuration.identity.publicKey.rawRepresentation,
                                candidates: prepared.flatMap { $0.prepared?.candidates ?? [] },
                                strategies: configuration.strategies.map(\.id))
         try await intro.accept(answer: answer)
+        let introduced = ms(since: started)
         let identity = configuration.identity
         let raced = try await race(prepared, remote: intro.offer, context: context, started: started) { transport in
             (try await SecureSessionDriver.respond(over: transport, identity: identity), [])
         }
-        return try await finishCamera(raced, access: access, requestID: intro.requestID, started: started)
+        let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
+        return try await finishCamera(raced, access: access, requestID: intro.requestID, started: started, phases: phases)
     }
 
     private func finishCamera(_ raced: RaceResult, access: SharedAccess, requestID: String,
-                              started: ContinuousClock.Instant) async throws -> PeerConnection {
+                              started: ContinuousClock.Instant, phases: ConnectionPhases) async throws -> PeerConnection {
         let transport = raced.transport
         var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
         let start = channel
@@ -249,7 +277,7 @@ public final class Connector: Sendable {
             let packet = try channel.seal([SessionMessageType.welcome.rawValue] + welcome)
             try await transport.send([PeerWire.sealed] + packet)
             let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
-                                          setupMs: ms(since: started), requestID: requestID, attempts: raced.attempts)
+                                          setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts)
             configuration.logger.info("viewer admitted", metadata: ["path": "\(raced.strategy)", "requestID": "\(requestID)"])
             return PeerConnection(role: .camera, report: report, peerIdentity: raced.session.peerIdentity,
                                   transport: transport, channel: channel, replayOnHello: welcome)

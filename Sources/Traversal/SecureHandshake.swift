@@ -55,8 +55,8 @@ public struct SecureHandshakeStateMachine: Sendable {
     var noise: NoiseHandshakeState
     /// This side's identity.
     let identity: DeviceIdentity
-    /// For an initiator: the UID the responder must match.
-    let expectedPeer: DeviceID?
+    /// For an initiator: whom the responder must be.
+    let expectedPeer: ExpectedPeer?
     /// The verified peer identity, once its payload arrived.
     var peerIdentity: Curve25519.Signing.PublicKey?
 
@@ -77,7 +77,21 @@ public struct SecureHandshakeStateMachine: Sendable {
         }
         return SecureHandshakeStateMachine(
             noise: NoiseHandshakeState(role: .initiator, prologue: prologue, staticKey: noiseStaticKey),
-            identity: identity, expectedPeer: expectedPeer)
+            identity: identity, expectedPeer: .device(expectedPeer))
+    }
+
+    /// A viewer's side that accepts exactly the identity key `peerKey` (a comparison, no scrypt).
+    ///
+    /// For a caller that checks `peerKey` against the UID itself, beside the handshake, and sends
+    /// nothing that needs the check (the final message, a credential) before it has passed.
+    public static func initiator(
+        identity: DeviceIdentity,
+        pinning peerKey: Curve25519.Signing.PublicKey,
+        noiseStaticKey: Curve25519.KeyAgreement.PrivateKey = .init()
+    ) -> SecureHandshakeStateMachine {
+        SecureHandshakeStateMachine(
+            noise: NoiseHandshakeState(role: .initiator, prologue: prologue, staticKey: noiseStaticKey),
+            identity: identity, expectedPeer: .key(peerKey))
     }
 
     /// A device's side: accepts any viewer identity, reported in the ``SecureSession`` for access control.
@@ -158,11 +172,24 @@ public struct SecureHandshakeStateMachine: Sendable {
             throw SecureHandshakeError(
                 code: .badSignature, detail: "identity signature over the Noise static key does not verify")
         }
-        if let expectedPeer, !expectedPeer.matches(publicKey: identityKey) {
+        switch expectedPeer {
+        case .device(let device) where !device.matches(publicKey: identityKey):
             throw SecureHandshakeError(
-                code: .identityMismatch, detail: "the peer's identity key does not derive to \(expectedPeer)")
+                code: .identityMismatch, detail: "the peer's identity key does not derive to \(device)")
+        case .key(let pinned) where pinned.rawRepresentation != identityKey.rawRepresentation:
+            throw SecureHandshakeError(
+                code: .identityMismatch, detail: "the peer's identity key is not the one announced")
+        default:
+            return identityKey
         }
-        return identityKey
+    }
+
+    /// Whom an initiator accepts as the responder.
+    enum ExpectedPeer: Sendable {
+        /// A key that derives to this UID (one scrypt, memoised).
+        case device(DeviceID)
+        /// Exactly this identity key.
+        case key(Curve25519.Signing.PublicKey)
     }
 
     /// `domain ‖ 0 ‖ role ‖ Noise static key ‖ handshake hash`.

@@ -44,9 +44,10 @@ enum SecureSessionDriver {
 
     /// The viewer's side: initiator; returns the session and the final message, unsent: the caller
     /// sends it only on the winning path, repeating it until the camera answers.
-    static func initiate(over transport: any PeerTransport, identity: DeviceIdentity, expecting device: DeviceID,
-                         announcedKey: Curve25519.Signing.PublicKey?) async throws -> (SecureSession, [UInt8]) {
-        var machine = try SecureHandshakeStateMachine.initiator(identity: identity, expecting: device, announcedIdentityKey: announcedKey)
+    /// The responder must hold `peerKey`, which the caller checks against the UID before sending the final message.
+    static func initiate(over transport: any PeerTransport, identity: DeviceIdentity,
+                         pinning peerKey: Curve25519.Signing.PublicKey) async throws -> (SecureSession, [UInt8]) {
+        var machine = SecureHandshakeStateMachine.initiator(identity: identity, pinning: peerKey)
         let first = [PeerWire.handshake] + (try machine.start())
         let resender = repeatSending(first, over: transport)
         defer { resender.cancel() }

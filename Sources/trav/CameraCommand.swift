@@ -52,7 +52,7 @@ extension Trav {
             let serving = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for await c in connections {
-                        say("viewer connected via \(c.path) (\(c.report.route ?? "")) in \(String(format: "%.1f", c.report.setupMs)) ms")
+                        say("viewer connected via \(c.path) (\(c.report.route ?? "")) in \(String(format: "%.1f", c.report.setupMs)) ms\(c.report.phases.map { " (\($0))" } ?? "")")
                         group.addTask {
                             if let rate { await streamSynthetic(c, kbps: rate) } else { await echo(c) }
                         }

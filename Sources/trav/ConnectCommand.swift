@@ -56,7 +56,7 @@ extension Trav {
                 print("camera    \(output.uid)")
                 if output.connected {
                     print("path      \(output.path ?? "")  \(output.route ?? "")")
-                    print("setup     \(String(format: "%.1f", output.setupMs ?? 0)) ms")
+                    print("setup     \(String(format: "%.1f", output.setupMs ?? 0)) ms\(output.phases.map { " (\($0))" } ?? "")")
                     print("echo      \(output.echoBytes) bytes \(output.echoVerified ? "verified" : "NOT verified")")
                 } else {
                     print("failed    \(output.error ?? "")")

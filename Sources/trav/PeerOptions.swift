@@ -79,6 +79,7 @@ struct ConnectOutput: Encodable {
     var path: String?
     var route: String?
     var setupMs: Double?
+    var phases: ConnectionPhases?
     var echoBytes: Int
     var echoVerified: Bool
     var echoMs: Double?
@@ -92,6 +93,7 @@ struct ConnectOutput: Encodable {
         self.path = report?.path
         self.route = report?.route
         self.setupMs = report?.setupMs
+        self.phases = report?.phases
         self.echoBytes = echoBytes
         self.echoVerified = echoVerified
         self.echoMs = echoMs
