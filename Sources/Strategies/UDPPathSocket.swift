@@ -82,12 +82,14 @@ public final class UDPPathSocket: Sendable {
     /// Sends pings to `targets` every `interval` (when `active`) until a probe of a kind in
     /// `until` arrives, and returns its source: the peer's address.
     ///
-    /// Active: a pong confirms the path both ways. Passive (we only answer): a ping from the peer
-    /// shows its packets reach us and our pong goes back the way it came. With `until: [.chosen]`
-    /// the peer decides which of its addresses carries the session.
+    /// Either kind confirms a path both ways: a pong answers our ping; a ping from the peer shows
+    /// its packets reach us, and our pong (and the session after it) goes back the way it came —
+    /// through the mapping the peer's NAT just made toward us. So the side whose first pings the
+    /// peer's NAT dropped does not wait a pacing interval for its next ping's pong. With
+    /// `until: [.chosen]` the peer decides which of its addresses carries the session.
     func probe(_ targets: [TransportAddress], active: Bool, interval: Duration, maxPings: Int,
                until: Set<ProbeKind>? = nil) async throws -> TransportAddress {
-        let accept = until ?? (active ? [.pong] : [.ping, .pong])
+        let accept = until ?? [.ping, .pong]
         let ping = [PeerWire.probe, ProbeKind.ping.rawValue] + token
         let sender: Task<Void, Never>? = active ? Task { [client] in
             for _ in 0..<maxPings where !Task.isCancelled {

@@ -35,14 +35,17 @@ public struct ConnectorConfiguration: Sendable {
     /// How long gathering may take before the offer or answer goes out without the slow strategies
     /// (a STUN server that does not answer must not hold up a LAN path).
     public var gatherTimeout: Duration
+    /// Camera keys already checked against their UIDs (a viewer then skips the UID's scrypt).
+    public var knownDevices: KnownDevices
     /// The logger.
     public var logger: Logger
 
     /// Creates a configuration; the connect timeout defaults to 10 s.
     public init(identity: DeviceIdentity, strategies: [any TraversalStrategy], stunServers: [String] = [],
                 connectTimeout: Duration = .seconds(10), gatherTimeout: Duration = .milliseconds(1500),
-                logger: Logger = Logger(label: "trav.connector")) {
+                knownDevices: KnownDevices = KnownDevices(), logger: Logger = Logger(label: "trav.connector")) {
         self.identity = identity
+        self.knownDevices = knownDevices
         self.strategies = strategies
         self.stunServers = stunServers
         self.connectTimeout = connectTimeout
@@ -105,10 +108,20 @@ public final class Connector: Sendable {
         guard let announced = try? Curve25519.Signing.PublicKey(rawRepresentation: intro.answer.identityKey) else {
             throw TraversalError(code: .identityMismatch, detail: "the cloud announced no valid key for \(device)")
         }
-        // Whether the announced key is behind the UID costs one memory-hard scrypt: it runs beside
-        // the race, whose handshakes accept exactly the announced key, and must pass before the
-        // final handshake message or any credential leaves.
-        let keyCheck = Task { await Self.derives(announced, to: device) }
+        // Whether the announced key is behind the UID costs one memory-hard scrypt (unless the key
+        // is already known): it runs beside the race, whose handshakes accept exactly the announced
+        // key, and must pass before the final handshake message or any credential leaves.
+        let known = configuration.knownDevices
+        let keyCheck = Task {
+            if known.contains(announced, for: device) { return true }
+            guard await Self.derives(announced, to: device) else { return false }
+            do {
+                try known.remember(announced, for: device)
+            } catch {
+                logger.notice("cannot record the camera's key", metadata: ["error": "\(error)"])
+            }
+            return true
+        }
         defer { keyCheck.cancel() }
         let context = baseContext.with(requestID: intro.requestID, relay: intro.relay)
         let identity = configuration.identity

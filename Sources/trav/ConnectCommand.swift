@@ -15,6 +15,8 @@ extension Trav {
         @Option(help: "The camera's password.") var password: String?
         @Flag(help: "Use this viewer's identity as a paired key instead of a password.") var paired = false
         @Option(help: "A viewer identity file (default: a fresh ephemeral identity).") var identity: String?
+        @Option(help: "A file of camera keys already checked against their UIDs (created if missing); a known camera spares the UID's scrypt.")
+        var knownCameras: String?
         @Option(help: "Bytes of echo to exchange and verify.") var echoBytes: Int = 1000
         @Flag(help: "Print one JSON object.") var json = false
         @OptionGroup var peer: PeerOptions
@@ -30,7 +32,8 @@ extension Trav {
             let logger = common.logger("trav.connect")
             let device = try DeviceID(uid)
             let me = try identity.map { try DeviceIdentity.load(from: $0) } ?? .ephemeral()
-            let connector = try peer.connector(identity: me, logger: logger)
+            let known = try knownCameras.map { try KnownDevices(file: $0) } ?? KnownDevices()
+            let connector = try peer.connector(identity: me, knownDevices: known, logger: logger)
             var introducers: [any ViewerSignalling] = []
             if peer.lanPort != 0 { introducers.append(LANDiscovery.Finder(destinations: LANDiscovery.broadcastDestinations(port: peer.lanPort))) }
             if let endpoint = try peer.endpoint() { introducers.append(CloudClient.viewer(endpoint: endpoint, logger: logger)) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Traversal
 
 extension Trav {
@@ -23,14 +24,17 @@ extension Trav {
             }
         }
 
-        /// `trav identity show FILE`: prints the UID of a key file.
+        /// `trav identity show FILE [--public-key]`: prints the UID of a key file, or its public key.
         struct Show: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Print the UID of a key file.")
+            static let configuration = CommandConfiguration(abstract: "Print the UID of a key file, or its public key.")
 
             @Argument(help: "Key file.") var file: String
+            @Flag(help: "Print the base64 Ed25519 public key instead (what `trav camera --paired-viewers` takes).")
+            var publicKey = false
 
             func run() async throws {
-                print(try DeviceIdentity.load(from: file).deviceID)
+                let identity = try DeviceIdentity.load(from: file)
+                print(publicKey ? identity.publicKey.rawRepresentation.base64EncodedString() : identity.deviceID.description)
             }
         }
     }

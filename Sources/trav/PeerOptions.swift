@@ -47,9 +47,10 @@ struct PeerOptions: ParsableArguments {
         return [try resolve(host.contains(":") ? "[\(host)]" : host, defaultPort: stunPort).description]
     }
 
-    func connector(identity: DeviceIdentity, logger: Logger) throws -> Connector {
+    func connector(identity: DeviceIdentity, knownDevices: KnownDevices = KnownDevices(), logger: Logger) throws -> Connector {
         Connector(configuration: .init(identity: identity, strategies: try chosenStrategies(), stunServers: try stunServers(),
-                                       connectTimeout: .milliseconds(Int64(connectTimeout * 1000)), logger: logger))
+                                       connectTimeout: .milliseconds(Int64(connectTimeout * 1000)),
+                                       knownDevices: knownDevices, logger: logger))
     }
 }
 
