@@ -6,6 +6,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import STUNLite
+import Synchronization
 import TURNLite
 import Traversal
 
@@ -43,7 +44,8 @@ public final class RendezvousServer: Sendable {
         public var lookupRateLimit: TokenBucketRateLimiter<String>
         /// Registration attempts per source IP (each costs the cloud a UID derivation).
         public var registrationRateLimit: TokenBucketRateLimiter<String>
-        /// Connections open at once, at most; more are closed on accept.
+        /// Signalling connections open at once, at most; more are closed on accept. Connections still in
+        /// their TLS handshake are bounded by the same number, separately.
         public var maxConnections: Int
         /// Introductions one connection may have pending at once.
         public var maxPendingIntroductionsPerConnection: Int
@@ -152,10 +154,15 @@ public final class RendezvousServer: Sendable {
                 secret: grants.secret, urls: ["turns:\(address)"] + grants.urls, lifetime: grants.lifetime)
         }
         let hub = RendezvousHub(configuration: configuration, registry: registry, logger: logger)
+        let handshaking = HandshakeCounter(limit: configuration.maxConnections)
         let acceptLoop = Task {
             await withDiscardingTaskGroup { group in
                 try? await listener.executeThenClose { connections in
                     for try await pending in connections {
+                        guard handshaking.enter() else {
+                            pending.channel.close(promise: nil)
+                            continue
+                        }
                         group.addTask {
                             // Cancelled at stop: a connection still in its handshake is closed, which ends the wait.
                             let negotiated = try? await withTaskCancellationHandler {
@@ -163,6 +170,7 @@ public final class RendezvousServer: Sendable {
                             } onCancel: {
                                 pending.channel.close(promise: nil)
                             }
+                            handshaking.leave()
                             if case .signalling(let connection)? = negotiated {
                                 await serve(connection, hub: hub, logger: logger)
                             }
@@ -269,6 +277,27 @@ public final class RendezvousServer: Sendable {
         }
         return true
     }
+}
+
+/// Counts connections in their TLS handshake, up to a limit.
+final class HandshakeCounter: Sendable {
+    private let count = Mutex(0)
+    private let limit: Int
+
+    /// A counter admitting at most `limit` at once.
+    init(limit: Int) { self.limit = limit }
+
+    /// Admits one more, unless `limit` are in already.
+    func enter() -> Bool {
+        count.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    /// One left its handshake.
+    func leave() { count.withLock { $0 -= 1 } }
 }
 
 /// An accepted connection whose TLS handshake (and so its protocol) may still be under way.
