@@ -82,10 +82,16 @@ public final class TURNServer: Sendable {
         self.logger = logger
     }
 
-    /// Binds the listeners and starts relaying.
+    /// Binds the listeners and starts relaying; a picked port (0) taken on TCP is picked again (``STUNLite/FreePortRetry``).
     public static func start(_ configuration: Configuration,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "trav.turn-server")) async throws -> TURNServer {
+        try await FreePortRetry.run(picked: configuration.port == 0 && configuration.tcp) {
+            try await startOnce(configuration, group: group, logger: logger)
+        }
+    }
+
+    private static func startOnce(_ configuration: Configuration, group: any EventLoopGroup, logger: Logger) async throws -> TURNServer {
         let loop = group.next()
         let core = try await loop.submit {
             NIOLoopBound(TURNServerCore(configuration: configuration, loop: loop, logger: logger), eventLoop: loop)
