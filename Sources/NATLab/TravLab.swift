@@ -24,7 +24,7 @@ public struct TravLab: Sendable {
     public let trav: String
     /// The password every camera here uses.
     public let password = "lab-password"
-    /// The cloud's TLS signalling port (443 lets a TCP-443-only network reach it).
+    /// The cloud's TLS port, signalling and the relay's TLS (443 lets a TCP-443-only network reach both).
     public var signallingPort: UInt16 = 5349
 
     /// Builds a lab of `sites`, runs `body`, and always tears down the lab and the directory.

@@ -69,6 +69,16 @@ public struct CloudCertificates: Sendable, Hashable {
         return files
     }
 
+    /// A fresh CA and a server certificate it issues naming `names`, in memory only, for a server that
+    /// keeps no files (`trav relay` without `--tls-cert`): the chain (server, then CA) and the server key, PEM.
+    public static func ephemeral(names: [String]) throws -> (certificateChainPEM: String, privateKeyPEM: String) {
+        let caKey = P256.Signing.PrivateKey()
+        let ca = try makeCA(key: caKey)
+        let serverKey = P256.Signing.PrivateKey()
+        let server = try makeServerCertificate(names: names, key: serverKey, ca: ca, caKey: caKey)
+        return (try server.serializeAsPEM().pemString + "\n" + ca.serializeAsPEM().pemString, serverKey.pemRepresentation)
+    }
+
     static func makeCA(key: P256.Signing.PrivateKey) throws -> Certificate {
         let name = try DistinguishedName { CommonName("trav cloud CA") }
         let now = Date()

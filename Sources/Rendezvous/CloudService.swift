@@ -10,32 +10,38 @@ import Traversal
 /// The whole cloud in one start/stop object: TLS signalling (``RendezvousServer``), STUN
 /// (``STUNLite/STUNServer``, with RFC 5780 behaviour discovery when given an alternate IP) and,
 /// unless disabled, a TURN relay (``TURNLite/TURNServer``) whose per-introduction credentials the
-/// signalling hands both sides (``RelayGrantIssuer``).
+/// signalling hands both sides (``RelayGrantIssuer``). TURN over TLS shares the signalling's TLS port
+/// by default (chosen by ALPN), so one port — 443 where a network demands it — carries everything.
 public final class CloudService: Sendable {
     /// How the cloud runs its relay.
     public struct RelayConfiguration: Sendable {
         /// Default relay port, UDP and TCP: next to STUN's 3478, which the cloud already holds.
         public static let defaultPort: UInt16 = 3479
-        /// Default relay TLS port: next to the signalling's 5349, which the cloud already holds.
+        /// The usual port for a dedicated relay TLS port (``tlsPort``): next to the signalling's 5349.
         public static let defaultTLSPort: UInt16 = 5350
 
-        /// IP address the relay listens and allocates on; `nil`: the cloud's listen IP. A second
-        /// address lets the relay's TLS share port 443 with the signalling (networks that allow only 443).
+        /// IP address the relay listens and allocates on; `nil`: the cloud's listen IP.
         public var listenIP: String?
         /// UDP and TCP port of the relay (0 picks a free one).
         public var port: UInt16
-        /// TLS port of the relay, with the cloud's certificate (0 picks a free one; `nil`: no TLS).
+        /// Whether TURN over TLS is served on the signalling's TLS port, to clients negotiating ALPN
+        /// `stun.turn` (RFC 7443 §2); grants then name that port first.
+        public var sharesSignallingPort: Bool
+        /// A dedicated TLS port of the relay as well, with the cloud's certificate (0 picks a free one; `nil`: none).
         public var tlsPort: UInt16?
         /// Peers allowed although in special ranges (loopback, private, documentation: labs and tests).
         public var allowedPeers: [IPPrefix]
         /// How long each grant is valid.
         public var grantLifetime: Duration
 
-        /// A relay on ports 3479 (UDP/TCP) and 5350 (TLS), special ranges refused, grants valid for an hour.
-        public init(listenIP: String? = nil, port: UInt16 = Self.defaultPort, tlsPort: UInt16? = Self.defaultTLSPort,
-                    allowedPeers: [IPPrefix] = [], grantLifetime: Duration = RelayGrantIssuer.defaultLifetime) {
+        /// A relay on port 3479 (UDP/TCP) and on the signalling's TLS port, no dedicated TLS port, special
+        /// ranges refused, grants valid for an hour.
+        public init(listenIP: String? = nil, port: UInt16 = Self.defaultPort, sharesSignallingPort: Bool = true,
+                    tlsPort: UInt16? = nil, allowedPeers: [IPPrefix] = [],
+                    grantLifetime: Duration = RelayGrantIssuer.defaultLifetime) {
             self.listenIP = listenIP
             self.port = port
+            self.sharesSignallingPort = sharesSignallingPort
             self.tlsPort = tlsPort
             self.allowedPeers = allowedPeers
             self.grantLifetime = grantLifetime
@@ -64,7 +70,7 @@ public final class CloudService: Sendable {
         public var relay: RelayConfiguration?
 
         /// A configuration with ports 3478 (STUN) and 5349 (TLS); no relay unless `relay` is given
-        /// (`trav cloud` runs one on 3479 and TLS 5350 by default).
+        /// (`trav cloud` runs one on 3479, its TLS on the signalling port, by default).
         public init(
             listenIP: String, alternateIP: String? = nil, dataDirectory: String, stunPort: UInt16 = 3478,
             tlsPort: UInt16 = CloudEndpoint.defaultPort, tlsCertificatePath: String? = nil, tlsKeyPath: String? = nil,
@@ -142,6 +148,7 @@ public final class CloudService: Sendable {
                                                             keyPath: keyPath, group: group, logger: logger)
                 relay = server
                 rendezvousConfiguration.relayGrants = issuer
+                if relayConfiguration.sharesSignallingPort { rendezvousConfiguration.sharedRelay = server }
             }
             tuning(&rendezvousConfiguration)
             let rendezvous = try await RendezvousServer.start(

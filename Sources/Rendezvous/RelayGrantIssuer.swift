@@ -14,7 +14,8 @@ public struct RelayGrantIssuer: Sendable {
 
     /// The secret shared with the relay.
     public let secret: String
-    /// Relay URLs put in every grant, e.g. `turn:203.0.113.10:3479?transport=udp`, `turns:203.0.113.10:5350`.
+    /// Relay URLs put in every grant, e.g. `turns:203.0.113.10:5349` (the signalling's TLS port, shared by
+    /// ALPN), `turn:203.0.113.10:3479?transport=udp`.
     public let urls: [String]
     /// How long each grant is valid.
     public let lifetime: Duration

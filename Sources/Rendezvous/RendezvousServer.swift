@@ -4,11 +4,23 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import STUNLite
+import Synchronization
+import TURNLite
 import Traversal
 
 /// The cloud's signalling service: TLS connections from cameras (registration, keepalive) and
 /// viewers (introductions). It forwards offers and answers; it never sees session keys or payload.
+///
+/// With ``Configuration/sharedRelay`` its one TLS port carries TURN over TLS too, chosen by ALPN:
+///
+/// ```
+///  ClientHello ALPN offer         ──►  gate (ALPNOfferGateHandler)  ──►  TLS handshake  ──►  pipeline
+///   none, or "trav/1"                                                                  signalling frames
+///   "stun.turn" (RFC 7443 §2)                                                          TURNServer.adoptStream
+///   only protocols we lack          fatal alert no_application_protocol (RFC 7301 §3.2), closed
+/// ```
 public final class RendezvousServer: Sendable {
     /// How to run the signalling service.
     public struct Configuration: Sendable {
@@ -32,7 +44,8 @@ public final class RendezvousServer: Sendable {
         public var lookupRateLimit: TokenBucketRateLimiter<String>
         /// Registration attempts per source IP (each costs the cloud a UID derivation).
         public var registrationRateLimit: TokenBucketRateLimiter<String>
-        /// Connections open at once, at most; more are closed on accept.
+        /// Signalling connections open at once, at most; more are closed on accept. Connections still in
+        /// their TLS handshake are bounded by the same number, separately.
         public var maxConnections: Int
         /// Introductions one connection may have pending at once.
         public var maxPendingIntroductionsPerConnection: Int
@@ -40,6 +53,9 @@ public final class RendezvousServer: Sendable {
         public var maxPendingIntroductions: Int
         /// Issues relay credentials for each introduction when the cloud runs a relay; `nil`: no relay.
         public var relayGrants: RelayGrantIssuer?
+        /// A relay that serves TURN over TLS on this port to clients negotiating ALPN `stun.turn` (RFC 7443 §2);
+        /// the grants then name this port (`turns:IP:PORT`) first. `nil`: signalling only.
+        public var sharedRelay: TURNServer?
 
         /// A configuration with the defaults: port 5349, 10 s keepalive, 35 s idle timeout, 10 s
         /// introduction timeout, 20 look-ups then one per 500 ms per IP, 10 registrations then one
@@ -72,17 +88,20 @@ public final class RendezvousServer: Sendable {
     public let address: TransportAddress
     /// Where registrations are kept.
     public let registry: any DeviceRegistry
+    /// The relay URLs every grant carries, shared TLS port first (empty without a relay).
+    public let relayURLs: [String]
     private let listener: any Channel
     private let hub: RendezvousHub
     private let acceptLoop: Task<Void, Never>
     private let logger: Logger
 
     private init(
-        address: TransportAddress, registry: any DeviceRegistry, listener: any Channel, hub: RendezvousHub,
-        acceptLoop: Task<Void, Never>, logger: Logger
+        address: TransportAddress, registry: any DeviceRegistry, relayURLs: [String], listener: any Channel,
+        hub: RendezvousHub, acceptLoop: Task<Void, Never>, logger: Logger
     ) {
         self.address = address
         self.registry = registry
+        self.relayURLs = relayURLs
         self.listener = listener
         self.hub = hub
         self.acceptLoop = acceptLoop
@@ -95,10 +114,14 @@ public final class RendezvousServer: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "trav.rendezvous")
     ) async throws -> RendezvousServer {
+        var configuration = configuration
         let chain = try NIOSSLCertificate.fromPEMFile(configuration.certificatePath)
         let key = try NIOSSLPrivateKey(file: configuration.privateKeyPath, format: .pem)
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
+        let relay = configuration.sharedRelay
+        let protocols = [CloudProtocol.alpnProtocol] + (relay == nil ? [] : [TURNTLS.alpnProtocol])
+        tls.applicationProtocols = protocols
         let context = try NIOSSLContext(configuration: tls)
         let idle = TimeAmount(configuration.idleTimeout)
         let listener = try await ServerBootstrap(group: group)
@@ -107,25 +130,51 @@ public final class RendezvousServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: configuration.listenIP, port: Int(configuration.port)) { child in
                 child.eventLoop.makeCompletedFuture {
+                    // Until the handshake picks a protocol, the signalling idle timeout bounds a silent client.
+                    let idleHandler = IdleStateHandler(readTimeout: idle)
+                    let closeOnIdle = CloseOnIdleHandler()
+                    let negotiation = NIOTypedApplicationProtocolNegotiationHandler<NegotiatedConnection> { result, channel in
+                        choosePipeline(result, channel: channel, relay: relay, idleHandlers: (idleHandler, closeOnIdle))
+                    }
                     try child.pipeline.syncOperations.addHandlers(
+                        ALPNOfferGateHandler(supported: protocols),
                         NIOSSLServerHandler(context: context),
-                        IdleStateHandler(readTimeout: idle),
-                        CloseOnIdleHandler(),
-                        ByteToMessageHandler(CloudFrameDecoder()),
-                        MessageToByteHandler(CloudFrameEncoder()))
-                    return try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: child)
+                        idleHandler,
+                        closeOnIdle,
+                        negotiation)
+                    return PendingConnection(channel: child, negotiated: negotiation.protocolNegotiationResult)
                 }
             }
         guard let address = listener.channel.localAddress.flatMap(TransportAddress.init) else {
             try? await listener.channel.close()
             throw CloudError(code: .connectionFailed, detail: "the listener has no local address")
         }
+        if relay != nil, let grants = configuration.relayGrants {
+            configuration.relayGrants = RelayGrantIssuer(
+                secret: grants.secret, urls: ["turns:\(address)"] + grants.urls, lifetime: grants.lifetime)
+        }
         let hub = RendezvousHub(configuration: configuration, registry: registry, logger: logger)
+        let handshaking = HandshakeCounter(limit: configuration.maxConnections)
         let acceptLoop = Task {
             await withDiscardingTaskGroup { group in
                 try? await listener.executeThenClose { connections in
-                    for try await connection in connections {
-                        group.addTask { await serve(connection, hub: hub, logger: logger) }
+                    for try await pending in connections {
+                        guard handshaking.enter() else {
+                            pending.channel.close(promise: nil)
+                            continue
+                        }
+                        group.addTask {
+                            // Cancelled at stop: a connection still in its handshake is closed, which ends the wait.
+                            let negotiated = try? await withTaskCancellationHandler {
+                                try await pending.negotiated.get()
+                            } onCancel: {
+                                pending.channel.close(promise: nil)
+                            }
+                            handshaking.leave()
+                            if case .signalling(let connection)? = negotiated {
+                                await serve(connection, hub: hub, logger: logger)
+                            }
+                        }
                     }
                 }
                 group.cancelAll()
@@ -133,7 +182,7 @@ public final class RendezvousServer: Sendable {
         }
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
         return RendezvousServer(
-            address: address, registry: registry, listener: listener.channel, hub: hub, acceptLoop: acceptLoop, logger: logger)
+            address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub, acceptLoop: acceptLoop, logger: logger)
     }
 
     /// Stops accepting, closes every connection and returns when all are closed.
@@ -230,6 +279,73 @@ public final class RendezvousServer: Sendable {
     }
 }
 
+/// Counts connections in their TLS handshake, up to a limit.
+final class HandshakeCounter: Sendable {
+    private let count = Mutex(0)
+    private let limit: Int
+
+    /// A counter admitting at most `limit` at once.
+    init(limit: Int) { self.limit = limit }
+
+    /// Admits one more, unless `limit` are in already.
+    func enter() -> Bool {
+        count.withLock { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    /// One left its handshake.
+    func leave() { count.withLock { $0 -= 1 } }
+}
+
+/// An accepted connection whose TLS handshake (and so its protocol) may still be under way.
+struct PendingConnection: Sendable {
+    /// The connection.
+    let channel: any Channel
+    /// Which protocol it negotiated, once its pipeline is set up.
+    let negotiated: EventLoopFuture<NegotiatedConnection>
+}
+
+/// What an accepted connection turned out to carry.
+enum NegotiatedConnection: Sendable {
+    /// Signalling (ALPN `trav/1`, or none).
+    case signalling(NIOAsyncChannel<CloudMessage, Never>)
+    /// TURN over TLS, handed to the relay (ALPN `stun.turn`).
+    case relayed
+}
+
+/// Sets up the pipeline for the protocol the handshake negotiated; runs on the connection's event loop.
+private func choosePipeline(
+    _ result: ALPNResult, channel: any Channel, relay: TURNServer?, idleHandlers: (IdleStateHandler, CloseOnIdleHandler)
+) -> EventLoopFuture<NegotiatedConnection> {
+    do {
+        let sync = channel.pipeline.syncOperations
+        switch result {
+        case .negotiated(TURNTLS.alpnProtocol):
+            guard let relay else { throw CloudError(code: .badRequest, detail: "no relay on this port") }
+            // The relay has its own, longer idle timeout (allocations live up to an hour).
+            sync.removeHandler(idleHandlers.0, promise: nil)
+            sync.removeHandler(idleHandlers.1, promise: nil)
+            return relay.adoptStream(channel).map { NegotiatedConnection.relayed }.flatMapErrorThrowing { error in
+                channel.close(promise: nil)
+                throw error
+            }
+        case .negotiated(CloudProtocol.alpnProtocol), .fallback:
+            try sync.addHandlers(ByteToMessageHandler(CloudFrameDecoder()), MessageToByteHandler(CloudFrameEncoder()))
+            let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
+            return channel.eventLoop.makeSucceededFuture(.signalling(connection))
+        case .negotiated(let other):
+            // The gate lets through only offers naming one of ours, and TLS picks one of ours.
+            throw CloudError(code: .badRequest, detail: "unexpected ALPN protocol \(other)")
+        }
+    } catch {
+        channel.close(promise: nil)
+        return channel.eventLoop.makeFailedFuture(error)
+    }
+}
+
 /// What a connection has established so far.
 enum RendezvousConnectionState {
     /// Nothing yet: it may register (camera) or introduce (viewer).
@@ -243,7 +359,7 @@ enum RendezvousConnectionState {
 }
 
 /// Closes a connection when `IdleStateHandler` reports no reads for the idle timeout.
-final class CloseOnIdleHandler: ChannelInboundHandler, Sendable {
+final class CloseOnIdleHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
     typealias InboundIn = NIOAny
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -39,7 +39,8 @@ public actor TURNClient {
         case udp
         /// TCP, framed by STUN lengths and padded ChannelData (RFC 8656 §12.5).
         case tcp
-        /// TLS over TCP with the given client configuration and server name (RFC 8656 §3.1).
+        /// TLS over TCP with the given client configuration and server name (RFC 8656 §3.1); offers ALPN
+        /// `stun.turn` (RFC 7443 §2) unless the configuration lists protocols itself.
         case tls(TLSConfiguration, serverHostname: String?)
     }
 
@@ -130,7 +131,9 @@ public actor TURNClient {
                     .bind(to: TransportAddress(ip: any, port: 0).socketAddress).get()
             case .tcp, .tls:
                 var ssl: (NIOSSLContext, String?)?
-                if case .tls(let tls, let name) = configuration.transport { ssl = (try NIOSSLContext(configuration: tls), name) }
+                if case .tls(let tls, let name) = configuration.transport {
+                    ssl = (try NIOSSLContext(configuration: TURNTLS.clientConfiguration(tls)), name)
+                }
                 let tlsSettings = ssl
                 channel = try await ClientBootstrap(group: loop)
                     .connectTimeout(configuration.retransmission.reliableTimeout)

@@ -65,26 +65,33 @@ public final class TURNServer: Sendable {
     public let tcpAddress: TransportAddress?
     /// The TLS listener's address, if any.
     public let tlsAddress: TransportAddress?
-    private let core: NIOLoopBound<TURNServerCore>
+    private let core: TURNCoreReference
     private let listeners: [Channel]
-    private let loop: any EventLoop
+    private let streamIdleTimeout: TimeAmount
     private let logger: Logger
+    private var loop: any EventLoop { core.loop }
 
-    private init(udp: TransportAddress, tcp: TransportAddress?, tls: TransportAddress?, core: NIOLoopBound<TURNServerCore>,
-                 listeners: [Channel], loop: any EventLoop, logger: Logger) {
+    private init(udp: TransportAddress, tcp: TransportAddress?, tls: TransportAddress?, core: TURNCoreReference,
+                 listeners: [Channel], streamIdleTimeout: TimeAmount, logger: Logger) {
         self.udpAddress = udp
         self.tcpAddress = tcp
         self.tlsAddress = tls
         self.core = core
         self.listeners = listeners
-        self.loop = loop
+        self.streamIdleTimeout = streamIdleTimeout
         self.logger = logger
     }
 
-    /// Binds the listeners and starts relaying.
+    /// Binds the listeners and starts relaying; a picked port (0) taken on TCP is picked again (``STUNLite/FreePortRetry``).
     public static func start(_ configuration: Configuration,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "trav.turn-server")) async throws -> TURNServer {
+        try await FreePortRetry.run(picked: configuration.port == 0 && configuration.tcp) {
+            try await startOnce(configuration, group: group, logger: logger)
+        }
+    }
+
+    private static func startOnce(_ configuration: Configuration, group: any EventLoopGroup, logger: Logger) async throws -> TURNServer {
         let loop = group.next()
         let core = try await loop.submit {
             NIOLoopBound(TURNServerCore(configuration: configuration, loop: loop, logger: logger), eventLoop: loop)
@@ -110,6 +117,7 @@ public final class TURNServer: Sendable {
             }
             try await loop.submit { core.value.udpListener = (udpAddress, udp) }.get()
 
+            let ref = TURNCoreReference(bound: core, loop: loop)
             func bindStream(port: UInt16, ssl: NIOSSLContext?) async throws -> TransportAddress {
                 let transport: STUNTransport = ssl == nil ? .tcp : .tls
                 let server = try await ServerBootstrap(group: loop, childGroup: loop)
@@ -118,13 +126,7 @@ public final class TURNServer: Sendable {
                     .childChannelInitializer { child in
                         child.eventLoop.makeCompletedFuture {
                             guard core.value.admitStream() else { throw TURNError(.socket, detail: "too many connections") }
-                            child.closeFuture.whenComplete { _ in core.value.streamReleased() }
-                            let sync = child.pipeline.syncOperations
-                            if let ssl { try sync.addHandler(NIOSSLServerHandler(context: ssl)) }
-                            try sync.addHandlers(
-                                IdleStateHandler(readTimeout: configuration.streamIdleTimeout),
-                                ByteToMessageHandler(STUNFrameDecoder(allowsChannelData: true)),
-                                TURNStreamHandler(core: core.value, transport: transport))
+                            try ref.serveAdmittedStream(child, tls: ssl, transport: transport, idleTimeout: configuration.streamIdleTimeout)
                         }
                     }
                     .bind(to: TransportAddress(ip: configuration.listenIP, port: port).socketAddress).get()
@@ -140,7 +142,8 @@ public final class TURNServer: Sendable {
             try await loop.submit { core.value.startSweeping() }.get()
             logger.info("turn server listening", metadata: [
                 "udp": "\(udpAddress)", "tcp": "\(tcp.map(\.description) ?? "-")", "tls": "\(tls.map(\.description) ?? "-")"])
-            return TURNServer(udp: udpAddress, tcp: tcp, tls: tls, core: core, listeners: channels, loop: loop, logger: logger)
+            return TURNServer(udp: udpAddress, tcp: tcp, tls: tls, core: ref, listeners: channels,
+                              streamIdleTimeout: configuration.streamIdleTimeout, logger: logger)
         } catch {
             for c in channels { try? await c.close() }
             throw error
@@ -149,12 +152,29 @@ public final class TURNServer: Sendable {
 
     /// Allocations held right now.
     public var allocationCount: Int {
-        get async { (try? await loop.submit { self.core.value.machine.allocationCount }.get()) ?? 0 }
+        get async { (try? await loop.submit { self.core.bound.value.machine.allocationCount }.get()) ?? 0 }
+    }
+
+    /// Serves TURN on `channel`, an accepted connection that another listener hands over with its TLS
+    /// already in the pipeline (e.g. a TLS port shared with other protocols, after ALPN `stun.turn`,
+    /// RFC 7443 §2): the same framing and handling as this server's own TCP/TLS listeners (RFC 8656 §12.5).
+    ///
+    /// Counts against ``Configuration/maxStreamConnections``; the future fails (and the caller should
+    /// close the channel) when the server is full or shut down. The channel may live on any event loop.
+    public func adoptStream(_ channel: any Channel, transport: STUNTransport = .tls) -> EventLoopFuture<Void> {
+        let core = self.core
+        let timeout = streamIdleTimeout
+        return loop.submit { core.bound.value.admitStream() }
+            .hop(to: channel.eventLoop)
+            .flatMapThrowing { admitted in
+                guard admitted else { throw TURNError(.socket, detail: "too many connections") }
+                try core.serveAdmittedStream(channel, tls: nil, transport: transport, idleTimeout: timeout)
+            }
     }
 
     /// Closes listeners, client connections and relay sockets.
     public func shutdown() async {
-        let others = (try? await loop.submit { self.core.value.shutdown() }.get()) ?? []
+        let others = (try? await loop.submit { self.core.bound.value.shutdown() }.get()) ?? []
         for c in listeners + others { try? await c.close() }
         logger.info("turn server stopped")
     }
@@ -370,26 +390,55 @@ final class TURNListenerUDPHandler: ChannelInboundHandler {
     }
 }
 
+/// The server core and the event loop it lives on, usable from any loop: client connections handed
+/// over by another listener (``TURNServer/adoptStream(_:transport:)``) may live on another one.
+struct TURNCoreReference: Sendable {
+    /// The core, bound to ``loop``.
+    let bound: NIOLoopBound<TURNServerCore>
+    /// The core's event loop.
+    let loop: any EventLoop
+
+    /// Runs `body` with the core: at once on the core's loop, else after hopping there (order is kept).
+    func run(_ body: @escaping @Sendable (TURNServerCore) -> Void) {
+        let bound = self.bound
+        if loop.inEventLoop { body(bound.value) } else { loop.execute { body(bound.value) } }
+    }
+
+    /// Adds the stream pipeline to an admitted connection: TLS when `tls` is given (else none, or already
+    /// in the pipeline), idle timeout, STUN and padded ChannelData framing, TURN handling (RFC 8656 §12.5);
+    /// releases the admission on close. Must run on the channel's event loop.
+    func serveAdmittedStream(_ channel: any Channel, tls: NIOSSLContext?, transport: STUNTransport, idleTimeout: TimeAmount) throws {
+        let core = self
+        channel.closeFuture.whenComplete { _ in core.run { $0.streamReleased() } }
+        if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+        try channel.pipeline.syncOperations.addHandlers(
+            IdleStateHandler(readTimeout: idleTimeout),
+            ByteToMessageHandler(STUNFrameDecoder(allowsChannelData: true)),
+            TURNStreamHandler(core: self, transport: transport))
+    }
+}
+
 /// One client TCP or TLS connection: frames in (STUN and padded ChannelData, RFC 8656 §12.5), replies out.
 final class TURNStreamHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
-    private let core: TURNServerCore
+    private let core: TURNCoreReference
     private let transport: STUNTransport
     private var fiveTuple: TURNFiveTuple?
 
-    init(core: TURNServerCore, transport: STUNTransport) {
+    init(core: TURNCoreReference, transport: STUNTransport) {
         self.core = core
         self.transport = transport
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        if let client = context.channel.remoteAddress.flatMap(TransportAddress.init),
+        if fiveTuple == nil, let client = context.channel.remoteAddress.flatMap(TransportAddress.init),
            let server = context.channel.localAddress.flatMap(TransportAddress.init) {
             let ft = TURNFiveTuple(client: client, server: server, transport: transport)
             fiveTuple = ft
-            core.streamOpened(ft, context.channel)
-        } else {
+            let channel = context.channel
+            core.run { $0.streamOpened(ft, channel) }
+        } else if fiveTuple == nil {
             context.close(promise: nil)
         }
         context.fireChannelActive()
@@ -400,17 +449,18 @@ final class TURNStreamHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let ft = fiveTuple { core.streamClosed(ft) }
+        if let ft = fiveTuple { core.run { $0.streamClosed(ft) } }
         fiveTuple = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let ft = fiveTuple else { return }
-        core.fromClient(unwrapInboundIn(data), ft)
+        let frame = unwrapInboundIn(data)
+        core.run { $0.fromClient(frame, ft) }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { core.flush() }
+    func channelReadComplete(context: ChannelHandlerContext) { core.run { $0.flush() } }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }

@@ -75,13 +75,16 @@ public enum CloudClient {
         CloudViewerClient(endpoint: endpoint, logger: logger)
     }
 
-    /// Opens a TLS connection to `endpoint` with the signalling codec in its pipeline.
+    /// Opens a TLS connection to `endpoint` with the signalling codec in its pipeline, offering
+    /// `applicationProtocols` by ALPN (RFC 7301 §3.1; the cloud's port also carries TURN).
     static func connect(
-        to endpoint: CloudEndpoint, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        to endpoint: CloudEndpoint, applicationProtocols: [String] = [CloudProtocol.alpnProtocol],
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> NIOAsyncChannel<CloudMessage, Never> {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
         tls.certificateVerification = .fullVerification
+        tls.applicationProtocols = applicationProtocols
         switch endpoint.trust {
         case .systemDefault:
             tls.trustRoots = .default

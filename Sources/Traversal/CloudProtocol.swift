@@ -21,6 +21,9 @@ import NIOCore
 /// Every message is validated on receipt (``CloudMessage/validate()``): sizes, counts, key
 /// lengths. A frame longer than ``maxFrameSize`` closes the connection.
 public enum CloudProtocol {
+    /// The ALPN protocol ID of signalling (RFC 7301 §3.1): the cloud's TLS port also carries TURN (`stun.turn`,
+    /// RFC 7443 §2) and picks by ALPN; a client that offers none gets signalling too.
+    public static let alpnProtocol = "trav/1"
     /// Largest frame body accepted or sent, in bytes (64 KiB); a longer length prefix closes the connection.
     public static let maxFrameSize = 64 * 1024
     /// Bytes of the big-endian length prefix in front of each frame.

@@ -11,9 +11,11 @@ extension Trav {
             commandName: "cloud",
             abstract: "Run the cloud: STUN (RFC 5780 with --alternate-ip), TLS signalling and a TURN relay for cameras and viewers.",
             discussion: """
-                Ports: STUN 3478 (UDP/TCP), signalling TLS 5349, relay 3479 (UDP/TCP) and relay TLS 5350 \
-                (with the cloud's certificate). Each introduction carries relay credentials valid for \
-                --relay-grant-seconds, signed with a secret made fresh at every start.
+                Ports: STUN 3478 (UDP/TCP), TLS 5349 and relay 3479 (UDP/TCP). The one TLS port carries \
+                signalling and TURN over TLS, told apart by ALPN ("trav/1" or none: signalling; "stun.turn", \
+                RFC 7443: the relay), so --tls-port 443 alone serves networks that let only TCP 443 out; \
+                --relay-tls-port adds a dedicated relay TLS port. Each introduction carries relay credentials \
+                valid for --relay-grant-seconds, signed with a secret made fresh at every start.
                 """)
 
         @Option(help: "IP address to listen on.") var listen: String
@@ -24,10 +26,12 @@ extension Trav {
         @Option(help: "Server certificate (PEM) instead of the generated one.") var tlsCert: String?
         @Option(help: "Private key (PEM) of --tls-cert.") var tlsKey: String?
         @Option(help: "Extra DNS name cameras may dial (repeatable).") var name: [String] = []
-        @Option(help: "IP address of the relay (default: --listen); one of the cloud's names, for its certificate.")
+        @Option(help: "IP address of the relay's UDP/TCP ports and allocations (default: --listen).")
         var relayListen: String?
         @Option(help: "Relay port (UDP and TCP).") var relayPort: UInt16 = CloudService.RelayConfiguration.defaultPort
-        @Option(name: .customLong("relay-tls-port"), help: "Relay TLS port (0: no TLS).") var relayTLSPort: UInt16 = CloudService.RelayConfiguration.defaultTLSPort
+        @Option(name: .customLong("relay-tls-port"),
+                help: "A dedicated relay TLS port besides the shared TLS port, e.g. \(CloudService.RelayConfiguration.defaultTLSPort) (0: none).")
+        var relayTLSPort: UInt16 = 0
         @Option(name: .customLong("relay-allow-peers"), parsing: .upToNextOption,
                 help: "CIDRs of peers the relay reaches although special (loopback, private, documentation; labs).")
         var relayAllowPeers: [String] = []
@@ -58,7 +62,8 @@ extension Trav {
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")
             if let relay = cloud.relay {
-                say("cloud relay udp \(relay.udpAddress) tcp \(relay.tcpAddress.map(\.description) ?? "-") tls \(relay.tlsAddress.map(\.description) ?? "-")")
+                say("cloud relay udp \(relay.udpAddress) tcp \(relay.tcpAddress.map(\.description) ?? "-") tls \(cloud.rendezvous.address)" +
+                    (relay.tlsAddress.map { " and \($0)" } ?? ""))
             }
             if let ca = cloud.caPath { say("cloud ca \(ca)") }
             await waitForTermination()

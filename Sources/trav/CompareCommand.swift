@@ -54,9 +54,8 @@ extension Trav {
             let grid = CompareGrid.standard
             let all = StrategyCatalog.ids
             let results: [PairResult] = try await TravLab.with(sites: grid.sites, trav: trav, signallingPort: 443) { lab in
-                // Signalling on 443 and the relay's TLS on 443 of the second address, so a network
-                // that only lets TCP 443 out still reaches both.
-                _ = try lab.startCloud(["--relay-listen", lab.lab.cloudAddresses[1], "--relay-tls-port", "443"])
+                // Signalling and the relay's TLS share port 443 (ALPN), so a network that only lets TCP 443 out reaches both.
+                _ = try lab.startCloud()
                 progress("cloud up; probing each site")
                 var nat: [String: (type: String, tcp: Bool)] = [:]
                 for host in Set(grid.pairs.flatMap { [$0.camera, $0.viewer] }).sorted() {

@@ -37,7 +37,7 @@ extension Trav {
             let dir = FileManager.default.temporaryDirectory.appendingPathComponent("trav-demo-\(UUID().uuidString.prefix(8))").path
             defer { try? FileManager.default.removeItem(atPath: dir) }
             // The relay must reach its own allocations on loopback here.
-            let relay = CloudService.RelayConfiguration(port: 0, tlsPort: 0, allowedPeers: IPPrefix("127.0.0.0/8").map { [$0] } ?? [])
+            let relay = CloudService.RelayConfiguration(port: 0, allowedPeers: IPPrefix("127.0.0.0/8").map { [$0] } ?? [])
             let cloud = try await CloudService.start(
                 .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: 0, relay: relay), logger: logger)
             let stunAddress = cloud.stun.udpAddresses[.primary]!
@@ -45,7 +45,7 @@ extension Trav {
             let endpoint = CloudEndpoint(host: "127.0.0.1", port: cloud.rendezvous.address.port,
                                          trust: .pinnedCA(try String(contentsOfFile: caPath, encoding: .utf8)))
             print("cloud    stun \(stunAddress), signalling \(cloud.rendezvous.address) (TLS, CA \(caPath))" +
-                  ((cloud.relay?.tlsAddress).map { ", relay \($0) (TLS)" } ?? ""))
+                  (cloud.relay == nil ? "" : ", relay on the same TLS port (ALPN stun.turn)"))
 
             let strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery(), UDPHolePunch(), TCPSimultaneousOpen(),
                                                        TLSRelay(trustedCAPath: caPath)]

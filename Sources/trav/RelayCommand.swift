@@ -1,5 +1,6 @@
 import ArgumentParser
 import NIOSSL
+import Rendezvous
 import STUNLite
 import TURNLite
 
@@ -13,7 +14,8 @@ extension Trav {
         @Option(help: "IP address to listen on (and to relay from).") var listen: String
         @Option(help: "UDP and TCP port.") var port: UInt16 = 3478
         @Option(help: "TLS port (0: no TLS).") var tlsPort: UInt16 = 5349
-        @Option(help: "TLS certificate chain (PEM); without it a self-signed one is made.") var tlsCert: String?
+        @Option(help: "TLS certificate chain (PEM); without it one is made in memory (a throwaway CA's, naming --listen).")
+        var tlsCert: String?
         @Option(help: "TLS private key (PEM), with --tls-cert.") var tlsKey: String?
         @Option(name: .customLong("user"), help: "A static user as NAME:PASSWORD (repeatable).") var users: [String] = []
         @Option(help: "REALM for long-term credentials.") var realm: String = "trav"
@@ -50,7 +52,7 @@ extension Trav {
                 let config = if let tlsCert, let tlsKey {
                     try TURNTLS.serverConfiguration(certificatePEMFile: tlsCert, privateKeyPEMFile: tlsKey)
                 } else {
-                    try TURNTLS.selfSignedServerConfiguration(ipAddresses: [ip])
+                    try Self.generatedTLS(names: [listen, "localhost"])
                 }
                 tls = (tlsPort, try NIOSSLContext(configuration: config))
             }
@@ -66,6 +68,12 @@ extension Trav {
             print(line + " realm \(realm)")
             await waitForTermination()
             await server.shutdown()
+        }
+
+        /// A TLS configuration with a certificate made in memory by the cloud's generator (no files, no `openssl`).
+        static func generatedTLS(names: [String]) throws -> TLSConfiguration {
+            let generated = try CloudCertificates.ephemeral(names: names)
+            return try TURNTLS.serverConfiguration(certificatePEM: generated.certificateChainPEM, privateKeyPEM: generated.privateKeyPEM)
         }
     }
 }

@@ -81,12 +81,13 @@ func sampleOffer(_ identity: DeviceIdentity, address: String = "192.0.2.1:4000")
         candidates: [Candidate(strategy: "direct-lan", kind: .host, address: address)], strategies: ["direct-lan"])
 }
 
-/// Test helper: a raw signalling connection speaking ``CloudMessage``s, closed after `body`.
+/// Test helper: a raw signalling connection speaking ``CloudMessage``s, offering `applicationProtocols`
+/// (default: what the client offers), closed after `body`.
 func withRawConnection<T>(
-    _ endpoint: CloudEndpoint,
+    _ endpoint: CloudEndpoint, applicationProtocols: [String] = [CloudProtocol.alpnProtocol],
     _ body: (_ channel: any Channel, _ inbound: inout NIOAsyncChannelInboundStream<CloudMessage>.AsyncIterator) async throws -> T
 ) async throws -> T {
-    let connection = try await CloudClient.connect(to: endpoint)
+    let connection = try await CloudClient.connect(to: endpoint, applicationProtocols: applicationProtocols)
     return try await connection.executeThenClose { inbound in
         var iterator = inbound.makeAsyncIterator()
         return try await body(connection.channel, &iterator)

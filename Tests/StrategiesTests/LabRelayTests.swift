@@ -39,11 +39,10 @@ struct LabRelayTests {
     }
 
     @Test func tcp443OnlyPairConnectsThroughTheRelaysTLSOnPort443() async throws {
-        // Signalling and the relay's TLS both on 443, on the cloud's two addresses.
+        // Signalling and the relay's TLS share the cloud's one port 443, told apart by ALPN.
         try await TravLab.with(sites: [LabSite("t443", .tcp443Only), LabSite("t443b", .tcp443Only)],
                                signallingPort: Self.httpsPort) { run in
-            let a = run.lab.cloudAddresses
-            _ = try run.startCloud(["--relay-listen", a[1], "--relay-tls-port", "\(Self.httpsPort)"])
+            _ = try run.startCloud()
             let uid = try await run.startCamera(on: "t443-h1")
             let r = try await run.connect(from: "t443b-h1", to: uid)
             #expect(r.connected && r.echoVerified, "tcp443-only × tcp443-only: \(r)")

@@ -24,7 +24,8 @@ import Traversal
     static func withRelayCloud(_ body: (CloudService, CloudEndpoint) async throws -> Void) async throws {
         let dir = NSTemporaryDirectory() + "trav-relay-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let relay = CloudService.RelayConfiguration(port: 0, tlsPort: 0, allowedPeers: [IPPrefix("127.0.0.0/8")!])
+        // TURN over TLS on the signalling port (ALPN), as `trav cloud` runs it.
+        let relay = CloudService.RelayConfiguration(port: 0, allowedPeers: [IPPrefix("127.0.0.0/8")!])
         let cloud = try await CloudService.start(
             .init(listenIP: "127.0.0.1", dataDirectory: dir, stunPort: 0, tlsPort: 0, relay: relay), logger: quiet)
         do {

@@ -5,6 +5,7 @@ import NIOSSL
 import Synchronization
 import Testing
 import STUNLite
+import Rendezvous
 @testable import NATLab
 @testable import TURNLite
 
@@ -12,9 +13,9 @@ import STUNLite
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct TURNInteropTests {
     static let loopback = IPAddress("127.0.0.1")!
-    static let tools = ["turnserver", "turnutils_uclient", "turnutils_peer", "openssl"]
+    static let tools = ["turnserver", "turnutils_uclient", "turnutils_peer"]
     static let coturnMissing: String? = tools.allSatisfy { path($0) != nil } ? nil
-        : "coturn or openssl is not installed (apt-get install coturn openssl)"
+        : "coturn is not installed (apt-get install coturn)"
 
     static func path(_ tool: String) -> String? {
         ["/usr/bin", "/usr/local/bin", "/usr/sbin"].map { "\($0)/\(tool)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
@@ -33,7 +34,9 @@ struct TURNInteropTests {
         var c = TURNServerConfiguration(credentials: TURNCredentials(realm: "trav.test", users: ["u": "p"]),
                                         peerPolicy: TURNPeerPolicy(allowed: allowLoopback ? [IPPrefix("127.0.0.0/8")!] : []))
         configure(&c)
-        let tls = try NIOSSLContext(configuration: TURNTLS.selfSignedServerConfiguration(ipAddresses: [loopback]))
+        let generated = try CloudCertificates.ephemeral(names: ["\(loopback)"])
+        let tls = try NIOSSLContext(configuration: TURNTLS.serverConfiguration(
+            certificatePEM: generated.certificateChainPEM, privateKeyPEM: generated.privateKeyPEM))
         let server = try await TURNServer.start(.init(listenIP: loopback, port: 0, tls: (0, tls), server: c))
         do {
             try await body(server)

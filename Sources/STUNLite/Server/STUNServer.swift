@@ -86,10 +86,16 @@ public final class STUNServer: Sendable {
         self.logger = logger
     }
 
-    /// Binds every socket and starts answering.
+    /// Binds every socket and starts answering; a picked port (0) taken on TCP is picked again (``FreePortRetry``).
     public static func start(_ configuration: Configuration,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "trav.stun-server")) async throws -> STUNServer {
+        try await FreePortRetry.run(picked: configuration.port == 0) {
+            try await startOnce(configuration, group: group, logger: logger)
+        }
+    }
+
+    private static func startOnce(_ configuration: Configuration, group: any EventLoopGroup, logger: Logger) async throws -> STUNServer {
         let peers = PeerChannels()
         var channels: [Channel] = []
         var udp: [STUNSocketRole: TransportAddress] = [:]
