@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import FloodKit
 import STUNLite
 
 /// Runs one flood: warm-up, measured period, drain; then reports what was counted.
@@ -31,7 +32,7 @@ struct Flood {
 
     /// Floods until the measured period and the drain are over or ``FloodConfiguration/maxRequests`` are sent.
     func run() throws(FloodError) -> Report {
-        let start = Self.now()
+        let start = FloodClock.now()
         var lanes: [FloodLane] = []
         for i in 0..<configuration.sockets { lanes.append(try FloodLane(lane: i, configuration: configuration, now: start)) }
         var fds = lanes.map { pollfd(fd: $0.socket.fd, events: Int16(POLLIN), revents: 0) }
@@ -44,11 +45,11 @@ struct Flood {
         var cpuAtEnd: Double?
         var idleRounds = 0
         while true {
-            let now = Self.now()
+            let now = FloodClock.now()
             if now >= stopAt { break }
             let measuring = now >= measureFrom && now < measureUntil
-            if measuring, cpuAtStart == nil { cpuAtStart = Self.cpuSeconds() }
-            if now >= measureUntil, cpuAtEnd == nil { cpuAtEnd = Self.cpuSeconds() }
+            if measuring, cpuAtStart == nil { cpuAtStart = FloodClock.cpuSeconds() }
+            if now >= measureUntil, cpuAtEnd == nil { cpuAtEnd = FloodClock.cpuSeconds() }
             if now < measureUntil {
                 for lane in lanes { try lane.fill(measured: measuring, budget: &budget, counts: &counts) }
             }
@@ -65,22 +66,7 @@ struct Flood {
             }
         }
         for lane in lanes { lane.finish(counts: &counts) }
-        let cpu = (cpuAtEnd ?? Self.cpuSeconds()) - (cpuAtStart ?? 0)
+        let cpu = (cpuAtEnd ?? FloodClock.cpuSeconds()) - (cpuAtStart ?? 0)
         return Report(counts: counts, seconds: configuration.durationSeconds, cpuShare: cpu / configuration.durationSeconds)
-    }
-
-    /// Monotonic seconds.
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    /// User plus system CPU seconds of this process.
-    static func cpuSeconds() -> Double {
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import FloodKit
 import STUNLite
 
 /// What a run counted; lanes add into one of these.
