@@ -3,7 +3,7 @@
 #
 #   Scripts/bench-relay.sh [--duration S] [--warmup S] [--payloads "100 1200"] [--lanes N] [--window N]
 #                          [--rate PPS] [--alloc-duration S] [--concurrency N] [--transports "udp tcp tls"]
-#                          [--threads N] [--no-build]
+#                          [--no-build]
 #
 # Builds release, then, one after the other in the same run, for each server:
 #   1. starts it pinned to core 0 (`taskset -c 0`): `trav relay`, then coturn's `turnserver` configured
@@ -38,7 +38,6 @@ ALLOC_DURATION=3        # seconds of allocation cycles counted per transport and
 ALLOC_WARMUP=0.5        # seconds of allocation cycles before counting
 CONCURRENCY=16          # allocation cycles in progress at once
 TRANSPORTS="udp tcp tls"
-THREADS=1               # trav relay --threads (1 keeps it one event loop, like coturn's one relay thread)
 BUILD=1
 USER_NAME=bench         # the one long-term user both servers know
 USER_PASSWORD=bench
@@ -61,7 +60,6 @@ while [ $# -gt 0 ]; do
         --alloc-duration) ALLOC_DURATION="$2"; shift 2 ;;
         --concurrency) CONCURRENCY="$2"; shift 2 ;;
         --transports) TRANSPORTS="$2"; shift 2 ;;
-        --threads) THREADS="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-relay: unknown argument $1" >&2; exit 2 ;;
@@ -119,8 +117,21 @@ done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj "/CN=127.0.0.1" \
     -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/key.pem" -out "$WORK/cert.pem" >/dev/null 2>&1
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Under load the kernel may hand loopback packet processing to ksoftirqd on the server's core, where
+# it is not charged to the server process: the server's CPU here includes ksoftirqd/0's.
+SOFTIRQ_PID="$(pgrep -x ksoftirqd/0 || true)"
+cpu_ticks() {
+    local pid total=0 t
+    for pid in "$1" $SOFTIRQ_PID; do
+        t="$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+        total=$((total + t))
+    done
+    echo "$total"
+}
 HZ="$(getconf CLK_TCK)"
+cpu_share() {  # $1 $2 ticks before and after, $3 $4 wall-clock seconds: percent of one core
+    awk -v a="$1" -v b="$2" -v hz="$HZ" -v t0="$3" -v t1="$4" 'BEGIN { printf "%d", 100 * (b - a) / hz / (t1 - t0) }'
+}
 
 wait_ready() {  # $1 pid, $2 UDP/TCP port, $3 TLS port: Binding answered on UDP, TCP and TLS listening
     for _ in $(seq "$READY_TRIES"); do
@@ -143,13 +154,15 @@ field() { sed -nE "s/.*[ ]$1=([0-9.]+).*/\1/p" <<<" $2"; }
 # $1 server label, $2 pid, $3 port, $4 payload
 relay_run() {
     local server="$1" pid="$2" port="$3" payload="$4" out="$WORK/$1-relay-$4.out"
-    local before after rate_arg=()
+    local before after t0 t1 rate_arg=()
     [ -n "$RATE" ] && rate_arg=(--rate "$RATE")
     before="$(cpu_ticks "$pid")"
+    t0="$(date +%s.%N)"
     taskset -c 1 "$BIN/turn-flood" relay --target "127.0.0.1:$port" --user "$USER_NAME:$USER_PASSWORD" \
         --payload "$payload" --lanes "$LANES" --window "$WINDOW" --warmup "$WARMUP" --duration "$DURATION" \
         "${rate_arg[@]}" > "$out" 2>&1 || { cat "$out" >&2; echo "bench-relay: relay flood of $server failed" >&2; return 1; }
     after="$(cpu_ticks "$pid")"
+    t1="$(date +%s.%N)"
     local result; result="$(grep -a '^RESULT' "$out")"
     local total; total="$(field relayed_total "$result")"
     add_metric "relayed packets/s, $payload B"; VALUE["$server|relayed packets/s, $payload B"]="$(field packets_per_s "$result")"
@@ -158,18 +171,29 @@ relay_run() {
     add_metric "server CPU µs/packet, $payload B"
     VALUE["$server|server CPU µs/packet, $payload B"]="$(awk -v a="$before" -v b="$after" -v hz="$HZ" -v n="$total" \
         'BEGIN { if (n > 0) printf "%.2f", 1e6 * (b - a) / hz / n; else print "n/a" }')"
+    # Server CPU over the whole flood (set-up, warm-up and drain included), as a share of one core.
+    add_metric "server CPU %, $payload B"
+    VALUE["$server|server CPU %, $payload B"]="$(cpu_share "$before" "$after" "$t0" "$t1")"
     add_metric "generator CPU %, $payload B"; VALUE["$server|generator CPU %, $payload B"]="$(field client_cpu_pct "$result")"
 }
 
 # $1 server label, $2 pid, $3 port, $4 transport
 allocate_run() {
     local server="$1" pid="$2" port="$3" transport="$4" out="$WORK/$1-allocate-$4.out"
+    local before after t0 t1
+    before="$(cpu_ticks "$pid")"
+    t0="$(date +%s.%N)"
     taskset -c 1 "$BIN/turn-flood" allocate --target "127.0.0.1:$port" --user "$USER_NAME:$USER_PASSWORD" \
         --transport "$transport" --concurrency "$CONCURRENCY" --warmup "$ALLOC_WARMUP" --duration "$ALLOC_DURATION" \
         > "$out" 2>&1 || { cat "$out" >&2; echo "bench-relay: allocation flood of $server over $transport failed" >&2; return 1; }
+    after="$(cpu_ticks "$pid")"
+    t1="$(date +%s.%N)"
     local result; result="$(grep -a '^RESULT' "$out")"
     add_metric "allocations/s, $transport"; VALUE["$server|allocations/s, $transport"]="$(field allocations_per_s "$result")"
     add_metric "failed allocations, $transport"; VALUE["$server|failed allocations, $transport"]="$(field failed "$result")"
+    add_metric "server CPU %, allocations $transport"; VALUE["$server|server CPU %, allocations $transport"]="$(cpu_share "$before" "$after" "$t0" "$t1")"
+    add_metric "generator CPU %, allocations $transport"
+    VALUE["$server|generator CPU %, allocations $transport"]="$(field client_cpu_pct "$result")"
     grep -a '^first failure' "$out" >&2 || true
 }
 
@@ -188,12 +212,10 @@ echo "bench-relay: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /pro
 echo "bench-relay: relay ${LANES} lanes × window ${WINDOW}, payloads ${PAYLOADS} B, rate ${RATE:-max}, warm-up ${WARMUP}s, measured ${DURATION}s;" \
     "allocations ${CONCURRENCY} at once over ${TRANSPORTS}, measured ${ALLOC_DURATION}s"
 
-OURS_THREADS=()
-[ "$THREADS" != 1 ] && OURS_THREADS=(--threads "$THREADS")
 taskset -c 0 "$BIN/trav" relay --listen 127.0.0.1 --port "$OURS_PORT" --tls-port "$OURS_TLS_PORT" \
     --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --user "$USER_NAME:$USER_PASSWORD" --realm "$REALM" \
     --relay-allow-peers 127.0.0.0/8 --user-quota 100000 --user-bandwidth 0 --challenge-rate 1000000 \
-    "${OURS_THREADS[@]}" > "$WORK/trav.log" 2>&1 &
+    > "$WORK/trav.log" 2>&1 &
 OURS_PID=$!
 STARTED+=("$OURS_PID")
 measure trav "$OURS_PID" "$OURS_PORT" "$OURS_TLS_PORT"
@@ -202,7 +224,7 @@ stop_pid "$OURS_PID" INT
 taskset -c 0 turnserver -n --no-cli --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 \
     --listening-port "$COTURN_PORT" --tls-listening-port "$COTURN_TLS_PORT" --cert "$WORK/cert.pem" --pkey "$WORK/key.pem" \
     --lt-cred-mech --user "$USER_NAME:$USER_PASSWORD" --realm "$REALM" --allow-loopback-peers --no-dtls \
-    --relay-threads "$THREADS" --no-rfc5780 --no-software-attribute \
+    --relay-threads 1 --no-rfc5780 --no-software-attribute \
     --db "$WORK/turndb" --pidfile "$WORK/turnserver.pid" \
     --no-stdout-log --log-file "$WORK/coturn.log" --simple-log > /dev/null 2>&1 &
 COTURN_PID=$!
