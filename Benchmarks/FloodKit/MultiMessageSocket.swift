@@ -165,3 +165,53 @@ public final class MultiMessageSocket {
         }
     }
 }
+
+/// Headers, vectors and buffers for receiving up to ``count`` datagrams of up to ``maxBytes`` each in one `recvmmsg`.
+public final class ReceiveBatch {
+    /// Datagrams one call receives at most.
+    public let count: Int
+    /// Receive room per datagram; longer ones are truncated by the kernel (see ``isTruncated(_:)``).
+    public let maxBytes: Int
+    private let headers: UnsafeMutablePointer<MultiMessageHeader>
+    private let vectors: UnsafeMutablePointer<iovec>
+    private let buffers: UnsafeMutableRawBufferPointer
+
+    /// Allocates room for `count` datagrams of `maxBytes`.
+    public init(count: Int, maxBytes: Int) {
+        self.count = count
+        self.maxBytes = maxBytes
+        headers = .allocate(capacity: count)
+        headers.initialize(repeating: MultiMessageHeader(), count: count)
+        vectors = .allocate(capacity: count)
+        buffers = .allocate(byteCount: count * maxBytes, alignment: 16)
+        for i in 0..<count { vectors[i] = iovec(iov_base: buffers.baseAddress! + i * maxBytes, iov_len: maxBytes) }
+    }
+
+    deinit {
+        headers.deallocate()
+        vectors.deallocate()
+        buffers.deallocate()
+    }
+
+    /// Receives what `socket` has queued, without blocking; returns how many datagrams arrived (0 when none).
+    public func receive(on socket: MultiMessageSocket) throws(FloodError) -> Int {
+        for i in 0..<count {
+            vectors[i].iov_len = maxBytes
+            headers[i] = MultiMessageHeader()
+            headers[i].header.msg_iov = vectors + i
+            headers[i].header.msg_iovlen = 1
+        }
+        return try socket.receive(headers, count: count)
+    }
+
+    /// Bytes of datagram `i` of the last receive.
+    public func length(_ i: Int) -> Int { Int(headers[i].length) }
+
+    /// Whether datagram `i` of the last receive was longer than ``maxBytes``.
+    public func isTruncated(_ i: Int) -> Bool { headers[i].header.msg_flags & Int32(MSG_TRUNC) != 0 }
+
+    /// The bytes of datagram `i` of the last receive (valid until the next receive).
+    public func bytes(_ i: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: buffers.baseAddress! + i * maxBytes, count: length(i))
+    }
+}

@@ -118,11 +118,6 @@ public struct RelayFlood {
     /// A flood with `configuration`.
     public init(configuration: RelayFloodConfiguration) { self.configuration = configuration }
 
-    /// Longest wait in `poll` when nothing arrived, milliseconds.
-    static let pollMilliseconds: Int32 = 2
-    /// Empty receive rounds in a row before sleeping in `poll`.
-    static let spinsBeforePoll = 200
-
     /// Sets up the lanes, relays for warm-up + measured period + drain, frees the allocations, reports.
     public func run() throws(FloodError) -> RelayFloodReport {
         try configuration.validate()
@@ -131,22 +126,12 @@ public struct RelayFlood {
         defer { for lane in lanes { lane.free() } }
         let start = FloodClock.now()
         for lane in lanes { lane.lastProgress = start }
-        var fds = lanes.map { pollfd(fd: $0.peer.fd, events: Int16(POLLIN), revents: 0) }
         var counts = RelayFloodCounts()
-        let measureFrom = start + configuration.warmupSeconds
-        let measureUntil = measureFrom + configuration.durationSeconds
-        let stopAt = measureUntil + configuration.drainSeconds
         let perLaneRate = configuration.rate.map { $0 / Double(configuration.lanes) }
-        var cpuAtStart: Double?
-        var cpuAtEnd: Double?
-        var idleRounds = 0
-        while true {
-            let now = FloodClock.now()
-            if now >= stopAt { break }
-            let measuring = now >= measureFrom && now < measureUntil
-            if measuring, cpuAtStart == nil { cpuAtStart = FloodClock.cpuSeconds() }
-            if now >= measureUntil, cpuAtEnd == nil { cpuAtEnd = FloodClock.cpuSeconds() }
-            if now < measureUntil {
+        let timeline = FloodTimeline(warmupSeconds: configuration.warmupSeconds, durationSeconds: configuration.durationSeconds,
+                                     drainSeconds: configuration.drainSeconds)
+        let cpuShare = try timeline.run(from: start, pollingOn: lanes.map(\.peer.fd)) { now, sending, measuring throws(FloodError) in
+            if sending {
                 for lane in lanes {
                     let allowance = perLaneRate.map { Int(($0 * (now - start)).rounded(.down)) - lane.sent } ?? Int.max
                     try lane.fill(allowance: allowance, now: now, measured: measuring, counts: &counts)
@@ -154,19 +139,10 @@ public struct RelayFlood {
             }
             var received = 0
             for lane in lanes { received += try lane.receive(now: now, measured: measuring, counts: &counts) }
-            if received > 0 {
-                idleRounds = 0
-            } else {
-                idleRounds += 1
-                if idleRounds >= Self.spinsBeforePoll {
-                    _ = poll(&fds, nfds_t(fds.count), Self.pollMilliseconds)
-                    idleRounds = 0
-                }
-            }
+            return received
         }
-        let cpu = (cpuAtEnd ?? FloodClock.cpuSeconds()) - (cpuAtStart ?? FloodClock.cpuSeconds())
         return RelayFloodReport(counts: counts, payloadBytes: configuration.payloadBytes,
-                                seconds: configuration.durationSeconds, cpuShare: cpu / configuration.durationSeconds)
+                                seconds: configuration.durationSeconds, cpuShare: cpuShare)
     }
 }
 
@@ -199,9 +175,7 @@ final class RelayFloodLane {
     private let sendHeaders: UnsafeMutablePointer<MultiMessageHeader>
     private let sendVectors: UnsafeMutablePointer<iovec>
     private var runLengths: [Int]
-    private let receiveHeaders: UnsafeMutablePointer<MultiMessageHeader>
-    private let receiveVectors: UnsafeMutablePointer<iovec>
-    private let receiveBuffers: UnsafeMutableRawBufferPointer
+    private let arrivals: ReceiveBatch
 
     /// Allocates, opens the peer socket, permits and binds it, and prepares the messages (RFC 8656 §7, §10, §12).
     init(lane: Int, configuration: RelayFloodConfiguration) throws(FloodError) {
@@ -237,22 +211,13 @@ final class RelayFloodLane {
         sendVectors = .allocate(capacity: batch)
         sendVectors.initialize(repeating: iovec(), count: batch)
         runLengths = Array(repeating: 0, count: batch)
-        receiveHeaders = .allocate(capacity: batch)
-        receiveHeaders.initialize(repeating: MultiMessageHeader(), count: batch)
-        receiveVectors = .allocate(capacity: batch)
-        receiveBuffers = .allocate(byteCount: batch * Self.maxPeerDatagram, alignment: 16)
-        for i in 0..<batch {
-            receiveVectors[i] = iovec(iov_base: receiveBuffers.baseAddress! + i * Self.maxPeerDatagram, iov_len: Self.maxPeerDatagram)
-        }
+        arrivals = ReceiveBatch(count: batch, maxBytes: Self.maxPeerDatagram)
     }
 
     deinit {
         frames.deallocate()
         sendHeaders.deallocate()
         sendVectors.deallocate()
-        receiveHeaders.deallocate()
-        receiveVectors.deallocate()
-        receiveBuffers.deallocate()
     }
 
     /// Deletes the allocation (Refresh with LIFETIME 0, RFC 8656 §8); best effort.
@@ -291,17 +256,10 @@ final class RelayFloodLane {
 
     /// Reads one batch at the peer without blocking and counts it; returns how many datagrams arrived.
     func receive(now: Double, measured: Bool, counts: inout RelayFloodCounts) throws(FloodError) -> Int {
-        for i in 0..<configuration.batch {
-            receiveVectors[i].iov_len = Self.maxPeerDatagram
-            receiveHeaders[i] = MultiMessageHeader()
-            receiveHeaders[i].header.msg_iov = receiveVectors + i
-            receiveHeaders[i].header.msg_iovlen = 1
-        }
-        let n = try peer.receive(receiveHeaders, count: configuration.batch)
+        let n = try arrivals.receive(on: peer)
         var valid = 0
         for i in 0..<n {
-            let truncated = receiveHeaders[i].header.msg_flags & Int32(MSG_TRUNC) != 0
-            if !truncated, Int(receiveHeaders[i].length) == configuration.payloadBytes { valid += 1 } else { counts.invalid += 1 }
+            if !arrivals.isTruncated(i), arrivals.length(i) == configuration.payloadBytes { valid += 1 } else { counts.invalid += 1 }
         }
         counts.receivedTotal += valid
         if measured { counts.received += valid }
