@@ -86,6 +86,12 @@ public final class MultiMessageSocket {
         return setsockopt(fd, Self.solUDP, Self.udpSegment, &size, socklen_t(MemoryLayout<Int32>.size)) == 0
     }
 
+    /// Turns UDP GSO off again, so that a datagram longer than the segment size leaves whole.
+    public func disableSegmentation() {
+        var size: Int32 = 0
+        setsockopt(fd, Self.solUDP, Self.udpSegment, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Sends up to `count` prepared messages; returns how many left, 0 when the socket buffer is full.
     public func send(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
         let n = sendMultiple(fd, UnsafeMutableRawPointer(messages), UInt32(count), 0)

@@ -222,6 +222,8 @@ final class RelayFloodLane {
 
     /// Deletes the allocation (Refresh with LIFETIME 0, RFC 8656 §8); best effort.
     func free() {
+        // With GSO on, a request longer than one ChannelData message would leave cut in segments.
+        if segmentation { client.disableSegmentation() }
         _ = try? session.request(.refresh) { $0.append(Lifetime(seconds: 0)) }
     }
 
