@@ -192,6 +192,10 @@ allocate_run() {
     add_metric "allocations/s, $transport"; VALUE["$server|allocations/s, $transport"]="$(field allocations_per_s "$result")"
     add_metric "failed allocations, $transport"; VALUE["$server|failed allocations, $transport"]="$(field failed "$result")"
     add_metric "server CPU %, allocations $transport"; VALUE["$server|server CPU %, allocations $transport"]="$(cpu_share "$before" "$after" "$t0" "$t1")"
+    # Server CPU per successful cycle over the whole run (warm-up included; failed cycles cost too).
+    add_metric "server CPU µs/allocation, $transport"
+    VALUE["$server|server CPU µs/allocation, $transport"]="$(awk -v a="$before" -v b="$after" -v hz="$HZ" \
+        -v n="$(field allocations_total "$result")" 'BEGIN { if (n > 0) printf "%.0f", 1e6 * (b - a) / hz / n; else print "n/a" }')"
     add_metric "generator CPU %, allocations $transport"
     VALUE["$server|generator CPU %, allocations $transport"]="$(field client_cpu_pct "$result")"
     grep -a '^first failure' "$out" >&2 || true
