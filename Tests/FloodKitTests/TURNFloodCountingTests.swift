@@ -27,17 +27,15 @@ struct TURNFloodCountingTests {
         await server.shutdown()
     }
 
-    @Test(arguments: [100, 1200])
-    func pacedRelayFloodCountsEveryPacketSentAndLosesNone(payload: Int) async throws {
-        try await Self.withServer { server in
+    /// Relays `payload`-byte ChannelData through our server as `adjust` says and expects every packet
+    /// sent to arrive as one datagram of that length, and every allocation to be freed afterwards.
+    static func expectExactRelay(payload: Int, _ adjust: (inout RelayFloodConfiguration) -> Void) async throws {
+        try await withServer { server in
             var c = RelayFloodConfiguration()
             c.server = server.udpAddress
-            c.lanes = 2
             c.payloadBytes = payload
-            c.rate = 2_000
-            c.warmupSeconds = 0.1
-            c.durationSeconds = 0.4
             c.drainSeconds = 0.3
+            adjust(&c)
             let report = try RelayFlood(configuration: c).run()
             let n = report.counts
             #expect(n.sentTotal > 0)
@@ -47,6 +45,30 @@ struct TURNFloodCountingTests {
             #expect(report.loss == 0)
             // Every lane freed its allocation at the end (Refresh LIFETIME 0).
             #expect(await server.allocationCount == 0)
+        }
+    }
+
+    @Test(arguments: [100, 1200])
+    func pacedRelayFloodCountsEveryPacketSentAndLosesNone(payload: Int) async throws {
+        try await Self.expectExactRelay(payload: payload) { c in
+            c.lanes = 2
+            c.rate = 2_000
+            c.warmupSeconds = 0.1
+            c.durationSeconds = 0.4
+        }
+    }
+
+    /// Unpaced, the server reads several ChannelData messages per batch and relays them in UDP GSO runs;
+    /// the peer must still see each payload as its own datagram of the payload's length, none lost
+    /// (the small window keeps every queue far from full).
+    @Test(arguments: [100, 1200])
+    func windowedFullSpeedFloodDeliversEachPayloadAsItsOwnDatagram(payload: Int) async throws {
+        try await Self.expectExactRelay(payload: payload) { c in
+            c.lanes = 1
+            c.window = 32
+            c.warmupSeconds = 0
+            c.durationSeconds = 0.3
+            c.stallSeconds = 1
         }
     }
 
