@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import FloodKit
 import STUNLite
 
 /// Runs one flood: warm-up, measured period, drain; then reports what was counted.
@@ -23,64 +24,24 @@ struct Flood {
         var loss: Double { counts.sent == 0 ? 0 : Double(counts.lost) / Double(counts.sent) }
     }
 
-    /// Longest wait in `poll` when nothing arrived, milliseconds; keeps the clock checks frequent.
-    static let pollMilliseconds: Int32 = 2
-    /// Empty receive rounds in a row before sleeping in `poll`: the generator owns its core, and
-    /// spinning briefly spares the server the cost of waking it for every answer batch.
-    static let spinsBeforePoll = 200
-
     /// Floods until the measured period and the drain are over or ``FloodConfiguration/maxRequests`` are sent.
     func run() throws(FloodError) -> Report {
-        let start = Self.now()
+        let start = FloodClock.now()
         var lanes: [FloodLane] = []
         for i in 0..<configuration.sockets { lanes.append(try FloodLane(lane: i, configuration: configuration, now: start)) }
-        var fds = lanes.map { pollfd(fd: $0.socket.fd, events: Int16(POLLIN), revents: 0) }
         var counts = FloodCounts()
         var budget = configuration.maxRequests
-        let measureFrom = start + configuration.warmupSeconds
-        let measureUntil = measureFrom + configuration.durationSeconds
-        let stopAt = measureUntil + configuration.drainSeconds
-        var cpuAtStart: Double?
-        var cpuAtEnd: Double?
-        var idleRounds = 0
-        while true {
-            let now = Self.now()
-            if now >= stopAt { break }
-            let measuring = now >= measureFrom && now < measureUntil
-            if measuring, cpuAtStart == nil { cpuAtStart = Self.cpuSeconds() }
-            if now >= measureUntil, cpuAtEnd == nil { cpuAtEnd = Self.cpuSeconds() }
-            if now < measureUntil {
+        let timeline = FloodTimeline(warmupSeconds: configuration.warmupSeconds, durationSeconds: configuration.durationSeconds,
+                                     drainSeconds: configuration.drainSeconds)
+        let cpuShare = try timeline.run(from: start, pollingOn: lanes.map(\.socket.fd)) { now, sending, measuring throws(FloodError) in
+            if sending {
                 for lane in lanes { try lane.fill(measured: measuring, budget: &budget, counts: &counts) }
             }
             var received = 0
             for lane in lanes { received += try lane.receive(now: now, inMeasuredPeriod: measuring, counts: &counts) }
-            if received > 0 {
-                idleRounds = 0
-            } else {
-                idleRounds += 1
-                if idleRounds >= Self.spinsBeforePoll {
-                    _ = poll(&fds, nfds_t(fds.count), Self.pollMilliseconds)
-                    idleRounds = 0
-                }
-            }
+            return received
         }
         for lane in lanes { lane.finish(counts: &counts) }
-        let cpu = (cpuAtEnd ?? Self.cpuSeconds()) - (cpuAtStart ?? 0)
-        return Report(counts: counts, seconds: configuration.durationSeconds, cpuShare: cpu / configuration.durationSeconds)
-    }
-
-    /// Monotonic seconds.
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    /// User plus system CPU seconds of this process.
-    static func cpuSeconds() -> Double {
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+        return Report(counts: counts, seconds: configuration.durationSeconds, cpuShare: cpuShare)
     }
 }

@@ -1,11 +1,5 @@
+import FloodKit
 import STUNLite
-
-/// A failure that stops the flood, with a message for the terminal.
-struct FloodError: Error, CustomStringConvertible {
-    /// What went wrong.
-    var description: String
-    init(_ description: String) { self.description = description }
-}
 
 /// What to flood, for how long and how hard; every bound is named and checked in ``validate()``.
 struct FloodConfiguration {
@@ -45,10 +39,7 @@ struct FloodConfiguration {
 
     /// Rejects out-of-range settings and any target that is not a loopback address.
     func validate() throws(FloodError) {
-        guard Self.isLoopback(target.ip) else {
-            throw FloodError("refusing to flood \(target): only loopback targets (127.0.0.0/8, ::1) are allowed")
-        }
-        guard target.port != 0 else { throw FloodError("target port must not be 0") }
+        try FloodTarget.check(target)
         guard (1...Self.maxSockets).contains(sockets) else { throw FloodError("--sockets must be 1…\(Self.maxSockets)") }
         guard (1...Self.maxWindow).contains(window) else { throw FloodError("--window must be 1…\(Self.maxWindow)") }
         guard (1...Self.maxBatch).contains(batch) else { throw FloodError("--batch must be 1…\(Self.maxBatch)") }
@@ -57,14 +48,6 @@ struct FloodConfiguration {
         }
         guard (1...Self.maxRequestsLimit).contains(maxRequests) else {
             throw FloodError("--max-requests must be 1…\(Self.maxRequestsLimit)")
-        }
-    }
-
-    /// True for 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8.
-    static func isLoopback(_ ip: IPAddress) -> Bool {
-        switch ip {
-        case .v4(let a): return a >> 24 == 127
-        case .v6(let h, let l): return h == 0 && (l == 1 || l >> 24 == 0xFFFF_7F)
         }
     }
 
@@ -88,28 +71,16 @@ struct FloodConfiguration {
     /// Parses `--name value` arguments.
     static func parse(_ arguments: [String]) throws(FloodError) -> FloodConfiguration {
         var c = FloodConfiguration()
-        var it = arguments.makeIterator()
-        func value(_ name: String) throws(FloodError) -> String {
-            guard let v = it.next() else { throw FloodError("\(name) needs a value") }
-            return v
-        }
-        func number<N: LosslessStringConvertible>(_ name: String) throws(FloodError) -> N {
-            let text = try value(name)
-            guard let n = N(text) else { throw FloodError("\(name): not a number: \(text)") }
-            return n
-        }
+        var it = FloodArguments(arguments)
         while let arg = it.next() {
             switch arg {
-            case "--target":
-                let text = try value(arg)
-                guard let t = TransportAddress(text, defaultPort: 3478) else { throw FloodError("--target: not IP[:PORT]: \(text)") }
-                c.target = t
-            case "--sockets": c.sockets = try number(arg)
-            case "--window": c.window = try number(arg)
-            case "--batch": c.batch = try number(arg)
-            case "--warmup": c.warmupSeconds = try number(arg)
-            case "--duration": c.durationSeconds = try number(arg)
-            case "--max-requests": c.maxRequests = try number(arg)
+            case "--target": c.target = try it.target(arg, defaultPort: 3478)
+            case "--sockets": c.sockets = try it.number(arg)
+            case "--window": c.window = try it.number(arg)
+            case "--batch": c.batch = try it.number(arg)
+            case "--warmup": c.warmupSeconds = try it.number(arg)
+            case "--duration": c.durationSeconds = try it.number(arg)
+            case "--max-requests": c.maxRequests = try it.number(arg)
             case "--fingerprint": c.fingerprint = true
             case "--no-gso": c.segmentation = false
             case "-h", "--help": throw FloodError(usage)

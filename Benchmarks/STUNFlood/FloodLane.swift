@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import FloodKit
 import STUNLite
 
 /// What a run counted; lanes add into one of these.
@@ -52,9 +53,7 @@ final class FloodLane {
     private var lastProgress: Double
     private let sendHeaders: UnsafeMutablePointer<MultiMessageHeader>
     private let sendVectors: UnsafeMutablePointer<iovec>
-    private let receiveHeaders: UnsafeMutablePointer<MultiMessageHeader>
-    private let receiveVectors: UnsafeMutablePointer<iovec>
-    private let receiveBuffers: UnsafeMutableRawBufferPointer
+    private let answers: ReceiveBatch
     /// Whether sends use UDP GSO: one message per run of contiguous pool slots instead of one per request.
     let segmentation: Bool
     private var runLengths: [Int]
@@ -83,24 +82,15 @@ final class FloodLane {
         sendHeaders.initialize(repeating: MultiMessageHeader(), count: batch)
         sendVectors = .allocate(capacity: batch)
         sendVectors.initialize(repeating: iovec(), count: batch)
-        receiveHeaders = .allocate(capacity: batch)
-        receiveHeaders.initialize(repeating: MultiMessageHeader(), count: batch)
-        receiveVectors = .allocate(capacity: batch)
-        receiveBuffers = .allocate(byteCount: batch * Self.maxAnswerBytes, alignment: 16)
+        answers = ReceiveBatch(count: batch, maxBytes: Self.maxAnswerBytes)
         segmentation = configuration.segmentation && socket.enableSegmentation(segmentSize: requestLength)
         runLengths = Array(repeating: 0, count: batch)
-        for i in 0..<batch {
-            receiveVectors[i] = iovec(iov_base: receiveBuffers.baseAddress! + i * Self.maxAnswerBytes, iov_len: Self.maxAnswerBytes)
-        }
     }
 
     deinit {
         requests.deallocate()
         sendHeaders.deallocate()
         sendVectors.deallocate()
-        receiveHeaders.deallocate()
-        receiveVectors.deallocate()
-        receiveBuffers.deallocate()
     }
 
     /// Tops the window up, in batches, until it is full or the socket buffer is; `measured` marks the requests as counted.
@@ -149,18 +139,9 @@ final class FloodLane {
 
     /// Reads one batch of answers without blocking and checks each; returns how many datagrams arrived.
     func receive(now: Double, inMeasuredPeriod: Bool, counts: inout FloodCounts) throws(FloodError) -> Int {
-        for i in 0..<configuration.batch {
-            receiveVectors[i].iov_len = Self.maxAnswerBytes
-            receiveHeaders[i] = MultiMessageHeader()
-            receiveHeaders[i].header.msg_iov = receiveVectors + i
-            receiveHeaders[i].header.msg_iovlen = 1
-        }
-        let n = try socket.receive(receiveHeaders, count: configuration.batch)
+        let n = try answers.receive(on: socket)
         for i in 0..<n {
-            let length = Int(receiveHeaders[i].length)
-            let truncated = receiveHeaders[i].header.msg_flags & Int32(MSG_TRUNC) != 0
-            let bytes = UnsafeRawBufferPointer(start: receiveBuffers.baseAddress! + i * Self.maxAnswerBytes, count: length)
-            check(bytes, truncated: truncated, inMeasuredPeriod: inMeasuredPeriod, counts: &counts)
+            check(answers.bytes(i), truncated: answers.isTruncated(i), inMeasuredPeriod: inMeasuredPeriod, counts: &counts)
         }
         if n > 0 {
             lastProgress = now

@@ -88,9 +88,7 @@ public actor TURNClient {
     public nonisolated let received: AsyncStream<TURNPeerData>
     private let channel: Channel
     private let core: NIOLoopBound<TURNClientCore>
-    private var realm: String?
-    private var nonce: String?
-    private var key: [UInt8]?
+    private var credentials: TURNClientCredentials
     private var allocation: TURNAllocation?
     private var channels: [TransportAddress: UInt16] = [:]
     private var nextChannel: UInt16 = ChannelNumber.validRange.lowerBound
@@ -98,6 +96,7 @@ public actor TURNClient {
     private init(configuration: Configuration, channel: Channel, core: NIOLoopBound<TURNClientCore>,
                  local: TransportAddress, received: AsyncStream<TURNPeerData>) {
         self.configuration = configuration
+        self.credentials = TURNClientCredentials(username: configuration.username, password: configuration.password)
         self.channel = channel
         self.core = core
         self.localAddress = local
@@ -265,16 +264,11 @@ public actor TURNClient {
 
     /// Runs one authenticated request, answering 401 and 438 challenges (RFC 8489 §9.2.5, RFC 8656 §7.3).
     private func transact(_ method: STUNMethod, _ build: @Sendable (inout STUNMessage) -> Void) async throws -> STUNMessage {
-        var rejectedKey = false
+        var transaction = TURNClientCredentials.Transaction()
         for _ in 0...Self.maxChallengeRounds {
             var m = STUNMessage(method: method, messageClass: .request)
             build(&m)
-            let signingKey: [UInt8]? = realm != nil && nonce != nil ? key : nil
-            if signingKey != nil, let realm, let nonce {
-                m.append(Username(configuration.username))
-                m.append(Realm(realm))
-                m.append(Nonce(nonce))
-            }
+            let signingKey = credentials.sign(&m, in: &transaction)
             let bytes = m.encode(integrityKey: signingKey, fingerprint: true)
             let tid = m.transactionID
             let core = self.core
@@ -290,31 +284,7 @@ public actor TURNClient {
                 throw TURNError(.badResponse, detail: "response MESSAGE-INTEGRITY does not verify")
             }
             if response.messageClass == .successResponse { return response }
-            let error = (try? response.attribute(ErrorCode.self)) ?? ErrorCode(500, reason: "missing ERROR-CODE")
-            switch error.code {
-            case ErrorCode.unauthenticated where !rejectedKey:
-                // First challenge, or our nonce was replaced: take REALM and NONCE and sign (RFC 8489 §9.2.5).
-                guard let r = try? response.attribute(Realm.self), let n = try? response.attribute(Nonce.self) else {
-                    throw TURNError(.badResponse, errorCode: error, detail: "401 without REALM and NONCE")
-                }
-                rejectedKey = signingKey != nil
-                realm = r.text
-                nonce = n.text
-                key = STUNCredentials.longTermKey(username: configuration.username, realm: r.text, password: configuration.password)
-            case ErrorCode.unauthenticated:
-                throw TURNError(.unauthenticated, errorCode: error, detail: "credentials rejected for \(configuration.username)")
-            case ErrorCode.staleNonce:
-                guard let n = try? response.attribute(Nonce.self) else {
-                    throw TURNError(.badResponse, errorCode: error, detail: "438 without NONCE")
-                }
-                nonce = n.text
-                if let r = try? response.attribute(Realm.self), r.text != realm {
-                    realm = r.text
-                    key = STUNCredentials.longTermKey(username: configuration.username, realm: r.text, password: configuration.password)
-                }
-            default:
-                throw TURNError(.errorResponse, errorCode: error, detail: "\(method) refused")
-            }
+            try credentials.absorb(response, method: method, in: &transaction)
         }
         throw TURNError(.unauthenticated, detail: "too many challenges")
     }

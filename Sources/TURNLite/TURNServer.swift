@@ -9,8 +9,11 @@ import STUNLite
 ///
 /// Every socket of one server — listeners, client connections and relay sockets — lives on one
 /// event loop, so the state machine needs no lock. UDP sockets read in batches (`recvmmsg`) and
-/// writes are flushed once per batch. ChannelData is relayed by reading its 4-byte header only,
-/// and the payload leaves as a slice of the received buffer (RFC 8656 §12.6).
+/// writes are flushed once per batch. ChannelData is relayed by reading its 4-byte header only
+/// (RFC 8656 §12.6); within a read batch, consecutive payloads of one length for one peer are
+/// gathered into one buffer that leaves the relay socket as a single UDP GSO send (Linux), which the
+/// kernel splits back into one datagram per payload — a relay's per-packet kernel cost, paid once
+/// per run instead.
 public final class TURNServer: Sendable {
     /// How to run a TURN server (RFC 8656 §5).
     public struct Configuration: Sendable {
@@ -28,6 +31,9 @@ public final class TURNServer: Sendable {
         public var server: TURNServerConfiguration
         /// Datagrams read per system call on UDP sockets.
         public var vectorReadCount: Int
+        /// `SO_RCVBUF` asked for the UDP listener, bytes (the kernel caps it at `net.core.rmem_max`): the
+        /// default queue holds only some hundred datagrams, which a burst of ChannelData overflows.
+        public var udpReceiveBufferBytes: Int = STUNServer.defaultUDPReceiveBufferBytes
         /// Client TCP/TLS connections open at once, at most; more are closed on accept.
         public var maxStreamConnections: Int
         /// A TCP/TLS connection that sends nothing for this long is closed (longer than the longest refresh interval).
@@ -101,6 +107,7 @@ public final class TURNServer: Sendable {
             let udpBase = TransportAddress(ip: configuration.listenIP, port: configuration.port)
             let udp = try await DatagramBootstrap(group: loop)
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: configuration.udpReceiveBufferBytes))
                 .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
                 .channelOption(.maxMessagesPerRead, value: 4)
                 .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
@@ -187,6 +194,11 @@ final class TURNServerCore {
     private var streams: [TURNFiveTuple: Channel] = [:]
     private var relays: [TURNAllocationID: Channel] = [:]
     private var dirty: [ObjectIdentifier: Channel] = [:]
+    /// ChannelData payloads of the current read batch waiting to leave a relay socket, per allocation.
+    private var runs: [TURNAllocationID: TURNPeerRun] = [:]
+    /// Payloads one relay send may carry: the kernel's segment limit, and none when GSO is unavailable.
+    /// Drops to 1 for good if the kernel ever refuses a GSO send (some devices cannot checksum-offload).
+    private var maxSegmentsPerSend = System.supportsUDPSegmentationOffload ? TURNPeerRun.maxSegments : 1
     private var streamCount = 0
     private var sweeper: RepeatedTask?
     private var closed = false
@@ -251,7 +263,7 @@ final class TURNServerCore {
                   case let (id, peer)? = machine.routeChannelData(channel: UInt16(head >> 16), length: length, from: ft, now: Self.now()),
                   let relay = relays[id],
                   let payload = buffer.getSlice(at: buffer.readerIndex + ChannelData.headerSize, length: length) else { return }
-            write(relay, AddressedEnvelope(remoteAddress: peer.socketAddress, data: payload))
+            relayToPeer(id, relay, peer, payload)
             return
         }
         perform(machine.receiveFromClient(Array(buffer.readableBytesView), from: ft, now: Self.now()))
@@ -285,12 +297,15 @@ final class TURNServerCore {
             case .sendToClient(let ft, let bytes):
                 sendToClient(ft, ByteBuffer(bytes: bytes))
             case .sendToPeer(let id, let peer, let bytes):
+                // Whatever ChannelData is queued for this relay leaves first: order is kept.
+                if let run = runs.removeValue(forKey: id) { emit(run) }
                 if let relay = relays[id] {
                     write(relay, AddressedEnvelope(remoteAddress: peer.socketAddress, data: ByteBuffer(bytes: bytes)))
                 }
             case .openRelay(let id, let family, let evenPort):
                 openRelay(id, family: family, evenPort: evenPort, attempt: 1)
             case .closeRelay(let id):
+                runs[id] = nil
                 relays.removeValue(forKey: id)?.close(promise: nil)
             }
         }
@@ -310,8 +325,57 @@ final class TURNServerCore {
         dirty[ObjectIdentifier(channel)] = channel
     }
 
+    /// Queues a ChannelData payload for `peer`: appended to the allocation's run when it continues it (same
+    /// peer, same length), else the run leaves and a new one starts (RFC 8656 §12.6: each payload is
+    /// still its own UDP datagram at the peer).
+    private func relayToPeer(_ id: TURNAllocationID, _ relay: Channel, _ peer: TransportAddress, _ payload: ByteBuffer) {
+        let length = payload.readableBytes
+        if runs[id]?.append(payload, peer: peer, maxSegments: maxSegmentsPerSend) == true { return }
+        if let finished = runs.removeValue(forKey: id) { emit(finished) }
+        guard maxSegmentsPerSend > 1, length > 0 else {
+            write(relay, AddressedEnvelope(remoteAddress: peer.socketAddress, data: payload))
+            return
+        }
+        var buffer = relay.allocator.buffer(capacity: min(TURNPeerRun.maxBytes, length * maxSegmentsPerSend))
+        buffer.writeImmutableBuffer(payload)
+        runs[id] = TURNPeerRun(channel: relay, peer: peer, segmentSize: length, count: 1, buffer: buffer)
+    }
+
+    /// Writes a run: one datagram, or one UDP GSO send the kernel splits into `count` datagrams. Should
+    /// the kernel refuse the GSO send, the run's payloads go again one datagram each and GSO stays off.
+    private func emit(_ run: TURNPeerRun) {
+        guard run.count > 1 else {
+            write(run.channel, AddressedEnvelope(remoteAddress: run.peer.socketAddress, data: run.buffer))
+            return
+        }
+        let metadata = AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil,
+                                                              segmentSize: run.segmentSize)
+        let promise = run.channel.eventLoop.makePromise(of: Void.self)
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        promise.futureResult.whenFailure { error in bound.value.segmentedSendFailed(run, error) }
+        run.channel.write(AddressedEnvelope(remoteAddress: run.peer.socketAddress, data: run.buffer, metadata: metadata), promise: promise)
+        dirty[ObjectIdentifier(run.channel)] = run.channel
+    }
+
+    private func segmentedSendFailed(_ run: TURNPeerRun, _ error: any Error) {
+        guard !closed, run.channel.isActive else { return }
+        if maxSegmentsPerSend > 1 {
+            logger.warning("UDP GSO send refused; relaying one datagram per send from now on", metadata: ["error": "\(error)"])
+            maxSegmentsPerSend = 1
+        }
+        var buffer = run.buffer
+        while let payload = buffer.readSlice(length: min(run.segmentSize, buffer.readableBytes)), payload.readableBytes > 0 {
+            write(run.channel, AddressedEnvelope(remoteAddress: run.peer.socketAddress, data: payload))
+        }
+        flush()
+    }
+
     /// Flushes every channel written since the last flush: one `sendmmsg` per socket per batch.
     func flush() {
+        if !runs.isEmpty {
+            for run in runs.values { emit(run) }
+            runs.removeAll(keepingCapacity: true)
+        }
         guard !dirty.isEmpty else { return }
         for c in dirty.values { c.flush() }
         dirty.removeAll(keepingCapacity: true)
@@ -364,6 +428,29 @@ final class TURNServerCore {
                     core.flush()
                 }
             }
+    }
+}
+
+/// Equal-length payloads for one peer, back to back, to leave a relay socket in one UDP GSO send.
+struct TURNPeerRun: Sendable {
+    /// Payloads one run carries at most (the kernel's `UDP_MAX_SEGMENTS` on older kernels).
+    static let maxSegments = 64
+    /// Bytes one run carries at most: a UDP datagram's payload limit.
+    static let maxBytes = 65_507
+
+    let channel: Channel
+    let peer: TransportAddress
+    let segmentSize: Int
+    var count: Int
+    var buffer: ByteBuffer
+
+    /// Appends `payload` when it continues the run (same peer, same length, room left); false otherwise.
+    mutating func append(_ payload: ByteBuffer, peer: TransportAddress, maxSegments: Int) -> Bool {
+        guard peer == self.peer, payload.readableBytes == segmentSize, count < maxSegments,
+              buffer.readableBytes + segmentSize <= Self.maxBytes else { return false }
+        buffer.writeImmutableBuffer(payload)
+        count += 1
+        return true
     }
 }
 

@@ -98,6 +98,10 @@ public struct TURNServerConfiguration: Sendable {
     /// Channel numbers ChannelBind accepts; others earn 400. RFC 8656 §12 allows 0x4000–0x4FFF
     /// (the default); ``rfc5766ChannelNumbers`` re-admits the older 0x4000–0x7FFF for legacy clients.
     public var channelNumbers: ClosedRange<UInt16> = ChannelNumber.validRange
+    /// Default of ``challengeBurst``: 32 challenges at once per source.
+    public static let defaultChallengeBurst: Double = 32
+    /// Default of ``challengeRatePerSecond``: 8 per second per source.
+    public static let defaultChallengeRatePerSecond: Double = 8
     /// The channel range of RFC 5766 §11, which coturn's `turnutils_uclient` still draws from.
     public static let rfc5766ChannelNumbers: ClosedRange<UInt16> = 0x4000...0x7FFF
 
@@ -107,7 +111,8 @@ public struct TURNServerConfiguration: Sendable {
     public init(credentials: TURNCredentials, peerPolicy: TURNPeerPolicy = TURNPeerPolicy(),
                 relayFamilies: Set<TURNAddressFamily> = [.ipv4, .ipv6], maxAllocationsPerUser: Int = 10,
                 maxAllocations: Int = 10_000, maxPermissionsPerAllocation: Int = 256, maxChannelsPerAllocation: Int = 256,
-                bandwidthPerUser: Double? = 10_000_000, challengeBurst: Double = 32, challengeRatePerSecond: Double = 8,
+                bandwidthPerUser: Double? = 10_000_000, challengeBurst: Double = defaultChallengeBurst,
+                challengeRatePerSecond: Double = defaultChallengeRatePerSecond,
                 nonceSecret: [UInt8]? = nil) {
         self.credentials = credentials
         self.peerPolicy = peerPolicy

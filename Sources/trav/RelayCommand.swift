@@ -25,6 +25,8 @@ extension Trav {
         var allowPeers: [String] = []
         @Option(help: "Allocations one user may hold at once.") var userQuota: Int = 10
         @Option(help: "Relayed bytes per second per user (0: unlimited).") var userBandwidth: Double = 10_000_000
+        @Option(help: "401/438 challenges per second one source IP may draw; the burst is the larger of this and 32 (RFC 8656 §21.1.4).")
+        var challengeRate: Double = 8
         @Flag(help: "Accept RFC 5766 channel numbers 0x4000-0x7FFF (coturn's turnutils_uclient draws from them).")
         var legacyChannelRange = false
         @OptionGroup var common: CommonOptions
@@ -35,6 +37,7 @@ extension Trav {
             for u in users where !u.contains(":") || u.hasPrefix(":") {
                 throw ValidationError("--user must be NAME:PASSWORD, got \(u)")
             }
+            guard challengeRate > 0 else { throw ValidationError("--challenge-rate must be positive") }
             for c in allowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         }
@@ -59,7 +62,8 @@ extension Trav {
             var settings = TURNServerConfiguration(
                 credentials: TURNCredentials(realm: realm, users: userMap, restSecret: secret),
                 peerPolicy: TURNPeerPolicy(allowed: allowPeers.compactMap { IPPrefix($0) }),
-                maxAllocationsPerUser: userQuota, bandwidthPerUser: userBandwidth > 0 ? userBandwidth : nil)
+                maxAllocationsPerUser: userQuota, bandwidthPerUser: userBandwidth > 0 ? userBandwidth : nil,
+                challengeBurst: max(TURNServerConfiguration.defaultChallengeBurst, challengeRate), challengeRatePerSecond: challengeRate)
             if legacyChannelRange { settings.channelNumbers = TURNServerConfiguration.rfc5766ChannelNumbers }
             let server = try await TURNServer.start(.init(listenIP: ip, port: port, tls: tls, server: settings), logger: logger)
             var line = "relay udp \(server.udpAddress)"

@@ -7,28 +7,34 @@ import STUNLite
 ///
 /// Swift's Glibc module leaves out the GNU-only `sendmmsg`/`recvmmsg` and this struct; the layout
 /// (a `msghdr` followed by an `unsigned int`, stride 64 on LP64) matches the C declaration.
-struct MultiMessageHeader {
-    var header = msghdr()
-    var length: UInt32 = 0
+public struct MultiMessageHeader {
+    /// The message: address, vectors, control data, flags.
+    public var header = msghdr()
+    /// Bytes the kernel sent or received for this message.
+    public var length: UInt32 = 0
+    /// An empty header.
+    public init() {}
 }
 
 /// A connected, non-blocking UDP socket that sends and receives in batches with `sendmmsg`/`recvmmsg`.
 ///
 /// The two calls are looked up in the C library at run time (they are absent from Swift's Glibc
 /// module), so this target needs no C shim and depends on STUNLite alone.
-final class MultiMessageSocket {
+public final class MultiMessageSocket {
     private typealias SendMultiple = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32) -> Int32
     private typealias ReceiveMultiple = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32, UnsafeMutableRawPointer?) -> Int32
 
     /// The file descriptor.
-    let fd: Int32
+    public let fd: Int32
     /// The address the socket is bound to, as the server should report it in XOR-MAPPED-ADDRESS.
-    let local: TransportAddress
+    public let local: TransportAddress
+    /// The address the socket is connected to.
+    public let peer: TransportAddress
     private let sendMultiple: SendMultiple
     private let receiveMultiple: ReceiveMultiple
 
     /// Opens a socket, binds it to an ephemeral port on the target's loopback family and connects it to `target`.
-    init(target: TransportAddress) throws(FloodError) {
+    public init(target: TransportAddress) throws(FloodError) {
         guard let handle = dlopen(nil, RTLD_NOW),
               let send = dlsym(handle, "sendmmsg"), let receive = dlsym(handle, "recvmmsg") else {
             throw FloodError("sendmmsg/recvmmsg not found in the C library")
@@ -58,29 +64,36 @@ final class MultiMessageSocket {
         }
         fd = descriptor
         local = address
+        peer = target
     }
 
     deinit { close(fd) }
 
     /// Socket send and receive buffer size asked of the kernel: room for a few windows of small datagrams.
-    static let socketBufferBytes = 4 << 20
+    public static let socketBufferBytes = 4 << 20
     /// `SOL_UDP` and `UDP_SEGMENT` from `<netinet/udp.h>` (absent from Swift's Glibc module).
     private static let solUDP: Int32 = 17
     private static let udpSegment: Int32 = 103
     /// Most segments one UDP GSO send may carry (the kernel's `UDP_MAX_SEGMENTS` on older kernels).
-    static let maxSegmentsPerSend = 64
+    public static let maxSegmentsPerSend = 64
 
     /// Turns on UDP generic segmentation offload (Linux ≥ 4.18): each message sent is then split by the
     /// kernel into datagrams of `segmentSize` bytes, so a batch of equal-size requests costs the
     /// generator one trip through the UDP/IP stack instead of one per request. The server still
     /// receives ordinary individual datagrams. Returns false when the kernel refuses.
-    func enableSegmentation(segmentSize: Int) -> Bool {
+    public func enableSegmentation(segmentSize: Int) -> Bool {
         var size = Int32(segmentSize)
         return setsockopt(fd, Self.solUDP, Self.udpSegment, &size, socklen_t(MemoryLayout<Int32>.size)) == 0
     }
 
+    /// Turns UDP GSO off again, so that a datagram longer than the segment size leaves whole.
+    public func disableSegmentation() {
+        var size: Int32 = 0
+        setsockopt(fd, Self.solUDP, Self.udpSegment, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Sends up to `count` prepared messages; returns how many left, 0 when the socket buffer is full.
-    func send(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
+    public func send(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
         let n = sendMultiple(fd, UnsafeMutableRawPointer(messages), UInt32(count), 0)
         if n >= 0 { return Int(n) }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ECONNREFUSED { return 0 }
@@ -88,11 +101,30 @@ final class MultiMessageSocket {
     }
 
     /// Receives up to `count` datagrams without blocking; returns how many, 0 when none are queued.
-    func receive(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
+    public func receive(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
         let n = receiveMultiple(fd, UnsafeMutableRawPointer(messages), UInt32(count), Int32(MSG_DONTWAIT), nil)
         if n >= 0 { return Int(n) }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNREFUSED { return 0 }
         throw FloodError("recvmmsg: \(String(cString: strerror(errno)))")
+    }
+
+    /// Sends one datagram; false when the socket buffer is full.
+    public func send(_ bytes: [UInt8]) throws(FloodError) -> Bool {
+        let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+        if n >= 0 { return true }
+        if errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ECONNREFUSED { return false }
+        throw FloodError("send: \(String(cString: strerror(errno)))")
+    }
+
+    /// Waits up to `milliseconds` for one datagram and returns it, or `nil` when none came.
+    public func receive(waitingMilliseconds milliseconds: Int32, maxBytes: Int) throws(FloodError) -> [UInt8]? {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, milliseconds) > 0 else { return nil }
+        var out = [UInt8](repeating: 0, count: maxBytes)
+        let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if n >= 0 { return Array(out[0..<n]) }
+        if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNREFUSED { return nil }
+        throw FloodError("recv: \(String(cString: strerror(errno)))")
     }
 
     private static func withSockaddr<R>(_ a: TransportAddress, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
@@ -137,5 +169,55 @@ final class MultiMessageSocket {
         default:
             return nil
         }
+    }
+}
+
+/// Headers, vectors and buffers for receiving up to ``count`` datagrams of up to ``maxBytes`` each in one `recvmmsg`.
+public final class ReceiveBatch {
+    /// Datagrams one call receives at most.
+    public let count: Int
+    /// Receive room per datagram; longer ones are truncated by the kernel (see ``isTruncated(_:)``).
+    public let maxBytes: Int
+    private let headers: UnsafeMutablePointer<MultiMessageHeader>
+    private let vectors: UnsafeMutablePointer<iovec>
+    private let buffers: UnsafeMutableRawBufferPointer
+
+    /// Allocates room for `count` datagrams of `maxBytes`.
+    public init(count: Int, maxBytes: Int) {
+        self.count = count
+        self.maxBytes = maxBytes
+        headers = .allocate(capacity: count)
+        headers.initialize(repeating: MultiMessageHeader(), count: count)
+        vectors = .allocate(capacity: count)
+        buffers = .allocate(byteCount: count * maxBytes, alignment: 16)
+        for i in 0..<count { vectors[i] = iovec(iov_base: buffers.baseAddress! + i * maxBytes, iov_len: maxBytes) }
+    }
+
+    deinit {
+        headers.deallocate()
+        vectors.deallocate()
+        buffers.deallocate()
+    }
+
+    /// Receives what `socket` has queued, without blocking; returns how many datagrams arrived (0 when none).
+    public func receive(on socket: MultiMessageSocket) throws(FloodError) -> Int {
+        for i in 0..<count {
+            vectors[i].iov_len = maxBytes
+            headers[i] = MultiMessageHeader()
+            headers[i].header.msg_iov = vectors + i
+            headers[i].header.msg_iovlen = 1
+        }
+        return try socket.receive(headers, count: count)
+    }
+
+    /// Bytes of datagram `i` of the last receive.
+    public func length(_ i: Int) -> Int { Int(headers[i].length) }
+
+    /// Whether datagram `i` of the last receive was longer than ``maxBytes``.
+    public func isTruncated(_ i: Int) -> Bool { headers[i].header.msg_flags & Int32(MSG_TRUNC) != 0 }
+
+    /// The bytes of datagram `i` of the last receive (valid until the next receive).
+    public func bytes(_ i: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: buffers.baseAddress! + i * maxBytes, count: length(i))
     }
 }

@@ -1,0 +1,278 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import STUNLite
+import TURNLite
+
+/// What to relay, through which server, for how long and how hard; every bound is named and checked in ``validate()``.
+public struct RelayFloodConfiguration: Sendable {
+    /// The TURN server (UDP); only loopback addresses are accepted.
+    public var server = TransportAddress(ip: .v4(0x7F00_0001), port: 3478)
+    /// Long-term user name.
+    public var username = "bench"
+    /// Long-term password.
+    public var password = "bench"
+    /// Allocations flooded at once, each from its own client socket to its own peer socket.
+    public var lanes = 4
+    /// Application data per ChannelData message, bytes (the peer receives exactly this).
+    public var payloadBytes = 100
+    /// Packets per second over all lanes; `nil` sends as fast as the windows allow.
+    public var rate: Double?
+    /// Packets sent but not yet seen at the peer, per lane, at most: the bounded window.
+    public var window = 128
+    /// Datagrams per `sendmmsg`/`recvmmsg` call.
+    public var batch = 32
+    /// Seconds of relaying before counting starts.
+    public var warmupSeconds = 1.0
+    /// Seconds during which arrivals are counted.
+    public var durationSeconds = 5.0
+    /// Seconds after the measured period spent collecting late arrivals, without sending.
+    public var drainSeconds = 0.2
+    /// Whether to send with UDP GSO when the kernel allows it (the server still receives single datagrams).
+    public var segmentation = true
+    /// A lane whose peer has seen nothing for this long forgets its in-flight packets (the server dropped them).
+    public var stallSeconds = 0.05
+
+    /// Creates the defaults: 4 lanes of 100-byte payloads, as fast as a 128-packet window per lane allows.
+    public init() {}
+
+    /// Upper bound of ``lanes`` (one allocation each: keep under the server's per-user quota).
+    public static let maxLanes = 64
+    /// Upper bound of ``payloadBytes``: a typical MTU's worth, well inside the servers' datagram limits.
+    public static let maxPayloadBytes = 1400
+    /// Upper bound of ``window``.
+    public static let maxWindow = 4096
+    /// Upper bound of ``batch``.
+    public static let maxBatch = 256
+    /// Upper bound of ``rate``, packets per second.
+    public static let maxRate = 10_000_000.0
+    /// Upper bound of ``warmupSeconds`` + ``durationSeconds``.
+    public static let maxRunSeconds = 60.0
+    /// The channel each lane binds (the first of RFC 8656 §12's range).
+    public static let channel = ChannelNumber.validRange.lowerBound
+
+    /// Rejects out-of-range settings and any server that is not a loopback address.
+    public func validate() throws(FloodError) {
+        try FloodTarget.check(server)
+        guard (1...Self.maxLanes).contains(lanes) else { throw FloodError("--lanes must be 1…\(Self.maxLanes)") }
+        guard (1...Self.maxPayloadBytes).contains(payloadBytes) else { throw FloodError("--payload must be 1…\(Self.maxPayloadBytes)") }
+        guard (1...Self.maxWindow).contains(window) else { throw FloodError("--window must be 1…\(Self.maxWindow)") }
+        guard (1...Self.maxBatch).contains(batch) else { throw FloodError("--batch must be 1…\(Self.maxBatch)") }
+        if let rate { guard rate > 0, rate <= Self.maxRate else { throw FloodError("--rate must be in (0, \(Int(Self.maxRate))]") } }
+        guard warmupSeconds >= 0, durationSeconds > 0, drainSeconds >= 0, warmupSeconds + durationSeconds <= Self.maxRunSeconds else {
+            throw FloodError("--warmup ≥ 0, --duration > 0, together at most \(Int(Self.maxRunSeconds)) s")
+        }
+    }
+}
+
+/// What a relay flood counted, summed over lanes.
+public struct RelayFloodCounts: Sendable, Equatable {
+    /// ChannelData messages sent over the whole run.
+    public var sentTotal = 0
+    /// Payloads that reached a peer over the whole run, drain included.
+    public var receivedTotal = 0
+    /// ChannelData messages sent during the measured period.
+    public var sent = 0
+    /// Payloads that reached a peer during the measured period (the rate's numerator).
+    public var received = 0
+    /// Datagrams at a peer that were not a lane's payload (wrong length, truncated).
+    public var invalid = 0
+    /// Times a lane gave up waiting for its in-flight packets.
+    public var stalls = 0
+
+    /// Creates zero counts.
+    public init() {}
+}
+
+/// The result of a relay flood.
+public struct RelayFloodReport: Sendable {
+    /// The counters.
+    public var counts: RelayFloodCounts
+    /// Payload bytes per packet.
+    public var payloadBytes: Int
+    /// Length of the measured period, seconds.
+    public var seconds: Double
+    /// CPU time this process used during the measured period, over its length (1.0 = one core busy).
+    public var cpuShare: Double
+
+    /// Relayed packets per second during the measured period.
+    public var packetsPerSecond: Double { Double(counts.received) / seconds }
+    /// Relayed payload megabits per second during the measured period.
+    public var megabitsPerSecond: Double { packetsPerSecond * Double(payloadBytes) * 8 / 1e6 }
+    /// Share of all packets sent that never reached a peer, 0…1.
+    public var loss: Double {
+        counts.sentTotal == 0 ? 0 : Double(max(0, counts.sentTotal - counts.receivedTotal)) / Double(counts.sentTotal)
+    }
+}
+
+/// Relays ChannelData through a TURN server at full speed (or a paced rate) and counts what reaches the peers.
+///
+/// ```
+///  lane socket ──ChannelData 0x4000──► server ──UDP from the relayed address──► peer socket
+///  (allocated over UDP, long-term credentials; CreatePermission + ChannelBind to the peer)
+/// ```
+public struct RelayFlood {
+    /// The settings.
+    public let configuration: RelayFloodConfiguration
+
+    /// A flood with `configuration`.
+    public init(configuration: RelayFloodConfiguration) { self.configuration = configuration }
+
+    /// Sets up the lanes, relays for warm-up + measured period + drain, frees the allocations, reports.
+    public func run() throws(FloodError) -> RelayFloodReport {
+        try configuration.validate()
+        var lanes: [RelayFloodLane] = []
+        for i in 0..<configuration.lanes { lanes.append(try RelayFloodLane(lane: i, configuration: configuration)) }
+        defer { for lane in lanes { lane.free() } }
+        let start = FloodClock.now()
+        for lane in lanes { lane.lastProgress = start }
+        var counts = RelayFloodCounts()
+        let perLaneRate = configuration.rate.map { $0 / Double(configuration.lanes) }
+        let timeline = FloodTimeline(warmupSeconds: configuration.warmupSeconds, durationSeconds: configuration.durationSeconds,
+                                     drainSeconds: configuration.drainSeconds)
+        let cpuShare = try timeline.run(from: start, pollingOn: lanes.map(\.peer.fd)) { now, sending, measuring throws(FloodError) in
+            if sending {
+                for lane in lanes {
+                    let allowance = perLaneRate.map { Int(($0 * (now - start)).rounded(.down)) - lane.sent } ?? Int.max
+                    try lane.fill(allowance: allowance, now: now, measured: measuring, counts: &counts)
+                }
+            }
+            var received = 0
+            for lane in lanes { received += try lane.receive(now: now, measured: measuring, counts: &counts) }
+            return received
+        }
+        return RelayFloodReport(counts: counts, payloadBytes: configuration.payloadBytes,
+                                seconds: configuration.durationSeconds, cpuShare: cpuShare)
+    }
+}
+
+/// One allocation's share of a relay flood: its client socket, its peer socket and the batches.
+///
+/// Every ChannelData message of a lane is the same bytes, so one buffer of ``segmentsPerSend`` copies
+/// back to back serves every send: with UDP GSO one message carries a run of them, without it each
+/// message points at the first.
+final class RelayFloodLane {
+    /// Receive room per datagram at the peer; longer ones are truncated by the kernel and counted invalid.
+    static let maxPeerDatagram = 2048
+    /// Bytes one UDP GSO send may carry, at most (a UDP datagram's payload limit, rounded down).
+    static let maxSegmentedBytes = 65_000
+
+    /// The socket the lane allocated from and floods from.
+    let client: MultiMessageSocket
+    /// The peer socket, connected to the lane's relayed address.
+    let peer: MultiMessageSocket
+    /// ChannelData messages sent over the whole run.
+    private(set) var sent = 0
+    /// When the peer last received something (or the window was last empty).
+    var lastProgress = 0.0
+    private var session: TURNFloodSession
+    private let configuration: RelayFloodConfiguration
+    private var inFlight = 0
+    private let frameSize: Int
+    private let segmentsPerSend: Int
+    private let segmentation: Bool
+    private let frames: UnsafeMutableRawBufferPointer
+    private let sendHeaders: UnsafeMutablePointer<MultiMessageHeader>
+    private let sendVectors: UnsafeMutablePointer<iovec>
+    private var runLengths: [Int]
+    private let arrivals: ReceiveBatch
+
+    /// Allocates, opens the peer socket, permits and binds it, and prepares the messages (RFC 8656 §7, §10, §12).
+    init(lane: Int, configuration: RelayFloodConfiguration) throws(FloodError) {
+        self.configuration = configuration
+        client = try MultiMessageSocket(target: configuration.server)
+        session = TURNFloodSession(socket: client, username: configuration.username, password: configuration.password)
+        let allocated = try session.request(.allocate) { $0.append(RequestedTransport.udp) }
+        guard let relayed = (try? allocated.attribute(XORRelayedAddress.self))?.address else {
+            throw FloodError("Allocate success without XOR-RELAYED-ADDRESS")
+        }
+        // The network rule covers the relay's traffic too: the peers live on loopback.
+        guard FloodTarget.isLoopback(relayed.ip) else { throw FloodError("relayed address \(relayed) is not loopback") }
+        peer = try MultiMessageSocket(target: relayed)
+        let peerAddress = peer.local
+        _ = try session.request(.createPermission) { $0.append(XORPeerAddress(peerAddress)) }
+        _ = try session.request(.channelBind) {
+            $0.append(ChannelNumber(RelayFloodConfiguration.channel))
+            $0.append(XORPeerAddress(peerAddress))
+        }
+
+        let payload = (0..<configuration.payloadBytes).map { UInt8(truncatingIfNeeded: lane &+ $0) }
+        let frame = ChannelData(channel: RelayFloodConfiguration.channel, payload: payload).encode(padded: false)
+        frameSize = frame.count
+        segmentsPerSend = max(1, min(MultiMessageSocket.maxSegmentsPerSend, Self.maxSegmentedBytes / frameSize))
+        frames = .allocate(byteCount: segmentsPerSend * frameSize, alignment: 16)
+        for i in 0..<segmentsPerSend {
+            UnsafeMutableRawBufferPointer(rebasing: frames[(i * frameSize)..<((i + 1) * frameSize)]).copyBytes(from: frame)
+        }
+        segmentation = configuration.segmentation && client.enableSegmentation(segmentSize: frameSize)
+        let batch = configuration.batch
+        sendHeaders = .allocate(capacity: batch)
+        sendHeaders.initialize(repeating: MultiMessageHeader(), count: batch)
+        sendVectors = .allocate(capacity: batch)
+        sendVectors.initialize(repeating: iovec(), count: batch)
+        runLengths = Array(repeating: 0, count: batch)
+        arrivals = ReceiveBatch(count: batch, maxBytes: Self.maxPeerDatagram)
+    }
+
+    deinit {
+        frames.deallocate()
+        sendHeaders.deallocate()
+        sendVectors.deallocate()
+    }
+
+    /// Deletes the allocation (Refresh with LIFETIME 0, RFC 8656 §8); best effort.
+    func free() {
+        // With GSO on, a request longer than one ChannelData message would leave cut in segments.
+        if segmentation { client.disableSegmentation() }
+        _ = try? session.request(.refresh) { $0.append(Lifetime(seconds: 0)) }
+    }
+
+    /// Sends up to `allowance` messages, in batches, while the window has room and the socket buffer takes them.
+    func fill(allowance: Int, now: Double, measured: Bool, counts: inout RelayFloodCounts) throws(FloodError) {
+        var left = min(allowance, configuration.window - inFlight)
+        while left > 0 {
+            if inFlight == 0 { lastProgress = now }
+            var messages = 0
+            var planned = 0
+            while messages < configuration.batch, planned < left {
+                let run = segmentation ? min(left - planned, segmentsPerSend) : 1
+                sendVectors[messages] = iovec(iov_base: frames.baseAddress!, iov_len: run * frameSize)
+                sendHeaders[messages] = MultiMessageHeader()
+                sendHeaders[messages].header.msg_iov = sendVectors + messages
+                sendHeaders[messages].header.msg_iovlen = 1
+                runLengths[messages] = run
+                messages += 1
+                planned += run
+            }
+            let sentMessages = try client.send(sendHeaders, count: messages)
+            if sentMessages == 0 { return }
+            let n = runLengths[0..<sentMessages].reduce(0, +)
+            sent += n
+            inFlight += n
+            left -= n
+            counts.sentTotal += n
+            if measured { counts.sent += n }
+            if sentMessages < messages { return }
+        }
+    }
+
+    /// Reads one batch at the peer without blocking and counts it; returns how many datagrams arrived.
+    func receive(now: Double, measured: Bool, counts: inout RelayFloodCounts) throws(FloodError) -> Int {
+        let n = try arrivals.receive(on: peer)
+        var valid = 0
+        for i in 0..<n {
+            if !arrivals.isTruncated(i), arrivals.length(i) == configuration.payloadBytes { valid += 1 } else { counts.invalid += 1 }
+        }
+        counts.receivedTotal += valid
+        if measured { counts.received += valid }
+        if n > 0 {
+            inFlight = max(0, inFlight - n)
+            lastProgress = now
+        } else if inFlight > 0, now - lastProgress > configuration.stallSeconds {
+            inFlight = 0
+            counts.stalls += 1
+            lastProgress = now
+        }
+        return n
+    }
+}

@@ -1,0 +1,103 @@
+import NIOSSL
+import Testing
+import FloodKit
+import STUNLite
+import TURNLite
+
+/// The TURN load generator counts what it sends and what arrives exactly; timing is never asserted.
+@Suite(.serialized, .timeLimit(.minutes(1)))
+struct TURNFloodCountingTests {
+    static let loopback = IPAddress("127.0.0.1")!
+
+    /// Our relay on 127.0.0.1 (UDP, TCP, TLS) with user bench:bench, loopback peers, no bandwidth quota,
+    /// and a challenge limit the floods below stay well inside.
+    static func withServer(_ body: (TURNServer) async throws -> Void) async throws {
+        let settings = TURNServerConfiguration(
+            credentials: TURNCredentials(realm: "trav.test", users: ["bench": "bench"]),
+            peerPolicy: TURNPeerPolicy(allowed: [IPPrefix("127.0.0.0/8")!]),
+            maxAllocationsPerUser: 64, bandwidthPerUser: nil, challengeBurst: 10_000, challengeRatePerSecond: 10_000)
+        let tls = try NIOSSLContext(configuration: TURNTLS.selfSignedServerConfiguration(ipAddresses: [loopback]))
+        let server = try await TURNServer.start(.init(listenIP: loopback, port: 0, tls: (0, tls), server: settings))
+        do {
+            try await body(server)
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+        await server.shutdown()
+    }
+
+    /// Relays `payload`-byte ChannelData through our server as `adjust` says and expects every packet
+    /// sent to arrive as one datagram of that length, and every allocation to be freed afterwards.
+    static func expectExactRelay(payload: Int, _ adjust: (inout RelayFloodConfiguration) -> Void) async throws {
+        try await withServer { server in
+            var c = RelayFloodConfiguration()
+            c.server = server.udpAddress
+            c.payloadBytes = payload
+            c.drainSeconds = 0.3
+            adjust(&c)
+            let report = try RelayFlood(configuration: c).run()
+            let n = report.counts
+            #expect(n.sentTotal > 0)
+            #expect(n.receivedTotal == n.sentTotal)
+            #expect(n.received <= n.receivedTotal && n.sent <= n.sentTotal)
+            #expect(n.invalid == 0)
+            #expect(report.loss == 0)
+            // Every lane freed its allocation at the end (Refresh LIFETIME 0).
+            #expect(await server.allocationCount == 0)
+        }
+    }
+
+    @Test(arguments: [100, 1200])
+    func pacedRelayFloodCountsEveryPacketSentAndLosesNone(payload: Int) async throws {
+        try await Self.expectExactRelay(payload: payload) { c in
+            c.lanes = 2
+            c.rate = 2_000
+            c.warmupSeconds = 0.1
+            c.durationSeconds = 0.4
+        }
+    }
+
+    /// Unpaced, the server reads several ChannelData messages per batch and relays them in UDP GSO runs;
+    /// the peer must still see each payload as its own datagram of the payload's length, none lost
+    /// (the small window keeps every queue far from full).
+    @Test(arguments: [100, 1200])
+    func windowedFullSpeedFloodDeliversEachPayloadAsItsOwnDatagram(payload: Int) async throws {
+        try await Self.expectExactRelay(payload: payload) { c in
+            c.lanes = 1
+            c.window = 32
+            c.warmupSeconds = 0
+            c.durationSeconds = 0.3
+            c.stallSeconds = 1
+        }
+    }
+
+    @Test(arguments: AllocationFloodConfiguration.Transport.allCases)
+    func allocationFloodCompletesAndFreesEveryAllocation(transport: AllocationFloodConfiguration.Transport) async throws {
+        try await Self.withServer { server in
+            var c = AllocationFloodConfiguration()
+            c.transport = transport
+            c.server = switch transport {
+            case .udp: server.udpAddress
+            case .tcp: server.tcpAddress!
+            case .tls: server.tlsAddress!
+            }
+            c.concurrency = 2
+            c.warmupSeconds = 0
+            c.durationSeconds = 0.3
+            let report = try await AllocationFlood(configuration: c).run(group: .singletonMultiThreadedEventLoopGroup)
+            #expect(report.counts.succeeded > 0)
+            #expect(report.counts.failed == 0, "\(report.counts.firstFailure ?? "")")
+            #expect(await server.allocationCount == 0)
+        }
+    }
+
+    @Test func floodsRefuseTargetsOffLoopback() {
+        var relay = RelayFloodConfiguration()
+        relay.server = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 3478)
+        #expect(throws: FloodError.self) { try relay.validate() }
+        var allocate = AllocationFloodConfiguration()
+        allocate.server = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 3478)
+        #expect(throws: FloodError.self) { try allocate.validate() }
+    }
+}
