@@ -114,7 +114,7 @@ final class PreparedUDP: PreparedStrategy {
         self.maxPings = maxPings
     }
 
-    func startDelay(remote: PeerOffer) -> Duration { delay }
+    func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration { delay }
 
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
         let targets = remote.candidates

@@ -16,6 +16,8 @@ import Glibc
 public struct TCPSimultaneousOpen: TraversalStrategy {
     /// The strategy id.
     public let id = "tcp-simultaneous-open"
+    /// How long TCP waits after the start signal when a UDP path may exist too (happy eyeballs).
+    public static let udpPreference: Duration = .milliseconds(150)
     /// Pause between connection attempts after a refusal.
     public var retryInterval: Duration
     /// How long one connect may wait for the crossing SYN.
@@ -57,8 +59,11 @@ struct PreparedTCP: PreparedStrategy {
     let localPort: UInt16
     let candidates: [Candidate]
 
-    /// A little after the UDP strategies (happy eyeballs): a UDP path suits video better when both exist.
-    func startDelay(remote: PeerOffer) -> Duration { .milliseconds(150) }
+    /// ``TCPSimultaneousOpen/udpPreference`` after the UDP strategies when both sides can be
+    /// reached over UDP (a UDP path suits video better); at once when one of them cannot.
+    func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration {
+        local.hasReflexive("udp") && remote.hasReflexive("udp") ? TCPSimultaneousOpen.udpPreference : .zero
+    }
 
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
         let targets = remote.candidates.filter { $0.strategy == strategy.id && $0.transport == "tcp" }

@@ -41,6 +41,9 @@ public struct TLSRelay: TraversalStrategy {
     public static let maxMessageSize = 1100
     /// Default stagger after the start signal, so a direct path wins when one exists.
     public static let defaultStartDelay: Duration = .milliseconds(500)
+    /// Stagger when `udp-hole-punch` needs the birthday method (one side maps randomly): it
+    /// typically takes a few hundred milliseconds, and a direct path costs nothing per byte.
+    public static let birthdayStartDelay: Duration = .milliseconds(1500)
     /// How often to refresh the allocation, permission and channel: well inside the 5-minute permission lifetime (RFC 8656 §9).
     public static let refreshInterval: Duration = .seconds(120)
 
@@ -299,12 +302,14 @@ final class PreparedTLSRelay: PreparedStrategy {
         }
     }
 
-    /// ``TLSRelay/startDelay``, or zero when the peer offered no server-reflexive address at all
-    /// (neither UDP nor TCP): then no direct strategy can reach it. A TCP-only peer still gets
-    /// its chance at `tcp-simultaneous-open` first.
-    func startDelay(remote: PeerOffer) -> Duration {
-        let reflexive = remote.candidates.contains { $0.kind == .serverReflexive && ($0.transport == "udp" || $0.transport == "tcp") }
-        return reflexive ? strategy.startDelay : .zero
+    /// ``TLSRelay/startDelay``, or zero when the two offers share no transport with a
+    /// server-reflexive address on both sides: then no direct strategy across the NATs can work.
+    /// A pair that both have TCP still gets its chance at `tcp-simultaneous-open` first; a pair
+    /// that needs the birthday method waits ``TLSRelay/birthdayStartDelay`` (or `startDelay`, if longer).
+    func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration {
+        let direct = ["udp", "tcp"].contains { local.hasReflexive($0) && remote.hasReflexive($0) }
+        guard direct else { return .zero }
+        return UDPHolePunch.needsBirthday(local, remote) ? max(strategy.startDelay, TLSRelay.birthdayStartDelay) : strategy.startDelay
     }
 
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {

@@ -46,6 +46,23 @@ public struct UDPHolePunch: TraversalStrategy {
         self.stunPolicy = stunPolicy
     }
 
+    /// How long the hard side of a birthday gives its gathered socket alone before opening the
+    /// birthday sockets: a peer NAT that filters by address only (or not at all) lets that socket
+    /// through within a round trip, and opening hundreds of sockets would only slow the handshake.
+    public static let birthdayHoldOff: Duration = .milliseconds(50)
+
+    /// Whether a hole punch between these offers takes the birthday method: exactly one side's
+    /// NAT maps each destination to a new random port (both random: impossible; neither: direct).
+    public static func needsBirthday(_ a: PeerOffer, _ b: PeerOffer) -> Bool {
+        func random(_ o: PeerOffer) -> Bool {
+            o.candidates.contains { $0.strategy == "udp-hole-punch" && $0.kind == .serverReflexive && $0.detail["mapping"] == Mapping.random.rawValue }
+        }
+        func known(_ o: PeerOffer) -> Bool {
+            o.candidates.contains { $0.strategy == "udp-hole-punch" && $0.kind == .serverReflexive && ($0.detail["mapping"] ?? "unknown") != Mapping.unknown.rawValue }
+        }
+        return known(a) && known(b) && random(a) != random(b)
+    }
+
     /// How many times the hard side of a birthday announces the socket it picked.
     static let chosenAnnouncements = 15
 
@@ -121,7 +138,7 @@ final class PreparedHolePunch: PreparedStrategy {
         owned.withLock { $0 = [socket] }
     }
 
-    func startDelay(remote: PeerOffer) -> Duration { .zero }
+    func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration { .zero }
 
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
         let theirs = remote.candidates.filter { $0.strategy == strategy.id && $0.transport == "udp" }
@@ -139,16 +156,10 @@ final class PreparedHolePunch: PreparedStrategy {
         }
         let interval = strategy.probeInterval
         let session = socket.session(token: context.sessionToken)
-        var sessions = [session]
+        // Birthday, hard side: many more sockets, each opening a mapping toward the easy side.
+        let birthdaySockets = weAreHard && theirMapping != .unknown ? strategy.birthdaySockets : 0
         var extraTargets: [TransportAddress] = []
-        if weAreHard && theirMapping != .unknown {
-            // Birthday, hard side: many sockets, each opening a mapping toward the easy side.
-            for _ in 0..<strategy.birthdaySockets {
-                guard let s = try? await UDPPathSocket.open() else { break }
-                owned.withLock { $0.append(s) }
-                sessions.append(s.session(token: context.sessionToken))
-            }
-        } else if theyAreHard {
+        if theyAreHard {
             // Birthday, easy side: random ports on the hard side's address (their predicted ports come first in `targets`).
             var rng = SystemRandomNumberGenerator()
             extraTargets = (0..<strategy.birthdayProbes).map { _ in
@@ -157,17 +168,39 @@ final class PreparedHolePunch: PreparedStrategy {
         }
         let budget = (weAreHard || theyAreHard) ? strategy.birthdayBudget : interval * strategy.maxPings
         let maxPings = strategy.maxPings
-        let all = sessions
         let extra = extraTargets
+        let token = context.sessionToken
         do {
             let (winner, peer) = try await withThrowingTaskGroup(of: (UDPPathSocket, TransportAddress).self) { group in
                 // In a birthday several addresses may reach the peer: the hard side picks the first
                 // that hears from the easy side and announces it; the easy side waits for that choice.
                 let until: Set<UDPPathSocket.ProbeKind>? = weAreHard ? [.pong, .ping] : theyAreHard ? [.chosen] : nil
-                for (i, s) in all.enumerated() {
-                    // The birthday sockets only need a few probes each to open their mappings.
-                    let (every, count) = i == 0 ? (interval, maxPings) : (interval * 10, max(1, maxPings / 10))
-                    group.addTask { (s, try await s.probe(targets, active: true, interval: every, maxPings: count, until: until)) }
+                // The gathered socket probes at once: against a peer whose NAT filters by address
+                // only (or not at all) it is all a symmetric side needs.
+                group.addTask { (session, try await session.probe(targets, active: true, interval: interval, maxPings: maxPings, until: until)) }
+                if birthdaySockets > 0 {
+                    // Unless the gathered socket got through first, the birthday sockets open side
+                    // by side, and each probes as soon as it is open; they only need a few probes
+                    // each to open their mappings.
+                    group.addTask {
+                        try await Task.sleep(for: UDPHolePunch.birthdayHoldOff)
+                        return try await withThrowingTaskGroup(of: (UDPPathSocket, TransportAddress)?.self) { births in
+                            for _ in 0..<birthdaySockets {
+                                births.addTask {
+                                    guard let s = try? await UDPPathSocket.open() else { return nil }
+                                    self.owned.withLock { $0.append(s) }
+                                    let b = s.session(token: token)
+                                    return (b, try await b.probe(targets, active: true, interval: interval * 10,
+                                                                 maxPings: max(1, maxPings / 10), until: until))
+                                }
+                            }
+                            defer { births.cancelAll() }  // the losers probe until cancelled
+                            while let next = try await births.next() {
+                                if let next { return next }
+                            }
+                            throw StrategyError(code: .failed, detail: "no birthday socket could be opened")
+                        }
+                    }
                 }
                 if !extra.isEmpty {
                     // Spread the random probes over the budget's first half, a few per pacing interval.
@@ -188,7 +221,7 @@ final class PreparedHolePunch: PreparedStrategy {
                 group.addTask {
                     try await Task.sleep(for: budget + interval * 2)
                     throw StrategyError(code: .unreachable, detail: "no probe answered within \(budget)" +
-                                        (weAreHard || theyAreHard ? " (birthday method: \(all.count) sockets, \(extra.count) random probes)" : ""))
+                                        (weAreHard || theyAreHard ? " (birthday method: \(1 + birthdaySockets) sockets, \(extra.count) random probes)" : ""))
                 }
                 defer { group.cancelAll() }
                 while let next = try await group.next() { return next }
@@ -197,7 +230,7 @@ final class PreparedHolePunch: PreparedStrategy {
             handedOver.withLock { $0 = winner }
             await closeAll(except: winner)
             if weAreHard { winner.announceChosen(to: peer, count: UDPHolePunch.chosenAnnouncements, interval: interval) }
-            context.logger.debug("hole punched", metadata: ["peer": "\(peer)", "sockets": "\(all.count)"])
+            context.logger.debug("hole punched", metadata: ["peer": "\(peer)", "sockets": "\(1 + birthdaySockets)"])
             return winner.transport(to: peer)
         } catch {
             await closeAll(except: nil)

@@ -34,13 +34,17 @@ public struct ConnectorConfiguration: Sendable {
     public var connectTimeout: Duration
     /// How long gathering may take before the offer or answer goes out without the slow strategies
     /// (a STUN server that does not answer must not hold up a LAN path).
+    ///
+    /// A strategy that ran out of this time is not waited for on the next introductions (UDP STUN
+    /// on a network that blocks UDP costs the deadline once, not on every connection): it is
+    /// gathered again in the background, and once that finishes in time it is waited for again.
     public var gatherTimeout: Duration
     /// Camera keys already checked against their UIDs (a viewer then skips the UID's scrypt).
     public var knownDevices: KnownDevices
     /// The logger.
     public var logger: Logger
 
-    /// Creates a configuration; the connect timeout defaults to 10 s.
+    /// Creates a configuration; the connect timeout defaults to 10 s, gathering to 1.5 s.
     public init(identity: DeviceIdentity, strategies: [any TraversalStrategy], stunServers: [String] = [],
                 connectTimeout: Duration = .seconds(10), gatherTimeout: Duration = .milliseconds(1500),
                 knownDevices: KnownDevices = KnownDevices(), logger: Logger = Logger(label: "trav.connector")) {
@@ -70,6 +74,8 @@ public final class Connector: Sendable {
 
     /// The configuration.
     public let configuration: ConnectorConfiguration
+    /// Strategies whose last gathering ran out of time (see ``ConnectorConfiguration/gatherTimeout``).
+    private let lateGatherers = Mutex<Set<String>>([])
 
     /// Creates a connector.
     public init(configuration: ConnectorConfiguration) {
@@ -128,7 +134,7 @@ public final class Connector: Sendable {
         let mismatch = TraversalError(code: .identityMismatch, detail: "the cloud announced a key that is not behind \(device)")
         let raced: RaceResult
         do {
-            raced = try await race(prepared, remote: intro.answer, context: context, started: started) { transport in
+            raced = try await race(prepared, local: offer, remote: intro.answer, context: context, started: started) { transport in
                 try await SecureSessionDriver.initiate(over: transport, identity: identity, pinning: announced)
             }
         } catch {
@@ -203,6 +209,12 @@ public final class Connector: Sendable {
         let shared = SharedAccess(controller)
         let task = Task {
             await withTaskGroup(of: Void.self) { group in
+                // Gather once before any viewer asks, so a strategy that cannot gather here (UDP
+                // blocked, say) is already known and does not hold up the first answer.
+                group.addTask {
+                    let warm = StrategyContext(role: .camera, stunServers: self.configuration.stunServers, logger: self.configuration.logger)
+                    for p in await self.prepareAll(warm) { await p.prepared?.close() }
+                }
                 for source in sources {
                     group.addTask {
                         await withTaskGroup(of: Void.self) { perIntro in
@@ -240,7 +252,7 @@ public final class Connector: Sendable {
         try await intro.accept(answer: answer)
         let introduced = ms(since: started)
         let identity = configuration.identity
-        let raced = try await race(prepared, remote: intro.offer, context: context, started: started) { transport in
+        let raced = try await race(prepared, local: answer, remote: intro.offer, context: context, started: started) { transport in
             (try await SecureSessionDriver.respond(over: transport, identity: identity), [])
         }
         let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
@@ -302,6 +314,8 @@ public final class Connector: Sendable {
     struct Prepared: Sendable {
         var id: String
         var prepared: (any PreparedStrategy)?
+        /// Not gathered this time (see ``ConnectorConfiguration/gatherTimeout``).
+        var skipped = false
         var error: String?
     }
 
@@ -313,25 +327,54 @@ public final class Connector: Sendable {
         var attempts: [StrategyAttempt]
     }
 
-    /// Gathers from every strategy at once, each within ``ConnectorConfiguration/gatherTimeout``;
-    /// a strategy that fails or is late is reported, not fatal.
+    /// Gathers from every strategy at once, each within ``ConnectorConfiguration/gatherTimeout``,
+    /// except those that ran out of it before (re-checked in the background instead); a strategy
+    /// that fails, is late or is skipped is reported, not fatal.
+    ///
+    /// A late gathering is left running, not awaited (a strategy slow to notice cancellation must
+    /// not hold up the answer); whatever it still gathers is closed.
     private func prepareAll(_ context: StrategyContext) async -> [Prepared] {
+        let late = lateGatherers.withLock { $0 }
         let limit = configuration.gatherTimeout
         return await withTaskGroup(of: (Int, Prepared).self) { group in
             for (i, s) in configuration.strategies.enumerated() {
+                let work = Task { try await s.prepare(context) }
+                if late.contains(s.id) {
+                    settleInBackground(s.id, work, within: limit)
+                    group.addTask {
+                        (i, Prepared(id: s.id, prepared: nil, skipped: true,
+                                     error: "not waited for: its gathering timed out before (re-checking in the background)"))
+                    }
+                    continue
+                }
                 group.addTask {
-                    do {
-                        return (i, Prepared(id: s.id, prepared: try await withDeadline(limit) { try await s.prepare(context) }))
-                    } catch let late as DeadlineExceeded {
-                        return (i, Prepared(id: s.id, prepared: nil, error: "gathering \(late)"))
-                    } catch {
+                    switch await result(of: work, within: limit) {
+                    case .success(let p)?:
+                        return (i, Prepared(id: s.id, prepared: p))
+                    case .failure(let error)?:
                         return (i, Prepared(id: s.id, prepared: nil, error: "\(error)"))
+                    case nil:
+                        self.settleInBackground(s.id, work, within: .zero)
+                        return (i, Prepared(id: s.id, prepared: nil, error: "gathering timed out after \(limit)"))
                     }
                 }
             }
             var out = [Prepared?](repeating: nil, count: configuration.strategies.count)
             for await (i, p) in group { out[i] = p }
             return out.compactMap { $0 }
+        }
+    }
+
+    /// Gives a gathering nobody waits for `limit` more, records whether it finished in that time
+    /// (then it is waited for again next time), cancels it if not, and closes what it gathered.
+    private func settleInBackground(_ id: String, _ work: Task<any PreparedStrategy, any Error>, within limit: Duration) {
+        Task {
+            let settled = await result(of: work, within: limit)
+            lateGatherers.withLock { set in
+                if settled == nil { set.insert(id) } else { set.remove(id) }
+            }
+            if settled == nil { work.cancel() }
+            if let p = try? await work.value { await p.close() }
         }
     }
 
@@ -351,7 +394,7 @@ public final class Connector: Sendable {
     /// The winner is returned the moment it is known; the losers are cancelled and cleaned up in
     /// the background (a TCP connect, for one, only notices cancellation when its attempt ends), so
     /// they never add to the setup time. Strategies still running then are reported `cancelled`.
-    private func race(_ prepared: [Prepared], remote: PeerOffer, context: StrategyContext, started: ContinuousClock.Instant,
+    private func race(_ prepared: [Prepared], local: PeerOffer, remote: PeerOffer, context: StrategyContext, started: ContinuousClock.Instant,
                       handshake: @escaping @Sendable (any PeerTransport) async throws -> (SecureSession, [UInt8])) async throws -> RaceResult {
         let raceStart = ContinuousClock.now
         let timeout = configuration.connectTimeout
@@ -363,7 +406,7 @@ public final class Connector: Sendable {
             await withTaskGroup(of: Outcome.self) { group in
                 for (i, p) in prepared.enumerated() {
                     guard let strategy = p.prepared else {
-                        attempts.append(StrategyAttempt(strategy: p.id, outcome: .failed, ms: 0, error: p.error))
+                        attempts.append(StrategyAttempt(strategy: p.id, outcome: p.skipped ? .skipped : .failed, ms: 0, error: p.error))
                         continue
                     }
                     guard remote.strategies.contains(p.id) else {
@@ -372,7 +415,7 @@ public final class Connector: Sendable {
                     }
                     running.insert(i)
                     group.addTask {
-                        let delay = strategy.startDelay(remote: remote)
+                        let delay = strategy.startDelay(local: local, remote: remote)
                         do {
                             try await Task.sleep(for: delay)
                             let transport = try await withDeadline(timeout - delay) {
@@ -469,6 +512,41 @@ func ms(since start: ContinuousClock.Instant) -> Double {
 struct DeadlineExceeded: Error, CustomStringConvertible {
     var limit: Duration
     var description: String { "timed out after \(limit)" }
+}
+
+/// The result of `task` if it ends within `limit`, else `nil`; the task is neither awaited past
+/// `limit` nor cancelled.
+func result<T: Sendable>(of task: Task<T, any Error>, within limit: Duration) async -> Result<T, any Error>? {
+    let gate = ResumeOnce<Result<T, any Error>?>()
+    return await withCheckedContinuation { continuation in
+        gate.install(continuation)
+        let timer = Task {
+            try? await Task.sleep(for: max(limit, .zero))
+            gate.resume(nil)
+        }
+        Task {
+            let r: Result<T, any Error>
+            do { r = .success(try await task.value) } catch { r = .failure(error) }
+            gate.resume(r)
+            timer.cancel()
+        }
+    }
+}
+
+/// A continuation resumed by whichever caller comes first; later calls do nothing.
+final class ResumeOnce<Value: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Value, Never>?>(nil)
+
+    func install(_ c: CheckedContinuation<Value, Never>) {
+        continuation.withLock { $0 = c }
+    }
+
+    func resume(_ value: Value) {
+        continuation.withLock { c in
+            c?.resume(returning: value)
+            c = nil
+        }
+    }
 }
 
 /// Runs `body`, cancelling it and throwing when `limit` passes first.

@@ -58,6 +58,14 @@ public struct PeerOffer: Codable, Sendable, Hashable {
     }
 }
 
+extension PeerOffer {
+    /// Whether the offer carries a server-reflexive candidate over `transport` (`udp` or `tcp`):
+    /// the sender can be reached through its NAT over that transport, if at all.
+    public func hasReflexive(_ transport: String) -> Bool {
+        candidates.contains { $0.kind == .serverReflexive && $0.transport == transport }
+    }
+}
+
 /// The viewer's result of an introduction: the camera's answer, delivered with the start signal.
 public struct Introduction: Sendable {
     /// Identifies this introduction in logs on all three sides.

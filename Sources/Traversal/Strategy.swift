@@ -49,8 +49,9 @@ public protocol TraversalStrategy: Sendable {
 public protocol PreparedStrategy: Sendable {
     /// Candidates to offer the other side.
     var candidates: [Candidate] { get }
-    /// How long after the start signal to begin, given what the peer offered (happy-eyeballs stagger).
-    func startDelay(remote: PeerOffer) -> Duration
+    /// How long after the start signal to begin (happy-eyeballs stagger), given both offers: our
+    /// own and the peer's. Both sides see the same two offers, so a rule on them starts both alike.
+    func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration
     /// Reaches the peer; returns a transport on which both sides can exchange messages.
     /// Must honour task cancellation promptly and release what it opened when it throws.
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport
