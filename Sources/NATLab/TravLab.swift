@@ -48,7 +48,10 @@ public struct TravLab: Sendable {
     public func startCloud(_ extra: [String] = []) throws -> LabProcess {
         let a = lab.cloudAddresses
         return try lab.spawn(host: "cloud", [trav, "cloud", "--listen", a[0], "--alternate-ip", a[1], "--data", dir,
-                                           "--tls-port", "\(signallingPort)", "--relay-allow-peers", Self.internetPrefix] + extra)
+                                           "--tls-port", "\(signallingPort)", "--relay-allow-peers", Self.internetPrefix,
+                                           // Every lab viewer shares its site's one NAT address, and a grid connects
+                                           // many times a second from it: far above a household's rate.
+                                           "--lookup-burst", "1000", "--lookups-per-second", "100"] + extra)
     }
 
     /// Creates an identity, starts `trav camera` on `host`, and returns its UID once it is registered.
@@ -60,7 +63,7 @@ public struct TravLab: Sendable {
             throw NATLabError(.launchFailed, "identity new failed: \(made)")
         }
         var args = [trav, "camera", "--identity", key, "--cloud", cloudSignalling, "--cloud-ca", "\(dir)/ca.pem",
-                    "--password", password]
+                    "--password", password, "--paired-viewers", try await viewerPublicKey(host: host)]
         if let strategies { args += ["--strategies", strategies] }
         let camera = try lab.spawn(host: host, args)
         for _ in 0..<150 {
@@ -69,6 +72,22 @@ public struct TravLab: Sendable {
             try await Task.sleep(for: .milliseconds(100))
         }
         throw NATLabError(.launchFailed, "camera did not register: \(camera.output)")
+    }
+
+    /// The lab viewer's identity file, paired with every camera (``connect(from:to:strategies:timeout:echoBytes:paired:)``).
+    var viewerKey: String { "\(dir)/viewer.key" }
+
+    /// Creates the lab viewer's identity if needed and returns its public key (base64).
+    func viewerPublicKey(host: String) async throws -> String {
+        if !FileManager.default.fileExists(atPath: viewerKey) {
+            let made = try await lab.run(host: host, [trav, "identity", "new", "--out", viewerKey])
+            guard made.succeeded else { throw NATLabError(.launchFailed, "identity new failed: \(made)") }
+        }
+        let shown = try await lab.run(host: host, [trav, "identity", "show", "--public-key", viewerKey])
+        guard shown.succeeded, let key = shown.stdout.split(whereSeparator: \.isWhitespace).first else {
+            throw NATLabError(.launchFailed, "identity show failed: \(shown)")
+        }
+        return String(key)
     }
 
     /// `ip:port` of the cloud's signalling.
@@ -93,8 +112,19 @@ public struct TravLab: Sendable {
         public var path: String?
         /// Milliseconds from the start of `connect` to an authorised session.
         public var setupMs: Double?
+        /// Where the setup time went.
+        public var phases: Phases?
         /// Whether the echo came back intact.
         public var echoVerified: Bool
+        /// Milliseconds from the start of `connect` to the end of each phase (`trav connect --json`'s `phases`).
+        public struct Phases: Codable, Sendable {
+            /// Gathering done.
+            public var gatheredMs: Double
+            /// The camera's answer in hand.
+            public var introducedMs: Double
+            /// The secure handshake done.
+            public var securedMs: Double
+        }
         /// The error, when not connected.
         public var error: String?
         /// Every strategy's outcome.
@@ -107,11 +137,15 @@ public struct TravLab: Sendable {
         }
     }
 
-    /// Runs `trav connect --json` on `host` and decodes its report.
+    /// Runs `trav connect --json` on `host` and decodes its report: with the cameras' password, or
+    /// `paired` with the lab viewer's key. Each host keeps the camera keys it has checked (as an
+    /// app would), so only its first connection to a camera pays for the UID's scrypt.
     public func connect(from host: String, to uid: String, strategies: String? = nil, timeout: Double = 10,
-                        echoBytes: Int = 4000) async throws -> ConnectResult {
+                        echoBytes: Int = 4000, paired: Bool = false) async throws -> ConnectResult {
         var args = [trav, "connect", uid, "--cloud", cloudSignalling, "--cloud-ca", "\(dir)/ca.pem",
-                    "--password", password, "--json", "--echo-bytes", "\(echoBytes)", "--connect-timeout", "\(timeout)"]
+                    "--known-cameras", "\(dir)/known-\(host)",
+                    "--json", "--echo-bytes", "\(echoBytes)", "--connect-timeout", "\(timeout)"]
+        args += paired ? ["--paired", "--identity", viewerKey] : ["--password", password]
         if let strategies { args += ["--strategies", strategies] }
         let r = try await lab.run(host: host, args, timeout: .seconds(Int64(timeout) + 30))
         guard let line = r.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {

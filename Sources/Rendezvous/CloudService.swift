@@ -68,6 +68,8 @@ public final class CloudService: Sendable {
         public var extraNames: [String]
         /// The relay; `nil` runs none (introductions then carry no relay grant).
         public var relay: RelayConfiguration?
+        /// Introductions (look-ups) per source IP: burst and refill (see ``RendezvousServer/Configuration``).
+        public var lookupRateLimit = RendezvousServer.Configuration.defaultLookupRateLimit
 
         /// A configuration with ports 3478 (STUN) and 5349 (TLS); no relay unless `relay` is given
         /// (`trav cloud` runs one on 3479, its TLS on the signalling port, by default).
@@ -135,7 +137,7 @@ public final class CloudService: Sendable {
         }
         var rendezvousConfiguration = RendezvousServer.Configuration(
             listenIP: configuration.listenIP, port: configuration.tlsPort, certificatePath: certificatePath,
-            privateKeyPath: keyPath, cloudNames: configuration.names)
+            privateKeyPath: keyPath, cloudNames: configuration.names, lookupRateLimit: configuration.lookupRateLimit)
         let stun = try await STUNServer.start(
             .init(listenIP: listenIP, port: configuration.stunPort, alternateIP: alternateIP), group: group, logger: logger)
         var relay: TURNServer?

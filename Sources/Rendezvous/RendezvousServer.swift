@@ -42,6 +42,9 @@ public final class RendezvousServer: Sendable {
         public var introductionTimeout: Duration
         /// Introductions (look-ups) per source IP: burst and refill.
         public var lookupRateLimit: TokenBucketRateLimiter<String>
+        /// 20 look-ups, then one per 500 ms, per source IP: enough for a household behind one NAT,
+        /// too few to enumerate UIDs.
+        public static let defaultLookupRateLimit = TokenBucketRateLimiter<String>(capacity: 20, refillInterval: .milliseconds(500))
         /// Registration attempts per source IP (each costs the cloud a UID derivation).
         public var registrationRateLimit: TokenBucketRateLimiter<String>
         /// Signalling connections open at once, at most; more are closed on accept. Connections still in
@@ -64,7 +67,7 @@ public final class RendezvousServer: Sendable {
             listenIP: String, port: UInt16 = CloudEndpoint.defaultPort, certificatePath: String, privateKeyPath: String,
             cloudNames: [String]? = nil, keepaliveSeconds: Int = 10, idleTimeout: Duration = .seconds(35),
             introductionTimeout: Duration = .seconds(10),
-            lookupRateLimit: TokenBucketRateLimiter<String> = .init(capacity: 20, refillInterval: .milliseconds(500)),
+            lookupRateLimit: TokenBucketRateLimiter<String> = Self.defaultLookupRateLimit,
             registrationRateLimit: TokenBucketRateLimiter<String> = .init(capacity: 10, refillInterval: .seconds(2)),
             maxConnections: Int = 10_000, maxPendingIntroductionsPerConnection: Int = 8, maxPendingIntroductions: Int = 10_000
         ) {

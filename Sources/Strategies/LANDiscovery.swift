@@ -186,7 +186,8 @@ public struct FirstAnswering: ViewerSignalling {
         self.stagger = stagger
     }
 
-    /// The first successful introduction; if all fail, the last error.
+    /// The first successful introduction; if all fail, the most telling error: one that is not a
+    /// plain "unavailable" (a rate limit or a cloud failure says more than a silent LAN), else the first.
     public func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
         try await withThrowingTaskGroup(of: Introduction?.self) { group in
             for (i, introducer) in introducers.enumerated() {
@@ -195,7 +196,7 @@ public struct FirstAnswering: ViewerSignalling {
                     return try await introducer.introduce(to: device, offer: offer)
                 }
             }
-            var lastError: (any Error)?
+            var errors: [any Error] = []
             while let next = await group.nextResult() {
                 switch next {
                 case .success(let intro?):
@@ -204,10 +205,11 @@ public struct FirstAnswering: ViewerSignalling {
                 case .success(nil):
                     continue
                 case .failure(let e):
-                    lastError = e
+                    errors.append(e)
                 }
             }
-            throw lastError ?? TraversalError(code: .unavailable, detail: "no introducer answered")
+            throw errors.first { ($0 as? TraversalError)?.code != .unavailable } ?? errors.first
+                ?? TraversalError(code: .unavailable, detail: "no introducer answered")
         }
     }
 }

@@ -304,10 +304,12 @@ final class PreparedTLSRelay: PreparedStrategy {
 
     /// ``TLSRelay/startDelay``, or zero when the two offers share no transport with a
     /// server-reflexive address on both sides: then no direct strategy across the NATs can work.
-    /// A pair that both have TCP still gets its chance at `tcp-simultaneous-open` first; a pair
-    /// that needs the birthday method waits ``TLSRelay/birthdayStartDelay`` (or `startDelay`, if longer).
+    /// Nor can it between two NATs that both map randomly. A pair that both have TCP still gets
+    /// its chance at `tcp-simultaneous-open` first; a pair that needs the birthday method waits
+    /// ``TLSRelay/birthdayStartDelay`` (or `startDelay`, if longer).
     func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration {
-        let direct = ["udp", "tcp"].contains { local.hasReflexive($0) && remote.hasReflexive($0) }
+        let direct = !UDPHolePunch.bothMapRandomly(local, remote)
+            && ["udp", "tcp"].contains { local.hasReflexive($0) && remote.hasReflexive($0) }
         guard direct else { return .zero }
         return UDPHolePunch.needsBirthday(local, remote) ? max(strategy.startDelay, TLSRelay.birthdayStartDelay) : strategy.startDelay
     }

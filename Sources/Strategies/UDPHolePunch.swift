@@ -54,13 +54,20 @@ public struct UDPHolePunch: TraversalStrategy {
     /// Whether a hole punch between these offers takes the birthday method: exactly one side's
     /// NAT maps each destination to a new random port (both random: impossible; neither: direct).
     public static func needsBirthday(_ a: PeerOffer, _ b: PeerOffer) -> Bool {
-        func random(_ o: PeerOffer) -> Bool {
-            o.candidates.contains { $0.strategy == "udp-hole-punch" && $0.kind == .serverReflexive && $0.detail["mapping"] == Mapping.random.rawValue }
-        }
-        func known(_ o: PeerOffer) -> Bool {
-            o.candidates.contains { $0.strategy == "udp-hole-punch" && $0.kind == .serverReflexive && ($0.detail["mapping"] ?? "unknown") != Mapping.unknown.rawValue }
-        }
-        return known(a) && known(b) && random(a) != random(b)
+        guard let ma = mapping(in: a), let mb = mapping(in: b), ma != .unknown, mb != .unknown else { return false }
+        return (ma == .random) != (mb == .random)
+    }
+
+    /// Whether both offers come from NATs that map each destination to a new random port: no
+    /// direct path across them (the hole punch gives up at once, and TCP mappings behave alike).
+    public static func bothMapRandomly(_ a: PeerOffer, _ b: PeerOffer) -> Bool {
+        mapping(in: a) == .random && mapping(in: b) == .random
+    }
+
+    /// The mapping behaviour an offer's `udp-hole-punch` candidate announces.
+    static func mapping(in offer: PeerOffer) -> Mapping? {
+        offer.candidates.first { $0.strategy == "udp-hole-punch" && $0.kind == .serverReflexive }
+            .map { Mapping(rawValue: $0.detail["mapping"] ?? "") ?? .unknown }
     }
 
     /// How many times the hard side of a birthday announces the socket it picked.
@@ -147,7 +154,7 @@ final class PreparedHolePunch: PreparedStrategy {
               let theirAddress = TransportAddress(reflexive.address) else {
             throw StrategyError(code: .notApplicable, detail: "the peer offered no udp-hole-punch candidates")
         }
-        let theirMapping = UDPHolePunch.Mapping(rawValue: reflexive.detail["mapping"] ?? "") ?? .unknown
+        let theirMapping = UDPHolePunch.mapping(in: remote) ?? .unknown
         let weAreHard = mapping == .random
         let theyAreHard = theirMapping == .random
         if weAreHard && theyAreHard {

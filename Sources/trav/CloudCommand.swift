@@ -38,6 +38,10 @@ extension Trav {
         @Option(help: "How long relay credentials issued per introduction stay valid, in seconds.")
         var relayGrantSeconds: Int = Int(RelayGrantIssuer.defaultLifetime.components.seconds)
         @Flag(help: "Run no relay.") var noRelay = false
+        @Option(help: "Look-ups (introductions) one source IP may make at once before the rate limit applies.")
+        var lookupBurst: Int = RendezvousServer.Configuration.defaultLookupRateLimit.capacity
+        @Option(help: "Look-ups per second one source IP may sustain (labs driving many connections from one NAT raise it).")
+        var lookupsPerSecond: Double = 2
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -47,17 +51,20 @@ extension Trav {
             if let r = relayListen, IPAddress(r) == nil { throw ValidationError("--relay-listen must be an IP address") }
             for c in relayAllowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
             guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-seconds must be positive") }
+            guard (1...100_000).contains(lookupBurst) else { throw ValidationError("--lookup-burst must be 1…100000") }
+            guard lookupsPerSecond >= 0.01, lookupsPerSecond <= 100_000 else { throw ValidationError("--lookups-per-second must be 0.01…100000") }
         }
 
         func run() async throws {
             let logger = common.logger("trav.cloud")
-            let cloud = try await CloudService.start(
-                .init(listenIP: listen, alternateIP: alternateIP, dataDirectory: data, stunPort: stunPort, tlsPort: tlsPort,
-                      tlsCertificatePath: tlsCert, tlsKeyPath: tlsKey, extraNames: name,
-                      relay: noRelay ? nil : .init(listenIP: relayListen, port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
-                                                   allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
-                                                   grantLifetime: .seconds(relayGrantSeconds))),
-                logger: logger)
+            var configuration = CloudService.Configuration(
+                listenIP: listen, alternateIP: alternateIP, dataDirectory: data, stunPort: stunPort, tlsPort: tlsPort,
+                tlsCertificatePath: tlsCert, tlsKeyPath: tlsKey, extraNames: name,
+                relay: noRelay ? nil : .init(listenIP: relayListen, port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
+                                             allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
+                                             grantLifetime: .seconds(relayGrantSeconds)))
+            configuration.lookupRateLimit = .init(capacity: lookupBurst, refillInterval: .nanoseconds(Int64(1e9 / lookupsPerSecond)))
+            let cloud = try await CloudService.start(configuration, logger: logger)
             let udp = STUNSocketRole.all.compactMap { cloud.stun.udpAddresses[$0]?.description }.joined(separator: " ")
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")

@@ -9,7 +9,11 @@ extension Trav {
         static let configuration = CommandConfiguration(
             commandName: "compare",
             abstract: "Build the NAT lab and measure, per camera × viewer pair, which strategy connects, how fast, and why not.",
-            discussion: "Needs root (network namespaces). Every pair is connected --runs times with all strategies raced, and once with each strategy alone.")
+            discussion: """
+                Needs root (network namespaces). Every pair is connected --runs times with all strategies raced \
+                (the viewer's key paired with the camera; the first run also checks the camera's UID, later \
+                ones know its key), once with the password (the camera's scrypt check), and once with each strategy alone.
+                """)
 
         @Option(help: "Raced connections per pair (median and p99 over these).") var runs: Int = 5
         @Flag(help: "Skip the per-strategy runs (only the race).") var raceOnly = false
@@ -41,6 +45,8 @@ extension Trav {
             var runs: Int
             var medianMs: Double?
             var p99Ms: Double?
+            /// Setup with the password instead of the paired key (adds the camera's scrypt check).
+            var passwordMs: Double?
             var mismatch: Bool
             var strategies: [StrategyResult]
         }
@@ -75,12 +81,13 @@ extension Trav {
                     var times: [Double] = []
                     var winners: [String] = []
                     for _ in 0..<runs {
-                        let r = try await lab.connect(from: pair.viewer, to: uids[pair.camera]!, echoBytes: 1000)
+                        let r = try await lab.connect(from: pair.viewer, to: uids[pair.camera]!, echoBytes: 1000, paired: true)
                         if r.connected && r.echoVerified, let ms = r.setupMs, let path = r.path {
                             times.append(ms)
                             winners.append(path)
                         }
                     }
+                    let withPassword = try await lab.connect(from: pair.viewer, to: uids[pair.camera]!, echoBytes: 1000)
                     var alone: [StrategyResult] = []
                     if !raceOnly {
                         for s in all {
@@ -97,6 +104,7 @@ extension Trav {
                                           predicted: prediction.description, predictedDirect: prediction.direct,
                                           outcome: outcome, winner: winner, connectedRuns: times.count, runs: runs,
                                           medianMs: percentile(times, 0.5), p99Ms: percentile(times, 0.99),
+                                          passwordMs: withPassword.connected && withPassword.echoVerified ? withPassword.setupMs : nil,
                                           mismatch: prediction.direct != (outcome == "direct"), strategies: alone))
                 }
                 return out
@@ -115,7 +123,7 @@ extension Trav {
 
         func printTable(_ results: [PairResult], strategies: [String]) {
             let short = strategies.map { String($0.split(separator: "-").map { $0.prefix(4) }.joined(separator: "-")) }
-            print("camera × viewer".padding(toLength: 44, withPad: " ", startingAt: 0) + "outcome  winner                  median    p99  runs  predicted" +
+            print("camera × viewer".padding(toLength: 44, withPad: " ", startingAt: 0) + "outcome  winner                  median    p99 passwd  runs  predicted" +
                   (short.isEmpty ? "" : "   " + short.map { $0.padding(toLength: 12, withPad: " ", startingAt: 0) }.joined()))
             for r in results {
                 let name = "\(r.camera) (\(r.cameraNAT)) × \(r.viewer) (\(r.viewerNAT))"
@@ -123,7 +131,7 @@ extension Trav {
                 var line = name.padding(toLength: 44, withPad: " ", startingAt: 0)
                 line += r.outcome.padding(toLength: 9, withPad: " ", startingAt: 0)
                 line += (r.winner ?? "-").padding(toLength: 22, withPad: " ", startingAt: 0)
-                line += String(format: "%8.1f %6.1f", r.medianMs ?? Double.nan, r.p99Ms ?? Double.nan)
+                line += String(format: "%8.1f %6.1f %6.1f", r.medianMs ?? Double.nan, r.p99Ms ?? Double.nan, r.passwordMs ?? Double.nan)
                 line += "  \(r.connectedRuns)/\(r.runs)".padding(toLength: 7, withPad: " ", startingAt: 0)
                 line += (r.mismatch ? "MISMATCH " : "") + String(r.predicted.prefix(40))
                 if !cells.isEmpty { line += "   " + cells }
