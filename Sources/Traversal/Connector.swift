@@ -504,8 +504,14 @@ extension StrategyContext {
 
 /// Milliseconds since `start`.
 func ms(since start: ContinuousClock.Instant) -> Double {
-    let d = ContinuousClock.now - start
-    return Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+    (ContinuousClock.now - start).milliseconds
+}
+
+extension Duration {
+    /// This duration in (fractional) milliseconds, as reports print it.
+    public var milliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
+    }
 }
 
 /// Why a deadline passed.

@@ -92,7 +92,7 @@ extension Trav {
                             let elapsed = ContinuousClock.now - started
                             await c.close()
                             return .success(ViewerResult(report: c.report, bytes: b, frames: f, highestFrame: h,
-                                                         seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+                                                         seconds: elapsed.milliseconds / 1000))
                         } catch {
                             return .failure(error)
                         }

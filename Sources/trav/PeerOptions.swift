@@ -135,5 +135,5 @@ func echoCheck(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds(10)
         return (false, 0)
     }
     let d = ContinuousClock.now - started
-    return (sent == received, Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+    return (sent == received, d.milliseconds)
 }
