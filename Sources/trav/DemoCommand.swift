@@ -54,7 +54,13 @@ extension Trav {
             let signalling = try await CloudClient.camera(identity: camera, endpoint: endpoint, logger: logger)
             let cameraConnector = Connector(configuration: .init(identity: camera, strategies: strategies,
                                                                  stunServers: [stunAddress.description], logger: logger))
-            let connections = cameraConnector.serve([signalling.introductions], access: try .password(password))
+            // Odd viewers present the password (the camera's scrypt check on every connection), even
+            // ones a key paired with the camera beforehand (a signature check).
+            let identities = (0..<viewers).map { _ in DeviceIdentity.ephemeral() }
+            let paired = identities.indices.filter { $0 % 2 == 1 }
+            let access = CameraAccessPolicy(passwordVerifier: try PasswordVerifier(password: password),
+                                            pairedViewers: paired.map { identities[$0].publicKey })
+            let connections = cameraConnector.serve([signalling.introductions], access: access)
             print("camera   \(camera.deviceID) registered; \(viewers) viewer\(viewers == 1 ? "" : "s") connecting by UID")
             let streamFor = Duration.milliseconds(Int64(seconds * 1000) + 500)
             let kbps = rate
@@ -67,15 +73,15 @@ extension Trav {
             }
             let uid = camera.deviceID
             let duration = Duration.milliseconds(Int64(seconds * 1000))
-            var results: [Result<ViewerResult, any Error>] = []
-            await withTaskGroup(of: Result<ViewerResult, any Error>.self) { group in
-                for _ in 0..<viewers {
+            var results = [Result<ViewerResult, any Error>](repeating: .failure(CLIError("did not run")), count: viewers)
+            await withTaskGroup(of: (Int, Result<ViewerResult, any Error>).self) { group in
+                for i in 0..<viewers {
                     group.addTask {
                         do {
-                            let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: strategies,
+                            let viewer = Connector(configuration: .init(identity: identities[i], strategies: strategies,
                                                                         stunServers: [stunAddress.description], logger: logger))
                             let c = try await viewer.connect(to: uid, via: CloudClient.viewer(endpoint: endpoint, logger: logger),
-                                                             credential: .password(password))
+                                                             credential: paired.contains(i) ? .pairedKey : .password(password))
                             let started = ContinuousClock.now
                             var bytes = 0, frames = 0
                             var highest: UInt64 = 0
@@ -91,14 +97,14 @@ extension Trav {
                             let (b, f, h) = try await counting.value
                             let elapsed = ContinuousClock.now - started
                             await c.close()
-                            return .success(ViewerResult(report: c.report, bytes: b, frames: f, highestFrame: h,
-                                                         seconds: elapsed.milliseconds / 1000))
+                            return (i, .success(ViewerResult(report: c.report, bytes: b, frames: f, highestFrame: h,
+                                                         seconds: elapsed.milliseconds / 1000)))
                         } catch {
-                            return .failure(error)
+                            return (i, .failure(error))
                         }
                     }
                 }
-                for await r in group { results.append(r) }
+                for await (i, r) in group { results[i] = r }
             }
             serving.cancel()
             await signalling.stop()
@@ -108,7 +114,7 @@ extension Trav {
                 print("")
                 switch r {
                 case .success(let v):
-                    print("viewer \(i + 1)")
+                    print("viewer \(i + 1) (\(paired.contains(i) ? "paired key" : "password"))")
                     printReport(v.report, prefix: "  ")
                     let mbps = Double(v.bytes) * 8 / 1e6 / max(v.seconds, 0.001)
                     let expected = Int(v.highestFrame) + 1
