@@ -5,10 +5,6 @@ import STUNLite
 import Synchronization
 import Traversal
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// `tcp-simultaneous-open`: both sides learn their TCP mapping by STUN over TCP from a fixed local
 /// port, then connect to each other from that same port at the start signal, retrying on RST, so
 /// the SYNs cross and both kernels (and NATs) accept one connection (RFC 5128 §4.2.2). Useful when
@@ -131,7 +127,7 @@ public final class TCPPeerTransport: PeerTransport {
         let ms = Int64(timeout.components.seconds) * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+            .channelOption(.socketOption(.reusePort), value: 1)
             .connectTimeout(.milliseconds(ms))
             .bind(to: local.socketAddress)
             .channelInitializer { ch in
@@ -148,7 +144,7 @@ public final class TCPPeerTransport: PeerTransport {
         let (accepted, sink) = AsyncStream.makeStream(of: TCPPeerTransport.self, bufferingPolicy: .bufferingNewest(1))
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+            .serverChannelOption(.socketOption(.reusePort), value: 1)
             .serverChannelOption(.backlog, value: 4)
             .childChannelInitializer { ch in
                 let (frames, frameSink) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(bufferLimit))

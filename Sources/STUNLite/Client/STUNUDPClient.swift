@@ -2,12 +2,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A UDP socket that runs STUN transactions (RFC 8489 §6.2.1) and hands every other datagram on.
 ///
 /// Transactions are matched by transaction ID alone, so a response from another address (RFC 5780
@@ -46,7 +40,7 @@ public final class STUNUDPClient: Sendable {
             var bootstrap = DatagramBootstrap(group: loop)
             if reuseAddress {
                 bootstrap = bootstrap.channelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .channelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+                    .channelOption(.socketOption(.reusePort), value: 1)
             }
             if broadcast {
                 bootstrap = bootstrap.channelOption(.socketOption(.so_broadcast), value: 1)
