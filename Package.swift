@@ -112,7 +112,7 @@ let package = Package(
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous",
             .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "FloodKitTests", dependencies: ["FloodKit", "TURNLite", "STUNLite",
+        .testTarget(name: "FloodKitTests", dependencies: ["FloodKit", "TURNLite", "STUNLite", "Rendezvous",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),

@@ -1,4 +1,5 @@
 import NIOSSL
+import Rendezvous
 import Testing
 import FloodKit
 import STUNLite
@@ -16,7 +17,9 @@ struct TURNFloodCountingTests {
             credentials: TURNCredentials(realm: "trav.test", users: ["bench": "bench"]),
             peerPolicy: TURNPeerPolicy(allowed: [IPPrefix("127.0.0.0/8")!]),
             maxAllocationsPerUser: 64, bandwidthPerUser: nil, challengeBurst: 10_000, challengeRatePerSecond: 10_000)
-        let tls = try NIOSSLContext(configuration: TURNTLS.selfSignedServerConfiguration(ipAddresses: [loopback]))
+        let generated = try CloudCertificates.ephemeral(names: ["\(loopback)"])
+        let tls = try NIOSSLContext(configuration: TURNTLS.serverConfiguration(
+            certificatePEM: generated.certificateChainPEM, privateKeyPEM: generated.privateKeyPEM))
         let server = try await TURNServer.start(.init(listenIP: loopback, port: 0, tls: (0, tls), server: settings))
         do {
             try await body(server)
