@@ -5,10 +5,6 @@ import STUNLite
 import Synchronization
 import Traversal
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// `tcp-simultaneous-open`: both sides learn their TCP mapping by STUN over TCP from a fixed local
 /// port, then connect to each other from that same port at the start signal, retrying on RST, so
 /// the SYNs cross and both kernels (and NATs) accept one connection (RFC 5128 §4.2.2). Useful when
@@ -42,8 +38,7 @@ public struct TCPSimultaneousOpen: TraversalStrategy {
             throw StrategyError(code: .notApplicable, detail: "no STUN server configured")
         }
         let response = try await STUNTCPClient.binding(to: server, from: TransportAddress(ip: .v4(0), port: 0),
-                                                       timeout: .nanoseconds(Int64(stunTimeout.components.seconds) * 1_000_000_000
-                                                                             + stunTimeout.components.attoseconds / 1_000_000_000))
+                                                       timeout: TimeAmount(stunTimeout))
         guard let mapped = response.mappedAddress else { throw StrategyError(code: .failed, detail: "no TCP mapped address") }
         let local = response.local
         var candidates = [Candidate(strategy: id, kind: .serverReflexive, transport: "tcp", address: mapped.description)]
@@ -132,17 +127,14 @@ public final class TCPPeerTransport: PeerTransport {
     /// Connects from `local` (address and port reused, as simultaneous open needs) to `remote`.
     static func connect(from local: TransportAddress, to remote: TransportAddress, timeout: Duration,
                         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> TCPPeerTransport {
-        let (frames, sink) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(bufferLimit))
-        let ms = Int64(timeout.components.seconds) * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        let (frames, sink) = makeFrameStream()
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
-            .connectTimeout(.milliseconds(ms))
+            .channelOption(.socketOption(.reusePort), value: 1)
+            .connectTimeout(TimeAmount(timeout))
             .bind(to: local.socketAddress)
             .channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandlers(ByteToMessageHandler(LengthPrefixDecoder()), FrameSink(sink: sink))
-                }
+                ch.eventLoop.makeCompletedFuture { try addFraming(to: ch, sink: sink) }
             }
             .connect(to: remote.socketAddress).get()
         return TCPPeerTransport(channel: channel, frames: frames)
@@ -153,17 +145,27 @@ public final class TCPPeerTransport: PeerTransport {
         let (accepted, sink) = AsyncStream.makeStream(of: TCPPeerTransport.self, bufferingPolicy: .bufferingNewest(1))
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+            .serverChannelOption(.socketOption(.reusePort), value: 1)
             .serverChannelOption(.backlog, value: 4)
             .childChannelInitializer { ch in
-                let (frames, frameSink) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(bufferLimit))
+                let (frames, frameSink) = makeFrameStream()
                 return ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandlers(ByteToMessageHandler(LengthPrefixDecoder()), FrameSink(sink: frameSink))
+                    try addFraming(to: ch, sink: frameSink)
                     sink.yield(TCPPeerTransport(channel: ch, frames: frames))
                 }
             }
             .bind(to: local.socketAddress).get()
         return Listener(server: server, accepted: accepted)
+    }
+
+    /// The frames of one connection, buffered up to ``bufferLimit``, and their sink.
+    private static func makeFrameStream() -> (AsyncStream<[UInt8]>, AsyncStream<[UInt8]>.Continuation) {
+        AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(bufferLimit))
+    }
+
+    /// The pipeline of every TCP path, dialled or accepted: 4-byte length prefixes cut, whole frames into `sink`.
+    private static func addFraming(to channel: Channel, sink: AsyncStream<[UInt8]>.Continuation) throws {
+        try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(LengthPrefixDecoder()), FrameSink(sink: sink))
     }
 
     /// A listening socket that yields its first accepted connection.

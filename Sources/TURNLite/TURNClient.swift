@@ -114,7 +114,7 @@ public actor TURNClient {
         if case .udp = configuration.transport { reliable = false } else { reliable = true }
         let core = try await loop.submit {
             NIOLoopBound(TURNClientCore(server: server, reliable: reliable, policy: configuration.retransmission,
-                                        received: continuation), eventLoop: loop)
+                                        received: continuation, eventLoop: loop), eventLoop: loop)
         }.get()
         let channel: Channel
         do {
@@ -272,13 +272,20 @@ public actor TURNClient {
             let bytes = m.encode(integrityKey: signingKey, fingerprint: true)
             let tid = m.transactionID
             let core = self.core
-            let promise = channel.eventLoop.makePromise(of: STUNMessage.self)
-            let response: STUNMessage = try await withTaskCancellationHandler {
-                channel.eventLoop.execute { core.value.start(tid: tid, bytes: bytes, promise: promise) }
-                return try await promise.futureResult.get()
-            } onCancel: {
-                promise.fail(CancellationError())
-                channel.eventLoop.execute { core.value.forget(tid) }
+            let promise = channel.eventLoop.makePromise(of: STUNResponse.self)
+            let response: STUNMessage
+            do {
+                response = try await withTaskCancellationHandler {
+                    channel.eventLoop.execute { core.value.start(tid: tid, bytes: bytes, promise: promise) }
+                    return try await promise.futureResult.get().message
+                } onCancel: {
+                    promise.fail(CancellationError())
+                    channel.eventLoop.execute { core.value.forget(tid) }
+                }
+            } catch let error as TURNError {
+                // An error response is an answer: a 401 or 438 is a challenge to sign the request again.
+                guard error.code == .errorResponse, let answer = error.response else { throw error }
+                response = answer
             }
             if let signingKey, response.hasIntegrity, !response.verifyMessageIntegrity(key: signingKey) {
                 throw TURNError(.badResponse, detail: "response MESSAGE-INTEGRITY does not verify")
@@ -297,18 +304,13 @@ extension TURNClient.Configuration {
     }
 }
 
-/// The client's socket-side state: pending transactions, channel map, inbound data; event loop only.
+/// The client's socket-side state: its transactions (STUNLite's ``STUNTransactionTable``), channel map
+/// and inbound data; event loop only.
 final class TURNClientCore {
-    private struct Pending {
-        var promise: EventLoopPromise<STUNMessage>
-        var bytes: [UInt8]
-        var machine: STUNRetransmissionStateMachine
-        var timer: Scheduled<Void>?
-    }
-
     var channelPeers: [UInt16: TransportAddress] = [:]
-    private var pending: [STUNTransactionID: Pending] = [:]
+    private let transactions: STUNTransactionTable
     private var channel: Channel?
+    private var local = TransportAddress(ip: .v4(0), port: 0)
     private let server: TransportAddress
     private let serverSocket: SocketAddress
     private let reliable: Bool
@@ -316,15 +318,19 @@ final class TURNClientCore {
     private let continuation: AsyncStream<TURNPeerData>.Continuation
 
     init(server: TransportAddress, reliable: Bool, policy: STUNRetransmissionPolicy,
-         received: AsyncStream<TURNPeerData>.Continuation) {
+         received: AsyncStream<TURNPeerData>.Continuation, eventLoop: any EventLoop) {
         self.server = server
         self.serverSocket = server.socketAddress
         self.reliable = reliable
         self.policy = policy
         self.continuation = received
+        self.transactions = STUNTransactionTable(eventLoop: eventLoop)
     }
 
-    func attach(_ channel: Channel) { self.channel = channel }
+    func attach(_ channel: Channel) {
+        self.channel = channel
+        if let bound = channel.localAddress.flatMap(TransportAddress.init) { local = bound }
+    }
 
     func write(_ bytes: [UInt8]) {
         guard let channel else { return }
@@ -336,49 +342,19 @@ final class TURNClientCore {
         }
     }
 
-    func start(tid: STUNTransactionID, bytes: [UInt8], promise: EventLoopPromise<STUNMessage>) {
+    /// Runs one transaction: RFC 8489 retransmissions over UDP, Ti over TCP/TLS. An error response fails
+    /// `promise` with `errorResponse` and the response attached.
+    func start(tid: STUNTransactionID, bytes: [UInt8], promise: EventLoopPromise<STUNResponse>) {
         guard let channel, channel.isActive else {
             promise.fail(TURNError(.closed, detail: "socket closed"))
             return
         }
-        let now = NIODeadline.now()
-        if reliable {
-            let timeout = policy.reliableTimeout
-            let timer = channel.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-                guard let p = self?.pending.removeValue(forKey: tid) else { return }
-                p.promise.fail(TURNError(.timeout, detail: "no response within \(timeout)"))
-            }
-            pending[tid] = Pending(promise: promise, bytes: bytes, machine: STUNRetransmissionStateMachine(policy: policy), timer: timer)
-            write(bytes)
-            return
-        }
-        var machine = STUNRetransmissionStateMachine(policy: policy)
-        let action = machine.start(now: now)
-        pending[tid] = Pending(promise: promise, bytes: bytes, machine: machine, timer: nil)
-        perform(action, tid: tid)
-    }
-
-    func forget(_ tid: STUNTransactionID) { pending.removeValue(forKey: tid)?.timer?.cancel() }
-
-    private func perform(_ action: STUNRetransmissionStateMachine.Action, tid: STUNTransactionID) {
-        guard var p = pending[tid], let channel else { return }
-        switch action {
-        case .send(let deadline):
-            write(p.bytes)
-            p.timer = channel.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in self?.deadlineReached(tid) }
-            pending[tid] = p
-        case .fail:
-            pending[tid] = nil
-            p.promise.fail(TURNError(.timeout, detail: "no response after \(p.machine.requestsSent) requests"))
+        transactions.start(tid, bytes: bytes, local: local, policy: policy, reliable: reliable, promise: promise) { [weak self] in
+            self?.write($0)
         }
     }
 
-    private func deadlineReached(_ tid: STUNTransactionID) {
-        guard var p = pending[tid] else { return }
-        let action = p.machine.deadlineReached(now: .now())
-        pending[tid] = p
-        perform(action, tid: tid)
-    }
+    func forget(_ tid: STUNTransactionID) { transactions.forget(tid) }
 
     /// One datagram or stream frame from the server.
     func received(_ buffer: ByteBuffer) {
@@ -392,9 +368,7 @@ final class TURNClientCore {
         guard let message = try? STUNMessage.decode(bytes), message.fingerprintValid != false else { return }
         switch message.messageClass {
         case .successResponse, .errorResponse:
-            guard let p = pending.removeValue(forKey: message.transactionID) else { return }
-            p.timer?.cancel()
-            p.promise.succeed(message)
+            _ = transactions.complete(message, from: server)
         case .indication where message.method == .data:
             guard let peer = try? message.attribute(XORPeerAddress.self), let data = try? message.attribute(DataAttribute.self) else { return }
             continuation.yield(TURNPeerData(peer: peer.address, payload: data.bytes))
@@ -404,12 +378,7 @@ final class TURNClientCore {
     }
 
     func closed() {
-        let all = pending
-        pending = [:]
-        for p in all.values {
-            p.timer?.cancel()
-            p.promise.fail(TURNError(.closed, detail: "connection closed"))
-        }
+        transactions.failAll(TURNError(.closed, detail: "connection closed"))
         continuation.finish()
     }
 

@@ -105,13 +105,9 @@ public final class TURNServer: Sendable {
         var channels: [Channel] = []
         do {
             let udpBase = TransportAddress(ip: configuration.listenIP, port: configuration.port)
-            let udp = try await DatagramBootstrap(group: loop)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: configuration.udpReceiveBufferBytes))
-                .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
-                .channelOption(.maxMessagesPerRead, value: 4)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
-                    capacity: maxDatagramSize * max(1, configuration.vectorReadCount)))
+            let udp = try await UDPServerSocket.listener(
+                DatagramBootstrap(group: loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
+                vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize)
                 .channelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture {
                         try ch.pipeline.syncOperations.addHandler(TURNListenerUDPHandler(core: core.value))
@@ -388,11 +384,8 @@ final class TURNServerCore {
             return
         }
         let bound = NIOLoopBound(self, eventLoop: loop)
-        DatagramBootstrap(group: loop)
-            .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
-            .channelOption(.maxMessagesPerRead, value: 4)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
-                capacity: TURNServer.maxDatagramSize * max(1, configuration.vectorReadCount)))
+        UDPServerSocket.batchedReads(DatagramBootstrap(group: loop), vectorReadCount: configuration.vectorReadCount,
+                                     maxDatagramSize: TURNServer.maxDatagramSize)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
                     try ch.pipeline.syncOperations.addHandler(TURNRelayHandler(core: bound.value, id: id))

@@ -34,7 +34,7 @@ enum STUNResponseCheck {
         if message.fingerprintValid == false { return nil }
         if message.messageClass == .errorResponse {
             let code = (try? message.attribute(ErrorCode.self)) ?? ErrorCode(500, reason: "missing ERROR-CODE")
-            return .failure(STUNClientError(.errorResponse, errorCode: code))
+            return .failure(STUNClientError(.errorResponse, errorCode: code, response: message))
         }
         return .success(())
     }

@@ -1,12 +1,6 @@
 import NIOCore
 import NIOPosix
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// STUN over TCP: one connection, one Binding transaction, framed by the length field (RFC 8489 §6.2.2).
 public enum STUNTCPClient {
     /// Connects to `server` (optionally from a fixed local address, reusable for TCP simultaneous open),
@@ -29,7 +23,7 @@ public enum STUNTCPClient {
             }
         if let local {
             bootstrap = bootstrap.channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+                .channelOption(.socketOption(.reusePort), value: 1)
                 .bind(to: local.socketAddress)
         }
         let channel: Channel

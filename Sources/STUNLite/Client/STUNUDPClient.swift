@@ -2,12 +2,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A UDP socket that runs STUN transactions (RFC 8489 §6.2.1) and hands every other datagram on.
 ///
 /// Transactions are matched by transaction ID alone, so a response from another address (RFC 5780
@@ -46,7 +40,7 @@ public final class STUNUDPClient: Sendable {
             var bootstrap = DatagramBootstrap(group: loop)
             if reuseAddress {
                 bootstrap = bootstrap.channelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .channelOption(.socketOption(.init(rawValue: SO_REUSEPORT)), value: 1)
+                    .channelOption(.socketOption(.reusePort), value: 1)
             }
             if broadcast {
                 bootstrap = bootstrap.channelOption(.socketOption(.so_broadcast), value: 1)
@@ -54,7 +48,7 @@ public final class STUNUDPClient: Sendable {
             channel = try await bootstrap
                 .channelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture {
-                        let h = STUNClientUDPHandler(others: continuation)
+                        let h = STUNClientUDPHandler(others: continuation, eventLoop: ch.eventLoop)
                         handlerBox.withLockedValue { $0 = NIOLoopBound(h, eventLoop: ch.eventLoop) }
                         try ch.pipeline.syncOperations.addHandler(h)
                     }
@@ -118,48 +112,30 @@ public final class STUNUDPClient: Sendable {
     }
 }
 
-/// Pending transactions of one UDP socket; runs on the channel's event loop only.
+/// The transactions of one UDP socket (``STUNTransactionTable``) and its other datagrams; event loop only.
 final class STUNClientUDPHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
-    private struct Pending {
-        var promise: EventLoopPromise<STUNResponse>
-        var bytes: [UInt8]
-        var destination: SocketAddress
-        var local: TransportAddress
-        var machine: STUNRetransmissionStateMachine
-        var started: NIODeadline
-        var timer: Scheduled<Void>?
-    }
-
-    private var pending: [STUNTransactionID: Pending] = [:]
+    private let transactions: STUNTransactionTable
     private var context: ChannelHandlerContext?
     private let others: AsyncStream<(TransportAddress, [UInt8])>.Continuation
 
-    init(others: AsyncStream<(TransportAddress, [UInt8])>.Continuation) {
+    init(others: AsyncStream<(TransportAddress, [UInt8])>.Continuation, eventLoop: any EventLoop) {
         self.others = others
+        self.transactions = STUNTransactionTable(eventLoop: eventLoop)
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
-        failAll(STUNClientError(.socket, detail: "socket closed"))
+        transactions.failAll(STUNClientError(.socket, detail: "socket closed"))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(STUNClientError(.socket, detail: "socket closed"))
+        transactions.failAll(STUNClientError(.socket, detail: "socket closed"))
         context.fireChannelInactive()
-    }
-
-    private func failAll(_ error: STUNClientError) {
-        let all = pending
-        pending = [:]
-        for p in all.values {
-            p.timer?.cancel()
-            p.promise.fail(error)
-        }
     }
 
     func start(tid: STUNTransactionID, bytes: [UInt8], to destination: SocketAddress, local: TransportAddress,
@@ -168,39 +144,19 @@ final class STUNClientUDPHandler: ChannelInboundHandler {
             promise.fail(STUNClientError(.socket, detail: "socket closed"))
             return
         }
-        let now = NIODeadline.now()
-        var machine = STUNRetransmissionStateMachine(policy: policy)
-        let action = machine.start(now: now)
-        pending[tid] = Pending(promise: promise, bytes: bytes, destination: destination, local: local,
-                               machine: machine, started: now, timer: nil)
-        perform(action, tid: tid)
-    }
-
-    func forget(_ tid: STUNTransactionID) {
-        pending.removeValue(forKey: tid)?.timer?.cancel()
-    }
-
-    private func perform(_ action: STUNRetransmissionStateMachine.Action, tid: STUNTransactionID) {
-        guard let context, var p = pending[tid] else { return }
-        switch action {
-        case .send(let deadline):
-            let buffer = context.channel.allocator.buffer(bytes: p.bytes)
-            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: p.destination, data: buffer)), promise: nil)
-            p.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-                self?.deadlineReached(tid)
-            }
-            pending[tid] = p
-        case .fail:
-            pending[tid] = nil
-            p.promise.fail(STUNClientError(.timeout, detail: "no response after \(p.machine.requestsSent) requests"))
+        transactions.start(tid, bytes: bytes, local: local, policy: policy, reliable: false, promise: promise) { [weak self] bytes in
+            self?.write(bytes, to: destination)
         }
     }
 
-    private func deadlineReached(_ tid: STUNTransactionID) {
-        guard var p = pending[tid] else { return }
-        let action = p.machine.deadlineReached(now: .now())
-        pending[tid] = p
-        perform(action, tid: tid)
+    func forget(_ tid: STUNTransactionID) {
+        transactions.forget(tid)
+    }
+
+    private func write(_ bytes: [UInt8], to destination: SocketAddress) {
+        guard let context else { return }
+        let buffer = context.channel.allocator.buffer(bytes: bytes)
+        context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: destination, data: buffer)), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -208,16 +164,7 @@ final class STUNClientUDPHandler: ChannelInboundHandler {
         let bytes = Array(envelope.data.readableBytesView)
         guard let source = TransportAddress(envelope.remoteAddress) else { return }
         if STUNMessage.looksLikeSTUN(bytes), let message = try? STUNMessage.decode(bytes),
-           let p = pending[message.transactionID], let verdict = STUNResponseCheck.accept(message) {
-            pending[message.transactionID] = nil
-            p.timer?.cancel()
-            switch verdict {
-            case .success:
-                p.promise.succeed(STUNResponse(message: message, source: source, local: p.local,
-                                               elapsed: .now() - p.started, requestsSent: p.machine.requestsSent))
-            case .failure(let error):
-                p.promise.fail(error)
-            }
+           transactions.complete(message, from: source) {
             return
         }
         others.yield((source, bytes))

@@ -3,14 +3,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// A STUN server over UDP and TCP, with RFC 5780 behaviour discovery when given a second IP address.
 ///
 /// Binding requests are answered by ``STUNBindingResponder``; the server itself only moves bytes.
@@ -69,8 +61,6 @@ public final class STUNServer: Sendable {
     public static let defaultUDPReceiveBufferBytes = 2 << 20
     /// Upper bound of ``Configuration/udpSocketsPerAddress``.
     public static let maxUDPSocketsPerAddress = 64
-    /// Read system calls per event-loop turn on a UDP socket before other channels get their turn.
-    static let udpReadsPerTurn = 4
 
     /// The UDP addresses the server answers on, by role (four with an alternate IP, else one).
     public let udpAddresses: [STUNSocketRole: TransportAddress]
@@ -109,14 +99,11 @@ public final class STUNServer: Sendable {
                 for _ in 0..<socketsPerAddress {
                     let loop = loops[nextLoop % loops.count]
                     nextLoop += 1
-                    let channel = try await DatagramBootstrap(group: loop)
-                        .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                        .channelOption(.socketOption(.stunReusePort), value: socketsPerAddress > 1 ? 1 : 0)
-                        .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(clamping: configuration.udpReceiveBufferBytes))
-                        .channelOption(.datagramVectorReadMessageCount, value: configuration.vectorReadCount)
-                        .channelOption(.maxMessagesPerRead, value: UInt(udpReadsPerTurn))
-                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(
-                            capacity: maxDatagramSize * max(1, configuration.vectorReadCount)))
+                    let bootstrap = UDPServerSocket.listener(
+                        DatagramBootstrap(group: loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
+                        vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize,
+                        reusePort: socketsPerAddress > 1)
+                    let channel = try await bootstrap
                         .channelInitializer { channel in
                             channel.eventLoop.makeCompletedFuture {
                                 try channel.pipeline.syncOperations.addHandler(
@@ -324,9 +311,4 @@ final class STUNTCPHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
-}
-
-extension NIOBSDSocket.Option {
-    /// `SO_REUSEPORT`: several sockets bound to one address, the kernel spreading datagrams over them.
-    static let stunReusePort = NIOBSDSocket.Option(rawValue: SO_REUSEPORT)
 }
