@@ -34,8 +34,11 @@ public struct LabTopology: Sendable, Hashable {
     /// Conntrack UDP timeout in seconds on every router: an idle mapping lives this long.
     public var udpTimeout: Int
 
+    /// The routers' UDP conntrack timeout unless a topology says otherwise (`natlab.sh`'s `NATLAB_UDP_TIMEOUT` default too).
+    public static let defaultUDPTimeout = 30
+
     /// A topology of these sites, whose NAT mappings expire after `udpTimeout` idle seconds.
-    public init(_ sites: [LabSite], udpTimeout: Int = 30) {
+    public init(_ sites: [LabSite], udpTimeout: Int = Self.defaultUDPTimeout) {
         self.sites = sites
         self.udpTimeout = udpTimeout
     }

@@ -208,6 +208,14 @@ public final class Lab: @unchecked Sendable {
         throw NATLabError(.timedOut, "nothing listens on \(udp ? "udp" : "tcp") port \(port) in \(host)")
     }
 
+    /// The router's live UDP conntrack entries (`natlab.sh conntrack`), one `conntrack -L` line each: its NAT mappings.
+    public func udpConntrack(on router: String) async throws -> [String] {
+        try checkUsable(router)
+        let result = try await NATLab.script(["conntrack", prefix, router], timeout: .seconds(10))
+        guard result.succeeded else { throw NATLabError(.launchFailed, "natlab.sh conntrack \(prefix) \(router): \(result)") }
+        return result.stdout.split(separator: "\n").filter { $0.hasPrefix("udp") }.map(String.init)
+    }
+
     /// Kills every spawned process and removes every namespace; idempotent, never throws.
     public func tearDown() {
         lock.lock()

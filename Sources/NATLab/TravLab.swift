@@ -54,8 +54,8 @@ public struct TravLab: Sendable {
                                            "--lookup-burst", "1000", "--lookups-per-second", "100"] + extra)
     }
 
-    /// Creates an identity, starts `trav camera` on `host`, and returns its UID once it is registered.
-    public func startCamera(on host: String, strategies: String? = nil) async throws -> String {
+    /// Creates an identity, starts `trav camera` on `host` (with `extra` arguments), and returns its UID once it is registered.
+    public func startCamera(on host: String, strategies: String? = nil, extra: [String] = []) async throws -> String {
         try await lab.waitForListener(host: "cloud", port: Int(signallingPort), udp: false, timeout: .seconds(20))
         let key = "\(dir)/\(host).key"
         let made = try await lab.run(host: host, [trav, "identity", "new", "--out", key])
@@ -65,7 +65,7 @@ public struct TravLab: Sendable {
         var args = [trav, "camera", "--identity", key, "--cloud", cloudSignalling, "--cloud-ca", "\(dir)/ca.pem",
                     "--password", password, "--paired-viewers", try await viewerPublicKey(host: host)]
         if let strategies { args += ["--strategies", strategies] }
-        let camera = try lab.spawn(host: host, args)
+        let camera = try lab.spawn(host: host, args + extra)
         for _ in 0..<150 {
             if camera.output.stdout.contains("serving") { return String(uid) }
             guard camera.isRunning else { break }
@@ -125,6 +125,10 @@ public struct TravLab: Sendable {
             /// The secure handshake done.
             public var securedMs: Double
         }
+        /// Seconds idle before the second echo (`--idle`), nil without one.
+        public var idleSeconds: Int?
+        /// Whether the echo after the idle came back intact, nil without one.
+        public var idleEchoVerified: Bool?
         /// The error, when not connected.
         public var error: String?
         /// Every strategy's outcome.
@@ -132,24 +136,56 @@ public struct TravLab: Sendable {
 
         /// A one-line summary for test messages.
         public var description: String {
-            "connected=\(connected) path=\(path ?? "-") setup=\(setupMs ?? -1)ms error=\(error ?? "-") attempts=" +
+            "connected=\(connected) path=\(path ?? "-") setup=\(setupMs ?? -1)ms echo=\(echoVerified)" +
+                (idleSeconds.map { " idle=\($0)s echo-after-idle=\(idleEchoVerified ?? false)" } ?? "") + " error=\(error ?? "-") attempts=" +
                 attempts.map { "\($0.strategy):\($0.outcome):\($0.error ?? "")" }.joined(separator: " | ")
         }
     }
 
-    /// Runs `trav connect --json` on `host` and decodes its report: with the cameras' password, or
-    /// `paired` with the lab viewer's key. Each host keeps the camera keys it has checked (as an
+    /// Runs `trav connect --json` on `host` (with `extra` arguments) and decodes its report: with the cameras'
+    /// password, or `paired` with the lab viewer's key. Each host keeps the camera keys it has checked (as an
     /// app would), so only its first connection to a camera pays for the UID's scrypt.
     public func connect(from host: String, to uid: String, strategies: String? = nil, timeout: Double = 10,
-                        echoBytes: Int = 4000, paired: Bool = false) async throws -> ConnectResult {
+                        echoBytes: Int = 4000, paired: Bool = false, extra: [String] = []) async throws -> ConnectResult {
+        let args = connectArguments(from: host, to: uid, strategies: strategies, timeout: timeout, echoBytes: echoBytes, paired: paired)
+        let r = try await lab.run(host: host, args + extra, timeout: .seconds(Int64(timeout) + 30))
+        return try Self.connectResult(stdout: r.stdout, context: "\(r)")
+    }
+
+    /// Starts ``connect(from:to:strategies:timeout:echoBytes:paired:extra:)`` in the background, to watch the lab
+    /// while it runs; ``finishedConnect(_:timeout:)`` waits for its report.
+    public func startConnect(from host: String, to uid: String, strategies: String? = nil, timeout: Double = 10,
+                             echoBytes: Int = 4000, paired: Bool = false, extra: [String] = []) throws -> LabProcess {
+        let args = connectArguments(from: host, to: uid, strategies: strategies, timeout: timeout, echoBytes: echoBytes, paired: paired)
+        return try lab.spawn(host: host, args + extra)
+    }
+
+    /// Waits (at most `timeout`) for a connect from ``startConnect(from:to:strategies:timeout:echoBytes:paired:extra:)``
+    /// to exit and decodes its report.
+    public func finishedConnect(_ process: LabProcess, timeout: Duration) async throws -> ConnectResult {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else {
+                throw NATLabError(.timedOut, "connect still running after \(timeout): \(process.output)")
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        return try Self.connectResult(stdout: process.output.stdout, context: "\(process.output)")
+    }
+
+    private func connectArguments(from host: String, to uid: String, strategies: String?, timeout: Double, echoBytes: Int,
+                                  paired: Bool) -> [String] {
         var args = [trav, "connect", uid, "--cloud", cloudSignalling, "--cloud-ca", "\(dir)/ca.pem",
                     "--known-cameras", "\(dir)/known-\(host)",
                     "--json", "--echo-bytes", "\(echoBytes)", "--connect-timeout", "\(timeout)"]
         args += paired ? ["--paired", "--identity", viewerKey] : ["--password", password]
         if let strategies { args += ["--strategies", strategies] }
-        let r = try await lab.run(host: host, args, timeout: .seconds(Int64(timeout) + 30))
-        guard let line = r.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
-            throw NATLabError(.launchFailed, "no JSON from connect: \(r)")
+        return args
+    }
+
+    private static func connectResult(stdout: String, context: String) throws -> ConnectResult {
+        guard let line = stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }) else {
+            throw NATLabError(.launchFailed, "no JSON from connect: \(context)")
         }
         return try JSONDecoder().decode(ConnectResult.self, from: Data(line.utf8))
     }

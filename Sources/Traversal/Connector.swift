@@ -43,6 +43,8 @@ public struct ConnectorConfiguration: Sendable {
     public var knownDevices: KnownDevices
     /// The logger.
     public var logger: Logger
+    /// How often connections send keepalives (``PeerConnection/keepaliveRange``); nil: never, so NATs forget idle paths.
+    public var keepaliveInterval: Duration? = PeerConnection.keepaliveInterval
 
     /// Creates a configuration; the connect timeout defaults to 10 s, gathering to 1.5 s.
     public init(identity: DeviceIdentity, strategies: [any TraversalStrategy], stunServers: [String] = [],
@@ -195,7 +197,7 @@ public final class Connector: Sendable {
         configuration.logger.info("connected", metadata: ["path": "\(raced.strategy)", "route": "\(transport.pathDescription)",
                                                           "requestID": "\(requestID)"])
         return PeerConnection(role: .viewer, report: report, peerIdentity: raced.session.peerIdentity,
-                              transport: transport, channel: channel, replayOnHello: nil)
+                              transport: transport, channel: channel, replayOnHello: nil, keepalive: configuration.keepaliveInterval)
     }
 
     // MARK: Camera
@@ -305,7 +307,8 @@ public final class Connector: Sendable {
                                           setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts)
             configuration.logger.info("viewer admitted", metadata: ["path": "\(raced.strategy)", "requestID": "\(requestID)"])
             return PeerConnection(role: .camera, report: report, peerIdentity: raced.session.peerIdentity,
-                                  transport: transport, channel: channel, replayOnHello: welcome)
+                                  transport: transport, channel: channel, replayOnHello: welcome,
+                                  keepalive: configuration.keepaliveInterval)
         }
     }
 

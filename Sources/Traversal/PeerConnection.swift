@@ -6,10 +6,12 @@ import Synchronization
 /// path won the race. Messages are delivered whole; on datagram paths they may be lost or
 /// reordered (as video tolerates), never replayed or forged.
 public final class PeerConnection: Sendable {
-    /// Keepalives are sent this often, well under a NAT's UDP timeout (30 s in the lab, RFC 4787 §4.3 asks ≥ 2 min).
+    /// Keepalives are sent this often by default, well under a NAT's UDP timeout (30 s in the lab, RFC 4787 §4.3 asks ≥ 2 min).
     public static let keepaliveInterval: Duration = .seconds(10)
     /// With nothing received for this long the connection is considered dead.
     public static let idleTimeout: Duration = .seconds(45)
+    /// Keepalive intervals a connection accepts, others are clamped (at the top, the peer's ``idleTimeout`` still spans two).
+    public static let keepaliveRange: ClosedRange<Duration> = .seconds(1) ... .seconds(20)
     /// Messages buffered in ``inbound`` before the oldest are dropped.
     public static let inboundBufferLimit = 1024
 
@@ -25,6 +27,8 @@ public final class PeerConnection: Sendable {
     public let maxMessageSize: Int
     /// Application messages from the peer; finishes when the connection closes.
     public let inbound: AsyncThrowingStream<[UInt8], any Error>
+    /// How often this side sends keepalives; nil when it sends none (and so does not time out an idle peer either).
+    public let keepalive: Duration?
 
     private let transport: any PeerTransport
     private let sendChannel: Mutex<SecureDatagramChannel>
@@ -34,9 +38,11 @@ public final class PeerConnection: Sendable {
 
     /// Takes over a channel already used for the hello exchange: its send counter and replay window carry on
     /// (one copy only seals, the other only opens), so no nonce is ever reused.
+    /// `keepalive` (clamped to ``keepaliveRange``) nil sends none: a NAT then forgets an idle path after its UDP timeout (for tests that show it).
     init(role: ConnectionRole, report: ConnectionReport, peerIdentity: Curve25519.Signing.PublicKey, transport: any PeerTransport,
-         channel: SecureDatagramChannel, replayOnHello: [UInt8]?) {
+         channel: SecureDatagramChannel, replayOnHello: [UInt8]?, keepalive: Duration? = PeerConnection.keepaliveInterval) {
         self.role = role
+        self.keepalive = keepalive.map { min(max($0, Self.keepaliveRange.lowerBound), Self.keepaliveRange.upperBound) }
         self.report = report
         self.peerIdentityKey = peerIdentity
         self.transport = transport
@@ -110,9 +116,14 @@ public final class PeerConnection: Sendable {
                 }
             }
         }
+        guard let interval = keepalive else {
+            // No keepalives: a peer configured alike is silent while idle, so silence proves nothing.
+            tasks.withLock { $0 = [receiver] }
+            return
+        }
         let keeper = Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: Self.keepaliveInterval)
+                try? await Task.sleep(for: interval)
                 guard let self, !Task.isCancelled else { return }
                 if ContinuousClock.now - self.lastHeard.withLock({ $0 }) > Self.idleTimeout {
                     self.shutdown(error: TraversalError(code: .closed, detail: "nothing heard for \(Self.idleTimeout)"))

@@ -10,6 +10,9 @@ extension Trav {
         static let configuration = CommandConfiguration(
             commandName: "connect",
             abstract: "Connect to a camera by its UID, exchange an echo, and print how the path was found.")
+        /// The longest `--idle`: beyond a TURN permission's 5 minutes and an allocation's default 10 (RFC 8656 §9, §7.2),
+        /// so a relayed path's refreshes are exercised too.
+        static let maxIdleSeconds = 900
 
         @Argument(help: "The camera's UID, e.g. TRAV-7QX2-M4KD-P9ZC-H3WA.") var uid: String
         @Option(help: "The camera's password.") var password: String?
@@ -18,6 +21,8 @@ extension Trav {
         @Option(help: "A file of camera keys already checked against their UIDs (created if missing); a known camera spares the UID's scrypt.")
         var knownCameras: String?
         @Option(help: "Bytes of echo to exchange and verify.") var echoBytes: Int = 1000
+        @Option(help: "After the echo, stay idle this many seconds (at most \(Self.maxIdleSeconds)), then echo again through the same session.")
+        var idle: Int = 0
         @Flag(help: "Print one JSON object.") var json = false
         @OptionGroup var peer: PeerOptions
         @OptionGroup var common: CommonOptions
@@ -26,6 +31,8 @@ extension Trav {
             _ = try DeviceID(uid)
             if password == nil && !paired { throw ValidationError("give --password or --paired") }
             if echoBytes < 0 { throw ValidationError("--echo-bytes must be ≥ 0") }
+            if !(0...Self.maxIdleSeconds).contains(idle) { throw ValidationError("--idle must be 0...\(Self.maxIdleSeconds)") }
+            if idle > 0 && echoBytes == 0 { throw ValidationError("--idle needs an echo before and after it (--echo-bytes > 0)") }
         }
 
         func run() async throws {
@@ -43,8 +50,19 @@ extension Trav {
             do {
                 let c = try await connector.connect(to: device, via: FirstAnswering(introducers), credential: credential)
                 let (verified, echoMs) = echoBytes > 0 ? await echoCheck(c, bytes: echoBytes) : (true, 0)
-                output = ConnectOutput(uid: device.description, report: c.report, attempts: c.report.attempts, echoBytes: echoBytes,
-                                       echoVerified: verified, echoMs: echoMs, error: verified ? nil : "echo did not come back intact")
+                var result = ConnectOutput(uid: device.description, report: c.report, attempts: c.report.attempts, echoBytes: echoBytes,
+                                           echoVerified: verified, echoMs: echoMs, error: verified ? nil : "echo did not come back intact")
+                if verified && idle > 0 {
+                    // Said on stderr when the idle starts, so a watcher (the lab tests) can look at the NATs meanwhile.
+                    FileHandle.standardError.write(Data("idle: \(idle) s from now, keepalives \(peer.keepalive == 0 ? "off" : "every \(peer.keepalive) s")\n".utf8))
+                    try await Task.sleep(for: .seconds(idle))
+                    let (again, againMs) = await echoCheck(c, bytes: echoBytes)
+                    result.idleSeconds = idle
+                    result.idleEchoVerified = again
+                    result.idleEchoMs = again ? againMs : nil
+                    if !again { result.error = "the echo after \(idle) s idle did not come back: the path was lost" }
+                }
+                output = result
                 await c.close()
             } catch let e as TraversalError {
                 output = ConnectOutput(uid: device.description, report: nil, attempts: e.attempts, echoBytes: echoBytes,
@@ -61,6 +79,9 @@ extension Trav {
                     print("path      \(output.path ?? "")  \(output.route ?? "")")
                     print("setup     \(String(format: "%.1f", output.setupMs ?? 0)) ms\(output.phases.map { " (\($0))" } ?? "")")
                     print("echo      \(output.echoBytes) bytes \(output.echoVerified ? "verified" : "NOT verified")")
+                    if let idle = output.idleSeconds, let again = output.idleEchoVerified {
+                        print("idle      \(idle) s, then echo \(again ? "verified" : "NOT verified: the path was lost")")
+                    }
                 } else {
                     print("failed    \(output.error ?? "")")
                 }
@@ -68,7 +89,7 @@ extension Trav {
                     print("  \(a.strategy.padding(toLength: 22, withPad: " ", startingAt: 0)) \(a.outcome.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%7.1f", a.ms)) ms\(a.error.map { "  (\($0.prefix(100)))" } ?? "")")
                 }
             }
-            if !(output.connected && output.echoVerified) { throw ExitCode(1) }
+            if !(output.connected && output.echoVerified && output.idleEchoVerified != false) { throw ExitCode(1) }
         }
     }
 }

@@ -14,9 +14,15 @@ struct PeerOptions: ParsableArguments {
     var strategies: String?
     @Option(help: "UDP port for cloud-less discovery on the LAN (0 disables).") var lanPort: UInt16 = LANDiscovery.defaultPort
     @Option(help: "Seconds a connection attempt may take.") var connectTimeout: Double = 10
+    @Option(help: "Seconds between keepalives on a peer connection (0: none, so NATs forget an idle path; for tests that show it).")
+    var keepalive: Int = Int(PeerConnection.keepaliveInterval.components.seconds)
 
     func validate() throws {
         if cloud != nil, cloudCA == nil { throw ValidationError("--cloud needs --cloud-ca (the cloud's ca.pem)") }
+        let range = PeerConnection.keepaliveRange
+        if keepalive != 0, !range.contains(.seconds(keepalive)) {
+            throw ValidationError("--keepalive must be 0 or \(range.lowerBound.components.seconds)...\(range.upperBound.components.seconds)")
+        }
         _ = try chosenStrategies()
     }
 
@@ -48,9 +54,11 @@ struct PeerOptions: ParsableArguments {
     }
 
     func connector(identity: DeviceIdentity, knownDevices: KnownDevices = KnownDevices(), logger: Logger) throws -> Connector {
-        Connector(configuration: .init(identity: identity, strategies: try chosenStrategies(), stunServers: try stunServers(),
-                                       connectTimeout: .milliseconds(Int64(connectTimeout * 1000)),
-                                       knownDevices: knownDevices, logger: logger))
+        var configuration = ConnectorConfiguration(identity: identity, strategies: try chosenStrategies(), stunServers: try stunServers(),
+                                                   connectTimeout: .milliseconds(Int64(connectTimeout * 1000)),
+                                                   knownDevices: knownDevices, logger: logger)
+        configuration.keepaliveInterval = keepalive == 0 ? nil : .seconds(keepalive)
+        return Connector(configuration: configuration)
     }
 }
 
@@ -84,6 +92,12 @@ struct ConnectOutput: Encodable {
     var echoBytes: Int
     var echoVerified: Bool
     var echoMs: Double?
+    /// Seconds idle after the first echo before the second (`--idle`); nil without one.
+    var idleSeconds: Int?
+    /// Whether the echo after the idle came back intact: the path outlived it.
+    var idleEchoVerified: Bool?
+    /// How long the echo after the idle took, when it came back.
+    var idleEchoMs: Double?
     var error: String?
     var attempts: [Attempt]
 
@@ -113,8 +127,23 @@ func printReport(_ report: ConnectionReport, prefix: String = "") {
     }
 }
 
-/// Sends `bytes` of random data in path-sized chunks and checks every byte comes back; returns (verified, ms).
+/// Sends `bytes` of random data in path-sized chunks and checks every byte comes back within `timeout`
+/// (a lost datagram ends it: the wait is cancelled, which finishes the connection's inbound stream); returns (verified, ms).
 func echoCheck(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds(10)) async -> (Bool, Double) {
+    await withTaskGroup(of: (Bool, Double).self) { group in
+        group.addTask { await echoRoundTrips(c, bytes: bytes) }
+        group.addTask {
+            try? await Task.sleep(for: timeout)
+            return (false, 0)
+        }
+        let first = await group.next() ?? (false, 0)
+        group.cancelAll()
+        return first
+    }
+}
+
+/// The echo itself, unbounded: stop-and-wait, one chunk in flight, so a datagram path needs no retransmission layer here.
+private func echoRoundTrips(_ c: PeerConnection, bytes: Int) async -> (Bool, Double) {
     let started = ContinuousClock.now
     let chunk = min(c.maxMessageSize, 1000)
     var sent: [UInt8] = []
@@ -127,8 +156,7 @@ func echoCheck(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds(10)
             remaining -= part.count
             sent += part
             try await c.send(part)
-            // Stop-and-wait: one chunk in flight, so a datagram path needs no retransmission layer here.
-            guard let back = try await iterator.next(), ContinuousClock.now - started < timeout else { return (false, 0) }
+            guard let back = try await iterator.next() else { return (false, 0) }
             received += back
         }
     } catch {
