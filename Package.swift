@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "STUNLite", targets: ["STUNLite"]),
         .library(name: "TURNLite", targets: ["TURNLite"]),
         .library(name: "Rendezvous", targets: ["Rendezvous"]),
+        .library(name: "Media", targets: ["Media"]),
         .executable(name: "trav", targets: ["trav"]),
     ],
     dependencies: [
@@ -41,9 +42,13 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .systemLibrary(
+            name: "CUsrsctp",
+            providers: [.apt(["libusrsctp-dev"])]),
         .target(
             name: "Traversal",
             dependencies: [
+                "CUsrsctp",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -72,11 +77,17 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        .target(
+            name: "Media",
+            dependencies: [
+                "Traversal",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .target(name: "NATLab"),
         .executableTarget(
             name: "trav",
             dependencies: [
-                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab",
+                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab", "Media",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -84,7 +95,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-            ]),
+            ],
+            resources: [.copy("Resources/testsrc.h264")]),
         .target(
             name: "FloodKit",
             dependencies: [
@@ -105,7 +117,9 @@ let package = Package(
         .testTarget(name: "STUNLiteTests", dependencies: ["STUNLite", "NATLab",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
-        .testTarget(name: "TraversalTests", dependencies: ["Traversal"]),
+        .target(name: "PeerTestSupport", dependencies: ["Traversal"], path: "Tests/PeerTestSupport"),
+        .testTarget(name: "TraversalTests", dependencies: ["Traversal", "PeerTestSupport"]),
+        .testTarget(name: "MediaTests", dependencies: ["Media", "Traversal", "PeerTestSupport"]),
         .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

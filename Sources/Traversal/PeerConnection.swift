@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Logging
 import Synchronization
 
 /// An authenticated, end-to-end encrypted connection between a viewer and a camera, on whatever
@@ -31,7 +32,9 @@ public final class PeerConnection: Sendable {
     public let keepalive: Duration?
 
     private let transport: any PeerTransport
-    private let sendChannel: Mutex<SecureDatagramChannel>
+    private let sealer: SessionSealer
+    /// The SCTP association carrying channels (nil if the engine refused to start one).
+    private let channels: Result<ChannelSession, any Error>
     private let continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let lastHeard = Mutex(ContinuousClock.now)
@@ -47,16 +50,57 @@ public final class PeerConnection: Sendable {
         self.peerIdentityKey = peerIdentity
         self.transport = transport
         self.maxMessageSize = transport.maxMessageSize - PeerWire.sealedOverhead
-        self.sendChannel = Mutex(channel)
+        let sealer = SessionSealer(transport: transport, channel: channel)
+        self.sealer = sealer
         let receiveChannel = channel
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: [UInt8].self, throwing: (any Error).self,
                                                                     bufferingPolicy: .bufferingNewest(Self.inboundBufferLimit))
         self.inbound = stream
         self.continuation = continuation
+        // usrsctp's AF_CONN packets come out up to ``SCTPAssociation/mtuOverrun`` bytes over the MTU it is given.
+        let limit = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
+        let sctp: SCTPAssociation.Configuration = transport.isDatagram
+            ? .datagram(pathMTU: limit) : .stream(pathMTU: min(limit, Self.streamPathMTU))
+        self.channels = Result {
+            try ChannelSession(role: role, configuration: sctp, logger: Logger(label: "trav.channels")) { packet in
+                try? await sealer.send(.sctp, packet)
+            }
+        }
         startTasks(receiveChannel: receiveChannel, replayOnHello: replayOnHello)
     }
 
-    /// Sends one application message (at most ``maxMessageSize`` bytes).
+    /// The SCTP packet size on stream paths (TCP): larger than a datagram, so fewer seals per byte.
+    static let streamPathMTU = 16_384
+
+    /// Opens a channel to the peer (RFC 8832) and returns once the peer has acknowledged it.
+    public func openChannel(label: String, delivery: ChannelDelivery = .reliable,
+                            priority: ChannelPriority = .normal) async throws -> PeerChannel {
+        try await channels.get().open(label: label, delivery: delivery, priority: priority)
+    }
+
+    /// Channels the peer opens, in the order they arrive; finishes when the connection closes.
+    public var incomingChannels: AsyncStream<PeerChannel> {
+        (try? channels.get().incoming) ?? AsyncStream { $0.finish() }
+    }
+
+    /// Bytes the connection's channels have sent that the peer has not yet acknowledged.
+    public var channelBufferedAmount: Int { (try? channels.get().bufferedAmount) ?? 0 }
+
+    /// The channel engine's smoothed round-trip time in ms and congestion window in bytes, once established.
+    public var channelPathStatus: (srttMs: Int, congestionWindow: Int)? {
+        (try? channels.get().status).flatMap { $0 }.map { ($0.srttMs, $0.cwnd) }
+    }
+
+    /// The channel engine's path MTU.
+    var channelPathMTU: Int? {
+        (try? channels.get().status).flatMap { $0 }.map(\.mtu)
+    }
+
+    /// Largest engine packet sent so far (never above the path's limit).
+    var largestChannelPacket: Int { (try? channels.get().largestPacketSize) ?? 0 }
+
+    /// Sends one unreliable datagram message (at most ``maxMessageSize`` bytes): it may be lost or reordered,
+    /// as on the path itself; use a channel for anything that must arrive.
     public func send(_ message: [UInt8]) async throws {
         guard message.count <= maxMessageSize else {
             throw TraversalError(code: .messageTooLarge, detail: "\(message.count) bytes, at most \(maxMessageSize) on \(path)")
@@ -72,12 +116,19 @@ public final class PeerConnection: Sendable {
     }
 
     func sendSealed(_ type: SessionMessageType, _ body: [UInt8]) async throws {
-        let packet = try sendChannel.withLock { try $0.seal([type.rawValue] + body) }
-        try await transport.send([PeerWire.sealed] + packet)
+        try await sealer.send(type, body)
+    }
+
+    deinit {
+        // Dropped without close(): release the association, the tasks and the transport all the same.
+        shutdown(error: nil)
+        let transport = self.transport
+        Task { await transport.close() }
     }
 
     private func shutdown(error: (any Error)?) {
         if let error { continuation.finish(throwing: error) } else { continuation.finish() }
+        (try? channels.get())?.close(reason: error.map { "\($0)" } ?? "connection closed")
         let all = tasks.withLock { t -> [Task<Void, Never>] in
             let copy = t
             t = []
@@ -104,6 +155,8 @@ public final class PeerConnection: Sendable {
                 switch type {
                 case .application:
                     self.continuation.yield(Array(plain.dropFirst()))
+                case .sctp:
+                    (try? self.channels.get())?.input(Array(plain.dropFirst()))
                 case .close:
                     self.shutdown(error: nil)
                     await transport.close()
@@ -134,5 +187,22 @@ public final class PeerConnection: Sendable {
             }
         }
         tasks.withLock { $0 = [receiver, keeper] }
+    }
+}
+
+/// Seals session messages and sends them on the transport; one counter sequence for all senders.
+final class SessionSealer: Sendable {
+    private let transport: any PeerTransport
+    private let channel: Mutex<SecureDatagramChannel>
+
+    init(transport: any PeerTransport, channel: SecureDatagramChannel) {
+        self.transport = transport
+        self.channel = Mutex(channel)
+    }
+
+    /// Seals `body` as a message of `type` and sends it.
+    func send(_ type: SessionMessageType, _ body: [UInt8]) async throws {
+        let packet = try channel.withLock { try $0.seal([type.rawValue] + body) }
+        try await transport.send([PeerWire.sealed] + packet)
     }
 }

@@ -27,6 +27,8 @@ enum SessionMessageType: UInt8 {
     case application = 0x10
     case keepalive = 0x11
     case close = 0x12
+    /// An SCTP packet of the connection's channel association (RFC 9260, carried as RFC 8261 carries it in DTLS).
+    case sctp = 0x13
 }
 
 /// What the viewer presents inside the encrypted session.

@@ -1,0 +1,152 @@
+/// One viewer's queue of frames waiting for its path, and the rule for what to drop when the path
+/// cannot keep up. Sans-I/O: time comes in as `now`, decisions come out.
+///
+/// - Frames wait at most ``Limits/maxDelay`` and the queue holds at most ``Limits/maxBytes``.
+/// - When a video frame would exceed either, every queued non-key video frame is dropped (whole frames,
+///   each the tail of its GOP) and so is every later one until the next keyframe: a viewer never
+///   receives a frame whose reference it did not get. The application is asked for a keyframe.
+/// - A new viewer starts at a keyframe.
+/// - Audio frames stand alone: a stale one is dropped by itself.
+public struct ViewerQueueStateMachine: Sendable {
+    /// The bounds of one viewer's queue.
+    public struct Limits: Sendable, Hashable {
+        /// Longest a frame may wait before the queue counts as backed up.
+        public var maxDelay: Duration = .milliseconds(400)
+        /// Most bytes the queue holds (a few keyframes).
+        public var maxBytes: Int = 2 << 20
+
+        /// Default limits.
+        public init() {}
+    }
+
+    /// What the caller must do after an input.
+    public enum Action: Sendable, Hashable {
+        /// Ask the encoder for a keyframe (the viewer is waiting for one).
+        case requestKeyframe
+    }
+
+    private struct Entry: Sendable {
+        var frame: MediaFrame
+        var sequence: UInt32
+        var gop: UInt32
+        var index: UInt32
+        var queuedAt: ContinuousClock.Instant
+    }
+
+    /// The limits in force.
+    public let limits: Limits
+    private var queue: [Entry] = []
+    private var head = 0
+    private var bytes = 0
+    /// True while non-key video frames are dropped until a keyframe comes.
+    public private(set) var awaitingKeyframe = true
+    /// Frames dropped so far (video and audio).
+    public private(set) var droppedFrames = 0
+    /// Video frames produced, keyframes produced, and the position in the current GOP (the camera's count).
+    private var videoSequence: UInt32 = 0, audioSequence: UInt32 = 0, gop: UInt32 = 0, index: UInt32 = 0
+
+    /// An empty queue that waits for a keyframe.
+    public init(limits: Limits = Limits()) {
+        self.limits = limits
+    }
+
+    /// Frames waiting.
+    public var count: Int { queue.count - head }
+    /// Bytes waiting.
+    public var queuedBytes: Int { bytes }
+
+    /// Offers the camera's next frame.
+    public mutating func push(_ frame: MediaFrame, now: ContinuousClock.Instant) -> [Action] {
+        let sequence: UInt32
+        switch frame.kind {
+        case .audio:
+            sequence = audioSequence
+            audioSequence &+= 1
+            append(Entry(frame: frame, sequence: sequence, gop: 0, index: 0, queuedAt: now))
+            return []
+        case .video:
+            sequence = videoSequence
+            videoSequence &+= 1
+            if frame.isKeyframe {
+                gop &+= 1
+                index = 0
+            } else {
+                index &+= 1
+            }
+        }
+        let entry = Entry(frame: frame, sequence: sequence, gop: gop, index: index, queuedAt: now)
+        if frame.isKeyframe {
+            if awaitingKeyframe || backedUp(adding: frame.data.count, now: now) {
+                dropQueuedVideo(keepKeyframes: false)
+            }
+            awaitingKeyframe = false
+            append(entry)
+            return []
+        }
+        if awaitingKeyframe {
+            droppedFrames += 1
+            return []
+        }
+        if backedUp(adding: frame.data.count, now: now) {
+            dropQueuedVideo(keepKeyframes: true)
+            droppedFrames += 1
+            awaitingKeyframe = true
+            return [.requestKeyframe]
+        }
+        append(entry)
+        return []
+    }
+
+    /// The next frame to send, as a packet; stale audio is dropped on the way.
+    public mutating func next(now: ContinuousClock.Instant, wallClockMicros: UInt64) -> MediaPacket? {
+        while head < queue.count {
+            let e = queue[head]
+            head += 1
+            bytes -= e.frame.data.count
+            if head > 64, head * 2 > queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
+            if e.frame.kind == .audio, now - e.queuedAt > limits.maxDelay {
+                droppedFrames += 1
+                continue
+            }
+            return MediaPacket(frame: e.frame, sequence: e.sequence, gop: e.gop, index: e.index, sentAtMicros: wallClockMicros)
+        }
+        return nil
+    }
+
+    /// Marks the viewer as needing a keyframe (it asked for one, or it just joined).
+    public mutating func restartAtKeyframe() {
+        dropQueuedVideo(keepKeyframes: false)
+        awaitingKeyframe = true
+    }
+
+    private func backedUp(adding size: Int, now: ContinuousClock.Instant) -> Bool {
+        guard head < queue.count else { return false }
+        return now - queue[head].queuedAt > limits.maxDelay || bytes + size > limits.maxBytes
+    }
+
+    private mutating func append(_ e: Entry) {
+        queue.append(e)
+        bytes += e.frame.data.count
+    }
+
+    private mutating func dropQueuedVideo(keepKeyframes: Bool) {
+        let pending = queue[head...]
+        // Keep audio, and at most the latest queued keyframe (with the frames after it, dropped below).
+        let lastKey = keepKeyframes ? pending.lastIndex(where: { $0.frame.isKeyframe }) : nil
+        var kept: [Entry] = []
+        for i in pending.indices {
+            let e = queue[i]
+            if e.frame.kind == .audio || i == lastKey {
+                kept.append(e)
+            } else {
+                droppedFrames += 1
+            }
+        }
+        queue = kept
+        head = 0
+        bytes = kept.reduce(0) { $0 + $1.frame.data.count }
+    }
+}

@@ -1,0 +1,63 @@
+internal import CUsrsctp
+import Foundation
+import Synchronization
+
+/// The process's one usrsctp stack (RFC 9260 SCTP in user space) in AF_CONN mode: it owns no sockets; every
+/// association's packets leave through ``SCTPStack/output`` and come back in through
+/// ``SCTPAssociation/input(_:)``, sealed inside the secure session as WebRTC seals them inside DTLS (RFC 8261).
+///
+/// usrsctp runs one timer thread for the whole process and calls our C callbacks from it and from inside
+/// its own entry points. The callbacks therefore only look an association up by its key and hand the
+/// work on (enqueue a packet, a message or a wake-up); they never call back into usrsctp.
+enum SCTPStack {
+    /// Associations by key (the key is also the AF_CONN address usrsctp hands back in callbacks).
+    private static let table = Mutex<[UInt: SCTPAssociation]>([:])
+    /// The next key; never 0 (a null address).
+    private static let nextKey = Atomic<UInt>(1)
+
+    /// Starts usrsctp once, on first use.
+    private static let started: Bool = {
+        usrsctp_init(0, { addr, buffer, length, _, _ in
+            guard let addr, let buffer else { return 0 }
+            let key = UInt(bitPattern: addr)
+            guard let association = SCTPStack.lookup(key) else { return 0 }
+            association.emit(packet: Array(UnsafeRawBufferPointer(start: buffer, count: length)))
+            return 0
+        }, nil)
+        // Explicit congestion notification needs IP header bits we do not carry; nothing listens for
+        // stray packets (there are no raw sockets); chunks queued per association bounded higher than the
+        // default 512 so a 4 MiB message of ~1 KB chunks fits.
+        usrsctp_sysctl_set_sctp_ecn_enable(0)
+        usrsctp_sysctl_set_sctp_blackhole(2)
+        usrsctp_sysctl_set_sctp_max_chunks_on_queue(UInt32(SCTPAssociation.Configuration.maxChunksOnQueue))
+        usrsctp_sysctl_set_sctp_delayed_sack_time_default(20)
+        return true
+    }()
+
+    /// A fresh key, registered with usrsctp as an AF_CONN address (starts the stack on first use).
+    static func newKey() -> UInt {
+        _ = started
+        let key = nextKey.add(1, ordering: .relaxed).oldValue
+        usrsctp_register_address(UnsafeMutableRawPointer(bitPattern: key))
+        return key
+    }
+
+    /// Makes `association` the one callbacks for `key` reach.
+    static func insert(_ association: SCTPAssociation, key: UInt) {
+        table.withLock { $0[key] = association }
+    }
+
+    /// Removes the association with `key`; later callbacks for it are ignored.
+    static func unregister(_ key: UInt) {
+        usrsctp_deregister_address(UnsafeMutableRawPointer(bitPattern: key))
+        _ = table.withLock { $0.removeValue(forKey: key) }
+    }
+
+    /// The live association with `key`.
+    static func lookup(_ key: UInt) -> SCTPAssociation? {
+        table.withLock { $0[key] }
+    }
+
+    /// Associations alive in this process (for tests that check nothing leaks).
+    static var liveCount: Int { table.withLock { $0.count } }
+}

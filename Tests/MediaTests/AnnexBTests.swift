@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+@testable import Media
+
+/// Splitting H.264 Annex B streams into access units.
+@Suite struct AnnexBTests {
+    static let clipPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../Sources/trav/Resources/testsrc.h264").standardized.path
+
+    @Test func testClipSplitsIntoItsFramesWithAKeyframeEachSecond() throws {
+        let data = try [UInt8](Data(contentsOf: URL(fileURLWithPath: Self.clipPath)))
+        let units = AnnexB.accessUnits(data)
+        // 4 s at 25 fps, a keyframe every 25 frames (how the clip was made: ffmpeg testsrc, libx264 -g 25).
+        #expect(units.count == 100)
+        #expect(units.indices.filter { units[$0].isKeyframe } == [0, 25, 50, 75])
+        #expect(units.reduce(0) { $0 + $1.bytes.count } == data.count)
+    }
+
+    @Test func parameterSetsTravelWithTheKeyframe() {
+        // SPS, PPS, IDR slice, then a non-IDR slice starting a new picture (first_mb_in_slice = 0: first bit 1).
+        let stream: [UInt8] = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3, 0, 0, 1, 0x65, 0x88, 9, 0, 0, 1, 0x41, 0x9A, 7]
+        let units = AnnexB.accessUnits(stream)
+        #expect(units.count == 2)
+        #expect(units[0].isKeyframe)
+        #expect(units[0].bytes == Array(stream[0..<19]))
+        #expect(!units[1].isKeyframe)
+        #expect(units[1].bytes == [0, 0, 1, 0x41, 0x9A, 7])
+    }
+
+    @Test func secondSliceOfOnePictureStaysInItsUnit() {
+        // Two slices of one IDR picture: the second has first_mb_in_slice ≠ 0 (first bit 0).
+        let stream: [UInt8] = [0, 0, 1, 0x65, 0x88, 0, 0, 1, 0x65, 0x11, 0, 0, 1, 0x41, 0x80]
+        let units = AnnexB.accessUnits(stream)
+        #expect(units.count == 2)
+        #expect(units[0].bytes.count == 10)
+    }
+
+    @Test func garbageWithoutStartCodesGivesNoUnits() {
+        #expect(AnnexB.accessUnits([1, 2, 3, 4, 5]).isEmpty)
+        #expect(AnnexB.accessUnits([]).isEmpty)
+    }
+}
