@@ -59,7 +59,7 @@ enum STUNOptionalAttribute: Sendable {
 /// What a success response carries, in the order attributes are tried against the budget:
 ///
 /// ```
-/// RFC 5389+ request  XOR-MAPPED-ADDRESS, PADDING*, OTHER-ADDRESS+, RESPONSE-ORIGIN+, MAPPED-ADDRESS+, SOFTWARE°
+/// RFC 5389+ request  XOR-MAPPED-ADDRESS, PADDING*, OTHER-ADDRESS+, MAPPED-ADDRESS+, RESPONSE-ORIGIN+, SOFTWARE°
 /// RFC 3489 request   MAPPED-ADDRESS, PADDING*, CHANGED-ADDRESS+, SOURCE-ADDRESS
 ///   * when the request had PADDING: as long as the request's (RFC 5780 §6.1)
 ///   + with behaviour discovery on (an alternate IP: RFC 5780 §6.1; RFC 3489 §11.2.3, §11.2.5)
@@ -67,11 +67,12 @@ enum STUNOptionalAttribute: Sendable {
 /// ```
 ///
 /// Anti-amplification: a reply is never larger than ``maxAmplification`` × the request. The first
-/// attribute is always sent; each later one only while it fits, so the smallest request (a bare
-/// 20-byte Binding, 60 bytes of budget) gets OTHER-ADDRESS and RESPONSE-ORIGIN over IPv4 but not the
-/// MAPPED-ADDRESS RFC 5780 §6.1 also asks for, which duplicates XOR-MAPPED-ADDRESS; a request with
-/// FINGERPRINT or CHANGE-REQUEST (28 bytes) gets it too. Over IPv6 the addresses are 12 bytes longer
-/// and fewer fit. A classic RFC 3489 client always gets both CHANGED-ADDRESS and SOURCE-ADDRESS over
+/// attribute is always sent; each later one only if it fits, so the smallest request (a bare 20-byte
+/// Binding, 60 bytes of budget) gets OTHER-ADDRESS and MAPPED-ADDRESS over IPv4 (56 bytes, enough
+/// for coturn's `turnutils_natdiscovery` to check for an ALG) but not the RESPONSE-ORIGIN RFC 5780
+/// §6.1 also asks for, which without CHANGE-REQUEST repeats the address the client sent to; a request
+/// with FINGERPRINT or CHANGE-REQUEST (28 bytes) gets it too. Over IPv6 the addresses are 12 bytes
+/// longer and fewer fit. A classic RFC 3489 client always gets both CHANGED-ADDRESS and SOURCE-ADDRESS over
 /// IPv4 (56 bytes for a 20-byte request), so it can tell a symmetric NAT from a cone; a server without
 /// an alternate IP sends it no CHANGED-ADDRESS and refuses its CHANGE-REQUEST with 420 (RFC 5780 §6),
 /// so such a client fails loudly instead of misclassifying. PADDING is answered with PADDING of the
@@ -185,8 +186,8 @@ public struct STUNBindingResponder: Sendable {
         }
         if supportsBehaviourDiscovery {
             if let other { out.append(fixed(OtherAddress(other))) }
-            if let origin { out.append(fixed(ResponseOrigin(origin))) }
             out.append(.mappedAddress)
+            if let origin { out.append(fixed(ResponseOrigin(origin))) }
         }
         if let software { out.append(fixed(Software(software))) }
         return out
