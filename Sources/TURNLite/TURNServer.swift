@@ -80,6 +80,8 @@ public final class TURNServer: Sendable {
 
     /// The largest datagram read; bigger ones are truncated by the kernel and then dropped.
     public static let maxDatagramSize = 65_536 / 32
+    /// `IPV6_V6ONLY`: an IPv6 listener that leaves IPv4 to its IPv4 sibling (RFC 3493 §5.3).
+    static let ipv6Only = ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only)
     /// Tries to find an even relay port for EVEN-PORT before answering 508 (RFC 8656 §7.2).
     public static let evenPortAttempts = 16
 
@@ -129,10 +131,14 @@ public final class TURNServer: Sendable {
         var channels: [Channel] = []
         do {
             let ref = TURNCoreReference(bound: core, loop: loop)
+            // With a listener of each family, the IPv6 one takes IPv6 alone, so `::` and `0.0.0.0` can share a port.
+            let dualStack = configuration.listenIPs.count > 1
             func bindUDP(_ ip: IPAddress, port: UInt16) async throws -> TransportAddress {
-                let udp = try await UDPServerSocket.listener(
+                var bootstrap = UDPServerSocket.listener(
                     DatagramBootstrap(group: loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
                     vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize)
+                if dualStack, !ip.isIPv4 { bootstrap = bootstrap.channelOption(Self.ipv6Only, value: 1) }
+                let udp = try await bootstrap
                     .channelInitializer { ch in
                         ch.eventLoop.makeCompletedFuture {
                             try ch.pipeline.syncOperations.addHandler(TURNListenerUDPHandler(core: core.value))
@@ -148,7 +154,9 @@ public final class TURNServer: Sendable {
             }
             func bindStream(_ ip: IPAddress, port: UInt16, ssl: NIOSSLContext?) async throws -> TransportAddress {
                 let transport: STUNTransport = ssl == nil ? .tcp : .tls
-                let server = try await ServerBootstrap(group: loop, childGroup: loop)
+                var bootstrap = ServerBootstrap(group: loop, childGroup: loop)
+                if dualStack, !ip.isIPv4 { bootstrap = bootstrap.serverChannelOption(Self.ipv6Only, value: 1) }
+                let server = try await bootstrap
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                     .serverChannelOption(.backlog, value: 256)
                     .childChannelInitializer { child in

@@ -76,6 +76,21 @@ struct TURNDualStackTests {
         }
     }
 
+    @Test func wildcardListenersOfBothFamiliesShareOnePort() async throws {
+        // `::` alone would take IPv4 as well; beside `0.0.0.0` it takes IPv6 only, so both bind.
+        let configuration = TURNServer.Configuration(listenIP: .v4(0), additionalListenIPs: [.v6(high: 0, low: 0)], port: 0,
+                                                     relayIPs: [.ipv4: Self.v4, .ipv6: Self.v6], server: Self.settings())
+        try await Self.withServer(configuration) { server in
+            let port = server.udpAddress.port
+            for ip in [Self.v4, Self.v6] {
+                let (client, allocation) = try await Self.allocate(at: TransportAddress(ip: ip, port: port))
+                #expect(allocation.relayed.ip == Self.v4)
+                #expect(allocation.mapped?.ip == ip)
+                await client.close()
+            }
+        }
+    }
+
     @Test func relayIPsTakeOverridesPerFamilyAndListenAddressesForTheRest() {
         let v4b = IPAddress("192.0.2.1")!
         #expect(TURNServer.Configuration.relayIPs(listening: [Self.v6]) == [.ipv6: Self.v6])
