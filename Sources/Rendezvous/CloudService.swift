@@ -22,6 +22,12 @@ public final class CloudService: Sendable {
 
         /// IP address the relay listens and allocates on; `nil`: the cloud's listen IP.
         public var listenIP: String?
+        /// More IP addresses the relay listens on, same ports: the other family's, for dual stack.
+        public var additionalListenIPs: [IPAddress]
+        /// Where relayed addresses are allocated, at most one per family; families not named use the
+        /// listen IPs (``TURNLite/TURNServer/Configuration/relayIPs(listening:overrides:)``). Clients that
+        /// ask for no family get IPv4 (RFC 8656 §7.1), so a relay listening on IPv6 alone wants an IPv4 one.
+        public var relayIPs: [IPAddress]
         /// UDP and TCP port of the relay (0 picks a free one).
         public var port: UInt16
         /// Whether TURN over TLS is served on the signalling's TLS port, to clients negotiating ALPN
@@ -36,10 +42,13 @@ public final class CloudService: Sendable {
 
         /// A relay on port 3479 (UDP/TCP) and on the signalling's TLS port, no dedicated TLS port, special
         /// ranges refused, grants valid for an hour.
-        public init(listenIP: String? = nil, port: UInt16 = Self.defaultPort, sharesSignallingPort: Bool = true,
+        public init(listenIP: String? = nil, additionalListenIPs: [IPAddress] = [], relayIPs: [IPAddress] = [],
+                    port: UInt16 = Self.defaultPort, sharesSignallingPort: Bool = true,
                     tlsPort: UInt16? = nil, allowedPeers: [IPPrefix] = [],
                     grantLifetime: Duration = RelayGrantIssuer.defaultLifetime) {
             self.listenIP = listenIP
+            self.additionalListenIPs = additionalListenIPs
+            self.relayIPs = relayIPs
             self.port = port
             self.sharesSignallingPort = sharesSignallingPort
             self.tlsPort = tlsPort
@@ -177,8 +186,11 @@ public final class CloudService: Sendable {
         let settings = TURNServerConfiguration(
             credentials: TURNCredentials(realm: "trav", restSecret: secret),
             peerPolicy: TURNPeerPolicy(allowed: configuration.allowedPeers))
+        let listenIPs = [listenIP] + configuration.additionalListenIPs
         let server = try await TURNServer.start(
-            .init(listenIP: listenIP, port: configuration.port, tls: tls, server: settings), group: group, logger: logger)
+            .init(listenIP: listenIP, additionalListenIPs: configuration.additionalListenIPs, port: configuration.port, tls: tls,
+                  relayIPs: TURNServer.Configuration.relayIPs(listening: listenIPs, overrides: configuration.relayIPs), server: settings),
+            group: group, logger: logger)
         var urls = ["turn:\(server.udpAddress)?transport=udp"]
         if let tcp = server.tcpAddress { urls.append("turn:\(tcp)?transport=tcp") }
         if let t = server.tlsAddress { urls.append("turns:\(t)") }

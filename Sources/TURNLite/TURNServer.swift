@@ -19,13 +19,16 @@ public final class TURNServer: Sendable {
     public struct Configuration: Sendable {
         /// The IP address to listen on; relayed addresses are allocated on it too unless ``relayIPs`` says otherwise.
         public var listenIP: IPAddress
+        /// More IP addresses to listen on, with the same ports: the other family's, for a dual-stack relay.
+        public var additionalListenIPs: [IPAddress]
         /// UDP and TCP port (0 picks a free one; RFC 8656 §5 default 3478).
         public var port: UInt16
         /// Whether to listen on TCP at ``port`` as well.
         public var tcp: Bool
         /// TLS port (RFC 8656 §5 default 5349) and server context; `nil` for no TLS.
         public var tls: (port: UInt16, context: NIOSSLContext)?
-        /// Where relay sockets are bound, per family (default: ``listenIP`` for its own family).
+        /// Where relay sockets are bound, per family, whatever family a client reaches the server over
+        /// (RFC 8656 §7.1: IPv4 unless REQUESTED-ADDRESS-FAMILY says otherwise). Default: the first listen IP of each family.
         public var relayIPs: [TURNAddressFamily: IPAddress]
         /// The allocation logic's settings.
         public var server: TURNServerConfiguration
@@ -41,17 +44,32 @@ public final class TURNServer: Sendable {
         /// How often timers are swept (allocations, permissions, channels).
         public var sweepInterval: TimeAmount
 
+        /// Relay IPs per family: each of `overrides`, else the first of `listenIPs` of that family (what
+        /// coturn's `--relay-ip` does beside `--listening-ip`).
+        public static func relayIPs(listening listenIPs: [IPAddress], overrides: [IPAddress] = []) -> [TURNAddressFamily: IPAddress] {
+            var out: [TURNAddressFamily: IPAddress] = [:]
+            for ip in overrides + listenIPs where out[TURNAddressFamily(of: ip)] == nil {
+                out[TURNAddressFamily(of: ip)] = ip
+            }
+            return out
+        }
+
+        /// Every IP address listened on: ``listenIP`` first.
+        public var listenIPs: [IPAddress] { [listenIP] + additionalListenIPs }
+
         /// Creates a configuration: UDP+TCP on 3478, no TLS, 32-datagram reads, 1024 streams, 61 min idle, 1 s sweeps.
-        public init(listenIP: IPAddress, port: UInt16 = 3478, tcp: Bool = true, tls: (port: UInt16, context: NIOSSLContext)? = nil,
+        public init(listenIP: IPAddress, additionalListenIPs: [IPAddress] = [], port: UInt16 = 3478, tcp: Bool = true,
+                    tls: (port: UInt16, context: NIOSSLContext)? = nil,
                     relayIPs: [TURNAddressFamily: IPAddress]? = nil, server: TURNServerConfiguration,
                     vectorReadCount: Int = 32, maxStreamConnections: Int = 1024,
                     streamIdleTimeout: TimeAmount = .seconds(Int64(TURNTimers.maxAllocationLifetime) + 60),
                     sweepInterval: TimeAmount = .seconds(1)) {
             self.listenIP = listenIP
+            self.additionalListenIPs = additionalListenIPs
             self.port = port
             self.tcp = tcp
             self.tls = tls
-            self.relayIPs = relayIPs ?? [TURNAddressFamily(of: listenIP): listenIP]
+            self.relayIPs = relayIPs ?? Self.relayIPs(listening: [listenIP] + additionalListenIPs)
             self.server = server
             self.vectorReadCount = vectorReadCount
             self.maxStreamConnections = maxStreamConnections
@@ -62,26 +80,34 @@ public final class TURNServer: Sendable {
 
     /// The largest datagram read; bigger ones are truncated by the kernel and then dropped.
     public static let maxDatagramSize = 65_536 / 32
+    /// `IPV6_V6ONLY`: an IPv6 listener that leaves IPv4 to its IPv4 sibling (RFC 3493 §5.3).
+    static let ipv6Only = ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only)
     /// Tries to find an even relay port for EVEN-PORT before answering 508 (RFC 8656 §7.2).
     public static let evenPortAttempts = 16
 
-    /// The UDP listener's address.
-    public let udpAddress: TransportAddress
-    /// The TCP listener's address, if any.
-    public let tcpAddress: TransportAddress?
-    /// The TLS listener's address, if any.
-    public let tlsAddress: TransportAddress?
+    /// The UDP listener's address (on ``Configuration/listenIP``).
+    public var udpAddress: TransportAddress { udpAddresses[0] }
+    /// The TCP listener's address (on ``Configuration/listenIP``), if any.
+    public var tcpAddress: TransportAddress? { tcpAddresses.first }
+    /// The TLS listener's address (on ``Configuration/listenIP``), if any.
+    public var tlsAddress: TransportAddress? { tlsAddresses.first }
+    /// Every UDP listener's address, one per listen IP, in ``Configuration/listenIPs`` order.
+    public let udpAddresses: [TransportAddress]
+    /// Every TCP listener's address, in the same order (empty without TCP).
+    public let tcpAddresses: [TransportAddress]
+    /// Every TLS listener's address, in the same order (empty without TLS).
+    public let tlsAddresses: [TransportAddress]
     private let core: TURNCoreReference
     private let listeners: [Channel]
     private let streamIdleTimeout: TimeAmount
     private let logger: Logger
     private var loop: any EventLoop { core.loop }
 
-    private init(udp: TransportAddress, tcp: TransportAddress?, tls: TransportAddress?, core: TURNCoreReference,
+    private init(udp: [TransportAddress], tcp: [TransportAddress], tls: [TransportAddress], core: TURNCoreReference,
                  listeners: [Channel], streamIdleTimeout: TimeAmount, logger: Logger) {
-        self.udpAddress = udp
-        self.tcpAddress = tcp
-        self.tlsAddress = tls
+        self.udpAddresses = udp
+        self.tcpAddresses = tcp
+        self.tlsAddresses = tls
         self.core = core
         self.listeners = listeners
         self.streamIdleTimeout = streamIdleTimeout
@@ -92,7 +118,7 @@ public final class TURNServer: Sendable {
     public static func start(_ configuration: Configuration,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "trav.turn-server")) async throws -> TURNServer {
-        try await FreePortRetry.run(picked: configuration.port == 0 && configuration.tcp) {
+        try await FreePortRetry.run(picked: configuration.port == 0 && (configuration.tcp || !configuration.additionalListenIPs.isEmpty)) {
             try await startOnce(configuration, group: group, logger: logger)
         }
     }
@@ -104,26 +130,33 @@ public final class TURNServer: Sendable {
         }.get()
         var channels: [Channel] = []
         do {
-            let udpBase = TransportAddress(ip: configuration.listenIP, port: configuration.port)
-            let udp = try await UDPServerSocket.listener(
-                DatagramBootstrap(group: loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
-                vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize)
-                .channelInitializer { ch in
-                    ch.eventLoop.makeCompletedFuture {
-                        try ch.pipeline.syncOperations.addHandler(TURNListenerUDPHandler(core: core.value))
-                    }
-                }
-                .bind(to: udpBase.socketAddress).get()
-            channels.append(udp)
-            guard let udpAddress = udp.localAddress.flatMap(TransportAddress.init) else {
-                throw TURNError(.socket, detail: "no local address")
-            }
-            try await loop.submit { core.value.udpListener = (udpAddress, udp) }.get()
-
             let ref = TURNCoreReference(bound: core, loop: loop)
-            func bindStream(port: UInt16, ssl: NIOSSLContext?) async throws -> TransportAddress {
+            // With a listener of each family, the IPv6 one takes IPv6 alone, so `::` and `0.0.0.0` can share a port.
+            let dualStack = configuration.listenIPs.count > 1
+            func bindUDP(_ ip: IPAddress, port: UInt16) async throws -> TransportAddress {
+                var bootstrap = UDPServerSocket.listener(
+                    DatagramBootstrap(group: loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
+                    vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize)
+                if dualStack, !ip.isIPv4 { bootstrap = bootstrap.channelOption(Self.ipv6Only, value: 1) }
+                let udp = try await bootstrap
+                    .channelInitializer { ch in
+                        ch.eventLoop.makeCompletedFuture {
+                            try ch.pipeline.syncOperations.addHandler(TURNListenerUDPHandler(core: core.value))
+                        }
+                    }
+                    .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
+                channels.append(udp)
+                guard let local = udp.localAddress.flatMap(TransportAddress.init) else {
+                    throw TURNError(.socket, detail: "no local address")
+                }
+                try await loop.submit { core.value.udpListeners[local] = udp }.get()
+                return local
+            }
+            func bindStream(_ ip: IPAddress, port: UInt16, ssl: NIOSSLContext?) async throws -> TransportAddress {
                 let transport: STUNTransport = ssl == nil ? .tcp : .tls
-                let server = try await ServerBootstrap(group: loop, childGroup: loop)
+                var bootstrap = ServerBootstrap(group: loop, childGroup: loop)
+                if dualStack, !ip.isIPv4 { bootstrap = bootstrap.serverChannelOption(Self.ipv6Only, value: 1) }
+                let server = try await bootstrap
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                     .serverChannelOption(.backlog, value: 256)
                     .childChannelInitializer { child in
@@ -132,20 +165,27 @@ public final class TURNServer: Sendable {
                             try ref.serveAdmittedStream(child, tls: ssl, transport: transport, idleTimeout: configuration.streamIdleTimeout)
                         }
                     }
-                    .bind(to: TransportAddress(ip: configuration.listenIP, port: port).socketAddress).get()
+                    .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
                 channels.append(server)
                 guard let local = server.localAddress.flatMap(TransportAddress.init) else {
                     throw TURNError(.socket, detail: "no local address")
                 }
                 return local
             }
-            let tcp = configuration.tcp ? try await bindStream(port: udpAddress.port, ssl: nil) : nil
-            var tls: TransportAddress?
-            if let t = configuration.tls { tls = try await bindStream(port: t.port, ssl: t.context) }
+            // The first listen IP picks the ports (when asked to); the others share them.
+            var udp: [TransportAddress] = []
+            var tcp: [TransportAddress] = []
+            var tls: [TransportAddress] = []
+            for ip in configuration.listenIPs {
+                let u = try await bindUDP(ip, port: udp.first?.port ?? configuration.port)
+                udp.append(u)
+                if configuration.tcp { tcp.append(try await bindStream(ip, port: u.port, ssl: nil)) }
+                if let t = configuration.tls { tls.append(try await bindStream(ip, port: tls.first?.port ?? t.port, ssl: t.context)) }
+            }
             try await loop.submit { core.value.startSweeping() }.get()
             logger.info("turn server listening", metadata: [
-                "udp": "\(udpAddress)", "tcp": "\(tcp.map(\.description) ?? "-")", "tls": "\(tls.map(\.description) ?? "-")"])
-            return TURNServer(udp: udpAddress, tcp: tcp, tls: tls, core: ref, listeners: channels,
+                "udp": "\(udp)", "tcp": "\(tcp)", "tls": "\(tls)", "relay": "\(configuration.relayIPs.values.map(\.description).sorted())"])
+            return TURNServer(udp: udp, tcp: tcp, tls: tls, core: ref, listeners: channels,
                               streamIdleTimeout: configuration.streamIdleTimeout, logger: logger)
         } catch {
             for c in channels { try? await c.close() }
@@ -186,7 +226,8 @@ public final class TURNServer: Sendable {
 /// The server's mutable heart: the state machine and the channels its actions name; event loop only.
 final class TURNServerCore {
     var machine: TURNServerStateMachine
-    var udpListener: (TransportAddress, Channel)?
+    /// The UDP listeners by local address: a reply leaves from the one the client talks to.
+    var udpListeners: [TransportAddress: Channel] = [:]
     private var streams: [TURNFiveTuple: Channel] = [:]
     private var relays: [TURNAllocationID: Channel] = [:]
     private var dirty: [ObjectIdentifier: Channel] = [:]
@@ -309,7 +350,7 @@ final class TURNServerCore {
 
     private func sendToClient(_ ft: TURNFiveTuple, _ buffer: ByteBuffer) {
         if ft.transport == .udp {
-            guard let (_, listener) = udpListener else { return }
+            guard let listener = udpListeners[ft.server] else { return }
             write(listener, AddressedEnvelope(remoteAddress: ft.client.socketAddress, data: buffer))
         } else if let stream = streams[ft] {
             write(stream, buffer)

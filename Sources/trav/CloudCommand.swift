@@ -26,8 +26,11 @@ extension Trav {
         @Option(help: "Server certificate (PEM) instead of the generated one.") var tlsCert: String?
         @Option(help: "Private key (PEM) of --tls-cert.") var tlsKey: String?
         @Option(help: "Extra DNS name cameras may dial (repeatable).") var name: [String] = []
-        @Option(help: "IP address of the relay's UDP/TCP ports and allocations (default: --listen).")
-        var relayListen: String?
+        @Option(help: "IP address of the relay's UDP/TCP ports and allocations (default: --listen); repeat with one of the other family for dual stack.")
+        var relayListen: [String] = []
+        @Option(name: .customLong("relay-ip"),
+                help: "IP address to allocate relayed addresses on, one per family (repeatable; default: --relay-listen's of that family). Clients that ask for no family, browsers among them, get IPv4 (RFC 8656 §7.1).")
+        var relayIPs: [String] = []
         @Option(help: "Relay port (UDP and TCP).") var relayPort: UInt16 = CloudService.RelayConfiguration.defaultPort
         @Option(name: .customLong("relay-tls-port"),
                 help: "A dedicated relay TLS port besides the shared TLS port, e.g. \(CloudService.RelayConfiguration.defaultTLSPort) (0: none).")
@@ -48,7 +51,8 @@ extension Trav {
             guard IPAddress(listen) != nil else { throw ValidationError("--listen must be an IP address") }
             if let a = alternateIP, IPAddress(a) == nil { throw ValidationError("--alternate-ip must be an IP address") }
             guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
-            if let r = relayListen, IPAddress(r) == nil { throw ValidationError("--relay-listen must be an IP address") }
+            _ = try addressesPerFamily(relayListen, option: "--relay-listen")
+            _ = try addressesPerFamily(relayIPs, option: "--relay-ip")
             for c in relayAllowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
             guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-seconds must be positive") }
             guard (1...100_000).contains(lookupBurst) else { throw ValidationError("--lookup-burst must be 1…100000") }
@@ -57,10 +61,13 @@ extension Trav {
 
         func run() async throws {
             let logger = common.logger("trav.cloud")
+            let relayListenIPs = try addressesPerFamily(relayListen, option: "--relay-listen")
             var configuration = CloudService.Configuration(
                 listenIP: listen, alternateIP: alternateIP, dataDirectory: data, stunPort: stunPort, tlsPort: tlsPort,
                 tlsCertificatePath: tlsCert, tlsKeyPath: tlsKey, extraNames: name,
-                relay: noRelay ? nil : .init(listenIP: relayListen, port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
+                relay: noRelay ? nil : .init(listenIP: relayListenIPs.first?.description, additionalListenIPs: Array(relayListenIPs.dropFirst()),
+                                             relayIPs: try addressesPerFamily(relayIPs, option: "--relay-ip"),
+                                             port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
                                              allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
                                              grantLifetime: .seconds(relayGrantSeconds)))
             configuration.lookupRateLimit = .init(capacity: lookupBurst, refillInterval: .nanoseconds(Int64(1e9 / lookupsPerSecond)))
@@ -69,8 +76,10 @@ extension Trav {
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")
             if let relay = cloud.relay {
-                say("cloud relay udp \(relay.udpAddress) tcp \(relay.tcpAddress.map(\.description) ?? "-") tls \(cloud.rendezvous.address)" +
-                    (relay.tlsAddress.map { " and \($0)" } ?? ""))
+                let udp = relay.udpAddresses.map(\.description).joined(separator: ",")
+                let tcp = relay.tcpAddresses.isEmpty ? "-" : relay.tcpAddresses.map(\.description).joined(separator: ",")
+                say("cloud relay udp \(udp) tcp \(tcp) tls \(cloud.rendezvous.address)" +
+                    (relay.tlsAddresses.isEmpty ? "" : " and " + relay.tlsAddresses.map(\.description).joined(separator: ",")))
             }
             if let ca = cloud.caPath { say("cloud ca \(ca)") }
             await waitForTermination()

@@ -11,7 +11,11 @@ extension Trav {
             commandName: "relay",
             abstract: "Run a TURN relay (RFC 8656) over UDP, TCP and TLS with long-term credentials.")
 
-        @Option(help: "IP address to listen on (and to relay from).") var listen: String
+        @Option(help: "IP address to listen on (and to relay from); repeat with one of the other family for dual stack.")
+        var listen: [String] = []
+        @Option(name: .customLong("relay-ip"),
+                help: "IP address to allocate relayed addresses on, one per family (repeatable; default: --listen's of that family). Clients that ask for no family get IPv4 (RFC 8656 §7.1), browsers among them, so a relay listening only on IPv6 needs an IPv4 --relay-ip.")
+        var relayIPs: [String] = []
         @Option(help: "UDP and TCP port.") var port: UInt16 = 3478
         @Option(help: "TLS port (0: no TLS).") var tlsPort: UInt16 = 5349
         @Option(help: "TLS certificate chain (PEM); without it one is made in memory (a throwaway CA's, naming --listen).")
@@ -32,7 +36,9 @@ extension Trav {
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
-            guard IPAddress(listen) != nil else { throw ValidationError("--listen must be an IP address") }
+            guard !listen.isEmpty else { throw ValidationError("give --listen IP (twice for dual stack: an IPv4 and an IPv6 address)") }
+            _ = try addressesPerFamily(listen, option: "--listen")
+            _ = try addressesPerFamily(relayIPs, option: "--relay-ip")
             guard !users.isEmpty || secret != nil else { throw ValidationError("give at least one --user NAME:PASSWORD or --secret") }
             for u in users where !u.contains(":") || u.hasPrefix(":") {
                 throw ValidationError("--user must be NAME:PASSWORD, got \(u)")
@@ -44,7 +50,7 @@ extension Trav {
 
         func run() async throws {
             let logger = common.logger("trav.relay")
-            let ip = IPAddress(listen)!
+            let ips = try addressesPerFamily(listen, option: "--listen")
             var userMap: [String: String] = [:]
             for u in users {
                 let parts = u.split(separator: ":", maxSplits: 1)
@@ -55,7 +61,7 @@ extension Trav {
                 let config = if let tlsCert, let tlsKey {
                     try TURNTLS.serverConfiguration(certificatePEMFile: tlsCert, privateKeyPEMFile: tlsKey)
                 } else {
-                    try Self.generatedTLS(names: [listen, "localhost"])
+                    try Self.generatedTLS(names: listen + ["localhost"])
                 }
                 tls = (tlsPort, try NIOSSLContext(configuration: config))
             }
@@ -65,13 +71,22 @@ extension Trav {
                 maxAllocationsPerUser: userQuota, bandwidthPerUser: userBandwidth > 0 ? userBandwidth : nil,
                 challengeBurst: max(TURNServerConfiguration.defaultChallengeBurst, challengeRate), challengeRatePerSecond: challengeRate)
             if legacyChannelRange { settings.channelNumbers = TURNServerConfiguration.rfc5766ChannelNumbers }
-            let server = try await TURNServer.start(.init(listenIP: ip, port: port, tls: tls, server: settings), logger: logger)
-            var line = "relay udp \(server.udpAddress)"
-            if let t = server.tcpAddress { line += " tcp \(t)" }
-            if let t = server.tlsAddress { line += " tls \(t)" }
-            print(line + " realm \(realm)")
+            let relayIPs = TURNServer.Configuration.relayIPs(listening: ips, overrides: try addressesPerFamily(relayIPs, option: "--relay-ip"))
+            let server = try await TURNServer.start(.init(listenIP: ips[0], additionalListenIPs: Array(ips.dropFirst()), port: port, tls: tls,
+                                                          relayIPs: relayIPs, server: settings), logger: logger)
+            say(Self.statusLine(server, relayIPs: relayIPs) + " realm \(realm)")
             await waitForTermination()
             await server.shutdown()
+        }
+
+        /// `relay udp A[,B] tcp A[,B] tls A[,B] relay-ip IPv4[,IPv6]`: where the relay answers and where it allocates.
+        static func statusLine(_ server: TURNServer, relayIPs: [TURNAddressFamily: IPAddress]) -> String {
+            func list(_ addresses: [TransportAddress]) -> String { addresses.map(\.description).joined(separator: ",") }
+            var line = "relay udp \(list(server.udpAddresses))"
+            if !server.tcpAddresses.isEmpty { line += " tcp \(list(server.tcpAddresses))" }
+            if !server.tlsAddresses.isEmpty { line += " tls \(list(server.tlsAddresses))" }
+            let relay = [TURNAddressFamily.ipv4, .ipv6].compactMap { relayIPs[$0]?.description }
+            return line + " relay-ip \(relay.joined(separator: ","))"
         }
 
         /// A TLS configuration with a certificate made in memory by the cloud's generator (no files, no `openssl`).

@@ -1,4 +1,5 @@
 import Dispatch
+import ArgumentParser
 import Foundation
 import NIOCore
 import STUNLite
@@ -75,4 +76,15 @@ extension TimeAmount {
 func say(_ line: String) {
     print(line)
     fflush(nil)
+}
+
+/// The IP addresses of a repeatable option that takes at most one address per family (dual stack);
+/// a `ValidationError` naming `option` otherwise.
+func addressesPerFamily(_ values: [String], option: String) throws(ValidationError) -> [IPAddress] {
+    var seen: Set<Bool> = []
+    return try values.map { (text) throws(ValidationError) -> IPAddress in
+        guard let ip = IPAddress(text) else { throw ValidationError("\(option) must be an IP address, got \(text)") }
+        guard seen.insert(ip.isIPv4).inserted else { throw ValidationError("\(option): at most one IPv4 and one IPv6 address") }
+        return ip
+    }
 }

@@ -26,6 +26,22 @@ struct CoturnInteropTests {
         }
     }
 
+    @Test func coturnNATDiscoveryWithPaddingAgainstOurServer() async throws {
+        try await STUNLoopbackTests.withServer { server in
+            let port = server.udpAddresses[.primary]!.port
+            // -P adds 1500 bytes of PADDING to every request (RFC 5780 §7.6); our server echoes it.
+            let out = try await Coturn.run("turnutils_natdiscovery", ["-m", "-f", "-P", "-p", "\(port)", "127.0.0.1"], timeout: 20)
+            #expect(out.status == 0, "\(out.output)")
+            #expect(out.output.contains("NAT with Endpoint Independent Mapping"), "\(out.output)")
+            #expect(out.output.contains("NAT with Endpoint Independent Filtering"), "\(out.output)")
+            #expect(!out.output.contains("timeout"), "\(out.output)")
+            // Even its bare 20-byte requests get MAPPED-ADDRESS beside XOR-MAPPED-ADDRESS, which it compares for an ALG.
+            let bare = try await Coturn.run("turnutils_natdiscovery", ["-m", "-p", "\(port)", "127.0.0.1"], timeout: 20)
+            #expect(bare.output.contains("No ALG: Mapped == XOR-Mapped"), "\(bare.output)")
+            #expect(!bare.output.contains("Not received mapped address attribute"), "\(bare.output)")
+        }
+    }
+
     @Test func ourClientAgainstCoturnOverUDPAndTCP() async throws {
         try await Coturn.withTurnserver { port in
             let server = TransportAddress(ip: IPAddress("127.0.0.1")!, port: port)

@@ -55,6 +55,51 @@ import Testing
         }
     }
 
+    /// The next datagram that is not an answer to one of the client's own transactions, or `nil` after `limit`.
+    static func nextOtherDatagram(_ client: STUNUDPClient, within limit: Duration = .seconds(2)) async -> (TransportAddress, [UInt8])? {
+        await withTaskGroup(of: (TransportAddress, [UInt8])?.self) { group in
+            group.addTask {
+                for await datagram in client.otherDatagrams { return datagram }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
+    @Test func classicRFC3489ClientRunsItsTestsOverRealSockets() async throws {
+        try await Self.withServer { server in
+            try await Self.withClient { client in
+                let primary = server.udpAddresses[.primary]!
+                let a2p2 = server.udpAddresses[STUNSocketRole(alternateIP: true, alternatePort: true)]!
+                // Test I: a bare classic request (no magic cookie), as RFC 3489 §10.1 clients send it.
+                try await client.send(STUNBindingResponderTests.classicTestI, to: primary)
+                let (from1, bytes1) = try #require(await Self.nextOtherDatagram(client), "no answer to test I")
+                let m1 = try STUNMessage.decode(bytes1)
+                #expect(from1 == primary && m1.isClassic)
+                #expect(try m1.attribute(MappedAddress.self)?.address == client.localAddress)
+                #expect(try m1.attribute(SourceAddress.self)?.address == primary)
+                let changed = try #require(try m1.attribute(ChangedAddress.self)?.address)
+                #expect(changed == a2p2)
+                // Test II: change IP and port; the answer comes from, and names, CHANGED-ADDRESS.
+                try await client.send(STUNBindingResponderTests.classicTestII, to: primary)
+                let (from2, bytes2) = try #require(await Self.nextOtherDatagram(client), "no answer to test II")
+                #expect(from2 == changed)
+                #expect(try STUNMessage.decode(bytes2).attribute(SourceAddress.self)?.address == changed)
+                // Test I to CHANGED-ADDRESS: the same mapping (no NAT on loopback), so not a symmetric NAT.
+                try await client.send(STUNBindingResponderTests.classicTestI, to: changed)
+                let (from3, bytes3) = try #require(await Self.nextOtherDatagram(client), "no answer to test I at CHANGED-ADDRESS")
+                #expect(from3 == changed)
+                #expect(try STUNMessage.decode(bytes3).attribute(MappedAddress.self)?.address == client.localAddress)
+            }
+        }
+    }
+
     @Test func tcpBindingReturnsTheClientsAddress() async throws {
         try await Self.withServer(alternate: false) { server in
             let r = try await STUNTCPClient.binding(to: server.tcpAddresses[0], timeout: .seconds(5))

@@ -47,6 +47,10 @@ import Testing
             ("CHANGE-REQUEST none", request { $0.append(ChangeRequest(changeIP: false, changePort: false)) }),
             ("CHANGE-REQUEST with FINGERPRINT", request({ $0.append(ChangeRequest(changeIP: false, changePort: true)) }, fingerprint: true)),
             ("RESPONSE-PORT", request { $0.append(ResponsePort(5555)) }),
+            ("PADDING", request { $0.append(Padding(count: 0)) }),
+            ("PADDING with FINGERPRINT", request({ $0.append(Padding(count: 4)) }, fingerprint: true)),
+            ("PADDING with RESPONSE-PORT", request { $0.append(ResponsePort(5555)); $0.append(Padding(count: 4)) }),
+            ("classic CHANGE-REQUEST", STUNBindingResponderTests.classicTestII),
             ("unknown comprehension-required", request { $0.attributes.append(STUNAttribute(type: STUNAttributeType(0x7ABC), value: [1, 2, 3, 4])) }),
             ("unknown comprehension-optional", eightOptional),
             ("SOFTWARE in request", request { $0.append(Software("client")) }),
@@ -132,6 +136,13 @@ import Testing
                     #expect(m.fingerprintValid == (bytes.count == STUNUDPFastPath.fingerprintedRequestSize ? true : nil))
                 }
             }
+        }
+        // With behaviour discovery, MAPPED-ADDRESS is written by the fast path itself; a fingerprinted request over IPv4 has room for all.
+        for source in [Self.base.client, TransportAddress("127.0.0.1:1")!] {
+            let reply = try #require(fast(Self.base.full, .primary, Self.request(fingerprint: true), source))
+            let m = try STUNMessage.decode(reply)
+            #expect(try m.attribute(MappedAddress.self)?.address == source)
+            #expect(m.attributes.map(\.type) == [.xorMappedAddress, .otherAddress, .mappedAddress, .responseOrigin, .fingerprint])
         }
         // A 40-byte SOFTWARE never fits a 20-byte request's 60-byte budget alongside the RFC 5780 attributes.
         let plain = try #require(fast(Self.long, .primary, Self.request(), Self.base.client))

@@ -37,7 +37,12 @@ struct TURNInteropTests {
         let generated = try CloudCertificates.ephemeral(names: ["\(loopback)"])
         let tls = try NIOSSLContext(configuration: TURNTLS.serverConfiguration(
             certificatePEM: generated.certificateChainPEM, privateKeyPEM: generated.privateKeyPEM))
-        let server = try await TURNServer.start(.init(listenIP: loopback, port: 0, tls: (0, tls), server: c))
+        try await withServer(.init(listenIP: loopback, port: 0, tls: (0, tls), server: c), body)
+    }
+
+    /// Runs a relay with `configuration` for `body`, and shuts it down even when `body` throws.
+    static func withServer(_ configuration: TURNServer.Configuration, _ body: (TURNServer) async throws -> Void) async throws {
+        let server = try await TURNServer.start(configuration)
         do {
             try await body(server)
         } catch {

@@ -14,6 +14,10 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable, CustomStr
     public static let mappedAddress = STUNAttributeType(0x0001)
     /// CHANGE-REQUEST (RFC 5780 §7.2).
     public static let changeRequest = STUNAttributeType(0x0003)
+    /// SOURCE-ADDRESS (RFC 3489 §11.2.3): RESPONSE-ORIGIN's RFC 3489 predecessor, sent only to classic clients.
+    public static let sourceAddress = STUNAttributeType(0x0004)
+    /// CHANGED-ADDRESS (RFC 3489 §11.2.5): OTHER-ADDRESS's RFC 3489 predecessor, sent only to classic clients.
+    public static let changedAddress = STUNAttributeType(0x0005)
     /// USERNAME (RFC 8489 §14.3).
     public static let username = STUNAttributeType(0x0006)
     /// MESSAGE-INTEGRITY (RFC 8489 §14.5).
@@ -51,7 +55,9 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable, CustomStr
     /// OTHER-ADDRESS (RFC 5780 §7.4).
     public static let otherAddress = STUNAttributeType(0x802C)
 
-    /// Every type this module understands (the set a STUN server checks against for 420).
+    /// Every type this module understands in a request (the set a STUN server checks against for 420).
+    ///
+    /// SOURCE-ADDRESS and CHANGED-ADDRESS are left out: they only ever appear in responses (RFC 3489 §11.2).
     public static let stunKnown: Set<STUNAttributeType> = [
         .mappedAddress, .changeRequest, .username, .messageIntegrity, .errorCode, .unknownAttributes,
         .realm, .nonce, .messageIntegritySHA256, .passwordAlgorithm, .userhash, .xorMappedAddress,
@@ -60,7 +66,7 @@ public struct STUNAttributeType: RawRepresentable, Hashable, Sendable, CustomStr
     ]
 
     private static let names: [UInt16: String] = [
-        0x0001: "MAPPED-ADDRESS", 0x0003: "CHANGE-REQUEST", 0x0006: "USERNAME", 0x0008: "MESSAGE-INTEGRITY",
+        0x0001: "MAPPED-ADDRESS", 0x0003: "CHANGE-REQUEST", 0x0004: "SOURCE-ADDRESS", 0x0005: "CHANGED-ADDRESS", 0x0006: "USERNAME", 0x0008: "MESSAGE-INTEGRITY",
         0x0009: "ERROR-CODE", 0x000A: "UNKNOWN-ATTRIBUTES", 0x0014: "REALM", 0x0015: "NONCE",
         0x001C: "MESSAGE-INTEGRITY-SHA256", 0x001D: "PASSWORD-ALGORITHM", 0x001E: "USERHASH",
         0x0020: "XOR-MAPPED-ADDRESS", 0x0026: "PADDING", 0x0027: "RESPONSE-PORT", 0x8002: "PASSWORD-ALGORITHMS",

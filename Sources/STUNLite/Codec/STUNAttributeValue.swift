@@ -199,6 +199,30 @@ public struct OtherAddress: STUNAddressAttribute, Hashable {
     public init(_ address: TransportAddress) { self.address = address }
 }
 
+/// SOURCE-ADDRESS: the address a response was sent from, for RFC 3489 clients (RFC 3489 §11.2.3; RFC 5780 §7.3 renames it RESPONSE-ORIGIN).
+public struct SourceAddress: STUNAddressAttribute, Hashable {
+    /// SOURCE-ADDRESS.
+    public static let attributeType = STUNAttributeType.sourceAddress
+    /// Not XORed.
+    public static let isXORed = false
+    /// The source address of the response.
+    public var address: TransportAddress
+    /// Wraps an address.
+    public init(_ address: TransportAddress) { self.address = address }
+}
+
+/// CHANGED-ADDRESS: the server's other IP and port, for RFC 3489 clients (RFC 3489 §11.2.5; RFC 5780 §7.4 renames it OTHER-ADDRESS).
+public struct ChangedAddress: STUNAddressAttribute, Hashable {
+    /// CHANGED-ADDRESS.
+    public static let attributeType = STUNAttributeType.changedAddress
+    /// Not XORed.
+    public static let isXORed = false
+    /// The server's other transport address.
+    public var address: TransportAddress
+    /// Wraps an address.
+    public init(_ address: TransportAddress) { self.address = address }
+}
+
 // MARK: - Text attributes
 
 /// A UTF-8 text attribute with a byte limit.

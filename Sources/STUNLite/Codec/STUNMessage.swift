@@ -195,7 +195,7 @@ public struct STUNMessage: Hashable, Sendable {
 
     private static let knownCodecs: [STUNAttributeType: Validator] = Dictionary(uniqueKeysWithValues: [
         check(MappedAddress.self), check(XORMappedAddress.self), check(AlternateServer.self),
-        check(ResponseOrigin.self), check(OtherAddress.self), check(Username.self), check(Realm.self),
+        check(ResponseOrigin.self), check(OtherAddress.self), check(SourceAddress.self), check(ChangedAddress.self), check(Username.self), check(Realm.self),
         check(Nonce.self), check(Software.self), check(Userhash.self), check(ErrorCode.self),
         check(UnknownAttributes.self), check(PasswordAlgorithm.self), check(PasswordAlgorithms.self),
         check(ChangeRequest.self), check(ResponsePort.self),

@@ -45,12 +45,39 @@ public struct STUNReply: Sendable, Equatable {
     public var to: TransportAddress
 }
 
+/// One optional attribute of a success response, in the order tried against the amplification budget.
+enum STUNOptionalAttribute: Sendable {
+    /// An attribute that depends only on the sockets: encoded once, the same for every client.
+    case fixed(STUNAttribute)
+    /// MAPPED-ADDRESS: the client's reflexive address in the clear (RFC 8489 §14.1), written per request.
+    case mappedAddress
+}
+
 /// The server's Binding logic as a pure function of the request: no sockets, no clocks, no state
 /// (RFC 8489 §6.3, RFC 5780 §6).
 ///
-/// Anti-amplification: a reply is never larger than ``maxAmplification`` × the request. Optional
-/// attributes are added in order of usefulness only while they fit; MAPPED-ADDRESS only for RFC 3489
-/// requests, FINGERPRINT only when the request carried one, SOFTWARE only when configured.
+/// What a success response carries, in the order attributes are tried against the budget:
+///
+/// ```
+/// RFC 5389+ request  XOR-MAPPED-ADDRESS, PADDING*, OTHER-ADDRESS+, MAPPED-ADDRESS+, RESPONSE-ORIGIN+, SOFTWARE°
+/// RFC 3489 request   MAPPED-ADDRESS, PADDING*, CHANGED-ADDRESS+, SOURCE-ADDRESS
+///   * when the request had PADDING: as long as the request's (RFC 5780 §6.1)
+///   + with behaviour discovery on (an alternate IP: RFC 5780 §6.1; RFC 3489 §11.2.3, §11.2.5)
+///   ° when configured (RFC 8489 §14.14)
+/// ```
+///
+/// Anti-amplification: a reply is never larger than ``maxAmplification`` × the request. The first
+/// attribute is always sent; each later one only if it fits, so the smallest request (a bare 20-byte
+/// Binding, 60 bytes of budget) gets OTHER-ADDRESS and MAPPED-ADDRESS over IPv4 (56 bytes, enough
+/// for coturn's `turnutils_natdiscovery` to check for an ALG) but not the RESPONSE-ORIGIN RFC 5780
+/// §6.1 also asks for, which without CHANGE-REQUEST repeats the address the client sent to; a request
+/// with FINGERPRINT or CHANGE-REQUEST (28 bytes) gets it too. Over IPv6 the addresses are 12 bytes
+/// longer and fewer fit. A classic RFC 3489 client always gets both CHANGED-ADDRESS and SOURCE-ADDRESS over
+/// IPv4 (56 bytes for a 20-byte request), so it can tell a symmetric NAT from a cone; a server without
+/// an alternate IP sends it no CHANGED-ADDRESS and refuses its CHANGE-REQUEST with 420 (RFC 5780 §6),
+/// so such a client fails loudly instead of misclassifying. PADDING is answered with PADDING of the
+/// request's length, not the MTU RFC 5780 §6.1 suggests: that would amplify. PADDING with
+/// RESPONSE-PORT is 400 (RFC 5780 §6.1, §7.5). FINGERPRINT only when the request carried one.
 public struct STUNBindingResponder: Sendable {
     /// A response is at most this many times the size of its request.
     public static let maxAmplification = 3
@@ -89,6 +116,12 @@ public struct STUNBindingResponder: Sendable {
             return errorReply(420, request: request, source: source, role: role, budget: budget,
                               fingerprint: wantsFingerprint, unknown: unknown)
         }
+        let padding = request.attributes.first { $0.type == .padding }
+        if padding != nil, request.contains(.responsePort) {
+            // RFC 5780 §6.1, §7.5: a request may ask for a padded response or a redirected one, not both.
+            return errorReply(400, request: request, source: source, role: role, budget: budget, fingerprint: wantsFingerprint,
+                              reason: "PADDING with RESPONSE-PORT")
+        }
 
         var sendFrom = role
         var destination = source
@@ -114,13 +147,19 @@ public struct STUNBindingResponder: Sendable {
         }
         let trailer = wantsFingerprint ? 8 : 0
         var size = response.encodedSize + trailer
-        if !request.isClassic {
-            for a in optionalAttributes(receivedOn: role, sendingFrom: sendFrom) {
-                let s = size + 4 + ((a.value.count + 3) & ~3)
-                if s <= budget {
-                    response.attributes.append(a)
-                    size = s
-                }
+        var optional = STUNMessage(method: .binding, messageClass: .successResponse, transactionID: request.transactionID)
+        if let padding { optional.append(Padding(count: padding.value.count)) }
+        for attribute in optionalAttributes(receivedOn: role, sendingFrom: sendFrom, classic: request.isClassic) {
+            switch attribute {
+            case .fixed(let a): optional.attributes.append(a)
+            case .mappedAddress: optional.append(MappedAddress(source))
+            }
+        }
+        for a in optional.attributes {
+            let s = size + 4 + ((a.value.count + 3) & ~3)
+            if s <= budget {
+                response.attributes.append(a)
+                size = s
             }
         }
         let encoded = response.encode(fingerprint: wantsFingerprint)
@@ -128,27 +167,37 @@ public struct STUNBindingResponder: Sendable {
         return STUNReply(bytes: encoded, from: sendFrom, to: destination)
     }
 
-    /// The optional attributes of a success response to a non-classic request, in the order they are
-    /// tried against the amplification budget: OTHER-ADDRESS and RESPONSE-ORIGIN when behaviour
-    /// discovery is on (RFC 5780 §7.3–7.4), then SOFTWARE when configured (RFC 8489 §14.14).
+    /// The optional attributes of a success response after the mapped address (and PADDING), in the
+    /// order they are tried against the amplification budget (see the table above).
     ///
-    /// None of them is XORed, so they do not depend on the transaction: ``STUNUDPFastPath`` encodes them once per socket.
-    func optionalAttributes(receivedOn role: STUNSocketRole, sendingFrom: STUNSocketRole) -> [STUNAttribute] {
-        var scratch = STUNMessage(method: .binding, messageClass: .successResponse, transactionID: STUNTransactionID(high: 0, low: 0))
-        if supportsBehaviourDiscovery {
-            let other = STUNSocketRole(alternateIP: !role.alternateIP, alternatePort: !role.alternatePort)
-            if let o = addresses[other] { scratch.append(OtherAddress(o)) }
-            if let origin = addresses[sendingFrom] { scratch.append(ResponseOrigin(origin)) }
+    /// Only MAPPED-ADDRESS depends on the client, so ``STUNUDPFastPath`` encodes the rest once per socket.
+    func optionalAttributes(receivedOn role: STUNSocketRole, sendingFrom: STUNSocketRole, classic: Bool) -> [STUNOptionalAttribute] {
+        // None of these is XORed, so no transaction ID enters them.
+        func fixed<A: STUNAttributeValue>(_ a: A) -> STUNOptionalAttribute {
+            .fixed(STUNAttribute(type: A.attributeType, value: a.stunValue(transactionID: STUNTransactionID(high: 0, low: 0))))
         }
-        if let software { scratch.append(Software(software)) }
-        return scratch.attributes
+        let other = addresses[STUNSocketRole(alternateIP: !role.alternateIP, alternatePort: !role.alternatePort)]
+        let origin = addresses[sendingFrom]
+        var out: [STUNOptionalAttribute] = []
+        if classic {
+            if supportsBehaviourDiscovery, let other { out.append(fixed(ChangedAddress(other))) }
+            if let origin { out.append(fixed(SourceAddress(origin))) }
+            return out
+        }
+        if supportsBehaviourDiscovery {
+            if let other { out.append(fixed(OtherAddress(other))) }
+            out.append(.mappedAddress)
+            if let origin { out.append(fixed(ResponseOrigin(origin))) }
+        }
+        if let software { out.append(fixed(Software(software))) }
+        return out
     }
 
     private func errorReply(_ code: Int, request: STUNMessage, source: TransportAddress, role: STUNSocketRole,
-                            budget: Int, fingerprint: Bool, unknown: [STUNAttributeType] = []) -> STUNReply? {
+                            budget: Int, fingerprint: Bool, unknown: [STUNAttributeType] = [], reason: String? = nil) -> STUNReply? {
         var response = STUNMessage(method: request.method, messageClass: .errorResponse,
                                    transactionID: request.transactionID, cookie: request.cookie)
-        response.append(ErrorCode(code))
+        response.append(ErrorCode(code, reason: reason))
         if !unknown.isEmpty { response.append(UnknownAttributes(unknown)) }
         let encoded = response.encode(fingerprint: fingerprint)
         guard encoded.count <= budget else { return nil }

@@ -15,10 +15,11 @@ import NIOCore
 /// ``STUNBindingResponder/respond(to:from:on:transport:)``, which stays the one definition of the
 /// server's behaviour. For what it takes, the reply is the responder's byte for byte: the same
 /// XOR-MAPPED-ADDRESS, the same optional attributes (taken from
-/// ``STUNBindingResponder/optionalAttributes(receivedOn:sendingFrom:)``, encoded once) added in the
-/// same order under the same ``STUNBindingResponder/maxAmplification`` budget, and FINGERPRINT only
-/// when the request had one. It never changes the sending socket or the destination: the reply
-/// leaves from the receiving socket to the request's source.
+/// ``STUNBindingResponder/optionalAttributes(receivedOn:sendingFrom:classic:)``, encoded once, but
+/// MAPPED-ADDRESS, written from the source) added in the same order under the same
+/// ``STUNBindingResponder/maxAmplification`` budget, and FINGERPRINT only when the request had one.
+/// It never changes the sending socket or the destination: the reply leaves from the receiving
+/// socket to the request's source.
 struct STUNUDPFastPath: Sendable {
     /// Size of a bare Binding request: the header alone (RFC 8489 §5).
     static let bareRequestSize = STUNMessage.headerSize
@@ -33,12 +34,14 @@ struct STUNUDPFastPath: Sendable {
     /// The largest reply the fast path writes: the amplification bound of the larger request shape.
     static let maxReplySize = STUNBindingResponder.maxAmplification * fingerprintedRequestSize
 
-    /// The optional attributes for this socket, each fully encoded (header, value, padding), in budget order.
-    private let optional: [[UInt8]]
+    /// The optional attributes for this socket in budget order, each fully encoded (header, value,
+    /// padding); `nil` marks where MAPPED-ADDRESS goes.
+    private let optional: [[UInt8]?]
 
     /// Precomputes the optional attributes that replies leaving from `role` carry.
     init(responder: STUNBindingResponder, role: STUNSocketRole) {
-        optional = responder.optionalAttributes(receivedOn: role, sendingFrom: role).map { attribute in
+        optional = responder.optionalAttributes(receivedOn: role, sendingFrom: role, classic: false).map { attribute in
+            guard case .fixed(let attribute) = attribute else { return nil }
             var bytes: [UInt8] = []
             STUNMessage.appendAttribute(&bytes, attribute)
             return bytes
@@ -79,22 +82,32 @@ struct STUNUDPFastPath: Sendable {
             out.writeInteger(Self.successType)
             out.writeInteger(UInt16(0))
             out.writeBytes(UnsafeRawBufferPointer(rebasing: raw[4..<STUNMessage.headerSize]))
-            // XOR-MAPPED-ADDRESS (RFC 8489 §14.2): port XOR the cookie's top half, address XOR cookie ‖ transaction ID.
-            out.writeInteger(STUNAttributeType.xorMappedAddress.rawValue)
-            out.writeInteger(UInt16(addressSize))
-            out.writeInteger(UInt8(0))
-            out.writeInteger(source.ip.stunFamily)
-            out.writeInteger(source.port ^ UInt16(STUNMessage.magicCookie >> 16))
-            switch source.ip {
-            case .v4(let address):
-                out.writeInteger(address ^ STUNMessage.magicCookie)
-            case .v6(let high, let low):
-                out.writeInteger(high ^ raw.loadUnaligned(fromByteOffset: 4, as: UInt64.self).bigEndian)
-                out.writeInteger(low ^ raw.loadUnaligned(fromByteOffset: 12, as: UInt64.self).bigEndian)
+            // MAPPED-ADDRESS (RFC 8489 §14.1), or XOR-MAPPED-ADDRESS (§14.2): port XOR the cookie's top half,
+            // address XOR cookie ‖ transaction ID.
+            func writeAddress(xor: Bool) {
+                out.writeInteger(xor ? STUNAttributeType.xorMappedAddress.rawValue : STUNAttributeType.mappedAddress.rawValue)
+                out.writeInteger(UInt16(addressSize))
+                out.writeInteger(UInt8(0))
+                out.writeInteger(source.ip.stunFamily)
+                out.writeInteger(source.port ^ (xor ? UInt16(STUNMessage.magicCookie >> 16) : 0))
+                switch source.ip {
+                case .v4(let address):
+                    out.writeInteger(address ^ (xor ? STUNMessage.magicCookie : 0))
+                case .v6(let high, let low):
+                    out.writeInteger(high ^ (xor ? raw.loadUnaligned(fromByteOffset: 4, as: UInt64.self).bigEndian : 0))
+                    out.writeInteger(low ^ (xor ? raw.loadUnaligned(fromByteOffset: 12, as: UInt64.self).bigEndian : 0))
+                }
             }
-            for attribute in optional where size + attribute.count <= budget {
-                out.writeBytes(attribute)
-                size += attribute.count
+            writeAddress(xor: true)
+            for attribute in optional {
+                if let attribute {
+                    guard size + attribute.count <= budget else { continue }
+                    out.writeBytes(attribute)
+                    size += attribute.count
+                } else if size + 4 + addressSize <= budget {
+                    writeAddress(xor: false)
+                    size += 4 + addressSize
+                }
             }
             if fingerprint {
                 out.setInteger(UInt16(out.writerIndex - start - STUNMessage.headerSize + Self.fingerprintSize), at: start + 2)
