@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "STUNLite", targets: ["STUNLite"]),
         .library(name: "TURNLite", targets: ["TURNLite"]),
         .library(name: "Rendezvous", targets: ["Rendezvous"]),
+        .library(name: "SourceLimits", targets: ["SourceLimits"]),
         .executable(name: "trav", targets: ["trav"]),
     ],
     dependencies: [
@@ -23,8 +24,12 @@ let package = Package(
     ],
     targets: [
         .target(
+            name: "SourceLimits",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        .target(
             name: "STUNLite",
             dependencies: [
+                "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -34,7 +39,7 @@ let package = Package(
         .target(
             name: "TURNLite",
             dependencies: [
-                "STUNLite",
+                "STUNLite", "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -44,6 +49,7 @@ let package = Package(
         .target(
             name: "Traversal",
             dependencies: [
+                "SourceLimits",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -55,7 +61,7 @@ let package = Package(
         .target(
             name: "Rendezvous",
             dependencies: [
-                "Traversal", "STUNLite", "TURNLite",
+                "Traversal", "STUNLite", "TURNLite", "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -105,18 +111,21 @@ let package = Package(
         .testTarget(name: "STUNLiteTests", dependencies: ["STUNLite", "NATLab",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
-        .testTarget(name: "TraversalTests", dependencies: ["Traversal"]),
-        .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous",
+        .testTarget(name: "TraversalTests", dependencies: ["Traversal", "SourceLimits",
+            .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "SourceLimitsTests", dependencies: ["SourceLimits",
+            .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous", "SourceLimits",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
-        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous",
+        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous", "SourceLimits",
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FloodKitTests", dependencies: ["FloodKit", "TURNLite", "STUNLite", "Rendezvous",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
-        .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite", "TURNLite", "NATLab",
+        .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite", "TURNLite", "NATLab", "SourceLimits",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
