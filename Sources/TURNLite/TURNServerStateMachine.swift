@@ -77,6 +77,11 @@ public struct TURNServerConfiguration: Sendable {
     public var credentials: TURNCredentials
     /// Which peers may be reached.
     public var peerPolicy: TURNPeerPolicy
+    /// The addresses of the relay's own host. A peer there is refused with 403, whatever the peer
+    /// policy says, unless it is the relayed address of a live allocation (two allocations on one
+    /// relay may reach each other; the relay's other ports, its listeners and the host's other
+    /// services may not). ``TURNServer`` fills this in from its listen and relay addresses.
+    public var relayHostAddresses: Set<IPAddress> = []
     /// Families the server can allocate relayed addresses in; others earn 440 (RFC 8656 §7.2).
     public var relayFamilies: Set<TURNAddressFamily>
     /// Allocations one user may hold at once; more earn 486 Allocation Quota Reached (RFC 8656 §7.2).
@@ -150,6 +155,8 @@ public struct TURNChannelBinding: Sendable, Equatable {
     public var peer: TransportAddress
     /// When the binding expires; it stays reserved for ``TURNTimers/channelReuseCooldown`` after.
     public var expiry: Double
+    /// The peer is on the relay's own host (another allocation's relayed address): checked again per datagram.
+    var onRelayHost = false
 }
 
 /// The TURN server's allocation logic without I/O: bytes and time in, ``TURNServerAction``s out (RFC 8656 §5–12).
@@ -193,6 +200,8 @@ public struct TURNServerStateMachine: Sendable {
     private var byFiveTuple: [TURNFiveTuple: TURNAllocationID] = [:]
     private var perUser: [String: Int] = [:]
     private var bandwidth: [String: TURNByteBucket] = [:]
+    /// Relayed addresses of live allocations: the only peers allowed on the relay's own host.
+    private var relayedAddresses: Set<TransportAddress> = []
     private var nextID: UInt64 = 1
 
     /// Creates a machine with no allocations.
@@ -259,6 +268,7 @@ public struct TURNServerStateMachine: Sendable {
         guard let id = byFiveTuple[fiveTuple], let a = allocations[id], a.relayed != nil,
               let binding = a.channels[channel], binding.expiry > now,
               let perm = a.permissions[binding.peer.ip], perm > now,
+              !binding.onRelayHost || relayedAddresses.contains(binding.peer),
               takeBandwidth(a.username, length, now: now) else { return nil }
         return (id, binding.peer)
     }
@@ -294,6 +304,7 @@ public struct TURNServerStateMachine: Sendable {
     public mutating func relayOpened(_ id: TURNAllocationID, at address: TransportAddress, now: Double) -> [TURNServerAction] {
         guard var a = allocations[id] else { return [.closeRelay(id)] }
         a.relayed = address
+        relayedAddresses.insert(address)
         var m = STUNMessage(method: .allocate, messageClass: .successResponse, transactionID: a.creatingTransaction)
         m.append(XORRelayedAddress(address))
         m.append(Lifetime(seconds: a.grantedLifetime))
@@ -467,11 +478,19 @@ public struct TURNServerStateMachine: Sendable {
         return reply(req, ft, key: a.key) { $0.append(Lifetime(seconds: granted)) }
     }
 
-    /// Checks a peer for an allocation: family (443), then the peer policy (403).
+    /// Checks a peer for an allocation: family (443), then the relay's own host (403 unless a live
+    /// allocation's relayed address), then the peer policy (403).
     private func peerError(_ peer: TransportAddress, _ a: Allocation) -> Int? {
         guard TURNAddressFamily(of: peer.ip) == a.family else { return 443 }
+        if isOnRelayHost(peer.ip) { return relayedAddresses.contains(peer) ? nil : 403 }
         guard configuration.peerPolicy.permits(peer.ip) else { return 403 }
         return nil
+    }
+
+    /// Whether `ip`, as written or by the IPv4 address it embeds, is an address of the relay's host.
+    private func isOnRelayHost(_ ip: IPAddress) -> Bool {
+        let hosts = configuration.relayHostAddresses
+        return !hosts.isEmpty && (hosts.contains(ip) || hosts.contains(TURNPeerPolicy.normalised(ip)))
     }
 
     private mutating func createPermission(_ req: STUNMessage, _ ft: TURNFiveTuple, _ a: inout Allocation,
@@ -524,7 +543,8 @@ public struct TURNServerStateMachine: Sendable {
         if a.permissions[peer.ip] == nil, a.permissions.count >= configuration.maxPermissionsPerAllocation {
             return reply(req, ft, error: 508, reason: "Too many permissions", key: a.key)
         }
-        a.channels[number.number] = TURNChannelBinding(peer: peer, expiry: now + TURNTimers.channelLifetime)
+        a.channels[number.number] = TURNChannelBinding(peer: peer, expiry: now + TURNTimers.channelLifetime,
+                                                       onRelayHost: isOnRelayHost(peer.ip))
         a.channelByPeer[peer] = number.number
         a.permissions[peer.ip] = now + TURNTimers.permissionLifetime
         allocations[a.id] = a
@@ -535,6 +555,7 @@ public struct TURNServerStateMachine: Sendable {
         guard let id = byFiveTuple[ft], let a = allocations[id], a.relayed != nil,
               let peer = try? ind.attribute(XORPeerAddress.self), let data = try? ind.attribute(DataAttribute.self),
               let perm = a.permissions[peer.address.ip], perm > now,
+              !isOnRelayHost(peer.address.ip) || relayedAddresses.contains(peer.address),
               takeBandwidth(a.username, data.bytes.count, now: now) else { return [] }
         return [.sendToPeer(id, peer.address, data.bytes)]
     }
@@ -549,6 +570,7 @@ public struct TURNServerStateMachine: Sendable {
     private mutating func remove(_ id: TURNAllocationID) {
         guard let a = allocations.removeValue(forKey: id) else { return }
         byFiveTuple[a.fiveTuple] = nil
+        if let relayed = a.relayed { relayedAddresses.remove(relayed) }
         let left = perUser[a.username, default: 1] - 1
         perUser[a.username] = left > 0 ? left : nil
         if left <= 0 { bandwidth[a.username] = nil }

@@ -305,6 +305,53 @@ struct TURNServerStateMachineTests {
         #expect(h.machine.allocation(id)?.permissions.isEmpty == true)
     }
 
+    @Test func peersOnTheRelayHostAreRefusedUnlessALiveAllocationsRelayedAddress() throws {
+        // The operator allows the relay's own network: the relay host is still off limits, but
+        // for the relayed address of another live allocation (two allocations there talk, as tls-relay needs).
+        let host = MachineHarness.relay.ip
+        var h = MachineHarness {
+            $0.relayHostAddresses = [host]
+            $0.peerPolicy = TURNPeerPolicy(allowed: [IPPrefix("198.51.100.0/24")!])
+        }
+        let (id, _) = try h.allocate()
+        let first = h.ft
+        h.ft.client = TransportAddress("203.0.113.7:6000")!
+        let other = TransportAddress(ip: host, port: 50_002)
+        guard case .openRelay(let otherID, _, _)? = h.request(MachineHarness.allocateRequest()).first else {
+            Issue.record("no second allocation")
+            return
+        }
+        _ = h.machine.relayOpened(otherID, at: other, now: h.now)
+        h.ft = first
+        for port: UInt16 in [3478, 53, 50_004, 65_535] {
+            let p = TransportAddress(ip: host, port: port)
+            #expect(MachineHarness.code(h.simple(.createPermission) { $0.append(XORPeerAddress(p)) }) == 403, "\(p)")
+            #expect(MachineHarness.code(h.simple(.channelBind) {
+                $0.append(ChannelNumber(0x4001))
+                $0.append(XORPeerAddress(p))
+            }) == 403, "\(p)")
+        }
+        #expect(h.simple(.createPermission) { $0.append(XORPeerAddress(other)) }?.messageClass == .successResponse)
+        #expect(h.simple(.channelBind) {
+            $0.append(ChannelNumber(0x4000))
+            $0.append(XORPeerAddress(other))
+        }?.messageClass == .successResponse)
+        // The permission is per IP, but the relay host's other ports stay unreachable through it.
+        let toService = TURNMessages.sendIndication(peer: TransportAddress(ip: host, port: 3478), payload: [1])
+        #expect(h.machine.receiveFromClient(toService, from: h.ft, now: h.now).isEmpty)
+        let toOther = TURNMessages.sendIndication(peer: other, payload: [2])
+        #expect(h.machine.receiveFromClient(toOther, from: h.ft, now: h.now) == [.sendToPeer(id, other, [2])])
+        let frame = ChannelData(channel: 0x4000, payload: [3]).encode(padded: false)
+        #expect(h.machine.receiveFromClient(frame, from: h.ft, now: h.now) == [.sendToPeer(id, other, [3])])
+        // Once the other allocation is gone, its address is just another port of the relay host.
+        h.ft.client = TransportAddress("203.0.113.7:6000")!
+        #expect(h.simple(.refresh) { $0.append(Lifetime(seconds: 0)) }?.messageClass == .successResponse)
+        h.ft = first
+        #expect(h.machine.receiveFromClient(frame, from: h.ft, now: h.now).isEmpty)
+        #expect(h.machine.receiveFromClient(toOther, from: h.ft, now: h.now).isEmpty)
+        #expect(MachineHarness.code(h.simple(.createPermission) { $0.append(XORPeerAddress(other)) }) == 403)
+    }
+
     @Test func allowListLetsLoopbackPeersThrough() throws {
         var h = MachineHarness { $0.peerPolicy = TURNPeerPolicy(allowed: [IPPrefix("127.0.0.0/8")!]) }
         _ = try h.allocate()
