@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import NIOCore
 import STUNLite
+import Traversal
 
 #if canImport(Glibc)
 import Glibc
@@ -73,6 +74,6 @@ extension TimeAmount {
 
 /// Prints a status line and flushes at once, so a supervising process reading a pipe sees it.
 func say(_ line: String) {
-    print(line)
+    print(RemoteText.printable(line))
     fflush(nil)
 }
