@@ -287,7 +287,8 @@ struct TURNServerStateMachineTests {
     }
 
     static let refusedPeers = ["127.0.0.1", "0.0.0.0", "::1", "::ffff:127.0.0.1", "10.0.0.1", "169.254.169.254",
-                               "2002:7f00:1::1", "64:ff9b::7f00:1"]
+                               "2002:7f00:1::1", "64:ff9b::7f00:1", "::ffff:0:8.8.8.8", "::ffff:0:127.0.0.1",
+                               "5f00::1", "5f00:ffff::1", "3fff::1", "3fff:fff::1"]
 
     @Test(arguments: refusedPeers) func specialPeerIsRefusedWith403(_ text: String) throws {
         var h = MachineHarness()
