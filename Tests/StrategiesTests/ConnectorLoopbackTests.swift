@@ -224,6 +224,31 @@ let testConnectTimeout: Duration = .seconds(20)
         await c.close()
     }
 
+    @Test func offersBetweenTwoAndSixteenKilobytesReachTheCameraAndBack() async throws {
+        let camera = DeviceIdentity.generate()
+        let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
+        defer { Task { await responder.stop() } }
+        let candidates = (0..<40).map {
+            Candidate(strategy: "direct-lan", kind: .host, address: "192.0.2.\($0):\(40_000 + $0)",
+                      detail: ["note": String(repeating: "x", count: 150)])
+        }
+        let big = PeerOffer(identityKey: Data(repeating: 1, count: 32), candidates: candidates, strategies: ["direct-lan"])
+        let size = try JSONEncoder().encode(big).count
+        #expect(size > 4096 && size < LANDiscovery.maxDatagram - 1024, "\(size) bytes")
+        let answerer = Task { () -> PeerOffer? in
+            for await intro in responder.introductions {
+                try? await intro.accept(answer: big)
+                return intro.offer
+            }
+            return nil
+        }
+        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
+                                         timeout: .seconds(10))
+        let introduction = try await finder.introduce(to: camera.deviceID, offer: big)
+        #expect(introduction.answer == big)
+        #expect(await answerer.value == big)
+    }
+
     @Test func noCameraWithThatUIDIsUnavailableQuickly() async throws {
         let other = DeviceIdentity.generate()
         let responder = try await LANDiscovery.Responder(device: other.deviceID, port: 0)
