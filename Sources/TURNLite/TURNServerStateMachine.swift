@@ -1,3 +1,4 @@
+import SourceLimits
 import STUNLite
 
 /// The timers of RFC 8656, in seconds.
@@ -94,7 +95,7 @@ public struct TURNServerConfiguration: Sendable {
     public var maxChannelsPerAllocation: Int
     /// Relayed bytes per second per user, both directions together; excess datagrams are dropped (`nil`: no limit).
     public var bandwidthPerUser: Double?
-    /// 401/438 challenges one source IP may draw at once (RFC 8656 §21.1.4).
+    /// 401/438 challenges one source (IPv4 address or IPv6 /64) may draw at once (RFC 8656 §21.1.4).
     public var challengeBurst: Double
     /// 401/438 challenges per second a source's bucket refills with.
     public var challengeRatePerSecond: Double
@@ -107,6 +108,9 @@ public struct TURNServerConfiguration: Sendable {
     public static let defaultChallengeBurst: Double = 32
     /// Default of ``challengeRatePerSecond``: 8 per second per source.
     public static let defaultChallengeRatePerSecond: Double = 8
+    /// The largest answer to an unauthenticated request, as a multiple of the request's size: a
+    /// challenge that would be bigger is not sent, so the relay is no amplifier for spoofed sources.
+    public static let maxUnauthenticatedAmplification = 3
     /// The channel range of RFC 5766 §11, which coturn's `turnutils_uclient` still draws from.
     public static let rfc5766ChannelNumbers: ClosedRange<UInt16> = 0x4000...0x7FFF
 
@@ -365,15 +369,15 @@ public struct TURNServerStateMachine: Sendable {
         guard methods.contains(req.method) else { return reply(req, ft, error: 400, reason: "Unknown method") }
 
         // RFC 8489 §9.2.4: long-term credential checks, in order.
-        guard req.contains(.messageIntegrity) else { return challenge(req, ft, code: 401, now: now) }
+        guard req.contains(.messageIntegrity) else { return challenge(req, ft, code: 401, requestBytes: bytes.count, now: now) }
         guard let username = try? req.attribute(Username.self), let realm = try? req.attribute(Realm.self),
               let nonce = try? req.attribute(Nonce.self) else {
             return reply(req, ft, error: 400, reason: "USERNAME, REALM and NONCE are required")
         }
-        guard nonces.isValid(nonce.text, for: ft.client, now: now) else { return challenge(req, ft, code: 438, now: now) }
+        guard nonces.isValid(nonce.text, for: ft.client, now: now) else { return challenge(req, ft, code: 438, requestBytes: bytes.count, now: now) }
         guard realm.text == configuration.credentials.realm,
               let key = configuration.credentials.key(for: username.text, now: now),
-              req.verifyMessageIntegrity(key: key) else { return challenge(req, ft, code: 401, now: now) }
+              req.verifyMessageIntegrity(key: key) else { return challenge(req, ft, code: 401, requestBytes: bytes.count, now: now) }
 
         // RFC 8489 §6.3.1: comprehension-required attributes we do not know.
         let unknown = req.unknownComprehensionRequired(known: STUNAttributeType.turnKnown)
@@ -576,15 +580,21 @@ public struct TURNServerStateMachine: Sendable {
         if left <= 0 { bandwidth[a.username] = nil }
     }
 
-    /// A 401 or 438 with REALM and a fresh NONCE, unsigned; dropped when the source has drawn too many (RFC 8489 §9.2.4).
-    private mutating func challenge(_ req: STUNMessage, _ ft: TURNFiveTuple, code: Int, now: Double) -> [TURNServerAction] {
-        guard limiter.allow(ft.client.ip, now: now) else { return [] }
+    /// A 401 or 438 with REALM and a fresh NONCE, unsigned (RFC 8489 §9.2.4 requires no more: no reason
+    /// phrase, no SOFTWARE); dropped when the source has drawn too many, or when it would be more than
+    /// ``TURNServerConfiguration/maxUnauthenticatedAmplification`` times the request (a bare header, say).
+    private mutating func challenge(_ req: STUNMessage, _ ft: TURNFiveTuple, code: Int, requestBytes: Int,
+                                    now: Double) -> [TURNServerAction] {
+        guard limiter.allow(SourceAddressKey(ft.client.ip), now: now) else { return [] }
         let nonce = nonces.issue(for: ft.client, now: now)
         let realm = configuration.credentials.realm
-        return reply(req, ft, error: code) {
+        let actions = reply(req, ft, error: code, reason: "") {
             $0.append(Realm(realm))
             $0.append(Nonce(nonce))
         }
+        guard case .sendToClient(_, let bytes)? = actions.first,
+              bytes.count <= TURNServerConfiguration.maxUnauthenticatedAmplification * requestBytes else { return [] }
+        return actions
     }
 
     /// A response to `req`: success, or an error with `error` as its code; signed when `key` is given.

@@ -98,6 +98,29 @@ struct TURNServerStateMachineTests {
         #expect(h.machine.allocation(for: h.ft) == nil)
     }
 
+    @Test func challengesAreAtMostThreeTimesTheRequestOrNotSentAtAll() throws {
+        for realm in ["trav", "example.org"] {
+            var h = MachineHarness { $0.credentials.realm = realm }
+            // The smallest valid Allocate: REQUESTED-TRANSPORT only, no FINGERPRINT.
+            let request = MachineHarness.allocateRequest().encode()
+            guard case .sendToClient(_, let challenge)? = h.machine.receiveFromClient(request, from: h.ft, now: h.now).first else {
+                Issue.record("no challenge")
+                continue
+            }
+            #expect(challenge.count <= TURNServerConfiguration.maxUnauthenticatedAmplification * request.count,
+                    "\(challenge.count) bytes for \(request.count)")
+            let m = try STUNMessage.decode(challenge)
+            #expect(MachineHarness.code(m) == 401)
+            #expect(try m.attribute(Realm.self)?.text == realm)
+            #expect(try m.attribute(Nonce.self)?.text.utf8.count == TURNNonceIssuer.nonceLength)
+            #expect(!m.contains(.software))
+        }
+        // A bare header cannot be answered within the bound: it gets nothing.
+        var h = MachineHarness()
+        let bare = STUNMessage(method: .allocate, messageClass: .request).encode()
+        #expect(h.machine.receiveFromClient(bare, from: h.ft, now: h.now).isEmpty)
+    }
+
     @Test func authenticatedAllocateOpensARelayAndAnswersSigned() throws {
         var h = MachineHarness()
         let (id, r) = try h.allocate()
