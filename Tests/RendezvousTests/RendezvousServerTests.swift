@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import Rendezvous
 import Testing
 @testable import Traversal
@@ -7,6 +8,36 @@ import Testing
 /// Loopback tests of the cloud: registration, introductions, limits, restarts, TLS trust.
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct RendezvousServerTests {
+    @Test func idleConnectionsFromOneSourceNeitherLockOthersOutNorOutliveTheDeadline() async throws {
+        let tuning: (inout RendezvousServer.Configuration) -> Void = {
+            $0.maxConnections = 8
+            $0.maxConnectionsPerSource = 4
+            $0.authenticationTimeout = .milliseconds(800)
+        }
+        try await withCloud(tuning: tuning) { cloud, endpoint in
+            // The attack: more silent TCP connections than the cloud holds, all from 127.0.0.2.
+            var opened: [any Channel] = []
+            for _ in 0..<12 {
+                opened.append(try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .bind(to: try SocketAddress(ipAddress: "127.0.0.2", port: 0))
+                    .connect(host: "127.0.0.1", port: Int(endpoint.port)).get())
+            }
+            let idle = opened
+            #expect(await eventually(within: .seconds(5)) { idle.filter { !$0.isActive }.count >= 8 },
+                    "beyond 4 per source, closed on accept")
+            // A camera from 127.0.0.1 still registers, and stays past the deadline once registered.
+            let identity = DeviceIdentity.generate()
+            try await withCamera(identity, endpoint) { camera in
+                #expect(await camera.observedAddress != nil)
+                try await Task.sleep(for: .milliseconds(1600))
+                #expect(await cloud.rendezvous.registry.lookup(identity.deviceID) != nil)
+            }
+            #expect(await eventually(within: .seconds(10)) { idle.allSatisfy { !$0.isActive } },
+                    "silent connections closed at the authentication deadline")
+            for c in idle { try? await c.close() }
+        }
+    }
+
     @Test func cameraRegistersAndLearnsItsObservedAddress() async throws {
         let identity = DeviceIdentity.generate()
         let deviceID = identity.deviceID
