@@ -241,10 +241,9 @@ final class TURNServerCore {
     static func now() -> Double { Date().timeIntervalSince1970 }
 
     /// The addresses peers must not reach on this host: the listen and relay addresses, and every
-    /// interface address when one of them is a wildcard (0.0.0.0, ::).
+    /// interface address (a service bound to a wildcard answers on all of them).
     static func hostAddresses(_ configuration: TURNServer.Configuration) -> Set<IPAddress> {
         let bound = Set(configuration.relayIPs.values).union([configuration.listenIP])
-        guard bound.contains(.v4(0)) || bound.contains(.v6(high: 0, low: 0)) else { return bound }
         let interfaces = ((try? System.enumerateDevices()) ?? []).compactMap { $0.address.flatMap(TransportAddress.init)?.ip }
         return bound.union(interfaces)
     }

@@ -81,7 +81,8 @@ public struct TURNServerConfiguration: Sendable {
     /// The addresses of the relay's own host. A peer there is refused with 403, whatever the peer
     /// policy says, unless it is the relayed address of a live allocation (two allocations on one
     /// relay may reach each other; the relay's other ports, its listeners and the host's other
-    /// services may not). ``TURNServer`` fills this in from its listen and relay addresses.
+    /// services may not). ``TURNServer`` fills this in from its listen and relay addresses and the
+    /// host's interface addresses.
     public var relayHostAddresses: Set<IPAddress> = []
     /// Families the server can allocate relayed addresses in; others earn 440 (RFC 8656 §7.2).
     public var relayFamilies: Set<TURNAddressFamily>
