@@ -40,27 +40,21 @@ public final class TURNServer: Sendable {
         /// Client TCP/TLS connections one source (IPv4 address or IPv6 /64) may hold at once; more are
         /// closed on accept, so one host cannot take every slot.
         public var maxStreamConnectionsPerSource: Int
-        /// A TCP/TLS connection without an allocation is closed this long after it opened or lost its
-        /// allocation (swept every ``sweepInterval``): holding a connection takes a successful,
-        /// authenticated Allocate, which bytes alone cannot replace.
-        public var streamAuthenticationTimeout: TimeAmount
         /// A TCP/TLS connection that sends no complete message for this long is closed (longer than the
         /// longest refresh interval); a message dripped a byte at a time does not count.
         public var streamIdleTimeout: TimeAmount
-        /// How often timers are swept (allocations, permissions, channels, unauthenticated connections).
+        /// How often timers are swept (allocations, permissions, channels, and connections without an
+        /// allocation: ``TURNServerConfiguration/streamAuthenticationTimeout``).
         public var sweepInterval: TimeAmount
         /// Default of ``maxStreamConnectionsPerSource``: 32.
         public static let defaultMaxStreamConnectionsPerSource = 32
-        /// Default of ``streamAuthenticationTimeout``: 10 s, ample for a challenge and an Allocate round trip.
-        public static let defaultStreamAuthenticationTimeout: TimeAmount = .seconds(10)
 
         /// Creates a configuration: UDP+TCP on 3478, no TLS, 32-datagram reads, 1024 streams (32 per
-        /// source), 10 s to allocate, 61 min idle, 1 s sweeps.
+        /// source), 61 min idle, 1 s sweeps.
         public init(listenIP: IPAddress, port: UInt16 = 3478, tcp: Bool = true, tls: (port: UInt16, context: NIOSSLContext)? = nil,
                     relayIPs: [TURNAddressFamily: IPAddress]? = nil, server: TURNServerConfiguration,
                     vectorReadCount: Int = 32, maxStreamConnections: Int = 1024,
                     maxStreamConnectionsPerSource: Int = defaultMaxStreamConnectionsPerSource,
-                    streamAuthenticationTimeout: TimeAmount = defaultStreamAuthenticationTimeout,
                     streamIdleTimeout: TimeAmount = .seconds(Int64(TURNTimers.maxAllocationLifetime) + 60),
                     sweepInterval: TimeAmount = .seconds(1)) {
             self.listenIP = listenIP
@@ -72,7 +66,6 @@ public final class TURNServer: Sendable {
             self.vectorReadCount = vectorReadCount
             self.maxStreamConnections = maxStreamConnections
             self.maxStreamConnectionsPerSource = maxStreamConnectionsPerSource
-            self.streamAuthenticationTimeout = streamAuthenticationTimeout
             self.streamIdleTimeout = streamIdleTimeout
             self.sweepInterval = sweepInterval
         }
@@ -218,8 +211,6 @@ final class TURNServerCore {
     /// Drops to 1 for good if the kernel ever refuses a GSO send (some devices cannot checksum-offload).
     private var maxSegmentsPerSend = System.supportsUDPSegmentationOffload ? TURNPeerRun.maxSegments : 1
     private var slots: ConnectionSlots
-    /// Streams without an allocation, and since when: closed after ``TURNServer/Configuration/streamAuthenticationTimeout``.
-    private var unauthenticatedSince: [TURNFiveTuple: NIODeadline] = [:]
     private var sweeper: RepeatedTask?
     private var closed = false
     private let configuration: TURNServer.Configuration
@@ -254,20 +245,6 @@ final class TURNServerCore {
             let core = bound.value
             core.perform(core.machine.expire(now: Self.now()))
             core.flush()
-            core.closeUnauthenticatedStreams(now: .now())
-        }
-    }
-
-    /// Closes streams that went ``TURNServer/Configuration/streamAuthenticationTimeout`` without an allocation.
-    func closeUnauthenticatedStreams(now: NIODeadline) {
-        for (ft, channel) in streams {
-            if machine.allocation(for: ft) != nil {
-                unauthenticatedSince[ft] = nil
-            } else if let since = unauthenticatedSince[ft] {
-                if now - since >= configuration.streamAuthenticationTimeout { channel.close(promise: nil) }
-            } else {
-                unauthenticatedSince[ft] = now
-            }
         }
     }
 
@@ -288,14 +265,13 @@ final class TURNServerCore {
 
     func streamOpened(_ ft: TURNFiveTuple, _ channel: Channel) {
         streams[ft] = channel
-        unauthenticatedSince[ft] = .now()
+        machine.clientConnected(ft, now: Self.now())
     }
 
     func streamReleased(_ source: SourceAddressKey) { slots.release(source) }
 
     func streamClosed(_ ft: TURNFiveTuple) {
         streams[ft] = nil
-        unauthenticatedSince[ft] = nil
         perform(machine.clientDisconnected(ft))
         flush()
     }
@@ -356,6 +332,8 @@ final class TURNServerCore {
             case .closeRelay(let id):
                 runs[id] = nil
                 relays.removeValue(forKey: id)?.close(promise: nil)
+            case .closeClient(let ft):
+                streams[ft]?.close(promise: nil)
             }
         }
     }

@@ -62,6 +62,8 @@ public enum TURNServerAction: Sendable, Equatable {
     case openRelay(TURNAllocationID, family: TURNAddressFamily, evenPort: Bool)
     /// Close the allocation's relay socket.
     case closeRelay(TURNAllocationID)
+    /// Close a TCP/TLS client connection (it held no allocation for ``TURNServerConfiguration/streamAuthenticationTimeout``).
+    case closeClient(TURNFiveTuple)
 }
 
 /// Where a peer's datagram goes: as ChannelData on a bound channel, or in a Data indication (RFC 8656 §11.3, §12.7).
@@ -112,6 +114,12 @@ public struct TURNServerConfiguration: Sendable {
     /// The largest answer to an unauthenticated request, as a multiple of the request's size: a
     /// challenge that would be bigger is not sent, so the relay is no amplifier for spoofed sources.
     public static let maxUnauthenticatedAmplification = 3
+    /// A TCP/TLS connection without an allocation is closed this long (seconds) after it opened or
+    /// lost its allocation: holding a connection takes a successful, authenticated Allocate, which
+    /// bytes alone cannot replace.
+    public var streamAuthenticationTimeout: Double = defaultStreamAuthenticationTimeout
+    /// Default of ``streamAuthenticationTimeout``: 10 s, ample for a challenge and an Allocate round trip.
+    public static let defaultStreamAuthenticationTimeout: Double = 10
     /// The channel range of RFC 5766 §11, which coturn's `turnutils_uclient` still draws from.
     public static let rfc5766ChannelNumbers: ClosedRange<UInt16> = 0x4000...0x7FFF
 
@@ -207,6 +215,8 @@ public struct TURNServerStateMachine: Sendable {
     private var bandwidth: [String: TURNByteBucket] = [:]
     /// Relayed addresses of live allocations: the only peers allowed on the relay's own host.
     private var relayedAddresses: Set<TransportAddress> = []
+    /// Open TCP/TLS connections, and since when each has had no allocation (nil while it has one).
+    private var streams: [TURNFiveTuple: Double?] = [:]
     private var nextID: UInt64 = 1
 
     /// Creates a machine with no allocations.
@@ -237,11 +247,12 @@ public struct TURNServerStateMachine: Sendable {
     /// The transport an allocation's client uses (the I/O layer pads ChannelData on streams, RFC 8656 §12.5).
     public func fiveTuple(of id: TURNAllocationID) -> TURNFiveTuple? { allocations[id]?.fiveTuple }
 
-    /// The earliest time ``expire(now:)`` has work to do, if any allocation exists.
+    /// The earliest time ``expire(now:)`` has work to do, if any allocation or connection without one exists.
     public var nextDeadline: Double? {
-        allocations.values.map { a in
+        let timeout = configuration.streamAuthenticationTimeout
+        return (allocations.values.map { a in
             ([a.expiry] + a.permissions.values + a.channels.values.map { $0.expiry + TURNTimers.channelReuseCooldown }).min()!
-        }.min()
+        } + streams.values.compactMap { $0.map { $0 + timeout } }).min()
     }
 
     // MARK: Input from clients
@@ -329,8 +340,15 @@ public struct TURNServerStateMachine: Sendable {
         return [.sendToClient(a.fiveTuple, m.encode(integrityKey: a.key, fingerprint: a.creatingHadFingerprint))]
     }
 
+    /// A TCP or TLS client connected: unless it allocates within ``TURNServerConfiguration/streamAuthenticationTimeout``,
+    /// ``expire(now:)`` closes it.
+    public mutating func clientConnected(_ fiveTuple: TURNFiveTuple, now: Double) {
+        streams[fiveTuple] = .some(byFiveTuple[fiveTuple] == nil ? now : nil)
+    }
+
     /// The connection of a TCP or TLS client closed: its allocation goes with it (RFC 8656 §3.1, §7).
     public mutating func clientDisconnected(_ fiveTuple: TURNFiveTuple) -> [TURNServerAction] {
+        streams[fiveTuple] = nil
         guard let id = byFiveTuple[fiveTuple] else { return [] }
         remove(id)
         return [.closeRelay(id)]
@@ -338,7 +356,8 @@ public struct TURNServerStateMachine: Sendable {
 
     // MARK: Timers
 
-    /// Expires allocations, permissions and channels whose time has passed (RFC 8656 §7, §9, §12).
+    /// Expires allocations, permissions and channels whose time has passed (RFC 8656 §7, §9, §12), and
+    /// closes TCP/TLS connections that went ``TURNServerConfiguration/streamAuthenticationTimeout`` without an allocation.
     public mutating func expire(now: Double) -> [TURNServerAction] {
         var actions: [TURNServerAction] = []
         for (id, a) in allocations {
@@ -354,6 +373,16 @@ public struct TURNServerStateMachine: Sendable {
                 b.channelByPeer[c.peer] = nil
             }
             allocations[id] = b
+        }
+        // After the allocations: a connection whose allocation just expired starts counting now.
+        for (ft, since) in streams {
+            if byFiveTuple[ft] != nil {
+                streams[ft] = .some(nil)
+            } else if let since {
+                if now - since >= configuration.streamAuthenticationTimeout { actions.append(.closeClient(ft)) }
+            } else {
+                streams[ft] = .some(now)
+            }
         }
         return actions
     }

@@ -543,6 +543,39 @@ struct TURNServerStateMachineTests {
         #expect(h.machine.allocationCount == 0)
     }
 
+    @Test func aStreamWithoutAnAllocationIsClosedAtTheDeadlineWhateverItSends() throws {
+        var h = MachineHarness { $0.streamAuthenticationTimeout = 10 }
+        h.ft.transport = .tcp
+        h.machine.clientConnected(h.ft, now: h.now)
+        // Bytes and unauthenticated requests do not extend the deadline.
+        for _ in 0..<9 {
+            h.now += 1
+            _ = h.send(MachineHarness.allocateRequest(), signed: false)
+            #expect(h.machine.expire(now: h.now).isEmpty)
+        }
+        #expect(h.machine.nextDeadline == h.now + 1)
+        h.now += 1
+        #expect(h.machine.expire(now: h.now) == [.closeClient(h.ft)])
+    }
+
+    @Test func aStreamThatAllocatesStaysUntilItsAllocationGoes() throws {
+        var h = MachineHarness { $0.streamAuthenticationTimeout = 10 }
+        h.ft.transport = .tcp
+        h.machine.clientConnected(h.ft, now: h.now)
+        h.now += 5
+        let (id, _) = try h.allocate()
+        h.now += 500
+        #expect(h.machine.expire(now: h.now).isEmpty)
+        h.now += 200
+        #expect(h.machine.expire(now: h.now) == [.closeRelay(id)], "the allocation expires; the connection gets its deadline")
+        h.now += 9
+        #expect(h.machine.expire(now: h.now).isEmpty)
+        h.now += 1
+        #expect(h.machine.expire(now: h.now) == [.closeClient(h.ft)])
+        #expect(h.machine.clientDisconnected(h.ft).isEmpty)
+        #expect(h.machine.nextDeadline == nil)
+    }
+
     @Test func relayFailureAnswers508AndForgetsTheAllocation() throws {
         var h = MachineHarness()
         let a = h.request(MachineHarness.allocateRequest())

@@ -30,10 +30,11 @@ struct TURNStreamLimitTests {
     }
 
     @Test func idleConnectionsFromOneSourceLeaveRoomForOthersAndAreClosedAtTheDeadline() async throws {
-        let settings = TURNServerConfiguration(credentials: TURNCredentials(realm: "trav.test", users: ["u": "p"]))
+        var settings = TURNServerConfiguration(credentials: TURNCredentials(realm: "trav.test", users: ["u": "p"]))
+        settings.streamAuthenticationTimeout = 0.8
         let server = try await TURNServer.start(.init(
             listenIP: Self.attacker, port: 0, server: settings, maxStreamConnections: 8, maxStreamConnectionsPerSource: 4,
-            streamAuthenticationTimeout: .milliseconds(800), sweepInterval: .milliseconds(100)))
+            sweepInterval: .milliseconds(100)))
         defer { Task { await server.shutdown() } }
         let tcp = try #require(server.tcpAddress)
         // The attack: more idle connections than the whole server holds, from one address, new port each.
@@ -49,11 +50,10 @@ struct TURNStreamLimitTests {
     }
 
     @Test func aConnectionThatAllocatesOutlivesTheDeadline() async throws {
-        let settings = TURNServerConfiguration(credentials: TURNCredentials(realm: "trav.test", users: ["u": "p"]),
-                                               peerPolicy: TURNPeerPolicy(allowed: [IPPrefix("127.0.0.0/8")!]))
-        let server = try await TURNServer.start(.init(
-            listenIP: Self.attacker, port: 0, server: settings, streamAuthenticationTimeout: .milliseconds(500),
-            sweepInterval: .milliseconds(100)))
+        var settings = TURNServerConfiguration(credentials: TURNCredentials(realm: "trav.test", users: ["u": "p"]))
+        settings.streamAuthenticationTimeout = 0.5
+        let server = try await TURNServer.start(.init(listenIP: Self.attacker, port: 0, server: settings,
+                                                      sweepInterval: .milliseconds(100)))
         defer { Task { await server.shutdown() } }
         let client = try await TURNClient.connect(.init(server: try #require(server.tcpAddress), transport: .tcp,
                                                         username: "u", password: "p"))
