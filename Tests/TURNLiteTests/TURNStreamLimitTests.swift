@@ -29,22 +29,34 @@ struct TURNStreamLimitTests {
         }
     }
 
-    @Test func idleConnectionsFromOneSourceLeaveRoomForOthersAndAreClosedAtTheDeadline() async throws {
+    /// 12 idle connections from one address (a new port each) to a relay holding 8, 4 per source.
+    static func attack(deadline: Double) async throws -> (TURNServer, [any Channel]) {
         var settings = TURNServerConfiguration(credentials: TURNCredentials(realm: "trav.test", users: ["u": "p"]))
-        settings.streamAuthenticationTimeout = 0.8
+        settings.streamAuthenticationTimeout = deadline
         let server = try await TURNServer.start(.init(
-            listenIP: Self.attacker, port: 0, server: settings, maxStreamConnections: 8, maxStreamConnectionsPerSource: 4,
+            listenIP: attacker, port: 0, server: settings, maxStreamConnections: 8, maxStreamConnectionsPerSource: 4,
             sweepInterval: .milliseconds(100)))
-        defer { Task { await server.shutdown() } }
-        let tcp = try #require(server.tcpAddress)
-        // The attack: more idle connections than the whole server holds, from one address, new port each.
         var idle: [any Channel] = []
-        for _ in 0..<12 { idle.append(try await Self.idleConnection(from: Self.attacker, to: tcp)) }
-        #expect(try await Self.closed(idle, atLeast: 8, within: .seconds(5)) >= 8, "beyond 4 per source, closed on accept")
-        // Another source is still served while the attacker's four slots are held.
-        let reply = try await STUNTCPClient.binding(to: tcp, from: TransportAddress(ip: Self.other, port: 0), timeout: .seconds(5))
+        for _ in 0..<12 { idle.append(try await idleConnection(from: attacker, to: try #require(server.tcpAddress))) }
+        return (server, idle)
+    }
+
+    @Test func idleConnectionsFromOneSourceLeaveRoomForOthers() async throws {
+        let (server, idle) = try await Self.attack(deadline: 60)
+        defer { Task { await server.shutdown() } }
+        #expect(try await Self.closed(idle, atLeast: 8, within: .seconds(5)) == 8, "beyond 4 per source, closed on accept")
+        // Another source is still served while the attacker holds its four slots.
+        let reply = try await STUNTCPClient.binding(to: try #require(server.tcpAddress), from: TransportAddress(ip: Self.other, port: 0),
+                                                    timeout: .seconds(5))
         #expect(reply.mappedAddress?.ip == Self.other)
-        // Connections that never allocate do not outlive the deadline, though the idle timeout is an hour.
+        #expect(idle.filter(\.isActive).count == 4)
+        for c in idle { try? await c.close() }
+    }
+
+    @Test func idleConnectionsAreClosedAtTheAllocationDeadline() async throws {
+        // The idle timeout is an hour; connections that never allocate go at the deadline all the same.
+        let (server, idle) = try await Self.attack(deadline: 0.5)
+        defer { Task { await server.shutdown() } }
         #expect(try await Self.closed(idle, atLeast: idle.count, within: .seconds(10)) == idle.count)
         for c in idle { try? await c.close() }
     }
