@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "TURNLite", targets: ["TURNLite"]),
         .library(name: "Rendezvous", targets: ["Rendezvous"]),
         .library(name: "Media", targets: ["Media"]),
+        .library(name: "SourceLimits", targets: ["SourceLimits"]),
         .executable(name: "trav", targets: ["trav"]),
     ],
     dependencies: [
@@ -24,8 +25,12 @@ let package = Package(
     ],
     targets: [
         .target(
+            name: "SourceLimits",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
+        .target(
             name: "STUNLite",
             dependencies: [
+                "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -35,7 +40,7 @@ let package = Package(
         .target(
             name: "TURNLite",
             dependencies: [
-                "STUNLite",
+                "STUNLite", "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -48,7 +53,7 @@ let package = Package(
         .target(
             name: "Traversal",
             dependencies: [
-                "CUsrsctp",
+                "CUsrsctp", "SourceLimits",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -60,7 +65,7 @@ let package = Package(
         .target(
             name: "Rendezvous",
             dependencies: [
-                "Traversal", "STUNLite", "TURNLite",
+                "Traversal", "STUNLite", "TURNLite", "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -118,19 +123,22 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio")]),
         .target(name: "PeerTestSupport", dependencies: ["Traversal"], path: "Tests/PeerTestSupport"),
-        .testTarget(name: "TraversalTests", dependencies: ["Traversal", "PeerTestSupport"]),
+        .testTarget(name: "TraversalTests", dependencies: ["Traversal", "SourceLimits", "PeerTestSupport",
+            .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "MediaTests", dependencies: ["Media", "Traversal", "PeerTestSupport"]),
-        .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous",
+        .testTarget(name: "SourceLimitsTests", dependencies: ["SourceLimits",
+            .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous", "SourceLimits",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
-        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous",
+        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous", "SourceLimits",
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FloodKitTests", dependencies: ["FloodKit", "TURNLite", "STUNLite", "Rendezvous",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
-        .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite", "TURNLite", "NATLab",
+        .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite", "TURNLite", "NATLab", "SourceLimits",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -33,8 +33,9 @@ public final class MultiMessageSocket {
     private let sendMultiple: SendMultiple
     private let receiveMultiple: ReceiveMultiple
 
-    /// Opens a socket, binds it to an ephemeral port on the target's loopback family and connects it to `target`.
-    public init(target: TransportAddress) throws(FloodError) {
+    /// Opens a socket, binds it to an ephemeral port (on `source` if given, else where the kernel
+    /// routes to the target) and connects it to `target`.
+    public init(target: TransportAddress, from source: IPAddress? = nil) throws(FloodError) {
         guard let handle = dlopen(nil, RTLD_NOW),
               let send = dlsym(handle, "sendmmsg"), let receive = dlsym(handle, "recvmmsg") else {
             throw FloodError("sendmmsg/recvmmsg not found in the C library")
@@ -47,6 +48,14 @@ public final class MultiMessageSocket {
         var size = Int32(Self.socketBufferBytes)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        if let source {
+            let bound = Self.withSockaddr(TransportAddress(ip: source, port: 0)) { bind(descriptor, $0, $1) }
+            guard bound == 0 else {
+                let reason = String(cString: strerror(errno))
+                close(descriptor)
+                throw FloodError("bind \(source): \(reason)")
+            }
+        }
         let connected = Self.withSockaddr(target) { connect(descriptor, $0, $1) }
         guard connected == 0 else {
             let reason = String(cString: strerror(errno))

@@ -188,7 +188,9 @@ final class RelayFloodLane {
         }
         // The network rule covers the relay's traffic too: the peers live on loopback.
         guard FloodTarget.isLoopback(relayed.ip) else { throw FloodError("relayed address \(relayed) is not loopback") }
-        peer = try MultiMessageSocket(target: relayed)
+        // The relay refuses peers on its own address: an IPv4 peer sits on another loopback address.
+        let elsewhere = relayed.ip == IPAddress("127.0.0.2") ? IPAddress("127.0.0.1") : IPAddress("127.0.0.2")
+        peer = try MultiMessageSocket(target: relayed, from: relayed.ip.isIPv4 ? elsewhere : nil)
         let peerAddress = peer.local
         _ = try session.request(.createPermission) { $0.append(XORPeerAddress(peerAddress)) }
         _ = try session.request(.channelBind) {

@@ -38,28 +38,12 @@ enum ClientHelloALPN: Equatable, Sendable {
 
     /// Reads the ClientHello at the start of `bytes` (not consumed), reassembling it from several records if needed.
     static func read(_ bytes: ByteBuffer) -> ClientHelloALPN {
-        var records = bytes
-        var handshake = ByteBuffer()
-        while true {
-            guard let header = records.readSlice(length: recordHeaderBytes) else { return .needMoreBytes }
-            guard header.getInteger(at: header.readerIndex, as: UInt8.self) == handshakeContentType,
-                  let length = header.getInteger(at: header.readerIndex + 3, as: UInt16.self),
-                  length > 0, Int(length) <= maxRecordBytes else { return .malformed }
-            guard var fragment = records.readSlice(length: Int(length)) else { return .needMoreBytes }
-            handshake.writeBuffer(&fragment)
-            guard handshake.readableBytes >= 4 else { continue }
-            guard handshake.getInteger(at: handshake.readerIndex, as: UInt8.self) == clientHelloType,
-                  let lengthHigh = handshake.getInteger(at: handshake.readerIndex + 1, as: UInt8.self),
-                  let lengthLow = handshake.getInteger(at: handshake.readerIndex + 2, as: UInt16.self) else { return .malformed }
-            let bodyLength = Int(lengthHigh) << 16 | Int(lengthLow)
-            guard bodyLength <= maxClientHelloBytes else { return .malformed }
-            guard let body = handshake.getSlice(at: handshake.readerIndex + 4, length: bodyLength) else { continue }
-            return parseClientHello(body)
-        }
+        var reader = ClientHelloReader()
+        return reader.read(bytes)
     }
 
     /// The ALPN offer of a ClientHello body (RFC 8446 §4.1.2, RFC 7301 §3.1).
-    private static func parseClientHello(_ body: ByteBuffer) -> ClientHelloALPN {
+    static func parseClientHello(_ body: ByteBuffer) -> ClientHelloALPN {
         var hello = body
         guard hello.readSlice(length: 2 + 32) != nil,                      // legacy_version, random
               hello.readLengthPrefixedSlice(as: UInt8.self) != nil,            // legacy_session_id
@@ -85,6 +69,45 @@ enum ClientHelloALPN: Equatable, Sendable {
     }
 }
 
+/// Reassembles a ClientHello from a connection's first bytes as they arrive, looking at each byte once.
+///
+/// Each call gets every byte received so far but parses only the records that completed since the
+/// last call, so a ClientHello cut into many tiny records and delivered in many small reads costs
+/// time linear in its size, not quadratic.
+struct ClientHelloReader {
+    /// Bytes of the stream already parsed (whole records).
+    private var consumed = 0
+    /// The handshake bytes of those records.
+    private var handshake = ByteBuffer()
+    /// Records parsed so far.
+    private(set) var recordsRead = 0
+
+    /// The verdict on the stream's first bytes, `bytes` (from the start of the connection, not consumed).
+    mutating func read(_ bytes: ByteBuffer) -> ClientHelloALPN {
+        guard var records = bytes.getSlice(at: bytes.readerIndex + consumed, length: bytes.readableBytes - consumed) else {
+            return .malformed
+        }
+        while true {
+            guard let header = records.readSlice(length: ClientHelloALPN.recordHeaderBytes) else { return .needMoreBytes }
+            guard header.getInteger(at: header.readerIndex, as: UInt8.self) == ClientHelloALPN.handshakeContentType,
+                  let length = header.getInteger(at: header.readerIndex + 3, as: UInt16.self),
+                  length > 0, Int(length) <= ClientHelloALPN.maxRecordBytes else { return .malformed }
+            guard var fragment = records.readSlice(length: Int(length)) else { return .needMoreBytes }
+            consumed += ClientHelloALPN.recordHeaderBytes + Int(length)
+            recordsRead += 1
+            handshake.writeBuffer(&fragment)
+            guard handshake.readableBytes >= 4 else { continue }
+            guard handshake.getInteger(at: handshake.readerIndex, as: UInt8.self) == ClientHelloALPN.clientHelloType,
+                  let lengthHigh = handshake.getInteger(at: handshake.readerIndex + 1, as: UInt8.self),
+                  let lengthLow = handshake.getInteger(at: handshake.readerIndex + 2, as: UInt16.self) else { return .malformed }
+            let bodyLength = Int(lengthHigh) << 16 | Int(lengthLow)
+            guard bodyLength <= ClientHelloALPN.maxClientHelloBytes else { return .malformed }
+            guard let body = handshake.getSlice(at: handshake.readerIndex + 4, length: bodyLength) else { continue }
+            return ClientHelloALPN.parseClientHello(body)
+        }
+    }
+}
+
 /// Sits in front of the TLS handler and refuses, with a fatal `no_application_protocol` alert (RFC 7301
 /// §3.2), a client whose ALPN offer names none of `supported`; a client that offers no ALPN passes. Once
 /// the ClientHello passed it hands every byte on unchanged and leaves the pipeline.
@@ -104,6 +127,7 @@ final class ALPNOfferGateHandler: ChannelInboundHandler, RemovableChannelHandler
 
     private let supported: Set<String>
     private var buffered: ByteBuffer?
+    private var reader = ClientHelloReader()
     private var refused = false
 
     /// A gate letting through clients that offer one of `supported`, or no ALPN at all.
@@ -120,7 +144,7 @@ final class ALPNOfferGateHandler: ChannelInboundHandler, RemovableChannelHandler
             buffered!.writeBuffer(&incoming)
         }
         guard let bytes = buffered else { return }
-        switch ClientHelloALPN.read(bytes) {
+        switch reader.read(bytes) {
         case .needMoreBytes:
             if bytes.readableBytes > Self.maxBufferedBytes { refuse(context, alert: Self.decodeError) }
         case .offered(let protocols) where protocols.isEmpty || protocols.contains(where: supported.contains):

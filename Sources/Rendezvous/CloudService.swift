@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import SourceLimits
 import STUNLite
 import TURNLite
 import Traversal
@@ -77,7 +78,7 @@ public final class CloudService: Sendable {
         public var extraNames: [String]
         /// The relay; `nil` runs none (introductions then carry no relay grant).
         public var relay: RelayConfiguration?
-        /// Introductions (look-ups) per source IP: burst and refill (see ``RendezvousServer/Configuration``).
+        /// Introductions (look-ups) per source (IPv4 address or IPv6 /64): burst and refill (see ``RendezvousServer/Configuration``).
         public var lookupRateLimit = RendezvousServer.Configuration.defaultLookupRateLimit
 
         /// A configuration with ports 3478 (STUN) and 5349 (TLS); no relay unless `relay` is given

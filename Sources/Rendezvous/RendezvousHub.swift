@@ -1,20 +1,21 @@
 import Foundation
 import Logging
 import NIOCore
+import SourceLimits
 import Traversal
 
 /// One client connection as the hub sees it; sends are fire-and-forget and ordered per connection.
 final class RendezvousPeer: Sendable, Hashable {
     /// The connection's channel.
     let channel: any Channel
-    /// The client's IP address (the rate-limiting key).
-    let sourceIP: String
+    /// Where the client connects from (the rate-limiting key).
+    let source: SourceAddressKey
     /// The client's `ip:port`.
     let observedAddress: String
 
-    init(channel: any Channel, sourceIP: String, observedAddress: String) {
+    init(channel: any Channel, source: SourceAddressKey, observedAddress: String) {
         self.channel = channel
-        self.sourceIP = sourceIP
+        self.source = source
         self.observedAddress = observedAddress
     }
 
@@ -59,8 +60,8 @@ actor RendezvousHub {
     private var peers: Set<RendezvousPeer> = []
     private var cameras: [UUID: (peer: RendezvousPeer, deviceID: DeviceID)] = [:]
     private var pending: [String: PendingIntroduction] = [:]
-    private var lookupLimiter: TokenBucketRateLimiter<String>
-    private var registrationLimiter: TokenBucketRateLimiter<String>
+    private var lookupLimiter: TokenBucketRateLimiter<SourceAddressKey>
+    private var registrationLimiter: TokenBucketRateLimiter<SourceAddressKey>
 
     init(configuration: RendezvousServer.Configuration, registry: any DeviceRegistry, logger: Logger) {
         self.configuration = configuration
@@ -95,15 +96,15 @@ actor RendezvousHub {
         for peer in peers { peer.close() }
     }
 
-    /// Takes one registration token for `ip`; false when its bucket is empty.
-    func admitRegistration(from ip: String) -> Bool {
-        take(from: &registrationLimiter, ip)
+    /// Takes one registration token for `source`; false when its bucket is empty.
+    func admitRegistration(from source: SourceAddressKey) -> Bool {
+        take(from: &registrationLimiter, source)
     }
 
-    private func take(from limiter: inout TokenBucketRateLimiter<String>, _ ip: String) -> Bool {
+    private func take(from limiter: inout TokenBucketRateLimiter<SourceAddressKey>, _ source: SourceAddressKey) -> Bool {
         let now = ContinuousClock.now
-        guard limiter.retryDelay(for: ip, now: now) == nil else { return false }
-        limiter.recordFailure(for: ip, now: now)
+        guard limiter.retryDelay(for: source, now: now) == nil else { return false }
+        limiter.recordFailure(for: source, now: now)
         return true
     }
 
@@ -125,7 +126,7 @@ actor RendezvousHub {
 
     /// A viewer asks for `deviceID`: rate-limit, look up, forward the offer to the camera.
     func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer) async {
-        guard take(from: &lookupLimiter, viewer.sourceIP) else {
+        guard take(from: &lookupLimiter, viewer.source) else {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.rateLimited.name, message: "too many look-ups"))
             return
         }

@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import SourceLimits
 import STUNLite
 import Synchronization
 import TURNLite
@@ -40,16 +41,26 @@ public final class RendezvousServer: Sendable {
         public var idleTimeout: Duration
         /// A camera that does not answer an introduction within this long: the viewer gets `timeout`.
         public var introductionTimeout: Duration
-        /// Introductions (look-ups) per source IP: burst and refill.
-        public var lookupRateLimit: TokenBucketRateLimiter<String>
-        /// 20 look-ups, then one per 500 ms, per source IP: enough for a household behind one NAT,
+        /// Introductions (look-ups) per source (IPv4 address or IPv6 /64): burst and refill.
+        public var lookupRateLimit: TokenBucketRateLimiter<SourceAddressKey>
+        /// 20 look-ups, then one per 500 ms, per source: enough for a household behind one NAT,
         /// too few to enumerate UIDs.
-        public static let defaultLookupRateLimit = TokenBucketRateLimiter<String>(capacity: 20, refillInterval: .milliseconds(500))
-        /// Registration attempts per source IP (each costs the cloud a UID derivation).
-        public var registrationRateLimit: TokenBucketRateLimiter<String>
-        /// Signalling connections open at once, at most; more are closed on accept. Connections still in
-        /// their TLS handshake are bounded by the same number, separately.
+        public static let defaultLookupRateLimit = TokenBucketRateLimiter<SourceAddressKey>(capacity: 20, refillInterval: .milliseconds(500))
+        /// Registration attempts per source (IPv4 address or IPv6 /64; each costs the cloud a UID derivation).
+        public var registrationRateLimit: TokenBucketRateLimiter<SourceAddressKey>
+        /// Connections open at once (in their TLS handshake, signalling, or handed to the relay), at
+        /// most; more are closed on accept.
         public var maxConnections: Int
+        /// Connections one source (IPv4 address or IPv6 /64) may hold at once; more are closed on
+        /// accept, so one host cannot take every slot.
+        public var maxConnectionsPerSource: Int
+        /// Default of ``maxConnectionsPerSource``: 256, for a site with many cameras behind one NAT.
+        public static let defaultMaxConnectionsPerSource = 256
+        /// A connection must finish its TLS handshake and register (a camera, proven) or ask for a
+        /// device (a viewer) within this long after it is accepted, else it is closed; keepalives do not extend it.
+        public var authenticationTimeout: Duration
+        /// Default of ``authenticationTimeout``: 10 s.
+        public static let defaultAuthenticationTimeout: Duration = .seconds(10)
         /// Introductions one connection may have pending at once.
         public var maxPendingIntroductionsPerConnection: Int
         /// Introductions pending at once across the server.
@@ -61,15 +72,18 @@ public final class RendezvousServer: Sendable {
         public var sharedRelay: TURNServer?
 
         /// A configuration with the defaults: port 5349, 10 s keepalive, 35 s idle timeout, 10 s
-        /// introduction timeout, 20 look-ups then one per 500 ms per IP, 10 registrations then one
-        /// per 2 s per IP, 10 000 connections, 8 pending introductions per connection, 10 000 in all.
+        /// introduction timeout, 20 look-ups then one per 500 ms per source, 10 registrations then one
+        /// per 2 s per source, 10 000 connections (256 per source, 10 s to authenticate), 8 pending
+        /// introductions per connection, 10 000 in all.
         public init(
             listenIP: String, port: UInt16 = CloudEndpoint.defaultPort, certificatePath: String, privateKeyPath: String,
             cloudNames: [String]? = nil, keepaliveSeconds: Int = 10, idleTimeout: Duration = .seconds(35),
             introductionTimeout: Duration = .seconds(10),
-            lookupRateLimit: TokenBucketRateLimiter<String> = Self.defaultLookupRateLimit,
-            registrationRateLimit: TokenBucketRateLimiter<String> = .init(capacity: 10, refillInterval: .seconds(2)),
-            maxConnections: Int = 10_000, maxPendingIntroductionsPerConnection: Int = 8, maxPendingIntroductions: Int = 10_000
+            lookupRateLimit: TokenBucketRateLimiter<SourceAddressKey> = Self.defaultLookupRateLimit,
+            registrationRateLimit: TokenBucketRateLimiter<SourceAddressKey> = .init(capacity: 10, refillInterval: .seconds(2)),
+            maxConnections: Int = 10_000, maxConnectionsPerSource: Int = defaultMaxConnectionsPerSource,
+            authenticationTimeout: Duration = defaultAuthenticationTimeout,
+            maxPendingIntroductionsPerConnection: Int = 8, maxPendingIntroductions: Int = 10_000
         ) {
             self.listenIP = listenIP
             self.port = port
@@ -82,6 +96,8 @@ public final class RendezvousServer: Sendable {
             self.lookupRateLimit = lookupRateLimit
             self.registrationRateLimit = registrationRateLimit
             self.maxConnections = maxConnections
+            self.maxConnectionsPerSource = maxConnectionsPerSource
+            self.authenticationTimeout = authenticationTimeout
             self.maxPendingIntroductionsPerConnection = maxPendingIntroductionsPerConnection
             self.maxPendingIntroductions = maxPendingIntroductions
         }
@@ -127,6 +143,7 @@ public final class RendezvousServer: Sendable {
         tls.applicationProtocols = protocols
         let context = try NIOSSLContext(configuration: tls)
         let idle = TimeAmount(configuration.idleTimeout)
+        let authenticationTimeout = TimeAmount(configuration.authenticationTimeout)
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
@@ -139,6 +156,8 @@ public final class RendezvousServer: Sendable {
                     let negotiation = NIOTypedApplicationProtocolNegotiationHandler<NegotiatedConnection> { result, channel in
                         choosePipeline(result, channel: channel, relay: relay, idleHandlers: (idleHandler, closeOnIdle))
                     }
+                    try child.pipeline.syncOperations.addHandler(
+                        AuthenticationDeadlineHandler(timeout: authenticationTimeout), name: AuthenticationDeadlineHandler.name)
                     try child.pipeline.syncOperations.addHandlers(
                         ALPNOfferGateHandler(supported: protocols),
                         NIOSSLServerHandler(context: context),
@@ -157,15 +176,17 @@ public final class RendezvousServer: Sendable {
                 secret: grants.secret, urls: ["turns:\(address)"] + grants.urls, lifetime: grants.lifetime)
         }
         let hub = RendezvousHub(configuration: configuration, registry: registry, logger: logger)
-        let handshaking = HandshakeCounter(limit: configuration.maxConnections)
+        let slots = SharedConnectionSlots(maxPerSource: configuration.maxConnectionsPerSource, maxTotal: configuration.maxConnections)
         let acceptLoop = Task {
             await withDiscardingTaskGroup { group in
                 try? await listener.executeThenClose { connections in
                     for try await pending in connections {
-                        guard handshaking.enter() else {
+                        let source = pending.channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
+                        guard slots.admit(source) == nil else {
                             pending.channel.close(promise: nil)
                             continue
                         }
+                        pending.channel.closeFuture.whenComplete { _ in slots.release(source) }
                         group.addTask {
                             // Cancelled at stop: a connection still in its handshake is closed, which ends the wait.
                             let negotiated = try? await withTaskCancellationHandler {
@@ -173,7 +194,6 @@ public final class RendezvousServer: Sendable {
                             } onCancel: {
                                 pending.channel.close(promise: nil)
                             }
-                            handshaking.leave()
                             if case .signalling(let connection)? = negotiated {
                                 await serve(connection, hub: hub, logger: logger)
                             }
@@ -201,7 +221,7 @@ public final class RendezvousServer: Sendable {
     private static func serve(_ connection: NIOAsyncChannel<CloudMessage, Never>, hub: RendezvousHub, logger: Logger) async {
         let remote = connection.channel.remoteAddress.flatMap(TransportAddress.init)
         let peer = RendezvousPeer(
-            channel: connection.channel, sourceIP: remote.map { "\($0.ip)" } ?? "unknown",
+            channel: connection.channel, source: connection.channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified,
             observedAddress: remote?.description ?? "unknown")
         guard await hub.connected(peer) else {
             try? await connection.channel.close()
@@ -212,7 +232,11 @@ public final class RendezvousServer: Sendable {
             try await connection.executeThenClose { inbound in
                 do {
                     for try await message in inbound {
+                        let wasAuthenticated = state.isAuthenticated
                         guard try await handle(message, from: peer, state: &state, hub: hub) else { break }
+                        if !wasAuthenticated, state.isAuthenticated {
+                            try? await connection.channel.pipeline.removeHandler(name: AuthenticationDeadlineHandler.name).get()
+                        }
                     }
                 } catch let error as CloudProtocolError {
                     logger.debug("bad frame", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
@@ -243,7 +267,7 @@ public final class RendezvousServer: Sendable {
         case (.pong, _):
             break
         case (.register(let deviceID, let publicKey), .fresh):
-            guard await hub.admitRegistration(from: peer.sourceIP) else {
+            guard await hub.admitRegistration(from: peer.source) else {
                 return refuse(.rateLimited, "too many registrations")
             }
             let nonce = Data((0..<CloudProtocol.nonceLength).map { _ in UInt8.random(in: 0...255) })
@@ -282,25 +306,38 @@ public final class RendezvousServer: Sendable {
     }
 }
 
-/// Counts connections in their TLS handshake, up to a limit.
-final class HandshakeCounter: Sendable {
-    private let count = Mutex(0)
-    private let limit: Int
+/// Closes a connection still unauthenticated when its deadline passes (counted from accept); removed
+/// once it authenticates, or hands over to a server with its own deadline.
+final class AuthenticationDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
 
-    /// A counter admitting at most `limit` at once.
-    init(limit: Int) { self.limit = limit }
+    /// The handler's name in the pipeline.
+    static let name = "authentication-deadline"
+    private let timeout: TimeAmount
+    private var deadline: Scheduled<Void>?
 
-    /// Admits one more, unless `limit` are in already.
-    func enter() -> Bool {
-        count.withLock { count in
-            guard count < limit else { return false }
-            count += 1
-            return true
-        }
+    /// A deadline `timeout` after the connection is active.
+    init(timeout: TimeAmount) { self.timeout = timeout }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
     }
 
-    /// One left its handshake.
-    func leave() { count.withLock { $0 -= 1 } }
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        guard deadline == nil else { return }
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+    }
 }
 
 /// An accepted connection whose TLS handshake (and so its protocol) may still be under way.
@@ -328,9 +365,13 @@ private func choosePipeline(
         switch result {
         case .negotiated(TURNTLS.alpnProtocol):
             guard let relay else { throw CloudError(code: .badRequest, detail: "no relay on this port") }
-            // The relay has its own, longer idle timeout (allocations live up to an hour).
+            // The relay has its own, longer idle timeout (allocations live up to an hour) and its own
+            // deadline to allocate.
             sync.removeHandler(idleHandlers.0, promise: nil)
             sync.removeHandler(idleHandlers.1, promise: nil)
+            if let deadline = try? sync.context(name: AuthenticationDeadlineHandler.name) {
+                sync.removeHandler(context: deadline, promise: nil)
+            }
             return relay.adoptStream(channel).map { NegotiatedConnection.relayed }.flatMapErrorThrowing { error in
                 channel.close(promise: nil)
                 throw error
@@ -359,6 +400,15 @@ enum RendezvousConnectionState {
     case camera(session: UUID)
     /// A viewer.
     case viewer
+
+    /// Whether the connection did what it came for (a proven camera, or a viewer that asked for a
+    /// device), which ends its authentication deadline.
+    var isAuthenticated: Bool {
+        switch self {
+        case .camera, .viewer: true
+        case .fresh, .challenged: false
+        }
+    }
 }
 
 /// Closes a connection when `IdleStateHandler` reports no reads for the idle timeout.

@@ -22,6 +22,8 @@ public enum LANDiscovery {
     public static let defaultPort: UInt16 = 5350
     /// Largest discovery datagram read or sent; an offer with ``PeerOffer/maxCandidates`` fits.
     public static let maxDatagram = 16 * 1024
+    /// Bytes read per datagram: one more than ``maxDatagram``, so a longer (truncated) one is recognised and dropped.
+    static let readSize = maxDatagram + 1
     /// How often the viewer repeats its broadcast while waiting.
     public static let repeatInterval: Duration = .milliseconds(200)
     /// Introductions a camera handles at once from the LAN; more are ignored until one ends.
@@ -72,7 +74,7 @@ public enum LANDiscovery {
 
         /// Broadcasts the offer until the camera with that UID answers, or the timeout passes (`unavailable`).
         public func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
-            let socket = try await STUNUDPClient.bind(broadcast: true)
+            let socket = try await STUNUDPClient.bind(broadcast: true, maxDatagramSize: LANDiscovery.readSize)
             defer { Task { await socket.close() } }
             let requestID = "lan-" + UUID().uuidString.prefix(8).lowercased()
             let question = try JSONEncoder().encode(Message(type: "find", deviceID: device.description, requestID: requestID, offer: offer))
@@ -116,7 +118,8 @@ public enum LANDiscovery {
 
         /// Listens on `port` (all addresses) for questions about `device`.
         public init(device: DeviceID, port: UInt16 = LANDiscovery.defaultPort, logger: Logger = Logger(label: "trav.lan-discovery")) async throws {
-            let socket = try await STUNUDPClient.bind(to: TransportAddress(ip: .v4(0), port: port), reuseAddress: true)
+            let socket = try await STUNUDPClient.bind(to: TransportAddress(ip: .v4(0), port: port), reuseAddress: true,
+                                                      maxDatagramSize: LANDiscovery.readSize)
             self.socket = socket
             self.localAddress = socket.localAddress
             let (stream, sink) = AsyncStream.makeStream(of: (any IncomingIntroduction).self,

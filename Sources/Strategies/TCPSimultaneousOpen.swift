@@ -115,6 +115,8 @@ public final class TCPPeerTransport: PeerTransport {
     private let frames: AsyncStream<[UInt8]>
     /// `tcp LOCAL -> PEER`.
     public let pathDescription: String
+    /// The peer's address.
+    public var remoteAddress: SocketAddress? { channel.remoteAddress }
 
     init(channel: Channel, frames: AsyncStream<[UInt8]>) {
         self.channel = channel

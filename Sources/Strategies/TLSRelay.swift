@@ -386,6 +386,8 @@ public struct RelayPeerTransport: PeerTransport {
     public var pathDescription: String {
         "relay \(link.via) \(link.client.localAddress) -> \(link.server) relayed \(link.allocation.relayed) -> \(peer)"
     }
+    /// The peer's relayed address (an address of the relay).
+    public var remoteAddress: SocketAddress? { peer.socketAddress }
     /// ``TLSRelay/maxMessageSize``.
     public var maxMessageSize: Int { TLSRelay.maxMessageSize }
     /// Sends one message to the peer through the relay.

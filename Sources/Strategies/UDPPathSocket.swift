@@ -147,6 +147,8 @@ public struct UDPPeerTransport: PeerTransport {
     public var isDatagram: Bool { true }
     /// `udp LOCAL -> PEER`.
     public var pathDescription: String { "udp \(socket.client.localAddress) -> \(peer)" }
+    /// The peer's address.
+    public var remoteAddress: SocketAddress? { peer.socketAddress }
     /// ``UDPPathSocket/maxDatagram``.
     public var maxMessageSize: Int { UDPPathSocket.maxDatagram }
     /// Sends one datagram to the peer.

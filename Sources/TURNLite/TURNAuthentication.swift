@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SourceLimits
 import STUNLite
 
 /// Who may allocate: static long-term users and TURN REST users, within one realm (RFC 8489 §9.2, RFC 8656 §5).
@@ -40,13 +41,18 @@ public struct TURNCredentials: Sendable {
     }
 }
 
-/// Stateless time-stamped nonces: `EXPIRY(hex) || HMAC-SHA256(secret, EXPIRY || client address)`, so the
-/// server keeps nothing about a client before it authenticates (RFC 8489 §9.2, §9.2.4 "438 Stale Nonce").
+/// Stateless time-stamped nonces: `EXPIRY(8 hex digits) || base64(HMAC-SHA256(secret, EXPIRY || client address))`,
+/// so the server keeps nothing about a client before it authenticates (RFC 8489 §9.2, §9.2.4 "438 Stale Nonce").
+/// Short (``nonceLength`` characters), as it goes out in answers to unauthenticated requests.
 public struct TURNNonceIssuer: Sendable {
     /// How long a nonce stays valid; an older one earns 438 Stale Nonce (RFC 8489 §9.2 leaves the value to the server).
     public static let nonceLifetime: Double = 600
-    /// Bytes of the MAC kept in the nonce (128 bits).
-    public static let macBytes = 16
+    /// Bytes of the MAC kept in the nonce (96 bits: forging one takes 2^96 tries, each a request).
+    public static let macBytes = 12
+    /// Hex digits of the expiry (seconds since 1970, 32 bits: until 2106).
+    static let expiryDigits = 8
+    /// Characters of a nonce: the expiry and the base64 MAC.
+    public static let nonceLength = expiryDigits + (macBytes + 2) / 3 * 4
     private let secret: SymmetricKey
 
     /// Creates an issuer with a random 256-bit secret, or a given one (tests, or several servers sharing nonces).
@@ -56,31 +62,31 @@ public struct TURNNonceIssuer: Sendable {
 
     /// A fresh nonce for `client` at `now` (seconds since 1970).
     public func issue(for client: TransportAddress, now: Double) -> String {
-        let expiry = UInt64(max(0, now + Self.nonceLifetime))
+        let expiry = UInt32(clamping: Int64(max(0, now + Self.nonceLifetime)))
         let hex = String(expiry, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex + Self.hex(mac(expiry: expiry, client: client))
+        return String(repeating: "0", count: Self.expiryDigits - hex.count) + hex + mac(expiry: expiry, client: client)
     }
 
     /// True when `nonce` was issued by this server for `client` and has not expired at `now`.
     public func isValid(_ nonce: String, for client: TransportAddress, now: Double) -> Bool {
         let u = Array(nonce.utf8)
-        guard u.count == 16 + 2 * Self.macBytes, let expiry = UInt64(String(decoding: u[0..<16], as: UTF8.self), radix: 16) else {
+        guard u.count == Self.nonceLength,
+              let expiry = UInt32(String(decoding: u[0..<Self.expiryDigits], as: UTF8.self), radix: 16) else {
             return false
         }
-        let expected = Self.hex(mac(expiry: expiry, client: client))
-        return STUNCrypto.constantTimeEqual(Array(expected.utf8), Array(u[16...])) && Double(expiry) > now
+        let expected = mac(expiry: expiry, client: client)
+        return STUNCrypto.constantTimeEqual(Array(expected.utf8), Array(u[Self.expiryDigits...])) && Double(expiry) > now
     }
 
-    private func mac(expiry: UInt64, client: TransportAddress) -> [UInt8] {
+    /// base64 of the truncated HMAC of the expiry and the client's transport address.
+    private func mac(expiry: UInt32, client: TransportAddress) -> String {
         var input = withUnsafeBytes(of: expiry.bigEndian) { Array($0) }
         input += client.ip.bytes + [UInt8(client.port >> 8), UInt8(client.port & 0xFF)]
-        return Array(HMAC<SHA256>.authenticationCode(for: input, using: secret).prefix(Self.macBytes))
+        return Data(HMAC<SHA256>.authenticationCode(for: input, using: secret).prefix(Self.macBytes)).base64EncodedString()
     }
-
-    private static func hex(_ b: [UInt8]) -> String { b.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
 }
 
-/// A token bucket per source IP, bounding how many challenges (401/438) one source can draw (RFC 8656 §21.1.4).
+/// A token bucket per source (an IPv4 address or IPv6 /64), bounding how many challenges (401/438) one source can draw (RFC 8656 §21.1.4).
 public struct TURNChallengeRateLimiter: Sendable {
     /// Challenges a source may draw at once (the bucket size).
     public var burst: Double
@@ -88,7 +94,7 @@ public struct TURNChallengeRateLimiter: Sendable {
     public var ratePerSecond: Double
     /// Sources tracked at most; when full, buckets that have refilled are forgotten, then the oldest.
     public static let maxTrackedSources = 4096
-    private var buckets: [IPAddress: (tokens: Double, at: Double)] = [:]
+    private var buckets: [SourceAddressKey: (tokens: Double, at: Double)] = [:]
 
     /// Creates a limiter: by default a burst of 32, refilling at 8 per second.
     public init(burst: Double = 32, ratePerSecond: Double = 8) {
@@ -97,7 +103,7 @@ public struct TURNChallengeRateLimiter: Sendable {
     }
 
     /// Takes one token for `source` at `now`; false when its bucket is empty.
-    public mutating func allow(_ source: IPAddress, now: Double) -> Bool {
+    public mutating func allow(_ source: SourceAddressKey, now: Double) -> Bool {
         var b = buckets[source] ?? (burst, now)
         b.tokens = min(burst, b.tokens + max(0, now - b.at) * ratePerSecond)
         b.at = now

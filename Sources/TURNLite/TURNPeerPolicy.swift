@@ -55,11 +55,13 @@ public struct TURNPeerPolicy: Sendable, Hashable {
         "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
     ].map { IPPrefix($0)! }
 
-    /// Special-purpose IPv6 ranges refused by default (RFC 6890, RFC 4193, RFC 4291, RFC 8215, RFC 6666);
-    /// forms that embed IPv4 are judged by the IPv4 address they carry (see ``normalised(_:)``).
+    /// Special-purpose IPv6 ranges refused by default (RFC 6890, RFC 4193, RFC 4291, RFC 8215, RFC 6666,
+    /// IPv4-translated `::ffff:0:0:0/96` of RFC 2765 §2.1, SRv6 SIDs `5f00::/16` of RFC 9602,
+    /// documentation `3fff::/20` of RFC 9637); other forms that embed IPv4 are judged by the IPv4
+    /// address they carry (see ``normalised(_:)``).
     public static let deniedIPv6: [IPPrefix] = [
-        "::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
-        "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+        "::/128", "::1/128", "::ffff:0:0:0/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
+        "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
     ].map { IPPrefix($0)! }
 
     /// Prefixes the operator allows even though they fall in a denied range (`--relay-allow-peers`).

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import SourceLimits
 import STUNLite
 
 /// A TURN relay over UDP, TCP and TLS: a thin NIO layer around ``TURNServerStateMachine`` (RFC 8656 §5–12).
@@ -39,10 +40,17 @@ public final class TURNServer: Sendable {
         public var udpReceiveBufferBytes: Int = STUNServer.defaultUDPReceiveBufferBytes
         /// Client TCP/TLS connections open at once, at most; more are closed on accept.
         public var maxStreamConnections: Int
-        /// A TCP/TLS connection that sends nothing for this long is closed (longer than the longest refresh interval).
+        /// Client TCP/TLS connections one source (IPv4 address or IPv6 /64) may hold at once; more are
+        /// closed on accept, so one host cannot take every slot.
+        public var maxStreamConnectionsPerSource: Int
+        /// A TCP/TLS connection that sends no complete message for this long is closed (longer than the
+        /// longest refresh interval); a message dripped a byte at a time does not count.
         public var streamIdleTimeout: TimeAmount
-        /// How often timers are swept (allocations, permissions, channels).
+        /// How often timers are swept (allocations, permissions, channels, and connections without an
+        /// allocation: ``TURNServerConfiguration/streamAuthenticationTimeout``).
         public var sweepInterval: TimeAmount
+        /// Default of ``maxStreamConnectionsPerSource``: 32.
+        public static let defaultMaxStreamConnectionsPerSource = 32
 
         /// Relay IPs per family: each of `overrides`, else the first of `listenIPs` of that family (what
         /// coturn's `--relay-ip` does beside `--listening-ip`).
@@ -57,11 +65,13 @@ public final class TURNServer: Sendable {
         /// Every IP address listened on: ``listenIP`` first.
         public var listenIPs: [IPAddress] { [listenIP] + additionalListenIPs }
 
-        /// Creates a configuration: UDP+TCP on 3478, no TLS, 32-datagram reads, 1024 streams, 61 min idle, 1 s sweeps.
+        /// Creates a configuration: UDP+TCP on 3478, no TLS, 32-datagram reads, 1024 streams (32 per
+        /// source), 61 min idle, 1 s sweeps.
         public init(listenIP: IPAddress, additionalListenIPs: [IPAddress] = [], port: UInt16 = 3478, tcp: Bool = true,
                     tls: (port: UInt16, context: NIOSSLContext)? = nil,
                     relayIPs: [TURNAddressFamily: IPAddress]? = nil, server: TURNServerConfiguration,
                     vectorReadCount: Int = 32, maxStreamConnections: Int = 1024,
+                    maxStreamConnectionsPerSource: Int = defaultMaxStreamConnectionsPerSource,
                     streamIdleTimeout: TimeAmount = .seconds(Int64(TURNTimers.maxAllocationLifetime) + 60),
                     sweepInterval: TimeAmount = .seconds(1)) {
             self.listenIP = listenIP
@@ -73,6 +83,7 @@ public final class TURNServer: Sendable {
             self.server = server
             self.vectorReadCount = vectorReadCount
             self.maxStreamConnections = maxStreamConnections
+            self.maxStreamConnectionsPerSource = maxStreamConnectionsPerSource
             self.streamIdleTimeout = streamIdleTimeout
             self.sweepInterval = sweepInterval
         }
@@ -161,8 +172,10 @@ public final class TURNServer: Sendable {
                     .serverChannelOption(.backlog, value: 256)
                     .childChannelInitializer { child in
                         child.eventLoop.makeCompletedFuture {
-                            guard core.value.admitStream() else { throw TURNError(.socket, detail: "too many connections") }
-                            try ref.serveAdmittedStream(child, tls: ssl, transport: transport, idleTimeout: configuration.streamIdleTimeout)
+                            let source = child.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
+                            guard core.value.admitStream(from: source) else { throw TURNError(.socket, detail: "too many connections") }
+                            try ref.serveAdmittedStream(child, from: source, tls: ssl, transport: transport,
+                                                        idleTimeout: configuration.streamIdleTimeout)
                         }
                     }
                     .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
@@ -202,16 +215,18 @@ public final class TURNServer: Sendable {
     /// already in the pipeline (e.g. a TLS port shared with other protocols, after ALPN `stun.turn`,
     /// RFC 7443 §2): the same framing and handling as this server's own TCP/TLS listeners (RFC 8656 §12.5).
     ///
-    /// Counts against ``Configuration/maxStreamConnections``; the future fails (and the caller should
-    /// close the channel) when the server is full or shut down. The channel may live on any event loop.
+    /// Counts against ``Configuration/maxStreamConnections`` and ``Configuration/maxStreamConnectionsPerSource``;
+    /// the future fails (and the caller should close the channel) when the server or the source is
+    /// full, or the server is shut down. The channel may live on any event loop.
     public func adoptStream(_ channel: any Channel, transport: STUNTransport = .tls) -> EventLoopFuture<Void> {
         let core = self.core
         let timeout = streamIdleTimeout
-        return loop.submit { core.bound.value.admitStream() }
+        let source = channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
+        return loop.submit { core.bound.value.admitStream(from: source) }
             .hop(to: channel.eventLoop)
             .flatMapThrowing { admitted in
                 guard admitted else { throw TURNError(.socket, detail: "too many connections") }
-                try core.serveAdmittedStream(channel, tls: nil, transport: transport, idleTimeout: timeout)
+                try core.serveAdmittedStream(channel, from: source, tls: nil, transport: transport, idleTimeout: timeout)
             }
     }
 
@@ -236,7 +251,7 @@ final class TURNServerCore {
     /// Payloads one relay send may carry: the kernel's segment limit, and none when GSO is unavailable.
     /// Drops to 1 for good if the kernel ever refuses a GSO send (some devices cannot checksum-offload).
     private var maxSegmentsPerSend = System.supportsUDPSegmentationOffload ? TURNPeerRun.maxSegments : 1
-    private var streamCount = 0
+    private var slots: ConnectionSlots
     private var sweeper: RepeatedTask?
     private var closed = false
     private let configuration: TURNServer.Configuration
@@ -246,13 +261,24 @@ final class TURNServerCore {
     init(configuration: TURNServer.Configuration, loop: any EventLoop, logger: Logger) {
         var server = configuration.server
         server.relayFamilies = server.relayFamilies.intersection(configuration.relayIPs.keys)
+        server.relayHostAddresses.formUnion(Self.hostAddresses(configuration))
         self.machine = TURNServerStateMachine(configuration: server)
+        self.slots = ConnectionSlots(maxPerSource: configuration.maxStreamConnectionsPerSource,
+                                     maxTotal: configuration.maxStreamConnections)
         self.configuration = configuration
         self.loop = loop
         self.logger = logger
     }
 
     static func now() -> Double { Date().timeIntervalSince1970 }
+
+    /// The addresses peers must not reach on this host: the listen and relay addresses, and every
+    /// interface address (a service bound to a wildcard answers on all of them).
+    static func hostAddresses(_ configuration: TURNServer.Configuration) -> Set<IPAddress> {
+        let bound = Set(configuration.relayIPs.values).union([configuration.listenIP])
+        let interfaces = ((try? System.enumerateDevices()) ?? []).compactMap { $0.address.flatMap(TransportAddress.init)?.ip }
+        return bound.union(interfaces)
+    }
 
     func startSweeping() {
         let bound = NIOLoopBound(self, eventLoop: loop)
@@ -272,15 +298,18 @@ final class TURNServerCore {
         return all
     }
 
-    func admitStream() -> Bool {
-        guard !closed, streamCount < configuration.maxStreamConnections else { return false }
-        streamCount += 1
-        return true
+    /// Takes a stream slot for `source`: false when the server is shut down or the server or source is full.
+    func admitStream(from source: SourceAddressKey) -> Bool {
+        guard !closed else { return false }
+        return slots.admit(source) == nil
     }
 
-    func streamOpened(_ ft: TURNFiveTuple, _ channel: Channel) { streams[ft] = channel }
+    func streamOpened(_ ft: TURNFiveTuple, _ channel: Channel) {
+        streams[ft] = channel
+        machine.clientConnected(ft, now: Self.now())
+    }
 
-    func streamReleased() { streamCount -= 1 }
+    func streamReleased(_ source: SourceAddressKey) { slots.release(source) }
 
     func streamClosed(_ ft: TURNFiveTuple) {
         streams[ft] = nil
@@ -344,6 +373,8 @@ final class TURNServerCore {
             case .closeRelay(let id):
                 runs[id] = nil
                 relays.removeValue(forKey: id)?.close(promise: nil)
+            case .closeClient(let ft):
+                streams[ft]?.close(promise: nil)
             }
         }
     }
@@ -526,15 +557,17 @@ struct TURNCoreReference: Sendable {
     }
 
     /// Adds the stream pipeline to an admitted connection: TLS when `tls` is given (else none, or already
-    /// in the pipeline), idle timeout, STUN and padded ChannelData framing, TURN handling (RFC 8656 §12.5);
-    /// releases the admission on close. Must run on the channel's event loop.
-    func serveAdmittedStream(_ channel: any Channel, tls: NIOSSLContext?, transport: STUNTransport, idleTimeout: TimeAmount) throws {
+    /// in the pipeline), STUN and padded ChannelData framing, idle timeout, TURN handling (RFC 8656 §12.5);
+    /// releases `source`'s admission on close. Must run on the channel's event loop.
+    func serveAdmittedStream(_ channel: any Channel, from source: SourceAddressKey, tls: NIOSSLContext?, transport: STUNTransport,
+                             idleTimeout: TimeAmount) throws {
         let core = self
-        channel.closeFuture.whenComplete { _ in core.run { $0.streamReleased() } }
+        channel.closeFuture.whenComplete { _ in core.run { $0.streamReleased(source) } }
         if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+        // The idle timer sits after the framer: only whole messages reset it.
         try channel.pipeline.syncOperations.addHandlers(
-            IdleStateHandler(readTimeout: idleTimeout),
             ByteToMessageHandler(STUNFrameDecoder(allowsChannelData: true)),
+            IdleStateHandler(readTimeout: idleTimeout),
             TURNStreamHandler(core: self, transport: transport))
     }
 }

@@ -1,3 +1,4 @@
+import SourceLimits
 import STUNLite
 
 /// The timers of RFC 8656, in seconds.
@@ -61,6 +62,8 @@ public enum TURNServerAction: Sendable, Equatable {
     case openRelay(TURNAllocationID, family: TURNAddressFamily, evenPort: Bool)
     /// Close the allocation's relay socket.
     case closeRelay(TURNAllocationID)
+    /// Close a TCP/TLS client connection (it held no allocation for ``TURNServerConfiguration/streamAuthenticationTimeout``).
+    case closeClient(TURNFiveTuple)
 }
 
 /// Where a peer's datagram goes: as ChannelData on a bound channel, or in a Data indication (RFC 8656 §11.3, §12.7).
@@ -77,6 +80,12 @@ public struct TURNServerConfiguration: Sendable {
     public var credentials: TURNCredentials
     /// Which peers may be reached.
     public var peerPolicy: TURNPeerPolicy
+    /// The addresses of the relay's own host. A peer there is refused with 403, whatever the peer
+    /// policy says, unless it is the relayed address of a live allocation (two allocations on one
+    /// relay may reach each other; the relay's other ports, its listeners and the host's other
+    /// services may not). ``TURNServer`` fills this in from its listen and relay addresses and the
+    /// host's interface addresses.
+    public var relayHostAddresses: Set<IPAddress> = []
     /// Families the server can allocate relayed addresses in; others earn 440 (RFC 8656 §7.2).
     public var relayFamilies: Set<TURNAddressFamily>
     /// Allocations one user may hold at once; more earn 486 Allocation Quota Reached (RFC 8656 §7.2).
@@ -89,7 +98,7 @@ public struct TURNServerConfiguration: Sendable {
     public var maxChannelsPerAllocation: Int
     /// Relayed bytes per second per user, both directions together; excess datagrams are dropped (`nil`: no limit).
     public var bandwidthPerUser: Double?
-    /// 401/438 challenges one source IP may draw at once (RFC 8656 §21.1.4).
+    /// 401/438 challenges one source (IPv4 address or IPv6 /64) may draw at once (RFC 8656 §21.1.4).
     public var challengeBurst: Double
     /// 401/438 challenges per second a source's bucket refills with.
     public var challengeRatePerSecond: Double
@@ -102,6 +111,15 @@ public struct TURNServerConfiguration: Sendable {
     public static let defaultChallengeBurst: Double = 32
     /// Default of ``challengeRatePerSecond``: 8 per second per source.
     public static let defaultChallengeRatePerSecond: Double = 8
+    /// The largest answer to an unauthenticated request, as a multiple of the request's size: a
+    /// challenge that would be bigger is not sent, so the relay is no amplifier for spoofed sources.
+    public static let maxUnauthenticatedAmplification = 3
+    /// A TCP/TLS connection without an allocation is closed this long (seconds) after it opened or
+    /// lost its allocation: holding a connection takes a successful, authenticated Allocate, which
+    /// bytes alone cannot replace.
+    public var streamAuthenticationTimeout: Double = defaultStreamAuthenticationTimeout
+    /// Default of ``streamAuthenticationTimeout``: 10 s, ample for a challenge and an Allocate round trip.
+    public static let defaultStreamAuthenticationTimeout: Double = 10
     /// The channel range of RFC 5766 §11, which coturn's `turnutils_uclient` still draws from.
     public static let rfc5766ChannelNumbers: ClosedRange<UInt16> = 0x4000...0x7FFF
 
@@ -150,6 +168,8 @@ public struct TURNChannelBinding: Sendable, Equatable {
     public var peer: TransportAddress
     /// When the binding expires; it stays reserved for ``TURNTimers/channelReuseCooldown`` after.
     public var expiry: Double
+    /// The peer is on the relay's own host (another allocation's relayed address): checked again per datagram.
+    var onRelayHost = false
 }
 
 /// The TURN server's allocation logic without I/O: bytes and time in, ``TURNServerAction``s out (RFC 8656 §5–12).
@@ -193,6 +213,10 @@ public struct TURNServerStateMachine: Sendable {
     private var byFiveTuple: [TURNFiveTuple: TURNAllocationID] = [:]
     private var perUser: [String: Int] = [:]
     private var bandwidth: [String: TURNByteBucket] = [:]
+    /// Relayed addresses of live allocations: the only peers allowed on the relay's own host.
+    private var relayedAddresses: Set<TransportAddress> = []
+    /// Open TCP/TLS connections, and since when each has had no allocation (nil while it has one).
+    private var streams: [TURNFiveTuple: Double?] = [:]
     private var nextID: UInt64 = 1
 
     /// Creates a machine with no allocations.
@@ -223,11 +247,12 @@ public struct TURNServerStateMachine: Sendable {
     /// The transport an allocation's client uses (the I/O layer pads ChannelData on streams, RFC 8656 §12.5).
     public func fiveTuple(of id: TURNAllocationID) -> TURNFiveTuple? { allocations[id]?.fiveTuple }
 
-    /// The earliest time ``expire(now:)`` has work to do, if any allocation exists.
+    /// The earliest time ``expire(now:)`` has work to do, if any allocation or connection without one exists.
     public var nextDeadline: Double? {
-        allocations.values.map { a in
+        let timeout = configuration.streamAuthenticationTimeout
+        return (allocations.values.map { a in
             ([a.expiry] + a.permissions.values + a.channels.values.map { $0.expiry + TURNTimers.channelReuseCooldown }).min()!
-        }.min()
+        } + streams.values.compactMap { $0.map { $0 + timeout } }).min()
     }
 
     // MARK: Input from clients
@@ -259,6 +284,7 @@ public struct TURNServerStateMachine: Sendable {
         guard let id = byFiveTuple[fiveTuple], let a = allocations[id], a.relayed != nil,
               let binding = a.channels[channel], binding.expiry > now,
               let perm = a.permissions[binding.peer.ip], perm > now,
+              !binding.onRelayHost || relayedAddresses.contains(binding.peer),
               takeBandwidth(a.username, length, now: now) else { return nil }
         return (id, binding.peer)
     }
@@ -294,6 +320,7 @@ public struct TURNServerStateMachine: Sendable {
     public mutating func relayOpened(_ id: TURNAllocationID, at address: TransportAddress, now: Double) -> [TURNServerAction] {
         guard var a = allocations[id] else { return [.closeRelay(id)] }
         a.relayed = address
+        relayedAddresses.insert(address)
         var m = STUNMessage(method: .allocate, messageClass: .successResponse, transactionID: a.creatingTransaction)
         m.append(XORRelayedAddress(address))
         m.append(Lifetime(seconds: a.grantedLifetime))
@@ -313,8 +340,15 @@ public struct TURNServerStateMachine: Sendable {
         return [.sendToClient(a.fiveTuple, m.encode(integrityKey: a.key, fingerprint: a.creatingHadFingerprint))]
     }
 
+    /// A TCP or TLS client connected: unless it allocates within ``TURNServerConfiguration/streamAuthenticationTimeout``,
+    /// ``expire(now:)`` closes it.
+    public mutating func clientConnected(_ fiveTuple: TURNFiveTuple, now: Double) {
+        streams[fiveTuple] = .some(byFiveTuple[fiveTuple] == nil ? now : nil)
+    }
+
     /// The connection of a TCP or TLS client closed: its allocation goes with it (RFC 8656 §3.1, §7).
     public mutating func clientDisconnected(_ fiveTuple: TURNFiveTuple) -> [TURNServerAction] {
+        streams[fiveTuple] = nil
         guard let id = byFiveTuple[fiveTuple] else { return [] }
         remove(id)
         return [.closeRelay(id)]
@@ -322,7 +356,8 @@ public struct TURNServerStateMachine: Sendable {
 
     // MARK: Timers
 
-    /// Expires allocations, permissions and channels whose time has passed (RFC 8656 §7, §9, §12).
+    /// Expires allocations, permissions and channels whose time has passed (RFC 8656 §7, §9, §12), and
+    /// closes TCP/TLS connections that went ``TURNServerConfiguration/streamAuthenticationTimeout`` without an allocation.
     public mutating func expire(now: Double) -> [TURNServerAction] {
         var actions: [TURNServerAction] = []
         for (id, a) in allocations {
@@ -339,6 +374,16 @@ public struct TURNServerStateMachine: Sendable {
             }
             allocations[id] = b
         }
+        // After the allocations: a connection whose allocation just expired starts counting now.
+        for (ft, since) in streams {
+            if byFiveTuple[ft] != nil {
+                streams[ft] = .some(nil)
+            } else if let since {
+                if now - since >= configuration.streamAuthenticationTimeout { actions.append(.closeClient(ft)) }
+            } else {
+                streams[ft] = .some(now)
+            }
+        }
         return actions
     }
 
@@ -354,15 +399,15 @@ public struct TURNServerStateMachine: Sendable {
         guard methods.contains(req.method) else { return reply(req, ft, error: 400, reason: "Unknown method") }
 
         // RFC 8489 §9.2.4: long-term credential checks, in order.
-        guard req.contains(.messageIntegrity) else { return challenge(req, ft, code: 401, now: now) }
+        guard req.contains(.messageIntegrity) else { return challenge(req, ft, code: 401, requestBytes: bytes.count, now: now) }
         guard let username = try? req.attribute(Username.self), let realm = try? req.attribute(Realm.self),
               let nonce = try? req.attribute(Nonce.self) else {
             return reply(req, ft, error: 400, reason: "USERNAME, REALM and NONCE are required")
         }
-        guard nonces.isValid(nonce.text, for: ft.client, now: now) else { return challenge(req, ft, code: 438, now: now) }
+        guard nonces.isValid(nonce.text, for: ft.client, now: now) else { return challenge(req, ft, code: 438, requestBytes: bytes.count, now: now) }
         guard realm.text == configuration.credentials.realm,
               let key = configuration.credentials.key(for: username.text, now: now),
-              req.verifyMessageIntegrity(key: key) else { return challenge(req, ft, code: 401, now: now) }
+              req.verifyMessageIntegrity(key: key) else { return challenge(req, ft, code: 401, requestBytes: bytes.count, now: now) }
 
         // RFC 8489 §6.3.1: comprehension-required attributes we do not know.
         let unknown = req.unknownComprehensionRequired(known: STUNAttributeType.turnKnown)
@@ -467,11 +512,19 @@ public struct TURNServerStateMachine: Sendable {
         return reply(req, ft, key: a.key) { $0.append(Lifetime(seconds: granted)) }
     }
 
-    /// Checks a peer for an allocation: family (443), then the peer policy (403).
+    /// Checks a peer for an allocation: family (443), then the relay's own host (403 unless a live
+    /// allocation's relayed address), then the peer policy (403).
     private func peerError(_ peer: TransportAddress, _ a: Allocation) -> Int? {
         guard TURNAddressFamily(of: peer.ip) == a.family else { return 443 }
+        if isOnRelayHost(peer.ip) { return relayedAddresses.contains(peer) ? nil : 403 }
         guard configuration.peerPolicy.permits(peer.ip) else { return 403 }
         return nil
+    }
+
+    /// Whether `ip`, as written or by the IPv4 address it embeds, is an address of the relay's host.
+    private func isOnRelayHost(_ ip: IPAddress) -> Bool {
+        let hosts = configuration.relayHostAddresses
+        return !hosts.isEmpty && (hosts.contains(ip) || hosts.contains(TURNPeerPolicy.normalised(ip)))
     }
 
     private mutating func createPermission(_ req: STUNMessage, _ ft: TURNFiveTuple, _ a: inout Allocation,
@@ -524,7 +577,8 @@ public struct TURNServerStateMachine: Sendable {
         if a.permissions[peer.ip] == nil, a.permissions.count >= configuration.maxPermissionsPerAllocation {
             return reply(req, ft, error: 508, reason: "Too many permissions", key: a.key)
         }
-        a.channels[number.number] = TURNChannelBinding(peer: peer, expiry: now + TURNTimers.channelLifetime)
+        a.channels[number.number] = TURNChannelBinding(peer: peer, expiry: now + TURNTimers.channelLifetime,
+                                                       onRelayHost: isOnRelayHost(peer.ip))
         a.channelByPeer[peer] = number.number
         a.permissions[peer.ip] = now + TURNTimers.permissionLifetime
         allocations[a.id] = a
@@ -535,6 +589,7 @@ public struct TURNServerStateMachine: Sendable {
         guard let id = byFiveTuple[ft], let a = allocations[id], a.relayed != nil,
               let peer = try? ind.attribute(XORPeerAddress.self), let data = try? ind.attribute(DataAttribute.self),
               let perm = a.permissions[peer.address.ip], perm > now,
+              !isOnRelayHost(peer.address.ip) || relayedAddresses.contains(peer.address),
               takeBandwidth(a.username, data.bytes.count, now: now) else { return [] }
         return [.sendToPeer(id, peer.address, data.bytes)]
     }
@@ -549,20 +604,27 @@ public struct TURNServerStateMachine: Sendable {
     private mutating func remove(_ id: TURNAllocationID) {
         guard let a = allocations.removeValue(forKey: id) else { return }
         byFiveTuple[a.fiveTuple] = nil
+        if let relayed = a.relayed { relayedAddresses.remove(relayed) }
         let left = perUser[a.username, default: 1] - 1
         perUser[a.username] = left > 0 ? left : nil
         if left <= 0 { bandwidth[a.username] = nil }
     }
 
-    /// A 401 or 438 with REALM and a fresh NONCE, unsigned; dropped when the source has drawn too many (RFC 8489 §9.2.4).
-    private mutating func challenge(_ req: STUNMessage, _ ft: TURNFiveTuple, code: Int, now: Double) -> [TURNServerAction] {
-        guard limiter.allow(ft.client.ip, now: now) else { return [] }
+    /// A 401 or 438 with REALM and a fresh NONCE, unsigned (RFC 8489 §9.2.4 requires no more: no reason
+    /// phrase, no SOFTWARE); dropped when the source has drawn too many, or when it would be more than
+    /// ``TURNServerConfiguration/maxUnauthenticatedAmplification`` times the request (a bare header, say).
+    private mutating func challenge(_ req: STUNMessage, _ ft: TURNFiveTuple, code: Int, requestBytes: Int,
+                                    now: Double) -> [TURNServerAction] {
+        guard limiter.allow(SourceAddressKey(ft.client.ip), now: now) else { return [] }
         let nonce = nonces.issue(for: ft.client, now: now)
         let realm = configuration.credentials.realm
-        return reply(req, ft, error: code) {
+        let actions = reply(req, ft, error: code, reason: "") {
             $0.append(Realm(realm))
             $0.append(Nonce(nonce))
         }
+        guard case .sendToClient(_, let bytes)? = actions.first,
+              bytes.count <= TURNServerConfiguration.maxUnauthenticatedAmplification * requestBytes else { return [] }
+        return actions
     }
 
     /// A response to `req`: success, or an error with `error` as its code; signed when `key` is given.

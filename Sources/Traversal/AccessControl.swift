@@ -1,4 +1,5 @@
 import Crypto
+import SourceLimits
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -211,28 +212,85 @@ public enum AccessGrant: Sendable, Hashable {
     case pairedKey
 }
 
-/// A camera's access policy: a password verifier, paired viewer keys, and failure rate limits per
-/// viewer key and per source address.
-public struct AccessController<Source: Hashable & Sendable>: Sendable {
+/// How hard a camera makes password guessing: per source address, for the camera as a whole, and
+/// in how many slow checks run at once. A paired viewer key is never subject to any of them.
+public struct PasswordAttemptLimits: Sendable {
+    /// Failed password attempts per source (an IPv4 address or an IPv6 /64, see ``SourceAddressKey``).
+    public var perSource: TokenBucketRateLimiter<SourceAddressKey>
+    /// Failed password attempts against the camera, from anywhere: exponential back-off.
+    public var perCamera: FailureBackoff
+    /// Password checks (each a deliberate scrypt) running at once, so guesses cannot take all of the
+    /// camera's CPU; an attempt past this waits for a slot (see ``maxWaitingChecks``).
+    public var maxConcurrentChecks: Int
+    /// Password attempts waiting for a check slot at once; one more is refused as rate-limited.
+    public var maxWaitingChecks: Int
+
+    /// Default of ``perSource``: 10 failures in a burst, then one per 30 s from one address or /64.
+    public static let defaultPerSource = TokenBucketRateLimiter<SourceAddressKey>(capacity: 10, refillInterval: .seconds(30))
+    /// Default of ``perCamera``: 20 failures free, then 2 s doubling up to 10 min; forgotten after 1 h without one.
+    public static let defaultPerCamera = FailureBackoff(freeFailures: 20, initialDelay: .seconds(2), maxDelay: .seconds(600),
+                                                       forgetAfter: .seconds(3600))
+    /// Default of ``maxConcurrentChecks``: one, leaving the camera's other cores to video and paired viewers.
+    public static let defaultMaxConcurrentChecks = 1
+    /// Default of ``maxWaitingChecks``: 8, a second or so of checks.
+    public static let defaultMaxWaitingChecks = 8
+
+    /// Limits; the defaults are ``defaultPerSource``, ``defaultPerCamera``, ``defaultMaxConcurrentChecks``
+    /// and ``defaultMaxWaitingChecks``.
+    public init(perSource: TokenBucketRateLimiter<SourceAddressKey> = defaultPerSource,
+                perCamera: FailureBackoff = defaultPerCamera, maxConcurrentChecks: Int = defaultMaxConcurrentChecks,
+                maxWaitingChecks: Int = defaultMaxWaitingChecks) {
+        precondition(maxConcurrentChecks >= 1 && maxWaitingChecks >= 0, "invalid password check limits")
+        self.perSource = perSource
+        self.perCamera = perCamera
+        self.maxConcurrentChecks = maxConcurrentChecks
+        self.maxWaitingChecks = maxWaitingChecks
+    }
+}
+
+/// A camera's access policy: a password verifier, paired viewer keys, and the limits on password
+/// guessing (``PasswordAttemptLimits``).
+///
+/// A sans-I/O state machine: a password attempt is ``admitPasswordCheck(from:now:)``, then the slow
+/// check runs wherever the caller likes (outside any lock), then ``finishPasswordCheck(from:matched:now:)``
+/// and ``releaseCheckSlot()``, which hands the slot to a waiting attempt when there is one.
+///
+/// ```
+///  password ──► admitPasswordCheck ──► .refused(rate-limited)     source or camera backed off, or the queue full
+///                                  ├─► .wait ──(a slot handed on)──► resumeWaitingCheck ──► .refused / .check
+///                                  └─► .check(verifier) ──► verify (scrypt, off the lock)
+///                                        ──► finishPasswordCheck ──► grant / denied (failure counted)
+///                                        ──► releaseCheckSlot ──► true: wake the next waiter
+///  paired key ──► pairedKeyGrant ──► grant / denied               (no limit, no wait: nothing to guess)
+/// ```
+public struct AccessController: Sendable {
+    /// What to do with a password attempt.
+    public enum PasswordAdmission: Sendable {
+        /// Run the check with this verifier, then call ``AccessController/finishPasswordCheck(from:matched:now:)``
+        /// and ``AccessController/releaseCheckSlot()``.
+        case check(PasswordVerifier)
+        /// Wait until ``AccessController/releaseCheckSlot()`` hands a slot on, then call
+        /// ``AccessController/resumeWaitingCheck(from:now:)``.
+        case wait
+        /// Refused without checking.
+        case refused(AccessControlError)
+    }
+
     /// The password check, if a password is set.
     public var passwordVerifier: PasswordVerifier?
     /// Raw Ed25519 keys of paired viewers.
     var pairedKeys: Set<Data> = []
-    /// Failures per viewer identity key.
-    public private(set) var viewerLimiter: TokenBucketRateLimiter<Data>
-    /// Failures per source address.
-    public private(set) var sourceLimiter: TokenBucketRateLimiter<Source>
+    /// The limits in force, with their current state.
+    public private(set) var limits: PasswordAttemptLimits
+    /// Check slots held (checks running, or a slot just handed to a waiting attempt).
+    public private(set) var checksInFlight = 0
+    /// Attempts waiting for a check slot.
+    public private(set) var checksWaiting = 0
 
-    /// An access policy; by default 5 failures in a burst, then one per minute per viewer key, and
-    /// 20 then one per 15 s per source address.
-    public init(
-        passwordVerifier: PasswordVerifier?,
-        viewerLimiter: TokenBucketRateLimiter<Data> = .init(capacity: 5, refillInterval: .seconds(60)),
-        sourceLimiter: TokenBucketRateLimiter<Source> = .init(capacity: 20, refillInterval: .seconds(15))
-    ) {
+    /// An access policy with `limits` on password guessing.
+    public init(passwordVerifier: PasswordVerifier?, limits: PasswordAttemptLimits = PasswordAttemptLimits()) {
         self.passwordVerifier = passwordVerifier
-        self.viewerLimiter = viewerLimiter
-        self.sourceLimiter = sourceLimiter
+        self.limits = limits
     }
 
     /// Pairs a viewer identity key: it may then connect with ``AccessCredential/pairedKey``.
@@ -250,46 +308,94 @@ public struct AccessController<Source: Hashable & Sendable>: Sendable {
         pairedKeys.contains(viewer.rawRepresentation)
     }
 
-    /// How long `viewer` at `source` must wait before a credential is even checked; nil when it may try now.
-    public func admissionDelay(viewer: Curve25519.Signing.PublicKey, source: Source, now: ContinuousClock.Instant) -> Duration? {
-        [viewerLimiter.retryDelay(for: viewer.rawRepresentation, now: now), sourceLimiter.retryDelay(for: source, now: now)]
-            .compactMap { $0 }.max()
+    /// The verdict on a paired-key credential: immediate, and never limited (the key was proven in the handshake).
+    public func pairedKeyGrant(for viewer: Curve25519.Signing.PublicKey) -> Result<AccessGrant, AccessControlError> {
+        isPaired(viewer) ? .success(.pairedKey) : .failure(AccessControlError(code: .denied, detail: "pairedKey not accepted"))
     }
 
-    /// Counts a refused credential against `viewer` and `source`.
-    public mutating func recordFailure(viewer: Curve25519.Signing.PublicKey, source: Source, now: ContinuousClock.Instant) {
-        viewerLimiter.recordFailure(for: viewer.rawRepresentation, now: now)
-        sourceLimiter.recordFailure(for: source, now: now)
+    /// How long a password attempt from `source` must wait before it is even checked; nil when it may be checked now.
+    public func admissionDelay(source: SourceAddressKey, now: ContinuousClock.Instant) -> Duration? {
+        [limits.perSource.retryDelay(for: source, now: now), limits.perCamera.retryDelay(now: now)].compactMap { $0 }.max()
     }
 
-    /// Whether `credential` from `viewer` is valid, without touching the rate limits (the slow
-    /// password check can then run outside any lock); pair with ``admissionDelay(viewer:source:now:)``
-    /// and ``recordFailure(viewer:source:now:)``.
-    public func accepts(_ credential: AccessCredential, from viewer: Curve25519.Signing.PublicKey) -> AccessGrant? {
-        switch credential {
-        case .password(let password):
-            if let passwordVerifier, passwordVerifier.verify(password) { return .password }
-        case .pairedKey:
-            if pairedKeys.contains(viewer.rawRepresentation) { return .pairedKey }
+    /// Admits a password attempt from `source` to the slow check, queues it when
+    /// ``PasswordAttemptLimits/maxConcurrentChecks`` are running, or refuses it as rate-limited
+    /// (source or camera backed off, or ``PasswordAttemptLimits/maxWaitingChecks`` already waiting).
+    public mutating func admitPasswordCheck(from source: SourceAddressKey, now: ContinuousClock.Instant) -> PasswordAdmission {
+        if let refusal = refusal(from: source, now: now) { return .refused(refusal) }
+        guard let passwordVerifier else { return .refused(AccessControlError(code: .denied, detail: "no password is set")) }
+        if checksInFlight < limits.maxConcurrentChecks {
+            checksInFlight += 1
+            return .check(passwordVerifier)
         }
-        return nil
+        guard checksWaiting < limits.maxWaitingChecks else {
+            return .refused(AccessControlError(code: .rateLimited, detail: "busy checking other passwords", retryAfter: .seconds(1)))
+        }
+        checksWaiting += 1
+        return .wait
     }
 
-    /// Checks a credential from `viewer` (its handshake identity) connecting from `source`.
+    /// A waiting attempt got a slot: `.check`, or `.refused` when its source or the camera was backed
+    /// off meanwhile (it holds the slot either way; give it back with ``releaseCheckSlot()``).
+    public func resumeWaitingCheck(from source: SourceAddressKey, now: ContinuousClock.Instant) -> PasswordAdmission {
+        if let refusal = refusal(from: source, now: now) { return .refused(refusal) }
+        guard let passwordVerifier else { return .refused(AccessControlError(code: .denied, detail: "no password is set")) }
+        return .check(passwordVerifier)
+    }
+
+    /// Gives back a check slot; true when it went straight to a waiting attempt, which the caller must wake.
+    public mutating func releaseCheckSlot() -> Bool {
+        if checksWaiting > 0 {
+            checksWaiting -= 1
+            return true
+        }
+        checksInFlight = max(0, checksInFlight - 1)
+        return false
+    }
+
+    /// Why an attempt from `source` is refused before any check, if it is.
+    private func refusal(from source: SourceAddressKey, now: ContinuousClock.Instant) -> AccessControlError? {
+        admissionDelay(source: source, now: now).map {
+            AccessControlError(code: .rateLimited, detail: "too many failed attempts", retryAfter: $0)
+        }
+    }
+
+    /// Judges an admitted check: a grant when the password `matched`, else `.denied` with the failure
+    /// counted against `source` and the camera. The slot stays held until ``releaseCheckSlot()``.
+    public mutating func finishPasswordCheck(from source: SourceAddressKey, matched: Bool,
+                                             now: ContinuousClock.Instant) -> Result<AccessGrant, AccessControlError> {
+        if matched { return .success(.password) }
+        limits.perSource.recordFailure(for: source, now: now)
+        limits.perCamera.recordFailure(now: now)
+        return .failure(AccessControlError(code: .denied, detail: "password not accepted"))
+    }
+
+    /// Checks a credential from `viewer` (its handshake identity) connecting from `source`, all at once
+    /// (the password check runs inline and never waits: for tests and callers without concurrency).
     ///
     /// - Throws: ``AccessControlError`` `.rateLimited` (with ``AccessControlError/retryAfter``)
-    ///   before checking anything once too many failures came from the viewer key or the source;
-    ///   `.denied` for a wrong password or an unpaired key (and counts the failure).
+    ///   before checking a password once too many failures came from the source or the camera;
+    ///   `.denied` for a wrong password (counted) or an unpaired key.
     public mutating func authorize(
-        viewer: Curve25519.Signing.PublicKey, source: Source, credential: AccessCredential,
+        viewer: Curve25519.Signing.PublicKey, source: SourceAddressKey, credential: AccessCredential,
         now: ContinuousClock.Instant
     ) throws -> AccessGrant {
-        if let delay = admissionDelay(viewer: viewer, source: source, now: now) {
-            throw AccessControlError(code: .rateLimited, detail: "too many failed attempts", retryAfter: delay)
+        switch credential {
+        case .pairedKey:
+            return try pairedKeyGrant(for: viewer).get()
+        case .password(let password):
+            switch admitPasswordCheck(from: source, now: now) {
+            case .refused(let error):
+                throw error
+            case .wait:
+                checksWaiting -= 1
+                throw AccessControlError(code: .rateLimited, detail: "busy checking other passwords", retryAfter: .seconds(1))
+            case .check(let verifier):
+                let verdict = finishPasswordCheck(from: source, matched: verifier.verify(password), now: now)
+                _ = releaseCheckSlot()
+                return try verdict.get()
+            }
         }
-        if let grant = accepts(credential, from: viewer) { return grant }
-        recordFailure(viewer: viewer, source: source, now: now)
-        throw AccessControlError(code: .denied, detail: "\(credential) not accepted")
     }
 }
 
@@ -301,7 +407,7 @@ public struct AccessControlError: CodedError, Hashable {
         public let name: String
         /// The credential is wrong (deliberately not saying how).
         public static let denied = Code(name: "denied")
-        /// Too many failures from this viewer key or source; see ``AccessControlError/retryAfter``.
+        /// Too many failures from this source or against this camera, or too many checks at once; see ``AccessControlError/retryAfter``.
         public static let rateLimited = Code(name: "rate-limited")
         /// A stored password verifier is malformed or has out-of-range parameters.
         public static let invalidVerifier = Code(name: "invalid-verifier")

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import SourceLimits
 import Synchronization
 
 /// How a camera decides who may watch: a password, paired viewer keys, or both.
@@ -9,16 +10,21 @@ public struct CameraAccessPolicy: Sendable {
     public var passwordVerifier: PasswordVerifier?
     /// Viewer identity keys allowed without a password.
     public var pairedViewers: [Curve25519.Signing.PublicKey]
+    /// Limits on password guessing (per source address, per camera, concurrent checks).
+    public var limits: PasswordAttemptLimits
 
     /// Creates a policy.
-    public init(passwordVerifier: PasswordVerifier?, pairedViewers: [Curve25519.Signing.PublicKey] = []) {
+    public init(passwordVerifier: PasswordVerifier?, pairedViewers: [Curve25519.Signing.PublicKey] = [],
+                limits: PasswordAttemptLimits = PasswordAttemptLimits()) {
         self.passwordVerifier = passwordVerifier
         self.pairedViewers = pairedViewers
+        self.limits = limits
     }
 
     /// A policy with one password, hashed with `parameters` (the standard scrypt cost by default).
-    public static func password(_ password: String, parameters: PasswordVerifier.Parameters = .standard) throws -> CameraAccessPolicy {
-        CameraAccessPolicy(passwordVerifier: try PasswordVerifier(password: password, parameters: parameters))
+    public static func password(_ password: String, parameters: PasswordVerifier.Parameters = .standard,
+                                limits: PasswordAttemptLimits = PasswordAttemptLimits()) throws -> CameraAccessPolicy {
+        CameraAccessPolicy(passwordVerifier: try PasswordVerifier(password: password, parameters: parameters), limits: limits)
     }
 }
 
@@ -155,8 +161,14 @@ public final class Connector: Sendable {
     /// Whether `key` derives to `device`, computed off the cooperative pool (scrypt blocks its thread
     /// for tens of milliseconds; the race's tasks must not wait behind it).
     private static func derives(_ key: Curve25519.Signing.PublicKey, to device: DeviceID) async -> Bool {
+        await offCooperativePool { device.matches(publicKey: key) }
+    }
+
+    /// The result of `work`, a slow blocking computation (scrypt), run on a global dispatch queue so
+    /// the cooperative pool's few threads stay free for the race and for other viewers.
+    private static func offCooperativePool(_ work: @escaping @Sendable () -> Bool) async -> Bool {
         await withCheckedContinuation { done in
-            DispatchQueue.global(qos: .userInitiated).async { done.resume(returning: device.matches(publicKey: key)) }
+            DispatchQueue.global(qos: .userInitiated).async { done.resume(returning: work()) }
         }
     }
 
@@ -206,7 +218,7 @@ public final class Connector: Sendable {
     /// yields each viewer that completed the handshake and passed the access policy.
     public func serve(_ sources: [AsyncStream<any IncomingIntroduction>], access: CameraAccessPolicy) -> AsyncStream<PeerConnection> {
         let (stream, continuation) = AsyncStream.makeStream(of: PeerConnection.self)
-        var controller = AccessController<String>(passwordVerifier: access.passwordVerifier)
+        var controller = AccessController(passwordVerifier: access.passwordVerifier, limits: access.limits)
         for v in access.pairedViewers { controller.pair(v) }
         let shared = SharedAccess(controller)
         let task = Task {
@@ -278,18 +290,33 @@ public final class Connector: Sendable {
         }
         channel = opened
         let credential: AccessCredential = hello.kind == "password" ? .password(hello.password ?? "") : .pairedKey
-        let source = transport.pathDescription.split(separator: " ").last.map(String.init) ?? transport.pathDescription
-        // Rate limits under the lock; the deliberately slow password check outside it, so one
-        // viewer's scrypt never delays another's admission.
+        let source = transport.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
+        // Limits under the lock; the deliberately slow password check outside it and off the
+        // cooperative pool, so a guess never delays a paired viewer or another's admission.
         let viewer = raced.session.peerIdentity
         let verdict: Result<AccessGrant, AccessControlError>
-        if let delay = access.controller.withLock({ $0.admissionDelay(viewer: viewer, source: source, now: .now) }) {
-            verdict = .failure(AccessControlError(code: .rateLimited, detail: "too many failed attempts", retryAfter: delay))
-        } else if let grant = access.controller.withLock({ $0 }).accepts(credential, from: viewer) {
-            verdict = .success(grant)
-        } else {
-            access.controller.withLock { $0.recordFailure(viewer: viewer, source: source, now: .now) }
-            verdict = .failure(AccessControlError(code: .denied, detail: "\(credential) not accepted"))
+        switch credential {
+        case .pairedKey:
+            verdict = access.withController { $0.pairedKeyGrant(for: viewer) }
+        case .password(let password):
+            var admission = access.withController { $0.admitPasswordCheck(from: source, now: .now) }
+            var holdsSlot = false
+            if case .check = admission { holdsSlot = true }
+            if case .wait = admission {
+                await access.waitForCheckSlot()
+                holdsSlot = true
+                admission = access.withController { $0.resumeWaitingCheck(from: source, now: .now) }
+            }
+            switch admission {
+            case .refused(let error):
+                verdict = .failure(error)
+            case .wait:
+                verdict = .failure(AccessControlError(code: .rateLimited, detail: "busy checking other passwords"))
+            case .check(let verifier):
+                let matched = await Self.offCooperativePool { verifier.verify(password) }
+                verdict = access.withController { $0.finishPasswordCheck(from: source, matched: matched, now: .now) }
+            }
+            if holdsSlot { access.releaseCheckSlot() }
         }
         switch verdict {
         case .failure(let e):
@@ -487,11 +514,53 @@ public final class Connector: Sendable {
     }
 }
 
-/// The camera's access controller, shared by every concurrent introduction.
+/// The camera's access controller, shared by every concurrent introduction, and the attempts waiting
+/// for a password check slot (woken in order as checks finish).
 final class SharedAccess: Sendable {
-    let controller: Mutex<AccessController<String>>
-    init(_ controller: AccessController<String>) {
-        self.controller = Mutex(controller)
+    private struct State {
+        var controller: AccessController
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        /// Slots handed on before their waiter got round to waiting.
+        var earlyHandoffs = 0
+    }
+
+    private let state: Mutex<State>
+
+    init(_ controller: AccessController) {
+        self.state = Mutex(State(controller: controller))
+    }
+
+    /// Runs `body` on the controller under the lock.
+    func withController<R: Sendable>(_ body: (inout AccessController) -> R) -> R {
+        state.withLock { body(&$0.controller) }
+    }
+
+    /// Returns once a finished check hands its slot to this attempt (after ``AccessController/PasswordAdmission/wait``).
+    func waitForCheckSlot() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let handedAlready = state.withLock { s -> Bool in
+                if s.earlyHandoffs > 0 {
+                    s.earlyHandoffs -= 1
+                    return true
+                }
+                s.waiters.append(waiter)
+                return false
+            }
+            if handedAlready { waiter.resume() }
+        }
+    }
+
+    /// Gives a check slot back, waking the first waiting attempt if it goes to one.
+    func releaseCheckSlot() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            guard s.controller.releaseCheckSlot() else { return nil }
+            guard !s.waiters.isEmpty else {
+                s.earlyHandoffs += 1
+                return nil
+            }
+            return s.waiters.removeFirst()
+        }
+        next?.resume()
     }
 }
 

@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 
 /// Which side of a connection this process plays.
 public enum ConnectionRole: String, Sendable, Codable, Hashable {
@@ -65,6 +66,9 @@ public protocol PeerTransport: Sendable {
     var isDatagram: Bool { get }
     /// `udp 10.0.0.2:4000 -> 10.0.0.3:5000`, for reports.
     var pathDescription: String { get }
+    /// The address the peer's messages come from (for a relay: the peer's relayed address), which
+    /// per-source limits key on; `nil` when unknown.
+    var remoteAddress: SocketAddress? { get }
     /// Largest message `send` accepts.
     var maxMessageSize: Int { get }
     /// Sends one message.
@@ -73,6 +77,11 @@ public protocol PeerTransport: Sendable {
     func receive() async throws -> [UInt8]
     /// Closes the transport; a pending `receive` throws.
     func close() async
+}
+
+extension PeerTransport {
+    /// Unknown by default: limits then count the transport under ``SourceAddressKey/unidentified``.
+    public var remoteAddress: SocketAddress? { nil }
 }
 
 /// Why a strategy did not produce a path.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NATLab
 import Strategies
+import Traversal
 
 extension Trav {
     /// `trav compare`: the strategy comparison grid over real kernel NAT.
@@ -183,5 +184,5 @@ func mostCommon(_ items: [String]) -> String? {
 
 /// A progress line on standard error, so `--json` stays clean.
 func progress(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
+    FileHandle.standardError.write(Data((RemoteText.printable(line) + "\n").utf8))
 }

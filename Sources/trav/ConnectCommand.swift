@@ -76,17 +76,17 @@ extension Trav {
             } else {
                 print("camera    \(output.uid)")
                 if output.connected {
-                    print("path      \(output.path ?? "")  \(output.route ?? "")")
+                    print("path      \(output.path ?? "")  \(RemoteText.printable(output.route ?? ""))")
                     print("setup     \(String(format: "%.1f", output.setupMs ?? 0)) ms\(output.phases.map { " (\($0))" } ?? "")")
                     print("echo      \(output.echoBytes) bytes \(output.echoVerified ? "verified" : "NOT verified")")
                     if let idle = output.idleSeconds, let again = output.idleEchoVerified {
                         print("idle      \(idle) s, then echo \(again ? "verified" : "NOT verified: the path was lost")")
                     }
                 } else {
-                    print("failed    \(output.error ?? "")")
+                    print("failed    \(RemoteText.printable(output.error ?? ""))")
                 }
                 for a in output.attempts {
-                    print("  \(a.strategy.padding(toLength: 22, withPad: " ", startingAt: 0)) \(a.outcome.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%7.1f", a.ms)) ms\(a.error.map { "  (\($0.prefix(100)))" } ?? "")")
+                    print("  \(a.strategy.padding(toLength: 22, withPad: " ", startingAt: 0)) \(a.outcome.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%7.1f", a.ms)) ms\(a.error.map { "  (\(RemoteText.printable($0.prefix(100))))" } ?? "")")
                 }
             }
             if !(output.connected && output.echoVerified && output.idleEchoVerified != false) { throw ExitCode(1) }

@@ -122,7 +122,7 @@ extension Trav {
                                  Double(v.bytes) / 1e6, v.seconds, mbps, v.frames, max(0, expected - v.frames)))
                 case .failure(let e):
                     failures += 1
-                    print("viewer \(i + 1) FAILED: \(e)")
+                    print("viewer \(i + 1) FAILED: \(RemoteText.printable("\(e)"))")
                 }
             }
             if failures > 0 { throw ExitCode(1) }

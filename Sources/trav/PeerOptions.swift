@@ -119,10 +119,10 @@ struct ConnectOutput: Encodable {
 
 /// Prints a report as a short table.
 func printReport(_ report: ConnectionReport, prefix: String = "") {
-    print("\(prefix)path      \(report.path ?? "none")  \(report.route ?? "")")
+    print("\(prefix)path      \(report.path ?? "none")  \(RemoteText.printable(report.route ?? ""))")
     print("\(prefix)setup     \(String(format: "%.1f", report.setupMs)) ms\(report.phases.map { " (\($0), then the access check)" } ?? "")")
     for a in report.attempts {
-        let err = a.error.map { "  (\($0.prefix(100)))" } ?? ""
+        let err = a.error.map { "  (\(RemoteText.printable($0.prefix(100))))" } ?? ""
         print("\(prefix)  \(a.strategy.padding(toLength: 22, withPad: " ", startingAt: 0)) \(a.outcome.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%7.1f", a.ms)) ms\(err)")
     }
 }

@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import NIOCore
 import STUNLite
+import Traversal
 
 #if canImport(Glibc)
 import Glibc
@@ -74,7 +75,7 @@ extension TimeAmount {
 
 /// Prints a status line and flushes at once, so a supervising process reading a pipe sees it.
 func say(_ line: String) {
-    print(line)
+    print(RemoteText.printable(line))
     fflush(nil)
 }
 

@@ -39,6 +39,66 @@ struct ClientHelloALPNTests {
         return out
     }
 
+    /// A ClientHello of the largest accepted size (padding extension, RFC 7685), offering `trav/1`, as one record.
+    static func largestClientHello() -> ByteBuffer {
+        var alpn = ByteBuffer()
+        alpn.writeInteger(UInt16(7))
+        alpn.writeInteger(UInt8(6))
+        alpn.writeString("trav/1")
+        var body = ByteBuffer()
+        body.writeInteger(UInt16(0x0303))
+        body.writeRepeatingByte(7, count: 32)
+        body.writeInteger(UInt8(0))                                  // legacy_session_id
+        body.writeInteger(UInt16(2))
+        body.writeInteger(UInt16(0x1301))                            // cipher_suites
+        body.writeInteger(UInt8(1))
+        body.writeInteger(UInt8(0))                                  // legacy_compression_methods
+        let fixed = body.readableBytes + 2 + 4 + alpn.readableBytes + 4
+        let padding = ClientHelloALPN.maxClientHelloBytes - fixed
+        body.writeInteger(UInt16(4 + alpn.readableBytes + 4 + padding))
+        body.writeInteger(ClientHelloALPN.alpnExtensionType)
+        body.writeInteger(UInt16(alpn.readableBytes))
+        body.writeImmutableBuffer(alpn)
+        body.writeInteger(UInt16(21))                                // padding
+        body.writeInteger(UInt16(padding))
+        body.writeRepeatingByte(0, count: padding)
+        var record = ByteBuffer()
+        record.writeInteger(UInt8(22))
+        record.writeInteger(UInt16(0x0301))
+        record.writeInteger(UInt16(4 + body.readableBytes))
+        record.writeInteger(ClientHelloALPN.clientHelloType)
+        record.writeInteger(UInt8(0))
+        record.writeInteger(UInt16(body.readableBytes))
+        record.writeImmutableBuffer(body)
+        return record
+    }
+
+    @Test func aLargestClientHelloInOneByteRecordsAndSmallReadsIsParsedOnce() throws {
+        // About 98 kB: every handshake byte in its own record. Fed as TCP might deliver it, 64 bytes
+        // per read, each record is still parsed exactly once (before, every read re-parsed all).
+        let stream = Self.refragment(Self.largestClientHello(), recordSize: 1)
+        #expect(stream.readableBytes > 98_000)
+        var reader = ClientHelloReader()
+        var verdict = ClientHelloALPN.needMoreBytes
+        var received = 0
+        while received < stream.readableBytes {
+            received = min(received + 64, stream.readableBytes)
+            verdict = reader.read(stream.getSlice(at: stream.readerIndex, length: received)!)
+            if verdict != .needMoreBytes { break }
+        }
+        #expect(verdict == .offered(["trav/1"]))
+        #expect(received == stream.readableBytes)
+        #expect(reader.recordsRead == ClientHelloALPN.maxClientHelloBytes + 4)
+        // The gate reads the same stream in small reads and lets it through unchanged.
+        let channel = EmbeddedChannel(handler: ALPNOfferGateHandler(supported: ["trav/1"]))
+        var rest = stream
+        while let piece = rest.readSlice(length: min(64, rest.readableBytes)), piece.readableBytes > 0 {
+            try channel.writeInbound(piece)
+        }
+        #expect(try channel.readInbound(as: ByteBuffer.self) == stream)
+        _ = try channel.finish()
+    }
+
     @Test func readsTheOfferOfARealClientHello() throws {
         #expect(ClientHelloALPN.read(try Self.clientHello(offering: ["stun.turn", "trav/1"])) == .offered(["stun.turn", "trav/1"]))
         #expect(ClientHelloALPN.read(try Self.clientHello(offering: ["h2"])) == .offered(["h2"]))

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import Rendezvous
 import Testing
 @testable import Traversal
@@ -7,6 +8,52 @@ import Testing
 /// Loopback tests of the cloud: registration, introductions, limits, restarts, TLS trust.
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct RendezvousServerTests {
+    /// Runs a cloud holding 8 connections, 4 per source, with `deadline` to authenticate, and opens 12
+    /// silent TCP connections to it from 127.0.0.2 (a new port each).
+    func withIdleAttack(deadline: Duration, _ body: (CloudService, CloudEndpoint, [any Channel]) async throws -> Void) async throws {
+        let tuning: (inout RendezvousServer.Configuration) -> Void = {
+            $0.maxConnections = 8
+            $0.maxConnectionsPerSource = 4
+            $0.authenticationTimeout = deadline
+        }
+        try await withCloud(tuning: tuning) { cloud, endpoint in
+            var idle: [any Channel] = []
+            for _ in 0..<12 {
+                idle.append(try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .bind(to: try SocketAddress(ipAddress: "127.0.0.2", port: 0))
+                    .connect(host: "127.0.0.1", port: Int(endpoint.port)).get())
+            }
+            try await body(cloud, endpoint, idle)
+            for c in idle { try? await c.close() }
+        }
+    }
+
+    @Test func idleConnectionsFromOneSourceDoNotLockOthersOut() async throws {
+        try await withIdleAttack(deadline: .seconds(60)) { cloud, endpoint, idle in
+            #expect(await eventually(within: .seconds(5)) { idle.filter { !$0.isActive }.count >= 8 },
+                    "beyond 4 per source, closed on accept")
+            // A camera from 127.0.0.1 still registers while the attacker holds its four slots.
+            let identity = DeviceIdentity.generate()
+            try await withCamera(identity, endpoint) { camera in
+                #expect(await camera.observedAddress != nil)
+                #expect(await cloud.rendezvous.registry.lookup(identity.deviceID) != nil)
+            }
+            #expect(idle.filter(\.isActive).count == 4)
+        }
+    }
+
+    @Test func silentConnectionsAreClosedAtTheAuthenticationDeadlineButARegisteredCameraStays() async throws {
+        try await withIdleAttack(deadline: .milliseconds(800)) { cloud, endpoint, idle in
+            let identity = DeviceIdentity.generate()
+            try await withCamera(identity, endpoint) { _ in
+                #expect(await eventually(within: .seconds(10)) { idle.allSatisfy { !$0.isActive } },
+                        "silent connections closed at the authentication deadline")
+                try await Task.sleep(for: .milliseconds(1000))
+                #expect(await cloud.rendezvous.registry.lookup(identity.deviceID) != nil, "registered: no deadline")
+            }
+        }
+    }
+
     @Test func cameraRegistersAndLearnsItsObservedAddress() async throws {
         let identity = DeviceIdentity.generate()
         let deviceID = identity.deviceID

@@ -134,7 +134,7 @@ struct SharedTLSPortTests {
                 try await withUDPEcho { echo in
                     // Send indications (-s): uclient's channel numbers come from RFC 5766's wider range.
                     let args = ["/usr/bin/turnutils_uclient", "-t", "-S", "-s", "-c", "-n", "50", "-m", "1", "-l", "200", "-z", "5",
-                                "-u", grant.username, "-w", grant.password, "-e", "127.0.0.1", "-r", "\(echo.port)",
+                                "-u", grant.username, "-w", grant.password, "-e", "\(echo.ip)", "-r", "\(echo.port)",
                                 "-p", "\(cloud.rendezvous.address.port)", "127.0.0.1"]
                     let result = try await ChildProcess.run(args, timeout: .seconds(30))
                     let out = result.stdout + result.stderr
@@ -147,13 +147,14 @@ struct SharedTLSPortTests {
     }
 }
 
-/// Test helper: a UDP echo service on 127.0.0.1 (every datagram goes back to its sender), closed after `body`.
+/// Test helper: a UDP echo service on 127.0.0.2 (every datagram goes back to its sender; not on the relay's
+/// own address, which it refuses as a peer), closed after `body`.
 func withUDPEcho(_ body: (TransportAddress) async throws -> Void) async throws {
     let echo = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEchoHandler()) }
         }
-        .bind(host: "127.0.0.1", port: 0).get()
+        .bind(host: "127.0.0.2", port: 0).get()
     do {
         try await body(try #require(echo.localAddress.flatMap(TransportAddress.init)))
     } catch {

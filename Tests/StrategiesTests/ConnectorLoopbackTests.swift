@@ -21,9 +21,11 @@ let testConnectTimeout: Duration = .seconds(20)
     /// Runs a camera serving `introducer` with `password` and echoing every message back.
     static func withCamera(_ introducer: InMemoryIntroducer, password: String = "secret", stun: [String],
                            strategies: [any TraversalStrategy] = [DirectLAN(scope: .loopbackOnly), STUNDiscovery()],
+                           access: CameraAccessPolicy? = nil,
                            _ body: () async throws -> Void) async throws {
         let connector = Connector(configuration: .init(identity: camera, strategies: strategies, stunServers: stun, connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
-        let connections = connector.serve([introducer.introductions], access: try .password(password, parameters: testCost))
+        let policy = try access ?? .password(password, parameters: testCost)
+        let connections = connector.serve([introducer.introductions], access: policy)
         let server = Task {
             await withTaskGroup(of: Void.self) { group in
                 for await c in connections {
@@ -125,6 +127,42 @@ let testConnectTimeout: Duration = .seconds(20)
         }
     }
 
+    @Test func passwordGuessingFromOneAddressIsLimitedWhilePairedViewersStillConnect() async throws {
+        // Every guess comes from 127.0.0.1 with a new port and a new viewer key, as a script would.
+        let paired = DeviceIdentity.ephemeral()
+        let limits = PasswordAttemptLimits(perSource: .init(capacity: 2, refillInterval: .seconds(3600)))
+        var policy = try CameraAccessPolicy.password("secret", parameters: testCost, limits: limits)
+        policy.pairedViewers = [paired.publicKey]
+        try await Self.withSTUN { stun in
+            let introducer = InMemoryIntroducer()
+            try await Self.withCamera(introducer, stun: stun, strategies: [DirectLAN(scope: .loopbackOnly)], access: policy) {
+                /// Why a fresh viewer (new key, new port) with `password` was refused; nil if it got in.
+                func refusal(_ password: String) async throws -> TraversalError.Code? {
+                    do {
+                        let c = try await Self.viewer(stun: stun, strategies: [DirectLAN(scope: .loopbackOnly)])
+                            .connect(to: Self.cameraID, via: introducer, credential: .password(password))
+                        await c.close()
+                        return nil
+                    } catch let e as TraversalError {
+                        return e.code
+                    }
+                }
+                var outcomes: [TraversalError.Code?] = []
+                for guess in 0..<4 { outcomes.append(try await refusal("guess \(guess)")) }
+                #expect(outcomes == [.accessDenied, .accessDenied, .rateLimited, .rateLimited])
+                // The right password from the same address is not even checked now...
+                #expect(try await refusal("secret") == .rateLimited)
+                // ...but a paired viewer on the same address is let in.
+                let viewer = Connector(configuration: .init(identity: paired, strategies: [DirectLAN(scope: .loopbackOnly)],
+                                                            stunServers: stun, connectTimeout: testConnectTimeout,
+                                                            gatherTimeout: testGatherTimeout))
+                let c = try await viewer.connect(to: Self.cameraID, via: introducer, credential: .pairedKey)
+                #expect(try await Self.echo(c, bytes: 100))
+                await c.close()
+            }
+        }
+    }
+
     @Test func cloudAnnouncingAnotherKeyIsDetected() async throws {
         try await Self.withSTUN { stun in
             let impostor = DeviceIdentity.generate()
@@ -184,6 +222,31 @@ let testConnectTimeout: Duration = .seconds(20)
         #expect(c.report.requestID?.hasPrefix("lan-") == true)
         #expect(try await ConnectorLoopbackTests.echo(c, bytes: 2000))
         await c.close()
+    }
+
+    @Test func offersBetweenTwoAndSixteenKilobytesReachTheCameraAndBack() async throws {
+        let camera = DeviceIdentity.generate()
+        let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
+        defer { Task { await responder.stop() } }
+        let candidates = (0..<40).map {
+            Candidate(strategy: "direct-lan", kind: .host, address: "192.0.2.\($0):\(40_000 + $0)",
+                      detail: ["note": String(repeating: "x", count: 150)])
+        }
+        let big = PeerOffer(identityKey: Data(repeating: 1, count: 32), candidates: candidates, strategies: ["direct-lan"])
+        let size = try JSONEncoder().encode(big).count
+        #expect(size > 4096 && size < LANDiscovery.maxDatagram - 1024, "\(size) bytes")
+        let answerer = Task { () -> PeerOffer? in
+            for await intro in responder.introductions {
+                try? await intro.accept(answer: big)
+                return intro.offer
+            }
+            return nil
+        }
+        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
+                                         timeout: .seconds(10))
+        let introduction = try await finder.introduce(to: camera.deviceID, offer: big)
+        #expect(introduction.answer == big)
+        #expect(await answerer.value == big)
     }
 
     @Test func noCameraWithThatUIDIsUnavailableQuickly() async throws {

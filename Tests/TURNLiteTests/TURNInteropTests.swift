@@ -52,11 +52,14 @@ struct TURNInteropTests {
         await server.shutdown()
     }
 
-    /// A UDP echo peer on 127.0.0.1: every datagram goes back to its sender.
+    /// Where peers live: a loopback address the relay does not listen on (it refuses peers on its own address).
+    static let peerIP = IPAddress("127.0.0.2")!
+
+    /// A UDP echo peer on ``peerIP``: every datagram goes back to its sender.
     static func withEchoPeer(_ body: (TransportAddress) async throws -> Void) async throws {
         let echo = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(EchoHandler()) } }
-            .bind(to: TransportAddress(ip: loopback, port: 0).socketAddress).get()
+            .bind(to: TransportAddress(ip: peerIP, port: 0).socketAddress).get()
         let address = TransportAddress(echo.localAddress!)!
         do {
             try await body(address)
@@ -133,7 +136,7 @@ struct TURNInteropTests {
             let (client, _) = try await TURNClient.allocate(.init(server: server.udpAddress, username: "u", password: "p",
                                                                   retransmission: .quick))
             do {
-                try await client.createPermission(for: [TransportAddress("127.0.0.1:9")!])
+                try await client.createPermission(for: [TransportAddress(ip: Self.peerIP, port: 9)])
                 Issue.record("loopback peer accepted")
             } catch let e as TURNError {
                 #expect(e.errorCode?.code == 403)
@@ -169,11 +172,11 @@ struct TURNInteropTests {
     /// range here) or Send/Data indications (`-s`, the server as configured by default).
     static let uclientCases: [(String, Bool)] = [("udp", true), ("tcp", true), ("tls", true), ("udp", false), ("tcp", false), ("tls", false)]
 
-    /// Waits (at most 5 s) until a UDP echo service on 127.0.0.1:`port` echoes a datagram.
+    /// Waits (at most 5 s) until a UDP echo service on ``peerIP``:`port` echoes a datagram.
     static func waitForEcho(on port: UInt16) async throws {
         let probe = try await STUNUDPClient.bind(to: TransportAddress("127.0.0.1:0")!)
         defer { Task { await probe.close() } }
-        let target = TransportAddress(ip: IPAddress("127.0.0.1")!, port: port)
+        let target = TransportAddress(ip: peerIP, port: port)
         let heard = Mutex(false)
         let reader = Task {
             for await (source, _) in probe.otherDatagrams where source == target {
@@ -199,13 +202,13 @@ struct TURNInteropTests {
             var started: (ChildProcess, UInt16)?
             for _ in 0..<3 where started == nil {
                 let port = try await Self.freePort()
-                let candidate = try Self.spawn("turnutils_peer", ["-L", "127.0.0.1", "-p", "\(port)"])
+                let candidate = try Self.spawn("turnutils_peer", ["-L", "\(Self.peerIP)", "-p", "\(port)"])
                 if (try? await Self.waitForEcho(on: port)) != nil { started = (candidate, port) } else { Self.stop(candidate) }
             }
             let (peer, peerPort) = try #require(started, "turnutils_peer never echoed")
             defer { Self.stop(peer) }
             var args = (channels ? [] : ["-s"]) + ["-c", "-n", "100", "-m", "2", "-l", "200", "-z", "5", "-u", "u", "-w", "p",
-                        "-e", "127.0.0.1", "-r", "\(peerPort)"]
+                        "-e", "\(Self.peerIP)", "-r", "\(peerPort)"]
             switch transport {
             case "udp": args += ["-p", "\(server.udpAddress.port)"]
             case "tcp": args += ["-t", "-p", "\(server.tcpAddress!.port)"]

@@ -98,6 +98,29 @@ struct TURNServerStateMachineTests {
         #expect(h.machine.allocation(for: h.ft) == nil)
     }
 
+    @Test func challengesAreAtMostThreeTimesTheRequestOrNotSentAtAll() throws {
+        for realm in ["trav", "example.org"] {
+            var h = MachineHarness { $0.credentials.realm = realm }
+            // The smallest valid Allocate: REQUESTED-TRANSPORT only, no FINGERPRINT.
+            let request = MachineHarness.allocateRequest().encode()
+            guard case .sendToClient(_, let challenge)? = h.machine.receiveFromClient(request, from: h.ft, now: h.now).first else {
+                Issue.record("no challenge")
+                continue
+            }
+            #expect(challenge.count <= TURNServerConfiguration.maxUnauthenticatedAmplification * request.count,
+                    "\(challenge.count) bytes for \(request.count)")
+            let m = try STUNMessage.decode(challenge)
+            #expect(MachineHarness.code(m) == 401)
+            #expect(try m.attribute(Realm.self)?.text == realm)
+            #expect(try m.attribute(Nonce.self)?.text.utf8.count == TURNNonceIssuer.nonceLength)
+            #expect(!m.contains(.software))
+        }
+        // A bare header cannot be answered within the bound: it gets nothing.
+        var h = MachineHarness()
+        let bare = STUNMessage(method: .allocate, messageClass: .request).encode()
+        #expect(h.machine.receiveFromClient(bare, from: h.ft, now: h.now).isEmpty)
+    }
+
     @Test func authenticatedAllocateOpensARelayAndAnswersSigned() throws {
         var h = MachineHarness()
         let (id, r) = try h.allocate()
@@ -287,7 +310,8 @@ struct TURNServerStateMachineTests {
     }
 
     static let refusedPeers = ["127.0.0.1", "0.0.0.0", "::1", "::ffff:127.0.0.1", "10.0.0.1", "169.254.169.254",
-                               "2002:7f00:1::1", "64:ff9b::7f00:1"]
+                               "2002:7f00:1::1", "64:ff9b::7f00:1", "::ffff:0:8.8.8.8", "::ffff:0:127.0.0.1",
+                               "5f00::1", "5f00:ffff::1", "3fff::1", "3fff:fff::1"]
 
     @Test(arguments: refusedPeers) func specialPeerIsRefusedWith403(_ text: String) throws {
         var h = MachineHarness()
@@ -303,6 +327,53 @@ struct TURNServerStateMachineTests {
             $0.append(XORPeerAddress(p))
         }) == 403)
         #expect(h.machine.allocation(id)?.permissions.isEmpty == true)
+    }
+
+    @Test func peersOnTheRelayHostAreRefusedUnlessALiveAllocationsRelayedAddress() throws {
+        // The operator allows the relay's own network: the relay host is still off limits, but
+        // for the relayed address of another live allocation (two allocations there talk, as tls-relay needs).
+        let host = MachineHarness.relay.ip
+        var h = MachineHarness {
+            $0.relayHostAddresses = [host]
+            $0.peerPolicy = TURNPeerPolicy(allowed: [IPPrefix("198.51.100.0/24")!])
+        }
+        let (id, _) = try h.allocate()
+        let first = h.ft
+        h.ft.client = TransportAddress("203.0.113.7:6000")!
+        let other = TransportAddress(ip: host, port: 50_002)
+        guard case .openRelay(let otherID, _, _)? = h.request(MachineHarness.allocateRequest()).first else {
+            Issue.record("no second allocation")
+            return
+        }
+        _ = h.machine.relayOpened(otherID, at: other, now: h.now)
+        h.ft = first
+        for port: UInt16 in [3478, 53, 50_004, 65_535] {
+            let p = TransportAddress(ip: host, port: port)
+            #expect(MachineHarness.code(h.simple(.createPermission) { $0.append(XORPeerAddress(p)) }) == 403, "\(p)")
+            #expect(MachineHarness.code(h.simple(.channelBind) {
+                $0.append(ChannelNumber(0x4001))
+                $0.append(XORPeerAddress(p))
+            }) == 403, "\(p)")
+        }
+        #expect(h.simple(.createPermission) { $0.append(XORPeerAddress(other)) }?.messageClass == .successResponse)
+        #expect(h.simple(.channelBind) {
+            $0.append(ChannelNumber(0x4000))
+            $0.append(XORPeerAddress(other))
+        }?.messageClass == .successResponse)
+        // The permission is per IP, but the relay host's other ports stay unreachable through it.
+        let toService = TURNMessages.sendIndication(peer: TransportAddress(ip: host, port: 3478), payload: [1])
+        #expect(h.machine.receiveFromClient(toService, from: h.ft, now: h.now).isEmpty)
+        let toOther = TURNMessages.sendIndication(peer: other, payload: [2])
+        #expect(h.machine.receiveFromClient(toOther, from: h.ft, now: h.now) == [.sendToPeer(id, other, [2])])
+        let frame = ChannelData(channel: 0x4000, payload: [3]).encode(padded: false)
+        #expect(h.machine.receiveFromClient(frame, from: h.ft, now: h.now) == [.sendToPeer(id, other, [3])])
+        // Once the other allocation is gone, its address is just another port of the relay host.
+        h.ft.client = TransportAddress("203.0.113.7:6000")!
+        #expect(h.simple(.refresh) { $0.append(Lifetime(seconds: 0)) }?.messageClass == .successResponse)
+        h.ft = first
+        #expect(h.machine.receiveFromClient(frame, from: h.ft, now: h.now).isEmpty)
+        #expect(h.machine.receiveFromClient(toOther, from: h.ft, now: h.now).isEmpty)
+        #expect(MachineHarness.code(h.simple(.createPermission) { $0.append(XORPeerAddress(other)) }) == 403)
     }
 
     @Test func allowListLetsLoopbackPeersThrough() throws {
@@ -470,6 +541,39 @@ struct TURNServerStateMachineTests {
         #expect(h.machine.receiveFromPeer(id, peer: peer, bytes: [1], now: h.now) == [.sendToClient(h.ft, [0x40, 0, 0, 1, 1, 0, 0, 0])])
         #expect(h.machine.clientDisconnected(h.ft) == [.closeRelay(id)])
         #expect(h.machine.allocationCount == 0)
+    }
+
+    @Test func aStreamWithoutAnAllocationIsClosedAtTheDeadlineWhateverItSends() throws {
+        var h = MachineHarness { $0.streamAuthenticationTimeout = 10 }
+        h.ft.transport = .tcp
+        h.machine.clientConnected(h.ft, now: h.now)
+        // Bytes and unauthenticated requests do not extend the deadline.
+        for _ in 0..<9 {
+            h.now += 1
+            _ = h.send(MachineHarness.allocateRequest(), signed: false)
+            #expect(h.machine.expire(now: h.now).isEmpty)
+        }
+        #expect(h.machine.nextDeadline == h.now + 1)
+        h.now += 1
+        #expect(h.machine.expire(now: h.now) == [.closeClient(h.ft)])
+    }
+
+    @Test func aStreamThatAllocatesStaysUntilItsAllocationGoes() throws {
+        var h = MachineHarness { $0.streamAuthenticationTimeout = 10 }
+        h.ft.transport = .tcp
+        h.machine.clientConnected(h.ft, now: h.now)
+        h.now += 5
+        let (id, _) = try h.allocate()
+        h.now += 500
+        #expect(h.machine.expire(now: h.now).isEmpty)
+        h.now += 200
+        #expect(h.machine.expire(now: h.now) == [.closeRelay(id)], "the allocation expires; the connection gets its deadline")
+        h.now += 9
+        #expect(h.machine.expire(now: h.now).isEmpty)
+        h.now += 1
+        #expect(h.machine.expire(now: h.now) == [.closeClient(h.ft)])
+        #expect(h.machine.clientDisconnected(h.ft).isEmpty)
+        #expect(h.machine.nextDeadline == nil)
     }
 
     @Test func relayFailureAnswers508AndForgetsTheAllocation() throws {

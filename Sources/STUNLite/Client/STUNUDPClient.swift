@@ -27,9 +27,13 @@ public final class STUNUDPClient: Sendable {
         self.otherDatagrams = others
     }
 
-    /// Opens a UDP socket bound to `local` (default: any IPv4 address, any port); `broadcast` allows sending to broadcast addresses.
+    /// Datagram bytes read by default: NIO's default receive buffer, ample for STUN.
+    public static let defaultMaxDatagramSize = 2048
+
+    /// Opens a UDP socket bound to `local` (default: any IPv4 address, any port); `broadcast` allows
+    /// sending to broadcast addresses; datagrams longer than `maxDatagramSize` are truncated to it.
     public static func bind(to local: TransportAddress = TransportAddress(ip: .v4(0), port: 0),
-                            reuseAddress: Bool = false, broadcast: Bool = false,
+                            reuseAddress: Bool = false, broadcast: Bool = false, maxDatagramSize: Int = defaultMaxDatagramSize,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> STUNUDPClient {
         let (stream, continuation) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self,
                                                             bufferingPolicy: .bufferingNewest(otherDatagramBufferLimit))
@@ -38,6 +42,7 @@ public final class STUNUDPClient: Sendable {
         let channel: Channel
         do {
             var bootstrap = DatagramBootstrap(group: loop)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: maxDatagramSize))
             if reuseAddress {
                 bootstrap = bootstrap.channelOption(.socketOption(.so_reuseaddr), value: 1)
                     .channelOption(.socketOption(.reusePort), value: 1)

@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import SourceLimits
 
 /// A STUN server over UDP and TCP, with RFC 5780 behaviour discovery when given a second IP address.
 ///
@@ -31,16 +32,22 @@ public final class STUNServer: Sendable {
         /// `SO_RCVBUF` asked for each UDP socket, bytes (the kernel caps it at `net.core.rmem_max`). The
         /// default queue (about 200 kB, some 250 small datagrams) overflows under bursts long before the CPU is busy.
         public var udpReceiveBufferBytes: Int
-        /// Idle TCP connections are closed after this long.
+        /// A TCP connection is closed when no complete STUN message arrived for this long: stray bytes
+        /// (a message dripped a byte at a time) do not keep it open.
         public var tcpIdleTimeout: TimeAmount
         /// TCP connections open at once, at most; more are closed on accept.
         public var maxTCPConnections: Int
+        /// TCP connections one source (IPv4 address or IPv6 /64) may hold at once; more are closed on accept.
+        public var maxTCPConnectionsPerSource: Int
+        /// Default of ``maxTCPConnectionsPerSource``: 16, for a NAT with a few clients learning their mappings.
+        public static let defaultMaxTCPConnectionsPerSource = 16
 
         /// Creates a configuration with the defaults: port 3478, TCP on, 32-datagram reads, one UDP socket per
-        /// address with a 2 MiB receive buffer, 30 s idle, 1024 connections.
+        /// address with a 2 MiB receive buffer, 30 s idle, 1024 connections, 16 per source.
         public init(listenIP: IPAddress, port: UInt16 = 3478, alternateIP: IPAddress? = nil, alternatePort: UInt16? = nil,
                     software: String? = nil, tcp: Bool = true, vectorReadCount: Int = 32, udpSocketsPerAddress: Int = 1,
-                    udpReceiveBufferBytes: Int = STUNServer.defaultUDPReceiveBufferBytes, tcpIdleTimeout: TimeAmount = .seconds(30), maxTCPConnections: Int = 1024) {
+                    udpReceiveBufferBytes: Int = STUNServer.defaultUDPReceiveBufferBytes, tcpIdleTimeout: TimeAmount = .seconds(30),
+                    maxTCPConnections: Int = 1024, maxTCPConnectionsPerSource: Int = defaultMaxTCPConnectionsPerSource) {
             self.listenIP = listenIP
             self.port = port
             self.alternateIP = alternateIP
@@ -52,6 +59,7 @@ public final class STUNServer: Sendable {
             self.udpReceiveBufferBytes = udpReceiveBufferBytes
             self.tcpIdleTimeout = tcpIdleTimeout
             self.maxTCPConnections = maxTCPConnections
+            self.maxTCPConnectionsPerSource = maxTCPConnectionsPerSource
         }
     }
 
@@ -138,7 +146,8 @@ public final class STUNServer: Sendable {
 
             var tcp: [TransportAddress] = []
             if configuration.tcp {
-                let connections = NIOLockedValueBox(0)
+                let connections = SharedConnectionSlots(maxPerSource: configuration.maxTCPConnectionsPerSource,
+                                                        maxTotal: configuration.maxTCPConnections)
                 var ips = [configuration.listenIP]
                 if let alt = configuration.alternateIP { ips.append(alt) }
                 for (i, ip) in ips.enumerated() {
@@ -147,17 +156,14 @@ public final class STUNServer: Sendable {
                         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                         .serverChannelOption(.backlog, value: 256)
                         .childChannelInitializer { child in
-                            let admitted = connections.withLockedValue { n -> Bool in
-                                guard n < configuration.maxTCPConnections else { return false }
-                                n += 1
-                                return true
-                            }
-                            guard admitted else { return child.close() }
-                            child.closeFuture.whenComplete { _ in connections.withLockedValue { $0 -= 1 } }
+                            let source = child.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
+                            guard connections.admit(source) == nil else { return child.close() }
+                            child.closeFuture.whenComplete { _ in connections.release(source) }
                             return child.eventLoop.makeCompletedFuture {
+                                // The idle timer sits after the framer: only whole messages reset it.
                                 try child.pipeline.syncOperations.addHandlers(
-                                    IdleStateHandler(allTimeout: configuration.tcpIdleTimeout),
                                     ByteToMessageHandler(STUNFrameDecoder()),
+                                    IdleStateHandler(readTimeout: configuration.tcpIdleTimeout),
                                     STUNTCPHandler(responder: responder, role: role))
                             }
                         }
