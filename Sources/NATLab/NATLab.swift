@@ -230,12 +230,14 @@ public final class Lab: @unchecked Sendable {
         _ = try? NATLab.scriptBlocking(["down", prefix], timeout: .seconds(30))
     }
 
-    private func checkUsable(_ host: String) throws {
+    func checkUsable(_ host: String) throws {
         lock.lock()
         let gone = tornDown
         lock.unlock()
         if gone { throw NATLabError(.tornDown, "lab \(prefix) was torn down") }
-        _ = try addresses(of: host)
+        guard self.host(named: host) != nil else {
+            throw NATLabError(.unknownHost, "no host '\(host)' in lab \(prefix) (hosts: \(hosts.map(\.name)))")
+        }
     }
 }
 
