@@ -49,9 +49,10 @@
 #: delay or jitter a kernel bridge joins the two; with them `trav lab-link` (a userspace forwarder over
 #: AF_PACKET sockets; $NATLAB_TRAV, else .build/debug/trav next to Scripts/, else trav on the PATH)
 #: does. Loss: nft netdev egress hooks on both interfaces; rate: tbf on their egress (down = "site",
-#: up = "inet"). The kernel has no netem here; NATLAB_NETEM=1 uses netem for delay, jitter and loss
-#: instead, where the kernel has it. `link` changes live: loss and rate at once, the forwarder is
-#: restarted only when delay or jitter change (frames it held are lost then).
+#: up = "inet"). Many kernels lack netem (sch_netem), so it is not the default; NATLAB_NETEM=1 uses
+#: it for delay, jitter and rate instead, where the kernel has it. `link` changes live: loss and
+#: rate at once; the forwarder is restarted only when delay or jitter change (frames it held are
+#: lost then).
 #:
 #: KINDS (RFC 4787 terms; EIM = endpoint-independent mapping, EIF/ADF/APDF = filtering)
 #:   open                  no NAT: hosts have public 198.51.100.x addresses routed by the ISP
@@ -406,10 +407,10 @@ start_forwarder() { # LINKHOST SITE
 apply_link() { # SITE OLD
     local site=$1 old=$2 host="$1-link"
     local new; new=$(canonical_link)
+    drop_randomly "$host"
     if [[ ${NATLAB_NETEM:-0} == 1 ]]; then
         apply_link_netem "$host"
     else
-        drop_randomly "$host"
         shape "$host" site "$L_DOWN"
         shape "$host" inet "$L_UP"
         local timing="delay=${L_DELAY}ms,jitter=${L_JITTER}ms"
@@ -429,8 +430,8 @@ apply_link() { # SITE OLD
     mv "$STATE_DIR/.$PREFIX.links.$$" "$STATE_DIR/$PREFIX.links"
 }
 
-# Where the kernel has netem (NATLAB_NETEM=1): delay, jitter, loss and rate in one netem qdisc per
-# direction, the kernel bridge always on. (netem's jitter may reorder packets.)
+# Where the kernel has netem (NATLAB_NETEM=1): delay, jitter and rate in one netem qdisc per
+# direction, the kernel bridge always on; loss stays nft's. (netem's jitter may reorder packets.)
 apply_link_netem() { # LINKHOST
     local side rate
     kill_ns_pids "$(ns_of "$1")"
@@ -439,10 +440,12 @@ apply_link_netem() { # LINKHOST
         if [[ $side == site ]]; then rate=$L_DOWN; else rate=$L_UP; fi
         local -a args=(delay "${L_DELAY}ms")
         (( L_JITTER == 0 )) || args+=("${L_JITTER}ms")
-        (( L_LOSS == 0 )) || args+=(loss "$((L_LOSS / 10)).$((L_LOSS % 10))%")
         (( rate == 0 )) || args+=(rate "${rate}kbit")
-        in_ns "$1" tc qdisc replace dev "$side" root netem "${args[@]}" \
-            || die "netem is not available here (unset NATLAB_NETEM)"
+        if ! in_ns "$1" tc qdisc replace dev "$side" root netem "${args[@]}"; then
+            # Not `die`: a plain failure lets `up`'s ERR trap remove the half-built lab.
+            echo "natlab: netem is not available here (unset NATLAB_NETEM)" >&2
+            return 1
+        fi
     done
 }
 
@@ -617,10 +620,7 @@ cmd_down() {
         kill_ns_pids "$ns"
         ip netns del "$ns" 2>/dev/null || true
     done
-    local site
-    for site in $(awk '{ print $1 }' "$STATE_DIR/$PREFIX.links" 2>/dev/null || true); do
-        rm -f "$STATE_DIR/$PREFIX.$site.link.log"
-    done
+    rm -f "$STATE_DIR/$PREFIX".*.link.log    # PREFIX has no dot: only this lab's forwarder logs
     rm -f "$STATE_DIR/$PREFIX.owner" "$STATE_DIR/$PREFIX.ns" "$STATE_DIR/$PREFIX.hosts" "$STATE_DIR/$PREFIX.links"
 }
 
