@@ -7,7 +7,7 @@ extension NATLab {
         guard result.succeeded else { throw NATLabError(.launchFailed, "natlab.sh profiles: \(result)") }
         return try result.stdout.split(separator: "\n").map { line in
             let fields = line.split(separator: " ")
-            guard fields.count == 2, let conditions = LinkConditions(resolved: String(fields[1])) else {
+            guard fields.count == 2, let conditions = LinkConditions(spec: String(fields[1])) else {
                 throw NATLabError(.launchFailed, "natlab.sh profiles: unexpected line '\(line)'")
             }
             return (LinkProfile(rawValue: String(fields[0])), conditions)
@@ -18,7 +18,7 @@ extension NATLab {
     public static func resolve(_ conditions: LinkConditions) async throws -> LinkConditions {
         let result = try await script(["resolve", conditions.spec], timeout: .seconds(10))
         guard result.succeeded,
-              let resolved = LinkConditions(resolved: result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+              let resolved = LinkConditions(spec: result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         else { throw NATLabError(.badLink, "natlab.sh resolve \(conditions.spec): \(result)") }
         return resolved
     }
@@ -38,7 +38,7 @@ extension Lab {
         let result = try await NATLab.script(["links", prefix], timeout: .seconds(10))
         guard result.succeeded,
               let line = result.stdout.split(separator: "\n").first(where: { $0.hasPrefix("\(site) ") }),
-              let conditions = LinkConditions(resolved: String(line.dropFirst(site.count + 1)))
+              let conditions = LinkConditions(spec: String(line.dropFirst(site.count + 1)))
         else { throw NATLabError(.badLink, "natlab.sh links \(prefix): no conditions for \(site): \(result)") }
         return conditions
     }

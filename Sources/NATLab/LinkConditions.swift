@@ -81,11 +81,16 @@ public struct LinkConditions: Sendable, Hashable, CustomStringConvertible {
     /// The LINK.
     public var description: String { spec }
 
-    /// Parses a LINK made of KEY=VALUE items only (as `natlab.sh resolve`, `links` and `profiles`
-    /// print it: `delay=60ms,jitter=0ms,loss=1,down=4mbit,up=4mbit`); nil when malformed.
-    public init?(resolved spec: String) {
+    /// Parses a LINK: an optional profile name first, then KEY=VALUE items (`mobile,loss=100`; also
+    /// what `natlab.sh resolve`, `links` and `profiles` print: `delay=60ms,jitter=0ms,loss=1,…`);
+    /// nil when malformed. Whether the profile exists is the script's to say.
+    public init?(spec: String) {
         self.init()
-        for item in spec.split(separator: ",") {
+        for (index, item) in spec.split(separator: ",").enumerated() {
+            if index == 0, !item.contains("="), item.allSatisfy({ $0.isLowercase || $0.isNumber || $0 == "-" }) {
+                profile = LinkProfile(rawValue: String(item))
+                continue
+            }
             let pair = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard pair.count == 2 else { return nil }
             let (key, value) = (pair[0], pair[1])

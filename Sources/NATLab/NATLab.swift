@@ -15,6 +15,11 @@ import Darwin
 ///     let server = try lab.spawn(host: "cloud", ["turnserver", ...])
 ///     let result = try await lab.run(host: "cam-h1", ["turnutils_stunclient", "203.0.113.10"])
 /// }
+///
+/// // A site behind a mobile line (60 ms, 4 Mbit/s, 1 % loss), cut for two seconds mid-test:
+/// try await NATLab.withLab(sites: [LabSite("cam", .fullCone, link: .profile(.mobile))]) { lab in
+///     try await lab.outage(site: "cam", for: .seconds(2))
+/// }
 /// ```
 public enum NATLab {
     /// The topology script: `$NATLAB_SCRIPT`, else `Scripts/natlab.sh` three levels above this file.

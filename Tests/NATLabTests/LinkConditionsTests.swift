@@ -18,13 +18,14 @@ struct LinkConditionsTests {
         #expect(cut == LinkConditions(delayMs: 30, lossPercent: 100, downKbps: 10_000))
     }
 
-    @Test func resolvedLinksParse() {
-        let parsed = LinkConditions(resolved: "delay=60ms,jitter=0ms,loss=1,down=4mbit,up=512kbit")
+    @Test func linksParseBackIntoConditions() {
+        let parsed = LinkConditions(spec: "delay=60ms,jitter=0ms,loss=1,down=4mbit,up=512kbit")
         #expect(parsed == LinkConditions(delayMs: 60, jitterMs: 0, lossPercent: 1, downKbps: 4000, upKbps: 512))
-        #expect(LinkConditions(resolved: "down=unlimited")?.downKbps == 0)
-        #expect(LinkConditions(resolved: "mobile") == nil)
-        #expect(LinkConditions(resolved: "loss=101") == nil)
-        #expect(LinkConditions(resolved: "colour=blue") == nil)
+        #expect(LinkConditions(spec: "down=unlimited")?.downKbps == 0)
+        #expect(LinkConditions(spec: "mobile,loss=100") == LinkConditions(profile: .mobile, lossPercent: 100))
+        #expect(LinkConditions(spec: "delay=5,mobile") == nil)
+        #expect(LinkConditions(spec: "loss=101") == nil)
+        #expect(LinkConditions(spec: "colour=blue") == nil)
     }
 
     @Test func profileNamesResolveToTheirNumbers() async throws {
