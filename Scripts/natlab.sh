@@ -403,6 +403,23 @@ start_forwarder() { # LINKHOST SITE
     return 1
 }
 
+# Stops LINKHOST's forwarder (TERM, then KILL after at most 2 s), and nothing else running there
+# (a tcpdump a person started in the line, say).
+stop_forwarder() { # LINKHOST
+    local ns pid pids tries
+    ns=$(ns_of "$1")
+    for ((tries = 0; tries < 20; tries++)); do
+        pids=""
+        for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
+            [[ $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) == *" lab-link "* ]] && pids+=" $pid"
+        done
+        [[ -n $pids ]] || return 0
+        if (( tries == 0 )); then kill -TERM $pids 2>/dev/null || true; fi
+        sleep 0.1
+    done
+    kill -KILL $pids 2>/dev/null || true
+}
+
 # Applies the parsed L_* to SITE's line, given what it had before (OLD canonical LINK, or empty).
 apply_link() { # SITE OLD
     local site=$1 old=$2 host="$1-link"
@@ -415,7 +432,7 @@ apply_link() { # SITE OLD
         shape "$host" inet "$L_UP"
         local timing="delay=${L_DELAY}ms,jitter=${L_JITTER}ms"
         if [[ -z $old || ${old%%,loss=*} != "$timing" ]]; then
-            kill_ns_pids "$(ns_of "$host")"
+            stop_forwarder "$host"
             if (( L_DELAY > 0 || L_JITTER > 0 )); then
                 line_bridge "$host" off
                 start_forwarder "$host" "$site"
@@ -434,7 +451,7 @@ apply_link() { # SITE OLD
 # direction, the kernel bridge always on; loss stays nft's. (netem's jitter may reorder packets.)
 apply_link_netem() { # LINKHOST
     local side rate
-    kill_ns_pids "$(ns_of "$1")"
+    stop_forwarder "$1"
     line_bridge "$1" on
     for side in site inet; do
         if [[ $side == site ]]; then rate=$L_DOWN; else rate=$L_UP; fi
