@@ -16,15 +16,43 @@
 #:   natlab.sh list                     labs on this machine: prefix, owner pid, alive/stale, sites
 #:   natlab.sh cleanup-stale            `down` every lab whose owner process is gone
 #:   natlab.sh kinds                    the NAT kinds a SITE_SPEC may name
+#:   natlab.sh link PREFIX SITE LINK    change a live site's link conditions (built with @LINK)
+#:   natlab.sh links PREFIX             each lined site's conditions now: SITE LINK (canonical form)
+#:   natlab.sh profiles                 the named link profiles: NAME and what they stand for
+#:   natlab.sh resolve LINK             LINK as the canonical key=value list (checks it)
 #:   natlab.sh help                     this text
 #:
 #: PREFIX   [a-z][a-z0-9]{1,11}, unique per run (e.g. nl + random). Namespaces are PREFIX-HOST.
 #: OWNER    the pid that owns the lab: $NATLAB_OWNER_PID, else the caller ($PPID). `cleanup-stale`
 #:          removes a lab once that pid is gone (pid + start time, so a reused pid is not "alive").
-#: STATE    $NATLAB_STATE_DIR (default /run/natlab): PREFIX.owner, PREFIX.ns, PREFIX.hosts.
+#: STATE    $NATLAB_STATE_DIR (default /run/natlab): PREFIX.owner, PREFIX.ns, PREFIX.hosts,
+#:          PREFIX.links (SITE CONDITIONS), PREFIX.SITE.link.log (the forwarder's output).
 #:
-#: SITE_SPEC  [NAME:]KIND[:HOSTS]   NAME [a-z][a-z0-9]{0,7} (default sN), HOSTS 1..4 (default 1)
-#:   e.g.  natlab.sh up demo cam:full-cone viewer:symmetric lan:port-restricted-cone:2
+#: SITE_SPEC  [NAME:]KIND[:HOSTS][@LINK]   NAME [a-z][a-z0-9]{0,7} (default sN), HOSTS 1..4 (default 1)
+#:   e.g.  natlab.sh up demo cam:full-cone@mobile viewer:symmetric lan:port-restricted-cone:2
+#:
+#: LINK  what the site's access line does to packets: comma-separated PROFILE names and KEY=VALUEs,
+#:       applied left to right (later ones override), e.g.  mobile  mobile,loss=100  delay=100ms
+#:   delay=MS[ms]     one-way delay, each direction (RTT grows by twice this)
+#:   jitter=MS[ms]    ± uniform per packet, each direction; packets keep their order
+#:   loss=PCT[%]      random loss 0..100 (0.1 steps), each direction (nft `numgen random`)
+#:   down=RATE        towards the site; RATE = N[kbit|mbit] (N alone: kbit/s) or `unlimited`
+#:   up=RATE          from the site
+#: PROFILES (the one place they are defined; `natlab.sh profiles`)
+#:   ideal     no conditions (a line that later `link` commands can change)
+#:   fibre     delay=10ms down=100mbit up=100mbit
+#:   dsl       delay=30ms down=10mbit up=1mbit
+#:   mobile    delay=60ms down=4mbit up=4mbit loss=1
+#:   bad-wifi  delay=20ms jitter=15ms down=10mbit up=10mbit loss=5
+#: A site with @LINK gets a namespace PREFIX-NAME-link between its router (the carrier for double-nat)
+#: and the internet bridge: interface "site" faces the router's wan, "inet" the internet. Without
+#: delay or jitter a kernel bridge joins the two; with them `trav lab-link` (a userspace forwarder over
+#: AF_PACKET sockets; $NATLAB_TRAV, else .build/debug/trav next to Scripts/, else trav on the PATH)
+#: does. Loss: nft netdev egress hooks on both interfaces; rate: tbf on their egress (down = "site",
+#: up = "inet"). Many kernels lack netem (sch_netem), so it is not the default; NATLAB_NETEM=1 uses
+#: it for delay, jitter and rate instead, where the kernel has it. `link` changes live: loss and
+#: rate at once; the forwarder is restarted only when delay or jitter change (frames it held are
+#: lost then).
 #:
 #: KINDS (RFC 4787 terms; EIM = endpoint-independent mapping, EIF/ADF/APDF = filtering)
 #:   open                  no NAT: hosts have public 198.51.100.x addresses routed by the ISP
@@ -55,6 +83,7 @@
 #:   double-nat: PREFIX-NAME-carrier 203.0.113.(100+N) ─ 100.64.N.0/24 ─ PREFIX-NAME-router
 #:     100.64.N.2 ─ 192.168.N.0/24 ─ hosts 192.168.N.10...
 #:   open:  PREFIX-NAME-router 203.0.113.(100+N) routes 198.51.100.16N/28, hosts .16N+2...
+#:   @LINK: PREFIX-NAME-router (or -carrier) wan ─ site PREFIX-NAME-link inet ─ sN on br0
 #:
 #: Every router: ip_forward=1 and conntrack UDP timeouts of $NATLAB_UDP_TIMEOUT s (default 30;
 #: per-namespace sysctls) so mappings really expire without keepalives. Nothing is done in the
@@ -66,6 +95,14 @@ STATE_DIR=${NATLAB_STATE_DIR:-/run/natlab}
 UDP_TIMEOUT=${NATLAB_UDP_TIMEOUT:-30}
 [[ $UDP_TIMEOUT =~ ^[1-9][0-9]{0,3}$ ]] || { echo "natlab: bad NATLAB_UDP_TIMEOUT" >&2; exit 1; }
 KINDS="open full-cone restricted-cone port-restricted-cone symmetric udp-blocked tcp443-only double-nat"
+# Link profiles, NAME=LINK (the header's PROFILES table says the same for people).
+PROFILES=(
+    "ideal="
+    "fibre=delay=10ms,down=100mbit,up=100mbit"
+    "dsl=delay=30ms,down=10mbit,up=1mbit"
+    "mobile=delay=60ms,down=4mbit,up=4mbit,loss=1"
+    "bad-wifi=delay=20ms,jitter=15ms,down=10mbit,up=10mbit,loss=5"
+)
 MAX_SITES=15
 
 die() { echo "natlab: $*" >&2; exit 1; }
@@ -218,6 +255,244 @@ load_rules() { # HOST KIND
 
 host_line() { echo "$*" >> "$STATE_DIR/$PREFIX.hosts"; }
 
+# ---- link conditions ----------------------------------------------------------------------------
+# Parsed LINK: one-way delay and jitter in ms, loss in tenths of a percent, rates in kbit/s (0 =
+# unlimited). Set by parse_link.
+L_DELAY=0 L_JITTER=0 L_LOSS=0 L_DOWN=0 L_UP=0
+
+profile_link() { # NAME -> its LINK on stdout; fails for an unknown name
+    local p
+    for p in "${PROFILES[@]}"; do
+        [[ ${p%%=*} == "$1" ]] && { echo "${p#*=}"; return 0; }
+    done
+    return 1
+}
+
+rate_kbit() { # VALUE -> kbit/s (0 = unlimited)
+    local v=$1
+    case $v in
+        unlimited) echo 0 ;;
+        *mbit) v=${v%mbit}; [[ $v =~ ^[0-9]{1,5}$ ]] && (( 10#$v >= 1 )) || return 1; echo $((10#$v * 1000)) ;;
+        *) v=${v%kbit}; [[ $v =~ ^[0-9]{1,8}$ ]] && (( 10#$v >= 8 )) || return 1; echo $((10#$v)) ;;
+    esac
+}
+
+parse_link() { # LINK: fills L_*; dies on anything it does not know
+    local link=$1 item sub value
+    L_DELAY=0 L_JITTER=0 L_LOSS=0 L_DOWN=0 L_UP=0
+    [[ $link =~ ^[a-z0-9=.,%-]*$ ]] || die "bad LINK '$link' (names and KEY=VALUEs joined by commas)"
+    local -a items=() more=()
+    IFS=, read -r -a items <<< "$link"
+    for item in "${items[@]}"; do
+        [[ -n $item ]] || continue
+        if [[ $item == *=* ]]; then apply_link_item "$item" "$link"; continue; fi
+        sub=$(profile_link "$item") || die "unknown link profile '$item' (profiles: $(profile_names))"
+        IFS=, read -r -a more <<< "$sub"
+        for value in "${more[@]}"; do apply_link_item "$value" "$link"; done   # profiles name no profiles
+    done
+}
+
+apply_link_item() { # KEY=VALUE LINK (for messages)
+    local key=${1%%=*} value=${1#*=}
+    case $key in
+        delay|jitter)
+            value=${value%ms}
+            [[ $value =~ ^[0-9]{1,5}$ ]] && (( 10#$value <= 10000 )) || die "bad $key '$1' in '$2' (want 0..10000 ms)"
+            if [[ $key == delay ]]; then L_DELAY=$((10#$value)); else L_JITTER=$((10#$value)); fi ;;
+        loss)
+            value=${value%\%}
+            [[ $value =~ ^([0-9]{1,3})(\.([0-9]))?$ ]] || die "bad loss '$1' in '$2' (want 0..100, one decimal)"
+            value=$((10#${BASH_REMATCH[1]} * 10 + 10#${BASH_REMATCH[3]:-0}))
+            (( value <= 1000 )) || die "bad loss '$1' in '$2' (want 0..100)"
+            L_LOSS=$value ;;
+        down|up)
+            value=$(rate_kbit "$value") || die "bad $key '$1' in '$2' (want N[kbit|mbit], 8 kbit/s or more, or unlimited)"
+            if [[ $key == down ]]; then L_DOWN=$value; else L_UP=$value; fi ;;
+        *) die "unknown link key '$key' in '$2' (keys: delay jitter loss down up)" ;;
+    esac
+}
+
+profile_names() { local p out=""; for p in "${PROFILES[@]}"; do out+="${p%%=*} "; done; echo "${out% }"; }
+
+rate_text() { # kbit/s -> N[k|m]bit or unlimited
+    if (( $1 == 0 )); then echo unlimited
+    elif (( $1 % 1000 == 0 )); then echo "$(($1 / 1000))mbit"
+    else echo "$1kbit"; fi
+}
+
+# The parsed L_* as the canonical LINK (what `links` and `resolve` print).
+canonical_link() {
+    local loss=$((L_LOSS / 10))
+    (( L_LOSS % 10 == 0 )) || loss+=".$((L_LOSS % 10))"
+    echo "delay=${L_DELAY}ms,jitter=${L_JITTER}ms,loss=$loss,down=$(rate_text "$L_DOWN"),up=$(rate_text "$L_UP")"
+}
+
+find_trav() {
+    local here; here=$(cd "$(dirname "$0")" && pwd)
+    if [[ -n ${NATLAB_TRAV:-} ]]; then echo "$NATLAB_TRAV"
+    elif [[ -x $here/../.build/debug/trav ]]; then echo "$here/../.build/debug/trav"
+    else command -v trav || die "delay and jitter need trav (swift build; or set NATLAB_TRAV)"; fi
+}
+
+# tbf on IF's egress at KBIT kbit/s (0: no shaping). Burst: 10 ms at the rate, at least two
+# full frames; queue: 100 ms at the rate (drop-tail beyond, like a modest modem buffer).
+shape() { # LINKHOST IF KBIT
+    if (( $3 == 0 )); then
+        in_ns "$1" tc qdisc del dev "$2" root 2>/dev/null || true
+        return 0
+    fi
+    local burst=$(( $3 * 1000 / 8 / 100 ))
+    (( burst >= 3100 )) || burst=3100
+    in_ns "$1" tc qdisc replace dev "$2" root tbf rate "$3kbit" burst "$burst" latency 100ms
+}
+
+# Random loss of L_LOSS tenths of a percent on both interfaces' egress: netdev egress hooks see
+# frames the kernel bridge forwards and those the forwarder writes alike.
+drop_randomly() { # LINKHOST
+    local rule="numgen random mod 1000 < $L_LOSS drop" chain side
+    (( L_LOSS < 1000 )) || rule="drop"
+    {
+        echo "table netdev natlab_link {}"
+        echo "delete table netdev natlab_link"
+        if (( L_LOSS > 0 )); then
+            echo "table netdev natlab_link {"
+            for chain in down up; do
+                if [[ $chain == down ]]; then side=site; else side=inet; fi
+                echo "  chain $chain {"
+                echo "    type filter hook egress device \"$side\" priority 0; policy accept;"
+                echo "    $rule"
+                echo "  }"
+            done
+            echo "}"
+        fi
+    } | in_ns "$1" nft -f -
+}
+
+# Joins or splits the two interfaces with the kernel bridge "line".
+line_bridge() { # LINKHOST on|off
+    local side
+    for side in site inet; do
+        if [[ $2 == on ]]; then in_ns "$1" ip link set "$side" master line
+        else in_ns "$1" ip link set "$side" nomaster; fi
+    done
+}
+
+# Starts `trav lab-link` in LINKHOST (detached: the lab owns it; `down` kills it with the namespace)
+# and waits, bounded, until it says it forwards.
+start_forwarder() { # LINKHOST SITE
+    local trav log="$STATE_DIR/$PREFIX.$2.link.log" tries
+    trav=$(find_trav)
+    : > "$log"
+    (
+        # Nothing inherited beyond stdio: a caller waiting for every holder of a descriptor it
+        # gave us (Foundation's Process does) must not wait for the forwarder.
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            (( fd <= 2 )) || eval "exec $fd>&-"
+        done
+        exec ip netns exec "$(ns_of "$1")" setsid "$trav" lab-link --a site --b inet \
+            --delay-ms "$L_DELAY" --jitter-ms "$L_JITTER"
+    ) < /dev/null >> "$log" 2>&1 &
+    for ((tries = 0; tries < 100; tries++)); do
+        grep -q '^forwarding' "$log" && return 0
+        kill -0 $! 2>/dev/null || break
+        sleep 0.05
+    done
+    # Not `die`: a plain failure lets `up`'s ERR trap remove the half-built lab.
+    echo "natlab: lab-link did not start in $1: $(tail -3 "$log")" >&2
+    return 1
+}
+
+# Stops LINKHOST's forwarder (TERM, then KILL after at most 2 s), and nothing else running there
+# (a tcpdump a person started in the line, say).
+stop_forwarder() { # LINKHOST
+    local ns pid pids tries
+    ns=$(ns_of "$1")
+    for ((tries = 0; tries < 20; tries++)); do
+        pids=""
+        for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
+            [[ $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) == *" lab-link "* ]] && pids+=" $pid"
+        done
+        [[ -n $pids ]] || return 0
+        if (( tries == 0 )); then kill -TERM $pids 2>/dev/null || true; fi
+        sleep 0.1
+    done
+    kill -KILL $pids 2>/dev/null || true
+}
+
+# Applies the parsed L_* to SITE's line, given what it had before (OLD canonical LINK, or empty).
+apply_link() { # SITE OLD
+    local site=$1 old=$2 host="$1-link"
+    local new; new=$(canonical_link)
+    drop_randomly "$host"
+    if [[ ${NATLAB_NETEM:-0} == 1 ]]; then
+        apply_link_netem "$host"
+    else
+        shape "$host" site "$L_DOWN"
+        shape "$host" inet "$L_UP"
+        local timing="delay=${L_DELAY}ms,jitter=${L_JITTER}ms"
+        if [[ -z $old || ${old%%,loss=*} != "$timing" ]]; then
+            stop_forwarder "$host"
+            if (( L_DELAY > 0 || L_JITTER > 0 )); then
+                line_bridge "$host" off
+                start_forwarder "$host" "$site"
+            else
+                line_bridge "$host" on
+            fi
+        fi
+    fi
+    # The record of what each line does now: replace this site's line.
+    { grep -v "^$site " "$STATE_DIR/$PREFIX.links" 2>/dev/null || true; echo "$site $new"; } \
+        > "$STATE_DIR/.$PREFIX.links.$$"
+    mv "$STATE_DIR/.$PREFIX.links.$$" "$STATE_DIR/$PREFIX.links"
+}
+
+# Where the kernel has netem (NATLAB_NETEM=1): delay, jitter and rate in one netem qdisc per
+# direction, the kernel bridge always on; loss stays nft's. (netem's jitter may reorder packets.)
+apply_link_netem() { # LINKHOST
+    local side rate
+    stop_forwarder "$1"
+    line_bridge "$1" on
+    for side in site inet; do
+        if [[ $side == site ]]; then rate=$L_DOWN; else rate=$L_UP; fi
+        local -a args=(delay "${L_DELAY}ms")
+        (( L_JITTER == 0 )) || args+=("${L_JITTER}ms")
+        (( rate == 0 )) || args+=(rate "${rate}kbit")
+        if ! in_ns "$1" tc qdisc replace dev "$side" root netem "${args[@]}"; then
+            # Not `die`: a plain failure lets `up`'s ERR trap remove the half-built lab.
+            echo "natlab: netem is not available here (unset NATLAB_NETEM)" >&2
+            return 1
+        fi
+    done
+}
+
+# Builds SITE's line: namespace NAME-link between ROUTER's wan and the internet bridge port sN.
+build_line() { # ROUTER N SITE KIND
+    local host="$3-link"
+    new_ns "$host"
+    veth "$1" wan "$host" site
+    veth "$host" inet inet "s$2"
+    in_ns inet ip link set "s$2" master br0
+    # Frames reach the line one wire packet each (software segmentation upstream), so loss and the
+    # forwarder count packets, not 64 KiB GSO bundles of them.
+    in_ns "$1" ip link set wan gso_max_segs 1
+    in_ns inet ip link set "s$2" gso_max_segs 1
+    in_ns "$host" ip link add name line type bridge
+    in_ns "$host" ip link set line up
+    host_line "$host $3 $4 link -"
+}
+
+cmd_link() {
+    [[ $# -eq 3 ]] || die "usage: link PREFIX SITE LINK"
+    PREFIX=$1; check_prefix "$PREFIX"
+    local site=$2 old
+    [[ -e $STATE_DIR/$PREFIX.owner ]] || die "no lab '$PREFIX'"
+    old=$(awk -v s="$site" '$1 == s { print $2 }' "$STATE_DIR/$PREFIX.links" 2>/dev/null || true)
+    [[ -n $old ]] || die "site '$site' of lab '$PREFIX' has no link line (build it as $site:KIND@ideal)"
+    parse_link "$3"
+    apply_link "$site" "$old"
+}
+
 # LAN side of a router: bridge "lan" with GW/24 and COUNT hosts NAME-h1.. at BASE.(10+i).
 lan_hosts() { # ROUTER NAME KIND COUNT NET3 (first three octets) GW_LAST MASK FIRST_HOST
     local router=$1 name=$2 kind=$3 count=$4 net=$5 gw=$6 mask=$7 first=$8 i host addr
@@ -235,20 +510,24 @@ lan_hosts() { # ROUTER NAME KIND COUNT NET3 (first three octets) GW_LAST MASK FI
     done
 }
 
-# Router WAN on the internet bridge as port sN.
-wan_on_bridge() { # ROUTER N
-    veth "$1" wan inet "s$2"
-    in_ns inet ip link set "s$2" master br0
+# Router WAN on the internet bridge as port sN; with a LINK, through the site's line (NAME-link).
+wan_on_bridge() { # ROUTER N [SITE KIND LINK]
+    if [[ -n ${5:-} ]]; then
+        build_line "$1" "$2" "$3" "$4"
+    else
+        veth "$1" wan inet "s$2"
+        in_ns inet ip link set "s$2" master br0
+    fi
     in_ns "$1" ip addr add "203.0.113.$((100 + $2))/24" dev wan
     in_ns "$1" ip route add default via 203.0.113.1
 }
 
-build_site() { # N NAME KIND COUNT
-    local n=$1 name=$2 kind=$3 count=$4 router="$2-router"
+build_site() { # N NAME KIND COUNT [LINK]
+    local n=$1 name=$2 kind=$3 count=$4 link=${5:-} router="$2-router"
     new_ns "$router"
     case $kind in
         open)
-            wan_on_bridge "$router" "$n"
+            wan_on_bridge "$router" "$n" "$name" "$kind" "$link"
             lan_hosts "$router" "$name" "$kind" "$count" 198.51.100 $((16 * n + 1)) 28 $((16 * n + 2))
             in_ns inet ip route add "198.51.100.$((16 * n))/28" via "203.0.113.$((100 + n))"
             # A plain router, no NAT, no firewall: nothing but forwarding.
@@ -256,7 +535,7 @@ build_site() { # N NAME KIND COUNT
         double-nat)
             local carrier="$name-carrier"
             new_ns "$carrier"
-            wan_on_bridge "$carrier" "$n"
+            wan_on_bridge "$carrier" "$n" "$name" "$kind" "$link"
             veth "$carrier" lan "$router" wan
             in_ns "$carrier" ip addr add "100.64.$n.1/24" dev lan
             in_ns "$router" ip addr add "100.64.$n.2/24" dev wan
@@ -268,12 +547,13 @@ build_site() { # N NAME KIND COUNT
             lan_hosts "$router" "$name" "$kind" "$count" "192.168.$n" 1 24 10
             host_line "$router $name $kind router 100.64.$n.2,192.168.$n.1" ;;
         *)
-            wan_on_bridge "$router" "$n"
+            wan_on_bridge "$router" "$n" "$name" "$kind" "$link"
             load_rules "$router" "$kind"
             lan_hosts "$router" "$name" "$kind" "$count" "10.$n.0" 1 24 10
             host_line "$router $name $kind router 203.0.113.$((100 + n)),10.$n.0.1" ;;
     esac
     router_sysctls "$router"
+    if [[ -n $link ]]; then parse_link "$link"; apply_link "$name" ""; fi
 }
 
 cmd_up() {
@@ -281,11 +561,13 @@ cmd_up() {
     PREFIX=$1; shift; check_prefix "$PREFIX"
     [[ $# -le $MAX_SITES ]] || die "at most $MAX_SITES sites"
     # Parse every spec before creating anything.
-    local -a names=() kinds=() counts=()
-    local spec n=0 name kind count f1 f2 f3
+    local -a names=() kinds=() counts=() links=()
+    local spec n=0 name kind count f1 f2 f3 link
     for spec in "$@"; do
         n=$((n + 1))
-        IFS=: read -r f1 f2 f3 <<< "$spec"
+        link=""
+        [[ $spec != *@* ]] || { link=${spec#*@}; [[ -n $link ]] || die "empty LINK in '$spec' (e.g. @ideal)"; }
+        IFS=: read -r f1 f2 f3 <<< "${spec%%@*}"
         if [[ " $KINDS " == *" $f1 "* ]]; then name="s$n" kind=$f1 count=${f2:-1}
         else name=$f1 kind=${f2:-} count=${f3:-1}; fi
         [[ " $KINDS " == *" $kind "* ]] || die "unknown kind '${kind:-$f1}' in '$spec' (kinds: $KINDS)"
@@ -293,7 +575,8 @@ cmd_up() {
         [[ $name != cloud && $name != inet ]] || die "site name '$name' is reserved"
         [[ " ${names[*]} " != *" $name "* ]] || die "duplicate site name '$name'"
         [[ $count =~ ^[1-4]$ ]] || die "hosts must be 1..4 in '$spec'"
-        names+=("$name"); kinds+=("$kind"); counts+=("$count")
+        [[ -z $link ]] || (parse_link "$link") || exit 1
+        names+=("$name"); kinds+=("$kind"); counts+=("$count"); links+=("$link")
     done
     mkdir -p "$STATE_DIR"
     [[ ! -e $STATE_DIR/$PREFIX.owner ]] || die "prefix '$PREFIX' is in use (natlab.sh down $PREFIX)"
@@ -301,7 +584,7 @@ cmd_up() {
     # Written atomically (rename): a concurrent cleanup-stale must never read a half-written file.
     echo "$owner $(start_time "$owner" || echo 0) $*" > "$STATE_DIR/.$PREFIX.owner.$$"
     mv "$STATE_DIR/.$PREFIX.owner.$$" "$STATE_DIR/$PREFIX.owner"
-    : > "$STATE_DIR/$PREFIX.ns"; : > "$STATE_DIR/$PREFIX.hosts"
+    : > "$STATE_DIR/$PREFIX.ns"; : > "$STATE_DIR/$PREFIX.hosts"; : > "$STATE_DIR/$PREFIX.links"
     trap 'echo "natlab: up failed at line $LINENO; removing $PREFIX" >&2; cmd_down "$PREFIX" >/dev/null 2>&1' ERR
 
     # The internet: a bridge, plus routing to open sites' public subnets.
@@ -324,7 +607,7 @@ cmd_up() {
 
     local i
     for ((i = 0; i < n; i++)); do
-        build_site $((i + 1)) "${names[i]}" "${kinds[i]}" "${counts[i]}"
+        build_site $((i + 1)) "${names[i]}" "${kinds[i]}" "${counts[i]}" "${links[i]}"
     done
     trap - ERR
     cat "$STATE_DIR/$PREFIX.hosts"
@@ -354,7 +637,8 @@ cmd_down() {
         kill_ns_pids "$ns"
         ip netns del "$ns" 2>/dev/null || true
     done
-    rm -f "$STATE_DIR/$PREFIX.owner" "$STATE_DIR/$PREFIX.ns" "$STATE_DIR/$PREFIX.hosts"
+    rm -f "$STATE_DIR/$PREFIX".*.link.log    # PREFIX has no dot: only this lab's forwarder logs
+    rm -f "$STATE_DIR/$PREFIX.owner" "$STATE_DIR/$PREFIX.ns" "$STATE_DIR/$PREFIX.hosts" "$STATE_DIR/$PREFIX.links"
 }
 
 lab_prefixes() {
@@ -413,6 +697,14 @@ case $cmd in
     list) cmd_list ;;
     cleanup-stale) cmd_cleanup_stale ;;
     kinds) echo "$KINDS" | tr ' ' '\n' ;;
+    link) cmd_link "$@" ;;
+    links)
+        PREFIX=${1:-}; check_prefix "$PREFIX"
+        [[ -e $STATE_DIR/$PREFIX.owner ]] || die "no lab '$PREFIX'"
+        cat "$STATE_DIR/$PREFIX.links" 2>/dev/null || true ;;
+    profiles)
+        for p in "${PROFILES[@]}"; do parse_link "${p%%=*}"; echo "${p%%=*} $(canonical_link)"; done ;;
+    resolve) [[ $# -eq 1 ]] || die "usage: resolve LINK"; parse_link "$1"; canonical_link ;;
     help|-h|--help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

@@ -6,12 +6,15 @@ public struct LabSite: Sendable, Hashable {
     public var kind: NATKind
     /// Hosts on the site's LAN (1...4).
     public var hosts: Int
+    /// The conditions on the site's access line; nil for a plain wire that cannot change later.
+    public var link: LinkConditions?
 
-    /// A site named `name` of `kind` with `hosts` hosts on its LAN.
-    public init(_ name: String, _ kind: NATKind, hosts: Int = 1) {
+    /// A site named `name` of `kind` with `hosts` hosts on its LAN, behind a line with `link` conditions.
+    public init(_ name: String, _ kind: NATKind, hosts: Int = 1, link: LinkConditions? = nil) {
         self.name = name
         self.kind = kind
         self.hosts = hosts
+        self.link = link
     }
 
     /// The host name of the `index`th host (1-based) behind this site.
@@ -23,8 +26,11 @@ public struct LabSite: Sendable, Hashable {
     /// The site's carrier-grade NAT router (double NAT only).
     public var carrier: String { "\(name)-carrier" }
 
-    /// The `natlab.sh` SITE_SPEC, `NAME:KIND:HOSTS`.
-    public var spec: String { "\(name):\(kind.rawValue):\(hosts)" }
+    /// The namespace between the site's router (or carrier) and the internet (sites with a `link` only).
+    public var line: String { "\(name)-link" }
+
+    /// The `natlab.sh` SITE_SPEC, `NAME:KIND:HOSTS[@LINK]`.
+    public var spec: String { "\(name):\(kind.rawValue):\(hosts)" + (link.map { "@\($0.spec)" } ?? "") }
 }
 
 /// A lab's sites; the cloud and the internet are always there.
@@ -56,6 +62,8 @@ public enum LabRole: String, Sendable {
     case carrier
     /// An end host behind a router.
     case host
+    /// A site's access line: delay, jitter, loss and rate between its router and the internet.
+    case link
 }
 
 /// One namespace of a built lab, as `natlab.sh hosts` reports it.
@@ -68,7 +76,7 @@ public struct LabHost: Sendable, Hashable {
     public var kind: NATKind?
     /// What the host is for.
     public var role: LabRole
-    /// IPv4 addresses, primary first (a router's WAN address first).
+    /// IPv4 addresses, primary first (a router's WAN address first); none for a link.
     public var addresses: [String]
 
     /// Parses one line `HOST SITE KIND ROLE ADDR[,ADDR…]`; nil when malformed.
@@ -79,6 +87,6 @@ public struct LabHost: Sendable, Hashable {
         site = fields[1] == "-" ? nil : String(fields[1])
         kind = NATKind(rawValue: String(fields[2]))
         self.role = role
-        addresses = fields[4].split(separator: ",").map(String.init)
+        addresses = fields[4] == "-" ? [] : fields[4].split(separator: ",").map(String.init)
     }
 }

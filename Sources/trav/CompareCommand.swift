@@ -20,10 +20,13 @@ extension Trav {
         @Flag(help: "Skip the per-strategy runs (only the race).") var raceOnly = false
         @Flag(help: "Print one JSON object.") var json = false
         @Option(help: "Write a self-contained HTML page with the grid and a chart.") var html: String?
+        @Option(help: "Put every site behind a line with these conditions (natlab.sh LINK: mobile, dsl,loss=5, delay=50ms…).")
+        var link: String?
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
             guard (1...50).contains(runs) else { throw ValidationError("--runs must be 1…50") }
+            if let link, LinkConditions(spec: link) == nil { throw ValidationError("--link: cannot read '\(link)' (see natlab.sh help)") }
         }
 
         struct StrategyResult: Codable {
@@ -58,7 +61,7 @@ extension Trav {
             if let reason = TravLab.skipReason(trav: FileManager.default.isExecutableFile(atPath: trav) ? trav : TravLab.debugTrav) {
                 throw CLIError("cannot build the NAT lab: \(reason)")
             }
-            let grid = CompareGrid.standard
+            let grid = CompareGrid.standard.behind(link.flatMap(LinkConditions.init(spec:)))
             let all = StrategyCatalog.ids
             let results: [PairResult] = try await TravLab.with(sites: grid.sites, trav: trav, signallingPort: 443) { lab in
                 // Signalling and the relay's TLS share port 443 (ALPN), so a network that only lets TCP 443 out reaches both.
@@ -152,6 +155,13 @@ struct CompareGrid {
     }
     var sites: [LabSite]
     var pairs: [Pair]
+
+    /// The same grid with every site behind a line with `link` conditions (unchanged for nil).
+    func behind(_ link: LinkConditions?) -> CompareGrid {
+        var grid = self
+        for index in grid.sites.indices { grid.sites[index].link = link }
+        return grid
+    }
 
     static let standard = CompareGrid(
         sites: [LabSite("lan", .portRestrictedCone, hosts: 2), LabSite("pub", .open), LabSite("fc", .fullCone),

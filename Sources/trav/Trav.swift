@@ -9,7 +9,8 @@ struct Trav: AsyncParsableCommand {
         commandName: "trav",
         abstract: "NAT traversal toolkit: reach a camera by its ID, directly when the network allows.",
         subcommands: [DemoCommand.self, ProbeCommand.self, STUNServerCommand.self, STUNCommand.self, CloudCommand.self,
-                      IdentityCommand.self, CameraCommand.self, ConnectCommand.self, RelayCommand.self, CompareCommand.self])
+                      IdentityCommand.self, CameraCommand.self, ConnectCommand.self, RelayCommand.self, CompareCommand.self,
+                      LabLinkCommand.self])
 }
 
 /// Options every command shares.
