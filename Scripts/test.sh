@@ -11,6 +11,8 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
+[ -e /usr/include/usrsctp.h ] || need+=(libusrsctp-dev)   # the SCTP stack channels run on (linked: needed to build)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)       # checks saved video
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing: ${need[*]}"

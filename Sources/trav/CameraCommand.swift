@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import Logging
+import Media
 import STUNLite
 import Strategies
 import Traversal
@@ -17,11 +18,16 @@ extension Trav {
         @Option(help: "Password viewers must present.") var password: String?
         @Option(help: "Viewer identity keys allowed without a password (base64 Ed25519), comma-separated.") var pairedViewers: String?
         @Option(help: "Send a synthetic video stream at this rate in kbit/s instead of echoing.") var stream: Int?
+        @Option(help: "Stream this H.264 Annex B file (looped) to every viewer on a media channel; `default` plays the bundled test clip.")
+        var video: String?
+        @Option(help: "Frames per second for --video.") var fps: Int = 25
         @OptionGroup var peer: PeerOptions
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
             if password == nil && pairedViewers == nil { throw ValidationError("give --password or --paired-viewers") }
+            if video != nil && stream != nil { throw ValidationError("give --video or --stream, not both") }
+            if !(1...240).contains(fps) { throw ValidationError("--fps must be 1…240") }
         }
 
         func run() async throws {
@@ -49,18 +55,44 @@ extension Trav {
             say("camera \(me.deviceID) serving" + (cloud != nil ? " via cloud \(peer.cloud ?? "")" : "") + (lan != nil ? " and LAN port \(peer.lanPort)" : ""))
             let connections = connector.serve(sources, access: access)
             let rate = stream
+            // One sender for all viewers: each gets its own queue; the clip plays once for everyone.
+            let clip = try video.map { try loadClip($0 == "default" ? nil : $0) }
+            if let clip { say("video: \(clip.count) frames (\(clip.filter(\.isKeyframe).count) keyframes) at \(fps) fps, looped") }
+            let media = clip.map { _ in MediaSender(logger: logger) }
+            let frameRate = fps
+            let player = Task {
+                guard let media, let clip else { return }
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await playClip(clip, fps: frameRate, into: media) }
+                    group.addTask {
+                        for await r in media.rates where r.congested {
+                            say(String(format: "viewer %d: path sustains %.0f kbit/s, %d frames dropped", r.viewer,
+                                       r.acknowledgedBitsPerSecond / 1000, r.droppedFrames))
+                        }
+                    }
+                }
+            }
             let serving = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for await c in connections {
-                        say("viewer connected via \(c.path) (\(c.report.route ?? "")) in \(String(format: "%.1f", c.report.setupMs)) ms\(c.report.phases.map { " (\($0))" } ?? "")")
+                        say("viewer connected via \(c.path) (\(RemoteText.printable(c.report.route ?? ""))) in \(String(format: "%.1f", c.report.setupMs)) ms\(c.report.phases.map { " (\($0))" } ?? "")")
                         group.addTask {
-                            if let rate { await streamSynthetic(c, kbps: rate) } else { await echo(c) }
+                            if let media {
+                                _ = try? await media.add(c)
+                                await echo(c)
+                            } else if let rate {
+                                await streamSynthetic(c, kbps: rate)
+                            } else {
+                                await echo(c)
+                            }
                         }
                     }
                 }
             }
             await waitForTermination()
             serving.cancel()
+            player.cancel()
+            media?.stop()
             await cloud?.stop()
             await lan?.stop()
         }

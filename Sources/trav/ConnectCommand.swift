@@ -23,6 +23,9 @@ extension Trav {
         @Option(help: "Bytes of echo to exchange and verify.") var echoBytes: Int = 1000
         @Option(help: "After the echo, stay idle this many seconds (at most \(Self.maxIdleSeconds)), then echo again through the same session.")
         var idle: Int = 0
+        @Option(help: "Receive the camera's video (`trav camera --video`) and save it to this H.264 Annex B file.") var save: String?
+        @Option(help: "Seconds of video to receive (with --save or --stats).") var seconds: Double = 10
+        @Flag(help: "Receive the camera's video and print its statistics: bitrate, frame latency p50/p99, drops, stalls.") var stats = false
         @Flag(help: "Print one JSON object.") var json = false
         @OptionGroup var peer: PeerOptions
         @OptionGroup var common: CommonOptions
@@ -33,6 +36,7 @@ extension Trav {
             if echoBytes < 0 { throw ValidationError("--echo-bytes must be ≥ 0") }
             if !(0...Self.maxIdleSeconds).contains(idle) { throw ValidationError("--idle must be 0...\(Self.maxIdleSeconds)") }
             if idle > 0 && echoBytes == 0 { throw ValidationError("--idle needs an echo before and after it (--echo-bytes > 0)") }
+            if !(seconds > 0 && seconds <= 3600) { throw ValidationError("--seconds must be in (0, 3600]") }
         }
 
         func run() async throws {
@@ -62,6 +66,14 @@ extension Trav {
                     result.idleEchoMs = again ? againMs : nil
                     if !again { result.error = "the echo after \(idle) s idle did not come back: the path was lost" }
                 }
+                if verified && (save != nil || stats) {
+                    do {
+                        result.video = try await receiveVideo(c, seconds: seconds, save: save)
+                        if result.video?.frames == 0 { result.error = "no video frames arrived" }
+                    } catch {
+                        result.error = "video: \(error)"
+                    }
+                }
                 output = result
                 await c.close()
             } catch let e as TraversalError {
@@ -82,6 +94,10 @@ extension Trav {
                     if let idle = output.idleSeconds, let again = output.idleEchoVerified {
                         print("idle      \(idle) s, then echo \(again ? "verified" : "NOT verified: the path was lost")")
                     }
+                    if let video = output.video {
+                        print("video     \(video.line)\(video.savedTo.map { ", saved to \($0)" } ?? "")")
+                    }
+                    if let error = output.error { print("error     \(RemoteText.printable(error))") }
                 } else {
                     print("failed    \(RemoteText.printable(output.error ?? ""))")
                 }
@@ -89,7 +105,7 @@ extension Trav {
                     print("  \(a.strategy.padding(toLength: 22, withPad: " ", startingAt: 0)) \(a.outcome.padding(toLength: 10, withPad: " ", startingAt: 0)) \(String(format: "%7.1f", a.ms)) ms\(a.error.map { "  (\(RemoteText.printable($0.prefix(100))))" } ?? "")")
                 }
             }
-            if !(output.connected && output.echoVerified && output.idleEchoVerified != false) { throw ExitCode(1) }
+            if !(output.connected && output.echoVerified && output.idleEchoVerified != false && output.error == nil) { throw ExitCode(1) }
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Media
 import Rendezvous
 import STUNLite
 import Strategies
@@ -12,11 +13,11 @@ extension Trav {
     struct DemoCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "demo",
-            abstract: "Start a local cloud, a camera and viewers on loopback; connect by UID, stream, and print each report.")
+            abstract: "Start a local cloud, a camera and viewers on loopback; connect by UID, stream H.264 video, and print each report.")
 
         @Option(help: "Number of viewers watching at once.") var viewers: Int = 2
         @Option(help: "Seconds to stream.") var seconds: Double = 3
-        @Option(help: "Synthetic stream rate per viewer, kbit/s.") var rate: Int = 8000
+        @Option(help: "An H.264 Annex B file to stream (default: the bundled 4 s test pattern, looped).") var video: String?
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -26,10 +27,7 @@ extension Trav {
 
         struct ViewerResult: Sendable {
             var report: ConnectionReport
-            var bytes: Int
-            var frames: Int
-            var highestFrame: UInt64
-            var seconds: Double
+            var video: VideoOutput
         }
 
         func run() async throws {
@@ -62,12 +60,13 @@ extension Trav {
                                             pairedViewers: paired.map { identities[$0].publicKey })
             let connections = cameraConnector.serve([signalling.introductions], access: access)
             print("camera   \(camera.deviceID) registered; \(viewers) viewer\(viewers == 1 ? "" : "s") connecting by UID")
-            let streamFor = Duration.milliseconds(Int64(seconds * 1000) + 500)
-            let kbps = rate
+            let clip = try loadClip(video)
+            let sender = MediaSender(logger: logger)
+            let player = Task { await playClip(clip, fps: 25, into: sender) }
             let serving = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for await c in connections {
-                        group.addTask { await streamSynthetic(c, kbps: kbps, for: streamFor) }
+                        group.addTask { _ = try? await sender.add(c) }
                     }
                 }
             }
@@ -82,23 +81,9 @@ extension Trav {
                                                                         stunServers: [stunAddress.description], logger: logger))
                             let c = try await viewer.connect(to: uid, via: CloudClient.viewer(endpoint: endpoint, logger: logger),
                                                              credential: paired.contains(i) ? .pairedKey : .password(password))
-                            let started = ContinuousClock.now
-                            var bytes = 0, frames = 0
-                            var highest: UInt64 = 0
-                            let counting = Task {
-                                for try await m in c.inbound {
-                                    bytes += m.count
-                                    frames += 1
-                                    if m.count >= 8 { highest = max(highest, m.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }) }
-                                    if ContinuousClock.now - started >= duration { break }
-                                }
-                                return (bytes, frames, highest)
-                            }
-                            let (b, f, h) = try await counting.value
-                            let elapsed = ContinuousClock.now - started
+                            let video = try await receiveVideo(c, seconds: duration.milliseconds / 1000, save: nil)
                             await c.close()
-                            return (i, .success(ViewerResult(report: c.report, bytes: b, frames: f, highestFrame: h,
-                                                         seconds: elapsed.milliseconds / 1000)))
+                            return (i, .success(ViewerResult(report: c.report, video: video)))
                         } catch {
                             return (i, .failure(error))
                         }
@@ -107,6 +92,8 @@ extension Trav {
                 for await (i, r) in group { results[i] = r }
             }
             serving.cancel()
+            player.cancel()
+            sender.stop()
             await signalling.stop()
             await cloud.stop()
             var failures = 0
@@ -116,10 +103,8 @@ extension Trav {
                 case .success(let v):
                     print("viewer \(i + 1) (\(paired.contains(i) ? "paired key" : "password"))")
                     printReport(v.report, prefix: "  ")
-                    let mbps = Double(v.bytes) * 8 / 1e6 / max(v.seconds, 0.001)
-                    let expected = Int(v.highestFrame) + 1
-                    print(String(format: "  stream    %.2f MB in %.1f s = %.2f Mbit/s, %d frames (%d lost)",
-                                 Double(v.bytes) / 1e6, v.seconds, mbps, v.frames, max(0, expected - v.frames)))
+                    print("  video     \(v.video.line)")
+                    if v.video.frames == 0 || v.video.brokenFrames > 0 { failures += 1 }
                 case .failure(let e):
                     failures += 1
                     print("viewer \(i + 1) FAILED: \(RemoteText.printable("\(e)"))")

@@ -98,6 +98,8 @@ struct ConnectOutput: Encodable {
     var idleEchoVerified: Bool?
     /// How long the echo after the idle took, when it came back.
     var idleEchoMs: Double?
+    /// The video received (`--save`, `--stats`).
+    var video: VideoOutput?
     var error: String?
     var attempts: [Attempt]
 

@@ -1,0 +1,96 @@
+import Foundation
+import Media
+import Traversal
+
+/// The H.264 clip `trav camera --video` plays: a file's access units, or the bundled 4 s test pattern.
+func loadClip(_ path: String?) throws -> [AnnexB.AccessUnit] {
+    let url: URL
+    if let path {
+        url = URL(fileURLWithPath: path)
+    } else if let bundled = Bundle.module.url(forResource: "testsrc", withExtension: "h264") {
+        url = bundled
+    } else {
+        throw CLIError("the bundled test clip is missing")
+    }
+    let units = AnnexB.accessUnits([UInt8](try Data(contentsOf: url)))
+    guard units.contains(where: \.isKeyframe) else { throw CLIError("\(url.path): no H.264 keyframe (IDR access unit) found") }
+    return units
+}
+
+/// Plays `units` in a loop at `fps` into `sender` until cancelled (or for `duration`).
+func playClip(_ units: [AnnexB.AccessUnit], fps: Int, into sender: MediaSender, for duration: Duration? = nil) async {
+    let start = ContinuousClock.now
+    let interval = Duration.nanoseconds(1_000_000_000 / Int64(max(1, fps)))
+    var n = 0
+    while !Task.isCancelled {
+        if let duration, ContinuousClock.now - start >= duration { return }
+        let unit = units[n % units.count]
+        sender.send(MediaFrame(timestamp: interval * n, isKeyframe: unit.isKeyframe, data: unit.bytes))
+        n += 1
+        try? await Task.sleep(until: start + interval * n, clock: .continuous)
+    }
+}
+
+/// What `trav connect --stats` prints about the video it received.
+struct VideoOutput: Encodable {
+    var frames: Int
+    var keyframes: Int
+    var bytes: Int
+    var seconds: Double
+    var kbps: Double
+    var latencyP50Ms: Double?
+    var latencyP99Ms: Double?
+    var droppedFrames: Int
+    var brokenFrames: Int
+    var stalls: Int
+    var longestGapMs: Double
+    var savedTo: String?
+
+    init(_ s: MediaStatistics, savedTo: String?) {
+        frames = s.videoFrames
+        keyframes = s.keyframes
+        bytes = s.bytes
+        seconds = s.spanSeconds
+        kbps = s.bitsPerSecond / 1000
+        latencyP50Ms = s.latencyPercentile(50)
+        latencyP99Ms = s.latencyPercentile(99)
+        droppedFrames = s.droppedFrames
+        brokenFrames = s.brokenFrames
+        stalls = s.stalls
+        longestGapMs = s.longestGapMs
+        self.savedTo = savedTo
+    }
+
+    /// One line for people.
+    var line: String {
+        String(format: "%d frames (%d key) in %.1f s, %.0f kbit/s, latency p50 %@ p99 %@ ms, %d dropped, %d broken, %d stalls (longest gap %.0f ms)",
+               frames, keyframes, seconds, kbps, latencyP50Ms.map { String(format: "%.1f", $0) } ?? "-",
+               latencyP99Ms.map { String(format: "%.1f", $0) } ?? "-", droppedFrames, brokenFrames, stalls, longestGapMs)
+    }
+}
+
+/// Receives the camera's video on `connection` for `seconds`, appending every frame to `save` (an Annex B
+/// file, playable and checkable with ffprobe), and returns the statistics.
+func receiveVideo(_ connection: PeerConnection, seconds: Double, save: String?) async throws -> VideoOutput {
+    let receiver = try await MediaReceiver(connection: connection)
+    var file: FileHandle?
+    if let save {
+        guard FileManager.default.createFile(atPath: save, contents: nil) else { throw CLIError("cannot create \(save)") }
+        file = try FileHandle(forWritingTo: URL(fileURLWithPath: save))
+    }
+    defer { try? file?.close() }
+    let limit = Duration.milliseconds(Int64(seconds * 1000))
+    let stopper = Task {
+        try? await Task.sleep(for: limit)
+        receiver.stop()
+    }
+    defer { stopper.cancel() }
+    do {
+        for try await received in receiver.frames where received.packet.frame.kind == .video {
+            try file?.write(contentsOf: received.packet.frame.data)
+        }
+    } catch let e as ChannelError where e.code == .closed {
+        // The camera went away: what arrived is still reported.
+    }
+    return VideoOutput(receiver.stats, savedTo: save)
+}
