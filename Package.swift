@@ -132,7 +132,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
-        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous", "SourceLimits",
+        .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous", "Media", "SourceLimits",
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FloodKitTests", dependencies: ["FloodKit", "TURNLite", "STUNLite", "Rendezvous",
             .product(name: "NIOPosix", package: "swift-nio"),

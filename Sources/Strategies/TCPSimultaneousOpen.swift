@@ -113,14 +113,16 @@ public final class TCPPeerTransport: PeerTransport {
 
     private let channel: Channel
     private let frames: AsyncStream<[UInt8]>
+    private let flow: FlowControl
     /// `tcp LOCAL -> PEER`.
     public let pathDescription: String
     /// The peer's address.
     public var remoteAddress: SocketAddress? { channel.remoteAddress }
 
-    init(channel: Channel, frames: AsyncStream<[UInt8]>) {
+    init(channel: Channel, frames: AsyncStream<[UInt8]>, flow: FlowControl) {
         self.channel = channel
         self.frames = frames
+        self.flow = flow
         let l = channel.localAddress.flatMap(TransportAddress.init)?.description ?? "?"
         let r = channel.remoteAddress.flatMap(TransportAddress.init)?.description ?? "?"
         self.pathDescription = "tcp \(l) -> \(r)"
@@ -130,16 +132,17 @@ public final class TCPPeerTransport: PeerTransport {
     static func connect(from local: TransportAddress, to remote: TransportAddress, timeout: Duration,
                         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> TCPPeerTransport {
         let (frames, sink) = makeFrameStream()
+        let flow = FlowControl()
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.socketOption(.reusePort), value: 1)
             .connectTimeout(TimeAmount(timeout))
             .bind(to: local.socketAddress)
             .channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture { try addFraming(to: ch, sink: sink) }
+                ch.eventLoop.makeCompletedFuture { try addFraming(to: ch, sink: sink, flow: flow) }
             }
             .connect(to: remote.socketAddress).get()
-        return TCPPeerTransport(channel: channel, frames: frames)
+        return TCPPeerTransport(channel: channel, frames: frames, flow: flow)
     }
 
     /// A listener on `local` (address and port reused) that hands over the first accepted connection.
@@ -151,23 +154,31 @@ public final class TCPPeerTransport: PeerTransport {
             .serverChannelOption(.backlog, value: 4)
             .childChannelInitializer { ch in
                 let (frames, frameSink) = makeFrameStream()
+                let flow = FlowControl()
                 return ch.eventLoop.makeCompletedFuture {
-                    try addFraming(to: ch, sink: frameSink)
-                    sink.yield(TCPPeerTransport(channel: ch, frames: frames))
+                    try addFraming(to: ch, sink: frameSink, flow: flow)
+                    sink.yield(TCPPeerTransport(channel: ch, frames: frames, flow: flow))
                 }
             }
             .bind(to: local.socketAddress).get()
         return Listener(server: server, accepted: accepted)
     }
 
-    /// The frames of one connection, buffered up to ``bufferLimit``, and their sink.
+    /// The frames of one connection and their sink: never dropped; ``FlowControl`` stops reading the socket
+    /// while ``bufferLimit`` frames wait, so TCP's own window pushes back on the sender.
     private static func makeFrameStream() -> (AsyncStream<[UInt8]>, AsyncStream<[UInt8]>.Continuation) {
-        AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(bufferLimit))
+        AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .unbounded)
     }
 
     /// The pipeline of every TCP path, dialled or accepted: 4-byte length prefixes cut, whole frames into `sink`.
-    private static func addFraming(to channel: Channel, sink: AsyncStream<[UInt8]>.Continuation) throws {
-        try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(LengthPrefixDecoder()), FrameSink(sink: sink))
+    private static func addFraming(to channel: Channel, sink: AsyncStream<[UInt8]>.Continuation, flow: FlowControl) throws {
+        try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(LengthPrefixDecoder()), FrameSink(sink: sink, flow: flow))
+    }
+
+    /// Frames waiting for `receive`, and whether reading from the socket is paused because of them.
+    final class FlowControl: Sendable {
+        let waiting = Atomic<Int>(0)
+        let paused = Atomic<Bool>(false)
     }
 
     /// A listening socket that yields its first accepted connection.
@@ -197,7 +208,13 @@ public final class TCPPeerTransport: PeerTransport {
 
     /// The next whole message.
     public func receive() async throws -> [UInt8] {
-        for await f in frames { return f }
+        for await f in frames {
+            let left = flow.waiting.subtract(1, ordering: .relaxed).newValue
+            if left <= Self.bufferLimit / 4, flow.paused.exchange(false, ordering: .relaxed) {
+                channel.setOption(ChannelOptions.autoRead, value: true).whenSuccess { [channel] in channel.read() }
+            }
+            return f
+        }
         try Task.checkCancellation()
         throw StrategyError(code: .failed, detail: "connection closed")
     }
@@ -224,9 +241,17 @@ public final class TCPPeerTransport: PeerTransport {
     final class FrameSink: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         let sink: AsyncStream<[UInt8]>.Continuation
-        init(sink: AsyncStream<[UInt8]>.Continuation) { self.sink = sink }
+        let flow: FlowControl
+        init(sink: AsyncStream<[UInt8]>.Continuation, flow: FlowControl) {
+            self.sink = sink
+            self.flow = flow
+        }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             sink.yield(Array(unwrapInboundIn(data).readableBytesView))
+            if flow.waiting.add(1, ordering: .relaxed).newValue >= TCPPeerTransport.bufferLimit,
+               !flow.paused.exchange(true, ordering: .relaxed) {
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+            }
         }
         func channelInactive(context: ChannelHandlerContext) {
             sink.finish()
