@@ -45,6 +45,8 @@ final class ChannelSession: Sendable {
 
     /// Channels the peer opened.
     let incoming: AsyncStream<PeerChannel>
+    /// Bytes received on every channel and not yet read.
+    let unread = ChannelMessages.Counter()
     private let incomingSink: AsyncStream<PeerChannel>.Continuation
     private let association: SCTPAssociation
     private let state: Mutex<State>

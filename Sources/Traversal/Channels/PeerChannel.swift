@@ -16,6 +16,9 @@ public final class PeerChannel: Sendable {
     public static let sendBufferLimit = maxMessageSize + 1 << 20
     /// Bytes of received messages a channel holds for a reader that has not caught up.
     public static let receiveBufferLimit = 16 << 20
+    /// Bytes of received messages all channels of one connection hold together (so a peer opening many
+    /// channels cannot multiply ``receiveBufferLimit``).
+    public static let connectionReceiveBufferLimit = 32 << 20
     /// Channels the peer may have open on one connection at once; more are refused (their stream reset).
     public static let maxChannels = 256
 
@@ -43,7 +46,7 @@ public final class PeerChannel: Sendable {
         self.session = session
         let (stream, sink) = AsyncThrowingStream.makeStream(of: [UInt8].self, throwing: (any Error).self)
         self.sink = sink
-        let counter = ChannelMessages.Counter()
+        let counter = ChannelMessages.Counter(parent: session.unread)
         self.messages = ChannelMessages(stream: stream, counter: counter)
         counterBox = counter
     }
@@ -75,9 +78,11 @@ public final class PeerChannel: Sendable {
     /// Hands a received message to the reader; false (and the channel closed) when the reader is too far behind.
     func deliver(_ message: [UInt8]) -> Bool {
         guard isOpen else { return true }
-        let now = counterBox.add(message.count)
-        guard now <= Self.receiveBufferLimit else {
-            fail(ChannelError(code: .receiveOverflow, detail: "more than \(Self.receiveBufferLimit) bytes unread on \(label)"))
+        let (mine, all) = counterBox.add(message.count)
+        guard mine <= Self.receiveBufferLimit, all <= Self.connectionReceiveBufferLimit else {
+            _ = counterBox.add(-message.count)
+            fail(ChannelError(code: .receiveOverflow,
+                              detail: "more than \(mine > Self.receiveBufferLimit ? "\(Self.receiveBufferLimit) bytes unread on \(label)" : "\(Self.connectionReceiveBufferLimit) bytes unread on the connection")"))
             return false
         }
         sink.yield(message)
@@ -92,6 +97,7 @@ public final class PeerChannel: Sendable {
             return open
         }
         guard wasOpen else { return false }
+        counterBox.detach()
         if let error { sink.finish(throwing: error) } else { sink.finish() }
         return true
     }
@@ -108,9 +114,22 @@ public struct ChannelMessages: AsyncSequence, Sendable {
     /// Each element is one whole message.
     public typealias Element = [UInt8]
 
+    /// Unread bytes of one channel, and of its connection (the parent).
     final class Counter: Sendable {
         let bytes = Atomic<Int>(0)
-        func add(_ n: Int) -> Int { bytes.add(n, ordering: .relaxed).newValue }
+        let parent: Counter?
+        let detached = Atomic<Bool>(false)
+        init(parent: Counter? = nil) { self.parent = parent }
+        /// Adds `n` here and to the parent; returns both new totals.
+        func add(_ n: Int) -> (Int, Int) {
+            let total = detached.load(ordering: .relaxed) ? 0 : parent?.add(n).0 ?? 0
+            return (bytes.add(n, ordering: .relaxed).newValue, total)
+        }
+        /// Gives this channel's unread bytes back to the parent (the channel has ended; what is left is the reader's).
+        func detach() {
+            guard !detached.exchange(true, ordering: .relaxed) else { return }
+            _ = parent?.add(-bytes.load(ordering: .relaxed))
+        }
     }
 
     let stream: AsyncThrowingStream<[UInt8], any Error>
