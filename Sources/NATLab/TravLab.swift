@@ -133,6 +133,46 @@ public struct TravLab: Sendable {
         public var error: String?
         /// Every strategy's outcome.
         public var attempts: [Attempt]
+        /// What `--stats`/`--save` received.
+        public var video: Video?
+        /// What `--channel-send` measured.
+        public var channelSend: ChannelSend?
+
+        /// Video statistics of `trav connect --stats`.
+        public struct Video: Codable, Sendable {
+            /// Video frames received.
+            public var frames: Int
+            /// Keyframes received.
+            public var keyframes: Int
+            /// Seconds from first to last frame.
+            public var seconds: Double
+            /// Average kbit/s.
+            public var kbps: Double
+            /// Frame latency percentiles (ms).
+            public var latencyP50Ms: Double?
+            /// See ``latencyP50Ms``.
+            public var latencyP99Ms: Double?
+            /// Frames the camera produced that never arrived.
+            public var droppedFrames: Int
+            /// Frames whose reference never arrived (must be 0).
+            public var brokenFrames: Int
+            /// Gaps over 500 ms.
+            public var stalls: Int
+            /// The longest gap between frames (ms).
+            public var longestGapMs: Double
+        }
+
+        /// A reliable channel transfer of `trav connect --channel-send`.
+        public struct ChannelSend: Codable, Sendable {
+            /// Bytes sent.
+            public var bytes: Int
+            /// The camera's digest matched.
+            public var verified: Bool
+            /// Seconds taken.
+            public var seconds: Double
+            /// Goodput.
+            public var mbps: Double
+        }
 
         /// A one-line summary for test messages.
         public var description: String {

@@ -26,6 +26,8 @@ extension Trav {
         @Option(help: "Receive the camera's video (`trav camera --video`) and save it to this H.264 Annex B file.") var save: String?
         @Option(help: "Seconds of video to receive (with --save or --stats).") var seconds: Double = 10
         @Flag(help: "Receive the camera's video and print its statistics: bitrate, frame latency p50/p99, drops, stalls.") var stats = false
+        @Option(help: "Send this many bytes to the camera on a reliable channel and check its SHA-256 answer (goodput).")
+        var channelSend: Int = 0
         @Flag(help: "Print one JSON object.") var json = false
         @OptionGroup var peer: PeerOptions
         @OptionGroup var common: CommonOptions
@@ -34,6 +36,7 @@ extension Trav {
             _ = try DeviceID(uid)
             if password == nil && !paired { throw ValidationError("give --password or --paired") }
             if echoBytes < 0 { throw ValidationError("--echo-bytes must be ≥ 0") }
+            if channelSend < 0 || channelSend > 1 << 34 { throw ValidationError("--channel-send must be 0…16 GiB") }
             if !(0...Self.maxIdleSeconds).contains(idle) { throw ValidationError("--idle must be 0...\(Self.maxIdleSeconds)") }
             if idle > 0 && echoBytes == 0 { throw ValidationError("--idle needs an echo before and after it (--echo-bytes > 0)") }
             if !(seconds > 0 && seconds <= 3600) { throw ValidationError("--seconds must be in (0, 3600]") }
@@ -66,6 +69,14 @@ extension Trav {
                     result.idleEchoMs = again ? againMs : nil
                     if !again { result.error = "the echo after \(idle) s idle did not come back: the path was lost" }
                 }
+                if verified && channelSend > 0 {
+                    do {
+                        result.channelSend = try await sendOnChannel(c, bytes: channelSend)
+                        if result.channelSend?.verified != true { result.error = "the camera's digest of the channel data did not match" }
+                    } catch {
+                        result.error = "channel send: \(error)"
+                    }
+                }
                 if verified && (save != nil || stats) {
                     do {
                         result.video = try await receiveVideo(c, seconds: seconds, save: save)
@@ -94,6 +105,10 @@ extension Trav {
                     if let idle = output.idleSeconds, let again = output.idleEchoVerified {
                         print("idle      \(idle) s, then echo \(again ? "verified" : "NOT verified: the path was lost")")
                     }
+                    if let sent = output.channelSend {
+                        print(String(format: "channel   %d bytes in %.2f s = %.2f Mbit/s, %@", sent.bytes, sent.seconds, sent.mbps,
+                                     sent.verified ? "verified" : "NOT verified"))
+                    }
                     if let video = output.video {
                         print("video     \(video.line)\(video.savedTo.map { ", saved to \($0)" } ?? "")")
                     }
@@ -109,3 +124,4 @@ extension Trav {
         }
     }
 }
+

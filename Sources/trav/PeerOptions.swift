@@ -100,6 +100,8 @@ struct ConnectOutput: Encodable {
     var idleEchoMs: Double?
     /// The video received (`--save`, `--stats`).
     var video: VideoOutput?
+    /// The reliable channel transfer (`--channel-send`).
+    var channelSend: ChannelSendOutput?
     var error: String?
     var attempts: [Attempt]
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Media
 import Traversal
@@ -93,4 +94,81 @@ func receiveVideo(_ connection: PeerConnection, seconds: Double, save: String?) 
         // The camera went away: what arrived is still reported.
     }
     return VideoOutput(receiver.stats, savedTo: save)
+}
+
+/// The label of the channel `trav connect --channel-send` streams into, and the camera drains.
+let sinkChannelLabel = "trav.sink"
+
+/// What `trav connect --channel-send` reports: a reliable channel's one-way goodput and whether every byte
+/// arrived in order (the camera answers with the SHA-256 of all it received).
+struct ChannelSendOutput: Encodable {
+    var bytes: Int
+    var verified: Bool
+    var seconds: Double
+    var mbps: Double
+}
+
+/// Sends `bytes` of pseudo-random data on a new reliable channel in 64 KiB messages and waits for the camera's digest.
+func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds(120)) async throws -> ChannelSendOutput {
+    let channel = try await c.openChannel(label: sinkChannelLabel, delivery: .reliable, priority: .normal)
+    defer { channel.close() }
+    let started = ContinuousClock.now
+    var hasher = SHA256()
+    try await channel.send(withUnsafeBytes(of: UInt64(bytes).bigEndian) { Array($0) })
+    var generator = SystemRandomNumberGenerator()
+    var left = bytes
+    let chunk = 64 * 1024
+    let block = (0..<chunk).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    var n = 0
+    while left > 0 {
+        var message = Array(block.prefix(min(chunk, left)))
+        message[0] = UInt8(truncatingIfNeeded: n)  // no two messages alike, so a reorder would show
+        n += 1
+        hasher.update(data: message)
+        try await channel.send(message)
+        left -= message.count
+    }
+    let expected = Array(hasher.finalize())
+    let answer: [UInt8]? = try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+        group.addTask {
+            for try await m in channel.messages { return m }
+            return nil
+        }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        defer { group.cancelAll() }
+        return try await group.next() ?? nil
+    }
+    let seconds = (ContinuousClock.now - started).milliseconds / 1000
+    return ChannelSendOutput(bytes: bytes, verified: answer == expected, seconds: seconds,
+                             mbps: Double(bytes) * 8 / 1e6 / max(seconds, 1e-6))
+}
+
+/// The camera's side of `--channel-send`: reads the announced byte count, hashes what follows, answers the digest.
+func drainSinks(_ c: PeerConnection) async {
+    for await channel in c.incomingChannels where channel.label == sinkChannelLabel {
+        Task {
+            var hasher = SHA256()
+            var expected: Int?
+            var received = 0
+            do {
+                for try await m in channel.messages {
+                    guard let total = expected else {
+                        guard m.count == 8 else { break }
+                        expected = Int(clamping: m.reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+                        if expected == 0 { try await channel.send(Array(hasher.finalize())) }
+                        continue
+                    }
+                    hasher.update(data: m)
+                    received += m.count
+                    if received >= total {
+                        try await channel.send(Array(hasher.finalize()))
+                        break
+                    }
+                }
+            } catch {}
+        }
+    }
 }
