@@ -95,9 +95,11 @@ public final class MediaSender: Sendable {
     public var viewerCount: Int { viewers.withLock { $0.count } }
 
     /// Starts feeding a viewer: opens its channels and returns; the viewer starts at the next keyframe.
-    /// Feeding stops when the connection or its channels close.
+    /// Feeding stops when the connection or its channels close. With `acceptingChannels` the sender reads the
+    /// connection's incoming channels for the viewer's control channel; an application that accepts other
+    /// channels too passes false and hands the control channel over with ``attach(control:to:)``.
     @discardableResult
-    public func add(_ connection: PeerConnection) async throws -> Viewer {
+    public func add(_ connection: PeerConnection, acceptingChannels: Bool = true) async throws -> Viewer {
         let media = try await connection.openChannel(label: MediaChannelLabel.media, delivery: .reliable, priority: .high)
         let viewer = Viewer(id: nextID.add(1, ordering: .relaxed).oldValue, connection: connection, limits: configuration.queue)
         viewers.withLock { $0[viewer.id] = viewer }
@@ -106,7 +108,7 @@ public final class MediaSender: Sendable {
         let task = Task { [weak self] in
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self?.feed(viewer, on: media) }
-                group.addTask { await self?.listen(viewer) }
+                if acceptingChannels { group.addTask { await self?.listen(viewer) } }
                 group.addTask {
                     while (try? await Task.sleep(for: interval)) != nil { viewer.wake.yield() }
                 }
@@ -187,17 +189,27 @@ public final class MediaSender: Sendable {
         }
     }
 
-    /// Reads the viewer's control channel (keyframe requests).
+    /// Reads a viewer's control channel (``MediaChannelLabel/control``, opened by its ``MediaReceiver``): keyframe
+    /// requests. For applications that accept the connection's channels themselves.
+    public func attach(control channel: PeerChannel, to viewer: Viewer) {
+        Task { await self.control(channel, viewer) }
+    }
+
+    /// Waits for the viewer's control channel among the connection's incoming channels, then reads it.
     private func listen(_ viewer: Viewer) async {
         for await channel in viewer.connection.incomingChannels where channel.label == MediaChannelLabel.control {
-            do {
-                for try await message in channel.messages where message.first == MediaControl.keyframeRequest.rawValue {
-                    viewer.state.withLock { $0.restartAtKeyframe() }
-                    keyframeSink.yield(viewer.id)
-                }
-            } catch {}
+            await control(channel, viewer)
             return
         }
         // The connection closed: end the feed too.
+    }
+
+    private func control(_ channel: PeerChannel, _ viewer: Viewer) async {
+        do {
+            for try await message in channel.messages where message.first == MediaControl.keyframeRequest.rawValue {
+                viewer.state.withLock { $0.restartAtKeyframe() }
+                keyframeSink.yield(viewer.id)
+            }
+        } catch {}
     }
 }

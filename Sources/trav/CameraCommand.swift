@@ -77,10 +77,11 @@ extension Trav {
                     for await c in connections {
                         say("viewer connected via \(c.path) (\(RemoteText.printable(c.report.route ?? ""))) in \(String(format: "%.1f", c.report.setupMs)) ms\(c.report.phases.map { " (\($0))" } ?? "")")
                         group.addTask {
-                            // Media only where asked for; channel sinks (`trav connect --channel-send`) always.
-                            if media == nil { Task { await drainSinks(c) } }
-                            if let media {
-                                _ = try? await media.add(c)
+                            // Media where asked for; channel sinks (`trav connect --channel-send`) always.
+                            let viewer = try? await media?.add(c, acceptingChannels: false)
+                            let channels = Task { await acceptChannels(c, media: media, viewer: viewer) }
+                            defer { channels.cancel() }
+                            if media != nil {
                                 await echo(c)
                             } else if let rate {
                                 await streamSynthetic(c, kbps: rate)

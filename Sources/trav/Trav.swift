@@ -10,7 +10,7 @@ struct Trav: AsyncParsableCommand {
         abstract: "NAT traversal toolkit: reach a camera by its ID, directly when the network allows.",
         subcommands: [DemoCommand.self, ProbeCommand.self, STUNServerCommand.self, STUNCommand.self, CloudCommand.self,
                       IdentityCommand.self, CameraCommand.self, ConnectCommand.self, RelayCommand.self, CompareCommand.self,
-                      LabLinkCommand.self])
+                      LabLinkCommand.self, BenchMediaCommand.self])
 }
 
 /// Options every command shares.

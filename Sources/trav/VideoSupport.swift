@@ -147,28 +147,39 @@ func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds
 }
 
 /// The camera's side of `--channel-send`: reads the announced byte count, hashes what follows, answers the digest.
-func drainSinks(_ c: PeerConnection) async {
-    for await channel in c.incomingChannels where channel.label == sinkChannelLabel {
-        Task {
-            var hasher = SHA256()
-            var expected: Int?
-            var received = 0
-            do {
-                for try await m in channel.messages {
-                    guard let total = expected else {
-                        guard m.count == 8 else { break }
-                        expected = Int(clamping: m.reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
-                        if expected == 0 { try await channel.send(Array(hasher.finalize())) }
-                        continue
-                    }
-                    hasher.update(data: m)
-                    received += m.count
-                    if received >= total {
-                        try await channel.send(Array(hasher.finalize()))
-                        break
-                    }
-                }
-            } catch {}
+func drainSink(_ channel: PeerChannel) async {
+    var hasher = SHA256()
+    var expected: Int?
+    var received = 0
+    do {
+        for try await m in channel.messages {
+            guard let total = expected else {
+                guard m.count == 8 else { return }
+                expected = Int(clamping: m.reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+                if expected == 0 { try await channel.send(Array(hasher.finalize())) }
+                continue
+            }
+            hasher.update(data: m)
+            received += m.count
+            if received >= total {
+                try await channel.send(Array(hasher.finalize()))
+                return
+            }
+        }
+    } catch {}
+}
+
+/// The camera's one reader of a connection's incoming channels: sinks are drained, a viewer's media control
+/// channel goes to `media` (when it feeds this viewer), anything else is closed.
+func acceptChannels(_ c: PeerConnection, media: MediaSender?, viewer: MediaSender.Viewer?) async {
+    for await channel in c.incomingChannels {
+        switch channel.label {
+        case sinkChannelLabel:
+            Task { await drainSink(channel) }
+        case MediaChannelLabel.control:
+            if let media, let viewer { media.attach(control: channel, to: viewer) } else { channel.close() }
+        default:
+            channel.close()
         }
     }
 }

@@ -1,0 +1,121 @@
+import ArgumentParser
+import Foundation
+import NATLab
+
+extension Trav {
+    /// `trav bench-media`: the media plane over emulated access lines in the NAT lab, with kernel TCP as the anchor.
+    struct BenchMediaCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench-media",
+            abstract: "Benchmark channels and video over emulated lines in the NAT lab (root): goodput vs kernel TCP, frame latency.",
+            discussion: """
+                One camera on a public address, one viewer behind a port-restricted NAT whose line is emulated \
+                (natlab.sh LINK). Goodput: `trav connect --channel-send` (a reliable channel, viewer → camera, \
+                SHA-256 checked) against iperf3 over kernel TCP (CUBIC) between the same two hosts on the same \
+                line, at 0 % and 1 % loss. Video: a 4 Mbit/s H.264 clip streamed to the viewer on a 5 Mbit/s line \
+                (80 % use), at 0 % and 5 % loss: frame latency p50/p99, frames dropped, the longest stall.
+                """)
+
+        @Option(help: "Line rate for the goodput runs, kbit/s (both directions).") var rateKbps: Int = 20_000
+        @Option(help: "One-way delay of the line, ms.") var delayMs: Int = 20
+        @Option(help: "Seconds per goodput run.") var seconds: Int = 10
+        @Option(help: "Seconds of video per video run (600 for the 10-minute flatness run).") var videoSeconds: Int = 30
+        @Option(help: "The `trav` binary to run in the lab (default: this one).") var trav: String?
+        @OptionGroup var common: CommonOptions
+
+        func validate() throws {
+            guard (1_000...1_000_000).contains(rateKbps) else { throw ValidationError("--rate-kbps must be 1000…1000000") }
+            guard (0...500).contains(delayMs), (1...120).contains(seconds), (5...3600).contains(videoSeconds) else {
+                throw ValidationError("--delay-ms 0…500, --seconds 1…120, --video-seconds 5…3600")
+            }
+        }
+
+        struct Row: Encodable {
+            var scenario: String
+            var values: [String: Double]
+        }
+
+        func run() async throws {
+            _ = common.logger("trav.bench-media")
+            if let reason = NATLab.skipReason { throw CLIError("bench-media: \(reason)") }
+            guard let iperf3 = NATLab.findExecutable("iperf3"), let ffmpeg = NATLab.findExecutable("ffmpeg") else {
+                throw CLIError("bench-media needs iperf3 and ffmpeg (Scripts/bench-media.sh installs them)")
+            }
+            let binary = trav ?? URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+            let strategies = "direct-lan,stun-discovery,udp-hole-punch,tcp-simultaneous-open"
+            let camera = LabSite("cam", .open)
+            let viewer = LabSite("view", .portRestrictedCone, link: .ideal)
+            print("load average at start: \((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?")")
+            try await TravLab.with(sites: [camera, viewer], trav: binary) { run in
+                let clip = "\(run.dir)/clip4m.h264"
+                try makeClip(ffmpeg: ffmpeg, out: clip, kbps: 4000, seconds: 20)
+                _ = try run.startCloud()
+                let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--video", clip])
+                let cameraIP = try run.lab.address(of: camera.host())
+
+                print("\nGoodput, viewer → camera, \(rateKbps) kbit/s line, \(delayMs) ms one way, \(seconds) s per run")
+                print("loss   trav channel (Mbit/s)   kernel TCP CUBIC (Mbit/s)   ratio")
+                for loss in [0.0, 1.0] {
+                    try await run.lab.setLink(LinkConditions(delayMs: delayMs, lossPercent: loss, downKbps: rateKbps, upKbps: rateKbps),
+                                              site: viewer.name)
+                    let bytes = rateKbps * 1000 / 8 * seconds
+                    let ours = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: 20, echoBytes: 0,
+                                                     paired: true, extra: ["--channel-send", "\(bytes)"])
+                    let tcp = try await kernelTCP(run: run, iperf3: iperf3, from: viewer.host(), server: camera.host(), address: cameraIP)
+                    let mbps = ours.channelSend.flatMap { $0.verified ? $0.mbps : nil }
+                    print(String(format: "%3.0f %%  %10@ (%@)   %14.2f              %@", loss,
+                                 mbps.map { String(format: "%.2f", $0) } ?? "failed", ours.path ?? "-", tcp,
+                                 mbps.map { String(format: "%.2f×", $0 / max(tcp, 0.001)) } ?? "-"))
+                }
+
+                let videoLine = 5000
+                print("\nVideo: 4 Mbit/s H.264 to the viewer on a \(videoLine) kbit/s line (80 % use), \(delayMs) ms one way, \(videoSeconds) s")
+                print("loss   frames   latency p50 / p99 (ms)   goal p99 ≤ \(delayMs + 150)   dropped   broken   longest stall (ms)")
+                for loss in [0.0, 5.0] {
+                    try await run.lab.setLink(LinkConditions(delayMs: delayMs, lossPercent: loss, downKbps: videoLine, upKbps: videoLine),
+                                              site: viewer.name)
+                    let r = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: 20, echoBytes: 0,
+                                                  paired: true, extra: ["--stats", "--seconds", "\(videoSeconds)"])
+                    guard let v = r.video else {
+                        print(String(format: "%3.0f %%  failed: %@", loss, r.error ?? "?"))
+                        continue
+                    }
+                    let p99 = v.latencyP99Ms ?? .infinity
+                    print(String(format: "%3.0f %%  %6d   %8.1f / %-8.1f         %@           %6d   %6d   %10.0f", loss, v.frames,
+                                 v.latencyP50Ms ?? -1, p99, p99 <= Double(delayMs + 150) ? "met " : "MISS", v.droppedFrames,
+                                 v.brokenFrames, v.longestGapMs))
+                }
+            }
+        }
+
+        /// iperf3 from `from` to `server` for ``seconds``; the receiver's Mbit/s.
+        func kernelTCP(run: TravLab, iperf3: String, from: String, server: String, address: String) async throws -> Double {
+            let listener = try run.lab.spawn(host: server, [iperf3, "-s", "-1", "-p", "5201"])
+            defer { listener.stop() }
+            try await run.lab.waitForListener(host: server, port: 5201, udp: false, timeout: .seconds(10))
+            let r = try await run.lab.run(host: from, [iperf3, "-c", address, "-p", "5201", "-t", "\(seconds)", "-C", "cubic", "-J"],
+                                          timeout: .seconds(Int64(seconds) + 20))
+            guard let json = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
+                  let end = json["end"] as? [String: Any], let received = end["sum_received"] as? [String: Any],
+                  let bps = received["bits_per_second"] as? Double else {
+                throw CLIError("iperf3 gave no result: \(r)")
+            }
+            return bps / 1e6
+        }
+
+        /// A clip of ffmpeg's test pattern with noise over it, so the encoder really uses `kbps`.
+        func makeClip(ffmpeg: String, out: String, kbps: Int, seconds: Int) throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: ffmpeg)
+            p.arguments = ["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
+                           "-f", "lavfi", "-i", "nullsrc=s=1280x720,geq=random(1)*255:128:128",
+                           "-filter_complex", "[0][1]blend=all_mode=addition:all_opacity=0.3", "-t", "\(seconds)",
+                           "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-bf", "0",
+                           "-x264-params", "keyint=25:min-keyint=25:scenecut=0", "-b:v", "\(kbps)k", "-maxrate", "\(kbps)k",
+                           "-bufsize", "\(kbps / 2)k", "-y", out]
+            try p.run()
+            p.waitUntilExit()
+            guard p.terminationStatus == 0 else { throw CLIError("ffmpeg could not make the clip") }
+        }
+    }
+}
