@@ -105,6 +105,8 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
     public var latenciesMs: [Double] = []
     /// Seconds from the first to the last video frame.
     public var spanSeconds = 0.0
+    /// When each latency in ``latenciesMs`` was measured, in seconds since the first video frame.
+    public var arrivalSeconds: [Double] = []
 
     private var lastSequence: UInt32?
     private var lastGop: UInt32?
@@ -133,7 +135,10 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
         if !packet.frame.isKeyframe, !(packet.gop == lastGop && packet.index == lastIndex &+ 1) { brokenFrames += 1 }
         lastGop = packet.gop
         lastIndex = packet.index
-        if latenciesMs.count >= 100_000 { latenciesMs.removeFirst(latenciesMs.count / 2) }
+        if latenciesMs.count >= 100_000 {
+            latenciesMs.removeFirst(latenciesMs.count / 2)
+            arrivalSeconds.removeFirst(arrivalSeconds.count / 2)
+        }
         latenciesMs.append(latencyMs)
         if let lastAt {
             let gap = now - lastAt
@@ -147,6 +152,7 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
             let span = now - firstAt
             spanSeconds = Double(span.components.seconds) + Double(span.components.attoseconds) / 1e18
         }
+        arrivalSeconds.append(spanSeconds)
     }
 
     /// The `p`-th percentile (0…100) of frame latency, in ms.
@@ -155,6 +161,20 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
         let sorted = latenciesMs.sorted()
         let rank = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
         return sorted[rank]
+    }
+
+    /// The `p`-th latency percentile of each whole minute since the first frame (is latency flat over a long run?).
+    public func latencyPercentilePerMinute(_ p: Double) -> [Double] {
+        var minutes: [[Double]] = []
+        for (latency, at) in zip(latenciesMs, arrivalSeconds) {
+            let m = Int(at / 60)
+            while minutes.count <= m { minutes.append([]) }
+            minutes[m].append(latency)
+        }
+        return minutes.filter { !$0.isEmpty }.map { values in
+            let sorted = values.sorted()
+            return sorted[min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))]
+        }
     }
 
     /// Average bits per second of frame data.

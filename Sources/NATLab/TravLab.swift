@@ -160,6 +160,8 @@ public struct TravLab: Sendable {
             public var stalls: Int
             /// The longest gap between frames (ms).
             public var longestGapMs: Double
+            /// Latency p99 of each whole minute.
+            public var latencyP99PerMinuteMs: [Double]?
         }
 
         /// A reliable channel transfer of `trav connect --channel-send`.

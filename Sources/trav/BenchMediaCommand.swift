@@ -84,6 +84,9 @@ extension Trav {
                     print(String(format: "%3.0f %%  %6d   %8.1f / %-8.1f         %@           %6d   %6d   %10.0f", loss, v.frames,
                                  v.latencyP50Ms ?? -1, p99, p99 <= Double(delayMs + 150) ? "met " : "MISS", v.droppedFrames,
                                  v.brokenFrames, v.longestGapMs))
+                    if let perMinute = v.latencyP99PerMinuteMs, perMinute.count > 1 {
+                        print("       p99 per minute (ms): " + perMinute.map { String(format: "%.0f", $0) }.joined(separator: " "))
+                    }
                 }
             }
         }

@@ -45,6 +45,8 @@ struct VideoOutput: Encodable {
     var brokenFrames: Int
     var stalls: Int
     var longestGapMs: Double
+    /// Latency p99 of each whole minute (flat over a long run, or growing?).
+    var latencyP99PerMinuteMs: [Double]
     var savedTo: String?
 
     init(_ s: MediaStatistics, savedTo: String?) {
@@ -59,6 +61,7 @@ struct VideoOutput: Encodable {
         brokenFrames = s.brokenFrames
         stalls = s.stalls
         longestGapMs = s.longestGapMs
+        latencyP99PerMinuteMs = s.latencyPercentilePerMinute(99)
         self.savedTo = savedTo
     }
 
