@@ -63,17 +63,13 @@ public final class MediaReceiver: Sendable {
     }
 
     private static func firstChannel(labelled label: String, on connection: PeerConnection, timeout: Duration) async throws -> PeerChannel? {
-        try await withThrowingTaskGroup(of: PeerChannel?.self) { group in
-            group.addTask {
+        do {
+            return try await withDeadline(timeout) {
                 for await c in connection.incomingChannels where c.label == label { return c }
                 return nil
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            defer { group.cancelAll() }
-            return try await group.next() ?? nil
+        } catch is DeadlineExceeded {
+            return nil
         }
     }
 }
@@ -157,10 +153,7 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
 
     /// The `p`-th percentile (0…100) of frame latency, in ms.
     public func latencyPercentile(_ p: Double) -> Double? {
-        guard !latenciesMs.isEmpty else { return nil }
-        let sorted = latenciesMs.sorted()
-        let rank = min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))
-        return sorted[rank]
+        percentile(latenciesMs, p / 100)
     }
 
     /// The `p`-th latency percentile of each whole minute since the first frame (is latency flat over a long run?).
@@ -171,10 +164,7 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
             while minutes.count <= m { minutes.append([]) }
             minutes[m].append(latency)
         }
-        return minutes.filter { !$0.isEmpty }.map { values in
-            let sorted = values.sorted()
-            return sorted[min(sorted.count - 1, max(0, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1))]
-        }
+        return minutes.compactMap { percentile($0, p / 100) }
     }
 
     /// Average bits per second of frame data.

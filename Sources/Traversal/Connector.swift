@@ -587,9 +587,12 @@ extension Duration {
 }
 
 /// Why a deadline passed.
-struct DeadlineExceeded: Error, CustomStringConvertible {
-    var limit: Duration
-    var description: String { "timed out after \(limit)" }
+/// What ``withDeadline(_:_:)`` throws when its limit passes first.
+public struct DeadlineExceeded: Error, CustomStringConvertible {
+    /// The limit that passed.
+    public var limit: Duration
+    /// `timed out after …`.
+    public var description: String { "timed out after \(limit)" }
 }
 
 /// The result of `task` if it ends within `limit`, else `nil`; the task is neither awaited past
@@ -627,8 +630,8 @@ final class ResumeOnce<Value: Sendable>: Sendable {
     }
 }
 
-/// Runs `body`, cancelling it and throwing when `limit` passes first.
-func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+/// Runs `body`, cancelling it and throwing ``DeadlineExceeded`` when `limit` passes first.
+public func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: T.self) { group in
         group.addTask { try await body() }
         group.addTask {

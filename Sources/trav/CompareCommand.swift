@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Media
 import NATLab
 import Strategies
 import Traversal
@@ -176,13 +177,6 @@ struct CompareGrid {
             Pair(camera: "udpb-h1", viewer: "prc-h1"), Pair(camera: "sym-h1", viewer: "symb-h1"),
             Pair(camera: "t443-h1", viewer: "prc-h1"),
         ])
-}
-
-/// The value at fraction `q` of the sorted samples (nearest rank); nil when empty.
-func percentile(_ samples: [Double], _ q: Double) -> Double? {
-    guard !samples.isEmpty else { return nil }
-    let sorted = samples.sorted()
-    return sorted[min(sorted.count - 1, max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))]
 }
 
 /// The most frequent element (first on ties); nil when empty.

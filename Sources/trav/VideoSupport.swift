@@ -132,17 +132,14 @@ func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds
         left -= message.count
     }
     let expected = Array(hasher.finalize())
-    let answer: [UInt8]? = try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
-        group.addTask {
+    let answer: [UInt8]?
+    do {
+        answer = try await withDeadline(timeout) {
             for try await m in channel.messages { return m }
             return nil
         }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        return try await group.next() ?? nil
+    } catch is DeadlineExceeded {
+        answer = nil
     }
     let seconds = (ContinuousClock.now - started).milliseconds / 1000
     return ChannelSendOutput(bytes: bytes, verified: answer == expected, seconds: seconds,

@@ -101,7 +101,7 @@ import Testing
         // Either the association survived and still carries messages, or it was aborted cleanly.
         if victimChannel.isOpen {
             let done = Task { try await channel.send([42]) }
-            _ = try? await withDeadline(.seconds(10), "a message after the attack") { try await done.value }
+            _ = try? await withDeadline(.seconds(10)) { try await done.value }
         }
         attacker.close(reason: "test over")
         victim.close(reason: "test over")

@@ -100,7 +100,7 @@ final class ChannelSession: Sendable {
 
     /// Opens a channel and waits for the peer's acknowledgement.
     func open(label: String, delivery: ChannelDelivery, priority: ChannelPriority) async throws -> PeerChannel {
-        try await withDeadline(Self.openTimeout, "the peer's channel acknowledgement") { try await self.waitUp() }
+        try await Self.within(Self.openTimeout, "the association coming up") { try await self.waitUp() }
         let channel: PeerChannel = try state.withLock { s in
             if case .down(let why) = s.phase { throw ChannelError(code: .closed, detail: why) }
             let id: UInt16
@@ -120,7 +120,7 @@ final class ChannelSession: Sendable {
         association.setPriority(Self.schedulerValue(priority), stream: channel.streamID)
         let open = DataChannelProtocol.encodeOpen(.init(delivery: delivery, priority: priority, label: label, proto: ""))
         do {
-            try await withDeadline(Self.openTimeout, "the peer's channel acknowledgement") {
+            try await Self.within(Self.openTimeout, "the peer's channel acknowledgement") {
                 try await withTaskCancellationHandler {
                     try await withCheckedThrowingContinuation { (ack: CheckedContinuation<Void, any Error>) in
                         self.state.withLock { $0.acks[channel.streamID] = ack }
@@ -180,6 +180,15 @@ final class ChannelSession: Sendable {
     }
 
     // MARK: - internals
+
+    /// ``withDeadline(_:_:)`` failing with ``ChannelError/Code/timeout``.
+    private static func within(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        do {
+            try await withDeadline(limit, body)
+        } catch is DeadlineExceeded {
+            throw ChannelError(code: .timeout, detail: "no \(what) within \(limit)")
+        }
+    }
 
     private static func schedulerValue(_ priority: ChannelPriority) -> UInt16 {
         // usrsctp's priority scheduler sends the lowest value first.
@@ -335,21 +344,5 @@ final class ChannelSession: Sendable {
 
     private func refuse(_ stream: UInt16) {
         association.resetStream(stream)
-    }
-}
-
-/// Runs `body`, failing with ``ChannelError/Code/timeout`` after `limit`.
-func withDeadline<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else {
-            throw ChannelError(code: .timeout, detail: "no \(what) within \(limit)")
-        }
-        return value
     }
 }
