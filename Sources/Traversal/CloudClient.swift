@@ -413,16 +413,26 @@ actor CloudCameraSession: CameraSignalling {
     func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
         guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
         let requestID = UUID().uuidString.lowercased()
-        try await CloudClient.send(.renewRelay(requestID: requestID, relay: grant), on: channel)
         let timer = Task {
             guard (try? await Task.sleep(for: CloudClient.requestTimeout)) != nil else { return }
-            self.waitingForRenewal.removeValue(forKey: requestID)?.resume(
-                throwing: CloudError(code: .timeout, detail: "no renewed relay grant for \(requestID)"))
+            self.endRenewal(requestID, CloudError(code: .timeout, detail: "no renewed relay grant for \(requestID)"))
         }
         defer { timer.cancel() }
+        // Waiting before sending: the answer cannot overtake the wait.
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RelayGrant, any Error>) in
             waitingForRenewal[requestID] = continuation
+            Task {
+                do {
+                    try await CloudClient.send(.renewRelay(requestID: requestID, relay: grant), on: channel)
+                } catch {
+                    self.endRenewal(requestID, error)
+                }
+            }
         }
+    }
+
+    private func endRenewal(_ requestID: String, _ error: any Error) {
+        waitingForRenewal.removeValue(forKey: requestID)?.resume(throwing: error)
     }
 
     /// Declines an introduction (best effort).
