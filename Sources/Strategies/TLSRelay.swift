@@ -283,14 +283,16 @@ final class RelayLink: Sendable {
     /// expires (when `renew` is given) and refreshes at once with the renewed one; closes the link when
     /// the relay refuses a refresh.
     private func maintain(grant first: RelayGrant, renew: (@Sendable (RelayGrant) async throws -> RelayGrant)?) {
-        let task = Task { [self] in
+        let interval = refreshInterval
+        // Weak: a link nobody holds any more stops refreshing after its next wait.
+        let task = Task { [weak self] in
             var grant = first
             var renewAt = Self.renewalTime(of: grant)
-            var nextRefresh = ContinuousClock.now + refreshInterval
+            var nextRefresh = ContinuousClock.now + interval
             while !Task.isCancelled {
-                let untilRenewal = renew == nil ? refreshInterval : Duration.seconds(max(0, renewAt.timeIntervalSinceNow))
+                let untilRenewal = renew == nil ? interval : Duration.seconds(max(0, renewAt.timeIntervalSinceNow))
                 let wait = min(nextRefresh - ContinuousClock.now, untilRenewal)
-                guard (try? await Task.sleep(for: max(.zero, wait))) != nil else { return }
+                guard (try? await Task.sleep(for: max(.zero, wait))) != nil, let self else { return }
                 var refreshNow = ContinuousClock.now >= nextRefresh
                 if let renew, Date() >= renewAt {
                     do {
@@ -308,7 +310,7 @@ final class RelayLink: Sendable {
                     }
                 }
                 guard refreshNow else { continue }
-                nextRefresh = ContinuousClock.now + refreshInterval
+                nextRefresh = ContinuousClock.now + interval
                 do {
                     try await client.refresh()
                     try await client.createPermission(for: [allocation.relayed])
