@@ -141,7 +141,10 @@ struct TURNServerLifecycleTests {
 
     // MARK: trav relay
 
-    @Test(.disabled(if: TURNDualStackTests.travMissing, "trav is not built (swift build)"))
+    static let curlMissing = !FileManager.default.isExecutableFile(atPath: "/usr/bin/curl")
+
+    @Test(.disabled(if: TURNDualStackTests.travMissing, "trav is not built (swift build)"),
+          .disabled(if: curlMissing, "curl is not installed (apt-get install curl)"))
     func travRelayExportsMetricsAndDrainsOnSIGTERM() async throws {
         try await TURNInteropTests.withEchoPeer { peer in
             let relay = try ChildProcess([TURNDualStackTests.trav, "relay", "--listen", "127.0.0.1", "--port", "0", "--tls-port", "0",
