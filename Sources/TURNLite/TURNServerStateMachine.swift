@@ -582,13 +582,14 @@ public struct TURNServerStateMachine: Sendable {
         let evenPort: EvenPort?
         let family: RequestedAddressFamily?
         let lifetime: Lifetime?
+        let token: ReservationToken?
         do {
             transport = try req.attribute(RequestedTransport.self)
             evenPort = try req.attribute(EvenPort.self)
             family = try req.attribute(RequestedAddressFamily.self)
             lifetime = try req.attribute(Lifetime.self)
             _ = try req.attribute(DontFragment.self)
-            _ = try req.attribute(ReservationToken.self)
+            token = try req.attribute(ReservationToken.self)
         } catch {
             return reject(req, ft, error: 400, reason: "\(error)", key: key)
         }
@@ -596,7 +597,7 @@ public struct TURNServerStateMachine: Sendable {
         guard transport == .udp else { return reject(req, ft, error: 442, key: key) }
         if isDraining { return refuse(req, ft, .draining, key: key) }
         let reserved: (token: [UInt8], reservation: Reservation)?
-        if let token = try? req.attribute(ReservationToken.self) {
+        if let token {
             if evenPort != nil || family != nil {
                 return reject(req, ft, error: 400, reason: "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY", key: key)
             }
