@@ -13,6 +13,7 @@ command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 [ -e /usr/include/usrsctp.h ] || need+=(libusrsctp-dev)   # the SCTP stack channels run on (linked: needed to build)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)       # checks saved video
+command -v curl >/dev/null 2>&1 || need+=(curl)           # scrapes the metrics endpoint
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing: ${need[*]}"

@@ -35,6 +35,19 @@ public struct RelayGrantIssuer: Sendable {
                           password: TURNCredentials.restPassword(secret: secret, username: username), expires: expires)
     }
 
+    /// The same grant with a later expiry, valid from `now` for ``lifetime``: `grant` must be one this
+    /// issuer's secret signed (its password the HMAC of its user name) and not yet expired; else `nil`.
+    public func renew(_ grant: RelayGrant, now: Date = Date()) -> RelayGrant? {
+        let parts = grant.username.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0].allSatisfy(\.isNumber), let expires = Int(parts[0]),
+              expires > Int(now.timeIntervalSince1970) else { return nil }
+        let expected = Array(TURNCredentials.restPassword(secret: secret, username: grant.username).utf8)
+        let given = Array(grant.password.utf8)
+        // Compared in constant time: the password is a MAC.
+        guard given.count == expected.count, zip(given, expected).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0 else { return nil }
+        return self.grant(label: String(parts[1]), now: now)
+    }
+
     /// A fresh random secret for one run of the cloud (32 random bytes, base64).
     public static func randomSecret() -> String {
         var rng = SystemRandomNumberGenerator()

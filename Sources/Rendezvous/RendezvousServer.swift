@@ -299,6 +299,14 @@ public final class RendezvousServer: Sendable {
             await hub.answer(from: session, requestID: requestID, offer: offer)
         case (.decline(let requestID), .camera(let session)):
             await hub.decline(from: session, requestID: requestID)
+        case (.renewRelay(let requestID, let grant), .fresh), (.renewRelay(let requestID, let grant), .viewer),
+             (.renewRelay(let requestID, let grant), .camera):
+            // The grant is its own authority (an HMAC under the relay secret): no registration needed.
+            if let renewed = hub.configuration.relayGrants?.renew(grant) {
+                peer.send(.relayRenewed(requestID: requestID, relay: renewed))
+            } else {
+                peer.send(.error(requestID: requestID, code: CloudError.Code.unauthorized.name, message: "relay grant not renewable"))
+            }
         default:
             return refuse(.badRequest, "\(message.type) is not expected here")
         }

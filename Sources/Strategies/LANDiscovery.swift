@@ -189,6 +189,21 @@ public struct FirstAnswering: ViewerSignalling {
         self.stagger = stagger
     }
 
+    /// The grant renewed by the first introducer that can (a cloud; the LAN issues no grants).
+    public func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
+        var last: any Error = CloudError(code: .badRequest, detail: "no introducer renews relay grants")
+        for introducer in introducers {
+            do {
+                return try await introducer.renewRelay(grant)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                last = error
+            }
+        }
+        throw last
+    }
+
     /// The first successful introduction; if all fail, the most telling error: one that is not a
     /// plain "unavailable" (a rate limit or a cloud failure says more than a silent LAN), else the first.
     public func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {

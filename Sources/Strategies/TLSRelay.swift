@@ -21,6 +21,21 @@ import Traversal
 ///            ChannelBind(R_view)                │                      ChannelBind(R_cam); secure handshake
 /// ```
 ///
+/// While the session lasts, each side refreshes its allocation, permission and channel every
+/// ``refreshInterval`` and renews its grant through the cloud before it expires, then signs with the
+/// renewed one (the relay counts both as one user, ``TURNLite/TURNCredentials/user(of:)``):
+///
+/// ```
+///  side                         cloud                          relay
+///   │ … expires − min(60 s, ⅓ of the grant's life) …
+///   │ renewRelay{grant} ───────►│  (camera: its registration; viewer: a brief connection)
+///   │◄────── relayRenewed{grant'}│
+///   │ Refresh, CreatePermission, ChannelBind signed with grant' ─────►│ same allocation, later expiry
+/// ```
+///
+/// A refresh the relay refuses (the grant expired unrenewed, the allocation is gone) closes the
+/// path, so the session learns it has ended instead of waiting on a dead relay.
+///
 /// The relay sees only the peers' end-to-end encrypted session. It starts ``startDelay`` after the
 /// direct strategies, or at once when the peer offered no server-reflexive UDP address (its UDP
 /// does not get out, so nothing but a relay can carry the pair).
@@ -44,8 +59,10 @@ public struct TLSRelay: TraversalStrategy {
     /// Stagger when `udp-hole-punch` needs the birthday method (one side maps randomly): it
     /// typically takes a few hundred milliseconds, and a direct path costs nothing per byte.
     public static let birthdayStartDelay: Duration = .milliseconds(1500)
-    /// How often to refresh the allocation, permission and channel: well inside the 5-minute permission lifetime (RFC 8656 §9).
-    public static let refreshInterval: Duration = .seconds(120)
+    /// How often to refresh the allocation, permission and channel by default: well inside the 5-minute permission lifetime (RFC 8656 §9).
+    public static let defaultRefreshInterval: Duration = .seconds(120)
+    /// Renewal retries this often while the grant is still valid.
+    static let renewalRetryInterval: Duration = .seconds(2)
 
     /// How to reach the relay.
     public var transport: RelayTransport
@@ -60,6 +77,8 @@ public struct TLSRelay: TraversalStrategy {
     public var connectTimeout: Duration
     /// Request timeouts towards the relay.
     public var retransmission: STUNRetransmissionPolicy
+    /// How often to refresh the allocation, permission and channel.
+    public var refreshInterval: Duration = Self.defaultRefreshInterval
 
     /// Creates the strategy: TLS to the relay, 500 ms stagger, pings every 100 ms, 10 s to connect.
     public init(transport: RelayTransport = .tls, trustedCAPath: String? = nil, startDelay: Duration = Self.defaultStartDelay,
@@ -75,13 +94,20 @@ public struct TLSRelay: TraversalStrategy {
 
     /// The camera allocates now and offers its relayed address; the viewer, which learns the grant
     /// only with the camera's answer, allocates in `connect`.
+    ///
+    /// A camera whose allocation the relay refuses offers the refusal instead of an address, so the
+    /// viewer's report says why there is no relayed path (a quota, a draining relay, a forbidden peer).
     public func prepare(_ context: StrategyContext) async throws -> any PreparedStrategy {
         guard context.role == .camera else { return PreparedTLSRelay(strategy: self, link: nil) }
         guard let grant = context.relay else {
             throw StrategyError(code: .notApplicable, detail: "the cloud issued no relay grant")
         }
-        let link = try await RelayLink.open(grant: grant, strategy: self, token: context.sessionToken, logger: context.logger)
-        return PreparedTLSRelay(strategy: self, link: link)
+        do {
+            let link = try await RelayLink.open(grant: grant, strategy: self, context: context)
+            return PreparedTLSRelay(strategy: self, link: link)
+        } catch let e as StrategyError where e.code == .refused {
+            return PreparedTLSRelay(strategy: self, link: nil, refusal: e.detail)
+        }
     }
 
     /// The relay server to use from `grant`, for ``transport``.
@@ -152,6 +178,8 @@ final class RelayLink: Sendable {
     let server: TransportAddress
     let via: String
     let token: [UInt8]
+    let refreshInterval: Duration
+    let logger: Logger
     private let probes: AsyncStream<(TransportAddress, UDPPathSocket.ProbeKind)>
     private let messages: AsyncStream<(TransportAddress, [UInt8])>
     /// Addresses that proved the session token (shared with the pump).
@@ -159,9 +187,13 @@ final class RelayLink: Sendable {
         let peers = Mutex<Set<TransportAddress>>([])
     }
     private let tasks = Mutex<[Task<Void, Never>]>([])
+    /// Peers whose channels each refresh binds again.
+    private let channelPeers = Mutex<Set<TransportAddress>>([])
 
-    /// Connects to the grant's relay, allocates, and permits the relay's own IP (where the peer's allocation is).
-    static func open(grant: RelayGrant, strategy: TLSRelay, token: [UInt8], logger: Logger) async throws -> RelayLink {
+    /// Connects to the grant's relay, allocates, and permits the relay's own IP (where the peer's allocation is);
+    /// keeps all three refreshed, and the grant renewed through `context` while the link lives.
+    static func open(grant: RelayGrant, strategy: TLSRelay, context: StrategyContext) async throws -> RelayLink {
+        let logger = context.logger
         guard let found = strategy.server(in: grant) else {
             throw StrategyError(code: .notApplicable, detail: "the relay grant offers no \(strategy.transport.rawValue) URL: \(grant.urls)")
         }
@@ -173,6 +205,8 @@ final class RelayLink: Sendable {
             (client, allocation) = try await TURNClient.allocate(configuration)
         } catch is CancellationError {
             throw CancellationError()
+        } catch let e as TURNError where e.errorCode != nil {
+            throw refused(e, "relay \(server) refused the allocation")
         } catch {
             throw StrategyError(code: .failed, detail: "relay \(server) allocation: \(error)")
         }
@@ -182,13 +216,28 @@ final class RelayLink: Sendable {
         } catch {
             await client.close()
             if error is CancellationError { throw error }
+            if let e = error as? TURNError, e.errorCode != nil {
+                throw refused(e, "relay \(server) refused the permission for \(allocation.relayed.ip)")
+            }
             throw StrategyError(code: .failed, detail: "relay \(server) permission: \(error)")
         }
         logger.debug("relay allocated", metadata: ["relayed": "\(allocation.relayed)", "server": "\(server)"])
-        return RelayLink(client: client, allocation: allocation, server: server, via: strategy.transport.rawValue, token: token)
+        let link = RelayLink(client: client, allocation: allocation, server: server, via: strategy.transport.rawValue,
+                             token: context.sessionToken, refreshInterval: strategy.refreshInterval, logger: logger)
+        link.maintain(grant: grant, renew: context.renewRelay)
+        return link
     }
 
-    private init(client: TURNClient, allocation: TURNAllocation, server: TransportAddress, via: String, token: [UInt8]) {
+    /// A ``StrategyError`` with code `refused`: what was refused, the relay's error code and its reason
+    /// (`… refused the allocation: 486 Allocation Quota Reached`, RFC 8656 §7.2).
+    static func refused(_ error: TURNError, _ what: String) -> StrategyError {
+        StrategyError(code: .refused, detail: "\(what): \(error.errorCode.map { "\($0)" } ?? "\(error)")")
+    }
+
+    private init(client: TURNClient, allocation: TURNAllocation, server: TransportAddress, via: String, token: [UInt8],
+                 refreshInterval: Duration, logger: Logger) {
+        self.refreshInterval = refreshInterval
+        self.logger = logger
         self.client = client
         self.allocation = allocation
         self.server = server
@@ -220,13 +269,62 @@ final class RelayLink: Sendable {
             probeSink.finish()
             messageSink.finish()
         }
-        let refresher = Task { [client] in
-            while (try? await Task.sleep(for: TLSRelay.refreshInterval)) != nil {
-                _ = try? await client.refresh()
-                _ = try? await client.createPermission(for: [allocation.relayed])
+        tasks.withLock { $0 = [pump] }
+    }
+
+    /// When to renew a grant received at `now`: min(60 s, a third of its remaining life) before it expires.
+    static func renewalTime(of grant: RelayGrant, now: Date = Date()) -> Date {
+        let expires = Date(timeIntervalSince1970: TimeInterval(grant.expires))
+        let remaining = max(0, expires.timeIntervalSince(now))
+        return expires - min(60, remaining / 3)
+    }
+
+    /// Refreshes the allocation and permission every ``refreshInterval``, renews the grant before it
+    /// expires (when `renew` is given) and refreshes at once with the renewed one; closes the link when
+    /// the relay refuses a refresh.
+    private func maintain(grant first: RelayGrant, renew: (@Sendable (RelayGrant) async throws -> RelayGrant)?) {
+        let interval = refreshInterval
+        // Weak: a link nobody holds any more stops refreshing after its next wait.
+        let task = Task { [weak self] in
+            var grant = first
+            var renewAt = Self.renewalTime(of: grant)
+            var nextRefresh = ContinuousClock.now + interval
+            while !Task.isCancelled {
+                let untilRenewal = renew == nil ? interval : Duration.seconds(max(0, renewAt.timeIntervalSinceNow))
+                let wait = min(nextRefresh - ContinuousClock.now, untilRenewal)
+                guard (try? await Task.sleep(for: max(.zero, wait))) != nil, let self else { return }
+                var refreshNow = ContinuousClock.now >= nextRefresh
+                if let renew, Date() >= renewAt {
+                    do {
+                        grant = try await renew(grant)
+                        await client.renewCredentials(username: grant.username, password: grant.password)
+                        renewAt = Self.renewalTime(of: grant)
+                        refreshNow = true
+                        logger.debug("relay grant renewed", metadata: ["expires": "\(grant.expires)"])
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        // Retried while the grant lasts; after that the relay refuses the refresh.
+                        logger.warning("relay grant renewal failed", metadata: ["error": "\(error)"])
+                        renewAt = Date() + TimeInterval(TLSRelay.renewalRetryInterval.components.seconds)
+                    }
+                }
+                guard refreshNow else { continue }
+                nextRefresh = ContinuousClock.now + interval
+                do {
+                    try await client.refresh()
+                    try await client.createPermission(for: [allocation.relayed])
+                    for peer in channelPeers.withLock({ $0 }) { try await client.bindChannel(to: peer) }
+                } catch let e as TURNError where e.errorCode != nil {
+                    logger.warning("relay refused a refresh; the relayed path ends", metadata: ["error": "\(e)"])
+                    await close()
+                    return
+                } catch {
+                    continue
+                }
             }
         }
-        tasks.withLock { $0 = [pump, refresher] }
+        tasks.withLock { $0.append(task) }
     }
 
     /// Pings `peer` every `interval` until it answers (viewer), or waits for the first ping (camera, `peer == nil`);
@@ -265,14 +363,9 @@ final class RelayLink: Sendable {
         throw StrategyError(code: .failed, detail: "relay connection closed")
     }
 
-    /// Keeps the channel to `peer` bound (channels last 10 minutes, RFC 8656 §12).
+    /// Keeps the channel to `peer` bound with each refresh (channels last 10 minutes, RFC 8656 §12).
     func keepChannel(to peer: TransportAddress) {
-        let task = Task { [client] in
-            while (try? await Task.sleep(for: TLSRelay.refreshInterval)) != nil {
-                _ = try? await client.bindChannel(to: peer)
-            }
-        }
-        tasks.withLock { $0.append(task) }
+        channelPeers.withLock { _ = $0.insert(peer) }
     }
 
     /// Deletes the allocation and closes the connection to the relay.
@@ -289,14 +382,22 @@ final class PreparedTLSRelay: PreparedStrategy {
     let candidates: [Candidate]
     private let owned = Mutex<[RelayLink]>([])
     private let link: RelayLink?
+    /// Why the relay refused the camera's allocation, when it did.
+    private let refusal: String?
+    /// The candidate detail key under which a camera offers its relay's refusal instead of an address.
+    static let refusedKey = "refused"
 
-    init(strategy: TLSRelay, link: RelayLink?) {
+    init(strategy: TLSRelay, link: RelayLink?, refusal: String? = nil) {
         self.strategy = strategy
         self.link = link
+        self.refusal = refusal
         if let link {
             candidates = [Candidate(strategy: strategy.id, kind: .relayed, address: link.allocation.relayed.description,
                                     detail: ["via": link.via])]
             owned.withLock { $0 = [link] }
+        } else if let refusal {
+            candidates = [Candidate(strategy: strategy.id, kind: .relayed, address: "-",
+                                    detail: [Self.refusedKey: String(refusal.prefix(CloudProtocol.maxShortStringLength))])]
         } else {
             candidates = []
         }
@@ -324,14 +425,18 @@ final class PreparedTLSRelay: PreparedStrategy {
             }
             return hand(link, peer: peer)
         }
+        if let refusal { throw StrategyError(code: .refused, detail: refusal) }
         guard let grant = context.relay else {
             throw StrategyError(code: .notApplicable, detail: "the cloud issued no relay grant")
         }
-        guard let theirs = remote.candidates.first(where: { $0.strategy == strategy.id && $0.kind == .relayed }),
-              let target = TransportAddress(theirs.address) else {
+        let theirs = remote.candidates.first { $0.strategy == strategy.id && $0.kind == .relayed }
+        if let refused = theirs?.detail[Self.refusedKey] {
+            throw StrategyError(code: .refused, detail: "the peer's relay allocation failed: \(refused)")
+        }
+        guard let theirs, let target = TransportAddress(theirs.address) else {
             throw StrategyError(code: .notApplicable, detail: "the peer offered no relayed address")
         }
-        let link = try await RelayLink.open(grant: grant, strategy: strategy, token: context.sessionToken, logger: context.logger)
+        let link = try await RelayLink.open(grant: grant, strategy: strategy, context: context)
         owned.withLock { $0.append(link) }
         do {
             let peer = try await deadline(timeout, "the camera's relayed address \(target) did not answer") {

@@ -30,6 +30,14 @@ public struct TURNCredentials: Sendable {
         Data(STUNCrypto.hmacSHA1(key: Array(secret.utf8), Array(username.utf8))).base64EncodedString()
     }
 
+    /// Whose allocations a request may touch: for a REST name `EXPIRY:LABEL`, `:LABEL`, so a grant renewed
+    /// with a later expiry keeps refreshing what the earlier one allocated; any other name is itself.
+    public func user(of username: String) -> String {
+        guard restSecret != nil, keys[username] == nil, let colon = username.firstIndex(of: ":"),
+              colon != username.startIndex, username[..<colon].allSatisfy(\.isNumber) else { return username }
+        return String(username[colon...])
+    }
+
     /// The long-term key for `username` at `now` (seconds since 1970); `nil` for unknown or expired users.
     public func key(for username: String, now: Double) -> [UInt8]? {
         if let k = keys[username] { return k }

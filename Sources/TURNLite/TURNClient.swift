@@ -211,6 +211,12 @@ public actor TURNClient {
         return granted
     }
 
+    /// Signs later requests with another user name and password, e.g. a renewed TURN REST grant for the
+    /// same allocation (the relay must count both as one user, as ``TURNCredentials/user(of:)`` does).
+    public func renewCredentials(username: String, password: String) {
+        credentials = credentials.renewed(username: username, password: password)
+    }
+
     /// Installs or refreshes permissions for the peers' IP addresses (RFC 8656 §10.1).
     public func createPermission(for peers: [TransportAddress]) async throws {
         guard allocation != nil else { throw TURNError(.noAllocation) }

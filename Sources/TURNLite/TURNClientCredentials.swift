@@ -83,6 +83,15 @@ public struct TURNClientCredentials: Sendable {
         }
     }
 
+    /// The same REALM and NONCE under another user name and password, so a renewed TURN REST grant
+    /// signs its first request at once.
+    public func renewed(username: String, password: String) -> TURNClientCredentials {
+        var c = TURNClientCredentials(username: username, password: password)
+        c.nonce = nonce
+        if let realm { c.learnRealm(realm) }
+        return c
+    }
+
     private mutating func learnRealm(_ text: String) {
         guard text != realm || key == nil else { return }
         realm = text

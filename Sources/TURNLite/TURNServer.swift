@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -51,6 +52,11 @@ public final class TURNServer: Sendable {
         public var sweepInterval: TimeAmount
         /// Default of ``maxStreamConnectionsPerSource``: 32.
         public static let defaultMaxStreamConnectionsPerSource = 32
+        /// How long existing allocations keep relaying after a graceful shutdown begins (``run()``), while
+        /// new ones are refused; the server stops sooner once none is left.
+        public var drainGracePeriod: Duration = defaultDrainGracePeriod
+        /// Default of ``drainGracePeriod``: 30 s.
+        public static let defaultDrainGracePeriod: Duration = .seconds(30)
 
         /// Relay IPs per family: each of `overrides`, else the first of `listenIPs` of that family (what
         /// coturn's `--relay-ip` does beside `--listening-ip`).
@@ -111,11 +117,13 @@ public final class TURNServer: Sendable {
     private let core: TURNCoreReference
     private let listeners: [Channel]
     private let streamIdleTimeout: TimeAmount
+    let drainGracePeriod: Duration
     private let logger: Logger
     private var loop: any EventLoop { core.loop }
 
     private init(udp: [TransportAddress], tcp: [TransportAddress], tls: [TransportAddress], core: TURNCoreReference,
-                 listeners: [Channel], streamIdleTimeout: TimeAmount, logger: Logger) {
+                 listeners: [Channel], streamIdleTimeout: TimeAmount, drainGracePeriod: Duration, logger: Logger) {
+        self.drainGracePeriod = drainGracePeriod
         self.udpAddresses = udp
         self.tcpAddresses = tcp
         self.tlsAddresses = tls
@@ -199,7 +207,8 @@ public final class TURNServer: Sendable {
             logger.info("turn server listening", metadata: [
                 "udp": "\(udp)", "tcp": "\(tcp)", "tls": "\(tls)", "relay": "\(configuration.relayIPs.values.map(\.description).sorted())"])
             return TURNServer(udp: udp, tcp: tcp, tls: tls, core: ref, listeners: channels,
-                              streamIdleTimeout: configuration.streamIdleTimeout, logger: logger)
+                              streamIdleTimeout: configuration.streamIdleTimeout,
+                              drainGracePeriod: configuration.drainGracePeriod, logger: logger)
         } catch {
             for c in channels { try? await c.close() }
             throw error
@@ -209,6 +218,32 @@ public final class TURNServer: Sendable {
     /// Allocations held right now.
     public var allocationCount: Int {
         get async { (try? await loop.submit { self.core.bound.value.machine.allocationCount }.get()) ?? 0 }
+    }
+
+    /// Ports held right now for EVEN-PORT reservations (RFC 8656 §7.2).
+    public var reservationCount: Int {
+        get async { (try? await loop.submit { self.core.bound.value.machine.reservationCount }.get()) ?? 0 }
+    }
+
+    /// Whether new allocations are refused (``startDraining()``).
+    public var isDraining: Bool {
+        get async { (try? await loop.submit { self.core.bound.value.machine.isDraining }.get()) ?? true }
+    }
+
+    /// Refuses new allocations from now on (508, ``TURNRefusal/draining``); existing ones keep relaying.
+    public func startDraining() async {
+        try? await loop.submit { self.core.bound.value.machine.startDraining() }.get()
+        logger.info("turn server draining: new allocations refused")
+    }
+
+    /// Drains (``startDraining()``), waits until no allocation is left or `gracePeriod` has passed, then shuts down.
+    public func drainAndShutdown(gracePeriod: Duration) async {
+        await startDraining()
+        let deadline = ContinuousClock.now + gracePeriod
+        while ContinuousClock.now < deadline, !Task.isCancelled, await allocationCount > 0 {
+            try? await Task.sleep(for: min(.milliseconds(200), deadline - ContinuousClock.now))
+        }
+        await shutdown()
     }
 
     /// Serves TURN on `channel`, an accepted connection that another listener hands over with its TLS
@@ -245,6 +280,9 @@ final class TURNServerCore {
     var udpListeners: [TransportAddress: Channel] = [:]
     private var streams: [TURNFiveTuple: Channel] = [:]
     private var relays: [TURNAllocationID: Channel] = [:]
+    /// Sockets held for EVEN-PORT reservations, by their address; their handler learns its allocation on adoption.
+    private var reserved: [TransportAddress: Channel] = [:]
+    private let metrics = TURNServerMetrics()
     private var dirty: [ObjectIdentifier: Channel] = [:]
     /// ChannelData payloads of the current read batch waiting to leave a relay socket, per allocation.
     private var runs: [TURNAllocationID: TURNPeerRun] = [:]
@@ -292,9 +330,11 @@ final class TURNServerCore {
     func shutdown() -> [Channel] {
         closed = true
         sweeper?.cancel()
-        let all = Array(streams.values) + Array(relays.values)
+        let all = Array(streams.values) + Array(relays.values) + Array(reserved.values)
         streams = [:]
         relays = [:]
+        reserved = [:]
+        metrics.record(machine.takeStatistics(), allocations: 0)
         return all
     }
 
@@ -370,6 +410,19 @@ final class TURNServerCore {
                 }
             case .openRelay(let id, let family, let evenPort):
                 openRelay(id, family: family, evenPort: evenPort, attempt: 1)
+            case .openRelayReservingNext(let id, let family):
+                openRelay(id, family: family, evenPort: true, reserveNext: true, attempt: 1)
+            case .adoptReservedRelay(let id, let address):
+                guard let held = reserved.removeValue(forKey: address), held.isActive,
+                      let handler = try? held.pipeline.syncOperations.handler(type: TURNRelayHandler.self) else {
+                    perform(machine.relayFailed(id))
+                    continue
+                }
+                handler.id = id
+                relays[id] = held
+                perform(machine.relayOpened(id, at: address, now: Self.now()))
+            case .releaseReservation(let address):
+                reserved.removeValue(forKey: address)?.close(promise: nil)
             case .closeRelay(let id):
                 runs[id] = nil
                 relays.removeValue(forKey: id)?.close(promise: nil)
@@ -438,8 +491,10 @@ final class TURNServerCore {
         flush()
     }
 
-    /// Flushes every channel written since the last flush: one `sendmmsg` per socket per batch.
+    /// Flushes every channel written since the last flush: one `sendmmsg` per socket per batch; hands
+    /// what the state machine counted to the metrics.
     func flush() {
+        metrics.record(machine.takeStatistics(), allocations: machine.allocationCount)
         if !runs.isEmpty {
             for run in runs.values { emit(run) }
             runs.removeAll(keepingCapacity: true)
@@ -449,7 +504,17 @@ final class TURNServerCore {
         dirty.removeAll(keepingCapacity: true)
     }
 
-    private func openRelay(_ id: TURNAllocationID, family: TURNAddressFamily, evenPort: Bool, attempt: Int) {
+    /// Opens the relay socket again for another even port, or fails the Allocate after ``TURNServer/evenPortAttempts``.
+    private func retryEvenPort(_ id: TURNAllocationID, family: TURNAddressFamily, reserveNext: Bool, after attempt: Int) {
+        if attempt < TURNServer.evenPortAttempts {
+            openRelay(id, family: family, evenPort: true, reserveNext: reserveNext, attempt: attempt + 1)
+        } else {
+            perform(machine.relayFailed(id))
+            flush()
+        }
+    }
+
+    private func openRelay(_ id: TURNAllocationID, family: TURNAddressFamily, evenPort: Bool, reserveNext: Bool = false, attempt: Int) {
         guard let ip = configuration.relayIPs[family] else {
             perform(machine.relayFailed(id))
             flush()
@@ -476,23 +541,57 @@ final class TURNServerCore {
                     }
                     if evenPort, local.port % 2 != 0 {
                         channel.close(promise: nil)
-                        if attempt < TURNServer.evenPortAttempts {
-                            core.openRelay(id, family: family, evenPort: true, attempt: attempt + 1)
-                        } else {
-                            core.perform(core.machine.relayFailed(id))
-                            core.flush()
-                        }
+                        core.retryEvenPort(id, family: family, reserveNext: reserveNext, after: attempt)
                         return
                     }
-                    core.relays[id] = channel
-                    core.perform(core.machine.relayOpened(id, at: local, now: Self.now()))
-                    core.flush()
+                    guard reserveNext else {
+                        core.relays[id] = channel
+                        core.perform(core.machine.relayOpened(id, at: local, now: Self.now()))
+                        core.flush()
+                        return
+                    }
+                    // RFC 8656 §7.2: the next-higher port is held for a later Allocate with the token.
+                    let next = TransportAddress(ip: local.ip, port: local.port + 1)
+                    core.bindRelaySocket(at: next).whenComplete { result in
+                        let core = bound.value
+                        switch result {
+                        case .success(let held) where !core.closed:
+                            core.reserved[next] = held
+                            core.relays[id] = channel
+                            core.perform(core.machine.relayOpened(id, at: local, reserving: next, now: Self.now()))
+                            core.flush()
+                        case .success(let held):
+                            held.close(promise: nil)
+                            channel.close(promise: nil)
+                            core.perform(core.machine.relayFailed(id))
+                            core.flush()
+                        case .failure:
+                            // The next port is taken: another even port, if attempts are left.
+                            channel.close(promise: nil)
+                            core.retryEvenPort(id, family: family, reserveNext: true, after: attempt)
+                        }
+                    }
                 case .failure(let error):
                     core.logger.warning("relay socket failed", metadata: ["error": "\(error)"])
                     core.perform(core.machine.relayFailed(id))
                     core.flush()
                 }
             }
+    }
+}
+
+extension TURNServerCore {
+    /// Binds a relay socket at `address` whose handler has no allocation yet (a reserved port, RFC 8656 §7.2).
+    func bindRelaySocket(at address: TransportAddress) -> EventLoopFuture<Channel> {
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        return UDPServerSocket.batchedReads(DatagramBootstrap(group: loop), vectorReadCount: configuration.vectorReadCount,
+                                            maxDatagramSize: TURNServer.maxDatagramSize)
+            .channelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.addHandler(TURNRelayHandler(core: bound.value, id: nil))
+                }
+            }
+            .bind(to: address.socketAddress)
     }
 }
 
@@ -630,14 +729,16 @@ final class TURNRelayHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
 
     private let core: TURNServerCore
-    private let id: TURNAllocationID
+    /// The allocation; `nil` while the socket is held for a reservation (its datagrams are dropped).
+    var id: TURNAllocationID?
 
-    init(core: TURNServerCore, id: TURNAllocationID) {
+    init(core: TURNServerCore, id: TURNAllocationID?) {
         self.core = core
         self.id = id
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let id else { return }
         core.fromPeer(id, unwrapInboundIn(data))
     }
 

@@ -13,6 +13,8 @@ public enum TURNTimers {
     public static let channelLifetime: Double = 600
     /// After a channel expires, neither its number nor its peer may be bound to anything else for 300 s (RFC 8656 §12).
     public static let channelReuseCooldown: Double = 300
+    /// A port reserved by EVEN-PORT with the R bit waits this long for its RESERVATION-TOKEN (RFC 8656 §7.2: about 30 s).
+    public static let reservationLifetime: Double = 30
 
     /// The lifetime granted for a requested one: 0 stays 0 (Refresh deletes), else clamped to default…max (RFC 8656 §7.2, §8.2).
     public static func grantedLifetime(requested: UInt32?) -> UInt32 {
@@ -60,6 +62,14 @@ public enum TURNServerAction: Sendable, Equatable {
     case sendToPeer(TURNAllocationID, TransportAddress, [UInt8])
     /// Open a relay socket for the allocation, then call ``TURNServerStateMachine/relayOpened(_:at:now:)`` or ``TURNServerStateMachine/relayFailed(_:)``.
     case openRelay(TURNAllocationID, family: TURNAddressFamily, evenPort: Bool)
+    /// Open a relay socket on an even port and hold the next port too (EVEN-PORT with the R bit, RFC 8656 §7.2),
+    /// then call ``TURNServerStateMachine/relayOpened(_:at:reserving:now:)`` or ``TURNServerStateMachine/relayFailed(_:)``.
+    case openRelayReservingNext(TURNAllocationID, family: TURNAddressFamily)
+    /// Make the held socket at the address the allocation's relay socket (RESERVATION-TOKEN, RFC 8656 §7.2), then
+    /// call ``TURNServerStateMachine/relayOpened(_:at:now:)``, or ``TURNServerStateMachine/relayFailed(_:)`` if none is held.
+    case adoptReservedRelay(TURNAllocationID, TransportAddress)
+    /// Close the socket held for a reservation that expired unused.
+    case releaseReservation(TransportAddress)
     /// Close the allocation's relay socket.
     case closeRelay(TURNAllocationID)
     /// Close a TCP/TLS client connection (it held no allocation for ``TURNServerConfiguration/streamAuthenticationTimeout``).
@@ -72,6 +82,88 @@ public enum TURNPeerDelivery: Sendable, Equatable {
     case channelData(UInt16, to: TURNFiveTuple)
     /// Wrap in a Data indication with XOR-PEER-ADDRESS and send to the client.
     case dataIndication(to: TURNFiveTuple)
+}
+
+/// Why the relay refused a request: the error code and reason phrase it answers with, and a stable
+/// name for metrics and reports (RFC 8656 §7.2, §10.2, §12.2).
+public struct TURNRefusal: Hashable, Sendable, CustomStringConvertible {
+    /// The STUN error code.
+    public let code: Int
+    /// A stable kebab-case name, e.g. `special-peer` (a metric label).
+    public let name: String
+    /// The reason phrase sent with the code.
+    public let reason: String
+
+    /// Creates a refusal.
+    public init(_ code: Int, _ name: String, _ reason: String) {
+        self.code = code
+        self.name = name
+        self.reason = reason
+    }
+
+    /// 403: the peer is in a special range (loopback, private, link-local, …) the peer policy refuses.
+    public static let specialPeer = TURNRefusal(403, "special-peer", "Forbidden: peer address in a special range")
+    /// 403: the peer is an address of the relay's own host and no allocation's relayed address.
+    public static let relayHostPeer = TURNRefusal(403, "relay-host-peer", "Forbidden: peer address on the relay's own host")
+    /// 486: the user holds as many allocations as it may.
+    public static let allocationQuota = TURNRefusal(486, "allocation-quota", "Allocation Quota Reached")
+    /// 508: the relay holds as many allocations as it may.
+    public static let capacity = TURNRefusal(508, "capacity", "Insufficient Capacity: relay full")
+    /// 508: the relay is draining before it stops and takes no new allocations.
+    public static let draining = TURNRefusal(508, "draining", "Insufficient Capacity: relay draining")
+    /// 508: no relay port could be opened (or no even port, or no pair).
+    public static let noRelayPort = TURNRefusal(508, "relay-port", "Insufficient Capacity: no relay port")
+    /// 508: the RESERVATION-TOKEN names no live reservation.
+    public static let noReservation = TURNRefusal(508, "reservation", "Insufficient Capacity: no such reservation")
+    /// 508: the allocation holds as many permissions as it may.
+    public static let permissionLimit = TURNRefusal(508, "permission-limit", "Insufficient Capacity: too many permissions")
+    /// 508: the allocation holds as many channels as it may.
+    public static let channelLimit = TURNRefusal(508, "channel-limit", "Insufficient Capacity: too many channels")
+    /// 440: the relay allocates in no such address family.
+    public static let addressFamily = TURNRefusal(440, "address-family", "Address Family not Supported")
+    /// 443: the peer is of another family than the allocation.
+    public static let peerFamily = TURNRefusal(443, "peer-family", "Peer Address Family Mismatch")
+
+    /// The name for a refusal by code alone (malformed requests and the like).
+    static func named(code: Int) -> String {
+        switch code {
+        case 400: "bad-request"
+        case 420: "unknown-attribute"
+        case 437: "allocation-mismatch"
+        case 441: "wrong-credentials"
+        case 442: "unsupported-transport"
+        default: "error-\(code)"
+        }
+    }
+
+    /// `486 allocation-quota (Allocation Quota Reached)`.
+    public var description: String { "\(code) \(name) (\(reason))" }
+}
+
+/// What the relay did since it was last asked: counts for metrics, kept by the state machine without I/O.
+public struct TURNServerStatistics: Sendable, Equatable {
+    /// Allocations whose relay socket opened.
+    public var allocationsCreated = 0
+    /// Datagrams relayed from clients to peers, and their payload bytes.
+    public var packetsToPeers = 0
+    /// Payload bytes relayed from clients to peers.
+    public var bytesToPeers = 0
+    /// Datagrams relayed from peers to clients.
+    public var packetsToClients = 0
+    /// Payload bytes relayed from peers to clients.
+    public var bytesToClients = 0
+    /// Datagrams dropped because their user was over its bandwidth.
+    public var bandwidthCuts = 0
+    /// Payload bytes of those datagrams.
+    public var bandwidthCutBytes = 0
+    /// Error responses to authenticated requests, by ``TURNRefusal/name``.
+    public var refusals: [String: Int] = [:]
+
+    /// Nothing counted.
+    public init() {}
+
+    /// Whether nothing was counted.
+    public var isEmpty: Bool { self == TURNServerStatistics() }
 }
 
 /// How a TURN server behaves: who may use it, which peers it reaches, and its quotas (RFC 8656 §21).
@@ -192,10 +284,11 @@ public struct TURNServerStateMachine: Sendable {
         let id: TURNAllocationID
         let fiveTuple: TURNFiveTuple
         let username: String
-        let key: [UInt8]
         let family: TURNAddressFamily
         let creatingTransaction: STUNTransactionID
         let creatingHadFingerprint: Bool
+        /// The key of the latest authenticated request (a renewed REST grant brings a new one).
+        var key: [UInt8]
         var grantedLifetime: UInt32
         var successResponse: [UInt8]?
         var relayed: TransportAddress?
@@ -218,6 +311,17 @@ public struct TURNServerStateMachine: Sendable {
     /// Open TCP/TLS connections, and since when each has had no allocation (nil while it has one).
     private var streams: [TURNFiveTuple: Double?] = [:]
     private var nextID: UInt64 = 1
+    /// Ports held by EVEN-PORT reservations, by token (RFC 8656 §7.2).
+    private var reservations: [[UInt8]: Reservation] = [:]
+    private var statistics = TURNServerStatistics()
+    /// Whether new allocations are refused (``startDraining()``).
+    public private(set) var isDraining = false
+
+    private struct Reservation {
+        let address: TransportAddress
+        let family: TURNAddressFamily
+        let expiry: Double
+    }
 
     /// Creates a machine with no allocations.
     public init(configuration: TURNServerConfiguration) {
@@ -231,6 +335,19 @@ public struct TURNServerStateMachine: Sendable {
 
     /// Allocations held (including those whose relay socket is still opening).
     public var allocationCount: Int { allocations.count }
+
+    /// Ports held for EVEN-PORT reservations.
+    public var reservationCount: Int { reservations.count }
+
+    /// Returns what was counted since the last call, and starts counting afresh.
+    public mutating func takeStatistics() -> TURNServerStatistics {
+        defer { statistics = TURNServerStatistics() }
+        return statistics
+    }
+
+    /// From now on, new allocations are refused with 508 (``TURNRefusal/draining``); existing ones keep
+    /// relaying, refreshing and binding until they expire or are deleted.
+    public mutating func startDraining() { isDraining = true }
 
     /// The allocation of a 5-tuple, if any.
     public func allocation(for fiveTuple: TURNFiveTuple) -> TURNAllocationSnapshot? {
@@ -252,7 +369,7 @@ public struct TURNServerStateMachine: Sendable {
         let timeout = configuration.streamAuthenticationTimeout
         return (allocations.values.map { a in
             ([a.expiry] + a.permissions.values + a.channels.values.map { $0.expiry + TURNTimers.channelReuseCooldown }).min()!
-        } + streams.values.compactMap { $0.map { $0 + timeout } }).min()
+        } + streams.values.compactMap { $0.map { $0 + timeout } } + reservations.values.map(\.expiry)).min()
     }
 
     // MARK: Input from clients
@@ -286,6 +403,8 @@ public struct TURNServerStateMachine: Sendable {
               let perm = a.permissions[binding.peer.ip], perm > now,
               !binding.onRelayHost || relayedAddresses.contains(binding.peer),
               takeBandwidth(a.username, length, now: now) else { return nil }
+        statistics.packetsToPeers += 1
+        statistics.bytesToPeers += length
         return (id, binding.peer)
     }
 
@@ -296,6 +415,8 @@ public struct TURNServerStateMachine: Sendable {
     public mutating func routeFromPeer(_ id: TURNAllocationID, peer: TransportAddress, length: Int, now: Double) -> TURNPeerDelivery? {
         guard let a = allocations[id], let perm = a.permissions[peer.ip], perm > now,
               takeBandwidth(a.username, length, now: now) else { return nil }
+        statistics.packetsToClients += 1
+        statistics.bytesToClients += length
         if let c = a.channelByPeer[peer], let b = a.channels[c], b.expiry > now {
             return .channelData(c, to: a.fiveTuple)
         }
@@ -316,15 +437,25 @@ public struct TURNServerStateMachine: Sendable {
 
     // MARK: Relay sockets
 
-    /// The relay socket for `id` is bound at `address`: answers the Allocate (RFC 8656 §7.2).
-    public mutating func relayOpened(_ id: TURNAllocationID, at address: TransportAddress, now: Double) -> [TURNServerAction] {
-        guard var a = allocations[id] else { return [.closeRelay(id)] }
+    /// The relay socket for `id` is bound at `address`: answers the Allocate (RFC 8656 §7.2). With
+    /// `reserving`, the I/O layer holds that next port too: the answer carries a RESERVATION-TOKEN for it,
+    /// good for ``TURNTimers/reservationLifetime``; when `id` is gone, the held port is released at once.
+    public mutating func relayOpened(_ id: TURNAllocationID, at address: TransportAddress, reserving: TransportAddress? = nil,
+                                     now: Double) -> [TURNServerAction] {
+        guard var a = allocations[id] else { return [.closeRelay(id)] + (reserving.map { [.releaseReservation($0)] } ?? []) }
         a.relayed = address
         relayedAddresses.insert(address)
+        statistics.allocationsCreated += 1
         var m = STUNMessage(method: .allocate, messageClass: .successResponse, transactionID: a.creatingTransaction)
         m.append(XORRelayedAddress(address))
         m.append(Lifetime(seconds: a.grantedLifetime))
         m.append(XORMappedAddress(a.fiveTuple.client))
+        if let reserving {
+            var token: [UInt8]
+            repeat { token = (0..<8).map { _ in UInt8.random(in: 0...255) } } while reservations[token] != nil
+            reservations[token] = Reservation(address: reserving, family: a.family, expiry: now + TURNTimers.reservationLifetime)
+            m.append(ReservationToken(token))
+        }
         let bytes = m.encode(integrityKey: a.key, fingerprint: a.creatingHadFingerprint)
         a.successResponse = bytes
         allocations[id] = a
@@ -335,8 +466,9 @@ public struct TURNServerStateMachine: Sendable {
     public mutating func relayFailed(_ id: TURNAllocationID) -> [TURNServerAction] {
         guard let a = allocations[id] else { return [] }
         remove(id)
+        count(TURNRefusal.noRelayPort.name)
         var m = STUNMessage(method: .allocate, messageClass: .errorResponse, transactionID: a.creatingTransaction)
-        m.append(ErrorCode(508))
+        m.append(ErrorCode(TURNRefusal.noRelayPort.code, reason: TURNRefusal.noRelayPort.reason))
         return [.sendToClient(a.fiveTuple, m.encode(integrityKey: a.key, fingerprint: a.creatingHadFingerprint))]
     }
 
@@ -360,6 +492,10 @@ public struct TURNServerStateMachine: Sendable {
     /// closes TCP/TLS connections that went ``TURNServerConfiguration/streamAuthenticationTimeout`` without an allocation.
     public mutating func expire(now: Double) -> [TURNServerAction] {
         var actions: [TURNServerAction] = []
+        for (token, r) in reservations where r.expiry <= now {
+            reservations[token] = nil
+            actions.append(.releaseReservation(r.address))
+        }
         for (id, a) in allocations {
             if a.expiry <= now {
                 remove(id)
@@ -396,13 +532,13 @@ public struct TURNServerStateMachine: Sendable {
             return [.sendToClient(ft, reply.bytes)]
         }
         let methods: [STUNMethod] = [.allocate, .refresh, .createPermission, .channelBind]
-        guard methods.contains(req.method) else { return reply(req, ft, error: 400, reason: "Unknown method") }
+        guard methods.contains(req.method) else { return reject(req, ft, error: 400, reason: "Unknown method") }
 
         // RFC 8489 §9.2.4: long-term credential checks, in order.
         guard req.contains(.messageIntegrity) else { return challenge(req, ft, code: 401, requestBytes: bytes.count, now: now) }
         guard let username = try? req.attribute(Username.self), let realm = try? req.attribute(Realm.self),
               let nonce = try? req.attribute(Nonce.self) else {
-            return reply(req, ft, error: 400, reason: "USERNAME, REALM and NONCE are required")
+            return reject(req, ft, error: 400, reason: "USERNAME, REALM and NONCE are required")
         }
         guard nonces.isValid(nonce.text, for: ft.client, now: now) else { return challenge(req, ft, code: 438, requestBytes: bytes.count, now: now) }
         guard realm.text == configuration.credentials.realm,
@@ -412,13 +548,14 @@ public struct TURNServerStateMachine: Sendable {
         // RFC 8489 §6.3.1: comprehension-required attributes we do not know.
         let unknown = req.unknownComprehensionRequired(known: STUNAttributeType.turnKnown)
         if !unknown.isEmpty {
-            return reply(req, ft, error: 420, key: key) { $0.append(UnknownAttributes(unknown)) }
+            return reject(req, ft, error: 420, key: key) { $0.append(UnknownAttributes(unknown)) }
         }
-        let auth = Auth(username: username.text, key: key)
+        let auth = Auth(username: configuration.credentials.user(of: username.text), key: key)
         if req.method == .allocate { return allocate(req, ft, auth, now: now) }
 
-        guard let id = byFiveTuple[ft], var a = allocations[id] else { return reply(req, ft, error: 437, key: key) }
-        guard a.username == auth.username else { return reply(req, ft, error: 441, key: key) }
+        guard let id = byFiveTuple[ft], var a = allocations[id] else { return reject(req, ft, error: 437, key: key) }
+        guard a.username == auth.username else { return reject(req, ft, error: 441, key: key) }
+        a.key = key
         switch req.method {
         case .refresh:
             return refresh(req, ft, &a, now: now)
@@ -438,57 +575,68 @@ public struct TURNServerStateMachine: Sendable {
         let key = auth.key
         if let id = byFiveTuple[ft], let a = allocations[id] {
             // A retransmission of the request that created it gets the same answer (RFC 8656 §7.2).
-            guard a.creatingTransaction == req.transactionID else { return reply(req, ft, error: 437, key: key) }
+            guard a.creatingTransaction == req.transactionID else { return reject(req, ft, error: 437, key: key) }
             return a.successResponse.map { [.sendToClient(ft, $0)] } ?? []
         }
         let transport: RequestedTransport?
         let evenPort: EvenPort?
         let family: RequestedAddressFamily?
         let lifetime: Lifetime?
+        let token: ReservationToken?
         do {
             transport = try req.attribute(RequestedTransport.self)
             evenPort = try req.attribute(EvenPort.self)
             family = try req.attribute(RequestedAddressFamily.self)
             lifetime = try req.attribute(Lifetime.self)
             _ = try req.attribute(DontFragment.self)
-            _ = try req.attribute(ReservationToken.self)
+            token = try req.attribute(ReservationToken.self)
         } catch {
-            return reply(req, ft, error: 400, reason: "\(error)", key: key)
+            return reject(req, ft, error: 400, reason: "\(error)", key: key)
         }
-        guard let transport else { return reply(req, ft, error: 400, reason: "REQUESTED-TRANSPORT is required", key: key) }
-        guard transport == .udp else { return reply(req, ft, error: 442, key: key) }
-        if req.contains(.reservationToken) {
+        guard let transport else { return reject(req, ft, error: 400, reason: "REQUESTED-TRANSPORT is required", key: key) }
+        guard transport == .udp else { return reject(req, ft, error: 442, key: key) }
+        if isDraining { return refuse(req, ft, .draining, key: key) }
+        let reserved: (token: [UInt8], reservation: Reservation)?
+        if let token {
             if evenPort != nil || family != nil {
-                return reply(req, ft, error: 400, reason: "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY", key: key)
+                return reject(req, ft, error: 400, reason: "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY", key: key)
             }
-            // This server never reserves ports, so no token is valid (RFC 8656 §7.2).
-            return reply(req, ft, error: 508, reason: "No such reservation", key: key)
+            guard let r = reservations[token.token], r.expiry > now else { return refuse(req, ft, .noReservation, key: key) }
+            reserved = (token.token, r)
+        } else {
+            reserved = nil
         }
-        if evenPort?.reserveNext == true { return reply(req, ft, error: 508, reason: "Port reservation not offered", key: key) }
         let f: TURNAddressFamily
-        if let family {
-            guard let known = family.family else { return reply(req, ft, error: 440, key: key) }
+        if let reserved {
+            f = reserved.reservation.family
+        } else if let family {
+            guard let known = family.family else { return refuse(req, ft, .addressFamily, key: key) }
             f = known
         } else {
             f = .ipv4
         }
-        guard configuration.relayFamilies.contains(f) else { return reply(req, ft, error: 440, key: key) }
+        guard configuration.relayFamilies.contains(f) else { return refuse(req, ft, .addressFamily, key: key) }
         guard perUser[auth.username, default: 0] < configuration.maxAllocationsPerUser else {
-            return reply(req, ft, error: 486, key: key)
+            return refuse(req, ft, .allocationQuota, key: key)
         }
-        guard allocations.count < configuration.maxAllocations else { return reply(req, ft, error: 508, key: key) }
+        guard allocations.count < configuration.maxAllocations else { return refuse(req, ft, .capacity, key: key) }
 
         let granted = TURNTimers.grantedLifetime(requested: lifetime?.seconds ?? UInt32(TURNTimers.defaultAllocationLifetime))
         let id = TURNAllocationID(nextID)
         nextID += 1
-        allocations[id] = Allocation(id: id, fiveTuple: ft, username: auth.username, key: key, family: f,
+        allocations[id] = Allocation(id: id, fiveTuple: ft, username: auth.username, family: f,
                                      creatingTransaction: req.transactionID, creatingHadFingerprint: req.fingerprintValid != nil,
-                                     grantedLifetime: granted, expiry: now + Double(granted))
+                                     key: key, grantedLifetime: granted, expiry: now + Double(granted))
         byFiveTuple[ft] = id
         perUser[auth.username, default: 0] += 1
         if perUser[auth.username] == 1, let rate = configuration.bandwidthPerUser {
             bandwidth[auth.username] = TURNByteBucket(bytesPerSecond: rate, now: now)
         }
+        if let reserved {
+            reservations[reserved.token] = nil
+            return [.adoptReservedRelay(id, reserved.reservation.address)]
+        }
+        if evenPort?.reserveNext == true { return [.openRelayReservingNext(id, family: f)] }
         return [.openRelay(id, family: f, evenPort: evenPort != nil)]
     }
 
@@ -496,11 +644,11 @@ public struct TURNServerStateMachine: Sendable {
         let requested: UInt32?
         do {
             if let f = try req.attribute(RequestedAddressFamily.self), f.family != a.family {
-                return reply(req, ft, error: 443, key: a.key)
+                return refuse(req, ft, .peerFamily, key: a.key)
             }
             requested = try req.attribute(Lifetime.self)?.seconds
         } catch {
-            return reply(req, ft, error: 400, reason: "\(error)", key: a.key)
+            return reject(req, ft, error: 400, reason: "\(error)", key: a.key)
         }
         let granted = TURNTimers.grantedLifetime(requested: requested)
         if granted == 0 {
@@ -514,10 +662,10 @@ public struct TURNServerStateMachine: Sendable {
 
     /// Checks a peer for an allocation: family (443), then the relay's own host (403 unless a live
     /// allocation's relayed address), then the peer policy (403).
-    private func peerError(_ peer: TransportAddress, _ a: Allocation) -> Int? {
-        guard TURNAddressFamily(of: peer.ip) == a.family else { return 443 }
-        if isOnRelayHost(peer.ip) { return relayedAddresses.contains(peer) ? nil : 403 }
-        guard configuration.peerPolicy.permits(peer.ip) else { return 403 }
+    private func peerError(_ peer: TransportAddress, _ a: Allocation) -> TURNRefusal? {
+        guard TURNAddressFamily(of: peer.ip) == a.family else { return .peerFamily }
+        if isOnRelayHost(peer.ip) { return relayedAddresses.contains(peer) ? nil : .relayHostPeer }
+        guard configuration.peerPolicy.permits(peer.ip) else { return .specialPeer }
         return nil
     }
 
@@ -532,17 +680,17 @@ public struct TURNServerStateMachine: Sendable {
         var peers: [TransportAddress] = []
         for raw in req.attributes where raw.type == .xorPeerAddress {
             guard let p = try? XORPeerAddress(stunValue: raw.value[...], transactionID: req.transactionID) else {
-                return reply(req, ft, error: 400, reason: "Malformed XOR-PEER-ADDRESS", key: a.key)
+                return reject(req, ft, error: 400, reason: "Malformed XOR-PEER-ADDRESS", key: a.key)
             }
             peers.append(p.address)
         }
-        guard !peers.isEmpty else { return reply(req, ft, error: 400, reason: "XOR-PEER-ADDRESS is required", key: a.key) }
+        guard !peers.isEmpty else { return reject(req, ft, error: 400, reason: "XOR-PEER-ADDRESS is required", key: a.key) }
         for p in peers {
-            if let e = peerError(p, a) { return reply(req, ft, error: e, key: a.key) }
+            if let e = peerError(p, a) { return refuse(req, ft, e, key: a.key) }
         }
         let added = Set(peers.map(\.ip)).subtracting(a.permissions.keys).count
         guard a.permissions.count + added <= configuration.maxPermissionsPerAllocation else {
-            return reply(req, ft, error: 508, reason: "Too many permissions", key: a.key)
+            return refuse(req, ft, .permissionLimit, key: a.key)
         }
         for p in peers { a.permissions[p.ip] = now + TURNTimers.permissionLifetime }
         allocations[a.id] = a
@@ -556,26 +704,26 @@ public struct TURNServerStateMachine: Sendable {
             number = try req.attribute(ChannelNumber.self)
             peerAttr = try req.attribute(XORPeerAddress.self)  // duplicates: the first wins
         } catch {
-            return reply(req, ft, error: 400, reason: "\(error)", key: a.key)
+            return reject(req, ft, error: 400, reason: "\(error)", key: a.key)
         }
         guard let number, let peer = peerAttr?.address else {
-            return reply(req, ft, error: 400, reason: "CHANNEL-NUMBER and XOR-PEER-ADDRESS are required", key: a.key)
+            return reject(req, ft, error: 400, reason: "CHANNEL-NUMBER and XOR-PEER-ADDRESS are required", key: a.key)
         }
         guard configuration.channelNumbers.contains(number.number) else {
-            return reply(req, ft, error: 400, reason: "Channel number out of range", key: a.key)
+            return reject(req, ft, error: 400, reason: "Channel number out of range", key: a.key)
         }
-        if let e = peerError(peer, a) { return reply(req, ft, error: e, key: a.key) }
+        if let e = peerError(peer, a) { return refuse(req, ft, e, key: a.key) }
         if let bound = a.channels[number.number], bound.peer != peer {
-            return reply(req, ft, error: 400, reason: "Channel bound to another peer", key: a.key)
+            return reject(req, ft, error: 400, reason: "Channel bound to another peer", key: a.key)
         }
         if let c = a.channelByPeer[peer], c != number.number {
-            return reply(req, ft, error: 400, reason: "Peer bound to another channel", key: a.key)
+            return reject(req, ft, error: 400, reason: "Peer bound to another channel", key: a.key)
         }
         if a.channels[number.number] == nil, a.channels.count >= configuration.maxChannelsPerAllocation {
-            return reply(req, ft, error: 508, reason: "Too many channels", key: a.key)
+            return refuse(req, ft, .channelLimit, key: a.key)
         }
         if a.permissions[peer.ip] == nil, a.permissions.count >= configuration.maxPermissionsPerAllocation {
-            return reply(req, ft, error: 508, reason: "Too many permissions", key: a.key)
+            return refuse(req, ft, .permissionLimit, key: a.key)
         }
         a.channels[number.number] = TURNChannelBinding(peer: peer, expiry: now + TURNTimers.channelLifetime,
                                                        onRelayHost: isOnRelayHost(peer.ip))
@@ -591,6 +739,8 @@ public struct TURNServerStateMachine: Sendable {
               let perm = a.permissions[peer.address.ip], perm > now,
               !isOnRelayHost(peer.address.ip) || relayedAddresses.contains(peer.address),
               takeBandwidth(a.username, data.bytes.count, now: now) else { return [] }
+        statistics.packetsToPeers += 1
+        statistics.bytesToPeers += data.bytes.count
         return [.sendToPeer(id, peer.address, data.bytes)]
     }
 
@@ -598,7 +748,12 @@ public struct TURNServerStateMachine: Sendable {
 
     private mutating func takeBandwidth(_ user: String, _ bytes: Int, now: Double) -> Bool {
         guard configuration.bandwidthPerUser != nil else { return true }
-        return bandwidth[user]?.take(bytes, now: now) ?? false
+        guard bandwidth[user]?.take(bytes, now: now) == true else {
+            statistics.bandwidthCuts += 1
+            statistics.bandwidthCutBytes += bytes
+            return false
+        }
+        return true
     }
 
     private mutating func remove(_ id: TURNAllocationID) {
@@ -626,6 +781,21 @@ public struct TURNServerStateMachine: Sendable {
               bytes.count <= TURNServerConfiguration.maxUnauthenticatedAmplification * requestBytes else { return [] }
         return actions
     }
+
+    /// An error response naming `refusal`, counted under its name.
+    private mutating func refuse(_ req: STUNMessage, _ ft: TURNFiveTuple, _ refusal: TURNRefusal, key: [UInt8]) -> [TURNServerAction] {
+        count(refusal.name)
+        return reply(req, ft, error: refusal.code, reason: refusal.reason, key: key)
+    }
+
+    /// An error response, counted by its code's name (``TURNRefusal/named(code:)``).
+    private mutating func reject(_ req: STUNMessage, _ ft: TURNFiveTuple, error: Int, reason: String? = nil, key: [UInt8]? = nil,
+                                 _ build: (inout STUNMessage) -> Void = { _ in }) -> [TURNServerAction] {
+        count(TURNRefusal.named(code: error))
+        return reply(req, ft, error: error, reason: reason, key: key, build)
+    }
+
+    private mutating func count(_ refusal: String) { statistics.refusals[refusal, default: 0] += 1 }
 
     /// A response to `req`: success, or an error with `error` as its code; signed when `key` is given.
     private func reply(_ req: STUNMessage, _ ft: TURNFiveTuple, error: Int? = nil, reason: String? = nil, key: [UInt8]? = nil,

@@ -209,6 +209,7 @@ actor CloudCameraSession: CameraSignalling {
     private var lastReceived = ContinuousClock.now
     private var registeredThisConnection = false
     private var waitingForStart: [String: CheckedContinuation<Void, any Error>] = [:]
+    private var waitingForRenewal: [String: CheckedContinuation<RelayGrant, any Error>] = [:]
     private var firstRegistration: CheckedContinuation<Void, any Error>?
     private var maintenance: Task<Void, Never>?
     private var stopped = false
@@ -373,8 +374,12 @@ actor CloudCameraSession: CameraSignalling {
             sink.yield(CloudIncomingIntroduction(requestID: requestID, offer: offer, relay: relay, session: self))
         case .start(let requestID, _, _):
             waitingForStart.removeValue(forKey: requestID)?.resume()
+        case .relayRenewed(let requestID, let relay):
+            waitingForRenewal.removeValue(forKey: requestID)?.resume(returning: relay)
         case .error(let requestID?, let code, let text):
-            waitingForStart.removeValue(forKey: requestID)?.resume(throwing: CloudError(code: .init(name: code), detail: text))
+            let error = CloudError(code: .init(name: code), detail: text)
+            waitingForStart.removeValue(forKey: requestID)?.resume(throwing: error)
+            waitingForRenewal.removeValue(forKey: requestID)?.resume(throwing: error)
         case .error(nil, let code, let text):
             logger.warning("cloud reported an error", metadata: ["code": "\(code)", "message": "\(text)"])
         case .ping:
@@ -404,6 +409,32 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
+    /// Renews a relay grant over the registered connection (``CloudMessage/renewRelay(requestID:relay:)``).
+    func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
+        guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
+        let requestID = UUID().uuidString.lowercased()
+        let timer = Task {
+            guard (try? await Task.sleep(for: CloudClient.requestTimeout)) != nil else { return }
+            self.endRenewal(requestID, CloudError(code: .timeout, detail: "no renewed relay grant for \(requestID)"))
+        }
+        defer { timer.cancel() }
+        // Waiting before sending: the answer cannot overtake the wait.
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RelayGrant, any Error>) in
+            waitingForRenewal[requestID] = continuation
+            Task {
+                do {
+                    try await CloudClient.send(.renewRelay(requestID: requestID, relay: grant), on: channel)
+                } catch {
+                    self.endRenewal(requestID, error)
+                }
+            }
+        }
+    }
+
+    private func endRenewal(_ requestID: String, _ error: any Error) {
+        waitingForRenewal.removeValue(forKey: requestID)?.resume(throwing: error)
+    }
+
     /// Declines an introduction (best effort).
     func decline(requestID: String) async {
         guard let channel else { return }
@@ -414,6 +445,9 @@ actor CloudCameraSession: CameraSignalling {
         let waiters = waitingForStart
         waitingForStart = [:]
         for waiter in waiters.values { waiter.resume(throwing: error) }
+        let renewals = waitingForRenewal
+        waitingForRenewal = [:]
+        for waiter in renewals.values { waiter.resume(throwing: error) }
     }
 }
 
@@ -431,27 +465,65 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
     func decline() async {
         await session.decline(requestID: requestID)
     }
+
+    func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
+        try await session.renewRelay(grant)
+    }
 }
 
-/// A viewer's signalling client: one TLS connection per introduction.
+/// A viewer's signalling client: one TLS connection per introduction, and one brief one per relay grant renewal.
+///
+/// ```
+///  viewer                                   cloud
+///    │ introduce ─────────────────────────────►│   (connection closes after start)
+///    │◄──────────────────────── start{relay}    │
+///    │        … relayed session; before relay.expires …
+///    │ renewRelay{requestID, relay} ───────────►│   (a new connection, closed after the answer)
+///    │◄──────────── relayRenewed{requestID, relay}
+/// ```
 struct CloudViewerClient: ViewerSignalling {
     let endpoint: CloudEndpoint
     let logger: Logger
 
     func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
         let requestID = UUID().uuidString.lowercased()
+        return try await exchange(
+            .introduce(requestID: requestID, deviceID: device.description, offer: offer), requestID: requestID,
+            within: CloudClient.introduceTimeout, timeoutDetail: "no introduction to \(device) within \(CloudClient.introduceTimeout)",
+            during: "introduce \(requestID)"
+        ) { message in
+            guard case .start(requestID, let answer?, let relay) = message else { return nil }
+            return Introduction(requestID: requestID, answer: answer, relay: relay)
+        }
+    }
+
+    func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
+        let requestID = UUID().uuidString.lowercased()
+        return try await exchange(
+            .renewRelay(requestID: requestID, relay: grant), requestID: requestID, within: CloudClient.requestTimeout,
+            timeoutDetail: "no renewed relay grant within \(CloudClient.requestTimeout)", during: "renew relay grant \(requestID)"
+        ) { message in
+            guard case .relayRenewed(requestID, let relay) = message else { return nil }
+            return relay
+        }
+    }
+
+    /// Sends `request` on a connection of its own and returns the first reply `answer` accepts, within
+    /// `timeout`; answers pings, and turns an error for `requestID` (or for the connection) into a thrown ``CloudError``.
+    private func exchange<T: Sendable>(
+        _ request: CloudMessage, requestID: String, within timeout: Duration, timeoutDetail: String, during activity: String,
+        answer: @escaping @Sendable (CloudMessage) -> T?
+    ) async throws -> T {
         let connection = try await CloudClient.connect(to: endpoint)
         let started = ContinuousClock.now
         do {
             return try await connection.executeThenClose { inbound in
-                let watchdog = closeUnlessCancelled(connection.channel, after: CloudClient.introduceTimeout)
+                let watchdog = closeUnlessCancelled(connection.channel, after: timeout)
                 defer { watchdog.cancel() }
-                try await CloudClient.send(
-                    .introduce(requestID: requestID, deviceID: device.description, offer: offer), on: connection.channel)
+                try await CloudClient.send(request, on: connection.channel)
                 for try await message in inbound {
+                    if let value = answer(message) { return value }
                     switch message {
-                    case .start(requestID, let answer?, let relay):
-                        return Introduction(requestID: requestID, answer: answer, relay: relay)
                     case .error(let id, let code, let text) where id == nil || id == requestID:
                         throw CloudError(code: .init(name: code), detail: text)
                     case .ping:
@@ -463,13 +535,13 @@ struct CloudViewerClient: ViewerSignalling {
                     }
                 }
                 try Task.checkCancellation()
-                if ContinuousClock.now - started >= CloudClient.introduceTimeout {
-                    throw CloudError(code: .timeout, detail: "no introduction to \(device) within \(CloudClient.introduceTimeout)")
+                if ContinuousClock.now - started >= timeout {
+                    throw CloudError(code: .timeout, detail: timeoutDetail)
                 }
                 throw CloudError(code: .connectionFailed, detail: "the cloud closed the connection")
             }
         } catch {
-            throw CloudClient.classify(error, during: "introduce \(requestID)")
+            throw CloudClient.classify(error, during: activity)
         }
     }
 }

@@ -16,7 +16,13 @@ import NIOCore
 ///    │ answer{requestID, offer} ►│  (or decline{requestID})     │
 ///    │◄── start{requestID}       │ start{requestID, answer} ───►│  (both at once)
 ///    │                           │ error{requestID?, code, message} on any failure
+///    │        … while the session is relayed, before the grant expires (either side) …
+///    │ renewRelay{requestID, relay} ─►│◄── renewRelay{requestID, relay} (a brief connection)
+///    │◄── relayRenewed{requestID, relay} ──relayRenewed{requestID, relay} ─►│
 /// ```
+///
+/// A relay grant renews itself: the cloud checks its HMAC under the relay secret and its expiry, and
+/// issues the same label with a later expiry, so renewal needs no state and no registration.
 ///
 /// Every message is validated on receipt (``CloudMessage/validate()``): sizes, counts, key
 /// lengths. A frame longer than ``maxFrameSize`` closes the connection.
@@ -93,6 +99,10 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     case start(requestID: String, answer: PeerOffer?, relay: RelayGrant?)
     /// Either direction: a request failed, or the connection is about to close.
     case error(requestID: String?, code: String, message: String)
+    /// Camera or viewer → cloud: renew this unexpired relay grant (same label, later expiry).
+    case renewRelay(requestID: String, relay: RelayGrant)
+    /// Cloud → camera or viewer: the renewed grant.
+    case relayRenewed(requestID: String, relay: RelayGrant)
 
     /// The `type` field's value for this case.
     public var type: String {
@@ -109,6 +119,8 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case .decline: "decline"
         case .start: "start"
         case .error: "error"
+        case .renewRelay: "renewRelay"
+        case .relayRenewed: "relayRenewed"
         }
     }
 
@@ -154,6 +166,10 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             self = .error(
                 requestID: try c.decodeIfPresent(String.self, forKey: .requestID),
                 code: try c.decode(String.self, forKey: .code), message: try c.decode(String.self, forKey: .message))
+        case "renewRelay":
+            self = .renewRelay(requestID: try c.decode(String.self, forKey: .requestID), relay: try c.decode(RelayGrant.self, forKey: .relay))
+        case "relayRenewed":
+            self = .relayRenewed(requestID: try c.decode(String.self, forKey: .requestID), relay: try c.decode(RelayGrant.self, forKey: .relay))
         default:
             throw DecodingError.dataCorruptedError(forKey: .type, in: c, debugDescription: "unknown message type")
         }
@@ -193,6 +209,9 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try c.encodeIfPresent(requestID, forKey: .requestID)
             try c.encode(code, forKey: .code)
             try c.encode(message, forKey: .message)
+        case .renewRelay(let requestID, let relay), .relayRenewed(let requestID, let relay):
+            try c.encode(requestID, forKey: .requestID)
+            try c.encode(relay, forKey: .relay)
         }
     }
 
@@ -237,6 +256,9 @@ public enum CloudMessage: Sendable, Hashable, Codable {
                 code.utf8.allSatisfy({ Self.isCodeByte($0) })
             else { throw CloudProtocolError.invalid("error.code", "not a kebab-case code") }
             try Self.check(message, max: CloudProtocol.maxMessageLength, field: "error.message")
+        case .renewRelay(let requestID, let relay), .relayRenewed(let requestID, let relay):
+            try Self.check(requestID: requestID)
+            try relay.validate(field: "\(type).relay")
         }
     }
 

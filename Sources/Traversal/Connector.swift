@@ -137,7 +137,7 @@ public final class Connector: Sendable {
             return true
         }
         defer { keyCheck.cancel() }
-        let context = baseContext.with(requestID: intro.requestID, relay: intro.relay)
+        let context = baseContext.with(requestID: intro.requestID, relay: intro.relay) { try await signalling.renewRelay($0) }
         let identity = configuration.identity
         let mismatch = TraversalError(code: .identityMismatch, detail: "the cloud announced a key that is not behind \(device)")
         let raced: RaceResult
@@ -256,7 +256,7 @@ public final class Connector: Sendable {
     private func answer(_ intro: any IncomingIntroduction, access: SharedAccess) async throws -> PeerConnection {
         let started = ContinuousClock.now
         let context = StrategyContext(role: .camera, stunServers: configuration.stunServers, logger: configuration.logger)
-            .with(requestID: intro.requestID, relay: intro.relay)
+            .with(requestID: intro.requestID, relay: intro.relay) { try await intro.renewRelay($0) }
         let prepared = await prepareAll(context)
         defer { Task { for p in prepared { await p.prepared?.close() } } }
         let gathered = ms(since: started)
@@ -565,11 +565,14 @@ final class SharedAccess: Sendable {
 }
 
 extension StrategyContext {
-    /// This context for one introduction: a session token derived from its request id, and its relay grant.
-    func with(requestID: String, relay: RelayGrant?) -> StrategyContext {
+    /// This context for one introduction: a session token derived from its request id, and its relay
+    /// grant with the way to renew it.
+    func with(requestID: String, relay: RelayGrant?,
+              renew: @escaping @Sendable (RelayGrant) async throws -> RelayGrant) -> StrategyContext {
         var c = self
         c.sessionToken = Array(SHA256.hash(data: Array("trav/session/\(requestID)".utf8)).prefix(8))
         c.relay = relay
+        c.renewRelay = relay == nil ? nil : renew
         return c
     }
 }

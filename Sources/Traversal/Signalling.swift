@@ -115,6 +115,15 @@ public protocol IncomingIntroduction: Sendable {
     func accept(answer: PeerOffer) async throws
     /// Declines (the viewer sees the same "unavailable" as for an unknown UID).
     func decline() async
+    /// Renews this session's relay grant before it expires (same label, later expiry).
+    func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant
+}
+
+extension IncomingIntroduction {
+    /// Unsupported by default: the grant is used until it expires.
+    public func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
+        throw CloudError(code: .badRequest, detail: "this signalling cannot renew relay grants")
+    }
 }
 
 /// What a camera needs from its cloud: a registration kept alive across reconnects, and offers.
@@ -131,4 +140,13 @@ public protocol CameraSignalling: Sendable {
 public protocol ViewerSignalling: Sendable {
     /// Asks the cloud to introduce us to `device` with `offer`; returns the camera's answer at the start signal.
     func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction
+    /// Renews a relay grant of an introduction before it expires (same label, later expiry).
+    func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant
+}
+
+extension ViewerSignalling {
+    /// Unsupported by default: the grant is used until it expires.
+    public func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
+        throw CloudError(code: .badRequest, detail: "this signalling cannot renew relay grants")
+    }
 }

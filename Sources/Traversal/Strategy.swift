@@ -19,6 +19,8 @@ public struct StrategyContext: Sendable {
     public var relay: RelayGrant?
     /// A random token both sides learn from the introduction, so probes of two sessions never mix.
     public var sessionToken: [UInt8]
+    /// Renews ``relay`` through the cloud before it expires, if the signalling can (``RelayGrant``).
+    public var renewRelay: (@Sendable (RelayGrant) async throws -> RelayGrant)?
     /// The logger.
     public var logger: Logger
 
@@ -98,6 +100,8 @@ public struct StrategyError: CodedError, Hashable {
         public static let impossible = Code(name: "impossible")
         /// A socket or protocol failure.
         public static let failed = Code(name: "failed")
+        /// A server on the path (a relay) refused a request, and said why.
+        public static let refused = Code(name: "refused")
     }
 
     /// What went wrong.

@@ -15,7 +15,7 @@ extension Trav {
                 signalling and TURN over TLS, told apart by ALPN ("trav/1" or none: signalling; "stun.turn", \
                 RFC 7443: the relay), so --tls-port 443 alone serves networks that let only TCP 443 out; \
                 --relay-tls-port adds a dedicated relay TLS port. Each introduction carries relay credentials \
-                valid for --relay-grant-seconds, signed with a secret made fresh at every start.
+                valid for --relay-grant-lifetime seconds, signed with a secret made fresh at every start.
                 """)
 
         @Option(help: "IP address to listen on.") var listen: String
@@ -38,9 +38,12 @@ extension Trav {
         @Option(name: .customLong("relay-allow-peers"), parsing: .upToNextOption,
                 help: "CIDRs of peers the relay reaches although special (loopback, private, documentation; labs).")
         var relayAllowPeers: [String] = []
-        @Option(help: "How long relay credentials issued per introduction stay valid, in seconds.")
+        @Option(name: [.customLong("relay-grant-lifetime"), .customLong("relay-grant-seconds")],
+                help: "How long relay credentials issued per introduction stay valid, in seconds.")
         var relayGrantSeconds: Int = Int(RelayGrantIssuer.defaultLifetime.components.seconds)
         @Flag(help: "Run no relay.") var noRelay = false
+        @Option(help: "HOST:PORT to serve Prometheus metrics (the relay's among them) on, at /metrics (default: none).")
+        var metricsListen: String?
         @Option(help: "Look-ups (introductions) one source IP may make at once before the rate limit applies.")
         var lookupBurst: Int = RendezvousServer.Configuration.defaultLookupRateLimit.capacity
         @Option(help: "Look-ups per second one source IP may sustain (labs driving many connections from one NAT raise it).")
@@ -54,13 +57,15 @@ extension Trav {
             _ = try addressesPerFamily(relayListen, option: "--relay-listen")
             _ = try addressesPerFamily(relayIPs, option: "--relay-ip")
             for c in relayAllowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
-            guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-seconds must be positive") }
+            guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-lifetime must be positive") }
+            if let m = metricsListen, TransportAddress(m) == nil { throw ValidationError("--metrics-listen must be IP:PORT, got \(m)") }
             guard (1...100_000).contains(lookupBurst) else { throw ValidationError("--lookup-burst must be 1…100000") }
             guard lookupsPerSecond >= 0.01, lookupsPerSecond <= 100_000 else { throw ValidationError("--lookups-per-second must be 0.01…100000") }
         }
 
         func run() async throws {
             let logger = common.logger("trav.cloud")
+            let registry = metricsListen == nil ? nil : MetricsEndpoint.bootstrapPrometheus()
             let relayListenIPs = try addressesPerFamily(relayListen, option: "--relay-listen")
             var configuration = CloudService.Configuration(
                 listenIP: listen, alternateIP: alternateIP, dataDirectory: data, stunPort: stunPort, tlsPort: tlsPort,
@@ -82,8 +87,19 @@ extension Trav {
                     (relay.tlsAddresses.isEmpty ? "" : " and " + relay.tlsAddresses.map(\.description).joined(separator: ",")))
             }
             if let ca = cloud.caPath { say("cloud ca \(ca)") }
+            var metrics: MetricsEndpoint?
+            if let metricsListen, let registry {
+                do {
+                    metrics = try await MetricsEndpoint.start(TransportAddress(metricsListen)!, registry: registry)
+                } catch {
+                    await cloud.stop()
+                    throw error
+                }
+                say("cloud metrics http://\(metrics!.address)/metrics")
+            }
             await waitForTermination()
             await cloud.stop()
+            await metrics?.stop()
         }
     }
 }

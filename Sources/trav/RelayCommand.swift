@@ -2,10 +2,11 @@ import ArgumentParser
 import NIOSSL
 import Rendezvous
 import STUNLite
+import ServiceLifecycle
 import TURNLite
 
 extension Trav {
-    /// `trav relay`: a TURN relay (RFC 8656) in the foreground until SIGINT/SIGTERM.
+    /// `trav relay`: a TURN relay (RFC 8656) in the foreground; SIGTERM or SIGINT drains it, then it exits.
     struct RelayCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "relay",
@@ -33,6 +34,10 @@ extension Trav {
         var challengeRate: Double = 8
         @Flag(help: "Accept RFC 5766 channel numbers 0x4000-0x7FFF (coturn's turnutils_uclient draws from them).")
         var legacyChannelRange = false
+        @Option(help: "After SIGTERM or SIGINT, seconds existing allocations keep relaying while new ones are refused (0: stop at once).")
+        var drainSeconds: Int = Int(TURNServer.Configuration.defaultDrainGracePeriod.components.seconds)
+        @Option(help: "HOST:PORT to serve Prometheus metrics on, at /metrics (default: none).")
+        var metricsListen: String?
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -46,6 +51,10 @@ extension Trav {
             guard challengeRate > 0 else { throw ValidationError("--challenge-rate must be positive") }
             for c in allowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+            guard drainSeconds >= 0 else { throw ValidationError("--drain-seconds must not be negative") }
+            if let m = metricsListen, TransportAddress(m) == nil {
+                throw ValidationError("--metrics-listen must be IP:PORT, got \(m)")
+            }
         }
 
         func run() async throws {
@@ -72,11 +81,27 @@ extension Trav {
                 challengeBurst: max(TURNServerConfiguration.defaultChallengeBurst, challengeRate), challengeRatePerSecond: challengeRate)
             if legacyChannelRange { settings.channelNumbers = TURNServerConfiguration.rfc5766ChannelNumbers }
             let relayIPs = TURNServer.Configuration.relayIPs(listening: ips, overrides: try addressesPerFamily(relayIPs, option: "--relay-ip"))
-            let server = try await TURNServer.start(.init(listenIP: ips[0], additionalListenIPs: Array(ips.dropFirst()), port: port, tls: tls,
-                                                          relayIPs: relayIPs, server: settings), logger: logger)
+            let registry = metricsListen == nil ? nil : MetricsEndpoint.bootstrapPrometheus()
+            var configuration = TURNServer.Configuration(listenIP: ips[0], additionalListenIPs: Array(ips.dropFirst()), port: port, tls: tls,
+                                                         relayIPs: relayIPs, server: settings)
+            configuration.drainGracePeriod = .seconds(drainSeconds)
+            let server = try await TURNServer.start(configuration, logger: logger)
+            var services: [any Service] = []
+            if let metricsListen, let registry {
+                do {
+                    let endpoint = try await MetricsEndpoint.start(TransportAddress(metricsListen)!, registry: registry)
+                    say("relay metrics http://\(endpoint.address)/metrics")
+                    services.append(endpoint)
+                } catch {
+                    await server.shutdown()
+                    throw error
+                }
+            }
             say(Self.statusLine(server, relayIPs: relayIPs) + " realm \(realm)")
-            await waitForTermination()
-            await server.shutdown()
+            // Shut down in reverse order: the relay drains first, the metrics stay scrapeable meanwhile.
+            let group = ServiceGroup(services: services + [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            try await group.run()
+            say("relay stopped")
         }
 
         /// `relay udp A[,B] tcp A[,B] tls A[,B] relay-ip IPv4[,IPv6]`: where the relay answers and where it allocates.

@@ -24,6 +24,8 @@ struct CloudProtocolTests {
         .start(requestID: "req-1", answer: offer, relay: nil),
         .start(requestID: "req-1", answer: nil, relay: nil),
         .error(requestID: nil, code: "unavailable", message: "device unavailable"),
+        .renewRelay(requestID: "renew-1", relay: RelayGrant(urls: ["turns:192.0.2.1:5349"], username: "1:a", password: "p", expires: 1)),
+        .relayRenewed(requestID: "renew-1", relay: RelayGrant(urls: ["turns:192.0.2.1:5349"], username: "61:a", password: "q", expires: 61)),
     ]
 
     @Test(arguments: everyMessage)
@@ -53,6 +55,8 @@ struct CloudProtocolTests {
         .answer(requestID: "r", offer: PeerOffer(identityKey: key, candidates: [Candidate(strategy: "s", kind: .host, address: String(repeating: "1", count: 300))], strategies: [])),
         .error(requestID: nil, code: "Not Kebab", message: "m"),
         .error(requestID: nil, code: "x", message: String(repeating: "m", count: 513)),
+        .renewRelay(requestID: "bad id", relay: RelayGrant(urls: [], username: "1:a", password: "p", expires: 1)),
+        .relayRenewed(requestID: "r", relay: RelayGrant(urls: Array(repeating: "turn:192.0.2.1", count: 9), username: "1:a", password: "p", expires: 1)),
     ])
     func invalidFieldsAreRejectedWithATypedError(message: CloudMessage) throws {
         let error = #expect(throws: CloudProtocolError.self) { try message.validate() }

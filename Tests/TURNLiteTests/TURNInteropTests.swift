@@ -226,13 +226,18 @@ struct TURNInteropTests {
     @Test(.enabled(if: coturnMissing == nil, Comment(rawValue: coturnMissing ?? "")))
     func coturnUClientClientToClientThroughOurServer() async throws {
         try await Self.withOurServer({ $0.channelNumbers = TURNServerConfiguration.rfc5766ChannelNumbers }) { server in
-            let args = ["-y", "-c", "-n", "100", "-m", "2", "-l", "160", "-z", "5", "-u", "u", "-w", "p",
-                        "-p", "\(server.udpAddress.port)", "127.0.0.1"]
-            let result = try await ChildProcess.run([Self.path("turnutils_uclient")!] + args, timeout: .seconds(30))
-            let out = result.stdout + result.stderr
-            #expect(result.status == 0 && !result.timedOut, "\(out.suffix(2000))")
-            #expect(out.contains("Total lost packets 0 (0.000000%)"), "\(out.suffix(2000))")
+            _ = try await Self.uclientLosesNothing(["-y", "-c", "-n", "100", "-m", "2", "-l", "160", "-z", "5", "-u", "u", "-w", "p",
+                                                    "-p", "\(server.udpAddress.port)", "127.0.0.1"])
         }
+    }
+
+    /// Runs `turnutils_uclient ARGS` (30 s at most), expects it to succeed without losing a packet; returns its output.
+    static func uclientLosesNothing(_ args: [String]) async throws -> String {
+        let result = try await ChildProcess.run([path("turnutils_uclient")!] + args, timeout: .seconds(30))
+        let out = result.stdout + result.stderr
+        #expect(result.status == 0 && !result.timedOut, "\(out.suffix(2000))")
+        #expect(out.contains("Total lost packets 0 (0.000000%)"), "\(out.suffix(2000))")
+        return out
     }
 
     // MARK: Our client against coturn's server
