@@ -208,7 +208,7 @@ actor CloudCameraSession: CameraSignalling {
     private var channel: (any Channel)?
     private var lastReceived = ContinuousClock.now
     private var registeredThisConnection = false
-    private var waitingForStart: [String: CheckedContinuation<Void, any Error>] = [:]
+    private var starts = StartHandoffStateMachine<CheckedContinuation<Void, any Error>>(timeout: CloudClient.requestTimeout)
     private var firstRegistration: CheckedContinuation<Void, any Error>?
     private var maintenance: Task<Void, Never>?
     private var stopped = false
@@ -372,9 +372,10 @@ actor CloudCameraSession: CameraSignalling {
         case .offer(let requestID, let offer, let relay):
             sink.yield(CloudIncomingIntroduction(requestID: requestID, offer: offer, relay: relay, session: self))
         case .start(let requestID, _, _):
-            waitingForStart.removeValue(forKey: requestID)?.resume()
+            starts.deliver(requestID, .success(()))?.resume()
         case .error(let requestID?, let code, let text):
-            waitingForStart.removeValue(forKey: requestID)?.resume(throwing: CloudError(code: .init(name: code), detail: text))
+            let error = CloudError(code: .init(name: code), detail: text)
+            starts.deliver(requestID, .failure(error))?.resume(throwing: error)
         case .error(nil, let code, let text):
             logger.warning("cloud reported an error", metadata: ["code": "\(code)", "message": "\(text)"])
         case .ping:
@@ -386,21 +387,38 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
-    /// Sends an answer and waits for the cloud's `start`.
+    /// Sends an answer and waits for the cloud's `start`, which may arrive before the send returns
+    /// (``StartHandoffStateMachine`` keeps it).
     func accept(requestID: String, answer: PeerOffer) async throws {
         guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
-        guard waitingForStart[requestID] == nil else {
+        guard starts.expect(requestID, now: .now) else {
             throw CloudError(code: .badRequest, detail: "introduction \(requestID) already answered")
         }
-        try await CloudClient.send(.answer(requestID: requestID, offer: answer), on: channel)
+        do {
+            try await CloudClient.send(.answer(requestID: requestID, offer: answer), on: channel)
+        } catch {
+            starts.cancel(requestID)?.resume(throwing: error)
+            throw error
+        }
         let timer = Task {
             guard (try? await Task.sleep(for: CloudClient.requestTimeout)) != nil else { return }
-            self.waitingForStart.removeValue(forKey: requestID)?.resume(
-                throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
+            self.expireStarts()
         }
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            waitingForStart[requestID] = continuation
+            switch starts.wait(requestID, waiter: continuation) {
+            case .proceed: continuation.resume()
+            case .fail(let error): continuation.resume(throwing: error)
+            case .suspend: break
+            case .unknown:
+                continuation.resume(throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
+            }
+        }
+    }
+
+    private func expireStarts() {
+        for (requestID, waiter) in starts.expire(now: .now) {
+            waiter.resume(throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
         }
     }
 
@@ -411,9 +429,7 @@ actor CloudCameraSession: CameraSignalling {
     }
 
     private func failWaiters(_ error: CloudError) {
-        let waiters = waitingForStart
-        waitingForStart = [:]
-        for waiter in waiters.values { waiter.resume(throwing: error) }
+        for waiter in starts.failAll() { waiter.resume(throwing: error) }
     }
 }
 
