@@ -76,10 +76,11 @@ public enum CloudClient {
     }
 
     /// Opens a TLS connection to `endpoint` with the signalling codec in its pipeline, offering
-    /// `applicationProtocols` by ALPN (RFC 7301 §3.1; the cloud's port also carries TURN).
+    /// `applicationProtocols` by ALPN (RFC 7301 §3.1; the cloud's port also carries TURN), from
+    /// `localAddress` if given.
     static func connect(
         to endpoint: CloudEndpoint, applicationProtocols: [String] = [CloudProtocol.alpnProtocol],
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        from localAddress: SocketAddress? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> NIOAsyncChannel<CloudMessage, Never> {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
@@ -100,7 +101,9 @@ public enum CloudClient {
         let isIPLiteral = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
         let serverHostname = isIPLiteral ? nil : endpoint.host
         do {
-            let (connection, handshake) = try await ClientBootstrap(group: group)
+            var bootstrap = ClientBootstrap(group: group)
+            if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
+            let (connection, handshake) = try await bootstrap
                 .connectTimeout(TimeAmount(connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
