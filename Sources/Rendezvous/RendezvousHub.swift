@@ -108,10 +108,7 @@ actor RendezvousHub {
     }
 
     private func take(from limiter: inout TokenBucketRateLimiter<SourceAddressKey>, _ source: SourceAddressKey) -> Bool {
-        let now = ContinuousClock.now
-        guard limiter.retryDelay(for: source, now: now) == nil else { return false }
-        limiter.recordFailure(for: source, now: now)
-        return true
+        limiter.admit(source, now: .now)
     }
 
     /// Records a proven registration; the session it replaces (same key) is closed.
@@ -176,7 +173,7 @@ actor RendezvousHub {
         }
         pending[requestID] = PendingIntroduction(
             viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer, relay: relay)
-        camera.peer.send(.offer(requestID: requestID, offer: offer, relay: relay))
+        camera.peer.send(.offer(requestID: requestID, offer: offer, relay: relay, requester: viewer.channel.remoteAddress?.ipAddress))
     }
 
     /// The camera answered: send `start` to both, back to back.

@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import SourceLimits
 
 /// Where the cloud's signalling service listens and how to trust its TLS certificate.
 public struct CloudEndpoint: Sendable, Hashable {
@@ -372,8 +373,10 @@ actor CloudCameraSession: CameraSignalling {
     /// Handles one message on a registered connection.
     private func handle(_ message: CloudMessage, on channel: any Channel) async throws {
         switch message {
-        case .offer(let requestID, let offer, let relay):
-            sink.yield(CloudIncomingIntroduction(requestID: requestID, offer: offer, relay: relay, session: self))
+        case .offer(let requestID, let offer, let relay, let requester):
+            let vouched = requester.flatMap { try? SocketAddress(ipAddress: $0, port: 0) }.map(SourceAddressKey.init)
+            sink.yield(CloudIncomingIntroduction(
+                requestID: requestID, offer: offer, relay: relay, vouchedRequester: vouched, session: self))
         case .start(let requestID, _, _):
             starts.deliver(requestID, .success(()))?.resume()
         case .error(let requestID?, let code, let text):
@@ -441,6 +444,7 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
     let requestID: String
     let offer: PeerOffer
     let relay: RelayGrant?
+    let vouchedRequester: SourceAddressKey?
     let session: CloudCameraSession
 
     func accept(answer: PeerOffer) async throws {

@@ -56,6 +56,9 @@ public struct ConnectorConfiguration: Sendable {
     public var maxConcurrentIntroductions = ConnectorConfiguration.defaultMaxConcurrentIntroductions
     /// Default of ``maxConcurrentIntroductions``: 16 (about 64 descriptors).
     public static let defaultMaxConcurrentIntroductions = 16
+    /// What a camera may send toward the addresses of one viewer's offer before the viewer answers
+    /// (``ProbeBudget``): by default 3× the offer's bytes, 400 probes, 16 addresses.
+    public var probeLimits = ProbeBudget.Limits()
 
     /// Creates a configuration; the connect timeout defaults to 10 s, gathering to 1.5 s.
     public init(identity: DeviceIdentity, strategies: [any TraversalStrategy], stunServers: [String] = [],
@@ -269,8 +272,12 @@ public final class Connector: Sendable {
 
     private func answer(_ intro: any IncomingIntroduction, access: SharedAccess) async throws -> PeerConnection {
         let started = ContinuousClock.now
-        let context = StrategyContext(role: .camera, stunServers: configuration.stunServers, logger: configuration.logger)
+        var context = StrategyContext(role: .camera, stunServers: configuration.stunServers, logger: configuration.logger)
             .with(requestID: intro.requestID, relay: intro.relay)
+        // Before anyone is authenticated, the offer's addresses get what its size pays for.
+        let offerBytes = (try? JSONEncoder().encode(intro.offer).count) ?? 0
+        context.probeBudget = ProbeAllowance(ProbeBudget(
+            offerBytes: offerBytes, vouched: intro.vouchedRequester, limits: configuration.probeLimits))
         let prepared = await prepareAll(context)
         defer { Task { for p in prepared { await p.prepared?.close() } } }
         let gathered = ms(since: started)

@@ -1,4 +1,5 @@
 import Foundation
+import SourceLimits
 
 /// A way to reach a peer that one strategy gathered, offered to the other side through the cloud.
 public struct Candidate: Codable, Sendable, Hashable, CustomStringConvertible {
@@ -115,6 +116,15 @@ public protocol IncomingIntroduction: Sendable {
     func accept(answer: PeerOffer) async throws
     /// Declines (the viewer sees the same "unavailable" as for an unknown UID).
     func decline() async
+    /// The source the viewer's request came from, as a cloud saw it over TCP (so not spoofed); `nil`
+    /// when nobody vouches for it (a LAN question). Probes toward it do not count against the
+    /// introduction's ``ProbeBudget``, and only it may receive the birthday method.
+    var vouchedRequester: SourceAddressKey? { get }
+}
+
+extension IncomingIntroduction {
+    /// Nobody vouches for the requester by default.
+    public var vouchedRequester: SourceAddressKey? { nil }
 }
 
 /// What a camera needs from its cloud: a registration kept alive across reconnects, and offers.
