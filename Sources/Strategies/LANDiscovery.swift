@@ -27,6 +27,10 @@ public enum LANDiscovery {
     static let readSize = maxDatagram + 1
     /// How often the viewer repeats its broadcast while waiting.
     public static let repeatInterval: Duration = .milliseconds(200)
+    /// Distinct keys a viewer checks against the UID per question (one scrypt each): answers with
+    /// keys not behind the UID (an impostor on the LAN) are ignored, and past this many, so are
+    /// answers with any new key, so a flood of them cannot keep the viewer busy.
+    public static let maxKeysChecked = 4
     /// Introductions a camera handles at once from the LAN; more are ignored until one ends.
     public static let maxConcurrentIntroductions = 8
     /// A camera answers at most one `find` per source (IPv4 address or IPv6 /64) per this interval:
@@ -98,10 +102,18 @@ public enum LANDiscovery {
             let timeout = self.timeout
             return try await withThrowingTaskGroup(of: Introduction.self) { group in
                 group.addTask {
+                    // Anyone on the LAN may answer: only a key behind the UID counts, so an impostor's
+                    // answer leaves the question open for the camera (or for another introducer).
+                    var rejected: Set<Data> = []
                     for await (_, bytes) in socket.otherDatagrams where bytes.count <= LANDiscovery.maxDatagram {
                         guard let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)),
                               m.type == "here", m.requestID == requestID,
-                              m.offer.candidates.count <= PeerOffer.maxCandidates else { continue }
+                              m.offer.candidates.count <= PeerOffer.maxCandidates,
+                              !rejected.contains(m.offer.identityKey), rejected.count < LANDiscovery.maxKeysChecked else { continue }
+                        guard device.matches(rawPublicKey: m.offer.identityKey) else {
+                            rejected.insert(m.offer.identityKey)
+                            continue
+                        }
                         return Introduction(requestID: requestID, answer: m.offer)
                     }
                     throw CancellationError()
