@@ -192,8 +192,18 @@ actor RendezvousHub {
         pending[requestID] = nil
         introduction.timer.cancel()
         ledger.started(requestID)
-        introduction.viewer.send(.start(requestID: requestID, answer: offer, relay: introduction.relay))
+        let shown = Self.answer(offer, shownTo: introduction.viewer.source, cameraAt: camera.source)
+        introduction.viewer.send(.start(requestID: requestID, answer: shown, relay: introduction.relay))
         camera.send(.start(requestID: requestID, answer: nil, relay: introduction.relay))
+    }
+
+    /// The camera's answer as an unauthenticated viewer sees it: its LAN (host) addresses only when the
+    /// viewer asks from the camera's own site (the same `SourceAddressKey`), where they can work at all.
+    static func answer(_ offer: PeerOffer, shownTo viewer: SourceAddressKey, cameraAt camera: SourceAddressKey) -> PeerOffer {
+        guard viewer != camera || viewer == .unidentified else { return offer }
+        var shown = offer
+        shown.candidates.removeAll { $0.kind == .host }
+        return shown
     }
 
     /// The camera declined: the viewer hears exactly what an unknown UID gets.

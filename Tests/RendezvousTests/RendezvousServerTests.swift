@@ -215,6 +215,37 @@ struct RendezvousServerTests {
         }
     }
 
+    @Test func aViewerFromAnotherSiteIsNotShownTheCamerasLANAddresses() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        let cameraID = cameraIdentity.deviceID
+        let answer = PeerOffer(
+            identityKey: cameraIdentity.publicKey.rawRepresentation,
+            candidates: [Candidate(strategy: "direct-lan", kind: .host, address: "10.0.0.5:4000"),
+                         Candidate(strategy: "udp-hole-punch", kind: .serverReflexive, address: "203.0.113.9:6000")],
+            strategies: ["direct-lan", "udp-hole-punch"])
+        try await withCloud { _, endpoint in
+            try await withCamera(cameraIdentity, endpoint) { camera in
+                let answering = Task {
+                    var offers = camera.introductions.makeAsyncIterator()
+                    for _ in 0..<2 { try await offers.next()?.accept(answer: answer) }
+                }
+                defer { answering.cancel() }
+                func shown(from source: String) async throws -> [Candidate.Kind]? {
+                    try await withRawConnection(endpoint, from: source) { channel, inbound in
+                        try await channel.writeAndFlush(CloudMessage.introduce(
+                            requestID: "from-" + source.replacingOccurrences(of: ".", with: "-"), deviceID: cameraID.description, offer: sampleOffer(DeviceIdentity.ephemeral())))
+                        guard case .start(_, let answer?, _)? = try await inbound.next() else { return nil }
+                        return answer.candidates.map(\.kind)
+                    }
+                }
+                let elsewhere = try await shown(from: "127.0.0.2")
+                let onSite = try await shown(from: "127.0.0.1")
+                #expect(elsewhere == [.serverReflexive], "another site: no LAN address")
+                #expect(onSite == [.host, .serverReflexive], "the camera's own site: all of them")
+            }
+        }
+    }
+
     @Test func introductionCarriesOneShortLivedRelayGrantToBothSides() async throws {
         let cameraIdentity = DeviceIdentity.generate()
         let cameraID = cameraIdentity.deviceID
