@@ -82,7 +82,7 @@ let package = Package(
         .target(
             name: "Strategies",
             dependencies: [
-                "Traversal", "STUNLite", "TURNLite",
+                "Traversal", "STUNLite", "TURNLite", "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

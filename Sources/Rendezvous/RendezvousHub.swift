@@ -62,6 +62,7 @@ actor RendezvousHub {
     private var pending: [String: PendingIntroduction] = [:]
     private var lookupLimiter: TokenBucketRateLimiter<SourceAddressKey>
     private var registrationLimiter: TokenBucketRateLimiter<SourceAddressKey>
+    private var ledger: IntroductionLedger
 
     init(configuration: RendezvousServer.Configuration, registry: any DeviceRegistry, logger: Logger) {
         self.configuration = configuration
@@ -69,6 +70,12 @@ actor RendezvousHub {
         self.logger = logger
         self.lookupLimiter = configuration.lookupRateLimit
         self.registrationLimiter = configuration.registrationRateLimit
+        self.ledger = IntroductionLedger(limits: .init(
+            maxPending: configuration.maxPendingIntroductions,
+            maxPendingPerRequester: configuration.maxPendingIntroductionsPerRequester,
+            maxPendingPerCamera: configuration.maxPendingIntroductionsPerCamera,
+            maxGrantsPerRequester: configuration.maxRelayGrantsPerRequester,
+            maxGrantsPerCamera: configuration.maxRelayGrantsPerCamera))
     }
 
     /// Admits a new connection unless ``RendezvousServer/Configuration/maxConnections`` are open.
@@ -82,8 +89,7 @@ actor RendezvousHub {
     func disconnected(_ peer: RendezvousPeer, cameraSession: UUID?) async {
         peers.remove(peer)
         for (requestID, introduction) in pending where introduction.viewer == peer {
-            introduction.timer.cancel()
-            pending[requestID] = nil
+            endIntroduction(requestID)
         }
         guard let session = cameraSession, let camera = cameras.removeValue(forKey: session) else { return }
         failIntroductions(ofCameraSession: session)
@@ -102,10 +108,7 @@ actor RendezvousHub {
     }
 
     private func take(from limiter: inout TokenBucketRateLimiter<SourceAddressKey>, _ source: SourceAddressKey) -> Bool {
-        let now = ContinuousClock.now
-        guard limiter.retryDelay(for: source, now: now) == nil else { return false }
-        limiter.recordFailure(for: source, now: now)
-        return true
+        limiter.admit(source, now: .now)
     }
 
     /// Records a proven registration; the session it replaces (same key) is closed.
@@ -135,8 +138,10 @@ actor RendezvousHub {
             return
         }
         let viewerPending = pending.values.filter { $0.viewer == viewer }.count
+        let wantsGrant = configuration.relayGrants != nil
+        ledger.expireGrants(now: .now)
         guard viewerPending < configuration.maxPendingIntroductionsPerConnection,
-            pending.count < configuration.maxPendingIntroductions
+            ledger.checkRequester(viewer.source, wantsGrant: wantsGrant) == nil
         else {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.overloaded.name, message: "too many pending introductions"))
             return
@@ -147,16 +152,28 @@ actor RendezvousHub {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
             return
         }
+        // One grant for both sides: the camera allocates with it while answering, the viewer after `start`.
+        let relay = configuration.relayGrants?.grant(label: requestID)
+        let grantExpires = relay.map { _ in ContinuousClock.now + (configuration.relayGrants?.lifetime ?? .zero) }
+        switch ledger.admit(requestID, requester: viewer.source, camera: deviceID, grantExpires: grantExpires) {
+        case nil:
+            break
+        case .cameraPending?, .cameraGrants?:
+            // A camera at its bound looks offline: the answer tells nothing a look-up of an unknown UID does not.
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
+            return
+        case .requesterPending?, .requesterGrants?, .full?:
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.overloaded.name, message: "too many pending introductions"))
+            return
+        }
         let timeout = configuration.introductionTimeout
         let timer = Task {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
             self.expire(requestID)
         }
-        // One grant for both sides: the camera allocates with it while answering, the viewer after `start`.
-        let relay = configuration.relayGrants?.grant(label: requestID)
         pending[requestID] = PendingIntroduction(
             viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer, relay: relay)
-        camera.peer.send(.offer(requestID: requestID, offer: offer, relay: relay))
+        camera.peer.send(.offer(requestID: requestID, offer: offer, relay: relay, requester: viewer.channel.remoteAddress?.ipAddress))
     }
 
     /// The camera answered: send `start` to both, back to back.
@@ -166,35 +183,52 @@ actor RendezvousHub {
             camera.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "no such pending introduction"))
             return
         }
-        pending[requestID] = nil
-        introduction.timer.cancel()
         guard offer.identityKey == introduction.cameraKey else {
+            endIntroduction(requestID)
             camera.send(.error(requestID: requestID, code: CloudError.Code.badRequest.name, message: "answer must carry the registered key"))
             introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
             return
         }
-        introduction.viewer.send(.start(requestID: requestID, answer: offer, relay: introduction.relay))
+        pending[requestID] = nil
+        introduction.timer.cancel()
+        ledger.started(requestID)
+        let shown = Self.answer(offer, shownTo: introduction.viewer.source, cameraAt: camera.source)
+        introduction.viewer.send(.start(requestID: requestID, answer: shown, relay: introduction.relay))
         camera.send(.start(requestID: requestID, answer: nil, relay: introduction.relay))
+    }
+
+    /// The camera's answer as an unauthenticated viewer sees it: its LAN (host) addresses only when the
+    /// viewer asks from the camera's own site (the same `SourceAddressKey`), where they can work at all.
+    static func answer(_ offer: PeerOffer, shownTo viewer: SourceAddressKey, cameraAt camera: SourceAddressKey) -> PeerOffer {
+        guard viewer != camera || viewer == .unidentified else { return offer }
+        var shown = offer
+        shown.candidates.removeAll { $0.kind == .host }
+        return shown
     }
 
     /// The camera declined: the viewer hears exactly what an unknown UID gets.
     func decline(from session: UUID, requestID: String) {
         guard let introduction = pending[requestID], introduction.cameraSession == session else { return }
-        pending[requestID] = nil
-        introduction.timer.cancel()
+        endIntroduction(requestID)
         introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
     }
 
     private func expire(_ requestID: String) {
-        guard let introduction = pending.removeValue(forKey: requestID) else { return }
+        guard let introduction = pending[requestID] else { return }
+        endIntroduction(requestID)
         introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "the device did not answer in time"))
     }
 
     private func failIntroductions(ofCameraSession session: UUID) {
         for (requestID, introduction) in pending where introduction.cameraSession == session {
-            pending[requestID] = nil
-            introduction.timer.cancel()
+            endIntroduction(requestID)
             introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
         }
+    }
+
+    /// Forgets a pending introduction that ends without a start, freeing what it held (its grant too).
+    private func endIntroduction(_ requestID: String) {
+        pending.removeValue(forKey: requestID)?.timer.cancel()
+        ledger.ended(requestID)
     }
 }

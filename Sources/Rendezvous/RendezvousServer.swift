@@ -65,6 +65,27 @@ public final class RendezvousServer: Sendable {
         public var maxPendingIntroductionsPerConnection: Int
         /// Introductions pending at once across the server.
         public var maxPendingIntroductions: Int
+        /// Introductions one requester (IPv4 address or IPv6 /64, over all its connections) may have
+        /// pending at once; more are refused `overloaded` before the look-up.
+        public var maxPendingIntroductionsPerRequester = defaultMaxPendingIntroductionsPerRequester
+        /// Default of ``maxPendingIntroductionsPerRequester``: 16.
+        public static let defaultMaxPendingIntroductionsPerRequester = 16
+        /// Introductions one camera may have pending at once (each costs it sockets and a relay
+        /// allocation while it answers); more are answered `unavailable`, as for an unknown UID.
+        public var maxPendingIntroductionsPerCamera = defaultMaxPendingIntroductionsPerCamera
+        /// Default of ``maxPendingIntroductionsPerCamera``: 16 (about 64 of a camera's descriptors).
+        public static let defaultMaxPendingIntroductionsPerCamera = 16
+        /// Unexpired relay grants one requester (IPv4 address or IPv6 /64) may hold: a grant is held from
+        /// its introduction until it expires, or until the introduction ends without a start; past it,
+        /// introductions are refused `overloaded`.
+        public var maxRelayGrantsPerRequester = defaultMaxRelayGrantsPerRequester
+        /// Default of ``maxRelayGrantsPerRequester``: 32 (with the relay's 10 allocations per grant, 320 of its 10 000).
+        public static let defaultMaxRelayGrantsPerRequester = 32
+        /// Unexpired relay grants the introductions to one camera may hold; past it, introductions are
+        /// answered `unavailable`.
+        public var maxRelayGrantsPerCamera = defaultMaxRelayGrantsPerCamera
+        /// Default of ``maxRelayGrantsPerCamera``: 64.
+        public static let defaultMaxRelayGrantsPerCamera = 64
         /// Issues relay credentials for each introduction when the cloud runs a relay; `nil`: no relay.
         public var relayGrants: RelayGrantIssuer?
         /// A relay that serves TURN over TLS on this port to clients negotiating ALPN `stun.turn` (RFC 7443 §2);

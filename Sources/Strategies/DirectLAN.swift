@@ -123,7 +123,7 @@ final class PreparedUDP: PreparedStrategy {
         guard !targets.isEmpty || !active else {
             throw StrategyError(code: .notApplicable, detail: "the peer offered no \(id) candidates")
         }
-        let session = socket.session(token: context.sessionToken)
+        let session = socket.session(token: context.sessionToken, budget: context.probeBudget)
         let (active, probeInterval, maxPings) = (self.active, self.probeInterval, self.maxPings)
         let deadline = probeInterval * maxPings
         let peer: TransportAddress

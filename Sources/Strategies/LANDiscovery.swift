@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SourceLimits
 import STUNLite
 import Synchronization
 import Traversal
@@ -26,8 +27,20 @@ public enum LANDiscovery {
     static let readSize = maxDatagram + 1
     /// How often the viewer repeats its broadcast while waiting.
     public static let repeatInterval: Duration = .milliseconds(200)
+    /// Distinct keys a viewer checks against the UID per question (one scrypt each): answers with
+    /// keys not behind the UID (an impostor on the LAN) are ignored, and past this many, so are
+    /// answers with any new key, so a flood of them cannot keep the viewer busy.
+    public static let maxKeysChecked = 4
     /// Introductions a camera handles at once from the LAN; more are ignored until one ends.
     public static let maxConcurrentIntroductions = 8
+    /// A camera answers at most one `find` per source (IPv4 address or IPv6 /64) per this interval:
+    /// a `find`'s source is not proven (UDP, spoofable), so a flood of them must not aim answers and
+    /// probes at one victim. A viewer repeats its `find` every ``repeatInterval``, so a lost answer costs it one interval.
+    public static let findInterval: Duration = .seconds(1)
+    /// The per-source limit on `find`s a camera answers: one per ``findInterval``.
+    public static var defaultFindRateLimit: TokenBucketRateLimiter<SourceAddressKey> {
+        TokenBucketRateLimiter(capacity: 1, refillInterval: findInterval)
+    }
 
     struct Message: Codable {
         var v: Int = 1
@@ -89,10 +102,18 @@ public enum LANDiscovery {
             let timeout = self.timeout
             return try await withThrowingTaskGroup(of: Introduction.self) { group in
                 group.addTask {
+                    // Anyone on the LAN may answer: only a key behind the UID counts, so an impostor's
+                    // answer leaves the question open for the camera (or for another introducer).
+                    var rejected: Set<Data> = []
                     for await (_, bytes) in socket.otherDatagrams where bytes.count <= LANDiscovery.maxDatagram {
                         guard let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)),
                               m.type == "here", m.requestID == requestID,
-                              m.offer.candidates.count <= PeerOffer.maxCandidates else { continue }
+                              m.offer.candidates.count <= PeerOffer.maxCandidates,
+                              !rejected.contains(m.offer.identityKey), rejected.count < LANDiscovery.maxKeysChecked else { continue }
+                        guard device.matches(rawPublicKey: m.offer.identityKey) else {
+                            rejected.insert(m.offer.identityKey)
+                            continue
+                        }
                         return Introduction(requestID: requestID, answer: m.offer)
                     }
                     throw CancellationError()
@@ -116,8 +137,11 @@ public enum LANDiscovery {
         private let socket: STUNUDPClient
         private let task: Mutex<Task<Void, Never>?>
 
-        /// Listens on `port` (all addresses) for questions about `device`.
-        public init(device: DeviceID, port: UInt16 = LANDiscovery.defaultPort, logger: Logger = Logger(label: "trav.lan-discovery")) async throws {
+        /// Listens on `port` (all addresses) for questions about `device`, answering each source at most
+        /// as often as `findRateLimit` allows (by default once per ``LANDiscovery/findInterval``).
+        public init(device: DeviceID, port: UInt16 = LANDiscovery.defaultPort,
+                    findRateLimit: TokenBucketRateLimiter<SourceAddressKey> = LANDiscovery.defaultFindRateLimit,
+                    logger: Logger = Logger(label: "trav.lan-discovery")) async throws {
             let socket = try await STUNUDPClient.bind(to: TransportAddress(ip: .v4(0), port: port), reuseAddress: true,
                                                       maxDatagramSize: LANDiscovery.readSize)
             self.socket = socket
@@ -128,6 +152,7 @@ public enum LANDiscovery {
             let expected = device.description
             self.task = Mutex(Task {
                 let active = Mutex(Set<String>())
+                var perSource = findRateLimit
                 for await (source, bytes) in socket.otherDatagrams where bytes.count <= LANDiscovery.maxDatagram {
                     guard let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)), m.type == "find",
                           m.deviceID == expected, m.offer.candidates.count <= PeerOffer.maxCandidates else { continue }
@@ -137,6 +162,10 @@ public enum LANDiscovery {
                         return true
                     }
                     guard admitted else { continue }
+                    guard perSource.admit(SourceAddressKey(source.ip), now: .now) else {
+                        active.withLock { _ = $0.remove(m.requestID) }
+                        continue
+                    }
                     logger.debug("lan introduction", metadata: ["requestID": "\(m.requestID)", "from": "\(source)"])
                     sink.yield(LANIntroduction(requestID: m.requestID, offer: m.offer, socket: socket, viewer: source,
                                                done: { active.withLock { _ = $0.remove(m.requestID) } }))

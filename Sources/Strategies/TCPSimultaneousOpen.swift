@@ -83,6 +83,11 @@ struct PreparedTCP: PreparedStrategy {
                 while ContinuousClock.now - started < settings.deadline {
                     try Task.checkCancellation()
                     for target in targets {
+                        // A camera's SYNs toward an offer's unvouched addresses come out of its probe budget.
+                        guard context.probeBudget?.spend(ProbeBudget.connectionAttemptBytes, to: target.socketAddress) ?? true else {
+                            lastError = "probe budget spent"
+                            continue
+                        }
                         attempts += 1
                         do {
                             let channel = try await TCPPeerTransport.connect(from: local, to: target, timeout: settings.attemptTimeout)

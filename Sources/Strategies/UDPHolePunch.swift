@@ -162,11 +162,15 @@ final class PreparedHolePunch: PreparedStrategy {
                 "both NATs map each destination to a new random port (symmetric × symmetric): no direct UDP path; a relay must carry this pair")
         }
         let interval = strategy.probeInterval
-        let session = socket.session(token: context.sessionToken)
+        let probeBudget = context.probeBudget
+        let session = socket.session(token: context.sessionToken, budget: probeBudget)
+        // The birthday method sends thousands of probes: only toward the address a cloud saw the
+        // requester at (a camera's budget vouches for it), never toward whatever an offer names.
+        let birthdayAllowed = probeBudget?.isVouched(theirAddress.socketAddress) ?? true
         // Birthday, hard side: many more sockets, each opening a mapping toward the easy side.
-        let birthdaySockets = weAreHard && theirMapping != .unknown ? strategy.birthdaySockets : 0
+        let birthdaySockets = weAreHard && theirMapping != .unknown && birthdayAllowed ? strategy.birthdaySockets : 0
         var extraTargets: [TransportAddress] = []
-        if theyAreHard {
+        if theyAreHard && birthdayAllowed {
             // Birthday, easy side: random ports on the hard side's address (their predicted ports come first in `targets`).
             var rng = SystemRandomNumberGenerator()
             extraTargets = (0..<strategy.birthdayProbes).map { _ in
@@ -196,7 +200,7 @@ final class PreparedHolePunch: PreparedStrategy {
                                 births.addTask {
                                     guard let s = try? await UDPPathSocket.open() else { return nil }
                                     self.owned.withLock { $0.append(s) }
-                                    let b = s.session(token: token)
+                                    let b = s.session(token: token, budget: probeBudget)
                                     return (b, try await b.probe(targets, active: true, interval: interval * 10,
                                                                  maxPings: max(1, maxPings / 10), until: until))
                                 }
@@ -216,7 +220,7 @@ final class PreparedHolePunch: PreparedStrategy {
                         var i = 0
                         while i < extra.count, !Task.isCancelled {
                             for t in extra[i..<min(i + perRound, extra.count)] {
-                                try? await session.client.send([PeerWire.probe, UDPPathSocket.ProbeKind.ping.rawValue] + context.sessionToken, to: t)
+                                await session.sendProbe([PeerWire.probe, UDPPathSocket.ProbeKind.ping.rawValue] + token, to: t)
                             }
                             i += perRound
                             try? await Task.sleep(for: interval)

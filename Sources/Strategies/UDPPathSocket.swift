@@ -26,6 +26,8 @@ public final class UDPPathSocket: Sendable {
     /// The STUN-capable socket.
     public let client: STUNUDPClient
     let token: [UInt8]
+    /// What probes may be sent toward unvouched addresses (a camera's); `nil`: not limited.
+    let budget: ProbeAllowance?
     private let probes: AsyncStream<(TransportAddress, ProbeKind)>
     private let probeSink: AsyncStream<(TransportAddress, ProbeKind)>.Continuation
     private let messages: AsyncStream<(TransportAddress, [UInt8])>
@@ -41,20 +43,23 @@ public final class UDPPathSocket: Sendable {
     init(client: STUNUDPClient) {
         self.client = client
         self.token = []
+        self.budget = nil
         (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, ProbeKind).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
         (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
     }
 
-    private init(client: STUNUDPClient, token: [UInt8]) {
+    private init(client: STUNUDPClient, token: [UInt8], budget: ProbeAllowance?) {
         self.client = client
         self.token = token
+        self.budget = budget
         (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, ProbeKind).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
         (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
     }
 
-    /// This socket bound to a session token; starts the receive pump (call once per socket).
-    func session(token: [UInt8]) -> UDPPathSocket {
-        let s = UDPPathSocket(client: client, token: token)
+    /// This socket bound to a session token, its probes charged to `budget`; starts the receive pump
+    /// (call once per socket).
+    func session(token: [UInt8], budget: ProbeAllowance?) -> UDPPathSocket {
+        let s = UDPPathSocket(client: client, token: token, budget: budget)
         s.startPump()
         return s
     }
@@ -91,9 +96,9 @@ public final class UDPPathSocket: Sendable {
                until: Set<ProbeKind>? = nil) async throws -> TransportAddress {
         let accept = until ?? [.ping, .pong]
         let ping = [PeerWire.probe, ProbeKind.ping.rawValue] + token
-        let sender: Task<Void, Never>? = active ? Task { [client] in
+        let sender: Task<Void, Never>? = active ? Task { [self] in
             for _ in 0..<maxPings where !Task.isCancelled {
-                for t in targets { try? await client.send(ping, to: t) }
+                for t in targets { await sendProbe(ping, to: t) }
                 try? await Task.sleep(for: interval)
             }
         } : nil
@@ -103,6 +108,12 @@ public final class UDPPathSocket: Sendable {
         }
         try Task.checkCancellation()
         throw StrategyError(code: .failed, detail: "socket closed while probing")
+    }
+
+    /// Sends one probe to `target` unless the budget refuses it.
+    func sendProbe(_ probe: [UInt8], to target: TransportAddress) async {
+        guard budget?.spend(probe.count, to: target.socketAddress) ?? true else { return }
+        try? await client.send(probe, to: target)
     }
 
     /// Tells `peer` that this socket carries the session: `count` chosen-probes, `interval` apart.

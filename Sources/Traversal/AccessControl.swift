@@ -174,6 +174,13 @@ public struct TokenBucketRateLimiter<Key: Hashable & Sendable>: Sendable {
         fullAt[key] = min(current + refillInterval, now + refillInterval * capacity)
     }
 
+    /// Takes one token from `key`'s bucket if it has one: true when `key` may go ahead now.
+    public mutating func admit(_ key: Key, now: ContinuousClock.Instant) -> Bool {
+        guard retryDelay(for: key, now: now) == nil else { return false }
+        recordFailure(for: key, now: now)
+        return true
+    }
+
     /// Forgets `key`'s failures.
     public mutating func reset(_ key: Key) {
         fullAt[key] = nil

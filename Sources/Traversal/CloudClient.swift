@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import SourceLimits
 
 /// Where the cloud's signalling service listens and how to trust its TLS certificate.
 public struct CloudEndpoint: Sendable, Hashable {
@@ -76,10 +77,11 @@ public enum CloudClient {
     }
 
     /// Opens a TLS connection to `endpoint` with the signalling codec in its pipeline, offering
-    /// `applicationProtocols` by ALPN (RFC 7301 §3.1; the cloud's port also carries TURN).
+    /// `applicationProtocols` by ALPN (RFC 7301 §3.1; the cloud's port also carries TURN), from
+    /// `localAddress` if given.
     static func connect(
         to endpoint: CloudEndpoint, applicationProtocols: [String] = [CloudProtocol.alpnProtocol],
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        from localAddress: SocketAddress? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> NIOAsyncChannel<CloudMessage, Never> {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
@@ -100,7 +102,9 @@ public enum CloudClient {
         let isIPLiteral = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
         let serverHostname = isIPLiteral ? nil : endpoint.host
         do {
-            let (connection, handshake) = try await ClientBootstrap(group: group)
+            var bootstrap = ClientBootstrap(group: group)
+            if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
+            let (connection, handshake) = try await bootstrap
                 .connectTimeout(TimeAmount(connectTimeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
@@ -208,7 +212,7 @@ actor CloudCameraSession: CameraSignalling {
     private var channel: (any Channel)?
     private var lastReceived = ContinuousClock.now
     private var registeredThisConnection = false
-    private var waitingForStart: [String: CheckedContinuation<Void, any Error>] = [:]
+    private var starts = StartHandoffStateMachine<CheckedContinuation<Void, any Error>>(timeout: CloudClient.requestTimeout)
     private var waitingForRenewal: [String: CheckedContinuation<RelayGrant, any Error>] = [:]
     private var firstRegistration: CheckedContinuation<Void, any Error>?
     private var maintenance: Task<Void, Never>?
@@ -370,16 +374,21 @@ actor CloudCameraSession: CameraSignalling {
     /// Handles one message on a registered connection.
     private func handle(_ message: CloudMessage, on channel: any Channel) async throws {
         switch message {
-        case .offer(let requestID, let offer, let relay):
-            sink.yield(CloudIncomingIntroduction(requestID: requestID, offer: offer, relay: relay, session: self))
+        case .offer(let requestID, let offer, let relay, let requester):
+            let vouched = requester.flatMap { try? SocketAddress(ipAddress: $0, port: 0) }.map(SourceAddressKey.init)
+            sink.yield(CloudIncomingIntroduction(
+                requestID: requestID, offer: offer, relay: relay, vouchedRequester: vouched, session: self))
         case .start(let requestID, _, _):
-            waitingForStart.removeValue(forKey: requestID)?.resume()
+            starts.deliver(requestID, .success(()))?.resume()
         case .relayRenewed(let requestID, let relay):
             waitingForRenewal.removeValue(forKey: requestID)?.resume(returning: relay)
         case .error(let requestID?, let code, let text):
             let error = CloudError(code: .init(name: code), detail: text)
-            waitingForStart.removeValue(forKey: requestID)?.resume(throwing: error)
-            waitingForRenewal.removeValue(forKey: requestID)?.resume(throwing: error)
+            if let renewal = waitingForRenewal.removeValue(forKey: requestID) {
+                renewal.resume(throwing: error)
+            } else {
+                starts.deliver(requestID, .failure(error))?.resume(throwing: error)
+            }
         case .error(nil, let code, let text):
             logger.warning("cloud reported an error", metadata: ["code": "\(code)", "message": "\(text)"])
         case .ping:
@@ -391,21 +400,38 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
-    /// Sends an answer and waits for the cloud's `start`.
+    /// Sends an answer and waits for the cloud's `start`, which may arrive before the send returns
+    /// (``StartHandoffStateMachine`` keeps it).
     func accept(requestID: String, answer: PeerOffer) async throws {
         guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
-        guard waitingForStart[requestID] == nil else {
+        guard starts.expect(requestID, now: .now) else {
             throw CloudError(code: .badRequest, detail: "introduction \(requestID) already answered")
         }
-        try await CloudClient.send(.answer(requestID: requestID, offer: answer), on: channel)
+        do {
+            try await CloudClient.send(.answer(requestID: requestID, offer: answer), on: channel)
+        } catch {
+            starts.cancel(requestID)?.resume(throwing: error)
+            throw error
+        }
         let timer = Task {
             guard (try? await Task.sleep(for: CloudClient.requestTimeout)) != nil else { return }
-            self.waitingForStart.removeValue(forKey: requestID)?.resume(
-                throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
+            self.expireStarts()
         }
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            waitingForStart[requestID] = continuation
+            switch starts.wait(requestID, waiter: continuation) {
+            case .proceed: continuation.resume()
+            case .fail(let error): continuation.resume(throwing: error)
+            case .suspend: break
+            case .unknown:
+                continuation.resume(throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
+            }
+        }
+    }
+
+    private func expireStarts() {
+        for (requestID, waiter) in starts.expire(now: .now) {
+            waiter.resume(throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
         }
     }
 
@@ -442,9 +468,7 @@ actor CloudCameraSession: CameraSignalling {
     }
 
     private func failWaiters(_ error: CloudError) {
-        let waiters = waitingForStart
-        waitingForStart = [:]
-        for waiter in waiters.values { waiter.resume(throwing: error) }
+        for waiter in starts.failAll() { waiter.resume(throwing: error) }
         let renewals = waitingForRenewal
         waitingForRenewal = [:]
         for waiter in renewals.values { waiter.resume(throwing: error) }
@@ -456,6 +480,7 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
     let requestID: String
     let offer: PeerOffer
     let relay: RelayGrant?
+    let vouchedRequester: SourceAddressKey?
     let session: CloudCameraSession
 
     func accept(answer: PeerOffer) async throws {

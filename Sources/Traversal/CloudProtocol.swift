@@ -89,8 +89,9 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     case pong
     /// Viewer → cloud: introduce me to `deviceID` with `offer`.
     case introduce(requestID: String, deviceID: String, offer: PeerOffer)
-    /// Cloud → camera: a viewer's offer.
-    case offer(requestID: String, offer: PeerOffer, relay: RelayGrant?)
+    /// Cloud → camera: a viewer's offer, and the IP address the cloud saw the viewer's request come from
+    /// (over TCP, so not spoofed): the one address the camera may probe beyond its ``ProbeBudget``.
+    case offer(requestID: String, offer: PeerOffer, relay: RelayGrant?, requester: String? = nil)
     /// Camera → cloud: the camera's answer to an offer.
     case answer(requestID: String, offer: PeerOffer)
     /// Camera → cloud: the camera declines an offer.
@@ -126,7 +127,7 @@ public enum CloudMessage: Sendable, Hashable, Codable {
 
     private enum Key: String, CodingKey {
         case type, deviceID, publicKey, nonce, signature, observedAddress, keepaliveSeconds
-        case requestID, offer, relay, answer, code, message
+        case requestID, offer, relay, requester, answer, code, message
     }
 
     /// Decodes a message from its JSON object; an unknown `type` is a decoding error.
@@ -152,7 +153,8 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case "offer":
             self = .offer(
                 requestID: try c.decode(String.self, forKey: .requestID), offer: try c.decode(PeerOffer.self, forKey: .offer),
-                relay: try c.decodeIfPresent(RelayGrant.self, forKey: .relay))
+                relay: try c.decodeIfPresent(RelayGrant.self, forKey: .relay),
+                requester: try c.decodeIfPresent(String.self, forKey: .requester))
         case "answer":
             self = .answer(
                 requestID: try c.decode(String.self, forKey: .requestID), offer: try c.decode(PeerOffer.self, forKey: .offer))
@@ -193,10 +195,11 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try c.encode(requestID, forKey: .requestID)
             try c.encode(deviceID, forKey: .deviceID)
             try c.encode(offer, forKey: .offer)
-        case .offer(let requestID, let offer, let relay):
+        case .offer(let requestID, let offer, let relay, let requester):
             try c.encode(requestID, forKey: .requestID)
             try c.encode(offer, forKey: .offer)
             try c.encodeIfPresent(relay, forKey: .relay)
+            try c.encodeIfPresent(requester, forKey: .requester)
         case .answer(let requestID, let offer):
             try c.encode(requestID, forKey: .requestID)
             try c.encode(offer, forKey: .offer)
@@ -237,10 +240,11 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try Self.check(requestID: requestID)
             try check(deviceID: deviceID)
             try offer.validate(field: "introduce.offer")
-        case .offer(let requestID, let offer, let relay):
+        case .offer(let requestID, let offer, let relay, let requester):
             try Self.check(requestID: requestID)
             try offer.validate(field: "offer.offer")
             try relay?.validate(field: "offer.relay")
+            if let requester { try Self.check(requester, max: CloudProtocol.maxShortStringLength, field: "offer.requester") }
         case .answer(let requestID, let offer):
             try Self.check(requestID: requestID)
             try offer.validate(field: "answer.offer")

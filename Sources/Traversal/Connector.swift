@@ -51,6 +51,14 @@ public struct ConnectorConfiguration: Sendable {
     public var logger: Logger
     /// How often connections send keepalives (``PeerConnection/keepaliveRange``); nil: never, so NATs forget idle paths.
     public var keepaliveInterval: Duration? = PeerConnection.keepaliveInterval
+    /// Introductions a camera answers at once (each holds sockets and maybe a relay allocation until its
+    /// race ends); one more is declined at once, whoever sent it.
+    public var maxConcurrentIntroductions = ConnectorConfiguration.defaultMaxConcurrentIntroductions
+    /// Default of ``maxConcurrentIntroductions``: 16 (about 64 descriptors).
+    public static let defaultMaxConcurrentIntroductions = 16
+    /// What a camera may send toward the addresses of one viewer's offer before the viewer answers
+    /// (``ProbeBudget``): by default 3× the offer's bytes, 400 probes, 16 addresses.
+    public var probeLimits = ProbeBudget.Limits()
 
     /// Creates a configuration; the connect timeout defaults to 10 s, gathering to 1.5 s.
     public init(identity: DeviceIdentity, strategies: [any TraversalStrategy], stunServers: [String] = [],
@@ -229,11 +237,20 @@ public final class Connector: Sendable {
                     let warm = StrategyContext(role: .camera, stunServers: self.configuration.stunServers, logger: self.configuration.logger)
                     for p in await self.prepareAll(warm) { await p.prepared?.close() }
                 }
+                let bound = self.configuration.maxConcurrentIntroductions
+                let answering = SharedConnectionSlots(maxPerSource: bound, maxTotal: bound)
                 for source in sources {
                     group.addTask {
                         await withTaskGroup(of: Void.self) { perIntro in
                             for await intro in source {
+                                guard answering.admit(.unidentified) == nil else {
+                                    self.configuration.logger.notice("introduction declined: too many at once", metadata: [
+                                        "requestID": "\(intro.requestID)"])
+                                    perIntro.addTask { await intro.decline() }
+                                    continue
+                                }
                                 perIntro.addTask {
+                                    defer { answering.release(.unidentified) }
                                     do {
                                         let c = try await self.answer(intro, access: shared)
                                         continuation.yield(c)
@@ -255,8 +272,12 @@ public final class Connector: Sendable {
 
     private func answer(_ intro: any IncomingIntroduction, access: SharedAccess) async throws -> PeerConnection {
         let started = ContinuousClock.now
-        let context = StrategyContext(role: .camera, stunServers: configuration.stunServers, logger: configuration.logger)
+        var context = StrategyContext(role: .camera, stunServers: configuration.stunServers, logger: configuration.logger)
             .with(requestID: intro.requestID, relay: intro.relay) { try await intro.renewRelay($0) }
+        // Before anyone is authenticated, the offer's addresses get what its size pays for.
+        let offerBytes = (try? JSONEncoder().encode(intro.offer).count) ?? 0
+        context.probeBudget = ProbeAllowance(ProbeBudget(
+            offerBytes: offerBytes, vouched: intro.vouchedRequester, limits: configuration.probeLimits))
         let prepared = await prepareAll(context)
         defer { Task { for p in prepared { await p.prepared?.close() } } }
         let gathered = ms(since: started)

@@ -117,6 +117,12 @@ public struct DeviceID: Hashable, Sendable, CustomStringConvertible {
         DeviceID(publicKey: publicKey) == self
     }
 
+    /// Whether `rawKey` (32 bytes, as offers carry it) is a valid Ed25519 key this UID was derived from.
+    public func matches(rawPublicKey rawKey: Data) -> Bool {
+        guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: rawKey) else { return false }
+        return matches(publicKey: key)
+    }
+
     /// Derivations kept in memory, so a connection checking the same key several times (cloud
     /// answer, handshake) pays for one scrypt; bounded, the oldest dropped first.
     static let derivationCacheLimit = 256

@@ -1,4 +1,5 @@
 import Foundation
+import SourceLimits
 
 /// A way to reach a peer that one strategy gathered, offered to the other side through the cloud.
 public struct Candidate: Codable, Sendable, Hashable, CustomStringConvertible {
@@ -117,6 +118,10 @@ public protocol IncomingIntroduction: Sendable {
     func decline() async
     /// Renews this session's relay grant before it expires (same label, later expiry).
     func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant
+    /// The source the viewer's request came from, as a cloud saw it over TCP (so not spoofed); `nil`
+    /// when nobody vouches for it (a LAN question). Probes toward it do not count against the
+    /// introduction's ``ProbeBudget``, and only it may receive the birthday method.
+    var vouchedRequester: SourceAddressKey? { get }
 }
 
 extension IncomingIntroduction {
@@ -124,6 +129,9 @@ extension IncomingIntroduction {
     public func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
         throw CloudError(code: .badRequest, detail: "this signalling cannot renew relay grants")
     }
+
+    /// Nobody vouches for the requester by default.
+    public var vouchedRequester: SourceAddressKey? { nil }
 }
 
 /// What a camera needs from its cloud: a registration kept alive across reconnects, and offers.

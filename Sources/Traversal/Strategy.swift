@@ -23,6 +23,9 @@ public struct StrategyContext: Sendable {
     public var renewRelay: (@Sendable (RelayGrant) async throws -> RelayGrant)?
     /// The logger.
     public var logger: Logger
+    /// What may be sent toward the peer's offered addresses before it answers (a camera's, per
+    /// introduction); `nil`: not limited (the viewer, which chose whom to reach).
+    public var probeBudget: ProbeAllowance?
 
     /// Creates a context.
     public init(role: ConnectionRole, stunServers: [String] = [], relay: RelayGrant? = nil, sessionToken: [UInt8] = [],

@@ -82,12 +82,13 @@ func sampleOffer(_ identity: DeviceIdentity, address: String = "192.0.2.1:4000")
 }
 
 /// Test helper: a raw signalling connection speaking ``CloudMessage``s, offering `applicationProtocols`
-/// (default: what the client offers), closed after `body`.
+/// (default: what the client offers), from `source` (an IP; default: any), closed after `body`.
 func withRawConnection<T>(
-    _ endpoint: CloudEndpoint, applicationProtocols: [String] = [CloudProtocol.alpnProtocol],
+    _ endpoint: CloudEndpoint, applicationProtocols: [String] = [CloudProtocol.alpnProtocol], from source: String? = nil,
     _ body: (_ channel: any Channel, _ inbound: inout NIOAsyncChannelInboundStream<CloudMessage>.AsyncIterator) async throws -> T
 ) async throws -> T {
-    let connection = try await CloudClient.connect(to: endpoint, applicationProtocols: applicationProtocols)
+    let local = try source.map { try SocketAddress(ipAddress: $0, port: 0) }
+    let connection = try await CloudClient.connect(to: endpoint, applicationProtocols: applicationProtocols, from: local)
     return try await connection.executeThenClose { inbound in
         var iterator = inbound.makeAsyncIterator()
         return try await body(connection.channel, &iterator)

@@ -152,6 +152,100 @@ struct RendezvousServerTests {
         }
     }
 
+    /// The cloud sends the camera's `start` right after its answer, often before the camera's `accept` is back
+    /// from sending it: 120 introductions, 8 at a time while other tasks keep the cores busy, all start.
+    @Test func everyAnsweredIntroductionStartsEvenWhenStartOvertakesTheAnswer() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        let cameraID = cameraIdentity.deviceID
+        let viewerIdentity = DeviceIdentity.ephemeral()
+        let rounds = 15, concurrent = 8
+        try await withCloud(tuning: { $0.lookupRateLimit = .init(capacity: 1000, refillInterval: .milliseconds(1)) }) { _, endpoint in
+            try await withCamera(cameraIdentity, endpoint) { camera in
+                // The camera's side: each accept returns at its `start`, or throws `timeout` after 10 s if it was lost.
+                let answering = Task {
+                    await withTaskGroup(of: Bool.self) { group in
+                        var offers = camera.introductions.makeAsyncIterator()
+                        for _ in 0..<rounds * concurrent {
+                            guard let offer = await offers.next() else { break }
+                            group.addTask { (try? await offer.accept(answer: sampleOffer(cameraIdentity))) != nil }
+                        }
+                        return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+                    }
+                }
+                defer { answering.cancel() }
+                let load = Task.detached {
+                    // Busy work on every core, bounded in time: the hand-off must not depend on scheduling luck.
+                    let until = ContinuousClock.now + .seconds(20)
+                    await withTaskGroup(of: Void.self) { group in
+                        for _ in 0..<4 {
+                            group.addTask {
+                                var x = 0
+                                while ContinuousClock.now < until, !Task.isCancelled {
+                                    for i in 0..<10_000 { x &+= i }
+                                    await Task.yield()
+                                }
+                                _ = x
+                            }
+                        }
+                    }
+                }
+                defer { load.cancel() }
+                let viewer = CloudClient.viewer(endpoint: endpoint)
+                var started = 0, failed: [String] = []
+                for _ in 0..<rounds {
+                    await withTaskGroup(of: String?.self) { group in
+                        for _ in 0..<concurrent {
+                            group.addTask {
+                                do {
+                                    _ = try await viewer.introduce(to: cameraID, offer: sampleOffer(viewerIdentity))
+                                    return nil
+                                } catch {
+                                    return "\(error)"
+                                }
+                            }
+                        }
+                        for await outcome in group {
+                            if let outcome { failed.append(outcome) } else { started += 1 }
+                        }
+                    }
+                }
+                #expect(started == rounds * concurrent, "failed: \(failed.prefix(3))")
+                #expect(await answering.value == rounds * concurrent, "every camera-side accept saw its start")
+            }
+        }
+    }
+
+    @Test func aViewerFromAnotherSiteIsNotShownTheCamerasLANAddresses() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        let cameraID = cameraIdentity.deviceID
+        let answer = PeerOffer(
+            identityKey: cameraIdentity.publicKey.rawRepresentation,
+            candidates: [Candidate(strategy: "direct-lan", kind: .host, address: "10.0.0.5:4000"),
+                         Candidate(strategy: "udp-hole-punch", kind: .serverReflexive, address: "203.0.113.9:6000")],
+            strategies: ["direct-lan", "udp-hole-punch"])
+        try await withCloud { _, endpoint in
+            try await withCamera(cameraIdentity, endpoint) { camera in
+                let answering = Task {
+                    var offers = camera.introductions.makeAsyncIterator()
+                    for _ in 0..<2 { try await offers.next()?.accept(answer: answer) }
+                }
+                defer { answering.cancel() }
+                func shown(from source: String) async throws -> [Candidate.Kind]? {
+                    try await withRawConnection(endpoint, from: source) { channel, inbound in
+                        try await channel.writeAndFlush(CloudMessage.introduce(
+                            requestID: "from-" + source.replacingOccurrences(of: ".", with: "-"), deviceID: cameraID.description, offer: sampleOffer(DeviceIdentity.ephemeral())))
+                        guard case .start(_, let answer?, _)? = try await inbound.next() else { return nil }
+                        return answer.candidates.map(\.kind)
+                    }
+                }
+                let elsewhere = try await shown(from: "127.0.0.2")
+                let onSite = try await shown(from: "127.0.0.1")
+                #expect(elsewhere == [.serverReflexive], "another site: no LAN address")
+                #expect(onSite == [.host, .serverReflexive], "the camera's own site: all of them")
+            }
+        }
+    }
+
     @Test func introductionCarriesOneShortLivedRelayGrantToBothSides() async throws {
         let cameraIdentity = DeviceIdentity.generate()
         let cameraID = cameraIdentity.deviceID

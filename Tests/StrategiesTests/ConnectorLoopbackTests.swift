@@ -235,9 +235,11 @@ let testConnectTimeout: Duration = .seconds(20)
         let big = PeerOffer(identityKey: Data(repeating: 1, count: 32), candidates: candidates, strategies: ["direct-lan"])
         let size = try JSONEncoder().encode(big).count
         #expect(size > 4096 && size < LANDiscovery.maxDatagram - 1024, "\(size) bytes")
+        // The answer carries the camera's key: the finder ignores answers whose key is not behind the UID.
+        let bigAnswer = PeerOffer(identityKey: camera.publicKey.rawRepresentation, candidates: candidates, strategies: ["direct-lan"])
         let answerer = Task { () -> PeerOffer? in
             for await intro in responder.introductions {
-                try? await intro.accept(answer: big)
+                try? await intro.accept(answer: bigAnswer)
                 return intro.offer
             }
             return nil
@@ -245,8 +247,54 @@ let testConnectTimeout: Duration = .seconds(20)
         let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
                                          timeout: .seconds(10))
         let introduction = try await finder.introduce(to: camera.deviceID, offer: big)
-        #expect(introduction.answer == big)
+        #expect(introduction.answer == bigAnswer)
         #expect(await answerer.value == big)
+    }
+
+    /// A ``ViewerSignalling`` that asks `inner` after `delay` (a cloud farther away than the LAN).
+    struct Delayed: ViewerSignalling {
+        let inner: any ViewerSignalling
+        let delay: Duration
+        func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
+            try await Task.sleep(for: delay)
+            return try await inner.introduce(to: device, offer: offer)
+        }
+    }
+
+    @Test func aLANImpostorAnsweringFirstLeavesTheViewerToTheCloudsIntroduction() async throws {
+        let camera = DeviceIdentity.generate()
+        // The impostor answers `find`s for the camera's UID at once, with its own key.
+        let impostorLAN = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
+        let impostor = Connector(configuration: .init(identity: .generate(), strategies: [DirectLAN(scope: .loopbackOnly)],
+                                                      connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
+        let fooled = impostor.serve([impostorLAN.introductions], access: try .password("pw", parameters: testCost))
+        let impostorServer = Task { for await c in fooled { await c.close() } }
+        // The real camera, reached through the cloud (in memory here), which answers later.
+        let cloud = InMemoryIntroducer()
+        let real = Connector(configuration: .init(identity: camera, strategies: [DirectLAN(scope: .loopbackOnly)],
+                                                  connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
+        let admitted = real.serve([cloud.introductions], access: try .password("pw", parameters: testCost))
+        let server = Task {
+            for await c in admitted {
+                Task { for try await m in c.inbound { try await c.send(m) } }
+            }
+        }
+        defer {
+            cloud.finish()
+            server.cancel()
+            impostorServer.cancel()
+            Task { await impostorLAN.stop() }
+        }
+        let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: impostorLAN.localAddress.port)],
+                                         timeout: .seconds(10))
+        let viewer = Connector(configuration: .init(identity: .ephemeral(), strategies: [DirectLAN(scope: .loopbackOnly)],
+                                                    connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
+        let c = try await viewer.connect(to: camera.deviceID, via: FirstAnswering([finder, Delayed(inner: cloud, delay: .milliseconds(300))]),
+                                         credential: .password("pw"))
+        #expect(c.peerIdentityKey.rawRepresentation == camera.publicKey.rawRepresentation)
+        #expect(c.report.requestID?.hasPrefix("req-") == true, "introduced by the cloud, not the impostor")
+        #expect(try await ConnectorLoopbackTests.echo(c, bytes: 500))
+        await c.close()
     }
 
     @Test func noCameraWithThatUIDIsUnavailableQuickly() async throws {
