@@ -58,9 +58,10 @@ extension Trav {
                 for loss in [0.0, 1.0] {
                     try await run.lab.setLink(LinkConditions(delayMs: delayMs, lossPercent: loss, downKbps: rateKbps, upKbps: rateKbps),
                                               site: viewer.name)
-                    let bytes = rateKbps * 1000 / 8 * seconds
-                    let ours = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: 20, echoBytes: 0,
-                                                     paired: true, extra: ["--channel-send", "\(bytes)"])
+                    // About `seconds` of data at what the line allows (loss caps a loss-based controller far below the rate).
+                    let bytes = rateKbps * 1000 / 8 * seconds / (loss > 0 ? 5 : 1)
+                    let ours = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: Double(seconds * 6),
+                                                     echoBytes: 0, paired: true, extra: ["--channel-send", "\(bytes)"])
                     let tcp = try await kernelTCP(run: run, iperf3: iperf3, from: viewer.host(), server: camera.host(), address: cameraIP)
                     let mbps = ours.channelSend.flatMap { $0.verified ? $0.mbps : nil }
                     print(String(format: "%3.0f %%  %10@ (%@)   %14.2f              %@", loss,
