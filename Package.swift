@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.3.0"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
     ],
     targets: [
         .target(
@@ -73,6 +74,7 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]),
         .target(
             name: "Strategies",
@@ -92,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "trav",
             dependencies: [
-                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab", "Media",
+                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab", "Media", "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -115,6 +117,10 @@ let package = Package(
             name: "stun-flood",
             dependencies: ["FloodKit", "STUNLite"],
             path: "Benchmarks/STUNFlood"),
+        .executableTarget(
+            name: "cloud-storm",
+            dependencies: ["Traversal", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/CloudStorm"),
         .executableTarget(
             name: "turn-flood",
             dependencies: ["FloodKit", .product(name: "NIOPosix", package: "swift-nio")],
