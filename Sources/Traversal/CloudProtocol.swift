@@ -50,6 +50,8 @@ public enum CloudProtocol {
     public static let maxRelayURLs = 8
     /// Largest keepalive interval the cloud may announce, in seconds.
     public static let maxKeepaliveSeconds = 3600
+    /// Largest retry-after a `busy` answer may carry (an hour).
+    public static let maxRetryAfterMilliseconds = 3_600_000
 
     /// The bytes a camera signs to prove it holds its device key:
     /// `domain ‖ 0x00 ‖ nonce ‖ deviceID (UTF-8) ‖ 0x00 ‖ cloud name (UTF-8)`.
@@ -93,6 +95,9 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     case start(requestID: String, answer: PeerOffer?, relay: RelayGrant?)
     /// Either direction: a request failed, or the connection is about to close.
     case error(requestID: String?, code: String, message: String)
+    /// Cloud → client: the cloud cannot take this request now and closes; come back after
+    /// `retryAfterMilliseconds` (1…``CloudProtocol/maxRetryAfterMilliseconds``), not sooner.
+    case busy(retryAfterMilliseconds: Int)
 
     /// The `type` field's value for this case.
     public var type: String {
@@ -109,12 +114,13 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case .decline: "decline"
         case .start: "start"
         case .error: "error"
+        case .busy: "busy"
         }
     }
 
     private enum Key: String, CodingKey {
         case type, deviceID, publicKey, nonce, signature, observedAddress, keepaliveSeconds
-        case requestID, offer, relay, answer, code, message
+        case requestID, offer, relay, answer, code, message, retryAfterMilliseconds
     }
 
     /// Decodes a message from its JSON object; an unknown `type` is a decoding error.
@@ -154,6 +160,7 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             self = .error(
                 requestID: try c.decodeIfPresent(String.self, forKey: .requestID),
                 code: try c.decode(String.self, forKey: .code), message: try c.decode(String.self, forKey: .message))
+        case "busy": self = .busy(retryAfterMilliseconds: try c.decode(Int.self, forKey: .retryAfterMilliseconds))
         default:
             throw DecodingError.dataCorruptedError(forKey: .type, in: c, debugDescription: "unknown message type")
         }
@@ -193,6 +200,8 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try c.encodeIfPresent(requestID, forKey: .requestID)
             try c.encode(code, forKey: .code)
             try c.encode(message, forKey: .message)
+        case .busy(let retryAfterMilliseconds):
+            try c.encode(retryAfterMilliseconds, forKey: .retryAfterMilliseconds)
         }
     }
 
@@ -237,6 +246,10 @@ public enum CloudMessage: Sendable, Hashable, Codable {
                 code.utf8.allSatisfy({ Self.isCodeByte($0) })
             else { throw CloudProtocolError.invalid("error.code", "not a kebab-case code") }
             try Self.check(message, max: CloudProtocol.maxMessageLength, field: "error.message")
+        case .busy(let retryAfterMilliseconds):
+            guard (1...CloudProtocol.maxRetryAfterMilliseconds).contains(retryAfterMilliseconds) else {
+                throw CloudProtocolError.invalid("busy.retryAfterMilliseconds", "out of range")
+            }
         }
     }
 
@@ -431,10 +444,13 @@ public struct CloudError: CodedError, Hashable {
     public let code: Code
     /// Why (never a key).
     public let detail: String
+    /// When the cloud asked to be tried again, not sooner (a `busy` answer); `nil` otherwise.
+    public let retryAfter: Duration?
 
-    /// An error with a code and detail.
-    public init(code: Code, detail: String) {
+    /// An error with a code and detail, and the cloud's retry-after if it gave one.
+    public init(code: Code, detail: String, retryAfter: Duration? = nil) {
         self.code = code
         self.detail = detail
+        self.retryAfter = retryAfter
     }
 }
