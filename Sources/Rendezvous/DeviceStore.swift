@@ -41,6 +41,8 @@ public protocol DeviceStore: Sendable {
     func registered(_ deviceID: DeviceID, publicKey: Data, node: String, at date: Date) async throws
     /// Records that the session of `deviceID` on `node` ended at `date` (a session since taken by another node stays).
     func wentOffline(_ deviceID: DeviceID, node: String, at date: Date) async throws
+    /// Records that `node` holds no sessions any more (it stopped, or starts after a crash).
+    func releaseSessions(of node: String, at date: Date) async throws
     /// Releases the store's resources.
     func close() async
 }
@@ -74,6 +76,14 @@ public actor InMemoryDeviceStore: DeviceStore {
         record.node = nil
         record.lastSeen = date
         records[deviceID] = record
+    }
+
+    /// Marks every device `node` holds offline.
+    public func releaseSessions(of node: String, at date: Date) {
+        for (deviceID, record) in records where record.node == node {
+            records[deviceID]?.node = nil
+            records[deviceID]?.lastSeen = date
+        }
     }
 
     /// Nothing to release.
@@ -157,6 +167,12 @@ public final class SQLiteDeviceStore: DeviceStore {
         _ = try await connection.query(
             "UPDATE devices SET node = NULL, last_seen = ?1 WHERE uid = ?2 AND node = ?3",
             [.float(date.timeIntervalSince1970), .text(deviceID.description), .text(node)])
+    }
+
+    /// Marks every device `node` holds offline.
+    public func releaseSessions(of node: String, at date: Date) async throws {
+        _ = try await connection.query(
+            "UPDATE devices SET node = NULL, last_seen = ?1 WHERE node = ?2", [.float(date.timeIntervalSince1970), .text(node)])
     }
 
     /// Number of devices known.

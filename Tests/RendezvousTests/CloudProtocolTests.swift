@@ -24,6 +24,7 @@ struct CloudProtocolTests {
         .start(requestID: "req-1", answer: offer, relay: nil),
         .start(requestID: "req-1", answer: nil, relay: nil),
         .error(requestID: nil, code: "unavailable", message: "device unavailable"),
+        .busy(retryAfterMilliseconds: 1500),
     ]
 
     @Test(arguments: everyMessage)
@@ -53,6 +54,8 @@ struct CloudProtocolTests {
         .answer(requestID: "r", offer: PeerOffer(identityKey: key, candidates: [Candidate(strategy: "s", kind: .host, address: String(repeating: "1", count: 300))], strategies: [])),
         .error(requestID: nil, code: "Not Kebab", message: "m"),
         .error(requestID: nil, code: "x", message: String(repeating: "m", count: 513)),
+        .busy(retryAfterMilliseconds: 0),
+        .busy(retryAfterMilliseconds: CloudProtocol.maxRetryAfterMilliseconds + 1),
     ])
     func invalidFieldsAreRejectedWithATypedError(message: CloudMessage) throws {
         let error = #expect(throws: CloudProtocolError.self) { try message.validate() }

@@ -95,4 +95,19 @@ struct DeviceStoreTests {
             #expect(record.firstSeen == t1)
         }
     }
+
+    @Test(arguments: Kind.allCases)
+    func aStoppedNodeReleasesOnlyItsOwnSessions(kind: Kind) async throws {
+        try await withStore(kind) { store in
+            try await store.registered(Self.deviceID, publicKey: Self.key, node: "a", at: Date(timeIntervalSince1970: 1))
+            try await store.releaseSessions(of: "b", at: Date(timeIntervalSince1970: 2))
+            let kept = try await store.record(for: Self.deviceID)
+            try await store.releaseSessions(of: "a", at: Date(timeIntervalSince1970: 3))
+            let released = try await store.record(for: Self.deviceID)
+            #expect(kept?.node == "a")
+            #expect(released?.node == nil)
+            #expect(released?.lastSeen == Date(timeIntervalSince1970: 3))
+            #expect(released?.publicKey == Self.key, "the verified binding stays")
+        }
+    }
 }
