@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
     ],
     targets: [
         .target(
@@ -78,6 +79,7 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]),
         .target(
             name: "Strategies",
@@ -97,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "trav",
             dependencies: [
-                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab", "Media",
+                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab", "Media", "SourceLimits",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -124,6 +126,10 @@ let package = Package(
             name: "stun-flood",
             dependencies: ["FloodKit", "STUNLite"],
             path: "Benchmarks/STUNFlood"),
+        .executableTarget(
+            name: "cloud-storm",
+            dependencies: ["Traversal", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/CloudStorm"),
         .executableTarget(
             name: "turn-flood",
             dependencies: ["FloodKit", .product(name: "NIOPosix", package: "swift-nio")],

@@ -113,17 +113,23 @@ public final class CloudService: Sendable {
     public let relay: TURNServer?
     /// The CA clients pin (`DIR/ca.pem`), or nil when a certificate was supplied.
     public let caPath: String?
+    /// The device store the cloud opened itself (closed at ``stop()``), if any.
+    private let ownedStore: (any DeviceStore)?
 
-    private init(rendezvous: RendezvousServer, stun: STUNServer, relay: TURNServer?, caPath: String?) {
+    private init(rendezvous: RendezvousServer, stun: STUNServer, relay: TURNServer?, caPath: String?, ownedStore: (any DeviceStore)?) {
         self.rendezvous = rendezvous
         self.stun = stun
         self.relay = relay
         self.caPath = caPath
+        self.ownedStore = ownedStore
     }
 
     /// Sets up certificates and starts STUN and signalling; on failure nothing is left running.
+    /// Verified key ↔ UID bindings go to `store`, by default an SQLite file in the data directory
+    /// (``SQLiteDeviceStore/fileName``), so a restart costs no scrypt per camera.
     public static func start(
         _ configuration: Configuration, registry: any DeviceRegistry = InMemoryDeviceRegistry(),
+        store: (any DeviceStore)? = nil,
         tuning: (inout RendezvousServer.Configuration) -> Void = { _ in },
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "trav.cloud")
     ) async throws -> CloudService {
@@ -148,8 +154,18 @@ public final class CloudService: Sendable {
         var rendezvousConfiguration = RendezvousServer.Configuration(
             listenIP: configuration.listenIP, port: configuration.tlsPort, certificatePath: certificatePath,
             privateKeyPath: keyPath, cloudNames: configuration.names, lookupRateLimit: configuration.lookupRateLimit)
-        let stun = try await STUNServer.start(
-            .init(listenIP: listenIP, port: configuration.stunPort, alternateIP: alternateIP), group: group, logger: logger)
+        if store == nil { try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true) }
+        let ownedStore: (any DeviceStore)? = store == nil
+            ? try await SQLiteDeviceStore.open(path: configuration.dataDirectory + "/" + SQLiteDeviceStore.fileName, logger: logger)
+            : nil
+        let stun: STUNServer
+        do {
+            stun = try await STUNServer.start(
+                .init(listenIP: listenIP, port: configuration.stunPort, alternateIP: alternateIP), group: group, logger: logger)
+        } catch {
+            await ownedStore?.close()
+            throw error
+        }
         var relay: TURNServer?
         do {
             if let relayConfiguration = configuration.relay {
@@ -164,11 +180,12 @@ public final class CloudService: Sendable {
             }
             tuning(&rendezvousConfiguration)
             let rendezvous = try await RendezvousServer.start(
-                rendezvousConfiguration, registry: registry, group: group, logger: logger)
-            return CloudService(rendezvous: rendezvous, stun: stun, relay: relay, caPath: caPath)
+                rendezvousConfiguration, registry: registry, store: store ?? ownedStore ?? InMemoryDeviceStore(), group: group, logger: logger)
+            return CloudService(rendezvous: rendezvous, stun: stun, relay: relay, caPath: caPath, ownedStore: ownedStore)
         } catch {
             await relay?.shutdown()
             await stun.shutdown()
+            await ownedStore?.close()
             throw error
         }
     }
@@ -204,5 +221,6 @@ public final class CloudService: Sendable {
         await relay?.shutdown()
         await stun.shutdown()
         await stun.waitUntilClosed()
+        await ownedStore?.close()
     }
 }

@@ -102,7 +102,13 @@ actor RendezvousHub {
         for peer in peers { peer.close() }
     }
 
-    /// Takes one registration token for `source`; false when its bucket is empty.
+    /// Whether a camera may register: camera sessions stay below ``RendezvousServer/Configuration/maxConnections``
+    /// less the ``RendezvousServer/Configuration/viewerReserve``.
+    func hasRoomForCamera() -> Bool {
+        cameras.count < max(1, configuration.maxConnections - configuration.viewerReserve)
+    }
+
+    /// Takes one token of the unverified-registration limit for `source`; false when its bucket is empty.
     func admitRegistration(from source: SourceAddressKey) -> Bool {
         take(from: &registrationLimiter, source)
     }

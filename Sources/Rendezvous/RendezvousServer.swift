@@ -46,11 +46,28 @@ public final class RendezvousServer: Sendable {
         /// 20 look-ups, then one per 500 ms, per source: enough for a household behind one NAT,
         /// too few to enumerate UIDs.
         public static let defaultLookupRateLimit = TokenBucketRateLimiter<SourceAddressKey>(capacity: 20, refillInterval: .milliseconds(500))
-        /// Registration attempts per source (IPv4 address or IPv6 /64; each costs the cloud a UID derivation).
+        /// Registrations of keys not yet verified against their UID, per source (IPv4 address or IPv6
+        /// /64; each costs the cloud a UID derivation). A key verified before needs no token.
         public var registrationRateLimit: TokenBucketRateLimiter<SourceAddressKey>
         /// Connections open at once (in their TLS handshake, signalling, or handed to the relay), at
         /// most; more are closed on accept.
         public var maxConnections: Int
+        /// Connections kept for viewers: registered cameras hold at most `maxConnections - viewerReserve`,
+        /// so a cloud full of cameras still serves introductions.
+        public var viewerReserve: Int
+        /// Connections accepted whose TLS handshake is not done yet, at most; more are closed on accept,
+        /// so a reconnect storm queues no more handshakes than finish before their clients give up.
+        public var maxPendingHandshakes: Int
+        /// Default of ``maxPendingHandshakes``.
+        public static let defaultMaxPendingHandshakes = 512
+        /// How the UID's scrypt is bounded: threads, queue, retry-after range.
+        public var verification: VerificationAdmissionStateMachine.Configuration
+        /// Threads set aside for scrypt by default: all cores but one (event loops keep one), at least one.
+        public static var defaultVerificationWorkers: Int { max(1, System.coreCount - 1) }
+        /// The retry-after a camera gets when the camera places (all but ``viewerReserve``) are taken.
+        public var fullRetryAfter: Duration
+        /// This node's name in the device store (the node holding a device's session).
+        public var nodeName: String
         /// Connections one source (IPv4 address or IPv6 /64) may hold at once; more are closed on
         /// accept, so one host cannot take every slot.
         public var maxConnectionsPerSource: Int
@@ -93,9 +110,9 @@ public final class RendezvousServer: Sendable {
         public var sharedRelay: TURNServer?
 
         /// A configuration with the defaults: port 5349, 10 s keepalive, 35 s idle timeout, 10 s
-        /// introduction timeout, 20 look-ups then one per 500 ms per source, 10 registrations then one
-        /// per 2 s per source, 10 000 connections (256 per source, 10 s to authenticate), 8 pending
-        /// introductions per connection, 10 000 in all.
+        /// introduction timeout, 20 look-ups then one per 500 ms per source, 10 unverified registrations
+        /// then one per 2 s per source, 10 000 connections (256 per source, 5 % kept for viewers, 512
+        /// in their TLS handshake, 10 s to authenticate), 8 pending introductions per connection, 10 000 in all.
         public init(
             listenIP: String, port: UInt16 = CloudEndpoint.defaultPort, certificatePath: String, privateKeyPath: String,
             cloudNames: [String]? = nil, keepaliveSeconds: Int = 10, idleTimeout: Duration = .seconds(35),
@@ -103,6 +120,9 @@ public final class RendezvousServer: Sendable {
             lookupRateLimit: TokenBucketRateLimiter<SourceAddressKey> = Self.defaultLookupRateLimit,
             registrationRateLimit: TokenBucketRateLimiter<SourceAddressKey> = .init(capacity: 10, refillInterval: .seconds(2)),
             maxConnections: Int = 10_000, maxConnectionsPerSource: Int = defaultMaxConnectionsPerSource,
+            viewerReserve: Int? = nil, maxPendingHandshakes: Int = defaultMaxPendingHandshakes,
+            verification: VerificationAdmissionStateMachine.Configuration = .init(workers: defaultVerificationWorkers),
+            fullRetryAfter: Duration = .seconds(30), nodeName: String = ProcessInfo.processInfo.hostName,
             authenticationTimeout: Duration = defaultAuthenticationTimeout,
             maxPendingIntroductionsPerConnection: Int = 8, maxPendingIntroductions: Int = 10_000
         ) {
@@ -118,6 +138,11 @@ public final class RendezvousServer: Sendable {
             self.registrationRateLimit = registrationRateLimit
             self.maxConnections = maxConnections
             self.maxConnectionsPerSource = maxConnectionsPerSource
+            self.viewerReserve = viewerReserve ?? maxConnections / 20
+            self.maxPendingHandshakes = maxPendingHandshakes
+            self.verification = verification
+            self.fullRetryAfter = fullRetryAfter
+            self.nodeName = nodeName
             self.authenticationTimeout = authenticationTimeout
             self.maxPendingIntroductionsPerConnection = maxPendingIntroductionsPerConnection
             self.maxPendingIntroductions = maxPendingIntroductions
@@ -128,19 +153,24 @@ public final class RendezvousServer: Sendable {
     public let address: TransportAddress
     /// Where registrations are kept.
     public let registry: any DeviceRegistry
+    /// Where verified key ↔ UID bindings are remembered.
+    public let store: any DeviceStore
     /// The relay URLs every grant carries, shared TLS port first (empty without a relay).
     public let relayURLs: [String]
     private let listener: any Channel
     private let hub: RendezvousHub
+    private let registrations: RegistrationGate
     private let acceptLoop: Task<Void, Never>
     private let logger: Logger
 
     private init(
         address: TransportAddress, registry: any DeviceRegistry, relayURLs: [String], listener: any Channel,
-        hub: RendezvousHub, acceptLoop: Task<Void, Never>, logger: Logger
+        hub: RendezvousHub, registrations: RegistrationGate, acceptLoop: Task<Void, Never>, logger: Logger
     ) {
         self.address = address
         self.registry = registry
+        self.store = registrations.store
+        self.registrations = registrations
         self.relayURLs = relayURLs
         self.listener = listener
         self.hub = hub
@@ -148,9 +178,13 @@ public final class RendezvousServer: Sendable {
         self.logger = logger
     }
 
-    /// Loads the certificate, binds the TLS port and starts serving.
+    /// UID derivations (scrypt) run so far: one per device whose binding the store did not know.
+    public var verifications: Int { registrations.verifier.verifications }
+
+    /// Loads the certificate, binds the TLS port and starts serving; verified bindings are looked up in and added to `store`.
     public static func start(
         _ configuration: Configuration, registry: any DeviceRegistry = InMemoryDeviceRegistry(),
+        store: any DeviceStore = InMemoryDeviceStore(),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "trav.rendezvous")
     ) async throws -> RendezvousServer {
@@ -167,7 +201,7 @@ public final class RendezvousServer: Sendable {
         let authenticationTimeout = TimeAmount(configuration.authenticationTimeout)
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.backlog, value: 4096)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: configuration.listenIP, port: Int(configuration.port)) { child in
                 child.eventLoop.makeCompletedFuture {
@@ -185,7 +219,7 @@ public final class RendezvousServer: Sendable {
                         idleHandler,
                         closeOnIdle,
                         negotiation)
-                    return PendingConnection(channel: child, negotiated: negotiation.protocolNegotiationResult)
+                    return PendingConnection(channel: child, negotiated: negotiation.protocolNegotiationResult, acceptedAt: .now)
                 }
             }
         guard let address = listener.channel.localAddress.flatMap(TransportAddress.init) else {
@@ -197,16 +231,30 @@ public final class RendezvousServer: Sendable {
                 secret: grants.secret, urls: ["turns:\(address)"] + grants.urls, lifetime: grants.lifetime)
         }
         let hub = RendezvousHub(configuration: configuration, registry: registry, logger: logger)
+        let registrations = RegistrationGate(
+            store: store, verifier: KeyBindingVerifier(configuration: configuration.verification),
+            nodeName: configuration.nodeName, logger: logger)
+        await registrations.releaseSessions()
         let slots = SharedConnectionSlots(maxPerSource: configuration.maxConnectionsPerSource, maxTotal: configuration.maxConnections)
+        // Handshakes are counted in all, whatever their source: one shared key.
+        let handshakes = SharedConnectionSlots(maxPerSource: configuration.maxPendingHandshakes, maxTotal: configuration.maxPendingHandshakes)
         let acceptLoop = Task {
             await withDiscardingTaskGroup { group in
                 try? await listener.executeThenClose { connections in
                     for try await pending in connections {
                         let source = pending.channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
-                        guard slots.admit(source) == nil else {
+                        // Closed at once, a client retries later (with jitter) instead of waiting for a
+                        // handshake that would finish after it gave up.
+                        guard handshakes.admit(.unidentified) == nil else {
                             pending.channel.close(promise: nil)
                             continue
                         }
+                        guard slots.admit(source) == nil else {
+                            handshakes.release(.unidentified)
+                            pending.channel.close(promise: nil)
+                            continue
+                        }
+                        pending.negotiated.whenComplete { _ in handshakes.release(.unidentified) }
                         pending.channel.closeFuture.whenComplete { _ in slots.release(source) }
                         group.addTask {
                             // Cancelled at stop: a connection still in its handshake is closed, which ends the wait.
@@ -216,7 +264,7 @@ public final class RendezvousServer: Sendable {
                                 pending.channel.close(promise: nil)
                             }
                             if case .signalling(let connection)? = negotiated {
-                                await serve(connection, hub: hub, logger: logger)
+                                await serve(connection, acceptedAt: pending.acceptedAt, hub: hub, registrations: registrations, logger: logger)
                             }
                         }
                     }
@@ -226,7 +274,8 @@ public final class RendezvousServer: Sendable {
         }
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
         return RendezvousServer(
-            address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub, acceptLoop: acceptLoop, logger: logger)
+            address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub,
+            registrations: registrations, acceptLoop: acceptLoop, logger: logger)
     }
 
     /// Stops accepting, closes every connection and returns when all are closed.
@@ -235,11 +284,16 @@ public final class RendezvousServer: Sendable {
         await hub.closeAll()
         acceptLoop.cancel()
         await acceptLoop.value
+        await registrations.verifier.shutdown()
+        await registrations.releaseSessions()
         logger.info("rendezvous stopped")
     }
 
     /// Serves one connection until it closes.
-    private static func serve(_ connection: NIOAsyncChannel<CloudMessage, Never>, hub: RendezvousHub, logger: Logger) async {
+    private static func serve(
+        _ connection: NIOAsyncChannel<CloudMessage, Never>, acceptedAt: ContinuousClock.Instant, hub: RendezvousHub,
+        registrations: RegistrationGate, logger: Logger
+    ) async {
         let remote = connection.channel.remoteAddress.flatMap(TransportAddress.init)
         let peer = RendezvousPeer(
             channel: connection.channel, source: connection.channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified,
@@ -249,12 +303,15 @@ public final class RendezvousServer: Sendable {
             return
         }
         var state = RendezvousConnectionState.fresh
+        let deadline = acceptedAt + hub.configuration.authenticationTimeout
         do {
             try await connection.executeThenClose { inbound in
                 do {
                     for try await message in inbound {
                         let wasAuthenticated = state.isAuthenticated
-                        guard try await handle(message, from: peer, state: &state, hub: hub) else { break }
+                        guard try await handle(
+                            message, from: peer, state: &state, hub: hub, registrations: registrations, deadline: deadline)
+                        else { break }
                         if !wasAuthenticated, state.isAuthenticated {
                             try? await connection.channel.pipeline.removeHandler(name: AuthenticationDeadlineHandler.name).get()
                         }
@@ -267,8 +324,9 @@ public final class RendezvousServer: Sendable {
         } catch {
             logger.trace("connection ended", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
         }
-        if case .camera(let session) = state {
+        if case .camera(let session, let deviceID) = state {
             await hub.disconnected(peer, cameraSession: session)
+            await registrations.wentOffline(deviceID)
         } else {
             await hub.disconnected(peer, cameraSession: nil)
         }
@@ -276,10 +334,16 @@ public final class RendezvousServer: Sendable {
 
     /// Handles one message; false closes the connection.
     private static func handle(
-        _ message: CloudMessage, from peer: RendezvousPeer, state: inout RendezvousConnectionState, hub: RendezvousHub
+        _ message: CloudMessage, from peer: RendezvousPeer, state: inout RendezvousConnectionState, hub: RendezvousHub,
+        registrations: RegistrationGate, deadline: ContinuousClock.Instant
     ) async throws -> Bool {
         func refuse(_ code: CloudError.Code, _ text: String) -> Bool {
             peer.close(after: .error(requestID: nil, code: code.name, message: text))
+            return false
+        }
+        func comeBack(after delay: Duration) -> Bool {
+            let milliseconds = min(max(Int(delay / .milliseconds(1)), 1), CloudProtocol.maxRetryAfterMilliseconds)
+            peer.close(after: .busy(retryAfterMilliseconds: milliseconds))
             return false
         }
         switch (message, state) {
@@ -287,38 +351,51 @@ public final class RendezvousServer: Sendable {
             peer.send(.pong)
         case (.pong, _):
             break
-        case (.register(let deviceID, let publicKey), .fresh):
-            guard await hub.admitRegistration(from: peer.source) else {
+        case (.register(let deviceIDText, let publicKey), .fresh):
+            let key = try CloudMessage.base64(publicKey, length: CloudProtocol.publicKeyLength, field: "register.publicKey")
+            let deviceID = try DeviceID(deviceIDText)
+            guard await hub.hasRoomForCamera() else { return comeBack(after: hub.configuration.fullRetryAfter) }
+            // Only a key never verified against its UID costs a scrypt, so only those are limited per source.
+            let verified = await registrations.isVerified(deviceID, publicKey: key)
+            if !verified, await !hub.admitRegistration(from: peer.source) {
                 return refuse(.rateLimited, "too many registrations")
             }
             let nonce = Data((0..<CloudProtocol.nonceLength).map { _ in UInt8.random(in: 0...255) })
-            let key = try CloudMessage.base64(publicKey, length: CloudProtocol.publicKeyLength, field: "register.publicKey")
-            state = .challenged(deviceID: try DeviceID(deviceID), publicKey: key, nonce: nonce)
+            state = .challenged(deviceID: deviceID, publicKey: key, nonce: nonce, verified: verified)
             peer.send(.challenge(nonce: nonce.base64EncodedString()))
-        case (.prove(let signatureText), .challenged(let deviceID, let keyBytes, let nonce)):
+        case (.prove(let signatureText), .challenged(let deviceID, let keyBytes, let nonce, let verified)):
             let signature = try CloudMessage.base64(signatureText, length: CloudProtocol.signatureLength, field: "prove.signature")
             guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: keyBytes),
                 hub.configuration.cloudNames.contains(where: { name in
                     key.isValidSignature(signature, for: CloudProtocol.registrationMessage(
                         nonce: nonce, deviceID: deviceID.description, cloudName: name))
-                }),
-                DeviceID(publicKey: key) == deviceID
+                })
             else {
                 return refuse(.unauthorized, "the signature or the key does not prove this device ID")
             }
+            if !verified {
+                let channel = peer.channel
+                switch await registrations.verifier.verify(key, against: deviceID, deadline: deadline, wanted: { channel.isActive }) {
+                case .verified(true): break
+                case .verified(false): return refuse(.unauthorized, "the signature or the key does not prove this device ID")
+                case .retry(let after): return comeBack(after: after)
+                case .abandoned: return false
+                }
+            }
             do {
                 let session = try await hub.register(peer, deviceID: deviceID, publicKey: keyBytes)
-                state = .camera(session: session)
+                state = .camera(session: session, deviceID: deviceID)
             } catch {
                 return refuse(.unauthorized, "the device ID is held by another key")
             }
+            await registrations.registered(deviceID, publicKey: keyBytes)
             peer.send(.registered(observedAddress: peer.observedAddress, keepaliveSeconds: hub.configuration.keepaliveSeconds))
         case (.introduce(let requestID, let deviceID, let offer), .fresh), (.introduce(let requestID, let deviceID, let offer), .viewer):
             state = .viewer
             await hub.introduce(from: peer, requestID: requestID, deviceID: try DeviceID(deviceID), offer: offer)
-        case (.answer(let requestID, let offer), .camera(let session)):
+        case (.answer(let requestID, let offer), .camera(let session, _)):
             await hub.answer(from: session, requestID: requestID, offer: offer)
-        case (.decline(let requestID), .camera(let session)):
+        case (.decline(let requestID), .camera(let session, _)):
             await hub.decline(from: session, requestID: requestID)
         case (.renewRelay(let requestID, let grant), .fresh), (.renewRelay(let requestID, let grant), .viewer),
              (.renewRelay(let requestID, let grant), .camera):
@@ -375,6 +452,8 @@ struct PendingConnection: Sendable {
     let channel: any Channel
     /// Which protocol it negotiated, once its pipeline is set up.
     let negotiated: EventLoopFuture<NegotiatedConnection>
+    /// When it was accepted (its authentication deadline counts from here).
+    let acceptedAt: ContinuousClock.Instant
 }
 
 /// What an accepted connection turned out to carry.
@@ -406,7 +485,7 @@ private func choosePipeline(
                 throw error
             }
         case .negotiated(CloudProtocol.alpnProtocol), .fallback:
-            try sync.addHandlers(ByteToMessageHandler(CloudFrameDecoder()), MessageToByteHandler(CloudFrameEncoder()))
+            try sync.addHandlers(ByteToMessageHandler(CloudFrameDecoder()), MessageToByteHandler(CloudFrameEncoder()), PingResponder())
             let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
             return channel.eventLoop.makeSucceededFuture(.signalling(connection))
         case .negotiated(let other):
@@ -423,10 +502,10 @@ private func choosePipeline(
 enum RendezvousConnectionState {
     /// Nothing yet: it may register (camera) or introduce (viewer).
     case fresh
-    /// A camera was challenged and must prove its key.
-    case challenged(deviceID: DeviceID, publicKey: Data, nonce: Data)
+    /// A camera was challenged and must prove its key; `verified`: the store knows its key ↔ UID binding (no scrypt).
+    case challenged(deviceID: DeviceID, publicKey: Data, nonce: Data, verified: Bool)
     /// A registered camera.
-    case camera(session: UUID)
+    case camera(session: UUID, deviceID: DeviceID)
     /// A viewer.
     case viewer
 
@@ -449,6 +528,71 @@ final class CloseOnIdleHandler: ChannelInboundHandler, RemovableChannelHandler, 
             context.close(promise: nil)
         } else {
             context.fireUserInboundEventTriggered(event)
+        }
+    }
+}
+
+/// Answers `ping` with `pong` on the connection's event loop, so liveness never waits behind
+/// registrations, look-ups or anything else the connection's task is doing.
+final class PingResponder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = CloudMessage
+    typealias InboundOut = CloudMessage
+    typealias OutboundOut = CloudMessage
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .ping = unwrapInboundIn(data) else {
+            context.fireChannelRead(data)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(.pong), promise: nil)
+    }
+}
+
+/// The registration path's own state: the device store and the verifier of key ↔ UID bindings.
+struct RegistrationGate: Sendable {
+    /// Verified bindings, remembered across restarts.
+    let store: any DeviceStore
+    /// Runs the UID's scrypt, bounded.
+    let verifier: KeyBindingVerifier
+    /// This node's name in the store.
+    let nodeName: String
+    let logger: Logger
+
+    /// Whether the store knows `publicKey` as verified for `deviceID`; a store error counts as not known.
+    func isVerified(_ deviceID: DeviceID, publicKey: Data) async -> Bool {
+        do {
+            return try await store.isVerified(deviceID, publicKey: publicKey)
+        } catch {
+            logger.warning("device store look-up failed", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Remembers a proven registration (best effort: a failure costs one scrypt at its next registration).
+    func registered(_ deviceID: DeviceID, publicKey: Data) async {
+        do {
+            try await store.registered(deviceID, publicKey: publicKey, node: nodeName, at: Date())
+        } catch {
+            logger.warning("device store update failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Records that the device's session on this node ended; skipped when the server stops (``releaseSessions()`` covers it).
+    func wentOffline(_ deviceID: DeviceID) async {
+        guard !Task.isCancelled else { return }
+        do {
+            try await store.wentOffline(deviceID, node: nodeName, at: Date())
+        } catch {
+            logger.warning("device store update failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Records that this node holds no sessions: at start (after a crash) and at stop.
+    func releaseSessions() async {
+        do {
+            try await store.releaseSessions(of: nodeName, at: Date())
+        } catch {
+            logger.warning("device store update failed", metadata: ["error": "\(error)"])
         }
     }
 }

@@ -44,10 +44,10 @@ public enum CloudClient {
     public static let keepaliveInterval: Duration = .seconds(10)
     /// A camera whose connection carried nothing for this long treats it as lost and reconnects.
     public static let livenessTimeout: Duration = .seconds(25)
-    /// First wait before reconnecting after a lost connection; doubles on each failure.
+    /// Ceiling of the first wait before reconnecting after a lost connection; doubles on each failure.
     public static let reconnectInitialDelay: Duration = .milliseconds(250)
-    /// Longest wait between reconnection attempts.
-    public static let reconnectMaxDelay: Duration = .seconds(5)
+    /// Ceiling of the wait between reconnection attempts (each wait is drawn below its ceiling: ``ReconnectBackoff``).
+    public static let reconnectMaxDelay: Duration = .seconds(10)
     /// Longest a TCP connect, and then the TLS handshake, may each take.
     public static let connectTimeout: Duration = .seconds(10)
     /// Longest the registration exchange, or the wait for `start` after an answer, may take.
@@ -57,14 +57,17 @@ public enum CloudClient {
 
     /// Registers `identity` with the cloud (challenge-response) and keeps it registered: keepalives
     /// every ``keepaliveInterval``, and after a lost connection reconnection with exponential
-    /// backoff (``reconnectInitialDelay`` to ``reconnectMaxDelay``) and re-registration.
+    /// backoff and full jitter (``ReconnectBackoff``: ``reconnectInitialDelay`` to ``reconnectMaxDelay``)
+    /// and re-registration. A cloud answering `busy` is tried again after the time it asked for, not sooner.
+    /// `onRegistered` is called with the observed address after each (re-)registration.
     ///
     /// - Throws: ``CloudError`` if the first registration fails (`.tlsFailed`, `.unauthorized`,
     ///   `.connectionFailed`, …); `CancellationError` if cancelled.
     public static func camera(
-        identity: DeviceIdentity, endpoint: CloudEndpoint, logger: Logger = Logger(label: "trav.cloud-client")
+        identity: DeviceIdentity, endpoint: CloudEndpoint, logger: Logger = Logger(label: "trav.cloud-client"),
+        onRegistered: @escaping @Sendable (_ observedAddress: String) -> Void = { _ in }
     ) async throws -> some CameraSignalling {
-        let session = CloudCameraSession(identity: identity, endpoint: endpoint, logger: logger)
+        let session = CloudCameraSession(identity: identity, endpoint: endpoint, logger: logger, onRegistered: onRegistered)
         try await session.start()
         return session
     }
@@ -217,12 +220,18 @@ actor CloudCameraSession: CameraSignalling {
     private var firstRegistration: CheckedContinuation<Void, any Error>?
     private var maintenance: Task<Void, Never>?
     private var stopped = false
+    private let onRegistered: @Sendable (String) -> Void
 
-    init(identity: DeviceIdentity, endpoint: CloudEndpoint, logger: Logger) {
+    /// A session for `identity`; `deviceID`, when given, stands for its UID (spares the scrypt; the cloud checks it).
+    init(
+        identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, logger: Logger,
+        onRegistered: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.identity = identity
-        self.deviceID = identity.deviceID
+        self.deviceID = deviceID ?? identity.deviceID
         self.endpoint = endpoint
         self.logger = logger
+        self.onRegistered = onRegistered
         let (stream, continuation) = AsyncStream.makeStream(of: (any IncomingIntroduction).self)
         introductions = stream
         sink = continuation
@@ -257,15 +266,18 @@ actor CloudCameraSession: CameraSignalling {
         sink.finish()
     }
 
-    /// Connects, registers and serves until stopped; reconnects with exponential backoff.
+    /// Connects, registers and serves until stopped; reconnects with jittered exponential backoff,
+    /// or after the retry-after of a busy cloud.
     private func maintain() async {
-        var delay = CloudClient.reconnectInitialDelay
+        var backoff = ReconnectBackoff()
         while !stopped && !Task.isCancelled {
+            var retryAfter: Duration?
             do {
                 try await runConnection()
             } catch {
                 let error = CloudClient.classify(error, during: "cloud session")
-                if let first = firstRegistration {
+                retryAfter = (error as? CloudError)?.retryAfter
+                if retryAfter == nil, let first = firstRegistration {
                     firstRegistration = nil
                     first.resume(throwing: error)
                     stopped = true
@@ -277,11 +289,11 @@ actor CloudCameraSession: CameraSignalling {
             channel = nil
             failWaiters(CloudError(code: .connectionFailed, detail: "connection to the cloud lost"))
             if registeredThisConnection {
-                delay = CloudClient.reconnectInitialDelay
+                backoff.reset()
                 registeredThisConnection = false
             }
+            let delay = retryAfter.map { ReconnectBackoff.obeying(retryAfter: $0) } ?? backoff.nextDelay()
             guard !stopped, (try? await Task.sleep(for: delay)) != nil else { break }
-            delay = min(delay * 2, CloudClient.reconnectMaxDelay)
         }
         sink.finish()
     }
@@ -333,6 +345,7 @@ actor CloudCameraSession: CameraSignalling {
         }
         observed = observedAddress
         registeredThisConnection = true
+        onRegistered(observedAddress)
         logger.info("registered with the cloud", metadata: [
             "device": "\(deviceID)", "observed": "\(observedAddress)"])
         if let first = firstRegistration {
@@ -351,6 +364,10 @@ actor CloudCameraSession: CameraSignalling {
         }
         if case .error(_, let code, let text) = message {
             throw CloudError(code: .init(name: code), detail: text)
+        }
+        if case .busy(let milliseconds) = message {
+            throw CloudError(code: .overloaded, detail: "the cloud is busy; retry after \(milliseconds) ms",
+                             retryAfter: .milliseconds(milliseconds))
         }
         return message
     }
@@ -472,6 +489,61 @@ actor CloudCameraSession: CameraSignalling {
         let renewals = waitingForRenewal
         waitingForRenewal = [:]
         for waiter in renewals.values { waiter.resume(throwing: error) }
+    }
+}
+
+/// Waits between reconnection attempts: exponential backoff with full jitter, each wait drawn
+/// uniformly below a ceiling that doubles per failure from ``CloudClient/reconnectInitialDelay``
+/// up to ``CloudClient/reconnectMaxDelay``, so a fleet that lost its cloud at one moment does not
+/// come back in lockstep.
+public struct ReconnectBackoff: Sendable {
+    /// The first ceiling.
+    public let initialDelay: Duration
+    /// The largest ceiling.
+    public let maxDelay: Duration
+    /// Failures since the last reset.
+    public private(set) var attempts = 0
+
+    /// A backoff from `initialDelay` to `maxDelay`.
+    public init(initialDelay: Duration = CloudClient.reconnectInitialDelay, maxDelay: Duration = CloudClient.reconnectMaxDelay) {
+        precondition(initialDelay > .zero && maxDelay >= initialDelay, "invalid backoff")
+        self.initialDelay = initialDelay
+        self.maxDelay = maxDelay
+    }
+
+    /// The ceiling of the next wait: `initialDelay · 2^attempts`, at most `maxDelay`.
+    public var ceiling: Duration {
+        var ceiling = initialDelay
+        for _ in 0..<min(attempts, 64) where ceiling < maxDelay { ceiling *= 2 }
+        return min(ceiling, maxDelay)
+    }
+
+    /// The next wait, uniform in `0…ceiling`, drawn from `generator`; counts one more failure.
+    public mutating func nextDelay(using generator: inout some RandomNumberGenerator) -> Duration {
+        let delay = ceiling * Double.random(in: 0...1, using: &generator)
+        attempts += 1
+        return delay
+    }
+
+    /// The next wait, drawn from the system's generator.
+    public mutating func nextDelay() -> Duration {
+        var generator = SystemRandomNumberGenerator()
+        return nextDelay(using: &generator)
+    }
+
+    /// Back to the first ceiling (after a registration succeeded).
+    public mutating func reset() { attempts = 0 }
+
+    /// The wait for a cloud that said "retry after": that long plus up to a quarter more, so clients
+    /// told the same moment spread out.
+    public static func obeying(retryAfter: Duration, using generator: inout some RandomNumberGenerator) -> Duration {
+        retryAfter * Double.random(in: 1...1.25, using: &generator)
+    }
+
+    /// ``obeying(retryAfter:using:)`` with the system's generator.
+    public static func obeying(retryAfter: Duration) -> Duration {
+        var generator = SystemRandomNumberGenerator()
+        return obeying(retryAfter: retryAfter, using: &generator)
     }
 }
 

@@ -56,6 +56,8 @@ public enum CloudProtocol {
     public static let maxRelayURLs = 8
     /// Largest keepalive interval the cloud may announce, in seconds.
     public static let maxKeepaliveSeconds = 3600
+    /// Largest retry-after a `busy` answer may carry (an hour).
+    public static let maxRetryAfterMilliseconds = 3_600_000
 
     /// The bytes a camera signs to prove it holds its device key:
     /// `domain ‖ 0x00 ‖ nonce ‖ deviceID (UTF-8) ‖ 0x00 ‖ cloud name (UTF-8)`.
@@ -104,6 +106,9 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     case renewRelay(requestID: String, relay: RelayGrant)
     /// Cloud → camera or viewer: the renewed grant.
     case relayRenewed(requestID: String, relay: RelayGrant)
+    /// Cloud → client: the cloud cannot take this request now and closes; come back after
+    /// `retryAfterMilliseconds` (1…``CloudProtocol/maxRetryAfterMilliseconds``), not sooner.
+    case busy(retryAfterMilliseconds: Int)
 
     /// The `type` field's value for this case.
     public var type: String {
@@ -122,12 +127,13 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case .error: "error"
         case .renewRelay: "renewRelay"
         case .relayRenewed: "relayRenewed"
+        case .busy: "busy"
         }
     }
 
     private enum Key: String, CodingKey {
         case type, deviceID, publicKey, nonce, signature, observedAddress, keepaliveSeconds
-        case requestID, offer, relay, requester, answer, code, message
+        case requestID, offer, relay, requester, answer, code, message, retryAfterMilliseconds
     }
 
     /// Decodes a message from its JSON object; an unknown `type` is a decoding error.
@@ -172,6 +178,7 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             self = .renewRelay(requestID: try c.decode(String.self, forKey: .requestID), relay: try c.decode(RelayGrant.self, forKey: .relay))
         case "relayRenewed":
             self = .relayRenewed(requestID: try c.decode(String.self, forKey: .requestID), relay: try c.decode(RelayGrant.self, forKey: .relay))
+        case "busy": self = .busy(retryAfterMilliseconds: try c.decode(Int.self, forKey: .retryAfterMilliseconds))
         default:
             throw DecodingError.dataCorruptedError(forKey: .type, in: c, debugDescription: "unknown message type")
         }
@@ -215,6 +222,8 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case .renewRelay(let requestID, let relay), .relayRenewed(let requestID, let relay):
             try c.encode(requestID, forKey: .requestID)
             try c.encode(relay, forKey: .relay)
+        case .busy(let retryAfterMilliseconds):
+            try c.encode(retryAfterMilliseconds, forKey: .retryAfterMilliseconds)
         }
     }
 
@@ -263,6 +272,10 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case .renewRelay(let requestID, let relay), .relayRenewed(let requestID, let relay):
             try Self.check(requestID: requestID)
             try relay.validate(field: "\(type).relay")
+        case .busy(let retryAfterMilliseconds):
+            guard (1...CloudProtocol.maxRetryAfterMilliseconds).contains(retryAfterMilliseconds) else {
+                throw CloudProtocolError.invalid("busy.retryAfterMilliseconds", "out of range")
+            }
         }
     }
 
@@ -457,10 +470,13 @@ public struct CloudError: CodedError, Hashable {
     public let code: Code
     /// Why (never a key).
     public let detail: String
+    /// When the cloud asked to be tried again, not sooner (a `busy` answer); `nil` otherwise.
+    public let retryAfter: Duration?
 
-    /// An error with a code and detail.
-    public init(code: Code, detail: String) {
+    /// An error with a code and detail, and the cloud's retry-after if it gave one.
+    public init(code: Code, detail: String, retryAfter: Duration? = nil) {
         self.code = code
         self.detail = detail
+        self.retryAfter = retryAfter
     }
 }

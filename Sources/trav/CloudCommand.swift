@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Rendezvous
+import SourceLimits
+import Traversal
 import STUNLite
 import TURNLite
 
@@ -16,6 +18,12 @@ extension Trav {
                 RFC 7443: the relay), so --tls-port 443 alone serves networks that let only TCP 443 out; \
                 --relay-tls-port adds a dedicated relay TLS port. Each introduction carries relay credentials \
                 valid for --relay-grant-lifetime seconds, signed with a secret made fresh at every start.
+
+                A camera's key is checked against its UID (a 16 MiB scrypt) once and remembered in \
+                DATA/devices.sqlite, so after a restart cameras need only sign the challenge. Scrypt runs on \
+                --verification-workers threads, and only work that can finish before the client gives up is \
+                taken: the rest hears when to come back. The open-files limit is raised to its hard limit \
+                at start, and --max-connections kept below it.
                 """)
 
         @Option(help: "IP address to listen on.") var listen: String
@@ -48,6 +56,22 @@ extension Trav {
         var lookupBurst: Int = RendezvousServer.Configuration.defaultLookupRateLimit.capacity
         @Option(help: "Look-ups per second one source IP may sustain (labs driving many connections from one NAT raise it).")
         var lookupsPerSecond: Double = 2
+        @Option(help: "Signalling connections open at once, cameras and viewers (lowered to fit the open-files limit).")
+        var maxConnections: Int = 10_000
+        @Option(help: "Connections kept for viewers: cameras hold at most --max-connections less this (default: 5 %).")
+        var viewerReserve: Int?
+        @Option(help: "Signalling connections one source IP (or IPv6 /64) may hold at once.")
+        var maxConnectionsPerSource: Int = RendezvousServer.Configuration.defaultMaxConnectionsPerSource
+        @Option(help: "Connections in their TLS handshake at once; more are closed on accept and retry later.")
+        var maxPendingHandshakes: Int = RendezvousServer.Configuration.defaultMaxPendingHandshakes
+        @Option(help: "Threads checking keys against UIDs (scrypt; default: all cores but one).")
+        var verificationWorkers: Int = RendezvousServer.Configuration.defaultVerificationWorkers
+        @Option(help: "Registrations of keys not yet verified one source IP may make at once before the rate limit applies.")
+        var unverifiedRegistrationBurst: Int = 10
+        @Option(help: "Registrations of keys not yet verified one source IP may sustain per second.")
+        var unverifiedRegistrationsPerSecond: Double = 0.5
+        @Option(help: "Where verified devices are remembered: sqlite (DATA/devices.sqlite) or memory (lost at exit).")
+        var deviceStore: DeviceStoreKind = .sqlite
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -61,6 +85,15 @@ extension Trav {
             if let m = metricsListen, TransportAddress(m) == nil { throw ValidationError("--metrics-listen must be IP:PORT, got \(m)") }
             guard (1...100_000).contains(lookupBurst) else { throw ValidationError("--lookup-burst must be 1…100000") }
             guard lookupsPerSecond >= 0.01, lookupsPerSecond <= 100_000 else { throw ValidationError("--lookups-per-second must be 0.01…100000") }
+            guard maxConnections >= 1 else { throw ValidationError("--max-connections must be positive") }
+            if let r = viewerReserve, !(0..<maxConnections).contains(r) { throw ValidationError("--viewer-reserve must be 0…max-connections − 1") }
+            guard maxConnectionsPerSource >= 1 else { throw ValidationError("--max-connections-per-source must be positive") }
+            guard maxPendingHandshakes >= 1 else { throw ValidationError("--max-pending-handshakes must be positive") }
+            guard (1...256).contains(verificationWorkers) else { throw ValidationError("--verification-workers must be 1…256") }
+            guard (1...1_000_000).contains(unverifiedRegistrationBurst) else { throw ValidationError("--unverified-registration-burst must be 1…1000000") }
+            guard unverifiedRegistrationsPerSecond >= 0.01, unverifiedRegistrationsPerSecond <= 100_000 else {
+                throw ValidationError("--unverified-registrations-per-second must be 0.01…100000")
+            }
         }
 
         func run() async throws {
@@ -76,7 +109,27 @@ extension Trav {
                                              allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
                                              grantLifetime: .seconds(relayGrantSeconds)))
             configuration.lookupRateLimit = .init(capacity: lookupBurst, refillInterval: .nanoseconds(Int64(1e9 / lookupsPerSecond)))
-            let cloud = try await CloudService.start(configuration, logger: logger)
+            let openFiles = OpenFileLimit.raiseToHardLimit()
+            // Left for STUN over TCP, the relay, the store and the process itself.
+            let headroom = 2048
+            var maxConnections = maxConnections
+            if openFiles - headroom < maxConnections {
+                maxConnections = max(1, openFiles - headroom)
+                say("cloud open-files limit \(openFiles): --max-connections lowered to \(maxConnections)")
+            }
+            let registrationLimit = TokenBucketRateLimiter<SourceAddressKey>(
+                capacity: unverifiedRegistrationBurst, refillInterval: .nanoseconds(Int64(1e9 / unverifiedRegistrationsPerSecond)))
+            let viewerReserve = viewerReserve.map { min($0, maxConnections - 1) }
+            let (perSource, handshakes, workers) = (maxConnectionsPerSource, maxPendingHandshakes, verificationWorkers)
+            let store: (any DeviceStore)? = deviceStore == .memory ? InMemoryDeviceStore() : nil
+            let cloud = try await CloudService.start(configuration, store: store, tuning: { server in
+                server.maxConnections = maxConnections
+                server.viewerReserve = viewerReserve ?? maxConnections / 20
+                server.maxConnectionsPerSource = perSource
+                server.maxPendingHandshakes = handshakes
+                server.verification.workers = workers
+                server.registrationRateLimit = registrationLimit
+            }, logger: logger)
             let udp = STUNSocketRole.all.compactMap { cloud.stun.udpAddresses[$0]?.description }.joined(separator: " ")
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")
@@ -97,9 +150,37 @@ extension Trav {
                 }
                 say("cloud metrics http://\(metrics!.address)/metrics")
             }
+            say("cloud devices \(deviceStore == .sqlite ? data + "/" + SQLiteDeviceStore.fileName : "in memory"), " +
+                "connections \(maxConnections) (viewers keep \(viewerReserve ?? maxConnections / 20)), open files \(openFiles)")
             await waitForTermination()
             await cloud.stop()
             await metrics?.stop()
         }
+    }
+}
+
+/// Where `trav cloud` remembers verified devices.
+enum DeviceStoreKind: String, ExpressibleByArgument, CaseIterable {
+    case sqlite, memory
+}
+
+/// The process's open-files limit (RLIMIT_NOFILE).
+enum OpenFileLimit {
+    /// Raises the soft limit to the hard limit (a common soft limit of 1 024 would cap a cloud at
+    /// about a thousand connections); returns the soft limit in force afterwards.
+    static func raiseToHardLimit() -> Int {
+        #if canImport(Glibc)
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        var limit = rlimit()
+        guard getrlimit(resource, &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(resource, &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)
     }
 }

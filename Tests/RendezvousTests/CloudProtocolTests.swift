@@ -26,6 +26,7 @@ struct CloudProtocolTests {
         .error(requestID: nil, code: "unavailable", message: "device unavailable"),
         .renewRelay(requestID: "renew-1", relay: RelayGrant(urls: ["turns:192.0.2.1:5349"], username: "1:a", password: "p", expires: 1)),
         .relayRenewed(requestID: "renew-1", relay: RelayGrant(urls: ["turns:192.0.2.1:5349"], username: "61:a", password: "q", expires: 61)),
+        .busy(retryAfterMilliseconds: 1500),
     ]
 
     @Test(arguments: everyMessage)
@@ -57,6 +58,8 @@ struct CloudProtocolTests {
         .error(requestID: nil, code: "x", message: String(repeating: "m", count: 513)),
         .renewRelay(requestID: "bad id", relay: RelayGrant(urls: [], username: "1:a", password: "p", expires: 1)),
         .relayRenewed(requestID: "r", relay: RelayGrant(urls: Array(repeating: "turn:192.0.2.1", count: 9), username: "1:a", password: "p", expires: 1)),
+        .busy(retryAfterMilliseconds: 0),
+        .busy(retryAfterMilliseconds: CloudProtocol.maxRetryAfterMilliseconds + 1),
     ])
     func invalidFieldsAreRejectedWithATypedError(message: CloudMessage) throws {
         let error = #expect(throws: CloudProtocolError.self) { try message.validate() }

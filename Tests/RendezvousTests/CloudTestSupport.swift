@@ -95,15 +95,20 @@ func withRawConnection<T>(
     }
 }
 
+/// Test helper: a client TLS context trusting only the CA `endpoint` pins.
+func pinnedTLSContext(_ endpoint: CloudEndpoint) throws -> NIOSSLContext {
+    guard case .pinnedCA(let pem) = endpoint.trust else { fatalError("tests pin the CA") }
+    var tls = TLSConfiguration.makeClientConfiguration()
+    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))
+    return try NIOSSLContext(configuration: tls)
+}
+
 /// Test helper: a TLS connection to the cloud carrying raw bytes, closed after `body`.
 func withRawTLS<T>(
     _ endpoint: CloudEndpoint,
     _ body: (NIOAsyncChannelInboundStream<ByteBuffer>, NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws -> T
 ) async throws -> T {
-    guard case .pinnedCA(let pem) = endpoint.trust else { fatalError("tests pin the CA") }
-    var tls = TLSConfiguration.makeClientConfiguration()
-    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))
-    let context = try NIOSSLContext(configuration: tls)
+    let context = try pinnedTLSContext(endpoint)
     let connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
             channel.eventLoop.makeCompletedFuture {

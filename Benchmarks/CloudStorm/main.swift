@@ -1,0 +1,98 @@
+// cloud-storm: N cameras registered with one cloud, kept registered by the real camera client
+// (`CloudClient.camera`: keepalives, jittered reconnects, retry-after), each registration printed
+// as `R <index> <unix-ms>` so Scripts/bench-cloud.sh can time a storm after the cloud restarts.
+//
+//   cloud-storm --port P --ca FILE --cameras N [--host 127.0.0.1] [--parallel 8] [--seconds 900]
+//
+// Each camera holds one TCP connection: the script sizes N to the process's open-files budget.
+// The process exits by itself after --seconds.
+import Foundation
+import Logging
+import Synchronization
+import Traversal
+
+struct Options {
+    var host = "127.0.0.1"
+    var port: UInt16 = 0
+    var caPath = ""
+    var cameras = 100
+    var parallel = 8
+    var seconds = 900
+
+    init(_ arguments: [String]) {
+        var rest = arguments.dropFirst().makeIterator()
+        while let flag = rest.next() {
+            guard let value = rest.next() else { Self.usage("\(flag) needs a value") }
+            switch flag {
+            case "--host": host = value
+            case "--port": port = UInt16(value) ?? 0
+            case "--ca": caPath = value
+            case "--cameras": cameras = Int(value) ?? 0
+            case "--parallel": parallel = Int(value) ?? 0
+            case "--seconds": seconds = Int(value) ?? 0
+            default: Self.usage("unknown option \(flag)")
+            }
+        }
+        guard port != 0, !caPath.isEmpty, cameras > 0, parallel > 0, seconds > 0 else { Self.usage("--port, --ca and positive counts needed") }
+    }
+
+    static func usage(_ problem: String) -> Never {
+        FileHandle.standardError.write(Data("cloud-storm: \(problem)\nusage: cloud-storm --port P --ca FILE --cameras N [--host H] [--parallel K] [--seconds S]\n".utf8))
+        exit(2)
+    }
+}
+
+/// One line per event on standard output, flushed at once (the script reads it while we run).
+let output = Mutex(())
+func emit(_ line: String) {
+    output.withLock { _ in
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+}
+
+func unixMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+
+let options = Options(CommandLine.arguments)
+var logger = Logger(label: "cloud-storm")
+logger.logLevel = .critical
+let endpoint = CloudEndpoint(
+    host: options.host, port: options.port, trust: .pinnedCA(try String(contentsOfFile: options.caPath, encoding: .utf8)))
+
+/// Starts camera `index`, retrying its first registration (the cloud may be busy or rate-limiting) a bounded number of times.
+func startCamera(_ index: Int) async -> (any CameraSignalling)? {
+    let identity = DeviceIdentity.generate()
+    for _ in 0..<60 {
+        do {
+            return try await CloudClient.camera(identity: identity, endpoint: endpoint, logger: logger) { _ in
+                emit("R \(index) \(unixMilliseconds())")
+            }
+        } catch {
+            try? await Task.sleep(for: .milliseconds(Int.random(in: 500...1500)))
+        }
+    }
+    emit("F \(index) \(unixMilliseconds())")
+    return nil
+}
+
+let started = ContinuousClock.now
+let cameras = await withTaskGroup(of: (any CameraSignalling)?.self) { group in
+    var next = 0
+    var cameras: [any CameraSignalling] = []
+    while next < min(options.parallel, options.cameras) {
+        let index = next
+        group.addTask { await startCamera(index) }
+        next += 1
+    }
+    for await camera in group {
+        if let camera { cameras.append(camera) }
+        if next < options.cameras {
+            let index = next
+            group.addTask { await startCamera(index) }
+            next += 1
+        }
+    }
+    return cameras
+}
+emit("ready \(cameras.count) \(unixMilliseconds())")
+try? await Task.sleep(until: started + .seconds(options.seconds), clock: .continuous)
+for camera in cameras { await camera.stop() }
