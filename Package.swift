@@ -154,6 +154,16 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
+        .target(
+            name: "FuzzTargets",
+            dependencies: [
+                "STUNLite", "TURNLite", "Traversal", "Strategies", "Media",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Fuzz/Sources/FuzzTargets"),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets"]),
         .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite", "TURNLite", "NATLab", "SourceLimits",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -161,3 +171,17 @@ let package = Package(
             .product(name: "Logging", package: "swift-log")]),
     ]
 )
+
+// The libFuzzer driver (README "Fuzzing"): only with TRAV_FUZZ=1, since it calls libFuzzer's entry point, which
+// is linked only in a `-sanitize=fuzzer` build. Scripts/fuzz.sh sets it. The targets themselves (FuzzTargets) are
+// always built, and FuzzTests replays the committed corpora through them.
+if Context.environment["TRAV_FUZZ"] == "1" {
+    package.targets += [
+        .target(name: "CFuzzDriver", path: "Fuzz/Sources/CFuzzDriver"),
+        .executableTarget(
+            name: "trav-fuzz",
+            dependencies: ["CFuzzDriver", "FuzzTargets"],
+            path: "Fuzz/Sources/trav-fuzz"),
+    ]
+    package.products += [.executable(name: "trav-fuzz", targets: ["trav-fuzz"])]
+}

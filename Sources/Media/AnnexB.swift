@@ -47,7 +47,7 @@ public enum AnnexB {
         var currentStart: Int?
         var currentKey = false
         var sawSlice = false
-        for (k, unit) in units.enumerated() where unit.nalStart < data.count {
+        for unit in units where unit.nalStart < data.count {
             let type = data[unit.nalStart] & 0x1F
             let isSlice = type == NALType.slice || type == NALType.idr
             let firstMB = isSlice && unit.nalStart + 1 < data.count && data[unit.nalStart + 1] & 0x80 != 0
@@ -62,9 +62,10 @@ public enum AnnexB {
             if currentStart == nil { currentStart = unit.codeStart }
             if isSlice { sawSlice = true }
             if type == NALType.idr { currentKey = true }
-            if k == units.count - 1, let start = currentStart {
-                result.append(AccessUnit(bytes: Array(data[start...]), isKeyframe: currentKey))
-            }
+        }
+        // The last unit runs to the end of the data, a trailing start code with nothing after it included.
+        if let start = currentStart {
+            result.append(AccessUnit(bytes: Array(data[start...]), isKeyframe: currentKey))
         }
         return result
     }

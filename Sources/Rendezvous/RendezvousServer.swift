@@ -365,7 +365,7 @@ public final class RendezvousServer: Sendable {
             peer.send(.challenge(nonce: nonce.base64EncodedString()))
         case (.prove(let signatureText), .challenged(let deviceID, let keyBytes, let nonce, let verified)):
             let signature = try CloudMessage.base64(signatureText, length: CloudProtocol.signatureLength, field: "prove.signature")
-            guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: keyBytes),
+            guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: keyBytes), !key.hasSmallOrder,
                 hub.configuration.cloudNames.contains(where: { name in
                     key.isValidSignature(signature, for: CloudProtocol.registrationMessage(
                         nonce: nonce, deviceID: deviceID.description, cloudName: name))

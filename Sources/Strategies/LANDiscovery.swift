@@ -42,12 +42,36 @@ public enum LANDiscovery {
         TokenBucketRateLimiter(capacity: 1, refillInterval: findInterval)
     }
 
-    struct Message: Codable {
-        var v: Int = 1
-        var type: String
-        var deviceID: String?
-        var requestID: String
-        var offer: PeerOffer
+    /// A discovery datagram: `find` (viewer → LAN) or `here` (camera → viewer), JSON.
+    ///
+    /// Internal to discovery; `@_spi(Fuzzing)` exposes it to the fuzz targets only.
+    @_spi(Fuzzing) public struct Message: Codable, Equatable, Sendable {
+        /// Format version.
+        @_spi(Fuzzing) public var v: Int = 1
+        /// `find` or `here`.
+        @_spi(Fuzzing) public var type: String
+        /// The UID asked for (`find` only).
+        @_spi(Fuzzing) public var deviceID: String?
+        /// Pairs a `here` with its `find`.
+        @_spi(Fuzzing) public var requestID: String
+        /// The sender's offer.
+        @_spi(Fuzzing) public var offer: PeerOffer
+
+        /// A message with these fields.
+        @_spi(Fuzzing) public init(type: String, deviceID: String? = nil, requestID: String, offer: PeerOffer) {
+            self.type = type
+            self.deviceID = deviceID
+            self.requestID = requestID
+            self.offer = offer
+        }
+
+        /// Parses a datagram from the LAN: `nil` unless it fits ``LANDiscovery/maxDatagram``, is JSON of
+        /// this shape with this `type`, and its offer has at most ``PeerOffer/maxCandidates`` candidates.
+        @_spi(Fuzzing) public static func decode(_ bytes: [UInt8], type: String) -> Message? {
+            guard bytes.count <= LANDiscovery.maxDatagram, let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)),
+                  m.type == type, m.offer.candidates.count <= PeerOffer.maxCandidates else { return nil }
+            return m
+        }
     }
 
     /// The broadcast addresses of this host's IPv4 interfaces, plus 255.255.255.255, on `port`.
@@ -105,10 +129,8 @@ public enum LANDiscovery {
                     // Anyone on the LAN may answer: only a key behind the UID counts, so an impostor's
                     // answer leaves the question open for the camera (or for another introducer).
                     var rejected: Set<Data> = []
-                    for await (_, bytes) in socket.otherDatagrams where bytes.count <= LANDiscovery.maxDatagram {
-                        guard let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)),
-                              m.type == "here", m.requestID == requestID,
-                              m.offer.candidates.count <= PeerOffer.maxCandidates,
+                    for await (_, bytes) in socket.otherDatagrams {
+                        guard let m = Message.decode(bytes, type: "here"), m.requestID == requestID,
                               !rejected.contains(m.offer.identityKey), rejected.count < LANDiscovery.maxKeysChecked else { continue }
                         guard device.matches(rawPublicKey: m.offer.identityKey) else {
                             rejected.insert(m.offer.identityKey)
@@ -153,9 +175,8 @@ public enum LANDiscovery {
             self.task = Mutex(Task {
                 let active = Mutex(Set<String>())
                 var perSource = findRateLimit
-                for await (source, bytes) in socket.otherDatagrams where bytes.count <= LANDiscovery.maxDatagram {
-                    guard let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)), m.type == "find",
-                          m.deviceID == expected, m.offer.candidates.count <= PeerOffer.maxCandidates else { continue }
+                for await (source, bytes) in socket.otherDatagrams {
+                    guard let m = Message.decode(bytes, type: "find"), m.deviceID == expected else { continue }
                     let admitted = active.withLock { a -> Bool in
                         guard !a.contains(m.requestID), a.count < LANDiscovery.maxConcurrentIntroductions else { return false }
                         a.insert(m.requestID)

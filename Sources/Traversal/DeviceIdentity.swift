@@ -188,3 +188,31 @@ public struct IdentityFileError: CodedError, Hashable {
     /// Where and why (never the key).
     public let detail: String
 }
+
+extension Curve25519.Signing.PublicKey {
+    /// True when the key encodes one of the eight small-order points of edwards25519, canonically or not.
+    ///
+    /// RFC 8032 §5.1.7 verification accepts such keys, and for them a "signature" needs no private key
+    /// (with A the neutral element, R = A and S = 0 verify any message), so an identity must never be one.
+    /// The list is the canonical and non-canonical y-coordinates of those points; the sign bit is ignored.
+    public var hasSmallOrder: Bool {
+        let key = Array(rawRepresentation)
+        guard key.count == 32 else { return true }
+        return Self.smallOrderEncodings.contains { point in
+            (0..<31).allSatisfy { key[$0] == point[$0] } && key[31] & 0x7F == point[31]
+        }
+    }
+
+    /// y-coordinates (little-endian, sign bit clear) of the small-order points, and of p − 1, p, p + 1.
+    static let smallOrderEncodings: [[UInt8]] = [
+        [UInt8](repeating: 0, count: 32),                                   // y = 0: order 4
+        [1] + [UInt8](repeating: 0, count: 31),                             // y = 1: the neutral element
+        [0x26, 0xE8, 0x95, 0x8F, 0xC2, 0xB2, 0x27, 0xB0, 0x45, 0xC3, 0xF4, 0x89, 0xF2, 0xEF, 0x98, 0xF0,
+         0xD5, 0xDF, 0xAC, 0x05, 0xD3, 0xC6, 0x33, 0x39, 0xB1, 0x38, 0x02, 0x88, 0x6D, 0x53, 0xFC, 0x05],  // order 8
+        [0xC7, 0x17, 0x6A, 0x70, 0x3D, 0x4D, 0xD8, 0x4F, 0xBA, 0x3C, 0x0B, 0x76, 0x0D, 0x10, 0x67, 0x0F,
+         0x2A, 0x20, 0x53, 0xFA, 0x2C, 0x39, 0xCC, 0xC6, 0x4E, 0xC7, 0xFD, 0x77, 0x92, 0xAC, 0x03, 0x7A],  // order 8
+        [0xEC] + [UInt8](repeating: 0xFF, count: 30) + [0x7F],             // y = p − 1: order 2
+        [0xED] + [UInt8](repeating: 0xFF, count: 30) + [0x7F],             // y = p ≡ 0: order 4
+        [0xEE] + [UInt8](repeating: 0xFF, count: 30) + [0x7F],             // y = p + 1 ≡ 1: the neutral element
+    ]
+}

@@ -163,6 +163,10 @@ public struct SecureHandshakeStateMachine: Sendable {
                 code: .malformedPayload,
                 detail: "payload of \(payload.count) bytes, expected \(Self.payloadLength)")
         }
+        // A small-order key "signs" anything with S = 0: it proves nothing, so it is no identity.
+        guard !identityKey.hasSmallOrder else {
+            throw SecureHandshakeError(code: .weakIdentityKey, detail: "the peer's identity key is a small-order point")
+        }
         guard let remoteStatic = noise.remoteStaticKey else {
             throw SecureHandshakeError(code: .malformedPayload, detail: "no Noise static key before the payload")
         }
@@ -213,6 +217,8 @@ public struct SecureHandshakeError: CodedError, Hashable {
         public static let identityMismatch = Code(name: "identity-mismatch")
         /// A key announced for the ``DeviceID`` (e.g. by the cloud) does not derive to it.
         public static let announcedKeyMismatch = Code(name: "announced-key-mismatch")
+        /// The peer's identity key is a small-order point, for which signatures prove nothing (RFC 8032 §5.1.7).
+        public static let weakIdentityKey = Code(name: "weak-identity-key")
     }
 
     /// What went wrong.

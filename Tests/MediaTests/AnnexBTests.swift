@@ -35,6 +35,16 @@ import Testing
         #expect(units[0].bytes.count == 10)
     }
 
+    /// Found by fuzzing (Fuzz/Corpus/media/crash-trailing-start-code): when the data ended in a start
+    /// code with no NAL unit after it, the last access unit was dropped whole.
+    @Test func trailingStartCodeKeepsTheLastAccessUnit() {
+        let stream: [UInt8] = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x65, 0x88, 9, 0, 0, 1]
+        let units = AnnexB.accessUnits(stream)
+        #expect(units.count == 1)
+        #expect(units.first?.bytes == stream)
+        #expect(units.first?.isKeyframe == true)
+    }
+
     @Test func garbageWithoutStartCodesGivesNoUnits() {
         #expect(AnnexB.accessUnits([1, 2, 3, 4, 5]).isEmpty)
         #expect(AnnexB.accessUnits([]).isEmpty)

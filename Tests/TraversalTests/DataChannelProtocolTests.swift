@@ -1,5 +1,5 @@
 import Testing
-@testable import Traversal
+@_spi(Fuzzing) @testable import Traversal
 
 /// The Data Channel Establishment Protocol codec (RFC 8832).
 @Suite struct DataChannelProtocolTests {

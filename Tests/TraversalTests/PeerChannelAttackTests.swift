@@ -2,7 +2,7 @@ import Foundation
 import PeerTestSupport
 import Synchronization
 import Testing
-@testable import Traversal
+@_spi(Fuzzing) @testable import Traversal
 
 /// An authenticated but malicious peer (inside the secure session) against the channel engine: it gets a
 /// refused or closed channel, bounded memory, never a crash.

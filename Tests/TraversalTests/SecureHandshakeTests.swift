@@ -130,6 +130,32 @@ private func runHandshake(
         #expect(error?.code == .malformedPayload)
     }
 
+    /// Found by fuzzing (Fuzz/Corpus/noise-handshake/crash-small-order-identity): a viewer "identity"
+    /// that is a small-order point with signature R = that point, S = 0 verifies under RFC 8032 for any
+    /// message, so the camera completed handshakes for identities nobody holds a key for.
+    @Test(arguments: Curve25519.Signing.PublicKey.smallOrderEncodings.flatMap { [$0, $0.prefix(31) + [$0[31] | 0x80]] })
+    func smallOrderViewerIdentityIsRefusedEvenWithAVerifyingSignature(_ key: [UInt8]) throws {
+        var responder = SecureHandshakeStateMachine.responder(identity: camera)
+        var viewer = NoiseHandshakeState(role: .initiator, prologue: SecureHandshakeStateMachine.prologue, staticKey: .init())
+        guard case .send(let second) = try responder.receive(try viewer.writeMessage()) else {
+            Issue.record("camera should reply to the first message")
+            return
+        }
+        _ = try viewer.readMessage(second)
+        // The neutral element verifies every message with R = A, S = 0; the others do for some messages.
+        let forged = key + key + [UInt8](repeating: 0, count: 32)
+        let error = #expect(throws: SecureHandshakeError.self) { try responder.receive(try viewer.writeMessage(payload: forged)) }
+        #expect(error?.code == .weakIdentityKey)
+    }
+
+    @Test func identityKeysOfRealIdentitiesAreNotSmallOrder() {
+        for _ in 0..<32 { #expect(!DeviceIdentity.ephemeral().publicKey.hasSmallOrder) }
+        let neutral = try? Curve25519.Signing.PublicKey(rawRepresentation: [1] + [UInt8](repeating: 0, count: 31))
+        #expect(neutral?.hasSmallOrder == true)
+        #expect(neutral?.isValidSignature([1] + [UInt8](repeating: 0, count: 63), for: [UInt8]("anything".utf8)) == true,
+                "the neutral element verifies R = A, S = 0 for any message: the reason for the check")
+    }
+
     @Test func receivingAfterCompletionIsRejected() throws {
         var viewer = try SecureHandshakeStateMachine.initiator(identity: .ephemeral(), expecting: cameraID)
         var responder = SecureHandshakeStateMachine.responder(identity: camera)

@@ -71,7 +71,9 @@ public enum ChannelPriority: UInt16, Sendable, Hashable, CaseIterable {
 /// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 /// |                    Label, then Protocol                       |
 /// ```
-enum DataChannelProtocol {
+///
+/// Internal to the channel engine; `@_spi(Fuzzing)` exposes the codec to the fuzz targets only.
+@_spi(Fuzzing) public enum DataChannelProtocol {
     /// RFC 8831 §8 payload protocol identifiers.
     enum PPID {
         /// DCEP control (RFC 8832 §8.1).
@@ -93,20 +95,33 @@ enum DataChannelProtocol {
     static let maxLabelLength = 1024
 
     /// A decoded DATA_CHANNEL_OPEN.
-    struct Open: Sendable, Equatable {
-        var delivery: ChannelDelivery
-        var priority: ChannelPriority
-        var label: String
-        var proto: String
+    @_spi(Fuzzing) public struct Open: Sendable, Equatable {
+        /// Reliability and order (channel type and reliability parameter).
+        @_spi(Fuzzing) public var delivery: ChannelDelivery
+        /// The channel's priority.
+        @_spi(Fuzzing) public var priority: ChannelPriority
+        /// The label.
+        @_spi(Fuzzing) public var label: String
+        /// The sub-protocol.
+        @_spi(Fuzzing) public var proto: String
+
+        /// An OPEN with these fields.
+        @_spi(Fuzzing) public init(delivery: ChannelDelivery, priority: ChannelPriority, label: String, proto: String) {
+            self.delivery = delivery
+            self.priority = priority
+            self.label = label
+            self.proto = proto
+        }
     }
 
     /// Why a control message was refused.
-    struct Malformed: Error, Equatable {
-        var reason: String
+    @_spi(Fuzzing) public struct Malformed: Error, Equatable {
+        /// What is wrong with it.
+        @_spi(Fuzzing) public var reason: String
     }
 
     /// DATA_CHANNEL_OPEN for a channel (RFC 8832 §5.1).
-    static func encodeOpen(_ open: Open) -> [UInt8] {
+    @_spi(Fuzzing) public static func encodeOpen(_ open: Open) -> [UInt8] {
         let (type, value): (UInt8, UInt32) = switch open.delivery.limit {
         case nil: (0x00, 0)
         case .retransmits(let n): (0x01, UInt32(clamping: n))
@@ -120,7 +135,7 @@ enum DataChannelProtocol {
     }
 
     /// Parses a DCEP message: an OPEN, or nil for an ACK; throws on anything else.
-    static func decode(_ bytes: [UInt8]) throws(Malformed) -> Open? {
+    @_spi(Fuzzing) public static func decode(_ bytes: [UInt8]) throws(Malformed) -> Open? {
         guard let type = bytes.first else { throw Malformed(reason: "empty control message") }
         if type == ackType {
             guard bytes.count == 1 else { throw Malformed(reason: "ACK of \(bytes.count) bytes") }
@@ -154,7 +169,7 @@ enum DataChannelProtocol {
     }
 
     /// DATA_CHANNEL_ACK (RFC 8832 §5.2).
-    static let ack: [UInt8] = [ackType]
+    @_spi(Fuzzing) public static let ack: [UInt8] = [ackType]
 
     /// The engine's view of a delivery.
     static func engineDelivery(_ delivery: ChannelDelivery) -> SCTPAssociation.Delivery {
