@@ -182,6 +182,8 @@ public final class TCPPeerTransport: PeerTransport {
 
     /// Frames waiting for `receive`, and whether reading from the socket is paused because of them.
     final class FlowControl: Sendable {
+        /// Reading resumes once this few frames wait.
+        static let resumeAt = TCPPeerTransport.bufferLimit / 4
         let waiting = Atomic<Int>(0)
         let paused = Atomic<Bool>(false)
     }
@@ -214,8 +216,8 @@ public final class TCPPeerTransport: PeerTransport {
     /// The next whole message.
     public func receive() async throws -> [UInt8] {
         for await f in frames {
-            let left = flow.waiting.subtract(1, ordering: .relaxed).newValue
-            if left <= Self.bufferLimit / 4, flow.paused.exchange(false, ordering: .relaxed) {
+            let left = flow.waiting.subtract(1, ordering: .sequentiallyConsistent).newValue
+            if left <= FlowControl.resumeAt, flow.paused.exchange(false, ordering: .sequentiallyConsistent) {
                 channel.setOption(ChannelOptions.autoRead, value: true).whenSuccess { [channel] in channel.read() }
             }
             return f
@@ -253,9 +255,16 @@ public final class TCPPeerTransport: PeerTransport {
         }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             sink.yield(Array(unwrapInboundIn(data).readableBytesView))
-            if flow.waiting.add(1, ordering: .relaxed).newValue >= TCPPeerTransport.bufferLimit,
-               !flow.paused.exchange(true, ordering: .relaxed) {
+            if flow.waiting.add(1, ordering: .sequentiallyConsistent).newValue >= TCPPeerTransport.bufferLimit,
+               !flow.paused.exchange(true, ordering: .sequentiallyConsistent) {
                 context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+                // The reader may have drained everything between the count and the pause, and then it will
+                // not look again: check once more (it checks after counting down, so one of us sees the other).
+                if flow.waiting.load(ordering: .sequentiallyConsistent) <= FlowControl.resumeAt,
+                   flow.paused.exchange(false, ordering: .sequentiallyConsistent) {
+                    context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+                    context.read()
+                }
             }
         }
         func channelInactive(context: ChannelHandlerContext) {

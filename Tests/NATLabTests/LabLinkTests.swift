@@ -115,6 +115,8 @@ struct LabLinkTests {
         let forwarders = pids.stdout.split(separator: "\n").compactMap { Int32($0) }
         #expect(forwarders.count == 1, "\(pids)")
         lab.tearDown()
+        // A killed process takes a moment to go: wait for it, bounded.
+        for _ in 0..<100 where forwarders.contains(where: Self.isAlive) { try await Task.sleep(for: .milliseconds(20)) }
         #expect(forwarders.allSatisfy { !Self.isAlive($0) })
         #expect(try await LabTestSupport.namespaces(withPrefix: lab.prefix).isEmpty)
         await #expect(throws: NATLabError.self) { try await lab.setLink(.ideal, site: "f") }

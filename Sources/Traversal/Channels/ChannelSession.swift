@@ -266,6 +266,7 @@ final class ChannelSession: Sendable {
     private func handle(_ event: SCTPAssociation.Event) {
         switch event {
         case .up:
+            association.applyPathParameters()
             let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
                 if case .connecting = s.phase { s.phase = .up }
                 defer { s.upWaiters = [:] }

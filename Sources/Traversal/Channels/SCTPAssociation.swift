@@ -196,6 +196,15 @@ final class SCTPAssociation: Sendable {
         }
     }
 
+    /// Applies the path parameters (MTU, PMTU discovery and heartbeats off) to the established association:
+    /// usrsctp takes them for the peer's address only once that address exists.
+    func applyPathParameters() {
+        socket.withLock { handle in
+            guard let so = handle?.pointer else { return }
+            _ = trav_sctp_set_mtu(so, UnsafeMutableRawPointer(bitPattern: key), UInt32(configuration.pathMTU))
+        }
+    }
+
     /// Sets the scheduling priority of `stream` (lower first).
     func setPriority(_ value: UInt16, stream: UInt16) {
         socket.withLock { handle in
