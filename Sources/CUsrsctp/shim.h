@@ -49,11 +49,10 @@ static inline int trav_sctp_set_int(struct socket *so, int level, int name, int 
 }
 
 /// Applies the options every trav association uses; returns 0 or the first failing option's number.
-/// SCTP heartbeats are off: the session's own keepalives decide whether an idle path is kept open
-/// (`--keepalive 0` must really send nothing), and its idle timeout notices a dead path.
+/// `heartbeats` 0 turns SCTP heartbeats off (a session without keepalives must really go quiet when idle).
 static inline int trav_sctp_configure(struct socket *so, void *addr, uint32_t path_mtu, int sndbuf, int rcvbuf,
                                       uint32_t rto_initial, uint32_t rto_min, uint32_t rto_max,
-                                      uint16_t streams, uint16_t max_init_attempts) {
+                                      uint16_t streams, uint16_t max_init_attempts, int heartbeats) {
     if (usrsctp_set_non_blocking(so, 1) < 0) return 1;
     struct linger l = {1, 0};
     if (usrsctp_setsockopt(so, SOL_SOCKET, SO_LINGER, &l, sizeof(l)) < 0) return 2;
@@ -79,7 +78,7 @@ static inline int trav_sctp_configure(struct socket *so, void *addr, uint32_t pa
     sc->sconn_family = AF_CONN;
     sc->sconn_addr = addr;
     pp.spp_assoc_id = 0;
-    pp.spp_flags = SPP_PMTUD_DISABLE | SPP_HB_DISABLE;
+    pp.spp_flags = SPP_PMTUD_DISABLE | (heartbeats ? SPP_HB_ENABLE : SPP_HB_DISABLE);
     pp.spp_pathmtu = path_mtu;
     if (usrsctp_setsockopt(so, IPPROTO_SCTP, SCTP_PEER_ADDR_PARAMS, &pp, sizeof(pp)) < 0) return 10;
     struct sctp_assoc_value ss = { SCTP_FUTURE_ASSOC, SCTP_SS_PRIORITY };
@@ -97,13 +96,13 @@ static inline int trav_sctp_configure(struct socket *so, void *addr, uint32_t pa
 }
 
 /// Sets the path MTU of the association's one path (PMTU discovery off: the transport's limit is known).
-static inline int trav_sctp_set_mtu(struct socket *so, void *addr, uint32_t path_mtu) {
+static inline int trav_sctp_set_mtu(struct socket *so, void *addr, uint32_t path_mtu, int heartbeats) {
     struct sctp_paddrparams pp;
     memset(&pp, 0, sizeof(pp));
     struct sockaddr_conn *sc = (struct sockaddr_conn *)&pp.spp_address;
     sc->sconn_family = AF_CONN;
     sc->sconn_addr = addr;
-    pp.spp_flags = SPP_PMTUD_DISABLE | SPP_HB_DISABLE;
+    pp.spp_flags = SPP_PMTUD_DISABLE | (heartbeats ? SPP_HB_ENABLE : SPP_HB_DISABLE);
     pp.spp_pathmtu = path_mtu;
     return usrsctp_setsockopt(so, IPPROTO_SCTP, SCTP_PEER_ADDR_PARAMS, &pp, sizeof(pp));
 }

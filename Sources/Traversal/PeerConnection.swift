@@ -59,8 +59,9 @@ public final class PeerConnection: Sendable {
         self.continuation = continuation
         // usrsctp's AF_CONN packets come out up to ``SCTPAssociation/mtuOverrun`` bytes over the MTU it is given.
         let limit = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
-        let sctp: SCTPAssociation.Configuration = transport.isDatagram
+        var sctp: SCTPAssociation.Configuration = transport.isDatagram
             ? .datagram(pathMTU: limit) : .stream(pathMTU: min(limit, Self.streamPathMTU))
+        sctp.heartbeats = self.keepalive != nil
         self.channels = Result {
             try ChannelSession(role: role, configuration: sctp, logger: Logger(label: "trav.channels")) { packet in
                 try? await sealer.send(.sctp, packet)

@@ -61,8 +61,13 @@ struct LabMediaTests {
         try await TravLab.with(sites: [camera, viewer]) { run in
             _ = try run.startCloud()
             let uid = try await run.startCamera(on: camera.host(), strategies: Self.strategies)
-            let r = try await run.connect(from: viewer.host(), to: uid, strategies: Self.strategies, timeout: 15, echoBytes: 0, paired: true,
+            var r = try await run.connect(from: viewer.host(), to: uid, strategies: Self.strategies, timeout: 15, echoBytes: 0, paired: true,
                                           extra: ["--channel-send", "\(3 << 20)"])
+            if !r.connected {
+                // A setup over 5 % loss is tried once more, as the other lab tests do; the subject is the channel.
+                r = try await run.connect(from: viewer.host(), to: uid, strategies: Self.strategies, timeout: 15, echoBytes: 0, paired: true,
+                                          extra: ["--channel-send", "\(3 << 20)"])
+            }
             let sent = try #require(r.channelSend, "\(r)")
             #expect(sent.verified, "\(r)")
         }

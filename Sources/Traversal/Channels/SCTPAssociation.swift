@@ -35,6 +35,9 @@ final class SCTPAssociation: Sendable {
         var rtoInitial: UInt32 = 1000, rtoMin: UInt32 = 200, rtoMax: UInt32 = 10_000
         /// INIT attempts before the association gives up (RFC 9260 §5.1: Max.Init.Retransmits).
         var maxInitAttempts: UInt16 = 8
+        /// SCTP heartbeats (RFC 9260 §8.3); off for a session that sends no keepalives, so an idle path
+        /// really goes quiet (and a NAT forgets it, as such a session asks for).
+        var heartbeats = true
 
         /// The tuning for a datagram path (UDP, relay): SCTP recovers losses quickly.
         static func datagram(pathMTU: Int) -> Configuration { Configuration(pathMTU: pathMTU) }
@@ -141,7 +144,8 @@ final class SCTPAssociation: Sendable {
         }
         let c = configuration
         let failedOption = trav_sctp_configure(so, address, UInt32(c.pathMTU), Int32(c.sendBuffer), Int32(c.receiveBuffer),
-                                               c.rtoInitial, c.rtoMin, c.rtoMax, c.streams, c.maxInitAttempts)
+                                               c.rtoInitial, c.rtoMin, c.rtoMax, c.streams, c.maxInitAttempts,
+                                               c.heartbeats ? 1 : 0)
         guard failedOption == 0,
               trav_sctp_bind(so, address, Configuration.port) == 0 else {
             let e = trav_errno()
@@ -196,12 +200,13 @@ final class SCTPAssociation: Sendable {
         }
     }
 
-    /// Applies the path parameters (MTU, PMTU discovery and heartbeats off) to the established association:
+    /// Applies the path parameters (MTU, PMTU discovery off, heartbeats as configured) to the established association:
     /// usrsctp takes them for the peer's address only once that address exists.
     func applyPathParameters() {
         socket.withLock { handle in
             guard let so = handle?.pointer else { return }
-            _ = trav_sctp_set_mtu(so, UnsafeMutableRawPointer(bitPattern: key), UInt32(configuration.pathMTU))
+            _ = trav_sctp_set_mtu(so, UnsafeMutableRawPointer(bitPattern: key), UInt32(configuration.pathMTU),
+                                  configuration.heartbeats ? 1 : 0)
         }
     }
 
