@@ -16,6 +16,8 @@ import Traversal
 public final class UDPPathSocket: Sendable {
     /// Largest peer message sent on a UDP path: fits a 1280-byte IPv6 minimum MTU with headers.
     public static let maxDatagram = 1200
+    /// Largest datagram a session's path MTU probes try (RFC 8899): a 1500-byte link's IPv6 payload (1500 − 40 − 8).
+    public static let maxProbeDatagram = 1452
     /// Probe events and session messages buffered before the oldest are dropped.
     public static let bufferLimit = 512
     /// Addresses that may send session messages on one socket (after proving the token), at most.
@@ -37,7 +39,7 @@ public final class UDPPathSocket: Sendable {
 
     /// Opens a socket on any address and port (or `local`).
     public static func open(local: TransportAddress = TransportAddress(ip: .v4(0), port: 0)) async throws -> UDPPathSocket {
-        UDPPathSocket(client: try await STUNUDPClient.bind(to: local))
+        UDPPathSocket(client: try await STUNUDPClient.bind(to: local, dontFragment: true))
     }
 
     init(client: STUNUDPClient) {
@@ -162,6 +164,8 @@ public struct UDPPeerTransport: PeerTransport {
     public var remoteAddress: SocketAddress? { peer.socketAddress }
     /// ``UDPPathSocket/maxDatagram``.
     public var maxMessageSize: Int { UDPPathSocket.maxDatagram }
+    /// ``UDPPathSocket/maxProbeDatagram``: the socket never fragments (DF set), so a probe that arrives proves the size.
+    public var probeMessageSize: Int { UDPPathSocket.maxProbeDatagram }
     /// Sends one datagram to the peer.
     public func send(_ message: [UInt8]) async throws {
         try await socket.client.send(message, to: peer)

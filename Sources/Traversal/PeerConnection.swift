@@ -38,6 +38,11 @@ public final class PeerConnection: Sendable {
     private let continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let lastHeard = Mutex(ContinuousClock.now)
+    /// The path MTU search (RFC 8899), on datagram paths that may carry more than their base size.
+    private let mtuSearch: Mutex<PathMTUSearch?>
+    /// Yields once the search's first round has every answer it waits for.
+    private let mtuSettled: AsyncStream<Void>
+    private let mtuSettledSink: AsyncStream<Void>.Continuation
 
     /// Takes over a channel already used for the hello exchange: its send counter and replay window carry on
     /// (one copy only seals, the other only opens), so no nonce is ever reused.
@@ -62,12 +67,19 @@ public final class PeerConnection: Sendable {
         var sctp: SCTPAssociation.Configuration = transport.isDatagram
             ? .datagram(pathMTU: limit) : .stream(pathMTU: min(limit, Self.streamPathMTU))
         sctp.heartbeats = self.keepalive != nil
+        (mtuSettled, mtuSettledSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        // Probing sends packets on its own schedule, so a session that asked to go quiet when idle does not probe.
+        mtuSearch = transport.isDatagram && transport.probeMessageSize > transport.maxMessageSize && self.keepalive != nil
+            ? Mutex(PathMTUSearch(base: transport.maxMessageSize, limit: transport.probeMessageSize)) : Mutex(nil)
         self.channels = Result {
             try ChannelSession(role: role, configuration: sctp, logger: Logger(label: "trav.channels")) { packet in
                 try? await sealer.send(.sctp, packet)
             }
         }
         startTasks(receiveChannel: receiveChannel, replayOnHello: replayOnHello)
+        // With a path MTU search, the association connects once the first round has answered (``startTasks``):
+        // the engine's packet size is fixed when it connects.
+        if !mtuSearch.withLock({ $0 != nil }) { (try? channels.get())?.connect() }
     }
 
     /// The SCTP packet size on stream paths (TCP): larger than a datagram, so fewer seals per byte.
@@ -90,6 +102,12 @@ public final class PeerConnection: Sendable {
     /// The channel engine's smoothed round-trip time in ms and congestion window in bytes, once established.
     public var channelPathStatus: (srttMs: Int, congestionWindow: Int)? {
         (try? channels.get().status).flatMap { $0 }.map { ($0.srttMs, $0.cwnd) }
+    }
+
+    /// The largest transport message the session uses now: the path's base size until the path MTU search
+    /// (RFC 8899) finds that larger ones arrive.
+    public var pathMessageSize: Int {
+        mtuSearch.withLock { $0?.current } ?? transport.maxMessageSize
     }
 
     /// The channel engine's path MTU.
@@ -165,6 +183,21 @@ public final class PeerConnection: Sendable {
                 case .hello:
                     // The viewer repeats its hello until our welcome arrives: answer again.
                     if let replayOnHello { try? await self.sendSealed(.welcome, replayOnHello) }
+                case .pathProbe:
+                    // Acknowledge a probe only if it arrived at the size it claims (so the size is proven).
+                    if plain.count >= 3, Int(plain[1]) << 8 | Int(plain[2]) == frame.count {
+                        try? await self.sendSealed(.pathProbeAck, [plain[1], plain[2]])
+                    }
+                case .pathProbeAck:
+                    if plain.count == 3 {
+                        let size = Int(plain[1]) << 8 | Int(plain[2])
+                        let (actions, settled) = self.mtuSearch.withLock { s -> ([PathMTUSearch.Action], Bool) in
+                            let a = s?.acknowledged(size: size, now: .now) ?? []
+                            return (a, s?.isSettled ?? true)
+                        }
+                        await self.perform(actions)
+                        if settled { self.mtuSettledSink.yield() }
+                    }
                 case .keepalive, .welcome, .denied:
                     continue
                 }
@@ -174,6 +207,24 @@ public final class PeerConnection: Sendable {
             // No keepalives: a peer configured alike is silent while idle, so silence proves nothing.
             tasks.withLock { $0 = [receiver] }
             return
+        }
+        let prober = Task { [weak self] in
+            await self?.perform(self?.mtuSearch.withLock { $0?.start(now: .now) } ?? [])
+            // The first round: until every probe is answered (or ``PathMTUSearch/initialWait``), then connect
+            // the channel engine with the size found. A packet from the peer's engine connects it sooner.
+            if let settled = self?.mtuSettled {
+                _ = try? await withDeadline(PathMTUSearch.initialWait) {
+                    for await _ in settled { return }
+                }
+            }
+            (try? self?.channels.get())?.connect()
+            // Bounded: each pass either sleeps until the search's next deadline or ends when it has none.
+            while !Task.isCancelled {
+                guard let due = self?.mtuSearch.withLock({ $0?.nextDeadline }) ?? nil else { return }
+                try? await Task.sleep(until: due, clock: .continuous)
+                guard let self, !Task.isCancelled else { return }
+                await self.perform(self.mtuSearch.withLock { $0?.tick(now: .now) } ?? [])
+            }
         }
         let keeper = Task { [weak self] in
             while !Task.isCancelled {
@@ -187,7 +238,21 @@ public final class PeerConnection: Sendable {
                 try? await self.sendSealed(.keepalive, [])
             }
         }
-        tasks.withLock { $0 = [receiver, keeper] }
+        tasks.withLock { $0 = [receiver, keeper, prober] }
+    }
+
+    /// Carries out the path MTU search's actions.
+    private func perform(_ actions: [PathMTUSearch.Action]) async {
+        for action in actions {
+            switch action {
+            case .sendProbe(let size):
+                let padding = size - PeerWire.sealedOverhead - 2
+                guard padding >= 0 else { continue }
+                try? await sendSealed(.pathProbe, [UInt8(size >> 8), UInt8(size & 0xFF)] + [UInt8](repeating: 0, count: padding))
+            case .use(let size):
+                (try? channels.get())?.setPathMTU(size - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun)
+            }
+        }
     }
 }
 

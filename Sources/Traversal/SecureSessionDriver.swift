@@ -29,6 +29,10 @@ enum SessionMessageType: UInt8 {
     case close = 0x12
     /// An SCTP packet of the connection's channel association (RFC 9260, carried as RFC 8261 carries it in DTLS).
     case sctp = 0x13
+    /// A path MTU probe (RFC 8899 §4.1): the probed size (2 bytes, big-endian), then padding up to it.
+    case pathProbe = 0x14
+    /// Acknowledges a ``pathProbe`` that arrived whole: the probed size (2 bytes, big-endian).
+    case pathProbeAck = 0x15
 }
 
 /// What the viewer presents inside the encrypted session.

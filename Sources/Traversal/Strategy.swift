@@ -76,6 +76,9 @@ public protocol PeerTransport: Sendable {
     var remoteAddress: SocketAddress? { get }
     /// Largest message `send` accepts.
     var maxMessageSize: Int { get }
+    /// Largest message `send` accepts for a path MTU probe (RFC 8899): above ``maxMessageSize`` when the
+    /// transport may carry more than it promises (a UDP path over 1500-byte links), which probes find out.
+    var probeMessageSize: Int { get }
     /// Sends one message.
     func send(_ message: [UInt8]) async throws
     /// Receives the next message; one consumer at a time.
@@ -87,6 +90,8 @@ public protocol PeerTransport: Sendable {
 extension PeerTransport {
     /// Unknown by default: limits then count the transport under ``SourceAddressKey/unidentified``.
     public var remoteAddress: SocketAddress? { nil }
+    /// ``maxMessageSize``: nothing to probe by default.
+    public var probeMessageSize: Int { maxMessageSize }
 }
 
 /// Why a strategy did not produce a path.

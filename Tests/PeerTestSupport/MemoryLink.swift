@@ -16,6 +16,8 @@ public final class MemoryLink: Sendable {
         public var rateBitsPerSecond: Int?
         /// Longest a packet may wait at the bottleneck before it is dropped (a router's buffer).
         public var queueLimit: Duration = .milliseconds(200)
+        /// Largest message the link carries; longer ones vanish (a smaller MTU on the way). nil: no limit.
+        public var pathMTU: Int?
 
         /// A link with these conditions.
         public init(loss: Double = 0, delay: Duration = .zero, jitter: Duration = .zero, rateBitsPerSecond: Int? = nil) {
@@ -38,10 +40,13 @@ public final class MemoryLink: Sendable {
     }
 
     /// A joined pair of ends.
-    public static func pair(_ conditions: Conditions = .init(), datagram: Bool = true, maxMessageSize: Int = 1200) -> (End, End, MemoryLink) {
+    /// `probeMessageSize` above `maxMessageSize` lets sessions probe for larger messages (RFC 8899).
+    public static func pair(_ conditions: Conditions = .init(), datagram: Bool = true, maxMessageSize: Int = 1200,
+                            probeMessageSize: Int? = nil) -> (End, End, MemoryLink) {
         let link = MemoryLink(conditions)
-        let a = End(link: link, datagram: datagram, maxMessageSize: maxMessageSize, name: "a")
-        let b = End(link: link, datagram: datagram, maxMessageSize: maxMessageSize, name: "b")
+        let probe = probeMessageSize ?? maxMessageSize
+        let a = End(link: link, datagram: datagram, maxMessageSize: maxMessageSize, probeMessageSize: probe, name: "a")
+        let b = End(link: link, datagram: datagram, maxMessageSize: maxMessageSize, probeMessageSize: probe, name: "b")
         a.peer.withLock { $0 = b }
         b.peer.withLock { $0 = a }
         return (a, b, link)
@@ -52,6 +57,7 @@ public final class MemoryLink: Sendable {
         let link: MemoryLink
         public let isDatagram: Bool
         public let maxMessageSize: Int
+        public let probeMessageSize: Int
         public let pathDescription: String
         let peer = Mutex<End?>(nil)
         private let stream: AsyncStream<[UInt8]>
@@ -62,20 +68,25 @@ public final class MemoryLink: Sendable {
         /// When the bottleneck is next free.
         private let bottleneck = Mutex<ContinuousClock.Instant>(.now)
 
-        init(link: MemoryLink, datagram: Bool, maxMessageSize: Int, name: String) {
+        init(link: MemoryLink, datagram: Bool, maxMessageSize: Int, probeMessageSize: Int, name: String) {
             self.link = link
             self.isDatagram = datagram
             self.maxMessageSize = maxMessageSize
+            self.probeMessageSize = probeMessageSize
             self.pathDescription = "memory \(name)"
             (stream, sink) = AsyncStream.makeStream(of: [UInt8].self)
             iterator = stream.makeAsyncIterator()
         }
 
         public func send(_ message: [UInt8]) async throws {
-            guard message.count <= maxMessageSize else { throw StrategyError(code: .failed, detail: "too large: \(message.count)") }
+            guard message.count <= probeMessageSize else { throw StrategyError(code: .failed, detail: "too large: \(message.count)") }
             guard let peer = peer.withLock({ $0 }) else { throw StrategyError(code: .failed, detail: "closed") }
             link.sent.add(1, ordering: .relaxed)
             let c = link.conditions.withLock { $0 }
+            if let mtu = c.pathMTU, message.count > mtu {
+                link.dropped.add(1, ordering: .relaxed)
+                return
+            }
             if isDatagram, c.loss > 0, Double.random(in: 0..<1) < c.loss {
                 link.dropped.add(1, ordering: .relaxed)
                 return
@@ -130,16 +141,19 @@ public final class MemoryLink: Sendable {
 }
 
 /// Two connected ``PeerConnection``s (viewer, camera) over a memory link.
-public func connectedPair(_ conditions: MemoryLink.Conditions = .init(), datagram: Bool = true, maxMessageSize: Int = 1200)
+/// `keepalive` as ``PeerConnection``'s (nil: none, so no path MTU probing either); `probeMessageSize` lets the
+/// sessions probe for larger messages than `maxMessageSize`.
+public func connectedPair(_ conditions: MemoryLink.Conditions = .init(), datagram: Bool = true, maxMessageSize: Int = 1200,
+                          probeMessageSize: Int? = nil, keepalive: Duration? = nil)
     -> (viewer: PeerConnection, camera: PeerConnection, link: MemoryLink) {
-    let (a, b, link) = MemoryLink.pair(conditions, datagram: datagram, maxMessageSize: maxMessageSize)
+    let (a, b, link) = MemoryLink.pair(conditions, datagram: datagram, maxMessageSize: maxMessageSize, probeMessageSize: probeMessageSize)
     let k1 = NoiseCipherState(key: [UInt8](repeating: 1, count: 32))
     let k2 = NoiseCipherState(key: [UInt8](repeating: 2, count: 32))
     let identity = DeviceIdentity.generate()
     let report = ConnectionReport(path: "memory", route: nil, setupMs: 0, requestID: nil, attempts: [])
     let viewer = PeerConnection(role: .viewer, report: report, peerIdentity: identity.publicKey, transport: a,
-                                channel: SecureDatagramChannel(send: k1, receive: k2), replayOnHello: nil, keepalive: nil)
+                                channel: SecureDatagramChannel(send: k1, receive: k2), replayOnHello: nil, keepalive: keepalive)
     let camera = PeerConnection(role: .camera, report: report, peerIdentity: identity.publicKey, transport: b,
-                                channel: SecureDatagramChannel(send: k2, receive: k1), replayOnHello: nil, keepalive: nil)
+                                channel: SecureDatagramChannel(send: k2, receive: k1), replayOnHello: nil, keepalive: keepalive)
     return (viewer, camera, link)
 }

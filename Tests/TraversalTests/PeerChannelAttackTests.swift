@@ -21,6 +21,8 @@ import Testing
         }
         victimBox.withLock { $0 = v }
         attackerBox.withLock { $0 = a }
+        a.connect()
+        v.connect()
         return (a, v)
     }
 

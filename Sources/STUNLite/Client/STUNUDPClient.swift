@@ -31,9 +31,13 @@ public final class STUNUDPClient: Sendable {
     public static let defaultMaxDatagramSize = 2048
 
     /// Opens a UDP socket bound to `local` (default: any IPv4 address, any port); `broadcast` allows
-    /// sending to broadcast addresses; datagrams longer than `maxDatagramSize` are truncated to it.
+    /// sending to broadcast addresses; datagrams longer than `maxDatagramSize` are truncated to it;
+    /// `dontFragment` sends every datagram with DF set and never fragments locally (Linux `IP_PMTUDISC_PROBE`),
+    /// so a datagram larger than the path carries is lost rather than fragmented: what path MTU probes need
+    /// (RFC 8899 §3, requirement 5).
     public static func bind(to local: TransportAddress = TransportAddress(ip: .v4(0), port: 0),
-                            reuseAddress: Bool = false, broadcast: Bool = false, maxDatagramSize: Int = defaultMaxDatagramSize,
+                            reuseAddress: Bool = false, broadcast: Bool = false, dontFragment: Bool = false,
+                            maxDatagramSize: Int = defaultMaxDatagramSize,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> STUNUDPClient {
         let (stream, continuation) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self,
                                                             bufferingPolicy: .bufferingNewest(otherDatagramBufferLimit))
@@ -50,6 +54,15 @@ public final class STUNUDPClient: Sendable {
             if broadcast {
                 bootstrap = bootstrap.channelOption(.socketOption(.so_broadcast), value: 1)
             }
+            #if os(Linux)
+            if dontFragment {
+                bootstrap = local.ip.isIPv4
+                    ? bootstrap.channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: CInt(IP_MTU_DISCOVER))),
+                                              value: Int(IP_PMTUDISC_PROBE))
+                    : bootstrap.channelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .init(rawValue: CInt(IPV6_MTU_DISCOVER))),
+                                              value: Int(IPV6_PMTUDISC_PROBE))
+            }
+            #endif
             channel = try await bootstrap
                 .channelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture {

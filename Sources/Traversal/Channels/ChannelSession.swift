@@ -55,7 +55,7 @@ final class ChannelSession: Sendable {
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let logger: Logger
 
-    /// Starts the association (both sides connect at once) and the tasks that carry its packets through `send`.
+    /// Creates the association and the tasks that carry its packets through `send`; ``connect()`` starts it.
     init(role: ConnectionRole, configuration: SCTPAssociation.Configuration, logger: Logger,
          send: @escaping @Sendable ([UInt8]) async -> Void) throws {
         association = try SCTPAssociation(configuration: configuration)
@@ -84,6 +84,9 @@ final class ChannelSession: Sendable {
         close(reason: "connection released")
     }
 
+    /// Starts the association (``SCTPAssociation/connect()``).
+    func connect() { association.connect() }
+
     /// Feeds a packet from the peer.
     func input(_ packet: [UInt8]) {
         association.input(packet)
@@ -97,6 +100,9 @@ final class ChannelSession: Sendable {
 
     /// Smoothed RTT and congestion window of the association.
     var status: (srttMs: Int, cwnd: Int, mtu: Int)? { association.status }
+
+    /// Changes the engine's packet size (``SCTPAssociation/setPathMTU(_:)``).
+    func setPathMTU(_ size: Int) { association.setPathMTU(size) }
 
     /// Opens a channel and waits for the peer's acknowledgement.
     func open(label: String, delivery: ChannelDelivery, priority: ChannelPriority) async throws -> PeerChannel {

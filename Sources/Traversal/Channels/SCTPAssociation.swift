@@ -106,16 +106,21 @@ final class SCTPAssociation: Sendable {
     private let writableSink: AsyncStream<Void>.Continuation
     private let key: UInt
     private let socket = Mutex<SocketHandle?>(nil)
+    /// Whether ``connect()`` has run (guarded by `socket`'s lock).
+    private nonisolated(unsafe) var connecting = false
     /// Partly delivered messages by stream (usrsctp's partial delivery hands large messages in pieces).
     private let partial = Mutex<(pieces: [UInt16: [UInt8]], discarding: Set<UInt16>)>(([:], []))
     /// Bytes accepted by the send buffer and not yet acknowledged (refreshed on every SACK).
     private let buffered = Atomic<Int>(0)
     /// Largest packet handed out so far (tests check it against the path MTU).
     private let largestPacket = Atomic<Int>(0)
+    /// The packet size in force: ``Configuration/pathMTU`` until the session's path MTU search raises it.
+    private let pathMTU: Atomic<Int>
 
-    /// Bytes by which usrsctp's packets may exceed the path MTU it was given (it reserves room for an IP
-    /// header that AF_CONN packets do not have, then fills part of it): subtract this from a transport's limit.
-    static let mtuOverrun = 32
+    /// Bytes by which usrsctp's packets may exceed the path MTU it was given: for AF_CONN it adds the SCTP
+    /// common header (12 bytes, RFC 9260 §3.1) to the MTU set through SCTP_PEER_ADDR_PARAMS: subtract this from
+    /// a transport's limit.
+    static let mtuOverrun = 12
 
     /// Packets waiting for the transport before the oldest are dropped (SCTP retransmits them).
     static let packetQueueLimit = 4096
@@ -123,6 +128,7 @@ final class SCTPAssociation: Sendable {
     /// Creates the association and starts connecting; throws if usrsctp refuses the socket.
     init(configuration: Configuration) throws {
         self.configuration = configuration
+        pathMTU = Atomic(configuration.pathMTU)
         (packets, packetSink) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(Self.packetQueueLimit))
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         (writable, writableSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -155,8 +161,20 @@ final class SCTPAssociation: Sendable {
         }
         let handle = SocketHandle(pointer: so)
         socket.withLock { $0 = handle }
-        // Non-blocking: EINPROGRESS is the expected answer; the association comes up with `.up`.
-        _ = trav_sctp_connect(so, address, Configuration.port)
+    }
+
+    /// Starts connecting (both sides connect at once; RFC 9260 §5.2 resolves the collision), with the packet
+    /// size in force now: usrsctp fixes an association's largest packet when it connects and can only lower it
+    /// later. Idempotent; a packet from the peer connects first (``input(_:)``).
+    func connect() {
+        socket.withLock { handle in
+            guard let so = handle?.pointer, !connecting else { return }
+            connecting = true
+            let address = UnsafeMutableRawPointer(bitPattern: key)
+            _ = trav_sctp_set_mtu(so, address, UInt32(pathMTU.load(ordering: .relaxed)), configuration.heartbeats ? 1 : 0)
+            // Non-blocking: EINPROGRESS is the expected answer; the association comes up with `.up`.
+            _ = trav_sctp_connect(so, address, Configuration.port)
+        }
     }
 
     deinit {
@@ -165,6 +183,7 @@ final class SCTPAssociation: Sendable {
 
     /// Feeds one packet from the peer.
     func input(_ packet: [UInt8]) {
+        connect()
         socket.withLock { handle in
             guard handle != nil else { return }
             packet.withUnsafeBytes { raw in
@@ -205,9 +224,16 @@ final class SCTPAssociation: Sendable {
     func applyPathParameters() {
         socket.withLock { handle in
             guard let so = handle?.pointer else { return }
-            _ = trav_sctp_set_mtu(so, UnsafeMutableRawPointer(bitPattern: key), UInt32(configuration.pathMTU),
+            _ = trav_sctp_set_mtu(so, UnsafeMutableRawPointer(bitPattern: key), UInt32(pathMTU.load(ordering: .relaxed)),
                                   configuration.heartbeats ? 1 : 0)
         }
+    }
+
+    /// Changes the packet size (the session's path MTU search found another): applied at once when the
+    /// association is up, else when it comes up. Chunks already cut to a larger size are sent as they are.
+    func setPathMTU(_ size: Int) {
+        pathMTU.store(size, ordering: .relaxed)
+        applyPathParameters()
     }
 
     /// Sets the scheduling priority of `stream` (lower first).
