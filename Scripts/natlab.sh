@@ -35,6 +35,8 @@
 #:       applied left to right (later ones override), e.g.  mobile  mobile,loss=100  delay=100ms
 #:   delay=MS[ms]     one-way delay, each direction (RTT grows by twice this)
 #:   jitter=MS[ms]    ± uniform per packet, each direction; packets keep their order
+#:   reorder=PCT[%]   that share of packets (0..100, 0.1 steps) is held back 5 ms more, so the ones
+#:                    behind it overtake: real reordering, each direction (needs the forwarder)
 #:   loss=PCT[%]      random loss 0..100 (0.1 steps), each direction (nft `numgen random`)
 #:   down=RATE        towards the site; RATE = N[kbit|mbit] (N alone: kbit/s) or `unlimited`
 #:   up=RATE          from the site
@@ -256,9 +258,9 @@ load_rules() { # HOST KIND
 host_line() { echo "$*" >> "$STATE_DIR/$PREFIX.hosts"; }
 
 # ---- link conditions ----------------------------------------------------------------------------
-# Parsed LINK: one-way delay and jitter in ms, loss in tenths of a percent, rates in kbit/s (0 =
-# unlimited). Set by parse_link.
-L_DELAY=0 L_JITTER=0 L_LOSS=0 L_DOWN=0 L_UP=0
+# Parsed LINK: one-way delay and jitter in ms, reorder and loss in tenths of a percent, rates in
+# kbit/s (0 = unlimited). Set by parse_link.
+L_DELAY=0 L_JITTER=0 L_REORDER=0 L_LOSS=0 L_DOWN=0 L_UP=0
 
 profile_link() { # NAME -> its LINK on stdout; fails for an unknown name
     local p
@@ -279,7 +281,7 @@ rate_kbit() { # VALUE -> kbit/s (0 = unlimited)
 
 parse_link() { # LINK: fills L_*; dies on anything it does not know
     local link=$1 item sub value
-    L_DELAY=0 L_JITTER=0 L_LOSS=0 L_DOWN=0 L_UP=0
+    L_DELAY=0 L_JITTER=0 L_REORDER=0 L_LOSS=0 L_DOWN=0 L_UP=0
     [[ $link =~ ^[a-z0-9=.,%-]*$ ]] || die "bad LINK '$link' (names and KEY=VALUEs joined by commas)"
     local -a items=() more=()
     IFS=, read -r -a items <<< "$link"
@@ -299,16 +301,16 @@ apply_link_item() { # KEY=VALUE LINK (for messages)
             value=${value%ms}
             [[ $value =~ ^[0-9]{1,5}$ ]] && (( 10#$value <= 10000 )) || die "bad $key '$1' in '$2' (want 0..10000 ms)"
             if [[ $key == delay ]]; then L_DELAY=$((10#$value)); else L_JITTER=$((10#$value)); fi ;;
-        loss)
+        loss|reorder)
             value=${value%\%}
-            [[ $value =~ ^([0-9]{1,3})(\.([0-9]))?$ ]] || die "bad loss '$1' in '$2' (want 0..100, one decimal)"
+            [[ $value =~ ^([0-9]{1,3})(\.([0-9]))?$ ]] || die "bad $key '$1' in '$2' (want 0..100, one decimal)"
             value=$((10#${BASH_REMATCH[1]} * 10 + 10#${BASH_REMATCH[3]:-0}))
-            (( value <= 1000 )) || die "bad loss '$1' in '$2' (want 0..100)"
-            L_LOSS=$value ;;
+            (( value <= 1000 )) || die "bad $key '$1' in '$2' (want 0..100)"
+            if [[ $key == loss ]]; then L_LOSS=$value; else L_REORDER=$value; fi ;;
         down|up)
             value=$(rate_kbit "$value") || die "bad $key '$1' in '$2' (want N[kbit|mbit], 8 kbit/s or more, or unlimited)"
             if [[ $key == down ]]; then L_DOWN=$value; else L_UP=$value; fi ;;
-        *) die "unknown link key '$key' in '$2' (keys: delay jitter loss down up)" ;;
+        *) die "unknown link key '$key' in '$2' (keys: delay jitter reorder loss down up)" ;;
     esac
 }
 
@@ -320,11 +322,22 @@ rate_text() { # kbit/s -> N[k|m]bit or unlimited
     else echo "$1kbit"; fi
 }
 
+tenths_text() { # tenths of a percent -> N[.N]
+    local t=$(($1 / 10))
+    (( $1 % 10 == 0 )) || t+=".$(($1 % 10))"
+    echo "$t"
+}
+
+# The timing part of the canonical LINK: what the forwarder does (reorder only when set).
+timing_link() {
+    local t="delay=${L_DELAY}ms,jitter=${L_JITTER}ms"
+    (( L_REORDER == 0 )) || t+=",reorder=$(tenths_text "$L_REORDER")"
+    echo "$t"
+}
+
 # The parsed L_* as the canonical LINK (what `links` and `resolve` print).
 canonical_link() {
-    local loss=$((L_LOSS / 10))
-    (( L_LOSS % 10 == 0 )) || loss+=".$((L_LOSS % 10))"
-    echo "delay=${L_DELAY}ms,jitter=${L_JITTER}ms,loss=$loss,down=$(rate_text "$L_DOWN"),up=$(rate_text "$L_UP")"
+    echo "$(timing_link),loss=$(tenths_text "$L_LOSS"),down=$(rate_text "$L_DOWN"),up=$(rate_text "$L_UP")"
 }
 
 find_trav() {
@@ -391,7 +404,7 @@ start_forwarder() { # LINKHOST SITE
             (( fd <= 2 )) || eval "exec $fd>&-"
         done
         exec ip netns exec "$(ns_of "$1")" setsid "$trav" lab-link --a site --b inet \
-            --delay-ms "$L_DELAY" --jitter-ms "$L_JITTER"
+            --delay-ms "$L_DELAY" --jitter-ms "$L_JITTER" --reorder-permille "$L_REORDER"
     ) < /dev/null >> "$log" 2>&1 &
     for ((tries = 0; tries < 100; tries++)); do
         grep -q '^forwarding' "$log" && return 0
@@ -430,10 +443,10 @@ apply_link() { # SITE OLD
     else
         shape "$host" site "$L_DOWN"
         shape "$host" inet "$L_UP"
-        local timing="delay=${L_DELAY}ms,jitter=${L_JITTER}ms"
+        local timing; timing=$(timing_link)
         if [[ -z $old || ${old%%,loss=*} != "$timing" ]]; then
             stop_forwarder "$host"
-            if (( L_DELAY > 0 || L_JITTER > 0 )); then
+            if (( L_DELAY > 0 || L_JITTER > 0 || L_REORDER > 0 )); then
                 line_bridge "$host" off
                 start_forwarder "$host" "$site"
             else
@@ -457,6 +470,8 @@ apply_link_netem() { # LINKHOST
         if [[ $side == site ]]; then rate=$L_DOWN; else rate=$L_UP; fi
         local -a args=(delay "${L_DELAY}ms")
         (( L_JITTER == 0 )) || args+=("${L_JITTER}ms")
+        # netem's own reordering: that share goes out at once, ahead of the delayed rest.
+        (( L_REORDER == 0 )) || args+=(reorder "$(tenths_text "$L_REORDER")%")
         (( rate == 0 )) || args+=(rate "${rate}kbit")
         if ! in_ns "$1" tc qdisc replace dev "$side" root netem "${args[@]}"; then
             # Not `die`: a plain failure lets `up`'s ERR trap remove the half-built lab.

@@ -14,6 +14,7 @@ command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 [ -e /usr/include/usrsctp.h ] || need+=(libusrsctp-dev)   # the SCTP stack channels run on (linked: needed to build)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)       # checks saved video
 command -v curl >/dev/null 2>&1 || need+=(curl)           # scrapes the metrics endpoint
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)   # shows the lab line reorders
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing: ${need[*]}"

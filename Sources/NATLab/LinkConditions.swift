@@ -33,6 +33,9 @@ public struct LinkConditions: Sendable, Hashable, CustomStringConvertible {
     public var delayMs: Int?
     /// The most the delay varies either way per packet, in milliseconds; packets keep their order.
     public var jitterMs: Int?
+    /// Share of packets held back 5 ms more so later ones overtake them, in percent (0...100, tenths),
+    /// each direction: real reordering (jitter keeps the order).
+    public var reorderPercent: Double?
     /// Random loss in percent (0...100, tenths), each direction.
     public var lossPercent: Double?
     /// The rate towards the site in kbit/s; 0 is unlimited.
@@ -41,11 +44,12 @@ public struct LinkConditions: Sendable, Hashable, CustomStringConvertible {
     public var upKbps: Int?
 
     /// `profile`'s conditions (none without one) with the given ones overriding them.
-    public init(profile: LinkProfile? = nil, delayMs: Int? = nil, jitterMs: Int? = nil, lossPercent: Double? = nil,
-                downKbps: Int? = nil, upKbps: Int? = nil) {
+    public init(profile: LinkProfile? = nil, delayMs: Int? = nil, jitterMs: Int? = nil, reorderPercent: Double? = nil,
+                lossPercent: Double? = nil, downKbps: Int? = nil, upKbps: Int? = nil) {
         self.profile = profile
         self.delayMs = delayMs
         self.jitterMs = jitterMs
+        self.reorderPercent = reorderPercent
         self.lossPercent = lossPercent
         self.downKbps = downKbps
         self.upKbps = upKbps
@@ -72,6 +76,7 @@ public struct LinkConditions: Sendable, Hashable, CustomStringConvertible {
         var items = profile.map { [$0.rawValue] } ?? []
         if let delayMs { items.append("delay=\(delayMs)ms") }
         if let jitterMs { items.append("jitter=\(jitterMs)ms") }
+        if let reorderPercent { items.append("reorder=\(Self.tenths(reorderPercent))") }
         if let lossPercent { items.append("loss=\(Self.tenths(lossPercent))") }
         if let downKbps { items.append("down=\(Self.rate(downKbps))") }
         if let upKbps { items.append("up=\(Self.rate(upKbps))") }
@@ -98,10 +103,10 @@ public struct LinkConditions: Sendable, Hashable, CustomStringConvertible {
             case "delay", "jitter":
                 guard let ms = Int(value.hasSuffix("ms") ? String(value.dropLast(2)) : value), ms >= 0 else { return nil }
                 if key == "delay" { delayMs = ms } else { jitterMs = ms }
-            case "loss":
+            case "loss", "reorder":
                 guard let percent = Double(value.hasSuffix("%") ? String(value.dropLast()) : value),
                       (0...100).contains(percent) else { return nil }
-                lossPercent = percent
+                if key == "loss" { lossPercent = percent } else { reorderPercent = percent }
             case "down", "up":
                 guard let kbps = Self.kbps(value) else { return nil }
                 if key == "down" { downKbps = kbps } else { upKbps = kbps }

@@ -9,7 +9,7 @@ import Glibc
 extension Trav {
     /// `trav lab-link`: the NAT lab's delay line between two interfaces (`natlab.sh` starts it in a
     /// site's link namespace; hidden from help). Frames read on one interface are written to the
-    /// other after the delay ± jitter, in order, through AF_PACKET sockets; loss and rate are the
+    /// other after the delay ± jitter, in order (but for a share held back to be overtaken), through AF_PACKET sockets; loss and rate are the
     /// kernel's (nft, tbf) on the interfaces' egress.
     struct LabLinkCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -21,9 +21,11 @@ extension Trav {
         @Option(help: "The other interface (the internet's side).") var b: String
         @Option(help: "One-way delay in milliseconds, each direction.") var delayMs: Int = 0
         @Option(help: "The most the delay varies either way, in milliseconds (order is kept).") var jitterMs: Int = 0
+        @Option(help: "Per mille of frames held back 5 ms more, so the ones behind overtake them (0...1000).") var reorderPermille: Int = 0
         @Option(help: "The most frames waiting per direction; more are dropped.") var queueFrames: Int = 4096
 
         func validate() throws {
+            guard (0...1000).contains(reorderPermille) else { throw ValidationError("--reorder-permille must be 0...1000") }
             guard (0...10_000).contains(delayMs), (0...10_000).contains(jitterMs) else {
                 throw ValidationError("--delay-ms and --jitter-ms must be 0...10000")
             }
@@ -38,7 +40,7 @@ extension Trav {
             // lines[i] holds frames read on sockets[i], bound for the other one.
             var lines = [LinkDelayLine<[UInt8]>](repeating: LinkDelayLine(delay: delay, jitter: jitter, capacity: queueFrames),
                                                  count: 2)
-            FileHandle.standardOutput.write(Data("forwarding \(a) <-> \(b) delay \(delayMs) ms jitter \(jitterMs) ms\n".utf8))
+            FileHandle.standardOutput.write(Data("forwarding \(a) <-> \(b) delay \(delayMs) ms jitter \(jitterMs) ms reorder \(reorderPermille) ‰\n".utf8))
             var buffer = [UInt8](repeating: 0, count: PacketSocket.frameCapacity)
             var random = SystemRandomNumberGenerator()
             while true {
@@ -51,7 +53,8 @@ extension Trav {
                     for _ in 0..<256 {
                         guard let length = try socket.receive(into: &buffer) else { break }
                         let draw = jitterMs == 0 ? 0 : Double.random(in: -1...1, using: &random)
-                        lines[side].enqueue(Array(buffer[0..<length]), now: Self.monotonicNanoseconds(), draw: draw)
+                        let held = reorderPermille > 0 && Int.random(in: 0..<1000, using: &random) < reorderPermille
+                        lines[side].enqueue(Array(buffer[0..<length]), now: Self.monotonicNanoseconds(), draw: draw, heldBack: held)
                     }
                 }
                 let sent = Self.monotonicNanoseconds()

@@ -98,6 +98,30 @@ struct LabLinkTests {
         }
     }
 
+    @Test func reorderingLetsLaterPacketsOvertakeAndJitterAloneDoesNot() async throws {
+        let site = LabSite("r", .portRestrictedCone, link: LinkConditions(delayMs: 5, jitterMs: 2))
+        try await NATLab.withLab(sites: [site]) { lab in
+            /// Echo replies' sequence numbers in the order they came back, and how many came after a later one.
+            func inversions() async throws -> (replies: Int, inversions: Int) {
+                let r = try await lab.run(host: site.host(), ["ping", "-n", "-i", "0.002", "-c", "300", "-W", "1", lab.cloudAddresses[0]],
+                                          timeout: .seconds(20))
+                let seqs = r.stdout.split(separator: "\n").compactMap { line in
+                    line.split(separator: " ").first { $0.hasPrefix("icmp_seq=") }.flatMap { Int($0.dropFirst(9)) }
+                }
+                var highest = -1, late = 0
+                for s in seqs { if s < highest { late += 1 } else { highest = s } }
+                return (seqs.count, late)
+            }
+            let kept = try await inversions()
+            #expect(kept.replies >= 250 && kept.inversions == 0, "\(kept)")
+            try await lab.setLink(LinkConditions(delayMs: 5, jitterMs: 2, reorderPercent: 20), site: site.name)
+            let mixed = try await inversions()
+            #expect(mixed.replies >= 250 && mixed.inversions > 0, "\(mixed)")
+            #expect(try await lab.link(of: site.name) == LinkConditions(delayMs: 5, jitterMs: 2, reorderPercent: 20, lossPercent: 0,
+                                                                         downKbps: 0, upKbps: 0))
+        }
+    }
+
     @Test func aProfileOnASiteIsWhatTheLineDoes() async throws {
         let site = LabSite("m", .doubleNAT, link: .profile(.mobile))
         try await NATLab.withLab(sites: [site]) { lab in

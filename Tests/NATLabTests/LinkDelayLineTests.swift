@@ -64,4 +64,27 @@ struct LinkDelayLineTests {
         let out = drain(&line, now: 10 * ms)
         #expect(out == Array(0..<3000))
     }
+
+    @Test func aHeldBackFrameIsOvertakenAndHoldsNothingUp() {
+        var line = LinkDelayLine<Int>(delay: .milliseconds(10))
+        line.enqueue(1, now: 0)
+        line.enqueue(2, now: 1 * ms, heldBack: true)
+        line.enqueue(3, now: 2 * ms)
+        line.enqueue(4, now: 3 * ms)
+        #expect(line.count == 4)
+        // 2 is due 5 ms after its place in line (11 ms): 1, 3 and 4 leave first, on time.
+        #expect(drain(&line, now: 13 * ms) == [1, 3, 4])
+        #expect(line.nextRelease == 16 * ms)
+        #expect(drain(&line, now: 15 * ms).isEmpty)
+        #expect(drain(&line, now: 16 * ms) == [2])
+        #expect(line.count == 0 && line.nextRelease == nil)
+    }
+
+    @Test func heldBackFramesCountAgainstTheCapacity() {
+        var line = LinkDelayLine<Int>(delay: .milliseconds(10), capacity: 2)
+        let first = line.enqueue(1, now: 0, heldBack: true), second = line.enqueue(2, now: 0)
+        let third = line.enqueue(3, now: 0, heldBack: true)
+        #expect(first && second && !third)
+        #expect(line.dropped == 1)
+    }
 }
