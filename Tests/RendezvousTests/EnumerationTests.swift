@@ -41,10 +41,11 @@ struct EnumerationTests {
     @Test func anAskerWithoutCredentialsCannotTellOnlineOfflineAndUnknownApartNorLearnAddressesOrGrants() async throws {
         let online = DeviceIdentity.generate()
         let offline = DeviceIdentity.generate()
-        let unknown = DeviceIdentity.generate().deviceID
+        // Each UID derivation is a scrypt: once each.
+        let (onlineID, offlineID, unknown) = (online.deviceID, offline.deviceID, DeviceIdentity.generate().deviceID)
         try await withCloud(relay: relay) { cloud, endpoint in
             try await withCamera(offline, endpoint) { _ in }
-            #expect(await eventually(within: .seconds(10)) { await cloud.rendezvous.registry.lookup(offline.deviceID) == nil })
+            #expect(await eventually(within: .seconds(10)) { await cloud.rendezvous.registry.lookup(offlineID) == nil })
             try await withCamera(online, endpoint) { camera in
                 let offersSeen = Mutex(0)
                 let grantSeen = Mutex<RelayGrant?>(nil)
@@ -59,7 +60,7 @@ struct EnumerationTests {
 
                 // 1. No answer key: the same bytes for all three, and the camera hears nothing.
                 var bare: [String] = []
-                for (i, device) in [online.deviceID, offline.deviceID, unknown].enumerated() {
+                for (i, device) in [onlineID, offlineID, unknown].enumerated() {
                     bare.append(try await ask(device, requestID: "bare-\(i)", answerKey: nil, endpoint: endpoint).0)
                 }
                 #expect(bare[0].contains(CloudError.Code.unavailable.name), "\(bare[0])")
@@ -68,11 +69,11 @@ struct EnumerationTests {
 
                 // 2. With an answer key: unknown and offline alike; online answers, sealed.
                 let (key, answerKey) = makeAnswerKey()
-                let offlineReply = try await ask(offline.deviceID, requestID: "keyed-0", answerKey: answerKey, endpoint: endpoint).0
+                let offlineReply = try await ask(offlineID, requestID: "keyed-0", answerKey: answerKey, endpoint: endpoint).0
                 let unknownReply = try await ask(unknown, requestID: "keyed-1", answerKey: answerKey, endpoint: endpoint).0
                 #expect(offlineReply == unknownReply)
                 #expect(offlineReply == bare[0], "the same error as without a key")
-                let (wire, reply) = try await ask(online.deviceID, requestID: "keyed-2", answerKey: answerKey, endpoint: endpoint)
+                let (wire, reply) = try await ask(onlineID, requestID: "keyed-2", answerKey: answerKey, endpoint: endpoint)
                 guard case .start(_, let clearAnswer, let clearRelay, let sealed?)? = reply else {
                     Issue.record("the online camera answers with a sealed start, got \(wire)")
                     return
@@ -84,12 +85,12 @@ struct EnumerationTests {
                 }
                 // Only the key's holder opens it: not the cloud, not another asker, not for another request.
                 #expect(throws: CloudProtocolError.self) {
-                    try SealedAnswer.open(sealed, with: Curve25519.KeyAgreement.PrivateKey(), deviceID: online.deviceID, requestID: "keyed-2")
+                    try SealedAnswer.open(sealed, with: Curve25519.KeyAgreement.PrivateKey(), deviceID: onlineID, requestID: "keyed-2")
                 }
                 #expect(throws: CloudProtocolError.self) {
-                    try SealedAnswer.open(sealed, with: key, deviceID: online.deviceID, requestID: "keyed-3")
+                    try SealedAnswer.open(sealed, with: key, deviceID: onlineID, requestID: "keyed-3")
                 }
-                let opened = try SealedAnswer.open(sealed, with: key, deviceID: online.deviceID, requestID: "keyed-2")
+                let opened = try SealedAnswer.open(sealed, with: key, deviceID: onlineID, requestID: "keyed-2")
                 #expect(opened.relay == grant, "the grant travels inside")
                 #expect(opened.offer.candidates.map(\.address) == ["203.0.113.77:6711"],
                         "an asker from another site never sees the camera's LAN address")
@@ -100,13 +101,14 @@ struct EnumerationTests {
 
     @Test func anAnswerWithCandidatesInClearIsRefusedAndTheViewerHearsUnavailable() async throws {
         let camera = DeviceIdentity.generate()
+        let cameraID = camera.deviceID
         try await withCloud { _, endpoint in
             try await withRawConnection(endpoint) { cameraChannel, cameraInbound in
                 guard case .registered? = try await rawRegister(camera, endpoint: endpoint, channel: cameraChannel, inbound: &cameraInbound)
                 else { Issue.record("camera not registered"); return }
                 try await withRawConnection(endpoint, from: "127.0.0.2") { viewer, viewerInbound in
                     try await viewer.writeAndFlush(CloudMessage.introduce(
-                        requestID: "r1", deviceID: camera.deviceID.description, offer: sampleOffer(DeviceIdentity.ephemeral()),
+                        requestID: "r1", deviceID: cameraID.description, offer: sampleOffer(DeviceIdentity.ephemeral()),
                         answerKey: sampleAnswerKey()))
                     guard case .offer("r1", _, _, _, _?)? = try await cameraInbound.next() else {
                         Issue.record("the camera gets the offer with the answer key")
