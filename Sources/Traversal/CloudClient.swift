@@ -615,7 +615,7 @@ struct CloudViewerClient: ViewerSignalling {
                        answerKey: answerKey.publicKey.rawRepresentation.base64EncodedString()),
             requestID: requestID, within: CloudClient.introduceTimeout,
             timeoutDetail: "no introduction to \(device) within \(CloudClient.introduceTimeout)", during: "introduce \(requestID)"
-        ) { message in
+        ) { message -> String? in
             guard case .start(requestID, _, _, let sealed?) = message else { return nil }
             return sealed
         }

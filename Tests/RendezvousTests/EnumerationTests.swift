@@ -26,14 +26,17 @@ struct EnumerationTests {
             strategies: ["direct-lan", "udp-hole-punch"])
     }
 
-    /// The frame the attacker's connection receives for one introduction, as sent on the wire (JSON),
-    /// with its request ID replaced by `R`, and the decoded message.
+    /// The message the attacker's connection receives for one introduction, as JSON with sorted keys and
+    /// its request ID replaced by `R`, and the message itself.
     func ask(_ device: DeviceID, requestID: String, answerKey: String?, endpoint: CloudEndpoint) async throws -> (String, CloudMessage?) {
         try await withRawConnection(endpoint, from: "127.0.0.2") { channel, inbound in
             try await channel.writeAndFlush(CloudMessage.introduce(
                 requestID: requestID, deviceID: device.description, offer: sampleOffer(DeviceIdentity.ephemeral()), answerKey: answerKey))
             let reply = try await inbound.next()
-            let wire = try reply.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) } ?? "closed"
+            // Keys sorted: the encoder's own key order varies from message to message whatever the UID.
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let wire = try reply.map { String(decoding: try encoder.encode($0), as: UTF8.self) } ?? "closed"
             return (wire.replacingOccurrences(of: requestID, with: "R"), reply)
         }
     }
