@@ -12,7 +12,8 @@ import TURNLite
 import Traversal
 
 /// The cloud's signalling service: TLS connections from cameras (registration, keepalive) and
-/// viewers (introductions). It forwards offers and answers; it never sees session keys or payload.
+/// viewers (introductions). It forwards offers, and answers sealed to the viewer (``SealedAnswer``); it never
+/// sees session keys or payload.
 ///
 /// With ``Configuration/sharedRelay`` its one TLS port carries TURN over TLS too, chosen by ALPN:
 ///
