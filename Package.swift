@@ -85,6 +85,7 @@ let package = Package(
             name: "Strategies",
             dependencies: [
                 "Traversal", "STUNLite", "TURNLite", "SourceLimits",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -168,6 +169,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log")]),
     ]
 )
@@ -175,13 +177,27 @@ let package = Package(
 // The libFuzzer driver (README "Fuzzing"): only with TRAV_FUZZ=1, since it calls libFuzzer's entry point, which
 // is linked only in a `-sanitize=fuzzer` build. Scripts/fuzz.sh sets it. The targets themselves (FuzzTargets) are
 // always built, and FuzzTests replays the committed corpora through them.
+//
+// With TRAV_FUZZ_QUICK=1 as well (Scripts/fuzz.sh --quick, the bounded run Scripts/test.sh makes), only our own
+// modules are instrumented (-sanitize=fuzzer, no AddressSanitizer) and the build shares the normal scratch path,
+// so the dependencies already built for the tests are reused instead of built a second time.
 if Context.environment["TRAV_FUZZ"] == "1" {
+    let quick = Context.environment["TRAV_FUZZ_QUICK"] == "1"
+    let instrument: [SwiftSetting]? = quick ? [.unsafeFlags(["-sanitize=fuzzer"])] : nil
+    if quick {
+        let ours: Set<String> = ["SourceLimits", "STUNLite", "TURNLite", "Traversal", "Strategies", "Media", "FuzzTargets"]
+        for target in package.targets where ours.contains(target.name) {
+            target.swiftSettings = (target.swiftSettings ?? []) + (instrument ?? [])
+        }
+    }
     package.targets += [
         .target(name: "CFuzzDriver", path: "Fuzz/Sources/CFuzzDriver"),
         .executableTarget(
             name: "trav-fuzz",
             dependencies: ["CFuzzDriver", "FuzzTargets"],
-            path: "Fuzz/Sources/trav-fuzz"),
+            path: "Fuzz/Sources/trav-fuzz",
+            swiftSettings: instrument,
+            linkerSettings: quick ? [.unsafeFlags(["-sanitize=fuzzer"])] : nil),
     ]
     package.products += [.executable(name: "trav-fuzz", targets: ["trav-fuzz"])]
 }

@@ -38,4 +38,14 @@ fi
 swift build --product trav
 # Suites one at a time: several at once on two cores starve each other's deadlines (scrypt in a
 # debug build is slow), and the lab suites need the CPU for real-time networking.
-exec swift test --no-parallel "$@"
+status=0
+swift test --no-parallel "$@" || status=$?
+
+# The whole suite (no filter given) ends with a bounded libFuzzer run of every fuzz target (README
+# "Fuzzing"): our modules instrumented in the same .build, 5 s per target, about two minutes in all.
+# It comes last because it rebuilds our modules with instrumentation; it skips with one line when the
+# toolchain has no libFuzzer. TRAV_FUZZ_SECONDS changes the time per target (0 skips it).
+if [ $# -eq 0 ] && [ "${TRAV_FUZZ_SECONDS:-5}" != 0 ]; then
+    Scripts/fuzz.sh --quick "${TRAV_FUZZ_SECONDS:-5}" || status=1
+fi
+exit $status

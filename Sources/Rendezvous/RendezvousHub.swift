@@ -133,8 +133,13 @@ actor RendezvousHub {
         return session
     }
 
-    /// A viewer asks for `deviceID`: rate-limit, look up, forward the offer to the camera.
-    func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer) async {
+    /// A viewer asks for `deviceID`: rate-limit, look up, forward the offer and its `answerKey` to the camera.
+    ///
+    /// What an asker learns before the camera has seen its `answerKey`: an introduction without one is
+    /// `unavailable` for every UID, before the look-up; with one, an unknown, offline, declining or busy
+    /// camera is `unavailable` alike, and an online camera's answer and relay grant come back only sealed
+    /// to that key (``SealedAnswer``): nothing in clear names an address or carries a grant.
+    func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String?) async {
         guard take(from: &lookupLimiter, viewer.source) else {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.rateLimited.name, message: "too many look-ups"))
             return
@@ -150,6 +155,10 @@ actor RendezvousHub {
             ledger.checkRequester(viewer.source, wantsGrant: wantsGrant) == nil
         else {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.overloaded.name, message: "too many pending introductions"))
+            return
+        }
+        guard let answerKey else {
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
             return
         }
         guard let record = await registry.lookup(deviceID), let camera = cameras[record.sessionID],
@@ -179,37 +188,30 @@ actor RendezvousHub {
         }
         pending[requestID] = PendingIntroduction(
             viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer, relay: relay)
-        camera.peer.send(.offer(requestID: requestID, offer: offer, relay: relay, requester: viewer.channel.remoteAddress?.ipAddress))
+        camera.peer.send(.offer(
+            requestID: requestID, offer: offer, relay: relay, requester: viewer.channel.remoteAddress?.ipAddress, answerKey: answerKey))
     }
 
-    /// The camera answered: send `start` to both, back to back.
-    func answer(from session: UUID, requestID: String, offer: PeerOffer) {
+    /// The camera answered: send `start` to both, back to back; the viewer's carries only the sealed answer.
+    func answer(from session: UUID, requestID: String, offer: PeerOffer, sealed: String?) {
         guard let camera = cameras[session]?.peer else { return }
         guard let introduction = pending[requestID], introduction.cameraSession == session else {
             camera.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "no such pending introduction"))
             return
         }
-        guard offer.identityKey == introduction.cameraKey else {
+        guard offer.identityKey == introduction.cameraKey, offer.candidates.isEmpty, let sealed else {
             endIntroduction(requestID)
-            camera.send(.error(requestID: requestID, code: CloudError.Code.badRequest.name, message: "answer must carry the registered key"))
+            camera.send(.error(
+                requestID: requestID, code: CloudError.Code.badRequest.name,
+                message: "answer must carry the registered key, and its candidates only sealed"))
             introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
             return
         }
         pending[requestID] = nil
         introduction.timer.cancel()
         ledger.started(requestID)
-        let shown = Self.answer(offer, shownTo: introduction.viewer.source, cameraAt: camera.source)
-        introduction.viewer.send(.start(requestID: requestID, answer: shown, relay: introduction.relay))
+        introduction.viewer.send(.start(requestID: requestID, answer: nil, relay: nil, sealed: sealed))
         camera.send(.start(requestID: requestID, answer: nil, relay: introduction.relay))
-    }
-
-    /// The camera's answer as an unauthenticated viewer sees it: its LAN (host) addresses only when the
-    /// viewer asks from the camera's own site (the same `SourceAddressKey`), where they can work at all.
-    static func answer(_ offer: PeerOffer, shownTo viewer: SourceAddressKey, cameraAt camera: SourceAddressKey) -> PeerOffer {
-        guard viewer != camera || viewer == .unidentified else { return offer }
-        var shown = offer
-        shown.candidates.removeAll { $0.kind == .host }
-        return shown
     }
 
     /// The camera declined: the viewer hears exactly what an unknown UID gets.

@@ -12,7 +12,8 @@ import TURNLite
 import Traversal
 
 /// The cloud's signalling service: TLS connections from cameras (registration, keepalive) and
-/// viewers (introductions). It forwards offers and answers; it never sees session keys or payload.
+/// viewers (introductions). It forwards offers, and answers sealed to the viewer (``SealedAnswer``); it never
+/// sees session keys or payload.
 ///
 /// With ``Configuration/sharedRelay`` its one TLS port carries TURN over TLS too, chosen by ALPN:
 ///
@@ -390,11 +391,12 @@ public final class RendezvousServer: Sendable {
             }
             await registrations.registered(deviceID, publicKey: keyBytes)
             peer.send(.registered(observedAddress: peer.observedAddress, keepaliveSeconds: hub.configuration.keepaliveSeconds))
-        case (.introduce(let requestID, let deviceID, let offer), .fresh), (.introduce(let requestID, let deviceID, let offer), .viewer):
+        case (.introduce(let requestID, let deviceID, let offer, let answerKey), .fresh),
+             (.introduce(let requestID, let deviceID, let offer, let answerKey), .viewer):
             state = .viewer
-            await hub.introduce(from: peer, requestID: requestID, deviceID: try DeviceID(deviceID), offer: offer)
-        case (.answer(let requestID, let offer), .camera(let session, _)):
-            await hub.answer(from: session, requestID: requestID, offer: offer)
+            await hub.introduce(from: peer, requestID: requestID, deviceID: try DeviceID(deviceID), offer: offer, answerKey: answerKey)
+        case (.answer(let requestID, let offer, let sealed), .camera(let session, _)):
+            await hub.answer(from: session, requestID: requestID, offer: offer, sealed: sealed)
         case (.decline(let requestID), .camera(let session, _)):
             await hub.decline(from: session, requestID: requestID)
         case (.renewRelay(let requestID, let grant), .fresh), (.renewRelay(let requestID, let grant), .viewer),

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import SourceLimits
@@ -14,10 +15,13 @@ import Glibc
 ///
 /// ```
 /// viewer ── find{deviceID, requestID, offer} ──► broadcast :5350 ──► camera (only the one with that UID answers)
-///        ◄─────────────── here{requestID, answer} ── unicast ──────┘
+///        ◄──── here{requestID, answer, signature} ── unicast ──────┘
 /// ```
-/// Nothing here is trusted: the Connector checks the answer's key against the UID, and the secure
-/// handshake proves the camera holds it.
+/// The camera signs each `here` with its identity key over the viewer's fresh request ID and the
+/// answer (``hereSignedData(deviceID:requestID:answer:)``), so an impostor on the LAN that replays
+/// the camera's public key (or an old answer) is ignored like one with a wrong key, and the viewer
+/// keeps waiting for the camera and for its other introducers. The key is checked against the UID,
+/// and the secure handshake on the path proves it again.
 public enum LANDiscovery {
     /// The default UDP port cameras listen on for discovery.
     public static let defaultPort: UInt16 = 5350
@@ -41,6 +45,29 @@ public enum LANDiscovery {
     public static var defaultFindRateLimit: TokenBucketRateLimiter<SourceAddressKey> {
         TokenBucketRateLimiter(capacity: 1, refillInterval: findInterval)
     }
+    /// Domain separation of the `here` signature.
+    public static let hereSignatureDomain = "trav/lan-here/v1"
+
+    /// What a camera signs in its `here`: `domain ‖ 0 ‖ deviceID ‖ 0 ‖ requestID ‖ 0 ‖ SHA-256(answer as
+    /// JSON with sorted keys)`. The request ID is the viewer's, fresh per question, so a signature
+    /// cannot be replayed to another viewer or question, and the digest pins the answer's candidates.
+    public static func hereSignedData(deviceID: String, requestID: String, answer: PeerOffer) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let digest = SHA256.hash(data: try encoder.encode(answer))
+        var data = Data((hereSignatureDomain + "\u{0}" + deviceID + "\u{0}" + requestID + "\u{0}").utf8)
+        data.append(contentsOf: digest)
+        return data
+    }
+
+    /// Whether `here` is signed by the key it announces, for the question `requestID` about `device`.
+    static func isSigned(_ here: Message, for device: DeviceID, requestID: String) -> Bool {
+        guard let text = here.signature, let signature = Data(base64Encoded: text), signature.count == 64,
+              let key = try? Curve25519.Signing.PublicKey(rawRepresentation: here.offer.identityKey), !key.hasSmallOrder,
+              let signed = try? hereSignedData(deviceID: device.description, requestID: requestID, answer: here.offer)
+        else { return false }
+        return key.isValidSignature(signature, for: signed)
+    }
 
     /// A discovery datagram: `find` (viewer → LAN) or `here` (camera → viewer), JSON.
     ///
@@ -56,13 +83,16 @@ public enum LANDiscovery {
         @_spi(Fuzzing) public var requestID: String
         /// The sender's offer.
         @_spi(Fuzzing) public var offer: PeerOffer
+        /// `here` only: the camera's Ed25519 signature (base64) of ``LANDiscovery/hereSignedData(deviceID:requestID:answer:)``.
+        @_spi(Fuzzing) public var signature: String?
 
         /// A message with these fields.
-        @_spi(Fuzzing) public init(type: String, deviceID: String? = nil, requestID: String, offer: PeerOffer) {
+        @_spi(Fuzzing) public init(type: String, deviceID: String? = nil, requestID: String, offer: PeerOffer, signature: String? = nil) {
             self.type = type
             self.deviceID = deviceID
             self.requestID = requestID
             self.offer = offer
+            self.signature = signature
         }
 
         /// Parses a datagram from the LAN: `nil` unless it fits ``LANDiscovery/maxDatagram``, is JSON of
@@ -113,7 +143,8 @@ public enum LANDiscovery {
         public func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
             let socket = try await STUNUDPClient.bind(broadcast: true, maxDatagramSize: LANDiscovery.readSize)
             defer { Task { await socket.close() } }
-            let requestID = "lan-" + UUID().uuidString.prefix(8).lowercased()
+            // Fresh and unguessable: the camera's signature covers it, so no earlier answer fits this question.
+            let requestID = "lan-" + UUID().uuidString.lowercased()
             let question = try JSONEncoder().encode(Message(type: "find", deviceID: device.description, requestID: requestID, offer: offer))
             let destinations = self.destinations
             let sender = Task {
@@ -126,11 +157,14 @@ public enum LANDiscovery {
             let timeout = self.timeout
             return try await withThrowingTaskGroup(of: Introduction.self) { group in
                 group.addTask {
-                    // Anyone on the LAN may answer: only a key behind the UID counts, so an impostor's
-                    // answer leaves the question open for the camera (or for another introducer).
+                    // Anyone on the LAN may answer: only an answer signed for this question by a key
+                    // behind the UID counts, so an impostor's answer (a wrong key, or the camera's key
+                    // replayed without its signature) leaves the question open for the camera (or for
+                    // another introducer). The signature is checked first: it costs no scrypt.
                     var rejected: Set<Data> = []
                     for await (_, bytes) in socket.otherDatagrams {
                         guard let m = Message.decode(bytes, type: "here"), m.requestID == requestID,
+                              LANDiscovery.isSigned(m, for: device, requestID: requestID),
                               !rejected.contains(m.offer.identityKey), rejected.count < LANDiscovery.maxKeysChecked else { continue }
                         guard device.matches(rawPublicKey: m.offer.identityKey) else {
                             rejected.insert(m.offer.identityKey)
@@ -160,8 +194,9 @@ public enum LANDiscovery {
         private let task: Mutex<Task<Void, Never>?>
 
         /// Listens on `port` (all addresses) for questions about `device`, answering each source at most
-        /// as often as `findRateLimit` allows (by default once per ``LANDiscovery/findInterval``).
-        public init(device: DeviceID, port: UInt16 = LANDiscovery.defaultPort,
+        /// as often as `findRateLimit` allows (by default once per ``LANDiscovery/findInterval``); each
+        /// answer is signed by `identity` (the key behind `device`).
+        public init(device: DeviceID, identity: DeviceIdentity, port: UInt16 = LANDiscovery.defaultPort,
                     findRateLimit: TokenBucketRateLimiter<SourceAddressKey> = LANDiscovery.defaultFindRateLimit,
                     logger: Logger = Logger(label: "trav.lan-discovery")) async throws {
             let socket = try await STUNUDPClient.bind(to: TransportAddress(ip: .v4(0), port: port), reuseAddress: true,
@@ -188,7 +223,8 @@ public enum LANDiscovery {
                         continue
                     }
                     logger.debug("lan introduction", metadata: ["requestID": "\(m.requestID)", "from": "\(source)"])
-                    sink.yield(LANIntroduction(requestID: m.requestID, offer: m.offer, socket: socket, viewer: source,
+                    sink.yield(LANIntroduction(requestID: m.requestID, deviceID: expected, offer: m.offer, identity: identity,
+                                               socket: socket, viewer: source,
                                                done: { active.withLock { _ = $0.remove(m.requestID) } }))
                 }
                 sink.finish()
@@ -204,7 +240,9 @@ public enum LANDiscovery {
 
     struct LANIntroduction: IncomingIntroduction {
         let requestID: String
+        let deviceID: String
         let offer: PeerOffer
+        let identity: DeviceIdentity
         var relay: RelayGrant? { nil }
         let socket: STUNUDPClient
         let viewer: TransportAddress
@@ -212,7 +250,10 @@ public enum LANDiscovery {
 
         func accept(answer: PeerOffer) async throws {
             defer { done() }
-            let bytes = try JSONEncoder().encode(Message(type: "here", requestID: requestID, offer: answer))
+            let signature = try identity.signature(
+                for: LANDiscovery.hereSignedData(deviceID: deviceID, requestID: requestID, answer: answer))
+            let bytes = try JSONEncoder().encode(Message(
+                type: "here", requestID: requestID, offer: answer, signature: signature.base64EncodedString()))
             try await socket.send(Array(bytes), to: viewer)
         }
 

@@ -391,11 +391,16 @@ actor CloudCameraSession: CameraSignalling {
     /// Handles one message on a registered connection.
     private func handle(_ message: CloudMessage, on channel: any Channel) async throws {
         switch message {
-        case .offer(let requestID, let offer, let relay, let requester):
+        case .offer(let requestID, let offer, let relay, let requester, let answerKey):
+            // Without a key to seal the answer to, nothing is answered: the viewer hears what an unknown UID gets.
+            guard let answerKey else {
+                try await CloudClient.send(.decline(requestID: requestID), on: channel)
+                return
+            }
             let vouched = requester.flatMap { try? SocketAddress(ipAddress: $0, port: 0) }.map(SourceAddressKey.init)
             sink.yield(CloudIncomingIntroduction(
-                requestID: requestID, offer: offer, relay: relay, vouchedRequester: vouched, session: self))
-        case .start(let requestID, _, _):
+                requestID: requestID, offer: offer, relay: relay, vouchedRequester: vouched, answerKey: answerKey, session: self))
+        case .start(let requestID, _, _, _):
             starts.deliver(requestID, .success(()))?.resume()
         case .relayRenewed(let requestID, let relay):
             waitingForRenewal.removeValue(forKey: requestID)?.resume(returning: relay)
@@ -417,15 +422,20 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
-    /// Sends an answer and waits for the cloud's `start`, which may arrive before the send returns
-    /// (``StartHandoffStateMachine`` keeps it).
-    func accept(requestID: String, answer: PeerOffer) async throws {
+    /// Seals the answer (and the relay grant) to the viewer's `answerKey`, showing LAN addresses only to a
+    /// viewer at this camera's site, sends it and waits for the cloud's `start`, which may arrive before
+    /// the send returns (``StartHandoffStateMachine`` keeps it).
+    func accept(requestID: String, answer: PeerOffer, relay: RelayGrant?, answerKey: String, requester: SourceAddressKey?) async throws {
         guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
+        let shown = answer.shown(to: requester, cameraAt: observed.flatMap(Self.sourceKey(ofObserved:)))
+        let sealed = try SealedAnswer(offer: shown, relay: relay).sealed(to: answerKey, deviceID: deviceID, requestID: requestID)
+        // In clear only the identity key, which the cloud checks against the registration.
+        let cleartext = PeerOffer(identityKey: answer.identityKey, candidates: [], strategies: [])
         guard starts.expect(requestID, now: .now) else {
             throw CloudError(code: .badRequest, detail: "introduction \(requestID) already answered")
         }
         do {
-            try await CloudClient.send(.answer(requestID: requestID, offer: answer), on: channel)
+            try await CloudClient.send(.answer(requestID: requestID, offer: cleartext, sealed: sealed), on: channel)
         } catch {
             starts.cancel(requestID)?.resume(throwing: error)
             throw error
@@ -444,6 +454,19 @@ actor CloudCameraSession: CameraSignalling {
                 continuation.resume(throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
             }
         }
+    }
+
+    /// The per-source key of an `ip:port` or `[ipv6]:port` the cloud reported, or `nil`.
+    static func sourceKey(ofObserved text: String) -> SourceAddressKey? {
+        let host: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = text[text.index(after: text.startIndex)..<close]
+        } else if let colon = text.lastIndex(of: ":") {
+            host = text[..<colon]
+        } else {
+            host = Substring(text)
+        }
+        return (try? SocketAddress(ipAddress: String(host), port: 0)).map(SourceAddressKey.init)
     }
 
     private func expireStarts() {
@@ -553,10 +576,12 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
     let offer: PeerOffer
     let relay: RelayGrant?
     let vouchedRequester: SourceAddressKey?
+    /// The viewer's key the answer is sealed to (``SealedAnswer``).
+    let answerKey: String
     let session: CloudCameraSession
 
     func accept(answer: PeerOffer) async throws {
-        try await session.accept(requestID: requestID, answer: answer)
+        try await session.accept(requestID: requestID, answer: answer, relay: relay, answerKey: answerKey, requester: vouchedRequester)
     }
 
     func decline() async {
@@ -572,8 +597,8 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
 ///
 /// ```
 ///  viewer                                   cloud
-///    │ introduce ─────────────────────────────►│   (connection closes after start)
-///    │◄──────────────────────── start{relay}    │
+///    │ introduce{answerKey} ──────────────────►│   (connection closes after start)
+///    │◄──────────────────────── start{sealed}   │   (the camera's answer and grant, sealed to answerKey)
 ///    │        … relayed session; before relay.expires …
 ///    │ renewRelay{requestID, relay} ───────────►│   (a new connection, closed after the answer)
 ///    │◄──────────── relayRenewed{requestID, relay}
@@ -584,14 +609,23 @@ struct CloudViewerClient: ViewerSignalling {
 
     func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
         let requestID = UUID().uuidString.lowercased()
-        return try await exchange(
-            .introduce(requestID: requestID, deviceID: device.description, offer: offer), requestID: requestID,
-            within: CloudClient.introduceTimeout, timeoutDetail: "no introduction to \(device) within \(CloudClient.introduceTimeout)",
-            during: "introduce \(requestID)"
-        ) { message in
-            guard case .start(requestID, let answer?, let relay) = message else { return nil }
-            return Introduction(requestID: requestID, answer: answer, relay: relay)
+        let answerKey = Curve25519.KeyAgreement.PrivateKey()
+        let sealed = try await exchange(
+            .introduce(requestID: requestID, deviceID: device.description, offer: offer,
+                       answerKey: answerKey.publicKey.rawRepresentation.base64EncodedString()),
+            requestID: requestID, within: CloudClient.introduceTimeout,
+            timeoutDetail: "no introduction to \(device) within \(CloudClient.introduceTimeout)", during: "introduce \(requestID)"
+        ) { message -> String? in
+            guard case .start(requestID, _, _, let sealed?) = message else { return nil }
+            return sealed
         }
+        let answer: SealedAnswer
+        do {
+            answer = try SealedAnswer.open(sealed, with: answerKey, deviceID: device, requestID: requestID)
+        } catch {
+            throw CloudError(code: .protocolViolation, detail: "the camera's answer: \(error)")
+        }
+        return Introduction(requestID: requestID, answer: answer.offer, relay: answer.relay)
     }
 
     func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {

@@ -10,16 +10,21 @@ import NIOCore
 ///    │◄── challenge{nonce}       │                              │
 ///    │ prove{signature} ────────►│  (Ed25519 over CloudProtocol.registrationMessage)
 ///    │◄── registered{observed…}  │                              │
-///    │ ping ────────────────────►│ ◄──── introduce{requestID, deviceID, offer}
+///    │ ping ────────────────────►│ ◄──── introduce{requestID, deviceID, offer, answerKey}
 ///    │◄── pong                   │                              │
-///    │◄── offer{requestID, offer, relay?}                       │
-///    │ answer{requestID, offer} ►│  (or decline{requestID})     │
-///    │◄── start{requestID}       │ start{requestID, answer} ───►│  (both at once)
+///    │◄── offer{requestID, offer, relay?, requester, answerKey}  │
+///    │ answer{requestID, offer, sealed} ►│  (or decline{requestID})
+///    │◄── start{requestID}       │ start{requestID, sealed} ───►│  (both at once)
 ///    │                           │ error{requestID?, code, message} on any failure
 ///    │        … while the session is relayed, before the grant expires (either side) …
 ///    │ renewRelay{requestID, relay} ─►│◄── renewRelay{requestID, relay} (a brief connection)
 ///    │◄── relayRenewed{requestID, relay} ──relayRenewed{requestID, relay} ─►│
 /// ```
+///
+/// The camera's answer (its addresses) and the relay grant reach the viewer only sealed to the
+/// viewer's `answerKey` (``SealedAnswer``, HPKE), after the camera has seen that key: the cloud
+/// forwards them without reading them, and an `introduce` without an `answerKey` is answered
+/// `unavailable` for every UID, online or not, before any look-up.
 ///
 /// A relay grant renews itself: the cloud checks its HMAC under the relay secret and its expiry, and
 /// issues the same label with a later expiry, so renewal needs no state and no registration.
@@ -58,6 +63,10 @@ public enum CloudProtocol {
     public static let maxKeepaliveSeconds = 3600
     /// Largest retry-after a `busy` answer may carry (an hour).
     public static let maxRetryAfterMilliseconds = 3_600_000
+    /// Bytes of an `answerKey`: an X25519 public key.
+    public static let answerKeyLength = 32
+    /// Longest `sealed` answer (base64 text); a frame holds at most ``maxFrameSize`` anyway.
+    public static let maxSealedAnswerLength = 60 * 1024
 
     /// The bytes a camera signs to prove it holds its device key:
     /// `domain ‖ 0x00 ‖ nonce ‖ deviceID (UTF-8) ‖ 0x00 ‖ cloud name (UTF-8)`.
@@ -89,17 +98,21 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     case ping
     /// Keepalive answer.
     case pong
-    /// Viewer → cloud: introduce me to `deviceID` with `offer`.
-    case introduce(requestID: String, deviceID: String, offer: PeerOffer)
+    /// Viewer → cloud: introduce me to `deviceID` with `offer`; the camera seals its answer to
+    /// `answerKey` (base64 X25519 public key, ``SealedAnswer``). Without one, every UID is `unavailable`.
+    case introduce(requestID: String, deviceID: String, offer: PeerOffer, answerKey: String? = nil)
     /// Cloud → camera: a viewer's offer, and the IP address the cloud saw the viewer's request come from
-    /// (over TCP, so not spoofed): the one address the camera may probe beyond its ``ProbeBudget``.
-    case offer(requestID: String, offer: PeerOffer, relay: RelayGrant?, requester: String? = nil)
-    /// Camera → cloud: the camera's answer to an offer.
-    case answer(requestID: String, offer: PeerOffer)
+    /// (over TCP, so not spoofed): the one address the camera may probe beyond its ``ProbeBudget``;
+    /// `answerKey` is the viewer's, to seal the answer to.
+    case offer(requestID: String, offer: PeerOffer, relay: RelayGrant?, requester: String? = nil, answerKey: String? = nil)
+    /// Camera → cloud: the camera's answer to an offer: `offer` carries only its identity key (the
+    /// cloud checks it is the registered one); its candidates and the relay grant are in `sealed`.
+    case answer(requestID: String, offer: PeerOffer, sealed: String? = nil)
     /// Camera → cloud: the camera declines an offer.
     case decline(requestID: String)
-    /// Cloud → both: start now; the viewer's copy carries the camera's `answer` (and relay grant).
-    case start(requestID: String, answer: PeerOffer?, relay: RelayGrant?)
+    /// Cloud → both: start now; the viewer's copy carries the camera's `sealed` answer (``SealedAnswer``).
+    /// `answer` and `relay` in clear are not sent to viewers (older fields, still decoded).
+    case start(requestID: String, answer: PeerOffer?, relay: RelayGrant?, sealed: String? = nil)
     /// Either direction: a request failed, or the connection is about to close.
     case error(requestID: String?, code: String, message: String)
     /// Camera or viewer → cloud: renew this unexpired relay grant (same label, later expiry).
@@ -133,7 +146,7 @@ public enum CloudMessage: Sendable, Hashable, Codable {
 
     private enum Key: String, CodingKey {
         case type, deviceID, publicKey, nonce, signature, observedAddress, keepaliveSeconds
-        case requestID, offer, relay, requester, answer, code, message, retryAfterMilliseconds
+        case requestID, offer, relay, requester, answer, code, message, retryAfterMilliseconds, answerKey, sealed
     }
 
     /// Decodes a message from its JSON object; an unknown `type` is a decoding error.
@@ -155,21 +168,25 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case "introduce":
             self = .introduce(
                 requestID: try c.decode(String.self, forKey: .requestID),
-                deviceID: try c.decode(String.self, forKey: .deviceID), offer: try c.decode(PeerOffer.self, forKey: .offer))
+                deviceID: try c.decode(String.self, forKey: .deviceID), offer: try c.decode(PeerOffer.self, forKey: .offer),
+                answerKey: try c.decodeIfPresent(String.self, forKey: .answerKey))
         case "offer":
             self = .offer(
                 requestID: try c.decode(String.self, forKey: .requestID), offer: try c.decode(PeerOffer.self, forKey: .offer),
                 relay: try c.decodeIfPresent(RelayGrant.self, forKey: .relay),
-                requester: try c.decodeIfPresent(String.self, forKey: .requester))
+                requester: try c.decodeIfPresent(String.self, forKey: .requester),
+                answerKey: try c.decodeIfPresent(String.self, forKey: .answerKey))
         case "answer":
             self = .answer(
-                requestID: try c.decode(String.self, forKey: .requestID), offer: try c.decode(PeerOffer.self, forKey: .offer))
+                requestID: try c.decode(String.self, forKey: .requestID), offer: try c.decode(PeerOffer.self, forKey: .offer),
+                sealed: try c.decodeIfPresent(String.self, forKey: .sealed))
         case "decline": self = .decline(requestID: try c.decode(String.self, forKey: .requestID))
         case "start":
             self = .start(
                 requestID: try c.decode(String.self, forKey: .requestID),
                 answer: try c.decodeIfPresent(PeerOffer.self, forKey: .answer),
-                relay: try c.decodeIfPresent(RelayGrant.self, forKey: .relay))
+                relay: try c.decodeIfPresent(RelayGrant.self, forKey: .relay),
+                sealed: try c.decodeIfPresent(String.self, forKey: .sealed))
         case "error":
             self = .error(
                 requestID: try c.decodeIfPresent(String.self, forKey: .requestID),
@@ -198,23 +215,27 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try c.encode(observedAddress, forKey: .observedAddress)
             try c.encode(keepaliveSeconds, forKey: .keepaliveSeconds)
         case .ping, .pong: break
-        case .introduce(let requestID, let deviceID, let offer):
+        case .introduce(let requestID, let deviceID, let offer, let answerKey):
             try c.encode(requestID, forKey: .requestID)
             try c.encode(deviceID, forKey: .deviceID)
             try c.encode(offer, forKey: .offer)
-        case .offer(let requestID, let offer, let relay, let requester):
+            try c.encodeIfPresent(answerKey, forKey: .answerKey)
+        case .offer(let requestID, let offer, let relay, let requester, let answerKey):
             try c.encode(requestID, forKey: .requestID)
             try c.encode(offer, forKey: .offer)
             try c.encodeIfPresent(relay, forKey: .relay)
             try c.encodeIfPresent(requester, forKey: .requester)
-        case .answer(let requestID, let offer):
+            try c.encodeIfPresent(answerKey, forKey: .answerKey)
+        case .answer(let requestID, let offer, let sealed):
             try c.encode(requestID, forKey: .requestID)
             try c.encode(offer, forKey: .offer)
+            try c.encodeIfPresent(sealed, forKey: .sealed)
         case .decline(let requestID): try c.encode(requestID, forKey: .requestID)
-        case .start(let requestID, let answer, let relay):
+        case .start(let requestID, let answer, let relay, let sealed):
             try c.encode(requestID, forKey: .requestID)
             try c.encodeIfPresent(answer, forKey: .answer)
             try c.encodeIfPresent(relay, forKey: .relay)
+            try c.encodeIfPresent(sealed, forKey: .sealed)
         case .error(let requestID, let code, let message):
             try c.encodeIfPresent(requestID, forKey: .requestID)
             try c.encode(code, forKey: .code)
@@ -245,24 +266,28 @@ public enum CloudMessage: Sendable, Hashable, Codable {
                 throw CloudProtocolError.invalid("registered.keepaliveSeconds", "out of range")
             }
         case .ping, .pong: break
-        case .introduce(let requestID, let deviceID, let offer):
+        case .introduce(let requestID, let deviceID, let offer, let answerKey):
             try Self.check(requestID: requestID)
             try check(deviceID: deviceID)
             try offer.validate(field: "introduce.offer")
-        case .offer(let requestID, let offer, let relay, let requester):
+            if let answerKey { _ = try Self.base64(answerKey, length: CloudProtocol.answerKeyLength, field: "introduce.answerKey") }
+        case .offer(let requestID, let offer, let relay, let requester, let answerKey):
             try Self.check(requestID: requestID)
             try offer.validate(field: "offer.offer")
             try relay?.validate(field: "offer.relay")
             if let requester { try Self.check(requester, max: CloudProtocol.maxShortStringLength, field: "offer.requester") }
-        case .answer(let requestID, let offer):
+            if let answerKey { _ = try Self.base64(answerKey, length: CloudProtocol.answerKeyLength, field: "offer.answerKey") }
+        case .answer(let requestID, let offer, let sealed):
             try Self.check(requestID: requestID)
             try offer.validate(field: "answer.offer")
+            if let sealed { try Self.check(sealed: sealed, field: "answer.sealed") }
         case .decline(let requestID):
             try Self.check(requestID: requestID)
-        case .start(let requestID, let answer, let relay):
+        case .start(let requestID, let answer, let relay, let sealed):
             try Self.check(requestID: requestID)
             try answer?.validate(field: "start.answer")
             try relay?.validate(field: "start.relay")
+            if let sealed { try Self.check(sealed: sealed, field: "start.sealed") }
         case .error(let requestID, let code, let message):
             if let requestID { try Self.check(requestID: requestID) }
             guard !code.isEmpty, code.utf8.count <= CloudProtocol.maxRequestIDLength,
@@ -299,6 +324,13 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     static func isCodeByte(_ byte: UInt8) -> Bool {
         (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
             || byte == UInt8(ascii: "-")
+    }
+
+    /// Checks a sealed answer: non-empty base64 text of at most ``CloudProtocol/maxSealedAnswerLength``.
+    static func check(sealed: String, field: String) throws {
+        guard !sealed.isEmpty, sealed.utf8.count <= CloudProtocol.maxSealedAnswerLength, Data(base64Encoded: sealed) != nil else {
+            throw CloudProtocolError.invalid(field, "not base64 of at most \(CloudProtocol.maxSealedAnswerLength) characters")
+        }
     }
 
     /// Checks a string's length in UTF-8 bytes.

@@ -43,7 +43,7 @@ extension Trav {
             }
             var lan: LANDiscovery.Responder?
             if peer.lanPort != 0 {
-                let r = try await LANDiscovery.Responder(device: me.deviceID, port: peer.lanPort, logger: logger)
+                let r = try await LANDiscovery.Responder(device: me.deviceID, identity: me, port: peer.lanPort, logger: logger)
                 lan = r
                 sources.append(r.introductions)
             }

@@ -6,7 +6,8 @@ import Testing
 ///
 /// Opt-in with `TRAV_FUZZ_RUN=1`: the AddressSanitizer build of the targets and everything under them
 /// (two BoringSSL copies, SwiftNIO) is a second full build, about 9 CPU-minutes, far over the suite's
-/// budget for fuzzing. The suite always runs ``FuzzCorpusTests`` instead (corpus replay and mutations).
+/// budget for fuzzing. The suite always runs ``FuzzCorpusTests`` instead (corpus replay and mutations),
+/// and `Scripts/test.sh` ends with the bounded run without AddressSanitizer, `Scripts/fuzz.sh --quick 5`.
 @Suite(.serialized, .timeLimit(.minutes(40)))
 struct FuzzRunTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

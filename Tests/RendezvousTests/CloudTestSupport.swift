@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import NIOCore
@@ -80,6 +81,15 @@ func sampleOffer(_ identity: DeviceIdentity, address: String = "192.0.2.1:4000")
         identityKey: identity.publicKey.rawRepresentation,
         candidates: [Candidate(strategy: "direct-lan", kind: .host, address: address)], strategies: ["direct-lan"])
 }
+
+/// Test helper: a fresh viewer answer key (the private half) and its base64 public half for `introduce`.
+func makeAnswerKey() -> (Curve25519.KeyAgreement.PrivateKey, String) {
+    let key = Curve25519.KeyAgreement.PrivateKey()
+    return (key, key.publicKey.rawRepresentation.base64EncodedString())
+}
+
+/// Test helper: the base64 public half of a fresh answer key, for introductions whose answer is not opened.
+func sampleAnswerKey() -> String { makeAnswerKey().1 }
 
 /// Test helper: a raw signalling connection speaking ``CloudMessage``s, offering `applicationProtocols`
 /// (default: what the client offers), from `source` (an IP; default: any), closed after `body`.

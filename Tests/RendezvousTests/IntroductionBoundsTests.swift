@@ -19,15 +19,16 @@ struct IntroductionBoundsTests {
         $0.maxRelayGrantsPerRequester = 6
     }
 
-    /// Sends an introduction to `device` with a fresh viewer key.
+    /// Sends an introduction to `device` with a fresh viewer key and answer key.
     func introduce(_ requestID: String, to device: DeviceID, on channel: any Channel) async throws {
         try await channel.writeAndFlush(CloudMessage.introduce(
-            requestID: requestID, deviceID: device.description, offer: sampleOffer(DeviceIdentity.ephemeral())))
+            requestID: requestID, deviceID: device.description, offer: sampleOffer(DeviceIdentity.ephemeral()),
+            answerKey: sampleAnswerKey()))
     }
 
     /// The next message, which must be an offer (with a grant); returns its request ID.
     func nextOffer(_ inbound: inout Inbound) async throws -> String? {
-        guard case .offer(let requestID, _, let relay, _)? = try await inbound.next() else { return nil }
+        guard case .offer(let requestID, _, let relay, _, _)? = try await inbound.next() else { return nil }
         #expect(relay != nil, "a cloud with a relay grants one per introduction")
         return requestID
     }
@@ -78,7 +79,9 @@ struct IntroductionBoundsTests {
                         for i in 5..<11 {
                             try await introduce("a\(i)", to: camera.deviceID, on: attacker)
                             #expect(try await nextOffer(&cameraInbound) == "a\(i)")
-                            try await cameraChannel.writeAndFlush(CloudMessage.answer(requestID: "a\(i)", offer: sampleOffer(camera)))
+                            try await cameraChannel.writeAndFlush(CloudMessage.answer(
+                                requestID: "a\(i)", offer: PeerOffer(identityKey: camera.publicKey.rawRepresentation, candidates: [], strategies: []),
+                                sealed: "c2VhbGVk"))
                             guard case .start? = try await attackerInbound.next() else {
                                 Issue.record("a\(i) should start")
                                 return

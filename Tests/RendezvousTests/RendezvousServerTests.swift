@@ -232,10 +232,14 @@ struct RendezvousServerTests {
                 defer { answering.cancel() }
                 func shown(from source: String) async throws -> [Candidate.Kind]? {
                     try await withRawConnection(endpoint, from: source) { channel, inbound in
+                        let requestID = "from-" + source.replacingOccurrences(of: ".", with: "-")
+                        let (key, answerKey) = makeAnswerKey()
                         try await channel.writeAndFlush(CloudMessage.introduce(
-                            requestID: "from-" + source.replacingOccurrences(of: ".", with: "-"), deviceID: cameraID.description, offer: sampleOffer(DeviceIdentity.ephemeral())))
-                        guard case .start(_, let answer?, _)? = try await inbound.next() else { return nil }
-                        return answer.candidates.map(\.kind)
+                            requestID: requestID, deviceID: cameraID.description, offer: sampleOffer(DeviceIdentity.ephemeral()),
+                            answerKey: answerKey))
+                        guard case .start(_, nil, nil, let sealed?)? = try await inbound.next() else { return nil }
+                        let answer = try SealedAnswer.open(sealed, with: key, deviceID: cameraID, requestID: requestID)
+                        return answer.offer.candidates.map(\.kind)
                     }
                 }
                 let elsewhere = try await shown(from: "127.0.0.2")

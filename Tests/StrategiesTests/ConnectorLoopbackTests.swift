@@ -205,7 +205,7 @@ let testConnectTimeout: Duration = .seconds(20)
 @Suite struct LANDiscoveryTests {
     @Test func viewerFindsTheCameraWithoutACloud() async throws {
         let camera = DeviceIdentity.generate()
-        let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
+        let responder = try await LANDiscovery.Responder(device: camera.deviceID, identity: camera, port: 0)
         let cameraConnector = Connector(configuration: .init(identity: camera, strategies: [DirectLAN(scope: .loopbackOnly)], connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
         let connections = cameraConnector.serve([responder.introductions], access: try .password("pw", parameters: testCost))
         let server = Task {
@@ -226,7 +226,7 @@ let testConnectTimeout: Duration = .seconds(20)
 
     @Test func offersBetweenTwoAndSixteenKilobytesReachTheCameraAndBack() async throws {
         let camera = DeviceIdentity.generate()
-        let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
+        let responder = try await LANDiscovery.Responder(device: camera.deviceID, identity: camera, port: 0)
         defer { Task { await responder.stop() } }
         let candidates = (0..<40).map {
             Candidate(strategy: "direct-lan", kind: .host, address: "192.0.2.\($0):\(40_000 + $0)",
@@ -264,8 +264,9 @@ let testConnectTimeout: Duration = .seconds(20)
     @Test func aLANImpostorAnsweringFirstLeavesTheViewerToTheCloudsIntroduction() async throws {
         let camera = DeviceIdentity.generate()
         // The impostor answers `find`s for the camera's UID at once, with its own key.
-        let impostorLAN = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
-        let impostor = Connector(configuration: .init(identity: .generate(), strategies: [DirectLAN(scope: .loopbackOnly)],
+        let impostorIdentity = DeviceIdentity.generate()
+        let impostorLAN = try await LANDiscovery.Responder(device: camera.deviceID, identity: impostorIdentity, port: 0)
+        let impostor = Connector(configuration: .init(identity: impostorIdentity, strategies: [DirectLAN(scope: .loopbackOnly)],
                                                       connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout))
         let fooled = impostor.serve([impostorLAN.introductions], access: try .password("pw", parameters: testCost))
         let impostorServer = Task { for await c in fooled { await c.close() } }
@@ -299,7 +300,7 @@ let testConnectTimeout: Duration = .seconds(20)
 
     @Test func noCameraWithThatUIDIsUnavailableQuickly() async throws {
         let other = DeviceIdentity.generate()
-        let responder = try await LANDiscovery.Responder(device: other.deviceID, port: 0)
+        let responder = try await LANDiscovery.Responder(device: other.deviceID, identity: other, port: 0)
         defer { Task { await responder.stop() } }
         let finder = LANDiscovery.Finder(destinations: [TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)],
                                          timeout: .milliseconds(500))

@@ -113,7 +113,7 @@ struct ReflectionBudgetTests {
 
     @Test func aFloodOfSpoofedFindsFromOneSourceGetsOneAnswerPerInterval() async throws {
         let camera = DeviceIdentity.generate()
-        let responder = try await LANDiscovery.Responder(device: camera.deviceID, port: 0)
+        let responder = try await LANDiscovery.Responder(device: camera.deviceID, identity: camera, port: 0)
         let target = TransportAddress(ip: IPAddress("127.0.0.1")!, port: responder.localAddress.port)
         let offer = PeerOffer(identityKey: Data(repeating: 7, count: 32), candidates: [], strategies: ["direct-lan"])
         let victim = try await STUNUDPClient.bind(to: TransportAddress(ip: IPAddress("127.0.0.1")!, port: 0))

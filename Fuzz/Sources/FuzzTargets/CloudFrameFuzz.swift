@@ -48,6 +48,8 @@ enum CloudFrameFuzz {
             Candidate(strategy: "tcp-simultaneous-open", kind: .host, transport: "tcp", address: "[2001:db8::20]:40001"),
         ], strategies: ["direct-lan", "udp-hole-punch", "tcp-simultaneous-open", "tls-relay"])
         let relay = RelayGrant(urls: ["turns:relay.example.org:443"], username: "1700000000:viewer", password: "c2VjcmV0", expires: 1_700_000_000)
+        let answerKey = Data(repeating: 9, count: CloudProtocol.answerKeyLength).base64EncodedString()
+        let sealed = Data((0..<96).map { UInt8($0) }).base64EncodedString()
         let messages: [(String, CloudMessage)] = [
             ("register", .register(deviceID: device, publicKey: key.base64EncodedString())),
             ("challenge", .challenge(nonce: Data(repeating: 1, count: CloudProtocol.nonceLength).base64EncodedString())),
@@ -60,6 +62,10 @@ enum CloudFrameFuzz {
             ("decline", .decline(requestID: "r-1")),
             ("start", .start(requestID: "r-1", answer: offer, relay: relay)),
             ("error", .error(requestID: "r-1", code: "rate-limited", message: "try again in 5 s")),
+            ("introduce-keyed", .introduce(requestID: "r-2", deviceID: device, offer: offer, answerKey: answerKey)),
+            ("offer-keyed", .offer(requestID: "r-2", offer: offer, relay: relay, requester: "198.51.100.9", answerKey: answerKey)),
+            ("answer-sealed", .answer(requestID: "r-2", offer: PeerOffer(identityKey: key, candidates: [], strategies: []), sealed: sealed)),
+            ("start-sealed", .start(requestID: "r-2", answer: nil, relay: nil, sealed: sealed)),
         ]
         var out: [(String, [UInt8])] = []
         var stream: [UInt8] = []
