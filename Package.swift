@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "Rendezvous", targets: ["Rendezvous"]),
         .library(name: "Media", targets: ["Media"]),
         .library(name: "SourceLimits", targets: ["SourceLimits"]),
+        // The C API (header: Sources/CTrav/include/trav.h), for camera firmware and apps in C.
+        .library(name: "TravC", type: .dynamic, targets: ["TravC"]),
         .executable(name: "trav", targets: ["trav"]),
     ],
     dependencies: [
@@ -26,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .target(
@@ -96,6 +99,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(name: "NATLab"),
+        .target(name: "CTrav"),
+        .target(
+            name: "TravC",
+            dependencies: [
+                "CTrav", "Traversal", "Strategies", "Media",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "trav",
             dependencies: [
@@ -154,6 +164,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
+        .testTarget(name: "TravCTests", dependencies: ["NATLab"]),
         .target(
             name: "FuzzTargets",
             dependencies: [

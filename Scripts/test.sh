@@ -14,6 +14,7 @@ command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 [ -e /usr/include/usrsctp.h ] || need+=(libusrsctp-dev)   # the SCTP stack channels run on (linked: needed to build)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)       # checks saved video
 command -v curl >/dev/null 2>&1 || need+=(curl)           # scrapes the metrics endpoint
+command -v cc >/dev/null 2>&1 || need+=(gcc)              # builds the C API examples (CExampleTests)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing: ${need[*]}"
@@ -33,8 +34,10 @@ if [ -x Scripts/natlab.sh ] && [ "$(id -u)" = 0 ]; then
     Scripts/natlab.sh cleanup-stale >/dev/null 2>&1 || true
 fi
 
-# The lab tests run the `trav` executable in namespaces: build it first.
+# The lab tests run the `trav` executable in namespaces: build it first. The C examples link the C API's
+# shared library.
 swift build --product trav
+swift build --product TravC
 # Suites one at a time: several at once on two cores starve each other's deadlines (scrypt in a
 # debug build is slow), and the lab suites need the CPU for real-time networking.
 exec swift test --no-parallel "$@"

@@ -1,0 +1,65 @@
+/*
+ * A viewer in C: connects to a camera by UID through the cloud, receives frames and checks each
+ * one (camera.c's pattern), asks for a keyframe once, and prints what arrived.
+ *
+ *   cc -o viewer viewer.c -I Sources/CTrav/include -L .build/debug -lTravC
+ *   ./viewer TRAV-XXXX-XXXX-XXXX-XXXX 127.0.0.1 5349 3478 ca.pem secret 50
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "trav.h"
+
+/* Whether frame bytes follow camera.c's pattern: the frame number, then its low byte repeated. */
+static int intact(const uint8_t *frame, size_t len) {
+    if (len < 8) return 0;
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++) n = (n << 8) | frame[i];
+    for (size_t i = 8; i < len; i++)
+        if (frame[i] != (uint8_t)(n & 0xff)) return 0;
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 8) {
+        fprintf(stderr, "usage: %s UID HOST PORT STUN_PORT CA_FILE PASSWORD FRAMES\n", argv[0]);
+        return 2;
+    }
+    trav_cloud_settings cloud = {0};
+    cloud.host = argv[2];
+    cloud.port = (uint16_t)atoi(argv[3]);
+    cloud.stun_port = (uint16_t)atoi(argv[4]);
+    cloud.ca_file = argv[5];
+    int wanted = atoi(argv[7]);
+
+    trav_viewer *viewer = NULL;
+    int rc = trav_viewer_connect(&cloud, argv[1], argv[6], 30000, &viewer);
+    if (rc != TRAV_OK) {
+        fprintf(stderr, "connect: %s: %s\n", trav_status_name(rc), trav_last_error());
+        return 1;
+    }
+    char path[32];
+    trav_viewer_path(viewer, path, sizeof path);
+    printf("connected via %s\n", path);
+    fflush(stdout);
+
+    static uint8_t frame[1 << 20];
+    int received = 0, keyframes = 0, broken = 0;
+    while (received < wanted) {
+        trav_frame_info info;
+        rc = trav_viewer_next_frame(viewer, frame, sizeof frame, 5000, &info);
+        if (rc != TRAV_OK) {
+            fprintf(stderr, "frame: %s: %s\n", trav_status_name(rc), trav_last_error());
+            break;
+        }
+        received++;
+        keyframes += info.keyframe != 0;
+        broken += !intact(frame, info.len);
+        if (received == 5 && (rc = trav_viewer_request_keyframe(viewer)) != TRAV_OK)
+            fprintf(stderr, "keyframe request: %s: %s\n", trav_status_name(rc), trav_last_error());
+    }
+    printf("received %d frames (%d keyframes, %d broken)\n", received, keyframes, broken);
+    trav_viewer_close(viewer);
+    return received == wanted && broken == 0 && keyframes > 0 ? 0 : 1;
+}

@@ -1,0 +1,192 @@
+import CTrav
+import Dispatch
+import Foundation
+import Synchronization
+import Traversal
+
+/// A FIFO a C caller waits on with a timeout, fed by async code; bounded, dropping the oldest.
+final class BlockingQueue<Element: Sendable>: Sendable {
+    private struct State {
+        var items: [Element] = []
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+    /// Counts items plus one extra signal per waiter once closed.
+    private let available = DispatchSemaphore(value: 0)
+    /// Most items kept; the oldest go first beyond it.
+    let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Appends `item` (dropping the oldest beyond ``limit``) and wakes a waiter.
+    func push(_ item: Element) {
+        let added = state.withLock { s -> Bool in
+            guard !s.closed else { return false }
+            s.items.append(item)
+            if s.items.count > limit {
+                s.items.removeFirst()
+                return false
+            }
+            return true
+        }
+        if added { available.signal() }
+    }
+
+    /// Puts `item` back at the front (a caller's buffer was too small for it).
+    func pushFront(_ item: Element) {
+        state.withLock { $0.items.insert(item, at: 0) }
+        available.signal()
+    }
+
+    /// No more items: waiters return `.closed` once the queue is empty.
+    func close() {
+        state.withLock { $0.closed = true }
+        available.signal()
+    }
+
+    /// What a wait ended with.
+    enum Next {
+        case item(Element)
+        case timedOut
+        case closed
+    }
+
+    /// The next item, waiting at most `timeoutMs` (0 polls, negative waits without limit).
+    func pop(timeoutMs: Int32) -> Next {
+        let deadline: DispatchTime = timeoutMs < 0 ? .distantFuture : .now() + .milliseconds(Int(timeoutMs))
+        while true {
+            let taken = state.withLock { s -> Next? in
+                if !s.items.isEmpty { return .item(s.items.removeFirst()) }
+                return s.closed ? .closed : nil
+            }
+            if let taken {
+                if case .closed = taken { available.signal() }
+                return taken
+            }
+            if available.wait(timeout: deadline) == .timedOut { return .timedOut }
+        }
+    }
+}
+
+/// Runs `body` on the concurrency pool and blocks the calling C thread until it ends or `timeoutMs`
+/// passes (then it is cancelled); negative waits without limit.
+func blocking<T: Sendable>(timeoutMs: Int32, _ body: @escaping @Sendable () async throws -> T) -> Result<T, any Error> {
+    let done = DispatchSemaphore(value: 0)
+    let result = Mutex<Result<T, any Error>?>(nil)
+    let task = Task {
+        let r: Result<T, any Error>
+        do {
+            if timeoutMs < 0 {
+                r = .success(try await body())
+            } else {
+                r = .success(try await withDeadline(.milliseconds(Int64(timeoutMs)), body))
+            }
+        } catch {
+            r = .failure(error)
+        }
+        result.withLock { $0 = r }
+        done.signal()
+    }
+    done.wait()
+    _ = task
+    return result.withLock { $0 } ?? .failure(CancellationError())
+}
+
+/// The calling thread's last error message, as `trav_last_error` returns it.
+enum LastError {
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { free($0) }
+        return key
+    }()
+
+    /// Records `message` for this thread and returns `status`.
+    static func set(_ status: trav_status, _ message: String) -> Int32 {
+        free(pthread_getspecific(key))
+        pthread_setspecific(key, strdup(message))
+        return status.rawValue
+    }
+
+    /// Records `error`, mapped to its status, and returns the status.
+    static func set(_ error: any Error) -> Int32 {
+        set(status(of: error), "\(error)")
+    }
+
+    /// This thread's message, or "".
+    static var current: UnsafePointer<CChar> {
+        if let p = pthread_getspecific(key) { return UnsafePointer(p.assumingMemoryBound(to: CChar.self)) }
+        return empty
+    }
+
+    private static let empty: UnsafePointer<CChar> = UnsafePointer(strdup("")!)
+
+    /// The C status for an error from the library.
+    static func status(of error: any Error) -> trav_status {
+        switch error {
+        case is DeadlineExceeded, is CancellationError:
+            return TRAV_ERR_TIMEOUT
+        case let e as TraversalError:
+            switch e.code {
+            case .unavailable: return TRAV_ERR_UNAVAILABLE
+            case .noPath: return TRAV_ERR_NO_PATH
+            case .accessDenied, .rateLimited: return TRAV_ERR_ACCESS_DENIED
+            case .identityMismatch: return TRAV_ERR_IDENTITY
+            case .cloud: return TRAV_ERR_CLOUD
+            case .closed: return TRAV_ERR_CLOSED
+            default: return TRAV_ERR_INTERNAL
+            }
+        case let e as CloudError:
+            return e.code == .unavailable ? TRAV_ERR_UNAVAILABLE : TRAV_ERR_CLOUD
+        case is IdentityFileError, is DeviceIDError, is CAPIError:
+            return TRAV_ERR_ARGUMENT
+        default:
+            return TRAV_ERR_INTERNAL
+        }
+    }
+}
+
+/// Copies `text` into a C buffer of `len` bytes, NUL-terminated, cut short if needed.
+func copyCString(_ text: String, into buf: UnsafeMutablePointer<CChar>, length len: Int) {
+    guard len > 0 else { return }
+    let bytes = Array(text.utf8.prefix(len - 1))
+    for (i, b) in bytes.enumerated() { buf[i] = CChar(bitPattern: b) }
+    buf[bytes.count] = 0
+}
+
+/// A C string argument as Swift text, nil when NULL or empty.
+func text(_ pointer: UnsafePointer<CChar>?) -> String? {
+    guard let pointer, pointer.pointee != 0 else { return nil }
+    return String(cString: pointer)
+}
+
+extension TravCloud {
+    /// The cloud described by C settings.
+    init(_ settings: trav_cloud_settings) throws {
+        guard let host = text(settings.host) else {
+            throw CAPIError("the cloud settings name no host")
+        }
+        let trust: CloudEndpoint.Trust
+        if let pem = text(settings.ca_pem) {
+            trust = .pinnedCA(pem)
+        } else if let file = text(settings.ca_file) {
+            trust = try .pinnedCA(file: file)
+        } else {
+            trust = .systemDefault
+        }
+        self.init(host: host, port: settings.port == 0 ? CloudEndpoint.defaultPort : settings.port,
+                  stunPort: settings.stun_port == 0 ? TravCloud.defaultSTUNPort : settings.stun_port, trust: trust)
+    }
+}
+
+/// A bad argument from the C caller.
+struct CAPIError: Error, CustomStringConvertible {
+    /// What was wrong.
+    var description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}
