@@ -149,7 +149,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio")]),
         .target(name: "PeerTestSupport", dependencies: ["Traversal"], path: "Tests/PeerTestSupport"),
         .testTarget(name: "TraversalTests", dependencies: ["Traversal", "SourceLimits", "PeerTestSupport",
-            .product(name: "NIOCore", package: "swift-nio")]),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "MediaTests", dependencies: ["Media", "Traversal", "PeerTestSupport"]),
         .testTarget(name: "SourceLimitsTests", dependencies: ["SourceLimits",
             .product(name: "NIOCore", package: "swift-nio")]),

@@ -75,7 +75,7 @@ final class BlockingQueue<Element: Sendable>: Sendable {
 /// passes (then it is cancelled); negative waits without limit.
 func blocking<T: Sendable>(timeoutMs: Int32, _ body: @escaping @Sendable () async throws -> T) -> Result<T, any Error> {
     let done = DispatchSemaphore(value: 0)
-    let result = Mutex<Result<T, any Error>?>(nil)
+    let result = ResultBox<T>()
     let task = Task {
         let r: Result<T, any Error>
         do {
@@ -87,12 +87,17 @@ func blocking<T: Sendable>(timeoutMs: Int32, _ body: @escaping @Sendable () asyn
         } catch {
             r = .failure(error)
         }
-        result.withLock { $0 = r }
+        result.value.withLock { $0 = r }
         done.signal()
     }
     done.wait()
     _ = task
-    return result.withLock { $0 } ?? .failure(CancellationError())
+    return result.value.withLock { $0 } ?? .failure(CancellationError())
+}
+
+/// Where ``blocking(timeoutMs:_:)``'s task leaves its result for the waiting thread.
+final class ResultBox<T: Sendable>: Sendable {
+    let value = Mutex<Result<T, any Error>?>(nil)
 }
 
 /// The calling thread's last error message, as `trav_last_error` returns it.
@@ -121,7 +126,8 @@ enum LastError {
         return empty
     }
 
-    private static let empty: UnsafePointer<CChar> = UnsafePointer(strdup("")!)
+    /// "", for a thread with no error yet (never freed).
+    nonisolated(unsafe) private static let empty: UnsafePointer<CChar> = UnsafePointer(strdup("")!)
 
     /// The C status for an error from the library.
     static func status(of error: any Error) -> trav_status {

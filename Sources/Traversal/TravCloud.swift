@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import NIOCore
-import NIOPosix
 
 extension CloudEndpoint.Trust {
     /// Only certificates issued by the CA in the PEM file at `path` (e.g. the `ca.pem` that `trav cloud` writes).
@@ -58,14 +57,14 @@ public struct TravCloud: Sendable, Hashable {
 }
 
 /// `host:port` text of servers, and resolving names in it.
-enum ServerName {
+public enum ServerName {
     /// `host:port`, with an IPv6 literal in brackets.
-    static func format(host: String, port: UInt16) -> String {
+    public static func format(host: String, port: UInt16) -> String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
-    /// Splits `host:port`, `[v6]:port` or a bare host (then `defaultPort`).
-    static func split(_ text: String, defaultPort: UInt16) -> (host: String, port: UInt16)? {
+    /// Splits `host:port`, `[v6]:port` or a bare host or IPv6 literal (then `defaultPort`); nil when the port is not a number.
+    public static func split(_ text: String, defaultPort: UInt16) -> (host: String, port: UInt16)? {
         if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
             let host = String(text[text.index(after: text.startIndex)..<close])
             let rest = text[text.index(after: close)...]
@@ -82,17 +81,18 @@ enum ServerName {
         return text.isEmpty ? nil : (text, defaultPort)
     }
 
-    /// Each server as `ip:port`: literals as they are, names resolved (every address of a name, in the
-    /// resolver's order). A name that does not resolve is logged and left out, so the others still serve.
+    /// Each server as `ip:port`: literals as they are, names resolved (the resolver's first address).
+    /// A name that does not resolve is logged and left out, so the others still serve.
     ///
     /// Resolution blocks in `getaddrinfo`, so it runs on a dispatch queue, off the cooperative pool.
-    static func resolve(_ servers: [String], defaultPort: UInt16 = TravCloud.defaultSTUNPort, logger: Logger) async -> [String] {
+    public static func resolve(_ servers: [String], defaultPort: UInt16 = TravCloud.defaultSTUNPort, logger: Logger) async -> [String] {
         var out: [String] = []
         for text in servers {
-            guard let (host, port) = split(text, defaultPort: defaultPort) else {
+            guard let server = split(text, defaultPort: defaultPort) else {
                 logger.notice("not a STUN server address, ignored", metadata: ["server": "\(text)"])
                 continue
             }
+            let (host, port) = server
             if (try? SocketAddress(ipAddress: host, port: Int(port))) != nil {
                 out.append(format(host: host, port: port))
                 continue

@@ -55,17 +55,9 @@ struct PeerOptions: ParsableArguments {
     }
 }
 
-/// Splits `host:port`, `[v6]:port` or a bare host.
+/// Splits `host:port`, `[v6]:port` or a bare host; a port that is not a number gives `defaultPort`.
 func splitHostPort(_ text: String, defaultPort: UInt16) -> (String, UInt16) {
-    if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
-        let host = String(text[text.index(after: text.startIndex)..<close])
-        let rest = text[text.index(after: close)...]
-        return (host, rest.hasPrefix(":") ? UInt16(rest.dropFirst()) ?? defaultPort : defaultPort)
-    }
-    if let colon = text.lastIndex(of: ":"), text.firstIndex(of: ":") == colon, let p = UInt16(text[text.index(after: colon)...]) {
-        return (String(text[..<colon]), p)
-    }
-    return (text, defaultPort)
+    ServerName.split(text, defaultPort: defaultPort).map { ($0.host, $0.port) } ?? (text, defaultPort)
 }
 
 /// A connection report as `trav connect --json` prints it.

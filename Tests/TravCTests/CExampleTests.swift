@@ -4,7 +4,7 @@ import Testing
 
 /// The C examples (Examples/c), built with `cc` against trav.h and libTravC, run against `trav cloud` on loopback:
 /// the C camera registers, the C viewer connects by UID and receives intact frames.
-@Suite(.serialized, .enabled(if: CExampleTests.skipReason == nil, "\(CExampleTests.skipReason ?? "")"))
+@Suite(.serialized, .enabled(if: CExampleTests.skipReason == nil, "needs trav and libTravC built (swift build --product trav, --product TravC) and cc"))
 struct CExampleTests {
     static let root = TravLab.repoRoot
     static let libraryDirectory = root.appendingPathComponent(".build/debug").path
