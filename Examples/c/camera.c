@@ -3,7 +3,7 @@
  * frames (a keyframe every second, or at once when a viewer asks) until its viewers have left.
  *
  *   cc -o camera camera.c -I Sources/CTrav/include -L .build/debug -lTravC
- *   ./camera camera.key 127.0.0.1 5349 3478 ca.pem secret 30
+ *   ./camera 127.0.0.1 5349 3478 ca.pem camera.key secret 30
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "example_cloud.h"
 #include "trav.h"
 
 enum { FRAME_BYTES = 4000, FRAMES_PER_SECOND = 25 };
@@ -29,18 +30,14 @@ static void make_frame(uint8_t *frame, uint64_t n) {
 
 int main(int argc, char **argv) {
     if (argc != 8) {
-        fprintf(stderr, "usage: %s KEY_FILE HOST PORT STUN_PORT CA_FILE PASSWORD SECONDS\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT STUN_PORT CA_FILE KEY_FILE PASSWORD SECONDS\n", argv[0]);
         return 2;
     }
-    trav_cloud_settings cloud = {0};
-    cloud.host = argv[2];
-    cloud.port = (uint16_t)atoi(argv[3]);
-    cloud.stun_port = (uint16_t)atoi(argv[4]);
-    cloud.ca_file = argv[5];
+    trav_cloud_settings cloud = cloud_from_args(argv + 1);
     int seconds = atoi(argv[7]);
 
     trav_camera *camera = NULL;
-    int rc = trav_camera_create(argv[1], &cloud, argv[6], &camera);
+    int rc = trav_camera_create(argv[5], &cloud, argv[6], &camera);
     if (rc != TRAV_OK) {
         fprintf(stderr, "create: %s: %s\n", trav_status_name(rc), trav_last_error());
         return 1;

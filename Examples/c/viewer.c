@@ -3,12 +3,13 @@
  * one (camera.c's pattern), asks for a keyframe once, and prints what arrived.
  *
  *   cc -o viewer viewer.c -I Sources/CTrav/include -L .build/debug -lTravC
- *   ./viewer TRAV-XXXX-XXXX-XXXX-XXXX 127.0.0.1 5349 3478 ca.pem secret 50
+ *   ./viewer 127.0.0.1 5349 3478 ca.pem TRAV-XXXX-XXXX-XXXX-XXXX secret 50
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "example_cloud.h"
 #include "trav.h"
 
 /* Whether frame bytes follow camera.c's pattern: the frame number, then its low byte repeated. */
@@ -23,18 +24,14 @@ static int intact(const uint8_t *frame, size_t len) {
 
 int main(int argc, char **argv) {
     if (argc != 8) {
-        fprintf(stderr, "usage: %s UID HOST PORT STUN_PORT CA_FILE PASSWORD FRAMES\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT STUN_PORT CA_FILE UID PASSWORD FRAMES\n", argv[0]);
         return 2;
     }
-    trav_cloud_settings cloud = {0};
-    cloud.host = argv[2];
-    cloud.port = (uint16_t)atoi(argv[3]);
-    cloud.stun_port = (uint16_t)atoi(argv[4]);
-    cloud.ca_file = argv[5];
+    trav_cloud_settings cloud = cloud_from_args(argv + 1);
     int wanted = atoi(argv[7]);
 
     trav_viewer *viewer = NULL;
-    int rc = trav_viewer_connect(&cloud, argv[1], argv[6], 30000, &viewer);
+    int rc = trav_viewer_connect(&cloud, argv[5], argv[6], 30000, &viewer);
     if (rc != TRAV_OK) {
         fprintf(stderr, "connect: %s: %s\n", trav_status_name(rc), trav_last_error());
         return 1;

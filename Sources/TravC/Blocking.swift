@@ -54,6 +54,25 @@ final class BlockingQueue<Element: Sendable>: Sendable {
         case closed
     }
 
+    /// For a C call: `deliver` the next item (its status returned), or the timeout or closed status
+    /// with a message naming `what` was awaited and why nothing more comes (`ended`).
+    func take(timeoutMs: Int32, what: String, ended: String, _ deliver: (Element) -> Int32) -> Int32 {
+        switch pop(timeoutMs: timeoutMs) {
+        case .item(let item): return deliver(item)
+        case .timedOut: return LastError.set(TRAV_ERR_TIMEOUT, "no \(what) within \(timeoutMs) ms")
+        case .closed: return LastError.set(TRAV_ERR_CLOSED, ended)
+        }
+    }
+
+    /// Moves every element of `sequence` into this queue and closes it when the sequence ends or fails;
+    /// the returned task stops it early.
+    func fill<S: AsyncSequence & Sendable>(from sequence: S) -> Task<Void, Never> where S.Element == Element {
+        Task {
+            do { for try await element in sequence { self.push(element) } } catch {}
+            self.close()
+        }
+    }
+
     /// The next item, waiting at most `timeoutMs` (0 polls, negative waits without limit).
     func pop(timeoutMs: Int32) -> Next {
         let deadline: DispatchTime = timeoutMs < 0 ? .distantFuture : .now() + .milliseconds(Int(timeoutMs))
@@ -93,6 +112,35 @@ func blocking<T: Sendable>(timeoutMs: Int32, _ body: @escaping @Sendable () asyn
     done.wait()
     _ = task
     return result.value.withLock { $0 } ?? .failure(CancellationError())
+}
+
+/// ``blocking(timeoutMs:_:)`` for a C call that returns only a status.
+func blockingStatus(timeoutMs: Int32, _ body: @escaping @Sendable () async throws -> Void) -> Int32 {
+    switch blocking(timeoutMs: timeoutMs, body) {
+    case .success: return TRAV_OK.rawValue
+    case .failure(let error): return LastError.set(error)
+    }
+}
+
+/// A Swift object handed to C as an opaque pointer, holding one reference until ``release(_:_:)``.
+enum Handle {
+    /// A retained pointer to `object`, for a C `*out`.
+    static func retain(_ object: AnyObject) -> OpaquePointer {
+        OpaquePointer(Unmanaged.passRetained(object).toOpaque())
+    }
+
+    /// The object behind `pointer` (nil for NULL).
+    static func object<T: AnyObject>(_ pointer: OpaquePointer?, as type: T.Type) -> T? {
+        pointer.map { Unmanaged<T>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
+    }
+
+    /// Runs `close` on the object behind `pointer`, then drops C's reference (NULL is ignored).
+    static func release<T: AnyObject>(_ pointer: OpaquePointer?, _ close: (T) -> Void) {
+        guard let pointer else { return }
+        let unmanaged = Unmanaged<T>.fromOpaque(UnsafeRawPointer(pointer))
+        close(unmanaged.takeUnretainedValue())
+        unmanaged.release()
+    }
 }
 
 /// Where ``blocking(timeoutMs:_:)``'s task leaves its result for the waiting thread.

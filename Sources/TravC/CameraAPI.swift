@@ -37,12 +37,15 @@ final class CameraHandle: Sendable {
         self.media = MediaSender(logger: logger)
     }
 
-    /// Registers and starts the tasks that turn the session's events and keyframe requests into queue entries.
-    func register(timeoutMs: Int32) -> Result<Void, any Error> {
-        if state.withLock({ $0.session != nil }) { return .success(()) }
+    /// Registers (a C status) and starts the tasks that turn the session's events and keyframe requests into queue entries.
+    func register(timeoutMs: Int32) -> Int32 {
+        if state.withLock({ $0.session != nil }) { return TRAV_OK.rawValue }
         let connector = self.connector, access = self.access
-        let registered = blocking(timeoutMs: timeoutMs) { try await connector.startCamera(access: access) }
-        guard case .success(let session) = registered else { return registered.map { _ in () } }
+        let session: CameraSession
+        switch blocking(timeoutMs: timeoutMs, { try await connector.startCamera(access: access) }) {
+        case .success(let s): session = s
+        case .failure(let error): return LastError.set(error)
+        }
         let pump = Task { [weak self] in
             for await event in session.events {
                 guard let self else { return }
@@ -59,7 +62,7 @@ final class CameraHandle: Sendable {
             $0.session = session
             $0.tasks += [pump, requests]
         }
-        return .success(())
+        return TRAV_OK.rawValue
     }
 
     /// Turns a library event into a C event, keeping admitted viewers and watching for them to leave.
@@ -139,7 +142,7 @@ final class CameraHandle: Sendable {
 
 /// The handle behind a `trav_camera *`.
 private func camera(_ pointer: OpaquePointer?) -> CameraHandle? {
-    pointer.map { Unmanaged<CameraHandle>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
+    Handle.object(pointer, as: CameraHandle.self)
 }
 
 /// `trav_camera_create`: loads the identity and prepares a camera admitting `password` (see trav.h).
@@ -154,7 +157,7 @@ public func travCameraCreate(_ keyFile: UnsafePointer<CChar>?, _ cloud: UnsafePo
         let configuration = ConnectorConfiguration(identity: try DeviceIdentity.load(from: keyFile), cloud: try TravCloud(cloud.pointee),
                                                    strategies: StrategyCatalog.all, logger: logger)
         let handle = CameraHandle(connector: Connector(configuration: configuration), access: try .password(password), logger: logger)
-        out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+        out.pointee = Handle.retain(handle)
         return TRAV_OK.rawValue
     } catch {
         return LastError.set(error)
@@ -175,22 +178,16 @@ public func travCameraUID(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePointer
 @_cdecl("trav_camera_register")
 public func travCameraRegister(_ pointer: OpaquePointer?, _ timeoutMs: Int32) -> Int32 {
     guard let handle = camera(pointer) else { return LastError.set(TRAV_ERR_ARGUMENT, "no camera") }
-    switch handle.register(timeoutMs: timeoutMs) {
-    case .success: return TRAV_OK.rawValue
-    case .failure(let error): return LastError.set(error)
-    }
+    return handle.register(timeoutMs: timeoutMs)
 }
 
 /// `trav_camera_next_event`: the next camera event, waiting at most `timeoutMs`.
 @_cdecl("trav_camera_next_event")
 public func travCameraNextEvent(_ pointer: OpaquePointer?, _ timeoutMs: Int32, _ event: UnsafeMutablePointer<trav_camera_event>?) -> Int32 {
     guard let handle = camera(pointer), let event else { return LastError.set(TRAV_ERR_ARGUMENT, "no camera or event") }
-    switch handle.events.pop(timeoutMs: timeoutMs) {
-    case .item(let e):
+    return handle.events.take(timeoutMs: timeoutMs, what: "event", ended: "the camera is destroyed") { e in
         event.pointee = e
         return TRAV_OK.rawValue
-    case .timedOut: return LastError.set(TRAV_ERR_TIMEOUT, "no event within \(timeoutMs) ms")
-    case .closed: return LastError.set(TRAV_ERR_CLOSED, "the camera is destroyed")
     }
 }
 
@@ -226,12 +223,9 @@ public func travCameraSendFrame(_ pointer: OpaquePointer?, _ data: UnsafePointer
 @_cdecl("trav_camera_next_keyframe_request")
 public func travCameraNextKeyframeRequest(_ pointer: OpaquePointer?, _ timeoutMs: Int32, _ viewer: UnsafeMutablePointer<Int32>?) -> Int32 {
     guard let handle = camera(pointer) else { return LastError.set(TRAV_ERR_ARGUMENT, "no camera") }
-    switch handle.keyframes.pop(timeoutMs: timeoutMs) {
-    case .item(let id):
+    return handle.keyframes.take(timeoutMs: timeoutMs, what: "keyframe request", ended: "the camera is destroyed") { id in
         viewer?.pointee = id
         return TRAV_OK.rawValue
-    case .timedOut: return LastError.set(TRAV_ERR_TIMEOUT, "no keyframe request within \(timeoutMs) ms")
-    case .closed: return LastError.set(TRAV_ERR_CLOSED, "the camera is destroyed")
     }
 }
 
@@ -252,7 +246,7 @@ public func travCameraOpenChannel(_ pointer: OpaquePointer?, _ viewer: Int32, _ 
     guard let connection = handle.viewer(viewer) else { return LastError.set(TRAV_ERR_CLOSED, "no viewer \(viewer)") }
     switch blocking(timeoutMs: timeoutMs, { try await connection.openChannel(label: label, delivery: .reliable) }) {
     case .success(let channel):
-        out.pointee = OpaquePointer(Unmanaged.passRetained(ChannelHandle(channel)).toOpaque())
+        out.pointee = Handle.retain(ChannelHandle(channel))
         return TRAV_OK.rawValue
     case .failure(let error):
         return LastError.set(error)
@@ -262,10 +256,7 @@ public func travCameraOpenChannel(_ pointer: OpaquePointer?, _ viewer: Int32, _ 
 /// `trav_camera_destroy`: ends the registration, closes every viewer, releases the camera.
 @_cdecl("trav_camera_destroy")
 public func travCameraDestroy(_ pointer: OpaquePointer?) {
-    guard let pointer else { return }
-    let unmanaged = Unmanaged<CameraHandle>.fromOpaque(UnsafeRawPointer(pointer))
-    unmanaged.takeUnretainedValue().destroy()
-    unmanaged.release()
+    Handle.release(pointer) { (handle: CameraHandle) in handle.destroy() }
 }
 
 /// `trav_last_error`: the calling thread's last error message.

@@ -18,11 +18,7 @@ final class ChannelHandle: Sendable {
 
     init(_ channel: PeerChannel) {
         self.channel = channel
-        let queue = messages
-        pump = Task {
-            do { for try await m in channel.messages { queue.push(m) } } catch {}
-            queue.close()
-        }
+        pump = messages.fill(from: channel.messages)
     }
 
     /// Stops reading and closes the channel.
@@ -46,11 +42,7 @@ final class ViewerHandle: Sendable {
     init(connection: PeerConnection, receiver: MediaReceiver) {
         self.connection = connection
         self.receiver = receiver
-        let queue = frames
-        pump = Task {
-            do { for try await f in receiver.frames { queue.push(f) } } catch {}
-            queue.close()
-        }
+        pump = frames.fill(from: receiver.frames)
     }
 
     /// Stops receiving and closes the connection, telling the camera.
@@ -64,11 +56,11 @@ final class ViewerHandle: Sendable {
 }
 
 private func channel(_ pointer: OpaquePointer?) -> ChannelHandle? {
-    pointer.map { Unmanaged<ChannelHandle>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
+    Handle.object(pointer, as: ChannelHandle.self)
 }
 
 private func viewer(_ pointer: OpaquePointer?) -> ViewerHandle? {
-    pointer.map { Unmanaged<ViewerHandle>.fromOpaque(UnsafeRawPointer($0)).takeUnretainedValue() }
+    Handle.object(pointer, as: ViewerHandle.self)
 }
 
 /// `trav_channel_send`: sends one message.
@@ -77,10 +69,7 @@ public func travChannelSend(_ pointer: OpaquePointer?, _ data: UnsafePointer<UIn
     guard let handle = channel(pointer), let data, len >= 0 else { return LastError.set(TRAV_ERR_ARGUMENT, "no channel or data") }
     let bytes = Array(UnsafeBufferPointer(start: data, count: len))
     let ch = handle.channel
-    switch blocking(timeoutMs: -1, { try await ch.send(bytes) }) {
-    case .success: return TRAV_OK.rawValue
-    case .failure(let error): return LastError.set(error)
-    }
+    return blockingStatus(timeoutMs: -1) { try await ch.send(bytes) }
 }
 
 /// `trav_channel_receive`: the next message into `buf`, waiting at most `timeoutMs`.
@@ -88,28 +77,22 @@ public func travChannelSend(_ pointer: OpaquePointer?, _ data: UnsafePointer<UIn
 public func travChannelReceive(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePointer<UInt8>?, _ len: UnsafeMutablePointer<Int>?,
                                _ timeoutMs: Int32) -> Int32 {
     guard let handle = channel(pointer), let buf, let len else { return LastError.set(TRAV_ERR_ARGUMENT, "no channel, buffer or length") }
-    switch handle.messages.pop(timeoutMs: timeoutMs) {
-    case .item(let m):
+    return handle.messages.take(timeoutMs: timeoutMs, what: "message", ended: "the channel is closed") { m in
         guard m.count <= len.pointee else {
             handle.messages.pushFront(m)
             len.pointee = m.count
             return LastError.set(TRAV_ERR_BUFFER_TOO_SMALL, "the message has \(m.count) bytes")
         }
-        m.withUnsafeBufferPointer { buf.update(from: $0.baseAddress!, count: m.count) }
+        m.withUnsafeBufferPointer { if let base = $0.baseAddress { buf.update(from: base, count: m.count) } }
         len.pointee = m.count
         return TRAV_OK.rawValue
-    case .timedOut: return LastError.set(TRAV_ERR_TIMEOUT, "no message within \(timeoutMs) ms")
-    case .closed: return LastError.set(TRAV_ERR_CLOSED, "the channel is closed")
     }
 }
 
 /// `trav_channel_close`: closes the channel and releases the handle.
 @_cdecl("trav_channel_close")
 public func travChannelClose(_ pointer: OpaquePointer?) {
-    guard let pointer else { return }
-    let unmanaged = Unmanaged<ChannelHandle>.fromOpaque(UnsafeRawPointer(pointer))
-    unmanaged.takeUnretainedValue().close()
-    unmanaged.release()
+    Handle.release(pointer) { (handle: ChannelHandle) in handle.close() }
 }
 
 /// `trav_viewer_connect`: connects to camera `uid` through the cloud and waits for its media channel.
@@ -141,7 +124,7 @@ public func travViewerConnect(_ cloud: UnsafePointer<trav_cloud_settings>?, _ ui
     }
     switch connected {
     case .success(let handle):
-        out.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+        out.pointee = Handle.retain(handle)
         return TRAV_OK.rawValue
     case .failure(let error):
         return LastError.set(error)
@@ -161,8 +144,7 @@ public func travViewerPath(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePointe
 public func travViewerNextFrame(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePointer<UInt8>?, _ cap: Int, _ timeoutMs: Int32,
                                 _ info: UnsafeMutablePointer<trav_frame_info>?) -> Int32 {
     guard let handle = viewer(pointer), let buf, let info else { return LastError.set(TRAV_ERR_ARGUMENT, "no viewer, buffer or info") }
-    switch handle.frames.pop(timeoutMs: timeoutMs) {
-    case .item(let received):
+    return handle.frames.take(timeoutMs: timeoutMs, what: "frame", ended: "the camera closed the media channel") { received in
         let frame = received.packet.frame
         info.pointee.len = frame.data.count
         guard frame.data.count <= cap else {
@@ -175,8 +157,6 @@ public func travViewerNextFrame(_ pointer: OpaquePointer?, _ buf: UnsafeMutableP
         info.pointee.timestamp_us = UInt64(clamping: parts.seconds * 1_000_000 + parts.attoseconds / 1_000_000_000_000)
         info.pointee.latency_ms = received.latencyMs
         return TRAV_OK.rawValue
-    case .timedOut: return LastError.set(TRAV_ERR_TIMEOUT, "no frame within \(timeoutMs) ms")
-    case .closed: return LastError.set(TRAV_ERR_CLOSED, "the camera closed the media channel")
     }
 }
 
@@ -185,17 +165,11 @@ public func travViewerNextFrame(_ pointer: OpaquePointer?, _ buf: UnsafeMutableP
 public func travViewerRequestKeyframe(_ pointer: OpaquePointer?) -> Int32 {
     guard let handle = viewer(pointer) else { return LastError.set(TRAV_ERR_ARGUMENT, "no viewer") }
     let receiver = handle.receiver
-    switch blocking(timeoutMs: CameraHandle.closeTimeoutMs, { try await receiver.requestKeyframe() }) {
-    case .success: return TRAV_OK.rawValue
-    case .failure(let error): return LastError.set(error)
-    }
+    return blockingStatus(timeoutMs: CameraHandle.closeTimeoutMs) { try await receiver.requestKeyframe() }
 }
 
 /// `trav_viewer_close`: closes the connection and releases the viewer.
 @_cdecl("trav_viewer_close")
 public func travViewerClose(_ pointer: OpaquePointer?) {
-    guard let pointer else { return }
-    let unmanaged = Unmanaged<ViewerHandle>.fromOpaque(UnsafeRawPointer(pointer))
-    unmanaged.takeUnretainedValue().close()
-    unmanaged.release()
+    Handle.release(pointer) { (handle: ViewerHandle) in handle.close() }
 }

@@ -78,12 +78,12 @@ struct CExampleTests {
             let tlsPort = String(try #require(tls.split(separator: ":").last))
             let ca = "\(dir)/ca.pem"
 
-            let camera = try ChildProcess([cameraBinary, key, "127.0.0.1", tlsPort, stunPort, ca, "secret", "90"])
+            let camera = try ChildProcess([cameraBinary, "127.0.0.1", tlsPort, stunPort, ca, key, "secret", "90"])
             defer { camera.kill(); camera.removeFiles() }
             let registered = await Self.output(of: camera, within: .seconds(60)) { $0.contains("registered") }
             try #require(registered.contains("camera \(uid) registered"), "\(camera.output())")
 
-            let viewer = try await ChildProcess.run([viewerBinary, uid, "127.0.0.1", tlsPort, stunPort, ca, "secret", "\(Self.frames)"],
+            let viewer = try await ChildProcess.run([viewerBinary, "127.0.0.1", tlsPort, stunPort, ca, uid, "secret", "\(Self.frames)"],
                                                     timeout: .seconds(90))
             #expect(viewer.succeeded, "\(viewer)")
             #expect(viewer.stdout.contains("connected via "), "\(viewer)")
@@ -102,7 +102,7 @@ struct CExampleTests {
             let viewerBinary = try await Self.build("viewer", into: dir)
             let pem = "\(dir)/not-a-ca.pem"
             try "not a certificate".write(toFile: pem, atomically: true, encoding: .utf8)
-            let refused = try await ChildProcess.run([viewerBinary, "TRAV-AAAA-AAAA-AAAA-AAAA", "127.0.0.1", "1", "1", pem, "x", "1"],
+            let refused = try await ChildProcess.run([viewerBinary, "127.0.0.1", "1", "1", pem, "TRAV-AAAA-AAAA-AAAA-AAAA", "x", "1"],
                                                      timeout: .seconds(60))
             #expect(refused.status == 1, "\(refused)")
             #expect(refused.stderr.contains("connect: cloud: "), "\(refused)")
