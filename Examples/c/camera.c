@@ -29,24 +29,15 @@ static void make_frame(uint8_t *frame, uint64_t n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s HOST PORT STUN_PORT CA_FILE KEY_FILE PASSWORD SECONDS\n", argv[0]);
-        return 2;
-    }
-    trav_cloud_settings cloud = cloud_from_args(argv + 1);
+    trav_cloud_settings cloud = {0};
+    if (cloud_from_args(argc, argv, "KEY_FILE PASSWORD SECONDS", &cloud)) return 2;
     int seconds = atoi(argv[7]);
 
     trav_camera *camera = NULL;
-    int rc = trav_camera_create(argv[5], &cloud, argv[6], &camera);
-    if (rc != TRAV_OK) {
-        fprintf(stderr, "create: %s: %s\n", trav_status_name(rc), trav_last_error());
-        return 1;
-    }
+    if (failed("create", trav_camera_create(argv[5], &cloud, argv[6], &camera))) return 1;
     char uid[64];
     trav_camera_uid(camera, uid, sizeof uid);
-    rc = trav_camera_register(camera, 20000);
-    if (rc != TRAV_OK) {
-        fprintf(stderr, "register: %s: %s\n", trav_status_name(rc), trav_last_error());
+    if (failed("register", trav_camera_register(camera, 20000))) {
         trav_camera_destroy(camera);
         return 1;
     }
@@ -62,8 +53,7 @@ int main(int argc, char **argv) {
             switch (event.kind) {
             case TRAV_EVENT_VIEWER_CONNECTED:
                 printf("viewer %d connected via %s\n", event.viewer, event.path);
-                if ((rc = trav_camera_start_media(camera, event.viewer)) != TRAV_OK)
-                    fprintf(stderr, "start media: %s: %s\n", trav_status_name(rc), trav_last_error());
+                failed("start media", trav_camera_start_media(camera, event.viewer));
                 served = 1;
                 break;
             case TRAV_EVENT_VIEWER_LEFT:
@@ -88,8 +78,7 @@ int main(int argc, char **argv) {
         if (now_us() >= next_frame) {
             int keyframe = want_keyframe || n % FRAMES_PER_SECOND == 0;
             make_frame(frame, n);
-            if ((rc = trav_camera_send_frame(camera, frame, sizeof frame, keyframe, now_us() - started)) != TRAV_OK)
-                fprintf(stderr, "send: %s: %s\n", trav_status_name(rc), trav_last_error());
+            failed("send", trav_camera_send_frame(camera, frame, sizeof frame, keyframe, now_us() - started));
             want_keyframe = 0;
             n++;
             next_frame += 1000000u / FRAMES_PER_SECOND;

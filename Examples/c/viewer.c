@@ -23,17 +23,13 @@ static int intact(const uint8_t *frame, size_t len) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: %s HOST PORT STUN_PORT CA_FILE UID PASSWORD FRAMES\n", argv[0]);
-        return 2;
-    }
-    trav_cloud_settings cloud = cloud_from_args(argv + 1);
+    trav_cloud_settings cloud = {0};
+    if (cloud_from_args(argc, argv, "UID PASSWORD FRAMES", &cloud)) return 2;
     int wanted = atoi(argv[7]);
 
     trav_viewer *viewer = NULL;
     int rc = trav_viewer_connect(&cloud, argv[5], argv[6], 30000, &viewer);
-    if (rc != TRAV_OK) {
-        fprintf(stderr, "connect: %s: %s\n", trav_status_name(rc), trav_last_error());
+    if (failed("connect", rc)) {
         return 1;
     }
     char path[32];
@@ -46,15 +42,13 @@ int main(int argc, char **argv) {
     while (received < wanted) {
         trav_frame_info info;
         rc = trav_viewer_next_frame(viewer, frame, sizeof frame, 5000, &info);
-        if (rc != TRAV_OK) {
-            fprintf(stderr, "frame: %s: %s\n", trav_status_name(rc), trav_last_error());
+        if (failed("frame", rc)) {
             break;
         }
         received++;
         keyframes += info.keyframe != 0;
         broken += !intact(frame, info.len);
-        if (received == 5 && (rc = trav_viewer_request_keyframe(viewer)) != TRAV_OK)
-            fprintf(stderr, "keyframe request: %s: %s\n", trav_status_name(rc), trav_last_error());
+        if (received == 5) failed("keyframe request", trav_viewer_request_keyframe(viewer));
     }
     printf("received %d frames (%d keyframes, %d broken)\n", received, keyframes, broken);
     trav_viewer_close(viewer);
