@@ -2,10 +2,8 @@ import Foundation
 import NATLab
 import Testing
 
-/// The C examples (Examples/c), built with `cc` against trav.h and libTravC, run against `trav cloud` on loopback:
-/// the C camera registers, the C viewer connects by UID and receives intact frames.
-@Suite(.serialized, .enabled(if: CExampleTests.skipReason == nil, "needs trav and libTravC built (swift build --product trav, --product TravC) and cc"))
-struct CExampleTests {
+/// Where the C examples' pieces are, and building them.
+enum CExample {
     static let root = TravLab.repoRoot
     static let libraryDirectory = root.appendingPathComponent(".build/debug").path
     static let header = root.appendingPathComponent("Sources/CTrav/include").path
@@ -22,9 +20,6 @@ struct CExampleTests {
         if swiftRuntime == nil { return "the Swift runtime libraries are not found" }
         return nil
     }
-
-    /// Frames the viewer must receive, intact (two seconds of the camera's 25 per second).
-    static let frames = 50
 
     /// Builds `Examples/c/NAME.c` into `dir` with warnings as errors.
     static func build(_ name: String, into dir: String) async throws -> String {
@@ -57,10 +52,19 @@ struct CExampleTests {
         return text
     }
 
+}
+
+/// The C examples (Examples/c), built with `cc` against trav.h and libTravC, run against `trav cloud` on loopback:
+/// the C camera registers, the C viewer connects by UID and receives intact frames.
+@Suite(.serialized, .enabled(if: CExample.skipReason == nil, "needs trav and libTravC built (swift build --product trav, --product TravC) and cc"))
+struct CExampleTests {
+    /// Frames the viewer must receive, intact (two seconds of the camera's 25 per second).
+    static let frames = 50
+
     @Test func cCameraStreamsFramesToACViewerThroughALocalCloud() async throws {
-        try await Self.withDirectory { dir in
-            let cameraBinary = try await Self.build("camera", into: dir)
-            let viewerBinary = try await Self.build("viewer", into: dir)
+        try await CExample.withDirectory { dir in
+            let cameraBinary = try await CExample.build("camera", into: dir)
+            let viewerBinary = try await CExample.build("viewer", into: dir)
             let key = "\(dir)/camera.key"
             let identity = try await ChildProcess.run([TravLab.debugTrav, "identity", "new", "--out", key], timeout: .seconds(60))
             let uid = try #require(identity.stdout.split(whereSeparator: \.isWhitespace).first { $0.hasPrefix("TRAV-") }.map(String.init),
@@ -69,7 +73,7 @@ struct CExampleTests {
             let cloud = try ChildProcess([TravLab.debugTrav, "cloud", "--listen", "127.0.0.1", "--data", dir,
                                           "--stun-port", "0", "--tls-port", "0", "--relay-port", "0"])
             defer { cloud.kill(); cloud.removeFiles() }
-            let ready = await Self.output(of: cloud, within: .seconds(30)) { $0.contains("signalling tls") && $0.contains("stun udp") }
+            let ready = await CExample.output(of: cloud, within: .seconds(30)) { $0.contains("signalling tls") && $0.contains("stun udp") }
             let lines = ready.split(separator: "\n")
             let stun = try #require(lines.first { $0.contains("stun udp") }?.split(separator: " ").first { $0.hasPrefix("127.0.0.1:") },
                                     "\(cloud.output())")
@@ -80,7 +84,7 @@ struct CExampleTests {
 
             let camera = try ChildProcess([cameraBinary, "127.0.0.1", tlsPort, stunPort, ca, key, "secret", "90"])
             defer { camera.kill(); camera.removeFiles() }
-            let registered = await Self.output(of: camera, within: .seconds(60)) { $0.contains("registered") }
+            let registered = await CExample.output(of: camera, within: .seconds(60)) { $0.contains("registered") }
             try #require(registered.contains("camera \(uid) registered"), "\(camera.output())")
 
             let viewer = try await ChildProcess.run([viewerBinary, "127.0.0.1", tlsPort, stunPort, ca, uid, "secret", "\(Self.frames)"],
@@ -90,7 +94,7 @@ struct CExampleTests {
             #expect(viewer.stdout.contains("received \(Self.frames) frames"), "\(viewer)")
             #expect(viewer.stdout.contains(", 0 broken)"), "\(viewer)")
             // The camera saw the viewer come and go, then ended by itself (its viewers have left).
-            let done = await Self.output(of: camera, within: .seconds(30)) { $0.contains("camera sent") }
+            let done = await CExample.output(of: camera, within: .seconds(30)) { $0.contains("camera sent") }
             #expect(done.contains("viewer 1 connected via "), "\(camera.output())")
             #expect(done.contains("viewer 1 left"), "\(camera.output())")
             #expect(await camera.wait(.seconds(20)) && camera.status == 0, "\(camera.output())")
@@ -98,8 +102,8 @@ struct CExampleTests {
     }
 
     @Test func anUntrustworthyCloudIsReportedAsACodeWithAMessage() async throws {
-        try await Self.withDirectory { dir in
-            let viewerBinary = try await Self.build("viewer", into: dir)
+        try await CExample.withDirectory { dir in
+            let viewerBinary = try await CExample.build("viewer", into: dir)
             let pem = "\(dir)/not-a-ca.pem"
             try "not a certificate".write(toFile: pem, atomically: true, encoding: .utf8)
             let refused = try await ChildProcess.run([viewerBinary, "127.0.0.1", "1", "1", pem, "TRAV-AAAA-AAAA-AAAA-AAAA", "x", "1"],
