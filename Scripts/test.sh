@@ -38,6 +38,8 @@ fi
 # shared library.
 swift build --product trav
 swift build --product TravC
+# The library products' documentation must build without a warning (about 2 minutes).
+Scripts/docs.sh
 # Suites one at a time: several at once on two cores starve each other's deadlines (scrypt in a
 # debug build is slow), and the lab suites need the CPU for real-time networking.
 exec swift test --no-parallel "$@"

@@ -23,7 +23,7 @@ import Traversal
 ///
 /// While the session lasts, each side refreshes its allocation, permission and channel every
 /// ``refreshInterval`` and renews its grant through the cloud before it expires, then signs with the
-/// renewed one (the relay counts both as one user, ``TURNLite/TURNCredentials/user(of:)``):
+/// renewed one (the relay counts both as one user, `TURNLite/TURNCredentials/user(of:)`):
 ///
 /// ```
 ///  side                         cloud                          relay
@@ -67,7 +67,7 @@ public struct TLSRelay: TraversalStrategy {
     /// How to reach the relay.
     public var transport: RelayTransport
     /// PEM file of the CA the relay's TLS certificate must chain to; `nil` applies the context's
-    /// ``StrategyContext/relayTrust`` (the cloud's, from ``TravCloud``), and without that accepts any
+    /// `StrategyContext/relayTrust` (the cloud's, from `TravCloud`), and without that accepts any
     /// certificate (the relay is untrusted by design: it carries only the end-to-end encrypted session).
     public var trustedCAPath: String?
     /// Delay after the start signal when a direct path may still exist.
@@ -235,7 +235,7 @@ final class RelayLink: Sendable {
         return link
     }
 
-    /// A ``StrategyError`` with code `refused`: what was refused, the relay's error code and its reason
+    /// A `StrategyError` with code `refused`: what was refused, the relay's error code and its reason
     /// (`… refused the allocation: 486 Allocation Quota Reached`, RFC 8656 §7.2).
     static func refused(_ error: TURNError, _ what: String) -> StrategyError {
         StrategyError(code: .refused, detail: "\(what): \(error.errorCode.map { "\($0)" } ?? "\(error)")")
@@ -486,7 +486,7 @@ final class PreparedTLSRelay: PreparedStrategy {
     }
 }
 
-/// A ``PeerTransport`` through a TURN allocation to the peer's relayed address.
+/// A `PeerTransport` through a TURN allocation to the peer's relayed address.
 public struct RelayPeerTransport: PeerTransport {
     let link: RelayLink
     /// The peer's relayed address.

@@ -9,7 +9,7 @@ import Traversal
 /// What a `trav_channel` handle owns: the channel and the task moving its messages to a queue.
 final class ChannelHandle: Sendable {
     /// Messages kept for a caller that does not read; beyond it the oldest go (the channel's own
-    /// receive buffer, ``PeerChannel/receiveBufferLimit``, bounds the bytes before that).
+    /// receive buffer, `PeerChannel/receiveBufferLimit`, bounds the bytes before that).
     static let messageLimit = 1024
 
     let channel: PeerChannel
