@@ -164,7 +164,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
-        .testTarget(name: "TravCTests", dependencies: ["NATLab"]),
+        .testTarget(name: "TravCTests", dependencies: ["NATLab", "TravC", "CTrav"]),
         .target(
             name: "FuzzTargets",
             dependencies: [
