@@ -28,6 +28,16 @@ static void make_frame(uint8_t *frame, uint64_t n) {
     memset(frame + 8, (int)(n & 0xff), FRAME_BYTES - 8);
 }
 
+/* Opens a "hello" channel to the viewer and sends one greeting on it. */
+static void greet(trav_camera *camera, int viewer, const char *uid) {
+    trav_channel *channel = NULL;
+    if (failed("open channel", trav_camera_open_channel(camera, viewer, "hello", 5000, &channel))) return;
+    char greeting[96];
+    snprintf(greeting, sizeof greeting, "hello from %s", uid);
+    failed("channel send", trav_channel_send(channel, (const uint8_t *)greeting, strlen(greeting)));
+    trav_channel_close(channel);
+}
+
 int main(int argc, char **argv) {
     trav_cloud_settings cloud = {0};
     if (cloud_from_args(argc, argv, "KEY_FILE PASSWORD SECONDS", &cloud)) return 2;
@@ -54,6 +64,7 @@ int main(int argc, char **argv) {
             case TRAV_EVENT_VIEWER_CONNECTED:
                 printf("viewer %d connected via %s\n", event.viewer, event.path);
                 failed("start media", trav_camera_start_media(camera, event.viewer));
+                greet(camera, event.viewer, uid);
                 served = 1;
                 break;
             case TRAV_EVENT_VIEWER_LEFT:

@@ -35,6 +35,19 @@ int main(int argc, char **argv) {
     char path[32];
     trav_viewer_path(viewer, path, sizeof path);
     printf("connected via %s\n", path);
+
+    /* The camera greets each viewer on a channel of its own. */
+    trav_channel *channel = NULL;
+    if (!failed("channel", trav_viewer_next_channel(viewer, 5000, &channel))) {
+        char label[32], greeting[128];
+        size_t len = sizeof greeting - 1;
+        trav_channel_label(channel, label, sizeof label);
+        if (!failed("channel receive", trav_channel_receive(channel, (uint8_t *)greeting, &len, 5000))) {
+            greeting[len] = 0;
+            printf("channel %s: %s\n", label, greeting);
+        }
+        trav_channel_close(channel);
+    }
     fflush(stdout);
 
     static uint8_t frame[1 << 20];

@@ -34,20 +34,28 @@ final class ViewerHandle: Sendable {
     /// Frames kept for a caller that does not read; beyond it the oldest go.
     static let frameLimit = 256
 
+    /// Channels from the camera kept until the caller takes them; beyond it the oldest go (and close).
+    static let channelLimit = 64
+
     let connection: PeerConnection
     let receiver: MediaReceiver
     let frames = BlockingQueue<MediaReceiver.Received>(limit: ViewerHandle.frameLimit)
+    let channels = BlockingQueue<PeerChannel>(limit: ViewerHandle.channelLimit)
     private let pump: Task<Void, Never>
+    private let channelPump: Task<Void, Never>
 
     init(connection: PeerConnection, receiver: MediaReceiver) {
         self.connection = connection
         self.receiver = receiver
         pump = frames.fill(from: receiver.frames)
+        // The media receiver has taken the media channel; the camera's later channels come here.
+        channelPump = channels.fill(from: connection.incomingChannels)
     }
 
     /// Stops receiving and closes the connection, telling the camera.
     func close() {
         pump.cancel()
+        channelPump.cancel()
         receiver.stop()
         let connection = self.connection
         _ = blocking(timeoutMs: CameraHandle.closeTimeoutMs) { await connection.close() }
@@ -87,6 +95,14 @@ public func travChannelReceive(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePo
         len.pointee = m.count
         return TRAV_OK.rawValue
     }
+}
+
+/// `trav_channel_label`: the channel's label into `buf`.
+@_cdecl("trav_channel_label")
+public func travChannelLabel(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ len: Int) -> Int32 {
+    guard let handle = channel(pointer), let buf, len > 0 else { return LastError.set(TRAV_ERR_ARGUMENT, "no channel or buffer") }
+    copyCString(handle.channel.label, into: buf, length: len)
+    return TRAV_OK.rawValue
 }
 
 /// `trav_channel_close`: closes the channel and releases the handle.
@@ -156,6 +172,16 @@ public func travViewerNextFrame(_ pointer: OpaquePointer?, _ buf: UnsafeMutableP
         let parts = frame.timestamp.components
         info.pointee.timestamp_us = UInt64(clamping: parts.seconds * 1_000_000 + parts.attoseconds / 1_000_000_000_000)
         info.pointee.latency_ms = received.latencyMs
+        return TRAV_OK.rawValue
+    }
+}
+
+/// `trav_viewer_next_channel`: the next channel the camera opened, waiting at most `timeoutMs`.
+@_cdecl("trav_viewer_next_channel")
+public func travViewerNextChannel(_ pointer: OpaquePointer?, _ timeoutMs: Int32, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guard let handle = viewer(pointer), let out else { return LastError.set(TRAV_ERR_ARGUMENT, "no viewer or out pointer") }
+    return handle.channels.take(timeoutMs: timeoutMs, what: "channel", ended: "the connection is closed") { channel in
+        out.pointee = Handle.retain(ChannelHandle(channel))
         return TRAV_OK.rawValue
     }
 }

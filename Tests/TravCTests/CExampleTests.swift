@@ -91,6 +91,7 @@ struct CExampleTests {
                                                     timeout: .seconds(90))
             #expect(viewer.succeeded, "\(viewer)")
             #expect(viewer.stdout.contains("connected via "), "\(viewer)")
+            #expect(viewer.stdout.contains("channel hello: hello from \(uid)"), "\(viewer)")
             #expect(viewer.stdout.contains("received \(Self.frames) frames"), "\(viewer)")
             #expect(viewer.stdout.contains(", 0 broken)"), "\(viewer)")
             // The camera saw the viewer come and go, then ended by itself (its viewers have left).

@@ -173,6 +173,9 @@ int trav_channel_send(trav_channel *channel, const uint8_t *data, size_t len);
  */
 int trav_channel_receive(trav_channel *channel, uint8_t *buf, size_t *len, int timeout_ms);
 
+/** Writes the channel's label, NUL-terminated, into buf. */
+int trav_channel_label(trav_channel *channel, char *buf, size_t len);
+
 /** Closes the channel and releases the handle. NULL is ignored. */
 void trav_channel_close(trav_channel *channel);
 
@@ -212,6 +215,12 @@ int trav_viewer_path(trav_viewer *viewer, char *buf, size_t len);
  */
 int trav_viewer_next_frame(trav_viewer *viewer, uint8_t *buf, size_t cap, int timeout_ms,
                            trav_frame_info *info);
+
+/**
+ * The next channel the camera opened to this viewer (after its media channel), waiting at most
+ * timeout_ms. TRAV_ERR_TIMEOUT when none came.
+ */
+int trav_viewer_next_channel(trav_viewer *viewer, int timeout_ms, trav_channel **out);
 
 /** Asks the camera for a keyframe (after a loss the application noticed). */
 int trav_viewer_request_keyframe(trav_viewer *viewer);
