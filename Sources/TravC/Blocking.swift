@@ -210,6 +210,14 @@ func copyCString(_ text: String, into buf: UnsafeMutablePointer<CChar>, length l
     buf[bytes.count] = 0
 }
 
+/// For a C call that writes text: `text` (nil when the handle was NULL) into `buf` of `len` bytes,
+/// NUL-terminated and cut short if needed; `what` names the handle in the error.
+func writeText(_ text: String?, into buf: UnsafeMutablePointer<CChar>?, length len: Int, what: String) -> Int32 {
+    guard let text, let buf, len > 0 else { return LastError.set(TRAV_ERR_ARGUMENT, "no \(what) or buffer") }
+    copyCString(text, into: buf, length: len)
+    return TRAV_OK.rawValue
+}
+
 /// A C string argument as Swift text, nil when NULL or empty.
 func text(_ pointer: UnsafePointer<CChar>?) -> String? {
     guard let pointer, pointer.pointee != 0 else { return nil }

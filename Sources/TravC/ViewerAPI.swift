@@ -100,9 +100,7 @@ public func travChannelReceive(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePo
 /// `trav_channel_label`: the channel's label into `buf`.
 @_cdecl("trav_channel_label")
 public func travChannelLabel(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ len: Int) -> Int32 {
-    guard let handle = channel(pointer), let buf, len > 0 else { return LastError.set(TRAV_ERR_ARGUMENT, "no channel or buffer") }
-    copyCString(handle.channel.label, into: buf, length: len)
-    return TRAV_OK.rawValue
+    writeText(channel(pointer)?.channel.label, into: buf, length: len, what: "channel")
 }
 
 /// `trav_channel_close`: closes the channel and releases the handle.
@@ -150,9 +148,7 @@ public func travViewerConnect(_ cloud: UnsafePointer<trav_cloud_settings>?, _ ui
 /// `trav_viewer_path`: the winning strategy's id into `buf`.
 @_cdecl("trav_viewer_path")
 public func travViewerPath(_ pointer: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ len: Int) -> Int32 {
-    guard let handle = viewer(pointer), let buf, len > 0 else { return LastError.set(TRAV_ERR_ARGUMENT, "no viewer or buffer") }
-    copyCString(handle.connection.path, into: buf, length: len)
-    return TRAV_OK.rawValue
+    writeText(viewer(pointer)?.connection.path, into: buf, length: len, what: "viewer")
 }
 
 /// `trav_viewer_next_frame`: the next frame into `buf`, waiting at most `timeoutMs`.
