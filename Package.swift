@@ -12,6 +12,8 @@ let package = Package(
         .library(name: "Rendezvous", targets: ["Rendezvous"]),
         .library(name: "Media", targets: ["Media"]),
         .library(name: "SourceLimits", targets: ["SourceLimits"]),
+        // The C API (header: Sources/CTrav/include/trav.h), for camera firmware and apps in C.
+        .library(name: "TravC", type: .dynamic, targets: ["TravC"]),
         .executable(name: "trav", targets: ["trav"]),
     ],
     dependencies: [
@@ -26,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         .target(
@@ -97,6 +100,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .target(name: "NATLab"),
+        .target(name: "CTrav"),
+        .target(
+            name: "TravC",
+            dependencies: [
+                "CTrav", "Traversal", "Strategies", "Media",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "trav",
             dependencies: [
@@ -140,7 +150,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio")]),
         .target(name: "PeerTestSupport", dependencies: ["Traversal"], path: "Tests/PeerTestSupport"),
         .testTarget(name: "TraversalTests", dependencies: ["Traversal", "SourceLimits", "PeerTestSupport",
-            .product(name: "NIOCore", package: "swift-nio")]),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "MediaTests", dependencies: ["Media", "Traversal", "PeerTestSupport"]),
         .testTarget(name: "SourceLimitsTests", dependencies: ["SourceLimits",
             .product(name: "NIOCore", package: "swift-nio")]),
@@ -155,6 +165,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
+        .testTarget(name: "TravCTests", dependencies: ["NATLab", "TravC", "CTrav"]),
         .target(
             name: "FuzzTargets",
             dependencies: [

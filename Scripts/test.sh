@@ -15,6 +15,7 @@ command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)       # checks saved video
 command -v curl >/dev/null 2>&1 || need+=(curl)           # scrapes the metrics endpoint
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)   # shows the lab line reorders
+command -v cc >/dev/null 2>&1 || need+=(gcc)              # builds the C API examples (CExampleTests)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing: ${need[*]}"
@@ -34,8 +35,12 @@ if [ -x Scripts/natlab.sh ] && [ "$(id -u)" = 0 ]; then
     Scripts/natlab.sh cleanup-stale >/dev/null 2>&1 || true
 fi
 
-# The lab tests run the `trav` executable in namespaces: build it first.
+# The lab tests run the `trav` executable in namespaces: build it first. The C examples link the C API's
+# shared library.
 swift build --product trav
+swift build --product TravC
+# The library products' documentation must build without a warning (about 2 minutes).
+Scripts/docs.sh
 # Suites one at a time: several at once on two cores starve each other's deadlines (scrypt in a
 # debug build is slow), and the lab suites need the CPU for real-time networking.
 status=0

@@ -70,7 +70,7 @@ public struct NATLabError: Error, Sendable, CustomStringConvertible {
 
 /// A child process whose output goes to temporary files (no pipes, so no deadlock on full buffers).
 /// All waits are bounded; `kill` escalates from SIGTERM to SIGKILL.
-final class ChildProcess: @unchecked Sendable {
+public final class ChildProcess: @unchecked Sendable {
     // Foundation's Process is thread-safe for the calls used here (isRunning, terminate,
     // processIdentifier); `lock` guards our own mutable state.
     private let process = Process()
@@ -80,7 +80,7 @@ final class ChildProcess: @unchecked Sendable {
     private let stderrURL: URL
 
     /// Starts `arguments` (the first is the executable path) with extra environment variables.
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    public init(_ arguments: [String], environment: [String: String] = [:]) throws {
         precondition(!arguments.isEmpty, "ChildProcess needs an executable")
         let base = FileManager.default.temporaryDirectory
             .appendingPathComponent("natlab-\(UUID().uuidString.prefix(8))")
@@ -110,10 +110,10 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// The child's pid.
-    var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.processIdentifier }
 
     /// Whether the child has not exited yet.
-    var isRunning: Bool { process.isRunning }
+    public var isRunning: Bool { process.isRunning }
 
     /// Waits up to `timeout` for exit, polling (bounded); true when the child exited.
     func waitBlocking(_ timeout: Duration) -> Bool {
@@ -126,7 +126,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Waits up to `timeout` for exit without blocking a thread; true when the child exited.
-    func wait(_ timeout: Duration) async -> Bool {
+    public func wait(_ timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             if ContinuousClock.now >= deadline { return false }
@@ -136,7 +136,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// SIGTERM, then SIGKILL after `grace`; returns once the child is gone (at most grace + 2 s).
-    func kill(grace: Duration = .seconds(1)) {
+    public func kill(grace: Duration = .seconds(1)) {
         guard process.isRunning else { return }
         process.terminate()
         if waitBlocking(grace) { return }
@@ -145,14 +145,14 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Exit status (128 + signal when signalled); nil while running.
-    var status: Int32? {
+    public var status: Int32? {
         guard !process.isRunning else { return nil }
         return process.terminationReason == .uncaughtSignal
             ? 128 + process.terminationStatus : process.terminationStatus
     }
 
     /// Output written so far.
-    func output() -> (stdout: String, stderr: String) {
+    public func output() -> (stdout: String, stderr: String) {
         func read(_ url: URL) -> String {
             (try? Data(contentsOf: url)).map { String(decoding: $0, as: UTF8.self) } ?? ""
         }
@@ -166,7 +166,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Deletes the output files (idempotent).
-    func removeFiles() {
+    public func removeFiles() {
         lock.lock()
         defer { lock.unlock() }
         guard !filesRemoved else { return }
@@ -176,8 +176,8 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Runs to completion within `timeout` (killed after it), returning the output.
-    static func run(_ arguments: [String], environment: [String: String] = [:],
-                    timeout: Duration) async throws -> LabCommandResult {
+    public static func run(_ arguments: [String], environment: [String: String] = [:],
+                           timeout: Duration) async throws -> LabCommandResult {
         let child = try ChildProcess(arguments, environment: environment)
         defer { child.removeFiles() }
         let exited = await child.wait(timeout)

@@ -9,8 +9,8 @@ import TURNLite
 import Traversal
 
 /// The whole cloud in one start/stop object: TLS signalling (``RendezvousServer``), STUN
-/// (``STUNLite/STUNServer``, with RFC 5780 behaviour discovery when given an alternate IP) and,
-/// unless disabled, a TURN relay (``TURNLite/TURNServer``) whose per-introduction credentials the
+/// (`STUNLite/STUNServer`, with RFC 5780 behaviour discovery when given an alternate IP) and,
+/// unless disabled, a TURN relay (`TURNLite/TURNServer`) whose per-introduction credentials the
 /// signalling hands both sides (``RelayGrantIssuer``). TURN over TLS shares the signalling's TLS port
 /// by default (chosen by ALPN), so one port — 443 where a network demands it — carries everything.
 public final class CloudService: Sendable {
@@ -26,7 +26,7 @@ public final class CloudService: Sendable {
         /// More IP addresses the relay listens on, same ports: the other family's, for dual stack.
         public var additionalListenIPs: [IPAddress]
         /// Where relayed addresses are allocated, at most one per family; families not named use the
-        /// listen IPs (``TURNLite/TURNServer/Configuration/relayIPs(listening:overrides:)``). Clients that
+        /// listen IPs (`TURNLite/TURNServer/Configuration/relayIPs(listening:overrides:)`). Clients that
         /// ask for no family get IPv4 (RFC 8656 §7.1), so a relay listening on IPv6 alone wants an IPv4 one.
         public var relayIPs: [IPAddress]
         /// UDP and TCP port of the relay (0 picks a free one).

@@ -6,7 +6,7 @@ import Traversal
 ///
 /// User name `EXPIRY:REQUESTID` (EXPIRY in seconds since 1970), password
 /// `base64(HMAC-SHA1(secret, username))`, which the relay checks with the same secret and no other
-/// state (draft-uberti-behave-turn-rest §2.2; ``TURNLite/TURNCredentials``).
+/// state (draft-uberti-behave-turn-rest §2.2; `TURNLite/TURNCredentials`).
 public struct RelayGrantIssuer: Sendable {
     /// How long a grant lets its holder allocate and refresh, by default (the session must be set up and
     /// relayed within it: a refresh after expiry is refused).

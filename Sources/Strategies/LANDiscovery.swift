@@ -25,7 +25,7 @@ import Glibc
 public enum LANDiscovery {
     /// The default UDP port cameras listen on for discovery.
     public static let defaultPort: UInt16 = 5350
-    /// Largest discovery datagram read or sent; an offer with ``PeerOffer/maxCandidates`` fits.
+    /// Largest discovery datagram read or sent; an offer with `PeerOffer/maxCandidates` fits.
     public static let maxDatagram = 16 * 1024
     /// Bytes read per datagram: one more than ``maxDatagram``, so a longer (truncated) one is recognised and dropped.
     static let readSize = maxDatagram + 1
@@ -96,7 +96,7 @@ public enum LANDiscovery {
         }
 
         /// Parses a datagram from the LAN: `nil` unless it fits ``LANDiscovery/maxDatagram``, is JSON of
-        /// this shape with this `type`, and its offer has at most ``PeerOffer/maxCandidates`` candidates.
+        /// this shape with this `type`, and its offer has at most `PeerOffer/maxCandidates` candidates.
         @_spi(Fuzzing) public static func decode(_ bytes: [UInt8], type: String) -> Message? {
             guard bytes.count <= LANDiscovery.maxDatagram, let m = try? JSONDecoder().decode(Message.self, from: Data(bytes)),
                   m.type == type, m.offer.candidates.count <= PeerOffer.maxCandidates else { return nil }
@@ -126,7 +126,7 @@ public enum LANDiscovery {
         return out
     }
 
-    /// The viewer's side: a ``ViewerSignalling`` that asks the LAN instead of a cloud.
+    /// The viewer's side: a `ViewerSignalling` that asks the LAN instead of a cloud.
     public struct Finder: ViewerSignalling {
         /// Where to send the question (broadcast addresses, or a camera's unicast address in tests).
         public var destinations: [TransportAddress]

@@ -109,7 +109,7 @@ struct PreparedTCP: PreparedStrategy {
     func close() async {}
 }
 
-/// A ``PeerTransport`` over one TCP connection, messages framed by a 4-byte big-endian length.
+/// A `PeerTransport` over one TCP connection, messages framed by a 4-byte big-endian length.
 public final class TCPPeerTransport: PeerTransport {
     /// Largest message accepted on a TCP path.
     public static let maxFrame = 64 * 1024

@@ -23,7 +23,7 @@ import Traversal
 ///
 /// While the session lasts, each side refreshes its allocation, permission and channel every
 /// ``refreshInterval`` and renews its grant through the cloud before it expires, then signs with the
-/// renewed one (the relay counts both as one user, ``TURNLite/TURNCredentials/user(of:)``):
+/// renewed one (the relay counts both as one user, `TURNLite/TURNCredentials/user(of:)`):
 ///
 /// ```
 ///  side                         cloud                          relay
@@ -66,8 +66,9 @@ public struct TLSRelay: TraversalStrategy {
 
     /// How to reach the relay.
     public var transport: RelayTransport
-    /// PEM file of the CA the relay's TLS certificate must chain to; `nil` accepts any certificate
-    /// (the relay is untrusted by design: it carries only the end-to-end encrypted session).
+    /// PEM file of the CA the relay's TLS certificate must chain to; `nil` applies the context's
+    /// `StrategyContext/relayTrust` (the cloud's, from `TravCloud`), and without that accepts any
+    /// certificate (the relay is untrusted by design: it carries only the end-to-end encrypted session).
     public var trustedCAPath: String?
     /// Delay after the start signal when a direct path may still exist.
     public var startDelay: Duration
@@ -111,12 +112,12 @@ public struct TLSRelay: TraversalStrategy {
     }
 
     /// The relay server to use from `grant`, for ``transport``.
-    func server(in grant: RelayGrant) -> (TransportAddress, TURNClient.Transport)? {
+    func server(in grant: RelayGrant, trust: CloudEndpoint.Trust? = nil) -> (TransportAddress, TURNClient.Transport)? {
         for text in grant.urls {
             guard let url = RelayURL(text) else { continue }
             switch (transport, url.secure, url.transport) {
             case (.tls, true, _):
-                return (url.address, .tls(tlsConfiguration, serverHostname: nil))
+                return (url.address, .tls(tlsConfiguration(trust), serverHostname: nil))
             case (.tcp, false, "tcp"), (.udp, false, "udp"):
                 return (url.address, transport == .tcp ? .tcp : .udp)
             default:
@@ -126,12 +127,18 @@ public struct TLSRelay: TraversalStrategy {
         return nil
     }
 
-    private var tlsConfiguration: TLSConfiguration {
+    /// TLS toward the relay: ``trustedCAPath`` if set, else `trust`, else no verification.
+    private func tlsConfiguration(_ trust: CloudEndpoint.Trust?) -> TLSConfiguration {
         var tls = TLSConfiguration.makeClientConfiguration()
+        // The grant names the relay by IP; the chain is what is checked.
+        tls.certificateVerification = .noHostnameVerification
         if let trustedCAPath {
             tls.trustRoots = .file(trustedCAPath)
-            // The grant names the relay by IP; the chain is what is checked.
-            tls.certificateVerification = .noHostnameVerification
+        } else if case .pinnedCA(let pem)? = trust {
+            // A PEM that does not parse trusts nothing, rather than everything.
+            tls.trustRoots = .certificates((try? NIOSSLCertificate.fromPEMBytes(Array(pem.utf8))) ?? [])
+        } else if case .systemDefault? = trust {
+            tls.trustRoots = .default
         } else {
             tls.certificateVerification = .none
         }
@@ -194,7 +201,7 @@ final class RelayLink: Sendable {
     /// keeps all three refreshed, and the grant renewed through `context` while the link lives.
     static func open(grant: RelayGrant, strategy: TLSRelay, context: StrategyContext) async throws -> RelayLink {
         let logger = context.logger
-        guard let found = strategy.server(in: grant) else {
+        guard let found = strategy.server(in: grant, trust: context.relayTrust) else {
             throw StrategyError(code: .notApplicable, detail: "the relay grant offers no \(strategy.transport.rawValue) URL: \(grant.urls)")
         }
         let (server, transport) = found
@@ -228,7 +235,7 @@ final class RelayLink: Sendable {
         return link
     }
 
-    /// A ``StrategyError`` with code `refused`: what was refused, the relay's error code and its reason
+    /// A `StrategyError` with code `refused`: what was refused, the relay's error code and its reason
     /// (`… refused the allocation: 486 Allocation Quota Reached`, RFC 8656 §7.2).
     static func refused(_ error: TURNError, _ what: String) -> StrategyError {
         StrategyError(code: .refused, detail: "\(what): \(error.errorCode.map { "\($0)" } ?? "\(error)")")
@@ -479,7 +486,7 @@ final class PreparedTLSRelay: PreparedStrategy {
     }
 }
 
-/// A ``PeerTransport`` through a TURN allocation to the peer's relayed address.
+/// A `PeerTransport` through a TURN allocation to the peer's relayed address.
 public struct RelayPeerTransport: PeerTransport {
     let link: RelayLink
     /// The peer's relayed address.

@@ -8,7 +8,7 @@ import Traversal
 /// One UDP socket shared by STUN discovery, reachability probes and the peer session, so the NAT
 /// mapping learned by STUN is the one the peer reaches.
 ///
-/// Probe format (after ``PeerWire/probe``): kind (1 = ping, 2 = pong, 3 = chosen: "this socket
+/// Probe format (after `PeerWire/probe`): kind (1 = ping, 2 = pong, 3 = chosen: "this socket
 /// carries the session", sent by the side that picked one of several) and the 8-byte session token.
 /// Pings carrying our token are always answered, for the socket's whole life, so a peer whose
 /// pong was lost still gets through. Session messages are accepted only from addresses that
@@ -150,7 +150,7 @@ public final class UDPPathSocket: Sendable {
     }
 }
 
-/// A ``PeerTransport`` over a ``UDPPathSocket`` to one peer address.
+/// A `PeerTransport` over a ``UDPPathSocket`` to one peer address.
 public struct UDPPeerTransport: PeerTransport {
     let socket: UDPPathSocket
     /// The peer's address.

@@ -133,7 +133,7 @@ public final class TURNServer: Sendable {
         self.logger = logger
     }
 
-    /// Binds the listeners and starts relaying; a picked port (0) taken on TCP is picked again (``STUNLite/FreePortRetry``).
+    /// Binds the listeners and starts relaying; a picked port (0) taken on TCP is picked again (`FreePortRetry` in STUNLite).
     public static func start(_ configuration: Configuration,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "trav.turn-server")) async throws -> TURNServer {

@@ -60,13 +60,13 @@ public enum TURNServerAction: Sendable, Equatable {
     case sendToClient(TURNFiveTuple, [UInt8])
     /// Send a datagram from the allocation's relay socket to a peer.
     case sendToPeer(TURNAllocationID, TransportAddress, [UInt8])
-    /// Open a relay socket for the allocation, then call ``TURNServerStateMachine/relayOpened(_:at:now:)`` or ``TURNServerStateMachine/relayFailed(_:)``.
+    /// Open a relay socket for the allocation, then call ``TURNServerStateMachine/relayOpened(_:at:reserving:now:)`` or ``TURNServerStateMachine/relayFailed(_:)``.
     case openRelay(TURNAllocationID, family: TURNAddressFamily, evenPort: Bool)
     /// Open a relay socket on an even port and hold the next port too (EVEN-PORT with the R bit, RFC 8656 §7.2),
     /// then call ``TURNServerStateMachine/relayOpened(_:at:reserving:now:)`` or ``TURNServerStateMachine/relayFailed(_:)``.
     case openRelayReservingNext(TURNAllocationID, family: TURNAddressFamily)
     /// Make the held socket at the address the allocation's relay socket (RESERVATION-TOKEN, RFC 8656 §7.2), then
-    /// call ``TURNServerStateMachine/relayOpened(_:at:now:)``, or ``TURNServerStateMachine/relayFailed(_:)`` if none is held.
+    /// call ``TURNServerStateMachine/relayOpened(_:at:reserving:now:)``, or ``TURNServerStateMachine/relayFailed(_:)`` if none is held.
     case adoptReservedRelay(TURNAllocationID, TransportAddress)
     /// Close the socket held for a reservation that expired unused.
     case releaseReservation(TransportAddress)

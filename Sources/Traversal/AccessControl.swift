@@ -222,7 +222,7 @@ public enum AccessGrant: Sendable, Hashable {
 /// How hard a camera makes password guessing: per source address, for the camera as a whole, and
 /// in how many slow checks run at once. A paired viewer key is never subject to any of them.
 public struct PasswordAttemptLimits: Sendable {
-    /// Failed password attempts per source (an IPv4 address or an IPv6 /64, see ``SourceAddressKey``).
+    /// Failed password attempts per source (an IPv4 address or an IPv6 /64, see `SourceAddressKey` in SourceLimits).
     public var perSource: TokenBucketRateLimiter<SourceAddressKey>
     /// Failed password attempts against the camera, from anywhere: exponential back-off.
     public var perCamera: FailureBackoff

@@ -207,6 +207,10 @@ func closeUnlessCancelled(_ channel: any Channel, after timeout: Duration) -> Ta
 actor CloudCameraSession: CameraSignalling {
     nonisolated let introductions: AsyncStream<any IncomingIntroduction>
     private let sink: AsyncStream<any IncomingIntroduction>.Continuation
+    nonisolated let connectionEvents: AsyncStream<CloudConnectionEvent>
+    private let eventSink: AsyncStream<CloudConnectionEvent>.Continuation
+    /// A lost registration was reported and no re-registration since.
+    private var lostReported = false
     private let identity: DeviceIdentity
     private let deviceID: DeviceID
     private let endpoint: CloudEndpoint
@@ -235,6 +239,8 @@ actor CloudCameraSession: CameraSignalling {
         let (stream, continuation) = AsyncStream.makeStream(of: (any IncomingIntroduction).self)
         introductions = stream
         sink = continuation
+        (connectionEvents, eventSink) = AsyncStream.makeStream(
+            of: CloudConnectionEvent.self, bufferingPolicy: .bufferingNewest(CloudConnectionEvent.bufferLimit))
     }
 
     var observedAddress: String? { observed }
@@ -264,6 +270,7 @@ actor CloudCameraSession: CameraSignalling {
         firstRegistration = nil
         failWaiters(CloudError(code: .connectionFailed, detail: "registration stopped"))
         sink.finish()
+        eventSink.finish()
     }
 
     /// Connects, registers and serves until stopped; reconnects with jittered exponential backoff,
@@ -282,9 +289,19 @@ actor CloudCameraSession: CameraSignalling {
                     first.resume(throwing: error)
                     stopped = true
                     sink.finish()
+                    eventSink.finish()
                     return
                 }
                 if !stopped { logger.warning("cloud connection lost", metadata: ["error": "\(error)"]) }
+                if !stopped, registeredThisConnection {
+                    lostReported = true
+                    eventSink.yield(.lost(reason: "\(error)"))
+                }
+            }
+            if !stopped, registeredThisConnection, !lostReported {
+                // The cloud closed a registered connection without an error.
+                lostReported = true
+                eventSink.yield(.lost(reason: "the cloud closed the connection"))
             }
             channel = nil
             failWaiters(CloudError(code: .connectionFailed, detail: "connection to the cloud lost"))
@@ -296,6 +313,7 @@ actor CloudCameraSession: CameraSignalling {
             guard !stopped, (try? await Task.sleep(for: delay)) != nil else { break }
         }
         sink.finish()
+        eventSink.finish()
     }
 
     /// One connection: register, then serve messages and keepalives until it closes.
@@ -346,6 +364,10 @@ actor CloudCameraSession: CameraSignalling {
         observed = observedAddress
         registeredThisConnection = true
         onRegistered(observedAddress)
+        if lostReported {
+            lostReported = false
+            eventSink.yield(.back(observedAddress: observedAddress))
+        }
         logger.info("registered with the cloud", metadata: [
             "device": "\(deviceID)", "observed": "\(observedAddress)"])
         if let first = firstRegistration {

@@ -34,7 +34,10 @@ public struct ConnectorConfiguration: Sendable {
     public var identity: DeviceIdentity
     /// The strategies to gather and race, e.g. `[DirectLAN(), STUNDiscovery(), …]`.
     public var strategies: [any TraversalStrategy]
-    /// STUN servers (`ip:port`) strategies may use, usually the cloud's.
+    /// The cloud: signalling, its STUN servers and the trust for its relay (see ``TravCloud``).
+    public var cloud: TravCloud?
+    /// STUN servers (`host:port` or `ip:port`) strategies may use besides the ``cloud``'s; names are
+    /// resolved each time strategies gather.
     public var stunServers: [String]
     /// How long a connection attempt may take from the start signal to an authorised session.
     public var connectTimeout: Duration
@@ -61,10 +64,11 @@ public struct ConnectorConfiguration: Sendable {
     public var probeLimits = ProbeBudget.Limits()
 
     /// Creates a configuration; the connect timeout defaults to 10 s, gathering to 1.5 s.
-    public init(identity: DeviceIdentity, strategies: [any TraversalStrategy], stunServers: [String] = [],
+    public init(identity: DeviceIdentity, cloud: TravCloud? = nil, strategies: [any TraversalStrategy], stunServers: [String] = [],
                 connectTimeout: Duration = .seconds(10), gatherTimeout: Duration = .milliseconds(1500),
                 knownDevices: KnownDevices = KnownDevices(), logger: Logger = Logger(label: "trav.connector")) {
         self.identity = identity
+        self.cloud = cloud
         self.knownDevices = knownDevices
         self.strategies = strategies
         self.stunServers = stunServers
@@ -98,6 +102,15 @@ public final class Connector: Sendable {
         self.configuration = configuration
     }
 
+    /// A context for `role`: the cloud's and the configured STUN servers, names resolved, and the cloud's relay trust.
+    func strategyContext(role: ConnectionRole) async -> StrategyContext {
+        let servers = (configuration.cloud?.stunServers ?? []) + configuration.stunServers
+        var context = StrategyContext(role: role, stunServers: await ServerName.resolve(servers, logger: configuration.logger),
+                                      logger: configuration.logger)
+        context.relayTrust = configuration.cloud?.trust
+        return context
+    }
+
     // MARK: Viewer
 
     /// Connects to `device` through `signalling`, presenting `credential` inside the encrypted session.
@@ -109,7 +122,7 @@ public final class Connector: Sendable {
                         credential: AccessCredential) async throws -> PeerConnection {
         let started = ContinuousClock.now
         let logger = configuration.logger
-        let baseContext = StrategyContext(role: .viewer, stunServers: configuration.stunServers, logger: logger)
+        let baseContext = await strategyContext(role: .viewer)
         let prepared = await prepareAll(baseContext)
         defer { Task { for p in prepared { await p.prepared?.close() } } }
         let gathered = ms(since: started)
@@ -223,9 +236,27 @@ public final class Connector: Sendable {
     // MARK: Camera
 
     /// Serves introductions from every source (the cloud, LAN discovery) until they all finish;
-    /// yields each viewer that completed the handshake and passed the access policy.
+    /// yields each viewer that completed the handshake and passed the access policy (the
+    /// ``CameraEvent/viewerConnected(_:)`` of ``events(_:cloud:access:)``).
     public func serve(_ sources: [AsyncStream<any IncomingIntroduction>], access: CameraAccessPolicy) -> AsyncStream<PeerConnection> {
+        let events = events(sources, access: access)
         let (stream, continuation) = AsyncStream.makeStream(of: PeerConnection.self)
+        let task = Task {
+            for await event in events {
+                if case .viewerConnected(let connection) = event { continuation.yield(connection) }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return stream
+    }
+
+    /// Serves introductions from every source (the cloud, LAN discovery) until they all finish, and
+    /// reports what happens: each viewer admitted, each introduction that failed and why, and the
+    /// cloud registration's losses and returns (`cloud`: ``CameraSignalling/connectionEvents``).
+    public func events(_ sources: [AsyncStream<any IncomingIntroduction>], cloud: AsyncStream<CloudConnectionEvent>? = nil,
+                       access: CameraAccessPolicy) -> AsyncStream<CameraEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(of: CameraEvent.self)
         var controller = AccessController(passwordVerifier: access.passwordVerifier, limits: access.limits)
         for v in access.pairedViewers { controller.pair(v) }
         let shared = SharedAccess(controller)
@@ -234,7 +265,7 @@ public final class Connector: Sendable {
                 // Gather once before any viewer asks, so a strategy that cannot gather here (UDP
                 // blocked, say) is already known and does not hold up the first answer.
                 group.addTask {
-                    let warm = StrategyContext(role: .camera, stunServers: self.configuration.stunServers, logger: self.configuration.logger)
+                    let warm = await self.strategyContext(role: .camera)
                     for p in await self.prepareAll(warm) { await p.prepared?.close() }
                 }
                 let bound = self.configuration.maxConcurrentIntroductions
@@ -246,6 +277,8 @@ public final class Connector: Sendable {
                                 guard answering.admit(.unidentified) == nil else {
                                     self.configuration.logger.notice("introduction declined: too many at once", metadata: [
                                         "requestID": "\(intro.requestID)"])
+                                    continuation.yield(.introductionFailed(requestID: intro.requestID, error: TraversalError(
+                                        code: .rateLimited, detail: "declined: \(bound) introductions already being answered")))
                                     perIntro.addTask { await intro.decline() }
                                     continue
                                 }
@@ -253,12 +286,25 @@ public final class Connector: Sendable {
                                     defer { answering.release(.unidentified) }
                                     do {
                                         let c = try await self.answer(intro, access: shared)
-                                        continuation.yield(c)
+                                        continuation.yield(.viewerConnected(c))
+                                    } catch is CancellationError {
+                                        return
                                     } catch {
                                         self.configuration.logger.notice("introduction failed", metadata: [
                                             "requestID": "\(intro.requestID)", "error": "\(error)"])
+                                        continuation.yield(.introductionFailed(requestID: intro.requestID, error: TraversalError(error)))
                                     }
                                 }
+                            }
+                        }
+                    }
+                }
+                if let cloud {
+                    group.addTask {
+                        for await change in cloud {
+                            switch change {
+                            case .lost(let reason): continuation.yield(.cloudLost(reason: reason))
+                            case .back(let observed): continuation.yield(.cloudBack(observedAddress: observed))
                             }
                         }
                     }
@@ -272,7 +318,7 @@ public final class Connector: Sendable {
 
     private func answer(_ intro: any IncomingIntroduction, access: SharedAccess) async throws -> PeerConnection {
         let started = ContinuousClock.now
-        var context = StrategyContext(role: .camera, stunServers: configuration.stunServers, logger: configuration.logger)
+        var context = await strategyContext(role: .camera)
             .with(requestID: intro.requestID, relay: intro.relay) { try await intro.renewRelay($0) }
         // Before anyone is authenticated, the offer's addresses get what its size pays for.
         let offerBytes = (try? JSONEncoder().encode(intro.offer).count) ?? 0

@@ -142,6 +142,24 @@ public protocol CameraSignalling: Sendable {
     var observedAddress: String? { get async }
     /// Stops keeping the registration alive and closes the connection.
     func stop() async
+    /// The registration's losses and returns, in order; finishes when the registration is stopped.
+    var connectionEvents: AsyncStream<CloudConnectionEvent> { get }
+}
+
+extension CameraSignalling {
+    /// None by default (a signalling that is never lost): a finished stream.
+    public var connectionEvents: AsyncStream<CloudConnectionEvent> { AsyncStream { $0.finish() } }
+}
+
+/// A change in a camera's registration with its cloud.
+public enum CloudConnectionEvent: Sendable, Hashable {
+    /// Events kept for a consumer that has not read them yet; older ones are dropped first.
+    public static let bufferLimit = 16
+
+    /// The registered connection was lost (the client is reconnecting with backoff); viewers cannot reach the camera through the cloud.
+    case lost(reason: String)
+    /// Registered again after ``lost(reason:)``; `observedAddress` is the camera's address as the cloud sees it now.
+    case back(observedAddress: String)
 }
 
 /// What a viewer needs from the cloud: an introduction to a camera by UID.

@@ -13,8 +13,12 @@ public enum ConnectionRole: String, Sendable, Codable, Hashable {
 public struct StrategyContext: Sendable {
     /// Our side.
     public var role: ConnectionRole
-    /// STUN servers (`ip:port`) for server-reflexive discovery, typically the cloud's.
+    /// STUN servers (`ip:port`) for server-reflexive discovery, typically the cloud's (the
+    /// ``Connector`` resolves names in its configuration before they get here).
     public var stunServers: [String]
+    /// Which certificates a relay reached through ``relay`` must present: the cloud's trust
+    /// (``TravCloud/trust``) when the configuration names a cloud, `nil` otherwise.
+    public var relayTrust: CloudEndpoint.Trust?
     /// Relay credentials for this session, if the cloud issued any.
     public var relay: RelayGrant?
     /// A random token both sides learn from the introduction, so probes of two sessions never mix.

@@ -53,7 +53,7 @@ extension Trav {
             }
             let access = CameraAccessPolicy(passwordVerifier: try password.map { try PasswordVerifier(password: $0) }, pairedViewers: paired)
             say("camera \(me.deviceID) serving" + (cloud != nil ? " via cloud \(peer.cloud ?? "")" : "") + (lan != nil ? " and LAN port \(peer.lanPort)" : ""))
-            let connections = connector.serve(sources, access: access)
+            let events = connector.events(sources, cloud: cloud?.connectionEvents, access: access)
             let rate = stream
             // One sender for all viewers: each gets its own queue; the clip plays once for everyone.
             let clip = try video.map { try loadClip($0 == "default" ? nil : $0) }
@@ -74,7 +74,21 @@ extension Trav {
             }
             let serving = Task {
                 await withTaskGroup(of: Void.self) { group in
-                    for await c in connections {
+                    for await event in events {
+                        let c: PeerConnection
+                        switch event {
+                        case .viewerConnected(let connection):
+                            c = connection
+                        case .introductionFailed(let requestID, let error):
+                            say("introduction \(requestID) failed: \(error.code): \(RemoteText.printable(error.detail.prefix(200)))")
+                            continue
+                        case .cloudLost(let reason):
+                            say("cloud lost: \(RemoteText.printable(reason.prefix(200))); reconnecting")
+                            continue
+                        case .cloudBack(let observed):
+                            say("registered with the cloud again as \(RemoteText.printable(observed))")
+                            continue
+                        }
                         say("viewer connected via \(c.path) (\(RemoteText.printable(c.report.route ?? ""))) in \(String(format: "%.1f", c.report.setupMs)) ms\(c.report.phases.map { " (\($0))" } ?? "")")
                         group.addTask {
                             // Media where asked for; channel sinks (`trav connect --channel-send`) always.

@@ -26,35 +26,28 @@ struct PeerOptions: ParsableArguments {
         _ = try chosenStrategies()
     }
 
+    /// The strategies chosen; the relay's trust comes from the cloud (``TravCloud``).
     func chosenStrategies() throws -> [any TraversalStrategy] {
-        let chosen = try strategies.map {
+        try strategies.map {
             try StrategyCatalog.named($0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
         } ?? StrategyCatalog.all
-        // The cloud's relay presents the cloud's certificate: pin it like the signalling.
-        return chosen.map { strategy in
-            guard var relay = strategy as? TLSRelay, let cloudCA else { return strategy }
-            relay.trustedCAPath = cloudCA
-            return relay
-        }
     }
 
     /// The cloud endpoint, if one was given.
     func endpoint() throws -> CloudEndpoint? {
         guard let cloud, let cloudCA else { return nil }
-        let pem = try String(contentsOfFile: cloudCA, encoding: .utf8)
         let (host, port) = splitHostPort(cloud, defaultPort: CloudEndpoint.defaultPort)
-        return CloudEndpoint(host: host, port: port, trust: .pinnedCA(pem))
+        return CloudEndpoint(host: host, port: port, trust: try .pinnedCA(file: cloudCA))
     }
 
-    /// The cloud's STUN server, `host:stunPort`, resolved.
-    func stunServers() throws -> [String] {
-        guard let cloud else { return [] }
-        let (host, _) = splitHostPort(cloud, defaultPort: CloudEndpoint.defaultPort)
-        return [try resolve(host.contains(":") ? "[\(host)]" : host, defaultPort: stunPort).description]
+    /// The cloud (signalling, its STUN server on --stun-port, its CA), if one was given.
+    func travCloud() throws -> TravCloud? {
+        guard let endpoint = try endpoint() else { return nil }
+        return TravCloud(host: endpoint.host, port: endpoint.port, stunPort: stunPort, trust: endpoint.trust)
     }
 
     func connector(identity: DeviceIdentity, knownDevices: KnownDevices = KnownDevices(), logger: Logger) throws -> Connector {
-        var configuration = ConnectorConfiguration(identity: identity, strategies: try chosenStrategies(), stunServers: try stunServers(),
+        var configuration = ConnectorConfiguration(identity: identity, cloud: try travCloud(), strategies: try chosenStrategies(),
                                                    connectTimeout: .milliseconds(Int64(connectTimeout * 1000)),
                                                    knownDevices: knownDevices, logger: logger)
         configuration.keepaliveInterval = keepalive == 0 ? nil : .seconds(keepalive)
@@ -62,17 +55,9 @@ struct PeerOptions: ParsableArguments {
     }
 }
 
-/// Splits `host:port`, `[v6]:port` or a bare host.
+/// Splits `host:port`, `[v6]:port` or a bare host; a port that is not a number gives `defaultPort`.
 func splitHostPort(_ text: String, defaultPort: UInt16) -> (String, UInt16) {
-    if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
-        let host = String(text[text.index(after: text.startIndex)..<close])
-        let rest = text[text.index(after: close)...]
-        return (host, rest.hasPrefix(":") ? UInt16(rest.dropFirst()) ?? defaultPort : defaultPort)
-    }
-    if let colon = text.lastIndex(of: ":"), text.firstIndex(of: ":") == colon, let p = UInt16(text[text.index(after: colon)...]) {
-        return (String(text[..<colon]), p)
-    }
-    return (text, defaultPort)
+    ServerName.split(text, defaultPort: defaultPort).map { ($0.host, $0.port) } ?? (text, defaultPort)
 }
 
 /// A connection report as `trav connect --json` prints it.

@@ -154,7 +154,7 @@ public enum NATProbe {
         }
     }
 
-    /// How often ``deliver(_:from:to:receiver:within:)`` re-sends (RFC 8489 §6.2.1's default RTO).
+    /// How often `deliver(_:from:to:receiver:within:)` re-sends (RFC 8489 §6.2.1's default RTO).
     public static let resendInterval = TimeAmount.milliseconds(500)
 
     /// TCP Bindings to every planned port at once (RFC 8489 §6.2.2).

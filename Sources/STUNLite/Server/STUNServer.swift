@@ -84,7 +84,7 @@ public final class STUNServer: Sendable {
         self.logger = logger
     }
 
-    /// Binds every socket and starts answering; a picked port (0) taken on TCP is picked again (``FreePortRetry``).
+    /// Binds every socket and starts answering; a picked port (0) taken on TCP is picked again (`FreePortRetry`).
     public static func start(_ configuration: Configuration,
                              group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                              logger: Logger = Logger(label: "trav.stun-server")) async throws -> STUNServer {
