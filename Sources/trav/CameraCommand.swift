@@ -37,7 +37,9 @@ extension Trav {
             var sources: [AsyncStream<any IncomingIntroduction>] = []
             var cloud: (any CameraSignalling)?
             if let endpoint = try peer.endpoint() {
-                let c = try await CloudClient.camera(identity: me, endpoint: endpoint, logger: logger)
+                let c = try await CloudClient.camera(identity: me, endpoint: endpoint, logger: logger, onPresence: { overUDP in
+                    say(overUDP ? "presence udp (TLS closed)" : "presence tls")
+                })
                 cloud = c
                 sources.append(c.introductions)
             }
