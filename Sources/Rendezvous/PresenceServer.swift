@@ -133,6 +133,9 @@ final class PresenceDatagramHandler: ChannelInboundHandler, Sendable {
         case .send(let bytes, let to):
             PresenceMetrics.answered.increment()
             context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
+        case .refuse(let error, let bytes, let to):
+            PresenceMetrics.dropped(error.code).increment()
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
         case .drop(let error):
             PresenceMetrics.dropped(error.code).increment()
             logger.trace("presence datagram dropped", metadata: ["from": "\(envelope.remoteAddress)", "error": "\(error)"])

@@ -49,6 +49,9 @@ public struct PresenceStateMachine: Sendable {
         case send([UInt8], to: SocketAddress)
         /// Drop the datagram (count it by the error's code).
         case drop(PresenceError)
+        /// Refuse the datagram (count it by the error's code) and send `bytes` to `address`: a keepalive
+        /// for a session this cloud does not hold gets ``Traversal/PresenceDatagramKind/unknownSession``.
+        case refuse(PresenceError, answer: [UInt8], to: SocketAddress)
     }
 
     /// One camera's presence.
@@ -111,7 +114,8 @@ public struct PresenceStateMachine: Sendable {
             return .drop(PresenceError(code: .rateLimited, detail: "from \(SourceAddressKey(source))"))
         }
         guard var session = sessions[header.session] else {
-            return .drop(PresenceError(code: .unknownSession, detail: "session \(header.session)"))
+            return .refuse(
+                PresenceError(code: .unknownSession, detail: "session \(header.session)"), answer: header.unknownSessionAnswer, to: source)
         }
         do {
             _ = try PresenceDatagram.open(bytes, with: session.key)

@@ -10,8 +10,8 @@ import Synchronization
 /// It first probes: ``Configuration/probes`` keepalives ``Configuration/probeInterval`` apart while the
 /// camera still holds TLS. An ack confirms that UDP works (the camera may then drop TLS); no ack at
 /// all means UDP is blocked and the camera keeps TLS presence. Once confirmed, a keepalive goes every
-/// ``Configuration/keepaliveInterval``; no ack for ``Configuration/livenessTimeout`` loses the
-/// presence, and an authenticated wake ends it (the camera reconnects over TLS for the introduction).
+/// ``Configuration/keepaliveInterval``; no ack for ``Configuration/livenessTimeout``, or the cloud's
+/// `unknownSession` answer to the latest keepalive, loses the presence, and an authenticated wake ends it (the camera reconnects over TLS for the introduction).
 public struct CameraPresenceStateMachine: Sendable {
     /// Timing.
     public struct Configuration: Sendable, Hashable {
@@ -52,7 +52,7 @@ public struct CameraPresenceStateMachine: Sendable {
         case confirmed
         /// The cloud asks the camera to connect over TLS now (a viewer is waiting).
         case wake
-        /// Acks stopped: presence lost, connect over TLS again.
+        /// Acks stopped, or the cloud holds no such session: presence lost, connect over TLS again.
         case lost
         /// No probe was answered: UDP does not work here, keep TLS.
         case unavailable
@@ -112,6 +112,12 @@ public struct CameraPresenceStateMachine: Sendable {
 
     /// Handles a datagram from the cloud's presence address; nil when it is dropped or changes nothing visible.
     public mutating func receive(_ bytes: some Collection<UInt8>, now: ContinuousClock.Instant) -> Action? {
+        if let header = try? PresenceDatagram.peek(bytes), header.kind == .unknownSession {
+            // Unauthenticated: believed only for this session and the latest keepalive's counter.
+            guard state != .ended, header.session == session, header.counter == sent, sent > 0 else { return nil }
+            state = .ended
+            return .lost
+        }
         guard state != .ended, let datagram = try? PresenceDatagram.open(bytes, with: key), datagram.session == session,
             datagram.kind != .keepalive, datagram.counter > received
         else { return nil }

@@ -16,6 +16,7 @@ import Foundation
 ///    │◄──────────────────────── UDP wake{m=3}     │  offer held until the camera is back on TLS
 ///    │ TLS: register … prove (known key: one signature check) ►│
 ///    │◄──────────── registered, offer{…}          │  … answer, start as on any TLS session
+///    │◄──────────────── UDP unknownSession{n}     │  (a restarted cloud: register over TLS again)
 ///    │ no ack for ``CameraPresenceStateMachine/Configuration/livenessTimeout``: TLS again (presence lost)
 ///    │ no ack to the first ``CameraPresenceStateMachine/Configuration/probes`` keepalives (UDP blocked): TLS stays
 /// ```
@@ -33,8 +34,12 @@ import Foundation
 ///
 /// Each sender's counter starts at 1 and only grows; a receiver accepts a counter only above the highest
 /// it accepted, so a replayed or reordered datagram is dropped (keepalives are an interval apart, so
-/// a dropped reordered one costs nothing). The cloud answers only authenticated keepalives, with a
-/// datagram of the same size, and wakes only the address of the last one: no amplification.
+/// a dropped reordered one costs nothing). The cloud answers authenticated keepalives with an ack of
+/// the same size and wakes only the address of the last one; a keepalive for a session it does not hold
+/// gets an `unknownSession` of the same size (rate-limited per source like everything): no amplification.
+/// That one answer is unauthenticated, so someone who sees a camera's keepalives can make it register
+/// again over TLS — no more than dropping its datagrams would do — and a restarted cloud gets its
+/// fleet back within one keepalive interval, spread over it, instead of after the liveness timeout.
 public enum PresenceProtocol {
     /// Bytes of every presence datagram.
     public static let datagramLength = headerLength + tagLength
@@ -56,6 +61,10 @@ public enum PresenceDatagramKind: UInt8, Sendable, Hashable {
     case ack = 2
     /// Cloud → camera: a viewer asks for you; connect over TLS now.
     case wake = 3
+    /// Cloud → camera, not authenticated (the cloud has no key for it): this cloud holds no such session
+    /// (it restarted, or the session expired); register over TLS again. It echoes the keepalive's counter,
+    /// and the camera believes it only for its own session and its latest keepalive.
+    case unknownSession = 4
 
     /// The nonce prefix of this kind's direction.
     var direction: UInt32 { self == .keepalive ? 1 : 2 }
@@ -160,6 +169,12 @@ public struct PresenceDatagram: Sendable, Hashable {
         let direction = kind.direction
         let prefix: [UInt8] = (0..<4).map { UInt8(truncatingIfNeeded: direction >> (24 - 8 * $0)) }
         return try! ChaChaPoly.Nonce(data: prefix + PresenceSessionID.bigEndian(counter))
+    }
+
+    /// The ``PresenceDatagramKind/unknownSession`` answer to this keepalive: its session and counter, no tag.
+    public var unknownSessionAnswer: [UInt8] {
+        PresenceDatagram(kind: .unknownSession, session: session, counter: counter).header
+            + [UInt8](repeating: 0, count: PresenceProtocol.tagLength)
     }
 
     /// The datagram's ``PresenceProtocol/datagramLength`` bytes, authenticated under `key`.

@@ -23,8 +23,10 @@ import Testing
     }
 
     func dropCode(_ action: PresenceStateMachine.Action) -> PresenceError.Code? {
-        if case .drop(let error) = action { return error.code }
-        return nil
+        switch action {
+        case .drop(let error), .refuse(let error, _, _): return error.code
+        case .send: return nil
+        }
     }
 
     @Test func anAuthenticatedKeepaliveIsAckedSameSizeAndMakesTheCameraLive() throws {
@@ -108,10 +110,17 @@ import Testing
         #expect(m.count == 0 && m.wake(kept.session) == nil)
     }
 
-    @Test func aClosedSessionIsUnknown() {
+    @Test func aKeepaliveForASessionNotHeldGetsASameSizeUnknownSessionAnswer() throws {
         var m = PresenceStateMachine()
         let grant = opened(&m)
         m.close(grant.session)
-        #expect(dropCode(m.receive(keepalive(grant, 1), from: camera, now: t0)) == .unknownSession)
+        let request = keepalive(grant, 12)
+        guard case .refuse(let error, let answer, let to) = m.receive(request, from: camera, now: t0) else {
+            Issue.record("not refused")
+            return
+        }
+        #expect(error.code == .unknownSession && to == camera && answer.count == request.count)
+        let header = try PresenceDatagram.peek(answer)
+        #expect(header == PresenceDatagram(kind: .unknownSession, session: grant.session, counter: 12))
     }
 }

@@ -62,6 +62,22 @@ import Testing
         #expect(now - t0 >= configuration.livenessTimeout)
     }
 
+    @Test func theCloudsUnknownSessionAnswerToTheLatestKeepaliveLosesThePresence() {
+        var m = machine()
+        _ = m.tick(now: t0)
+        _ = m.receive(fromCloud(.ack, 1), now: t0)
+        _ = m.tick(now: t0 + .seconds(20))      // keepalive 2
+        let answer = { (counter: UInt64, session: PresenceSessionID) in
+            PresenceDatagram(kind: .unknownSession, session: session, counter: counter).unknownSessionAnswer
+        }
+        // Unauthenticated, so believed only for this session and the latest keepalive.
+        #expect(m.receive(answer(1, session), now: t0 + .seconds(20)) == nil)
+        #expect(m.receive(answer(2, PresenceSessionID(high: 5, low: 5)), now: t0 + .seconds(20)) == nil)
+        #expect(m.state == .confirmed(lastAck: t0))
+        #expect(m.receive(answer(2, session), now: t0 + .seconds(20)) == .lost)
+        #expect(m.state == .ended)
+    }
+
     @Test func aWakeEndsThePresence() {
         var m = machine()
         _ = m.tick(now: t0)
