@@ -24,6 +24,11 @@ extension Trav {
                 --verification-workers threads, and only work that can finish before the client gives up is \
                 taken: the rest hears when to come back. The open-files limit is raised to its hard limit \
                 at start, and --max-connections kept below it.
+
+                A registered camera may keep its presence over UDP instead of TLS (--presence-port, the TLS \
+                port's number by default): authenticated keepalive datagrams every --presence-keepalive seconds, \
+                which also hold its NAT mapping open; the cloud wakes it over UDP when a viewer asks, and it \
+                connects over TLS for the introduction. Cameras whose UDP is blocked keep TLS.
                 """)
 
         @Option(help: "IP address to listen on.") var listen: String
@@ -72,6 +77,12 @@ extension Trav {
         var unverifiedRegistrationsPerSecond: Double = 0.5
         @Option(help: "Where verified devices are remembered: sqlite (DATA/devices.sqlite) or memory (lost at exit).")
         var deviceStore: DeviceStoreKind = .sqlite
+        @Flag(help: "Offer no UDP presence: every camera keeps its TLS connection.") var noPresence = false
+        @Option(help: "UDP port of presence (default: the TLS port's number).") var presencePort: UInt16?
+        @Option(help: "Seconds between a camera's presence keepalives (under the NATs' UDP timeouts).")
+        var presenceKeepalive: Int = PresenceProtocol.defaultKeepaliveSeconds
+        @Option(help: "Cameras present over UDP at once, at most; more keep TLS.")
+        var maxPresenceSessions: Int = PresenceStateMachine.Configuration.defaultMaxSessions
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -89,6 +100,10 @@ extension Trav {
             if let r = viewerReserve, !(0..<maxConnections).contains(r) { throw ValidationError("--viewer-reserve must be 0…max-connections − 1") }
             guard maxConnectionsPerSource >= 1 else { throw ValidationError("--max-connections-per-source must be positive") }
             guard maxPendingHandshakes >= 1 else { throw ValidationError("--max-pending-handshakes must be positive") }
+            guard (1...CloudProtocol.maxKeepaliveSeconds).contains(presenceKeepalive) else {
+                throw ValidationError("--presence-keepalive must be 1…\(CloudProtocol.maxKeepaliveSeconds)")
+            }
+            guard maxPresenceSessions >= 1 else { throw ValidationError("--max-presence-sessions must be positive") }
             guard (1...256).contains(verificationWorkers) else { throw ValidationError("--verification-workers must be 1…256") }
             guard (1...1_000_000).contains(unverifiedRegistrationBurst) else { throw ValidationError("--unverified-registration-burst must be 1…1000000") }
             guard unverifiedRegistrationsPerSecond >= 0.01, unverifiedRegistrationsPerSecond <= 100_000 else {
@@ -121,6 +136,9 @@ extension Trav {
                 capacity: unverifiedRegistrationBurst, refillInterval: .nanoseconds(Int64(1e9 / unverifiedRegistrationsPerSecond)))
             let viewerReserve = viewerReserve.map { min($0, maxConnections - 1) }
             let (perSource, handshakes, workers) = (maxConnectionsPerSource, maxPendingHandshakes, verificationWorkers)
+            let presence = noPresence ? nil : PresenceStateMachine.Configuration(
+                keepaliveSeconds: presenceKeepalive, maxSessions: maxPresenceSessions)
+            let presencePort = presencePort
             let store: (any DeviceStore)? = deviceStore == .memory ? InMemoryDeviceStore() : nil
             let cloud = try await CloudService.start(configuration, store: store, tuning: { server in
                 server.maxConnections = maxConnections
@@ -129,10 +147,13 @@ extension Trav {
                 server.maxPendingHandshakes = handshakes
                 server.verification.workers = workers
                 server.registrationRateLimit = registrationLimit
+                server.presence = presence
+                server.presencePort = presencePort
             }, logger: logger)
             let udp = STUNSocketRole.all.compactMap { cloud.stun.udpAddresses[$0]?.description }.joined(separator: " ")
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")
+            if let presence = cloud.rendezvous.presenceAddress { say("cloud presence udp \(presence)") }
             if let relay = cloud.relay {
                 let udp = relay.udpAddresses.map(\.description).joined(separator: ",")
                 let tcp = relay.tcpAddresses.isEmpty ? "-" : relay.tcpAddresses.map(\.description).joined(separator: ",")
