@@ -102,14 +102,14 @@ final class PresenceTable: Sendable {
     }
 }
 
-/// The metrics of presence: `cloud_presence_datagrams_total{outcome}` (`answered` or a ``Traversal/PresenceError`` code),
-/// `cloud_presence_wakes_total`, `cloud_presence_sessions`.
+/// The metrics of presence (listed with the others at ``RendezvousMetrics``).
 enum PresenceMetrics {
     static let answered = Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", "answered")])
     static let wakes = Counter(label: "cloud_presence_wakes_total")
     static let sessions = Gauge(label: "cloud_presence_sessions")
     static func dropped(_ code: PresenceError.Code) -> Counter {
-        Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", code.name)])
+        if code == .rateLimited { RendezvousMetrics.rateLimitHit("presence") }
+        return Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", code.name)])
     }
 }
 

@@ -21,6 +21,7 @@ final class RendezvousPeer: Sendable, Hashable {
 
     /// Queues `message`; a client that stopped reading (write buffer above its high-water mark) is closed.
     func send(_ message: CloudMessage) {
+        RendezvousMetrics.sent(message)
         guard channel.isWritable else {
             channel.close(promise: nil)
             return
@@ -30,7 +31,10 @@ final class RendezvousPeer: Sendable, Hashable {
 
     /// Sends `message` (if any), then closes the connection.
     func close(after message: CloudMessage? = nil) {
-        if let message { channel.write(message, promise: nil) }
+        if let message {
+            RendezvousMetrics.sent(message)
+            channel.write(message, promise: nil)
+        }
         channel.flush()
         channel.close(promise: nil)
     }
@@ -148,8 +152,17 @@ actor RendezvousHub {
     }
 
     /// Closes every connection (server shutdown).
+    /// Closes every connection (server shutdown), first telling each client to come back after
+    /// ``RendezvousServer/Configuration/restartRetryAfter`` plus a share of a window that grows with the
+    /// cameras registered (one second per ``RendezvousServer/Configuration/restartRate`` cameras), drawn at random,
+    /// so the fleet does not return at one moment.
     func closeAll() {
-        for peer in peers { peer.close() }
+        let window = Duration.seconds(Double(cameras.count) / Double(max(1, configuration.restartRate)))
+        for peer in peers {
+            let delay = configuration.restartRetryAfter + window * Double.random(in: 0...1)
+            let milliseconds = min(max(Int(delay / .milliseconds(1)), 1), CloudProtocol.maxRetryAfterMilliseconds)
+            peer.close(after: .busy(retryAfterMilliseconds: milliseconds))
+        }
     }
 
     /// Whether a camera may register: camera sessions stay below ``RendezvousServer/Configuration/maxConnections``

@@ -105,6 +105,12 @@ public final class RendezvousServer: Sendable {
         public static let defaultMaxRelayGrantsPerCamera = 64
         /// Issues relay credentials for each introduction when the cloud runs a relay; `nil`: no relay.
         public var relayGrants: RelayGrantIssuer?
+        /// At shutdown every client is told to come back after at least this long (`busy`), so a restart
+        /// or a move to another node does not begin with the whole fleet at once.
+        public var restartRetryAfter: Duration = .seconds(2)
+        /// Cameras per second the shutdown's retry-afters are spread for (over `cameras / restartRate` seconds
+        /// after ``restartRetryAfter``): what a node can admit of known cameras (a handshake and a signature each).
+        public var restartRate = 2000
         /// UDP presence (``Traversal/PresenceProtocol``): cameras may keep their registration with authenticated
         /// keepalive datagrams and close their TLS connection; nil offers none (every camera keeps TLS).
         public var presence: PresenceStateMachine.Configuration? = .init()
@@ -168,6 +174,8 @@ public final class RendezvousServer: Sendable {
     private let acceptLoop: Task<Void, Never>
     private let presence: PresenceServer?
     private let presenceExpiry: Task<Void, Never>?
+    /// Set by the first ``stop()``; later calls return at once.
+    private let stopping = Atomic<Bool>(false)
     private let logger: Logger
 
     private init(
@@ -303,14 +311,15 @@ public final class RendezvousServer: Sendable {
                 group.cancelAll()
             }
         }
-        let presenceExpiry = presence.map { presence in
-            Task {
-                let period = min(presence.keepaliveInterval / 4, .seconds(5))
-                while (try? await Task.sleep(for: period)) != nil {
-                    for (session, _) in presence.expire() {
-                        if let deviceID = await hub.presenceExpired(session) { await registrations.wentOffline(deviceID) }
-                    }
+        // Housekeeping: expires silent UDP presence sessions (a quarter of the keepalive interval apart, at
+        // most 5 s) and records the camera gauges.
+        let presenceExpiry: Task<Void, Never>? = Task {
+            let period = min((presence?.keepaliveInterval ?? .seconds(20)) / 4, .seconds(5))
+            while (try? await Task.sleep(for: period)) != nil {
+                for (session, _) in presence?.expire() ?? [] {
+                    if let deviceID = await hub.presenceExpired(session) { await registrations.wentOffline(deviceID) }
                 }
+                RendezvousMetrics.cameras(await hub.cameraCounts)
             }
         }
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
@@ -319,8 +328,10 @@ public final class RendezvousServer: Sendable {
             registrations: registrations, acceptLoop: acceptLoop, presence: presence, presenceExpiry: presenceExpiry, logger: logger)
     }
 
-    /// Stops accepting, closes every connection and returns when all are closed.
+    /// Stops accepting, tells every client when to come back (``Configuration/restartRetryAfter``), closes every
+    /// connection and returns when all are closed.
     public func stop() async {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
         try? await listener.close()
         await hub.closeAll()
         acceptLoop.cancel()

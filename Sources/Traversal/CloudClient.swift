@@ -508,6 +508,10 @@ actor CloudCameraSession: CameraSignalling {
             }
         case .error(nil, let code, let text):
             logger.warning("cloud reported an error", metadata: ["code": "\(code)", "message": "\(text)"])
+        case .busy(let milliseconds):
+            // The cloud is shutting down (or moving us elsewhere): come back when it says, not sooner.
+            throw CloudError(code: .overloaded, detail: "the cloud closes; retry after \(milliseconds) ms",
+                             retryAfter: .milliseconds(milliseconds))
         case .ping:
             try await CloudClient.send(.pong, on: channel)
         case .pong:

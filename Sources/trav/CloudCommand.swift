@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ServiceLifecycle
 import Rendezvous
 import SourceLimits
 import Traversal
@@ -55,6 +56,8 @@ extension Trav {
                 help: "How long relay credentials issued per introduction stay valid, in seconds.")
         var relayGrantSeconds: Int = Int(RelayGrantIssuer.defaultLifetime.components.seconds)
         @Flag(help: "Run no relay.") var noRelay = false
+        @Option(help: "At SIGTERM the relay keeps existing allocations for up to this many seconds (new ones are refused).")
+        var drainSeconds: Int = 30
         @Option(help: "HOST:PORT to serve Prometheus metrics (the relay's among them) on, at /metrics (default: none).")
         var metricsListen: String?
         @Option(help: "Look-ups (introductions) one source IP may make at once before the rate limit applies.")
@@ -92,6 +95,7 @@ extension Trav {
             _ = try addressesPerFamily(relayListen, option: "--relay-listen")
             _ = try addressesPerFamily(relayIPs, option: "--relay-ip")
             for c in relayAllowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
+            guard drainSeconds >= 0 else { throw ValidationError("--drain-seconds must not be negative") }
             guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-lifetime must be positive") }
             if let m = metricsListen, TransportAddress(m) == nil { throw ValidationError("--metrics-listen must be IP:PORT, got \(m)") }
             guard (1...100_000).contains(lookupBurst) else { throw ValidationError("--lookup-burst must be 1…100000") }
@@ -123,6 +127,7 @@ extension Trav {
                                              port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
                                              allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
                                              grantLifetime: .seconds(relayGrantSeconds)))
+            configuration.relay?.drainGracePeriod = .seconds(drainSeconds)
             configuration.lookupRateLimit = .init(capacity: lookupBurst, refillInterval: .nanoseconds(Int64(1e9 / lookupsPerSecond)))
             let openFiles = OpenFileLimit.raiseToHardLimit()
             // Left for STUN over TCP, the relay, the store and the process itself.
@@ -173,9 +178,18 @@ extension Trav {
             }
             say("cloud devices \(deviceStore == .sqlite ? data + "/" + SQLiteDeviceStore.fileName : "in memory"), " +
                 "connections \(maxConnections) (viewers keep \(viewerReserve ?? maxConnections / 20)), open files \(openFiles)")
-            await waitForTermination()
-            await cloud.stop()
-            await metrics?.stop()
+            // One group, shut down in reverse order on SIGTERM/SIGINT: signalling tells its clients when to come
+            // back, the relay drains for --drain-seconds, STUN closes, and the metrics stay scrapeable until the end.
+            let group = ServiceGroup(
+                services: (metrics.map { [$0] } ?? []) + cloud.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            do {
+                try await group.run()
+            } catch {
+                await cloud.stop()
+                throw error
+            }
+            await cloud.closeStore()
+            say("cloud stopped")
         }
     }
 }
