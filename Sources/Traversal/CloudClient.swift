@@ -65,7 +65,7 @@ public enum CloudClient {
     /// `onRegistered` is called with the observed address after each (re-)registration.
     ///
     /// When the cloud grants UDP presence (``PresenceProtocol``) and its keepalives are answered, the
-    /// camera closes its TLS connection after ``presenceLinger`` without introductions and stays
+    /// camera closes its TLS connection after `presenceLinger` (``presenceLinger`` by default) without introductions and stays
     /// registered over UDP; a wake brings it back on TLS at once, lost acks after a backoff. Where UDP
     /// is blocked, the probes go unanswered and TLS presence simply continues. `onPresence` is called
     /// with `true` when the camera drops TLS for UDP presence, `false` when it is back on TLS.
@@ -74,12 +74,12 @@ public enum CloudClient {
     ///   `.connectionFailed`, …); `CancellationError` if cancelled.
     public static func camera(
         identity: DeviceIdentity, endpoint: CloudEndpoint, logger: Logger = Logger(label: "trav.cloud-client"),
-        usePresence: Bool = true,
+        usePresence: Bool = true, presenceLinger: Duration = CloudClient.presenceLinger,
         onRegistered: @escaping @Sendable (_ observedAddress: String) -> Void = { _ in },
         onPresence: @escaping @Sendable (_ overUDP: Bool) -> Void = { _ in }
     ) async throws -> some CameraSignalling {
         let session = CloudCameraSession(
-            identity: identity, endpoint: endpoint, logger: logger, usePresence: usePresence,
+            identity: identity, endpoint: endpoint, logger: logger, usePresence: usePresence, presenceLinger: presenceLinger,
             onRegistered: onRegistered, onPresence: onPresence)
         try await session.start()
         return session
