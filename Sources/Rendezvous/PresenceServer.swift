@@ -47,14 +47,14 @@ final class PresenceServer: Sendable {
     /// The keepalive interval announced to cameras.
     var keepaliveInterval: Duration { table.configuration.keepaliveInterval }
 
-    /// A grant for a camera that just proved its key; nil when the table is full.
-    func open(_ deviceID: DeviceID) -> PresenceGrant? {
+    /// A grant (and its session) for a camera that just proved its key; nil when the table is full.
+    func open(_ deviceID: DeviceID) -> (grant: PresenceGrant, session: PresenceSessionID)? {
         guard let (session, key) = table.withLock({ machine in
             var generator = SystemRandomNumberGenerator()
             return machine.open(deviceID, now: .now, using: &generator)
         }) else { return nil }
         let seconds = Int(table.configuration.keepaliveInterval / .seconds(1))
-        return PresenceGrant(port: address.port ?? 0, session: session, key: key, keepaliveSeconds: seconds)
+        return (PresenceGrant(port: address.port ?? 0, session: session, key: key, keepaliveSeconds: seconds), session)
     }
 
     /// Sends `session` a wake; false when it has no UDP address to wake.

@@ -151,7 +151,6 @@ actor RendezvousHub {
         logger.debug("camera disconnected", metadata: ["device": "\(camera.deviceID)"])
     }
 
-    /// Closes every connection (server shutdown).
     /// Closes every connection (server shutdown), first telling each client to come back after
     /// ``RendezvousServer/Configuration/restartRetryAfter`` plus a share of a window that grows with the
     /// cameras registered (one second per ``RendezvousServer/Configuration/restartRate`` cameras), drawn at random,
@@ -187,8 +186,8 @@ actor RendezvousHub {
         let record = DeviceRegistration(
             deviceID: deviceID, publicKey: publicKey, sessionID: session, observedAddress: peer.observedAddress)
         let replaced = try await registry.register(record)
-        let grant = presence?.open(deviceID)
-        let presenceSession = try grant?.decoded().session
+        let opened = presence?.open(deviceID)
+        let presenceSession = opened?.session
         cameras[session] = Camera(peer: peer, deviceID: deviceID, presence: presenceSession)
         if let presenceSession { presenceSessions[presenceSession] = session }
         if let replaced, let old = cameras.removeValue(forKey: replaced.sessionID) {
@@ -211,7 +210,7 @@ actor RendezvousHub {
             logger.info("camera session replaced", metadata: ["device": "\(deviceID)"])
         }
         logger.info("camera registered", metadata: ["device": "\(deviceID)", "observed": "\(peer.observedAddress)"])
-        return (session, grant)
+        return (session, opened?.grant)
     }
 
     /// Sends the camera session the offers held for it while it was woken (after its `registered`).

@@ -174,7 +174,7 @@ enum CameraPresenceLink {
                     try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
                 }
             }
-        let machine = Mutex(CameraPresenceStateMachine(
+        let machine = LockedPresence(CameraPresenceStateMachine(
             session: session, key: key,
             configuration: .init(keepaliveInterval: .seconds(grant.keepaliveSeconds), probes: probes), now: .now))
         return try await channel.executeThenClose { inbound, outbound in
@@ -195,14 +195,14 @@ enum CameraPresenceLink {
             return try await withThrowingTaskGroup(of: Outcome?.self) { group in
                 group.addTask {
                     for try await envelope in inbound where envelope.remoteAddress == remote {
-                        let action = machine.withLock { $0.receive(envelope.data.readableBytesView, now: .now) }
+                        let action = machine.state.withLock { $0.receive(envelope.data.readableBytesView, now: .now) }
                         if let action, let outcome = try await perform(action) { return outcome }
                     }
                     return nil
                 }
                 group.addTask {
                     while true {
-                        let (actions, deadline) = machine.withLock { ($0.tick(now: .now), $0.nextDeadline) }
+                        let (actions, deadline) = machine.state.withLock { ($0.tick(now: .now), $0.nextDeadline) }
                         for action in actions {
                             if let outcome = try await perform(action) { return outcome }
                         }
@@ -219,4 +219,10 @@ enum CameraPresenceLink {
             }
         }
     }
+}
+
+/// A camera presence shared by the socket's reader and its timer.
+private final class LockedPresence: Sendable {
+    let state: Mutex<CameraPresenceStateMachine>
+    init(_ machine: CameraPresenceStateMachine) { state = Mutex(machine) }
 }

@@ -209,7 +209,7 @@ public struct PresenceDatagram: Sendable, Hashable {
         do {
             let box = try ChaChaPoly.SealedBox(
                 nonce: datagram.nonce, ciphertext: Data(), tag: Data(array[PresenceProtocol.headerLength...]))
-            _ = try ChaChaPoly.open(box, using: key, authenticating: array[0..<PresenceProtocol.headerLength])
+            _ = try ChaChaPoly.open(box, using: key, authenticating: Array(array[0..<PresenceProtocol.headerLength]))
         } catch {
             throw PresenceError(code: .unauthenticated, detail: "tag of \(datagram.kind) does not verify")
         }

@@ -181,7 +181,7 @@ extension Trav {
             // One group, shut down in reverse order on SIGTERM/SIGINT: signalling tells its clients when to come
             // back, the relay drains for --drain-seconds, STUN closes, and the metrics stay scrapeable until the end.
             let group = ServiceGroup(
-                services: (metrics.map { [$0] } ?? []) + cloud.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                services: (metrics.map { [$0 as any Service] } ?? []) + cloud.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             do {
                 try await group.run()
             } catch {
