@@ -86,6 +86,8 @@ extension Trav {
         var presenceKeepalive: Int = PresenceProtocol.defaultKeepaliveSeconds
         @Option(help: "Cameras present over UDP at once, at most; more keep TLS.")
         var maxPresenceSessions: Int = PresenceStateMachine.Configuration.defaultMaxSessions
+        @Option(help: "Presence datagrams one source IP (or IPv6 /64) may send per second, after a burst of 512 (a site of N cameras sends N / --presence-keepalive).")
+        var presenceDatagramsPerSecond: Double = 100
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -108,6 +110,9 @@ extension Trav {
                 throw ValidationError("--presence-keepalive must be 1…\(CloudProtocol.maxKeepaliveSeconds)")
             }
             guard maxPresenceSessions >= 1 else { throw ValidationError("--max-presence-sessions must be positive") }
+            guard presenceDatagramsPerSecond >= 0.01, presenceDatagramsPerSecond <= 10_000_000 else {
+                throw ValidationError("--presence-datagrams-per-second must be 0.01…10000000")
+            }
             guard (1...256).contains(verificationWorkers) else { throw ValidationError("--verification-workers must be 1…256") }
             guard (1...1_000_000).contains(unverifiedRegistrationBurst) else { throw ValidationError("--unverified-registration-burst must be 1…1000000") }
             guard unverifiedRegistrationsPerSecond >= 0.01, unverifiedRegistrationsPerSecond <= 100_000 else {
@@ -142,7 +147,10 @@ extension Trav {
             let viewerReserve = viewerReserve.map { min($0, maxConnections - 1) }
             let (perSource, handshakes, workers) = (maxConnectionsPerSource, maxPendingHandshakes, verificationWorkers)
             let presence = noPresence ? nil : PresenceStateMachine.Configuration(
-                keepaliveSeconds: presenceKeepalive, maxSessions: maxPresenceSessions)
+                keepaliveSeconds: presenceKeepalive, maxSessions: maxPresenceSessions,
+                perSource: .init(capacity: PresenceStateMachine.Configuration.defaultPerSource.capacity,
+                                 refillInterval: .nanoseconds(Int64(1e9 / presenceDatagramsPerSecond)),
+                                 maxTrackedKeys: PresenceStateMachine.Configuration.defaultPerSource.maxTrackedKeys))
             let presencePort = presencePort
             let store: (any DeviceStore)? = deviceStore == .memory ? InMemoryDeviceStore() : nil
             let cloud = try await CloudService.start(configuration, store: store, tuning: { server in

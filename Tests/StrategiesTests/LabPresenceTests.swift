@@ -9,7 +9,7 @@ import Testing
 struct LabPresenceTests {
     /// Established TLS connections at the cloud's signalling port, as `ss` lists them in the cloud's namespace.
     static func signallingConnections(_ run: TravLab) async throws -> [String] {
-        let r = try await run.lab.run(host: "cloud", ["ss", "-Htn", "state", "established", "( sport = :\(run.signallingPort) )"])
+        let r = try await run.lab.run(host: "cloud", ["ss", "-Htn", "state", "established", "sport", "=", ":\(run.signallingPort)"])
         return r.stdout.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
     }
 
