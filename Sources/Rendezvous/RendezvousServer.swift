@@ -258,18 +258,18 @@ public final class RendezvousServer: Sendable {
             configuration.relayGrants = RelayGrantIssuer(
                 secret: grants.secret, urls: ["turns:\(address)"] + grants.urls, lifetime: grants.lifetime)
         }
-        var presence: PresenceServer?
+        var presenceServer: PresenceServer?
         if let presenceConfiguration = configuration.presence {
             let port = Int(configuration.presencePort ?? UInt16(address.port))
             do {
-                presence = try await PresenceServer.start(
+                presenceServer = try await PresenceServer.start(
                     host: configuration.listenIP, port: port, configuration: presenceConfiguration, group: group, logger: logger)
             } catch where configuration.presencePort == nil {
-                presence = try await PresenceServer.start(
+                presenceServer = try await PresenceServer.start(
                     host: configuration.listenIP, port: 0, configuration: presenceConfiguration, group: group, logger: logger)
             }
         }
-        let hub = RendezvousHub(configuration: configuration, registry: registry, presence: presence, logger: logger)
+        let hub = RendezvousHub(configuration: configuration, registry: registry, presence: presenceServer, logger: logger)
         let registrations = RegistrationGate(
             store: store, verifier: KeyBindingVerifier(configuration: configuration.verification),
             nodeName: configuration.nodeName, logger: logger)
@@ -313,6 +313,7 @@ public final class RendezvousServer: Sendable {
         }
         // Housekeeping: expires silent UDP presence sessions (a quarter of the keepalive interval apart, at
         // most 5 s) and records the camera gauges.
+        let presence = presenceServer
         let presenceExpiry: Task<Void, Never>? = Task {
             let period = min((presence?.keepaliveInterval ?? .seconds(20)) / 4, .seconds(5))
             while (try? await Task.sleep(for: period)) != nil {

@@ -381,10 +381,10 @@ actor CloudCameraSession: CameraSignalling {
         presence = Task {
             do {
                 let outcome = try await CameraPresenceLink.run(grant: grant, host: host) { await self.confirmPresence(generation) }
-                await self.presenceEnded(generation)
+                self.presenceEnded(generation)
                 return outcome
             } catch {
-                await self.presenceEnded(generation)
+                self.presenceEnded(generation)
                 throw error
             }
         }
