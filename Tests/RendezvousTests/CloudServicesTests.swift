@@ -13,9 +13,13 @@ import Testing
             let group = ServiceGroup(services: cloud.services, logger: quietLogger)
             let running = Task { try await group.run() }
             try await withRawConnection(endpoint) { channel, inbound in
-                try await CloudClient.send(.ping, on: channel)
-                guard case .pong? = try await inbound.next() else {
-                    Issue.record("no pong")
+                // A look-up answered by the hub: the connection is one of the server's clients now.
+                let unknown = DeviceIdentity.generate()
+                try await CloudClient.send(
+                    .introduce(requestID: "r1", deviceID: unknown.deviceID.description, offer: sampleOffer(DeviceIdentity.ephemeral())),
+                    on: channel)
+                guard case .error("r1", _, _)? = try await inbound.next() else {
+                    Issue.record("no answer to the look-up")
                     return
                 }
                 await group.triggerGracefulShutdown()
