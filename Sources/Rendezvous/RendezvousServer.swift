@@ -262,11 +262,16 @@ public final class RendezvousServer: Sendable {
         if let presenceConfiguration = configuration.presence {
             let port = Int(configuration.presencePort ?? UInt16(address.port))
             do {
-                presenceServer = try await PresenceServer.start(
-                    host: configuration.listenIP, port: port, configuration: presenceConfiguration, group: group, logger: logger)
-            } catch where configuration.presencePort == nil {
-                presenceServer = try await PresenceServer.start(
-                    host: configuration.listenIP, port: 0, configuration: presenceConfiguration, group: group, logger: logger)
+                do {
+                    presenceServer = try await PresenceServer.start(
+                        host: configuration.listenIP, port: port, configuration: presenceConfiguration, group: group, logger: logger)
+                } catch where configuration.presencePort == nil {
+                    presenceServer = try await PresenceServer.start(
+                        host: configuration.listenIP, port: 0, configuration: presenceConfiguration, group: group, logger: logger)
+                }
+            } catch {
+                try? await listener.channel.close()
+                throw error
             }
         }
         let hub = RendezvousHub(configuration: configuration, registry: registry, presence: presenceServer, logger: logger)
