@@ -321,6 +321,7 @@ public final class RendezvousServer: Sendable {
         let presence = presenceServer
         let presenceExpiry: Task<Void, Never>? = Task {
             let period = min((presence?.keepaliveInterval ?? .seconds(20)) / 4, .seconds(5))
+            RendezvousMetrics.cameras((0, 0))
             while (try? await Task.sleep(for: period)) != nil {
                 for (session, _) in presence?.expire() ?? [] {
                     if let deviceID = await hub.presenceExpired(session) { await registrations.wentOffline(deviceID) }

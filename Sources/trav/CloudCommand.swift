@@ -166,7 +166,7 @@ extension Trav {
             let udp = STUNSocketRole.all.compactMap { cloud.stun.udpAddresses[$0]?.description }.joined(separator: " ")
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")
-            if let presence = cloud.rendezvous.presenceAddress { say("cloud presence udp \(presence)") }
+            if let presence = cloud.rendezvous.presenceAddress.flatMap(TransportAddress.init) { say("cloud presence udp \(presence)") }
             if let relay = cloud.relay {
                 let udp = relay.udpAddresses.map(\.description).joined(separator: ",")
                 let tcp = relay.tcpAddresses.isEmpty ? "-" : relay.tcpAddresses.map(\.description).joined(separator: ",")
