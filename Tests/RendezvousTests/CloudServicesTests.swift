@@ -45,13 +45,6 @@ import Testing
     static let curlMissing = !FileManager.default.isExecutableFile(atPath: "/usr/bin/curl")
     static let travMissing = !FileManager.default.isExecutableFile(atPath: TravLab.debugTrav)
 
-    /// `GET url` with curl (bounded); the body.
-    static func scrape(_ url: String) async throws -> String {
-        let result = try await ChildProcess.run(["/usr/bin/curl", "-sS", "--max-time", "5", url], timeout: .seconds(10))
-        guard result.succeeded else { throw CloudError(code: .connectionFailed, detail: "curl \(url): \(result)") }
-        return result.stdout
-    }
-
     @Test(.disabled(if: travMissing, "trav is not built (swift build)"),
           .disabled(if: curlMissing, "curl is not installed (apt-get install curl)"))
     func travCloudExportsSignallingMetricsAndStopsOnSIGTERM() async throws {
@@ -82,7 +75,7 @@ import Testing
         }
         var scraped = ""
         for _ in 0..<20 where !scraped.contains(#"cloud_registered_cameras{presence="tls"} 1"#) {
-            scraped = try await Self.scrape(url)
+            scraped = try await ChildProcess.scrape(url)
             try await Task.sleep(for: .milliseconds(500))
         }
         #expect(scraped.contains("cloud_registrations_total 1"), "\(scraped)")
