@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# bench-cloud.sh — a reconnect storm: N registered cameras, the cloud killed and restarted.
+# bench-cloud.sh — presence capacity and a reconnect storm: N registered cameras, idle, then the cloud
+# killed and restarted; once with every camera on TLS presence, once on UDP presence.
 #
-#   Scripts/bench-cloud.sh [--cameras N] [--per-process M] [--debug] [--build-path DIR] [--no-build] [--memory-store]
+#   Scripts/bench-cloud.sh [--cameras N] [--per-process M] [--presence both|tls|udp] [--idle-seconds S]
+#                          [--keepalive S] [--debug] [--build-path DIR] [--no-build] [--memory-store]
 #
-# Builds release (or uses the debug build with --debug), then on loopback only:
-#   1. starts `trav cloud --listen 127.0.0.1` with a fresh data directory (its SQLite device store);
+# Builds release (or uses the debug build with --debug), then on loopback only, for each presence mode:
+#   1. starts `trav cloud --listen 127.0.0.1` with a fresh data directory (its SQLite device store;
+#      `--no-presence` in the TLS mode, so it holds nothing but the TLS sessions);
 #   2. starts ceil(N/M) `cloud-storm` processes, each with an open-files budget of M + 64
-#      (`ulimit -n`), each keeping M cameras registered with the real camera client; prints how long
-#      the N first registrations took (each pays the UID's scrypt once) and the cloud's memory per camera;
-#   3. kills the cloud with SIGKILL, starts it again on the same port and data directory, and prints
-#      the seconds from the restart until 50 / 90 / 99 / 100 % of the cameras registered again, and
-#      the scrypts the restarted cloud ran (none, with the device store; --memory-store shows the
-#      cost without it).
+#      (`ulimit -n`), each keeping M cameras registered with the real camera client (`--presence tls`:
+#      on TLS; `udp`: TLS closed 1 s after registering, presence kept by UDP keepalives); prints how long
+#      the N first registrations took (each pays the UID's scrypt once) and, once every camera is idle
+#      in its mode, the cloud's resident memory per camera;
+#   3. lets them idle for --idle-seconds and prints the cloud's CPU time per camera and per keepalive
+#      (TLS: a ping every 10 s; UDP: a datagram every --keepalive s);
+#   4. kills the cloud with SIGKILL, starts it again on the same port and data directory, and prints
+#      the seconds from the restart until 50 / 90 / 99 / 100 % of the cameras registered again (on UDP
+#      a camera learns of the restart from the answer to its next keepalive), and how many came back.
+# The TLS figures are the anchor the UDP ones are read against, measured in the same run.
 # Every process and file the script creates is removed on exit, on Ctrl-C and on failure; each wait
 # is bounded. Other load on the machine skews the figures: the load average at start is printed.
 set -euo pipefail
@@ -23,18 +30,29 @@ CONFIG=release
 BUILD_PATH=.build   # --build-path: SwiftPM's scratch path
 BUILD=1
 STORE=sqlite
-PORT=45349          # loopback TLS port of the cloud; must be free
+MODES="tls udp"
+IDLE=60             # seconds of idle in which the cloud's CPU is measured
+KEEPALIVE=20        # UDP presence keepalive interval, seconds
+LINGER=1            # seconds a camera keeps TLS after registering, in the UDP mode
+PORT=45349          # loopback TLS port of the cloud (and UDP port of presence); must be free
 WAIT_FIRST=900      # seconds allowed for the first registrations
+WAIT_UDP=120        # seconds allowed for every camera to close TLS, in the UDP mode
 WAIT_STORM=300      # seconds allowed for the storm
 while [ $# -gt 0 ]; do
     case "$1" in
         --cameras) CAMERAS="$2"; shift 2 ;;
         --per-process) PER_PROCESS="$2"; shift 2 ;;
+        --presence)
+            case "$2" in both) MODES="tls udp" ;; tls|udp) MODES="$2" ;;
+                *) echo "bench-cloud.sh: --presence is both, tls or udp" >&2; exit 2 ;; esac
+            shift 2 ;;
+        --idle-seconds) IDLE="$2"; shift 2 ;;
+        --keepalive) KEEPALIVE="$2"; shift 2 ;;
         --debug) CONFIG=debug; shift ;;
         --build-path) BUILD_PATH="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --memory-store) STORE=memory; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "bench-cloud.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -56,13 +74,19 @@ trap cleanup EXIT INT TERM
 
 now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# User + system CPU of a process in clock ticks (fields 14 and 15 of /proc/PID/stat; the name may hold spaces).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+TICKS=$(getconf CLK_TCK)
 
 start_cloud() {
     : > "$WORK/cloud.log"
-    "$BIN/trav" cloud --listen 127.0.0.1 --data "$WORK/data" --stun-port 0 --tls-port "$PORT" --no-relay \
+    # Every camera here shares one source address (127.0.0.1): its presence rate limit is lifted.
+    local presence=(--presence-keepalive "$KEEPALIVE" --presence-datagrams-per-second 1000000)
+    if [ "$MODE" = tls ]; then presence=(--no-presence); fi
+    "$BIN/trav" cloud --listen 127.0.0.1 --data "$WORK/data-$MODE" --stun-port 0 --tls-port "$PORT" --no-relay \
         --max-connections $((CAMERAS + 1000)) --max-connections-per-source $((CAMERAS + 100)) \
         --unverified-registration-burst "$CAMERAS" --unverified-registrations-per-second 100000 \
-        --device-store "$STORE" >"$WORK/cloud.log" 2>&1 &
+        --device-store "$STORE" "${presence[@]}" >"$WORK/cloud.log" 2>&1 &
     CLOUD_PID=$!
     for _ in $(seq 1 200); do
         grep -q "cloud signalling tls" "$WORK/cloud.log" && return 0
@@ -71,57 +95,91 @@ start_cloud() {
     echo "bench-cloud.sh: the cloud did not start:" >&2; cat "$WORK/cloud.log" >&2; exit 1
 }
 
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-echo "cameras $CAMERAS, $PER_PROCESS per process, $CONFIG build, device store $STORE"
-start_cloud
-BASE_RSS=$(rss_kib "$CLOUD_PID")
-CA="$WORK/data/ca.pem"
-
-FIRST_START=$(now_ms)
-remaining=$CAMERAS
-i=0
-while [ "$remaining" -gt 0 ]; do
-    n=$(( remaining < PER_PROCESS ? remaining : PER_PROCESS ))
-    ( ulimit -n $((n + 64)); exec "$BIN/cloud-storm" --port "$PORT" --ca "$CA" --cameras "$n" \
-        --seconds $((WAIT_FIRST + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
-    GENERATORS+=($!)
-    remaining=$((remaining - n)); i=$((i + 1))
-done
-
 # Cameras (generator file and index) that registered at or after $1 (unix ms).
 count_since() { awk -v since="$1" '$1 == "R" && $3 >= since { seen[FILENAME ":" $2] = 1 } END { print length(seen) }' "$WORK"/gen-*.log; }
+# Cameras whose latest presence event is U (TLS closed, present over UDP alone).
+count_udp() {
+    awk '$1 == "U" || $1 == "T" { last[FILENAME ":" $2] = $1 } END { n = 0; for (k in last) if (last[k] == "U") n++; print n }' "$WORK"/gen-*.log
+}
 
-deadline=$(( $(date +%s) + WAIT_FIRST ))
-while [ "$(count_since 0)" -lt "$CAMERAS" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "bench-cloud.sh: only $(count_since 0) of $CAMERAS registered in ${WAIT_FIRST}s" >&2; exit 1; }
-    sleep 0.5
-done
-FIRST_END=$(awk '$1 == "R" { if ($3 > m) m = $3 } END { print m }' "$WORK"/gen-*.log)
-sleep 2
-RSS=$(rss_kib "$CLOUD_PID")
-awk -v n="$CAMERAS" -v ms=$((FIRST_END - FIRST_START)) 'BEGIN { printf "first registrations (one scrypt each, cameras deriving their UIDs too): %d in %.1f s (%.0f/s)\n", n, ms / 1000, n * 1000 / ms }'
-awk -v n="$CAMERAS" -v base="$BASE_RSS" -v rss="$RSS" 'BEGIN { printf "cloud memory: %.1f MiB at start, %.1f MiB with %d cameras: %.1f KiB per camera\n", base / 1024, rss / 1024, n, (rss - base) / n }'
+run_mode() {
+    MODE=$1
+    echo
+    echo "== presence $MODE: cameras $CAMERAS, $PER_PROCESS per process, $CONFIG build, device store $STORE"
+    rm -f "$WORK"/gen-*.log
+    start_cloud
+    local base_rss ca first_start first_end rss cpu0 cpu1 t0 t1 interval killed restarted remaining n i
+    base_rss=$(rss_kib "$CLOUD_PID")
+    ca="$WORK/data-$MODE/ca.pem"
 
-KILLED=$(now_ms)
-kill -9 "$CLOUD_PID"
-wait "$CLOUD_PID" 2>/dev/null || true
-RESTARTED=$(now_ms)
-start_cloud
-deadline=$(( $(date +%s) + WAIT_STORM ))
-while [ "$(count_since "$KILLED")" -lt "$CAMERAS" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || break
-    sleep 0.2
-done
-awk -v since="$KILLED" '$1 == "R" && $3 >= since && !((FILENAME ":" $2) in first) { first[FILENAME ":" $2] = $3 }
-    END { for (k in first) print first[k] }' "$WORK"/gen-*.log | sort -n >"$WORK/storm.txt"
-python3 - "$WORK/storm.txt" "$CAMERAS" "$RESTARTED" "$KILLED" <<'EOF'
+    first_start=$(now_ms)
+    remaining=$CAMERAS
+    i=0
+    while [ "$remaining" -gt 0 ]; do
+        n=$(( remaining < PER_PROCESS ? remaining : PER_PROCESS ))
+        ( ulimit -n $((n + 64)); exec "$BIN/cloud-storm" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
+            --linger "$LINGER" --seconds $((WAIT_FIRST + WAIT_UDP + IDLE + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
+        GENERATORS+=($!)
+        remaining=$((remaining - n)); i=$((i + 1))
+    done
+
+    local deadline=$(( $(date +%s) + WAIT_FIRST ))
+    while [ "$(count_since 0)" -lt "$CAMERAS" ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "bench-cloud.sh: only $(count_since 0) of $CAMERAS registered in ${WAIT_FIRST}s" >&2; exit 1; }
+        sleep 0.5
+    done
+    first_end=$(awk '$1 == "R" { if ($3 > m) m = $3 } END { print m }' "$WORK"/gen-*.log)
+    awk -v n="$CAMERAS" -v ms=$((first_end - first_start)) 'BEGIN { printf "first registrations (one scrypt each, cameras deriving their UIDs too): %d in %.1f s (%.0f/s)\n", n, ms / 1000, n * 1000 / ms }'
+    if [ "$MODE" = udp ]; then
+        deadline=$(( $(date +%s) + WAIT_UDP ))
+        while [ "$(count_udp)" -lt "$CAMERAS" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.5; done
+        echo "present over UDP alone (TLS closed): $(count_udp) of $CAMERAS"
+    fi
+    sleep 3
+    rss=$(rss_kib "$CLOUD_PID")
+    awk -v n="$CAMERAS" -v base="$base_rss" -v rss="$rss" -v mode="$MODE" 'BEGIN { printf "cloud memory (%s presence): %.1f MiB at start, %.1f MiB with %d idle cameras: %.1f KiB per camera\n", mode, base / 1024, rss / 1024, n, (rss - base) / n }'
+
+    cpu0=$(cpu_ticks "$CLOUD_PID"); t0=$(now_ms)
+    sleep "$IDLE"
+    cpu1=$(cpu_ticks "$CLOUD_PID"); t1=$(now_ms)
+    interval=10
+    if [ "$MODE" = udp ]; then interval=$KEEPALIVE; fi
+    awk -v n="$CAMERAS" -v ticks=$((cpu1 - cpu0)) -v hz="$TICKS" -v ms=$((t1 - t0)) -v every="$interval" -v mode="$MODE" 'BEGIN {
+        cpu = ticks / hz; seconds = ms / 1000; keepalives = n * seconds / every
+        printf "idle CPU (%s presence, a keepalive every %d s): %.2f s in %.0f s (%.2f %% of a core): %.2f µs per camera per second, %.0f µs per keepalive\n",
+            mode, every, cpu, seconds, 100 * cpu / seconds, 1e6 * cpu / seconds / n, 1e6 * cpu / keepalives }'
+    if [ "$MODE" = udp ]; then echo "present over UDP alone after the idle: $(count_udp) of $CAMERAS"; fi
+
+    killed=$(now_ms)
+    kill -9 "$CLOUD_PID"
+    wait "$CLOUD_PID" 2>/dev/null || true
+    restarted=$(now_ms)
+    start_cloud
+    deadline=$(( $(date +%s) + WAIT_STORM ))
+    while [ "$(count_since "$killed")" -lt "$CAMERAS" ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || break
+        sleep 0.2
+    done
+    awk -v since="$killed" '$1 == "R" && $3 >= since && !((FILENAME ":" $2) in first) { first[FILENAME ":" $2] = $3 }
+        END { for (k in first) print first[k] }' "$WORK"/gen-*.log | sort -n >"$WORK/storm.txt"
+    python3 - "$WORK/storm.txt" "$CAMERAS" "$restarted" "$killed" "$MODE" <<'EOF'
 import sys
 times = [int(line) for line in open(sys.argv[1]) if line.strip()]
-n, restarted, killed = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-print(f"storm: SIGKILL, restart {restarted - killed} ms later; registered again, seconds after the restart:")
+n, restarted, killed, mode = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+print(f"storm ({mode} presence): SIGKILL, restart {restarted - killed} ms later; registered again, seconds after the restart:")
 for share in (50, 90, 99, 100):
     need = max(1, -(-n * share // 100))
     value = f"{(times[need - 1] - restarted) / 1000:.2f}" if len(times) >= need else "not reached"
     print(f"  {share:3d} %: {value}")
 print(f"  {len(times)} of {n} registered again")
 EOF
+    kill -9 "$CLOUD_PID" 2>/dev/null || true
+    wait "$CLOUD_PID" 2>/dev/null || true
+    CLOUD_PID=""
+    for pid in "${GENERATORS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    GENERATORS=()
+}
+
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+for mode in $MODES; do run_mode "$mode"; done

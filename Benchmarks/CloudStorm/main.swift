@@ -1,10 +1,14 @@
 // cloud-storm: N cameras registered with one cloud, kept registered by the real camera client
 // (`CloudClient.camera`: keepalives, jittered reconnects, retry-after), each registration printed
-// as `R <index> <unix-ms>` so Scripts/bench-cloud.sh can time a storm after the cloud restarts.
+// as `R <index> <unix-ms>` so Scripts/bench-cloud.sh can time a storm after the cloud restarts, and each
+// change of presence as `U <index> <unix-ms>` (TLS closed, present over UDP) or `T <index> <unix-ms>` (back on TLS).
 //
 //   cloud-storm --port P --ca FILE --cameras N [--host 127.0.0.1] [--parallel 8] [--seconds 900]
+//               [--presence udp|tls] [--linger SECONDS]
 //
-// Each camera holds one TCP connection: the script sizes N to the process's open-files budget.
+// Each camera holds one TCP connection, or one UDP socket once present over UDP: the script sizes N to
+// the process's open-files budget. --presence tls keeps every camera on TLS; --linger is how long a camera
+// keeps TLS after registering before it relies on UDP presence alone (default 1 s).
 // The process exits by itself after --seconds.
 import Foundation
 import Logging
@@ -18,6 +22,8 @@ struct Options {
     var cameras = 100
     var parallel = 8
     var seconds = 900
+    var presence = "udp"
+    var linger = 1.0
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst().makeIterator()
@@ -30,14 +36,17 @@ struct Options {
             case "--cameras": cameras = Int(value) ?? 0
             case "--parallel": parallel = Int(value) ?? 0
             case "--seconds": seconds = Int(value) ?? 0
+            case "--presence": presence = value
+            case "--linger": linger = Double(value) ?? -1
             default: Self.usage("unknown option \(flag)")
             }
         }
         guard port != 0, !caPath.isEmpty, cameras > 0, parallel > 0, seconds > 0 else { Self.usage("--port, --ca and positive counts needed") }
+        guard presence == "udp" || presence == "tls", linger >= 0 else { Self.usage("--presence is udp or tls, --linger not negative") }
     }
 
     static func usage(_ problem: String) -> Never {
-        FileHandle.standardError.write(Data("cloud-storm: \(problem)\nusage: cloud-storm --port P --ca FILE --cameras N [--host H] [--parallel K] [--seconds S]\n".utf8))
+        FileHandle.standardError.write(Data("cloud-storm: \(problem)\nusage: cloud-storm --port P --ca FILE --cameras N [--host H] [--parallel K] [--seconds S] [--presence udp|tls] [--linger SECONDS]\n".utf8))
         exit(2)
     }
 }
@@ -63,9 +72,11 @@ func startCamera(_ index: Int) async -> (any CameraSignalling)? {
     let identity = DeviceIdentity.generate()
     for _ in 0..<60 {
         do {
-            return try await CloudClient.camera(identity: identity, endpoint: endpoint, logger: logger) { _ in
-                emit("R \(index) \(unixMilliseconds())")
-            }
+            return try await CloudClient.camera(
+                identity: identity, endpoint: endpoint, logger: logger, usePresence: options.presence == "udp",
+                presenceLinger: .milliseconds(Int(options.linger * 1000)),
+                onRegistered: { _ in emit("R \(index) \(unixMilliseconds())") },
+                onPresence: { overUDP in emit("\(overUDP ? "U" : "T") \(index) \(unixMilliseconds())") })
         } catch {
             try? await Task.sleep(for: .milliseconds(Int.random(in: 500...1500)))
         }

@@ -185,6 +185,15 @@ public final class ChildProcess: @unchecked Sendable {
         return child.result(timedOut: !exited)
     }
 
+    /// The body of `GET url` by curl, bounded (5 s for the transfer, 10 s in all): how tests scrape a metrics endpoint.
+    ///
+    /// - Throws: ``NATLabError`` `.launchFailed` when curl fails or is missing.
+    static func scrape(_ url: String) async throws -> String {
+        let result = try await run(["/usr/bin/curl", "-sS", "--max-time", "5", url], timeout: .seconds(10))
+        guard result.succeeded else { throw NATLabError(.launchFailed, "curl \(url): \(result)") }
+        return result.stdout
+    }
+
     /// Blocking variant of `run`, for teardown paths that cannot be async.
     static func runBlocking(_ arguments: [String], environment: [String: String] = [:],
                             timeout: Duration) throws -> LabCommandResult {

@@ -40,6 +40,8 @@ public final class CloudService: Sendable {
         public var allowedPeers: [IPPrefix]
         /// How long each grant is valid.
         public var grantLifetime: Duration
+        /// At a graceful shutdown the relay refuses new allocations and keeps relaying existing ones for at most this long.
+        public var drainGracePeriod: Duration = .seconds(30)
 
         /// A relay on port 3479 (UDP/TCP) and on the signalling's TLS port, no dedicated TLS port, special
         /// ranges refused, grants valid for an hour.
@@ -205,22 +207,28 @@ public final class CloudService: Sendable {
             credentials: TURNCredentials(realm: "trav", restSecret: secret),
             peerPolicy: TURNPeerPolicy(allowed: configuration.allowedPeers))
         let listenIPs = [listenIP] + configuration.additionalListenIPs
-        let server = try await TURNServer.start(
-            .init(listenIP: listenIP, additionalListenIPs: configuration.additionalListenIPs, port: configuration.port, tls: tls,
-                  relayIPs: TURNServer.Configuration.relayIPs(listening: listenIPs, overrides: configuration.relayIPs), server: settings),
-            group: group, logger: logger)
+        var serverConfiguration = TURNServer.Configuration(
+            listenIP: listenIP, additionalListenIPs: configuration.additionalListenIPs, port: configuration.port, tls: tls,
+            relayIPs: TURNServer.Configuration.relayIPs(listening: listenIPs, overrides: configuration.relayIPs), server: settings)
+        serverConfiguration.drainGracePeriod = configuration.drainGracePeriod
+        let server = try await TURNServer.start(serverConfiguration, group: group, logger: logger)
         var urls = ["turn:\(server.udpAddress)?transport=udp"]
         if let tcp = server.tcpAddress { urls.append("turn:\(tcp)?transport=tcp") }
         if let t = server.tlsAddress { urls.append("turns:\(t)") }
         return (server, RelayGrantIssuer(secret: secret, urls: urls, lifetime: configuration.grantLifetime))
     }
 
-    /// Stops signalling, the relay and STUN; returns when every socket is closed.
+    /// Stops signalling, the relay and STUN at once (no drain); returns when every socket is closed.
     public func stop() async {
         await rendezvous.stop()
         await relay?.shutdown()
         await stun.shutdown()
         await stun.waitUntilClosed()
+        await ownedStore?.close()
+    }
+
+    /// Closes the device store the cloud opened itself, after its ``services`` have run to their end.
+    public func closeStore() async {
         await ownedStore?.close()
     }
 }

@@ -21,6 +21,7 @@ final class RendezvousPeer: Sendable, Hashable {
 
     /// Queues `message`; a client that stopped reading (write buffer above its high-water mark) is closed.
     func send(_ message: CloudMessage) {
+        RendezvousMetrics.sent(message)
         guard channel.isWritable else {
             channel.close(promise: nil)
             return
@@ -30,7 +31,10 @@ final class RendezvousPeer: Sendable, Hashable {
 
     /// Sends `message` (if any), then closes the connection.
     func close(after message: CloudMessage? = nil) {
-        if let message { channel.write(message, promise: nil) }
+        if let message {
+            RendezvousMetrics.sent(message)
+            channel.write(message, promise: nil)
+        }
         channel.flush()
         channel.close(promise: nil)
     }
@@ -49,6 +53,16 @@ actor RendezvousHub {
         let timer: Task<Void, Never>
         /// The relay grant both sides receive, if the cloud runs a relay.
         let relay: RelayGrant?
+        /// The offer, while the camera is being woken over UDP presence and has no TLS connection to take it.
+        var undelivered: CloudMessage?
+    }
+
+    /// A registered camera: its TLS connection, if it holds one, and its UDP presence session, if granted.
+    struct Camera {
+        /// The TLS connection; nil while the camera keeps its presence over UDP alone.
+        var peer: RendezvousPeer?
+        let deviceID: DeviceID
+        let presence: PresenceSessionID?
     }
 
     /// The one answer for an unknown, offline or declining device, so they cannot be told apart.
@@ -58,14 +72,21 @@ actor RendezvousHub {
     let registry: any DeviceRegistry
     let logger: Logger
     private var peers: Set<RendezvousPeer> = []
-    private var cameras: [UUID: (peer: RendezvousPeer, deviceID: DeviceID)] = [:]
+    private var cameras: [UUID: Camera] = [:]
+    /// Cameras present over UDP alone (no TLS connection); they hold no connection slot.
+    private var udpOnlyCameras = 0
+    /// The camera session of each UDP presence session.
+    private var presenceSessions: [PresenceSessionID: UUID] = [:]
+    /// UDP presence (``PresenceServer``), if the cloud offers it.
+    let presence: PresenceServer?
     private var pending: [String: PendingIntroduction] = [:]
     private var lookupLimiter: TokenBucketRateLimiter<SourceAddressKey>
     private var registrationLimiter: TokenBucketRateLimiter<SourceAddressKey>
     private var ledger: IntroductionLedger
 
-    init(configuration: RendezvousServer.Configuration, registry: any DeviceRegistry, logger: Logger) {
+    init(configuration: RendezvousServer.Configuration, registry: any DeviceRegistry, presence: PresenceServer?, logger: Logger) {
         self.configuration = configuration
+        self.presence = presence
         self.registry = registry
         self.logger = logger
         self.lookupLimiter = configuration.lookupRateLimit
@@ -78,6 +99,11 @@ actor RendezvousHub {
             maxGrantsPerCamera: configuration.maxRelayGrantsPerCamera))
     }
 
+    /// Signalling connections open.
+    var connectionCount: Int { peers.count }
+    /// Registered cameras, and how many of them are present over UDP alone.
+    var cameraCounts: (all: Int, overUDP: Int) { (cameras.count, udpOnlyCameras) }
+
     /// Admits a new connection unless ``RendezvousServer/Configuration/maxConnections`` are open.
     func connected(_ peer: RendezvousPeer) -> Bool {
         guard peers.count < configuration.maxConnections else { return false }
@@ -85,27 +111,63 @@ actor RendezvousHub {
         return true
     }
 
-    /// Forgets a closed connection: its camera session, its pending introductions either way.
-    func disconnected(_ peer: RendezvousPeer, cameraSession: UUID?) async {
+    /// Forgets a closed connection: its pending introductions either way, and its camera session unless
+    /// the camera keeps its presence over UDP. Returns whether a camera went offline.
+    @discardableResult
+    func disconnected(_ peer: RendezvousPeer, cameraSession: UUID?) async -> Bool {
         peers.remove(peer)
         for (requestID, introduction) in pending where introduction.viewer == peer {
             endIntroduction(requestID)
         }
-        guard let session = cameraSession, let camera = cameras.removeValue(forKey: session) else { return }
+        guard let session = cameraSession, var camera = cameras[session], camera.peer == peer else { return false }
+        if let id = camera.presence, let presence, presence.isLive(id) {
+            camera.peer = nil
+            cameras[session] = camera
+            udpOnlyCameras += 1
+            logger.debug("camera present over UDP", metadata: ["device": "\(camera.deviceID)"])
+            return false
+        }
+        await endCamera(session)
+        return true
+    }
+
+    /// The UDP presence `session` timed out: a camera present over UDP alone is offline; returns its device.
+    func presenceExpired(_ id: PresenceSessionID) async -> DeviceID? {
+        guard let session = presenceSessions[id], let camera = cameras[session], camera.peer == nil else { return nil }
+        await endCamera(session)
+        return camera.deviceID
+    }
+
+    /// Removes a camera session, failing its introductions.
+    private func endCamera(_ session: UUID) async {
+        guard let camera = cameras.removeValue(forKey: session) else { return }
+        if camera.peer == nil { udpOnlyCameras -= 1 }
+        if let id = camera.presence {
+            presence?.close(id)
+            presenceSessions[id] = nil
+        }
         failIntroductions(ofCameraSession: session)
         await registry.remove(camera.deviceID, sessionID: session)
         logger.debug("camera disconnected", metadata: ["device": "\(camera.deviceID)"])
     }
 
-    /// Closes every connection (server shutdown).
+    /// Closes every connection (server shutdown), first telling each client to come back after
+    /// ``RendezvousServer/Configuration/restartRetryAfter`` plus a share of a window that grows with the
+    /// cameras registered (one second per ``RendezvousServer/Configuration/restartRate`` cameras), drawn at random,
+    /// so the fleet does not return at one moment.
     func closeAll() {
-        for peer in peers { peer.close() }
+        let window = Duration.seconds(Double(cameras.count) / Double(max(1, configuration.restartRate)))
+        for peer in peers {
+            let delay = configuration.restartRetryAfter + window * Double.random(in: 0...1)
+            let milliseconds = min(max(Int(delay / .milliseconds(1)), 1), CloudProtocol.maxRetryAfterMilliseconds)
+            peer.close(after: .busy(retryAfterMilliseconds: milliseconds))
+        }
     }
 
     /// Whether a camera may register: camera sessions stay below ``RendezvousServer/Configuration/maxConnections``
     /// less the ``RendezvousServer/Configuration/viewerReserve``.
     func hasRoomForCamera() -> Bool {
-        cameras.count < max(1, configuration.maxConnections - configuration.viewerReserve)
+        cameras.count - udpOnlyCameras < max(1, configuration.maxConnections - configuration.viewerReserve)
     }
 
     /// Takes one token of the unverified-registration limit for `source`; false when its bucket is empty.
@@ -117,20 +179,48 @@ actor RendezvousHub {
         limiter.admit(source, now: .now)
     }
 
-    /// Records a proven registration; the session it replaces (same key) is closed.
-    func register(_ peer: RendezvousPeer, deviceID: DeviceID, publicKey: Data) async throws -> UUID {
+    /// Records a proven registration and grants it UDP presence if the cloud offers it; the session it replaces
+    /// (same key) is closed, and offers held for it while it was woken move to the new one (``deliverHeldOffers(to:)``).
+    func register(_ peer: RendezvousPeer, deviceID: DeviceID, publicKey: Data) async throws -> (session: UUID, presence: PresenceGrant?) {
         let session = UUID()
         let record = DeviceRegistration(
             deviceID: deviceID, publicKey: publicKey, sessionID: session, observedAddress: peer.observedAddress)
         let replaced = try await registry.register(record)
-        cameras[session] = (peer, deviceID)
+        let opened = presence?.open(deviceID)
+        let presenceSession = opened?.session
+        cameras[session] = Camera(peer: peer, deviceID: deviceID, presence: presenceSession)
+        if let presenceSession { presenceSessions[presenceSession] = session }
         if let replaced, let old = cameras.removeValue(forKey: replaced.sessionID) {
+            if let id = old.presence {
+                presence?.close(id)
+                presenceSessions[id] = nil
+            }
+            if let oldPeer = old.peer {
+                oldPeer.close(after: .error(requestID: nil, code: "replaced", message: "a newer session registered this device"))
+            } else {
+                udpOnlyCameras -= 1
+            }
+            for (requestID, introduction) in pending where introduction.cameraSession == replaced.sessionID {
+                guard introduction.undelivered != nil else { continue }
+                pending[requestID] = PendingIntroduction(
+                    viewer: introduction.viewer, cameraSession: session, cameraKey: introduction.cameraKey,
+                    timer: introduction.timer, relay: introduction.relay, undelivered: introduction.undelivered)
+            }
             failIntroductions(ofCameraSession: replaced.sessionID)
-            old.peer.close(after: .error(requestID: nil, code: "replaced", message: "a newer session registered this device"))
             logger.info("camera session replaced", metadata: ["device": "\(deviceID)"])
         }
         logger.info("camera registered", metadata: ["device": "\(deviceID)", "observed": "\(peer.observedAddress)"])
-        return session
+        return (session, opened?.grant)
+    }
+
+    /// Sends the camera session the offers held for it while it was woken (after its `registered`).
+    func deliverHeldOffers(to session: UUID) {
+        guard let peer = cameras[session]?.peer else { return }
+        for (requestID, introduction) in pending where introduction.cameraSession == session {
+            guard let offer = introduction.undelivered else { continue }
+            pending[requestID]?.undelivered = nil
+            peer.send(offer)
+        }
     }
 
     /// A viewer asks for `deviceID`: rate-limit, look up, forward the offer and its `answerKey` to the camera.
@@ -186,10 +276,22 @@ actor RendezvousHub {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
             self.expire(requestID)
         }
-        pending[requestID] = PendingIntroduction(
+        let message = CloudMessage.offer(requestID: requestID, offer: offer, relay: relay, requester: viewer.channel.remoteAddress?.ipAddress,
+                                         answerKey: answerKey)
+        var introduction = PendingIntroduction(
             viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer, relay: relay)
-        camera.peer.send(.offer(
-            requestID: requestID, offer: offer, relay: relay, requester: viewer.channel.remoteAddress?.ipAddress, answerKey: answerKey))
+        if let peer = camera.peer {
+            peer.send(message)
+        } else if let id = camera.presence, presence?.wake(id) == true {
+            // Held until the camera is back on TLS (``register(_:deviceID:publicKey:)`` hands it over).
+            introduction.undelivered = message
+        } else {
+            timer.cancel()
+            ledger.ended(requestID)
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
+            return
+        }
+        pending[requestID] = introduction
     }
 
     /// The camera answered: send `start` to both, back to back; the viewer's carries only the sealed answer.

@@ -106,6 +106,17 @@ public final class RendezvousServer: Sendable {
         public static let defaultMaxRelayGrantsPerCamera = 64
         /// Issues relay credentials for each introduction when the cloud runs a relay; `nil`: no relay.
         public var relayGrants: RelayGrantIssuer?
+        /// At shutdown every client is told to come back after at least this long (`busy`), so a restart
+        /// or a move to another node does not begin with the whole fleet at once.
+        public var restartRetryAfter: Duration = .seconds(2)
+        /// Cameras per second the shutdown's retry-afters are spread for (over `cameras / restartRate` seconds
+        /// after ``restartRetryAfter``): what a node can admit of known cameras (a handshake and a signature each).
+        public var restartRate = 2000
+        /// UDP presence (``Traversal/PresenceProtocol``): cameras may keep their registration with authenticated
+        /// keepalive datagrams and close their TLS connection; nil offers none (every camera keeps TLS).
+        public var presence: PresenceStateMachine.Configuration? = .init()
+        /// The UDP port of presence; nil: the TLS port's number (over UDP), or any free port if that one is taken.
+        public var presencePort: UInt16?
         /// A relay that serves TURN over TLS on this port to clients negotiating ALPN `stun.turn` (RFC 7443 §2);
         /// the grants then name this port (`turns:IP:PORT`) first. `nil`: signalling only.
         public var sharedRelay: TURNServer?
@@ -162,12 +173,19 @@ public final class RendezvousServer: Sendable {
     private let hub: RendezvousHub
     private let registrations: RegistrationGate
     private let acceptLoop: Task<Void, Never>
+    private let presence: PresenceServer?
+    private let presenceExpiry: Task<Void, Never>?
+    /// Set by the first ``stop()``; later calls return at once.
+    private let stopping = Atomic<Bool>(false)
     private let logger: Logger
 
     private init(
         address: TransportAddress, registry: any DeviceRegistry, relayURLs: [String], listener: any Channel,
-        hub: RendezvousHub, registrations: RegistrationGate, acceptLoop: Task<Void, Never>, logger: Logger
+        hub: RendezvousHub, registrations: RegistrationGate, acceptLoop: Task<Void, Never>,
+        presence: PresenceServer?, presenceExpiry: Task<Void, Never>?, logger: Logger
     ) {
+        self.presence = presence
+        self.presenceExpiry = presenceExpiry
         self.address = address
         self.registry = registry
         self.store = registrations.store
@@ -178,6 +196,16 @@ public final class RendezvousServer: Sendable {
         self.acceptLoop = acceptLoop
         self.logger = logger
     }
+
+    /// The UDP address of presence, if the server offers it.
+    public var presenceAddress: SocketAddress? { presence?.address }
+    /// UDP presence sessions held (cameras that registered since, or kept alive within the timeout).
+    public var presenceSessions: Int { presence?.count ?? 0 }
+
+    /// Signalling (TLS) connections open now.
+    public var signallingConnections: Int { get async { await hub.connectionCount } }
+    /// Registered cameras now, and how many of them are present over UDP alone (no TLS connection).
+    public var registeredCameras: (all: Int, overUDP: Int) { get async { await hub.cameraCounts } }
 
     /// UID derivations (scrypt) run so far: one per device whose binding the store did not know.
     public var verifications: Int { registrations.verifier.verifications }
@@ -231,7 +259,23 @@ public final class RendezvousServer: Sendable {
             configuration.relayGrants = RelayGrantIssuer(
                 secret: grants.secret, urls: ["turns:\(address)"] + grants.urls, lifetime: grants.lifetime)
         }
-        let hub = RendezvousHub(configuration: configuration, registry: registry, logger: logger)
+        var presenceServer: PresenceServer?
+        if let presenceConfiguration = configuration.presence {
+            let port = Int(configuration.presencePort ?? UInt16(address.port))
+            do {
+                do {
+                    presenceServer = try await PresenceServer.start(
+                        host: configuration.listenIP, port: port, configuration: presenceConfiguration, group: group, logger: logger)
+                } catch where configuration.presencePort == nil {
+                    presenceServer = try await PresenceServer.start(
+                        host: configuration.listenIP, port: 0, configuration: presenceConfiguration, group: group, logger: logger)
+                }
+            } catch {
+                try? await listener.channel.close()
+                throw error
+            }
+        }
+        let hub = RendezvousHub(configuration: configuration, registry: registry, presence: presenceServer, logger: logger)
         let registrations = RegistrationGate(
             store: store, verifier: KeyBindingVerifier(configuration: configuration.verification),
             nodeName: configuration.nodeName, logger: logger)
@@ -273,18 +317,35 @@ public final class RendezvousServer: Sendable {
                 group.cancelAll()
             }
         }
+        // Housekeeping: expires silent UDP presence sessions (a quarter of the keepalive interval apart, at
+        // most 5 s) and records the camera gauges.
+        let presence = presenceServer
+        let presenceExpiry: Task<Void, Never>? = Task {
+            let period = min((presence?.keepaliveInterval ?? .seconds(20)) / 4, .seconds(5))
+            RendezvousMetrics.cameras((0, 0))
+            while (try? await Task.sleep(for: period)) != nil {
+                for (session, _) in presence?.expire() ?? [] {
+                    if let deviceID = await hub.presenceExpired(session) { await registrations.wentOffline(deviceID) }
+                }
+                RendezvousMetrics.cameras(await hub.cameraCounts)
+            }
+        }
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
         return RendezvousServer(
             address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub,
-            registrations: registrations, acceptLoop: acceptLoop, logger: logger)
+            registrations: registrations, acceptLoop: acceptLoop, presence: presence, presenceExpiry: presenceExpiry, logger: logger)
     }
 
-    /// Stops accepting, closes every connection and returns when all are closed.
+    /// Stops accepting, tells every client when to come back (``Configuration/restartRetryAfter``), closes every
+    /// connection and returns when all are closed.
     public func stop() async {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
         try? await listener.close()
         await hub.closeAll()
         acceptLoop.cancel()
         await acceptLoop.value
+        presenceExpiry?.cancel()
+        await presence?.stop()
         await registrations.verifier.shutdown()
         await registrations.releaseSessions()
         logger.info("rendezvous stopped")
@@ -326,8 +387,7 @@ public final class RendezvousServer: Sendable {
             logger.trace("connection ended", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
         }
         if case .camera(let session, let deviceID) = state {
-            await hub.disconnected(peer, cameraSession: session)
-            await registrations.wentOffline(deviceID)
+            if await hub.disconnected(peer, cameraSession: session) { await registrations.wentOffline(deviceID) }
         } else {
             await hub.disconnected(peer, cameraSession: nil)
         }
@@ -383,14 +443,17 @@ public final class RendezvousServer: Sendable {
                 case .abandoned: return false
                 }
             }
+            let grant: PresenceGrant?
             do {
-                let session = try await hub.register(peer, deviceID: deviceID, publicKey: keyBytes)
-                state = .camera(session: session, deviceID: deviceID)
+                let registration = try await hub.register(peer, deviceID: deviceID, publicKey: keyBytes)
+                state = .camera(session: registration.session, deviceID: deviceID)
+                grant = registration.presence
             } catch {
                 return refuse(.unauthorized, "the device ID is held by another key")
             }
             await registrations.registered(deviceID, publicKey: keyBytes)
-            peer.send(.registered(observedAddress: peer.observedAddress, keepaliveSeconds: hub.configuration.keepaliveSeconds))
+            peer.send(.registered(observedAddress: peer.observedAddress, keepaliveSeconds: hub.configuration.keepaliveSeconds, presence: grant))
+            if case .camera(let session, _) = state { await hub.deliverHeldOffers(to: session) }
         case (.introduce(let requestID, let deviceID, let offer, let answerKey), .fresh),
              (.introduce(let requestID, let deviceID, let offer, let answerKey), .viewer):
             state = .viewer

@@ -54,6 +54,9 @@ public enum CloudClient {
     public static let requestTimeout: Duration = .seconds(10)
     /// Longest a viewer waits for an introduction (above the cloud's own introduction timeout).
     public static let introduceTimeout: Duration = .seconds(15)
+    /// With UDP presence confirmed, a camera closes its TLS connection once no introduction has come or
+    /// been answered for this long (an offer unanswered by then is useless: the cloud times it out at 10 s).
+    public static let presenceLinger: Duration = .seconds(10)
 
     /// Registers `identity` with the cloud (challenge-response) and keeps it registered: keepalives
     /// every ``keepaliveInterval``, and after a lost connection reconnection with exponential
@@ -61,13 +64,23 @@ public enum CloudClient {
     /// and re-registration. A cloud answering `busy` is tried again after the time it asked for, not sooner.
     /// `onRegistered` is called with the observed address after each (re-)registration.
     ///
+    /// When the cloud grants UDP presence (``PresenceProtocol``) and its keepalives are answered, the
+    /// camera closes its TLS connection after `presenceLinger` (``presenceLinger`` by default) without introductions and stays
+    /// registered over UDP; a wake brings it back on TLS at once, lost acks after a backoff. Where UDP
+    /// is blocked, the probes go unanswered and TLS presence simply continues. `onPresence` is called
+    /// with `true` when the camera drops TLS for UDP presence, `false` when it is back on TLS.
+    ///
     /// - Throws: ``CloudError`` if the first registration fails (`.tlsFailed`, `.unauthorized`,
     ///   `.connectionFailed`, …); `CancellationError` if cancelled.
     public static func camera(
         identity: DeviceIdentity, endpoint: CloudEndpoint, logger: Logger = Logger(label: "trav.cloud-client"),
-        onRegistered: @escaping @Sendable (_ observedAddress: String) -> Void = { _ in }
+        usePresence: Bool = true, presenceLinger: Duration = CloudClient.presenceLinger,
+        onRegistered: @escaping @Sendable (_ observedAddress: String) -> Void = { _ in },
+        onPresence: @escaping @Sendable (_ overUDP: Bool) -> Void = { _ in }
     ) async throws -> some CameraSignalling {
-        let session = CloudCameraSession(identity: identity, endpoint: endpoint, logger: logger, onRegistered: onRegistered)
+        let session = CloudCameraSession(
+            identity: identity, endpoint: endpoint, logger: logger, usePresence: usePresence, presenceLinger: presenceLinger,
+            onRegistered: onRegistered, onPresence: onPresence)
         try await session.start()
         return session
     }
@@ -225,12 +238,31 @@ actor CloudCameraSession: CameraSignalling {
     private var maintenance: Task<Void, Never>?
     private var stopped = false
     private let onRegistered: @Sendable (String) -> Void
+    private let onPresence: @Sendable (Bool) -> Void
+    /// Whether to use a UDP presence grant at all.
+    private let usePresence: Bool
+    /// The UDP presence of the current registration, if the cloud granted one.
+    private var presence: Task<CameraPresenceLink.Outcome, any Error>?
+    /// Whether the presence's keepalives are answered.
+    private var presenceConfirmed = false
+    /// Counts presences started, so a stale one's end changes nothing.
+    private var presenceGeneration = 0
+    /// Whether this side closed TLS to stay present over UDP.
+    private var droppedTLS = false
+    /// The last introduction activity (registration, offer, answer) on the TLS connection.
+    private var lastActivity = ContinuousClock.now
+    /// How long TLS stays without introductions before it is dropped for UDP presence.
+    private let presenceLinger: Duration
 
     /// A session for `identity`; `deviceID`, when given, stands for its UID (spares the scrypt; the cloud checks it).
     init(
-        identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, logger: Logger,
-        onRegistered: @escaping @Sendable (String) -> Void = { _ in }
+        identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, logger: Logger, usePresence: Bool = true,
+        presenceLinger: Duration = CloudClient.presenceLinger,
+        onRegistered: @escaping @Sendable (String) -> Void = { _ in }, onPresence: @escaping @Sendable (Bool) -> Void = { _ in }
     ) {
+        self.usePresence = usePresence
+        self.presenceLinger = presenceLinger
+        self.onPresence = onPresence
         self.identity = identity
         self.deviceID = deviceID ?? identity.deviceID
         self.endpoint = endpoint
@@ -265,6 +297,7 @@ actor CloudCameraSession: CameraSignalling {
         guard !stopped else { return }
         stopped = true
         maintenance?.cancel()
+        presence?.cancel()
         channel?.close(promise: nil)
         firstRegistration?.resume(throwing: CancellationError())
         firstRegistration = nil
@@ -292,13 +325,14 @@ actor CloudCameraSession: CameraSignalling {
                     eventSink.finish()
                     return
                 }
-                if !stopped { logger.warning("cloud connection lost", metadata: ["error": "\(error)"]) }
-                if !stopped, registeredThisConnection {
+                if !stopped && !droppedTLS { logger.warning("cloud connection lost", metadata: ["error": "\(error)"]) }
+                // A TLS connection closed on purpose for UDP presence is not a lost cloud.
+                if !stopped, registeredThisConnection, !droppedTLS {
                     lostReported = true
                     eventSink.yield(.lost(reason: "\(error)"))
                 }
             }
-            if !stopped, registeredThisConnection, !lostReported {
+            if !stopped, registeredThisConnection, !lostReported, !droppedTLS {
                 // The cloud closed a registered connection without an error.
                 lostReported = true
                 eventSink.yield(.lost(reason: "the cloud closed the connection"))
@@ -308,6 +342,20 @@ actor CloudCameraSession: CameraSignalling {
             if registeredThisConnection {
                 backoff.reset()
                 registeredThisConnection = false
+            }
+            if droppedTLS, let presence {
+                droppedTLS = false
+                let outcome = try? await withTaskCancellationHandler { try await presence.value } onCancel: { presence.cancel() }
+                onPresence(false)
+                if outcome == .wake {
+                    logger.debug("woken over UDP presence")
+                    continue
+                }
+                logger.info("UDP presence lost", metadata: ["outcome": "\(outcome.map { "\($0)" } ?? "ended")"])
+                if !stopped, !lostReported {
+                    lostReported = true
+                    eventSink.yield(.lost(reason: "UDP presence lost"))
+                }
             }
             let delay = retryAfter.map { ReconnectBackoff.obeying(retryAfter: $0) } ?? backoff.nextDelay()
             guard !stopped, (try? await Task.sleep(for: delay)) != nil else { break }
@@ -328,10 +376,12 @@ actor CloudCameraSession: CameraSignalling {
         let channel = connection.channel
         try await connection.executeThenClose { inbound in
             var messages = inbound.makeAsyncIterator()
-            let keepalive = try await register(on: channel, messages: &messages)
+            let (keepalive, grant) = try await register(on: channel, messages: &messages)
             let interval = min(CloudClient.keepaliveInterval, keepalive)
+            startPresence(grant)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await self.keepAlive(channel, every: interval) }
+                if grant != nil && usePresence { group.addTask { try await self.dropTLSWhenIdle(channel) } }
                 defer { group.cancelAll() }
                 while let message = try await messages.next(isolation: self) {
                     lastReceived = .now
@@ -341,10 +391,64 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
-    /// The challenge-response registration; returns the keepalive interval the cloud asked for.
+    /// Starts the UDP presence of a new registration (ending any earlier one).
+    private func startPresence(_ grant: PresenceGrant?) {
+        presence?.cancel()
+        presence = nil
+        presenceConfirmed = false
+        presenceGeneration += 1
+        lastActivity = .now
+        guard usePresence, let grant else { return }
+        let host = endpoint.host
+        let generation = presenceGeneration
+        presence = Task {
+            do {
+                let outcome = try await CameraPresenceLink.run(grant: grant, host: host) { await self.confirmPresence(generation) }
+                self.presenceEnded(generation)
+                return outcome
+            } catch {
+                self.presenceEnded(generation)
+                throw error
+            }
+        }
+    }
+
+    private func confirmPresence(_ generation: Int) {
+        guard generation == presenceGeneration else { return }
+        presenceConfirmed = true
+        logger.debug("UDP presence confirmed")
+    }
+
+    private func presenceEnded(_ generation: Int) {
+        if generation == presenceGeneration { presenceConfirmed = false }
+    }
+
+    /// Closes the TLS connection once UDP presence is confirmed and no introduction is in flight for
+    /// ``presenceLinger`` (``CloudClient/presenceLinger`` by default).
+    private nonisolated func dropTLSWhenIdle(_ channel: any Channel) async throws {
+        while true {
+            try await Task.sleep(for: .seconds(1))
+            if await mayDropTLS() {
+                channel.close(promise: nil)
+                return
+            }
+        }
+    }
+
+    private func mayDropTLS() -> Bool {
+        guard presenceConfirmed, starts.count == 0, waitingForRenewal.isEmpty,
+            ContinuousClock.now - lastActivity >= presenceLinger
+        else { return false }
+        droppedTLS = true
+        onPresence(true)
+        logger.info("present over UDP; TLS closed", metadata: ["device": "\(deviceID)"])
+        return true
+    }
+
+    /// The challenge-response registration; returns the keepalive interval the cloud asked for and its presence grant.
     private func register(
         on channel: any Channel, messages: inout NIOAsyncChannelInboundStream<CloudMessage>.AsyncIterator
-    ) async throws -> Duration {
+    ) async throws -> (Duration, PresenceGrant?) {
         let watchdog = closeUnlessCancelled(channel, after: CloudClient.requestTimeout)
         defer { watchdog.cancel() }
         let key = identity.publicKey.rawRepresentation
@@ -358,7 +462,7 @@ actor CloudCameraSession: CameraSignalling {
             for: CloudProtocol.registrationMessage(
                 nonce: nonce, deviceID: deviceID.description, cloudName: endpoint.cloudName))
         try await CloudClient.send(.prove(signature: signature.base64EncodedString()), on: channel)
-        guard case .registered(let observedAddress, let keepaliveSeconds)? = try await nextReply(&messages) else {
+        guard case .registered(let observedAddress, let keepaliveSeconds, let grant)? = try await nextReply(&messages) else {
             throw CloudError(code: .protocolViolation, detail: "expected registered")
         }
         observed = observedAddress
@@ -374,7 +478,7 @@ actor CloudCameraSession: CameraSignalling {
             firstRegistration = nil
             first.resume()
         }
-        return .seconds(keepaliveSeconds)
+        return (.seconds(keepaliveSeconds), grant)
     }
 
     /// The next message, with an `error` message turned into a thrown ``CloudError``.
@@ -419,6 +523,7 @@ actor CloudCameraSession: CameraSignalling {
                 try await CloudClient.send(.decline(requestID: requestID), on: channel)
                 return
             }
+            lastActivity = .now
             let vouched = requester.flatMap { try? SocketAddress(ipAddress: $0, port: 0) }.map(SourceAddressKey.init)
             sink.yield(CloudIncomingIntroduction(
                 requestID: requestID, offer: offer, relay: relay, vouchedRequester: vouched, answerKey: answerKey, session: self))
@@ -435,6 +540,10 @@ actor CloudCameraSession: CameraSignalling {
             }
         case .error(nil, let code, let text):
             logger.warning("cloud reported an error", metadata: ["code": "\(code)", "message": "\(text)"])
+        case .busy(let milliseconds):
+            // The cloud is shutting down (or moving us elsewhere): come back when it says, not sooner.
+            throw CloudError(code: .overloaded, detail: "the cloud closes; retry after \(milliseconds) ms",
+                             retryAfter: .milliseconds(milliseconds))
         case .ping:
             try await CloudClient.send(.pong, on: channel)
         case .pong:
@@ -453,6 +562,7 @@ actor CloudCameraSession: CameraSignalling {
         let sealed = try SealedAnswer(offer: shown, relay: relay).sealed(to: answerKey, deviceID: deviceID, requestID: requestID)
         // In clear only the identity key, which the cloud checks against the registration.
         let cleartext = PeerOffer(identityKey: answer.identityKey, candidates: [], strategies: [])
+        lastActivity = .now
         guard starts.expect(requestID, now: .now) else {
             throw CloudError(code: .badRequest, detail: "introduction \(requestID) already answered")
         }
@@ -499,7 +609,10 @@ actor CloudCameraSession: CameraSignalling {
 
     /// Renews a relay grant over the registered connection (``CloudMessage/renewRelay(requestID:relay:)``).
     func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
-        guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
+        guard let channel else {
+            // Present over UDP (or reconnecting): the grant is its own authority, a brief connection renews it.
+            return try await CloudViewerClient(endpoint: endpoint, logger: logger).renewRelay(grant)
+        }
         let requestID = UUID().uuidString.lowercased()
         let timer = Task {
             guard (try? await Task.sleep(for: CloudClient.requestTimeout)) != nil else { return }

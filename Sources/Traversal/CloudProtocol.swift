@@ -9,7 +9,7 @@ import NIOCore
 ///    │ register{deviceID,key} ──►│                              │
 ///    │◄── challenge{nonce}       │                              │
 ///    │ prove{signature} ────────►│  (Ed25519 over CloudProtocol.registrationMessage)
-///    │◄── registered{observed…}  │                              │
+///    │◄── registered{observed…, presence?}  (UDP presence: ``PresenceProtocol``)
 ///    │ ping ────────────────────►│ ◄──── introduce{requestID, deviceID, offer, answerKey}
 ///    │◄── pong                   │                              │
 ///    │◄── offer{requestID, offer, relay?, requester, answerKey}  │
@@ -92,8 +92,9 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     case challenge(nonce: String)
     /// Camera → cloud: the Ed25519 signature (base64) of ``CloudProtocol/registrationMessage(nonce:deviceID:cloudName:)``.
     case prove(signature: String)
-    /// Cloud → camera: registered; its control connection comes from `observedAddress`; ping every `keepaliveSeconds`.
-    case registered(observedAddress: String, keepaliveSeconds: Int)
+    /// Cloud → camera: registered; its control connection comes from `observedAddress`; ping every `keepaliveSeconds`;
+    /// with `presence`, it may keep its presence over UDP instead and close this connection (``PresenceProtocol``).
+    case registered(observedAddress: String, keepaliveSeconds: Int, presence: PresenceGrant? = nil)
     /// Keepalive request (either direction).
     case ping
     /// Keepalive answer.
@@ -145,7 +146,7 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     }
 
     private enum Key: String, CodingKey {
-        case type, deviceID, publicKey, nonce, signature, observedAddress, keepaliveSeconds
+        case type, deviceID, publicKey, nonce, signature, observedAddress, keepaliveSeconds, presence
         case requestID, offer, relay, requester, answer, code, message, retryAfterMilliseconds, answerKey, sealed
     }
 
@@ -162,7 +163,8 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case "registered":
             self = .registered(
                 observedAddress: try c.decode(String.self, forKey: .observedAddress),
-                keepaliveSeconds: try c.decode(Int.self, forKey: .keepaliveSeconds))
+                keepaliveSeconds: try c.decode(Int.self, forKey: .keepaliveSeconds),
+                presence: try c.decodeIfPresent(PresenceGrant.self, forKey: .presence))
         case "ping": self = .ping
         case "pong": self = .pong
         case "introduce":
@@ -211,9 +213,10 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try c.encode(publicKey, forKey: .publicKey)
         case .challenge(let nonce): try c.encode(nonce, forKey: .nonce)
         case .prove(let signature): try c.encode(signature, forKey: .signature)
-        case .registered(let observedAddress, let keepaliveSeconds):
+        case .registered(let observedAddress, let keepaliveSeconds, let presence):
             try c.encode(observedAddress, forKey: .observedAddress)
             try c.encode(keepaliveSeconds, forKey: .keepaliveSeconds)
+            try c.encodeIfPresent(presence, forKey: .presence)
         case .ping, .pong: break
         case .introduce(let requestID, let deviceID, let offer, let answerKey):
             try c.encode(requestID, forKey: .requestID)
@@ -260,11 +263,12 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             _ = try Self.base64(nonce, length: CloudProtocol.nonceLength, field: "challenge.nonce")
         case .prove(let signature):
             _ = try Self.base64(signature, length: CloudProtocol.signatureLength, field: "prove.signature")
-        case .registered(let observedAddress, let keepaliveSeconds):
+        case .registered(let observedAddress, let keepaliveSeconds, let presence):
             try Self.check(observedAddress, max: CloudProtocol.maxShortStringLength, field: "registered.observedAddress")
             guard (1...CloudProtocol.maxKeepaliveSeconds).contains(keepaliveSeconds) else {
                 throw CloudProtocolError.invalid("registered.keepaliveSeconds", "out of range")
             }
+            try presence?.validate()
         case .ping, .pong: break
         case .introduce(let requestID, let deviceID, let offer, let answerKey):
             try Self.check(requestID: requestID)

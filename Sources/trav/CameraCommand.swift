@@ -21,6 +21,7 @@ extension Trav {
         @Option(help: "Stream this H.264 Annex B file (looped) to every viewer on a media channel; `default` plays the bundled test clip.")
         var video: String?
         @Option(help: "Frames per second for --video.") var fps: Int = 25
+        @Flag(help: "Keep the TLS connection to the cloud even where UDP presence works.") var noPresence = false
         @OptionGroup var peer: PeerOptions
         @OptionGroup var common: CommonOptions
 
@@ -37,7 +38,9 @@ extension Trav {
             var sources: [AsyncStream<any IncomingIntroduction>] = []
             var cloud: (any CameraSignalling)?
             if let endpoint = try peer.endpoint() {
-                let c = try await CloudClient.camera(identity: me, endpoint: endpoint, logger: logger)
+                let c = try await CloudClient.camera(identity: me, endpoint: endpoint, logger: logger, usePresence: !noPresence, onPresence: { overUDP in
+                    say(overUDP ? "presence udp (TLS closed)" : "presence tls")
+                })
                 cloud = c
                 sources.append(c.introductions)
             }

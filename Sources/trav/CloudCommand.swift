@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ServiceLifecycle
 import Rendezvous
 import SourceLimits
 import Traversal
@@ -24,6 +25,11 @@ extension Trav {
                 --verification-workers threads, and only work that can finish before the client gives up is \
                 taken: the rest hears when to come back. The open-files limit is raised to its hard limit \
                 at start, and --max-connections kept below it.
+
+                A registered camera may keep its presence over UDP instead of TLS (--presence-port, the TLS \
+                port's number by default): authenticated keepalive datagrams every --presence-keepalive seconds, \
+                which also hold its NAT mapping open; the cloud wakes it over UDP when a viewer asks, and it \
+                connects over TLS for the introduction. Cameras whose UDP is blocked keep TLS.
                 """)
 
         @Option(help: "IP address to listen on.") var listen: String
@@ -50,6 +56,8 @@ extension Trav {
                 help: "How long relay credentials issued per introduction stay valid, in seconds.")
         var relayGrantSeconds: Int = Int(RelayGrantIssuer.defaultLifetime.components.seconds)
         @Flag(help: "Run no relay.") var noRelay = false
+        @Option(help: "At SIGTERM the relay keeps existing allocations for up to this many seconds (new ones are refused).")
+        var drainSeconds: Int = 30
         @Option(help: "HOST:PORT to serve Prometheus metrics (the relay's among them) on, at /metrics (default: none).")
         var metricsListen: String?
         @Option(help: "Look-ups (introductions) one source IP may make at once before the rate limit applies.")
@@ -72,6 +80,14 @@ extension Trav {
         var unverifiedRegistrationsPerSecond: Double = 0.5
         @Option(help: "Where verified devices are remembered: sqlite (DATA/devices.sqlite) or memory (lost at exit).")
         var deviceStore: DeviceStoreKind = .sqlite
+        @Flag(help: "Offer no UDP presence: every camera keeps its TLS connection.") var noPresence = false
+        @Option(help: "UDP port of presence (default: the TLS port's number).") var presencePort: UInt16?
+        @Option(help: "Seconds between a camera's presence keepalives (under the NATs' UDP timeouts).")
+        var presenceKeepalive: Int = PresenceProtocol.defaultKeepaliveSeconds
+        @Option(help: "Cameras present over UDP at once, at most; more keep TLS.")
+        var maxPresenceSessions: Int = PresenceStateMachine.Configuration.defaultMaxSessions
+        @Option(help: "Presence datagrams one source IP (or IPv6 /64) may send per second, after a burst of 512 (a site of N cameras sends N / --presence-keepalive).")
+        var presenceDatagramsPerSecond: Double = 100
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
@@ -81,6 +97,7 @@ extension Trav {
             _ = try addressesPerFamily(relayListen, option: "--relay-listen")
             _ = try addressesPerFamily(relayIPs, option: "--relay-ip")
             for c in relayAllowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
+            guard drainSeconds >= 0 else { throw ValidationError("--drain-seconds must not be negative") }
             guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-lifetime must be positive") }
             if let m = metricsListen, TransportAddress(m) == nil { throw ValidationError("--metrics-listen must be IP:PORT, got \(m)") }
             guard (1...100_000).contains(lookupBurst) else { throw ValidationError("--lookup-burst must be 1…100000") }
@@ -89,6 +106,13 @@ extension Trav {
             if let r = viewerReserve, !(0..<maxConnections).contains(r) { throw ValidationError("--viewer-reserve must be 0…max-connections − 1") }
             guard maxConnectionsPerSource >= 1 else { throw ValidationError("--max-connections-per-source must be positive") }
             guard maxPendingHandshakes >= 1 else { throw ValidationError("--max-pending-handshakes must be positive") }
+            guard (1...CloudProtocol.maxKeepaliveSeconds).contains(presenceKeepalive) else {
+                throw ValidationError("--presence-keepalive must be 1…\(CloudProtocol.maxKeepaliveSeconds)")
+            }
+            guard maxPresenceSessions >= 1 else { throw ValidationError("--max-presence-sessions must be positive") }
+            guard presenceDatagramsPerSecond >= 0.01, presenceDatagramsPerSecond <= 10_000_000 else {
+                throw ValidationError("--presence-datagrams-per-second must be 0.01…10000000")
+            }
             guard (1...256).contains(verificationWorkers) else { throw ValidationError("--verification-workers must be 1…256") }
             guard (1...1_000_000).contains(unverifiedRegistrationBurst) else { throw ValidationError("--unverified-registration-burst must be 1…1000000") }
             guard unverifiedRegistrationsPerSecond >= 0.01, unverifiedRegistrationsPerSecond <= 100_000 else {
@@ -108,6 +132,7 @@ extension Trav {
                                              port: relayPort, tlsPort: relayTLSPort == 0 ? nil : relayTLSPort,
                                              allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
                                              grantLifetime: .seconds(relayGrantSeconds)))
+            configuration.relay?.drainGracePeriod = .seconds(drainSeconds)
             configuration.lookupRateLimit = .init(capacity: lookupBurst, refillInterval: .nanoseconds(Int64(1e9 / lookupsPerSecond)))
             let openFiles = OpenFileLimit.raiseToHardLimit()
             // Left for STUN over TCP, the relay, the store and the process itself.
@@ -121,6 +146,12 @@ extension Trav {
                 capacity: unverifiedRegistrationBurst, refillInterval: .nanoseconds(Int64(1e9 / unverifiedRegistrationsPerSecond)))
             let viewerReserve = viewerReserve.map { min($0, maxConnections - 1) }
             let (perSource, handshakes, workers) = (maxConnectionsPerSource, maxPendingHandshakes, verificationWorkers)
+            let presence = noPresence ? nil : PresenceStateMachine.Configuration(
+                keepaliveSeconds: presenceKeepalive, maxSessions: maxPresenceSessions,
+                perSource: .init(capacity: PresenceStateMachine.Configuration.defaultPerSource.capacity,
+                                 refillInterval: .nanoseconds(Int64(1e9 / presenceDatagramsPerSecond)),
+                                 maxTrackedKeys: PresenceStateMachine.Configuration.defaultPerSource.maxTrackedKeys))
+            let presencePort = presencePort
             let store: (any DeviceStore)? = deviceStore == .memory ? InMemoryDeviceStore() : nil
             let cloud = try await CloudService.start(configuration, store: store, tuning: { server in
                 server.maxConnections = maxConnections
@@ -129,10 +160,13 @@ extension Trav {
                 server.maxPendingHandshakes = handshakes
                 server.verification.workers = workers
                 server.registrationRateLimit = registrationLimit
+                server.presence = presence
+                server.presencePort = presencePort
             }, logger: logger)
             let udp = STUNSocketRole.all.compactMap { cloud.stun.udpAddresses[$0]?.description }.joined(separator: " ")
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")
+            if let presence = cloud.rendezvous.presenceAddress.flatMap(TransportAddress.init) { say("cloud presence udp \(presence)") }
             if let relay = cloud.relay {
                 let udp = relay.udpAddresses.map(\.description).joined(separator: ",")
                 let tcp = relay.tcpAddresses.isEmpty ? "-" : relay.tcpAddresses.map(\.description).joined(separator: ",")
@@ -152,9 +186,18 @@ extension Trav {
             }
             say("cloud devices \(deviceStore == .sqlite ? data + "/" + SQLiteDeviceStore.fileName : "in memory"), " +
                 "connections \(maxConnections) (viewers keep \(viewerReserve ?? maxConnections / 20)), open files \(openFiles)")
-            await waitForTermination()
-            await cloud.stop()
-            await metrics?.stop()
+            // One group, shut down in reverse order on SIGTERM/SIGINT: signalling tells its clients when to come
+            // back, the relay drains for --drain-seconds, STUN closes, and the metrics stay scrapeable until the end.
+            let group = ServiceGroup(
+                services: (metrics.map { [$0 as any Service] } ?? []) + cloud.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            do {
+                try await group.run()
+            } catch {
+                await cloud.stop()
+                throw error
+            }
+            await cloud.closeStore()
+            say("cloud stopped")
         }
     }
 }

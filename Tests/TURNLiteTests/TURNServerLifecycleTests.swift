@@ -180,7 +180,7 @@ struct TURNServerLifecycleTests {
             } catch let e as TURNError {
                 #expect(e.errorCode?.code == 403)
             }
-            let scraped = try await Self.scrape(url)
+            let scraped = try await ChildProcess.scrape(url)
             #expect(scraped.contains("turn_allocations 3.0"), "\(scraped)")
             #expect(scraped.contains("turn_allocations_created_total 3"), "\(scraped)")
             #expect(scraped.contains(#"turn_relayed_packets_total{direction="to-peer"} 1"#), "\(scraped)")
@@ -203,18 +203,11 @@ struct TURNServerLifecycleTests {
             #expect(refused?.errorCode?.code == 508, "\(String(describing: refused))")
             #expect(try await Self.echo(clients[0], peer, "draining"), "the existing allocation relays while draining")
             #expect(relay.isRunning)
-            #expect(try await Self.scrape(url).contains(#"turn_refusals_total{reason="draining"}"#))
+            #expect(try await ChildProcess.scrape(url).contains(#"turn_refusals_total{reason="draining"}"#))
             await clients[0].close()
             #expect(await relay.wait(.seconds(10)), "trav relay exits once the last allocation is gone")
             #expect(relay.status == 0, "\(relay.output())")
             #expect(relay.output().stdout.contains("relay stopped"))
         }
-    }
-
-    /// `GET url` with curl (bounded); the body.
-    static func scrape(_ url: String) async throws -> String {
-        let result = try await ChildProcess.run(["/usr/bin/curl", "-sS", "--max-time", "5", url], timeout: .seconds(10))
-        guard result.succeeded else { throw TURNError(.socket, detail: "curl \(url): \(result)") }
-        return result.stdout
     }
 }

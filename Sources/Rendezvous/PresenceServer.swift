@@ -1,0 +1,149 @@
+import Crypto
+import Foundation
+import Logging
+import Metrics
+import NIOCore
+import NIOPosix
+import Synchronization
+import Traversal
+
+/// The UDP socket of presence (``Traversal/PresenceProtocol``) and its table (``PresenceStateMachine``):
+/// datagrams are answered on the socket's event loop, with no hop to the hub, so a keepalive costs one
+/// look-up, one Poly1305 check and one send.
+final class PresenceServer: Sendable {
+    /// The UDP address cameras send keepalives to.
+    let address: SocketAddress
+    private let channel: any Channel
+    private let table: PresenceTable
+
+    private init(address: SocketAddress, channel: any Channel, table: PresenceTable) {
+        self.address = address
+        self.channel = channel
+        self.table = table
+    }
+
+    /// Binds `host:port` (0 picks a free port) and starts answering keepalives.
+    static func start(
+        host: String, port: Int, configuration: PresenceStateMachine.Configuration,
+        group: any EventLoopGroup, logger: Logger
+    ) async throws -> PresenceServer {
+        let table = PresenceTable(configuration: configuration)
+        let channel = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(PresenceDatagramHandler(table: table, logger: logger))
+                }
+            }
+            .bind(host: host, port: port).get()
+        guard let address = channel.localAddress else {
+            try? await channel.close()
+            throw CloudError(code: .connectionFailed, detail: "the presence socket has no local address")
+        }
+        logger.info("presence listening", metadata: ["address": "\(address)"])
+        return PresenceServer(address: address, channel: channel, table: table)
+    }
+
+    /// The keepalive interval announced to cameras.
+    var keepaliveInterval: Duration { table.configuration.keepaliveInterval }
+
+    /// A grant (and its session) for a camera that just proved its key; nil when the table is full.
+    func open(_ deviceID: DeviceID) -> (grant: PresenceGrant, session: PresenceSessionID)? {
+        guard let (session, key) = table.withLock({ machine in
+            var generator = SystemRandomNumberGenerator()
+            return machine.open(deviceID, now: .now, using: &generator)
+        }) else { return nil }
+        let seconds = Int(table.configuration.keepaliveInterval / .seconds(1))
+        return (PresenceGrant(port: address.port ?? 0, session: session, key: key, keepaliveSeconds: seconds), session)
+    }
+
+    /// Sends `session` a wake; false when it has no UDP address to wake.
+    func wake(_ session: PresenceSessionID) -> Bool {
+        guard case .send(let bytes, let to)? = table.withLock({ $0.wake(session) }) else { return false }
+        PresenceMetrics.wakes.increment()
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes)), promise: nil)
+        return true
+    }
+
+    /// Whether `session` is kept alive over UDP now.
+    func isLive(_ session: PresenceSessionID) -> Bool { table.withLock { $0.isLive(session, now: .now) } }
+
+    /// Forgets `session`.
+    func close(_ session: PresenceSessionID) { table.withLock { $0.close(session) } }
+
+    /// Forgets the sessions that timed out; returns them.
+    func expire() -> [(session: PresenceSessionID, deviceID: DeviceID)] {
+        let expired = table.withLock { $0.expire(now: .now) }
+        PresenceMetrics.sessions.record(table.withLock { $0.count })
+        return expired
+    }
+
+    /// Sessions held.
+    var count: Int { table.withLock { $0.count } }
+
+    /// Closes the socket.
+    func stop() async {
+        try? await channel.close()
+    }
+}
+
+/// The presence table shared by the socket's handler and the hub.
+final class PresenceTable: Sendable {
+    let configuration: PresenceStateMachine.Configuration
+    private let machine: Mutex<PresenceStateMachine>
+
+    init(configuration: PresenceStateMachine.Configuration) {
+        self.configuration = configuration
+        self.machine = Mutex(PresenceStateMachine(configuration: configuration))
+    }
+
+    func withLock<T: Sendable>(_ body: (inout PresenceStateMachine) -> T) -> T {
+        machine.withLock { body(&$0) }
+    }
+}
+
+/// The metrics of presence (listed with the others at ``RendezvousMetrics``).
+enum PresenceMetrics {
+    static let answered = Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", "answered")])
+    static let wakes = Counter(label: "cloud_presence_wakes_total")
+    static let sessions = Gauge(label: "cloud_presence_sessions")
+    static func dropped(_ code: PresenceError.Code) -> Counter {
+        if code == .rateLimited { RendezvousMetrics.rateLimitHit("presence") }
+        return Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", code.name)])
+    }
+}
+
+/// Feeds each datagram to the table and sends its answer.
+final class PresenceDatagramHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    private let table: PresenceTable
+    private let logger: Logger
+
+    init(table: PresenceTable, logger: Logger) {
+        self.table = table
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        let action = table.withLock { $0.receive(envelope.data.readableBytesView, from: envelope.remoteAddress, now: .now) }
+        switch action {
+        case .send(let bytes, let to):
+            PresenceMetrics.answered.increment()
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
+        case .refuse(let error, let bytes, let to):
+            PresenceMetrics.dropped(error.code).increment()
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
+        case .drop(let error):
+            PresenceMetrics.dropped(error.code).increment()
+            logger.trace("presence datagram dropped", metadata: ["from": "\(envelope.remoteAddress)", "error": "\(error)"])
+        }
+    }
+
+    /// A send error on UDP (an ICMP unreachable reported later) ends nothing.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.trace("presence socket error", metadata: ["error": "\(error)"])
+    }
+}

@@ -1,0 +1,167 @@
+import Crypto
+import Foundation
+import NIOCore
+import SourceLimits
+import Traversal
+
+/// The cloud's side of UDP presence (the flow: ``Traversal/PresenceProtocol``), sans-I/O: time is
+/// passed in as `now`, datagrams come in as bytes and replies go out as actions.
+///
+/// A session is opened at a proven TLS registration and lives while authenticated keepalives arrive
+/// (``Configuration/timeout``); each keepalive's source is where a wake goes. Datagrams are checked
+/// cheapest first: length and kind, the source's rate (``Configuration/perSource``), the session, the
+/// tag, the counter. Only an authenticated, fresh keepalive moves any state or gets an answer.
+public struct PresenceStateMachine: Sendable {
+    /// Limits and timing.
+    public struct Configuration: Sendable {
+        /// Keepalive interval announced to cameras.
+        public var keepaliveInterval: Duration
+        /// A session with no authenticated keepalive for this long is gone (three intervals and 5 s).
+        public var timeout: Duration
+        /// Sessions held at once, at most (each costs a few hundred bytes); registrations past it get no presence
+        /// grant and keep their TLS connection.
+        public var maxSessions: Int
+        /// Datagrams per source (IPv4 address or IPv6 /64) before the session is even looked up.
+        public var perSource: TokenBucketRateLimiter<SourceAddressKey>
+
+        /// Default of ``maxSessions``: 1 000 000.
+        public static let defaultMaxSessions = 1_000_000
+        /// Default of ``perSource``: 512 datagrams, then one per 10 ms (a site of 256 cameras keeping
+        /// alive every 20 s sends about 13 a second).
+        public static let defaultPerSource = TokenBucketRateLimiter<SourceAddressKey>(
+            capacity: 512, refillInterval: .milliseconds(10), maxTrackedKeys: 100_000)
+
+        /// A configuration: keepalives every `keepaliveSeconds` (20 s), timeout three intervals and 5 s.
+        public init(
+            keepaliveSeconds: Int = PresenceProtocol.defaultKeepaliveSeconds, timeout: Duration? = nil,
+            maxSessions: Int = defaultMaxSessions, perSource: TokenBucketRateLimiter<SourceAddressKey> = defaultPerSource
+        ) {
+            self.keepaliveInterval = .seconds(keepaliveSeconds)
+            self.timeout = timeout ?? .seconds(keepaliveSeconds * 3 + 5)
+            self.maxSessions = maxSessions
+            self.perSource = perSource
+        }
+    }
+
+    /// What the caller does with a datagram's outcome.
+    public enum Action: Sendable, Equatable {
+        /// Send `bytes` to `address`.
+        case send([UInt8], to: SocketAddress)
+        /// Drop the datagram (count it by the error's code).
+        case drop(PresenceError)
+        /// Refuse the datagram (count it by the error's code) and send `bytes` to `address`: a keepalive
+        /// for a session this cloud does not hold gets ``Traversal/PresenceDatagramKind/unknownSession``.
+        case refuse(PresenceError, answer: [UInt8], to: SocketAddress)
+    }
+
+    /// One camera's presence.
+    struct Session: Sendable {
+        let deviceID: DeviceID
+        let key: SymmetricKey
+        /// Highest counter accepted from the camera (0: none yet).
+        var received: UInt64 = 0
+        /// Last counter the cloud sent.
+        var sent: UInt64 = 0
+        /// Source of the last authenticated keepalive: where the camera is reachable.
+        var address: SocketAddress?
+        /// When the session was opened or last kept alive.
+        var lastSeen: ContinuousClock.Instant
+    }
+
+    /// The limits.
+    public let configuration: Configuration
+    private var sessions: [PresenceSessionID: Session] = [:]
+    private var limiter: TokenBucketRateLimiter<SourceAddressKey>
+
+    /// An empty table.
+    public init(configuration: Configuration = .init()) {
+        self.configuration = configuration
+        self.limiter = configuration.perSource
+    }
+
+    /// Sessions held.
+    public var count: Int { sessions.count }
+
+    /// Opens a session for a camera that just proved its key over TLS; nil when ``Configuration/maxSessions`` are held.
+    public mutating func open(
+        _ deviceID: DeviceID, now: ContinuousClock.Instant, using generator: inout some RandomNumberGenerator
+    ) -> (session: PresenceSessionID, key: SymmetricKey)? {
+        guard sessions.count < configuration.maxSessions else { return nil }
+        var id = PresenceSessionID.random(using: &generator)
+        while sessions[id] != nil { id = PresenceSessionID.random(using: &generator) }
+        let keyBytes = (0..<PresenceProtocol.keyLength / 8).flatMap { _ in
+            withUnsafeBytes(of: generator.next()) { Array($0) }
+        }
+        let key = SymmetricKey(data: keyBytes)
+        sessions[id] = Session(deviceID: deviceID, key: key, lastSeen: now)
+        return (id, key)
+    }
+
+    /// Handles one datagram from `source`.
+    public mutating func receive(_ bytes: some Collection<UInt8>, from source: SocketAddress, now: ContinuousClock.Instant) -> Action {
+        let header: PresenceDatagram
+        do {
+            header = try PresenceDatagram.peek(bytes)
+        } catch let error as PresenceError {
+            return .drop(error)
+        } catch {
+            return .drop(PresenceError(code: .malformed, detail: "\(error)"))
+        }
+        guard header.kind == .keepalive else {
+            return .drop(PresenceError(code: .unexpectedKind, detail: "\(header.kind) sent to the cloud"))
+        }
+        guard limiter.admit(SourceAddressKey(source), now: now) else {
+            return .drop(PresenceError(code: .rateLimited, detail: "from \(SourceAddressKey(source))"))
+        }
+        guard var session = sessions[header.session] else {
+            return .refuse(
+                PresenceError(code: .unknownSession, detail: "session \(header.session)"), answer: header.unknownSessionAnswer, to: source)
+        }
+        do {
+            _ = try PresenceDatagram.open(bytes, with: session.key)
+        } catch let error as PresenceError {
+            return .drop(error)
+        } catch {
+            return .drop(PresenceError(code: .unauthenticated, detail: "\(error)"))
+        }
+        guard header.counter > session.received else {
+            return .drop(PresenceError(code: .replayed, detail: "counter \(header.counter) ≤ \(session.received)"))
+        }
+        session.received = header.counter
+        session.address = source
+        session.lastSeen = now
+        session.sent += 1
+        sessions[header.session] = session
+        return .send(PresenceDatagram(kind: .ack, session: header.session, counter: session.sent).sealed(with: session.key), to: source)
+    }
+
+    /// The wake datagram for `session` and where to send it; nil when the session is unknown or the camera
+    /// never kept it alive over UDP (it has no address to wake).
+    public mutating func wake(_ session: PresenceSessionID) -> Action? {
+        guard var state = sessions[session], let address = state.address else { return nil }
+        state.sent += 1
+        sessions[session] = state
+        return .send(PresenceDatagram(kind: .wake, session: session, counter: state.sent).sealed(with: state.key), to: address)
+    }
+
+    /// Whether `session` was kept alive over UDP within ``Configuration/timeout``: the camera may be without TLS.
+    public func isLive(_ session: PresenceSessionID, now: ContinuousClock.Instant) -> Bool {
+        guard let state = sessions[session], state.received > 0 else { return false }
+        return now - state.lastSeen < configuration.timeout
+    }
+
+    /// Forgets a session (replaced by a newer registration, or its camera went away).
+    public mutating func close(_ session: PresenceSessionID) {
+        sessions[session] = nil
+    }
+
+    /// Forgets every session not kept alive within ``Configuration/timeout``; returns them with their devices.
+    public mutating func expire(now: ContinuousClock.Instant) -> [(session: PresenceSessionID, deviceID: DeviceID)] {
+        var expired: [(session: PresenceSessionID, deviceID: DeviceID)] = []
+        for (id, state) in sessions where now - state.lastSeen >= configuration.timeout {
+            expired.append((id, state.deviceID))
+        }
+        for (id, _) in expired { sessions[id] = nil }
+        return expired
+    }
+}

@@ -1,0 +1,228 @@
+import Crypto
+import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A camera's side of UDP presence (the flow: ``PresenceProtocol``), sans-I/O: time is passed in as
+/// `now`; it returns the datagrams to send and what happened, and says when it next needs to run.
+///
+/// It first probes: ``Configuration/probes`` keepalives ``Configuration/probeInterval`` apart while the
+/// camera still holds TLS. An ack confirms that UDP works (the camera may then drop TLS); no ack at
+/// all means UDP is blocked and the camera keeps TLS presence. Once confirmed, a keepalive goes every
+/// ``Configuration/keepaliveInterval``; no ack for ``Configuration/livenessTimeout``, or the cloud's
+/// `unknownSession` answer to the latest keepalive, loses the presence, and an authenticated wake ends it (the camera reconnects over TLS for the introduction).
+public struct CameraPresenceStateMachine: Sendable {
+    /// Timing.
+    public struct Configuration: Sendable, Hashable {
+        /// Between keepalives once confirmed (the cloud's ``PresenceGrant/keepaliveSeconds``).
+        public var keepaliveInterval: Duration
+        /// Keepalives sent to find out whether UDP reaches the cloud at all.
+        public var probes: Int
+        /// Between probes.
+        public var probeInterval: Duration
+        /// No ack for this long after the last one: presence lost (two keepalive intervals and 5 s, under
+        /// the cloud's three intervals and 5 s, so the camera notices first).
+        public var livenessTimeout: Duration
+
+        /// Keepalives every `keepaliveInterval`, 3 probes 1 s apart.
+        public init(keepaliveInterval: Duration, probes: Int = 3, probeInterval: Duration = .seconds(1), livenessTimeout: Duration? = nil) {
+            self.keepaliveInterval = keepaliveInterval
+            self.probes = max(1, probes)
+            self.probeInterval = probeInterval
+            self.livenessTimeout = livenessTimeout ?? keepaliveInterval * 2 + .seconds(5)
+        }
+    }
+
+    /// Where the presence is.
+    public enum State: Sendable, Hashable {
+        /// Probes sent, no ack yet.
+        case probing(sent: Int)
+        /// Acks arrive; the last one at `lastAck`.
+        case confirmed(lastAck: ContinuousClock.Instant)
+        /// Over: woken, lost, or UDP never answered.
+        case ended
+    }
+
+    /// What the caller does.
+    public enum Action: Sendable, Hashable {
+        /// Send these bytes to the cloud's presence port.
+        case send([UInt8])
+        /// The first ack: UDP reaches the cloud and back; TLS may be dropped.
+        case confirmed
+        /// The cloud asks the camera to connect over TLS now (a viewer is waiting).
+        case wake
+        /// Acks stopped, or the cloud holds no such session: presence lost, connect over TLS again.
+        case lost
+        /// No probe was answered: UDP does not work here, keep TLS.
+        case unavailable
+    }
+
+    /// The timing.
+    public let configuration: Configuration
+    /// The current state.
+    public private(set) var state: State = .probing(sent: 0)
+    private let session: PresenceSessionID
+    private let key: SymmetricKey
+    private var sent: UInt64 = 0
+    private var received: UInt64 = 0
+    private var nextSend: ContinuousClock.Instant
+
+    /// A presence for the granted `session` and `key`; the first probe is due at `now`.
+    public init(session: PresenceSessionID, key: SymmetricKey, configuration: Configuration, now: ContinuousClock.Instant) {
+        self.session = session
+        self.key = key
+        self.configuration = configuration
+        self.nextSend = now
+    }
+
+    /// When ``tick(now:)`` should run next; nil once ended.
+    public var nextDeadline: ContinuousClock.Instant? {
+        switch state {
+        case .probing, .confirmed: nextSend
+        case .ended: nil
+        }
+    }
+
+    /// Sends what is due and notices silence.
+    public mutating func tick(now: ContinuousClock.Instant) -> [Action] {
+        switch state {
+        case .ended:
+            return []
+        case .probing(let probes):
+            guard now >= nextSend else { return [] }
+            if probes >= configuration.probes {
+                state = .ended
+                return [.unavailable]
+            }
+            state = .probing(sent: probes + 1)
+            nextSend = now + configuration.probeInterval
+            return [keepalive()]
+        case .confirmed(let lastAck):
+            if now - lastAck >= configuration.livenessTimeout {
+                state = .ended
+                return [.lost]
+            }
+            guard now >= nextSend else { return [] }
+            // Due again at the next interval, or in time to notice the liveness timeout.
+            nextSend = min(now + configuration.keepaliveInterval, lastAck + configuration.livenessTimeout)
+            return [keepalive()]
+        }
+    }
+
+    /// Handles a datagram from the cloud's presence address; nil when it is dropped or changes nothing visible.
+    public mutating func receive(_ bytes: some Collection<UInt8>, now: ContinuousClock.Instant) -> Action? {
+        if let header = try? PresenceDatagram.peek(bytes), header.kind == .unknownSession {
+            // Unauthenticated: believed only for this session and the latest keepalive's counter.
+            guard state != .ended, header.session == session, header.counter == sent, sent > 0 else { return nil }
+            state = .ended
+            return .lost
+        }
+        guard state != .ended, let datagram = try? PresenceDatagram.open(bytes, with: key), datagram.session == session,
+            datagram.kind != .keepalive, datagram.counter > received
+        else { return nil }
+        received = datagram.counter
+        switch (datagram.kind, state) {
+        case (.wake, _):
+            state = .ended
+            return .wake
+        case (_, .probing):
+            state = .confirmed(lastAck: now)
+            nextSend = now + configuration.keepaliveInterval
+            return .confirmed
+        default:
+            state = .confirmed(lastAck: now)
+            return nil
+        }
+    }
+
+    private mutating func keepalive() -> Action {
+        sent += 1
+        return .send(PresenceDatagram(kind: .keepalive, session: session, counter: sent).sealed(with: key))
+    }
+}
+
+/// Runs a camera's UDP presence over a socket of its own until it ends (``CameraPresenceStateMachine``).
+enum CameraPresenceLink {
+    /// How a presence ended.
+    enum Outcome: Sendable, Hashable {
+        /// Woken: a viewer waits; connect over TLS now.
+        case wake
+        /// Acks stopped.
+        case lost
+        /// UDP never answered.
+        case unavailable
+    }
+
+    /// Sends keepalives for `grant` to `host` at the grant's port from a fresh socket; `onConfirmed` runs at the first ack.
+    ///
+    /// - Throws: ``CloudError`` when the grant or the host is unusable or the socket cannot be opened; `CancellationError`.
+    static func run(
+        grant: PresenceGrant, host: String, probes: Int = 3,
+        onConfirmed: @escaping @Sendable () async -> Void
+    ) async throws -> Outcome {
+        let (session, key) = try grant.decoded()
+        let remote: SocketAddress
+        do {
+            remote = try SocketAddress.makeAddressResolvingHost(host, port: grant.port)
+        } catch {
+            throw CloudError(code: .connectionFailed, detail: "presence address \(host):\(grant.port): \(error)")
+        }
+        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: remote.protocol == .inet6 ? "::" : "0.0.0.0", port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let machine = LockedPresence(CameraPresenceStateMachine(
+            session: session, key: key,
+            configuration: .init(keepaliveInterval: .seconds(grant.keepaliveSeconds), probes: probes), now: .now))
+        return try await channel.executeThenClose { inbound, outbound in
+            @Sendable func perform(_ action: CameraPresenceStateMachine.Action) async throws -> Outcome? {
+                switch action {
+                case .send(let bytes):
+                    // A send refused by the network (UDP blocked) is what the probes find out; not an error here.
+                    try? await outbound.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: bytes)))
+                    return nil
+                case .confirmed:
+                    await onConfirmed()
+                    return nil
+                case .wake: return .wake
+                case .lost: return .lost
+                case .unavailable: return .unavailable
+                }
+            }
+            return try await withThrowingTaskGroup(of: Outcome?.self) { group in
+                group.addTask {
+                    for try await envelope in inbound where envelope.remoteAddress == remote {
+                        let action = machine.state.withLock { $0.receive(envelope.data.readableBytesView, now: .now) }
+                        if let action, let outcome = try await perform(action) { return outcome }
+                    }
+                    return nil
+                }
+                group.addTask {
+                    while true {
+                        let (actions, deadline) = machine.state.withLock { ($0.tick(now: .now), $0.nextDeadline) }
+                        for action in actions {
+                            if let outcome = try await perform(action) { return outcome }
+                        }
+                        guard let deadline else { return nil }
+                        try await Task.sleep(until: deadline)
+                    }
+                }
+                defer { group.cancelAll() }
+                while let result = try await group.next() {
+                    if let outcome = result { return outcome }
+                }
+                try Task.checkCancellation()
+                return .lost
+            }
+        }
+    }
+}
+
+/// A camera presence shared by the socket's reader and its timer.
+private final class LockedPresence: Sendable {
+    let state: Mutex<CameraPresenceStateMachine>
+    init(_ machine: CameraPresenceStateMachine) { state = Mutex(machine) }
+}

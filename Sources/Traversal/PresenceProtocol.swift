@@ -1,0 +1,250 @@
+import Crypto
+import Foundation
+
+/// UDP presence: how a registered camera stays reachable without holding a TLS connection.
+///
+/// ```
+///  camera (behind NAT)                         cloud
+///    │ TLS: register … prove ───────────────────►│
+///    │◄─────────── registered{…, presence{port, session, key, keepaliveSeconds}}
+///    │ UDP keepalive{session, n=1} ─────────────►│  authenticated, counter fresh: the camera is present,
+///    │◄──────────────────────── UDP ack{m=1}     │  reachable at the datagram's source (its NAT mapping)
+///    │ (ack seen, no introduction for a while: closes TLS; the cloud keeps the registration)
+///    │ UDP keepalive{n=2} every keepaliveSeconds ►│  (also holds the NAT mapping open)
+///    │◄──────────────────────── UDP ack{m=2}     │
+///    │                                           │◄──── introduce (viewer)
+///    │◄──────────────────────── UDP wake{m=3}     │  offer held until the camera is back on TLS
+///    │ TLS: register … prove (known key: one signature check) ►│
+///    │◄──────────── registered, offer{…}          │  … answer, start as on any TLS session
+///    │◄──────────────── UDP unknownSession{n}     │  (a restarted cloud: register over TLS again)
+///    │ no ack for ``CameraPresenceStateMachine/Configuration/livenessTimeout``: TLS again (presence lost)
+///    │ no ack to the first ``CameraPresenceStateMachine/Configuration/probes`` keepalives (UDP blocked): TLS stays
+/// ```
+///
+/// A datagram is 41 bytes, sealed with ChaCha20-Poly1305 (RFC 8439) under the session key the cloud
+/// sent inside the authenticated TLS registration; the header is the associated data:
+///
+/// ```
+///  0      1                  17                 25                 41
+///  ┌──────┬──────────────────┬──────────────────┬──────────────────┐
+///  │ kind │ session (16 B)   │ counter (u64 BE) │ Poly1305 tag     │
+///  └──────┴──────────────────┴──────────────────┴──────────────────┘
+///  nonce = direction (u32 BE: 1 camera→cloud, 2 cloud→camera) ‖ counter
+/// ```
+///
+/// Each sender's counter starts at 1 and only grows; a receiver accepts a counter only above the highest
+/// it accepted, so a replayed or reordered datagram is dropped (keepalives are an interval apart, so
+/// a dropped reordered one costs nothing). The cloud answers authenticated keepalives with an ack of
+/// the same size and wakes only the address of the last one; a keepalive for a session it does not hold
+/// gets an `unknownSession` of the same size (rate-limited per source like everything): no amplification.
+/// That one answer is unauthenticated, so someone who sees a camera's keepalives can make it register
+/// again over TLS — no more than dropping its datagrams would do — and a restarted cloud gets its
+/// fleet back within one keepalive interval, spread over it, instead of after the liveness timeout.
+public enum PresenceProtocol {
+    /// Bytes of every presence datagram.
+    public static let datagramLength = headerLength + tagLength
+    /// Bytes of the header (kind, session, counter), authenticated as associated data.
+    public static let headerLength = 1 + PresenceSessionID.length + 8
+    /// Bytes of the Poly1305 tag (RFC 8439 §2.8).
+    public static let tagLength = 16
+    /// Bytes of the session key (ChaCha20, RFC 8439 §2.3).
+    public static let keyLength = 32
+    /// Default keepalive interval the cloud announces: under the 30 s after which many NATs forget a UDP mapping.
+    public static let defaultKeepaliveSeconds = 20
+}
+
+/// What a presence datagram says.
+public enum PresenceDatagramKind: UInt8, Sendable, Hashable {
+    /// Camera → cloud: still here, at this address.
+    case keepalive = 1
+    /// Cloud → camera: keepalive received.
+    case ack = 2
+    /// Cloud → camera: a viewer asks for you; connect over TLS now.
+    case wake = 3
+    /// Cloud → camera, not authenticated (the cloud has no key for it): this cloud holds no such session
+    /// (it restarted, or the session expired); register over TLS again. It echoes the keepalive's counter,
+    /// and the camera believes it only for its own session and its latest keepalive.
+    case unknownSession = 4
+
+    /// The nonce prefix of this kind's direction.
+    var direction: UInt32 { self == .keepalive ? 1 : 2 }
+}
+
+/// A presence session's identifier, random per registration (16 bytes).
+public struct PresenceSessionID: Sendable, Hashable, CustomStringConvertible {
+    /// Bytes of the identifier.
+    public static let length = 16
+    /// The first 8 bytes, big-endian.
+    public let high: UInt64
+    /// The last 8 bytes, big-endian.
+    public let low: UInt64
+
+    /// An identifier from its two halves.
+    public init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
+
+    /// A fresh random identifier drawn from `generator`.
+    public static func random(using generator: inout some RandomNumberGenerator) -> PresenceSessionID {
+        PresenceSessionID(high: generator.next(), low: generator.next())
+    }
+
+    /// The identifier from its 16 bytes, or nil for another length.
+    public init?(bytes: some Collection<UInt8>) {
+        guard bytes.count == Self.length else { return nil }
+        let array = Array(bytes)
+        high = array[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
+        low = array[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// The 16 bytes.
+    public var bytes: [UInt8] { Self.bigEndian(high) + Self.bigEndian(low) }
+
+    /// The identifier as base64, as ``PresenceGrant`` carries it.
+    public var description: String { Data(bytes).base64EncodedString() }
+
+    static func bigEndian(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) } }
+}
+
+/// What the cloud hands a registered camera for UDP presence, inside the TLS `registered` message.
+public struct PresenceGrant: Codable, Sendable, Hashable {
+    /// The cloud's presence UDP port, on the address the camera dialled.
+    public var port: Int
+    /// The session identifier (base64 of ``PresenceSessionID/length`` bytes).
+    public var session: String
+    /// The session key (base64 of ``PresenceProtocol/keyLength`` bytes); it never leaves TLS.
+    public var key: String
+    /// How often the camera sends a keepalive, in seconds.
+    public var keepaliveSeconds: Int
+
+    /// A grant for `session` under `key`.
+    public init(port: Int, session: PresenceSessionID, key: SymmetricKey, keepaliveSeconds: Int) {
+        self.port = port
+        self.session = session.description
+        self.key = key.withUnsafeBytes { Data($0).base64EncodedString() }
+        self.keepaliveSeconds = keepaliveSeconds
+    }
+
+    /// The session identifier and key, checked.
+    ///
+    /// - Throws: ``CloudProtocolError`` `.invalidField` naming the field.
+    public func decoded() throws -> (session: PresenceSessionID, key: SymmetricKey) {
+        let id = try CloudMessage.base64(session, length: PresenceSessionID.length, field: "presence.session")
+        let key = try CloudMessage.base64(key, length: PresenceProtocol.keyLength, field: "presence.key")
+        return (PresenceSessionID(bytes: id)!, SymmetricKey(data: key))
+    }
+
+    /// Checks every field (port, lengths, interval).
+    func validate() throws {
+        guard (1...65535).contains(port) else { throw CloudProtocolError.invalid("presence.port", "out of range") }
+        guard (1...CloudProtocol.maxKeepaliveSeconds).contains(keepaliveSeconds) else {
+            throw CloudProtocolError.invalid("presence.keepaliveSeconds", "out of range")
+        }
+        _ = try decoded()
+    }
+}
+
+/// One presence datagram: sealing and opening (pure: bytes in, values or a typed error out).
+public struct PresenceDatagram: Sendable, Hashable {
+    /// What it says.
+    public var kind: PresenceDatagramKind
+    /// Whose session.
+    public var session: PresenceSessionID
+    /// The sender's counter (nonce and replay protection).
+    public var counter: UInt64
+
+    /// A datagram to seal.
+    public init(kind: PresenceDatagramKind, session: PresenceSessionID, counter: UInt64) {
+        self.kind = kind
+        self.session = session
+        self.counter = counter
+    }
+
+    /// The header bytes: kind, session, counter.
+    var header: [UInt8] { [kind.rawValue] + session.bytes + PresenceSessionID.bigEndian(counter) }
+
+    /// The 12-byte ChaCha20-Poly1305 nonce: direction ‖ counter.
+    var nonce: ChaChaPoly.Nonce {
+        let direction = kind.direction
+        let prefix: [UInt8] = (0..<4).map { UInt8(truncatingIfNeeded: direction >> (24 - 8 * $0)) }
+        return try! ChaChaPoly.Nonce(data: prefix + PresenceSessionID.bigEndian(counter))
+    }
+
+    /// The ``PresenceDatagramKind/unknownSession`` answer to this keepalive: its session and counter, no tag.
+    public var unknownSessionAnswer: [UInt8] {
+        PresenceDatagram(kind: .unknownSession, session: session, counter: counter).header
+            + [UInt8](repeating: 0, count: PresenceProtocol.tagLength)
+    }
+
+    /// The datagram's ``PresenceProtocol/datagramLength`` bytes, authenticated under `key`.
+    public func sealed(with key: SymmetricKey) -> [UInt8] {
+        let header = header
+        let box = try! ChaChaPoly.seal(Data(), using: key, nonce: nonce, authenticating: header)
+        return header + Array(box.tag)
+    }
+
+    /// Reads the header without authenticating it (to find the session's key).
+    ///
+    /// - Throws: ``PresenceError`` `.malformed` for a wrong length or an unknown kind.
+    public static func peek(_ bytes: some Collection<UInt8>) throws -> PresenceDatagram {
+        guard bytes.count == PresenceProtocol.datagramLength else {
+            throw PresenceError(code: .malformed, detail: "\(bytes.count) bytes, not \(PresenceProtocol.datagramLength)")
+        }
+        let array = Array(bytes)
+        guard let kind = PresenceDatagramKind(rawValue: array[0]) else {
+            throw PresenceError(code: .malformed, detail: "unknown kind \(array[0]) at offset 0")
+        }
+        let session = PresenceSessionID(bytes: array[1..<17])!
+        let counter = array[17..<25].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return PresenceDatagram(kind: kind, session: session, counter: counter)
+    }
+
+    /// Reads and authenticates a datagram under `key`.
+    ///
+    /// - Throws: ``PresenceError`` `.malformed`, or `.unauthenticated` when the tag does not verify.
+    public static func open(_ bytes: some Collection<UInt8>, with key: SymmetricKey) throws -> PresenceDatagram {
+        let datagram = try peek(bytes)
+        let array = Array(bytes)
+        do {
+            let box = try ChaChaPoly.SealedBox(
+                nonce: datagram.nonce, ciphertext: Data(), tag: Data(array[PresenceProtocol.headerLength...]))
+            _ = try ChaChaPoly.open(box, using: key, authenticating: Array(array[0..<PresenceProtocol.headerLength]))
+        } catch {
+            throw PresenceError(code: .unauthenticated, detail: "tag of \(datagram.kind) does not verify")
+        }
+        return datagram
+    }
+}
+
+/// Why a presence datagram was dropped.
+public struct PresenceError: CodedError, Hashable {
+    /// A stable reason code (also the `reason` of the drop metric).
+    public struct Code: ErrorCode {
+        /// The code's stable name.
+        public let name: String
+        /// Wrong length or unknown kind.
+        public static let malformed = Code(name: "malformed")
+        /// No such session (never granted, expired or replaced).
+        public static let unknownSession = Code(name: "unknown-session")
+        /// The tag does not verify under the session's key.
+        public static let unauthenticated = Code(name: "unauthenticated")
+        /// A counter not above the highest accepted: a replay or a reordered datagram.
+        public static let replayed = Code(name: "replayed")
+        /// A kind this side never receives (e.g. a wake sent to the cloud).
+        public static let unexpectedKind = Code(name: "unexpected-kind")
+        /// The source sent more than its rate allows.
+        public static let rateLimited = Code(name: "rate-limited")
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// Where and why.
+    public let detail: String
+
+    /// An error with a code and detail.
+    public init(code: Code, detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+}

@@ -1,0 +1,126 @@
+import Crypto
+import NIOCore
+import SourceLimits
+import Testing
+@testable import Rendezvous
+@testable import Traversal
+
+/// The cloud's UDP presence table as data: only authenticated, fresh keepalives count; wakes go to the
+/// last authenticated source; limits per source and in all; expiry by injected time.
+@Suite struct PresenceStateMachineTests {
+    let t0 = ContinuousClock.now
+    let device = DeviceIdentity.generate().deviceID
+    let camera = try! SocketAddress(ipAddress: "198.51.100.7", port: 40_000)
+    let attacker = try! SocketAddress(ipAddress: "203.0.113.66", port: 5555)
+
+    func keepalive(_ grant: (session: PresenceSessionID, key: SymmetricKey), _ counter: UInt64) -> [UInt8] {
+        PresenceDatagram(kind: .keepalive, session: grant.session, counter: counter).sealed(with: grant.key)
+    }
+
+    func opened(_ m: inout PresenceStateMachine) -> (session: PresenceSessionID, key: SymmetricKey) {
+        var generator = SystemRandomNumberGenerator()
+        return m.open(device, now: t0, using: &generator)!
+    }
+
+    func dropCode(_ action: PresenceStateMachine.Action) -> PresenceError.Code? {
+        switch action {
+        case .drop(let error), .refuse(let error, _, _): return error.code
+        case .send: return nil
+        }
+    }
+
+    @Test func anAuthenticatedKeepaliveIsAckedSameSizeAndMakesTheCameraLive() throws {
+        var m = PresenceStateMachine()
+        let grant = opened(&m)
+        #expect(!m.isLive(grant.session, now: t0), "granted is not yet kept alive over UDP")
+        let request = keepalive(grant, 1)
+        guard case .send(let reply, let to) = m.receive(request, from: camera, now: t0) else {
+            Issue.record("keepalive not answered")
+            return
+        }
+        #expect(to == camera && reply.count == request.count, "no amplification: the ack is the keepalive's size")
+        let ack = try PresenceDatagram.open(reply, with: grant.key)
+        #expect(ack.kind == .ack && ack.session == grant.session)
+        #expect(m.isLive(grant.session, now: t0 + .seconds(60)))
+        #expect(!m.isLive(grant.session, now: t0 + m.configuration.timeout))
+    }
+
+    @Test func replaysForgeriesUnknownSessionsAndWrongKindsAreDroppedWithTypedReasons() {
+        var m = PresenceStateMachine()
+        let grant = opened(&m)
+        _ = m.receive(keepalive(grant, 5), from: camera, now: t0)
+        #expect(dropCode(m.receive(keepalive(grant, 5), from: camera, now: t0)) == .replayed)
+        #expect(dropCode(m.receive(keepalive(grant, 4), from: attacker, now: t0)) == .replayed)
+        let forged = PresenceDatagram(kind: .keepalive, session: grant.session, counter: 9).sealed(with: SymmetricKey(size: .bits256))
+        #expect(dropCode(m.receive(forged, from: attacker, now: t0)) == .unauthenticated)
+        let stranger = (session: PresenceSessionID(high: 1, low: 1), key: grant.key)
+        #expect(dropCode(m.receive(keepalive(stranger, 1), from: attacker, now: t0)) == .unknownSession)
+        let wake = PresenceDatagram(kind: .wake, session: grant.session, counter: 10).sealed(with: grant.key)
+        #expect(dropCode(m.receive(wake, from: attacker, now: t0)) == .unexpectedKind)
+        #expect(dropCode(m.receive([0x01, 0x02], from: attacker, now: t0)) == .malformed)
+        // None of it moved the wake address away from the camera.
+        guard case .send(_, let to)? = m.wake(grant.session) else {
+            Issue.record("no wake")
+            return
+        }
+        #expect(to == camera)
+    }
+
+    @Test func theWakeGoesToTheLatestAuthenticatedSourceAndIsFresh() throws {
+        var m = PresenceStateMachine()
+        let grant = opened(&m)
+        #expect(m.wake(grant.session) == nil, "no keepalive yet: nowhere to wake")
+        _ = m.receive(keepalive(grant, 1), from: camera, now: t0)
+        let moved = try SocketAddress(ipAddress: "198.51.100.7", port: 40_001)   // the NAT gave a new mapping
+        guard case .send(let ackBytes, _) = m.receive(keepalive(grant, 2), from: moved, now: t0 + .seconds(20)),
+            case .send(let wakeBytes, let to)? = m.wake(grant.session)
+        else {
+            Issue.record("no ack or wake")
+            return
+        }
+        #expect(to == moved)
+        let ack = try PresenceDatagram.open(ackBytes, with: grant.key)
+        let wake = try PresenceDatagram.open(wakeBytes, with: grant.key)
+        #expect(wake.kind == .wake && wake.counter > ack.counter)
+    }
+
+    @Test func oneSourceIsRateLimitedBeforeAnyLookUpAndOthersAreNot() {
+        var m = PresenceStateMachine(configuration: .init(perSource: .init(capacity: 3, refillInterval: .seconds(1))))
+        let grant = opened(&m)
+        let junk = keepalive((PresenceSessionID(high: 7, low: 7), grant.key), 1)
+        for _ in 0..<3 { #expect(dropCode(m.receive(junk, from: attacker, now: t0)) == .unknownSession) }
+        #expect(dropCode(m.receive(junk, from: attacker, now: t0)) == .rateLimited)
+        if case .send = m.receive(keepalive(grant, 1), from: camera, now: t0) {} else { Issue.record("the camera was limited too") }
+        #expect(dropCode(m.receive(junk, from: attacker, now: t0 + .seconds(1))) == .unknownSession, "a token came back")
+    }
+
+    @Test func sessionsAreBoundedAndExpireWithoutKeepalives() {
+        var m = PresenceStateMachine(configuration: .init(keepaliveSeconds: 20, maxSessions: 2))
+        let kept = opened(&m)
+        let silent = opened(&m)
+        var generator = SystemRandomNumberGenerator()
+        #expect(m.open(device, now: t0, using: &generator) == nil, "full")
+        let timeout = m.configuration.timeout
+        #expect(timeout == .seconds(65))
+        _ = m.receive(keepalive(kept, 1), from: camera, now: t0 + .seconds(40))
+        let expired = m.expire(now: t0 + timeout)
+        #expect(expired.map(\.session) == [silent.session] && expired.first?.deviceID == device)
+        #expect(m.count == 1 && m.isLive(kept.session, now: t0 + timeout))
+        #expect(m.expire(now: t0 + .seconds(40) + timeout).map(\.session) == [kept.session])
+        #expect(m.count == 0 && m.wake(kept.session) == nil)
+    }
+
+    @Test func aKeepaliveForASessionNotHeldGetsASameSizeUnknownSessionAnswer() throws {
+        var m = PresenceStateMachine()
+        let grant = opened(&m)
+        m.close(grant.session)
+        let request = keepalive(grant, 12)
+        guard case .refuse(let error, let answer, let to) = m.receive(request, from: camera, now: t0) else {
+            Issue.record("not refused")
+            return
+        }
+        #expect(error.code == .unknownSession && to == camera && answer.count == request.count)
+        let header = try PresenceDatagram.peek(answer)
+        #expect(header == PresenceDatagram(kind: .unknownSession, session: grant.session, counter: 12))
+    }
+}

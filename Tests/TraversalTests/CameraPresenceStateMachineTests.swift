@@ -1,0 +1,105 @@
+import Crypto
+import Testing
+@testable import Traversal
+
+/// The camera's UDP presence as data: probes, confirmation, keepalives, wake, loss and fallback, with time moved by hand.
+@Suite struct CameraPresenceStateMachineTests {
+    let key = SymmetricKey(size: .bits256)
+    let session = PresenceSessionID(high: 1, low: 2)
+    let t0 = ContinuousClock.now
+    let configuration = CameraPresenceStateMachine.Configuration(keepaliveInterval: .seconds(20))
+
+    func machine() -> CameraPresenceStateMachine {
+        CameraPresenceStateMachine(session: session, key: key, configuration: configuration, now: t0)
+    }
+
+    /// A datagram the cloud would send.
+    func fromCloud(_ kind: PresenceDatagramKind, _ counter: UInt64, key: SymmetricKey? = nil) -> [UInt8] {
+        PresenceDatagram(kind: kind, session: session, counter: counter).sealed(with: key ?? self.key)
+    }
+
+    /// The keepalive counters in `actions`, opened under the session key.
+    func keepalives(_ actions: [CameraPresenceStateMachine.Action]) -> [UInt64] {
+        actions.compactMap {
+            guard case .send(let bytes) = $0, let d = try? PresenceDatagram.open(bytes, with: key), d.kind == .keepalive else { return nil }
+            return d.counter
+        }
+    }
+
+    @Test func unansweredProbesMeanUDPIsBlockedAndTLSStays() {
+        var m = machine()
+        #expect(keepalives(m.tick(now: t0)) == [1])
+        #expect(m.tick(now: t0 + .milliseconds(500)).isEmpty)
+        #expect(keepalives(m.tick(now: t0 + .seconds(1))) == [2])
+        #expect(keepalives(m.tick(now: t0 + .seconds(2))) == [3])
+        #expect(m.tick(now: t0 + .seconds(3)) == [.unavailable])
+        #expect(m.state == .ended && m.nextDeadline == nil)
+        #expect(m.tick(now: t0 + .seconds(60)).isEmpty)
+    }
+
+    @Test func anAckConfirmsThenKeepalivesFollowTheInterval() {
+        var m = machine()
+        _ = m.tick(now: t0)
+        #expect(m.receive(fromCloud(.ack, 1), now: t0 + .milliseconds(10)) == .confirmed)
+        #expect(m.nextDeadline == t0 + .milliseconds(10) + .seconds(20))
+        #expect(m.tick(now: t0 + .seconds(5)).isEmpty)
+        #expect(keepalives(m.tick(now: t0 + .seconds(21))) == [2])
+        #expect(m.receive(fromCloud(.ack, 2), now: t0 + .seconds(21)) == nil)
+        #expect(m.state == .confirmed(lastAck: t0 + .seconds(21)))
+    }
+
+    @Test func acksStoppingLosesThePresence() {
+        var m = machine()
+        _ = m.tick(now: t0)
+        _ = m.receive(fromCloud(.ack, 1), now: t0)
+        var now = t0
+        var lost = false
+        for _ in 0..<20 where !lost {
+            now = m.nextDeadline ?? now
+            lost = m.tick(now: now).contains(.lost)
+        }
+        #expect(lost && m.state == .ended)
+        #expect(now - t0 >= configuration.livenessTimeout)
+    }
+
+    @Test func theCloudsUnknownSessionAnswerToTheLatestKeepaliveLosesThePresence() {
+        var m = machine()
+        _ = m.tick(now: t0)
+        _ = m.receive(fromCloud(.ack, 1), now: t0)
+        _ = m.tick(now: t0 + .seconds(20))      // keepalive 2
+        let answer = { (counter: UInt64, session: PresenceSessionID) in
+            PresenceDatagram(kind: .unknownSession, session: session, counter: counter).unknownSessionAnswer
+        }
+        // Unauthenticated, so believed only for this session and the latest keepalive.
+        #expect(m.receive(answer(1, session), now: t0 + .seconds(20)) == nil)
+        #expect(m.receive(answer(2, PresenceSessionID(high: 5, low: 5)), now: t0 + .seconds(20)) == nil)
+        #expect(m.state == .confirmed(lastAck: t0))
+        #expect(m.receive(answer(2, session), now: t0 + .seconds(20)) == .lost)
+        #expect(m.state == .ended)
+    }
+
+    @Test func aWakeEndsThePresence() {
+        var m = machine()
+        _ = m.tick(now: t0)
+        _ = m.receive(fromCloud(.ack, 1), now: t0)
+        #expect(m.receive(fromCloud(.wake, 2), now: t0 + .seconds(3)) == .wake)
+        #expect(m.state == .ended)
+    }
+
+    @Test func replayedForgedOrForeignDatagramsChangeNothing() {
+        var m = machine()
+        _ = m.tick(now: t0)
+        let ack = fromCloud(.ack, 5)
+        #expect(m.receive(ack, now: t0) == .confirmed)
+        // The same ack again, an older wake, a wake under another key, another session's wake, a keepalive echoed back.
+        #expect(m.receive(ack, now: t0 + .seconds(1)) == nil)
+        #expect(m.receive(fromCloud(.wake, 4), now: t0 + .seconds(1)) == nil)
+        #expect(m.receive(fromCloud(.wake, 6, key: SymmetricKey(size: .bits256)), now: t0 + .seconds(1)) == nil)
+        let foreign = PresenceDatagram(kind: .wake, session: PresenceSessionID(high: 9, low: 9), counter: 7).sealed(with: key)
+        #expect(m.receive(foreign, now: t0 + .seconds(1)) == nil)
+        #expect(m.receive(fromCloud(.keepalive, 8), now: t0 + .seconds(1)) == nil)
+        #expect(m.receive([1, 2, 3], now: t0 + .seconds(1)) == nil)
+        #expect(m.state == .confirmed(lastAck: t0))
+        #expect(m.receive(fromCloud(.wake, 6), now: t0 + .seconds(2)) == .wake)
+    }
+}
