@@ -131,12 +131,16 @@ public final class MultiMessageSocket {
 
     /// Sends one datagram; false when the socket buffer is full.
     public func send(_ bytes: [UInt8]) throws(FloodError) -> Bool {
-        try bytes.withUnsafeBytes { (raw) throws(FloodError) -> Bool in try send(raw) }
+        try sent(bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) })
     }
 
     /// Sends one datagram of `bytes` (to the connected peer); false when the socket buffer is full.
     public func send(_ bytes: UnsafeRawBufferPointer) throws(FloodError) -> Bool {
-        let n = Glibc.send(fd, bytes.baseAddress, bytes.count, 0)
+        try sent(Glibc.send(fd, bytes.baseAddress, bytes.count, 0))
+    }
+
+    /// What a `send` returning `n` means: sent, the socket buffer is full (false), or an error.
+    private func sent(_ n: Int) throws(FloodError) -> Bool {
         if n >= 0 { return true }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ECONNREFUSED { return false }
         throw FloodError("send: \(String(cString: strerror(errno)))")

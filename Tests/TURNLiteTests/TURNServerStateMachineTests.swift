@@ -522,7 +522,7 @@ struct TURNServerStateMachineTests {
         #expect(h.machine.routeChannelData(channel: 0x4000, length: 1000, from: h.ft, now: h.now) == nil, "cut")
         h.ft.client.port += 2
         let refused = try #require(h.response(h.request(MachineHarness.allocateRequest())))
-        let error = try refused.attribute(ErrorCode.self)
+        let error = try #require(try refused.attribute(ErrorCode.self))
         #expect(error.code == 486)
         #expect(error.reason == TURNRefusal.bandwidth.reason)
         let s = h.machine.takeStatistics()
