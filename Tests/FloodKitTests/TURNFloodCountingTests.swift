@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOSSL
 import Rendezvous
 import Testing
@@ -95,6 +98,54 @@ struct TURNFloodCountingTests {
         }
     }
 
+    /// Media-rate flood through our relay, both ways: every packet sent in the measured period arrives
+    /// once with its latency counted, the server's CPU and memory are read, and every allocation is freed.
+    @Test func mediaFloodCountsEveryPacketBothWaysAndFreesItsAllocations() async throws {
+        try await Self.withServer { server in
+            var c = MediaFloodConfiguration()
+            c.server = server.udpAddress
+            c.allocations = 20
+            c.peerSockets = 4
+            c.packetsPerSecond = 20
+            c.payloadBytes = 160
+            c.warmupSeconds = 0.2
+            c.durationSeconds = 0.5
+            c.drainSeconds = 2
+            c.watchedProcesses = [getpid()]
+            let report = try MediaFlood(configuration: c).run()
+            #expect(report.sent > 0)
+            #expect(report.received == report.sent)
+            #expect(report.latency.count == report.received)
+            #expect(report.invalid == 0)
+            #expect(report.watchedCPUShare != nil && report.residentBytes != nil)
+            #expect(await server.allocationCount == 0)
+        }
+    }
+
+    /// Without a relay the same schedule runs straight between the sockets (the latency anchor).
+    @Test func directMediaFloodDeliversEveryPacket() throws {
+        var c = MediaFloodConfiguration()
+        c.direct = true
+        c.allocations = 10
+        c.peerSockets = 2
+        c.packetsPerSecond = 20
+        c.warmupSeconds = 0
+        c.durationSeconds = 0.3
+        c.drainSeconds = 1
+        let report = try MediaFlood(configuration: c).run()
+        #expect(report.sent > 0 && report.received == report.sent && report.invalid == 0)
+    }
+
+    @Test func latencyPercentilesComeFromTheCountedValues() {
+        var h = LatencyHistogram()
+        #expect(h.percentile(0.5) == nil)
+        for us in 1...100 { h.add(microseconds: us) }
+        h.add(microseconds: 5_000_000)
+        #expect(h.percentile(0.5) == 51)
+        #expect(h.percentile(0.99) == 100)
+        #expect(h.percentile(1) == LatencyHistogram.capMicroseconds)
+    }
+
     @Test func floodsRefuseTargetsOffLoopback() {
         var relay = RelayFloodConfiguration()
         relay.server = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 3478)
@@ -102,5 +153,8 @@ struct TURNFloodCountingTests {
         var allocate = AllocationFloodConfiguration()
         allocate.server = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 3478)
         #expect(throws: FloodError.self) { try allocate.validate() }
+        var media = MediaFloodConfiguration()
+        media.server = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 3478)
+        #expect(throws: FloodError.self) { try media.validate() }
     }
 }
