@@ -10,10 +10,10 @@ import STUNLite
 /// A TURN relay over UDP, TCP and TLS: a thin NIO layer around ``TURNServerStateMachine`` (RFC 8656 §5–12).
 ///
 /// Every socket of one server — listeners, client connections and relay sockets — lives on one
-/// event loop, so the state machine needs no lock. The UDP listeners read in batches (`recvmmsg`),
-/// relay sockets one datagram at a time (a media peer's pace), and writes are flushed once per
-/// event-loop turn, after every ready socket was read: what thousands of relay sockets received in
-/// one turn leaves the listener in one `sendmmsg`. ChannelData is relayed by reading its 4-byte header only
+/// event loop, so the state machine needs no lock. The UDP listeners read in batches (`recvmmsg`)
+/// and flush after each batch; relay sockets read one datagram at a time (a media peer's pace) and
+/// flush once per event-loop turn, after every ready socket was read: what thousands of relay
+/// sockets received in one turn leaves the listener in one `sendmmsg`. ChannelData is relayed by reading its 4-byte header only
 /// (RFC 8656 §12.6); within a turn, consecutive payloads of one length for one peer are
 /// gathered into one buffer that leaves the relay socket as a single UDP GSO send (Linux), which the
 /// kernel splits back into one datagram per payload — a relay's per-packet kernel cost, paid once
@@ -658,7 +658,7 @@ final class TURNListenerUDPHandler: ChannelInboundHandler {
         core.fromClient(envelope.data, TURNFiveTuple(client: client, server: server, transport: .udp))
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { core.flushAfterThisTurn() }
+    func channelReadComplete(context: ChannelHandlerContext) { core.flush() }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         core.logger.trace("udp listener error", metadata: ["error": "\(error)"])
@@ -737,7 +737,7 @@ final class TURNStreamHandler: ChannelInboundHandler {
         core.run { $0.fromClient(frame, ft) }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { core.run { $0.flushAfterThisTurn() } }
+    func channelReadComplete(context: ChannelHandlerContext) { core.run { $0.flush() } }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
