@@ -98,21 +98,29 @@ struct TURNFloodCountingTests {
         }
     }
 
+    /// 20 allocations over 4 peer sockets, 20 packets/s of 160 bytes each way, 0.5 s counted after 0.2 s,
+    /// 2 s to drain (ample on a loaded machine), then as `adjust` says.
+    static func smallMediaFlood(_ adjust: (inout MediaFloodConfiguration) -> Void) -> MediaFloodConfiguration {
+        var c = MediaFloodConfiguration()
+        c.allocations = 20
+        c.peerSockets = 4
+        c.packetsPerSecond = 20
+        c.payloadBytes = 160
+        c.warmupSeconds = 0.2
+        c.durationSeconds = 0.5
+        c.drainSeconds = 2
+        adjust(&c)
+        return c
+    }
+
     /// Media-rate flood through our relay, both ways: every packet sent in the measured period arrives
     /// once with its latency counted, the server's CPU and memory are read, and every allocation is freed.
     @Test func mediaFloodCountsEveryPacketBothWaysAndFreesItsAllocations() async throws {
         try await Self.withServer { server in
-            var c = MediaFloodConfiguration()
-            c.server = server.udpAddress
-            c.allocations = 20
-            c.peerSockets = 4
-            c.packetsPerSecond = 20
-            c.payloadBytes = 160
-            c.warmupSeconds = 0.2
-            c.durationSeconds = 0.5
-            c.drainSeconds = 2
-            c.watchedProcesses = [getpid()]
-            let report = try MediaFlood(configuration: c).run()
+            let report = try MediaFlood(configuration: Self.smallMediaFlood {
+                $0.server = server.udpAddress
+                $0.watchedProcesses = [getpid()]
+            }).run()
             #expect(report.sent > 0)
             #expect(report.received == report.sent)
             #expect(report.latency.count == report.received)
@@ -124,15 +132,7 @@ struct TURNFloodCountingTests {
 
     /// Without a relay the same schedule runs straight between the sockets (the latency anchor).
     @Test func directMediaFloodDeliversEveryPacket() throws {
-        var c = MediaFloodConfiguration()
-        c.direct = true
-        c.allocations = 10
-        c.peerSockets = 2
-        c.packetsPerSecond = 20
-        c.warmupSeconds = 0
-        c.durationSeconds = 0.3
-        c.drainSeconds = 1
-        let report = try MediaFlood(configuration: c).run()
+        let report = try MediaFlood(configuration: Self.smallMediaFlood { $0.direct = true }).run()
         #expect(report.sent > 0 && report.received == report.sent && report.invalid == 0)
     }
 
