@@ -3,7 +3,8 @@
 #
 #   Scripts/bench-relay.sh [--duration S] [--warmup S] [--payloads "100 1200"] [--lanes N] [--window N]
 #                          [--rate PPS] [--alloc-duration S] [--concurrency N] [--transports "udp tcp tls"]
-#                          [--no-build]
+#                          [--media "N:PPS:BYTES ..."] [--media-direction to-peer|to-client|both]
+#                          [--media-duration S] [--media-cores "one all"] [--only "flood allocate media"] [--no-build]
 #
 # Builds release, then, one after the other in the same run, for each server:
 #   1. starts it pinned to core 0 (`taskset -c 0`): `trav relay`, then coturn's `turnserver` configured
@@ -18,6 +19,17 @@
 #      - allocate: CONCURRENCY cycles at once of connect → Allocate (401, then signed) → Refresh
 #        LIFETIME 0 → close, over each transport in TRANSPORTS, for ALLOC_DURATION seconds;
 #   3. stops it (coturn with SIGKILL: it ignores SIGTERM in some states);
+#   4. media (capacity at media rates): for each scenario N:PPS:BYTES in MEDIA, the servers are started
+#      afresh, one after the other, and `turn-flood media` holds N allocations over UDP, each with a
+#      channel to one of 64 peer sockets, and sends PPS packets/s of BYTES through each, each way
+#      (MEDIA_DIRECTION), spread evenly, for MEDIA_WARMUP + MEDIA_DURATION seconds; counted over the
+#      measured period: loss, one-way latency p50/p99, and what the relay added to it (the same packets
+#      between the same sockets without a relay, `--direct`, measured in the same run), the server's
+#      CPU (/proc/PID/stat, all threads, plus ksoftirqd) as a share of one core, and its resident
+#      memory per allocation ((VmRSS with the media flowing − VmRSS before setup) / N). With MEDIA_CORES
+#      "one", each server is pinned to core 0 (coturn --relay-threads 1) and the generator to core 1;
+#      with "all", each server may use every core (coturn --relay-threads $(nproc), ours --threads
+#      $(nproc)) and shares them with the generator;
 # and prints a table: metric, ours, coturn, ratio ours/coturn. The goal is ≥ 1.2× coturn's relayed
 # packets/s. The server's CPU time per relayed packet (from /proc/PID/stat) is printed too: it is the
 # figure least disturbed by other load on the machine.
@@ -38,6 +50,12 @@ ALLOC_DURATION=3        # seconds of allocation cycles counted per transport and
 ALLOC_WARMUP=0.5        # seconds of allocation cycles before counting
 CONCURRENCY=16          # allocation cycles in progress at once
 TRANSPORTS="udp tcp tls"
+MEDIA="1000:50:160 2000:50:160 4000:25:160 1000:100:1200"   # capacity scenarios: allocations:packets/s each way:payload bytes
+MEDIA_DIRECTION=both    # to-peer, to-client or both (each at the full rate)
+MEDIA_WARMUP=2          # seconds of media before counting
+MEDIA_DURATION=5        # seconds of media counted per scenario, server and core setting
+MEDIA_CORES="one all"   # one: server on core 0, generator on core 1; all: server on every core
+PARTS="flood allocate media"
 BUILD=1
 USER_NAME=bench         # the one long-term user both servers know
 USER_PASSWORD=bench
@@ -60,6 +78,11 @@ while [ $# -gt 0 ]; do
         --alloc-duration) ALLOC_DURATION="$2"; shift 2 ;;
         --concurrency) CONCURRENCY="$2"; shift 2 ;;
         --transports) TRANSPORTS="$2"; shift 2 ;;
+        --media) MEDIA="$2"; shift 2 ;;
+        --media-direction) MEDIA_DIRECTION="$2"; shift 2 ;;
+        --media-duration) MEDIA_DURATION="$2"; shift 2 ;;
+        --media-cores) MEDIA_CORES="$2"; shift 2 ;;
+        --only) PARTS="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-relay: unknown argument $1" >&2; exit 2 ;;
@@ -83,11 +106,13 @@ for tool in taskset openssl ss; do
 done
 [ "$(nproc)" -ge 2 ] || { echo "bench-relay: needs two cores (server on 0, load generator on 1)" >&2; exit 2; }
 
+SCRATCH=.build-release   # release builds kept apart from the debug build's .build
 if [ "$BUILD" = 1 ]; then
-    swift build -c release --product trav >&2
-    swift build -c release --product turn-flood >&2
+    swift build -c release --product trav --scratch-path "$SCRATCH" >&2
+    swift build -c release --product turn-flood --scratch-path "$SCRATCH" >&2
 fi
-BIN="$(swift build -c release --show-bin-path)"
+BIN="$(swift build -c release --show-bin-path --scratch-path "$SCRATCH")"
+has_part() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 WORK="$(mktemp -d /tmp/bench-relay.XXXXXX)"
 STARTED=()
 
@@ -205,44 +230,132 @@ allocate_run() {
 measure() {
     local server="$1" pid="$2" port="$3" tls_port="$4"
     wait_ready "$pid" "$port" "$tls_port"
-    for payload in $PAYLOADS; do relay_run "$server" "$pid" "$port" "$payload"; done
-    for transport in $TRANSPORTS; do
-        local p="$port"; [ "$transport" = tls ] && p="$tls_port"
-        allocate_run "$server" "$pid" "$p" "$transport"
+    if has_part flood; then
+        for payload in $PAYLOADS; do relay_run "$server" "$pid" "$port" "$payload"; done
+    fi
+    if has_part allocate; then
+        for transport in $TRANSPORTS; do
+            local p="$port"; [ "$transport" = tls ] && p="$tls_port"
+            allocate_run "$server" "$pid" "$p" "$transport"
+        done
+    fi
+}
+
+# Starts our relay on CPUs $1 with extra arguments after it; sets SERVER_PID.
+start_ours() {
+    local cpus="$1"; shift
+    taskset -c "$cpus" "$BIN/trav" relay --listen 127.0.0.1 --port "$OURS_PORT" --tls-port "$OURS_TLS_PORT" \
+        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --user "$USER_NAME:$USER_PASSWORD" --realm "$REALM" \
+        --relay-allow-peers 127.0.0.0/8 --user-quota 100000 --user-bandwidth 0 --challenge-rate 1000000 \
+        --drain-seconds 0 "$@" >> "$WORK/trav.log" 2>&1 &
+    SERVER_PID=$!
+    STARTED+=("$SERVER_PID")
+}
+
+# Starts coturn on CPUs $1 with $2 relay threads; sets SERVER_PID.
+start_coturn() {
+    taskset -c "$1" turnserver -n --no-cli --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 \
+        --listening-port "$COTURN_PORT" --tls-listening-port "$COTURN_TLS_PORT" --cert "$WORK/cert.pem" --pkey "$WORK/key.pem" \
+        --lt-cred-mech --user "$USER_NAME:$USER_PASSWORD" --realm "$REALM" --allow-loopback-peers --no-dtls \
+        --relay-threads "$2" --no-rfc5780 --no-software-attribute \
+        --db "$WORK/turndb" --pidfile "$WORK/turnserver.pid" \
+        --no-stdout-log --log-file "$WORK/coturn.log" --simple-log > /dev/null 2>&1 &
+    SERVER_PID=$!
+    STARTED+=("$SERVER_PID")
+}
+
+# $1 label (trav, coturn or direct), $2 scenario N:PPS:BYTES, $3 core setting, $4 generator CPUs, rest: watched pids
+media_run() {
+    local server="$1" scenario="$2" cores="$3" gen_cpus="$4"; shift 4
+    local n pps bytes port target_args=() watch_args=() pid
+    IFS=: read -r n pps bytes <<<"$scenario"
+    case "$server" in
+        trav) port="$OURS_PORT" ;;
+        coturn) port="$COTURN_PORT" ;;
+        direct) port="$OURS_PORT"; target_args=(--direct) ;;
+    esac
+    for pid in "$@"; do watch_args+=(--watch-pid "$pid"); done
+    local out="$WORK/$server-media-$n-$pps-$bytes-$cores.out"
+    taskset -c "$gen_cpus" "$BIN/turn-flood" media --target "127.0.0.1:$port" --user "$USER_NAME:$USER_PASSWORD" \
+        --allocations "$n" --pps "$pps" --payload "$bytes" --direction "$MEDIA_DIRECTION" \
+        --warmup "$MEDIA_WARMUP" --duration "$MEDIA_DURATION" "${target_args[@]}" "${watch_args[@]}" > "$out" 2>&1 \
+        || { cat "$out" >&2; echo "bench-relay: media run of $server ($scenario, $cores) failed" >&2; return 1; }
+    grep -a '^setup' "$out" | sed "s/^/bench-relay: $server $scenario $cores: /" >&2
+    local result; result="$(grep -a '^RESULT' "$out")"
+    local label="$n × $pps/s × $bytes B, $cores core"
+    [ "$cores" = all ] && label="$n × $pps/s × $bytes B, all cores"
+    if [ "$server" = direct ]; then
+        DIRECT_P50="$(field p50_us "$result")"; DIRECT_P99="$(field p99_us "$result")"
+        return 0
+    fi
+    add_metric "$label: loss %"; VALUE["$server|$label: loss %"]="$(field loss_pct "$result")"
+    local p50 p99; p50="$(field p50_us "$result")"; p99="$(field p99_us "$result")"
+    add_metric "$label: added latency p50 µs"
+    VALUE["$server|$label: added latency p50 µs"]="$(awk -v a="$p50" -v b="$DIRECT_P50" 'BEGIN { if (a != "" && b != "") print a - b; else print "n/a" }')"
+    add_metric "$label: added latency p99 µs"
+    VALUE["$server|$label: added latency p99 µs"]="$(awk -v a="$p99" -v b="$DIRECT_P99" 'BEGIN { if (a != "" && b != "") print a - b; else print "n/a" }')"
+    add_metric "$label: server CPU %"; VALUE["$server|$label: server CPU %"]="$(field server_cpu_pct "$result")"
+    add_metric "$label: memory B/allocation"; VALUE["$server|$label: memory B/allocation"]="$(field bytes_per_allocation "$result")"
+}
+
+# The media scenarios: per core setting and scenario, the direct anchor, then our relay, then coturn, each started afresh.
+measure_media() {
+    local cores scenario server_cpus gen_cpus threads softirq ours_args=()
+    local all_cpus="0-$(( $(nproc) - 1 ))"
+    for cores in $MEDIA_CORES; do
+        if [ "$cores" = one ]; then
+            server_cpus=0; gen_cpus=1; threads=1; softirq="$SOFTIRQ_PID"; ours_args=()
+        else
+            server_cpus="$all_cpus"; gen_cpus="$all_cpus"; threads="$(nproc)"
+            softirq="$(pgrep '^ksoftirqd/' | tr '\n' ' ')"
+            ours_args=()
+            if "$BIN/trav" relay --help 2>&1 | grep -q -- '--threads'; then ours_args=(--threads "$threads"); fi
+        fi
+        for scenario in $MEDIA; do
+            media_run direct "$scenario" "$cores" "$gen_cpus"
+            start_ours "$server_cpus" "${ours_args[@]}"
+            wait_ready "$SERVER_PID" "$OURS_PORT" "$OURS_TLS_PORT"
+            # shellcheck disable=SC2086
+            media_run trav "$scenario" "$cores" "$gen_cpus" "$SERVER_PID" $softirq
+            stop_pid "$SERVER_PID" INT
+            start_coturn "$server_cpus" "$threads"
+            wait_ready "$SERVER_PID" "$COTURN_PORT" "$COTURN_TLS_PORT"
+            # shellcheck disable=SC2086
+            media_run coturn "$scenario" "$cores" "$gen_cpus" "$SERVER_PID" $softirq
+            stop_pid "$SERVER_PID" KILL
+        done
     done
 }
 
 echo "bench-relay: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "bench-relay: relay ${LANES} lanes × window ${WINDOW}, payloads ${PAYLOADS} B, rate ${RATE:-max}, warm-up ${WARMUP}s, measured ${DURATION}s;" \
-    "allocations ${CONCURRENCY} at once over ${TRANSPORTS}, measured ${ALLOC_DURATION}s"
+echo "bench-relay: parts: ${PARTS}"
+has_part flood && echo "bench-relay: relay ${LANES} lanes × window ${WINDOW}, payloads ${PAYLOADS} B, rate ${RATE:-max}, warm-up ${WARMUP}s, measured ${DURATION}s"
+has_part allocate && echo "bench-relay: allocations ${CONCURRENCY} at once over ${TRANSPORTS}, measured ${ALLOC_DURATION}s"
+has_part media && echo "bench-relay: media ${MEDIA} (allocations:packets/s:bytes, ${MEDIA_DIRECTION}), cores ${MEDIA_CORES}," \
+    "warm-up ${MEDIA_WARMUP}s, measured ${MEDIA_DURATION}s"
 
-taskset -c 0 "$BIN/trav" relay --listen 127.0.0.1 --port "$OURS_PORT" --tls-port "$OURS_TLS_PORT" \
-    --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --user "$USER_NAME:$USER_PASSWORD" --realm "$REALM" \
-    --relay-allow-peers 127.0.0.0/8 --user-quota 100000 --user-bandwidth 0 --challenge-rate 1000000 \
-    > "$WORK/trav.log" 2>&1 &
-OURS_PID=$!
-STARTED+=("$OURS_PID")
-measure trav "$OURS_PID" "$OURS_PORT" "$OURS_TLS_PORT"
-stop_pid "$OURS_PID" INT
-
-taskset -c 0 turnserver -n --no-cli --listening-ip 127.0.0.1 --relay-ip 127.0.0.1 \
-    --listening-port "$COTURN_PORT" --tls-listening-port "$COTURN_TLS_PORT" --cert "$WORK/cert.pem" --pkey "$WORK/key.pem" \
-    --lt-cred-mech --user "$USER_NAME:$USER_PASSWORD" --realm "$REALM" --allow-loopback-peers --no-dtls \
-    --relay-threads 1 --no-rfc5780 --no-software-attribute \
-    --db "$WORK/turndb" --pidfile "$WORK/turnserver.pid" \
-    --no-stdout-log --log-file "$WORK/coturn.log" --simple-log > /dev/null 2>&1 &
-COTURN_PID=$!
-STARTED+=("$COTURN_PID")
-measure coturn "$COTURN_PID" "$COTURN_PORT" "$COTURN_TLS_PORT"
-stop_pid "$COTURN_PID" KILL
+if has_part flood || has_part allocate; then
+    start_ours 0
+    measure trav "$SERVER_PID" "$OURS_PORT" "$OURS_TLS_PORT"
+    stop_pid "$SERVER_PID" INT
+    start_coturn 0 1
+    measure coturn "$SERVER_PID" "$COTURN_PORT" "$COTURN_TLS_PORT"
+    stop_pid "$SERVER_PID" KILL
+fi
+has_part media && measure_media
 
 echo
-printf '%-34s %12s %12s %8s\n' metric "trav" coturn "ratio"
+printf '%-56s %12s %12s %8s\n' metric "trav" coturn "ratio"
 for m in "${METRICS[@]}"; do
     a="${VALUE["trav|$m"]:-n/a}"; b="${VALUE["coturn|$m"]:-n/a}"
     r="$(awk -v a="$a" -v b="$b" 'BEGIN { if (a != "n/a" && b != "n/a" && b > 0) printf "%.2f×", a / b; else print "" }')"
-    printf '%-34s %12s %12s %8s\n' "$m" "$a" "$b" "$r"
+    printf '%-56s %12s %12s %8s\n' "$m" "$a" "$b" "$r"
 done
-echo
-first="${PAYLOADS%% *}"
-echo "goal: trav ≥ 1.2× coturn's relayed packets/s (ratio above, ${first} B: ${VALUE["trav|relayed packets/s, $first B"]:-n/a} vs ${VALUE["coturn|relayed packets/s, $first B"]:-n/a})"
+if has_part flood; then
+    echo
+    first="${PAYLOADS%% *}"
+    echo "goal: trav ≥ 1.2× coturn's relayed packets/s (ratio above, ${first} B: ${VALUE["trav|relayed packets/s, $first B"]:-n/a} vs ${VALUE["coturn|relayed packets/s, $first B"]:-n/a})"
+fi
+if has_part media; then
+    echo "goals at media rates: no loss, added latency well under 1000 µs, server CPU and memory per allocation ≤ coturn's (ratio ≤ 1)"
+fi

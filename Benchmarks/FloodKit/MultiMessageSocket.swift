@@ -28,39 +28,51 @@ public final class MultiMessageSocket {
     public let fd: Int32
     /// The address the socket is bound to, as the server should report it in XOR-MAPPED-ADDRESS.
     public let local: TransportAddress
-    /// The address the socket is connected to.
+    /// The address the socket is connected to (its own address when unconnected).
     public let peer: TransportAddress
     private let sendMultiple: SendMultiple
     private let receiveMultiple: ReceiveMultiple
 
     /// Opens a socket, binds it to an ephemeral port (on `source` if given, else where the kernel
     /// routes to the target) and connects it to `target`.
-    public init(target: TransportAddress, from source: IPAddress? = nil) throws(FloodError) {
+    public convenience init(target: TransportAddress, from source: IPAddress? = nil) throws(FloodError) {
+        try self.init(family: target.ip, source: source.map { TransportAddress(ip: $0, port: 0) }, target: target)
+    }
+
+    /// Opens a socket bound to `source` (port 0: an ephemeral one) and connected to nothing: it sends
+    /// to the address each message names and receives from anyone.
+    public convenience init(unconnectedAt source: TransportAddress) throws(FloodError) {
+        try self.init(family: source.ip, source: source, target: nil)
+    }
+
+    private init(family familyOf: IPAddress, source: TransportAddress?, target: TransportAddress?) throws(FloodError) {
         guard let handle = dlopen(nil, RTLD_NOW),
               let send = dlsym(handle, "sendmmsg"), let receive = dlsym(handle, "recvmmsg") else {
             throw FloodError("sendmmsg/recvmmsg not found in the C library")
         }
         sendMultiple = unsafeBitCast(send, to: SendMultiple.self)
         receiveMultiple = unsafeBitCast(receive, to: ReceiveMultiple.self)
-        let family = target.ip.isIPv4 ? AF_INET : AF_INET6
+        let family = familyOf.isIPv4 ? AF_INET : AF_INET6
         let descriptor = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard descriptor >= 0 else { throw FloodError("socket: \(String(cString: strerror(errno)))") }
         var size = Int32(Self.socketBufferBytes)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         if let source {
-            let bound = Self.withSockaddr(TransportAddress(ip: source, port: 0)) { bind(descriptor, $0, $1) }
+            let bound = Self.withSockaddr(source) { bind(descriptor, $0, $1) }
             guard bound == 0 else {
                 let reason = String(cString: strerror(errno))
                 close(descriptor)
                 throw FloodError("bind \(source): \(reason)")
             }
         }
-        let connected = Self.withSockaddr(target) { connect(descriptor, $0, $1) }
-        guard connected == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(descriptor)
-            throw FloodError("connect \(target): \(reason)")
+        if let target {
+            let connected = Self.withSockaddr(target) { connect(descriptor, $0, $1) }
+            guard connected == 0 else {
+                let reason = String(cString: strerror(errno))
+                close(descriptor)
+                throw FloodError("connect \(target): \(reason)")
+            }
         }
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -73,7 +85,7 @@ public final class MultiMessageSocket {
         }
         fd = descriptor
         local = address
-        peer = target
+        peer = target ?? address
     }
 
     deinit { close(fd) }
@@ -119,7 +131,16 @@ public final class MultiMessageSocket {
 
     /// Sends one datagram; false when the socket buffer is full.
     public func send(_ bytes: [UInt8]) throws(FloodError) -> Bool {
-        let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+        try sent(bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) })
+    }
+
+    /// Sends one datagram of `bytes` (to the connected peer); false when the socket buffer is full.
+    public func send(_ bytes: UnsafeRawBufferPointer) throws(FloodError) -> Bool {
+        try sent(Glibc.send(fd, bytes.baseAddress, bytes.count, 0))
+    }
+
+    /// What a `send` returning `n` means: sent, the socket buffer is full (false), or an error.
+    private func sent(_ n: Int) throws(FloodError) -> Bool {
         if n >= 0 { return true }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ECONNREFUSED { return false }
         throw FloodError("send: \(String(cString: strerror(errno)))")
@@ -136,7 +157,7 @@ public final class MultiMessageSocket {
         throw FloodError("recv: \(String(cString: strerror(errno)))")
     }
 
-    private static func withSockaddr<R>(_ a: TransportAddress, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    static func withSockaddr<R>(_ a: TransportAddress, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         switch a.ip {
         case .v4(let ip):
             var sin = sockaddr_in()

@@ -10,9 +10,11 @@ import STUNLite
 /// A TURN relay over UDP, TCP and TLS: a thin NIO layer around ``TURNServerStateMachine`` (RFC 8656 §5–12).
 ///
 /// Every socket of one server — listeners, client connections and relay sockets — lives on one
-/// event loop, so the state machine needs no lock. UDP sockets read in batches (`recvmmsg`) and
-/// writes are flushed once per batch. ChannelData is relayed by reading its 4-byte header only
-/// (RFC 8656 §12.6); within a read batch, consecutive payloads of one length for one peer are
+/// event loop, so the state machine needs no lock. The UDP listeners read in batches (`recvmmsg`)
+/// and flush after each batch; relay sockets read one datagram at a time (a media peer's pace) and
+/// flush once per event-loop turn, after every ready socket was read: what thousands of relay
+/// sockets received in one turn leaves the listener in one `sendmmsg`. ChannelData is relayed by reading its 4-byte header only
+/// (RFC 8656 §12.6); within a turn, consecutive payloads of one length for one peer are
 /// gathered into one buffer that leaves the relay socket as a single UDP GSO send (Linux), which the
 /// kernel splits back into one datagram per payload — a relay's per-packet kernel cost, paid once
 /// per run instead.
@@ -34,8 +36,14 @@ public final class TURNServer: Sendable {
         public var relayIPs: [TURNAddressFamily: IPAddress]
         /// The allocation logic's settings.
         public var server: TURNServerConfiguration
-        /// Datagrams read per system call on UDP sockets.
+        /// Datagrams read per system call on the UDP listeners.
         public var vectorReadCount: Int
+        /// Datagrams read per system call on relay sockets. A media peer sends a packet every few
+        /// milliseconds, so one read finds one datagram; a bigger batch only makes every allocation's
+        /// receive buffer bigger (``maxDatagramSize`` × this).
+        public var relayVectorReadCount: Int = defaultRelayVectorReadCount
+        /// Default of ``relayVectorReadCount``: 1.
+        public static let defaultRelayVectorReadCount = 1
         /// `SO_RCVBUF` asked for the UDP listener, bytes (the kernel caps it at `net.core.rmem_max`): the
         /// default queue holds only some hundred datagrams, which a burst of ChannelData overflows.
         public var udpReceiveBufferBytes: Int = STUNServer.defaultUDPReceiveBufferBytes
@@ -290,6 +298,8 @@ final class TURNServerCore {
     /// Drops to 1 for good if the kernel ever refuses a GSO send (some devices cannot checksum-offload).
     private var maxSegmentsPerSend = System.supportsUDPSegmentationOffload ? TURNPeerRun.maxSegments : 1
     private var slots: ConnectionSlots
+    /// Whether a ``flushAfterThisTurn()`` is pending.
+    private var flushScheduled = false
     private var sweeper: RepeatedTask?
     private var closed = false
     private let configuration: TURNServer.Configuration
@@ -491,6 +501,20 @@ final class TURNServerCore {
         flush()
     }
 
+    /// Flushes once the event loop has handled every socket that was ready in this turn (tasks run after
+    /// the turn's I/O): thousands of relay sockets each reading one datagram share one flush, so the
+    /// replies and ChannelData for their clients leave the listener in one `sendmmsg`.
+    func flushAfterThisTurn() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        loop.execute {
+            let core = bound.value
+            core.flushScheduled = false
+            core.flush()
+        }
+    }
+
     /// Flushes every channel written since the last flush: one `sendmmsg` per socket per batch; hands
     /// what the state machine counted to the metrics.
     func flush() {
@@ -521,7 +545,7 @@ final class TURNServerCore {
             return
         }
         let bound = NIOLoopBound(self, eventLoop: loop)
-        UDPServerSocket.batchedReads(DatagramBootstrap(group: loop), vectorReadCount: configuration.vectorReadCount,
+        UDPServerSocket.batchedReads(DatagramBootstrap(group: loop), vectorReadCount: configuration.relayVectorReadCount,
                                      maxDatagramSize: TURNServer.maxDatagramSize)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
@@ -584,7 +608,7 @@ extension TURNServerCore {
     /// Binds a relay socket at `address` whose handler has no allocation yet (a reserved port, RFC 8656 §7.2).
     func bindRelaySocket(at address: TransportAddress) -> EventLoopFuture<Channel> {
         let bound = NIOLoopBound(self, eventLoop: loop)
-        return UDPServerSocket.batchedReads(DatagramBootstrap(group: loop), vectorReadCount: configuration.vectorReadCount,
+        return UDPServerSocket.batchedReads(DatagramBootstrap(group: loop), vectorReadCount: configuration.relayVectorReadCount,
                                             maxDatagramSize: TURNServer.maxDatagramSize)
             .channelInitializer { ch in
                 ch.eventLoop.makeCompletedFuture {
@@ -742,7 +766,7 @@ final class TURNRelayHandler: ChannelInboundHandler {
         core.fromPeer(id, unwrapInboundIn(data))
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { core.flush() }
+    func channelReadComplete(context: ChannelHandlerContext) { core.flushAfterThisTurn() }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // ICMP port unreachable from a peer: UDP carries on.

@@ -8,7 +8,7 @@ import Metrics
 /// | `turn_allocations_created_total` | counter | |
 /// | `turn_relayed_packets_total`, `turn_relayed_bytes_total` | counter | `direction`: `to-peer`, `to-client` |
 /// | `turn_refusals_total` | counter | `reason`: ``TURNRefusal/name`` |
-/// | `turn_bandwidth_cuts_total`, `turn_bandwidth_cut_bytes_total` | counter | |
+/// | `turn_bandwidth_cuts_total`, `turn_bandwidth_cut_bytes_total` | counter | `reason`: ``TURNBandwidthCut/name`` |
 ///
 /// The executable picks the backend (`MetricsSystem.bootstrap`); without one these cost next to nothing.
 final class TURNServerMetrics {
@@ -18,9 +18,9 @@ final class TURNServerMetrics {
     private let bytesToPeers = Counter(label: "turn_relayed_bytes_total", dimensions: [("direction", "to-peer")])
     private let packetsToClients = Counter(label: "turn_relayed_packets_total", dimensions: [("direction", "to-client")])
     private let bytesToClients = Counter(label: "turn_relayed_bytes_total", dimensions: [("direction", "to-client")])
-    private let cuts = Counter(label: "turn_bandwidth_cuts_total")
-    private let cutBytes = Counter(label: "turn_bandwidth_cut_bytes_total")
     private var refusals: [String: Counter] = [:]
+    private var cuts: [String: Counter] = [:]
+    private var cutBytes: [String: Counter] = [:]
     private var lastAllocationCount: Int?
 
     /// Adds what was counted, and sets the allocation gauge when the count changed.
@@ -31,13 +31,19 @@ final class TURNServerMetrics {
         }
         guard !s.isEmpty else { return }
         for (counter, value) in [(created, s.allocationsCreated), (packetsToPeers, s.packetsToPeers), (bytesToPeers, s.bytesToPeers),
-                                 (packetsToClients, s.packetsToClients), (bytesToClients, s.bytesToClients),
-                                 (cuts, s.bandwidthCuts), (cutBytes, s.bandwidthCutBytes)] where value > 0 {
+                                 (packetsToClients, s.packetsToClients), (bytesToClients, s.bytesToClients)] where value > 0 {
             counter.increment(by: Int64(value))
         }
-        for (reason, value) in s.refusals {
-            let counter = refusals[reason] ?? Counter(label: "turn_refusals_total", dimensions: [("reason", reason)])
-            refusals[reason] = counter
+        Self.add(s.refusals, to: &refusals, label: "turn_refusals_total")
+        Self.add(s.bandwidthCuts, to: &cuts, label: "turn_bandwidth_cuts_total")
+        Self.add(s.bandwidthCutBytes, to: &cutBytes, label: "turn_bandwidth_cut_bytes_total")
+    }
+
+    /// Adds counts by reason to counters labelled `label` with a `reason` dimension, made on first use.
+    private static func add(_ counts: [String: Int], to counters: inout [String: Counter], label: String) {
+        for (reason, value) in counts {
+            let counter = counters[reason] ?? Counter(label: label, dimensions: [("reason", reason)])
+            counters[reason] = counter
             counter.increment(by: Int64(value))
         }
     }

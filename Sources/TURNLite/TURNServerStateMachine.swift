@@ -107,6 +107,9 @@ public struct TURNRefusal: Hashable, Sendable, CustomStringConvertible {
     public static let relayHostPeer = TURNRefusal(403, "relay-host-peer", "Forbidden: peer address on the relay's own host")
     /// 486: the user holds as many allocations as it may.
     public static let allocationQuota = TURNRefusal(486, "allocation-quota", "Allocation Quota Reached")
+    /// 486: the user's relayed traffic is over its bandwidth (``TURNServerConfiguration/bandwidthPerUser``) right now,
+    /// so another allocation for it is refused until ``TURNServerConfiguration/bandwidthCutHoldSeconds`` pass without a cut.
+    public static let bandwidth = TURNRefusal(486, "bandwidth", "Allocation Quota Reached: bandwidth exceeded")
     /// 508: the relay holds as many allocations as it may.
     public static let capacity = TURNRefusal(508, "capacity", "Insufficient Capacity: relay full")
     /// 508: the relay is draining before it stops and takes no new allocations.
@@ -140,6 +143,21 @@ public struct TURNRefusal: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(code) \(name) (\(reason))" }
 }
 
+/// Why the relay dropped a datagram for bandwidth: a stable name for metrics (RFC 8656 §21.1.4 resource exhaustion).
+public struct TURNBandwidthCut: Hashable, Sendable, CustomStringConvertible {
+    /// A stable kebab-case name, e.g. `user-bandwidth` (a metric label).
+    public let name: String
+
+    /// Creates a reason.
+    public init(_ name: String) { self.name = name }
+
+    /// The datagram's user relays more bytes per second than ``TURNServerConfiguration/bandwidthPerUser``.
+    public static let userBandwidth = TURNBandwidthCut("user-bandwidth")
+
+    /// The name.
+    public var description: String { name }
+}
+
 /// What the relay did since it was last asked: counts for metrics, kept by the state machine without I/O.
 public struct TURNServerStatistics: Sendable, Equatable {
     /// Allocations whose relay socket opened.
@@ -152,10 +170,10 @@ public struct TURNServerStatistics: Sendable, Equatable {
     public var packetsToClients = 0
     /// Payload bytes relayed from peers to clients.
     public var bytesToClients = 0
-    /// Datagrams dropped because their user was over its bandwidth.
-    public var bandwidthCuts = 0
-    /// Payload bytes of those datagrams.
-    public var bandwidthCutBytes = 0
+    /// Datagrams dropped because a bandwidth limit was exceeded, by ``TURNBandwidthCut/name``.
+    public var bandwidthCuts: [String: Int] = [:]
+    /// Payload bytes of those datagrams, by ``TURNBandwidthCut/name``.
+    public var bandwidthCutBytes: [String: Int] = [:]
     /// Error responses to authenticated requests, by ``TURNRefusal/name``.
     public var refusals: [String: Int] = [:]
 
@@ -190,6 +208,11 @@ public struct TURNServerConfiguration: Sendable {
     public var maxChannelsPerAllocation: Int
     /// Relayed bytes per second per user, both directions together; excess datagrams are dropped (`nil`: no limit).
     public var bandwidthPerUser: Double?
+    /// After a user's datagram was dropped for bandwidth, its new Allocates are refused for this long,
+    /// seconds (486, ``TURNRefusal/bandwidth``): the refusal names the cut, where dropped datagrams say nothing.
+    public var bandwidthCutHoldSeconds: Double = defaultBandwidthCutHoldSeconds
+    /// Default of ``bandwidthCutHoldSeconds``: 2 s.
+    public static let defaultBandwidthCutHoldSeconds: Double = 2
     /// 401/438 challenges one source (IPv4 address or IPv6 /64) may draw at once (RFC 8656 §21.1.4).
     public var challengeBurst: Double
     /// 401/438 challenges per second a source's bucket refills with.
@@ -306,6 +329,8 @@ public struct TURNServerStateMachine: Sendable {
     private var byFiveTuple: [TURNFiveTuple: TURNAllocationID] = [:]
     private var perUser: [String: Int] = [:]
     private var bandwidth: [String: TURNByteBucket] = [:]
+    /// When each user last had a datagram dropped for bandwidth (while it holds allocations).
+    private var lastBandwidthCut: [String: Double] = [:]
     /// Relayed addresses of live allocations: the only peers allowed on the relay's own host.
     private var relayedAddresses: Set<TransportAddress> = []
     /// Open TCP/TLS connections, and since when each has had no allocation (nil while it has one).
@@ -619,6 +644,9 @@ public struct TURNServerStateMachine: Sendable {
         guard perUser[auth.username, default: 0] < configuration.maxAllocationsPerUser else {
             return refuse(req, ft, .allocationQuota, key: key)
         }
+        if let cut = lastBandwidthCut[auth.username], now - cut < configuration.bandwidthCutHoldSeconds {
+            return refuse(req, ft, .bandwidth, key: key)
+        }
         guard allocations.count < configuration.maxAllocations else { return refuse(req, ft, .capacity, key: key) }
 
         let granted = TURNTimers.grantedLifetime(requested: lifetime?.seconds ?? UInt32(TURNTimers.defaultAllocationLifetime))
@@ -749,8 +777,10 @@ public struct TURNServerStateMachine: Sendable {
     private mutating func takeBandwidth(_ user: String, _ bytes: Int, now: Double) -> Bool {
         guard configuration.bandwidthPerUser != nil else { return true }
         guard bandwidth[user]?.take(bytes, now: now) == true else {
-            statistics.bandwidthCuts += 1
-            statistics.bandwidthCutBytes += bytes
+            let reason = TURNBandwidthCut.userBandwidth.name
+            statistics.bandwidthCuts[reason, default: 0] += 1
+            statistics.bandwidthCutBytes[reason, default: 0] += bytes
+            lastBandwidthCut[user] = now
             return false
         }
         return true
@@ -762,7 +792,10 @@ public struct TURNServerStateMachine: Sendable {
         if let relayed = a.relayed { relayedAddresses.remove(relayed) }
         let left = perUser[a.username, default: 1] - 1
         perUser[a.username] = left > 0 ? left : nil
-        if left <= 0 { bandwidth[a.username] = nil }
+        if left <= 0 {
+            bandwidth[a.username] = nil
+            lastBandwidthCut[a.username] = nil
+        }
     }
 
     /// A 401 or 438 with REALM and a fresh NONCE, unsigned (RFC 8489 §9.2.4 requires no more: no reason

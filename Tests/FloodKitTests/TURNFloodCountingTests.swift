@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOSSL
 import Rendezvous
 import Testing
@@ -95,6 +98,54 @@ struct TURNFloodCountingTests {
         }
     }
 
+    /// 20 allocations over 4 peer sockets, 20 packets/s of 160 bytes each way, 0.5 s counted after 0.2 s,
+    /// 2 s to drain (ample on a loaded machine), then as `adjust` says.
+    static func smallMediaFlood(_ adjust: (inout MediaFloodConfiguration) -> Void) -> MediaFloodConfiguration {
+        var c = MediaFloodConfiguration()
+        c.allocations = 20
+        c.peerSockets = 4
+        c.packetsPerSecond = 20
+        c.payloadBytes = 160
+        c.warmupSeconds = 0.2
+        c.durationSeconds = 0.5
+        c.drainSeconds = 2
+        adjust(&c)
+        return c
+    }
+
+    /// Media-rate flood through our relay, both ways: every packet sent in the measured period arrives
+    /// once with its latency counted, the server's CPU and memory are read, and every allocation is freed.
+    @Test func mediaFloodCountsEveryPacketBothWaysAndFreesItsAllocations() async throws {
+        try await Self.withServer { server in
+            let report = try MediaFlood(configuration: Self.smallMediaFlood {
+                $0.server = server.udpAddress
+                $0.watchedProcesses = [getpid()]
+            }).run()
+            #expect(report.sent > 0)
+            #expect(report.received == report.sent)
+            #expect(report.latency.count == report.received)
+            #expect(report.invalid == 0)
+            #expect(report.watchedCPUShare != nil && report.residentBytes != nil)
+            #expect(await server.allocationCount == 0)
+        }
+    }
+
+    /// Without a relay the same schedule runs straight between the sockets (the latency anchor).
+    @Test func directMediaFloodDeliversEveryPacket() throws {
+        let report = try MediaFlood(configuration: Self.smallMediaFlood { $0.direct = true }).run()
+        #expect(report.sent > 0 && report.received == report.sent && report.invalid == 0)
+    }
+
+    @Test func latencyPercentilesComeFromTheCountedValues() {
+        var h = LatencyHistogram()
+        #expect(h.percentile(0.5) == nil)
+        for us in 1...100 { h.add(microseconds: us) }
+        h.add(microseconds: 5_000_000)
+        #expect(h.percentile(0.5) == 51)
+        #expect(h.percentile(0.99) == 100)
+        #expect(h.percentile(1) == LatencyHistogram.capMicroseconds)
+    }
+
     @Test func floodsRefuseTargetsOffLoopback() {
         var relay = RelayFloodConfiguration()
         relay.server = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 3478)
@@ -102,5 +153,8 @@ struct TURNFloodCountingTests {
         var allocate = AllocationFloodConfiguration()
         allocate.server = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 3478)
         #expect(throws: FloodError.self) { try allocate.validate() }
+        var media = MediaFloodConfiguration()
+        media.server = TransportAddress(ip: IPAddress("192.0.2.1")!, port: 3478)
+        #expect(throws: FloodError.self) { try media.validate() }
     }
 }

@@ -188,6 +188,25 @@ import Traversal
         }
     }
 
+    @Test func aBandwidthCutIsNamedInTheCamerasRefusal() async throws {
+        let settings = TURNServerConfiguration(credentials: TURNCredentials(realm: "trav", restSecret: "s3cret"),
+                                               peerPolicy: TURNPeerPolicy(allowed: [IPPrefix("127.0.0.0/8")!]), bandwidthPerUser: 1000)
+        let server = try await TURNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0, tcp: false, server: settings), logger: Self.quiet)
+        defer { Task { await server.shutdown() } }
+        let grant = RelayGrantIssuer(secret: "s3cret", urls: ["turn:\(server.udpAddress)?transport=udp"]).grant(label: "cut")
+        // The grant's user relays more than its 1000 bytes per second: the relay cuts the datagram.
+        let (client, _) = try await TURNClient.allocate(.init(server: server.udpAddress, username: grant.username, password: grant.password))
+        defer { Task { await client.close() } }
+        let peer = TransportAddress("127.0.0.2:9")!
+        try await client.createPermission(for: [peer])
+        try await client.send(Array(repeating: 7, count: 1200), to: peer)
+        _ = try await client.refresh()  // answered after the Send indication before it was handled
+
+        let camera = try await TLSRelay(transport: .udp).prepare(StrategyContext(role: .camera, relay: grant, logger: Self.quiet))
+        let refused = try #require(camera.candidates.first?.detail["refused"], "the camera offers the refusal")
+        #expect(refused.contains("486") && refused.contains("bandwidth"), "\(refused)")
+    }
+
     @Test func aGrantRenewsUnderTheSameLabelUntilItExpires() {
         let issuer = RelayGrantIssuer(secret: "s3cret", urls: ["turns:192.0.2.1:5350"], lifetime: .seconds(20))
         let grant = issuer.grant(label: "req-1", now: Date(timeIntervalSince1970: 1_000_000))

@@ -44,7 +44,7 @@ struct TURNServerLifecycleTests {
         #expect(s.allocationsCreated == 1)
         #expect(s.packetsToPeers == 1 && s.bytesToPeers == 100)
         #expect(s.packetsToClients == 1 && s.bytesToClients == 200)
-        #expect(s.bandwidthCuts == 1 && s.bandwidthCutBytes == 5000)
+        #expect(s.bandwidthCuts == ["user-bandwidth": 1] && s.bandwidthCutBytes == ["user-bandwidth": 5000])
         #expect(s.refusals == ["special-peer": 1])
         #expect(h.machine.takeStatistics().isEmpty, "taking starts afresh")
     }

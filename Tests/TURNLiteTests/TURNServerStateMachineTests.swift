@@ -510,6 +510,30 @@ struct TURNServerStateMachineTests {
         #expect(h.machine.routeFromPeer(id, peer: peer, length: 400, now: h.now) == nil)
     }
 
+    @Test func aUserOverItsBandwidthIsRefusedAnotherAllocationNamingTheCut() throws {
+        var h = MachineHarness { $0.bandwidthPerUser = 1000 }
+        _ = try h.allocate()
+        _ = h.simple(.channelBind) { $0.append(ChannelNumber(0x4000)); $0.append(XORPeerAddress(peer)) }
+        h.ft.client.port += 1
+        _ = try h.allocate()
+        #expect(h.machine.allocationCount == 2, "under its bandwidth a user may allocate again")
+        h.ft.client.port -= 1
+        #expect(h.machine.routeChannelData(channel: 0x4000, length: 1000, from: h.ft, now: h.now) != nil)
+        #expect(h.machine.routeChannelData(channel: 0x4000, length: 1000, from: h.ft, now: h.now) == nil, "cut")
+        h.ft.client.port += 2
+        let refused = try #require(h.response(h.request(MachineHarness.allocateRequest())))
+        let error = try #require(try refused.attribute(ErrorCode.self))
+        #expect(error.code == 486)
+        #expect(error.reason == TURNRefusal.bandwidth.reason)
+        let s = h.machine.takeStatistics()
+        #expect(s.refusals["bandwidth"] == 1)
+        #expect(s.bandwidthCuts == ["user-bandwidth": 1] && s.bandwidthCutBytes == ["user-bandwidth": 1000])
+        // Once the cut is older than the hold, the user may allocate again.
+        h.now += TURNServerConfiguration.defaultBandwidthCutHoldSeconds
+        _ = try h.allocate()
+        #expect(h.machine.allocationCount == 3)
+    }
+
     @Test func challengesAreRateLimitedPerSource() throws {
         var h = MachineHarness { $0.challengeBurst = 3; $0.challengeRatePerSecond = 1 }
         var answered = 0
