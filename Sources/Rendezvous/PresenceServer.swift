@@ -7,7 +7,7 @@ import NIOPosix
 import Synchronization
 import Traversal
 
-/// The UDP socket of presence (``Traversal/PresenceProtocol``) and its table (``PresenceStateMachine``):
+/// The UDP socket of presence (`Traversal/PresenceProtocol`) and its table (``PresenceStateMachine``):
 /// datagrams are answered on the socket's event loop, with no hop to the hub, so a keepalive costs one
 /// look-up, one Poly1305 check and one send.
 final class PresenceServer: Sendable {

@@ -4,7 +4,7 @@ import NIOCore
 import SourceLimits
 import Traversal
 
-/// The cloud's side of UDP presence (the flow: ``Traversal/PresenceProtocol``), sans-I/O: time is
+/// The cloud's side of UDP presence (the flow: `Traversal/PresenceProtocol`), sans-I/O: time is
 /// passed in as `now`, datagrams come in as bytes and replies go out as actions.
 ///
 /// A session is opened at a proven TLS registration and lives while authenticated keepalives arrive
@@ -50,7 +50,7 @@ public struct PresenceStateMachine: Sendable {
         /// Drop the datagram (count it by the error's code).
         case drop(PresenceError)
         /// Refuse the datagram (count it by the error's code) and send `bytes` to `address`: a keepalive
-        /// for a session this cloud does not hold gets ``Traversal/PresenceDatagramKind/unknownSession``.
+        /// for a session this cloud does not hold gets `Traversal/PresenceDatagramKind/unknownSession`.
         case refuse(PresenceError, answer: [UInt8], to: SocketAddress)
     }
 

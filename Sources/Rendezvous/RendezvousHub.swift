@@ -228,7 +228,7 @@ actor RendezvousHub {
     /// What an asker learns before the camera has seen its `answerKey`: an introduction without one is
     /// `unavailable` for every UID, before the look-up; with one, an unknown, offline, declining or busy
     /// camera is `unavailable` alike, and an online camera's answer and relay grant come back only sealed
-    /// to that key (``SealedAnswer``): nothing in clear names an address or carries a grant.
+    /// to that key (`SealedAnswer`): nothing in clear names an address or carries a grant.
     func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String?) async {
         guard take(from: &lookupLimiter, viewer.source) else {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.rateLimited.name, message: "too many look-ups"))

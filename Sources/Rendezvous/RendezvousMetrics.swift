@@ -12,7 +12,7 @@ import Traversal
 /// | `cloud_rate_limit_hits_total` | `limit`: `lookup`, `registration`, `presence` | requests refused by a rate limit |
 /// | `cloud_relay_grants_total` | `kind`: `issued`, `renewed` | relay credentials handed out |
 /// | `cloud_registered_cameras` | `presence`: `tls`, `udp` | cameras registered now (gauge) |
-/// | `cloud_presence_datagrams_total` | `outcome`: `answered`, or a ``Traversal/PresenceError`` code | UDP presence datagrams |
+/// | `cloud_presence_datagrams_total` | `outcome`: `answered`, or a `Traversal/PresenceError` code | UDP presence datagrams |
 /// | `cloud_presence_wakes_total` | | cameras woken over UDP for a viewer |
 /// | `cloud_presence_sessions` | | UDP presence sessions held (gauge) |
 enum RendezvousMetrics {

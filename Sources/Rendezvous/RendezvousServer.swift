@@ -12,7 +12,7 @@ import TURNLite
 import Traversal
 
 /// The cloud's signalling service: TLS connections from cameras (registration, keepalive) and
-/// viewers (introductions). It forwards offers, and answers sealed to the viewer (``SealedAnswer``); it never
+/// viewers (introductions). It forwards offers, and answers sealed to the viewer (`SealedAnswer`); it never
 /// sees session keys or payload.
 ///
 /// With ``Configuration/sharedRelay`` its one TLS port carries TURN over TLS too, chosen by ALPN:
@@ -112,7 +112,7 @@ public final class RendezvousServer: Sendable {
         /// Cameras per second the shutdown's retry-afters are spread for (over `cameras / restartRate` seconds
         /// after ``restartRetryAfter``): what a node can admit of known cameras (a handshake and a signature each).
         public var restartRate = 2000
-        /// UDP presence (``Traversal/PresenceProtocol``): cameras may keep their registration with authenticated
+        /// UDP presence (`Traversal/PresenceProtocol`): cameras may keep their registration with authenticated
         /// keepalive datagrams and close their TLS connection; nil offers none (every camera keeps TLS).
         public var presence: PresenceStateMachine.Configuration? = .init()
         /// The UDP port of presence; nil: the TLS port's number (over UDP), or any free port if that one is taken.

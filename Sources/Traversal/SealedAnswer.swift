@@ -90,7 +90,7 @@ public struct SealedAnswer: Codable, Sendable, Hashable {
 
 extension PeerOffer {
     /// This offer as shown to a viewer asking from `viewer` when the camera is at `camera`: its LAN
-    /// (host) addresses only when both are at the same site (the same ``SourceAddressKey``), where
+    /// (host) addresses only when both are at the same site (the same `SourceAddressKey`), where
     /// they can work at all; a viewer elsewhere learns no private address of the camera's network.
     public func shown(to viewer: SourceAddressKey?, cameraAt camera: SourceAddressKey?) -> PeerOffer {
         if let viewer, let camera, viewer == camera, viewer != .unidentified { return self }
