@@ -31,9 +31,11 @@ enum SCTPStack {
         usrsctp_sysctl_set_sctp_blackhole(2)
         usrsctp_sysctl_set_sctp_max_chunks_on_queue(UInt32(SCTPAssociation.Configuration.maxChunksOnQueue))
         usrsctp_sysctl_set_sctp_delayed_sack_time_default(20)
-        // H-TCP (RFC-less, Leith & Shorten) instead of RFC 9260's Reno-like default: it regains its window
-        // faster after a loss, which matters on lossy mobile and wifi lines.
-        usrsctp_sysctl_set_sctp_default_cc_module(UInt32(SCTP_CC_HTCP))
+        // RFC 9260 §7.2's congestion control (usrsctp's RFC 2581 module), not H-TCP or HSTCP: measured over a
+        // 20 Mbit/s, 20 ms line, a 4 MiB transfer took 12 s at 1 % loss against H-TCP's 26–30 s (H-TCP's window
+        // sat at 3–4 packets, and every retransmission timeout collapses it), 22–25 s at 5 % against 36–41 s,
+        // and the same 3 s at 0 %.
+        usrsctp_sysctl_set_sctp_default_cc_module(UInt32(SCTP_CC_RFC2581))
         return true
     }()
 
