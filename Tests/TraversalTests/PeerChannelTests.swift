@@ -146,6 +146,8 @@ import PeerTestSupport
             await viewer.close()
             await camera.close()
         }
+        // The engine's tasks let go of the association as they end, just after `close` returns: wait (bounded).
+        for _ in 0..<100 where SCTPStack.liveCount != before { try await Task.sleep(for: .milliseconds(20)) }
         #expect(SCTPStack.liveCount == before)
     }
 
