@@ -15,9 +15,11 @@ import Testing
             let running = Task { try await group.run() }
             try await withRawConnection(endpoint) { channel, inbound in
                 // A look-up answered by the hub: the connection is one of the server's clients now.
+                // (With an answer key: an introduction without one is refused before it reaches the hub.)
                 let unknown = DeviceIdentity.generate()
                 try await CloudClient.send(
-                    .introduce(requestID: "r1", deviceID: unknown.deviceID.description, offer: sampleOffer(DeviceIdentity.ephemeral())),
+                    .introduce(requestID: "r1", deviceID: unknown.deviceID.description, offer: sampleOffer(DeviceIdentity.ephemeral()),
+                               answerKey: makeAnswerKey().1),
                     on: channel)
                 guard case .error("r1", _, _)? = try await inbound.next() else {
                     Issue.record("no answer to the look-up")
