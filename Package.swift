@@ -177,7 +177,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Fuzz/Sources/FuzzTargets"),
-        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets"]),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "PeerTestSupport"]),
         .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite", "TURNLite", "NATLab", "SourceLimits",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,5 +1,6 @@
 import Foundation
 import FuzzTargets
+import PeerTestSupport
 import Testing
 
 /// The fuzz targets without libFuzzer: every committed corpus input (seeds and the inputs that once
@@ -43,18 +44,5 @@ import Testing
             }
             target.run(bytes)
         }
-    }
-}
-
-/// A small deterministic generator (SplitMix64), so a failing mutation is found again on the next run.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
