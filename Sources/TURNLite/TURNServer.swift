@@ -434,10 +434,12 @@ final class TURNServerCore {
             case .releaseReservation(let address):
                 reserved.removeValue(forKey: address)?.close(promise: nil)
             case .closeRelay(let id):
-                runs[id] = nil
-                relays.removeValue(forKey: id)?.close(promise: nil)
+                // What the client relayed before it released the allocation still leaves (its last
+                // datagrams, often a goodbye, share a read with the Refresh that deletes it).
+                if let run = runs.removeValue(forKey: id) { emit(run) }
+                if let relay = relays.removeValue(forKey: id) { flushThenClose(relay) }
             case .closeClient(let ft):
-                streams[ft]?.close(promise: nil)
+                if let stream = streams[ft] { flushThenClose(stream) }
             }
         }
     }
@@ -449,6 +451,12 @@ final class TURNServerCore {
         } else if let stream = streams[ft] {
             write(stream, buffer)
         }
+    }
+
+    /// Sends what is queued on `channel`, then closes it (a close alone would fail unflushed writes).
+    private func flushThenClose(_ channel: Channel) {
+        if dirty.removeValue(forKey: ObjectIdentifier(channel)) != nil { channel.flush() }
+        channel.close(promise: nil)
     }
 
     private func write<T: Sendable>(_ channel: Channel, _ value: T) {

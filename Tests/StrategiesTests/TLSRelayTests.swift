@@ -14,9 +14,10 @@ import Traversal
     /// Gathering includes the camera's TLS connection and Allocate: generous, for a loaded CI machine.
     static let gatherTimeout: Duration = .seconds(5)
 
+    /// Warnings and worse; `TRAV_TEST_LOG=debug` (or another level) shows more when chasing a failure.
     static var quiet: Logger {
         var logger = Logger(label: "trav.test")
-        logger.logLevel = .warning
+        logger.logLevel = ProcessInfo.processInfo.environment["TRAV_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         return logger
     }
 
