@@ -460,109 +460,150 @@ public final class Connector: Sendable {
         }
     }
 
-    private enum Outcome: Sendable {
-        case won(Int, any PeerTransport, SecureSession, [UInt8], Double)
-        case failed(Int, String, Double, StrategyAttempt.Outcome)
+    /// What one contender's task reports to the race's driver, or the driver's own timer.
+    fileprivate enum RaceInput: Sendable {
+        case won(Int, any PeerTransport, SecureSession, [UInt8])
+        case failed(Int, String)
+        case tick
     }
 
-    /// How the race reports to its caller: a winner at once, or that every strategy has ended.
-    private enum RaceEvent: Sendable {
-        case won(RaceResult)
-        case exhausted([StrategyAttempt])
-    }
-
-    /// Races the prepared strategies with their start delays; the first whose handshake completes wins.
+    /// Races the prepared strategies with their start delays; the first whose handshake completes
+    /// wins (``RaceStateMachine`` decides; this drives it with tasks and a timer).
     ///
     /// The winner is returned the moment it is known; the losers are cancelled and cleaned up in
     /// the background (a TCP connect, for one, only notices cancellation when its attempt ends), so
     /// they never add to the setup time. Strategies still running then are reported `cancelled`.
     private func race(_ prepared: [Prepared], local: PeerOffer, remote: PeerOffer, context: StrategyContext, started: ContinuousClock.Instant,
                       handshake: @escaping @Sendable (any PeerTransport) async throws -> (SecureSession, [UInt8])) async throws -> RaceResult {
-        let raceStart = ContinuousClock.now
-        let timeout = configuration.connectTimeout
-        let logger = configuration.logger
-        let (events, sink) = AsyncStream.makeStream(of: RaceEvent.self)
-        let runner = Task {
-            var attempts: [StrategyAttempt] = []
-            var running = Set<Int>()
-            await withTaskGroup(of: Outcome.self) { group in
-                for (i, p) in prepared.enumerated() {
-                    guard let strategy = p.prepared else {
-                        attempts.append(StrategyAttempt(strategy: p.id, outcome: p.skipped ? .skipped : .failed, ms: 0, error: p.error))
-                        continue
-                    }
-                    guard remote.strategies.contains(p.id) else {
-                        attempts.append(StrategyAttempt(strategy: p.id, outcome: .skipped, ms: 0, error: "peer has not enabled \(p.id)"))
-                        continue
-                    }
-                    running.insert(i)
-                    group.addTask {
-                        let delay = strategy.startDelay(local: local, remote: remote)
-                        do {
-                            try await Task.sleep(for: delay)
-                            let transport = try await withDeadline(timeout - delay) {
-                                try await strategy.connect(remote: remote, context: context)
+        var unable: [StrategyAttempt] = []
+        var runnable: [(id: String, strategy: any PreparedStrategy)] = []
+        for p in prepared {
+            guard let strategy = p.prepared else {
+                unable.append(StrategyAttempt(strategy: p.id, outcome: p.skipped ? .skipped : .failed, ms: 0, error: p.error))
+                continue
+            }
+            guard remote.strategies.contains(p.id) else {
+                unable.append(StrategyAttempt(strategy: p.id, outcome: .skipped, ms: 0, error: "peer has not enabled \(p.id)"))
+                continue
+            }
+            runnable.append((p.id, strategy))
+        }
+        var machine = RaceStateMachine(
+            contenders: runnable.map { .init(id: $0.id, startDelay: $0.strategy.startDelay(local: local, remote: remote)) },
+            unable: unable, connectTimeout: configuration.connectTimeout, now: .now)
+        let (inputs, sink) = AsyncStream.makeStream(of: RaceInput.self)
+        let inbox = RaceInbox(sink)
+        return try await withTaskCancellationHandler {
+            var iterator = inputs.makeAsyncIterator()
+            var connected: [Int: (any PeerTransport, SecureSession, [UInt8])] = [:]
+            // Ends the race: no more inputs; late winners already buffered are closed.
+            func finish() async {
+                inbox.stop()
+                while let late = await iterator.next() {
+                    if case .won(_, let transport, _, _) = late { Task { await transport.close() } }
+                }
+            }
+            var pending = machine.tick(now: .now)
+            while true {
+                for action in pending {
+                    switch action {
+                    case .start(let i):
+                        let strategy = runnable[i].strategy
+                        let task = Task {
+                            let transport: any PeerTransport
+                            do {
+                                transport = try await strategy.connect(remote: remote, context: context)
+                            } catch {
+                                _ = inbox.deliver(.failed(i, Task.isCancelled ? "cancelled" : "\(error)"))
+                                return
                             }
                             do {
-                                let (session, final) = try await withDeadline(timeout - (ContinuousClock.now - raceStart)) {
-                                    try await handshake(transport)
-                                }
-                                return .won(i, transport, session, final, ms(since: raceStart))
+                                let (session, final) = try await handshake(transport)
+                                if !inbox.deliver(.won(i, transport, session, final)) { await transport.close() }
                             } catch {
                                 await transport.close()
-                                throw error
+                                _ = inbox.deliver(.failed(i, Task.isCancelled ? "cancelled" : "\(error)"))
                             }
-                        } catch {
-                            let cancelled = Task.isCancelled
-                            return .failed(i, cancelled ? "cancelled" : "\(error)", ms(since: raceStart), cancelled ? .cancelled : .failed)
                         }
+                        inbox.keep(task, at: i)
+                    case .cancel(let indices):
+                        for i in indices { inbox.cancel(i) }
+                    case .close(let i):
+                        if let (transport, _, _) = connected.removeValue(forKey: i) { await transport.close() }
+                    case .won(let i, let attempts):
+                        guard let (transport, session, final) = connected.removeValue(forKey: i) else { continue }
+                        await finish()
+                        for (late, _, _) in connected.values { await late.close() }
+                        return RaceResult(strategy: runnable[i].id, transport: transport, session: session, final: final, attempts: attempts)
+                    case .exhausted(let attempts):
+                        await finish()
+                        configuration.logger.notice("no path", metadata: ["attempts": "\(attempts.map { "\($0.strategy)=\($0.outcome.rawValue)" })"])
+                        throw TraversalError(code: .noPath, detail: "no strategy reached the peer: " +
+                                             attempts.map { "\($0.strategy): \($0.error ?? $0.outcome.rawValue)" }.joined(separator: "; "),
+                                             attempts: attempts)
                     }
                 }
-                var decided = false
-                for await outcome in group {
-                    switch outcome {
-                    case .won(let i, let transport, let session, let final, let elapsed):
-                        running.remove(i)
-                        guard !decided else {
-                            await transport.close()
-                            continue
-                        }
-                        decided = true
-                        attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: .connected, ms: elapsed, path: transport.pathDescription))
-                        for r in running.sorted() {
-                            attempts.append(StrategyAttempt(strategy: prepared[r].id, outcome: .cancelled, ms: elapsed, error: "cancelled"))
-                        }
-                        group.cancelAll()
-                        sink.yield(.won(RaceResult(strategy: prepared[i].id, transport: transport, session: session,
-                                                   final: final, attempts: attempts)))
-                    case .failed(let i, let error, let elapsed, let outcome):
-                        running.remove(i)
-                        if !decided {
-                            attempts.append(StrategyAttempt(strategy: prepared[i].id, outcome: outcome == .cancelled ? .failed : outcome,
-                                                            ms: elapsed, error: error))
-                        }
+                // Wake at the machine's next deadline, or at a contender's end, whichever comes first.
+                let timer: Task<Void, Never>? = machine.nextDeadline.map { due in
+                    Task {
+                        guard (try? await Task.sleep(until: due, clock: .continuous)) != nil else { return }
+                        _ = inbox.deliver(.tick)
                     }
                 }
-                if !decided { sink.yield(.exhausted(attempts)) }
+                inbox.cancel(RaceInbox.timerSlot)
+                if let timer { inbox.keep(timer, at: RaceInbox.timerSlot) }
+                guard let input = await iterator.next() else {
+                    await finish()
+                    throw CancellationError()
+                }
+                switch input {
+                case .tick:
+                    pending = machine.tick(now: .now)
+                case .failed(let i, let error):
+                    pending = machine.tick(now: .now) + machine.failed(i, error: error, now: .now)
+                case .won(let i, let transport, let session, let final):
+                    connected[i] = (transport, session, final)
+                    pending = machine.tick(now: .now) + machine.succeeded(i, path: transport.pathDescription, now: .now)
+                }
             }
+        } onCancel: {
+            inbox.stop()
+        }
+    }
+}
+
+/// Where a race's contender tasks deliver their ends to its driver, and the tasks it may cancel.
+private final class RaceInbox: Sendable {
+    /// The slot of the driver's timer among the tasks.
+    static let timerSlot = -1
+    private let sink: AsyncStream<Connector.RaceInput>.Continuation
+    /// Open while the driver reads; a success delivered after it closed is closed by its own task.
+    private let open = Mutex(true)
+    private let tasks = Mutex<[Int: Task<Void, Never>]>([:])
+
+    init(_ sink: AsyncStream<Connector.RaceInput>.Continuation) { self.sink = sink }
+
+    /// Hands `input` to the driver; false once the race has ended.
+    func deliver(_ input: Connector.RaceInput) -> Bool {
+        open.withLock { isOpen in
+            if isOpen { sink.yield(input) }
+            return isOpen
+        }
+    }
+
+    /// Keeps `task` in `slot` to cancel it later.
+    func keep(_ task: Task<Void, Never>, at slot: Int) { tasks.withLock { $0[slot] = task } }
+
+    /// Cancels the task in `slot`, if any.
+    func cancel(_ slot: Int) { tasks.withLock { $0.removeValue(forKey: slot) }?.cancel() }
+
+    /// Ends the race: takes no more inputs and cancels every task.
+    func stop() {
+        open.withLock { isOpen in
+            isOpen = false
             sink.finish()
         }
-        return try await withTaskCancellationHandler {
-            for await event in events {
-                switch event {
-                case .won(let result):
-                    return result
-                case .exhausted(let attempts):
-                    logger.notice("no path", metadata: ["attempts": "\(attempts.map { "\($0.strategy)=\($0.outcome.rawValue)" })"])
-                    throw TraversalError(code: .noPath, detail: "no strategy reached the peer: " +
-                                         attempts.map { "\($0.strategy): \($0.error ?? $0.outcome.rawValue)" }.joined(separator: "; "),
-                                         attempts: attempts)
-                }
-            }
-            throw CancellationError()
-        } onCancel: {
-            runner.cancel()
-        }
+        for task in tasks.withLock({ t in defer { t = [:] }; return Array(t.values) }) { task.cancel() }
     }
 }
 
