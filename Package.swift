@@ -167,9 +167,9 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
-        // WebRTC for browser viewers: session descriptions and ICE candidates so far (RFC 8866, 8839, 8841).
-        .target(name: "WebRTC"),
-        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC"]),
+        // WebRTC for browser viewers: session descriptions, ICE candidates and the ICE agent so far (RFC 8866, 8839, 8841, 8445).
+        .target(name: "WebRTC", dependencies: ["STUNLite"]),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite"]),
         .testTarget(name: "TravCTests", dependencies: ["NATLab", "TravC", "CTrav"]),
         .target(
             name: "FuzzTargets",
