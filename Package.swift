@@ -167,9 +167,15 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
-        // WebRTC for browser viewers: session descriptions, ICE candidates and the ICE agent so far (RFC 8866, 8839, 8841, 8445).
-        .target(name: "WebRTC", dependencies: ["STUNLite"]),
-        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite"]),
+        // WebRTC for browser viewers: session descriptions, ICE candidates, the ICE agent and DTLS 1.2 over OpenSSL so far
+        // (RFC 8866, 8839, 8841, 8445, 6347).
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
+        .target(name: "WebRTC", dependencies: ["STUNLite", "COpenSSL",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1")]),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite", "NATLab",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "TravCTests", dependencies: ["NATLab", "TravC", "CTrav"]),
         .target(
             name: "FuzzTargets",
