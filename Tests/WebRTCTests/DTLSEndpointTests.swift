@@ -13,22 +13,21 @@ import WebRTC
         var clientData: [[UInt8]] = []
         var serverData: [[UInt8]] = []
         var sent = 0
+        /// Hands `datagrams` to `endpoint` (those `drop` spares); returns what it sends back, adding what it read to `data`.
+        func deliver(_ datagrams: [[UInt8]], to endpoint: DTLSEndpoint, data: inout [[UInt8]]) throws -> [[UInt8]] {
+            var replies: [[UInt8]] = []
+            for d in datagrams {
+                sent += 1
+                if drop(sent) { continue }
+                let out = try endpoint.receive(d)
+                replies += out.datagrams
+                data += out.data
+            }
+            return replies
+        }
         for _ in 0..<50 where !(toServer.isEmpty && toClient.isEmpty) {
-            for d in toServer {
-                sent += 1
-                if drop(sent) { continue }
-                let out = try server.receive(d)
-                toClient += out.datagrams
-                serverData += out.data
-            }
-            toServer = []
-            for d in toClient {
-                sent += 1
-                if drop(sent) { continue }
-                let out = try client.receive(d)
-                toServer += out.datagrams
-                clientData += out.data
-            }
+            toClient = try deliver(toServer, to: server, data: &serverData)
+            toServer = try deliver(toClient, to: client, data: &clientData)
             toClient = []
         }
         return (clientData, serverData)
