@@ -77,6 +77,11 @@ struct PreparedTCP: PreparedStrategy {
                 group.addTask { try await listener.accepted() }
             }
             group.addTask {
+                // A camera that listens dials a moment later: where the viewer's SYN can reach the listener
+                // (no NAT in the way) it is accepted before any SYN of ours is in flight. A SYN of ours for
+                // the same four-tuple as the accepted connection would cross it and could reset it. Across
+                // NATs the viewer's SYNs are dropped until ours opens the way, so this costs one retry interval.
+                if listener != nil { try await Task.sleep(for: settings.retryInterval) }
                 let started = ContinuousClock.now
                 var lastError = "no attempt"
                 var attempts = 0
