@@ -180,7 +180,7 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "STUNLite", "TURNLite", "Traversal", "Strategies", "Media",
+                "STUNLite", "TURNLite", "Traversal", "Strategies", "Media", "WebRTC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -208,7 +208,7 @@ if Context.environment["TRAV_FUZZ"] == "1" {
     let quick = Context.environment["TRAV_FUZZ_QUICK"] == "1"
     let instrument: [SwiftSetting]? = quick ? [.unsafeFlags(["-sanitize=fuzzer"])] : nil
     if quick {
-        let ours: Set<String> = ["SourceLimits", "STUNLite", "TURNLite", "Traversal", "Strategies", "Media", "FuzzTargets"]
+        let ours: Set<String> = ["SourceLimits", "STUNLite", "TURNLite", "Traversal", "Strategies", "Media", "WebRTC", "FuzzTargets"]
         for target in package.targets where ours.contains(target.name) {
             target.swiftSettings = (target.swiftSettings ?? []) + (instrument ?? [])
         }

@@ -16,6 +16,7 @@ public enum FuzzTargets {
     public static let all: [FuzzTarget] = [
         STUNCodecFuzz.target, TURNServerFuzz.target, ChannelDataFuzz.target, CloudFrameFuzz.target,
         LANDiscoveryFuzz.target, NoiseResponderFuzz.target, DataChannelFuzz.target, MediaFuzz.target,
+        SessionDescriptionFuzz.target,
     ]
 
     /// The target with this name.
