@@ -1,0 +1,71 @@
+import Logging
+import Testing
+@testable import Traversal
+import WebRTC
+
+/// The channel engine's SCTP packets carried as DTLS application data (RFC 8261), as a WebRTC data
+/// channel runs: DCEP opens a channel (RFC 8832) and messages cross, reliable and large, both ways.
+@Suite(.serialized, .timeLimit(.minutes(1)))
+struct SCTPOverDTLSTests {
+    /// One side: its DTLS endpoint, the channel session above it, the other side below it.
+    actor Side {
+        let dtls: DTLSEndpoint
+        var session: ChannelSession?
+        var peer: Side?
+        init(_ dtls: DTLSEndpoint) { self.dtls = dtls }
+        func attach(_ session: ChannelSession, peer: Side) {
+            self.session = session
+            self.peer = peer
+        }
+        /// A datagram from the peer: handshake or records; application data goes up to SCTP.
+        func deliver(_ datagram: [UInt8]) async {
+            guard let out = try? dtls.receive(datagram) else { return }
+            for d in out.datagrams { await peer?.deliver(d) }
+            for packet in out.data { session?.input(packet) }
+        }
+        /// An SCTP packet from above: sealed into one DTLS record (dropped before the handshake, as a lost packet).
+        func send(_ packet: [UInt8]) async {
+            guard dtls.isConnected, let out = try? dtls.send(packet) else { return }
+            for d in out.datagrams { await peer?.deliver(d) }
+        }
+        func start() async throws {
+            for d in try dtls.start().datagrams { await peer?.deliver(d) }
+        }
+        var connected: Bool { dtls.isConnected }
+    }
+
+    @Test func aDataChannelOpensAndCarriesMessagesOverDTLS() async throws {
+        let (a, b) = (try DTLSCertificate.generate(), try DTLSCertificate.generate())
+        let client = Side(try DTLSEndpoint(role: .client, certificate: a, peerFingerprint: b.fingerprint))
+        let server = Side(try DTLSEndpoint(role: .server, certificate: b, peerFingerprint: a.fingerprint))
+        // Room for DTLS 1.2's record overhead (13-byte header, 8-byte explicit nonce, 16-byte tag) under the 1200-byte MTU.
+        let sctp = SCTPAssociation.Configuration.datagram(pathMTU: 1100)
+        let browser = try ChannelSession(role: .viewer, configuration: sctp, logger: Logger(label: "browser")) { await client.send($0) }
+        let camera = try ChannelSession(role: .camera, configuration: sctp, logger: Logger(label: "camera")) { await server.send($0) }
+        await client.attach(browser, peer: server)
+        await server.attach(camera, peer: client)
+        try await client.start()
+        let clientConnected = await client.connected
+        let serverConnected = await server.connected
+        #expect(clientConnected && serverConnected)
+        browser.connect()
+        camera.connect()
+
+        async let accepted: PeerChannel? = { for await c in camera.incoming { return c }; return nil }()
+        let channel = try await browser.open(label: "video", delivery: .reliable, priority: .normal)
+        let incoming = try #require(await accepted)
+        #expect(incoming.label == "video" && incoming.delivery == .reliable)
+
+        let frame = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try await channel.send(Array("hello".utf8))
+        try await channel.send(frame)
+        var received = incoming.messages.makeAsyncIterator()
+        #expect(try await received.next() == Array("hello".utf8))
+        #expect(try await received.next() == frame, "a 100 kB message, fragmented by SCTP, each fragment a DTLS record")
+        try await incoming.send(Array("ack".utf8))
+        var back = channel.messages.makeAsyncIterator()
+        #expect(try await back.next() == Array("ack".utf8))
+        browser.close(reason: "done")
+        camera.close(reason: "done")
+    }
+}
