@@ -14,6 +14,7 @@ command -v turnserver >/dev/null 2>&1 || need+=(coturn)
 [ -e /usr/include/usrsctp.h ] || need+=(libusrsctp-dev)   # the SCTP stack channels run on (linked: needed to build)
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)   # DTLS for WebRTC (linked: needed to build)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)     # a real DTLS peer (DTLSInteropTests)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)   # a real browser's data channel (BrowserDataChannelTests)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)       # checks saved video
 command -v curl >/dev/null 2>&1 || need+=(curl)           # scrapes the metrics endpoint
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)   # shows the lab line reorders
