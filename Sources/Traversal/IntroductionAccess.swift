@@ -42,7 +42,7 @@ public struct AccessChallenge: Codable, Sendable, Hashable {
     public var identityKey: String
     /// A one-time X25519 key the viewer seals its proof to, base64 (32 bytes).
     public var sealingKey: String
-    /// The identity key's Ed25519 signature over ``signedBytes(deviceID:requestID:answerKey:sealingKey:)``, base64 (64 bytes).
+    /// The identity key's Ed25519 signature over `domain ‖ 0 ‖ deviceID ‖ 0 ‖ requestID ‖ 0 ‖ answerKey ‖ sealingKey`, base64 (64 bytes).
     public var signature: String
 
     /// A challenge with these fields, as received.
