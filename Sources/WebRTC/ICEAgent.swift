@@ -70,6 +70,7 @@ public struct ICERoleAttribute: Hashable, Sendable {
 ///       candidate (§7.3.1.3); a role conflict is settled by tie-breaker (§7.3.1.1, 487)
 ///  controlled: a pair the peer nominated (USE-CANDIDATE) that has succeeded is selected (§7.3.1.5)
 ///  controlling: the first pair that succeeds is nominated with USE-CANDIDATE; selected on its success
+///  then consent (RFC 7675): a check on the selected pair every 4–6 s; 30 s without an answer → consentExpired
 /// ```
 ///
 /// Checks that fail integrity are dropped without an answer (no reflection toward an address that
@@ -120,6 +121,8 @@ public struct ICEAgent: Sendable {
         case selected(socket: Int, remote: TransportAddress)
         /// Every pair failed (and no remote candidate is expected any more).
         case failed
+        /// The peer stopped answering consent checks on the selected pair (RFC 7675 §5.1): stop sending on it.
+        case consentExpired
     }
 
     /// Interval between new checks (RFC 8445 §14.2: Ta, 50 ms for one data stream).
@@ -130,6 +133,10 @@ public struct ICEAgent: Sendable {
     public static let maxSends = 7
     /// Most candidate pairs kept (RFC 8445 §6.1.2.5 says limit them; 100 is its example).
     public static let maxPairs = 100
+    /// Mean interval of consent checks on the selected pair, each drawn from 0.8–1.2× it (RFC 7675 §5.1).
+    public static let consentInterval: Duration = .seconds(5)
+    /// Without an answer to a consent check for this long, consent is lost (RFC 7675 §5.1).
+    public static let consentTimeout: Duration = .seconds(30)
 
     private enum PairState: Sendable, Hashable { case waiting, inProgress, succeeded, failed }
 
@@ -164,6 +171,12 @@ public struct ICEAgent: Sendable {
     public private(set) var selected: (socket: Int, remote: TransportAddress)?
     private var remoteCandidatesDone = false
     private var reportedFailure = false
+    /// Consent on the selected pair (RFC 7675): the last answer, the next check, the one in flight.
+    private var consentAnswered: ContinuousClock.Instant?
+    private var consentCheckAt: ContinuousClock.Instant?
+    private var consentTransaction: STUNTransactionID?
+    /// Whether consent was lost (nothing more is sent or selected).
+    public private(set) var consentLost = false
 
     /// An agent with these credentials and local candidates, starting at `now`.
     public init(role: Role, local: Credentials, remote: Credentials, locals: [Local], tieBreaker: UInt64 = .random(in: 0...UInt64.max),
@@ -186,7 +199,11 @@ public struct ICEAgent: Sendable {
 
     /// When ``tick(now:)`` next has something to do.
     public var nextDeadline: ContinuousClock.Instant? {
-        guard selected == nil, !reportedFailure else { return nil }
+        if selected != nil {
+            guard !consentLost, let answered = consentAnswered, let check = consentCheckAt else { return nil }
+            return min(check, answered + Self.consentTimeout)
+        }
+        guard !reportedFailure else { return nil }
         var next: ContinuousClock.Instant? = pairs.contains { $0.state == .waiting } ? nextCheckAt : nil
         for p in pairs { if let r = p.retransmitAt { next = next.map { min($0, r) } ?? r } }
         return next
@@ -194,7 +211,8 @@ public struct ICEAgent: Sendable {
 
     /// Sends the next check when Ta has passed, and retransmits or fails checks whose time has come.
     public mutating func tick(now: ContinuousClock.Instant) -> [Action] {
-        guard selected == nil, !reportedFailure else { return [] }
+        if selected != nil { return consent(now: now) }
+        guard !reportedFailure else { return [] }
         var actions: [Action] = []
         for i in pairs.indices {
             guard pairs[i].state == .inProgress, let at = pairs[i].retransmitAt, now >= at else { continue }
@@ -241,16 +259,39 @@ public struct ICEAgent: Sendable {
     }
 
     private mutating func send(_ i: Int, now: ContinuousClock.Instant) -> Action {
-        var m = STUNMessage(method: .binding, messageClass: .request, transactionID: pairs[i].transaction ?? .random())
-        m.append(Username(remote.ufrag + ":" + local.ufrag))
-        m.append(ICEPriority(ICECandidate.priority(kind: .prflx, localPreference: pairs[i].local.priority >> 8 & 0xFFFF)))
-        m.attributes.append(ICERoleAttribute.attribute(role, tieBreaker))
-        if pairs[i].useCandidate { m.append(ICEUseCandidate()) }
-        pairs[i].transaction = m.transactionID
+        let transaction = pairs[i].transaction ?? .random()
+        pairs[i].transaction = transaction
         pairs[i].state = .inProgress
         pairs[i].sends += 1
         pairs[i].retransmitAt = now + Self.initialRTO * (1 << min(pairs[i].sends - 1, 6))
-        return .send(m.encode(integrityKey: Array(remote.pwd.utf8), fingerprint: true), socket: pairs[i].local.socket, to: pairs[i].remote)
+        return .send(check(from: pairs[i].local, transaction: transaction, useCandidate: pairs[i].useCandidate),
+                     socket: pairs[i].local.socket, to: pairs[i].remote)
+    }
+
+    /// A connectivity check (RFC 8445 §7.2.2): USERNAME "theirs:ours", PRIORITY, our role, MESSAGE-INTEGRITY
+    /// with their password, FINGERPRINT.
+    private func check(from local: Local, transaction: STUNTransactionID, useCandidate: Bool) -> [UInt8] {
+        var m = STUNMessage(method: .binding, messageClass: .request, transactionID: transaction)
+        m.append(Username(remote.ufrag + ":" + self.local.ufrag))
+        m.append(ICEPriority(ICECandidate.priority(kind: .prflx, localPreference: local.priority >> 8 & 0xFFFF)))
+        m.attributes.append(ICERoleAttribute.attribute(role, tieBreaker))
+        if useCandidate { m.append(ICEUseCandidate()) }
+        return m.encode(integrityKey: Array(remote.pwd.utf8), fingerprint: true)
+    }
+
+    /// RFC 7675 §5.1: a check on the selected pair every 4–6 s; none answered for 30 s loses consent.
+    private mutating func consent(now: ContinuousClock.Instant) -> [Action] {
+        guard !consentLost, let (socket, peer) = selected, let answered = consentAnswered, let due = consentCheckAt,
+              let pair = pairs.first(where: { $0.local.socket == socket && $0.remote == peer }) else { return [] }
+        if now - answered >= Self.consentTimeout {
+            consentLost = true
+            return [.consentExpired]
+        }
+        guard now >= due else { return [] }
+        consentCheckAt = now + Self.consentInterval * Double.random(in: 0.8...1.2)
+        let transaction = STUNTransactionID.random()
+        consentTransaction = transaction
+        return [.send(check(from: pair.local, transaction: transaction, useCandidate: false), socket: socket, to: peer)]
     }
 
     private mutating func request(_ m: STUNMessage, from source: TransportAddress, on socket: Int, now: ContinuousClock.Instant) -> [Action] {
@@ -279,7 +320,7 @@ public struct ICEAgent: Sendable {
         if role == .controlled, m.contains(ICEUseCandidate.attributeType) { pairs[i].nominated = true }
         switch pairs[i].state {
         case .succeeded:
-            if pairs[i].nominated, selected == nil { actions += select(i) }
+            if pairs[i].nominated, selected == nil { actions += select(i, now: now) }
         case .waiting, .failed:
             pairs[i].state = .waiting
             pairs[i].sends = 0
@@ -293,6 +334,12 @@ public struct ICEAgent: Sendable {
     }
 
     private mutating func response(_ m: STUNMessage, from source: TransportAddress, now: ContinuousClock.Instant) -> [Action] {
+        if let consent = consentTransaction, m.transactionID == consent, m.messageClass == .successResponse,
+           source == selected?.remote, m.verifyMessageIntegrity(key: Array(remote.pwd.utf8)) {
+            consentTransaction = nil
+            consentAnswered = now
+            return []
+        }
         guard let i = pairs.firstIndex(where: { $0.transaction == m.transactionID && $0.state == .inProgress }),
               m.verifyMessageIntegrity(key: Array(remote.pwd.utf8)) else { return [] }
         pairs[i].transaction = nil
@@ -316,18 +363,20 @@ public struct ICEAgent: Sendable {
         }
         pairs[i].state = .succeeded
         if role == .controlling {
-            if pairs[i].useCandidate { return select(i) }
+            if pairs[i].useCandidate { return select(i, now: now) }
             guard !pairs.contains(where: { $0.useCandidate }) else { return [] }
             // Nominate the first pair that works (§8.1.1), with a check carrying USE-CANDIDATE.
             pairs[i].useCandidate = true
             pairs[i].sends = 0
             return [send(i, now: now)]
         }
-        return pairs[i].nominated && selected == nil ? select(i) : []
+        return pairs[i].nominated && selected == nil ? select(i, now: now) : []
     }
 
-    private mutating func select(_ i: Int) -> [Action] {
+    private mutating func select(_ i: Int, now: ContinuousClock.Instant) -> [Action] {
         selected = (pairs[i].local.socket, pairs[i].remote)
+        consentAnswered = now
+        consentCheckAt = now + Self.consentInterval
         return [.selected(socket: pairs[i].local.socket, remote: pairs[i].remote)]
     }
 

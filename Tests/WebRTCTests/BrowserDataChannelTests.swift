@@ -112,6 +112,7 @@ struct BrowserDataChannelTests {
                 case .send(let bytes, _, let to): await write(bytes, to: to)
                 case .selected(_, let remote): log.append("ice selected \(remote)")
                 case .failed: log.append("ice failed")
+                case .consentExpired: log.append("consent expired")
                 }
             }
         }

@@ -19,14 +19,15 @@ struct ICEAgentTests {
         var selectedB: (Int, TransportAddress)?
         var failedA = false
         var failedB = false
+        var consentExpiredAt: ContinuousClock.Instant?
         var datagrams = 0
-        let reachable: (TransportAddress, TransportAddress) -> Bool
+        var reachable: (TransportAddress, TransportAddress) -> Bool
         /// Where each agent's sockets are: socket id → address as the other side sees it.
         let aSockets: [Int: TransportAddress]
         let bSockets: [Int: TransportAddress]
 
         /// Delivers `actions` from one side (a when `fromA`), recursively, then advances time to the next deadline; bounded.
-        mutating func run(steps: Int = 2000) {
+        mutating func run(steps: Int = 2000, keepGoing: Bool = false, until: ContinuousClock.Instant? = nil) {
             var queue: [(Bool, ICEAgent.Action)] = a.tick(now: now).map { (true, $0) } + b.tick(now: now).map { (false, $0) }
             for _ in 0..<steps {
                 while !queue.isEmpty {
@@ -45,9 +46,12 @@ struct ICEAgentTests {
                         if fromA { selectedA = (socket, remote) } else { selectedB = (socket, remote) }
                     case .failed:
                         if fromA { failedA = true } else { failedB = true }
+                    case .consentExpired:
+                        if consentExpiredAt == nil { consentExpiredAt = now }
                     }
                 }
-                if (selectedA != nil && selectedB != nil) || (failedA && failedB) { return }
+                if (selectedA != nil && selectedB != nil && !keepGoing) || (failedA && failedB) || consentExpiredAt != nil { return }
+                if let until, now >= until { return }
                 guard let next = [a.nextDeadline, b.nextDeadline].compactMap({ $0 }).min() else { return }
                 now = max(now, next)
                 queue = a.tick(now: now).map { (true, $0) } + b.tick(now: now).map { (false, $0) }
@@ -106,6 +110,27 @@ struct ICEAgentTests {
         net.run()
         #expect(net.a.role == .controlling && net.b.role == .controlled)
         #expect(net.selectedA != nil && net.selectedB != nil)
+    }
+
+    @Test func consentIsKeptWhileThePeerAnswersAndLostThirtySecondsAfterItStops() {
+        var net = Self.network { _, _ in true }
+        net.run()
+        let selectedAt = net.now
+        // A minute of answered consent checks: nothing expires, a check goes out every 4–6 s.
+        let before = net.datagrams
+        net.run(keepGoing: true, until: selectedAt + .seconds(60))
+        #expect(net.consentExpiredAt == nil)
+        let checks = net.datagrams - before
+        #expect(checks >= 2 * 10 && checks <= 2 * 2 * 16, "\(checks) datagrams for a minute of consent (checks and answers, both sides)")
+        // The browser goes away: consent ends 30 s after the last answer, never sooner.
+        let silentFrom = net.now
+        net.reachable = { _, _ in false }
+        net.run(keepGoing: true, until: silentFrom + .seconds(120))
+        let expired = try! #require(net.consentExpiredAt)
+        #expect(expired - silentFrom >= .seconds(24) && expired - silentFrom <= ICEAgent.consentTimeout + .seconds(1), "\(expired - silentFrom)")
+        let lost = [net.a, net.b].filter(\.consentLost)
+        #expect(!lost.isEmpty)
+        for var agent in lost { #expect(agent.tick(now: expired + .seconds(100)).isEmpty, "nothing more is sent once consent is lost") }
     }
 
     @Test func checksWithoutThePasswordAreDroppedUnanswered() {
