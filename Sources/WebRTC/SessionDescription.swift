@@ -1,3 +1,5 @@
+import Foundation
+
 /// Why a session description (or a candidate) was refused; `line` is 1-based, when known.
 public struct SDPError: Error, Hashable, CustomStringConvertible {
     /// What kind of problem.
@@ -94,11 +96,13 @@ public struct SessionDescription: Sendable, Hashable {
     public var candidates: [ICECandidate]
     /// Whether `a=end-of-candidates` was present (no more trickled candidates).
     public var endOfCandidates: Bool
+    /// The camera's identity key vouching for its certificate (``IdentityBinding``), in a camera's answer.
+    public var identity: IdentityBinding?
 
     /// A description with these fields.
     public init(sessionID: UInt64, version: UInt64 = 2, mid: String = "0", iceUfrag: String, icePwd: String, fingerprint: [UInt8],
                 setup: DTLSSetup, sctpPort: Int = defaultSCTPPort, maxMessageSize: Int? = nil, candidates: [ICECandidate] = [],
-                endOfCandidates: Bool = false) {
+                endOfCandidates: Bool = false, identity: IdentityBinding? = nil) {
         self.sessionID = sessionID
         self.version = version
         self.mid = mid
@@ -110,6 +114,7 @@ public struct SessionDescription: Sendable, Hashable {
         self.maxMessageSize = maxMessageSize
         self.candidates = candidates
         self.endOfCandidates = endOfCandidates
+        self.identity = identity
     }
 
     /// The description as SDP text, CRLF line ends (RFC 8866 §5), one data-channel section.
@@ -131,6 +136,7 @@ public struct SessionDescription: Sendable, Hashable {
             "a=sctp-port:\(sctpPort)",
         ]
         if let maxMessageSize { lines.append("a=max-message-size:\(maxMessageSize)") }
+        if let identity { lines.append("a=\(IdentityBinding.attribute):\(identity.attributeValue)") }
         lines += candidates.map { "a=\($0)" }
         if endOfCandidates { lines.append("a=end-of-candidates") }
         return lines.joined(separator: "\r\n") + "\r\n"
@@ -219,9 +225,17 @@ public struct SessionDescription: Sendable, Hashable {
         guard (1...32).contains(mid.utf8.count), mid.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw SDPError(.invalidAttribute, "mid")
         }
+        let identity = try attribute(IdentityBinding.attribute).map { value -> IdentityBinding in
+            let parts = value.split(separator: " ")
+            guard parts.count == 2, let key = Data(base64Encoded: String(parts[0])), key.count == 32,
+                  let signature = Data(base64Encoded: String(parts[1])), signature.count == 64 else {
+                throw SDPError(.invalidAttribute, "\(IdentityBinding.attribute): a 32-byte key and a 64-byte signature, base64")
+            }
+            return IdentityBinding(publicKey: Array(key), signature: Array(signature))
+        }
         self.init(sessionID: origin.0, version: origin.1, mid: mid, iceUfrag: String(ufrag), icePwd: String(pwd),
                   fingerprint: fingerprint, setup: setup, sctpPort: sctpPort, maxMessageSize: maxMessageSize,
-                  candidates: candidates, endOfCandidates: endOfCandidates)
+                  candidates: candidates, endOfCandidates: endOfCandidates, identity: identity)
     }
 
     /// The 32 bytes of `sha-256 AB:CD:…`, or nil.

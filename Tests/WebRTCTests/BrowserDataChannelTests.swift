@@ -19,7 +19,7 @@ struct BrowserDataChannelTests {
     static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     /// The page: a data channel, the offer once ICE gathering completes, the answer, then one message each way.
-    static let page = """
+    static let page = #"""
         <!doctype html><meta charset="utf-8"><title>trav</title><script>
         (async () => {
           const report = text => fetch('/result', {method: 'POST', body: text});
@@ -36,15 +36,29 @@ struct BrowserDataChannelTests {
               setTimeout(done, 3000);
             });
             const answer = await (await fetch('/offer', {method: 'POST', body: pc.localDescription.sdp})).text();
+            // The camera's identity key must vouch for the certificate in this answer and ours (IdentityBinding).
+            const b64 = s => Uint8Array.from(atob(s), c => c.charCodeAt(0));
+            const fingerprint = sdp => Uint8Array.from(sdp.match(/a=fingerprint:sha-256 ([0-9A-Fa-f:]+)/)[1].split(':').map(h => parseInt(h, 16)));
+            const binding = answer.match(/a=trav-identity:(\S+) (\S+)/);
+            if (!binding) { report('identity: missing'); return; }
+            const uid = new URLSearchParams(location.search).get('uid');
+            const head = new TextEncoder().encode('trav/webrtc-identity/v1\0' + uid + '\0');
+            const signed = new Uint8Array([...head, ...fingerprint(answer), ...fingerprint(pc.localDescription.sdp)]);
+            const key = await crypto.subtle.importKey('raw', b64(binding[1]), {name: 'Ed25519'}, false, ['verify']);
+            if (!await crypto.subtle.verify({name: 'Ed25519'}, key, b64(binding[2]), signed)) { report('identity: bad signature'); return; }
             await pc.setRemoteDescription({type: 'answer', sdp: answer});
           } catch (e) { report('error: ' + e); }
         })();
         </script>
-        """
+        """#
 
     /// Our side of the browser's peer connection: ICE, DTLS and SCTP over one UDP socket.
     actor CameraSide {
         let certificate: DTLSCertificate
+        let identity: DeviceIdentity
+        let deviceID: String
+        /// Signs over another certificate than the one it presents (a cloud substituting the certificate).
+        let forge: Bool
         let local: TransportAddress
         let outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>
         let received: AsyncStream<String>.Continuation
@@ -54,9 +68,12 @@ struct BrowserDataChannelTests {
         var peer: TransportAddress?
         var log: [String] = []
 
-        init(certificate: DTLSCertificate, local: TransportAddress,
+        init(certificate: DTLSCertificate, identity: DeviceIdentity, deviceID: String, forge: Bool, local: TransportAddress,
              outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>, received: AsyncStream<String>.Continuation) {
             self.certificate = certificate
+            self.identity = identity
+            self.deviceID = deviceID
+            self.forge = forge
             self.local = local
             self.outbound = outbound
             self.received = received
@@ -79,7 +96,11 @@ struct BrowserDataChannelTests {
                 fingerprint: certificate.fingerprint, setup: .passive, maxMessageSize: 262144,
                 candidates: [ICECandidate(foundation: "1", priority: ICECandidate.priority(kind: .host), address: "\(local.ip)",
                                           port: Int(local.port), kind: .host)],
-                endOfCandidates: true).text
+                endOfCandidates: true,
+                identity: try IdentityBinding.sign(
+                    publicKey: Array(identity.publicKey.rawRepresentation), deviceID: deviceID,
+                    cameraFingerprint: forge ? [UInt8](repeating: 0xEE, count: 32) : certificate.fingerprint,
+                    browserFingerprint: offer.fingerprint, using: { try identity.signature(for: $0) })).text
         }
 
         /// One datagram from the browser, demultiplexed by its first byte (RFC 7983 §7: 0–3 STUN, 20–63 DTLS).
@@ -150,12 +171,14 @@ struct BrowserDataChannelTests {
         }
     }
 
-    @Test(.enabled(if: chromium != nil, "chromium is not installed"))
-    func chromiumOpensADataChannelToOurStack() async throws {
+    @Test(.enabled(if: chromium != nil, "chromium is not installed"), arguments: [false, true])
+    func chromiumOpensADataChannelToOurStack(forgedIdentity: Bool) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("trav-browser-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let certificate = try DTLSCertificate.generate()
+        let identity = DeviceIdentity.generate()
+        let deviceID = identity.deviceID.description
         let (results, resultSink) = AsyncStream.makeStream(of: String.self)
         let (channelMessages, channelSink) = AsyncStream.makeStream(of: String.self)
 
@@ -179,7 +202,8 @@ struct BrowserDataChannelTests {
         defer { watchdog.cancel() }
 
         try await udp.executeThenClose { inbound, outbound in
-            let camera = CameraSide(certificate: certificate, local: local, outbound: outbound, received: channelSink)
+            let camera = CameraSide(certificate: certificate, identity: identity, deviceID: deviceID, forge: forgedIdentity,
+                                    local: local, outbound: outbound, received: channelSink)
             let pump = Task {
                 for try await envelope in inbound {
                     guard let source = TransportAddress(envelope.remoteAddress) else { continue }
@@ -201,7 +225,7 @@ struct BrowserDataChannelTests {
             }
             let browser = try ChildProcess([Self.chromium!, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                             "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-                                            "--user-data-dir=\(dir.path)", "http://127.0.0.1:\(httpPort)/"])
+                                            "--user-data-dir=\(dir.path)", "http://127.0.0.1:\(httpPort)/?uid=\(deviceID)"])
             defer {
                 browser.kill()
                 browser.removeFiles()
@@ -212,6 +236,11 @@ struct BrowserDataChannelTests {
             let result = try? await withDeadline(.seconds(45)) { () -> String? in
                 for await r in results { return r }
                 return nil
+            }
+            if forgedIdentity {
+                #expect(result == "identity: bad signature", "the page refuses a certificate the camera's key did not vouch for: \(String(describing: result))")
+                await camera.close()
+                return
             }
             let heard = try? await withDeadline(.seconds(1)) { () -> String? in
                 for await m in channelMessages { return m }
@@ -239,7 +268,7 @@ struct BrowserDataChannelTests {
                 guard request.count >= end.upperBound + length else { continue }
                 let body = String(decoding: request[end.upperBound..<(end.upperBound + length)], as: UTF8.self)
                 let (status, type, reply): (String, String, String)
-                if head.hasPrefix("GET / ") {
+                if head.hasPrefix("GET / ") || head.hasPrefix("GET /?") {
                     (status, type, reply) = ("200 OK", "text/html", page)
                 } else if head.hasPrefix("POST /offer ") {
                     do {

@@ -48,8 +48,10 @@ struct SessionDescriptionTests {
             candidates: [ICECandidate(foundation: "1", priority: ICECandidate.priority(kind: .host), address: "192.0.2.7", port: 40000, kind: .host),
                          ICECandidate(foundation: "2", priority: ICECandidate.priority(kind: .relay), address: "198.51.100.4", port: 3478,
                                       kind: .relay, related: ("203.0.113.9", 61000))],
-            endOfCandidates: true)
+            endOfCandidates: true,
+            identity: IdentityBinding(publicKey: Array(repeating: 1, count: 32), signature: Array(repeating: 2, count: 64)))
         #expect(answer.text.hasPrefix("v=0\r\n") && answer.text.hasSuffix("a=end-of-candidates\r\n"))
+        #expect(answer.text.contains("a=trav-identity:AQEB"))
         #expect(try SessionDescription(parsing: answer.text) == answer)
     }
 
