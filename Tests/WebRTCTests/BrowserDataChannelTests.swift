@@ -21,6 +21,62 @@ struct BrowserDataChannelTests {
     /// The page: a data channel, the offer once ICE gathering completes, the answer, then one message each way.
     static let page = #"""
         <!doctype html><meta charset="utf-8"><title>trav</title><script>
+        // The UID's 75 hash bits, as DeviceID derives them: scrypt(SHA-256("trav/device-id/v1" ‖ 0 ‖ key),
+        // salt "trav/device-id/v1", N = 2^14, r = 8, p = 1), read 5 bits at a time, MSB first (RFC 7914).
+        async function pbkdf2(pass, salt, length) {
+          const k = await crypto.subtle.importKey('raw', pass, 'PBKDF2', false, ['deriveBits']);
+          return new Uint8Array(await crypto.subtle.deriveBits({name: 'PBKDF2', hash: 'SHA-256', salt, iterations: 1}, k, length * 8));
+        }
+        function salsa8(B) {
+          const x = B.slice(), R = (a, b) => (a << b) | (a >>> (32 - b));
+          for (let i = 0; i < 8; i += 2) {
+            x[4] ^= R(x[0] + x[12], 7); x[8] ^= R(x[4] + x[0], 9); x[12] ^= R(x[8] + x[4], 13); x[0] ^= R(x[12] + x[8], 18);
+            x[9] ^= R(x[5] + x[1], 7); x[13] ^= R(x[9] + x[5], 9); x[1] ^= R(x[13] + x[9], 13); x[5] ^= R(x[1] + x[13], 18);
+            x[14] ^= R(x[10] + x[6], 7); x[2] ^= R(x[14] + x[10], 9); x[6] ^= R(x[2] + x[14], 13); x[10] ^= R(x[6] + x[2], 18);
+            x[3] ^= R(x[15] + x[11], 7); x[7] ^= R(x[3] + x[15], 9); x[11] ^= R(x[7] + x[3], 13); x[15] ^= R(x[11] + x[7], 18);
+            x[1] ^= R(x[0] + x[3], 7); x[2] ^= R(x[1] + x[0], 9); x[3] ^= R(x[2] + x[1], 13); x[0] ^= R(x[3] + x[2], 18);
+            x[6] ^= R(x[5] + x[4], 7); x[7] ^= R(x[6] + x[5], 9); x[4] ^= R(x[7] + x[6], 13); x[5] ^= R(x[4] + x[7], 18);
+            x[11] ^= R(x[10] + x[9], 7); x[8] ^= R(x[11] + x[10], 9); x[9] ^= R(x[8] + x[11], 13); x[10] ^= R(x[9] + x[8], 18);
+            x[12] ^= R(x[15] + x[14], 7); x[13] ^= R(x[12] + x[15], 9); x[14] ^= R(x[13] + x[12], 13); x[15] ^= R(x[14] + x[13], 18);
+          }
+          for (let i = 0; i < 16; i++) B[i] = (B[i] + x[i]) | 0;
+        }
+        function blockMix(B, Y, r) {
+          const X = B.slice(32 * r - 16, 32 * r);
+          for (let i = 0; i < 2 * r; i++) {
+            for (let j = 0; j < 16; j++) X[j] ^= B[i * 16 + j];
+            salsa8(X);
+            Y.set(X, i * 16);
+          }
+          for (let i = 0; i < r; i++) {
+            B.set(Y.subarray(2 * i * 16, 2 * i * 16 + 16), i * 16);
+            B.set(Y.subarray((2 * i + 1) * 16, (2 * i + 1) * 16 + 16), (r + i) * 16);
+          }
+        }
+        async function scrypt(pass, salt, N, r, length) {
+          const words = 32 * r, bytes = await pbkdf2(pass, salt, 128 * r), view = new DataView(bytes.buffer);
+          const B = new Uint32Array(words), V = new Uint32Array(words * N), Y = new Uint32Array(words);
+          for (let i = 0; i < words; i++) B[i] = view.getUint32(i * 4, true);
+          for (let i = 0; i < N; i++) { V.set(B, i * words); blockMix(B, Y, r); }
+          for (let i = 0; i < N; i++) {
+            const j = B[(2 * r - 1) * 16] & (N - 1);
+            for (let k = 0; k < words; k++) B[k] ^= V[j * words + k];
+            blockMix(B, Y, r);
+          }
+          for (let i = 0; i < words; i++) view.setUint32(i * 4, B[i], true);
+          return pbkdf2(pass, bytes, length);
+        }
+        async function uidSymbols(key) {
+          const domain = new TextEncoder().encode('trav/device-id/v1');
+          const hashed = new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array([...domain, 0, ...key])));
+          const h = await scrypt(hashed, domain, 1 << 14, 8, 32), alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+          let s = '';
+          for (let i = 0; i < 15; i++) {
+            const bit = i * 5, byte = bit >> 3, w = (h[byte] << 8) | (h[byte + 1] ?? 0);
+            s += alphabet[(w >> (11 - (bit & 7))) & 31];
+          }
+          return s;
+        }
         (async () => {
           const report = text => fetch('/result', {method: 'POST', body: text});
           try {
@@ -46,6 +102,9 @@ struct BrowserDataChannelTests {
             const signed = new Uint8Array([...head, ...fingerprint(answer), ...fingerprint(pc.localDescription.sdp)]);
             const key = await crypto.subtle.importKey('raw', b64(binding[1]), {name: 'Ed25519'}, false, ['verify']);
             if (!await crypto.subtle.verify({name: 'Ed25519'}, key, b64(binding[2]), signed)) { report('identity: bad signature'); return; }
+            if (await uidSymbols(b64(binding[1])) !== uid.replace(/^TRAV-?/, '').replaceAll('-', '').slice(0, 15)) {
+              report('identity: key is not behind the UID'); return;
+            }
             await pc.setRemoteDescription({type: 'answer', sdp: answer});
           } catch (e) { report('error: ' + e); }
         })();
@@ -57,8 +116,8 @@ struct BrowserDataChannelTests {
         let certificate: DTLSCertificate
         let identity: DeviceIdentity
         let deviceID: String
-        /// Signs over another certificate than the one it presents (a cloud substituting the certificate).
-        let forge: Bool
+        /// What the answer's identity binding is.
+        let variant: Variant
         let local: TransportAddress
         let outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>
         let received: AsyncStream<String>.Continuation
@@ -68,12 +127,12 @@ struct BrowserDataChannelTests {
         var peer: TransportAddress?
         var log: [String] = []
 
-        init(certificate: DTLSCertificate, identity: DeviceIdentity, deviceID: String, forge: Bool, local: TransportAddress,
+        init(certificate: DTLSCertificate, identity: DeviceIdentity, deviceID: String, variant: Variant, local: TransportAddress,
              outbound: NIOAsyncChannelOutboundWriter<AddressedEnvelope<ByteBuffer>>, received: AsyncStream<String>.Continuation) {
             self.certificate = certificate
             self.identity = identity
             self.deviceID = deviceID
-            self.forge = forge
+            self.variant = variant
             self.local = local
             self.outbound = outbound
             self.received = received
@@ -99,7 +158,7 @@ struct BrowserDataChannelTests {
                 endOfCandidates: true,
                 identity: try IdentityBinding.sign(
                     publicKey: Array(identity.publicKey.rawRepresentation), deviceID: deviceID,
-                    cameraFingerprint: forge ? [UInt8](repeating: 0xEE, count: 32) : certificate.fingerprint,
+                    cameraFingerprint: variant == .forgedCertificate ? [UInt8](repeating: 0xEE, count: 32) : certificate.fingerprint,
                     browserFingerprint: offer.fingerprint, using: { try identity.signature(for: $0) })).text
         }
 
@@ -171,14 +230,25 @@ struct BrowserDataChannelTests {
         }
     }
 
-    @Test(.enabled(if: chromium != nil, "chromium is not installed"), arguments: [false, true])
-    func chromiumOpensADataChannelToOurStack(forgedIdentity: Bool) async throws {
+    /// The identity binding the page is given.
+    enum Variant: Sendable, CaseIterable {
+        /// The camera's own key over its own certificate.
+        case genuine
+        /// The camera's key over another certificate than the one it presents (a cloud substituting the certificate).
+        case forgedCertificate
+        /// Another key, validly signing, that is not behind the UID (a cloud substituting the camera's key).
+        case impostorKey
+    }
+
+    @Test(.enabled(if: chromium != nil, "chromium is not installed"), arguments: Variant.allCases)
+    func chromiumOpensADataChannelToOurStack(_ variant: Variant) async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("trav-browser-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let certificate = try DTLSCertificate.generate()
         let identity = DeviceIdentity.generate()
         let deviceID = identity.deviceID.description
+        let signer = variant == .impostorKey ? DeviceIdentity.generate() : identity
         let (results, resultSink) = AsyncStream.makeStream(of: String.self)
         let (channelMessages, channelSink) = AsyncStream.makeStream(of: String.self)
 
@@ -202,7 +272,7 @@ struct BrowserDataChannelTests {
         defer { watchdog.cancel() }
 
         try await udp.executeThenClose { inbound, outbound in
-            let camera = CameraSide(certificate: certificate, identity: identity, deviceID: deviceID, forge: forgedIdentity,
+            let camera = CameraSide(certificate: certificate, identity: signer, deviceID: deviceID, variant: variant,
                                     local: local, outbound: outbound, received: channelSink)
             let pump = Task {
                 for try await envelope in inbound {
@@ -237,8 +307,15 @@ struct BrowserDataChannelTests {
                 for await r in results { return r }
                 return nil
             }
-            if forgedIdentity {
+            switch variant {
+            case .genuine:
+                break
+            case .forgedCertificate:
                 #expect(result == "identity: bad signature", "the page refuses a certificate the camera's key did not vouch for: \(String(describing: result))")
+                await camera.close()
+                return
+            case .impostorKey:
+                #expect(result == "identity: key is not behind the UID", "the page refuses a key the UID does not derive from: \(String(describing: result))")
                 await camera.close()
                 return
             }
