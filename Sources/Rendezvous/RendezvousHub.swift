@@ -186,13 +186,19 @@ actor RendezvousHub {
     /// Closes every connection (server shutdown), first telling each client to come back after
     /// ``RendezvousServer/Configuration/restartRetryAfter`` plus a share of a window that grows with the
     /// cameras registered (one second per ``RendezvousServer/Configuration/restartRate`` cameras), drawn at random,
-    /// so the fleet does not return at one moment.
+    /// so the fleet does not return at one moment. Cameras present over UDP alone hear it as an authenticated
+    /// `goAway` datagram (`Traversal/PresenceProtocol`).
     func closeAll() {
         let window = Duration.seconds(Double(cameras.count) / Double(max(1, configuration.restartRate)))
-        for peer in peers {
+        func retryAfter() -> Int {
             let delay = configuration.restartRetryAfter + window * Double.random(in: 0...1)
-            let milliseconds = min(max(Int(delay / .milliseconds(1)), 1), CloudProtocol.maxRetryAfterMilliseconds)
-            peer.close(after: .busy(retryAfterMilliseconds: milliseconds))
+            return min(max(Int(delay / .milliseconds(1)), 1), CloudProtocol.maxRetryAfterMilliseconds)
+        }
+        for peer in peers {
+            peer.close(after: .busy(retryAfterMilliseconds: retryAfter()))
+        }
+        for camera in cameras.values where camera.peer == nil {
+            if let id = camera.presence { _ = presence?.goAway(id, retryAfterMilliseconds: retryAfter()) }
         }
     }
 

@@ -362,10 +362,14 @@ actor CloudCameraSession: CameraSignalling {
                     logger.debug("woken over UDP presence")
                     continue
                 }
+                if case .goAway(let delay)? = outcome {
+                    // The cloud shuts down gracefully: come back when it says (to the next node, if several).
+                    retryAfter = delay
+                }
                 logger.info("UDP presence lost", metadata: ["outcome": "\(outcome.map { "\($0)" } ?? "ended")"])
                 if !stopped, !lostReported {
                     lostReported = true
-                    eventSink.yield(.lost(reason: "UDP presence lost"))
+                    eventSink.yield(.lost(reason: retryAfter == nil ? "UDP presence lost" : "the cloud shuts down (UDP presence goAway)"))
                 }
             }
             endpointIndex = (endpointIndex + 1) % endpoints.count

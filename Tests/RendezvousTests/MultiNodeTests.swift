@@ -1,0 +1,280 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+@testable import Rendezvous
+@testable import Traversal
+
+/// A throwaway PostgreSQL cluster (Debian's `postgresql`) for a test: run as user `postgres` (it refuses root),
+/// data under a temporary directory, listening on 127.0.0.1 at a free port; ``stop()`` removes everything.
+struct PostgresFixture {
+    /// The directory of `initdb` and `pg_ctl`, if PostgreSQL is installed.
+    static let binaries: String? = {
+        let root = "/usr/lib/postgresql"
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        return versions.sorted().reversed().map { "\(root)/\($0)/bin" }
+            .first { FileManager.default.isExecutableFile(atPath: "\($0)/initdb") }
+    }()
+    /// Why the fixture cannot run here, if it cannot.
+    static var unavailable: String? {
+        if getuid() != 0 { return "needs root (to run PostgreSQL as user postgres)" }
+        if binaries == nil { return "needs Debian's postgresql (Scripts/test.sh installs it)" }
+        return nil
+    }
+
+    let directory: String
+    let port: Int
+    /// The URL `trav cloud --database` takes.
+    var url: String { "postgres://postgres@127.0.0.1:\(port)/postgres?sslmode=disable" }
+
+    /// Creates and starts a cluster; on failure nothing is left.
+    static func start() async throws -> PostgresFixture {
+        let bin = try #require(binaries)
+        let directory = NSTemporaryDirectory() + "trav-pg-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let fixture = PostgresFixture(directory: directory, port: try await freePort())
+        do {
+            try FileManager.default.setAttributes([.ownerAccountName: "postgres"], ofItemAtPath: directory)
+            try run(["\(bin)/initdb", "-D", "\(directory)/data", "-U", "postgres", "-A", "trust", "--no-sync"])
+            try run(["\(bin)/pg_ctl", "-D", "\(directory)/data", "-w", "-t", "30", "-l", "\(directory)/log", "-o",
+                     "-p \(fixture.port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
+        } catch {
+            fixture.stop()
+            throw error
+        }
+        return fixture
+    }
+
+    /// Stops the server at once and removes its directory.
+    func stop() {
+        if let bin = Self.binaries, FileManager.default.fileExists(atPath: "\(directory)/data/postmaster.pid") {
+            try? Self.run(["\(bin)/pg_ctl", "-D", "\(directory)/data", "-m", "immediate", "-w", "-t", "30", "stop"])
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Runs `command` as user postgres, to its end (bounded by `timeout -k`).
+    private static func run(_ command: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["-k", "5", "60", "runuser", "-u", "postgres", "--"] + command
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw CloudError(code: .connectionFailed, detail: "\(command[0]) exited \(process.terminationStatus)")
+        }
+    }
+
+    /// A TCP port free on 127.0.0.1 now.
+    private static func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress?.port ?? 0
+        try await channel.close()
+        return port
+    }
+}
+
+/// Runs `body` with a fresh PostgreSQL cluster, removed afterwards, also when `body` throws.
+func withPostgres<T>(_ body: (PostgresFixture) async throws -> T) async throws -> T {
+    let fixture = try await PostgresFixture.start()
+    do {
+        let result = try await body(fixture)
+        fixture.stop()
+        return result
+    } catch {
+        fixture.stop()
+        throw error
+    }
+}
+
+/// Several cloud nodes on one PostgreSQL: the store, the leases, and a fleet that survives a node killed with SIGKILL.
+@Suite(.serialized, .timeLimit(.minutes(5)))
+struct MultiNodeTests {
+    /// The built `trav` executable: `.build/debug/trav` at the repository root (`swift build` makes it).
+    static let trav = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(".build/debug/trav").path
+
+    @Test(.disabled(if: PostgresFixture.unavailable != nil, "\(PostgresFixture.unavailable ?? "")"))
+    func theStoreRemembersDevicesAndReleasesTheSessionsOfADeadNode() async throws {
+        try await withPostgres { postgres in
+            let store = try await PostgresDeviceStore.open(try PostgresLocation(url: postgres.url), logger: quietLogger)
+            do {
+                let identity = DeviceIdentity.ephemeral()
+                let key = identity.publicKey.rawRepresentation
+                let now = Date()
+                #expect(try await store.record(for: identity.deviceID) == nil)
+                try await store.registered(identity.deviceID, publicKey: key, node: "a", at: now)
+                try await store.registered(identity.deviceID, publicKey: key, node: "a", at: now.addingTimeInterval(5))
+                let record = try #require(try await store.record(for: identity.deviceID))
+                #expect(record.publicKey == key && record.node == "a")
+                #expect(record.firstSeen.timeIntervalSince1970 == now.timeIntervalSince1970, "the first sighting stays")
+                #expect(try await store.isVerified(identity.deviceID, publicKey: key))
+
+                #expect(try await store.liveNode(of: identity.deviceID, now: now) == nil, "a node without a lease holds nothing")
+                try await store.heartbeat(node: "a", leaseUntil: now.addingTimeInterval(10))
+                #expect(try await store.liveNode(of: identity.deviceID, now: now) == "a")
+                #expect(try await store.liveNode(of: identity.deviceID, now: now.addingTimeInterval(11)) == nil, "a lapsed lease holds nothing")
+                #expect(try await store.expiredNodes(now: now.addingTimeInterval(11)) == ["a"])
+
+                try await store.forget(node: "a", at: now.addingTimeInterval(5))
+                #expect(try await store.record(for: identity.deviceID)?.node == "a", "a node whose lease runs is not forgotten")
+                try await store.forget(node: "a", at: now.addingTimeInterval(11))
+                #expect(try await store.record(for: identity.deviceID)?.node == nil)
+                #expect(try await store.expiredNodes(now: now.addingTimeInterval(3600)).isEmpty)
+                #expect(try await store.record(for: identity.deviceID)?.publicKey == key, "the verified binding stays")
+
+                // NOTIFY reaches the node listening on its channel (sent every 100 ms until the listener is in place).
+                let channel = NodeChannel.name(of: "a")
+                let (payloads, sink) = AsyncStream.makeStream(of: String.self)
+                let listener = Task { try await store.listen(channel: channel) { sink.yield($0) } }
+                let sender = Task {
+                    for _ in 0..<50 {
+                        try await store.notify(channel: channel, payload: "hello")
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                    sink.finish()
+                }
+                var iterator = payloads.makeAsyncIterator()
+                let received = await iterator.next()
+                sender.cancel()
+                listener.cancel()
+                _ = await (sender.result, listener.result)
+                #expect(received == "hello")
+            } catch {
+                await store.close()
+                throw error
+            }
+            await store.close()
+        }
+    }
+
+    /// A `trav cloud` node in its own process, killed (SIGKILL) at the end if still running.
+    final class Node: @unchecked Sendable {
+        let name: String
+        let process: Process
+        let endpoint: TransportAddress
+
+        /// Starts `trav cloud --database URL --node-name NAME` on free ports with its certificates in `data`, and
+        /// waits for its signalling address (10 s at most).
+        init(name: String, database: String, data: String) throws {
+            self.name = name
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: MultiNodeTests.trav)
+            process.arguments = ["cloud", "--listen", "127.0.0.1", "--tls-port", "0", "--stun-port", "0", "--no-relay",
+                                 "--data", data, "--database", database, "--node-name", name]
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            self.process = process
+            // The read below blocks; killing the process after 10 s ends it with EOF at the latest.
+            let watchdog = Task {
+                try? await Task.sleep(for: .seconds(10))
+                if process.isRunning, !Task.isCancelled { kill(process.processIdentifier, SIGKILL) }
+            }
+            defer { watchdog.cancel() }
+            var text = ""
+            let handle = out.fileHandleForReading
+            while !text.contains("cloud devices") {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                text += String(decoding: chunk, as: UTF8.self)
+            }
+            let line = text.split(separator: "\n").first { $0.hasPrefix("cloud signalling tls ") }
+            guard let line, let address = TransportAddress(String(line.dropFirst("cloud signalling tls ".count))) else {
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                process.waitUntilExit()
+                throw CloudError(code: .connectionFailed, detail: "node \(name) printed no signalling address: \(text)")
+            }
+            endpoint = address
+        }
+
+        /// Kills the node at once, as a crash does.
+        func kill9() {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+    }
+
+    /// Three nodes, six cameras registered across them, each reached by a viewer on another node; node 0 is
+    /// killed (SIGKILL), its cameras move to the next node in their lists, and every camera is reachable again
+    /// from each surviving node; the dead node's lease runs out and its sessions are released.
+    @Test(.disabled(if: PostgresFixture.unavailable != nil || !FileManager.default.isExecutableFile(atPath: trav),
+                    "\(PostgresFixture.unavailable ?? "trav is not built (swift build)")"))
+    func everyCameraIsReachableFromEveryNodeAndAgainAfterANodeIsKilled() async throws {
+        try await withPostgres { postgres in
+            let data = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: data) }
+            var nodes: [Node] = []
+            defer { for node in nodes { node.kill9() } }
+            // One after the other: the first makes the certificates in `data`, the others use them.
+            for index in 0..<3 { nodes.append(try Node(name: "node-\(index)", database: postgres.url, data: data)) }
+            let ca = try String(contentsOfFile: data + "/ca.pem", encoding: .utf8)
+            let endpoints = nodes.map { CloudEndpoint(host: "127.0.0.1", port: $0.endpoint.port, trust: .pinnedCA(ca)) }
+
+            // Camera i starts on node i % 3 and knows the others, in order, to move to.
+            let identities = (0..<6).map { _ in DeviceIdentity.generate() }
+            var cameras: [any CameraSignalling] = []
+            var answering: [Task<Void, Never>] = []
+            defer {
+                for task in answering { task.cancel() }
+            }
+            do {
+                for (index, identity) in identities.enumerated() {
+                    let home = index % 3
+                    let order = (0..<3).map { endpoints[(home + $0) % 3] }
+                    let camera = try await CloudClient.camera(
+                        identity: identity, endpoint: order[0], fallbacks: Array(order.dropFirst()), logger: quietLogger,
+                        usePresence: false)
+                    cameras.append(camera)
+                    answering.append(Task {
+                        for await introduction in camera.introductions {
+                            try? await introduction.accept(answer: sampleOffer(identity, address: "203.0.113.9:6000"))
+                        }
+                    })
+                }
+
+                /// Whether a viewer on node `via` reaches camera `index` (its answer carries the camera's key).
+                func reaches(_ index: Int, via node: Int) async -> Bool {
+                    let viewer = CloudClient.viewer(endpoint: endpoints[node], logger: quietLogger)
+                    let result = try? await viewer.introduce(to: identities[index].deviceID, offer: sampleOffer(DeviceIdentity.ephemeral()))
+                    return result?.answer.identityKey == identities[index].publicKey.rawRepresentation
+                }
+
+                for index in identities.indices {
+                    let viewerNode = (index % 3 + 1) % 3
+                    #expect(await reaches(index, via: viewerNode), "camera \(index) on node \(index % 3) from node \(viewerNode)")
+                }
+
+                nodes[0].kill9()
+                for index in identities.indices {
+                    for viewerNode in [1, 2] {
+                        let reached = await eventually(within: .seconds(60)) { await reaches(index, via: viewerNode) }
+                        #expect(reached, "camera \(index) from node \(viewerNode) after node 0 was killed")
+                    }
+                }
+
+                // The dead node's lease runs out (10 s) and a surviving node releases what it held.
+                let store = try await PostgresDeviceStore.open(try PostgresLocation(url: postgres.url), logger: quietLogger)
+                let forgotten = await eventually(within: .seconds(30)) {
+                    let nodes = (try? await store.expiredNodes(now: Date().addingTimeInterval(3600))) ?? ["node-0"]
+                    return !nodes.contains("node-0")
+                }
+                var heldByDead = 0
+                for identity in identities {
+                    if try await store.record(for: identity.deviceID)?.node == "node-0" { heldByDead += 1 }
+                }
+                await store.close()
+                #expect(forgotten, "node-0's lease is removed once it ran out")
+                #expect(heldByDead == 0, "no camera is recorded on the dead node")
+            } catch {
+                for camera in cameras { await camera.stop() }
+                throw error
+            }
+            for camera in cameras { await camera.stop() }
+        }
+    }
+}
