@@ -1,4 +1,5 @@
 import Foundation
+import NATLab
 import NIOCore
 import NIOPosix
 import Testing
@@ -35,36 +36,28 @@ struct PostgresFixture {
         let fixture = PostgresFixture(directory: directory, port: try await freePort())
         do {
             try FileManager.default.setAttributes([.ownerAccountName: "postgres"], ofItemAtPath: directory)
-            try run(["\(bin)/initdb", "-D", "\(directory)/data", "-U", "postgres", "-A", "trust", "--no-sync"])
-            try run(["\(bin)/pg_ctl", "-D", "\(directory)/data", "-w", "-t", "30", "-l", "\(directory)/log", "-o",
-                     "-p \(fixture.port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
+            try await run(["\(bin)/initdb", "-D", "\(directory)/data", "-U", "postgres", "-A", "trust", "--no-sync"])
+            try await run(["\(bin)/pg_ctl", "-D", "\(directory)/data", "-w", "-t", "30", "-l", "\(directory)/log", "-o",
+                           "-p \(fixture.port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
         } catch {
-            fixture.stop()
+            await fixture.stop()
             throw error
         }
         return fixture
     }
 
     /// Stops the server at once and removes its directory.
-    func stop() {
+    func stop() async {
         if let bin = Self.binaries, FileManager.default.fileExists(atPath: "\(directory)/data/postmaster.pid") {
-            try? Self.run(["\(bin)/pg_ctl", "-D", "\(directory)/data", "-m", "immediate", "-w", "-t", "30", "stop"])
+            try? await Self.run(["\(bin)/pg_ctl", "-D", "\(directory)/data", "-m", "immediate", "-w", "-t", "30", "stop"])
         }
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// Runs `command` as user postgres, to its end (bounded by `timeout -k`).
-    private static func run(_ command: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["-k", "5", "60", "runuser", "-u", "postgres", "--"] + command
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw CloudError(code: .connectionFailed, detail: "\(command[0]) exited \(process.terminationStatus)")
-        }
+    /// Runs `command` as user postgres, to its end (killed after 60 s).
+    private static func run(_ command: [String]) async throws {
+        let result = try await ChildProcess.run(["/usr/sbin/runuser", "-u", "postgres", "--"] + command, timeout: .seconds(60))
+        guard result.succeeded else { throw CloudError(code: .connectionFailed, detail: "\(command[0]): \(result)") }
     }
 
     /// A TCP port free on 127.0.0.1 now.
@@ -81,10 +74,10 @@ func withPostgres<T>(_ body: (PostgresFixture) async throws -> T) async throws -
     let fixture = try await PostgresFixture.start()
     do {
         let result = try await body(fixture)
-        fixture.stop()
+        await fixture.stop()
         return result
     } catch {
-        fixture.stop()
+        await fixture.stop()
         throw error
     }
 }
@@ -151,51 +144,45 @@ struct MultiNodeTests {
         }
     }
 
-    /// A `trav cloud` node in its own process, killed (SIGKILL) at the end if still running.
-    final class Node: @unchecked Sendable {
+    /// A `trav cloud` node in its own process (output in files: no pipe to fill).
+    struct Node {
         let name: String
-        let process: Process
+        let child: ChildProcess
         let endpoint: TransportAddress
 
         /// Starts `trav cloud --database URL --node-name NAME` on free ports with its certificates in `data`, and
-        /// waits for its signalling address (10 s at most).
-        init(name: String, database: String, data: String) throws {
+        /// waits (20 s at most) for its signalling address.
+        init(name: String, database: String, data: String) async throws {
             self.name = name
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: MultiNodeTests.trav)
-            process.arguments = ["cloud", "--listen", "127.0.0.1", "--tls-port", "0", "--stun-port", "0", "--no-relay",
-                                 "--data", data, "--database", database, "--node-name", name]
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            self.process = process
-            // The read below blocks; killing the process after 10 s ends it with EOF at the latest.
-            let watchdog = Task {
-                try? await Task.sleep(for: .seconds(10))
-                if process.isRunning, !Task.isCancelled { kill(process.processIdentifier, SIGKILL) }
+            let child = try ChildProcess([
+                MultiNodeTests.trav, "cloud", "--listen", "127.0.0.1", "--tls-port", "0", "--stun-port", "0", "--no-relay",
+                "--data", data, "--database", database, "--node-name", name])
+            let prefix = "cloud signalling tls "
+            var address: TransportAddress?
+            for _ in 0..<200 where address == nil && child.isRunning {
+                let line = child.output().stdout.split(separator: "\n").first { $0.hasPrefix(prefix) }
+                address = line.flatMap { TransportAddress(String($0.dropFirst(prefix.count))) }
+                if address == nil { try await Task.sleep(for: .milliseconds(100)) }
             }
-            defer { watchdog.cancel() }
-            var text = ""
-            let handle = out.fileHandleForReading
-            while !text.contains("cloud devices") {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                text += String(decoding: chunk, as: UTF8.self)
+            guard let address else {
+                child.kill(grace: .zero)
+                defer { child.removeFiles() }
+                throw CloudError(code: .connectionFailed, detail: "node \(name) printed no signalling address: \(child.output())")
             }
-            let line = text.split(separator: "\n").first { $0.hasPrefix("cloud signalling tls ") }
-            guard let line, let address = TransportAddress(String(line.dropFirst("cloud signalling tls ".count))) else {
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                process.waitUntilExit()
-                throw CloudError(code: .connectionFailed, detail: "node \(name) printed no signalling address: \(text)")
-            }
-            endpoint = address
+            self.child = child
+            self.endpoint = address
         }
 
-        /// Kills the node at once, as a crash does.
-        func kill9() {
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-            process.waitUntilExit()
+        /// Kills the node at once (SIGKILL), as a crash does.
+        func crash() async {
+            if child.isRunning { _ = kill(child.pid, SIGKILL) }
+            _ = await child.wait(.seconds(10))
+        }
+
+        /// Stops the node if still running and removes its output files.
+        func remove() {
+            child.kill(grace: .zero)
+            child.removeFiles()
         }
     }
 
@@ -209,9 +196,9 @@ struct MultiNodeTests {
             let data = try temporaryDirectory()
             defer { try? FileManager.default.removeItem(atPath: data) }
             var nodes: [Node] = []
-            defer { for node in nodes { node.kill9() } }
+            defer { for node in nodes { node.remove() } }
             // One after the other: the first makes the certificates in `data`, the others use them.
-            for index in 0..<3 { nodes.append(try Node(name: "node-\(index)", database: postgres.url, data: data)) }
+            for index in 0..<3 { nodes.append(try await Node(name: "node-\(index)", database: postgres.url, data: data)) }
             let ca = try String(contentsOfFile: data + "/ca.pem", encoding: .utf8)
             let endpoints = nodes.map { CloudEndpoint(host: "127.0.0.1", port: $0.endpoint.port, trust: .pinnedCA(ca)) }
 
@@ -249,7 +236,7 @@ struct MultiNodeTests {
                     #expect(await reaches(index, via: viewerNode), "camera \(index) on node \(index % 3) from node \(viewerNode)")
                 }
 
-                nodes[0].kill9()
+                await nodes[0].crash()
                 for index in identities.indices {
                     for viewerNode in [1, 2] {
                         let reached = await eventually(within: .seconds(60)) { await reaches(index, via: viewerNode) }
