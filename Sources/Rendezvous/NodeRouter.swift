@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 import NIOCore
+import SourceLimits
+import STUNLite
 import Traversal
 
 /// Makes one cloud node part of a fleet that shares a ``NodeDirectory`` (PostgreSQL): it keeps the node's lease,
@@ -181,15 +183,15 @@ actor NodeRouter {
 
     /// A viewer of another node as the hub sees it: its messages go back through that node.
     private func remotePeer(_ envelope: NodeEnvelope) -> RendezvousPeer {
-        let address = envelope.viewerAddress.flatMap(TransportAddress.init)
-        let socket = address.flatMap { try? SocketAddress(ipAddress: $0.ip.description, port: Int($0.port)) }
+        let address: TransportAddress? = envelope.viewerAddress.flatMap { TransportAddress($0) }
+        let socket: SocketAddress? = address.flatMap { try? SocketAddress(ipAddress: $0.ip.description, port: Int($0.port)) }
         let (home, viewer, me) = (envelope.from, envelope.viewer, node)
         let outbox = outbox
         let link = RendezvousPeer.RemoteLink(node: home) { message, close in
             _ = outbox.yield((home, NodeEnvelope(kind: .viewer, from: me, viewer: viewer, message: message, close: close)))
         }
         return RendezvousPeer(
-            remote: link, source: socket.map(SourceAddressKey.init) ?? .unidentified,
+            remote: link, source: socket.map { SourceAddressKey($0) } ?? .unidentified,
             observedAddress: envelope.viewerAddress ?? "unknown", requesterIP: address?.ip.description)
     }
 

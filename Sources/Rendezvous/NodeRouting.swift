@@ -16,7 +16,7 @@ public protocol NodeDirectory: Sendable {
     /// Sends `payload` to the node listening on `channel`.
     func notify(channel: String, payload: String) async throws
     /// Hands every payload sent to `channel` to `receive` until the connection fails or the task is cancelled.
-    func listen(channel: String, _ receive: (String) async -> Void) async throws
+    func listen(channel: String, _ receive: @Sendable (String) async -> Void) async throws
 }
 
 /// The LISTEN/NOTIFY channel of each node.

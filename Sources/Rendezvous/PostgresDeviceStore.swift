@@ -244,7 +244,7 @@ public final class PostgresDeviceStore: DeviceStore, NodeDirectory {
 
     /// Hands every notification on `channel` to `receive`, on a pooled connection kept for it, until the
     /// connection fails or the task is cancelled.
-    public func listen(channel: String, _ receive: (String) async -> Void) async throws {
+    public func listen(channel: String, _ receive: @Sendable (String) async -> Void) async throws {
         try await client.withConnection { connection in
             try await connection.listen(on: channel) { notifications in
                 for try await notification in notifications { await receive(notification.payload) }

@@ -290,7 +290,7 @@ public final class RendezvousServer: Sendable {
             store: store, verifier: KeyBindingVerifier(configuration: configuration.verification),
             nodeName: configuration.nodeName, logger: logger)
         await registrations.releaseSessions()
-        var router: NodeRouter?
+        let router: NodeRouter?
         if let directory = store as? any NodeDirectory {
             var routing = NodeRoutingStateMachine<RendezvousPeer>.Configuration()
             routing.routeLifetime = configuration.introductionTimeout + .seconds(5)
@@ -300,6 +300,8 @@ public final class RendezvousServer: Sendable {
                 await serveRemote(message, from: peer, hub: hub, registrations: registrations, logger: logger)
             }
             router = nodeRouter
+        } else {
+            router = nil
         }
         let slots = SharedConnectionSlots(maxPerSource: configuration.maxConnectionsPerSource, maxTotal: configuration.maxConnections)
         // Handshakes are counted in all, whatever their source: one shared key.

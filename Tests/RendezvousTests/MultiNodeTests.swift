@@ -2,6 +2,7 @@ import Foundation
 import NATLab
 import NIOCore
 import NIOPosix
+import STUNLite
 import Testing
 @testable import Rendezvous
 @testable import Traversal

@@ -13,8 +13,8 @@ import Testing
     @Test func aRoutedRequestGoesToItsNodeUntilItsViewerCloses() {
         var machine = Machine()
         let viewer = UUID()
-        #expect(machine.open("r1", viewer: viewer, to: "node-a", now: start))
-        #expect(!machine.open("r1", viewer: viewer, to: "node-b", now: start), "a request is routed once")
+        #expect(machine.open("r1", viewer: viewer, to: "node-a", now: start) == true)
+        #expect(machine.open("r1", viewer: viewer, to: "node-b", now: start) == false, "a request is routed once")
         #expect(machine.node(for: "r1", viewer: viewer, now: start) == "node-a")
         #expect(machine.node(for: "r1", viewer: UUID(), now: start) == nil, "another viewer's request of the same ID is not routed")
         #expect(machine.viewerClosed(viewer) == ["node-a"])
@@ -28,13 +28,13 @@ import Testing
         configuration.maxRoutes = 3
         var machine = Machine(configuration: configuration)
         let (one, two) = (UUID(), UUID())
-        #expect(machine.open("a", viewer: one, to: "n", now: start))
-        #expect(machine.open("b", viewer: one, to: "n", now: start))
-        #expect(!machine.open("c", viewer: one, to: "n", now: start), "per viewer")
-        #expect(machine.open("a", viewer: two, to: "n", now: start))
-        #expect(!machine.open("b", viewer: two, to: "n", now: start), "in all")
+        #expect(machine.open("a", viewer: one, to: "n", now: start) == true)
+        #expect(machine.open("b", viewer: one, to: "n", now: start) == true)
+        #expect(machine.open("c", viewer: one, to: "n", now: start) == false, "per viewer")
+        #expect(machine.open("a", viewer: two, to: "n", now: start) == true)
+        #expect(machine.open("b", viewer: two, to: "n", now: start) == false, "in all")
         machine.close("a", viewer: one)
-        #expect(machine.open("b", viewer: two, to: "n", now: start), "a closed route frees its place")
+        #expect(machine.open("b", viewer: two, to: "n", now: start) == true, "a closed route frees its place")
     }
 
     @Test func anUnansweredRouteTimesOutAndAnAnsweredOneEndsSilently() {
