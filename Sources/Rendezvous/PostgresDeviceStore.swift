@@ -102,6 +102,8 @@ public final class PostgresDeviceStore: DeviceStore, NodeDirectory {
         configuration.options.maximumConnections = 8
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let runner = Task { await client.run() }
+        // Lets the runner start before the first lease (postgres-nio warns about a lease before `run()`).
+        await Task.yield()
         let store = PostgresDeviceStore(client: client, runner: runner, location: location, logger: logger)
         do {
             try await store.createTables()

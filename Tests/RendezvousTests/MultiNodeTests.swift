@@ -7,10 +7,11 @@ import Testing
 @testable import Rendezvous
 @testable import Traversal
 
-/// A throwaway PostgreSQL cluster (Debian's `postgresql`) for a test: run as user `postgres` (it refuses root),
-/// data under a temporary directory, listening on 127.0.0.1 at a free port; ``stop()`` removes everything.
+/// A throwaway PostgreSQL server (Debian's `postgresql`) for a test: `postgres` itself run in the foreground as user
+/// `postgres` (it refuses root), data under a temporary directory, listening on 127.0.0.1 at a free port;
+/// ``stop()`` ends it and removes everything.
 struct PostgresFixture {
-    /// The directory of `initdb` and `pg_ctl`, if PostgreSQL is installed.
+    /// The directory of `initdb` and `postgres`, if PostgreSQL is installed.
     static let binaries: String? = {
         let root = "/usr/lib/postgresql"
         let versions = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
@@ -26,39 +27,51 @@ struct PostgresFixture {
 
     let directory: String
     let port: Int
+    let server: ChildProcess
     /// The URL `trav cloud --database` takes.
     var url: String { "postgres://postgres@127.0.0.1:\(port)/postgres?sslmode=disable" }
 
-    /// Creates and starts a cluster; on failure nothing is left.
+    /// Creates a cluster and starts its server, ready for connections (30 s at most); on failure nothing is left.
     static func start() async throws -> PostgresFixture {
         let bin = try #require(binaries)
         let directory = NSTemporaryDirectory() + "trav-pg-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let fixture = PostgresFixture(directory: directory, port: try await freePort())
         do {
             try FileManager.default.setAttributes([.ownerAccountName: "postgres"], ofItemAtPath: directory)
-            try await run(["\(bin)/initdb", "-D", "\(directory)/data", "-U", "postgres", "-A", "trust", "--no-sync"])
-            try await run(["\(bin)/pg_ctl", "-D", "\(directory)/data", "-w", "-t", "30", "-l", "\(directory)/log", "-o",
-                           "-p \(fixture.port) -k \(directory) -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
-        } catch {
+            let initdb = try await ChildProcess.run(
+                ["/usr/sbin/runuser", "-u", "postgres", "--", "\(bin)/initdb", "-D", "\(directory)/data", "-U", "postgres",
+                 "-A", "trust", "--no-sync"], timeout: .seconds(60))
+            guard initdb.succeeded else { throw CloudError(code: .connectionFailed, detail: "initdb: \(initdb)") }
+            let port = try await freePort()
+            let server = try ChildProcess([
+                "/usr/sbin/runuser", "-u", "postgres", "--", "\(bin)/postgres", "-D", "\(directory)/data", "-p", "\(port)",
+                "-k", directory, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            let fixture = PostgresFixture(directory: directory, port: port, server: server)
+            for _ in 0..<150 {
+                let ready = try await ChildProcess.run(
+                    ["\(bin)/pg_isready", "-q", "-h", "127.0.0.1", "-p", "\(port)"], timeout: .seconds(5))
+                if ready.succeeded { return fixture }
+                guard server.isRunning else { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
             await fixture.stop()
+            throw CloudError(code: .connectionFailed, detail: "postgres did not start: \(server.output())")
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
             throw error
         }
-        return fixture
     }
 
-    /// Stops the server at once and removes its directory.
+    /// Stops the server at once (SIGQUIT to the postmaster: immediate shutdown), then removes its directory.
     func stop() async {
-        if let bin = Self.binaries, FileManager.default.fileExists(atPath: "\(directory)/data/postmaster.pid") {
-            try? await Self.run(["\(bin)/pg_ctl", "-D", "\(directory)/data", "-m", "immediate", "-w", "-t", "30", "stop"])
+        let pidFile = "\(directory)/data/postmaster.pid"
+        if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+            let pid = text.split(separator: "\n").first.flatMap({ Int32($0) }) {
+            _ = kill(pid, SIGQUIT)
         }
+        if await !server.wait(.seconds(10)) { server.kill() }
+        server.removeFiles()
         try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    /// Runs `command` as user postgres, to its end (killed after 60 s).
-    private static func run(_ command: [String]) async throws {
-        let result = try await ChildProcess.run(["/usr/sbin/runuser", "-u", "postgres", "--"] + command, timeout: .seconds(60))
-        guard result.succeeded else { throw CloudError(code: .connectionFailed, detail: "\(command[0]): \(result)") }
     }
 
     /// A TCP port free on 127.0.0.1 now.
