@@ -73,18 +73,19 @@ public enum CloudClient {
     /// A cloud of several nodes (`trav cloud --database`) is given as `endpoint` and `fallbacks`: the camera stays on
     /// one node while it serves, and moves to the next in the list (round robin) whenever its connection or its
     /// UDP presence is lost or a connection attempt fails; the first registration tries each node once.
+    /// `deviceID`, when given, is the identity's UID already derived (spares the camera a scrypt; the cloud checks it).
     ///
     /// - Throws: ``CloudError`` if the first registration fails (`.tlsFailed`, `.unauthorized`,
     ///   `.connectionFailed`, …) on every node; `CancellationError` if cancelled.
     public static func camera(
-        identity: DeviceIdentity, endpoint: CloudEndpoint, fallbacks: [CloudEndpoint] = [],
+        identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, fallbacks: [CloudEndpoint] = [],
         logger: Logger = Logger(label: "trav.cloud-client"),
         usePresence: Bool = true, presenceLinger: Duration = CloudClient.presenceLinger,
         onRegistered: @escaping @Sendable (_ observedAddress: String) -> Void = { _ in },
         onPresence: @escaping @Sendable (_ overUDP: Bool) -> Void = { _ in }
     ) async throws -> some CameraSignalling {
         let session = CloudCameraSession(
-            identity: identity, endpoint: endpoint, fallbacks: fallbacks, logger: logger, usePresence: usePresence,
+            identity: identity, deviceID: deviceID, endpoint: endpoint, fallbacks: fallbacks, logger: logger, usePresence: usePresence,
             presenceLinger: presenceLinger,
             onRegistered: onRegistered, onPresence: onPresence)
         try await session.start()
