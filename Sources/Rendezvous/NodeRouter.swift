@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import SourceLimits
 import STUNLite
@@ -49,7 +50,9 @@ actor NodeRouter {
             for await item in outgoing {
                 do {
                     try await directory.notify(channel: NodeChannel.name(of: item.node), payload: item.envelope.payload())
+                    NodeMetrics.count(item.envelope.kind, "sent")
                 } catch {
+                    NodeMetrics.count(item.envelope.kind, "failed")
                     logger.warning("message to node lost", metadata: ["node": "\(item.node)", "error": "\(error)"])
                 }
             }
@@ -128,6 +131,7 @@ actor NodeRouter {
         do {
             _ = try envelope.payload()
         } catch {
+            NodeMetrics.count(envelope.kind, "failed")
             routing.close(requestID, viewer: peer.id)
             peer.send(.error(requestID: requestID, code: CloudError.Code.badRequest.name, message: "\(error)"))
             return
@@ -145,6 +149,7 @@ actor NodeRouter {
 
     private func enqueue(_ envelope: NodeEnvelope, to node: String) {
         if case .dropped = outbox.yield((node, envelope)) {
+            NodeMetrics.count(envelope.kind, "dropped")
             logger.warning("message to node dropped: queue full", metadata: ["node": "\(node)"])
         }
     }
@@ -157,9 +162,11 @@ actor NodeRouter {
         do {
             envelope = try NodeEnvelope(payload: payload)
         } catch {
+            Counter(label: NodeMetrics.label, dimensions: [("kind", "unknown"), ("outcome", "bad")]).increment()
             logger.warning("bad message from another node", metadata: ["error": "\(error)"])
             return
         }
+        NodeMetrics.count(envelope.kind, "received")
         let key = NodeRoutingStateMachine<RendezvousPeer>.RemoteViewerKey(node: envelope.from, viewer: envelope.viewer)
         switch envelope.kind {
         case .viewer:
@@ -188,7 +195,9 @@ actor NodeRouter {
         let (home, viewer, me) = (envelope.from, envelope.viewer, node)
         let outbox = outbox
         let link = RendezvousPeer.RemoteLink(node: home) { message, close in
-            _ = outbox.yield((home, NodeEnvelope(kind: .viewer, from: me, viewer: viewer, message: message, close: close)))
+            if case .dropped = outbox.yield((home, NodeEnvelope(kind: .viewer, from: me, viewer: viewer, message: message, close: close))) {
+                NodeMetrics.count(.viewer, "dropped")
+            }
         }
         return RendezvousPeer(
             remote: link, source: socket.map { SourceAddressKey($0) } ?? .unidentified,
@@ -235,5 +244,15 @@ actor NodeRouter {
         } catch {
             logger.warning("node lease update failed", metadata: ["action": "\(action)", "error": "\(error)"])
         }
+    }
+}
+
+/// The counter of messages between nodes (listed with the others at ``RendezvousMetrics``).
+enum NodeMetrics {
+    static let label = "cloud_node_messages_total"
+
+    /// Counts one envelope of `kind` with `outcome`.
+    static func count(_ kind: NodeEnvelope.Kind, _ outcome: String) {
+        Counter(label: label, dimensions: [("kind", kind.rawValue), ("outcome", outcome)]).increment()
     }
 }

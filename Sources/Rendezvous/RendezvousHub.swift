@@ -46,12 +46,13 @@ final class RendezvousPeer: Sendable, Hashable {
     }
 
     /// Queues `message`; a client that stopped reading (write buffer above its high-water mark) is closed.
+    /// A message for a viewer of another node is counted there, where it is written to the viewer.
     func send(_ message: CloudMessage) {
-        RendezvousMetrics.sent(message)
         guard let channel else {
             remote?.deliver(message, false)
             return
         }
+        RendezvousMetrics.sent(message)
         guard channel.isWritable else {
             channel.close(promise: nil)
             return
@@ -61,12 +62,14 @@ final class RendezvousPeer: Sendable, Hashable {
 
     /// Sends `message` (if any), then closes the connection.
     func close(after message: CloudMessage? = nil) {
-        if let message { RendezvousMetrics.sent(message) }
         guard let channel else {
             if let message { remote?.deliver(message, true) }
             return
         }
-        if let message { channel.write(message, promise: nil) }
+        if let message {
+            RendezvousMetrics.sent(message)
+            channel.write(message, promise: nil)
+        }
         channel.flush()
         channel.close(promise: nil)
     }
