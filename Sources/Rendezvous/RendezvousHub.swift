@@ -90,6 +90,18 @@ actor RendezvousHub {
         let relay: RelayGrant?
         /// The offer, while the camera is being woken over UDP presence and has no TLS connection to take it.
         var undelivered: CloudMessage?
+        /// How far the viewer's access proof has come (``AccessChallenge``).
+        var access: AccessPhase = .offered
+    }
+
+    /// An introduction's access exchange, in order: only an answer after a carried proof reaches the viewer.
+    enum AccessPhase {
+        /// The offer went to the camera; it owes a challenge.
+        case offered
+        /// The viewer has the camera's challenge; it owes a proof.
+        case challenged
+        /// The camera has the viewer's proof; it owes an answer or a refusal.
+        case proved
     }
 
     /// A registered camera: its TLS connection, if it holds one, and its UDP presence session, if granted.
@@ -259,7 +271,8 @@ actor RendezvousHub {
                 guard introduction.undelivered != nil else { continue }
                 pending[requestID] = PendingIntroduction(
                     viewer: introduction.viewer, cameraSession: session, cameraKey: introduction.cameraKey,
-                    timer: introduction.timer, relay: introduction.relay, undelivered: introduction.undelivered)
+                    timer: introduction.timer, relay: introduction.relay, undelivered: introduction.undelivered,
+                    access: introduction.access)
             }
             failIntroductions(ofCameraSession: replaced.sessionID)
             logger.info("camera session replaced", metadata: ["device": "\(deviceID)"])
@@ -280,10 +293,12 @@ actor RendezvousHub {
 
     /// A viewer asks for `deviceID`: rate-limit, look up, forward the offer and its `answerKey` to the camera.
     ///
-    /// What an asker learns before the camera has seen its `answerKey`: an introduction without one is
-    /// `unavailable` for every UID, before the look-up; with one, an unknown, offline, declining or busy
-    /// camera is `unavailable` alike, and an online camera's answer and relay grant come back only sealed
-    /// to that key (`SealedAnswer`): nothing in clear names an address or carries a grant.
+    /// What an asker learns: an introduction without an `answerKey` is `unavailable` for every UID,
+    /// before the look-up; with one, an unknown, offline, declining or busy camera is `unavailable`
+    /// alike, and an online camera first sends only its access challenge (its identity key); its
+    /// answer and the relay grant come back after the camera has checked the viewer's proof
+    /// (`AccessChallenge`), sealed to that key (`SealedAnswer`): nothing in clear names an address or
+    /// carries a grant, and no answer is forwarded before a proof was.
     func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String?) async {
         guard take(from: &lookupLimiter, viewer.source) else {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.rateLimited.name, message: "too many look-ups"))
@@ -349,6 +364,51 @@ actor RendezvousHub {
         pending[requestID] = introduction
     }
 
+    /// The camera challenges the viewer to prove access: forwarded to the viewer once, if it carries
+    /// the registered identity key (the viewer checks it against the UID too).
+    func accessChallenge(from session: UUID, requestID: String, challenge: AccessChallenge) {
+        guard let camera = cameras[session]?.peer else { return }
+        guard let introduction = pending[requestID], introduction.cameraSession == session, introduction.access == .offered else {
+            camera.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "no such introduction awaiting a challenge"))
+            return
+        }
+        guard Data(base64Encoded: challenge.identityKey) == introduction.cameraKey else {
+            endIntroduction(requestID)
+            camera.send(.error(requestID: requestID, code: CloudError.Code.badRequest.name, message: "the challenge must carry the registered key"))
+            introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
+            return
+        }
+        pending[requestID]?.access = .challenged
+        introduction.viewer.send(.accessChallenge(requestID: requestID, challenge: challenge))
+    }
+
+    /// The viewer's sealed access proof: forwarded to the camera once, after its challenge, from the
+    /// connection that asked (no one else can answer another's challenge).
+    func accessProof(from viewer: RendezvousPeer, requestID: String, sealed: String) {
+        guard let introduction = pending[requestID], introduction.viewer == viewer, introduction.access == .challenged else {
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.badRequest.name, message: "no challenge awaits a proof"))
+            return
+        }
+        guard let camera = cameras[introduction.cameraSession]?.peer else {
+            endIntroduction(requestID)
+            viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
+            return
+        }
+        pending[requestID]?.access = .proved
+        camera.send(.accessProof(requestID: requestID, sealed: sealed))
+    }
+
+    /// The camera refused the viewer's proof: the viewer hears why (it knows the camera is there by now).
+    func refuse(from session: UUID, requestID: String, reason: AccessRefusal) {
+        guard let introduction = pending[requestID], introduction.cameraSession == session, introduction.access == .proved else { return }
+        endIntroduction(requestID)
+        let text = switch reason {
+        case .accessDenied: "the camera refused the credential"
+        case .rateLimited: "the camera is limiting access attempts; try later"
+        }
+        introduction.viewer.send(.error(requestID: requestID, code: reason.rawValue, message: text))
+    }
+
     /// The camera answered: send `start` to both, back to back; the viewer's carries only the sealed answer.
     func answer(from session: UUID, requestID: String, offer: PeerOffer, sealed: String?) {
         guard let camera = cameras[session]?.peer else { return }
@@ -356,11 +416,11 @@ actor RendezvousHub {
             camera.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "no such pending introduction"))
             return
         }
-        guard offer.identityKey == introduction.cameraKey, offer.candidates.isEmpty, let sealed else {
+        guard offer.identityKey == introduction.cameraKey, offer.candidates.isEmpty, let sealed, introduction.access == .proved else {
             endIntroduction(requestID)
             camera.send(.error(
                 requestID: requestID, code: CloudError.Code.badRequest.name,
-                message: "answer must carry the registered key, and its candidates only sealed"))
+                message: "answer must follow the viewer's access proof, carry the registered key, and its candidates only sealed"))
             introduction.viewer.send(.error(requestID: requestID, code: CloudError.Code.unavailable.name, message: Self.unavailableMessage))
             return
         }

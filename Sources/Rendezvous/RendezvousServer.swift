@@ -504,6 +504,12 @@ public final class RendezvousServer: Sendable {
             await hub.introduce(from: peer, requestID: requestID, deviceID: try DeviceID(deviceID), offer: offer, answerKey: answerKey)
         case (.answer(let requestID, let offer, let sealed), .camera(let session, _)):
             await hub.answer(from: session, requestID: requestID, offer: offer, sealed: sealed)
+        case (.accessChallenge(let requestID, let challenge), .camera(let session, _)):
+            await hub.accessChallenge(from: session, requestID: requestID, challenge: challenge)
+        case (.accessProof(let requestID, let sealed), .fresh), (.accessProof(let requestID, let sealed), .viewer):
+            await hub.accessProof(from: peer, requestID: requestID, sealed: sealed)
+        case (.refuse(let requestID, let reason), .camera(let session, _)):
+            await hub.refuse(from: session, requestID: requestID, reason: reason)
         case (.decline(let requestID), .camera(let session, _)):
             await hub.decline(from: session, requestID: requestID)
         case (.renewRelay(let requestID, let grant), .fresh), (.renewRelay(let requestID, let grant), .viewer),

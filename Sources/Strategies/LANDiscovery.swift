@@ -298,11 +298,20 @@ public struct FirstAnswering: ViewerSignalling {
     /// The first successful introduction; if all fail, the most telling error: one that is not a
     /// plain "unavailable" (a rate limit or a cloud failure says more than a silent LAN), else the first.
     public func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
+        try await first { try await $0.introduce(to: device, offer: offer) }
+    }
+
+    /// The first successful introduction, each introducer answering its challenge with `prover`.
+    public func introduce(to device: DeviceID, offer: PeerOffer, prover: AccessProver) async throws -> Introduction {
+        try await first { try await $0.introduce(to: device, offer: offer, prover: prover) }
+    }
+
+    private func first(_ ask: @escaping @Sendable (any ViewerSignalling) async throws -> Introduction) async throws -> Introduction {
         try await withThrowingTaskGroup(of: Introduction?.self) { group in
             for (i, introducer) in introducers.enumerated() {
                 group.addTask {
                     try await Task.sleep(for: stagger * i)
-                    return try await introducer.introduce(to: device, offer: offer)
+                    return try await ask(introducer)
                 }
             }
             var errors: [any Error] = []

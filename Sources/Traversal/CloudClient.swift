@@ -6,6 +6,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import SourceLimits
+import Synchronization
 
 /// Where the cloud's signalling service listens and how to trust its TLS certificate.
 public struct CloudEndpoint: Sendable, Hashable {
@@ -159,7 +160,7 @@ public enum CloudClient {
     /// Maps a transport error to a ``CloudError``; `CancellationError` and ``CloudError`` pass through.
     static func classify(_ error: any Error, during activity: String) -> any Error {
         switch error {
-        case is CancellationError, is CloudError: return error
+        case is CancellationError, is CloudError, is TraversalError: return error
         case let error as CloudProtocolError:
             return CloudError(code: .protocolViolation, detail: "\(activity): \(error)")
         case is NIOSSLError, is NIOSSLExtraError, is BoringSSLError:
@@ -245,6 +246,8 @@ actor CloudCameraSession: CameraSignalling {
     private var registeredThisConnection = false
     private var starts = StartHandoffStateMachine<CheckedContinuation<Void, any Error>>(timeout: CloudClient.requestTimeout)
     private var waitingForRenewal: [String: CheckedContinuation<RelayGrant, any Error>] = [:]
+    /// Introductions whose access challenge is out, waiting for the viewer's sealed proof.
+    private var waitingForProof: [String: CheckedContinuation<String, any Error>] = [:]
     private var firstRegistration: CheckedContinuation<Void, any Error>?
     private var maintenance: Task<Void, Never>?
     private var stopped = false
@@ -544,6 +547,8 @@ actor CloudCameraSession: CameraSignalling {
             let vouched = requester.flatMap { try? SocketAddress(ipAddress: $0, port: 0) }.map(SourceAddressKey.init)
             sink.yield(CloudIncomingIntroduction(
                 requestID: requestID, offer: offer, relay: relay, vouchedRequester: vouched, answerKey: answerKey, session: self))
+        case .accessProof(let requestID, let sealed):
+            waitingForProof.removeValue(forKey: requestID)?.resume(returning: sealed)
         case .start(let requestID, _, _, _):
             starts.deliver(requestID, .success(()))?.resume()
         case .relayRenewed(let requestID, let relay):
@@ -552,6 +557,8 @@ actor CloudCameraSession: CameraSignalling {
             let error = CloudError(code: .init(name: code), detail: text)
             if let renewal = waitingForRenewal.removeValue(forKey: requestID) {
                 renewal.resume(throwing: error)
+            } else if let proof = waitingForProof.removeValue(forKey: requestID) {
+                proof.resume(throwing: error)
             } else {
                 starts.deliver(requestID, .failure(error))?.resume(throwing: error)
             }
@@ -603,6 +610,52 @@ actor CloudCameraSession: CameraSignalling {
                 continuation.resume(throwing: CloudError(code: .timeout, detail: "no start for \(requestID)"))
             }
         }
+    }
+
+    /// Sends the access challenge for introduction `requestID` (signed by this camera, for the viewer
+    /// holding `answerKey`) and returns the viewer's claim from its sealed proof, opened and verified
+    /// (``AccessChallenge``); the proof must come within ``CloudClient/requestTimeout``. A proof that
+    /// does not open or verify is refused (`access-denied`) and thrown as ``TraversalError`` `accessDenied`.
+    func requestAccess(requestID: String, answerKey: String) async throws -> ViewerAccessClaim {
+        guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
+        guard waitingForProof[requestID] == nil else {
+            throw CloudError(code: .badRequest, detail: "introduction \(requestID) already challenged")
+        }
+        let (challenge, key) = try AccessChallenge.make(identity: identity, deviceID: deviceID, requestID: requestID, answerKey: answerKey)
+        lastActivity = .now
+        let timer = Task {
+            guard (try? await Task.sleep(for: CloudClient.requestTimeout)) != nil else { return }
+            self.endProof(requestID, CloudError(code: .timeout, detail: "no access proof for \(requestID)"))
+        }
+        defer { timer.cancel() }
+        // Waiting before sending: the proof cannot overtake the wait.
+        let sealed = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
+            waitingForProof[requestID] = continuation
+            Task {
+                do {
+                    try await CloudClient.send(.accessChallenge(requestID: requestID, challenge: challenge), on: channel)
+                } catch {
+                    self.endProof(requestID, error)
+                }
+            }
+        }
+        do {
+            return try AccessProver.open(sealed, with: key, deviceID: deviceID, requestID: requestID)
+        } catch {
+            // A proof that does not open or verify is a refused credential, and the viewer hears so at once.
+            await refuse(requestID: requestID, reason: .accessDenied)
+            throw TraversalError(code: .accessDenied, detail: "the viewer's access proof: \(error)")
+        }
+    }
+
+    private func endProof(_ requestID: String, _ error: any Error) {
+        waitingForProof.removeValue(forKey: requestID)?.resume(throwing: error)
+    }
+
+    /// Tells the cloud the viewer's proof for `requestID` was refused (best effort).
+    func refuse(requestID: String, reason: AccessRefusal) async {
+        guard let channel else { return }
+        try? await CloudClient.send(.refuse(requestID: requestID, reason: reason), on: channel)
     }
 
     /// The per-source key of an `ip:port` or `[ipv6]:port` the cloud reported, or `nil`.
@@ -664,6 +717,9 @@ actor CloudCameraSession: CameraSignalling {
         let renewals = waitingForRenewal
         waitingForRenewal = [:]
         for waiter in renewals.values { waiter.resume(throwing: error) }
+        let proofs = waitingForProof
+        waitingForProof = [:]
+        for waiter in proofs.values { waiter.resume(throwing: error) }
     }
 }
 
@@ -740,6 +796,14 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
         await session.decline(requestID: requestID)
     }
 
+    func requestAccess() async throws -> ViewerAccessClaim? {
+        try await session.requestAccess(requestID: requestID, answerKey: answerKey)
+    }
+
+    func refuse(_ reason: AccessRefusal) async {
+        await session.refuse(requestID: requestID, reason: reason)
+    }
+
     func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
         try await session.renewRelay(grant)
     }
@@ -750,6 +814,8 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
 /// ```
 ///  viewer                                   cloud
 ///    │ introduce{answerKey} ──────────────────►│   (connection closes after start)
+///    │◄────────────── accessChallenge{challenge}   (the camera's identity key, signed: AccessChallenge)
+///    │ accessProof{sealed} ───────────────────►│   (the credential, sealed to the challenge's key)
 ///    │◄──────────────────────── start{sealed}   │   (the camera's answer and grant, sealed to answerKey)
 ///    │        … relayed session; before relay.expires …
 ///    │ renewRelay{requestID, relay} ───────────►│   (a new connection, closed after the answer)
@@ -759,17 +825,39 @@ struct CloudViewerClient: ViewerSignalling {
     let endpoint: CloudEndpoint
     let logger: Logger
 
+    /// Introduces a viewer without a credential: a fresh identity presenting no paired key, which a
+    /// camera under a ``CameraAccessPolicy`` refuses (`access-denied`).
     func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction {
+        try await introduce(to: device, offer: offer, prover: AccessProver(identity: .ephemeral(), credential: .pairedKey))
+    }
+
+    func introduce(to device: DeviceID, offer: PeerOffer, prover: AccessProver) async throws -> Introduction {
         let requestID = UUID().uuidString.lowercased()
         let answerKey = Curve25519.KeyAgreement.PrivateKey()
+        let challenged = Mutex<Curve25519.Signing.PublicKey?>(nil)
         let sealed = try await exchange(
             .introduce(requestID: requestID, deviceID: device.description, offer: offer,
                        answerKey: answerKey.publicKey.rawRepresentation.base64EncodedString()),
             requestID: requestID, within: CloudClient.introduceTimeout,
             timeoutDetail: "no introduction to \(device) within \(CloudClient.introduceTimeout)", during: "introduce \(requestID)"
-        ) { message -> String? in
-            guard case .start(requestID, _, _, let sealed?) = message else { return nil }
-            return sealed
+        ) { message -> ExchangeStep<String> in
+            switch message {
+            case .accessChallenge(requestID, let challenge):
+                guard challenged.withLock({ $0 == nil }) else {
+                    throw CloudError(code: .protocolViolation, detail: "a second access challenge for \(requestID)")
+                }
+                let (proof, cameraKey) = try await prover.prove(challenge, device: device, requestID: requestID, answerKey: answerKey.publicKey)
+                challenged.withLock { $0 = cameraKey }
+                return .reply(.accessProof(requestID: requestID, sealed: proof))
+            case .start(requestID, _, _, let sealed?):
+                return .done(sealed)
+            case .error(requestID, AccessRefusal.accessDenied.rawValue, let text) where challenged.withLock({ $0 != nil }):
+                throw TraversalError(code: .accessDenied, detail: "the camera refused access: \(text)")
+            case .error(requestID, AccessRefusal.rateLimited.rawValue, let text) where challenged.withLock({ $0 != nil }):
+                throw TraversalError(code: .rateLimited, detail: "the camera refused access: \(text)")
+            default:
+                return .unhandled
+            }
         }
         let answer: SealedAnswer
         do {
@@ -777,7 +865,20 @@ struct CloudViewerClient: ViewerSignalling {
         } catch {
             throw CloudError(code: .protocolViolation, detail: "the camera's answer: \(error)")
         }
+        guard let cameraKey = challenged.withLock({ $0 }), answer.offer.identityKey == cameraKey.rawRepresentation else {
+            throw CloudError(code: .protocolViolation, detail: "the camera's answer does not follow its access challenge")
+        }
         return Introduction(requestID: requestID, answer: answer.offer, relay: answer.relay)
+    }
+
+    /// What a reply to an exchange's request means.
+    enum ExchangeStep<T: Sendable>: Sendable {
+        /// The answer sought.
+        case done(T)
+        /// Send this and keep waiting.
+        case reply(CloudMessage)
+        /// Not for this exchange (errors, pings and the rest are handled by the exchange itself).
+        case unhandled
     }
 
     func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
@@ -785,17 +886,18 @@ struct CloudViewerClient: ViewerSignalling {
         return try await exchange(
             .renewRelay(requestID: requestID, relay: grant), requestID: requestID, within: CloudClient.requestTimeout,
             timeoutDetail: "no renewed relay grant within \(CloudClient.requestTimeout)", during: "renew relay grant \(requestID)"
-        ) { message in
-            guard case .relayRenewed(requestID, let relay) = message else { return nil }
-            return relay
+        ) { message -> ExchangeStep<RelayGrant> in
+            guard case .relayRenewed(requestID, let relay) = message else { return .unhandled }
+            return .done(relay)
         }
     }
 
-    /// Sends `request` on a connection of its own and returns the first reply `answer` accepts, within
-    /// `timeout`; answers pings, and turns an error for `requestID` (or for the connection) into a thrown ``CloudError``.
+    /// Sends `request` on a connection of its own and returns the first reply `answer` settles
+    /// (sending what it replies on the way), within `timeout`; answers pings, and turns an error for
+    /// `requestID` (or for the connection) into a thrown ``CloudError``.
     private func exchange<T: Sendable>(
         _ request: CloudMessage, requestID: String, within timeout: Duration, timeoutDetail: String, during activity: String,
-        answer: @escaping @Sendable (CloudMessage) -> T?
+        answer: @escaping @Sendable (CloudMessage) async throws -> ExchangeStep<T>
     ) async throws -> T {
         let connection = try await CloudClient.connect(to: endpoint)
         let started = ContinuousClock.now
@@ -805,7 +907,13 @@ struct CloudViewerClient: ViewerSignalling {
                 defer { watchdog.cancel() }
                 try await CloudClient.send(request, on: connection.channel)
                 for try await message in inbound {
-                    if let value = answer(message) { return value }
+                    switch try await answer(message) {
+                    case .done(let value): return value
+                    case .reply(let reply):
+                        try await CloudClient.send(reply, on: connection.channel)
+                        continue
+                    case .unhandled: break
+                    }
                     switch message {
                     case .error(let id, let code, let text) where id == nil || id == requestID:
                         throw CloudError(code: .init(name: code), detail: text)

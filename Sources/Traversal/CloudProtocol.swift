@@ -13,7 +13,9 @@ import NIOCore
 ///    │ ping ────────────────────►│ ◄──── introduce{requestID, deviceID, offer, answerKey}
 ///    │◄── pong                   │                              │
 ///    │◄── offer{requestID, offer, relay?, requester, answerKey}  │
-///    │ answer{requestID, offer, sealed} ►│  (or decline{requestID})
+///    │ accessChallenge{requestID, challenge} ►│ accessChallenge ──────►│  (``AccessChallenge``)
+///    │◄── accessProof{requestID, sealed}      │◄── accessProof{sealed} │
+///    │ answer{requestID, offer, sealed} ►│  (or refuse{requestID, reason}, decline{requestID})
 ///    │◄── start{requestID}       │ start{requestID, sealed} ───►│  (both at once)
 ///    │                           │ error{requestID?, code, message} on any failure
 ///    │        … while the session is relayed, before the grant expires (either side) …
@@ -22,8 +24,9 @@ import NIOCore
 /// ```
 ///
 /// The camera's answer (its addresses) and the relay grant reach the viewer only sealed to the
-/// viewer's `answerKey` (``SealedAnswer``, HPKE), after the camera has seen that key: the cloud
-/// forwards them without reading them, and an `introduce` without an `answerKey` is answered
+/// viewer's `answerKey` (``SealedAnswer``, HPKE), and only after the camera has checked the viewer's
+/// sealed access proof (``AccessChallenge``): the cloud forwards them without reading them, forwards
+/// no answer before it has carried the proof, and answers an `introduce` without an `answerKey`
 /// `unavailable` for every UID, online or not, before any look-up.
 ///
 /// A relay grant renews itself: the cloud checks its HMAC under the relay secret and its expiry, and
@@ -109,6 +112,14 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     /// Camera → cloud: the camera's answer to an offer: `offer` carries only its identity key (the
     /// cloud checks it is the registered one); its candidates and the relay grant are in `sealed`.
     case answer(requestID: String, offer: PeerOffer, sealed: String? = nil)
+    /// Camera → cloud → viewer: prove access first (``AccessChallenge``); the cloud checks its
+    /// identity key is the registered one and forwards it to the introduction's viewer only.
+    case accessChallenge(requestID: String, challenge: AccessChallenge)
+    /// Viewer → cloud → camera: the viewer's credential, sealed to the challenge's one-time key
+    /// (``AccessProver``); accepted once per introduction, after its challenge.
+    case accessProof(requestID: String, sealed: String)
+    /// Camera → cloud: the proof failed; the viewer hears an `error` with `reason`'s code.
+    case refuse(requestID: String, reason: AccessRefusal)
     /// Camera → cloud: the camera declines an offer.
     case decline(requestID: String)
     /// Cloud → both: start now; the viewer's copy carries the camera's `sealed` answer (``SealedAnswer``).
@@ -136,6 +147,9 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case .introduce: "introduce"
         case .offer: "offer"
         case .answer: "answer"
+        case .accessChallenge: "accessChallenge"
+        case .accessProof: "accessProof"
+        case .refuse: "refuse"
         case .decline: "decline"
         case .start: "start"
         case .error: "error"
@@ -148,6 +162,7 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     private enum Key: String, CodingKey {
         case type, deviceID, publicKey, nonce, signature, observedAddress, keepaliveSeconds, presence
         case requestID, offer, relay, requester, answer, code, message, retryAfterMilliseconds, answerKey, sealed
+        case challenge, reason
     }
 
     /// Decodes a message from its JSON object; an unknown `type` is a decoding error.
@@ -182,6 +197,13 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             self = .answer(
                 requestID: try c.decode(String.self, forKey: .requestID), offer: try c.decode(PeerOffer.self, forKey: .offer),
                 sealed: try c.decodeIfPresent(String.self, forKey: .sealed))
+        case "accessChallenge":
+            self = .accessChallenge(
+                requestID: try c.decode(String.self, forKey: .requestID), challenge: try c.decode(AccessChallenge.self, forKey: .challenge))
+        case "accessProof":
+            self = .accessProof(requestID: try c.decode(String.self, forKey: .requestID), sealed: try c.decode(String.self, forKey: .sealed))
+        case "refuse":
+            self = .refuse(requestID: try c.decode(String.self, forKey: .requestID), reason: try c.decode(AccessRefusal.self, forKey: .reason))
         case "decline": self = .decline(requestID: try c.decode(String.self, forKey: .requestID))
         case "start":
             self = .start(
@@ -233,6 +255,15 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try c.encode(requestID, forKey: .requestID)
             try c.encode(offer, forKey: .offer)
             try c.encodeIfPresent(sealed, forKey: .sealed)
+        case .accessChallenge(let requestID, let challenge):
+            try c.encode(requestID, forKey: .requestID)
+            try c.encode(challenge, forKey: .challenge)
+        case .accessProof(let requestID, let sealed):
+            try c.encode(requestID, forKey: .requestID)
+            try c.encode(sealed, forKey: .sealed)
+        case .refuse(let requestID, let reason):
+            try c.encode(requestID, forKey: .requestID)
+            try c.encode(reason, forKey: .reason)
         case .decline(let requestID): try c.encode(requestID, forKey: .requestID)
         case .start(let requestID, let answer, let relay, let sealed):
             try c.encode(requestID, forKey: .requestID)
@@ -285,7 +316,15 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try Self.check(requestID: requestID)
             try offer.validate(field: "answer.offer")
             if let sealed { try Self.check(sealed: sealed, field: "answer.sealed") }
-        case .decline(let requestID):
+        case .accessChallenge(let requestID, let challenge):
+            try Self.check(requestID: requestID)
+            try challenge.validate(field: "accessChallenge.challenge")
+        case .accessProof(let requestID, let sealed):
+            try Self.check(requestID: requestID)
+            guard !sealed.isEmpty, sealed.utf8.count <= AccessChallenge.maxSealedProofLength, Data(base64Encoded: sealed) != nil else {
+                throw CloudProtocolError.invalid("accessProof.sealed", "not base64 of at most \(AccessChallenge.maxSealedProofLength) characters")
+            }
+        case .refuse(let requestID, _), .decline(let requestID):
             try Self.check(requestID: requestID)
         case .start(let requestID, let answer, let relay, let sealed):
             try Self.check(requestID: requestID)
@@ -474,6 +513,15 @@ public struct CloudFrameEncoder: MessageToByteEncoder {
     }
 }
 
+/// Why a camera refused a viewer's access proof (``CloudMessage/refuse(requestID:reason:)``); the
+/// raw value is the code of the `error` the viewer hears.
+public enum AccessRefusal: String, Codable, Sendable, Hashable {
+    /// The credential does not grant access.
+    case accessDenied = "access-denied"
+    /// Too many attempts (``PasswordAttemptLimits``); try later.
+    case rateLimited = "rate-limited"
+}
+
 /// Why a cloud request failed; the code is also the `code` of the wire's `error` message.
 public struct CloudError: CodedError, Hashable {
     /// A stable reason code (wire `error.code` values are codes with the same name).
@@ -500,6 +548,8 @@ public struct CloudError: CodedError, Hashable {
         public static let protocolViolation = Code(name: "protocol-violation")
         /// The cloud's resources are exhausted (too many pending requests).
         public static let overloaded = Code(name: "overloaded")
+        /// The camera checked the viewer's access proof and refused it (``AccessRefusal/accessDenied``).
+        public static let accessDenied = Code(name: "access-denied")
     }
 
     /// What went wrong.

@@ -82,10 +82,13 @@ public struct ConnectorConfiguration: Sendable {
 ///
 /// ```
 /// viewer                          cloud                           camera
-///   prepare strategies ──offer──►  introduce(UID) ──offer──────►  prepare strategies
+///   prepare strategies ──offer──►  introduce(UID) ──offer──────►
+///   check key vs UID ◄──────────── challenge ◄─────────────────── AccessChallenge (nothing gathered yet)
+///   proof{credential} ───────────► (carried once) ─────────────►  access check → prepare strategies
 ///                      ◄─answer+start──────────────── ◄──answer──  ─start─►
 ///   race: each strategy after its delay → transport → Noise XX handshake (viewer initiates)
-///   first completed handshake wins, others cancelled → hello{credential} ──► access check → welcome
+///   first completed handshake wins, others cancelled → hello{credential} ──► the proven identity,
+///   or (LAN: no proof before) the access check → welcome
 /// ```
 public final class Connector: Sendable {
     /// How long the viewer waits for the camera's access verdict after the handshake (the camera's
@@ -131,7 +134,9 @@ public final class Connector: Sendable {
                               strategies: configuration.strategies.map(\.id))
         let intro: Introduction
         do {
-            intro = try await signalling.introduce(to: device, offer: offer)
+            intro = try await signalling.introduce(
+                to: device, offer: offer,
+                prover: AccessProver(identity: configuration.identity, credential: credential, knownDevices: configuration.knownDevices))
         } catch let e as TraversalError {
             throw e
         } catch is CancellationError {
@@ -185,23 +190,11 @@ public final class Connector: Sendable {
         await offCooperativePool { device.matches(publicKey: key) }
     }
 
-    /// The result of `work`, a slow blocking computation (scrypt), run on a global dispatch queue so
-    /// the cooperative pool's few threads stay free for the race and for other viewers.
-    private static func offCooperativePool(_ work: @escaping @Sendable () -> Bool) async -> Bool {
-        await withCheckedContinuation { done in
-            DispatchQueue.global(qos: .userInitiated).async { done.resume(returning: work()) }
-        }
-    }
-
     private func finishViewer(_ raced: RaceResult, credential: AccessCredential, requestID: String,
                               started: ContinuousClock.Instant, phases: ConnectionPhases) async throws -> PeerConnection {
         let transport = raced.transport
         var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
-        let hello: SessionHello
-        switch credential {
-        case .password(let p): hello = SessionHello(kind: "password", password: p)
-        case .pairedKey: hello = SessionHello(kind: "paired-key", password: nil)
-        }
+        let hello = SessionHello(credential)
         let helloPacket = [PeerWire.sealed] + (try channel.seal([SessionMessageType.hello.rawValue] + (try JSONEncoder().encode(hello))))
         // Repeat the final handshake message and the hello until the verdict arrives (datagrams may be lost).
         let resender = raced.final.isEmpty
@@ -318,6 +311,18 @@ public final class Connector: Sendable {
 
     private func answer(_ intro: any IncomingIntroduction, access: SharedAccess) async throws -> PeerConnection {
         let started = ContinuousClock.now
+        // Through the cloud the viewer proves access before anything is gathered or revealed; the
+        // session's handshake then admits exactly the identity that proved it.
+        var admitted: (viewer: Curve25519.Signing.PublicKey, grant: AccessGrant)?
+        if let claim = try await intro.requestAccess() {
+            switch await access.check(claim.credential, viewer: claim.viewerKey, source: intro.vouchedRequester ?? .unidentified) {
+            case .failure(let e):
+                await intro.refuse(e.code == .rateLimited ? .rateLimited : .accessDenied)
+                throw TraversalError(code: e.code == .rateLimited ? .rateLimited : .accessDenied, detail: "access proof refused: \(e.detail)")
+            case .success(let grant):
+                admitted = (claim.viewerKey, grant)
+            }
+        }
         var context = await strategyContext(role: .camera)
             .with(requestID: intro.requestID, relay: intro.relay) { try await intro.renewRelay($0) }
         // Before anyone is authenticated, the offer's addresses get what its size pays for.
@@ -337,11 +342,12 @@ public final class Connector: Sendable {
             (try await SecureSessionDriver.respond(over: transport, identity: identity), [])
         }
         let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
-        return try await finishCamera(raced, access: access, requestID: intro.requestID, started: started, phases: phases)
+        return try await finishCamera(raced, access: access, admitted: admitted, requestID: intro.requestID,
+                                      started: started, phases: phases)
     }
 
-    private func finishCamera(_ raced: RaceResult, access: SharedAccess, requestID: String,
-                              started: ContinuousClock.Instant, phases: ConnectionPhases) async throws -> PeerConnection {
+    private func finishCamera(_ raced: RaceResult, access: SharedAccess, admitted: (viewer: Curve25519.Signing.PublicKey, grant: AccessGrant)?,
+                              requestID: String, started: ContinuousClock.Instant, phases: ConnectionPhases) async throws -> PeerConnection {
         let transport = raced.transport
         var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
         let start = channel
@@ -356,34 +362,13 @@ public final class Connector: Sendable {
             }
         }
         channel = opened
-        let credential: AccessCredential = hello.kind == "password" ? .password(hello.password ?? "") : .pairedKey
         let source = transport.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
-        // Limits under the lock; the deliberately slow password check outside it and off the
-        // cooperative pool, so a guess never delays a paired viewer or another's admission.
         let viewer = raced.session.peerIdentity
         let verdict: Result<AccessGrant, AccessControlError>
-        switch credential {
-        case .pairedKey:
-            verdict = access.withController { $0.pairedKeyGrant(for: viewer) }
-        case .password(let password):
-            var admission = access.withController { $0.admitPasswordCheck(from: source, now: .now) }
-            var holdsSlot = false
-            if case .check = admission { holdsSlot = true }
-            if case .wait = admission {
-                await access.waitForCheckSlot()
-                holdsSlot = true
-                admission = access.withController { $0.resumeWaitingCheck(from: source, now: .now) }
-            }
-            switch admission {
-            case .refused(let error):
-                verdict = .failure(error)
-            case .wait:
-                verdict = .failure(AccessControlError(code: .rateLimited, detail: "busy checking other passwords"))
-            case .check(let verifier):
-                let matched = await Self.offCooperativePool { verifier.verify(password) }
-                verdict = access.withController { $0.finishPasswordCheck(from: source, matched: matched, now: .now) }
-            }
-            if holdsSlot { access.releaseCheckSlot() }
+        if let admitted, admitted.viewer.rawRepresentation == viewer.rawRepresentation {
+            verdict = .success(admitted.grant)
+        } else {
+            verdict = await access.check(hello.credential, viewer: viewer, source: source)
         }
         switch verdict {
         case .failure(let e):
@@ -581,6 +566,14 @@ public final class Connector: Sendable {
     }
 }
 
+/// The result of `work`, a slow blocking computation (scrypt), run on a global dispatch queue so
+/// the cooperative pool's few threads stay free for the race and for other viewers.
+func offCooperativePool(_ work: @escaping @Sendable () -> Bool) async -> Bool {
+    await withCheckedContinuation { done in
+        DispatchQueue.global(qos: .userInitiated).async { done.resume(returning: work()) }
+    }
+}
+
 /// The camera's access controller, shared by every concurrent introduction, and the attempts waiting
 /// for a password check slot (woken in order as checks finish).
 final class SharedAccess: Sendable {
@@ -595,6 +588,37 @@ final class SharedAccess: Sendable {
 
     init(_ controller: AccessController) {
         self.state = Mutex(State(controller: controller))
+    }
+
+    /// The verdict on `credential` presented by `viewer` from `source`: a paired key at once; a
+    /// password under ``PasswordAttemptLimits`` (waiting for a check slot if need be), the
+    /// deliberately slow check outside the lock and off the cooperative pool, so a guess never
+    /// delays a paired viewer or another's admission.
+    func check(_ credential: AccessCredential, viewer: Curve25519.Signing.PublicKey,
+               source: SourceAddressKey) async -> Result<AccessGrant, AccessControlError> {
+        switch credential {
+        case .pairedKey:
+            return withController { $0.pairedKeyGrant(for: viewer) }
+        case .password(let password):
+            var admission = withController { $0.admitPasswordCheck(from: source, now: .now) }
+            var holdsSlot = false
+            if case .check = admission { holdsSlot = true }
+            if case .wait = admission {
+                await waitForCheckSlot()
+                holdsSlot = true
+                admission = withController { $0.resumeWaitingCheck(from: source, now: .now) }
+            }
+            defer { if holdsSlot { releaseCheckSlot() } }
+            switch admission {
+            case .refused(let error):
+                return .failure(error)
+            case .wait:
+                return .failure(AccessControlError(code: .rateLimited, detail: "busy checking other passwords"))
+            case .check(let verifier):
+                let matched = await offCooperativePool { verifier.verify(password) }
+                return withController { $0.finishPasswordCheck(from: source, matched: matched, now: .now) }
+            }
+        }
     }
 
     /// Runs `body` on the controller under the lock.

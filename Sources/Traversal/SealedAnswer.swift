@@ -21,11 +21,6 @@ import SourceLimits
 public struct SealedAnswer: Codable, Sendable, Hashable {
     /// HPKE `info` prefix (RFC 9180 §5.1), binding a sealed answer to this use.
     public static let infoDomain = "trav/sealed-answer/v1"
-    /// The HPKE cipher suite.
-    static let ciphersuite = HPKE.Ciphersuite.Curve25519_SHA256_ChachaPoly
-    /// Bytes of HPKE's encapsulated key for X25519 (RFC 9180 §7.1: Nenc = 32).
-    static let encapsulatedKeyLength = 32
-
     /// The camera's answer: its identity key, candidates and strategies.
     public var offer: PeerOffer
     /// The relay grant the cloud issued for this introduction, if it runs a relay.
@@ -47,17 +42,8 @@ public struct SealedAnswer: Codable, Sendable, Hashable {
     /// - Throws: ``CloudProtocolError`` `.invalidField` when `answerKey` is not a usable key.
     public func sealed(to answerKey: String, deviceID: DeviceID, requestID: String) throws -> String {
         let raw = try CloudMessage.base64(answerKey, length: CloudProtocol.answerKeyLength, field: "answerKey")
-        let recipient: Curve25519.KeyAgreement.PublicKey
-        var sender: HPKE.Sender
-        do {
-            recipient = try Curve25519.KeyAgreement.PublicKey(rawRepresentation: raw)
-            sender = try HPKE.Sender(recipientKey: recipient, ciphersuite: Self.ciphersuite,
-                                     info: Self.info(deviceID: deviceID, requestID: requestID))
-        } catch {
-            throw CloudProtocolError.invalid("answerKey", "not an X25519 public key")
-        }
-        let ciphertext = try sender.seal(try JSONEncoder().encode(self))
-        return (sender.encapsulatedKey + ciphertext).base64EncodedString()
+        return try HPKEBox.seal(try JSONEncoder().encode(self), to: raw, info: Self.info(deviceID: deviceID, requestID: requestID),
+                                field: "answerKey")
     }
 
     /// Opens a sealed answer with the private half of the introduction's `answerKey` and checks its limits.
@@ -67,18 +53,7 @@ public struct SealedAnswer: Codable, Sendable, Hashable {
     public static func open(_ sealed: String, with key: Curve25519.KeyAgreement.PrivateKey, deviceID: DeviceID,
                             requestID: String) throws -> SealedAnswer {
         try CloudMessage.check(sealed: sealed, field: "sealed")
-        guard let bytes = Data(base64Encoded: sealed), bytes.count > encapsulatedKeyLength else {
-            throw CloudProtocolError(code: .malformed, detail: "sealed answer too short")
-        }
-        let plain: Data
-        do {
-            var recipient = try HPKE.Recipient(
-                privateKey: key, ciphersuite: ciphersuite, info: info(deviceID: deviceID, requestID: requestID),
-                encapsulatedKey: bytes.prefix(encapsulatedKeyLength))
-            plain = try recipient.open(bytes.dropFirst(encapsulatedKeyLength))
-        } catch {
-            throw CloudProtocolError(code: .malformed, detail: "sealed answer does not open with this introduction's key")
-        }
+        let plain = try HPKEBox.open(sealed, with: key, info: info(deviceID: deviceID, requestID: requestID), what: "sealed answer")
         guard let answer = try? JSONDecoder().decode(SealedAnswer.self, from: plain) else {
             throw CloudProtocolError(code: .malformed, detail: "sealed answer of \(plain.count) bytes is not an answer")
         }

@@ -41,6 +41,17 @@ struct SessionHello: Codable {
     var kind: String
     /// The password, for `password`.
     var password: String?
+
+    /// The hello presenting `credential`.
+    init(_ credential: AccessCredential) {
+        switch credential {
+        case .password(let p): (kind, password) = ("password", p)
+        case .pairedKey: (kind, password) = ("paired-key", nil)
+        }
+    }
+
+    /// The credential it presents (any kind but `password` presents the paired key).
+    var credential: AccessCredential { kind == "password" ? .password(password ?? "") : .pairedKey }
 }
 
 /// Runs the identity-bound Noise handshake over a ``PeerTransport``, with retransmission on datagram paths.

@@ -118,6 +118,12 @@ public protocol IncomingIntroduction: Sendable {
     func decline() async
     /// Renews this session's relay grant before it expires (same label, later expiry).
     func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant
+    /// Challenges the viewer to prove access before the camera gathers or answers anything
+    /// (``AccessChallenge``) and returns the viewer's verified claim; `nil` when this signalling
+    /// carries no proof (the credential then arrives only inside the session).
+    func requestAccess() async throws -> ViewerAccessClaim?
+    /// Refuses the viewer whose claim (``requestAccess()``) failed the camera's access check.
+    func refuse(_ reason: AccessRefusal) async
     /// The source the viewer's request came from, as a cloud saw it over TCP (so not spoofed); `nil`
     /// when nobody vouches for it (a LAN question). Probes toward it do not count against the
     /// introduction's ``ProbeBudget``, and only it may receive the birthday method.
@@ -132,6 +138,12 @@ extension IncomingIntroduction {
 
     /// Nobody vouches for the requester by default.
     public var vouchedRequester: SourceAddressKey? { nil }
+
+    /// No proof before the session by default: the credential comes inside it.
+    public func requestAccess() async throws -> ViewerAccessClaim? { nil }
+
+    /// Declines by default.
+    public func refuse(_ reason: AccessRefusal) async { await decline() }
 }
 
 /// What a camera needs from its cloud: a registration kept alive across reconnects, and offers.
@@ -166,11 +178,19 @@ public enum CloudConnectionEvent: Sendable, Hashable {
 public protocol ViewerSignalling: Sendable {
     /// Asks the cloud to introduce us to `device` with `offer`; returns the camera's answer at the start signal.
     func introduce(to device: DeviceID, offer: PeerOffer) async throws -> Introduction
+    /// ``introduce(to:offer:)``, answering the camera's access challenge with `prover` where the
+    /// signalling carries one (``AccessChallenge``).
+    func introduce(to device: DeviceID, offer: PeerOffer, prover: AccessProver) async throws -> Introduction
     /// Renews a relay grant of an introduction before it expires (same label, later expiry).
     func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant
 }
 
 extension ViewerSignalling {
+    /// A signalling without access challenges ignores `prover`.
+    public func introduce(to device: DeviceID, offer: PeerOffer, prover: AccessProver) async throws -> Introduction {
+        try await introduce(to: device, offer: offer)
+    }
+
     /// Unsupported by default: the grant is used until it expires.
     public func renewRelay(_ grant: RelayGrant) async throws -> RelayGrant {
         throw CloudError(code: .badRequest, detail: "this signalling cannot renew relay grants")

@@ -144,3 +144,29 @@ func rawRegister(
     try await channel.writeAndFlush(CloudMessage.prove(signature: signature.base64EncodedString()))
     return try await inbound.next()
 }
+
+extension IncomingIntroduction {
+    /// What a camera that admits everyone does: takes the viewer's access proof without checking it, then answers.
+    func acceptAnyViewer(answer: PeerOffer) async throws {
+        _ = try await requestAccess()
+        try await accept(answer: answer)
+    }
+}
+
+/// Test helper: introduces to `device` over a raw connection, answers the camera's access challenge as
+/// a viewer presenting `credential` does, and returns the reply to the proof (a `start`, or an error);
+/// any other first reply is returned as it is.
+func rawIntroduce(
+    _ device: DeviceID, requestID: String, key: Curve25519.KeyAgreement.PrivateKey, credential: AccessCredential = .pairedKey,
+    channel: any Channel, inbound: inout NIOAsyncChannelInboundStream<CloudMessage>.AsyncIterator
+) async throws -> CloudMessage? {
+    try await channel.writeAndFlush(CloudMessage.introduce(
+        requestID: requestID, deviceID: device.description, offer: sampleOffer(.ephemeral()),
+        answerKey: key.publicKey.rawRepresentation.base64EncodedString()))
+    let first = try await inbound.next()
+    guard case .accessChallenge(requestID, let challenge)? = first else { return first }
+    let proof = try await AccessProver(identity: .ephemeral(), credential: credential)
+        .prove(challenge, device: device, requestID: requestID, answerKey: key.publicKey)
+    try await channel.writeAndFlush(CloudMessage.accessProof(requestID: requestID, sealed: proof.sealed))
+    return try await inbound.next()
+}

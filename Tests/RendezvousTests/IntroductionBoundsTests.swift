@@ -79,6 +79,19 @@ struct IntroductionBoundsTests {
                         for i in 5..<11 {
                             try await introduce("a\(i)", to: camera.deviceID, on: attacker)
                             #expect(try await nextOffer(&cameraInbound) == "a\(i)")
+                            // The access exchange as the cloud sees it (it checks the key and the order, not the crypto).
+                            try await cameraChannel.writeAndFlush(CloudMessage.accessChallenge(requestID: "a\(i)", challenge: AccessChallenge(
+                                identityKey: camera.publicKey.rawRepresentation.base64EncodedString(), sealingKey: sampleAnswerKey(),
+                                signature: Data(count: CloudProtocol.signatureLength).base64EncodedString())))
+                            guard case .accessChallenge? = try await attackerInbound.next() else {
+                                Issue.record("a\(i) should be challenged")
+                                return
+                            }
+                            try await attacker.writeAndFlush(CloudMessage.accessProof(requestID: "a\(i)", sealed: "c2VhbGVk"))
+                            guard case .accessProof? = try await cameraInbound.next() else {
+                                Issue.record("the camera should get the proof for a\(i)")
+                                return
+                            }
                             try await cameraChannel.writeAndFlush(CloudMessage.answer(
                                 requestID: "a\(i)", offer: PeerOffer(identityKey: camera.publicKey.rawRepresentation, candidates: [], strategies: []),
                                 sealed: "c2VhbGVk"))

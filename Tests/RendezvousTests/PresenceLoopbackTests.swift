@@ -49,7 +49,7 @@ import Synchronization
                 var incoming = camera.introductions.makeAsyncIterator()
                 let offer = try #require(await incoming.next())
                 #expect(offer.offer == viewerOffer)
-                try await offer.accept(answer: cameraAnswer)
+                try await offer.acceptAnyViewer(answer: cameraAnswer)
                 let result = try await introduction
                 #expect(result.answer == cameraAnswer)
                 #expect(log.all.starts(with: [true, false]), "woken back onto TLS: \(log.all)")

@@ -143,7 +143,7 @@ struct RendezvousServerTests {
                 let offer = try #require(await incoming.next())
                 #expect(offer.offer == viewerOffer)
                 #expect(offer.relay == nil, "a cloud without a relay issues no grant")
-                try await offer.accept(answer: cameraAnswer)
+                try await offer.acceptAnyViewer(answer: cameraAnswer)
                 let result = try await introduction
                 #expect(result.requestID == offer.requestID)
                 #expect(result.answer == cameraAnswer)
@@ -167,7 +167,7 @@ struct RendezvousServerTests {
                         var offers = camera.introductions.makeAsyncIterator()
                         for _ in 0..<rounds * concurrent {
                             guard let offer = await offers.next() else { break }
-                            group.addTask { (try? await offer.accept(answer: sampleOffer(cameraIdentity))) != nil }
+                            group.addTask { (try? await offer.acceptAnyViewer(answer: sampleOffer(cameraIdentity))) != nil }
                         }
                         return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
                     }
@@ -227,17 +227,15 @@ struct RendezvousServerTests {
             try await withCamera(cameraIdentity, endpoint) { camera in
                 let answering = Task {
                     var offers = camera.introductions.makeAsyncIterator()
-                    for _ in 0..<2 { try await offers.next()?.accept(answer: answer) }
+                    for _ in 0..<2 { try await offers.next()?.acceptAnyViewer(answer: answer) }
                 }
                 defer { answering.cancel() }
                 func shown(from source: String) async throws -> [Candidate.Kind]? {
                     try await withRawConnection(endpoint, from: source) { channel, inbound in
                         let requestID = "from-" + source.replacingOccurrences(of: ".", with: "-")
-                        let (key, answerKey) = makeAnswerKey()
-                        try await channel.writeAndFlush(CloudMessage.introduce(
-                            requestID: requestID, deviceID: cameraID.description, offer: sampleOffer(DeviceIdentity.ephemeral()),
-                            answerKey: answerKey))
-                        guard case .start(_, nil, nil, let sealed?)? = try await inbound.next() else { return nil }
+                        let (key, _) = makeAnswerKey()
+                        guard case .start(_, nil, nil, let sealed?)? = try await rawIntroduce(
+                            cameraID, requestID: requestID, key: key, channel: channel, inbound: &inbound) else { return nil }
                         let answer = try SealedAnswer.open(sealed, with: key, deviceID: cameraID, requestID: requestID)
                         return answer.offer.candidates.map(\.kind)
                     }
@@ -263,7 +261,7 @@ struct RendezvousServerTests {
                 var incoming = camera.introductions.makeAsyncIterator()
                 let offer = try #require(await incoming.next())
                 let grant = try #require(offer.relay, "the camera gets the grant with the offer")
-                try await offer.accept(answer: sampleOffer(cameraIdentity))
+                try await offer.acceptAnyViewer(answer: sampleOffer(cameraIdentity))
                 let result = try await introduction
                 #expect(result.relay == grant, "the viewer gets the same grant with start")
                 #expect(grant.username == "\(grant.expires):\(offer.requestID)")

@@ -51,10 +51,13 @@ import Traversal
             await connected.close()
             await admitted?.close()
 
-            // Refused: the camera reports the failed introduction and why.
-            await #expect(throws: TraversalError.self) {
+            // Refused: the camera reports the failed introduction and why; the viewer hears it through
+            // the cloud before any path was tried (the camera revealed no address to try).
+            let refusal = await #expect(throws: TraversalError.self) {
                 _ = try await viewer.connect(to: identity.deviceID, credential: .password("wrong"))
             }
+            #expect(refusal?.code == .accessDenied, "\(String(describing: refusal))")
+            #expect(refusal?.attempts.isEmpty == true, "\(String(describing: refusal?.attempts))")
             let failed = await Self.next(session.events) { event -> TraversalError? in
                 if case .introductionFailed(_, let error) = event { return error }
                 return nil
