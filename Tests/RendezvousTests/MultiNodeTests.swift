@@ -233,7 +233,7 @@ struct MultiNodeTests {
                     cameras.append(camera)
                     answering.append(Task {
                         for await introduction in camera.introductions {
-                            try? await introduction.accept(answer: sampleOffer(identity, address: "203.0.113.9:6000"))
+                            try? await introduction.acceptAnyViewer(answer: sampleOffer(identity, address: "203.0.113.9:6000"))
                         }
                     })
                 }
