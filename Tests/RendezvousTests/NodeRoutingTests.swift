@@ -131,6 +131,8 @@ import Testing
     @Test func theRequestIDIsReadFromAnyMessageThatNamesOne() {
         #expect(NodeEnvelope.requestID(of: .decline(requestID: "r7")) == "r7")
         #expect(NodeEnvelope.requestID(of: .error(requestID: "r8", code: "timeout", message: "m")) == "r8")
+        #expect(NodeEnvelope.requestID(of: .accessProof(requestID: "r9", sealed: "c2VhbGVk")) == "r9")
+        #expect(NodeEnvelope.requestID(of: .refuse(requestID: "r10", reason: .accessDenied)) == "r10")
         #expect(NodeEnvelope.requestID(of: .ping) == nil)
     }
 
