@@ -3,11 +3,14 @@
 # killed and restarted; once with every camera on TLS presence, once on UDP presence.
 #
 #   Scripts/bench-cloud.sh [--cameras N] [--per-process M] [--presence both|tls|udp] [--idle-seconds S]
-#                          [--keepalive S] [--debug] [--build-path DIR] [--no-build] [--memory-store]
+#                          [--keepalive S] [--debug] [--build-path DIR] [--no-build] [--memory-store] [--keep DIR]
 #
 # Builds release (or uses the debug build with --debug), then on loopback only, for each presence mode:
-#   1. starts `trav cloud --listen 127.0.0.1` with a fresh data directory (its SQLite device store;
-#      `--no-presence` in the TLS mode, so it holds nothing but the TLS sessions);
+#   1. starts `trav cloud --listen 127.0.0.1` with its data directory (its SQLite device store;
+#      `--no-presence` in the TLS mode, so it holds nothing but the TLS sessions); the modes share it, and the
+#      generators keep their cameras' keys and UIDs (`cloud-storm --identities`), so only the first mode pays
+#      the scrypts; with --keep DIR both live in DIR and later runs pay none (for large N, whose first
+#      registrations cost 2·N scrypts on the machine's cores);
 #   2. starts ceil(N/M) `cloud-storm` processes, each with an open-files budget of M + 64
 #      (`ulimit -n`), each keeping M cameras registered with the real camera client (`--presence tls`:
 #      on TLS; `udp`: TLS closed 1 s after registering, presence kept by UDP keepalives); prints how long
@@ -52,7 +55,8 @@ while [ $# -gt 0 ]; do
         --build-path) BUILD_PATH="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --memory-store) STORE=memory; shift ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --keep) KEEP="$2"; shift 2 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "bench-cloud.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -62,6 +66,8 @@ if [ "$BUILD" = 1 ]; then
 fi
 BIN="$BUILD_PATH/$CONFIG"
 WORK=$(mktemp -d /tmp/trav-bench-cloud.XXXXXX)
+KEEP=${KEEP:-$WORK}
+mkdir -p "$KEEP"
 CLOUD_PID=""
 GENERATORS=()
 cleanup() {
@@ -83,7 +89,7 @@ start_cloud() {
     # Every camera here shares one source address (127.0.0.1): its presence rate limit is lifted.
     local presence=(--presence-keepalive "$KEEPALIVE" --presence-datagrams-per-second 1000000)
     if [ "$MODE" = tls ]; then presence=(--no-presence); fi
-    "$BIN/trav" cloud --listen 127.0.0.1 --data "$WORK/data-$MODE" --stun-port 0 --tls-port "$PORT" --no-relay \
+    "$BIN/trav" cloud --listen 127.0.0.1 --data "$KEEP/data" --stun-port 0 --tls-port "$PORT" --no-relay \
         --max-connections $((CAMERAS + 1000)) --max-connections-per-source $((CAMERAS + 100)) \
         --unverified-registration-burst "$CAMERAS" --unverified-registrations-per-second 100000 \
         --device-store "$STORE" "${presence[@]}" >"$WORK/cloud.log" 2>&1 &
@@ -110,7 +116,7 @@ run_mode() {
     start_cloud
     local base_rss ca first_start first_end rss cpu0 cpu1 t0 t1 interval killed restarted remaining n i
     base_rss=$(rss_kib "$CLOUD_PID")
-    ca="$WORK/data-$MODE/ca.pem"
+    ca="$KEEP/data/ca.pem"
 
     first_start=$(now_ms)
     remaining=$CAMERAS
@@ -118,7 +124,7 @@ run_mode() {
     while [ "$remaining" -gt 0 ]; do
         n=$(( remaining < PER_PROCESS ? remaining : PER_PROCESS ))
         ( ulimit -n $((n + 64)); exec "$BIN/cloud-storm" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
-            --linger "$LINGER" --seconds $((WAIT_FIRST + WAIT_UDP + IDLE + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
+            --linger "$LINGER" --identities "$KEEP/ids-$i" --seconds $((WAIT_FIRST + WAIT_UDP + IDLE + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
         GENERATORS+=($!)
         remaining=$((remaining - n)); i=$((i + 1))
     done
@@ -129,7 +135,7 @@ run_mode() {
         sleep 0.5
     done
     first_end=$(awk '$1 == "R" { if ($3 > m) m = $3 } END { print m }' "$WORK"/gen-*.log)
-    awk -v n="$CAMERAS" -v ms=$((first_end - first_start)) 'BEGIN { printf "first registrations (one scrypt each, cameras deriving their UIDs too): %d in %.1f s (%.0f/s)\n", n, ms / 1000, n * 1000 / ms }'
+    awk -v n="$CAMERAS" -v ms=$((first_end - first_start)) 'BEGIN { printf "first registrations (a new device costs a scrypt in the cloud and one in its generator, a known one none): %d in %.1f s (%.0f/s)\n", n, ms / 1000, n * 1000 / ms }'
     if [ "$MODE" = udp ]; then
         deadline=$(( $(date +%s) + WAIT_UDP ))
         while [ "$(count_udp)" -lt "$CAMERAS" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.5; done

@@ -19,6 +19,7 @@ command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)       # checks saved video
 command -v curl >/dev/null 2>&1 || need+=(curl)           # scrapes the metrics endpoint
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)   # shows the lab line reorders
 command -v cc >/dev/null 2>&1 || need+=(gcc)              # builds the C API examples (CExampleTests)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)  # the database several cloud nodes share (MultiNodeTests)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing: ${need[*]}"
@@ -28,6 +29,8 @@ if [ ${#need[@]} -gt 0 ]; then
         # The coturn package may start a system service; the tests run their own servers.
         systemctl stop coturn >/dev/null 2>&1 || true
         pkill -x turnserver >/dev/null 2>&1 || true
+        # Nor the database's own cluster: the tests start a throwaway one as user postgres.
+        systemctl stop postgresql >/dev/null 2>&1 || true
     else
         echo "not root: tests needing ${need[*]} will skip"
     fi

@@ -4,12 +4,14 @@
 // change of presence as `U <index> <unix-ms>` (TLS closed, present over UDP) or `T <index> <unix-ms>` (back on TLS).
 //
 //   cloud-storm --port P --ca FILE --cameras N [--host 127.0.0.1] [--parallel 8] [--seconds 900]
-//               [--presence udp|tls] [--linger SECONDS]
+//               [--presence udp|tls] [--linger SECONDS] [--identities FILE]
 //
 // Each camera holds one TCP connection, or one UDP socket once present over UDP: the script sizes N to
 // the process's open-files budget. --presence tls keeps every camera on TLS; --linger is how long a camera
 // keeps TLS after registering before it relies on UDP presence alone (default 1 s).
-// The process exits by itself after --seconds.
+// The process exits by itself after --seconds. With --identities FILE the cameras' keys and UIDs are kept in FILE
+// (`index seed-hex UID` per line) and reused by the next run, so only the first run derives each UID (a scrypt):
+// with a cloud that kept its device store too, a later run registers N cameras with no scrypt anywhere.
 import Foundation
 import Logging
 import Synchronization
@@ -24,6 +26,7 @@ struct Options {
     var seconds = 900
     var presence = "udp"
     var linger = 1.0
+    var identities: String?
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst().makeIterator()
@@ -38,6 +41,7 @@ struct Options {
             case "--seconds": seconds = Int(value) ?? 0
             case "--presence": presence = value
             case "--linger": linger = Double(value) ?? -1
+            case "--identities": identities = value
             default: Self.usage("unknown option \(flag)")
             }
         }
@@ -46,7 +50,7 @@ struct Options {
     }
 
     static func usage(_ problem: String) -> Never {
-        FileHandle.standardError.write(Data("cloud-storm: \(problem)\nusage: cloud-storm --port P --ca FILE --cameras N [--host H] [--parallel K] [--seconds S] [--presence udp|tls] [--linger SECONDS]\n".utf8))
+        FileHandle.standardError.write(Data("cloud-storm: \(problem)\nusage: cloud-storm --port P --ca FILE --cameras N [--host H] [--parallel K] [--seconds S] [--presence udp|tls] [--linger SECONDS] [--identities FILE]\n".utf8))
         exit(2)
     }
 }
@@ -67,13 +71,58 @@ logger.logLevel = .critical
 let endpoint = CloudEndpoint(
     host: options.host, port: options.port, trust: .pinnedCA(try String(contentsOfFile: options.caPath, encoding: .utf8)))
 
+/// Camera identities kept across runs (`--identities`): seed and UID by index.
+final class IdentityFile: Sendable {
+    private let known: [Int: (seed: [UInt8], deviceID: DeviceID)]
+    private let appended: Mutex<FileHandle?>
+
+    init(path: String?) {
+        var known: [Int: (seed: [UInt8], deviceID: DeviceID)] = [:]
+        if let path, let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            for line in text.split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                guard fields.count == 3, let index = Int(fields[0]), let deviceID = try? DeviceID(String(fields[2])) else { continue }
+                let hex = Array(fields[1].utf8)
+                guard hex.count == 64 else { continue }
+                let seed = stride(from: 0, to: 64, by: 2).compactMap { UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16) }
+                if seed.count == 32 { known[index] = (seed, deviceID) }
+            }
+        }
+        self.known = known
+        if let path {
+            if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+            let handle = FileHandle(forWritingAtPath: path)
+            _ = try? handle?.seekToEnd()
+            appended = Mutex(handle)
+        } else {
+            appended = Mutex(nil)
+        }
+    }
+
+    /// Camera `index`'s identity and UID: the kept ones, or new ones (kept for the next run).
+    func identity(_ index: Int) -> (DeviceIdentity, DeviceID) {
+        if let (seed, deviceID) = known[index], let identity = try? DeviceIdentity(seed: seed) { return (identity, deviceID) }
+        var generator = SystemRandomNumberGenerator()
+        let seed = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let identity = try! DeviceIdentity(seed: seed)
+        let deviceID = identity.deviceID
+        appended.withLock { handle in
+            let hex = seed.map { String(format: "%02x", $0) }.joined()
+            handle?.write(Data("\(index) \(hex) \(deviceID)\n".utf8))
+        }
+        return (identity, deviceID)
+    }
+}
+
+let identities = IdentityFile(path: options.identities)
+
 /// Starts camera `index`, retrying its first registration (the cloud may be busy or rate-limiting) a bounded number of times.
 func startCamera(_ index: Int) async -> (any CameraSignalling)? {
-    let identity = DeviceIdentity.generate()
+    let (identity, deviceID) = identities.identity(index)
     for _ in 0..<60 {
         do {
             return try await CloudClient.camera(
-                identity: identity, endpoint: endpoint, logger: logger, usePresence: options.presence == "udp",
+                identity: identity, deviceID: deviceID, endpoint: endpoint, logger: logger, usePresence: options.presence == "udp",
                 presenceLinger: .milliseconds(Int(options.linger * 1000)),
                 onRegistered: { _ in emit("R \(index) \(unixMilliseconds())") },
                 onPresence: { overUDP in emit("\(overUDP ? "U" : "T") \(index) \(unixMilliseconds())") })

@@ -65,6 +65,16 @@ final class PresenceServer: Sendable {
         return true
     }
 
+    /// Tells `session` the cloud shuts down and when to register again; false when it has no UDP address.
+    func goAway(_ session: PresenceSessionID, retryAfterMilliseconds: Int) -> Bool {
+        let milliseconds = UInt32(clamping: retryAfterMilliseconds)
+        guard case .send(let bytes, let to)? = table.withLock({ $0.goAway(session, retryAfterMilliseconds: milliseconds) }) else {
+            return false
+        }
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes)), promise: nil)
+        return true
+    }
+
     /// Whether `session` is kept alive over UDP now.
     func isLive(_ session: PresenceSessionID) -> Bool { table.withLock { $0.isLive(session, now: .now) } }
 

@@ -138,10 +138,22 @@ public struct PresenceStateMachine: Sendable {
     /// The wake datagram for `session` and where to send it; nil when the session is unknown or the camera
     /// never kept it alive over UDP (it has no address to wake).
     public mutating func wake(_ session: PresenceSessionID) -> Action? {
+        send(.wake, to: session)
+    }
+
+    /// The `goAway` datagram for `session` (the cloud shuts down: register again after `retryAfterMilliseconds`)
+    /// and where to send it; nil when the session is unknown or has no address.
+    public mutating func goAway(_ session: PresenceSessionID, retryAfterMilliseconds: UInt32) -> Action? {
+        send(.goAway, to: session, retryAfterMilliseconds: retryAfterMilliseconds)
+    }
+
+    /// An authenticated datagram of `kind` to the address of `session`'s last keepalive.
+    private mutating func send(_ kind: PresenceDatagramKind, to session: PresenceSessionID, retryAfterMilliseconds: UInt32 = 0) -> Action? {
         guard var state = sessions[session], let address = state.address else { return nil }
         state.sent += 1
         sessions[session] = state
-        return .send(PresenceDatagram(kind: .wake, session: session, counter: state.sent).sealed(with: state.key), to: address)
+        let datagram = PresenceDatagram(kind: kind, session: session, counter: state.sent, retryAfterMilliseconds: retryAfterMilliseconds)
+        return .send(datagram.sealed(with: state.key), to: address)
     }
 
     /// Whether `session` was kept alive over UDP within ``Configuration/timeout``: the camera may be without TLS.

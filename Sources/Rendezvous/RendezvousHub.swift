@@ -4,23 +4,54 @@ import NIOCore
 import SourceLimits
 import Traversal
 
-/// One client connection as the hub sees it; sends are fire-and-forget and ordered per connection.
+/// One client as the hub sees it: a connection to this node, or a viewer connected to another node of the fleet
+/// (``NodeRouter``); sends are fire-and-forget and ordered per client.
 final class RendezvousPeer: Sendable, Hashable {
-    /// The connection's channel.
-    let channel: any Channel
+    /// A viewer's way back through the node it is connected to.
+    struct RemoteLink: Sendable {
+        /// The viewer's node.
+        let node: String
+        /// Queues a message (and whether to close the viewer's connection after it) for that node.
+        let deliver: @Sendable (CloudMessage, _ close: Bool) -> Void
+    }
+
+    /// The connection, or nil for a viewer of another node.
+    let channel: (any Channel)?
+    /// The way back to a viewer of another node.
+    let remote: RemoteLink?
     /// Where the client connects from (the rate-limiting key).
     let source: SourceAddressKey
     /// The client's `ip:port`.
     let observedAddress: String
+    /// The client's IP address, as the camera is told it (the requester of an introduction).
+    let requesterIP: String?
+    /// Names the client between nodes.
+    let id = UUID()
 
     init(channel: any Channel, source: SourceAddressKey, observedAddress: String) {
         self.channel = channel
+        self.remote = nil
         self.source = source
         self.observedAddress = observedAddress
+        self.requesterIP = channel.remoteAddress?.ipAddress
+    }
+
+    /// A viewer connected to another node.
+    init(remote: RemoteLink, source: SourceAddressKey, observedAddress: String, requesterIP: String?) {
+        self.channel = nil
+        self.remote = remote
+        self.source = source
+        self.observedAddress = observedAddress
+        self.requesterIP = requesterIP
     }
 
     /// Queues `message`; a client that stopped reading (write buffer above its high-water mark) is closed.
+    /// A message for a viewer of another node is counted there, where it is written to the viewer.
     func send(_ message: CloudMessage) {
+        guard let channel else {
+            remote?.deliver(message, false)
+            return
+        }
         RendezvousMetrics.sent(message)
         guard channel.isWritable else {
             channel.close(promise: nil)
@@ -31,6 +62,10 @@ final class RendezvousPeer: Sendable, Hashable {
 
     /// Sends `message` (if any), then closes the connection.
     func close(after message: CloudMessage? = nil) {
+        guard let channel else {
+            if let message { remote?.deliver(message, true) }
+            return
+        }
         if let message {
             RendezvousMetrics.sent(message)
             channel.write(message, promise: nil)
@@ -166,13 +201,19 @@ actor RendezvousHub {
     /// Closes every connection (server shutdown), first telling each client to come back after
     /// ``RendezvousServer/Configuration/restartRetryAfter`` plus a share of a window that grows with the
     /// cameras registered (one second per ``RendezvousServer/Configuration/restartRate`` cameras), drawn at random,
-    /// so the fleet does not return at one moment.
+    /// so the fleet does not return at one moment. Cameras present over UDP alone hear it as an authenticated
+    /// `goAway` datagram (`Traversal/PresenceProtocol`).
     func closeAll() {
         let window = Duration.seconds(Double(cameras.count) / Double(max(1, configuration.restartRate)))
-        for peer in peers {
+        func retryAfter() -> Int {
             let delay = configuration.restartRetryAfter + window * Double.random(in: 0...1)
-            let milliseconds = min(max(Int(delay / .milliseconds(1)), 1), CloudProtocol.maxRetryAfterMilliseconds)
-            peer.close(after: .busy(retryAfterMilliseconds: milliseconds))
+            return min(max(Int(delay / .milliseconds(1)), 1), CloudProtocol.maxRetryAfterMilliseconds)
+        }
+        for peer in peers {
+            peer.close(after: .busy(retryAfterMilliseconds: retryAfter()))
+        }
+        for camera in cameras.values where camera.peer == nil {
+            if let id = camera.presence { _ = presence?.goAway(id, retryAfterMilliseconds: retryAfter()) }
         }
     }
 
@@ -185,6 +226,20 @@ actor RendezvousHub {
     /// Takes one token of the unverified-registration limit for `source`; false when its bucket is empty.
     func admitRegistration(from source: SourceAddressKey) -> Bool {
         take(from: &registrationLimiter, source)
+    }
+
+    /// Takes one look-up token for `source` (an introduction about to reach the database, ``NodeRouter``); false when its bucket is empty.
+    func admitLookup(from source: SourceAddressKey) -> Bool {
+        take(from: &lookupLimiter, source)
+    }
+
+    /// The devices registered on this node and their keys (written to the database again after a lapsed lease).
+    func registeredDevices() async -> [(DeviceID, Data)] {
+        var devices: [(DeviceID, Data)] = []
+        for camera in cameras.values {
+            if let record = await registry.lookup(camera.deviceID) { devices.append((camera.deviceID, record.publicKey)) }
+        }
+        return devices
     }
 
     private func take(from limiter: inout TokenBucketRateLimiter<SourceAddressKey>, _ source: SourceAddressKey) -> Bool {
@@ -291,7 +346,7 @@ actor RendezvousHub {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
             self.expire(requestID)
         }
-        let message = CloudMessage.offer(requestID: requestID, offer: offer, relay: relay, requester: viewer.channel.remoteAddress?.ipAddress,
+        let message = CloudMessage.offer(requestID: requestID, offer: offer, relay: relay, requester: viewer.requesterIP,
                                          answerKey: answerKey)
         var introduction = PendingIntroduction(
             viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer, relay: relay)

@@ -175,6 +175,8 @@ public final class RendezvousServer: Sendable {
     private let acceptLoop: Task<Void, Never>
     private let presence: PresenceServer?
     private let presenceExpiry: Task<Void, Never>?
+    /// Routes introductions between the nodes of a fleet, when the store is shared (``NodeDirectory``).
+    private let router: NodeRouter?
     /// Set by the first ``stop()``; later calls return at once.
     private let stopping = Atomic<Bool>(false)
     private let logger: Logger
@@ -182,8 +184,9 @@ public final class RendezvousServer: Sendable {
     private init(
         address: TransportAddress, registry: any DeviceRegistry, relayURLs: [String], listener: any Channel,
         hub: RendezvousHub, registrations: RegistrationGate, acceptLoop: Task<Void, Never>,
-        presence: PresenceServer?, presenceExpiry: Task<Void, Never>?, logger: Logger
+        presence: PresenceServer?, presenceExpiry: Task<Void, Never>?, router: NodeRouter?, logger: Logger
     ) {
+        self.router = router
         self.presence = presence
         self.presenceExpiry = presenceExpiry
         self.address = address
@@ -196,6 +199,9 @@ public final class RendezvousServer: Sendable {
         self.acceptLoop = acceptLoop
         self.logger = logger
     }
+
+    /// This node's name in the device store.
+    public var nodeName: String { registrations.nodeName }
 
     /// The UDP address of presence, if the server offers it.
     public var presenceAddress: SocketAddress? { presence?.address }
@@ -211,6 +217,10 @@ public final class RendezvousServer: Sendable {
     public var verifications: Int { registrations.verifier.verifications }
 
     /// Loads the certificate, binds the TLS port and starts serving; verified bindings are looked up in and added to `store`.
+    ///
+    /// A `store` that is also a ``NodeDirectory`` (``PostgresDeviceStore``) makes this server one node of a fleet
+    /// named ``Configuration/nodeName``: it holds a lease there, and viewers connected to it reach cameras
+    /// registered on the other nodes (``NodeRouter``).
     public static func start(
         _ configuration: Configuration, registry: any DeviceRegistry = InMemoryDeviceRegistry(),
         store: any DeviceStore = InMemoryDeviceStore(),
@@ -280,6 +290,19 @@ public final class RendezvousServer: Sendable {
             store: store, verifier: KeyBindingVerifier(configuration: configuration.verification),
             nodeName: configuration.nodeName, logger: logger)
         await registrations.releaseSessions()
+        let router: NodeRouter?
+        if let directory = store as? any NodeDirectory {
+            var routing = NodeRoutingStateMachine<RendezvousPeer>.Configuration()
+            routing.routeLifetime = configuration.introductionTimeout + .seconds(5)
+            routing.maxRoutesPerViewer = configuration.maxPendingIntroductionsPerConnection
+            let nodeRouter = NodeRouter(node: configuration.nodeName, directory: directory, routing: routing, logger: logger)
+            await nodeRouter.start(hub: hub, store: store) { peer, message in
+                await serveRemote(message, from: peer, hub: hub, registrations: registrations, logger: logger)
+            }
+            router = nodeRouter
+        } else {
+            router = nil
+        }
         let slots = SharedConnectionSlots(maxPerSource: configuration.maxConnectionsPerSource, maxTotal: configuration.maxConnections)
         // Handshakes are counted in all, whatever their source: one shared key.
         let handshakes = SharedConnectionSlots(maxPerSource: configuration.maxPendingHandshakes, maxTotal: configuration.maxPendingHandshakes)
@@ -309,7 +332,9 @@ public final class RendezvousServer: Sendable {
                                 pending.channel.close(promise: nil)
                             }
                             if case .signalling(let connection)? = negotiated {
-                                await serve(connection, acceptedAt: pending.acceptedAt, hub: hub, registrations: registrations, logger: logger)
+                                await serve(
+                                    connection, acceptedAt: pending.acceptedAt, hub: hub, registrations: registrations, router: router,
+                                    logger: logger)
                             }
                         }
                     }
@@ -333,7 +358,8 @@ public final class RendezvousServer: Sendable {
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
         return RendezvousServer(
             address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub,
-            registrations: registrations, acceptLoop: acceptLoop, presence: presence, presenceExpiry: presenceExpiry, logger: logger)
+            registrations: registrations, acceptLoop: acceptLoop, presence: presence, presenceExpiry: presenceExpiry, router: router,
+            logger: logger)
     }
 
     /// Stops accepting, tells every client when to come back (``Configuration/restartRetryAfter``), closes every
@@ -344,6 +370,7 @@ public final class RendezvousServer: Sendable {
         await hub.closeAll()
         acceptLoop.cancel()
         await acceptLoop.value
+        await router?.stop()
         presenceExpiry?.cancel()
         await presence?.stop()
         await registrations.verifier.shutdown()
@@ -354,7 +381,7 @@ public final class RendezvousServer: Sendable {
     /// Serves one connection until it closes.
     private static func serve(
         _ connection: NIOAsyncChannel<CloudMessage, Never>, acceptedAt: ContinuousClock.Instant, hub: RendezvousHub,
-        registrations: RegistrationGate, logger: Logger
+        registrations: RegistrationGate, router: NodeRouter?, logger: Logger
     ) async {
         let remote = connection.channel.remoteAddress.flatMap(TransportAddress.init)
         let peer = RendezvousPeer(
@@ -371,9 +398,12 @@ public final class RendezvousServer: Sendable {
                 do {
                     for try await message in inbound {
                         let wasAuthenticated = state.isAuthenticated
-                        guard try await handle(
-                            message, from: peer, state: &state, hub: hub, registrations: registrations, deadline: deadline)
-                        else { break }
+                        if let router, state.mayView, await router.intercept(message, from: peer, hub: hub) {
+                            state = .viewer
+                        } else if try await !handle(
+                            message, from: peer, state: &state, hub: hub, registrations: registrations, deadline: deadline) {
+                            break
+                        }
                         if !wasAuthenticated, state.isAuthenticated {
                             try? await connection.channel.pipeline.removeHandler(name: AuthenticationDeadlineHandler.name).get()
                         }
@@ -390,6 +420,20 @@ public final class RendezvousServer: Sendable {
             if await hub.disconnected(peer, cameraSession: session) { await registrations.wentOffline(deviceID) }
         } else {
             await hub.disconnected(peer, cameraSession: nil)
+            await router?.viewerClosed(peer)
+        }
+    }
+
+    /// Handles a message of a viewer connected to another node (``NodeRouter``) as if it were connected here.
+    private static func serveRemote(
+        _ message: CloudMessage, from peer: RendezvousPeer, hub: RendezvousHub, registrations: RegistrationGate, logger: Logger
+    ) async {
+        var state = RendezvousConnectionState.viewer
+        do {
+            _ = try await handle(message, from: peer, state: &state, hub: hub, registrations: registrations, deadline: .now)
+        } catch {
+            logger.debug("bad message from a viewer of another node", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
+            peer.close(after: .error(requestID: nil, code: CloudError.Code.badRequest.name, message: "\(error)"))
         }
     }
 
@@ -436,7 +480,7 @@ public final class RendezvousServer: Sendable {
             }
             if !verified {
                 let channel = peer.channel
-                switch await registrations.verifier.verify(key, against: deviceID, deadline: deadline, wanted: { channel.isActive }) {
+                switch await registrations.verifier.verify(key, against: deviceID, deadline: deadline, wanted: { channel?.isActive == true }) {
                 case .verified(true): break
                 case .verified(false): return refuse(.unauthorized, "the signature or the key does not prove this device ID")
                 case .retry(let after): return comeBack(after: after)
@@ -579,6 +623,14 @@ enum RendezvousConnectionState {
     case camera(session: UUID, deviceID: DeviceID)
     /// A viewer.
     case viewer
+
+    /// Whether the connection may ask for devices (nothing yet, or a viewer already).
+    var mayView: Bool {
+        switch self {
+        case .fresh, .viewer: true
+        case .challenged, .camera: false
+        }
+    }
 
     /// Whether the connection did what it came for (a proven camera, or a viewer that asked for a
     /// device), which ends its authentication deadline.

@@ -11,7 +11,8 @@ import Synchronization
 /// camera still holds TLS. An ack confirms that UDP works (the camera may then drop TLS); no ack at
 /// all means UDP is blocked and the camera keeps TLS presence. Once confirmed, a keepalive goes every
 /// ``Configuration/keepaliveInterval``; no ack for ``Configuration/livenessTimeout``, or the cloud's
-/// `unknownSession` answer to the latest keepalive, loses the presence, and an authenticated wake ends it (the camera reconnects over TLS for the introduction).
+/// `unknownSession` answer to the latest keepalive, loses the presence, and an authenticated wake ends it (the camera reconnects over TLS for the introduction);
+/// an authenticated `goAway` ends it too, with the delay after which to register again.
 public struct CameraPresenceStateMachine: Sendable {
     /// Timing.
     public struct Configuration: Sendable, Hashable {
@@ -54,6 +55,8 @@ public struct CameraPresenceStateMachine: Sendable {
         case wake
         /// Acks stopped, or the cloud holds no such session: presence lost, connect over TLS again.
         case lost
+        /// The cloud shuts down: connect over TLS again after `retryAfter` (at the next node, if several).
+        case goAway(retryAfter: Duration)
         /// No probe was answered: UDP does not work here, keep TLS.
         case unavailable
     }
@@ -126,6 +129,9 @@ public struct CameraPresenceStateMachine: Sendable {
         case (.wake, _):
             state = .ended
             return .wake
+        case (.goAway, _):
+            state = .ended
+            return .goAway(retryAfter: .milliseconds(Int64(datagram.retryAfterMilliseconds)))
         case (_, .probing):
             state = .confirmed(lastAck: now)
             nextSend = now + configuration.keepaliveInterval
@@ -150,6 +156,8 @@ enum CameraPresenceLink {
         case wake
         /// Acks stopped.
         case lost
+        /// The cloud shuts down: connect over TLS again after the delay.
+        case goAway(retryAfter: Duration)
         /// UDP never answered.
         case unavailable
     }
@@ -188,6 +196,7 @@ enum CameraPresenceLink {
                     await onConfirmed()
                     return nil
                 case .wake: return .wake
+                case .goAway(let delay): return .goAway(retryAfter: delay)
                 case .lost: return .lost
                 case .unavailable: return .unavailable
                 }

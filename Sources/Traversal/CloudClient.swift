@@ -71,16 +71,23 @@ public enum CloudClient {
     /// is blocked, the probes go unanswered and TLS presence simply continues. `onPresence` is called
     /// with `true` when the camera drops TLS for UDP presence, `false` when it is back on TLS.
     ///
+    /// A cloud of several nodes (`trav cloud --database`) is given as `endpoint` and `fallbacks`: the camera stays on
+    /// one node while it serves, and moves to the next in the list (round robin) whenever its connection or its
+    /// UDP presence is lost or a connection attempt fails; the first registration tries each node once.
+    /// `deviceID`, when given, is the identity's UID already derived (spares the camera a scrypt; the cloud checks it).
+    ///
     /// - Throws: ``CloudError`` if the first registration fails (`.tlsFailed`, `.unauthorized`,
-    ///   `.connectionFailed`, …); `CancellationError` if cancelled.
+    ///   `.connectionFailed`, …) on every node; `CancellationError` if cancelled.
     public static func camera(
-        identity: DeviceIdentity, endpoint: CloudEndpoint, logger: Logger = Logger(label: "trav.cloud-client"),
+        identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, fallbacks: [CloudEndpoint] = [],
+        logger: Logger = Logger(label: "trav.cloud-client"),
         usePresence: Bool = true, presenceLinger: Duration = CloudClient.presenceLinger,
         onRegistered: @escaping @Sendable (_ observedAddress: String) -> Void = { _ in },
         onPresence: @escaping @Sendable (_ overUDP: Bool) -> Void = { _ in }
     ) async throws -> some CameraSignalling {
         let session = CloudCameraSession(
-            identity: identity, endpoint: endpoint, logger: logger, usePresence: usePresence, presenceLinger: presenceLinger,
+            identity: identity, deviceID: deviceID, endpoint: endpoint, fallbacks: fallbacks, logger: logger, usePresence: usePresence,
+            presenceLinger: presenceLinger,
             onRegistered: onRegistered, onPresence: onPresence)
         try await session.start()
         return session
@@ -227,7 +234,11 @@ actor CloudCameraSession: CameraSignalling {
     private var lostReported = false
     private let identity: DeviceIdentity
     private let deviceID: DeviceID
-    private let endpoint: CloudEndpoint
+    /// The cloud's nodes: the first, then the others in turn after each loss.
+    private let endpoints: [CloudEndpoint]
+    /// The node in use.
+    private var endpointIndex = 0
+    private var endpoint: CloudEndpoint { endpoints[endpointIndex] }
     private let logger: Logger
     private var observed: String?
     private var channel: (any Channel)?
@@ -259,7 +270,8 @@ actor CloudCameraSession: CameraSignalling {
 
     /// A session for `identity`; `deviceID`, when given, stands for its UID (spares the scrypt; the cloud checks it).
     init(
-        identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, logger: Logger, usePresence: Bool = true,
+        identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, fallbacks: [CloudEndpoint] = [], logger: Logger,
+        usePresence: Bool = true,
         presenceLinger: Duration = CloudClient.presenceLinger,
         onRegistered: @escaping @Sendable (String) -> Void = { _ in }, onPresence: @escaping @Sendable (Bool) -> Void = { _ in }
     ) {
@@ -268,7 +280,7 @@ actor CloudCameraSession: CameraSignalling {
         self.onPresence = onPresence
         self.identity = identity
         self.deviceID = deviceID ?? identity.deviceID
-        self.endpoint = endpoint
+        self.endpoints = [endpoint] + fallbacks
         self.logger = logger
         self.onRegistered = onRegistered
         let (stream, continuation) = AsyncStream.makeStream(of: (any IncomingIntroduction).self)
@@ -320,7 +332,7 @@ actor CloudCameraSession: CameraSignalling {
             } catch {
                 let error = CloudClient.classify(error, during: "cloud session")
                 retryAfter = (error as? CloudError)?.retryAfter
-                if retryAfter == nil, let first = firstRegistration {
+                if retryAfter == nil, endpointIndex == endpoints.count - 1, let first = firstRegistration {
                     firstRegistration = nil
                     first.resume(throwing: error)
                     stopped = true
@@ -354,12 +366,17 @@ actor CloudCameraSession: CameraSignalling {
                     logger.debug("woken over UDP presence")
                     continue
                 }
+                if case .goAway(let delay)? = outcome {
+                    // The cloud shuts down gracefully: come back when it says (to the next node, if several).
+                    retryAfter = delay
+                }
                 logger.info("UDP presence lost", metadata: ["outcome": "\(outcome.map { "\($0)" } ?? "ended")"])
                 if !stopped, !lostReported {
                     lostReported = true
-                    eventSink.yield(.lost(reason: "UDP presence lost"))
+                    eventSink.yield(.lost(reason: retryAfter == nil ? "UDP presence lost" : "the cloud shuts down (UDP presence goAway)"))
                 }
             }
+            endpointIndex = (endpointIndex + 1) % endpoints.count
             let delay = retryAfter.map { ReconnectBackoff.obeying(retryAfter: $0) } ?? backoff.nextDelay()
             guard !stopped, (try? await Task.sleep(for: delay)) != nil else { break }
         }

@@ -17,6 +17,8 @@ import Foundation
 ///    │ TLS: register … prove (known key: one signature check) ►│
 ///    │◄──────────── registered, offer{…}          │  … answer, start as on any TLS session
 ///    │◄──────────────── UDP unknownSession{n}     │  (a restarted cloud: register over TLS again)
+///    │◄──────────── UDP goAway{m, retryAfter}     │  (the cloud shuts down gracefully: register over TLS
+///    │                                           │   again after retryAfter, at the next node if several)
 ///    │ no ack for ``CameraPresenceStateMachine/Configuration/livenessTimeout``: TLS again (presence lost)
 ///    │ no ack to the first ``CameraPresenceStateMachine/Configuration/probes`` keepalives (UDP blocked): TLS stays
 /// ```
@@ -31,6 +33,11 @@ import Foundation
 ///  └──────┴──────────────────┴──────────────────┴──────────────────┘
 ///  nonce = direction (u32 BE: 1 camera→cloud, 2 cloud→camera) ‖ counter
 /// ```
+///
+/// `goAway` alone is 45 bytes: its header has a retry-after in milliseconds (u32 BE) after the counter,
+/// authenticated with the rest. The cloud sends it unasked, once, to each camera present over UDP alone when it
+/// shuts down gracefully (cameras on TLS get `busy` there), so the fleet returns spread over the retry-afters
+/// instead of after the liveness timeout all at once.
 ///
 /// Each sender's counter starts at 1 and only grows; a receiver accepts a counter only above the highest
 /// it accepted, so a replayed or reordered datagram is dropped (keepalives are an interval apart, so
@@ -65,6 +72,9 @@ public enum PresenceDatagramKind: UInt8, Sendable, Hashable {
     /// (it restarted, or the session expired); register over TLS again. It echoes the keepalive's counter,
     /// and the camera believes it only for its own session and its latest keepalive.
     case unknownSession = 4
+    /// Cloud → camera, authenticated: this cloud is shutting down; register over TLS again after the
+    /// retry-after the datagram carries (``PresenceDatagram/retryAfterMilliseconds``), at the next node if several.
+    case goAway = 5
 
     /// The nonce prefix of this kind's direction.
     var direction: UInt32 { self == .keepalive ? 1 : 2 }
@@ -153,16 +163,28 @@ public struct PresenceDatagram: Sendable, Hashable {
     public var session: PresenceSessionID
     /// The sender's counter (nonce and replay protection).
     public var counter: UInt64
+    /// ``PresenceDatagramKind/goAway``: when to register again, in milliseconds (0 for other kinds).
+    public var retryAfterMilliseconds: UInt32
 
     /// A datagram to seal.
-    public init(kind: PresenceDatagramKind, session: PresenceSessionID, counter: UInt64) {
+    public init(kind: PresenceDatagramKind, session: PresenceSessionID, counter: UInt64, retryAfterMilliseconds: UInt32 = 0) {
         self.kind = kind
         self.session = session
         self.counter = counter
+        self.retryAfterMilliseconds = kind == .goAway ? retryAfterMilliseconds : 0
     }
 
-    /// The header bytes: kind, session, counter.
-    var header: [UInt8] { [kind.rawValue] + session.bytes + PresenceSessionID.bigEndian(counter) }
+    /// Bytes of a datagram of `kind`: ``PresenceProtocol/datagramLength``, and 4 more for the retry-after of `goAway`.
+    public static func length(of kind: PresenceDatagramKind) -> Int {
+        PresenceProtocol.datagramLength + (kind == .goAway ? 4 : 0)
+    }
+
+    /// The header bytes: kind, session, counter (and a `goAway`'s retry-after).
+    var header: [UInt8] {
+        let retryAfter: [UInt8] = kind == .goAway
+            ? (0..<4).map { UInt8(truncatingIfNeeded: retryAfterMilliseconds >> (24 - 8 * $0)) } : []
+        return [kind.rawValue] + session.bytes + PresenceSessionID.bigEndian(counter) + retryAfter
+    }
 
     /// The 12-byte ChaCha20-Poly1305 nonce: direction ‖ counter.
     var nonce: ChaChaPoly.Nonce {
@@ -188,16 +210,20 @@ public struct PresenceDatagram: Sendable, Hashable {
     ///
     /// - Throws: ``PresenceError`` `.malformed` for a wrong length or an unknown kind.
     public static func peek(_ bytes: some Collection<UInt8>) throws -> PresenceDatagram {
-        guard bytes.count == PresenceProtocol.datagramLength else {
+        guard bytes.count >= PresenceProtocol.datagramLength else {
             throw PresenceError(code: .malformed, detail: "\(bytes.count) bytes, not \(PresenceProtocol.datagramLength)")
         }
         let array = Array(bytes)
         guard let kind = PresenceDatagramKind(rawValue: array[0]) else {
             throw PresenceError(code: .malformed, detail: "unknown kind \(array[0]) at offset 0")
         }
+        guard array.count == length(of: kind) else {
+            throw PresenceError(code: .malformed, detail: "\(array.count) bytes, not \(length(of: kind)) for \(kind)")
+        }
         let session = PresenceSessionID(bytes: array[1..<17])!
         let counter = array[17..<25].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        return PresenceDatagram(kind: kind, session: session, counter: counter)
+        let retryAfter = kind == .goAway ? array[25..<29].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } : 0
+        return PresenceDatagram(kind: kind, session: session, counter: counter, retryAfterMilliseconds: retryAfter)
     }
 
     /// Reads and authenticates a datagram under `key`.
@@ -206,10 +232,11 @@ public struct PresenceDatagram: Sendable, Hashable {
     public static func open(_ bytes: some Collection<UInt8>, with key: SymmetricKey) throws -> PresenceDatagram {
         let datagram = try peek(bytes)
         let array = Array(bytes)
+        let headerLength = array.count - PresenceProtocol.tagLength
         do {
             let box = try ChaChaPoly.SealedBox(
-                nonce: datagram.nonce, ciphertext: Data(), tag: Data(array[PresenceProtocol.headerLength...]))
-            _ = try ChaChaPoly.open(box, using: key, authenticating: Array(array[0..<PresenceProtocol.headerLength]))
+                nonce: datagram.nonce, ciphertext: Data(), tag: Data(array[headerLength...]))
+            _ = try ChaChaPoly.open(box, using: key, authenticating: Array(array[0..<headerLength]))
         } catch {
             throw PresenceError(code: .unauthenticated, detail: "tag of \(datagram.kind) does not verify")
         }

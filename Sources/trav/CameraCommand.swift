@@ -22,12 +22,15 @@ extension Trav {
         var video: String?
         @Option(help: "Frames per second for --video.") var fps: Int = 25
         @Flag(help: "Keep the TLS connection to the cloud even where UDP presence works.") var noPresence = false
+        @Option(help: "Another node of the same cloud, HOST[:PORT] (repeatable; same CA): the camera moves to the next node when it loses one.")
+        var cloudNode: [String] = []
         @OptionGroup var peer: PeerOptions
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
             if password == nil && pairedViewers == nil { throw ValidationError("give --password or --paired-viewers") }
             if video != nil && stream != nil { throw ValidationError("give --video or --stream, not both") }
+            if !cloudNode.isEmpty, peer.cloud == nil { throw ValidationError("--cloud-node needs --cloud") }
             if !(1...240).contains(fps) { throw ValidationError("--fps must be 1…240") }
         }
 
@@ -38,7 +41,12 @@ extension Trav {
             var sources: [AsyncStream<any IncomingIntroduction>] = []
             var cloud: (any CameraSignalling)?
             if let endpoint = try peer.endpoint() {
-                let c = try await CloudClient.camera(identity: me, endpoint: endpoint, logger: logger, usePresence: !noPresence, onPresence: { overUDP in
+                let nodes = cloudNode.map { node in
+                    let (host, port) = splitHostPort(node, defaultPort: CloudEndpoint.defaultPort)
+                    return CloudEndpoint(host: host, port: port, trust: endpoint.trust)
+                }
+                let c = try await CloudClient.camera(
+                    identity: me, endpoint: endpoint, fallbacks: nodes, logger: logger, usePresence: !noPresence, onPresence: { overUDP in
                     say(overUDP ? "presence udp (TLS closed)" : "presence tls")
                 })
                 cloud = c

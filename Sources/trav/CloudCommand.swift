@@ -30,6 +30,13 @@ extension Trav {
                 port's number by default): authenticated keepalive datagrams every --presence-keepalive seconds, \
                 which also hold its NAT mapping open; the cloud wakes it over UDP when a viewer asks, and it \
                 connects over TLS for the introduction. Cameras whose UDP is blocked keep TLS.
+
+                Several nodes serve one fleet with --database postgres://USER:PASSWORD@HOST:PORT/DB (each with \
+                its own --node-name and the same certificate: one --data directory or --tls-cert). The database \
+                holds the verified devices, which node holds each camera's session, and each node's lease \
+                (renewed every 2 s, valid 10 s); a viewer on any node reaches a camera on any other, its \
+                introduction carried between the two by LISTEN/NOTIFY. A node that dies loses nothing: its \
+                cameras reconnect to the next node in their list, and its lease runs out.
                 """)
 
         @Option(help: "IP address to listen on.") var listen: String
@@ -80,6 +87,10 @@ extension Trav {
         var unverifiedRegistrationsPerSecond: Double = 0.5
         @Option(help: "Where verified devices are remembered: sqlite (DATA/devices.sqlite) or memory (lost at exit).")
         var deviceStore: DeviceStoreKind = .sqlite
+        @Option(help: "PostgreSQL shared by several nodes of one fleet (postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=disable|prefer|require]); replaces --device-store.")
+        var database: String?
+        @Option(help: "This node's name in the database (unique per node; default: the host name).")
+        var nodeName: String?
         @Flag(help: "Offer no UDP presence: every camera keeps its TLS connection.") var noPresence = false
         @Option(help: "UDP port of presence (default: the TLS port's number).") var presencePort: UInt16?
         @Option(help: "Seconds between a camera's presence keepalives (under the NATs' UDP timeouts).")
@@ -113,6 +124,8 @@ extension Trav {
             guard presenceDatagramsPerSecond >= 0.01, presenceDatagramsPerSecond <= 10_000_000 else {
                 throw ValidationError("--presence-datagrams-per-second must be 0.01…10000000")
             }
+            if let database { _ = try PostgresLocation(url: database) }
+            if let nodeName, nodeName.isEmpty || nodeName.utf8.count > 200 { throw ValidationError("--node-name must be 1…200 bytes") }
             guard (1...256).contains(verificationWorkers) else { throw ValidationError("--verification-workers must be 1…256") }
             guard (1...1_000_000).contains(unverifiedRegistrationBurst) else { throw ValidationError("--unverified-registration-burst must be 1…1000000") }
             guard unverifiedRegistrationsPerSecond >= 0.01, unverifiedRegistrationsPerSecond <= 100_000 else {
@@ -152,17 +165,28 @@ extension Trav {
                                  refillInterval: .nanoseconds(Int64(1e9 / presenceDatagramsPerSecond)),
                                  maxTrackedKeys: PresenceStateMachine.Configuration.defaultPerSource.maxTrackedKeys))
             let presencePort = presencePort
-            let store: (any DeviceStore)? = deviceStore == .memory ? InMemoryDeviceStore() : nil
-            let cloud = try await CloudService.start(configuration, store: store, tuning: { server in
-                server.maxConnections = maxConnections
-                server.viewerReserve = viewerReserve ?? maxConnections / 20
-                server.maxConnectionsPerSource = perSource
-                server.maxPendingHandshakes = handshakes
-                server.verification.workers = workers
-                server.registrationRateLimit = registrationLimit
-                server.presence = presence
-                server.presencePort = presencePort
-            }, logger: logger)
+            var postgres: PostgresDeviceStore?
+            if let database { postgres = try await PostgresDeviceStore.open(try PostgresLocation(url: database), logger: logger) }
+            let store: (any DeviceStore)? = postgres ?? (deviceStore == .memory ? InMemoryDeviceStore() : nil)
+            let nodeName = nodeName
+            let started: CloudService
+            do {
+                started = try await CloudService.start(configuration, store: store, tuning: { server in
+                    server.maxConnections = maxConnections
+                    server.viewerReserve = viewerReserve ?? maxConnections / 20
+                    server.maxConnectionsPerSource = perSource
+                    server.maxPendingHandshakes = handshakes
+                    server.verification.workers = workers
+                    server.registrationRateLimit = registrationLimit
+                    server.presence = presence
+                    server.presencePort = presencePort
+                    if let nodeName { server.nodeName = nodeName }
+                }, logger: logger)
+            } catch {
+                await postgres?.close()
+                throw error
+            }
+            let cloud = started
             let udp = STUNSocketRole.all.compactMap { cloud.stun.udpAddresses[$0]?.description }.joined(separator: " ")
             say("cloud stun udp \(udp) tcp \(cloud.stun.tcpAddresses.map(\.description).joined(separator: " "))")
             say("cloud signalling tls \(cloud.rendezvous.address)")
@@ -180,11 +204,14 @@ extension Trav {
                     metrics = try await MetricsEndpoint.start(TransportAddress(metricsListen)!, registry: registry)
                 } catch {
                     await cloud.stop()
+                    await postgres?.close()
                     throw error
                 }
                 say("cloud metrics http://\(metrics!.address)/metrics")
             }
-            say("cloud devices \(deviceStore == .sqlite ? data + "/" + SQLiteDeviceStore.fileName : "in memory"), " +
+            let devices = postgres.map { "\($0.location.redacted) as node \(cloud.rendezvous.nodeName)" }
+                ?? (deviceStore == .sqlite ? data + "/" + SQLiteDeviceStore.fileName : "in memory")
+            say("cloud devices \(devices), " +
                 "connections \(maxConnections) (viewers keep \(viewerReserve ?? maxConnections / 20)), open files \(openFiles)")
             // One group, shut down in reverse order on SIGTERM/SIGINT: signalling tells its clients when to come
             // back, the relay drains for --drain-seconds, STUN closes, and the metrics stay scrapeable until the end.
@@ -194,9 +221,11 @@ extension Trav {
                 try await group.run()
             } catch {
                 await cloud.stop()
+                await postgres?.close()
                 throw error
             }
             await cloud.closeStore()
+            await postgres?.close()
             say("cloud stopped")
         }
     }

@@ -98,4 +98,35 @@ import Synchronization
             }
         }
     }
+
+    @Test func aCameraPresentOverUDPAloneIsToldWhenTheCloudShutsDown() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        try await withCloud { cloud, endpoint in
+            try await withPresenceCamera(cameraIdentity, endpoint) { camera, log in
+                #expect(await eventually(within: .seconds(15)) { log.all == [true] }, "presence events \(log.all)")
+                #expect(await eventually(within: .seconds(5)) { await cloud.rendezvous.signallingConnections == 0 },
+                        "the camera holds no TLS connection")
+                await cloud.rendezvous.stop()
+                // Keepalives are 20 s apart and the liveness timeout 45 s: what ends the presence here is the goAway.
+                let event = await withTaskGroup(of: CloudConnectionEvent?.self) { group in
+                    group.addTask {
+                        var events = camera.connectionEvents.makeAsyncIterator()
+                        return await events.next()
+                    }
+                    group.addTask {
+                        try? await Task.sleep(for: .seconds(15))
+                        return nil
+                    }
+                    defer { group.cancelAll() }
+                    return await group.next() ?? nil
+                }
+                guard case .lost(let reason)? = event else {
+                    Issue.record("the camera heard nothing of the shutdown: \(String(describing: event))")
+                    return
+                }
+                #expect(reason.contains("goAway"), "\(reason)")
+                #expect(log.all == [true, false], "back off UDP presence: \(log.all)")
+            }
+        }
+    }
 }

@@ -123,4 +123,29 @@ import Testing
         let header = try PresenceDatagram.peek(answer)
         #expect(header == PresenceDatagram(kind: .unknownSession, session: grant.session, counter: 12))
     }
+
+    @Test func aGoAwayIsAuthenticatedCarriesItsRetryAfterAndTheCameraBelievesOnlyThat() throws {
+        var m = PresenceStateMachine()
+        let grant = opened(&m)
+        #expect(m.goAway(grant.session, retryAfterMilliseconds: 2_500) == nil, "no keepalive yet: no address to tell")
+        _ = m.receive(keepalive(grant, 1), from: camera, now: t0)
+        guard case .send(let bytes, let to)? = m.goAway(grant.session, retryAfterMilliseconds: 2_500) else {
+            Issue.record("no goAway for a live session")
+            return
+        }
+        #expect(to == camera)
+        #expect(bytes.count == PresenceDatagram.length(of: .goAway))
+        let datagram = try PresenceDatagram.open(bytes, with: grant.key)
+        #expect(datagram.kind == .goAway && datagram.retryAfterMilliseconds == 2_500 && datagram.counter == 2, "after the ack (1)")
+
+        var cameraSide = CameraPresenceStateMachine(
+            session: grant.session, key: grant.key, configuration: .init(keepaliveInterval: .seconds(20)), now: t0)
+        _ = cameraSide.tick(now: t0)
+        // A changed retry-after fails the tag: only the cloud's own delay is believed.
+        var tampered = bytes
+        tampered[28] ^= 0x01
+        #expect(cameraSide.receive(tampered, now: t0) == nil)
+        #expect(cameraSide.receive(bytes, now: t0) == .goAway(retryAfter: .milliseconds(2_500)))
+        #expect(cameraSide.state == .ended)
+    }
 }

@@ -102,4 +102,28 @@ import Testing
         #expect(m.state == .confirmed(lastAck: t0))
         #expect(m.receive(fromCloud(.wake, 6), now: t0 + .seconds(2)) == .wake)
     }
+
+    @Test func aGoAwayEndsThePresenceWithTheCloudsDelayAndAForgedOneChangesNothing() {
+        var m = machine()
+        _ = m.tick(now: t0)
+        _ = m.receive(fromCloud(.ack, 1), now: t0)
+        let forged = PresenceDatagram(kind: .goAway, session: session, counter: 2, retryAfterMilliseconds: 1)
+            .sealed(with: SymmetricKey(size: .bits256))
+        #expect(m.receive(forged, now: t0) == nil)
+        #expect(m.state == .confirmed(lastAck: t0))
+        let goAway = PresenceDatagram(kind: .goAway, session: session, counter: 2, retryAfterMilliseconds: 7_000).sealed(with: key)
+        #expect(goAway.count == PresenceProtocol.datagramLength + 4)
+        #expect(m.receive(goAway, now: t0) == .goAway(retryAfter: .seconds(7)))
+        #expect(m.state == .ended && m.nextDeadline == nil)
+        #expect(m.receive(goAway, now: t0) == nil, "once")
+    }
+
+    @Test func aGoAwayOfTheWrongLengthIsMalformed() {
+        let goAway = PresenceDatagram(kind: .goAway, session: session, counter: 1, retryAfterMilliseconds: 5).sealed(with: key)
+        let keepalive = PresenceDatagram(kind: .keepalive, session: session, counter: 1).sealed(with: key)
+        for bytes in [Array(goAway.dropLast()), goAway + [0], keepalive + [0, 0, 0, 0]] {
+            #expect(throws: PresenceError.self) { try PresenceDatagram.peek(bytes) }
+        }
+        #expect((try? PresenceDatagram.open(goAway, with: key))?.retryAfterMilliseconds == 5)
+    }
 }
