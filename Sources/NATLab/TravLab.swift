@@ -162,6 +162,8 @@ public struct TravLab: Sendable {
             public var longestGapMs: Double
             /// Latency p99 of each whole minute.
             public var latencyP99PerMinuteMs: [Double]?
+            /// Latency p50 of each whole minute.
+            public var latencyP50PerMinuteMs: [Double]?
         }
 
         /// A reliable channel transfer of `trav connect --channel-send`.

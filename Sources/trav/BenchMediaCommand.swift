@@ -91,6 +91,9 @@ extension Trav {
                                  v.latencyP50Ms ?? -1, p99, p99 <= Double(delayMs + 150) ? "met " : "MISS", v.droppedFrames,
                                  v.brokenFrames, v.longestGapMs))
                     if let perMinute = v.latencyP99PerMinuteMs, perMinute.count > 1 {
+                        if let p50 = v.latencyP50PerMinuteMs {
+                            print("       p50 per minute (ms): " + p50.map { String(format: "%.0f", $0) }.joined(separator: " "))
+                        }
                         print("       p99 per minute (ms): " + perMinute.map { String(format: "%.0f", $0) }.joined(separator: " "))
                     }
                 }
