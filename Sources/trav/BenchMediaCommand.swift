@@ -80,7 +80,8 @@ extension Trav {
                 for loss in videoLoss {
                     try await run.lab.setLink(LinkConditions(delayMs: delayMs, lossPercent: loss, downKbps: videoLine, upKbps: videoLine),
                                               site: viewer.name)
-                    let r = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: 20, echoBytes: 0,
+                    let r = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: 20,
+                                                  lasting: Double(videoSeconds), echoBytes: 0,
                                                   paired: true, extra: ["--stats", "--seconds", "\(videoSeconds)"])
                     guard let v = r.video else {
                         print(String(format: "%3.0f %%  failed: %@", loss, r.error ?? "?"))
