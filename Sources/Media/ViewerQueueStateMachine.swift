@@ -20,8 +20,8 @@ public struct ViewerQueueStateMachine: Sendable {
         /// that gets keyframes alone sees a stall of a whole GOP).
         public var maxDelay: Duration = .seconds(1)
         /// How long the oldest waiting frame must have waited for a new keyframe to drop the older GOP's
-        /// waiting frames (shorter waits are scheduling noise on a path that keeps up).
-        public var supersedeDelay: Duration = .milliseconds(200)
+        /// waiting frames (shorter waits are a busy machine or a burst on a path that keeps up).
+        public var supersedeDelay: Duration = .milliseconds(400)
         /// Most bytes the queue holds (a few keyframes).
         public var maxBytes: Int = 2 << 20
 
