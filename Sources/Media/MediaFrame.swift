@@ -35,7 +35,7 @@ public struct MediaFrame: Sendable, Hashable {
 /// +-------+-------+---------------+---------------+---------------+---------------+
 /// | kind  | flags |   reserved    |   sequence    |      gop      | index in gop  |
 /// +-------+-------+---------------+---------------+---------------+---------------+
-/// |        presentation time (µs)     |      sender's wall clock at send (µs)     |
+/// |        presentation time (µs)     |    sender's wall clock at capture (µs)    |
 /// +-----------------------------------+-------------------------------------------+
 /// | frame bytes …
 /// ```
@@ -55,16 +55,17 @@ public struct MediaPacket: Sendable, Hashable {
     public var gop: UInt32
     /// Position in its GOP (0 for the keyframe).
     public var index: UInt32
-    /// The sender's wall clock when it sent the frame (µs since 1970), for latency where clocks agree.
-    public var sentAtMicros: UInt64
+    /// The sender's wall clock when the camera offered the frame (its capture; µs since 1970), for latency
+    /// (capture → complete frame at the viewer) where clocks agree.
+    public var capturedAtMicros: UInt64
 
     /// A packet.
-    public init(frame: MediaFrame, sequence: UInt32, gop: UInt32, index: UInt32, sentAtMicros: UInt64) {
+    public init(frame: MediaFrame, sequence: UInt32, gop: UInt32, index: UInt32, capturedAtMicros: UInt64) {
         self.frame = frame
         self.sequence = sequence
         self.gop = gop
         self.index = index
-        self.sentAtMicros = sentAtMicros
+        self.capturedAtMicros = capturedAtMicros
     }
 
     /// The wire form.
@@ -78,7 +79,7 @@ public struct MediaPacket: Sendable, Hashable {
         Self.append(gop, to: &out)
         Self.append(index, to: &out)
         Self.append(UInt64(max(0, frame.timestamp.microseconds)), to: &out)
-        Self.append(sentAtMicros, to: &out)
+        Self.append(capturedAtMicros, to: &out)
         out += frame.data
         return out
     }
@@ -95,7 +96,7 @@ public struct MediaPacket: Sendable, Hashable {
         sequence = u32(4)
         gop = u32(8)
         index = u32(12)
-        sentAtMicros = u64(24)
+        capturedAtMicros = u64(24)
     }
 
     private static func append<T: FixedWidthInteger>(_ v: T, to out: inout [UInt8]) {

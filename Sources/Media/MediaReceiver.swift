@@ -10,7 +10,8 @@ public final class MediaReceiver: Sendable {
     public struct Received: Sendable {
         /// The frame.
         public var packet: MediaPacket
-        /// Sender wall clock to receiver wall clock (ms); meaningful where both clocks agree (same host, NTP).
+        /// Capture (sender's wall clock) to complete frame (receiver's wall clock), ms; meaningful where both
+        /// clocks agree (same host, NTP).
         public var latencyMs: Double
     }
 
@@ -35,7 +36,7 @@ public final class MediaReceiver: Sendable {
             do {
                 for try await message in media.messages {
                     guard let packet = MediaPacket(decoding: message) else { continue }
-                    let latency = Double(Int64(bitPattern: wallClockMicros() &- packet.sentAtMicros)) / 1000
+                    let latency = Double(Int64(bitPattern: wallClockMicros() &- packet.capturedAtMicros)) / 1000
                     statistics.value.withLock { $0.record(packet, latencyMs: latency, at: .now) }
                     sink.yield(Received(packet: packet, latencyMs: latency))
                 }

@@ -40,8 +40,10 @@ public final class MediaSender: Sendable {
         public var queue = ViewerQueueStateMachine.Limits()
         /// Data in flight a viewer's path is allowed, as time at its acknowledged rate.
         public var targetDelay: Duration = .milliseconds(200)
-        /// Data in flight allowed whatever the rate (bytes).
-        public var minimumInFlight = 64 * 1024
+        /// Data in flight allowed whatever the rate (bytes). Small: what the channel holds can no longer be
+        /// dropped, and on a slow path (1 Mbit/s) 64 KiB would be half a second of frames that cannot give way
+        /// to a keyframe.
+        public var minimumInFlight = 32 * 1024
         /// How often rates are reported.
         public var reportInterval: Duration = .seconds(1)
 

@@ -5,13 +5,23 @@
 /// - When a video frame would exceed either, every queued non-key video frame is dropped (whole frames,
 ///   each the tail of its GOP) and so is every later one until the next keyframe: a viewer never
 ///   receives a frame whose reference it did not get. The application is asked for a keyframe.
+/// - A keyframe supersedes the older GOP's frames still waiting once the oldest has waited
+///   ``Limits/supersedeDelay``: a live viewer is better served by the new picture than by a late tail of the
+///   old one, and a slow path goes straight on to the keyframe instead of idling until it comes.
 /// - A new viewer starts at a keyframe.
 /// - Audio frames stand alone: a stale one is dropped by itself.
+/// - Each packet carries the frame's capture time (when the camera offered it), so latency measured at the
+///   viewer includes the time a frame waited here.
 public struct ViewerQueueStateMachine: Sendable {
     /// The bounds of one viewer's queue.
     public struct Limits: Sendable, Hashable {
-        /// Longest a frame may wait before the queue counts as backed up.
-        public var maxDelay: Duration = .milliseconds(400)
+        /// Longest a frame may wait before the queue counts as backed up. About a GOP: on a slow path a
+        /// keyframe takes long to send, and the frames behind it must not all expire while it goes (a viewer
+        /// that gets keyframes alone sees a stall of a whole GOP).
+        public var maxDelay: Duration = .seconds(1)
+        /// How long the oldest waiting frame must have waited for a new keyframe to drop the older GOP's
+        /// waiting frames (shorter waits are a busy machine or a burst on a path that keeps up).
+        public var supersedeDelay: Duration = .milliseconds(400)
         /// Most bytes the queue holds (a few keyframes).
         public var maxBytes: Int = 2 << 20
 
@@ -76,7 +86,7 @@ public struct ViewerQueueStateMachine: Sendable {
         }
         let entry = Entry(frame: frame, sequence: sequence, gop: gop, index: index, queuedAt: now)
         if frame.isKeyframe {
-            if awaitingKeyframe || backedUp(adding: frame.data.count, now: now) {
+            if awaitingKeyframe || backedUp(adding: frame.data.count, now: now, after: limits.supersedeDelay) {
                 dropQueuedVideo(keepKeyframes: false)
             }
             awaitingKeyframe = false
@@ -87,7 +97,7 @@ public struct ViewerQueueStateMachine: Sendable {
             droppedFrames += 1
             return []
         }
-        if backedUp(adding: frame.data.count, now: now) {
+        if backedUp(adding: frame.data.count, now: now, after: limits.maxDelay) {
             dropQueuedVideo(keepKeyframes: true)
             droppedFrames += 1
             awaitingKeyframe = true
@@ -97,7 +107,8 @@ public struct ViewerQueueStateMachine: Sendable {
         return []
     }
 
-    /// The next frame to send, as a packet; stale audio is dropped on the way.
+    /// The next frame to send, as a packet stamped with its capture time on the wall clock (`wallClockMicros` is
+    /// the wall clock at `now`); stale audio is dropped on the way.
     public mutating func next(now: ContinuousClock.Instant, wallClockMicros: UInt64) -> MediaPacket? {
         while head < queue.count {
             let e = queue[head]
@@ -111,7 +122,9 @@ public struct ViewerQueueStateMachine: Sendable {
                 droppedFrames += 1
                 continue
             }
-            return MediaPacket(frame: e.frame, sequence: e.sequence, gop: e.gop, index: e.index, sentAtMicros: wallClockMicros)
+            let waited = UInt64(max(0, (now - e.queuedAt).microseconds))
+            return MediaPacket(frame: e.frame, sequence: e.sequence, gop: e.gop, index: e.index,
+                               capturedAtMicros: wallClockMicros > waited ? wallClockMicros - waited : 0)
         }
         return nil
     }
@@ -122,9 +135,10 @@ public struct ViewerQueueStateMachine: Sendable {
         awaitingKeyframe = true
     }
 
-    private func backedUp(adding size: Int, now: ContinuousClock.Instant) -> Bool {
+    /// True when the oldest waiting frame has waited longer than `delay`, or `size` more bytes would not fit.
+    private func backedUp(adding size: Int, now: ContinuousClock.Instant, after delay: Duration) -> Bool {
         guard head < queue.count else { return false }
-        return now - queue[head].queuedAt > limits.maxDelay || bytes + size > limits.maxBytes
+        return now - queue[head].queuedAt > delay || bytes + size > limits.maxBytes
     }
 
     private mutating func append(_ e: Entry) {

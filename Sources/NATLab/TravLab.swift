@@ -74,7 +74,7 @@ public struct TravLab: Sendable {
         throw NATLabError(.launchFailed, "camera did not register: \(camera.output)")
     }
 
-    /// The lab viewer's identity file, paired with every camera (``connect(from:to:strategies:timeout:echoBytes:paired:)``).
+    /// The lab viewer's identity file, paired with every camera (``connect(from:to:strategies:timeout:lasting:echoBytes:paired:extra:)``).
     var viewerKey: String { "\(dir)/viewer.key" }
 
     /// Creates the lab viewer's identity if needed and returns its public key (base64).
@@ -162,6 +162,8 @@ public struct TravLab: Sendable {
             public var longestGapMs: Double
             /// Latency p99 of each whole minute.
             public var latencyP99PerMinuteMs: [Double]?
+            /// Latency p50 of each whole minute.
+            public var latencyP50PerMinuteMs: [Double]?
         }
 
         /// A reliable channel transfer of `trav connect --channel-send`.
@@ -186,15 +188,17 @@ public struct TravLab: Sendable {
 
     /// Runs `trav connect --json` on `host` (with `extra` arguments) and decodes its report: with the cameras'
     /// password, or `paired` with the lab viewer's key. Each host keeps the camera keys it has checked (as an
-    /// app would), so only its first connection to a camera pays for the UID's scrypt.
+    /// app would), so only its first connection to a camera pays for the UID's scrypt. `lasting` is how long the
+    /// connection is meant to run once up (`--seconds`): the process gets that on top of `timeout`.
     public func connect(from host: String, to uid: String, strategies: String? = nil, timeout: Double = 10,
-                        echoBytes: Int = 4000, paired: Bool = false, extra: [String] = []) async throws -> ConnectResult {
+                        lasting: Double = 0, echoBytes: Int = 4000, paired: Bool = false,
+                        extra: [String] = []) async throws -> ConnectResult {
         let args = connectArguments(from: host, to: uid, strategies: strategies, timeout: timeout, echoBytes: echoBytes, paired: paired)
-        let r = try await lab.run(host: host, args + extra, timeout: .seconds(Int64(timeout) + 30))
+        let r = try await lab.run(host: host, args + extra, timeout: .seconds(Int64(timeout + lasting) + 30))
         return try Self.connectResult(stdout: r.stdout, context: "\(r)")
     }
 
-    /// Starts ``connect(from:to:strategies:timeout:echoBytes:paired:extra:)`` in the background, to watch the lab
+    /// Starts ``connect(from:to:strategies:timeout:lasting:echoBytes:paired:extra:)`` in the background, to watch the lab
     /// while it runs; ``finishedConnect(_:timeout:)`` waits for its report.
     public func startConnect(from host: String, to uid: String, strategies: String? = nil, timeout: Double = 10,
                              echoBytes: Int = 4000, paired: Bool = false, extra: [String] = []) throws -> LabProcess {

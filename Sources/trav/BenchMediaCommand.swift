@@ -20,13 +20,16 @@ extension Trav {
         @Option(help: "One-way delay of the line, ms.") var delayMs: Int = 20
         @Option(help: "Seconds per goodput run.") var seconds: Int = 10
         @Option(help: "Seconds of video per video run (600 for the 10-minute flatness run).") var videoSeconds: Int = 30
+        @Option(help: "Loss of a video run, percent (repeat for several runs; default 0 and 5).") var videoLoss: [Double] = [0, 5]
+        @Flag(help: "Only the video runs (the goodput runs take about a minute).") var videoOnly = false
         @Option(help: "The `trav` binary to run in the lab (default: this one).") var trav: String?
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
             guard (1_000...1_000_000).contains(rateKbps) else { throw ValidationError("--rate-kbps must be 1000…1000000") }
-            guard (0...500).contains(delayMs), (1...120).contains(seconds), (5...3600).contains(videoSeconds) else {
-                throw ValidationError("--delay-ms 0…500, --seconds 1…120, --video-seconds 5…3600")
+            guard (0...500).contains(delayMs), (1...120).contains(seconds), (5...3600).contains(videoSeconds),
+                  videoLoss.allSatisfy({ (0...100).contains($0) }) else {
+                throw ValidationError("--delay-ms 0…500, --seconds 1…120, --video-seconds 5…3600, --video-loss 0…100")
             }
         }
 
@@ -53,29 +56,32 @@ extension Trav {
                 let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--video", clip])
                 let cameraIP = try run.lab.address(of: camera.host())
 
-                print("\nGoodput, viewer → camera, \(rateKbps) kbit/s line, \(delayMs) ms one way, \(seconds) s per run")
-                print("loss   trav channel (Mbit/s)   kernel TCP CUBIC (Mbit/s)   ratio")
-                for loss in [0.0, 1.0] {
-                    try await run.lab.setLink(LinkConditions(delayMs: delayMs, lossPercent: loss, downKbps: rateKbps, upKbps: rateKbps),
-                                              site: viewer.name)
-                    // About `seconds` of data at what the line allows (loss caps a loss-based controller far below the rate).
-                    let bytes = rateKbps * 1000 / 8 * seconds / (loss > 0 ? 5 : 1)
-                    let ours = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: Double(seconds * 6),
-                                                     echoBytes: 0, paired: true, extra: ["--channel-send", "\(bytes)"])
-                    let tcp = try await kernelTCP(run: run, iperf3: iperf3, from: viewer.host(), server: camera.host(), address: cameraIP)
-                    let mbps = ours.channelSend.flatMap { $0.verified ? $0.mbps : nil }
-                    print(String(format: "%3.0f %%  %10@ (%@)   %14.2f              %@", loss,
-                                 mbps.map { String(format: "%.2f", $0) } ?? "failed", ours.path ?? "-", tcp,
-                                 mbps.map { String(format: "%.2f×", $0 / max(tcp, 0.001)) } ?? "-"))
+                if !videoOnly {
+                    print("\nGoodput, viewer → camera, \(rateKbps) kbit/s line, \(delayMs) ms one way, \(seconds) s per run")
+                    print("loss   trav channel (Mbit/s)   kernel TCP CUBIC (Mbit/s)   ratio")
+                    for loss in [0.0, 1.0] {
+                        try await run.lab.setLink(LinkConditions(delayMs: delayMs, lossPercent: loss, downKbps: rateKbps, upKbps: rateKbps),
+                                                  site: viewer.name)
+                        // About `seconds` of data at what the line allows (loss caps a loss-based controller far below the rate).
+                        let bytes = rateKbps * 1000 / 8 * seconds / (loss > 0 ? 5 : 1)
+                        let ours = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: Double(seconds * 6),
+                                                         echoBytes: 0, paired: true, extra: ["--channel-send", "\(bytes)"])
+                        let tcp = try await kernelTCP(run: run, iperf3: iperf3, from: viewer.host(), server: camera.host(), address: cameraIP)
+                        let mbps = ours.channelSend.flatMap { $0.verified ? $0.mbps : nil }
+                        print(String(format: "%3.0f %%  %10@ (%@)   %14.2f              %@", loss,
+                                     mbps.map { String(format: "%.2f", $0) } ?? "failed", ours.path ?? "-", tcp,
+                                     mbps.map { String(format: "%.2f×", $0 / max(tcp, 0.001)) } ?? "-"))
+                    }
                 }
 
                 let videoLine = 5000
                 print("\nVideo: 4 Mbit/s H.264 to the viewer on a \(videoLine) kbit/s line (80 % use), \(delayMs) ms one way, \(videoSeconds) s")
                 print("loss   frames   latency p50 / p99 (ms)   goal p99 ≤ \(delayMs + 150)   dropped   broken   longest stall (ms)")
-                for loss in [0.0, 5.0] {
+                for loss in videoLoss {
                     try await run.lab.setLink(LinkConditions(delayMs: delayMs, lossPercent: loss, downKbps: videoLine, upKbps: videoLine),
                                               site: viewer.name)
-                    let r = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: 20, echoBytes: 0,
+                    let r = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: 20,
+                                                  lasting: Double(videoSeconds), echoBytes: 0,
                                                   paired: true, extra: ["--stats", "--seconds", "\(videoSeconds)"])
                     guard let v = r.video else {
                         print(String(format: "%3.0f %%  failed: %@", loss, r.error ?? "?"))
@@ -86,6 +92,9 @@ extension Trav {
                                  v.latencyP50Ms ?? -1, p99, p99 <= Double(delayMs + 150) ? "met " : "MISS", v.droppedFrames,
                                  v.brokenFrames, v.longestGapMs))
                     if let perMinute = v.latencyP99PerMinuteMs, perMinute.count > 1 {
+                        if let p50 = v.latencyP50PerMinuteMs {
+                            print("       p50 per minute (ms): " + p50.map { String(format: "%.0f", $0) }.joined(separator: " "))
+                        }
                         print("       p99 per minute (ms): " + perMinute.map { String(format: "%.0f", $0) }.joined(separator: " "))
                     }
                 }

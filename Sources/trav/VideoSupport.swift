@@ -47,6 +47,8 @@ struct VideoOutput: Encodable {
     var longestGapMs: Double
     /// Latency p99 of each whole minute (flat over a long run, or growing?).
     var latencyP99PerMinuteMs: [Double]
+    /// Latency p50 of each whole minute.
+    var latencyP50PerMinuteMs: [Double]
     var savedTo: String?
 
     init(_ s: MediaStatistics, savedTo: String?) {
@@ -62,6 +64,7 @@ struct VideoOutput: Encodable {
         stalls = s.stalls
         longestGapMs = s.longestGapMs
         latencyP99PerMinuteMs = s.latencyPercentilePerMinute(99)
+        latencyP50PerMinuteMs = s.latencyPercentilePerMinute(50)
         self.savedTo = savedTo
     }
 

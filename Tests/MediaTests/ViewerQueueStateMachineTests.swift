@@ -43,16 +43,18 @@ import Testing
         _ = q.push(Self.video(0, key: true), now: Self.t0)
         #expect(Self.drain(&q, at: Self.t0).count == 1)
         // The path stalls: frames pile up for longer than maxDelay.
+        let frames = Int((q.limits.maxDelay / .milliseconds(40)).rounded(.up)) + 3
         var actions: [ViewerQueueStateMachine.Action] = []
-        for n in 1..<20 { actions += q.push(Self.video(n, key: false), now: Self.t0 + .milliseconds(40 * n)) }
+        for n in 1..<frames { actions += q.push(Self.video(n, key: false), now: Self.t0 + .milliseconds(40 * n)) }
         #expect(actions.contains(.requestKeyframe))
         #expect(q.awaitingKeyframe)
         // Every frame still queued, and every one sent later, must follow its predecessor in the GOP.
-        var sent = Self.drain(&q, at: Self.t0 + .seconds(1))
-        _ = q.push(Self.video(20, key: false), now: Self.t0 + .seconds(1))
-        _ = q.push(Self.video(21, key: true), now: Self.t0 + .seconds(1))
-        _ = q.push(Self.video(22, key: false), now: Self.t0 + .seconds(1))
-        sent += Self.drain(&q, at: Self.t0 + .seconds(1))
+        let later = Self.t0 + .milliseconds(40 * frames)
+        var sent = Self.drain(&q, at: later)
+        _ = q.push(Self.video(frames, key: false), now: later)
+        _ = q.push(Self.video(frames + 1, key: true), now: later)
+        _ = q.push(Self.video(frames + 2, key: false), now: later)
+        sent += Self.drain(&q, at: later)
         var previous: (gop: UInt32, index: UInt32) = (1, 0)
         for p in sent {
             #expect(p.frame.isKeyframe || (p.gop == previous.gop && p.index == previous.index + 1))
@@ -60,6 +62,43 @@ import Testing
         }
         #expect(sent.last?.gop == 2 && sent.last?.index == 1)
         #expect(q.droppedFrames > 0)
+    }
+
+    @Test func keyframeSupersedesTheLateTailOfTheOlderGOP() {
+        var q = ViewerQueueStateMachine()
+        _ = q.push(Self.video(0, key: true), now: Self.t0)
+        #expect(Self.drain(&q, at: Self.t0).count == 1)
+        // A slow path: four frames wait (well within maxDelay) while the keyframe goes, then the next keyframe comes.
+        for n in 1...4 { #expect(q.push(Self.video(n, key: false), now: Self.t0 + .milliseconds(40 * n)).isEmpty) }
+        let keyAt = Self.t0 + .milliseconds(40) + q.limits.supersedeDelay + .milliseconds(1)
+        #expect(keyAt - Self.t0 < q.limits.maxDelay)
+        #expect(q.push(Self.video(5, key: true), now: keyAt).isEmpty)
+        _ = q.push(Self.video(6, key: false), now: keyAt)
+        let sent = Self.drain(&q, at: keyAt)
+        // The waiting tail is gone whole; the new GOP goes at once, and nothing asks the encoder for more.
+        #expect(sent.map(\.sequence) == [5, 6])
+        #expect(sent.map(\.index) == [0, 1])
+        #expect(q.droppedFrames == 4)
+        #expect(!q.awaitingKeyframe)
+    }
+
+    @Test func keyframeKeepsFramesThatWaitedBriefly() {
+        var q = ViewerQueueStateMachine()
+        _ = q.push(Self.video(0, key: true), now: Self.t0)
+        _ = q.push(Self.video(1, key: false), now: Self.t0)
+        // The feed has not run yet (scheduling), far less than supersedeDelay: a path that keeps up loses nothing.
+        _ = q.push(Self.video(2, key: true), now: Self.t0 + q.limits.supersedeDelay / 2)
+        let sent = Self.drain(&q, at: Self.t0 + q.limits.supersedeDelay / 2)
+        #expect(sent.map(\.sequence) == [0, 1, 2])
+        #expect(q.droppedFrames == 0)
+    }
+
+    @Test func packetsCarryTheCaptureTimeNotTheSendTime() {
+        var q = ViewerQueueStateMachine()
+        _ = q.push(Self.video(0, key: true), now: Self.t0)
+        // Sent 300 ms after the camera offered it: latency at the viewer must include those 300 ms.
+        let p = q.next(now: Self.t0 + .milliseconds(300), wallClockMicros: 10_000_000)
+        #expect(p?.capturedAtMicros == 10_000_000 - 300_000)
     }
 
     @Test func queueNeverHoldsMoreThanItsByteLimit() {
@@ -85,14 +124,15 @@ import Testing
         var q = ViewerQueueStateMachine()
         _ = q.push(Self.video(0, key: true), now: Self.t0)
         _ = q.push(MediaFrame(kind: .audio, timestamp: .zero, isKeyframe: false, data: [1]), now: Self.t0)
-        _ = q.push(MediaFrame(kind: .audio, timestamp: .zero, isKeyframe: false, data: [2]), now: Self.t0 + .seconds(1))
-        let sent = Self.drain(&q, at: Self.t0 + .seconds(1))
+        let stale = Self.t0 + q.limits.maxDelay + .milliseconds(1)
+        _ = q.push(MediaFrame(kind: .audio, timestamp: .zero, isKeyframe: false, data: [2]), now: stale)
+        let sent = Self.drain(&q, at: stale)
         #expect(sent.map(\.frame.kind) == [.video, .audio])
         #expect(sent.last?.frame.data == [2])
     }
 
     @Test func packetRoundTripsOnTheWire() throws {
-        let p = MediaPacket(frame: Self.video(7, key: true), sequence: 9, gop: 2, index: 0, sentAtMicros: 123_456_789)
+        let p = MediaPacket(frame: Self.video(7, key: true), sequence: 9, gop: 2, index: 0, capturedAtMicros: 123_456_789)
         #expect(MediaPacket(decoding: p.encoded()) == p)
         #expect(MediaPacket(decoding: [1, 2, 3]) == nil)
     }

@@ -53,6 +53,7 @@ import Traversal
             var configuration = MediaSender.Configuration()
             configuration.queue.maxBytes = 8 << 20
             configuration.queue.maxDelay = .seconds(60)
+            configuration.queue.supersedeDelay = .seconds(60)
             let sender = MediaSender(configuration: configuration, logger: logger)
             let server = Task {
                 await withTaskGroup(of: Void.self) { group in

@@ -25,9 +25,9 @@ enum MediaFuzz {
         let aud: [UInt8] = [0, 0, 0, 1, 0x09, 0xF0]
         let stream = aud + sps + pps + idr + aud + slice + slice
         let packet = MediaPacket(frame: MediaFrame(timestamp: .milliseconds(40), isKeyframe: true, data: sps + pps + idr),
-                                 sequence: 1, gop: 1, index: 0, sentAtMicros: 1_700_000_000_000_000)
+                                 sequence: 1, gop: 1, index: 0, capturedAtMicros: 1_700_000_000_000_000)
         let audio = MediaPacket(frame: MediaFrame(kind: .audio, timestamp: .milliseconds(20), isKeyframe: false, data: [1, 2, 3]),
-                                sequence: 9, gop: 0, index: 0, sentAtMicros: 0)
+                                sequence: 9, gop: 0, index: 0, capturedAtMicros: 0)
         return [("annexb-stream", stream), ("video-packet", packet.encoded()), ("audio-packet", audio.encoded())]
     }
 }
