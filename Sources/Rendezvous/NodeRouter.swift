@@ -6,9 +6,9 @@ import SourceLimits
 import STUNLite
 import Traversal
 
-/// Makes one cloud node part of a fleet that shares a ``NodeDirectory`` (PostgreSQL): it keeps the node's lease,
+/// Makes one cloud node part of a fleet that shares a `NodeDirectory` (PostgreSQL): it keeps the node's lease,
 /// releases the sessions of nodes that died, and carries viewers' messages to the node holding the camera and
-/// the answers back (``NodeEnvelope`` shows the flow), over one LISTEN/NOTIFY channel per node (``NodeChannel``).
+/// the answers back (`NodeEnvelope` shows the flow), over one LISTEN/NOTIFY channel per node (`NodeChannel`).
 ///
 /// A camera's introductions are served by the node it is registered on, as on a single node; a viewer on
 /// another node is, there, a ``RendezvousPeer`` whose messages go back through its own node.

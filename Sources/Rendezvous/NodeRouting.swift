@@ -103,7 +103,7 @@ public struct NodeEnvelope: Codable, Sendable, Hashable {
 
     /// The JSON payload.
     ///
-    /// - Throws: ``NodeRouteError`` `.payloadTooLarge` past ``maxPayloadBytes``.
+    /// - Throws: `NodeRouteError` `.payloadTooLarge` past ``maxPayloadBytes``.
     public func payload() throws -> String {
         let data = try JSONEncoder().encode(self)
         guard data.count <= Self.maxPayloadBytes else {
@@ -114,7 +114,7 @@ public struct NodeEnvelope: Codable, Sendable, Hashable {
 
     /// Decodes a payload, validating the message it carries.
     ///
-    /// - Throws: ``NodeRouteError`` `.badEnvelope`.
+    /// - Throws: `NodeRouteError` `.badEnvelope`.
     public init(payload: String) throws {
         guard payload.utf8.count <= Self.maxPayloadBytes else {
             throw NodeRouteError(code: .badEnvelope, detail: "\(payload.utf8.count) bytes")

@@ -31,7 +31,7 @@ public struct PostgresLocation: Sendable, Hashable {
 
     /// Parses a `postgres://` (or `postgresql://`) URL.
     ///
-    /// - Throws: ``NodeRouteError`` `.badDatabaseURL` when it is not one.
+    /// - Throws: `NodeRouteError` `.badDatabaseURL` when it is not one.
     public init(url text: String) throws {
         guard let url = URLComponents(string: text), let scheme = url.scheme, ["postgres", "postgresql"].contains(scheme),
             let host = url.host, !host.isEmpty, let user = url.user, !user.isEmpty
@@ -67,7 +67,7 @@ public struct PostgresLocation: Sendable, Hashable {
 }
 
 /// A ``DeviceStore`` in PostgreSQL, shared by every cloud node of a fleet, that also holds the nodes' leases
-/// and carries the messages between them (``NodeDirectory``).
+/// and carries the messages between them (`NodeDirectory`).
 ///
 /// Schema (created at open if missing; dates are seconds since 1970):
 ///
@@ -79,7 +79,7 @@ public struct PostgresLocation: Sendable, Hashable {
 /// A device's `node` names the node holding its live session; it counts only while that node's lease runs
 /// (``liveNode(of:now:)``), and a node whose lease ran out has its sessions released by the first node that
 /// sees it (``expiredNodes(now:)``, ``forget(node:at:)``). Messages between nodes are `NOTIFY`s on one channel per
-/// node (``NodeChannel``).
+/// node (`NodeChannel`).
 public final class PostgresDeviceStore: DeviceStore, NodeDirectory {
     /// The pool of connections for queries (and `pg_notify`).
     let client: PostgresClient

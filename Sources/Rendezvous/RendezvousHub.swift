@@ -5,7 +5,7 @@ import SourceLimits
 import Traversal
 
 /// One client as the hub sees it: a connection to this node, or a viewer connected to another node of the fleet
-/// (``NodeRouter``); sends are fire-and-forget and ordered per client.
+/// (`NodeRouter`); sends are fire-and-forget and ordered per client.
 final class RendezvousPeer: Sendable, Hashable {
     /// A viewer's way back through the node it is connected to.
     struct RemoteLink: Sendable {
@@ -90,7 +90,7 @@ actor RendezvousHub {
         let relay: RelayGrant?
         /// The offer, while the camera is being woken over UDP presence and has no TLS connection to take it.
         var undelivered: CloudMessage?
-        /// How far the viewer's access proof has come (``AccessChallenge``).
+        /// How far the viewer's access proof has come (`AccessChallenge`).
         var access: AccessPhase = .offered
     }
 
@@ -228,7 +228,7 @@ actor RendezvousHub {
         take(from: &registrationLimiter, source)
     }
 
-    /// Takes one look-up token for `source` (an introduction about to reach the database, ``NodeRouter``); false when its bucket is empty.
+    /// Takes one look-up token for `source` (an introduction about to reach the database, `NodeRouter`); false when its bucket is empty.
     func admitLookup(from source: SourceAddressKey) -> Bool {
         take(from: &lookupLimiter, source)
     }

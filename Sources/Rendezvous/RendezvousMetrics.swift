@@ -15,7 +15,7 @@ import Traversal
 /// | `cloud_presence_datagrams_total` | `outcome`: `answered`, or a `Traversal/PresenceError` code | UDP presence datagrams |
 /// | `cloud_presence_wakes_total` | | cameras woken over UDP for a viewer |
 /// | `cloud_presence_sessions` | | UDP presence sessions held (gauge) |
-/// | `cloud_node_messages_total` | `kind`: `hub`, `viewer`, `closed`; `outcome`: `sent`, `failed`, `dropped`, `received`, `bad` | messages between the nodes of a fleet (``NodeRouter``) |
+/// | `cloud_node_messages_total` | `kind`: `hub`, `viewer`, `closed`; `outcome`: `sent`, `failed`, `dropped`, `received`, `bad` | messages between the nodes of a fleet (`NodeRouter`) |
 enum RendezvousMetrics {
     static let registrations = Counter(label: "cloud_registrations_total")
     static let grantsIssued = Counter(label: "cloud_relay_grants_total", dimensions: [("kind", "issued")])

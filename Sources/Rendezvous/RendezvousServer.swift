@@ -175,7 +175,7 @@ public final class RendezvousServer: Sendable {
     private let acceptLoop: Task<Void, Never>
     private let presence: PresenceServer?
     private let presenceExpiry: Task<Void, Never>?
-    /// Routes introductions between the nodes of a fleet, when the store is shared (``NodeDirectory``).
+    /// Routes introductions between the nodes of a fleet, when the store is shared (`NodeDirectory`).
     private let router: NodeRouter?
     /// Set by the first ``stop()``; later calls return at once.
     private let stopping = Atomic<Bool>(false)
@@ -218,9 +218,9 @@ public final class RendezvousServer: Sendable {
 
     /// Loads the certificate, binds the TLS port and starts serving; verified bindings are looked up in and added to `store`.
     ///
-    /// A `store` that is also a ``NodeDirectory`` (``PostgresDeviceStore``) makes this server one node of a fleet
+    /// A `store` that is also a `NodeDirectory` (``PostgresDeviceStore``) makes this server one node of a fleet
     /// named ``Configuration/nodeName``: it holds a lease there, and viewers connected to it reach cameras
-    /// registered on the other nodes (``NodeRouter``).
+    /// registered on the other nodes (`NodeRouter`).
     public static func start(
         _ configuration: Configuration, registry: any DeviceRegistry = InMemoryDeviceRegistry(),
         store: any DeviceStore = InMemoryDeviceStore(),
@@ -424,7 +424,7 @@ public final class RendezvousServer: Sendable {
         }
     }
 
-    /// Handles a message of a viewer connected to another node (``NodeRouter``) as if it were connected here.
+    /// Handles a message of a viewer connected to another node (`NodeRouter`) as if it were connected here.
     private static func serveRemote(
         _ message: CloudMessage, from peer: RendezvousPeer, hub: RendezvousHub, registrations: RegistrationGate, logger: Logger
     ) async {
