@@ -153,14 +153,9 @@ public final class Connector: Sendable {
         // key, and must pass before the final handshake message or any credential leaves.
         let known = configuration.knownDevices
         let keyCheck = Task {
-            if known.contains(announced, for: device) { return true }
-            guard await Self.derives(announced, to: device) else { return false }
-            do {
-                try known.remember(announced, for: device)
-            } catch {
+            await known.check(announced, for: device) { error in
                 logger.notice("cannot record the camera's key", metadata: ["error": "\(error)"])
             }
-            return true
         }
         defer { keyCheck.cancel() }
         let context = baseContext.with(requestID: intro.requestID, relay: intro.relay) { try await signalling.renewRelay($0) }
@@ -182,12 +177,6 @@ public final class Connector: Sendable {
         }
         let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
         return try await finishViewer(raced, credential: credential, requestID: intro.requestID, started: started, phases: phases)
-    }
-
-    /// Whether `key` derives to `device`, computed off the cooperative pool (scrypt blocks its thread
-    /// for tens of milliseconds; the race's tasks must not wait behind it).
-    private static func derives(_ key: Curve25519.Signing.PublicKey, to device: DeviceID) async -> Bool {
-        await offCooperativePool { device.matches(publicKey: key) }
     }
 
     private func finishViewer(_ raced: RaceResult, credential: AccessCredential, requestID: String,

@@ -148,11 +148,8 @@ public struct AccessProver: Sendable {
         } catch {
             throw TraversalError(code: .identityMismatch, detail: "the access challenge for \(device) does not verify: \(error)")
         }
-        if !knownDevices.contains(camera, for: device) {
-            guard await offCooperativePool({ device.matches(publicKey: camera) }) else {
-                throw TraversalError(code: .identityMismatch, detail: "the cloud announced a key that is not behind \(device)")
-            }
-            try? knownDevices.remember(camera, for: device)
+        guard await knownDevices.check(camera, for: device) else {
+            throw TraversalError(code: .identityMismatch, detail: "the cloud announced a key that is not behind \(device)")
         }
         let sealing = try CloudMessage.base64(challenge.sealingKey, length: CloudProtocol.answerKeyLength, field: "challenge.sealingKey")
         let signature = try identity.signature(for: Self.signedBytes(deviceID: device, requestID: requestID, sealingKey: sealing))

@@ -80,6 +80,21 @@ public final class KnownDevices: Sendable {
         state.withLock { $0.keys[device] } == key.rawRepresentation
     }
 
+    /// Whether `key` is behind `device`: already known, or derived (one scrypt, off the cooperative pool,
+    /// whose few threads the race needs) and then recorded. A key that derives but cannot be recorded
+    /// still counts; `recordFailed` hears why.
+    func check(_ key: Curve25519.Signing.PublicKey, for device: DeviceID,
+               recordFailed: (any Error) -> Void = { _ in }) async -> Bool {
+        if contains(key, for: device) { return true }
+        guard await offCooperativePool({ device.matches(publicKey: key) }) else { return false }
+        do {
+            try remember(key, for: device)
+        } catch {
+            recordFailed(error)
+        }
+        return true
+    }
+
     /// Records `key` as checked for `device` (the caller has verified ``DeviceID/matches(publicKey:)``)
     /// and rewrites the file, if there is one.
     public func remember(_ key: Curve25519.Signing.PublicKey, for device: DeviceID) throws {
