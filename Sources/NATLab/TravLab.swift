@@ -110,6 +110,8 @@ public struct TravLab: Sendable {
         public var connected: Bool
         /// The winning strategy.
         public var path: String?
+        /// The winning transport's description (`udp A -> B`, and what it went through).
+        public var route: String?
         /// Milliseconds from the start of `connect` to an authorised session.
         public var setupMs: Double?
         /// Where the setup time went.

@@ -1,0 +1,62 @@
+import Foundation
+import NATLab
+import Testing
+
+/// Router port mapping against a real miniupnpd in the lab router: a camera behind a symmetric NAT
+/// (where punching toward it fails) is reached directly through the mapping its router granted, by
+/// each protocol; the mapping is gone once the session ends; a router that maps nothing costs the
+/// race nothing but that strategy.
+@Suite(.serialized, .enabled(if: Self.skipReason == nil, Comment(rawValue: Self.skipReason ?? "")))
+struct LabPortMappingTests {
+    static var skipReason: String? {
+        TravLab.skipReason() ?? NATLab.skipReason(requiring: ["miniupnpd"]).map { $0 + " (apt-get install miniupnpd-nftables)" }
+    }
+
+    static let sites = [LabSite("cam", .symmetric), LabSite("view", .portRestrictedCone)]
+
+    /// Until the camera's side of the session has closed (it notices the viewer left), at most `limit`.
+    static func mappings(on router: String, in lab: Lab, becoming wanted: (Int) -> Bool, limit: Duration = .seconds(10)) async throws -> [String] {
+        let deadline = ContinuousClock.now + limit
+        var now = try await lab.portMappings(on: router)
+        while !wanted(now.count), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            now = try await lab.portMappings(on: router)
+        }
+        return now
+    }
+
+    @Test(arguments: ["pcp", "nat-pmp", "upnp-igd"])
+    func symmetricCameraIsReachedThroughItsRoutersMapping(protocolName: String) async throws {
+        try await TravLab.with(sites: Self.sites) { run in
+            _ = try run.startCloud()
+            let lab = run.lab
+            _ = try await lab.startPortMapping(site: "cam", stun: lab.cloudAddresses)
+            #expect(try await lab.portMappings(on: "cam-router").isEmpty)
+            let uid = try await run.startCamera(on: "cam-h1", strategies: "port-mapping:\(protocolName)")
+            let viewer = try run.startConnect(from: "view-h1", to: uid, strategies: "port-mapping", extra: ["--seconds", "3"])
+            // While the session lasts, the router forwards one UDP port to the camera.
+            let held = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 1 })
+            #expect(held.count == 1 && held.first?.contains(try lab.address(of: "cam-h1")) == true, "\(held)")
+            let r = try await run.finishedConnect(viewer, timeout: .seconds(40))
+            #expect(r.connected && r.echoVerified, "\(r)")
+            #expect(r.path == "port-mapping", "\(r)")
+            #expect(r.route?.contains("\(protocolName) mapping \(try lab.address(of: "cam-router")):") == true,
+                    "the report names the protocol and the mapped address: \(r.route ?? "-")")
+            // The session is over: the camera deleted its mapping.
+            let after = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 0 })
+            #expect(after.isEmpty, "mapping left on the router after the session: \(after)")
+        }
+    }
+
+    @Test func routerWithoutPortMappingFailsFastAndTheRaceGoesOn() async throws {
+        try await TravLab.with(sites: [LabSite("cam", .portRestrictedCone), LabSite("view", .portRestrictedCone)]) { run in
+            _ = try run.startCloud()
+            let strategies = "port-mapping,udp-hole-punch"
+            let uid = try await run.startCamera(on: "cam-h1", strategies: strategies)
+            let r = try await run.connect(from: "view-h1", to: uid, strategies: strategies)
+            #expect(r.connected && r.echoVerified && r.path == "udp-hole-punch", "\(r)")
+            let mapping = r.attempts.first { $0.strategy == "port-mapping" }
+            #expect(mapping != nil && mapping?.outcome != "connected", "the failed mapping is in the report: \(r)")
+        }
+    }
+}
