@@ -1,5 +1,7 @@
 import Foundation
 import NATLab
+import STUNLite
+import Strategies
 import Testing
 
 /// Router port mapping against a real miniupnpd in the lab router: a camera behind a symmetric NAT
@@ -57,6 +59,29 @@ struct LabPortMappingTests {
             #expect(r.connected && r.echoVerified && r.path == "udp-hole-punch", "\(r)")
             let mapping = r.attempts.first { $0.strategy == "port-mapping" }
             #expect(mapping != nil && mapping?.outcome != "connected", "the failed mapping is in the report: \(r)")
+        }
+    }
+
+    struct ProbeJSON: Decodable { var portMapping: PortMappingProbeReport? }
+
+    @Test func probeReportsWhichProtocolsTheGatewaySpeaks() async throws {
+        try await TravLab.with(sites: Self.sites) { run in
+            _ = try run.startCloud()
+            let lab = run.lab
+            _ = try await lab.startPortMapping(site: "cam", stun: lab.cloudAddresses)
+            try await lab.waitForListener(host: "cloud", port: 3478)
+            func probe(_ host: String) async throws -> PortMappingProbeReport? {
+                let r = try await lab.run(host: host, [run.trav, "probe", "--server", lab.cloudAddresses[0], "--json", "--no-tcp"], timeout: .seconds(30))
+                let line = try #require(r.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(r)")
+                return try JSONDecoder().decode(ProbeJSON.self, from: Data(line.utf8)).portMapping
+            }
+            let mapped = try #require(try await probe("cam-h1"))
+            #expect(mapped.pcp == .yes && mapped.natPMP == .yes && mapped.upnpIGD == .yes, "\(mapped)")
+            #expect(mapped.gateway == "10.1.0.1" && mapped.externalAddress == (try lab.address(of: "cam-router")), "\(mapped)")
+            let plain = try #require(try await probe("view-h1"))
+            #expect(plain.pcp == .no && plain.natPMP == .no && plain.upnpIGD == .no && plain.summary == "none", "\(plain)")
+            // Asking created nothing.
+            #expect(try await lab.portMappings(on: "cam-router").isEmpty)
         }
     }
 }
