@@ -37,12 +37,14 @@ struct LabPortMappingTests {
             let uid = try await run.startCamera(on: "cam-h1", strategies: "port-mapping:\(protocolName)")
             let viewer = try run.startConnect(from: "view-h1", to: uid, strategies: "port-mapping", extra: ["--seconds", "3"])
             // While the session lasts, the router forwards one UDP port to the camera.
+            let camera = try lab.address(of: "cam-h1")
+            let router = try lab.address(of: "cam-router")
             let held = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 1 })
-            #expect(held.count == 1 && held.first?.contains(try lab.address(of: "cam-h1")) == true, "\(held)")
+            #expect(held.count == 1 && held.first?.contains(camera) == true, "\(held)")
             let r = try await run.finishedConnect(viewer, timeout: .seconds(40))
             #expect(r.connected && r.echoVerified, "\(r)")
             #expect(r.path == "port-mapping", "\(r)")
-            #expect(r.route?.contains("\(protocolName) mapping \(try lab.address(of: "cam-router")):") == true,
+            #expect(r.route?.contains("\(protocolName) mapping \(router):") == true,
                     "the report names the protocol and the mapped address: \(r.route ?? "-")")
             // The session is over: the camera deleted its mapping.
             let after = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 0 })
@@ -75,9 +77,10 @@ struct LabPortMappingTests {
                 let line = try #require(r.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }), "\(r)")
                 return try JSONDecoder().decode(ProbeJSON.self, from: Data(line.utf8)).portMapping
             }
+            let router = try lab.address(of: "cam-router")
             let mapped = try #require(try await probe("cam-h1"))
             #expect(mapped.pcp == .yes && mapped.natPMP == .yes && mapped.upnpIGD == .yes, "\(mapped)")
-            #expect(mapped.gateway == "10.1.0.1" && mapped.externalAddress == (try lab.address(of: "cam-router")), "\(mapped)")
+            #expect(mapped.gateway == "10.1.0.1" && mapped.externalAddress == router, "\(mapped)")
             let plain = try #require(try await probe("view-h1"))
             #expect(plain.pcp == .no && plain.natPMP == .no && plain.upnpIGD == .no && plain.summary == "none", "\(plain)")
             // Asking created nothing.
