@@ -5,9 +5,11 @@ extension Lab {
     /// waits until it serves mappings; it is stopped at teardown like any spawned process.
     ///
     /// `stun` are the cloud's addresses: miniupnpd checks with STUN (RFC 5780) that nothing filters
-    /// in front of it before it maps anything, so a cloud with an RFC 5780 STUN server must run.
-    public func startPortMapping(site: String, stun: [String], timeout: Duration = .seconds(15)) async throws -> LabProcess {
+    /// in front of it before it maps anything, so a cloud with an RFC 5780 STUN server on port 3478
+    /// must run (this waits until it listens).
+    public func startPortMapping(site: String, stun: [String], timeout: Duration = .seconds(30)) async throws -> LabProcess {
         let router = "\(site)-router"
+        try await waitForListener(host: "cloud", port: 3478, timeout: timeout)
         let process = try spawnScript(host: router, ["upnpd", prefix, site] + stun, showing: ["miniupnpd"])
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
