@@ -299,56 +299,62 @@ final class PortMappingLease: Sendable {
     static func acquire(_ exchange: any MappingExchange, lifetime: UInt32, schedule: PortMappingStateMachine.Schedule,
                         logger: Logger) async throws -> PortMappingLease {
         let (stream, events) = AsyncStream.makeStream(of: LeaseEvent.self, bufferingPolicy: .bufferingNewest(64))
-        let first = OneShot<Result<GrantedMapping, PortMappingError>>()
         exchange.start(events: events)
-        let loop = Task {
-            var machine = PortMappingStateMachine(lifetime: lifetime, schedule: schedule)
-            var generation = 0
-            var timer: Task<Void, Never>?
-            var iterator = stream.makeAsyncIterator()
-            var action = machine.start(now: .now)
-            loop: while true {
-                switch action {
-                case .request(let life, let timeout):
-                    generation += 1
-                    await exchange.send(lifetime: life)
-                    timer?.cancel()
-                    timer = Self.timer(after: timeout, generation: generation, events: events)
-                case .wait(let until):
-                    generation += 1
-                    timer?.cancel()
-                    timer = Self.timer(after: until - .now, generation: generation, events: events)
-                case .mapped(let m, let renewAt):
-                    first.resume(.success(m))
-                    logger.debug("port mapping held", metadata: ["protocol": "\(exchange.kind.rawValue)", "external": "\(m.external)",
-                                                                   "lifetime": "\(m.lifetime)"])
-                    action = .wait(until: renewAt)
-                    continue loop
-                case .failed(let e):
-                    first.resume(.failure(e))
-                    logger.debug("port mapping failed", metadata: ["protocol": "\(exchange.kind.rawValue)", "error": "\(e)"])
-                    break loop
-                case .released:
-                    first.resume(.failure(PortMappingError(.noAnswer, "released before granted")))
-                    break loop
-                }
-                var next: PortMappingStateMachine.Action?
-                while next == nil, let event = await iterator.next() {
-                    switch event {
-                    case .answer(let result): next = machine.answered(result, now: .now)
-                    case .timer(let g) where g == generation: next = machine.timedOut(now: .now)
-                    case .timer: break
-                    case .release: next = machine.release(now: .now)
+        var loop: Task<Void, Never>?
+        let first = await withCheckedContinuation { (granted: CheckedContinuation<Result<GrantedMapping, PortMappingError>, Never>) in
+            loop = Task {
+                var waiter: CheckedContinuation<Result<GrantedMapping, PortMappingError>, Never>? = granted
+                var machine = PortMappingStateMachine(lifetime: lifetime, schedule: schedule)
+                var generation = 0
+                var timer: Task<Void, Never>?
+                var iterator = stream.makeAsyncIterator()
+                var action = machine.start(now: .now)
+                loop: while true {
+                    switch action {
+                    case .request(let life, let timeout):
+                        generation += 1
+                        await exchange.send(lifetime: life)
+                        timer?.cancel()
+                        timer = Self.timer(after: timeout, generation: generation, events: events)
+                    case .wait(let until):
+                        generation += 1
+                        timer?.cancel()
+                        timer = Self.timer(after: until - .now, generation: generation, events: events)
+                    case .mapped(let m, let renewAt):
+                        waiter?.resume(returning: .success(m))
+                        waiter = nil
+                        logger.debug("port mapping held", metadata: ["protocol": "\(exchange.kind.rawValue)", "external": "\(m.external)",
+                                                                       "lifetime": "\(m.lifetime)"])
+                        action = .wait(until: renewAt)
+                        continue loop
+                    case .failed(let e):
+                        logger.debug("port mapping failed", metadata: ["protocol": "\(exchange.kind.rawValue)", "error": "\(e)"])
+                        waiter?.resume(returning: .failure(e))
+                        waiter = nil
+                        break loop
+                    case .released:
+                        break loop
                     }
+                    var next: PortMappingStateMachine.Action?
+                    while next == nil, let event = await iterator.next() {
+                        switch event {
+                        case .answer(let result): next = machine.answered(result, now: .now)
+                        case .timer(let g) where g == generation: next = machine.timedOut(now: .now)
+                        case .timer: break
+                        case .release: next = machine.release(now: .now)
+                        }
+                    }
+                    guard let next else { break loop }
+                    action = next
                 }
-                guard let next else { break loop }
-                action = next
+                timer?.cancel()
+                await exchange.close()
+                events.finish()
+                waiter?.resume(returning: .failure(PortMappingError(.noAnswer, "released before granted")))
             }
-            timer?.cancel()
-            await exchange.close()
-            events.finish()
         }
-        switch await first.value {
+        guard let loop else { preconditionFailure("the lease loop starts inside the continuation") }
+        switch first {
         case .success(let m):
             return PortMappingLease(kind: exchange.kind, granted: m, events: events, loop: loop)
         case .failure(let e):
@@ -369,35 +375,5 @@ final class PortMappingLease: Sendable {
     func release() async {
         events.yield(.release)
         _ = await loop.value
-    }
-}
-
-/// A value set once and awaited by one waiter.
-final class OneShot<Value: Sendable>: Sendable {
-    private let state = Mutex<(value: Value?, waiter: CheckedContinuation<Value, Never>?)>((nil, nil))
-
-    /// Sets the value unless set; wakes the waiter.
-    func resume(_ value: Value) {
-        let waiter = state.withLock { s -> CheckedContinuation<Value, Never>? in
-            guard s.value == nil else { return nil }
-            s.value = value
-            defer { s.waiter = nil }
-            return s.waiter
-        }
-        waiter?.resume(returning: value)
-    }
-
-    /// The value, once set.
-    var value: Value {
-        get async {
-            await withCheckedContinuation { c in
-                let ready = state.withLock { s -> Value? in
-                    if let v = s.value { return v }
-                    s.waiter = c
-                    return nil
-                }
-                if let ready { c.resume(returning: ready) }
-            }
-        }
     }
 }
