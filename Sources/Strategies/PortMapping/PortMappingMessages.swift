@@ -14,7 +14,7 @@ public enum PortMappingProtocol: String, Sendable, Hashable, CaseIterable, Codab
 /// Why a port-mapping exchange failed; decode errors name the field and its offset.
 public struct PortMappingError: CodedError, Hashable {
     /// The class of failure.
-    public struct Code: ErrorCode {
+    public struct Code: Traversal.ErrorCode {
         /// The stable name.
         public let name: String
         /// An answer too short, too long or with a field out of range.

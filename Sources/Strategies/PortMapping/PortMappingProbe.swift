@@ -24,11 +24,11 @@ public struct PortMappingProbeReport: Sendable, Hashable, Codable {
     }
 
     /// Asks the gateway of `route` (default: this host's) each protocol at once, each within `schedule`.
-    public static func run(route: GatewayRoute? = nil, schedule: PortMappingStateMachine.Schedule = .race) async -> PortMappingProbeReport {
+    public static func run(route given: GatewayRoute? = nil, schedule: PortMappingStateMachine.Schedule = .race) async -> PortMappingProbeReport {
         var report = PortMappingProbeReport(gateway: nil, pcp: .notTested, natPMP: .notTested, upnpIGD: .notTested, notes: [])
         let route: GatewayRoute
         do {
-            route = try route ?? GatewayRoute.current()
+            route = try given ?? GatewayRoute.current()
         } catch {
             report.notes.append("\(error)")
             return report
