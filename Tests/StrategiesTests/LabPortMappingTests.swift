@@ -40,7 +40,7 @@ struct LabPortMappingTests {
             // While the session lasts, the router forwards one UDP port to the camera.
             let camera = try lab.address(of: "cam-h1")
             let router = try lab.address(of: "cam-router")
-            let held = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 1 })
+            let held = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 1 }, limit: .seconds(30))
             #expect(held.count == 1 && held.first?.contains(camera) == true, "\(held)")
             let r = try await run.finishedConnect(viewer, timeout: .seconds(40))
             #expect(r.connected && r.echoVerified, "\(r)")

@@ -172,8 +172,9 @@ final class UPnPMappingExchange: MappingExchange {
     }
 
     /// Finds the gateway's IGD (SSDP to the group and to the gateway; only the gateway's answer
-    /// counts) and its connection service, within `within`.
-    static func discover(route: GatewayRoute, internalPort: UInt16, within: Duration) async throws -> UPnPMappingExchange {
+    /// counts) and its connection service, within `within`; each later SOAP call gets `callTimeout`.
+    static func discover(route: GatewayRoute, internalPort: UInt16, within: Duration,
+                         callTimeout: Duration = .seconds(1)) async throws -> UPnPMappingExchange {
         let started = ContinuousClock.now
         let location: UPnPMessage.Location = try await withDeadline(within) {
             let socket = try await STUNUDPClient.bind(to: TransportAddress(ip: route.local, port: 0))
@@ -199,7 +200,7 @@ final class UPnPMappingExchange: MappingExchange {
         let (status, body) = try await http(UPnPMessage.getRequest(location), to: location.host, timeout: left)
         guard status == 200 else { throw PortMappingError(.refused, "GET \(location): HTTP \(status)") }
         let (service, control) = try UPnPMessage.parseDescription(body, location: location)
-        return UPnPMappingExchange(route: route, internalPort: internalPort, service: service, control: control, timeout: within)
+        return UPnPMappingExchange(route: route, internalPort: internalPort, service: service, control: control, timeout: callTimeout)
     }
 
     /// One HTTP exchange with a LAN host: the request, the answer read to the end of the
@@ -329,6 +330,11 @@ final class PortMappingLease: Sendable {
                         continue loop
                     case .failed(let e):
                         logger.debug("port mapping failed", metadata: ["protocol": "\(exchange.kind.rawValue)", "error": "\(e)"])
+                        if waiter != nil {
+                            // The first request may have been granted with its answer lost or late: delete
+                            // whatever it made, once, so a failed attempt leaves nothing on the router.
+                            await exchange.send(lifetime: 0)
+                        }
                         waiter?.resume(returning: .failure(e))
                         waiter = nil
                         break loop

@@ -25,8 +25,10 @@ public struct RouterPortMapping: TraversalStrategy {
     public var protocols: Set<PortMappingProtocol>
     /// The lifetime asked for, seconds (RFC 6886 §3.3 recommends 7200).
     public var lifetime: UInt32
-    /// Retransmission schedule of each request; an absent gateway costs its total.
+    /// Retransmission schedule of each PCP and NAT-PMP request; an absent gateway costs its total.
     public var schedule: PortMappingStateMachine.Schedule
+    /// How long one UPnP SOAP call (over TCP, which retransmits by itself) may take.
+    public var upnpTimeout: Duration
     /// The router and our address toward it; nil: the default gateway.
     public var route: GatewayRoute?
     /// Interval between the viewer's probes.
@@ -34,13 +36,15 @@ public struct RouterPortMapping: TraversalStrategy {
     /// Probe rounds before giving up.
     public var maxPings: Int
 
-    /// Creates the strategy; defaults: every protocol, 7200 s, the race schedule (750 ms), probes every 50 ms for 5 s.
+    /// Creates the strategy; defaults: every protocol, 7200 s, the race schedule (750 ms), 1 s per SOAP call,
+    /// probes every 50 ms for 5 s.
     public init(protocols: Set<PortMappingProtocol> = Set(PortMappingProtocol.allCases), lifetime: UInt32 = 7200,
-                schedule: PortMappingStateMachine.Schedule = .race, route: GatewayRoute? = nil,
+                schedule: PortMappingStateMachine.Schedule = .race, upnpTimeout: Duration = .seconds(1), route: GatewayRoute? = nil,
                 probeInterval: Duration = .milliseconds(50), maxPings: Int = 100) {
         self.protocols = protocols
         self.lifetime = lifetime
         self.schedule = schedule
+        self.upnpTimeout = upnpTimeout
         self.route = route
         self.probeInterval = probeInterval
         self.maxPings = maxPings
@@ -73,7 +77,9 @@ public struct RouterPortMapping: TraversalStrategy {
         let total = schedule.timeouts.reduce(Duration.zero, +)
         // UPnP discovery runs beside PCP / NAT-PMP so an absent gateway costs one schedule, not two.
         let upnp: Task<UPnPMappingExchange, any Error>? = protocols.contains(.upnpIGD)
-            ? Task { try await UPnPMappingExchange.discover(route: route, internalPort: port, within: total) } : nil
+            ? Task { [upnpTimeout] in
+                try await UPnPMappingExchange.discover(route: route, internalPort: port, within: total, callTimeout: upnpTimeout)
+            } : nil
         var failures: [String] = []
         var gatewayListens = true
         for kind in [PortMappingProtocol.pcp, .natPMP] where protocols.contains(kind) && gatewayListens {
@@ -91,7 +97,7 @@ public struct RouterPortMapping: TraversalStrategy {
         if let upnp {
             do {
                 let exchange = try await upnp.value
-                return try await PortMappingLease.acquire(exchange, lifetime: lifetime, schedule: schedule, logger: logger)
+                return try await PortMappingLease.acquire(exchange, lifetime: lifetime, schedule: .init(timeouts: [upnpTimeout]), logger: logger)
             } catch let e as PortMappingError {
                 failures.append("upnp-igd: \(e.detail)")
             } catch is DeadlineExceeded {
