@@ -107,6 +107,11 @@ struct UPnPMessagesTests {
         </u:GetExternalIPAddressResponse></s:Body></s:Envelope>
         """.utf8)
         #expect(try UPnPMessage.parseSOAPAnswer(status: 200, body: ok, action: "GetExternalIPAddress")["NewExternalIPAddress"] == "203.0.113.101")
+        // miniupnpd 2.3.1's answer to AddPortMapping, as captured in the lab: an empty, self-closing element.
+        let added = Array(("<?xml version=\"1.0\"?>\r\n<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\" " +
+            "s:encodingStyle=\"http://schemas.xmlsoap.org/soap/encoding/\"><s:Body><u:AddPortMappingResponse " +
+            "xmlns:u=\"urn:schemas-upnp-org:service:WANIPConnection:2\"/></s:Body></s:Envelope>\r\n").utf8)
+        #expect(try UPnPMessage.parseSOAPAnswer(status: 200, body: added, action: "AddPortMapping").isEmpty)
         let fault = Array("<s:Envelope><s:Body><s:Fault><detail><UPnPError><errorCode>718</errorCode><errorDescription>ConflictInMappingEntry</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>".utf8)
         #expect { try UPnPMessage.parseSOAPAnswer(status: 500, body: fault, action: "AddPortMapping") } throws: {
             ($0 as? PortMappingError)?.code == .refused && "\($0)".contains("718")

@@ -184,7 +184,7 @@ public enum UPnPMessage {
         throw PortMappingError(.refused, "description: no WANIPConnection or WANPPPConnection service (\(found.count) services)")
     }
 
-    /// The text of each `<name>…</name>` element (namespace prefixes allowed), in order; bounded by the input.
+    /// The text of each `<name>…</name>` element (namespace prefixes allowed; `<name/>` is empty text), in order.
     static func elements(_ name: String, in xml: String) -> [String] {
         var out: [String] = []
         var rest = xml[...]
@@ -193,8 +193,14 @@ public enum UPnPMessage {
             guard let close = rest.firstIndex(of: ">") else { break }
             let tag = rest[..<close]
             rest = rest[rest.index(after: close)...]
-            let qualified = tag.split(separator: " ", maxSplits: 1).first.map(String.init) ?? ""
-            guard qualified.split(separator: ":").last.map(String.init) == name, !tag.hasSuffix("/") else { continue }
+            let selfClosing = tag.hasSuffix("/")
+            var qualified = tag.split(separator: " ", maxSplits: 1).first.map(String.init) ?? ""
+            if selfClosing, qualified.hasSuffix("/") { qualified.removeLast() }
+            guard qualified.split(separator: ":").last.map(String.init) == name else { continue }
+            if selfClosing {
+                out.append("")   // <u:AddPortMappingResponse xmlns:u="…"/>: present, empty
+                continue
+            }
             guard let end = rest.range(of: "</\(qualified)>") else { break }
             out.append(String(rest[..<end.lowerBound]))
             rest = rest[end.upperBound...]
