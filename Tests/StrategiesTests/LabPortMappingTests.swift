@@ -36,15 +36,15 @@ struct LabPortMappingTests {
             _ = try await lab.startPortMapping(site: "cam", stun: lab.cloudAddresses)
             #expect(try await lab.portMappings(on: "cam-router").isEmpty)
             let uid = try await run.startCamera(on: "cam-h1", strategies: "port-mapping:\(protocolName)")
-            let viewer = try run.startConnect(from: "view-h1", to: uid, strategies: "port-mapping", extra: ["--seconds", "3"])
+            let viewer = try run.startConnect(from: "view-h1", to: uid, strategies: "port-mapping", extra: ["--idle", "5"])
             let camera = try lab.address(of: "cam-h1")
             let router = try lab.address(of: "cam-router")
             // While the session lasts, the router forwards a UDP port to the camera (the camera may also
             // hold one for a gathering of its own that it is about to release).
-            let held = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 >= 1 }, limit: .seconds(30))
+            let held = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 >= 1 }, limit: .seconds(20))
             #expect(!held.isEmpty && held.allSatisfy { $0.contains("dnat ip to \(camera):") }, "\(held)")
             let r = try await run.finishedConnect(viewer, timeout: .seconds(40))
-            #expect(r.connected && r.echoVerified, "\(r)")
+            #expect(r.connected && r.echoVerified && r.idleEchoVerified == true, "\(r)")
             #expect(r.path == "port-mapping", "\(r)")
             #expect(r.route?.contains("\(protocolName) mapping \(router):") == true,
                     "the report names the protocol and the mapped address: \(r.route ?? "-")")
