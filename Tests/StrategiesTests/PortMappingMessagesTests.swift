@@ -86,6 +86,22 @@ struct PortMappingMessagesTests {
         }
     }
 
+    @Test func pcpAnnounceAsksWithoutMappingAndItsAnswerIsChecked() throws {
+        let request = PCPMessage.announceRequest(client: IPAddress("10.1.0.10")!)
+        #expect(request.count == 24 && request[0] == 2 && request[1] == 0 && request[4..<8].allSatisfy { $0 == 0 })
+        let ok: [UInt8] = [2, 0x80, 0, 0] + [UInt8](repeating: 0, count: 20)
+        try PCPMessage.decodeAnnounce(ok)
+        let cases: [([UInt8], PortMappingError.Code)] = [
+            ([2, 0x80, 0, 2] + [UInt8](repeating: 0, count: 20), .refused),
+            ([2, 0x81, 0, 0] + [UInt8](repeating: 0, count: 20), .mismatched),
+            ([2, 0x80, 0, 0, 0, 0], .malformed),
+            ([0, 128, 0, 1], .unsupportedVersion),
+        ]
+        for (bytes, code) in cases {
+            #expect { try PCPMessage.decodeAnnounce(bytes) } throws: { ($0 as? PortMappingError)?.code == code }
+        }
+    }
+
     @Test func epochRulesOfRFC6887Section8Point5() {
         let t0 = ContinuousClock.now
         #expect(!PCPMessage.epochSaysStateLost(previous: 100, previousAt: t0, current: 160, now: t0 + .seconds(60)))

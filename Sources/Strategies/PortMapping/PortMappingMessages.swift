@@ -212,18 +212,23 @@ public enum PCPMessage {
         return out
     }
 
-    /// Decodes a MAP response to our request (same nonce and internal port), RFC 6887 §7.2 and §11.1.
-    public static func decodeMap(_ bytes: [UInt8], nonce: [UInt8], internalPort: UInt16) throws -> GrantedMapping {
-        let r = WireReader(bytes: bytes, what: "PCP MAP response")
-        guard bytes.count <= maxMessage else { throw PortMappingError(.malformed, "PCP MAP response: \(bytes.count) bytes, at most \(maxMessage)") }
+    /// Checks a response header to `opcode`, RFC 6887 §7.2: version 2, R set, the opcode; returns the
+    /// reader, result code, lifetime and epoch. Result codes are the caller's to judge.
+    static func responseHeader(_ bytes: [UInt8], opcode: UInt8, what: String) throws
+        -> (reader: WireReader, result: UInt8, lifetime: UInt32, epoch: UInt32) {
+        let r = WireReader(bytes: bytes, what: what)
+        guard bytes.count <= maxMessage else { throw PortMappingError(.malformed, "\(what): \(bytes.count) bytes, at most \(maxMessage)") }
         let v = try r.u8(0, "version")
         // A NAT-PMP-only gateway answers a PCP request with a NAT-PMP "unsupported version" (RFC 6887 §9).
-        if v != version { throw PortMappingError(.unsupportedVersion, "PCP MAP response: version \(v) at offset 0") }
+        if v != version { throw PortMappingError(.unsupportedVersion, "\(what): version \(v) at offset 0") }
         let op = try r.u8(1, "R/opcode")
-        guard op == 0x80 | opcodeMap else { throw PortMappingError(.mismatched, "PCP MAP response: R/opcode 0x\(String(op, radix: 16)) at offset 1") }
-        let result = try r.u8(3, "result code")
-        let lifetime = try r.u32(4, "lifetime")
-        let epoch = try r.u32(8, "epoch")
+        guard op == 0x80 | opcode else { throw PortMappingError(.mismatched, "\(what): R/opcode 0x\(String(op, radix: 16)) at offset 1") }
+        return (r, try r.u8(3, "result code"), try r.u32(4, "lifetime"), try r.u32(8, "epoch"))
+    }
+
+    /// Decodes a MAP response to our request (same nonce and internal port), RFC 6887 §7.2 and §11.1.
+    public static func decodeMap(_ bytes: [UInt8], nonce: [UInt8], internalPort: UInt16) throws -> GrantedMapping {
+        let (r, result, lifetime, epoch) = try responseHeader(bytes, opcode: opcodeMap, what: "PCP MAP response")
         guard bytes.count >= mapLength, bytes.count % 4 == 0 else {
             throw PortMappingError(.malformed, "PCP MAP response: \(bytes.count) bytes, at least \(mapLength) and a multiple of 4")
         }

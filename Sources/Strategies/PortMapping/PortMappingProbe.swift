@@ -117,13 +117,7 @@ extension PCPMessage {
 
     /// Checks an ANNOUNCE response, RFC 6887 §7.2: version 2, R set, opcode 0, result success.
     public static func decodeAnnounce(_ bytes: [UInt8]) throws {
-        let r = WireReader(bytes: bytes, what: "PCP ANNOUNCE response")
-        guard bytes.count <= maxMessage else { throw PortMappingError(.malformed, "PCP ANNOUNCE response: \(bytes.count) bytes") }
-        let v = try r.u8(0, "version")
-        if v != version { throw PortMappingError(.unsupportedVersion, "PCP ANNOUNCE response: version \(v) at offset 0") }
-        let op = try r.u8(1, "R/opcode")
-        guard op == 0x80 | opcodeAnnounce else { throw PortMappingError(.mismatched, "PCP ANNOUNCE response: R/opcode 0x\(String(op, radix: 16)) at offset 1") }
-        let result = try r.u8(3, "result code")
+        let (_, result, _, _) = try responseHeader(bytes, opcode: opcodeAnnounce, what: "PCP ANNOUNCE response")
         guard bytes.count >= 24 else { throw PortMappingError(.malformed, "PCP ANNOUNCE response: \(bytes.count) bytes, at least 24") }
         guard result == 0 else { throw PortMappingError(.refused, "PCP ANNOUNCE response: result \(result) (\(resultNames[result] ?? "unknown"))") }
     }
