@@ -57,6 +57,23 @@ struct LabPortMappingTests {
         }
     }
 
+    @Test func cameraThatStopsMidSessionDeletesItsMapping() async throws {
+        try await TravLab.with(sites: Self.sites) { run in
+            _ = try run.startCloud()
+            let lab = run.lab
+            _ = try await lab.startPortMapping(site: "cam", stun: lab.cloudAddresses)
+            let (uid, camera) = try await run.startCameraProcess(on: "cam-h1", strategies: "port-mapping:pcp")
+            let viewer = try run.startConnect(from: "view-h1", to: uid, strategies: "port-mapping", extra: ["--idle", "30"])
+            let held = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 >= 1 }, limit: .seconds(20))
+            #expect(!held.isEmpty, "the session's mapping")
+            kill(camera.pid, SIGTERM)   // ends the camera, not the viewer: its session is still open
+            let after = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 0 }, limit: .seconds(15))
+            #expect(after.isEmpty, "mapping left on the router after the camera stopped: \(after)")
+            #expect(viewer.isRunning, "the viewer was still in its session when the mapping went")
+            viewer.stop()
+        }
+    }
+
     @Test func routerWithoutPortMappingFailsFastAndTheRaceGoesOn() async throws {
         try await TravLab.with(sites: [LabSite("cam", .portRestrictedCone), LabSite("view", .portRestrictedCone)]) { run in
             _ = try run.startCloud()
