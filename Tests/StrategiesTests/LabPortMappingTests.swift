@@ -8,9 +8,10 @@ import Testing
 let portMappingLabSkipReason: String? =
     TravLab.skipReason() ?? NATLab.skipReason(requiring: ["miniupnpd"]).map { $0 + " (apt-get install miniupnpd-nftables)" }
 
-/// Router port mapping against a real miniupnpd in the lab router: a camera behind a symmetric NAT
-/// (where punching toward it fails) is reached directly through the mapping its router granted, by
-/// each protocol; the mapping is gone once the session ends; a router that maps nothing costs the
+/// Router port mapping against a real miniupnpd in the lab router: a camera behind a symmetric NAT,
+/// seen from a viewer behind another (where punching gives up), is reached directly through the
+/// mapping its router granted, by each protocol; the mapping is gone once the session or the camera
+/// ends; `trav probe` tells which protocols a gateway speaks; a router that maps nothing costs the
 /// race nothing but that strategy.
 @Suite(.serialized, .enabled(if: portMappingLabSkipReason == nil, Comment(rawValue: portMappingLabSkipReason ?? "")))
 struct LabPortMappingTests {
