@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import STUNLite
@@ -280,7 +281,15 @@ final class UPnPMappingExchange: MappingExchange {
 }
 
 /// A router port mapping with an owner: renewed at half its lifetime while held, deleted by ``release()``.
+///
+/// Metrics: `port_mappings_total` by `protocol` and `outcome` (`granted`, `failed`: the first request,
+/// `renewed`, `expired`: renewals went unanswered, `released`).
 final class PortMappingLease: Sendable {
+    /// Counts one lease event.
+    static func count(_ kind: PortMappingProtocol, _ outcome: String) {
+        Counter(label: "port_mappings_total", dimensions: [("protocol", kind.rawValue), ("outcome", outcome)]).increment()
+    }
+
     /// The protocol that got it.
     let kind: PortMappingProtocol
     /// The mapping as first granted.
@@ -322,6 +331,7 @@ final class PortMappingLease: Sendable {
                         timer?.cancel()
                         timer = Self.timer(after: until - .now, generation: generation, events: events)
                     case .mapped(let m, let renewAt):
+                        Self.count(exchange.kind, waiter == nil ? "renewed" : "granted")
                         waiter?.resume(returning: .success(m))
                         waiter = nil
                         logger.debug("port mapping held", metadata: ["protocol": "\(exchange.kind.rawValue)", "external": "\(m.external)",
@@ -330,6 +340,7 @@ final class PortMappingLease: Sendable {
                         continue loop
                     case .failed(let e):
                         logger.debug("port mapping failed", metadata: ["protocol": "\(exchange.kind.rawValue)", "error": "\(e)"])
+                        Self.count(exchange.kind, waiter == nil ? "expired" : "failed")
                         if waiter != nil {
                             // The first request may have been granted with its answer lost or late: delete
                             // whatever it made, once, so a failed attempt leaves nothing on the router.
@@ -339,6 +350,7 @@ final class PortMappingLease: Sendable {
                         waiter = nil
                         break loop
                     case .released:
+                        Self.count(exchange.kind, "released")
                         break loop
                     }
                     var next: PortMappingStateMachine.Action?
