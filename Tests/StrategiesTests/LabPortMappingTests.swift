@@ -65,12 +65,18 @@ struct LabPortMappingTests {
             _ = try await lab.startPortMapping(site: "cam", stun: lab.cloudAddresses)
             let (uid, camera) = try await run.startCameraProcess(on: "cam-h1", strategies: "port-mapping:pcp")
             let viewer = try run.startConnect(from: "view-h1", to: uid, strategies: "port-mapping", extra: ["--idle", "30"])
-            let held = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 >= 1 }, limit: .seconds(20))
+            // Only once the session is up (the mapping exists from the camera's gathering on).
+            let deadline = ContinuousClock.now + .seconds(20)
+            while !camera.output.stdout.contains("viewer connected"), viewer.isRunning, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try #require(camera.output.stdout.contains("viewer connected via port-mapping"), "\(camera.output) \(viewer.output)")
+            let held = try await lab.portMappings(on: "cam-router")
             #expect(!held.isEmpty, "the session's mapping")
             kill(camera.pid, SIGTERM)   // ends the camera, not the viewer: its session is still open
             let after = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 0 }, limit: .seconds(15))
-            #expect(after.isEmpty, "mapping left on the router after the camera stopped: \(after)")
-            #expect(viewer.isRunning, "the viewer was still in its session when the mapping went")
+            #expect(after.isEmpty, "mapping left on the router after the camera stopped: \(after); camera: \(camera.output)")
+            #expect(viewer.isRunning, "the viewer was still in its session when the mapping went: \(viewer.output)")
             viewer.stop()
         }
     }
