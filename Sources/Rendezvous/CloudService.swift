@@ -42,6 +42,8 @@ public final class CloudService: Sendable {
         public var grantLifetime: Duration
         /// At a graceful shutdown the relay refuses new allocations and keeps relaying existing ones for at most this long.
         public var drainGracePeriod: Duration = .seconds(30)
+        /// Relay shards, each on its own event loop of the cloud's group (the relay's `Configuration.shards`).
+        public var shards: Int = 1
 
         /// A relay on port 3479 (UDP/TCP) and on the signalling's TLS port, no dedicated TLS port, special
         /// ranges refused, grants valid for an hour.
@@ -211,6 +213,7 @@ public final class CloudService: Sendable {
             listenIP: listenIP, additionalListenIPs: configuration.additionalListenIPs, port: configuration.port, tls: tls,
             relayIPs: TURNServer.Configuration.relayIPs(listening: listenIPs, overrides: configuration.relayIPs), server: settings)
         serverConfiguration.drainGracePeriod = configuration.drainGracePeriod
+        serverConfiguration.shards = configuration.shards
         let server = try await TURNServer.start(serverConfiguration, group: group, logger: logger)
         var urls = ["turn:\(server.udpAddress)?transport=udp"]
         if let tcp = server.tcpAddress { urls.append("turn:\(tcp)?transport=tcp") }
