@@ -188,9 +188,32 @@ public final class TURNServer: Sendable {
             let dualStack = configuration.listenIPs.count > 1
             let reusePort = shards > 1
             /// Binds one listener per shard on `ip`, the first picking the port when asked to; steers them.
-            func bindShards(port: UInt16, _ bindOne: (TURNCoreReference, UInt16) async throws -> Channel) async throws -> TransportAddress {
+            ///
+            /// Sharing a port takes `SO_REUSEPORT` on every socket, and the kernel lets a socket with it join
+            /// any group of the same user on that port: so the port is first bound alone, without the option
+            /// (failing with EADDRINUSE, for ``FreePortRetry``, if anything holds it), then released and shared.
+            func bindShards(ip: IPAddress, port: UInt16, tcp: Bool,
+                            _ bindOne: (TURNCoreReference, UInt16) async throws -> Channel) async throws -> TransportAddress {
                 var group: [Channel] = []
                 var local: TransportAddress?
+                if reusePort {
+                    let at = TransportAddress(ip: ip, port: port).socketAddress
+                    let alone: Channel
+                    if tcp {
+                        // TCP's SO_REUSEADDR only passes connections in TIME_WAIT; UDP's would share the port, so not there.
+                        var probe = ServerBootstrap(group: loops[0]).serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                        if dualStack, !ip.isIPv4 { probe = probe.serverChannelOption(Self.ipv6Only, value: 1) }
+                        alone = try await probe.bind(to: at).get()
+                    } else {
+                        var probe = DatagramBootstrap(group: loops[0])
+                        if dualStack, !ip.isIPv4 { probe = probe.channelOption(Self.ipv6Only, value: 1) }
+                        alone = try await probe.bind(to: at).get()
+                    }
+                    let picked = alone.localAddress?.port
+                    try await alone.close()
+                    guard let picked else { throw TURNError(.socket, detail: "no local address") }
+                    local = TransportAddress(ip: ip, port: UInt16(picked))
+                }
                 for core in cores {
                     let channel = try await bindOne(core, local?.port ?? port)
                     channels.append(channel)
@@ -204,12 +227,11 @@ public final class TURNServer: Sendable {
                 return local!
             }
             func bindUDP(_ ip: IPAddress, port: UInt16) async throws -> TransportAddress {
-                try await bindShards(port: port) { core, port in
+                try await bindShards(ip: ip, port: port, tcp: false) { core, port in
                     var bootstrap = UDPServerSocket.listener(
                         DatagramBootstrap(group: core.loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
-                        vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize)
+                        vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize, reusePort: reusePort)
                     if dualStack, !ip.isIPv4 { bootstrap = bootstrap.channelOption(Self.ipv6Only, value: 1) }
-                    if reusePort { bootstrap = bootstrap.channelOption(TURNShardSteering.reusePort, value: 1) }
                     let udp = try await bootstrap
                         .channelInitializer { ch in
                             ch.eventLoop.makeCompletedFuture {
@@ -225,10 +247,10 @@ public final class TURNServer: Sendable {
             }
             func bindStream(_ ip: IPAddress, port: UInt16, ssl: NIOSSLContext?) async throws -> TransportAddress {
                 let transport: STUNTransport = ssl == nil ? .tcp : .tls
-                return try await bindShards(port: port) { core, port in
+                return try await bindShards(ip: ip, port: port, tcp: true) { core, port in
                     var bootstrap = ServerBootstrap(group: core.loop, childGroup: core.loop)
                     if dualStack, !ip.isIPv4 { bootstrap = bootstrap.serverChannelOption(Self.ipv6Only, value: 1) }
-                    if reusePort { bootstrap = bootstrap.serverChannelOption(TURNShardSteering.reusePort, value: 1) }
+                    if reusePort { bootstrap = bootstrap.serverChannelOption(.socketOption(.reusePort), value: 1) }
                     return try await bootstrap
                         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                         .serverChannelOption(.backlog, value: 256)

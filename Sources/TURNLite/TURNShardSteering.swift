@@ -48,8 +48,6 @@ public enum TURNShardSteering {
         var filter: UnsafePointer<Instruction>
     }
 
-    /// `SO_REUSEPORT`: the shards' listeners share their ports.
-    static let reusePort = ChannelOptions.Types.SocketOption(level: .socket, name: NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
     /// `SKF_NET_OFF`: loads relative to the network header (linux/filter.h).
     static let networkOffset: UInt32 = 0xFFF0_0000
     /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h).
