@@ -2,6 +2,7 @@ import Foundation
 import NATLab
 import NIOCore
 import NIOPosix
+import SourceLimits
 import STUNLite
 import Testing
 import TURNLite
@@ -148,6 +149,46 @@ struct MultiNodeTests {
             }
             for c in clouds { await c.stop() }
             for s in stores { await s.close() }
+        }
+    }
+
+    @Test(.disabled(if: PostgresFixture.unavailable != nil, "\(PostgresFixture.unavailable ?? "")"))
+    func anIntroductionServedByItsOwnNodeTakesOneLookUpToken() async throws {
+        try await withPostgres { postgres in
+            let store = try await PostgresDeviceStore.open(try PostgresLocation(url: postgres.url), logger: quietLogger)
+            let directory = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            do {
+                // Four look-ups per source and no refill in the test's time: four introductions, then a refusal.
+                let tokens = 4
+                let cloud = try await CloudService.start(
+                    .init(listenIP: "127.0.0.1", dataDirectory: directory, stunPort: 0, tlsPort: 0), store: store,
+                    tuning: { $0.lookupRateLimit = TokenBucketRateLimiter(capacity: tokens, refillInterval: .seconds(3600)) },
+                    logger: quietLogger)
+                do {
+                    // Unknown UIDs: the node router asks the database (no live node holds them), then this node's hub answers.
+                    let replies = try await withRawConnection(try endpoint(of: cloud)) { channel, inbound in
+                        var codes: [String] = []
+                        for i in 0...tokens {
+                            try await channel.writeAndFlush(CloudMessage.introduce(
+                                requestID: "r\(i)", deviceID: DeviceIdentity.ephemeral().deviceID.description,
+                                offer: sampleOffer(.ephemeral()), answerKey: sampleAnswerKey()))
+                            if case .error(_, let code, _)? = try await inbound.next() { codes.append(code) }
+                        }
+                        return codes
+                    }
+                    #expect(replies == Array(repeating: CloudError.Code.unavailable.name, count: tokens) + [CloudError.Code.rateLimited.name],
+                            "each introduction takes one token, not one in the router and another in the hub")
+                } catch {
+                    await cloud.stop()
+                    throw error
+                }
+                await cloud.stop()
+            } catch {
+                await store.close()
+                throw error
+            }
+            await store.close()
         }
     }
 
