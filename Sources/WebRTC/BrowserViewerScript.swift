@@ -214,7 +214,7 @@ public enum BrowserViewerScript {
             if (control.readyState === 'open') control.send(new Uint8Array([1]));
           };
           const frame = bytes => {
-            if (bytes.length < 32 || bytes[0] !== 0) return;  // video frames only (MediaFrame.Kind 0)
+            if (bytes.length < 32 || bytes[0] !== 1) return;  // video frames only (MediaFrame.Kind.video)
             stats.received++;
             const key = (bytes[1] & 1) === 1, data = bytes.subarray(32);
             const timestamp = Number(new DataView(bytes.buffer, bytes.byteOffset, 32).getBigUint64(16));

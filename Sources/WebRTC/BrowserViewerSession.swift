@@ -37,6 +37,8 @@ public final class BrowserViewerSession: MediaViewerConnection {
         public var maxRemoteCandidates = 16
         /// Time from the answer to a connected DTLS session before the session gives up and closes.
         public var connectTimeout: Duration = .seconds(20)
+        /// Datagrams a socket holds unread before the oldest are dropped.
+        public var socketQueue = 256
         /// Longest sleep of the timer task between deadlines (new input can bring a deadline forward).
         public var timerGranularity: Duration = .milliseconds(20)
 
@@ -73,36 +75,48 @@ public final class BrowserViewerSession: MediaViewerConnection {
     public static func start(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
                              hosts: [String], configuration: Configuration = Configuration(),
                              logger: Logger = Logger(label: "trav.webrtc")) async throws -> BrowserViewerSession {
-        var bound: [(Channel, TransportAddress)] = []
+        var bound: [Bound] = []
         do {
             for host in hosts {
+                let (datagrams, sink) = AsyncStream.makeStream(of: AddressedEnvelope<ByteBuffer>.self,
+                                                               bufferingPolicy: .bufferingNewest(configuration.socketQueue))
                 let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .channelInitializer { $0.eventLoop.makeSucceededVoidFuture() }
+                    .channelInitializer { channel in
+                        channel.closeFuture.whenComplete { _ in sink.finish() }
+                        return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramSink(sink: sink)) }
+                    }
                     .bind(host: host, port: 0).get()
                 guard let address = channel.localAddress.flatMap(TransportAddress.init) else {
                     try? await channel.close()
                     continue
                 }
-                bound.append((channel, address))
+                bound.append(Bound(channel: channel, address: address, datagrams: datagrams))
             }
         } catch {
-            for (channel, _) in bound { try? await channel.close() }
+            for b in bound { try? await b.channel.close() }
             throw error
         }
         do {
             return try BrowserViewerSession(offer: offer, identity: identity, certificate: certificate, bound: bound,
                                             configuration: configuration, logger: logger)
         } catch {
-            for (channel, _) in bound { try? await channel.close() }
+            for b in bound { try? await b.channel.close() }
             throw error
         }
     }
 
+    /// One bound socket: its channel, its address, what it reads.
+    private struct Bound {
+        var channel: Channel
+        var address: TransportAddress
+        var datagrams: AsyncStream<AddressedEnvelope<ByteBuffer>>
+    }
+
     private init(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
-                 bound: [(Channel, TransportAddress)], configuration: Configuration, logger: Logger) throws {
+                 bound: [Bound], configuration: Configuration, logger: Logger) throws {
         let deviceID = identity.deviceID.description
         let locals = bound.enumerated().map { i, b in
-            ICEAgent.Local(socket: i, address: b.1,
+            ICEAgent.Local(socket: i, address: b.address,
                            priority: ICECandidate.priority(kind: .host, localPreference: UInt32(65535 - min(i, 65535))))
         }
         let ours = ICEAgent.Credentials(ufrag: Self.randomICEString(8), pwd: Self.randomICEString(24))
@@ -130,19 +144,17 @@ public final class BrowserViewerSession: MediaViewerConnection {
         let (events, eventSink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(64))
         incomingChannels = channels
         self.events = events
-        sockets = bound.map(\.0)
-        core = Core(ice: agent, dtls: dtls, sockets: bound.map(\.0), configuration: configuration, logger: logger,
+        sockets = bound.map(\.channel)
+        core = Core(ice: agent, dtls: dtls, sockets: bound.map(\.channel), configuration: configuration, logger: logger,
                     channelSink: channelSink, eventSink: eventSink)
         start(bound: bound, configuration: configuration)
     }
 
-    private func start(bound: [(Channel, TransportAddress)], configuration: Configuration) {
+    private func start(bound: [Bound], configuration: Configuration) {
         let core = self.core
         var started: [Task<Void, Never>] = []
-        for (index, (channel, _)) in bound.enumerated() {
-            let (datagrams, sink) = AsyncStream.makeStream(of: AddressedEnvelope<ByteBuffer>.self, bufferingPolicy: .bufferingNewest(256))
-            try? channel.pipeline.syncOperations.addHandler(DatagramSink(sink: sink))
-            channel.closeFuture.whenComplete { _ in sink.finish() }
+        for (index, b) in bound.enumerated() {
+            let datagrams = b.datagrams
             started.append(Task {
                 for await envelope in datagrams {
                     guard let source = TransportAddress(envelope.remoteAddress) else { continue }
