@@ -25,7 +25,8 @@ import Synchronization
 ///
 /// Bounds: the offer is bounded by ``SessionDescription``'s limits and ``Configuration/maxRemoteCandidates``;
 /// pairs by ``ICEAgent/maxPairs``; DTLS datagrams by ``DTLSEndpoint/maxDatagram``; a session that has not
-/// connected within ``Configuration/connectTimeout`` closes itself. ``close()`` releases every socket and task.
+/// connected within ``Configuration/connectTimeout`` closes itself. However it ends (``close()``, ICE failure,
+/// lost consent, DTLS failure, the timeout) it releases its sockets and tasks.
 public final class BrowserViewerSession: MediaViewerConnection {
     /// Tunables.
     public struct Configuration: Sendable, Hashable {
@@ -187,7 +188,6 @@ public final class BrowserViewerSession: MediaViewerConnection {
     public func close() async {
         await core.close(reason: "closed by the camera")
         for task in tasks.withLock({ $0 }) { task.cancel() }
-        for socket in sockets { try? await socket.close() }
     }
 
     deinit {
@@ -305,6 +305,8 @@ extension BrowserViewerSession {
             engine?.close(reason: reason)
             for waiter in engineWaiters { waiter.resume(throwing: ChannelError(code: .closed, detail: reason)) }
             engineWaiters = []
+            // The session ends whoever ends it (ICE, DTLS, the connect timeout, the camera): its sockets go with it.
+            for socket in sockets { try? await socket.close() }
             eventSink.yield(.closed(reason: reason))
             eventSink.finish()
             channelSink.finish()
