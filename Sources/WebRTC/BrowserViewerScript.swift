@@ -200,10 +200,14 @@ public enum BrowserViewerScript {
           return null;
         }
 
-        // Makes the peer connection, signals through `signal(offerSdp) → answerSdp`, checks the answer, and decodes
-        // the camera's frames into `canvas`. `onStatus(text)` hears progress; returns the statistics object it updates.
-        async function travWatch({uid, signal, canvas, onStatus = () => {}, iceServers = []}) {
-          const stats = {received: 0, decoded: 0, keyframeRequests: 0, path: null};
+        // Makes the peer connection, signals through `signal(offerSdp) → answerSdp`, checks the answer against the
+        // UID (typed in any form travCanonicalUID reads), and decodes the camera's frames into `canvas`. `onStatus(text)` hears progress; returns the statistics object it updates.
+        async function travWatch({uid: typed, signal, canvas, onStatus = () => {}, iceServers = []}) {
+          const uid = travCanonicalUID(typed);
+          if (!uid) throw new Error('uid: not a UID');
+          const started = performance.now();
+          // firstFrameMs: from the call to the first decoded frame (the "connect to first frame").
+          const stats = {received: 0, decoded: 0, keyframeRequests: 0, path: null, firstFrameMs: null};
           const pc = new RTCPeerConnection({iceServers});
           const control = pc.createDataChannel('trav.control');
           const context = canvas.getContext('2d');
@@ -227,7 +231,7 @@ public enum BrowserViewerScript {
                   if (canvas.height !== f.displayHeight) canvas.height = f.displayHeight;
                   context.drawImage(f, 0, 0);
                   f.close();
-                  stats.decoded++;
+                  if (stats.decoded++ === 0) stats.firstFrameMs = Math.round(performance.now() - started);
                 },
                 error: e => { onStatus('decoder: ' + e.message); requestKeyframe(); },
               });

@@ -28,7 +28,7 @@ struct BrowserVideoTests {
             const colours = new Set();
             for (let i = 0; i < pixels.length; i += 4 * 61) colours.add(pixels[i] << 16 | pixels[i + 1] << 8 | pixels[i + 2]);
             report(JSON.stringify({decoded: stats.decoded, received: stats.received, colours: colours.size,
-                                   width: canvas.width, height: canvas.height, path: stats.path}));
+                                   width: canvas.width, height: canvas.height, path: stats.path, firstFrameMs: stats.firstFrameMs}));
           } catch (e) { report(JSON.stringify({error: e.message})); }
         })();
         """#
@@ -41,6 +41,7 @@ struct BrowserVideoTests {
         var width: Int?
         var height: Int?
         var path: String?
+        var firstFrameMs: Int?
         var error: String?
     }
 
@@ -65,7 +66,8 @@ struct BrowserVideoTests {
             sender.stop()
         }
         let (text, chromiumLog) = try await BrowserHarness.run(
-            glue: Self.glue, query: "uid=\(identity.deviceID)&frames=\(Self.framesWanted)"
+            // The UID as a person might type it: lower case.
+            glue: Self.glue, query: "uid=\(identity.deviceID.description.lowercased())&frames=\(Self.framesWanted)"
         ) { offer in
             let session = try await BrowserViewerSession.start(offer: try SessionDescription(parsing: offer), identity: identity,
                                                                certificate: certificate, hosts: ["127.0.0.1"])
@@ -90,6 +92,7 @@ struct BrowserVideoTests {
         // The test pattern has colour bars and a moving gradient: a blank or single-colour canvas fails.
         #expect((report.colours ?? 0) >= 8, "distinct colours on the canvas: \(String(describing: text))")
         #expect(report.path != nil, "the page saw the connection up")
+        #expect(report.firstFrameMs != nil, "the page timed its first frame")
     }
 }
 
