@@ -2,7 +2,7 @@
 /// own origin so a Content-Security-Policy without inline script holds). It makes the peer connection, has
 /// the offer carried by a signalling function the page supplies, checks the answer's ``IdentityBinding``
 /// and that its key is the one behind the UID (the UID derivation of `DeviceID`, in the page's own code),
-/// then decodes the camera's H.264 frames (``MediaPacket``s on the `trav.media` channel) with WebCodecs
+/// then decodes the camera's H.264 frames (`MediaPacket`s on the `trav.media` channel) with WebCodecs
 /// into a canvas, asking for a keyframe on `trav.control` when the decoder fails.
 ///
 /// ```

@@ -9,7 +9,7 @@ import Synchronization
 
 /// A camera's side of one browser's peer connection: the browser's offer in, the answer out, then ICE,
 /// DTLS and SCTP with data channels over the camera's UDP sockets, owned by the session. It is a
-/// ``MediaViewerConnection``, so a ``MediaSender`` feeds it as it feeds native viewers.
+/// `MediaViewerConnection`, so a `MediaSender` feeds it as it feeds native viewers.
 ///
 /// ```
 ///  browser offer (SDP) ─► BrowserViewerSession.start ─► answer (SDP, host candidates, a=trav-identity)
@@ -175,7 +175,7 @@ public final class BrowserViewerSession: MediaViewerConnection {
 
     /// Opens a channel toward the browser (its `ondatachannel` fires) and waits for its acknowledgement.
     ///
-    /// - Throws: ``ChannelError`` when the session is not connected in time or closes.
+    /// - Throws: `ChannelError` when the session is not connected in time or closes.
     public func openChannel(label: String, delivery: ChannelDelivery = .reliable,
                             priority: ChannelPriority = .normal) async throws -> PeerChannel {
         try await core.open(label: label, delivery: delivery, priority: priority)
