@@ -55,7 +55,7 @@ public final class MediaSender: Sendable {
     public final class Viewer: Sendable {
         /// A number unique within its sender.
         public let id: Int
-        /// The viewer's connection (a native ``PeerConnection`` or a browser's session).
+        /// The viewer's connection (a native `PeerConnection` or a browser's session).
         public let connection: any MediaViewerConnection
         let state: Mutex<ViewerQueueStateMachine>
         let wake: AsyncStream<Void>.Continuation
