@@ -1,12 +1,14 @@
 import Foundation
 import Media
+import PeerTestSupport
 import Testing
 import Traversal
 import WebRTC
 
-/// The camera's `MediaSender` feeds a browser's `BrowserViewerSession` as it feeds native viewers: the committed
-/// test clip's H.264 frames on `trav.media`, decoded by WebCodecs in headless Chromium into a canvas
-/// (`BrowserViewerScript.travWatch`). The page reports frames decoded and how many colours the canvas shows.
+/// The camera's `MediaSender` feeds a browser's `BrowserViewerSession` as it feeds native viewers, both at once:
+/// the committed test clip's H.264 frames on `trav.media`, decoded by WebCodecs in headless Chromium into a canvas
+/// (`BrowserViewerScript.travWatch`), and a native viewer's `MediaReceiver` on the same sender. The page reports
+/// frames decoded and how many colours the canvas shows.
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct BrowserVideoTests {
     /// Frames the page must decode before it reports.
@@ -53,17 +55,29 @@ struct BrowserVideoTests {
     }
 
     @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"))
-    func chromiumDecodesTheCamerasFrames() async throws {
+    func chromiumDecodesTheCamerasFramesWhileANativeViewerWatches() async throws {
         let clip = try Self.clip()
         #expect(clip.contains { $0.isKeyframe }, "the clip has a keyframe")
         let identity = DeviceIdentity.generate()
         let certificate = try DTLSCertificate.generate()
         let sender = MediaSender()
         let sessions = SessionList()
+        // A native viewer on the same sender, over an in-memory link: it keeps getting frames while the browser joins.
+        let (viewer, camera, _) = connectedPair()
+        async let receiving = MediaReceiver(connection: viewer)
+        try await sender.add(camera)
+        let receiver = try await receiving
+        let nativeFrames = Task { () -> Int in
+            var n = 0
+            do { for try await _ in receiver.frames { n += 1 } } catch {}
+            return n
+        }
         let player = Task { await sender.play(clip, fps: 25) }
         defer {
             player.cancel()
             sender.stop()
+            receiver.stop()
+            nativeFrames.cancel()
         }
         let (text, chromiumLog) = try await BrowserHarness.run(
             // The UID as a person might type it: lower case.
@@ -84,6 +98,9 @@ struct BrowserVideoTests {
         }
         let notes = await sessions.notes
         await sessions.closeAll()
+        receiver.stop()
+        let native = await nativeFrames.value
+        #expect(native >= Self.framesWanted, "the native viewer's frames while the browser watched: \(native)")
         let report = try #require(text.flatMap { try? JSONDecoder().decode(Report.self, from: Data($0.utf8)) },
                                   "the page: \(String(describing: text)); chromium: \(chromiumLog)")
         #expect(report.error == nil)
