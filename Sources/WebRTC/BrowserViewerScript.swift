@@ -207,7 +207,7 @@ public enum BrowserViewerScript {
           if (!uid) throw new Error('uid: not a UID');
           const started = performance.now();
           // firstFrameMs: from the call to the first decoded frame (the "connect to first frame").
-          const stats = {received: 0, decoded: 0, keyframeRequests: 0, path: null, firstFrameMs: null};
+          const stats = {received: 0, decoded: 0, keyframeRequests: 0, path: null, candidates: null, firstFrameMs: null};
           const pc = new RTCPeerConnection({iceServers});
           const control = pc.createDataChannel('trav.control');
           const context = canvas.getContext('2d');
@@ -249,11 +249,13 @@ public enum BrowserViewerScript {
           pc.onconnectionstatechange = async () => {
             onStatus('connection: ' + pc.connectionState);
             if (pc.connectionState !== 'connected') return;
-            for (const r of (await pc.getStats()).values()) {
-              if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') {
-                const local = (await pc.getStats()).get(r.localCandidateId);
-                stats.path = local ? local.candidateType : 'unknown';
-              }
+            // The path: 'relay' when either end of the selected pair is a relayed candidate, else 'direct'.
+            const report = await pc.getStats();
+            for (const r of report.values()) {
+              if (r.type !== 'candidate-pair' || !r.nominated || r.state !== 'succeeded') continue;
+              const types = [report.get(r.localCandidateId), report.get(r.remoteCandidateId)].map(c => c ? c.candidateType : 'unknown');
+              stats.path = types.includes('relay') ? 'relay' : 'direct';
+              stats.candidates = types.join('→');
             }
           };
           await pc.setLocalDescription(await pc.createOffer());
