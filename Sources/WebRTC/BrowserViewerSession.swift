@@ -71,8 +71,8 @@ public final class BrowserViewerSession: MediaViewerConnection {
     /// Answers `offer` from new UDP sockets on `hosts` (IP literals; one host candidate each), signing the
     /// answer's identity binding with `identity`. The browser's DTLS certificate must match the offer's fingerprint.
     ///
-    /// - Throws: ``SDPError`` when the offer has no usable candidate family, ``DTLSError`` on OpenSSL setup,
-    ///   a NIO error when a socket cannot be bound.
+    /// - Throws: ``BrowserSessionError`` `noLocalAddress` when no socket has an address, ``DTLSError`` on
+    ///   OpenSSL setup, a NIO error when a socket cannot be bound.
     public static func start(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
                              hosts: [String], configuration: Configuration = Configuration(),
                              logger: Logger = Logger(label: "trav.webrtc")) async throws -> BrowserViewerSession {
@@ -97,6 +97,7 @@ public final class BrowserViewerSession: MediaViewerConnection {
             for b in bound { try? await b.channel.close() }
             throw error
         }
+        guard !bound.isEmpty else { throw BrowserSessionError(.noLocalAddress, "none of \(hosts) could be bound") }
         do {
             return try BrowserViewerSession(offer: offer, identity: identity, certificate: certificate, bound: bound,
                                             configuration: configuration, logger: logger)
@@ -166,8 +167,8 @@ public final class BrowserViewerSession: MediaViewerConnection {
         let deadline = ContinuousClock.now + configuration.connectTimeout
         started.append(Task {
             while !Task.isCancelled {
-                guard await core.tick(now: .now, connectBy: deadline) else { return }
-                try? await Task.sleep(for: configuration.timerGranularity)
+                guard let pause = await core.tick(now: .now, connectBy: deadline) else { return }
+                try? await Task.sleep(for: pause)
             }
         })
         tasks.withLock { $0 = started }
@@ -200,6 +201,29 @@ public final class BrowserViewerSession: MediaViewerConnection {
         let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
         return String((0..<length).map { _ in alphabet.randomElement()! })
     }
+}
+
+/// Why a browser session could not start.
+public struct BrowserSessionError: Error, Hashable, CustomStringConvertible {
+    /// What kind of problem.
+    public enum Code: String, Sendable, Hashable {
+        /// No socket could be bound on the hosts given: the session would have no candidate.
+        case noLocalAddress = "no-local-address"
+    }
+
+    /// The code.
+    public var code: Code
+    /// Details for people.
+    public var detail: String
+
+    /// An error with this code and detail.
+    public init(_ code: Code, _ detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+
+    /// `code: detail`.
+    public var description: String { "\(code.rawValue): \(detail)" }
 }
 
 /// Hands each datagram the socket reads to the session's stream.
@@ -273,18 +297,23 @@ extension BrowserViewerSession {
             }
         }
 
-        /// Runs ICE's and DTLS's timers; false once the session is over.
-        func tick(now: ContinuousClock.Instant, connectBy: ContinuousClock.Instant) async -> Bool {
-            guard !closed else { return false }
+        /// Runs ICE's and DTLS's timers; returns how long to wait before the next call, nil once the session is over.
+        /// While connecting that is ``Configuration/timerGranularity`` (input can bring a deadline forward); once
+        /// connected, until ICE's next consent check, at most a second.
+        func tick(now: ContinuousClock.Instant, connectBy: ContinuousClock.Instant) async -> Duration? {
+            guard !closed else { return nil }
             if !dtls.isConnected, now >= connectBy {
                 await close(reason: "not connected within \(configuration.connectTimeout)")
-                return false
+                return nil
             }
             if let at = ice.nextDeadline, now >= at { await perform(ice.tick(now: now)) }
             if !dtls.isConnected, peer != nil, let delay = dtls.retransmissionDelay, delay <= .zero {
                 await write(dtls.handleTimeout().datagrams)
             }
-            return !closed
+            guard !closed else { return nil }
+            guard dtls.isConnected, ice.selected != nil else { return configuration.timerGranularity }
+            let untilDeadline = ice.nextDeadline.map { max(.zero, $0 - .now) } ?? .seconds(1)
+            return max(configuration.timerGranularity, min(untilDeadline, .seconds(1)))
         }
 
         func open(label: String, delivery: ChannelDelivery, priority: ChannelPriority) async throws -> PeerChannel {

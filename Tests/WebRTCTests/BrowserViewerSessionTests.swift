@@ -31,6 +31,14 @@ struct BrowserViewerSessionTests {
         }
     }
 
+    @Test func aSessionWithoutALocalAddressIsRefused() async throws {
+        await #expect(throws: BrowserSessionError(.noLocalAddress, "none of [] could be bound")) {
+            _ = try await BrowserViewerSession.start(
+                offer: Self.offer(fingerprint: try DTLSCertificate.generate().fingerprint, candidate: nil), identity: .generate(),
+                certificate: try .generate(), hosts: [])
+        }
+    }
+
     @Test func aSessionNobodyConnectsToClosesAndReleasesItsSocket() async throws {
         var configuration = BrowserViewerSession.Configuration()
         configuration.connectTimeout = .milliseconds(300)
