@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import PeerTestSupport
 import STUNLite
 import Testing
 import Traversal
@@ -29,6 +30,43 @@ struct BrowserViewerSessionTests {
             defer { read = datagrams.count }
             return Array(datagrams[read...])
         }
+    }
+
+    /// Plays the browser after the offer: our controlling ICE agent checks and nominates the pair, then the DTLS
+    /// client's `clientHello` goes out and the handshake runs to the end (bounded: 500 rounds of 10 ms).
+    /// Returns whether ICE selected the pair.
+    static func connect(offer: SessionDescription, answer: SessionDescription, local: TransportAddress, camera: TransportAddress,
+                        client: DTLSEndpoint, clientHello: [[UInt8]], received: Received,
+                        send: ([[UInt8]]) async throws -> Void) async throws -> Bool {
+        var agent = ICEAgent(role: .controlling, local: .init(ufrag: offer.iceUfrag, pwd: offer.icePwd),
+                             remote: .init(ufrag: answer.iceUfrag, pwd: answer.icePwd),
+                             locals: [.init(socket: 0, address: local, priority: ICECandidate.priority(kind: .host))], now: .now)
+        agent.addRemote(camera, priority: try #require(answer.candidates.first?.priority))
+        var selected = false
+        var sentHello = false
+        for _ in 0..<500 where !client.isConnected {
+            var actions = agent.tick(now: .now)
+            for d in await received.take() {
+                if let first = d.first, (20...63).contains(first) {
+                    try await send((try client.receive(d)).datagrams)
+                } else {
+                    actions += agent.receive(d, from: camera, on: 0, now: .now)
+                }
+            }
+            for action in actions {
+                switch action {
+                case .send(let bytes, _, _): try await send([bytes])
+                case .selected: selected = true
+                case .failed, .consentExpired: Issue.record("our agent: \(action)")
+                }
+            }
+            if selected, !sentHello {
+                sentHello = true
+                try await send(clientHello)
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return selected
     }
 
     @Test func aSessionWithoutALocalAddressIsRefused() async throws {
@@ -60,7 +98,20 @@ struct BrowserViewerSessionTests {
         try await again.close()
     }
 
-    @Test func dtlsIsAnsweredOnlyOnceTheSourceProvedTheICEPassword() async throws {
+    /// The browser's side on a loopback socket (our certificate, offer and DTLS client) and the session answering it.
+    struct Stage {
+        let offer: SessionDescription
+        let session: BrowserViewerSession
+        let local: TransportAddress
+        let camera: TransportAddress
+        let client: DTLSEndpoint
+        let clientHello: [[UInt8]]
+        let received = Received()
+    }
+
+    /// Starts a session for a browser on a fresh loopback socket and runs `body` with a way to send to the session
+    /// while everything that socket receives is collected in ``Stage/received``; the socket is closed after.
+    static func withStage(_ body: (Stage, _ send: ([[UInt8]]) async throws -> Void) async throws -> Void) async throws -> Stage {
         let browserCertificate = try DTLSCertificate.generate()
         let cameraCertificate = try DTLSCertificate.generate()
         let udp = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -71,66 +122,29 @@ struct BrowserViewerSessionTests {
         let offer = Self.offer(fingerprint: browserCertificate.fingerprint, candidate: local)
         let session = try await BrowserViewerSession.start(offer: offer, identity: .generate(), certificate: cameraCertificate,
                                                            hosts: ["127.0.0.1"])
-        let answer = session.answer
-        let camera = TransportAddress(ip: try #require(IPAddress("127.0.0.1")), port: UInt16(try #require(answer.candidates.first?.port)))
+        let port = try #require(session.answer.candidates.first?.port)
         let client = try DTLSEndpoint(role: .client, certificate: browserCertificate, peerFingerprint: cameraCertificate.fingerprint)
-        let clientHello = try client.start().datagrams
-        let received = Received()
-        let isDTLS: ([UInt8]) -> Bool = { ($0.first.map { (20...63).contains($0) }) ?? false }
-
+        let stage = Stage(offer: offer, session: session, local: local,
+                          camera: TransportAddress(ip: try #require(IPAddress("127.0.0.1")), port: UInt16(port)),
+                          client: client, clientHello: try client.start().datagrams)
+        let received = stage.received
         try await udp.executeThenClose { inbound, outbound in
             let pump = Task {
                 for try await envelope in inbound { await received.append(Array(envelope.data.readableBytesView)) }
             }
             defer { pump.cancel() }
-            func send(_ datagrams: [[UInt8]]) async throws {
-                for d in datagrams { try await outbound.write(AddressedEnvelope(remoteAddress: camera.socketAddress, data: ByteBuffer(bytes: d))) }
-            }
-            // 1. DTLS before any check: the camera's own checks reach us, its DTLS does not.
-            try await send(clientHello)
-            var heardCheck = false
-            for _ in 0..<200 where !heardCheck {
-                try await Task.sleep(for: .milliseconds(10))
-                heardCheck = await received.datagrams.contains { $0.first.map { $0 <= 3 } ?? false }
-            }
-            #expect(heardCheck, "the camera checks the pair with our candidate")
-            try await send(clientHello)
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(await !received.datagrams.contains(where: isDTLS), "no DTLS answer to an address that proved nothing")
-
-            // 2. Our ICE agent (the browser's role) proves the password and nominates; then DTLS completes.
-            var agent = ICEAgent(role: .controlling, local: .init(ufrag: offer.iceUfrag, pwd: offer.icePwd),
-                                 remote: .init(ufrag: answer.iceUfrag, pwd: answer.icePwd),
-                                 locals: [.init(socket: 0, address: local, priority: ICECandidate.priority(kind: .host))], now: .now)
-            agent.addRemote(camera, priority: try #require(answer.candidates.first?.priority))
-            var selected = false
-            var sentHello = false
-            for _ in 0..<500 where !client.isConnected {
-                var actions = agent.tick(now: .now)
-                for d in await received.take() {
-                    if isDTLS(d) {
-                        try await send((try client.receive(d)).datagrams)
-                    } else {
-                        actions += agent.receive(d, from: camera, on: 0, now: .now)
-                    }
+            try await body(stage) { datagrams in
+                for d in datagrams {
+                    try await outbound.write(AddressedEnvelope(remoteAddress: stage.camera.socketAddress, data: ByteBuffer(bytes: d)))
                 }
-                for action in actions {
-                    switch action {
-                    case .send(let bytes, _, _): try await send([bytes])
-                    case .selected: selected = true
-                    case .failed, .consentExpired: Issue.record("our agent: \(action)")
-                    }
-                }
-                if selected, !sentHello {
-                    sentHello = true
-                    try await send(clientHello)
-                }
-                try await Task.sleep(for: .milliseconds(10))
             }
-            #expect(selected)
-            #expect(client.isConnected, "the DTLS handshake completes once ICE has run")
         }
-        let events = try await withDeadline(.seconds(5)) { () -> [BrowserViewerSession.Event] in
+        return stage
+    }
+
+    /// The session's events up to `.connected` (bounded: 5 s).
+    static func eventsUntilConnected(_ session: BrowserViewerSession) async throws -> [BrowserViewerSession.Event] {
+        try await withDeadline(.seconds(5)) { () -> [BrowserViewerSession.Event] in
             var seen: [BrowserViewerSession.Event] = []
             for await event in session.events {
                 seen.append(event)
@@ -138,8 +152,58 @@ struct BrowserViewerSessionTests {
             }
             return seen
         }
-        #expect(events.contains(.selected(remote: local)))
+    }
+
+    @Test func dtlsIsAnsweredOnlyOnceTheSourceProvedTheICEPassword() async throws {
+        let isDTLS: ([UInt8]) -> Bool = { ($0.first.map { (20...63).contains($0) }) ?? false }
+        let stage = try await Self.withStage { stage, send in
+            let received = stage.received
+            // 1. DTLS before any check: the camera's own checks reach us, its DTLS does not.
+            try await send(stage.clientHello)
+            var heardCheck = false
+            for _ in 0..<200 where !heardCheck {
+                try await Task.sleep(for: .milliseconds(10))
+                heardCheck = await received.datagrams.contains { $0.first.map { $0 <= 3 } ?? false }
+            }
+            #expect(heardCheck, "the camera checks the pair with our candidate")
+            try await send(stage.clientHello)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await !received.datagrams.contains(where: isDTLS), "no DTLS answer to an address that proved nothing")
+
+            // 2. Our ICE agent (the browser's role) proves the password and nominates; then DTLS completes.
+            let selected = try await Self.connect(offer: stage.offer, answer: stage.session.answer, local: stage.local, camera: stage.camera,
+                                                  client: stage.client, clientHello: stage.clientHello, received: received, send: send)
+            #expect(selected)
+            #expect(stage.client.isConnected, "the DTLS handshake completes once ICE has run")
+        }
+        let events = try await Self.eventsUntilConnected(stage.session)
+        #expect(events.contains(.selected(remote: stage.local)))
         #expect(events.contains(.connected))
-        await session.close()
+        await stage.session.close()
+    }
+
+    @Test func garbageBeforeTheHandshakeChangesNothing() async throws {
+        var random = SplitMix64(seed: 15)
+        // First bytes across every demultiplexing range (RFC 7983): STUN, DTLS, and neither.
+        let firsts: [UInt8] = [0, 1, 2, 3, 4, 19, 20, 22, 23, 63, 64, 128, 255]
+        let garbage: [[UInt8]] = (0..<2000).map { i in
+            let length = Int.random(in: 0...300, using: &random)
+            var d = (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }
+            if !d.isEmpty { d[0] = firsts[i % firsts.count] }
+            // Every fourth a STUN-shaped header (binding request, magic cookie) with a random body.
+            if i % 4 == 0, d.count >= 20 { d.replaceSubrange(0..<8, with: [0, 1, UInt8((d.count - 20) >> 8), UInt8((d.count - 20) & 0xFF), 0x21, 0x12, 0xA4, 0x42]) }
+            return d
+        }
+        let stage = try await Self.withStage { stage, send in
+            try await send(garbage)
+            let selected = try await Self.connect(offer: stage.offer, answer: stage.session.answer, local: stage.local, camera: stage.camera,
+                                                  client: stage.client, clientHello: stage.clientHello, received: stage.received, send: send)
+            #expect(selected)
+            #expect(stage.client.isConnected, "the session still completes its handshake")
+        }
+        let events = try await Self.eventsUntilConnected(stage.session)
+        #expect(events.contains(.connected))
+        #expect(!events.contains { if case .closed = $0 { true } else { false } })
+        await stage.session.close()
     }
 }
