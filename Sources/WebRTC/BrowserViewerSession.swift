@@ -203,27 +203,26 @@ public final class BrowserViewerSession: MediaViewerConnection {
     }
 }
 
-/// Why a browser session could not start.
-public struct BrowserSessionError: Error, Hashable, CustomStringConvertible {
-    /// What kind of problem.
-    public enum Code: String, Sendable, Hashable {
+/// Why a browser session could not start (a coded error, as Traversal's are).
+public struct BrowserSessionError: Traversal.CodedError, Hashable {
+    /// A stable reason code.
+    public struct Code: Traversal.ErrorCode {
+        /// The stable name.
+        public let name: String
         /// No socket could be bound on the hosts given: the session would have no candidate.
-        case noLocalAddress = "no-local-address"
+        public static let noLocalAddress = Code(name: "no-local-address")
     }
 
-    /// The code.
-    public var code: Code
-    /// Details for people.
-    public var detail: String
+    /// What went wrong.
+    public let code: Code
+    /// Why, for people.
+    public let detail: String
 
     /// An error with this code and detail.
     public init(_ code: Code, _ detail: String) {
         self.code = code
         self.detail = detail
     }
-
-    /// `code: detail`.
-    public var description: String { "\(code.rawValue): \(detail)" }
 }
 
 /// Hands each datagram the socket reads to the session's stream.
