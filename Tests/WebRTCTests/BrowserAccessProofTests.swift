@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SourceLimits
 import Testing
 import Traversal
 import WebRTC
@@ -27,8 +28,10 @@ struct BrowserAccessProofTests {
 
     /// Which challenge the page gets.
     enum Variant: Sendable, CaseIterable {
-        /// The camera's own challenge.
+        /// The camera's own challenge, the right password.
         case genuine
+        /// The camera's own challenge, a wrong password: the proof opens and the camera's access check denies it.
+        case wrongPassword
         /// A challenge signed by a key that is not behind the UID (a cloud answering for the camera).
         case impostorKey
     }
@@ -41,25 +44,36 @@ struct BrowserAccessProofTests {
         let answerKey = Curve25519.KeyAgreement.PrivateKey().publicKey.rawRepresentation.base64EncodedString()
         let (challenge, key) = try AccessChallenge.make(identity: signer, deviceID: camera.deviceID, requestID: requestID, answerKey: answerKey)
         let password = "correct horse ✓ battery"
+        let typed = variant == .wrongPassword ? "correct horse ✓ battery!" : password
         var query = URLComponents()
         // The UID as a person might type it: lower case, no dashes.
         query.queryItems = [
             .init(name: "uid", value: camera.deviceID.description.lowercased().replacingOccurrences(of: "-", with: "")),
             .init(name: "request", value: requestID), .init(name: "answerKey", value: answerKey),
             .init(name: "challenge", value: String(decoding: try JSONEncoder().encode(challenge), as: UTF8.self)),
-            .init(name: "password", value: password),
+            .init(name: "password", value: typed),
         ]
         let encoded = try #require(query.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B"))
         let (report, chromiumLog) = try await BrowserHarness.run(glue: Self.glue, query: encoded) { _ in "" }
         let text = try #require(report, "chromium: \(chromiumLog)")
+        // The camera's check, under the same limits as native viewers' (cheap scrypt parameters for the test).
+        var access = AccessController(passwordVerifier: try PasswordVerifier(password: password, parameters: .init(log2Rounds: 4, blockSize: 8, parallelism: 1)))
+        let source = SourceAddressKey(ipv4: 0x7F00_0001)
         switch variant {
-        case .genuine:
+        case .genuine, .wrongPassword:
             let claim = try AccessProver.open(text, with: key, deviceID: camera.deviceID, requestID: requestID)
             guard case .password(let presented) = claim.credential else {
                 Issue.record("the proof presents \(claim.credential)")
                 return
             }
-            #expect(presented == password)
+            #expect(presented == typed)
+            if variant == .wrongPassword {
+                #expect(throws: AccessControlError.self, "a wrong password is refused") {
+                    try access.authorize(viewer: claim.viewerKey, source: source, credential: claim.credential, now: .now)
+                }
+                return
+            }
+            #expect(try access.authorize(viewer: claim.viewerKey, source: source, credential: claim.credential, now: .now) == .password)
             // Sealed to this introduction only: another request's key and info do not open it.
             #expect(throws: CloudProtocolError.self) {
                 try AccessProver.open(text, with: key, deviceID: camera.deviceID, requestID: requestID + "x")
