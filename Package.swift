@@ -170,14 +170,17 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),
-        // WebRTC for browser viewers: session descriptions, ICE candidates, the ICE agent and DTLS 1.2 over OpenSSL so far
-        // (RFC 8866, 8839, 8841, 8445, 6347).
+        // WebRTC for browser viewers: session descriptions, ICE candidates, the ICE agent, DTLS 1.2 over OpenSSL and the
+        // camera's BrowserViewerSession with SCTP over DTLS (RFC 8866, 8839, 8841, 8445, 6347, 8261).
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
-        .target(name: "WebRTC", dependencies: ["STUNLite", "COpenSSL",
+        // It drives Traversal's channel engine through `@_spi(WebRTC)` (DataChannelEngine), so OpenSSL stays out of Traversal.
+        .target(name: "WebRTC", dependencies: ["STUNLite", "COpenSSL", "Traversal", "Media",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1")]),
-        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite", "NATLab", "Traversal", .product(name: "Logging", package: "swift-log"),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite", "NATLab", "Traversal", "Media", "PeerTestSupport", "SourceLimits", .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]),
         .testTarget(name: "TravCTests", dependencies: ["NATLab", "TravC", "CTrav"]),
         .target(

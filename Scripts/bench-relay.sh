@@ -304,13 +304,12 @@ measure_media() {
     local all_cpus="0-$(( $(nproc) - 1 ))"
     for cores in $MEDIA_CORES; do
         if [ "$cores" = one ]; then
-            server_cpus=0; gen_cpus=1; threads=1; softirq="$SOFTIRQ_PID"; ours_args=()
+            server_cpus=0; gen_cpus=1; threads=1; softirq="$SOFTIRQ_PID"
         else
             server_cpus="$all_cpus"; gen_cpus="$all_cpus"; threads="$(nproc)"
             softirq="$(pgrep '^ksoftirqd/' | tr '\n' ' ')"
-            ours_args=()
-            if "$BIN/trav" relay --help 2>&1 | grep -q -- '--threads'; then ours_args=(--threads "$threads"); fi
         fi
+        ours_args=(--threads "$threads")
         for scenario in $MEDIA; do
             media_run direct "$scenario" "$cores" "$gen_cpus"
             start_ours "$server_cpus" "${ours_args[@]}"
@@ -335,7 +334,7 @@ has_part media && echo "bench-relay: media ${MEDIA} (allocations:packets/s:bytes
     "warm-up ${MEDIA_WARMUP}s, measured ${MEDIA_DURATION}s"
 
 if has_part flood || has_part allocate; then
-    start_ours 0
+    start_ours 0 --threads 1
     measure trav "$SERVER_PID" "$OURS_PORT" "$OURS_TLS_PORT"
     stop_pid "$SERVER_PID" INT
     start_coturn 0 1

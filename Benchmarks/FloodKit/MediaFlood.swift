@@ -32,6 +32,13 @@ public struct MediaFloodConfiguration: Sendable {
     public var direction = Direction.both
     /// Peer sockets the allocations' peers are spread over (allocation `i` talks to peer `i % peerSockets`).
     public var peerSockets = 64
+    /// Loopback addresses the client sockets are spread over (allocation `i` sends from source `i % sourceAddresses`),
+    /// 127.0.1.1 upwards: a fleet's clients come from many hosts, and a sharded relay steers each by its address.
+    public var sourceAddresses = defaultSourceAddresses
+    /// Default of ``sourceAddresses``.
+    public static let defaultSourceAddresses = 64
+    /// Upper bound of ``sourceAddresses`` (127.0.1.1 … 127.0.1.250).
+    public static let maxSourceAddresses = 250
     /// Seconds of media before counting.
     public var warmupSeconds = 2.0
     /// Seconds counted: packets sent in this period are the loss and latency sample.
@@ -77,6 +84,9 @@ public struct MediaFloodConfiguration: Sendable {
             throw FloodError("--payload must be \(Self.minPayloadBytes)…\(Self.maxPayloadBytes)")
         }
         guard (1...Self.maxPeerSockets).contains(peerSockets) else { throw FloodError("--peers must be 1…\(Self.maxPeerSockets)") }
+        guard (1...Self.maxSourceAddresses).contains(sourceAddresses) else {
+            throw FloodError("--sources must be 1…\(Self.maxSourceAddresses)")
+        }
         guard warmupSeconds >= 0, durationSeconds > 0, drainSeconds >= 0,
               warmupSeconds + durationSeconds + drainSeconds <= Self.maxRunSeconds else {
             throw FloodError("--warmup ≥ 0, --duration > 0, --drain ≥ 0, together at most \(Int(Self.maxRunSeconds)) s")
@@ -329,7 +339,7 @@ public final class MediaFlood {
                 setDestination(i, client.local)
                 continue
             }
-            let client = try MultiMessageSocket(target: c.server)
+            let client = try MultiMessageSocket(target: c.server, from: Self.sourceIP(i % c.sourceAddresses))
             var session = TURNFloodSession(socket: client, username: c.username, password: c.password)
             let allocated = try session.request(.allocate) { $0.append(RequestedTransport.udp) }
             guard let relayed = (try? allocated.attribute(XORRelayedAddress.self))?.address else {
@@ -353,6 +363,9 @@ public final class MediaFlood {
             upFrame.storeBytes(of: length.bigEndian, toByteOffset: 2, as: UInt16.self)
         }
     }
+
+    /// Client source `k`: 127.0.1.(k + 1).
+    static func sourceIP(_ k: Int) -> IPAddress { .v4(0x7F00_0101 + UInt32(k)) }
 
     /// The peers' address: the relay refuses peers on its own address, which is 127.0.0.1 in the benchmarks.
     static let peerIP = IPAddress("127.0.0.2")!

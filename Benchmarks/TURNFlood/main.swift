@@ -11,8 +11,8 @@ let usage = """
     usage: turn-flood relay    [--target IP:PORT] [--user NAME:PASSWORD] [--payload BYTES] [--lanes N]
                                [--window N] [--batch N] [--rate PPS] [--warmup S] [--duration S] [--no-gso]
            turn-flood media    [--target IP:PORT] [--user NAME:PASSWORD] [--allocations N] [--pps N] [--payload BYTES]
-                               [--direction to-peer|to-client|both] [--peers N] [--warmup S] [--duration S]
-                               [--drain S] [--direct] [--watch-pid PID]...
+                               [--direction to-peer|to-client|both] [--peers N] [--sources N] [--warmup S]
+                               [--duration S] [--drain S] [--direct] [--watch-pid PID]...
            turn-flood allocate [--target IP:PORT] [--user NAME:PASSWORD] [--transport udp|tcp|tls]
                                [--concurrency N] [--warmup S] [--duration S]
 
@@ -30,6 +30,9 @@ let usage = """
       --allocations  allocations at once, 1…\(MediaFloodConfiguration.maxAllocations) (default 1000)
       --pps          packets/s per allocation and direction (default 50)
       --payload      bytes per packet, \(MediaFloodConfiguration.minPayloadBytes)…\(MediaFloodConfiguration.maxPayloadBytes) (default 200)
+      --sources      client source addresses, 127.0.1.1 upwards, allocation i on source i % N, 1…\(MediaFloodConfiguration.maxSourceAddresses)
+                     (default \(MediaFloodConfiguration.defaultSourceAddresses): a fleet's clients come from many hosts, and a sharded relay
+                     steers by source address)
       --direct       no relay: client sockets talk straight to the peers (the loopback anchor)
       --watch-pid    a process whose CPU over the measured period is reported (repeatable; the first
                      one's resident memory is read before and after the allocations)
@@ -99,6 +102,7 @@ func media(_ arguments: [String]) throws(FloodError) -> Int32 {
             guard let d = MediaFloodConfiguration.Direction(rawValue: text) else { throw FloodError("--direction: to-peer, to-client or both") }
             c.direction = d
         case "--peers": c.peerSockets = try it.number(arg)
+        case "--sources": c.sourceAddresses = try it.number(arg)
         case "--warmup": c.warmupSeconds = try it.number(arg)
         case "--duration": c.durationSeconds = try it.number(arg)
         case "--drain": c.drainSeconds = try it.number(arg)

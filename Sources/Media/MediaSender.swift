@@ -55,14 +55,14 @@ public final class MediaSender: Sendable {
     public final class Viewer: Sendable {
         /// A number unique within its sender.
         public let id: Int
-        /// The viewer's connection.
-        public let connection: PeerConnection
+        /// The viewer's connection (a native `PeerConnection` or a browser's session).
+        public let connection: any MediaViewerConnection
         let state: Mutex<ViewerQueueStateMachine>
         let wake: AsyncStream<Void>.Continuation
         let wakes: AsyncStream<Void>
         let task = Mutex<Task<Void, Never>?>(nil)
 
-        init(id: Int, connection: PeerConnection, limits: ViewerQueueStateMachine.Limits) {
+        init(id: Int, connection: any MediaViewerConnection, limits: ViewerQueueStateMachine.Limits) {
             self.id = id
             self.connection = connection
             state = Mutex(ViewerQueueStateMachine(limits: limits))
@@ -101,7 +101,7 @@ public final class MediaSender: Sendable {
     /// connection's incoming channels for the viewer's control channel; an application that accepts other
     /// channels too passes false and hands the control channel over with ``attach(control:to:)``.
     @discardableResult
-    public func add(_ connection: PeerConnection, acceptingChannels: Bool = true) async throws -> Viewer {
+    public func add(_ connection: any MediaViewerConnection, acceptingChannels: Bool = true) async throws -> Viewer {
         let media = try await connection.openChannel(label: MediaChannelLabel.media, delivery: .reliable, priority: .high)
         let viewer = Viewer(id: nextID.add(1, ordering: .relaxed).oldValue, connection: connection, limits: configuration.queue)
         viewers.withLock { $0[viewer.id] = viewer }

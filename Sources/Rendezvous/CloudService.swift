@@ -42,6 +42,8 @@ public final class CloudService: Sendable {
         public var grantLifetime: Duration
         /// At a graceful shutdown the relay refuses new allocations and keeps relaying existing ones for at most this long.
         public var drainGracePeriod: Duration = .seconds(30)
+        /// Relay shards, each on its own event loop of the cloud's group (the relay's `Configuration.shards`).
+        public var shards: Int = 1
 
         /// A relay on port 3479 (UDP/TCP) and on the signalling's TLS port, no dedicated TLS port, special
         /// ranges refused, grants valid for an hour.
@@ -117,8 +119,12 @@ public final class CloudService: Sendable {
     public let caPath: String?
     /// The device store the cloud opened itself (closed at ``stop()``), if any.
     private let ownedStore: (any DeviceStore)?
+    /// What signs and renews relay grants, with the secret shared by every node on the same store.
+    let relayGrants: RelayGrantIssuer?
 
-    private init(rendezvous: RendezvousServer, stun: STUNServer, relay: TURNServer?, caPath: String?, ownedStore: (any DeviceStore)?) {
+    private init(rendezvous: RendezvousServer, stun: STUNServer, relay: TURNServer?, caPath: String?, ownedStore: (any DeviceStore)?,
+                 relayGrants: RelayGrantIssuer?) {
+        self.relayGrants = relayGrants
         self.rendezvous = rendezvous
         self.stun = stun
         self.relay = relay
@@ -174,8 +180,10 @@ public final class CloudService: Sendable {
                 guard let relayIP = IPAddress(relayConfiguration.listenIP ?? configuration.listenIP) else {
                     throw CertificateSetupError(code: .invalidName, detail: "\(relayConfiguration.listenIP ?? "") is not an IP address")
                 }
-                let (server, issuer) = try await startRelay(relayConfiguration, listenIP: relayIP, certificatePath: certificatePath,
-                                                            keyPath: keyPath, group: group, logger: logger)
+                let secret = try await (store ?? ownedStore)?.relaySecret(proposing: RelayGrantIssuer.randomSecret())
+                    ?? RelayGrantIssuer.randomSecret()
+                let (server, issuer) = try await startRelay(relayConfiguration, secret: secret, listenIP: relayIP,
+                                                            certificatePath: certificatePath, keyPath: keyPath, group: group, logger: logger)
                 relay = server
                 rendezvousConfiguration.relayGrants = issuer
                 if relayConfiguration.sharesSignallingPort { rendezvousConfiguration.sharedRelay = server }
@@ -183,7 +191,8 @@ public final class CloudService: Sendable {
             tuning(&rendezvousConfiguration)
             let rendezvous = try await RendezvousServer.start(
                 rendezvousConfiguration, registry: registry, store: store ?? ownedStore ?? InMemoryDeviceStore(), group: group, logger: logger)
-            return CloudService(rendezvous: rendezvous, stun: stun, relay: relay, caPath: caPath, ownedStore: ownedStore)
+            return CloudService(rendezvous: rendezvous, stun: stun, relay: relay, caPath: caPath, ownedStore: ownedStore,
+                                relayGrants: rendezvousConfiguration.relayGrants)
         } catch {
             await relay?.shutdown()
             await stun.shutdown()
@@ -192,12 +201,11 @@ public final class CloudService: Sendable {
         }
     }
 
-    /// Starts the TURN relay with a fresh REST secret and the cloud's certificate; returns it and its grant issuer.
+    /// Starts the TURN relay with the REST secret `secret` and the cloud's certificate; returns it and its grant issuer.
     private static func startRelay(
-        _ configuration: RelayConfiguration, listenIP: IPAddress, certificatePath: String, keyPath: String,
+        _ configuration: RelayConfiguration, secret: String, listenIP: IPAddress, certificatePath: String, keyPath: String,
         group: any EventLoopGroup, logger: Logger
     ) async throws -> (TURNServer, RelayGrantIssuer) {
-        let secret = RelayGrantIssuer.randomSecret()
         var tls: (port: UInt16, context: NIOSSLContext)?
         if let port = configuration.tlsPort {
             let tlsConfiguration = try TURNTLS.serverConfiguration(certificatePEMFile: certificatePath, privateKeyPEMFile: keyPath)
@@ -211,6 +219,7 @@ public final class CloudService: Sendable {
             listenIP: listenIP, additionalListenIPs: configuration.additionalListenIPs, port: configuration.port, tls: tls,
             relayIPs: TURNServer.Configuration.relayIPs(listening: listenIPs, overrides: configuration.relayIPs), server: settings)
         serverConfiguration.drainGracePeriod = configuration.drainGracePeriod
+        serverConfiguration.shards = configuration.shards
         let server = try await TURNServer.start(serverConfiguration, group: group, logger: logger)
         var urls = ["turn:\(server.udpAddress)?transport=udp"]
         if let tcp = server.tcpAddress { urls.append("turn:\(tcp)?transport=tcp") }

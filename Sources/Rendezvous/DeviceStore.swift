@@ -43,11 +43,18 @@ public protocol DeviceStore: Sendable {
     func wentOffline(_ deviceID: DeviceID, node: String, at date: Date) async throws
     /// Records that `node` holds no sessions any more (it stopped, or starts after a crash).
     func releaseSessions(of node: String, at date: Date) async throws
+    /// The secret relay grants are signed with (``RelayGrantIssuer``) on every node sharing this store: the one
+    /// stored, or `proposed`, stored now, when there is none. A grant issued by one node is then renewed by any
+    /// node and accepted by any node's relay. Stores of one process only answer `proposed`.
+    func relaySecret(proposing proposed: String) async throws -> String
     /// Releases the store's resources.
     func close() async
 }
 
 extension DeviceStore {
+    /// `proposed`: a store no other node shares keeps no relay secret.
+    public func relaySecret(proposing proposed: String) async throws -> String { proposed }
+
     /// Whether `publicKey` is the key already verified for `deviceID` (no scrypt needed).
     public func isVerified(_ deviceID: DeviceID, publicKey: Data) async throws -> Bool {
         try await record(for: deviceID)?.publicKey == publicKey

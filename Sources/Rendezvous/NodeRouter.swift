@@ -88,41 +88,52 @@ actor NodeRouter {
 
     // MARK: Viewers connected here
 
-    /// Routes a message of a viewer connected here to the node that serves it; false leaves it to this node's hub.
+    /// What ``intercept(_:from:hub:)`` did with a viewer's message.
+    enum Interception: Equatable {
+        /// Sent to (or refused on the way to) another node: this node's hub does nothing with it.
+        case routed
+        /// Left to this node's hub.
+        case local
+        /// Left to this node's hub, an introduction whose look-up token was already taken here: the hub takes none.
+        case localLookupAdmitted
+    }
+
+    /// Routes a message of a viewer connected here to the node that serves it, or leaves it to this node's hub.
     ///
     /// An introduction goes to the node the database names for the camera, when that is another live node; any
-    /// later message naming a routed request goes where its introduction went.
-    func intercept(_ message: CloudMessage, from peer: RendezvousPeer, hub: RendezvousHub) async -> Bool {
+    /// later message naming a routed request goes where its introduction went. One introduction takes one token
+    /// of the look-up limit, wherever it is served.
+    func intercept(_ message: CloudMessage, from peer: RendezvousPeer, hub: RendezvousHub) async -> Interception {
         if case .introduce(let requestID, let deviceIDText, _, let answerKey) = message {
             // Without an answer key or with a bad UID the hub answers at once, before any look-up.
             guard answerKey != nil, let deviceID = try? DeviceID(deviceIDText), await hub.registry.lookup(deviceID) == nil else {
-                return false
+                return .local
             }
             guard await hub.admitLookup(from: peer.source) else {
                 peer.send(.error(requestID: requestID, code: CloudError.Code.rateLimited.name, message: "too many look-ups"))
-                return true
+                return .routed
             }
             let owner: String?
             do {
                 owner = try await directory.liveNode(of: deviceID, now: Date())
             } catch {
                 logger.warning("device look-up in the database failed", metadata: ["error": "\(error)"])
-                return false
+                return .localLookupAdmitted
             }
-            guard let owner, owner != node else { return false }
+            guard let owner, owner != node else { return .localLookupAdmitted }
             guard routing.open(requestID, viewer: peer.id, to: owner, now: .now) else {
                 peer.send(.error(requestID: requestID, code: CloudError.Code.overloaded.name, message: "too many pending introductions"))
-                return true
+                return .routed
             }
             viewers[peer.id] = peer
             send(message, from: peer, requestID: requestID, to: owner)
-            return true
+            return .routed
         }
         guard routing.hasRoutes(peer.id), let requestID = NodeEnvelope.requestID(of: message),
             let owner = routing.node(for: requestID, viewer: peer.id, now: .now)
-        else { return false }
+        else { return .local }
         send(message, from: peer, requestID: requestID, to: owner)
-        return true
+        return .routed
     }
 
     /// Queues a viewer's message for `owner`; one too large for a `NOTIFY` is refused to the viewer.

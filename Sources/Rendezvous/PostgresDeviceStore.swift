@@ -132,6 +132,9 @@ public final class PostgresDeviceStore: DeviceStore, NodeDirectory {
                 try await connection.query("""
                     CREATE TABLE IF NOT EXISTS trav_nodes (name TEXT PRIMARY KEY, lease_until DOUBLE PRECISION NOT NULL)
                     """, logger: logger)
+                try await connection.query("""
+                    CREATE TABLE IF NOT EXISTS trav_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)
+                    """, logger: logger)
             } catch {
                 _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.schemaLock))", logger: logger)
                 throw error
@@ -142,6 +145,19 @@ public final class PostgresDeviceStore: DeviceStore, NodeDirectory {
 
     /// The advisory lock key of schema creation (any fixed number; "trav" in ASCII).
     private static let schemaLock: Int64 = 0x7472_6176
+
+    /// The fleet's relay secret: the first node to start stores its proposal, every later one reads it.
+    public func relaySecret(proposing proposed: String) async throws -> String {
+        try await client.query("""
+            INSERT INTO trav_settings (name, value) VALUES (\(Self.relaySecretSetting), \(proposed)) ON CONFLICT (name) DO NOTHING
+            """, logger: logger)
+        let rows = try await client.query("SELECT value FROM trav_settings WHERE name = \(Self.relaySecretSetting)", logger: logger)
+        for try await value in rows.decode(String.self) { return value }
+        throw NodeRouteError(code: .missingSetting, detail: Self.relaySecretSetting)
+    }
+
+    /// The `trav_settings` row of the relay secret.
+    private static let relaySecretSetting = "relay_secret"
 
     /// The record of `deviceID`, if any.
     public func record(for deviceID: DeviceID) async throws -> DeviceRecord? {

@@ -299,8 +299,12 @@ actor RendezvousHub {
     /// answer and the relay grant come back after the camera has checked the viewer's proof
     /// (`AccessChallenge`), sealed to that key (`SealedAnswer`): nothing in clear names an address or
     /// carries a grant, and no answer is forwarded before a proof was.
-    func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String?) async {
-        guard take(from: &lookupLimiter, viewer.source) else {
+    /// `lookupAdmitted`: the node router already took this introduction's look-up token. An introduction
+    /// routed here from another node takes a token here too, in this node's bucket for the viewer's source, so
+    /// spreading look-ups over several nodes does not reach one node's cameras faster.
+    func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String?,
+                   lookupAdmitted: Bool = false) async {
+        guard lookupAdmitted || take(from: &lookupLimiter, viewer.source) else {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.rateLimited.name, message: "too many look-ups"))
             return
         }

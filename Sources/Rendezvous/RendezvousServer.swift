@@ -398,10 +398,16 @@ public final class RendezvousServer: Sendable {
                 do {
                     for try await message in inbound {
                         let wasAuthenticated = state.isAuthenticated
-                        if let router, state.mayView, await router.intercept(message, from: peer, hub: hub) {
+                        let interception = if let router, state.mayView {
+                            await router.intercept(message, from: peer, hub: hub)
+                        } else {
+                            NodeRouter.Interception.local
+                        }
+                        if interception == .routed {
                             state = .viewer
                         } else if try await !handle(
-                            message, from: peer, state: &state, hub: hub, registrations: registrations, deadline: deadline) {
+                            message, from: peer, state: &state, hub: hub, registrations: registrations, deadline: deadline,
+                            lookupAdmitted: interception == .localLookupAdmitted) {
                             break
                         }
                         if !wasAuthenticated, state.isAuthenticated {
@@ -440,7 +446,7 @@ public final class RendezvousServer: Sendable {
     /// Handles one message; false closes the connection.
     private static func handle(
         _ message: CloudMessage, from peer: RendezvousPeer, state: inout RendezvousConnectionState, hub: RendezvousHub,
-        registrations: RegistrationGate, deadline: ContinuousClock.Instant
+        registrations: RegistrationGate, deadline: ContinuousClock.Instant, lookupAdmitted: Bool = false
     ) async throws -> Bool {
         func refuse(_ code: CloudError.Code, _ text: String) -> Bool {
             peer.close(after: .error(requestID: nil, code: code.name, message: text))
@@ -501,7 +507,8 @@ public final class RendezvousServer: Sendable {
         case (.introduce(let requestID, let deviceID, let offer, let answerKey), .fresh),
              (.introduce(let requestID, let deviceID, let offer, let answerKey), .viewer):
             state = .viewer
-            await hub.introduce(from: peer, requestID: requestID, deviceID: try DeviceID(deviceID), offer: offer, answerKey: answerKey)
+            await hub.introduce(from: peer, requestID: requestID, deviceID: try DeviceID(deviceID), offer: offer, answerKey: answerKey,
+                                lookupAdmitted: lookupAdmitted)
         case (.answer(let requestID, let offer, let sealed), .camera(let session, _)):
             await hub.answer(from: session, requestID: requestID, offer: offer, sealed: sealed)
         case (.accessChallenge(let requestID, let challenge), .camera(let session, _)):

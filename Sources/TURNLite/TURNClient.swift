@@ -60,6 +60,8 @@ public actor TURNClient {
         public var family: TURNAddressFamily
         /// Retransmission over UDP; `reliableTimeout` bounds requests over TCP/TLS (RFC 8489 §6.2).
         public var retransmission: STUNRetransmissionPolicy
+        /// The local address to send from (a multi-homed host's chosen interface); `nil`: the wildcard, the kernel picks.
+        public var localIP: IPAddress?
 
         /// Creates a configuration.
         public init(server: TransportAddress, transport: Transport = .udp, username: String, password: String,
@@ -120,7 +122,7 @@ public actor TURNClient {
         do {
             switch configuration.transport {
             case .udp:
-                let any: IPAddress = server.ip.isIPv4 ? .v4(0) : .v6(high: 0, low: 0)
+                let any: IPAddress = configuration.localIP ?? (server.ip.isIPv4 ? .v4(0) : .v6(high: 0, low: 0))
                 channel = try await DatagramBootstrap(group: loop)
                     .channelInitializer { ch in
                         ch.eventLoop.makeCompletedFuture {
@@ -134,7 +136,9 @@ public actor TURNClient {
                     ssl = (try NIOSSLContext(configuration: TURNTLS.clientConfiguration(tls)), name)
                 }
                 let tlsSettings = ssl
-                channel = try await ClientBootstrap(group: loop)
+                var bootstrap = ClientBootstrap(group: loop)
+                if let ip = configuration.localIP { bootstrap = bootstrap.bind(to: TransportAddress(ip: ip, port: 0).socketAddress) }
+                channel = try await bootstrap
                     .connectTimeout(configuration.retransmission.reliableTimeout)
                     .channelInitializer { ch in
                         ch.eventLoop.makeCompletedFuture {

@@ -9,8 +9,12 @@ import STUNLite
 
 /// A TURN relay over UDP, TCP and TLS: a thin NIO layer around ``TURNServerStateMachine`` (RFC 8656 §5–12).
 ///
-/// Every socket of one server — listeners, client connections and relay sockets — lives on one
-/// event loop, so the state machine needs no lock. The UDP listeners read in batches (`recvmmsg`)
+/// The server runs as ``Configuration/shards`` shards, one per event loop (a core each): every shard has
+/// its own state machine and its own UDP, TCP and TLS listener on the same ports (`SO_REUSEPORT`), and the
+/// kernel steers each client to one shard by its source address (``TURNShardSteering``). Every socket of a
+/// shard — its listeners, client connections and relay sockets — lives on the shard's event loop, so its
+/// state machine needs no lock; per-user quotas and the server-wide limits are shared
+/// (``TURNSharedLedger``). The UDP listeners read in batches (`recvmmsg`)
 /// and flush after each batch; relay sockets read one datagram at a time (a media peer's pace) and
 /// flush once per event-loop turn, after every ready socket was read: what thousands of relay
 /// sockets received in one turn leaves the listener in one `sendmmsg`. ChannelData is relayed by reading its 4-byte header only
@@ -65,6 +69,9 @@ public final class TURNServer: Sendable {
         public var drainGracePeriod: Duration = defaultDrainGracePeriod
         /// Default of ``drainGracePeriod``: 30 s.
         public static let defaultDrainGracePeriod: Duration = .seconds(30)
+        /// Shards, each on its own event loop of the group given to ``TURNServer/start(_:group:logger:)``
+        /// (at most one per loop): 1 serves everything from one core; `System.coreCount` uses every core.
+        public var shards: Int = 1
 
         /// Relay IPs per family: each of `overrides`, else the first of `listenIPs` of that family (what
         /// coturn's `--relay-ip` does beside `--listening-ip`).
@@ -122,20 +129,24 @@ public final class TURNServer: Sendable {
     public let tcpAddresses: [TransportAddress]
     /// Every TLS listener's address, in the same order (empty without TLS).
     public let tlsAddresses: [TransportAddress]
-    private let core: TURNCoreReference
+    /// Shards actually running (``Configuration/shards``, at most one per event loop of the group).
+    public var shardCount: Int { cores.count }
+    private let cores: [TURNCoreReference]
+    private let ledger: TURNSharedLedger
     private let listeners: [Channel]
     private let streamIdleTimeout: TimeAmount
     let drainGracePeriod: Duration
     private let logger: Logger
-    private var loop: any EventLoop { core.loop }
 
-    private init(udp: [TransportAddress], tcp: [TransportAddress], tls: [TransportAddress], core: TURNCoreReference,
-                 listeners: [Channel], streamIdleTimeout: TimeAmount, drainGracePeriod: Duration, logger: Logger) {
+    private init(udp: [TransportAddress], tcp: [TransportAddress], tls: [TransportAddress], cores: [TURNCoreReference],
+                 ledger: TURNSharedLedger, listeners: [Channel], streamIdleTimeout: TimeAmount, drainGracePeriod: Duration,
+                 logger: Logger) {
         self.drainGracePeriod = drainGracePeriod
         self.udpAddresses = udp
         self.tcpAddresses = tcp
         self.tlsAddresses = tls
-        self.core = core
+        self.cores = cores
+        self.ledger = ledger
         self.listeners = listeners
         self.streamIdleTimeout = streamIdleTimeout
         self.logger = logger
@@ -151,55 +162,108 @@ public final class TURNServer: Sendable {
     }
 
     private static func startOnce(_ configuration: Configuration, group: any EventLoopGroup, logger: Logger) async throws -> TURNServer {
-        let loop = group.next()
-        let core = try await loop.submit {
-            NIOLoopBound(TURNServerCore(configuration: configuration, loop: loop, logger: logger), eventLoop: loop)
-        }.get()
+        var loops: [any EventLoop] = []
+        for loop in group.makeIterator() where loops.count < max(1, configuration.shards) && !loops.contains(where: { $0 === loop }) {
+            loops.append(loop)
+        }
+        let shards = loops.count
+        let ledger = TURNSharedLedger(maxStreamConnections: configuration.maxStreamConnections,
+                                      maxStreamConnectionsPerSource: configuration.maxStreamConnectionsPerSource)
+        var server = configuration.server
+        // Shards check each other's nonces: one secret for all.
+        if server.nonceSecret == nil { server.nonceSecret = (0..<32).map { _ in UInt8.random(in: 0...255) } }
+        var cores: [TURNCoreReference] = []
+        for (index, loop) in loops.enumerated() {
+            let shardServer = server
+            let shardLogger = shards > 1 ? Self.shardLogger(logger, index) : logger
+            let bound = try await loop.submit {
+                NIOLoopBound(TURNServerCore(configuration: configuration, server: shardServer, ledger: ledger, loop: loop,
+                                            logger: shardLogger), eventLoop: loop)
+            }.get()
+            cores.append(TURNCoreReference(bound: bound, loop: loop))
+        }
         var channels: [Channel] = []
         do {
-            let ref = TURNCoreReference(bound: core, loop: loop)
             // With a listener of each family, the IPv6 one takes IPv6 alone, so `::` and `0.0.0.0` can share a port.
             let dualStack = configuration.listenIPs.count > 1
-            func bindUDP(_ ip: IPAddress, port: UInt16) async throws -> TransportAddress {
-                var bootstrap = UDPServerSocket.listener(
-                    DatagramBootstrap(group: loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
-                    vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize)
-                if dualStack, !ip.isIPv4 { bootstrap = bootstrap.channelOption(Self.ipv6Only, value: 1) }
-                let udp = try await bootstrap
-                    .channelInitializer { ch in
-                        ch.eventLoop.makeCompletedFuture {
-                            try ch.pipeline.syncOperations.addHandler(TURNListenerUDPHandler(core: core.value))
-                        }
+            let reusePort = shards > 1
+            /// Binds one listener per shard on `ip`, the first picking the port when asked to; steers them.
+            ///
+            /// Sharing a port takes `SO_REUSEPORT` on every socket, and the kernel lets a socket with it join
+            /// any group of the same user on that port: so the port is first bound alone, without the option
+            /// (failing with EADDRINUSE, for ``FreePortRetry``, if anything holds it), then released and shared.
+            func bindShards(ip: IPAddress, port: UInt16, tcp: Bool,
+                            _ bindOne: (TURNCoreReference, UInt16) async throws -> Channel) async throws -> TransportAddress {
+                var group: [Channel] = []
+                var local: TransportAddress?
+                if reusePort {
+                    let at = TransportAddress(ip: ip, port: port).socketAddress
+                    let alone: Channel
+                    if tcp {
+                        // TCP's SO_REUSEADDR only passes connections in TIME_WAIT; UDP's would share the port, so not there.
+                        var probe = ServerBootstrap(group: loops[0]).serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                        if dualStack, !ip.isIPv4 { probe = probe.serverChannelOption(Self.ipv6Only, value: 1) }
+                        alone = try await probe.bind(to: at).get()
+                    } else {
+                        var probe = DatagramBootstrap(group: loops[0])
+                        if dualStack, !ip.isIPv4 { probe = probe.channelOption(Self.ipv6Only, value: 1) }
+                        alone = try await probe.bind(to: at).get()
                     }
-                    .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
-                channels.append(udp)
-                guard let local = udp.localAddress.flatMap(TransportAddress.init) else {
-                    throw TURNError(.socket, detail: "no local address")
+                    let picked = alone.localAddress?.port
+                    try await alone.close()
+                    guard let picked else { throw TURNError(.socket, detail: "no local address") }
+                    local = TransportAddress(ip: ip, port: UInt16(picked))
                 }
-                try await loop.submit { core.value.udpListeners[local] = udp }.get()
-                return local
+                for core in cores {
+                    let channel = try await bindOne(core, local?.port ?? port)
+                    channels.append(channel)
+                    group.append(channel)
+                    guard let address = channel.localAddress.flatMap(TransportAddress.init) else {
+                        throw TURNError(.socket, detail: "no local address")
+                    }
+                    local = local ?? address
+                }
+                if reusePort { try await TURNShardSteering.attach(to: group[0], shards: shards).get() }
+                return local!
+            }
+            func bindUDP(_ ip: IPAddress, port: UInt16) async throws -> TransportAddress {
+                try await bindShards(ip: ip, port: port, tcp: false) { core, port in
+                    var bootstrap = UDPServerSocket.listener(
+                        DatagramBootstrap(group: core.loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
+                        vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize, reusePort: reusePort)
+                    if dualStack, !ip.isIPv4 { bootstrap = bootstrap.channelOption(Self.ipv6Only, value: 1) }
+                    let udp = try await bootstrap
+                        .channelInitializer { ch in
+                            ch.eventLoop.makeCompletedFuture {
+                                try ch.pipeline.syncOperations.addHandler(TURNListenerUDPHandler(core: core.bound.value))
+                            }
+                        }
+                        .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
+                    if let local = udp.localAddress.flatMap(TransportAddress.init) {
+                        try await core.loop.submit { core.bound.value.udpListeners[local] = udp }.get()
+                    }
+                    return udp
+                }
             }
             func bindStream(_ ip: IPAddress, port: UInt16, ssl: NIOSSLContext?) async throws -> TransportAddress {
                 let transport: STUNTransport = ssl == nil ? .tcp : .tls
-                var bootstrap = ServerBootstrap(group: loop, childGroup: loop)
-                if dualStack, !ip.isIPv4 { bootstrap = bootstrap.serverChannelOption(Self.ipv6Only, value: 1) }
-                let server = try await bootstrap
-                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .serverChannelOption(.backlog, value: 256)
-                    .childChannelInitializer { child in
-                        child.eventLoop.makeCompletedFuture {
-                            let source = child.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
-                            guard core.value.admitStream(from: source) else { throw TURNError(.socket, detail: "too many connections") }
-                            try ref.serveAdmittedStream(child, from: source, tls: ssl, transport: transport,
-                                                        idleTimeout: configuration.streamIdleTimeout)
+                return try await bindShards(ip: ip, port: port, tcp: true) { core, port in
+                    var bootstrap = ServerBootstrap(group: core.loop, childGroup: core.loop)
+                    if dualStack, !ip.isIPv4 { bootstrap = bootstrap.serverChannelOption(Self.ipv6Only, value: 1) }
+                    if reusePort { bootstrap = bootstrap.serverChannelOption(.socketOption(.reusePort), value: 1) }
+                    return try await bootstrap
+                        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                        .serverChannelOption(.backlog, value: 256)
+                        .childChannelInitializer { child in
+                            child.eventLoop.makeCompletedFuture {
+                                let source = child.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
+                                guard core.bound.value.admitStream(from: source) else { throw TURNError(.socket, detail: "too many connections") }
+                                try core.serveAdmittedStream(child, from: source, tls: ssl, transport: transport,
+                                                             idleTimeout: configuration.streamIdleTimeout)
+                            }
                         }
-                    }
-                    .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
-                channels.append(server)
-                guard let local = server.localAddress.flatMap(TransportAddress.init) else {
-                    throw TURNError(.socket, detail: "no local address")
+                        .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
                 }
-                return local
             }
             // The first listen IP picks the ports (when asked to); the others share them.
             var udp: [TransportAddress] = []
@@ -211,10 +275,11 @@ public final class TURNServer: Sendable {
                 if configuration.tcp { tcp.append(try await bindStream(ip, port: u.port, ssl: nil)) }
                 if let t = configuration.tls { tls.append(try await bindStream(ip, port: tls.first?.port ?? t.port, ssl: t.context)) }
             }
-            try await loop.submit { core.value.startSweeping() }.get()
+            for core in cores { try await core.loop.submit { core.bound.value.startSweeping() }.get() }
             logger.info("turn server listening", metadata: [
-                "udp": "\(udp)", "tcp": "\(tcp)", "tls": "\(tls)", "relay": "\(configuration.relayIPs.values.map(\.description).sorted())"])
-            return TURNServer(udp: udp, tcp: tcp, tls: tls, core: ref, listeners: channels,
+                "udp": "\(udp)", "tcp": "\(tcp)", "tls": "\(tls)", "shards": "\(shards)",
+                "relay": "\(configuration.relayIPs.values.map(\.description).sorted())"])
+            return TURNServer(udp: udp, tcp: tcp, tls: tls, cores: cores, ledger: ledger, listeners: channels,
                               streamIdleTimeout: configuration.streamIdleTimeout,
                               drainGracePeriod: configuration.drainGracePeriod, logger: logger)
         } catch {
@@ -223,24 +288,45 @@ public final class TURNServer: Sendable {
         }
     }
 
-    /// Allocations held right now.
-    public var allocationCount: Int {
-        get async { (try? await loop.submit { self.core.bound.value.machine.allocationCount }.get()) ?? 0 }
+    /// `logger` with the shard's index in its metadata.
+    private static func shardLogger(_ logger: Logger, _ index: Int) -> Logger {
+        var shard = logger
+        shard[metadataKey: "shard"] = "\(index)"
+        return shard
     }
 
-    /// Ports held right now for EVEN-PORT reservations (RFC 8656 §7.2).
+    /// Runs `body` on every shard's loop and collects the results in shard order.
+    private func eachShard<T: Sendable>(_ body: @escaping @Sendable (TURNServerCore) -> T) async -> [T] {
+        var out: [T] = []
+        for core in cores {
+            if let value = try? await core.loop.submit({ body(core.bound.value) }).get() { out.append(value) }
+        }
+        return out
+    }
+
+    /// Allocations held right now, on every shard.
+    public var allocationCount: Int {
+        get async { await eachShard { $0.machine.allocationCount }.reduce(0, +) }
+    }
+
+    /// Allocations held right now by each shard, in shard order.
+    public var allocationCountPerShard: [Int] {
+        get async { await eachShard { $0.machine.allocationCount } }
+    }
+
+    /// Ports held right now for EVEN-PORT reservations (RFC 8656 §7.2), on every shard.
     public var reservationCount: Int {
-        get async { (try? await loop.submit { self.core.bound.value.machine.reservationCount }.get()) ?? 0 }
+        get async { await eachShard { $0.machine.reservationCount }.reduce(0, +) }
     }
 
     /// Whether new allocations are refused (``startDraining()``).
     public var isDraining: Bool {
-        get async { (try? await loop.submit { self.core.bound.value.machine.isDraining }.get()) ?? true }
+        get async { await eachShard { $0.machine.isDraining }.allSatisfy { $0 } }
     }
 
     /// Refuses new allocations from now on (508, ``TURNRefusal/draining``); existing ones keep relaying.
     public func startDraining() async {
-        try? await loop.submit { self.core.bound.value.machine.startDraining() }.get()
+        _ = await eachShard { $0.machine.startDraining() }
         logger.info("turn server draining: new allocations refused")
     }
 
@@ -262,10 +348,12 @@ public final class TURNServer: Sendable {
     /// the future fails (and the caller should close the channel) when the server or the source is
     /// full, or the server is shut down. The channel may live on any event loop.
     public func adoptStream(_ channel: any Channel, transport: STUNTransport = .tls) -> EventLoopFuture<Void> {
-        let core = self.core
+        // The shard the kernel would have steered this source to, so its per-source limits hold.
+        let remote = channel.remoteAddress.flatMap(TransportAddress.init)
+        let core = cores[remote.map { TURNShardSteering.shard(of: $0.ip, shards: cores.count) } ?? 0]
         let timeout = streamIdleTimeout
         let source = channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
-        return loop.submit { core.bound.value.admitStream(from: source) }
+        return core.loop.submit { core.bound.value.admitStream(from: source) }
             .hop(to: channel.eventLoop)
             .flatMapThrowing { admitted in
                 guard admitted else { throw TURNError(.socket, detail: "too many connections") }
@@ -275,7 +363,7 @@ public final class TURNServer: Sendable {
 
     /// Closes listeners, client connections and relay sockets.
     public func shutdown() async {
-        let others = (try? await loop.submit { self.core.bound.value.shutdown() }.get()) ?? []
+        let others = await eachShard { $0.shutdown() }.flatMap { $0 }
         for c in listeners + others { try? await c.close() }
         logger.info("turn server stopped")
     }
@@ -297,7 +385,7 @@ final class TURNServerCore {
     /// Payloads one relay send may carry: the kernel's segment limit, and none when GSO is unavailable.
     /// Drops to 1 for good if the kernel ever refuses a GSO send (some devices cannot checksum-offload).
     private var maxSegmentsPerSend = System.supportsUDPSegmentationOffload ? TURNPeerRun.maxSegments : 1
-    private var slots: ConnectionSlots
+    private let ledger: TURNSharedLedger
     /// Whether a ``flushAfterThisTurn()`` is pending.
     private var flushScheduled = false
     private var sweeper: RepeatedTask?
@@ -306,13 +394,13 @@ final class TURNServerCore {
     private let loop: any EventLoop
     let logger: Logger
 
-    init(configuration: TURNServer.Configuration, loop: any EventLoop, logger: Logger) {
-        var server = configuration.server
+    init(configuration: TURNServer.Configuration, server: TURNServerConfiguration, ledger: TURNSharedLedger,
+         loop: any EventLoop, logger: Logger) {
+        var server = server
         server.relayFamilies = server.relayFamilies.intersection(configuration.relayIPs.keys)
         server.relayHostAddresses.formUnion(Self.hostAddresses(configuration))
-        self.machine = TURNServerStateMachine(configuration: server)
-        self.slots = ConnectionSlots(maxPerSource: configuration.maxStreamConnectionsPerSource,
-                                     maxTotal: configuration.maxStreamConnections)
+        self.machine = TURNServerStateMachine(configuration: server, ledger: ledger)
+        self.ledger = ledger
         self.configuration = configuration
         self.loop = loop
         self.logger = logger
@@ -351,7 +439,7 @@ final class TURNServerCore {
     /// Takes a stream slot for `source`: false when the server is shut down or the server or source is full.
     func admitStream(from source: SourceAddressKey) -> Bool {
         guard !closed else { return false }
-        return slots.admit(source) == nil
+        return ledger.admitStream(from: source)
     }
 
     func streamOpened(_ ft: TURNFiveTuple, _ channel: Channel) {
@@ -359,7 +447,7 @@ final class TURNServerCore {
         machine.clientConnected(ft, now: Self.now())
     }
 
-    func streamReleased(_ source: SourceAddressKey) { slots.release(source) }
+    func streamReleased(_ source: SourceAddressKey) { ledger.releaseStream(from: source) }
 
     func streamClosed(_ ft: TURNFiveTuple) {
         streams[ft] = nil
@@ -526,7 +614,7 @@ final class TURNServerCore {
     /// Flushes every channel written since the last flush: one `sendmmsg` per socket per batch; hands
     /// what the state machine counted to the metrics.
     func flush() {
-        metrics.record(machine.takeStatistics(), allocations: machine.allocationCount)
+        metrics.record(machine.takeStatistics(), allocations: ledger.allocationCount)
         if !runs.isEmpty {
             for run in runs.values { emit(run) }
             runs.removeAll(keepingCapacity: true)

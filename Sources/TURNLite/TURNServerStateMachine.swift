@@ -327,12 +327,8 @@ public struct TURNServerStateMachine: Sendable {
     private var limiter: TURNChallengeRateLimiter
     private var allocations: [TURNAllocationID: Allocation] = [:]
     private var byFiveTuple: [TURNFiveTuple: TURNAllocationID] = [:]
-    private var perUser: [String: Int] = [:]
-    private var bandwidth: [String: TURNByteBucket] = [:]
-    /// When each user last had a datagram dropped for bandwidth (while it holds allocations).
-    private var lastBandwidthCut: [String: Double] = [:]
-    /// Relayed addresses of live allocations: the only peers allowed on the relay's own host.
-    private var relayedAddresses: Set<TransportAddress> = []
+    /// Per-user quotas, byte buckets and relayed addresses, shared with the other shards of the same server.
+    public let ledger: TURNSharedLedger
     /// Open TCP/TLS connections, and since when each has had no allocation (nil while it has one).
     private var streams: [TURNFiveTuple: Double?] = [:]
     private var nextID: UInt64 = 1
@@ -348,9 +344,10 @@ public struct TURNServerStateMachine: Sendable {
         let expiry: Double
     }
 
-    /// Creates a machine with no allocations.
-    public init(configuration: TURNServerConfiguration) {
+    /// Creates a machine with no allocations; shards of one server pass the same `ledger`.
+    public init(configuration: TURNServerConfiguration, ledger: TURNSharedLedger = TURNSharedLedger()) {
         self.configuration = configuration
+        self.ledger = ledger
         self.nonces = TURNNonceIssuer(secret: configuration.nonceSecret)
         self.limiter = TURNChallengeRateLimiter(burst: configuration.challengeBurst,
                                                 ratePerSecond: configuration.challengeRatePerSecond)
@@ -426,7 +423,7 @@ public struct TURNServerStateMachine: Sendable {
         guard let id = byFiveTuple[fiveTuple], let a = allocations[id], a.relayed != nil,
               let binding = a.channels[channel], binding.expiry > now,
               let perm = a.permissions[binding.peer.ip], perm > now,
-              !binding.onRelayHost || relayedAddresses.contains(binding.peer),
+              !binding.onRelayHost || ledger.isRelayed(binding.peer),
               takeBandwidth(a.username, length, now: now) else { return nil }
         statistics.packetsToPeers += 1
         statistics.bytesToPeers += length
@@ -469,7 +466,7 @@ public struct TURNServerStateMachine: Sendable {
                                      now: Double) -> [TURNServerAction] {
         guard var a = allocations[id] else { return [.closeRelay(id)] + (reserving.map { [.releaseReservation($0)] } ?? []) }
         a.relayed = address
-        relayedAddresses.insert(address)
+        ledger.insertRelayed(address)
         statistics.allocationsCreated += 1
         var m = STUNMessage(method: .allocate, messageClass: .successResponse, transactionID: a.creatingTransaction)
         m.append(XORRelayedAddress(address))
@@ -641,13 +638,9 @@ public struct TURNServerStateMachine: Sendable {
             f = .ipv4
         }
         guard configuration.relayFamilies.contains(f) else { return refuse(req, ft, .addressFamily, key: key) }
-        guard perUser[auth.username, default: 0] < configuration.maxAllocationsPerUser else {
-            return refuse(req, ft, .allocationQuota, key: key)
+        if let refusal = ledger.admitAllocation(user: auth.username, configuration: configuration, now: now) {
+            return refuse(req, ft, refusal, key: key)
         }
-        if let cut = lastBandwidthCut[auth.username], now - cut < configuration.bandwidthCutHoldSeconds {
-            return refuse(req, ft, .bandwidth, key: key)
-        }
-        guard allocations.count < configuration.maxAllocations else { return refuse(req, ft, .capacity, key: key) }
 
         let granted = TURNTimers.grantedLifetime(requested: lifetime?.seconds ?? UInt32(TURNTimers.defaultAllocationLifetime))
         let id = TURNAllocationID(nextID)
@@ -656,10 +649,6 @@ public struct TURNServerStateMachine: Sendable {
                                      creatingTransaction: req.transactionID, creatingHadFingerprint: req.fingerprintValid != nil,
                                      key: key, grantedLifetime: granted, expiry: now + Double(granted))
         byFiveTuple[ft] = id
-        perUser[auth.username, default: 0] += 1
-        if perUser[auth.username] == 1, let rate = configuration.bandwidthPerUser {
-            bandwidth[auth.username] = TURNByteBucket(bytesPerSecond: rate, now: now)
-        }
         if let reserved {
             reservations[reserved.token] = nil
             return [.adoptReservedRelay(id, reserved.reservation.address)]
@@ -692,7 +681,7 @@ public struct TURNServerStateMachine: Sendable {
     /// allocation's relayed address), then the peer policy (403).
     private func peerError(_ peer: TransportAddress, _ a: Allocation) -> TURNRefusal? {
         guard TURNAddressFamily(of: peer.ip) == a.family else { return .peerFamily }
-        if isOnRelayHost(peer.ip) { return relayedAddresses.contains(peer) ? nil : .relayHostPeer }
+        if isOnRelayHost(peer.ip) { return ledger.isRelayed(peer) ? nil : .relayHostPeer }
         guard configuration.peerPolicy.permits(peer.ip) else { return .specialPeer }
         return nil
     }
@@ -765,7 +754,7 @@ public struct TURNServerStateMachine: Sendable {
         guard let id = byFiveTuple[ft], let a = allocations[id], a.relayed != nil,
               let peer = try? ind.attribute(XORPeerAddress.self), let data = try? ind.attribute(DataAttribute.self),
               let perm = a.permissions[peer.address.ip], perm > now,
-              !isOnRelayHost(peer.address.ip) || relayedAddresses.contains(peer.address),
+              !isOnRelayHost(peer.address.ip) || ledger.isRelayed(peer.address),
               takeBandwidth(a.username, data.bytes.count, now: now) else { return [] }
         statistics.packetsToPeers += 1
         statistics.bytesToPeers += data.bytes.count
@@ -776,11 +765,10 @@ public struct TURNServerStateMachine: Sendable {
 
     private mutating func takeBandwidth(_ user: String, _ bytes: Int, now: Double) -> Bool {
         guard configuration.bandwidthPerUser != nil else { return true }
-        guard bandwidth[user]?.take(bytes, now: now) == true else {
+        guard ledger.takeBandwidth(user: user, bytes: bytes, now: now) else {
             let reason = TURNBandwidthCut.userBandwidth.name
             statistics.bandwidthCuts[reason, default: 0] += 1
             statistics.bandwidthCutBytes[reason, default: 0] += bytes
-            lastBandwidthCut[user] = now
             return false
         }
         return true
@@ -789,13 +777,7 @@ public struct TURNServerStateMachine: Sendable {
     private mutating func remove(_ id: TURNAllocationID) {
         guard let a = allocations.removeValue(forKey: id) else { return }
         byFiveTuple[a.fiveTuple] = nil
-        if let relayed = a.relayed { relayedAddresses.remove(relayed) }
-        let left = perUser[a.username, default: 1] - 1
-        perUser[a.username] = left > 0 ? left : nil
-        if left <= 0 {
-            bandwidth[a.username] = nil
-            lastBandwidthCut[a.username] = nil
-        }
+        ledger.releaseAllocation(user: a.username, relayed: a.relayed)
     }
 
     /// A 401 or 438 with REALM and a fresh NONCE, unsigned (RFC 8489 §9.2.4 requires no more: no reason

@@ -427,6 +427,9 @@ public struct AccessControlError: CodedError, Hashable {
     /// For `.rateLimited`: how long until another attempt is considered.
     public let retryAfter: Duration?
 
+    /// What the asker is told: only whether to try later, never why a credential failed.
+    var refusal: AccessRefusal { code == .rateLimited ? .rateLimited : .accessDenied }
+
     /// An error with an optional retry delay.
     public init(code: Code, detail: String, retryAfter: Duration? = nil) {
         self.code = code

@@ -851,10 +851,9 @@ struct CloudViewerClient: ViewerSignalling {
                 return .reply(.accessProof(requestID: requestID, sealed: proof))
             case .start(requestID, _, _, let sealed?):
                 return .done(sealed)
-            case .error(requestID, AccessRefusal.accessDenied.rawValue, let text) where challenged.withLock({ $0 != nil }):
-                throw TraversalError(code: .accessDenied, detail: "the camera refused access: \(text)")
-            case .error(requestID, AccessRefusal.rateLimited.rawValue, let text) where challenged.withLock({ $0 != nil }):
-                throw TraversalError(code: .rateLimited, detail: "the camera refused access: \(text)")
+            case .error(requestID, let code, let text) where challenged.withLock({ $0 != nil }):
+                guard let refusal = AccessRefusal(rawValue: code) else { return .unhandled }
+                throw TraversalError(code: refusal.traversalCode, detail: "the camera refused access: \(text)")
             default:
                 return .unhandled
             }

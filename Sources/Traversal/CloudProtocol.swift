@@ -520,6 +520,9 @@ public enum AccessRefusal: String, Codable, Sendable, Hashable {
     case accessDenied = "access-denied"
     /// Too many attempts (``PasswordAttemptLimits``); try later.
     case rateLimited = "rate-limited"
+
+    /// The error a viewer raises for this refusal.
+    var traversalCode: TraversalError.Code { self == .rateLimited ? .rateLimited : .accessDenied }
 }
 
 /// Why a cloud request failed; the code is also the `code` of the wire's `error` message.

@@ -204,7 +204,8 @@ public final class Connector: Sendable {
         if verdict.0 == .denied {
             await transport.close()
             let reason = String(decoding: verdict.1, as: UTF8.self)
-            throw TraversalError(code: reason.hasPrefix("rate-limited") ? .rateLimited : .accessDenied,
+            let refusal = reason.split(separator: ":", maxSplits: 1).first.flatMap { AccessRefusal(rawValue: String($0)) } ?? .accessDenied
+            throw TraversalError(code: refusal.traversalCode,
                                  detail: "the camera refused access: \(reason)", attempts: raced.attempts)
         }
         let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
@@ -306,8 +307,8 @@ public final class Connector: Sendable {
         if let claim = try await intro.requestAccess() {
             switch await access.check(claim.credential, viewer: claim.viewerKey, source: intro.vouchedRequester ?? .unidentified) {
             case .failure(let e):
-                await intro.refuse(e.code == .rateLimited ? .rateLimited : .accessDenied)
-                throw TraversalError(code: e.code == .rateLimited ? .rateLimited : .accessDenied, detail: "access proof refused: \(e.detail)")
+                await intro.refuse(e.refusal)
+                throw TraversalError(code: e.refusal.traversalCode, detail: "access proof refused: \(e.detail)")
             case .success(let grant):
                 admitted = (claim.viewerKey, grant)
             }
@@ -361,12 +362,12 @@ public final class Connector: Sendable {
         }
         switch verdict {
         case .failure(let e):
-            let reason = Array("\(e.code.name): \(e.detail)".utf8)
+            let reason = Array("\(e.refusal.rawValue): \(e.detail)".utf8)
             if let packet = try? channel.seal([SessionMessageType.denied.rawValue] + reason) {
                 try? await transport.send([PeerWire.sealed] + packet)
             }
             await transport.close()
-            throw TraversalError(code: e.code == .rateLimited ? .rateLimited : .accessDenied, detail: e.detail, attempts: raced.attempts)
+            throw TraversalError(code: e.refusal.traversalCode, detail: e.detail, attempts: raced.attempts)
         case .success:
             let welcome = Array("ok".utf8)
             let packet = try channel.seal([SessionMessageType.welcome.rawValue] + welcome)

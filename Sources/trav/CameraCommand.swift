@@ -74,7 +74,7 @@ extension Trav {
             let player = Task {
                 guard let media, let clip else { return }
                 await withTaskGroup(of: Void.self) { group in
-                    group.addTask { await playClip(clip, fps: frameRate, into: media) }
+                    group.addTask { await media.play(clip, fps: frameRate) }
                     group.addTask {
                         for await r in media.rates where r.congested {
                             say(String(format: "viewer %d: path sustains %.0f kbit/s, %d frames dropped", r.viewer,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import ServiceLifecycle
 import Rendezvous
 import SourceLimits
@@ -63,6 +64,8 @@ extension Trav {
                 help: "How long relay credentials issued per introduction stay valid, in seconds.")
         var relayGrantSeconds: Int = Int(RelayGrantIssuer.defaultLifetime.components.seconds)
         @Flag(help: "Run no relay.") var noRelay = false
+        @Option(help: "Relay shards, each on its own core, clients steered to one by source address (0: one per core).")
+        var relayThreads: Int = 0
         @Option(help: "At SIGTERM the relay keeps existing allocations for up to this many seconds (new ones are refused).")
         var drainSeconds: Int = 30
         @Option(help: "HOST:PORT to serve Prometheus metrics (the relay's among them) on, at /metrics (default: none).")
@@ -146,6 +149,7 @@ extension Trav {
                                              allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
                                              grantLifetime: .seconds(relayGrantSeconds)))
             configuration.relay?.drainGracePeriod = .seconds(drainSeconds)
+            configuration.relay?.shards = relayThreads > 0 ? relayThreads : System.coreCount
             configuration.lookupRateLimit = .init(capacity: lookupBurst, refillInterval: .nanoseconds(Int64(1e9 / lookupsPerSecond)))
             let openFiles = OpenFileLimit.raiseToHardLimit()
             // Left for STUN over TCP, the relay, the store and the process itself.

@@ -62,7 +62,7 @@ extension Trav {
             print("camera   \(camera.deviceID) registered; \(viewers) viewer\(viewers == 1 ? "" : "s") connecting by UID")
             let clip = try loadClip(video)
             let sender = MediaSender(logger: logger)
-            let player = Task { await playClip(clip, fps: 25, into: sender) }
+            let player = Task { await sender.play(clip, fps: 25) }
             let serving = Task {
                 await withTaskGroup(of: Void.self) { group in
                     for await c in connections {

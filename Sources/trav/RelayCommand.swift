@@ -1,4 +1,5 @@
 import ArgumentParser
+import NIOCore
 import NIOSSL
 import Rendezvous
 import STUNLite
@@ -29,6 +30,8 @@ extension Trav {
                 help: "CIDRs of peers allowed despite being special (loopback, private, ...).")
         var allowPeers: [String] = []
         @Option(help: "Allocations one user may hold at once.") var userQuota: Int = 10
+        @Option(help: "Shards, each on its own core, clients steered to one by source address (0: one per core).")
+        var threads: Int = 0
         @Option(help: "Relayed bytes per second per user (0: unlimited).") var userBandwidth: Double = 10_000_000
         @Option(help: "401/438 challenges per second one source IP may draw; the burst is the larger of this and 32 (RFC 8656 §21.1.4).")
         var challengeRate: Double = 8
@@ -85,6 +88,7 @@ extension Trav {
             var configuration = TURNServer.Configuration(listenIP: ips[0], additionalListenIPs: Array(ips.dropFirst()), port: port, tls: tls,
                                                          relayIPs: relayIPs, server: settings)
             configuration.drainGracePeriod = .seconds(drainSeconds)
+            configuration.shards = threads > 0 ? threads : System.coreCount
             let server = try await TURNServer.start(configuration, logger: logger)
             var services: [any Service] = []
             if let metricsListen, let registry {

@@ -18,20 +18,6 @@ func loadClip(_ path: String?) throws -> [AnnexB.AccessUnit] {
     return units
 }
 
-/// Plays `units` in a loop at `fps` into `sender` until cancelled (or for `duration`).
-func playClip(_ units: [AnnexB.AccessUnit], fps: Int, into sender: MediaSender, for duration: Duration? = nil) async {
-    let start = ContinuousClock.now
-    let interval = Duration.nanoseconds(1_000_000_000 / Int64(max(1, fps)))
-    var n = 0
-    while !Task.isCancelled {
-        if let duration, ContinuousClock.now - start >= duration { return }
-        let unit = units[n % units.count]
-        sender.send(MediaFrame(timestamp: interval * n, isKeyframe: unit.isKeyframe, data: unit.bytes))
-        n += 1
-        try? await Task.sleep(until: start + interval * n, clock: .continuous)
-    }
-}
-
 /// What `trav connect --stats` prints about the video it received.
 struct VideoOutput: Encodable {
     var frames: Int

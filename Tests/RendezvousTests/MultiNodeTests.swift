@@ -2,8 +2,10 @@ import Foundation
 import NATLab
 import NIOCore
 import NIOPosix
+import SourceLimits
 import STUNLite
 import Testing
+import TURNLite
 @testable import Rendezvous
 @testable import Traversal
 
@@ -103,6 +105,92 @@ struct MultiNodeTests {
     static let trav = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent(".build/debug/trav").path
+
+    @Test(.disabled(if: PostgresFixture.unavailable != nil, "\(PostgresFixture.unavailable ?? "")"))
+    func nodesOnOneDatabaseRenewEachOthersRelayGrants() async throws {
+        try await withPostgres { postgres in
+            let location = try PostgresLocation(url: postgres.url)
+            let directory = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            var stores: [PostgresDeviceStore] = []
+            var clouds: [CloudService] = []
+            do {
+                // Two nodes of one fleet, and a cloud of its own (its store in its data directory).
+                for (name, shared) in [("a", true), ("b", true), ("alone", false)] {
+                    let store: PostgresDeviceStore? = shared ? try await PostgresDeviceStore.open(location, logger: quietLogger) : nil
+                    if let store { stores.append(store) }
+                    clouds.append(try await CloudService.start(
+                        .init(listenIP: "127.0.0.1", dataDirectory: "\(directory)/\(name)", stunPort: 0, tlsPort: 0,
+                              relay: .init(listenIP: "127.0.0.1", port: 0, allowedPeers: [IPPrefix("127.0.0.0/8")!])),
+                        store: store, logger: quietLogger))
+                }
+                let (a, b, alone) = (try #require(clouds[0].relayGrants), try #require(clouds[1].relayGrants), try #require(clouds[2].relayGrants))
+                #expect(a.secret == b.secret, "nodes on one database sign grants with one secret")
+                #expect(a.secret != alone.secret)
+                let issued = a.grant(label: "introduction-1")
+                #expect(alone.renew(issued) == nil, "a cloud with another secret renews nothing")
+                // Node b renews node a's grant (the side it serves asked it), and node a's relay takes the renewal.
+                let renewed = try #require(b.renew(issued, now: Date().addingTimeInterval(60)))
+                #expect(renewed.expires > issued.expires)
+                let relay = try #require(clouds[0].relay)
+                let client = try await TURNClient.connect(.init(server: relay.udpAddress, username: renewed.username, password: renewed.password))
+                let allocation = try await client.allocate()
+                #expect(allocation.relayed.ip == IPAddress("127.0.0.1"))
+                await client.close()
+                // A grant signed by the lone cloud is refused by the fleet's relay (401 after the challenge).
+                let stranger = alone.grant(label: "introduction-2")
+                let refused = try await TURNClient.connect(.init(server: relay.udpAddress, username: stranger.username, password: stranger.password))
+                await #expect(throws: TURNError.self) { _ = try await refused.allocate() }
+                await refused.close()
+            } catch {
+                for c in clouds { await c.stop() }
+                for s in stores { await s.close() }
+                throw error
+            }
+            for c in clouds { await c.stop() }
+            for s in stores { await s.close() }
+        }
+    }
+
+    @Test(.disabled(if: PostgresFixture.unavailable != nil, "\(PostgresFixture.unavailable ?? "")"))
+    func anIntroductionServedByItsOwnNodeTakesOneLookUpToken() async throws {
+        try await withPostgres { postgres in
+            let store = try await PostgresDeviceStore.open(try PostgresLocation(url: postgres.url), logger: quietLogger)
+            let directory = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            do {
+                // Four look-ups per source and no refill in the test's time: four introductions, then a refusal.
+                let tokens = 4
+                let cloud = try await CloudService.start(
+                    .init(listenIP: "127.0.0.1", dataDirectory: directory, stunPort: 0, tlsPort: 0), store: store,
+                    tuning: { $0.lookupRateLimit = TokenBucketRateLimiter(capacity: tokens, refillInterval: .seconds(3600)) },
+                    logger: quietLogger)
+                do {
+                    // Unknown UIDs: the node router asks the database (no live node holds them), then this node's hub answers.
+                    let replies = try await withRawConnection(try endpoint(of: cloud)) { channel, inbound in
+                        var codes: [String] = []
+                        for i in 0...tokens {
+                            try await channel.writeAndFlush(CloudMessage.introduce(
+                                requestID: "r\(i)", deviceID: DeviceIdentity.ephemeral().deviceID.description,
+                                offer: sampleOffer(.ephemeral()), answerKey: sampleAnswerKey()))
+                            if case .error(_, let code, _)? = try await inbound.next() { codes.append(code) }
+                        }
+                        return codes
+                    }
+                    #expect(replies == Array(repeating: CloudError.Code.unavailable.name, count: tokens) + [CloudError.Code.rateLimited.name],
+                            "each introduction takes one token, not one in the router and another in the hub")
+                } catch {
+                    await cloud.stop()
+                    throw error
+                }
+                await cloud.stop()
+            } catch {
+                await store.close()
+                throw error
+            }
+            await store.close()
+        }
+    }
 
     @Test(.disabled(if: PostgresFixture.unavailable != nil, "\(PostgresFixture.unavailable ?? "")"))
     func theStoreRemembersDevicesAndReleasesTheSessionsOfADeadNode() async throws {

@@ -1,0 +1,277 @@
+/// The browser's half of watching a camera: the script a viewer page loads (`viewer.js`, served from the page's
+/// own origin so a Content-Security-Policy without inline script holds). It makes the peer connection, has
+/// the offer carried by a signalling function the page supplies, checks the answer's ``IdentityBinding``
+/// and that its key is the one behind the UID (the UID derivation of `DeviceID`, in the page's own code),
+/// then decodes the camera's H.264 frames (`MediaPacket`s on the `trav.media` channel) with WebCodecs
+/// into a canvas, asking for a keyframe on `trav.control` when the decoder fails.
+///
+/// ```
+///  travWatch({uid, signal, canvas, onStatus})
+///     → RTCPeerConnection, control channel, offer (gathering complete) → signal(offer) → answer
+///     → travCheckAnswer: Ed25519 over "trav/webrtc-identity/v1" ‖ 0 ‖ UID ‖ 0 ‖ fingerprints; UID = scrypt(key)
+///     → setRemoteDescription → trav.media: 32-byte header ‖ Annex B frame → VideoDecoder → canvas
+/// ```
+public enum BrowserViewerScript {
+    /// The script's text (JavaScript, no dependencies).
+    public static let source = #"""
+        'use strict';
+        // The UID's 75 hash bits, as DeviceID derives them: scrypt(SHA-256("trav/device-id/v1" ‖ 0 ‖ key),
+        // salt "trav/device-id/v1", N = 2^14, r = 8, p = 1), read 5 bits at a time, MSB first (RFC 7914).
+        async function pbkdf2(pass, salt, length) {
+          const k = await crypto.subtle.importKey('raw', pass, 'PBKDF2', false, ['deriveBits']);
+          return new Uint8Array(await crypto.subtle.deriveBits({name: 'PBKDF2', hash: 'SHA-256', salt, iterations: 1}, k, length * 8));
+        }
+        function salsa8(B) {
+          const x = B.slice(), R = (a, b) => (a << b) | (a >>> (32 - b));
+          for (let i = 0; i < 8; i += 2) {
+            x[4] ^= R(x[0] + x[12], 7); x[8] ^= R(x[4] + x[0], 9); x[12] ^= R(x[8] + x[4], 13); x[0] ^= R(x[12] + x[8], 18);
+            x[9] ^= R(x[5] + x[1], 7); x[13] ^= R(x[9] + x[5], 9); x[1] ^= R(x[13] + x[9], 13); x[5] ^= R(x[1] + x[13], 18);
+            x[14] ^= R(x[10] + x[6], 7); x[2] ^= R(x[14] + x[10], 9); x[6] ^= R(x[2] + x[14], 13); x[10] ^= R(x[6] + x[2], 18);
+            x[3] ^= R(x[15] + x[11], 7); x[7] ^= R(x[3] + x[15], 9); x[11] ^= R(x[7] + x[3], 13); x[15] ^= R(x[11] + x[7], 18);
+            x[1] ^= R(x[0] + x[3], 7); x[2] ^= R(x[1] + x[0], 9); x[3] ^= R(x[2] + x[1], 13); x[0] ^= R(x[3] + x[2], 18);
+            x[6] ^= R(x[5] + x[4], 7); x[7] ^= R(x[6] + x[5], 9); x[4] ^= R(x[7] + x[6], 13); x[5] ^= R(x[4] + x[7], 18);
+            x[11] ^= R(x[10] + x[9], 7); x[8] ^= R(x[11] + x[10], 9); x[9] ^= R(x[8] + x[11], 13); x[10] ^= R(x[9] + x[8], 18);
+            x[12] ^= R(x[15] + x[14], 7); x[13] ^= R(x[12] + x[15], 9); x[14] ^= R(x[13] + x[12], 13); x[15] ^= R(x[14] + x[13], 18);
+          }
+          for (let i = 0; i < 16; i++) B[i] = (B[i] + x[i]) | 0;
+        }
+        function blockMix(B, Y, r) {
+          const X = B.slice(32 * r - 16, 32 * r);
+          for (let i = 0; i < 2 * r; i++) {
+            for (let j = 0; j < 16; j++) X[j] ^= B[i * 16 + j];
+            salsa8(X);
+            Y.set(X, i * 16);
+          }
+          for (let i = 0; i < r; i++) {
+            B.set(Y.subarray(2 * i * 16, 2 * i * 16 + 16), i * 16);
+            B.set(Y.subarray((2 * i + 1) * 16, (2 * i + 1) * 16 + 16), (r + i) * 16);
+          }
+        }
+        async function scrypt(pass, salt, N, r, length) {
+          const words = 32 * r, bytes = await pbkdf2(pass, salt, 128 * r), view = new DataView(bytes.buffer);
+          const B = new Uint32Array(words), V = new Uint32Array(words * N), Y = new Uint32Array(words);
+          for (let i = 0; i < words; i++) B[i] = view.getUint32(i * 4, true);
+          for (let i = 0; i < N; i++) { V.set(B, i * words); blockMix(B, Y, r); }
+          for (let i = 0; i < N; i++) {
+            const j = B[(2 * r - 1) * 16] & (N - 1);
+            for (let k = 0; k < words; k++) B[k] ^= V[j * words + k];
+            blockMix(B, Y, r);
+          }
+          for (let i = 0; i < words; i++) view.setUint32(i * 4, B[i], true);
+          return pbkdf2(pass, bytes, length);
+        }
+        async function uidSymbols(key) {
+          const domain = new TextEncoder().encode('trav/device-id/v1');
+          const hashed = new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array([...domain, 0, ...key])));
+          const h = await scrypt(hashed, domain, 1 << 14, 8, 32), alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+          let s = '';
+          for (let i = 0; i < 15; i++) {
+            const bit = i * 5, byte = bit >> 3, w = (h[byte] << 8) | (h[byte + 1] ?? 0);
+            s += alphabet[(w >> (11 - (bit & 7))) & 31];
+          }
+          return s;
+        }
+
+        // A typed UID in its canonical form, TRAV-XXXX-XXXX-XXXX-XXXX (case, dashes, the prefix and Crockford's
+        // aliases O → 0, I/L → 1 as DeviceID parses them), or null when it has not 16 symbols of the alphabet.
+        function travCanonicalUID(text) {
+          let c = text.toUpperCase().replace(/[-\s]/g, '').replace(/O/g, '0').replace(/[IL]/g, '1');
+          if (c.length === 20 && c.startsWith('TRAV')) c = c.slice(4);
+          if (!/^[0-9A-HJKMNP-TV-Z]{16}$/.test(c)) return null;
+          return 'TRAV-' + c.match(/.{4}/g).join('-');
+        }
+
+        const travBytes = {
+          utf8: s => new TextEncoder().encode(s),
+          concat: (...parts) => { const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0)); let o = 0; for (const p of parts) { out.set(p, o); o += p.length; } return out; },
+          fromBase64: s => Uint8Array.from(atob(s), c => c.charCodeAt(0)),
+          toBase64: b => btoa(String.fromCharCode(...b)),
+        };
+
+        // ChaCha20-Poly1305 (RFC 8439), which WebCrypto lacks: the AEAD of the HPKE suite native viewers use.
+        function travChaChaBlock(key, counter, nonce) {
+          const k = new DataView(key.buffer, key.byteOffset, 32), n = new DataView(nonce.buffer, nonce.byteOffset, 12);
+          const s = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574,
+            ...[0, 1, 2, 3, 4, 5, 6, 7].map(i => k.getUint32(4 * i, true)), counter, n.getUint32(0, true), n.getUint32(4, true), n.getUint32(8, true)]);
+          const x = s.slice(), R = (v, c) => (v << c) | (v >>> (32 - c));
+          const q = (a, b, c, d) => {
+            x[a] += x[b]; x[d] = R(x[d] ^ x[a], 16); x[c] += x[d]; x[b] = R(x[b] ^ x[c], 12);
+            x[a] += x[b]; x[d] = R(x[d] ^ x[a], 8); x[c] += x[d]; x[b] = R(x[b] ^ x[c], 7);
+          };
+          for (let i = 0; i < 10; i++) { q(0, 4, 8, 12); q(1, 5, 9, 13); q(2, 6, 10, 14); q(3, 7, 11, 15); q(0, 5, 10, 15); q(1, 6, 11, 12); q(2, 7, 8, 13); q(3, 4, 9, 14); }
+          const out = new Uint8Array(64), v = new DataView(out.buffer);
+          for (let i = 0; i < 16; i++) v.setUint32(4 * i, (x[i] + s[i]) >>> 0, true);
+          return out;
+        }
+        function travChaCha20(key, counter, nonce, data) {
+          const out = new Uint8Array(data.length);
+          for (let i = 0; i < data.length; i += 64) {
+            const block = travChaChaBlock(key, counter + i / 64, nonce);
+            for (let j = 0; j < 64 && i + j < data.length; j++) out[i + j] = data[i + j] ^ block[j];
+          }
+          return out;
+        }
+        function travPoly1305(key, message) {
+          const le = b => b.reduceRight((n, byte) => (n << 8n) | BigInt(byte), 0n);
+          const r = le(key.subarray(0, 16)) & 0x0ffffffc0ffffffc0ffffffc0fffffffn, s = le(key.subarray(16, 32)), p = (1n << 130n) - 5n;
+          let acc = 0n;
+          for (let i = 0; i < message.length; i += 16) {
+            const chunk = message.subarray(i, i + 16);
+            acc = ((acc + le(chunk) + (1n << BigInt(8 * chunk.length))) * r) % p;
+          }
+          acc = (acc + s) & ((1n << 128n) - 1n);
+          return Uint8Array.from({length: 16}, (_, i) => Number((acc >> BigInt(8 * i)) & 0xffn));
+        }
+        function travChaChaPolySeal(key, nonce, plaintext) {
+          const otk = travChaChaBlock(key, 0, nonce).subarray(0, 32), ct = travChaCha20(key, 1, nonce, plaintext);
+          const pad = new Uint8Array((16 - ct.length % 16) % 16), lengths = new Uint8Array(16);
+          new DataView(lengths.buffer).setBigUint64(8, BigInt(ct.length), true);  // aad is empty
+          return travBytes.concat(ct, travPoly1305(otk, travBytes.concat(ct, pad, lengths)));
+        }
+
+        // HPKE base mode, single shot (RFC 9180 §5.1, §6.1): DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+        // ChaCha20-Poly1305, as the camera opens it (HPKEBox): base64 of enc (32) ‖ ciphertext.
+        async function travHPKESeal(recipient, info, plaintext) {
+          const hmac = async (key, data) => new Uint8Array(await crypto.subtle.sign('HMAC',
+            await crypto.subtle.importKey('raw', key.length ? key : new Uint8Array(32), {name: 'HMAC', hash: 'SHA-256'}, false, ['sign']), data));
+          const u16 = n => new Uint8Array([n >> 8, n & 255]), v1 = travBytes.utf8('HPKE-v1');
+          const extract = (suite, salt, label, ikm) => hmac(salt, travBytes.concat(v1, suite, travBytes.utf8(label), ikm));
+          const expand = async (suite, prk, label, info, length) =>
+            (await hmac(prk, travBytes.concat(u16(length), v1, suite, travBytes.utf8(label), info, new Uint8Array([1])))).subarray(0, length);
+          const kem = travBytes.concat(travBytes.utf8('KEM'), u16(0x0020));
+          const suite = travBytes.concat(travBytes.utf8('HPKE'), u16(0x0020), u16(0x0001), u16(0x0003));
+          const ephemeral = await crypto.subtle.generateKey({name: 'X25519'}, true, ['deriveBits']);
+          const enc = new Uint8Array(await crypto.subtle.exportKey('raw', ephemeral.publicKey));
+          const peer = await crypto.subtle.importKey('raw', recipient, {name: 'X25519'}, false, []);
+          const dh = new Uint8Array(await crypto.subtle.deriveBits({name: 'X25519', public: peer}, ephemeral.privateKey, 256));
+          const shared = await expand(kem, await extract(kem, new Uint8Array(0), 'eae_prk', dh), 'shared_secret', travBytes.concat(enc, recipient), 32);
+          const context = travBytes.concat(new Uint8Array([0]), await extract(suite, new Uint8Array(0), 'psk_id_hash', new Uint8Array(0)),
+                                           await extract(suite, new Uint8Array(0), 'info_hash', info));
+          const secret = await extract(suite, shared, 'secret', new Uint8Array(0));
+          const key = await expand(suite, secret, 'key', context, 32), nonce = await expand(suite, secret, 'base_nonce', context, 12);
+          return travBytes.toBase64(travBytes.concat(enc, travChaChaPolySeal(key, nonce, plaintext)));
+        }
+
+        // The access proof for a camera's challenge (AccessChallenge / AccessProver): the challenge's signature and
+        // that its key is behind the UID are checked, then the password and our Ed25519 key, with our signature
+        // over the challenge, are sealed to its one-time key. `viewer` is an Ed25519 CryptoKeyPair; `answerKey`
+        // the raw X25519 key (32 bytes) this introduction named. Returns the base64 sealed proof.
+        async function travProve({uid, requestID, answerKey, challenge, password, viewer}) {
+          const b = travBytes, zero = new Uint8Array([0]);
+          const identityKey = b.fromBase64(challenge.identityKey), sealingKey = b.fromBase64(challenge.sealingKey);
+          const signed = b.concat(b.utf8('trav/access-challenge/v1'), zero, b.utf8(uid), zero, b.utf8(requestID), zero, answerKey, sealingKey);
+          const key = await crypto.subtle.importKey('raw', identityKey, {name: 'Ed25519'}, false, ['verify']);
+          if (!await crypto.subtle.verify({name: 'Ed25519'}, key, b.fromBase64(challenge.signature), signed)) throw new Error('identity: bad challenge signature');
+          if (await uidSymbols(identityKey) !== uid.replace(/^TRAV-?/, '').replaceAll('-', '').slice(0, 15)) throw new Error('identity: key is not behind the UID');
+          const proofSigned = b.concat(b.utf8('trav/access-proof/v1'), zero, b.utf8(uid), zero, b.utf8(requestID), zero, sealingKey);
+          const signature = new Uint8Array(await crypto.subtle.sign({name: 'Ed25519'}, viewer.privateKey, proofSigned));
+          const viewerKey = new Uint8Array(await crypto.subtle.exportKey('raw', viewer.publicKey));
+          const proof = JSON.stringify({viewerKey: b.toBase64(viewerKey), hello: {kind: 'password', password}, signature: b.toBase64(signature)});
+          return travHPKESeal(sealingKey, b.concat(b.utf8('trav/access-proof-seal/v1'), zero, b.utf8(uid), zero, b.utf8(requestID)), b.utf8(proof));
+        }
+
+        // The answer must carry the camera's identity binding over both fingerprints and the UID, by the key behind
+        // the UID; throws an Error whose message starts "identity:" otherwise.
+        async function travCheckAnswer(answer, offer, uid) {
+          const b64 = s => Uint8Array.from(atob(s), c => c.charCodeAt(0));
+          const fingerprint = sdp => {
+            const m = sdp.match(/a=fingerprint:sha-256 ([0-9A-Fa-f:]+)/);
+            if (!m) throw new Error('identity: no fingerprint');
+            return Uint8Array.from(m[1].split(':').map(h => parseInt(h, 16)));
+          };
+          const binding = answer.match(/a=trav-identity:(\S+) (\S+)/);
+          if (!binding) throw new Error('identity: missing');
+          const head = new TextEncoder().encode('trav/webrtc-identity/v1\0' + uid + '\0');
+          const signed = new Uint8Array([...head, ...fingerprint(answer), ...fingerprint(offer)]);
+          const key = await crypto.subtle.importKey('raw', b64(binding[1]), {name: 'Ed25519'}, false, ['verify']);
+          if (!await crypto.subtle.verify({name: 'Ed25519'}, key, b64(binding[2]), signed)) throw new Error('identity: bad signature');
+          if (await uidSymbols(b64(binding[1])) !== uid.toUpperCase().replace(/^TRAV-?/, '').replaceAll('-', '').slice(0, 15)) {
+            throw new Error('identity: key is not behind the UID');
+          }
+        }
+
+        // The RFC 6381 codec string of an Annex B access unit's SPS ('avc1.PPCCLL'), or null without one.
+        function travCodec(data) {
+          for (let i = 0; i + 7 < data.length; i++) {
+            if (data[i] === 0 && data[i + 1] === 0 && data[i + 2] === 1 && (data[i + 3] & 31) === 7) {
+              return 'avc1.' + [data[i + 4], data[i + 5], data[i + 6]].map(b => b.toString(16).padStart(2, '0')).join('');
+            }
+          }
+          return null;
+        }
+
+        // Makes the peer connection, signals through `signal(offerSdp) → answerSdp`, checks the answer against the
+        // UID (typed in any form travCanonicalUID reads), and decodes the camera's frames into `canvas`. `onStatus(text)` hears progress; returns the statistics object it updates.
+        async function travWatch({uid: typed, signal, canvas, onStatus = () => {}, iceServers = []}) {
+          const uid = travCanonicalUID(typed);
+          if (!uid) throw new Error('uid: not a UID');
+          const started = performance.now();
+          // firstFrameMs: from the call to the first decoded frame (the issue's "connect to first frame").
+          const stats = {received: 0, decoded: 0, keyframeRequests: 0, path: null, candidates: null, firstFrameMs: null};
+          const pc = new RTCPeerConnection({iceServers});
+          const control = pc.createDataChannel('trav.control');
+          const context = canvas.getContext('2d');
+          let decoder = null;
+          const requestKeyframe = () => {
+            decoder = null;
+            stats.keyframeRequests++;
+            if (control.readyState === 'open') control.send(new Uint8Array([1]));
+          };
+          const frame = bytes => {
+            if (bytes.length < 32 || bytes[0] !== 1) return;  // video frames only (MediaFrame.Kind.video)
+            stats.received++;
+            const key = (bytes[1] & 1) === 1, data = bytes.subarray(32);
+            const timestamp = Number(new DataView(bytes.buffer, bytes.byteOffset, 32).getBigUint64(16));
+            if (!decoder) {
+              const codec = key ? travCodec(data) : null;
+              if (!codec) return;
+              decoder = new VideoDecoder({
+                output: f => {
+                  if (canvas.width !== f.displayWidth) canvas.width = f.displayWidth;
+                  if (canvas.height !== f.displayHeight) canvas.height = f.displayHeight;
+                  context.drawImage(f, 0, 0);
+                  f.close();
+                  if (stats.decoded++ === 0) stats.firstFrameMs = Math.round(performance.now() - started);
+                },
+                error: e => { onStatus('decoder: ' + e.message); requestKeyframe(); },
+              });
+              decoder.configure({codec, optimizeForLatency: true});
+            }
+            try {
+              decoder.decode(new EncodedVideoChunk({type: key ? 'key' : 'delta', timestamp, data}));
+            } catch (e) { onStatus('decode: ' + e.message); requestKeyframe(); }
+          };
+          pc.ondatachannel = e => {
+            if (e.channel.label !== 'trav.media') return;
+            e.channel.binaryType = 'arraybuffer';
+            e.channel.onmessage = m => frame(new Uint8Array(m.data));
+          };
+          pc.onconnectionstatechange = async () => {
+            onStatus('connection: ' + pc.connectionState);
+            if (pc.connectionState !== 'connected') return;
+            // The path: 'relay' when either end of the selected pair is a relayed candidate, else 'direct'.
+            const report = await pc.getStats();
+            for (const r of report.values()) {
+              if (r.type !== 'candidate-pair' || !r.nominated || r.state !== 'succeeded') continue;
+              const types = [report.get(r.localCandidateId), report.get(r.remoteCandidateId)].map(c => c ? c.candidateType : 'unknown');
+              stats.path = types.includes('relay') ? 'relay' : 'direct';
+              stats.candidates = types.join('→');
+            }
+          };
+          await pc.setLocalDescription(await pc.createOffer());
+          await new Promise(done => {
+            if (pc.iceGatheringState === 'complete') return done();
+            pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') done(); };
+            setTimeout(done, 3000);
+          });
+          const offer = pc.localDescription.sdp;
+          const answer = await signal(offer);
+          try {
+            await travCheckAnswer(answer, offer, uid);
+          } catch (e) { pc.close(); throw e; }
+          await pc.setRemoteDescription({type: 'answer', sdp: answer});
+          stats.pc = pc;
+          return stats;
+        }
+        """#
+}

@@ -1,0 +1,396 @@
+import Foundation
+import Logging
+import Media
+import NIOCore
+import NIOPosix
+import STUNLite
+import Synchronization
+@_spi(WebRTC) import Traversal
+
+/// A camera's side of one browser's peer connection: the browser's offer in, the answer out, then ICE,
+/// DTLS and SCTP with data channels over the camera's UDP sockets, owned by the session. It is a
+/// `MediaViewerConnection`, so a `MediaSender` feeds it as it feeds native viewers.
+///
+/// ```
+///  browser offer (SDP) ─► BrowserViewerSession.start ─► answer (SDP, host candidates, a=trav-identity)
+///  datagrams on each socket, demultiplexed by the first byte (RFC 7983 §7):
+///     0–3   STUN: ICEAgent (controlled, RFC 8445) ─► checks answered, the browser's nomination selected
+///     20–63 DTLS: DTLSEndpoint (server, RFC 6347; the browser's fingerprint checked) ─► application data
+///                 ─► DataChannelEngine (SCTP over DTLS, RFC 8261; DCEP, RFC 8832) ─► channels
+/// ```
+///
+/// The answer carries the ``IdentityBinding``: the camera's identity key signs both certificates'
+/// fingerprints and its UID, so a page that checks it (and the key against the UID) cannot be answered
+/// by anyone else — neither the cloud that carried the offer nor a relay on the path.
+///
+/// Bounds: the offer is bounded by ``SessionDescription``'s limits and ``Configuration/maxRemoteCandidates``;
+/// pairs by ``ICEAgent/maxPairs``; DTLS datagrams by ``DTLSEndpoint/maxDatagram``; a session that has not
+/// connected within ``Configuration/connectTimeout`` closes itself. However it ends (``close()``, ICE failure,
+/// lost consent, DTLS failure, the timeout) it releases its sockets and tasks.
+public final class BrowserViewerSession: MediaViewerConnection {
+    /// Tunables.
+    public struct Configuration: Sendable, Hashable {
+        /// Largest SCTP packet put into one DTLS record: fits a 1280-byte IPv6 path with DTLS, UDP and IP headers.
+        public var pathMTU = 1100
+        /// The `a=max-message-size` announced (RFC 8841 §6): Chromium's own receive limit.
+        public var maxMessageSize = 256 * 1024
+        /// Remote candidates taken from the offer; the rest are ignored.
+        public var maxRemoteCandidates = 16
+        /// Time from the answer to a connected DTLS session before the session gives up and closes.
+        public var connectTimeout: Duration = .seconds(20)
+        /// Datagrams a socket holds unread before the oldest are dropped.
+        public var socketQueue = 256
+        /// Longest sleep of the timer task between deadlines (new input can bring a deadline forward).
+        public var timerGranularity: Duration = .milliseconds(20)
+
+        /// Defaults.
+        public init() {}
+    }
+
+    /// What happened, in order.
+    public enum Event: Sendable, Hashable {
+        /// ICE selected a pair: the browser's address and our socket.
+        case selected(remote: TransportAddress)
+        /// The DTLS handshake completed and the browser's certificate matched its fingerprint.
+        case connected
+        /// The session ended: ICE failed, consent expired, DTLS failed, it timed out, or ``close()``.
+        case closed(reason: String)
+    }
+
+    /// Our description for the browser: `setAnswer` it.
+    public let answer: SessionDescription
+    /// Channels the browser opened (its `createDataChannel`), in the order they arrive; finishes when the session closes.
+    public let incomingChannels: AsyncStream<PeerChannel>
+    /// What happened, in order; finishes when the session closes.
+    public let events: AsyncStream<Event>
+
+    private let core: Core
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let sockets: [Channel]
+
+    /// Answers `offer` from new UDP sockets on `hosts` (IP literals; one host candidate each), signing the
+    /// answer's identity binding with `identity`. The browser's DTLS certificate must match the offer's fingerprint.
+    ///
+    /// - Throws: ``BrowserSessionError`` `noLocalAddress` when no socket has an address, ``DTLSError`` on
+    ///   OpenSSL setup, a NIO error when a socket cannot be bound.
+    public static func start(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
+                             hosts: [String], configuration: Configuration = Configuration(),
+                             logger: Logger = Logger(label: "trav.webrtc")) async throws -> BrowserViewerSession {
+        var bound: [Bound] = []
+        do {
+            for host in hosts {
+                let (datagrams, sink) = AsyncStream.makeStream(of: AddressedEnvelope<ByteBuffer>.self,
+                                                               bufferingPolicy: .bufferingNewest(configuration.socketQueue))
+                let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .channelInitializer { channel in
+                        channel.closeFuture.whenComplete { _ in sink.finish() }
+                        return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramSink(sink: sink)) }
+                    }
+                    .bind(host: host, port: 0).get()
+                guard let address = channel.localAddress.flatMap(TransportAddress.init) else {
+                    try? await channel.close()
+                    continue
+                }
+                bound.append(Bound(channel: channel, address: address, datagrams: datagrams))
+            }
+        } catch {
+            for b in bound { try? await b.channel.close() }
+            throw error
+        }
+        guard !bound.isEmpty else { throw BrowserSessionError(.noLocalAddress, "none of \(hosts) could be bound") }
+        do {
+            return try BrowserViewerSession(offer: offer, identity: identity, certificate: certificate, bound: bound,
+                                            configuration: configuration, logger: logger)
+        } catch {
+            for b in bound { try? await b.channel.close() }
+            throw error
+        }
+    }
+
+    /// One bound socket: its channel, its address, what it reads.
+    private struct Bound {
+        var channel: Channel
+        var address: TransportAddress
+        var datagrams: AsyncStream<AddressedEnvelope<ByteBuffer>>
+    }
+
+    private init(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
+                 bound: [Bound], configuration: Configuration, logger: Logger) throws {
+        let deviceID = identity.deviceID.description
+        let locals = bound.enumerated().map { i, b in
+            ICEAgent.Local(socket: i, address: b.address,
+                           priority: ICECandidate.priority(kind: .host, localPreference: UInt32(65535 - min(i, 65535))))
+        }
+        let ours = ICEAgent.Credentials(ufrag: Self.randomICEString(8), pwd: Self.randomICEString(24))
+        var agent = ICEAgent(role: .controlled, local: ours, remote: .init(ufrag: offer.iceUfrag, pwd: offer.icePwd),
+                             locals: locals, now: .now)
+        for c in offer.candidates.prefix(configuration.maxRemoteCandidates) where c.transport.lowercased() == "udp" {
+            if let ip = IPAddress(c.address), (1...65535).contains(c.port) {
+                agent.addRemote(TransportAddress(ip: ip, port: UInt16(c.port)), priority: c.priority)
+            }
+        }
+        if offer.endOfCandidates { agent.remoteCandidatesComplete() }
+        let dtls = try DTLSEndpoint(role: .server, certificate: certificate, peerFingerprint: offer.fingerprint)
+        let binding = try IdentityBinding.sign(
+            publicKey: Array(identity.publicKey.rawRepresentation), deviceID: deviceID,
+            cameraFingerprint: certificate.fingerprint, browserFingerprint: offer.fingerprint,
+            using: { try identity.signature(for: $0) })
+        answer = SessionDescription(
+            sessionID: UInt64.random(in: 1...UInt64(Int64.max)), mid: offer.mid, iceUfrag: ours.ufrag, icePwd: ours.pwd,
+            fingerprint: certificate.fingerprint, setup: .passive, maxMessageSize: configuration.maxMessageSize,
+            candidates: locals.enumerated().map { i, l in
+                ICECandidate(foundation: "\(i + 1)", priority: l.priority, address: "\(l.address.ip)", port: Int(l.address.port), kind: .host)
+            },
+            endOfCandidates: true, identity: binding)
+        let (channels, channelSink) = AsyncStream.makeStream(of: PeerChannel.self, bufferingPolicy: .bufferingNewest(16))
+        let (events, eventSink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(64))
+        incomingChannels = channels
+        self.events = events
+        sockets = bound.map(\.channel)
+        core = Core(ice: agent, dtls: dtls, sockets: bound.map(\.channel), configuration: configuration, logger: logger,
+                    channelSink: channelSink, eventSink: eventSink)
+        start(bound: bound, configuration: configuration)
+    }
+
+    private func start(bound: [Bound], configuration: Configuration) {
+        let core = self.core
+        var started: [Task<Void, Never>] = []
+        for (index, b) in bound.enumerated() {
+            let datagrams = b.datagrams
+            started.append(Task {
+                for await envelope in datagrams {
+                    guard let source = TransportAddress(envelope.remoteAddress) else { continue }
+                    await core.datagram(Array(envelope.data.readableBytesView), from: source, on: index)
+                }
+            })
+        }
+        let deadline = ContinuousClock.now + configuration.connectTimeout
+        started.append(Task {
+            while !Task.isCancelled {
+                guard let pause = await core.tick(now: .now, connectBy: deadline) else { return }
+                try? await Task.sleep(for: pause)
+            }
+        })
+        tasks.withLock { $0 = started }
+    }
+
+    /// Opens a channel toward the browser (its `ondatachannel` fires) and waits for its acknowledgement.
+    ///
+    /// - Throws: `ChannelError` when the session is not connected in time or closes.
+    public func openChannel(label: String, delivery: ChannelDelivery = .reliable,
+                            priority: ChannelPriority = .normal) async throws -> PeerChannel {
+        try await core.open(label: label, delivery: delivery, priority: priority)
+    }
+
+    /// Bytes sent on the session's channels that the browser has not yet acknowledged (0 before DTLS is up).
+    public var channelBufferedAmount: Int { core.engineRef.withLock { $0?.bufferedAmount ?? 0 } }
+
+    /// Ends the session: close_notify to the browser, every channel closed, sockets and tasks released.
+    public func close() async {
+        await core.close(reason: "closed by the camera")
+        for task in tasks.withLock({ $0 }) { task.cancel() }
+    }
+
+    deinit {
+        for task in tasks.withLock({ $0 }) { task.cancel() }
+        for socket in sockets { socket.close(promise: nil) }
+    }
+
+    /// An ICE ufrag or password of `length` ice-chars (RFC 8839 §5.4), from the system's random generator.
+    static func randomICEString(_ length: Int) -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
+        return String((0..<length).map { _ in alphabet.randomElement()! })
+    }
+}
+
+/// Why a browser session could not start (a coded error, as Traversal's are).
+public struct BrowserSessionError: Traversal.CodedError, Hashable {
+    /// A stable reason code.
+    public struct Code: Traversal.ErrorCode {
+        /// The stable name.
+        public let name: String
+        /// No socket could be bound on the hosts given: the session would have no candidate.
+        public static let noLocalAddress = Code(name: "no-local-address")
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// Why, for people.
+    public let detail: String
+
+    /// An error with this code and detail.
+    public init(_ code: Code, _ detail: String) {
+        self.code = code
+        self.detail = detail
+    }
+}
+
+/// Hands each datagram the socket reads to the session's stream.
+private final class DatagramSink: ChannelInboundHandler, Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let sink: AsyncStream<AddressedEnvelope<ByteBuffer>>.Continuation
+    init(sink: AsyncStream<AddressedEnvelope<ByteBuffer>>.Continuation) { self.sink = sink }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        sink.yield(unwrapInboundIn(data))
+    }
+}
+
+extension BrowserViewerSession {
+    /// The session's state: the ICE agent and DTLS endpoint (neither Sendable on its own), the channel engine once
+    /// DTLS is up. Every input and timer runs here, one at a time.
+    actor Core {
+        private var ice: ICEAgent
+        private let dtls: DTLSEndpoint
+        private var engine: DataChannelEngine?
+        /// The engine, for reads outside the actor (``BrowserViewerSession/channelBufferedAmount``).
+        nonisolated let engineRef = Mutex<DataChannelEngine?>(nil)
+        private var peer: (socket: Int, address: TransportAddress)?
+        /// Sources whose connectivity check passed integrity (we answered it): the only ones DTLS is taken from.
+        private var authenticated: [TransportAddress: Int] = [:]
+        private var closed = false
+        private var engineWaiters: [CheckedContinuation<DataChannelEngine, any Error>] = []
+        private let sockets: [Channel]
+        private let configuration: Configuration
+        private let logger: Logger
+        private let channelSink: AsyncStream<PeerChannel>.Continuation
+        private let eventSink: AsyncStream<Event>.Continuation
+
+        init(ice: ICEAgent, dtls: DTLSEndpoint, sockets: [Channel], configuration: Configuration, logger: Logger,
+             channelSink: AsyncStream<PeerChannel>.Continuation, eventSink: AsyncStream<Event>.Continuation) {
+            self.ice = ice
+            self.dtls = dtls
+            self.sockets = sockets
+            self.configuration = configuration
+            self.logger = logger
+            self.channelSink = channelSink
+            self.eventSink = eventSink
+        }
+
+        /// One datagram on socket `index`, demultiplexed by its first byte (RFC 7983 §7: 0–3 STUN, 20–63 DTLS).
+        func datagram(_ bytes: [UInt8], from source: TransportAddress, on index: Int) async {
+            guard !closed, let first = bytes.first else { return }
+            if first <= 3 {
+                let actions = ice.receive(bytes, from: source, on: index, now: .now)
+                // The agent answers only checks that passed integrity with our password (RFC 8445 §7.3).
+                let answered = actions.contains { if case .send(_, _, let to) = $0 { to == source } else { false } }
+                if answered, authenticated[source] == nil, authenticated.count < ICEAgent.maxPairs { authenticated[source] = index }
+                await perform(actions)
+            } else if (20...63).contains(first) {
+                // DTLS from the selected pair, or before the selection from a source that proved the ICE password
+                // (the browser's ClientHello can overtake our own check of the nominated pair); never from
+                // an address that proved nothing.
+                if peer == nil, let socket = authenticated[source] { peer = (socket, source) }
+                guard let peer, peer.address == source else { return }
+                let out: DTLSEndpoint.Output
+                do {
+                    out = try dtls.receive(bytes)
+                } catch {
+                    logger.debug("browser DTLS refused", metadata: ["error": "\(error)"])
+                    if dtls.isClosed { await close(reason: "DTLS: \(error)") }
+                    return
+                }
+                await write(out.datagrams)
+                if dtls.isConnected, engine == nil { startEngine() }
+                for packet in out.data { engine?.input(packet) }
+                if dtls.isClosed { await close(reason: "the browser closed DTLS") }
+            }
+        }
+
+        /// Runs ICE's and DTLS's timers; returns how long to wait before the next call, nil once the session is over.
+        /// While connecting that is ``Configuration/timerGranularity`` (input can bring a deadline forward); once
+        /// connected, until ICE's next consent check, at most a second.
+        func tick(now: ContinuousClock.Instant, connectBy: ContinuousClock.Instant) async -> Duration? {
+            guard !closed else { return nil }
+            if !dtls.isConnected, now >= connectBy {
+                await close(reason: "not connected within \(configuration.connectTimeout)")
+                return nil
+            }
+            if let at = ice.nextDeadline, now >= at { await perform(ice.tick(now: now)) }
+            if !dtls.isConnected, peer != nil, let delay = dtls.retransmissionDelay, delay <= .zero {
+                await write(dtls.handleTimeout().datagrams)
+            }
+            guard !closed else { return nil }
+            guard dtls.isConnected, ice.selected != nil else { return configuration.timerGranularity }
+            let untilDeadline = ice.nextDeadline.map { max(.zero, $0 - .now) } ?? .seconds(1)
+            return max(configuration.timerGranularity, min(untilDeadline, .seconds(1)))
+        }
+
+        func open(label: String, delivery: ChannelDelivery, priority: ChannelPriority) async throws -> PeerChannel {
+            let engine: DataChannelEngine
+            if let ready = self.engine {
+                engine = ready
+            } else {
+                guard !closed else { throw ChannelError(code: .closed, detail: "the browser session is closed") }
+                engine = try await withCheckedThrowingContinuation { engineWaiters.append($0) }
+            }
+            return try await engine.open(label: label, delivery: delivery, priority: priority)
+        }
+
+        func close(reason: String) async {
+            guard !closed else { return }
+            closed = true
+            if dtls.isConnected { await write(dtls.close().datagrams) }
+            engine?.close(reason: reason)
+            for waiter in engineWaiters { waiter.resume(throwing: ChannelError(code: .closed, detail: reason)) }
+            engineWaiters = []
+            // The session ends whoever ends it (ICE, DTLS, the connect timeout, the camera): its sockets go with it.
+            for socket in sockets { try? await socket.close() }
+            eventSink.yield(.closed(reason: reason))
+            eventSink.finish()
+            channelSink.finish()
+        }
+
+        private func perform(_ actions: [ICEAgent.Action]) async {
+            for action in actions {
+                switch action {
+                case .send(let bytes, let socket, let to):
+                    await send(bytes, on: socket, to: to)
+                case .selected(let socket, let remote):
+                    peer = (socket, remote)
+                    eventSink.yield(.selected(remote: remote))
+                case .failed:
+                    await close(reason: "ICE: every candidate pair failed")
+                case .consentExpired:
+                    await close(reason: "ICE: the browser stopped answering consent checks")
+                }
+            }
+        }
+
+        /// The channel engine once DTLS is up; the browser's channels are passed on as they open.
+        private func startEngine() {
+            let sink = channelSink
+            do {
+                // As DTLS server the camera opens odd stream ids (RFC 8832 §6), as the engine's camera role does.
+                let engine = try DataChannelEngine(role: .camera, pathMTU: configuration.pathMTU, logger: logger,
+                                                   send: { [weak self] packet in await self?.sendSCTP(packet) })
+                self.engine = engine
+                engineRef.withLock { $0 = engine }
+                engine.connect()
+                for waiter in engineWaiters { waiter.resume(returning: engine) }
+                engineWaiters = []
+                eventSink.yield(.connected)
+                Task {
+                    for await channel in engine.incoming { sink.yield(channel) }
+                }
+            } catch {
+                logger.warning("browser channel engine did not start", metadata: ["error": "\(error)"])
+            }
+        }
+
+        private func sendSCTP(_ packet: [UInt8]) async {
+            guard !closed || dtls.isConnected, let out = try? dtls.send(packet) else { return }
+            await write(out.datagrams)
+        }
+
+        private func write(_ datagrams: [[UInt8]]) async {
+            guard let peer else { return }
+            for d in datagrams { await send(d, on: peer.socket, to: peer.address) }
+        }
+
+        private func send(_ bytes: [UInt8], on socket: Int, to: TransportAddress) async {
+            guard sockets.indices.contains(socket) else { return }
+            let envelope = AddressedEnvelope(remoteAddress: to.socketAddress, data: ByteBuffer(bytes: bytes))
+            try? await sockets[socket].writeAndFlush(envelope)
+        }
+    }
+}

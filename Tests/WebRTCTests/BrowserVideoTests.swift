@@ -1,0 +1,130 @@
+import Foundation
+import Media
+import PeerTestSupport
+import Testing
+import Traversal
+import WebRTC
+
+/// The camera's `MediaSender` feeds a browser's `BrowserViewerSession` as it feeds native viewers, both at once:
+/// the committed test clip's H.264 frames on `trav.media`, decoded by WebCodecs in headless Chromium into a canvas
+/// (`BrowserViewerScript.travWatch`), and a native viewer's `MediaReceiver` on the same sender. The page reports
+/// frames decoded and how many colours the canvas shows.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct BrowserVideoTests {
+    /// Frames the page must decode before it reports.
+    static let framesWanted = 30
+
+    /// The glue: watch, wait for frames (bounded), report the statistics and the canvas's colours.
+    static let glue = #"""
+        (async () => {
+          const report = text => fetch('/result', {method: 'POST', body: text});
+          const params = new URLSearchParams(location.search), wanted = Number(params.get('frames'));
+          const canvas = document.querySelector('canvas');
+          try {
+            const stats = await travWatch({
+              uid: params.get('uid'), canvas,
+              signal: async offer => (await fetch('/offer', {method: 'POST', body: offer})).text(),
+            });
+            for (let i = 0; i < 300 && stats.decoded < wanted; i++) await new Promise(r => setTimeout(r, 100));
+            const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            const colours = new Set();
+            for (let i = 0; i < pixels.length; i += 4 * 61) colours.add(pixels[i] << 16 | pixels[i + 1] << 8 | pixels[i + 2]);
+            report(JSON.stringify({decoded: stats.decoded, received: stats.received, colours: colours.size,
+                                   width: canvas.width, height: canvas.height, path: stats.path, firstFrameMs: stats.firstFrameMs}));
+          } catch (e) { report(JSON.stringify({error: e.message})); }
+        })();
+        """#
+
+    /// What the page reports.
+    struct Report: Decodable {
+        var decoded: Int?
+        var received: Int?
+        var colours: Int?
+        var width: Int?
+        var height: Int?
+        var path: String?
+        var firstFrameMs: Int?
+        var error: String?
+    }
+
+    /// The clip `trav camera --video default` plays (Sources/trav/Resources/testsrc.h264).
+    static func clip() throws -> [AnnexB.AccessUnit] {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Sources/trav/Resources/testsrc.h264")
+        return AnnexB.accessUnits([UInt8](try Data(contentsOf: url)))
+    }
+
+    @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"))
+    func chromiumDecodesTheCamerasFramesWhileANativeViewerWatches() async throws {
+        let clip = try Self.clip()
+        #expect(clip.contains { $0.isKeyframe }, "the clip has a keyframe")
+        let identity = DeviceIdentity.generate()
+        let certificate = try DTLSCertificate.generate()
+        let sender = MediaSender()
+        let sessions = SessionList()
+        // A native viewer on the same sender, over an in-memory link: it keeps getting frames while the browser joins.
+        let (viewer, camera, _) = connectedPair()
+        async let receiving = MediaReceiver(connection: viewer)
+        try await sender.add(camera)
+        let receiver = try await receiving
+        let nativeFrames = Task { () -> Int in
+            var n = 0
+            do { for try await _ in receiver.frames { n += 1 } } catch {}
+            return n
+        }
+        let player = Task { await sender.play(clip, fps: 25) }
+        defer {
+            player.cancel()
+            sender.stop()
+            receiver.stop()
+            nativeFrames.cancel()
+        }
+        let (text, chromiumLog) = try await BrowserHarness.run(
+            // The UID as a person might type it: lower case.
+            glue: Self.glue, query: "uid=\(identity.deviceID.description.lowercased())&frames=\(Self.framesWanted)"
+        ) { offer in
+            let session = try await BrowserViewerSession.start(offer: try SessionDescription(parsing: offer), identity: identity,
+                                                               certificate: certificate, hosts: ["127.0.0.1"])
+            await sessions.append(session)
+            Task {
+                do {
+                    _ = try await sender.add(session)
+                    await sessions.note("feeding")
+                } catch {
+                    await sessions.note("not fed: \(error)")
+                }
+            }
+            return session.answer.text
+        }
+        let notes = await sessions.notes
+        await sessions.closeAll()
+        receiver.stop()
+        let native = await nativeFrames.value
+        #expect(native >= Self.framesWanted, "the native viewer's frames while the browser watched: \(native)")
+        let report = try #require(text.flatMap { try? JSONDecoder().decode(Report.self, from: Data($0.utf8)) },
+                                  "the page: \(String(describing: text)); chromium: \(chromiumLog)")
+        #expect(report.error == nil)
+        #expect((report.decoded ?? 0) >= Self.framesWanted, "frames decoded: \(String(describing: text)); camera: \(notes)")
+        #expect((report.width ?? 0) > 16 && (report.height ?? 0) > 16, "the canvas took the video's size")
+        // The test pattern has colour bars and a moving gradient: a blank or single-colour canvas fails.
+        #expect((report.colours ?? 0) >= 8, "distinct colours on the canvas: \(String(describing: text))")
+        #expect(report.path == "direct", "loopback: a direct pair, no relay")
+        #expect(report.firstFrameMs != nil, "the page timed its first frame")
+    }
+}
+
+/// The sessions a test opened, closed at its end.
+actor SessionList {
+    private var sessions: [BrowserViewerSession] = []
+    /// What the test noted about them.
+    private(set) var notes: [String] = []
+
+    func note(_ text: String) { notes.append(text) }
+
+    func append(_ session: BrowserViewerSession) { sessions.append(session) }
+
+    func closeAll() async {
+        for session in sessions { await session.close() }
+        sessions = []
+    }
+}
