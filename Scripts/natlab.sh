@@ -13,6 +13,8 @@
 #:   natlab.sh addr PREFIX HOST         HOST's first address
 #:   natlab.sh rules PREFIX HOST        `nft list ruleset` inside HOST (a router)
 #:   natlab.sh conntrack PREFIX HOST    `conntrack -L` inside HOST (a router)
+#:   natlab.sh upnpd PREFIX SITE STUN_IP...  miniupnpd (NAT-PMP, PCP, UPnP IGD) in SITE's router, in the
+#:                                      foreground (exec's: keeps the pid); see "Port mapping" below
 #:   natlab.sh list                     labs on this machine: prefix, owner pid, alive/stale, sites
 #:   natlab.sh cleanup-stale            `down` every lab whose owner process is gone
 #:   natlab.sh kinds                    the NAT kinds a SITE_SPEC may name
@@ -86,6 +88,15 @@
 #:     100.64.N.2 ─ 192.168.N.0/24 ─ hosts 192.168.N.10...
 #:   open:  PREFIX-NAME-router 203.0.113.(100+N) routes 198.51.100.16N/28, hosts .16N+2...
 #:   @LINK: PREFIX-NAME-router (or -carrier) wan ─ site PREFIX-NAME-link inet ─ sN on br0
+#:
+#: Port mapping (`upnpd`): Debian's miniupnpd (nftables build) on the router's "wan"/"lan", its
+#: rules in `table inet miniupnpd` (chains miniupnpd, prerouting_miniupnpd, postrouting_miniupnpd),
+#: its files $STATE_DIR/PREFIX.SITE.miniupnpd.*. miniupnpd refuses to map when its WAN address is in
+#: a reserved range (the lab's TEST-NET-3 is) unless its STUN check (ext_perform_stun: RFC 5780
+#: CHANGE-REQUEST from four ports to STUN_IP:3478) finds neither NAT nor filter in front of it, so
+#: the router's own traffic to STUN_IP... is exempt from masquerade and admitted by its input chain.
+#: Hosts behind the router see no change from that; only the daemon's mappings open the NAT.
+#:   natlab.sh upnpd demo cam 203.0.113.10 203.0.113.11 &   natlab.sh exec demo cam-h1 natpmpc -g 10.1.0.1
 #:
 #: Every router: ip_forward=1 and conntrack UDP timeouts of $NATLAB_UDP_TIMEOUT s (default 30;
 #: per-namespace sysctls) so mappings really expire without keepalives. Nothing is done in the
@@ -653,6 +664,7 @@ cmd_down() {
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -f "$STATE_DIR/$PREFIX".*.link.log    # PREFIX has no dot: only this lab's forwarder logs
+    rm -f "$STATE_DIR/$PREFIX".*.miniupnpd.*  # and its port-mapping daemons' files
     rm -f "$STATE_DIR/$PREFIX.owner" "$STATE_DIR/$PREFIX.ns" "$STATE_DIR/$PREFIX.hosts" "$STATE_DIR/$PREFIX.links"
 }
 
@@ -691,10 +703,70 @@ need_host() { # PREFIX HOST
     [[ $'\n'$all$'\n' == *$'\n'"$(ns_of "$2")"[$' \n']* ]] || die "no host '$2' in lab '$PREFIX'"
 }
 
+# miniupnpd in SITE's router, exec'd in the foreground (so the caller owns and stops it).
+cmd_upnpd() { # PREFIX SITE STUN_IP...
+    [[ $# -ge 3 ]] || die "usage: upnpd PREFIX SITE STUN_IP..."
+    need_host "$1" "$2-router"
+    local site=$2 router="$2-router" ns wan lan base stun
+    shift 2
+    stun=$(IFS=,; echo "$*")
+    command -v miniupnpd >/dev/null || die "miniupnpd not installed (apt-get install miniupnpd-nftables)"
+    ns=$(ns_of "$router")
+    wan=$(ip -n "$ns" -4 -o addr show dev wan | awk '{ split($4, a, "/"); print a[1]; exit }')
+    lan=$(ip -n "$ns" -4 -o addr show dev lan | awk '{ print $4; exit }')
+    [[ -n $wan && -n $lan ]] || die "router $router has no wan/lan address"
+    base="$STATE_DIR/$PREFIX.$site.miniupnpd"
+    cat > "$base.conf" <<EOF
+ext_ifname=wan
+listening_ip=lan
+http_port=0
+enable_natpmp=yes
+enable_upnp=yes
+secure_mode=yes
+system_uptime=no
+lease_file=$base.leases
+uuid=$(cat /proc/sys/kernel/random/uuid)
+upnp_table_name=miniupnpd
+upnp_nat_table_name=miniupnpd
+ext_perform_stun=yes
+ext_stun_host=$1
+ext_stun_port=3478
+allow 1024-65535 ${lan%.*}.0/${lan#*/} 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF
+    in_ns "$router" nft -f - <<EOF
+table inet miniupnpd {
+    chain forward {
+        type filter hook forward priority filter - 1; policy accept;
+        jump miniupnpd
+    }
+    chain miniupnpd {
+    }
+    chain prerouting {
+        type nat hook prerouting priority dstnat - 1; policy accept;
+        jump prerouting_miniupnpd
+    }
+    chain prerouting_miniupnpd {
+    }
+    chain postrouting {
+        type nat hook postrouting priority srcnat - 1; policy accept;
+        jump postrouting_miniupnpd
+    }
+    chain postrouting_miniupnpd {
+    }
+}
+EOF
+    # Its STUN check must see neither NAT nor filter: the router's own STUN traffic passes untouched.
+    in_ns "$router" nft insert rule ip natlab postrouting oifname "wan" ip saddr "$wan" ip daddr "{ $stun }" accept
+    in_ns "$router" nft insert rule ip natlab input iifname "wan" ip saddr "{ $stun }" meta l4proto udp accept
+    exec ip netns exec "$ns" miniupnpd -d -f "$base.conf" -P "$base.pid"
+}
+
 cmd=${1:-help}; shift || true
 case $cmd in
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
+    upnpd) cmd_upnpd "$@" ;;
     exec)
         [[ $# -ge 3 ]] || die "usage: exec PREFIX HOST CMD..."
         need_host "$1" "$2"; ns=$(ns_of "$2"); shift 2

@@ -184,9 +184,15 @@ public final class Lab: @unchecked Sendable {
 
     /// Starts `args` in the background in `host`'s namespace; it is killed at teardown.
     public func spawn(host: String, _ args: [String]) throws -> LabProcess {
-        try checkUsable(host)
         // `natlab.sh exec` execs `ip netns exec`, which execs the command: the pid is the command's.
-        let child = try ChildProcess(["/bin/bash", NATLab.scriptPath, "exec", prefix, host] + args,
+        try spawnScript(host: host, ["exec", prefix, host] + args, showing: args)
+    }
+
+    /// Starts `natlab.sh ARGS…` (a subcommand that ends by exec'ing its daemon in `host`) in the
+    /// background; it is killed at teardown.
+    func spawnScript(host: String, _ scriptArguments: [String], showing args: [String]) throws -> LabProcess {
+        try checkUsable(host)
+        let child = try ChildProcess(["/bin/bash", NATLab.scriptPath] + scriptArguments,
                                      environment: ["NATLAB_OWNER_PID": String(getpid())])
         let process = LabProcess(child: child, host: host, arguments: args)
         lock.lock()

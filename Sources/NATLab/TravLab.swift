@@ -56,6 +56,11 @@ public struct TravLab: Sendable {
 
     /// Creates an identity, starts `trav camera` on `host` (with `extra` arguments), and returns its UID once it is registered.
     public func startCamera(on host: String, strategies: String? = nil, extra: [String] = []) async throws -> String {
+        try await startCameraProcess(on: host, strategies: strategies, extra: extra).uid
+    }
+
+    /// ``startCamera(on:strategies:extra:)``, also returning the camera's process (to stop it mid-session).
+    public func startCameraProcess(on host: String, strategies: String? = nil, extra: [String] = []) async throws -> (uid: String, process: LabProcess) {
         try await lab.waitForListener(host: "cloud", port: Int(signallingPort), udp: false, timeout: .seconds(20))
         let key = "\(dir)/\(host).key"
         let made = try await lab.run(host: host, [trav, "identity", "new", "--out", key])
@@ -67,7 +72,7 @@ public struct TravLab: Sendable {
         if let strategies { args += ["--strategies", strategies] }
         let camera = try lab.spawn(host: host, args + extra)
         for _ in 0..<150 {
-            if camera.output.stdout.contains("serving") { return String(uid) }
+            if camera.output.stdout.contains("serving") { return (String(uid), camera) }
             guard camera.isRunning else { break }
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -110,6 +115,8 @@ public struct TravLab: Sendable {
         public var connected: Bool
         /// The winning strategy.
         public var path: String?
+        /// The winning transport's description (`udp A -> B`, and what it went through).
+        public var route: String?
         /// Milliseconds from the start of `connect` to an authorised session.
         public var setupMs: Double?
         /// Where the setup time went.

@@ -113,12 +113,16 @@ extension Trav {
                             } else {
                                 await echo(c)
                             }
+                            // The session's resources (its socket, a router port mapping) go with it,
+                            // also when the camera stops.
+                            await c.close()
                         }
                     }
                 }
             }
             await waitForTermination()
             serving.cancel()
+            await serving.value
             player.cancel()
             media?.stop()
             await cloud?.stop()
