@@ -272,8 +272,8 @@ actor CloudCameraSession: CameraSignalling {
     private var presenceGeneration = 0
     /// Whether this side closed TLS to stay present over UDP.
     private var droppedTLS = false
-    /// The last introduction activity (registration for a viewer, offer, answer) on the TLS connection.
-    private var lastActivity = ContinuousClock.now
+    /// The last introduction activity (registration for a viewer, offer, answer) on the TLS connection; nil: none.
+    private var lastActivity: ContinuousClock.Instant?
     /// Whether the next registration may have a viewer waiting (the first one, and the one after a wake), so
     /// TLS stays for the linger; after a lost presence or connection (a cloud restart) none waits, and TLS
     /// closes as soon as the new presence is confirmed: a fleet coming back holds few connections at once.
@@ -436,7 +436,7 @@ actor CloudCameraSession: CameraSignalling {
             previous.cancel()
             _ = try? await previous.value
         }
-        if registrationAwaitsViewer { lastActivity = .now }
+        lastActivity = registrationAwaitsViewer ? .now : nil
         guard usePresence, let grant, !stopped else { return }
         let host = endpoint.host
         let generation = presenceGeneration
@@ -478,7 +478,7 @@ actor CloudCameraSession: CameraSignalling {
 
     private func mayDropTLS() -> Bool {
         guard presenceConfirmed, !droppedTLS, channel != nil, starts.count == 0, waitingForRenewal.isEmpty, waitingForProof.isEmpty,
-            ContinuousClock.now - lastActivity >= presenceLinger
+            lastActivity.map({ ContinuousClock.now - $0 >= presenceLinger }) ?? true
         else { return false }
         droppedTLS = true
         onPresence(true)
