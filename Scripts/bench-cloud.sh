@@ -11,8 +11,9 @@
 #      generators keep their cameras' keys and UIDs (`cloud-storm --identities`), so only the first mode pays
 #      the scrypts; with --keep DIR both live in DIR and later runs pay none (for large N, whose first
 #      registrations cost 2·N scrypts on the machine's cores);
-#   2. starts ceil(N/M) `cloud-storm` processes, each with an open-files budget of M + 64
-#      (`ulimit -n`), each keeping M cameras registered with the real camera client (`--presence tls`:
+#   2. starts ceil(N/M) `cloud-storm` processes, each with an open-files budget (`ulimit -n`) of 2·M + 64 in
+#      the UDP mode (a camera registering holds its TLS connection and its UDP socket, and after a restart all
+#      of a process's cameras register at once) and M + 64 in the TLS mode, each keeping M cameras registered with the real camera client (`--presence tls`:
 #      on TLS; `udp`: TLS closed 1 s after registering, presence kept by UDP keepalives); prints how long
 #      the N first registrations took (each pays the UID's scrypt once) and, once every camera is idle
 #      in its mode, the cloud's resident memory per camera;
@@ -56,7 +57,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --memory-store) STORE=memory; shift ;;
         --keep) KEEP="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "bench-cloud.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -123,7 +124,8 @@ run_mode() {
     i=0
     while [ "$remaining" -gt 0 ]; do
         n=$(( remaining < PER_PROCESS ? remaining : PER_PROCESS ))
-        ( ulimit -n $((n + 64)); exec "$BIN/cloud-storm" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
+        files=$((n + 64)); if [ "$MODE" = udp ]; then files=$((2 * n + 64)); fi
+        ( ulimit -n "$files"; exec "$BIN/cloud-storm" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
             --linger "$LINGER" --identities "$KEEP/ids-$i" --seconds $((WAIT_FIRST + WAIT_UDP + IDLE + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
         GENERATORS+=($!)
         remaining=$((remaining - n)); i=$((i + 1))

@@ -6,8 +6,9 @@
 //   cloud-storm --port P --ca FILE --cameras N [--host 127.0.0.1] [--parallel 8] [--seconds 900]
 //               [--presence udp|tls] [--linger SECONDS] [--identities FILE]
 //
-// Each camera holds one TCP connection, or one UDP socket once present over UDP: the script sizes N to
-// the process's open-files budget. --presence tls keeps every camera on TLS; --linger is how long a camera
+// Each camera holds one TCP connection, or one UDP socket once present over UDP, and both while it registers
+// with UDP presence (``OpenFileLimit/needed(cameras:udpPresence:reserve:)``): the script sizes the process's
+// open-files budget to N, and the process refuses to start under it. --presence tls keeps every camera on TLS; --linger is how long a camera
 // keeps TLS after registering before it relies on UDP presence alone (default 1 s).
 // The process exits by itself after --seconds. With --identities FILE the cameras' keys and UIDs are kept in FILE
 // (`index seed-hex UID` per line) and reused by the next run, so only the first run derives each UID (a scrypt):
@@ -66,6 +67,13 @@ func emit(_ line: String) {
 func unixMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
 let options = Options(CommandLine.arguments)
+// A camera re-registering with UDP presence holds two sockets, and after a restart they all do at once: short of
+// open files this process would trap (libdispatch), so it refuses to start instead.
+let openFiles = OpenFileLimit.raiseToHardLimit()
+let neededFiles = OpenFileLimit.needed(cameras: options.cameras, udpPresence: options.presence == "udp")
+guard openFiles >= neededFiles else {
+    Options.usage("\(options.cameras) cameras (\(options.presence) presence) need \(neededFiles) open files, the limit is \(openFiles)")
+}
 var logger = Logger(label: "cloud-storm")
 logger.logLevel = .critical
 let endpoint = CloudEndpoint(

@@ -69,7 +69,16 @@ public enum CloudClient {
     /// camera closes its TLS connection after `presenceLinger` (``presenceLinger`` by default) without introductions and stays
     /// registered over UDP; a wake brings it back on TLS at once, lost acks after a backoff. Where UDP
     /// is blocked, the probes go unanswered and TLS presence simply continues. `onPresence` is called
-    /// with `true` when the camera drops TLS for UDP presence, `false` when it is back on TLS.
+    /// with `true` when the camera drops TLS for UDP presence, `false` when it is back on TLS. The linger
+    /// applies to the first registration and to the one after a wake; after a lost presence (a restarted
+    /// cloud answers `unknownSession`), a `goAway` or a lost connection no viewer waits, and TLS closes as
+    /// soon as the new presence is confirmed.
+    ///
+    /// A camera holds one socket, and two (its TLS connection and its UDP socket) while it registers with
+    /// UDP presence; after a cloud restart every camera of a process registers again at about the same
+    /// time, so a process hosting N cameras needs 2·N open files plus its own. On Linux running out of open
+    /// files is fatal to any Swift process, not only to a failing `socket()`: libdispatch's worker monitor
+    /// traps when it cannot open `/proc/<tid>/stat`.
     ///
     /// A cloud of several nodes (`trav cloud --database`) is given as `endpoint` and `fallbacks`: the camera stays on
     /// one node while it serves, and moves to the next in the list (round robin) whenever its connection or its
@@ -263,8 +272,12 @@ actor CloudCameraSession: CameraSignalling {
     private var presenceGeneration = 0
     /// Whether this side closed TLS to stay present over UDP.
     private var droppedTLS = false
-    /// The last introduction activity (registration, offer, answer) on the TLS connection.
-    private var lastActivity = ContinuousClock.now
+    /// The last introduction activity (registration for a viewer, offer, answer) on the TLS connection; nil: none.
+    private var lastActivity: ContinuousClock.Instant?
+    /// Whether the next registration may have a viewer waiting (the first one, and the one after a wake), so
+    /// TLS stays for the linger; after a lost presence or connection (a cloud restart) none waits, and TLS
+    /// closes as soon as the new presence is confirmed: a fleet coming back holds few connections at once.
+    private var registrationAwaitsViewer = true
     /// How long TLS stays without introductions before it is dropped for UDP presence.
     private let presenceLinger: Duration
 
@@ -364,6 +377,7 @@ actor CloudCameraSession: CameraSignalling {
                 onPresence(false)
                 if outcome == .wake {
                     logger.debug("woken over UDP presence")
+                    registrationAwaitsViewer = true
                     continue
                 }
                 if case .goAway(let delay)? = outcome {
@@ -376,6 +390,7 @@ actor CloudCameraSession: CameraSignalling {
                     eventSink.yield(.lost(reason: retryAfter == nil ? "UDP presence lost" : "the cloud shuts down (UDP presence goAway)"))
                 }
             }
+            registrationAwaitsViewer = false
             endpointIndex = (endpointIndex + 1) % endpoints.count
             let delay = retryAfter.map { ReconnectBackoff.obeying(retryAfter: $0) } ?? backoff.nextDelay()
             guard !stopped, (try? await Task.sleep(for: delay)) != nil else { break }
@@ -398,7 +413,7 @@ actor CloudCameraSession: CameraSignalling {
             var messages = inbound.makeAsyncIterator()
             let (keepalive, grant) = try await register(on: channel, messages: &messages)
             let interval = min(CloudClient.keepaliveInterval, keepalive)
-            startPresence(grant)
+            await startPresence(grant)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await self.keepAlive(channel, every: interval) }
                 if grant != nil && usePresence { group.addTask { try await self.dropTLSWhenIdle(channel) } }
@@ -411,14 +426,18 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
-    /// Starts the UDP presence of a new registration (ending any earlier one).
-    private func startPresence(_ grant: PresenceGrant?) {
-        presence?.cancel()
-        presence = nil
+    /// Starts the UDP presence of a new registration, once any earlier one has ended and closed its socket (a
+    /// camera holds at most one UDP socket, and one TLS connection, at any time).
+    private func startPresence(_ grant: PresenceGrant?) async {
         presenceConfirmed = false
         presenceGeneration += 1
-        lastActivity = .now
-        guard usePresence, let grant else { return }
+        if let previous = presence {
+            presence = nil
+            previous.cancel()
+            _ = try? await previous.value
+        }
+        lastActivity = registrationAwaitsViewer ? .now : nil
+        guard usePresence, let grant, !stopped else { return }
         let host = endpoint.host
         let generation = presenceGeneration
         presence = Task {
@@ -437,6 +456,8 @@ actor CloudCameraSession: CameraSignalling {
         guard generation == presenceGeneration else { return }
         presenceConfirmed = true
         logger.debug("UDP presence confirmed")
+        // No linger to wait for (no viewer may be waiting, or it passed already): TLS closes now.
+        if mayDropTLS() { channel?.close(promise: nil) }
     }
 
     private func presenceEnded(_ generation: Int) {
@@ -456,8 +477,8 @@ actor CloudCameraSession: CameraSignalling {
     }
 
     private func mayDropTLS() -> Bool {
-        guard presenceConfirmed, starts.count == 0, waitingForRenewal.isEmpty,
-            ContinuousClock.now - lastActivity >= presenceLinger
+        guard presenceConfirmed, !droppedTLS, channel != nil, starts.count == 0, waitingForRenewal.isEmpty, waitingForProof.isEmpty,
+            lastActivity.map({ ContinuousClock.now - $0 >= presenceLinger }) ?? true
         else { return false }
         droppedTLS = true
         onPresence(true)

@@ -239,24 +239,3 @@ extension Trav {
 enum DeviceStoreKind: String, ExpressibleByArgument, CaseIterable {
     case sqlite, memory
 }
-
-/// The process's open-files limit (RLIMIT_NOFILE).
-enum OpenFileLimit {
-    /// Raises the soft limit to the hard limit (a common soft limit of 1 024 would cap a cloud at
-    /// about a thousand connections); returns the soft limit in force afterwards.
-    static func raiseToHardLimit() -> Int {
-        #if canImport(Glibc)
-        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-        #else
-        let resource = RLIMIT_NOFILE
-        #endif
-        var limit = rlimit()
-        guard getrlimit(resource, &limit) == 0 else { return 1024 }
-        if limit.rlim_cur < limit.rlim_max {
-            var raised = limit
-            raised.rlim_cur = limit.rlim_max
-            if setrlimit(resource, &raised) == 0 { limit = raised }
-        }
-        return Int(clamping: limit.rlim_cur)
-    }
-}

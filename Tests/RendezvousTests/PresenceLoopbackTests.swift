@@ -59,6 +59,67 @@ import Synchronization
         }
     }
 
+    /// A fleet in one process through two cloud restarts: cameras on TLS at the first (told `busy`), present over UDP
+    /// alone at the second (told `goAway`). No viewer waits after a restart, so each camera closes TLS as soon as its
+    /// new presence is confirmed, not after the linger (60 s here): a fleet coming back holds few connections, in the
+    /// cloud and in a process hosting many cameras (two sockets each while registering).
+    @Test func aFleetBackAfterARestartClosesTLSOnceItsPresenceIsConfirmed() async throws {
+        let count = 40
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Bindings verified before, so no registration here costs a scrypt.
+        let fleet = try (0..<count).map { _ in
+            (identity: DeviceIdentity.generate(), deviceID: try RegistrationAdmissionTests.madeUpDeviceID())
+        }
+        let store = try await SQLiteDeviceStore.open(path: directory + "/" + SQLiteDeviceStore.fileName)
+        for camera in fleet {
+            try await store.registered(camera.deviceID, publicKey: camera.identity.publicKey.rawRepresentation, node: "old", at: Date())
+        }
+        await store.close()
+        let tuning: (inout RendezvousServer.Configuration) -> Void = { $0.restartRetryAfter = .milliseconds(200) }
+        let registrations = Mutex([Int](repeating: 0, count: count))
+        let logs = (0..<count).map { _ in PresenceLog() }
+        var cameraLogger = quietLogger
+        cameraLogger.logLevel = .error
+        func registeredAtLeast(_ times: Int) -> Int { registrations.withLock { $0.filter { $0 >= times }.count } }
+        func overUDPAlone() -> Int { logs.filter { $0.all.last == true }.count }
+
+        var sessions: [CloudCameraSession] = []
+        do {
+            var port: UInt16 = 0
+            try await withCloud(directory: directory, tuning: tuning) { cloud, endpoint in
+                port = cloud.rendezvous.address.port
+                sessions = fleet.enumerated().map { index, camera in
+                    CloudCameraSession(
+                        identity: camera.identity, deviceID: camera.deviceID, endpoint: endpoint, logger: cameraLogger,
+                        presenceLinger: .seconds(60),
+                        onRegistered: { _ in registrations.withLock { $0[index] += 1 } }, onPresence: { logs[index].record($0) })
+                }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for session in sessions { group.addTask { try await session.start() } }
+                    try await group.waitForAll()
+                }
+                // The first registrations keep TLS for the linger: a viewer may be on its way.
+                #expect(await cloud.rendezvous.signallingConnections == count)
+                #expect(overUDPAlone() == 0)
+            }
+            for restart in 1...2 {
+                try await withCloud(directory: directory, tlsPort: port, tuning: tuning) { cloud, _ in
+                    let back = await eventually(within: .seconds(30)) { registeredAtLeast(restart + 1) == count }
+                    #expect(back, "restart \(restart): \(registeredAtLeast(restart + 1)) of \(count) registered again")
+                    let udp = await eventually(within: .seconds(20)) { overUDPAlone() == count }
+                    #expect(udp, "restart \(restart): \(overUDPAlone()) of \(count) closed TLS for UDP presence without the linger")
+                    #expect(await eventually(within: .seconds(5)) { await cloud.rendezvous.signallingConnections == 0 })
+                    #expect(await cloud.rendezvous.registeredCameras == (count, count))
+                }
+            }
+        } catch {
+            for session in sessions { await session.stop() }
+            throw error
+        }
+        for session in sessions { await session.stop() }
+    }
+
     @Test func withoutPresenceTheCameraKeepsTLS() async throws {
         let cameraIdentity = DeviceIdentity.generate()
         try await withCloud { cloud, endpoint in
