@@ -52,24 +52,25 @@ import Testing
     }
 
     /// What the far end of the sender's line saw.
-    struct Arrivals {
-        /// DATA chunks received.
-        var chunks = 0
-        /// DATA chunks whose TSN had arrived before.
-        var duplicates = 0
-        var seen = Set<UInt32>()
+    final class Arrivals: Sendable {
+        private let state = Mutex<(chunks: Int, duplicates: Int, seen: Set<UInt32>)>((0, 0, []))
+
+        /// DATA chunks received, and those whose TSN had arrived before.
+        var counts: (chunks: Int, duplicates: Int) { state.withLock { ($0.chunks, $0.duplicates) } }
 
         /// Counts the DATA chunks (RFC 9260 §3.3.1, type 0) in one SCTP packet: 12-byte common header, then
         /// chunks of type, flags, length, padded to 4 bytes; a DATA chunk's TSN follows its length.
-        mutating func record(_ packet: [UInt8]) {
+        func record(_ packet: [UInt8]) {
             var i = 12
             while i + 4 <= packet.count {
                 let length = Int(packet[i + 2]) << 8 | Int(packet[i + 3])
                 guard length >= 4 else { return }
                 if packet[i] == 0, i + 8 <= packet.count {
                     let tsn = packet[i + 4..<i + 8].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-                    chunks += 1
-                    if !seen.insert(tsn).inserted { duplicates += 1 }
+                    state.withLock { s in
+                        s.chunks += 1
+                        if !s.seen.insert(tsn).inserted { s.duplicates += 1 }
+                    }
                 }
                 i += (length + 3) & ~3
             }
@@ -77,12 +78,12 @@ import Testing
     }
 
     /// Two channel sessions over a line of `rate` bit/s and `delay` each way; `arrivals` sees what reaches the camera.
-    static func sessions(rate: Int, delay: Duration, configuration: SCTPAssociation.Configuration, arrivals: Mutex<Arrivals>)
+    static func sessions(rate: Int, delay: Duration, configuration: SCTPAssociation.Configuration, arrivals: Arrivals)
         throws -> (viewer: ChannelSession, camera: ChannelSession, lines: [Line]) {
         let viewerBox = Mutex<ChannelSession?>(nil)
         let cameraBox = Mutex<ChannelSession?>(nil)
         let toCamera = Line(rate: rate, delay: delay) { packet in
-            arrivals.withLock { $0.record(packet) }
+            arrivals.record(packet)
             cameraBox.withLock { $0 }?.input(packet)
         }
         let toViewer = Line(rate: rate, delay: delay) { packet in viewerBox.withLock { $0 }?.input(packet) }
@@ -108,7 +109,7 @@ import Testing
         var configuration = SCTPAssociation.Configuration.datagram(pathMTU: 1200)
         configuration.rtoInitial = 1000
         configuration.rtoMin = 1000
-        let arrivals = Mutex(Arrivals())
+        let arrivals = Arrivals()
         let (viewer, camera, lines) = try Self.sessions(rate: 10_000_000, delay: .milliseconds(20),
                                                         configuration: configuration, arrivals: arrivals)
         defer {
@@ -120,11 +121,11 @@ import Testing
         let channel = try await viewer.open(label: "bulk", delivery: .reliable, priority: .normal)
         let received = try #require(await incoming)
         let message = [UInt8](repeating: 0x5A, count: PeerChannel.maxMessageSize)
-        try await viewer.enqueue(message, ppid: DataChannelProtocol.PPID.binary, channel: channel)
+        try await channel.send(message)
         var messages = received.messages.makeAsyncIterator()
         let got = try await messages.next()
         #expect(got == message)
-        let seen = arrivals.withLock { $0 }
+        let seen = arrivals.counts
         // 4 MiB in chunks of at most 1200 bytes: the transfer really crossed the line.
         #expect(seen.chunks >= PeerChannel.maxMessageSize / 1200)
         #expect(seen.duplicates == 0, "DATA chunks retransmitted on a lossless line: \(seen.duplicates) of \(seen.chunks)")
@@ -134,7 +135,7 @@ import Testing
     /// browser's SCTP, which must offer it (RFC 8831 §6.1), meets the same engine; the policy on reliable
     /// messages does not need it (usrsctp counts the chunk in `pr_sctp_cnt` either way).
     @Test func bothEndsNegotiatePartialReliability() async throws {
-        let arrivals = Mutex(Arrivals())
+        let arrivals = Arrivals()
         let (viewer, camera, lines) = try Self.sessions(rate: 100_000_000, delay: .milliseconds(1),
                                                         configuration: .datagram(pathMTU: 1200), arrivals: arrivals)
         defer {
@@ -143,7 +144,7 @@ import Testing
             for line in lines { line.close() }
         }
         async let incoming: PeerChannel? = { for await c in camera.incoming { return c }; return nil }()
-        _ = try await viewer.open(label: "video", delivery: .partial(maxRetransmits: 0), priority: .normal)
+        _ = try await viewer.open(label: "video", delivery: .partial(maxRetransmits: 0), priority: ChannelPriority.normal)
         _ = try #require(await incoming)
         #expect(viewer.partialReliability == true)
         #expect(camera.partialReliability == true)
