@@ -9,8 +9,8 @@
 # the goodput of a reliable channel against kernel TCP (CUBIC, iperf3) on the same line at 0 % and
 # 1 % loss, and for a 4 Mbit/s H.264 stream on a 5 Mbit/s line at 0 % and 5 % loss: frame latency
 # p50/p99 (capture to complete frame), frames dropped, the longest stall. `--video-seconds 600` is the
-# 10-minute run (p50 and p99 per minute; `--video-only --video-loss 0` for that run alone). The clip is
-# encoded as a live camera would (CBR, 500 kbit VBV); `--clip earlier` makes the earlier one (2000 kbit VBV).
+# 10-minute run (p50 and p99 per minute; `--video-only --video-loss 0` for that run alone). `--clip live`
+# bounds the clip's frames as a live camera's encoder would (500 kbit VBV instead of 2000).
 # Installs iperf3 and ffmpeg when missing (root). Other load skews the figures: the load average
 # at the start is printed.
 set -euo pipefail
