@@ -2,14 +2,15 @@
 # bench-media.sh — the media plane over emulated access lines in the NAT lab (needs root).
 #
 #   Scripts/bench-media.sh [--no-build] [trav bench-media options: --rate-kbps N --delay-ms N --seconds N --video-seconds N
-#                          --video-only --video-loss P]
+#                          --video-only --video-loss P --clip live|earlier]
 #
 # Builds release and runs `trav bench-media`: a camera on a public address, a viewer behind a NAT
 # whose line is emulated (tbf rate, nftables loss, a userspace delay line). Prints, in one run,
 # the goodput of a reliable channel against kernel TCP (CUBIC, iperf3) on the same line at 0 % and
 # 1 % loss, and for a 4 Mbit/s H.264 stream on a 5 Mbit/s line at 0 % and 5 % loss: frame latency
 # p50/p99 (capture to complete frame), frames dropped, the longest stall. `--video-seconds 600` is the
-# 10-minute run (p50 and p99 per minute; `--video-only --video-loss 0` for that run alone).
+# 10-minute run (p50 and p99 per minute; `--video-only --video-loss 0` for that run alone). `--clip live`
+# bounds the clip's frames as a live camera's encoder would (500 kbit VBV instead of 2000).
 # Installs iperf3 and ffmpeg when missing (root). Other load skews the figures: the load average
 # at the start is printed.
 set -euo pipefail

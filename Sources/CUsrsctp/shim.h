@@ -114,7 +114,8 @@ static inline int trav_sctp_set_stream_priority(struct socket *so, uint16_t sid,
 }
 
 /// Sends one whole message on stream `sid` with payload protocol `ppid` (host order); `pr_policy` 0 is
-/// fully reliable, else SCTP_PR_SCTP_TTL (value: ms) or SCTP_PR_SCTP_RTX (value: retransmissions).
+/// fully reliable (trav never passes it: see SCTPAssociation.send), else SCTP_PR_SCTP_TTL (value: ms) or
+/// SCTP_PR_SCTP_RTX (value: retransmissions).
 /// Returns the bytes sent, or -1 with errno (EWOULDBLOCK: the send buffer has no room for it).
 static inline ssize_t trav_sctp_send(struct socket *so, const void *data, size_t len, uint16_t sid, uint32_t ppid,
                                      int unordered, uint16_t pr_policy, uint32_t pr_value) {
@@ -157,6 +158,16 @@ static inline int trav_sctp_status(struct socket *so, uint32_t *srtt, uint32_t *
     *mtu = st.sstat_primary.spinfo_mtu;
     *rwnd = st.sstat_rwnd;
     return 0;
+}
+
+/// Whether the association negotiated PR-SCTP (RFC 3758): 1 or 0, or -1 when there is no association.
+static inline int trav_sctp_pr_supported(struct socket *so) {
+    struct sctp_assoc_value av;
+    memset(&av, 0, sizeof(av));
+    av.assoc_id = SCTP_CURRENT_ASSOC;
+    socklen_t len = sizeof(av);
+    if (usrsctp_getsockopt(so, IPPROTO_SCTP, SCTP_PR_SUPPORTED, &av, &len) < 0) return -1;
+    return av.assoc_value != 0;
 }
 
 /// Reads a notification's type, and for association changes its state.

@@ -12,8 +12,8 @@ extension Trav {
                 One camera on a public address, one viewer behind a port-restricted NAT whose line is emulated \
                 (natlab.sh LINK). Goodput: `trav connect --channel-send` (a reliable channel, viewer → camera, \
                 SHA-256 checked) against iperf3 over kernel TCP (CUBIC) between the same two hosts on the same \
-                line, at 0 % and 1 % loss. Video: a 4 Mbit/s H.264 clip streamed to the viewer on a 5 Mbit/s line \
-                (80 % use), at 0 % and 5 % loss: frame latency p50/p99, frames dropped, the longest stall.
+                line, at 0 % and 1 % loss. Video: a 4 Mbit/s H.264 clip (encoded as `--clip` says) streamed to the viewer \
+                on a 5 Mbit/s line (80 % use), at 0 % and 5 % loss: frame latency p50/p99, frames dropped, the longest stall.
                 """)
 
         @Option(help: "Line rate for the goodput runs, kbit/s (both directions).") var rateKbps: Int = 20_000
@@ -22,6 +22,8 @@ extension Trav {
         @Option(help: "Seconds of video per video run (600 for the 10-minute flatness run).") var videoSeconds: Int = 30
         @Option(help: "Loss of a video run, percent (repeat for several runs; default 0 and 5).") var videoLoss: [Double] = [0, 5]
         @Flag(help: "Only the video runs (the goodput runs take about a minute).") var videoOnly = false
+        @Option(help: "The clip's encoder settings: earlier (2000 kbit VBV: keyframes up to 106 KB) or live (500 kbit VBV: keyframes up to 58 KB, as a camera tuned for live viewing bounds them).")
+        var clip: Clip = .earlier
         @Option(help: "The `trav` binary to run in the lab (default: this one).") var trav: String?
         @OptionGroup var common: CommonOptions
 
@@ -30,6 +32,27 @@ extension Trav {
             guard (0...500).contains(delayMs), (1...120).contains(seconds), (5...3600).contains(videoSeconds),
                   videoLoss.allSatisfy({ (0...100).contains($0) }) else {
                 throw ValidationError("--delay-ms 0…500, --seconds 1…120, --video-seconds 5…3600, --video-loss 0…100")
+            }
+        }
+
+        /// How the benchmark's 4 Mbit/s clip is encoded (x264 rate control; the VBV buffer bounds every frame,
+        /// a keyframe too, to about its size).
+        enum Clip: String, ExpressibleByArgument, CaseIterable {
+            /// A live camera's bound on frames: a 500 kbit VBV buffer, 125 ms at 4 Mbit/s, so no frame takes much more
+            /// than 90 ms of the 5 Mbit/s line (the encoder then averages 3.6 Mbit/s on this clip).
+            case live
+            /// The clip the figures were measured with: `-maxrate` 4000k, a 2000 kbit buffer (half a second).
+            case earlier
+
+            /// The x264 arguments after the input, for `kbps`.
+            func encoderArguments(kbps: Int) -> [String] {
+                let gop = "keyint=25:min-keyint=25:scenecut=0"
+                switch self {
+                case .live:
+                    return ["-x264-params", gop, "-b:v", "\(kbps)k", "-maxrate", "\(kbps)k", "-bufsize", "\(kbps / 8)k"]
+                case .earlier:
+                    return ["-x264-params", gop, "-b:v", "\(kbps)k", "-maxrate", "\(kbps)k", "-bufsize", "\(kbps / 2)k"]
+                }
             }
         }
 
@@ -50,10 +73,10 @@ extension Trav {
             let viewer = LabSite("view", .portRestrictedCone, link: .ideal)
             print("load average at start: \((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?")")
             try await TravLab.with(sites: [camera, viewer], trav: binary) { run in
-                let clip = "\(run.dir)/clip4m.h264"
-                try makeClip(ffmpeg: ffmpeg, out: clip, kbps: 4000, seconds: 20)
+                let clipFile = "\(run.dir)/clip4m.h264"
+                try makeClip(ffmpeg: ffmpeg, out: clipFile, kbps: 4000, seconds: 20)
                 _ = try run.startCloud()
-                let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--video", clip])
+                let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--video", clipFile])
                 let cameraIP = try run.lab.address(of: camera.host())
 
                 if !videoOnly {
@@ -75,7 +98,7 @@ extension Trav {
                 }
 
                 let videoLine = 5000
-                print("\nVideo: 4 Mbit/s H.264 to the viewer on a \(videoLine) kbit/s line (80 % use), \(delayMs) ms one way, \(videoSeconds) s")
+                print("\nVideo: 4 Mbit/s H.264 (\(clip.rawValue) clip) to the viewer on a \(videoLine) kbit/s line (80 % use), \(delayMs) ms one way, \(videoSeconds) s")
                 print("loss   frames   latency p50 / p99 (ms)   goal p99 ≤ \(delayMs + 150)   dropped   broken   longest stall (ms)")
                 for loss in videoLoss {
                     try await run.lab.setLink(LinkConditions(delayMs: delayMs, lossPercent: loss, downKbps: videoLine, upKbps: videoLine),
@@ -116,16 +139,15 @@ extension Trav {
             return bps / 1e6
         }
 
-        /// A clip of ffmpeg's test pattern with noise over it, so the encoder really uses `kbps`.
+        /// A clip of ffmpeg's test pattern with noise over it, so the encoder really uses `kbps`, encoded as ``clip`` says.
         func makeClip(ffmpeg: String, out: String, kbps: Int, seconds: Int) throws {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: ffmpeg)
             p.arguments = ["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
                            "-f", "lavfi", "-i", "nullsrc=s=1280x720,geq=random(1)*255:128:128",
                            "-filter_complex", "[0][1]blend=all_mode=addition:all_opacity=0.3", "-t", "\(seconds)",
-                           "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-bf", "0",
-                           "-x264-params", "keyint=25:min-keyint=25:scenecut=0", "-b:v", "\(kbps)k", "-maxrate", "\(kbps)k",
-                           "-bufsize", "\(kbps / 2)k", "-y", out]
+                           "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p", "-bf", "0"]
+                + clip.encoderArguments(kbps: kbps) + ["-y", out]
             try p.run()
             p.waitUntilExit()
             guard p.terminationStatus == 0 else { throw CLIError("ffmpeg could not make the clip") }

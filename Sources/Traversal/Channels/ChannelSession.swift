@@ -101,6 +101,9 @@ final class ChannelSession: Sendable {
     /// Smoothed RTT and congestion window of the association.
     var status: (srttMs: Int, cwnd: Int, mtu: Int)? { association.status }
 
+    /// Whether the association negotiated PR-SCTP (``SCTPAssociation/partialReliability``).
+    var partialReliability: Bool? { association.partialReliability }
+
     /// Changes the engine's packet size (``SCTPAssociation/setPathMTU(_:)``).
     func setPathMTU(_ size: Int) { association.setPathMTU(size) }
 

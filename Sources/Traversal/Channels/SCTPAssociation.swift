@@ -66,6 +66,18 @@ final class SCTPAssociation: Sendable {
         static let ttl = UInt16(SCTP_PR_SCTP_TTL)
         /// PR-SCTP limited retransmissions.
         static let rtx = UInt16(SCTP_PR_SCTP_RTX)
+        /// A retransmission limit no chunk reaches: usrsctp counts a chunk's transmissions in a 16-bit
+        /// `snd_count` and abandons it only once that count exceeds the limit (`sctp_mark_all_for_resend`,
+        /// `sctp_strike_gap_ack_chunks`).
+        static let unreachableRetransmissions = UInt32.max
+
+        /// The PR-SCTP policy and value handed to usrsctp. A fully reliable message leaves as `SCTP_PR_SCTP_RTX`
+        /// with ``unreachableRetransmissions``: never abandoned, so just as reliable, but counted in usrsctp's
+        /// `pr_sctp_cnt`, which keeps every SACK on the path that restarts the retransmission timer (see
+        /// ``SCTPAssociation/send(_:stream:ppid:delivery:)``). Partial deliveries keep their own policy.
+        var engineSendPolicy: (policy: UInt16, value: UInt32) {
+            policy == 0 ? (Self.rtx, Self.unreachableRetransmissions) : (policy, value)
+        }
     }
 
     /// Something the association reports.
@@ -193,14 +205,29 @@ final class SCTPAssociation: Sendable {
     }
 
     /// Offers one whole message to the send buffer.
+    ///
+    /// Every message carries a PR-SCTP policy (RFC 3758), reliable ones too (``Delivery/engineSendPolicy``), to
+    /// get around usrsctp's fast SACK path. RFC 9260 §6.3.2 rule R3 restarts the T3-rtx timer whenever a SACK
+    /// advances the cumulative TSN ack. usrsctp 0.9.5 takes a SACK without gap reports through
+    /// `sctp_express_handle_sack`, which never restarts it, so T3 expires every RTO while data is in flight;
+    /// at each expiry `sctp_mark_all_for_resend` retransmits the chunks older than about one smoothed RTT (those
+    /// standing in a bottleneck's queue behind a keyframe) and the congestion window falls to one packet. The
+    /// fast path is taken only while `pr_sctp_cnt` (chunks with a PR policy on the send and sent queues) is 0
+    /// (`sctp_process_control`); with a policy on every chunk each SACK goes through `sctp_handle_sack`, which
+    /// stops the timer when the ack advances and restarts it for what is still outstanding, as R3 asks. The
+    /// count does not depend on the peer supporting PR-SCTP, and a chunk is abandoned only when the peer does
+    /// and its limit is reached, which ``Delivery/unreachableRetransmissions`` never is, so nothing changes on
+    /// the wire or at the receiver (no FORWARD-TSN is ever sent for a reliable message).
+    /// `SCTPRetransmissionTimerTests` shows it.
     func send(_ message: [UInt8], stream: UInt16, ppid: UInt32, delivery: Delivery) -> SendResult {
         guard message.count <= configuration.maxMessageSize else { return .failed(EMSGSIZE) }
         return socket.withLock { handle in
             guard let so = handle?.pointer else { return .failed(ENOTCONN) }
             // usrsctp takes no empty message: a one-byte body with the "empty" PPID stands for it (RFC 8831 §6.6).
             let body = message.isEmpty ? [0] : message
+            let (policy, value) = delivery.engineSendPolicy
             let n = body.withUnsafeBytes { raw in
-                trav_sctp_send(so, raw.baseAddress, raw.count, stream, ppid, delivery.ordered ? 0 : 1, delivery.policy, delivery.value)
+                trav_sctp_send(so, raw.baseAddress, raw.count, stream, ppid, delivery.ordered ? 0 : 1, policy, value)
             }
             if n >= 0 {
                 buffered.add(body.count, ordering: .relaxed)
@@ -257,6 +284,16 @@ final class SCTPAssociation: Sendable {
             var srtt: UInt32 = 0, cwnd: UInt32 = 0, mtu: UInt32 = 0, rwnd: UInt32 = 0
             guard trav_sctp_status(so, &srtt, &cwnd, &mtu, &rwnd) == 0 else { return nil }
             return (Int(srtt), Int(cwnd), Int(mtu))
+        }
+    }
+
+    /// Whether the association negotiated PR-SCTP (RFC 3758 §3.3: both ends listed it at setup), which
+    /// partial channels need and WebRTC peers must offer (RFC 8831 §6.1); nil before the association exists.
+    var partialReliability: Bool? {
+        socket.withLock { handle -> Bool? in
+            guard let so = handle?.pointer else { return nil }
+            let value = trav_sctp_pr_supported(so)
+            return value < 0 ? nil : value == 1
         }
     }
 
