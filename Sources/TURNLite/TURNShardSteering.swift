@@ -10,7 +10,7 @@ import Glibc
 /// from the client's source address alone: an IPv4 address, or the /64 of an IPv6 address.
 ///
 /// So everything from one source — all its ports, UDP and TCP alike — lands on one shard, and the limits
-/// keyed by source (``SourceAddressKey``: the 401/438 challenge limiter, EVEN-PORT reservations taken by
+/// keyed by source (`SourceAddressKey`: the 401/438 challenge limiter, EVEN-PORT reservations taken by
 /// the RTCP socket of the same host) hold in the shard without a lock. Without steering the kernel would
 /// hash the whole 4-tuple, and a client could spread its challenges over every shard by changing ports.
 ///

@@ -27,7 +27,7 @@ public struct PortMappingStateMachine: Sendable {
         public static let natPMP = Schedule(timeouts: (0..<9).map { .milliseconds(250 << $0) })
         /// RFC 6887 §8.1.1: IRT 3 s doubling up to MRT 1024 s; bounded here at seven attempts (about 6 min).
         public static let pcp = Schedule(timeouts: (0..<7).map { .seconds(min(1024, 3 << $0)) })
-        /// For the strategy race, which must gather within ``ConnectorConfiguration/gatherTimeout``:
+        /// For the strategy race, which must gather within `ConnectorConfiguration.gatherTimeout`:
         /// 250 ms then 500 ms, the first two steps of RFC 6886 §3.1 (an absent gateway costs 750 ms).
         public static let race = Schedule(timeouts: [.milliseconds(250), .milliseconds(500)])
     }
