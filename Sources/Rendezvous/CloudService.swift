@@ -180,8 +180,8 @@ public final class CloudService: Sendable {
                 guard let relayIP = IPAddress(relayConfiguration.listenIP ?? configuration.listenIP) else {
                     throw CertificateSetupError(code: .invalidName, detail: "\(relayConfiguration.listenIP ?? "") is not an IP address")
                 }
-                let secret = try await (store ?? ownedStore)?.relaySecret(proposing: RelayGrantIssuer.randomSecret())
-                    ?? RelayGrantIssuer.randomSecret()
+                let fresh = RelayGrantIssuer.randomSecret()
+                let secret = try await (store ?? ownedStore)?.relaySecret(proposing: fresh) ?? fresh
                 let (server, issuer) = try await startRelay(relayConfiguration, secret: secret, listenIP: relayIP,
                                                             certificatePath: certificatePath, keyPath: keyPath, group: group, logger: logger)
                 relay = server
