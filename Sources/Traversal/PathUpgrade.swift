@@ -192,7 +192,7 @@ extension PeerConnection {
         for i in token.indices { token[i] = .random(in: 0 ... .max) }
         let context = upgrade.context.forUpgrade(token: token, budget: nil)
         let prepared = await gatherUpgrade(upgrade, context: context)
-        let offer = PeerOffer(identityKey: Data(), candidates: prepared.flatMap(\.1.candidates), strategies: prepared.map(\.0))
+        let offer = PeerOffer(identityKey: Data(), candidates: prepared.flatMap { $0.1.candidates }, strategies: prepared.map { $0.0 })
         guard !prepared.isEmpty, let message = PathOfferMessage(attempt: attempt, token: token, offer: offer).encoded(fitting: maxMessageSize) else {
             for (_, p) in prepared { await p.close() }
             await performMigration(paths.withMachine { $0.upgradeFailed(attempt: attempt, now: .now) } ?? [])
@@ -226,7 +226,7 @@ extension PeerConnection {
         let budget = ProbeAllowance(ProbeBudget(offerBytes: (try? JSONEncoder().encode(offer.offer).count) ?? 0, vouched: nil))
         let context = upgrade.context.forUpgrade(token: offer.token, budget: budget)
         let prepared = await gatherUpgrade(upgrade, context: context)
-        let answer = PeerOffer(identityKey: Data(), candidates: prepared.flatMap(\.1.candidates), strategies: prepared.map(\.0))
+        let answer = PeerOffer(identityKey: Data(), candidates: prepared.flatMap { $0.1.candidates }, strategies: prepared.map { $0.0 })
         guard !prepared.isEmpty,
               let message = PathOfferMessage(attempt: offer.attempt, token: offer.token, offer: answer).encoded(fitting: maxMessageSize) else {
             for (_, p) in prepared { await p.close() }
@@ -259,10 +259,11 @@ extension PeerConnection {
             return first
         }
         for (_, p) in prepared { await p.close() }
-        guard let (strategy, transport) = winner else {
+        guard let winner else {
             await performMigration(paths.withMachine { $0.upgradeFailed(attempt: attempt, now: .now) } ?? [])
             return
         }
+        let (strategy, transport) = winner
         guard let path = paths.add(transport, strategy: strategy) else {
             await transport.close()
             return

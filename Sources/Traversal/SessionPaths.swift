@@ -42,7 +42,7 @@ final class SessionPaths: Sendable {
     func isActive(_ path: SessionPathID) -> Bool { state.withLock { $0.active == path } }
 
     /// Runs `body` on the migration state machine (nil result when the session never moves).
-    func withMachine<R>(_ body: (inout PathMigrationStateMachine) -> R) -> R? {
+    func withMachine<R: Sendable>(_ body: (inout PathMigrationStateMachine) -> R) -> R? {
         state.withLock { s in
             guard s.machine != nil else { return nil }
             return body(&s.machine!)

@@ -42,18 +42,20 @@ extension Trav {
             if !(seconds > 0 && seconds <= 3600) { throw ValidationError("--seconds must be in (0, 3600]") }
         }
 
-        /// `--channel-send`'s transfer and what went wrong with it.
-        func channelTransfer(_ c: PeerConnection) async -> (ChannelSendOutput?, String?) {
+        /// `--channel-send`'s transfer of `bytes` (none for 0) and what went wrong with it.
+        static func channelTransfer(_ c: PeerConnection, bytes: Int) async -> (ChannelSendOutput?, String?) {
+            guard bytes > 0 else { return (nil, nil) }
             do {
-                let sent = try await sendOnChannel(c, bytes: channelSend)
+                let sent = try await sendOnChannel(c, bytes: bytes)
                 return (sent, sent.verified ? nil : "the camera's digest of the channel data did not match")
             } catch {
                 return (nil, "channel send: \(error)")
             }
         }
 
-        /// `--stats`/`--save`'s video and what went wrong with it.
-        func videoReception(_ c: PeerConnection) async -> (VideoOutput?, String?) {
+        /// `--stats`/`--save`'s video (none unless `watch`) and what went wrong with it.
+        static func videoReception(_ c: PeerConnection, watch: Bool, seconds: Double, save: String?) async -> (VideoOutput?, String?) {
+            guard watch else { return (nil, nil) }
             do {
                 let video = try await receiveVideo(c, seconds: seconds, save: save)
                 return (video, video.frames == 0 ? "no video frames arrived" : nil)
@@ -91,8 +93,10 @@ extension Trav {
                     if !again { result.error = "the echo after \(idle) s idle did not come back: the path was lost" }
                 }
                 // With both, the transfer and the video run at once (a session that moves carries both).
-                async let sent: (ChannelSendOutput?, String?) = verified && channelSend > 0 ? channelTransfer(c) : (nil, nil)
-                async let watched: (VideoOutput?, String?) = verified && (save != nil || stats) ? videoReception(c) : (nil, nil)
+                let (bytes, seconds, save) = (verified ? channelSend : 0, seconds, save)
+                let watch = verified && (save != nil || stats)
+                async let sent = Self.channelTransfer(c, bytes: bytes)
+                async let watched = Self.videoReception(c, watch: watch, seconds: seconds, save: save)
                 let (transfer, transferError) = await sent
                 let (video, videoError) = await watched
                 result.channelSend = transfer
