@@ -110,6 +110,12 @@ final class UpgradeExchange: Sendable {
     }
 }
 
+/// Where the migration keeps a task: one upgrade attempt and one announcement at a time (a newer one replaces it).
+enum MigrationTaskSlot: Hashable, Sendable {
+    case attempt
+    case announcement
+}
+
 extension PeerConnection {
     /// Ticks the migration rules at their deadlines (at least every probe interval, as sends change them) until cancelled.
     func driveMigration() async {
@@ -157,10 +163,10 @@ extension PeerConnection {
         for action in actions {
             switch action {
             case .beginUpgrade(let attempt):
-                keep(Task { [weak self] in await self?.offerUpgrade(attempt) })
+                keep(Task { [weak self] in await self?.offerUpgrade(attempt) }, in: .attempt)
             case .answerUpgrade(let attempt):
                 guard let peerOffer, peerOffer.attempt == attempt else { continue }
-                keep(Task { [weak self] in await self?.answerUpgrade(peerOffer) })
+                keep(Task { [weak self] in await self?.answerUpgrade(peerOffer) }, in: .attempt)
             case .probe(let path, let nonce):
                 try? await sendSealed(.pathCheck, nonce.bigEndianBytes, on: path)
             case .switchTo(let path, let reason):
@@ -173,9 +179,9 @@ extension PeerConnection {
                 keep(Task { [weak self] in
                     for _ in 0..<Self.announcements {
                         try? await self?.sendSealed(.pathSwitch, epoch.bigEndianBytes, on: path)
-                        try? await Task.sleep(for: .milliseconds(50))
+                        try? await Task.sleep(for: Self.announcementInterval)
                     }
-                })
+                }, in: .announcement)
             case .abandon(let path):
                 await paths.remove(path)
             }
@@ -184,6 +190,8 @@ extension PeerConnection {
 
     /// Times a move is announced.
     static let announcements = 3
+    /// Wait between announcements of one move.
+    static let announcementInterval: Duration = .milliseconds(50)
 
     /// The deciding side's attempt: gather, offer until answered, connect.
     private func offerUpgrade(_ attempt: UInt32) async {

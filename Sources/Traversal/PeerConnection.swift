@@ -56,6 +56,8 @@ public final class PeerConnection: Sendable {
     private let continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let closed = Mutex(false)
+    /// The migration's own tasks (an upgrade attempt, an announcement), one per slot.
+    private let migrationTasks = Mutex<[MigrationTaskSlot: Task<Void, Never>]>([:])
     private let lastHeard = Mutex(ContinuousClock.now)
     /// The path MTU search (RFC 8899), on datagram paths that may carry more than their base size.
     private let mtuSearch: Mutex<PathMTUSearch?>
@@ -182,13 +184,14 @@ public final class PeerConnection: Sendable {
     }
 
     /// Keeps `task` to cancel it when the connection shuts down (at once, if it already has).
-    func keep(_ task: Task<Void, Never>) {
-        let kept = tasks.withLock { t -> Bool in
-            guard !closed.withLock({ $0 }) else { return false }
-            t.append(task)
-            return true
+    /// Keeps `task` in `slot`, replacing (and cancelling) the one there: at most one per slot, so a long
+    /// session holds a bounded number however many attempts it makes.
+    func keep(_ task: Task<Void, Never>, in slot: MigrationTaskSlot) {
+        let replaced = migrationTasks.withLock { t -> Task<Void, Never>? in
+            guard !closed.withLock({ $0 }) else { return task }
+            return t.updateValue(task, forKey: slot)
         }
-        if !kept { task.cancel() }
+        replaced?.cancel()
     }
 
     func shutdown(error: (any Error)?) {
@@ -201,6 +204,7 @@ public final class PeerConnection: Sendable {
             return copy
         }
         for t in all { t.cancel() }
+        for t in migrationTasks.withLock({ t in defer { t = [:] }; return Array(t.values) }) { t.cancel() }
         paths.stopReading()
     }
 
