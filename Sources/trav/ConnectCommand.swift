@@ -130,6 +130,10 @@ extension Trav {
                     if let video = output.video {
                         print("video     \(video.line)\(video.savedTo.map { ", saved to \($0)" } ?? "")")
                     }
+                    for move in output.moves ?? [] {
+                        print(String(format: "moved     %@ -> %@ (%@) at %.0f ms  %@", move.from, move.to, move.reason, move.atMs,
+                                     RemoteText.printable(move.route)))
+                    }
                     if let error = output.error { print("error     \(RemoteText.printable(error))") }
                 } else {
                     print("failed    \(RemoteText.printable(output.error ?? ""))")
