@@ -160,7 +160,7 @@ public struct PathMigrationStateMachine: Sendable {
             if let p = path.probe {
                 due.append(p.sent + configuration.probeInterval)
                 if id == active { due.append(p.began + configuration.probeTimeout) }
-            } else if id == active, id != standby, let sent = lastSent, sent > path.lastHeard {
+            } else if id == active, id != standby, hasStandby, let sent = lastSent, sent > path.lastHeard {
                 due.append(path.lastHeard + configuration.silence)
             }
         }
@@ -170,6 +170,16 @@ public struct PathMigrationStateMachine: Sendable {
     /// Something other than a probe was sent on the active path at `now` (silence then means trouble).
     public mutating func sent(now: ContinuousClock.Instant) {
         lastSent = now
+    }
+
+    /// Whether the standby relay is still in the set (a direct path can fall back to it).
+    public var hasStandby: Bool { paths[standby] != nil }
+
+    /// `path`'s transport ended while another path was active: it leaves the set. Without the standby, a
+    /// direct path that dies has nowhere to fall back to, so it is no longer checked.
+    public mutating func lost(_ path: SessionPathID, now: ContinuousClock.Instant) {
+        guard path != active else { return }
+        paths[path] = nil
     }
 
     /// An authenticated datagram arrived on `path`: it works inbound.
@@ -195,7 +205,7 @@ public struct PathMigrationStateMachine: Sendable {
         }
         for id in paths.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             guard let path = paths[id] else { continue }
-            if id == active, id != standby {
+            if id == active, id != standby, hasStandby {
                 if let p = path.probe, now >= p.began + configuration.probeTimeout {
                     actions += fallBack(now: now)
                     continue

@@ -260,6 +260,7 @@ public final class PeerConnection: Sendable {
             if paths.isActive(path) {
                 shutdown(error: TraversalError(code: .closed, detail: "\(error)"))
             } else {
+                paths.withMachine { $0.lost(path, now: .now) }
                 await paths.remove(path)
             }
             return false

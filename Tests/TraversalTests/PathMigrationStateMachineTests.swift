@@ -144,4 +144,15 @@ struct PathMigrationStateMachineTests {
         #expect(m.peerOffered(attempt: 2, now: at(3_000)) == [.abandon(direct), .answerUpgrade(attempt: 2)])
         #expect(m.peerOffered(attempt: 1, now: at(3_100)) == [], "an offer older than the last")
     }
+
+    @Test func withoutItsStandbyADirectPathIsNotCheckedAndNeverFallsBack() {
+        var m = upgraded()
+        m.lost(relay, now: at(1_500))
+        #expect(!m.hasStandby && m.pathIDs == [direct])
+        m.sent(now: at(2_000))
+        #expect(m.nextDeadline == nil)
+        #expect(m.tick(now: at(10_000)) == [], "nothing to fall back to")
+        m.lost(direct, now: at(10_000))
+        #expect(m.pathIDs == [direct], "the active path is not dropped: its end ends the session")
+    }
 }
