@@ -62,6 +62,8 @@ public struct ConnectorConfiguration: Sendable {
     /// What a camera may send toward the addresses of one viewer's offer before the viewer answers
     /// (``ProbeBudget``): by default 3× the offer's bytes, 400 probes, 16 addresses.
     public var probeLimits = ProbeBudget.Limits()
+    /// What answers browser viewers (``BrowserViewerAnswering``); nil declines them.
+    public var browserViewers: (any BrowserViewerAnswering)?
 
     /// Creates a configuration; the connect timeout defaults to 10 s, gathering to 1.5 s.
     public init(identity: DeviceIdentity, cloud: TravCloud? = nil, strategies: [any TraversalStrategy], stunServers: [String] = [],
@@ -268,6 +270,11 @@ public final class Connector: Sendable {
                                 perIntro.addTask {
                                     defer { answering.release(.unidentified) }
                                     do {
+                                        if let description = intro.offer.sessionDescription {
+                                            try await self.answerBrowser(intro, description: description, access: shared)
+                                            continuation.yield(.browserAnswered(requestID: intro.requestID))
+                                            return
+                                        }
                                         let c = try await self.answer(intro, access: shared)
                                         continuation.yield(.viewerConnected(c))
                                     } catch is CancellationError {
