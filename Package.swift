@@ -182,8 +182,9 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1")]),
-        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite", "NATLab", "Traversal", "Media", "PeerTestSupport", "SourceLimits", .product(name: "Logging", package: "swift-log"),
-            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite", "NATLab", "Traversal", "Media", "PeerTestSupport", "SourceLimits", "Rendezvous", "TURNLite",
+            .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "TravCTests", dependencies: ["NATLab", "TravC", "CTrav"]),
         .target(
             name: "FuzzTargets",

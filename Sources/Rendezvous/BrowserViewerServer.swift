@@ -7,6 +7,7 @@ import NIOSSL
 import NIOWebSocket
 import ServiceLifecycle
 import SourceLimits
+import Synchronization
 import Traversal
 
 /// The cloud's viewer page over HTTPS, with the cloud's certificate, on a port of its own (`trav cloud
@@ -86,17 +87,18 @@ public final class BrowserViewerServer: Service, Sendable {
         let slots = SharedConnectionSlots(maxPerSource: limits.maxConnectionsPerSource, maxTotal: limits.maxConnections)
         let (reports, reportSink) = AsyncStream.makeStream(of: BrowserReport.self, bufferingPolicy: .bufferingNewest(256))
         let hub = rendezvous.hub
-        let portBox = NIOLockedValueBox<Int>(Int(port))
+        let bound = BoundPort(Int(port))
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let source = channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
-                    guard slots.admit(source) == nil else { throw ChannelError.inputClosed }
+                    guard slots.admit(source) == nil else { throw NIOCore.ChannelError.inputClosed }
                     channel.closeFuture.whenComplete { _ in slots.release(source) }
-                    let origins = Set(names.map { "https://\($0):\(portBox.withLockedValue { $0 })" })
-                    let connectSources = names.map { "wss://\($0):\(portBox.withLockedValue { $0 })" }.joined(separator: " ")
+                    let port = bound.port.withLock { $0 }
+                    let origins = Set(names.map { "https://\($0):\(port)" })
+                    let connectSources = names.map { "wss://\($0):\(port)" }.joined(separator: " ")
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLServerHandler(context: context))
                     try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount(limits.idleTimeout)))
@@ -127,7 +129,7 @@ public final class BrowserViewerServer: Service, Sendable {
                 }
             }
             .bind(host: listenIP, port: Int(port)).get()
-        if let bound = channel.localAddress?.port { portBox.withLockedValue { $0 = bound } }
+        if let actual = channel.localAddress?.port { bound.port.withLock { $0 = actual } }
         logger.info("viewer page listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         return BrowserViewerServer(channel: channel, reports: reports, reportSink: reportSink)
     }
@@ -143,6 +145,13 @@ public final class BrowserViewerServer: Service, Sendable {
         try? await channel.close()
         reportSink.finish()
     }
+}
+
+/// The port the server bound (known after `bind`, read by each connection for its origin and policy).
+final class BoundPort: Sendable {
+    /// The port.
+    let port: Mutex<Int>
+    init(_ port: Int) { self.port = Mutex(port) }
 }
 
 /// Closes a connection that sends more than `limit` bytes before its WebSocket upgrade (removed at the upgrade).

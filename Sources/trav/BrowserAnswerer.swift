@@ -7,6 +7,8 @@ import WebRTC
 /// own at `hosts`, fed by the camera's `MediaSender` as native viewers are; each session is forgotten when it
 /// closes (the browser went away, ICE or DTLS failed, or it never connected) and every one is closed at ``closeAll()``.
 actor BrowserAnswerer: BrowserViewerAnswering {
+    /// Browser sessions at once; one more is refused (each holds UDP sockets and a DTLS endpoint).
+    static let maxSessions = 16
     private let identity: DeviceIdentity
     private let certificate: DTLSCertificate
     private let hosts: [String]
@@ -24,6 +26,9 @@ actor BrowserAnswerer: BrowserViewerAnswering {
     }
 
     func answer(_ offer: BrowserOffer) async throws -> String {
+        guard sessions.count < Self.maxSessions else {
+            throw TraversalError(code: .rateLimited, detail: "\(Self.maxSessions) browsers already watching")
+        }
         let session = try await BrowserViewerSession.start(
             offer: try SessionDescription(parsing: offer.sessionDescription), identity: identity, certificate: certificate,
             hosts: hosts, logger: logger)

@@ -46,7 +46,8 @@ extension Trav {
         @Option(help: "Directory for the generated CA and server certificate.") var data: String = "./trav-cloud"
         @Option(help: "STUN port (UDP and TCP).") var stunPort: UInt16 = 3478
         @Option(help: "TLS signalling port.") var tlsPort: UInt16 = 5349
-        @Option(help: "HTTPS port of the browser viewer page and its WebSocket signalling (0: none).") var webPort: UInt16 = 0
+        @Option(help: "HTTPS port of the browser viewer page and its WebSocket signalling, with the cloud's certificate (0 picks a free one; default: none).")
+        var webPort: UInt16?
         @Option(help: "Server certificate (PEM) instead of the generated one.") var tlsCert: String?
         @Option(help: "Private key (PEM) of --tls-cert.") var tlsKey: String?
         @Option(help: "Extra DNS name cameras may dial (repeatable).") var name: [String] = []
@@ -205,7 +206,7 @@ extension Trav {
             }
             if let ca = cloud.caPath { say("cloud ca \(ca)") }
             var web: BrowserViewerServer?
-            if webPort != 0 {
+            if let webPort {
                 do {
                     web = try await cloud.startBrowserViewer(
                         listenIP: listen, port: webPort, assets: .init(page: BrowserViewerPage.html, script: BrowserViewerPage.script), logger: logger)
