@@ -49,7 +49,7 @@ actor BrowserAnswerer: BrowserViewerAnswering {
                     say("browser \(requestID) closed: \(reason)")
                 }
             }
-            await self.forget(requestID)
+            self.forget(requestID)
         }
         return session.answer.text
     }
