@@ -58,10 +58,11 @@ stats() { sort -n | awk '{v[NR]=$1} END {if (NR==0) {print "none"; exit} m=int((
     --relay-allow-peers 127.0.0.0/8 --device-store memory >"$work/cloud.log" 2>&1 &
 pids+=($!)
 tls=$(await_line "$work/cloud.log" '^cloud signalling tls ' | awk '{print $4}')
+stun=$(await_line "$work/cloud.log" '^cloud stun udp ' | awk '{print $4}' | sed 's/.*://')
 web=$(await_line "$work/cloud.log" '^cloud web ' | awk '{print $3}')
 ca=$(await_line "$work/cloud.log" '^cloud ca ' | awk '{print $3}')
 uid=$("$BIN" identity new --out "$work/cam.key" | grep -o -m1 'TRAV-[0-9A-Z-]*')
-"$BIN" camera --identity "$work/cam.key" --cloud "$tls" --cloud-ca "$ca" --password bench --video default \
+"$BIN" camera --identity "$work/cam.key" --cloud "$tls" --cloud-ca "$ca" --stun-port "$stun" --password bench --video default \
     --browser-host 127.0.0.1 --no-presence --lan-port 0 >"$work/camera.log" 2>&1 &
 pids+=($!)
 await_line "$work/camera.log" 'serving' >/dev/null
@@ -88,7 +89,7 @@ echo "  paths: $(grep -o '"path":"[a-z]*"' <<<"$reports" | sort | uniq -c | tr -
 echo "  failed: $(grep -c '"error"' <<<"$reports" || true) of $RUNS"
 
 for i in $(seq "$RUNS"); do
-    "$BIN" connect "$uid" --cloud "$tls" --cloud-ca "$ca" --password bench --echo-bytes 0 --lan-port 0 --json 2>/dev/null || true
+    "$BIN" connect "$uid" --cloud "$tls" --cloud-ca "$ca" --stun-port "$stun" --password bench --echo-bytes 0 --lan-port 0 --json 2>/dev/null || true
 done | grep -o '"setupMs":[0-9.]*' | cut -d: -f2 | cut -d. -f1 >"$work/native"
 echo "anchor: native viewers (trav connect), connect → the camera's welcome:"
 echo "  $(stats <"$work/native")"

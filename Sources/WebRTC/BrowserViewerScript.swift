@@ -60,7 +60,14 @@ public enum BrowserViewerScript {
           for (let i = 0; i < words; i++) view.setUint32(i * 4, B[i], true);
           return pbkdf2(pass, bytes, length);
         }
+        // A key's symbols, once per page: the access challenge and the answer name the same key, and scrypt is slow in script.
+        const travUIDCache = new Map();
         async function uidSymbols(key) {
+          const id = String.fromCharCode(...key);
+          if (!travUIDCache.has(id)) travUIDCache.set(id, uidSymbolsUncached(key));
+          return travUIDCache.get(id);
+        }
+        async function uidSymbolsUncached(key) {
           const domain = new TextEncoder().encode('trav/device-id/v1');
           const hashed = new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array([...domain, 0, ...key])));
           const h = await scrypt(hashed, domain, 1 << 14, 8, 32), alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
