@@ -277,12 +277,7 @@ final class SignalHandler: ChannelInboundHandler {
                                                                  "decoded": "\(report.decoded ?? 0)", "error": "\(report.error ?? "")"])
                         reports.yield(report)
                     case .close(let code, let reason):
-                        var data = ByteBuffer()
-                        data.writeInteger(code)
-                        data.writeString(String(reason.prefix(120)))
-                        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
-                            channel.close(promise: nil)
-                        }
+                        SignalHandler.close(channel, code: code, reason: reason)
                         break loop
                     }
                 }
@@ -299,21 +294,21 @@ final class SignalHandler: ChannelInboundHandler {
         case .ping:
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
         case .connectionClose:
-            var data = ByteBuffer()
-            data.writeInteger(UInt16(1000))
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
-                channel.close(promise: nil)
-            }
+            Self.close(context.channel, code: 1000)
         case .binary:
-            var data = ByteBuffer()
-            data.writeInteger(UInt16(1003))
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
-                channel.close(promise: nil)
-            }
+            Self.close(context.channel, code: 1003, reason: "text messages only")
         default:
             break
+        }
+    }
+
+    /// Sends a close frame with `code` (RFC 6455 §7.4.1) and `reason`, then closes the connection.
+    static func close(_ channel: any Channel, code: UInt16, reason: String = "") {
+        var data = ByteBuffer()
+        data.writeInteger(code)
+        data.writeString(String(reason.utf8.prefix(120)) ?? "")
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
+            channel.close(promise: nil)
         }
     }
 }
