@@ -53,7 +53,7 @@ struct CloudBrowserTests {
     }
 
     /// ``withCloud(_:)`` and a registered `trav camera --video default` (a child process, killed after `body`).
-    static func withCloudAndCamera(_ body: (_ web: BrowserViewerServer, _ reports: ReportBox, _ uid: String) async throws -> Void) async throws {
+    static func withCloudAndCamera(_ body: (_ web: BrowserViewerServer, _ reports: ReportBox, _ uid: String, _ camera: ChildProcess) async throws -> Void) async throws {
         try await withCloud { cloud, web, reports, dir in
             let identity = DeviceIdentity.generate()
             try identity.save(to: dir + "/cam.key")
@@ -73,7 +73,7 @@ struct CloudBrowserTests {
                 if !registered { try await Task.sleep(for: .milliseconds(100)) }
             }
             try #require(registered, "the camera registers: \(camera.output().stdout.suffix(500)) \(camera.output().stderr.suffix(500))")
-            try await body(web, reports, identity.deviceID.description)
+            try await body(web, reports, identity.deviceID.description, camera)
         }
     }
 
@@ -106,7 +106,7 @@ struct CloudBrowserTests {
     @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"),
           .enabled(if: FileManager.default.isExecutableFile(atPath: TravLab.debugTrav), "needs `swift build` (.build/debug/trav)"))
     func chromiumWatchesTheCameraThroughTheCloudsPageAndAWrongPasswordIsRefused() async throws {
-        try await Self.withCloudAndCamera { web, reports, uid in
+        try await Self.withCloudAndCamera { web, reports, uid, camera in
             // The UID as a person might type it: lower case.
             let (watched, log) = try await Self.visit(
                 web, reports: reports, fragment: "uid=\(uid.lowercased())&password=\(Self.password.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)&report=\(Self.framesWanted)")
@@ -118,6 +118,14 @@ struct CloudBrowserTests {
             #expect(report.path == "direct", "loopback: a direct pair, no relay: \(report)")
             #expect(report.firstFrameMs != nil)
             #expect(report.uid == uid, "the cloud names the UID the page watched")
+            // The browser is gone (its process killed): the camera's session ends, at the latest when consent
+            // expires (RFC 7675: 30 s), and releases its sockets with it.
+            var ended = false
+            for _ in 0..<450 where !ended {
+                ended = camera.output().stdout.contains("browser \(report.requestID ?? "?") closed")
+                if !ended { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(ended, "the camera ends the session of a browser that went away: \(camera.output().stdout.suffix(800))")
 
             let (refusedReport, refusedLog) = try await Self.visit(web, reports: reports, fragment: "uid=\(uid)&password=wrong")
             let refused = try #require(refusedReport, "the page reports the refusal; chromium: \(refusedLog)")
