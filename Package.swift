@@ -87,6 +87,8 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
             ]),
         .target(
             name: "Strategies",
@@ -115,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "trav",
             dependencies: [
-                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab", "Media", "SourceLimits",
+                "Traversal", "Strategies", "STUNLite", "TURNLite", "Rendezvous", "NATLab", "Media", "SourceLimits", "WebRTC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -180,8 +182,9 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "SwiftASN1", package: "swift-asn1")]),
-        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite", "NATLab", "Traversal", "Media", "PeerTestSupport", "SourceLimits", .product(name: "Logging", package: "swift-log"),
-            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")]),
+        .testTarget(name: "WebRTCTests", dependencies: ["WebRTC", "STUNLite", "NATLab", "Traversal", "Media", "PeerTestSupport", "SourceLimits", "Rendezvous", "TURNLite",
+            .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "TravCTests", dependencies: ["NATLab", "TravC", "CTrav"]),
         .target(
             name: "FuzzTargets",

@@ -121,9 +121,15 @@ public final class CloudService: Sendable {
     private let ownedStore: (any DeviceStore)?
     /// What signs and renews relay grants, with the secret shared by every node on the same store.
     let relayGrants: RelayGrantIssuer?
+    /// The TLS certificate and key files (generated or given), for the viewer page's port.
+    let tlsFiles: (certificate: String, key: String)
+    /// The names the cloud answers to.
+    let names: [String]
 
     private init(rendezvous: RendezvousServer, stun: STUNServer, relay: TURNServer?, caPath: String?, ownedStore: (any DeviceStore)?,
-                 relayGrants: RelayGrantIssuer?) {
+                 relayGrants: RelayGrantIssuer?, tlsFiles: (certificate: String, key: String), names: [String]) {
+        self.tlsFiles = tlsFiles
+        self.names = names
         self.relayGrants = relayGrants
         self.rendezvous = rendezvous
         self.stun = stun
@@ -192,7 +198,8 @@ public final class CloudService: Sendable {
             let rendezvous = try await RendezvousServer.start(
                 rendezvousConfiguration, registry: registry, store: store ?? ownedStore ?? InMemoryDeviceStore(), group: group, logger: logger)
             return CloudService(rendezvous: rendezvous, stun: stun, relay: relay, caPath: caPath, ownedStore: ownedStore,
-                                relayGrants: rendezvousConfiguration.relayGrants)
+                                relayGrants: rendezvousConfiguration.relayGrants, tlsFiles: (certificatePath, keyPath),
+                                names: configuration.names)
         } catch {
             await relay?.shutdown()
             await stun.shutdown()
@@ -234,6 +241,25 @@ public final class CloudService: Sendable {
         await stun.shutdown()
         await stun.waitUntilClosed()
         await ownedStore?.close()
+    }
+
+    /// What a browser page is told to use for introduction `requestID`: the cloud's STUN, and its relay
+    /// over UDP, TCP and TLS with this request's REST credentials (the grant the camera gets for it too).
+    public func browserIceServers(requestID: String) -> [BrowserSignallingStateMachine.IceServer] {
+        let stunURLs = stun.udpAddresses[.primary].map { ["stun:\($0)"] } ?? []
+        var servers = stunURLs.isEmpty ? [] : [BrowserSignallingStateMachine.IceServer(urls: stunURLs)]
+        if let grant = relayGrants?.grant(label: requestID) {
+            servers.append(.init(urls: grant.urls, username: grant.username, credential: grant.password))
+        }
+        return servers
+    }
+
+    /// Starts the viewer page (``BrowserViewerServer``) on `port` of the cloud's listen IP, with its certificate.
+    public func startBrowserViewer(listenIP: String, port: UInt16, assets: BrowserViewerServer.Assets,
+                                   limits: BrowserViewerServer.Limits = .init(), logger: Logger) async throws -> BrowserViewerServer {
+        try await BrowserViewerServer.start(
+            listenIP: listenIP, port: port, certificatePath: tlsFiles.certificate, keyPath: tlsFiles.key, names: names,
+            assets: assets, rendezvous: rendezvous, iceServers: { [self] in browserIceServers(requestID: $0) }, limits: limits, logger: logger)
     }
 
     /// Closes the device store the cloud opened itself, after its ``services`` have run to their end.

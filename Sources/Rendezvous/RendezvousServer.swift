@@ -170,7 +170,7 @@ public final class RendezvousServer: Sendable {
     /// The relay URLs every grant carries, shared TLS port first (empty without a relay).
     public let relayURLs: [String]
     private let listener: any Channel
-    private let hub: RendezvousHub
+    let hub: RendezvousHub
     private let registrations: RegistrationGate
     private let acceptLoop: Task<Void, Never>
     private let presence: PresenceServer?

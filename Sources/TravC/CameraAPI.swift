@@ -86,6 +86,9 @@ final class CameraHandle: Sendable {
                 self?.viewerLeft(id)
             }
             state.withLock { $0.tasks.append(watcher) }
+        case .browserAnswered:
+            // Browser sessions live in the application's answerer; the C API reports native viewers.
+            return
         case .introductionFailed(let requestID, let error):
             e.kind = TRAV_EVENT_INTRODUCTION_FAILED
             e.error = LastError.status(of: error).rawValue

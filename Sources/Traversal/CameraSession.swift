@@ -5,6 +5,9 @@ public enum CameraEvent: Sendable {
     /// A viewer completed the handshake and passed the access policy; its ``PeerConnection/report``
     /// says by which path (``PeerConnection/path``), how fast, and what every strategy did.
     case viewerConnected(PeerConnection)
+    /// A browser passed the access check and got the camera's WebRTC answer
+    /// (``ConnectorConfiguration/browserViewers`` runs its session).
+    case browserAnswered(requestID: String)
     /// An introduction ended without a viewer: no path, access refused, the cloud's start never came,
     /// or declined because too many were being answered at once.
     case introductionFailed(requestID: String, error: TraversalError)

@@ -400,6 +400,9 @@ extension PeerOffer {
         guard strategies.count <= CloudProtocol.maxStrategies else {
             throw CloudProtocolError.invalid("\(field).strategies", "more than \(CloudProtocol.maxStrategies)")
         }
+        if let sessionDescription {
+            try CloudMessage.check(sessionDescription, max: PeerOffer.maxSessionDescriptionLength, field: "\(field).sessionDescription")
+        }
         let limit = CloudProtocol.maxShortStringLength
         for strategy in strategies { try CloudMessage.check(strategy, max: limit, field: "\(field).strategies") }
         for (index, candidate) in candidates.enumerated() {

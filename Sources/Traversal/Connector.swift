@@ -67,6 +67,8 @@ public struct ConnectorConfiguration: Sendable {
     public var upgradeStrategies: [any TraversalStrategy]?
     /// Timing of those moves and of the fallback to the relay when the direct path dies.
     public var pathMigration = PathMigrationStateMachine.Configuration()
+    /// What answers browser viewers (``BrowserViewerAnswering``); nil declines them.
+    public var browserViewers: (any BrowserViewerAnswering)?
 
     /// Creates a configuration; the connect timeout defaults to 10 s, gathering to 1.5 s.
     public init(identity: DeviceIdentity, cloud: TravCloud? = nil, strategies: [any TraversalStrategy], stunServers: [String] = [],
@@ -281,6 +283,11 @@ public final class Connector: Sendable {
                                 perIntro.addTask {
                                     defer { answering.release(.unidentified) }
                                     do {
+                                        if let description = intro.offer.sessionDescription {
+                                            try await self.answerBrowser(intro, description: description, access: shared)
+                                            continuation.yield(.browserAnswered(requestID: intro.requestID))
+                                            return
+                                        }
                                         let c = try await self.answer(intro, access: shared)
                                         continuation.yield(.viewerConnected(c))
                                     } catch is CancellationError {

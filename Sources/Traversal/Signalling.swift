@@ -50,12 +50,19 @@ public struct PeerOffer: Codable, Sendable, Hashable {
     public var candidates: [Candidate]
     /// The ids of the strategies the sender has enabled.
     public var strategies: [String]
+    /// A browser's WebRTC session description (RFC 8866) in a viewer's offer, which marks the viewer as a
+    /// browser; the camera's answer description in its sealed answer. At most ``maxSessionDescriptionLength`` bytes.
+    public var sessionDescription: String?
+
+    /// Longest ``sessionDescription``, in UTF-8 bytes: a data-channel offer with its candidates is 1–4 KiB.
+    public static let maxSessionDescriptionLength = 16 * 1024
 
     /// Creates an offer.
-    public init(identityKey: Data, candidates: [Candidate], strategies: [String]) {
+    public init(identityKey: Data, candidates: [Candidate], strategies: [String], sessionDescription: String? = nil) {
         self.identityKey = identityKey
         self.candidates = candidates
         self.strategies = strategies
+        self.sessionDescription = sessionDescription
     }
 }
 

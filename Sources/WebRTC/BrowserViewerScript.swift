@@ -60,7 +60,14 @@ public enum BrowserViewerScript {
           for (let i = 0; i < words; i++) view.setUint32(i * 4, B[i], true);
           return pbkdf2(pass, bytes, length);
         }
+        // A key's symbols, once per page: the access challenge and the answer name the same key, and scrypt is slow in script.
+        const travUIDCache = new Map();
         async function uidSymbols(key) {
+          const id = String.fromCharCode(...key);
+          if (!travUIDCache.has(id)) travUIDCache.set(id, uidSymbolsUncached(key));
+          return travUIDCache.get(id);
+        }
+        async function uidSymbolsUncached(key) {
           const domain = new TextEncoder().encode('trav/device-id/v1');
           const hashed = new Uint8Array(await crypto.subtle.digest('SHA-256', new Uint8Array([...domain, 0, ...key])));
           const h = await scrypt(hashed, domain, 1 << 14, 8, 32), alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -122,16 +129,28 @@ public enum BrowserViewerScript {
           acc = (acc + s) & ((1n << 128n) - 1n);
           return Uint8Array.from({length: 16}, (_, i) => Number((acc >> BigInt(8 * i)) & 0xffn));
         }
-        function travChaChaPolySeal(key, nonce, plaintext) {
-          const otk = travChaChaBlock(key, 0, nonce).subarray(0, 32), ct = travChaCha20(key, 1, nonce, plaintext);
+        // The Poly1305 tag of ChaCha20-Poly1305 over `ct` with empty additional data (RFC 8439 §2.8).
+        function travChaChaPolyTag(key, nonce, ct) {
+          const otk = travChaChaBlock(key, 0, nonce).subarray(0, 32);
           const pad = new Uint8Array((16 - ct.length % 16) % 16), lengths = new Uint8Array(16);
           new DataView(lengths.buffer).setBigUint64(8, BigInt(ct.length), true);  // aad is empty
-          return travBytes.concat(ct, travPoly1305(otk, travBytes.concat(ct, pad, lengths)));
+          return travPoly1305(otk, travBytes.concat(ct, pad, lengths));
+        }
+        function travChaChaPolySeal(key, nonce, plaintext) {
+          const ct = travChaCha20(key, 1, nonce, plaintext);
+          return travBytes.concat(ct, travChaChaPolyTag(key, nonce, ct));
+        }
+        function travChaChaPolyOpen(key, nonce, sealed) {
+          if (sealed.length < 16) throw new Error('sealed: too short');
+          const ct = sealed.subarray(0, sealed.length - 16), tag = sealed.subarray(sealed.length - 16);
+          const expected = travChaChaPolyTag(key, nonce, ct);
+          if (expected.reduce((d, b, i) => d | (b ^ tag[i]), 0) !== 0) throw new Error('sealed: does not open');
+          return travChaCha20(key, 1, nonce, ct);
         }
 
-        // HPKE base mode, single shot (RFC 9180 §5.1, §6.1): DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
-        // ChaCha20-Poly1305, as the camera opens it (HPKEBox): base64 of enc (32) ‖ ciphertext.
-        async function travHPKESeal(recipient, info, plaintext) {
+        // HPKE base mode's key schedule (RFC 9180 §4.1, §5.1) for DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+        // ChaCha20-Poly1305: the AEAD key and nonce from the DH result, enc, the recipient's key and info.
+        async function travHPKEKeys(dh, enc, recipient, info) {
           const hmac = async (key, data) => new Uint8Array(await crypto.subtle.sign('HMAC',
             await crypto.subtle.importKey('raw', key.length ? key : new Uint8Array(32), {name: 'HMAC', hash: 'SHA-256'}, false, ['sign']), data));
           const u16 = n => new Uint8Array([n >> 8, n & 255]), v1 = travBytes.utf8('HPKE-v1');
@@ -140,16 +159,33 @@ public enum BrowserViewerScript {
             (await hmac(prk, travBytes.concat(u16(length), v1, suite, travBytes.utf8(label), info, new Uint8Array([1])))).subarray(0, length);
           const kem = travBytes.concat(travBytes.utf8('KEM'), u16(0x0020));
           const suite = travBytes.concat(travBytes.utf8('HPKE'), u16(0x0020), u16(0x0001), u16(0x0003));
-          const ephemeral = await crypto.subtle.generateKey({name: 'X25519'}, true, ['deriveBits']);
-          const enc = new Uint8Array(await crypto.subtle.exportKey('raw', ephemeral.publicKey));
-          const peer = await crypto.subtle.importKey('raw', recipient, {name: 'X25519'}, false, []);
-          const dh = new Uint8Array(await crypto.subtle.deriveBits({name: 'X25519', public: peer}, ephemeral.privateKey, 256));
           const shared = await expand(kem, await extract(kem, new Uint8Array(0), 'eae_prk', dh), 'shared_secret', travBytes.concat(enc, recipient), 32);
           const context = travBytes.concat(new Uint8Array([0]), await extract(suite, new Uint8Array(0), 'psk_id_hash', new Uint8Array(0)),
                                            await extract(suite, new Uint8Array(0), 'info_hash', info));
           const secret = await extract(suite, shared, 'secret', new Uint8Array(0));
-          const key = await expand(suite, secret, 'key', context, 32), nonce = await expand(suite, secret, 'base_nonce', context, 12);
+          return {key: await expand(suite, secret, 'key', context, 32), nonce: await expand(suite, secret, 'base_nonce', context, 12)};
+        }
+
+        // HPKE base mode, single shot (RFC 9180 §5.1, §6.1), as the camera opens it (HPKEBox): base64 of enc (32) ‖ ciphertext.
+        async function travHPKESeal(recipient, info, plaintext) {
+          const ephemeral = await crypto.subtle.generateKey({name: 'X25519'}, true, ['deriveBits']);
+          const enc = new Uint8Array(await crypto.subtle.exportKey('raw', ephemeral.publicKey));
+          const peer = await crypto.subtle.importKey('raw', recipient, {name: 'X25519'}, false, []);
+          const dh = new Uint8Array(await crypto.subtle.deriveBits({name: 'X25519', public: peer}, ephemeral.privateKey, 256));
+          const {key, nonce} = await travHPKEKeys(dh, enc, recipient, info);
           return travBytes.toBase64(travBytes.concat(enc, travChaChaPolySeal(key, nonce, plaintext)));
+        }
+
+        // The recipient's side (RFC 9180 §6.1 Open), as the camera seals its answer (SealedAnswer): `recipient` is
+        // an X25519 CryptoKeyPair, `sealed` base64 of enc (32) ‖ ciphertext; throws when it does not open.
+        async function travHPKEOpen(recipient, info, sealed) {
+          const bytes = travBytes.fromBase64(sealed);
+          if (bytes.length < 48) throw new Error('sealed: too short');
+          const enc = bytes.subarray(0, 32), mine = new Uint8Array(await crypto.subtle.exportKey('raw', recipient.publicKey));
+          const peer = await crypto.subtle.importKey('raw', enc, {name: 'X25519'}, false, []);
+          const dh = new Uint8Array(await crypto.subtle.deriveBits({name: 'X25519', public: peer}, recipient.privateKey, 256));
+          const {key, nonce} = await travHPKEKeys(dh, enc, mine, info);
+          return travChaChaPolyOpen(key, nonce, bytes.subarray(32));
         }
 
         // The access proof for a camera's challenge (AccessChallenge / AccessProver): the challenge's signature and

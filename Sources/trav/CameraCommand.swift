@@ -21,6 +21,9 @@ extension Trav {
         @Option(help: "Stream this H.264 Annex B file (looped) to every viewer on a media channel; `default` plays the bundled test clip.")
         var video: String?
         @Option(help: "Frames per second for --video.") var fps: Int = 25
+        @Option(help: "IP address browsers reach this camera on (a WebRTC host candidate; repeatable; default: every IPv4 interface's).")
+        var browserHost: [String] = []
+        @Flag(help: "Answer no browsers (the cloud's viewer page).") var noBrowsers = false
         @Flag(help: "Keep the TLS connection to the cloud even where UDP presence works.") var noPresence = false
         @Option(help: "Another node of the same cloud, HOST[:PORT] (repeatable; same CA): the camera moves to the next node when it loses one.")
         var cloudNode: [String] = []
@@ -37,7 +40,12 @@ extension Trav {
         func run() async throws {
             let logger = common.logger("trav.camera")
             let me = try DeviceIdentity.load(from: identity)
-            let connector = try peer.connector(identity: me, logger: logger)
+            // One sender for all viewers, native and browsers: each gets its own queue; the clip plays once for everyone.
+            let clip = try video.map { try loadClip($0 == "default" ? nil : $0) }
+            let media = clip.map { _ in MediaSender(logger: logger) }
+            let hosts = browserHost.isEmpty ? localIPv4Addresses().map(\.description) : browserHost
+            let browsers = noBrowsers ? nil : try BrowserAnswerer(identity: me, hosts: hosts, media: media, logger: logger)
+            let connector = try peer.connector(identity: me, logger: logger, browserViewers: browsers)
             var sources: [AsyncStream<any IncomingIntroduction>] = []
             var cloud: (any CameraSignalling)?
             if let endpoint = try peer.endpoint() {
@@ -66,10 +74,7 @@ extension Trav {
             say("camera \(me.deviceID) serving" + (cloud != nil ? " via cloud \(peer.cloud ?? "")" : "") + (lan != nil ? " and LAN port \(peer.lanPort)" : ""))
             let events = connector.events(sources, cloud: cloud?.connectionEvents, access: access)
             let rate = stream
-            // One sender for all viewers: each gets its own queue; the clip plays once for everyone.
-            let clip = try video.map { try loadClip($0 == "default" ? nil : $0) }
             if let clip { say("video: \(clip.count) frames (\(clip.filter(\.isKeyframe).count) keyframes) at \(fps) fps, looped") }
-            let media = clip.map { _ in MediaSender(logger: logger) }
             let frameRate = fps
             let player = Task {
                 guard let media, let clip else { return }
@@ -90,6 +95,9 @@ extension Trav {
                         switch event {
                         case .viewerConnected(let connection):
                             c = connection
+                        case .browserAnswered(let requestID):
+                            say("browser \(requestID) answered")
+                            continue
                         case .introductionFailed(let requestID, let error):
                             say("introduction \(requestID) failed: \(error.code): \(RemoteText.printable(error.detail.prefix(200)))")
                             continue
@@ -123,6 +131,7 @@ extension Trav {
             await waitForTermination()
             serving.cancel()
             await serving.value
+            await browsers?.closeAll()
             player.cancel()
             media?.stop()
             await cloud?.stop()

@@ -7,6 +7,7 @@ import SourceLimits
 import Traversal
 import STUNLite
 import TURNLite
+import WebRTC
 
 extension Trav {
     /// `trav cloud`: STUN and TLS signalling in the foreground until SIGINT/SIGTERM.
@@ -45,6 +46,8 @@ extension Trav {
         @Option(help: "Directory for the generated CA and server certificate.") var data: String = "./trav-cloud"
         @Option(help: "STUN port (UDP and TCP).") var stunPort: UInt16 = 3478
         @Option(help: "TLS signalling port.") var tlsPort: UInt16 = 5349
+        @Option(help: "HTTPS port of the browser viewer page and its WebSocket signalling, with the cloud's certificate (0 picks a free one; default: none).")
+        var webPort: UInt16?
         @Option(help: "Server certificate (PEM) instead of the generated one.") var tlsCert: String?
         @Option(help: "Private key (PEM) of --tls-cert.") var tlsKey: String?
         @Option(help: "Extra DNS name cameras may dial (repeatable).") var name: [String] = []
@@ -202,6 +205,28 @@ extension Trav {
                     (relay.tlsAddresses.isEmpty ? "" : " and " + relay.tlsAddresses.map(\.description).joined(separator: ",")))
             }
             if let ca = cloud.caPath { say("cloud ca \(ca)") }
+            var web: BrowserViewerServer?
+            if let webPort {
+                do {
+                    web = try await cloud.startBrowserViewer(
+                        listenIP: listen, port: webPort, assets: .init(page: BrowserViewerPage.html, script: BrowserViewerPage.script), logger: logger)
+                } catch {
+                    await cloud.stop()
+                    await postgres?.close()
+                    throw error
+                }
+                let address = TransportAddress(web!.address).map(\.description) ?? "\(web!.address)"
+                say("cloud web https://\(address)/")
+            }
+            let reporting = Task { [web] in
+                guard let web else { return }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = .sortedKeys
+                for await report in web.reports {
+                    say("browser report " + ((try? encoder.encode(report)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"))
+                }
+            }
+            defer { reporting.cancel() }
             var metrics: MetricsEndpoint?
             if let metricsListen, let registry {
                 do {
@@ -220,7 +245,8 @@ extension Trav {
             // One group, shut down in reverse order on SIGTERM/SIGINT: signalling tells its clients when to come
             // back, the relay drains for --drain-seconds, STUN closes, and the metrics stay scrapeable until the end.
             let group = ServiceGroup(
-                services: (metrics.map { [$0 as any Service] } ?? []) + cloud.services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                services: (metrics.map { [$0 as any Service] } ?? []) + cloud.services + (web.map { [$0 as any Service] } ?? []),
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             do {
                 try await group.run()
             } catch {

@@ -56,12 +56,14 @@ struct PeerOptions: ParsableArguments {
         return TravCloud(host: endpoint.host, port: endpoint.port, stunPort: stunPort, trust: endpoint.trust)
     }
 
-    func connector(identity: DeviceIdentity, knownDevices: KnownDevices = KnownDevices(), logger: Logger) throws -> Connector {
+    func connector(identity: DeviceIdentity, knownDevices: KnownDevices = KnownDevices(), logger: Logger,
+                   browserViewers: (any BrowserViewerAnswering)? = nil) throws -> Connector {
         var configuration = ConnectorConfiguration(identity: identity, cloud: try travCloud(), strategies: try chosenStrategies(),
                                                    connectTimeout: .milliseconds(Int64(connectTimeout * 1000)),
                                                    knownDevices: knownDevices, logger: logger)
         configuration.keepaliveInterval = keepalive == 0 ? nil : .seconds(keepalive)
         configuration.upgradeStrategies = try upgradeStrategies()
+        configuration.browserViewers = browserViewers
         return Connector(configuration: configuration)
     }
 }

@@ -1,0 +1,224 @@
+import Foundation
+import Traversal
+
+/// One browser's signalling over the cloud's WebSocket (`/signal`), as a state machine: the page's JSON
+/// messages and the hub's `CloudMessage`s in, actions out. The browser is introduced to the camera as a native
+/// viewer is (``RendezvousHub/introduce(from:requestID:deviceID:offer:answerKey:lookupAdmitted:)``), its
+/// offer carrying the page's SDP (`PeerOffer.sessionDescription`, which marks it as a browser), and the
+/// access challenge, the sealed proof and the sealed answer pass through unread.
+///
+/// ```
+///  page                                       cloud                         camera
+///   watch{uid} ───────────────────────────────►│
+///   ◄── ice{requestID, iceServers}              │  STUN, TURN (REST credentials for this request)
+///   offer{sdp, answerKey} ─────────────────────►│ introduce ── offer{sdp} ─────►│
+///   ◄── challenge{challenge}                    │◄── accessChallenge ───────────│
+///   proof{sealed} ─────────────────────────────►│ accessProof ─────────────────►│ password check (SharedAccess)
+///   ◄── answer{sealed} | refused{reason} | error│◄── answer{sealed SDP} | refuse│
+///   report{…} ─────────────────────────────────►│  (what the page saw: frames, path; logged)
+/// ```
+///
+/// Each connection introduces once; every message out of order ends it. Messages are limited to
+/// ``Limits/messagesPerSecond`` (a burst of ``Limits/messageBurst``).
+public struct BrowserSignallingStateMachine: Sendable {
+    /// The per-connection bounds.
+    public struct Limits: Sendable, Hashable {
+        /// Messages a page may send in a burst.
+        public var messageBurst = 8
+        /// Messages per second a page may sustain after the burst.
+        public var messagesPerSecond = 2
+        /// Defaults: a burst of 8, then 2 per second (one introduction needs 4).
+        public init() {}
+    }
+
+    /// What the page sends.
+    public struct PageMessage: Decodable, Sendable {
+        /// `watch`, `offer`, `proof` or `report`.
+        public var type: String
+        /// `watch`: the camera's UID.
+        public var uid: String?
+        /// `offer`: the page's SDP offer.
+        public var sdp: String?
+        /// `offer`: the X25519 key (base64) the camera seals its answer to.
+        public var answerKey: String?
+        /// `proof`: the sealed access proof.
+        public var sealed: String?
+        /// `report`: what the page saw.
+        public var report: BrowserReport?
+    }
+
+    /// What to do.
+    public enum Action: Sendable {
+        /// Send this JSON text to the page.
+        case send(String)
+        /// Introduce the browser to `deviceID` through the hub.
+        case introduce(requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String)
+        /// Forward the page's sealed proof.
+        case forwardProof(requestID: String, sealed: String)
+        /// The page's report, to log.
+        case report(BrowserReport)
+        /// Close the WebSocket with this status (RFC 6455 §7.4.1) and reason.
+        case close(code: UInt16, reason: String)
+    }
+
+    /// Where the exchange is.
+    enum State: Sendable, Equatable {
+        case fresh
+        case iced(requestID: String, deviceID: DeviceID)
+        case introduced(requestID: String, deviceID: DeviceID)
+        case challenged(requestID: String, deviceID: DeviceID)
+        case proved(requestID: String, deviceID: DeviceID)
+        /// Answered, refused or failed: only a report may follow.
+        case ended(requestID: String, deviceID: DeviceID?)
+        case closed
+    }
+
+    private(set) var state: State = .fresh
+    private var limiter: TokenBucketRateLimiter<Int>
+    private let iceServers: @Sendable (String) -> [IceServer]
+
+    /// A page's ICE server, as `RTCPeerConnection` takes it.
+    public struct IceServer: Codable, Sendable, Hashable {
+        /// `stun:`, `turn:` or `turns:` URLs.
+        public var urls: [String]
+        /// TURN user name.
+        public var username: String?
+        /// TURN password.
+        public var credential: String?
+
+        /// A server with these URLs and credentials.
+        public init(urls: [String], username: String? = nil, credential: String? = nil) {
+            self.urls = urls
+            self.username = username
+            self.credential = credential
+        }
+    }
+
+    /// A machine for one connection; `iceServers(requestID)` names the page's STUN and TURN servers (with the
+    /// request's REST credentials).
+    public init(limits: Limits = Limits(), iceServers: @escaping @Sendable (String) -> [IceServer]) {
+        self.limiter = TokenBucketRateLimiter(capacity: limits.messageBurst,
+                                              refillInterval: .milliseconds(1000 / max(1, limits.messagesPerSecond)))
+        self.iceServers = iceServers
+    }
+
+    /// A text message from the page.
+    public mutating func page(_ text: String, now: ContinuousClock.Instant, requestID makeRequestID: () -> String) -> [Action] {
+        guard state != .closed else { return [] }
+        guard limiter.admit(0, now: now) else { return end(1008, "too many messages") }
+        guard let message = try? JSONDecoder().decode(PageMessage.self, from: Data(text.utf8)) else {
+            return end(1007, "not a signalling message")
+        }
+        switch (message.type, state) {
+        case ("watch", .fresh):
+            guard let uid = message.uid, let deviceID = try? DeviceID(uid) else { return end(1007, "not a UID") }
+            let requestID = makeRequestID()
+            state = .iced(requestID: requestID, deviceID: deviceID)
+            return [.send(Self.json(["type": "ice", "requestID": requestID], iceServers: iceServers(requestID)))]
+        case ("offer", .iced(let requestID, let deviceID)):
+            guard let sdp = message.sdp, let answerKey = message.answerKey else { return end(1007, "an offer needs sdp and answerKey") }
+            // The viewer's identity key travels in its sealed proof; the offer's is a placeholder of the right size.
+            let offer = PeerOffer(identityKey: Data(count: CloudProtocol.publicKeyLength), candidates: [], strategies: [],
+                                  sessionDescription: sdp)
+            guard (try? CloudMessage.introduce(requestID: requestID, deviceID: deviceID.description, offer: offer,
+                                               answerKey: answerKey).validate()) != nil else {
+                return end(1007, "the offer breaks the signalling limits")
+            }
+            state = .introduced(requestID: requestID, deviceID: deviceID)
+            return [.introduce(requestID: requestID, deviceID: deviceID, offer: offer, answerKey: answerKey)]
+        case ("proof", .challenged(let requestID, let deviceID)):
+            guard let sealed = message.sealed, sealed.utf8.count <= AccessChallenge.maxSealedProofLength else {
+                return end(1007, "a proof needs a sealed proof")
+            }
+            state = .proved(requestID: requestID, deviceID: deviceID)
+            return [.forwardProof(requestID: requestID, sealed: sealed)]
+        case ("report", .ended(let requestID, let deviceID)):
+            guard var report = message.report else { return end(1007, "a report needs a report") }
+            report.requestID = requestID
+            report.uid = deviceID?.description
+            return [.report(report)] + end(1000, "done")
+        default:
+            return end(1008, "\(message.type) out of order")
+        }
+    }
+
+    /// A message from the hub for this browser.
+    public mutating func cloud(_ message: CloudMessage) -> [Action] {
+        switch (message, state) {
+        case (.accessChallenge(let id, let challenge), .introduced(let requestID, let deviceID)) where id == requestID:
+            state = .challenged(requestID: requestID, deviceID: deviceID)
+            guard let data = try? JSONEncoder().encode(challenge), let object = String(data: data, encoding: .utf8) else { return [] }
+            return [.send(#"{"type":"challenge","challenge":"# + object + "}")]
+        case (.start(let id, _, _, let sealed?), .proved(let requestID, let deviceID)) where id == requestID:
+            state = .ended(requestID: requestID, deviceID: deviceID)
+            return [.send(Self.json(["type": "answer", "sealed": sealed]))]
+        case (.error(let id, let code, let text), _) where id == nil || id == requestID:
+            let refused = AccessRefusal(rawValue: code) != nil
+            state = .ended(requestID: requestID ?? "", deviceID: deviceID)
+            return [.send(Self.json(refused ? ["type": "refused", "reason": code, "message": text]
+                                             : ["type": "error", "code": code, "message": text]))]
+        default:
+            return []
+        }
+    }
+
+    /// The request in flight, if any.
+    var requestID: String? {
+        switch state {
+        case .iced(let id, _), .introduced(let id, _), .challenged(let id, _), .proved(let id, _), .ended(let id, _): id
+        case .fresh, .closed: nil
+        }
+    }
+
+    private var deviceID: DeviceID? {
+        switch state {
+        case .iced(_, let d), .introduced(_, let d), .challenged(_, let d), .proved(_, let d): d
+        case .ended(_, let d): d
+        case .fresh, .closed: nil
+        }
+    }
+
+    private mutating func end(_ code: UInt16, _ reason: String) -> [Action] {
+        state = .closed
+        return [.close(code: code, reason: reason)]
+    }
+
+    /// A JSON object of string fields (and the ICE servers, when given).
+    static func json(_ fields: [String: String], iceServers: [IceServer]? = nil) -> String {
+        var object: [String: Any] = fields
+        if let iceServers {
+            object["iceServers"] = iceServers.map { server -> [String: Any] in
+                var entry: [String: Any] = ["urls": server.urls]
+                if let username = server.username { entry["username"] = username }
+                if let credential = server.credential { entry["credential"] = credential }
+                return entry
+            }
+        }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// What a page reports once it watched (or failed to): the figures the test and `Scripts/bench-browser.sh` read.
+public struct BrowserReport: Codable, Sendable, Hashable {
+    /// The introduction (set by the cloud, not the page).
+    public var requestID: String?
+    /// The UID watched (set by the cloud).
+    public var uid: String?
+    /// Frames decoded by WebCodecs.
+    public var decoded: Int?
+    /// Frames received on the media channel.
+    public var received: Int?
+    /// `direct` or `relay`.
+    public var path: String?
+    /// The selected pair's candidate types, e.g. `host→host`.
+    public var candidates: String?
+    /// From pressing connect to the first decoded frame, in milliseconds.
+    public var firstFrameMs: Int?
+    /// Distinct colours in a sample of the canvas (a blank canvas has one).
+    public var colours: Int?
+    /// The error, when the page did not get video.
+    public var error: String?
+    /// What the page's status line showed at the end.
+    public var shown: String?
+}

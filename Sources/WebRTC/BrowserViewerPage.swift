@@ -1,0 +1,122 @@
+/// The viewer page the cloud serves (`trav cloud --web-port`): a form for the camera's UID and password, a canvas,
+/// and one script from the page's own origin (``script``: ``BrowserViewerScript`` and the page's signalling), so a
+/// Content-Security-Policy with `script-src 'self'` and no inline script holds.
+///
+/// ```
+///  connect ─► wss://<cloud>/signal: watch{uid} ─► ice{requestID, iceServers}
+///          ─► travWatch: offer ─► offer{sdp, answerKey} ─► challenge ─► travProve ─► proof{sealed}
+///          ─► answer{sealed}: opened with the answer key (HPKE), its SDP checked by travCheckAnswer ─► video
+///          ─► report{decoded, path, firstFrameMs, …} to the cloud (after `report` frames, or on failure)
+/// ```
+///
+/// The fragment `#uid=…&password=…` fills the form and connects at once (the fragment never reaches a server);
+/// `&report=N` sets how many decoded frames the page waits for before it reports (30 by default).
+public enum BrowserViewerPage {
+    /// `GET /`.
+    public static let html = #"""
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><title>trav viewer</title>
+        <meta name="viewport" content="width=device-width, initial-scale=1"></head>
+        <body>
+        <h1>trav viewer</h1>
+        <form id="watch" autocomplete="off">
+        <label>Camera UID <input id="uid" name="uid" size="28" placeholder="TRAV-XXXX-XXXX-XXXX-XXXX" required></label>
+        <label>Password <input id="password" name="password" type="password" required></label>
+        <button id="connect" type="submit">Connect</button>
+        </form>
+        <p id="status" role="status">Not connected.</p>
+        <canvas id="video" width="16" height="16"></canvas>
+        <p id="path"></p>
+        <script src="/viewer.js"></script>
+        </body></html>
+        """#
+
+    /// `GET /viewer.js`: the viewer script and the page's signalling through the cloud.
+    public static let script = BrowserViewerScript.source + #"""
+
+        // The page: signalling over the cloud's WebSocket, the UID and password from the form (or the fragment).
+        async function travCloudWatch({uid: typed, password, canvas, onStatus}) {
+          const uid = travCanonicalUID(typed);
+          if (!uid) throw new Error('uid: not a UID');
+          const ws = new WebSocket('wss://' + location.host + '/signal');
+          const inbox = [];
+          let waiter = null, closed = false;
+          const deliver = m => { if (waiter) { const w = waiter; waiter = null; w(m); } else inbox.push(m); };
+          ws.onmessage = e => { try { deliver(JSON.parse(e.data)); } catch (_) { deliver({type: 'error', code: 'bad-message', message: ''}); } };
+          ws.onclose = e => { closed = true; deliver({type: 'closed', code: e.code, reason: e.reason}); };
+          await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error('signal: cannot reach the cloud')); });
+          const send = m => ws.send(JSON.stringify(m));
+          const next = () => inbox.length ? Promise.resolve(inbox.shift()) : closed ? Promise.resolve({type: 'closed'}) : new Promise(r => { waiter = r; });
+          const expect = async type => {
+            const m = await next();
+            if (m.type === type) return m;
+            if (m.type === 'refused') throw new Error('refused: ' + m.reason);
+            if (m.type === 'error') throw new Error('cloud: ' + m.code + ': ' + m.message);
+            throw new Error('signal: ' + (m.type === 'closed' ? 'closed ' + (m.code || '') : 'unexpected ' + m.type));
+          };
+          const report = fields => { if (!closed) send({type: 'report', report: fields}); };
+          try {
+            send({type: 'watch', uid});
+            const ice = await expect('ice');
+            const viewer = await crypto.subtle.generateKey({name: 'Ed25519'}, true, ['sign', 'verify']);
+            const answerPair = await crypto.subtle.generateKey({name: 'X25519'}, true, ['deriveBits']);
+            const answerKey = new Uint8Array(await crypto.subtle.exportKey('raw', answerPair.publicKey));
+            const b = travBytes, zero = new Uint8Array([0]);
+            const stats = await travWatch({uid, canvas, onStatus, iceServers: ice.iceServers, signal: async offer => {
+              send({type: 'offer', sdp: offer, answerKey: b.toBase64(answerKey)});
+              const c = await expect('challenge');
+              onStatus('proving access');
+              send({type: 'proof', sealed: await travProve({uid, requestID: ice.requestID, answerKey, challenge: c.challenge, password, viewer})});
+              const a = await expect('answer');
+              const info = b.concat(b.utf8('trav/sealed-answer/v1'), zero, b.utf8(uid), zero, b.utf8(ice.requestID));
+              const sealed = JSON.parse(new TextDecoder().decode(await travHPKEOpen(answerPair, info, a.sealed)));
+              if (!sealed.offer || typeof sealed.offer.sessionDescription !== 'string') throw new Error('signal: the answer has no description');
+              return sealed.offer.sessionDescription;
+            }});
+            return {stats, report};
+          } catch (e) {
+            e.report = report;
+            throw e;
+          }
+        }
+
+        // Distinct colours in a sample of the canvas: 1 for a blank one.
+        function travCanvasColours(canvas) {
+          const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data, colours = new Set();
+          for (let i = 0; i < pixels.length; i += 4 * 61) colours.add(pixels[i] << 16 | pixels[i + 1] << 8 | pixels[i + 2]);
+          return colours.size;
+        }
+
+        (() => {
+          const $ = id => document.getElementById(id);
+          if (!$('watch')) return;
+          const status = text => { $('status').textContent = text; };
+          const connect = async () => {
+            $('connect').disabled = true;
+            status('connecting');
+            const wanted = Number(new URLSearchParams(location.hash.slice(1)).get('report')) || 30;
+            try {
+              const session = await travCloudWatch({uid: $('uid').value, password: $('password').value, canvas: $('video'), onStatus: status});
+              const {stats, report} = session;
+              for (let i = 0; i < 300 && stats.decoded < wanted; i++) await new Promise(r => setTimeout(r, 100));
+              status(stats.decoded > 0 ? 'watching' : 'no video');
+              $('path').textContent = stats.path ? 'path: ' + stats.path + ' (' + stats.candidates + ')' : '';
+              const canvas = $('video');
+              report({decoded: stats.decoded, received: stats.received, path: stats.path, candidates: stats.candidates,
+                      firstFrameMs: stats.firstFrameMs, colours: travCanvasColours(canvas), shown: $('status').textContent});
+            } catch (e) {
+              status(e.message);
+              $('connect').disabled = false;
+              if (e.report) e.report({error: e.message, shown: $('status').textContent});
+            }
+          };
+          $('watch').addEventListener('submit', e => { e.preventDefault(); connect(); });
+          const fragment = new URLSearchParams(location.hash.slice(1));
+          if (fragment.get('uid')) {
+            $('uid').value = fragment.get('uid');
+            $('password').value = fragment.get('password') || '';
+            connect();
+          }
+        })();
+        """#
+}

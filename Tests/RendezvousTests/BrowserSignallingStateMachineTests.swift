@@ -1,0 +1,100 @@
+import Foundation
+import Rendezvous
+import Testing
+import Traversal
+
+/// A page's signalling, without sockets: the order of the exchange, what reaches the hub, the rate limit.
+struct BrowserSignallingStateMachineTests {
+    static let uid = DeviceIdentity.generate().deviceID
+    static let answerKey = Data(repeating: 9, count: 32).base64EncodedString()
+
+    static func machine(_ limits: BrowserSignallingStateMachine.Limits = .init()) -> BrowserSignallingStateMachine {
+        BrowserSignallingStateMachine(limits: limits) { requestID in [.init(urls: ["turn:127.0.0.1:3479?transport=udp"], username: "1:\(requestID)", credential: "p")] }
+    }
+
+    static func json(_ object: [String: String]) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+    }
+
+    @Test func aPageIsIntroducedChallengedAndAnsweredInOrder() throws {
+        var m = Self.machine()
+        let now = ContinuousClock.now
+        let ice = m.page(Self.json(["type": "watch", "uid": Self.uid.description.lowercased()]), now: now) { "r1" }
+        guard case .send(let text)? = ice.first else { Issue.record("\(ice)"); return }
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        #expect(object["type"] as? String == "ice" && object["requestID"] as? String == "r1")
+        #expect(((object["iceServers"] as? [[String: Any]])?.first?["username"] as? String) == "1:r1", "REST credentials for this request")
+
+        let introduced = m.page(Self.json(["type": "offer", "sdp": "v=0\r\n", "answerKey": Self.answerKey]), now: now) { "unused" }
+        guard case .introduce(let requestID, let deviceID, let offer, let key)? = introduced.first else { Issue.record("\(introduced)"); return }
+        #expect(requestID == "r1" && deviceID == Self.uid && key == Self.answerKey)
+        #expect(offer.sessionDescription == "v=0\r\n", "the offer carries the SDP, which marks the viewer as a browser")
+
+        // A proof before the challenge is out of order and ends the connection.
+        var early = m
+        let earlyActions = early.page(Self.json(["type": "proof", "sealed": "AAAA"]), now: now) { "x" }
+        #expect(earlyActions.contains { if case .close = $0 { true } else { false } })
+
+        let (challenge, _) = try AccessChallenge.make(identity: .generate(), deviceID: Self.uid, requestID: "r1", answerKey: Self.answerKey)
+        let forwarded = m.cloud(.accessChallenge(requestID: "r1", challenge: challenge))
+        guard case .send(let challengeText)? = forwarded.first else { Issue.record("\(forwarded)"); return }
+        #expect(challengeText.contains(#""type":"challenge""#) && challengeText.contains(#""challenge":{"#))
+        // A challenge for another request is not this page's.
+        let stray = m.cloud(.accessChallenge(requestID: "r2", challenge: challenge))
+        #expect(stray.isEmpty)
+
+        let proved = m.page(Self.json(["type": "proof", "sealed": "c2VhbGVk"]), now: now) { "x" }
+        guard case .forwardProof("r1", "c2VhbGVk")? = proved.first else { Issue.record("\(proved)"); return }
+        let answered = m.cloud(.start(requestID: "r1", answer: nil, relay: nil, sealed: "YW5zd2Vy"))
+        guard case .send(let answerText)? = answered.first else { Issue.record("\(answered)"); return }
+        #expect(answerText.contains(#""type":"answer""#) && answerText.contains("YW5zd2Vy"))
+
+        let reported = m.page(#"{"type":"report","report":{"decoded":31,"path":"direct"}}"#, now: now) { "x" }
+        guard case .report(let report)? = reported.first else { Issue.record("\(reported)"); return }
+        #expect(report.decoded == 31 && report.requestID == "r1" && report.uid == Self.uid.description, "the cloud, not the page, names the request")
+        #expect(reported.contains { if case .close(1000, _) = $0 { true } else { false } })
+    }
+
+    @Test func aRefusalReachesThePageAsRefused() {
+        var m = Self.machine()
+        let now = ContinuousClock.now
+        _ = m.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r1" }
+        _ = m.page(Self.json(["type": "offer", "sdp": "v=0\r\n", "answerKey": Self.answerKey]), now: now) { "x" }
+        let refused = m.cloud(.error(requestID: "r1", code: AccessRefusal.accessDenied.rawValue, message: "the camera refused the credential"))
+        guard case .send(let text)? = refused.first else { Issue.record("\(refused)"); return }
+        #expect(text.contains(#""type":"refused""#) && text.contains("access-denied"))
+        var u = Self.machine()
+        _ = u.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r2" }
+        let unavailable = u.cloud(.error(requestID: "r2", code: "unavailable", message: "device unavailable"))
+        guard case .send(let t)? = unavailable.first else { Issue.record("\(unavailable)"); return }
+        #expect(t.contains(#""type":"error""#))
+    }
+
+    @Test func badInputAndFloodsCloseTheSocket() {
+        let now = ContinuousClock.now
+        let isInvalid = { (actions: [BrowserSignallingStateMachine.Action]) in actions.contains { if case .close(1007, _) = $0 { true } else { false } } }
+        var garbage = Self.machine()
+        let garbageActions = garbage.page("not json", now: now) { "x" }
+        #expect(isInvalid(garbageActions))
+        var notUID = Self.machine()
+        let notUIDActions = notUID.page(Self.json(["type": "watch", "uid": "TRAV-nope"]), now: now) { "x" }
+        #expect(isInvalid(notUIDActions))
+        var tooLong = Self.machine()
+        _ = tooLong.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r" }
+        let huge = String(repeating: "a", count: PeerOffer.maxSessionDescriptionLength + 1)
+        let tooLongActions = tooLong.page(Self.json(["type": "offer", "sdp": huge, "answerKey": Self.answerKey]), now: now) { "x" }
+        #expect(isInvalid(tooLongActions), "an SDP over the limit is refused")
+        // The burst, then the rate (2 per second by default): the next message at once closes with 1008; later it passes.
+        var limits = BrowserSignallingStateMachine.Limits()
+        limits.messageBurst = 1
+        let offer = Self.json(["type": "offer", "sdp": "v=0\r\n", "answerKey": Self.answerKey])
+        var flood = Self.machine(limits)
+        _ = flood.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r" }
+        let flooded = flood.page(offer, now: now) { "x" }
+        #expect(flooded.contains { if case .close(1008, "too many messages") = $0 { true } else { false } })
+        var patient = Self.machine(limits)
+        _ = patient.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r" }
+        let waited = patient.page(offer, now: now + .milliseconds(600)) { "x" }
+        #expect(waited.contains { if case .introduce = $0 { true } else { false } })
+    }
+}
