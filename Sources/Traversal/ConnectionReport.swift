@@ -74,16 +74,20 @@ public struct ConnectionReport: Codable, Sendable, Hashable {
     public var requestID: String?
     /// Every strategy that was tried, in the order they ended.
     public var attempts: [StrategyAttempt]
+    /// The round trip (ms) this side measured on the winning path during the secure handshake
+    /// (``SecureSession/roundTrip``); the channel engine's retransmission timer starts from it.
+    public var roundTripMs: Double?
 
     /// Creates a report.
     public init(path: String?, route: String?, setupMs: Double, phases: ConnectionPhases? = nil,
-                requestID: String?, attempts: [StrategyAttempt]) {
+                requestID: String?, attempts: [StrategyAttempt], roundTripMs: Double? = nil) {
         self.path = path
         self.route = route
         self.setupMs = setupMs
         self.phases = phases
         self.requestID = requestID
         self.attempts = attempts
+        self.roundTripMs = roundTripMs
     }
 }
 

@@ -209,7 +209,8 @@ public final class Connector: Sendable {
                                  detail: "the camera refused access: \(reason)", attempts: raced.attempts)
         }
         let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
-                                      setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts)
+                                      setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts,
+                                      roundTripMs: raced.session.roundTrip?.milliseconds)
         configuration.logger.info("connected", metadata: ["path": "\(raced.strategy)", "route": "\(transport.pathDescription)",
                                                           "requestID": "\(requestID)"])
         return PeerConnection(role: .viewer, report: report, peerIdentity: raced.session.peerIdentity,
@@ -373,7 +374,8 @@ public final class Connector: Sendable {
             let packet = try channel.seal([SessionMessageType.welcome.rawValue] + welcome)
             try await transport.send([PeerWire.sealed] + packet)
             let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
-                                          setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts)
+                                          setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts,
+                                          roundTripMs: raced.session.roundTrip?.milliseconds)
             configuration.logger.info("viewer admitted", metadata: ["path": "\(raced.strategy)", "requestID": "\(requestID)"])
             return PeerConnection(role: .camera, report: report, peerIdentity: raced.session.peerIdentity,
                                   transport: transport, channel: channel, replayOnHello: welcome,

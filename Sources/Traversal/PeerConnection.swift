@@ -65,7 +65,7 @@ public final class PeerConnection: Sendable {
         // usrsctp's AF_CONN packets come out up to ``SCTPAssociation/mtuOverrun`` bytes over the MTU it is given.
         let limit = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
         var sctp: SCTPAssociation.Configuration = transport.isDatagram
-            ? .datagram(pathMTU: limit) : .stream(pathMTU: min(limit, Self.streamPathMTU))
+            ? .datagram(pathMTU: limit, roundTripMs: report.roundTripMs) : .stream(pathMTU: min(limit, Self.streamPathMTU))
         sctp.heartbeats = self.keepalive != nil
         (mtuSettled, mtuSettledSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         // Probing sends packets on its own schedule, so a session that asked to go quiet when idle does not probe.
