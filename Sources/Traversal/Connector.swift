@@ -342,14 +342,14 @@ public final class Connector: Sendable {
         let transport = raced.transport
         var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
         let start = channel
-        let (hello, opened): (SessionHello, SecureDatagramChannel) = try await withDeadline(Self.accessTimeout) {
+        let (hello, helloFrame, opened): (SessionHello, [UInt8], SecureDatagramChannel) = try await withDeadline(Self.accessTimeout) {
             var ch = start
             while true {
                 let frame = try await transport.receive()
                 guard frame.first == PeerWire.sealed, let plain = try? ch.open(Array(frame.dropFirst())),
                       plain.first == SessionMessageType.hello.rawValue,
                       let h = try? JSONDecoder().decode(SessionHello.self, from: Data(plain.dropFirst())) else { continue }
-                return (h, ch)
+                return (h, frame, ch)
             }
         }
         channel = opened
@@ -378,7 +378,7 @@ public final class Connector: Sendable {
                                           roundTripMs: raced.session.roundTrip?.milliseconds)
             configuration.logger.info("viewer admitted", metadata: ["path": "\(raced.strategy)", "requestID": "\(requestID)"])
             return PeerConnection(role: .camera, report: report, peerIdentity: raced.session.peerIdentity,
-                                  transport: transport, channel: channel, replayOnHello: welcome,
+                                  transport: transport, channel: channel, replayOnHello: (helloFrame, welcome),
                                   keepalive: configuration.keepaliveInterval)
         }
     }

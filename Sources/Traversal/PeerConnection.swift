@@ -48,7 +48,8 @@ public final class PeerConnection: Sendable {
     /// (one copy only seals, the other only opens), so no nonce is ever reused.
     /// `keepalive` (clamped to ``keepaliveRange``) nil sends none: a NAT then forgets an idle path after its UDP timeout (for tests that show it).
     init(role: ConnectionRole, report: ConnectionReport, peerIdentity: Curve25519.Signing.PublicKey, transport: any PeerTransport,
-         channel: SecureDatagramChannel, replayOnHello: [UInt8]?, keepalive: Duration? = PeerConnection.keepaliveInterval) {
+         channel: SecureDatagramChannel, replayOnHello: (hello: [UInt8], welcome: [UInt8])?,
+         keepalive: Duration? = PeerConnection.keepaliveInterval) {
         self.role = role
         self.keepalive = keepalive.map { min(max($0, Self.keepaliveRange.lowerBound), Self.keepaliveRange.upperBound) }
         self.report = report
@@ -115,6 +116,9 @@ public final class PeerConnection: Sendable {
         (try? channels.get().status).flatMap { $0 }.map(\.mtu)
     }
 
+    /// The channel engine's initial retransmission timeout (ms).
+    var channelRTOInitial: UInt32? { (try? channels.get())?.configuration.rtoInitial }
+
     /// Largest engine packet sent so far (never above the path's limit).
     var largestChannelPacket: Int { (try? channels.get().largestPacketSize) ?? 0 }
 
@@ -156,7 +160,7 @@ public final class PeerConnection: Sendable {
         for t in all { t.cancel() }
     }
 
-    private func startTasks(receiveChannel: SecureDatagramChannel, replayOnHello: [UInt8]?) {
+    private func startTasks(receiveChannel: SecureDatagramChannel, replayOnHello: (hello: [UInt8], welcome: [UInt8])?) {
         let receiver = Task { [weak self, transport] in
             var channel = receiveChannel
             while !Task.isCancelled {
@@ -168,6 +172,13 @@ public final class PeerConnection: Sendable {
                     return
                 }
                 guard let self else { return }
+                // The viewer repeats its hello, the same sealed frame, until our welcome arrives: the replay
+                // window refuses the copies, so they are known by their bytes and answered (else a lost welcome
+                // left the viewer waiting out its access timeout).
+                if let replayOnHello, frame == replayOnHello.hello {
+                    try? await self.sendSealed(.welcome, replayOnHello.welcome)
+                    continue
+                }
                 guard frame.first == PeerWire.sealed, let plain = try? channel.open(Array(frame.dropFirst())),
                       let type = plain.first.flatMap(SessionMessageType.init(rawValue:)) else { continue }
                 self.lastHeard.withLock { $0 = .now }
@@ -181,8 +192,8 @@ public final class PeerConnection: Sendable {
                     await transport.close()
                     return
                 case .hello:
-                    // The viewer repeats its hello until our welcome arrives: answer again.
-                    if let replayOnHello { try? await self.sendSealed(.welcome, replayOnHello) }
+                    // A hello sealed afresh: answer it too.
+                    if let replayOnHello { try? await self.sendSealed(.welcome, replayOnHello.welcome) }
                 case .pathProbe:
                     // Acknowledge a probe only if it arrived at the size it claims (so the size is proven).
                     if plain.count >= 3, Int(plain[1]) << 8 | Int(plain[2]) == frame.count {
