@@ -144,7 +144,7 @@ let package = Package(
             path: "Benchmarks/STUNFlood"),
         .executableTarget(
             name: "cloud-storm",
-            dependencies: ["Traversal", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Traversal", "Rendezvous", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/CloudStorm"),
         .executableTarget(
             name: "turn-flood",

@@ -4,6 +4,13 @@
 #
 #   Scripts/bench-cloud.sh [--cameras N] [--per-process M] [--presence both|tls|udp] [--idle-seconds S]
 #                          [--keepalive S] [--debug] [--build-path DIR] [--no-build] [--memory-store] [--keep DIR]
+#                          [--seed] [--namespaces K]
+#
+# --seed prepares the fleet without any scrypt (for N beyond what the machine can derive UIDs for): each
+# generator's cameras get made-up UIDs whose bindings are written into the cloud's store as verified
+# (`cloud-storm --seed-store`); registrations then cost what a known device's does, a signature check.
+# --namespaces K runs the generators in K network namespaces of their own (10.203.J.2 on a bridge with the cloud at
+# 10.203.0.1, addresses that exist only there), so N is not capped by one source address's 28 232 ephemeral ports.
 #
 # Builds release (or uses the debug build with --debug), then on loopback only, for each presence mode:
 #   1. starts `trav cloud --listen 127.0.0.1` with its data directory (its SQLite device store;
@@ -20,8 +27,9 @@
 #   3. lets them idle for --idle-seconds and prints the cloud's CPU time per camera and per keepalive
 #      (TLS: a ping every 10 s; UDP: a datagram every --keepalive s);
 #   4. kills the cloud with SIGKILL, starts it again on the same port and data directory, and prints
-#      the seconds from the restart until 50 / 90 / 99 / 100 % of the cameras registered again (on UDP
-#      a camera learns of the restart from the answer to its next keepalive), and how many came back.
+#      the seconds from the restart until 50 / 90 / 99 / 100 % of the cameras are back at the cloud, counted
+#      by the restarted cloud's metrics (`cloud_registrations_total` over TLS plus `cloud_presence_restored_total`:
+#      on UDP a camera's next keepalive restores its session, without TLS), and how many re-registered over TLS.
 # The TLS figures are the anchor the UDP ones are read against, measured in the same run.
 # Every process and file the script creates is removed on exit, on Ctrl-C and on failure; each wait
 # is bounded. Other load on the machine skews the figures: the load average at start is printed.
@@ -42,6 +50,9 @@ PORT=45349          # loopback TLS port of the cloud (and UDP port of presence);
 WAIT_FIRST=900      # seconds allowed for the first registrations
 WAIT_UDP=120        # seconds allowed for every camera to close TLS, in the UDP mode
 WAIT_STORM=300      # seconds allowed for the storm
+SEED=0
+NAMESPACES=0
+CLOUD_IP=127.0.0.1
 while [ $# -gt 0 ]; do
     case "$1" in
         --cameras) CAMERAS="$2"; shift 2 ;;
@@ -57,7 +68,9 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --memory-store) STORE=memory; shift ;;
         --keep) KEEP="$2"; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        --seed) SEED=1; shift ;;
+        --namespaces) NAMESPACES="$2"; shift 2 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "bench-cloud.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -75,9 +88,27 @@ cleanup() {
     [ -n "$CLOUD_PID" ] && kill -9 "$CLOUD_PID" 2>/dev/null || true
     for pid in "${GENERATORS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    for ((j = 0; j < NAMESPACES; j++)); do ip netns del "travstorm-$j" 2>/dev/null || true; done
+    [ "$NAMESPACES" -gt 0 ] && ip link del travstorm0 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
+
+if [ "$NAMESPACES" -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { echo "bench-cloud.sh: --namespaces needs root" >&2; exit 1; }
+    ip link add travstorm0 type bridge
+    ip addr add 10.203.0.1/16 dev travstorm0
+    ip link set travstorm0 up
+    for ((j = 0; j < NAMESPACES; j++)); do
+        ip netns add "travstorm-$j"
+        ip link add "travstorm-v$j" type veth peer name eth0 netns "travstorm-$j"
+        ip link set "travstorm-v$j" master travstorm0 up
+        ip -n "travstorm-$j" addr add "10.203.$((j + 1)).2/16" dev eth0
+        ip -n "travstorm-$j" link set eth0 up
+        ip -n "travstorm-$j" link set lo up
+    done
+    CLOUD_IP=10.203.0.1
+fi
 
 now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -90,7 +121,7 @@ start_cloud() {
     # Every camera here shares one source address (127.0.0.1): its presence rate limit is lifted.
     local presence=(--presence-keepalive "$KEEPALIVE" --presence-datagrams-per-second 1000000)
     if [ "$MODE" = tls ]; then presence=(--no-presence); fi
-    "$BIN/trav" cloud --listen 127.0.0.1 --data "$KEEP/data" --stun-port 0 --tls-port "$PORT" --no-relay \
+    "$BIN/trav" cloud --listen "$CLOUD_IP" --data "$KEEP/data" --stun-port 0 --tls-port "$PORT" --no-relay --metrics-listen 127.0.0.1:0 \
         --max-connections $((CAMERAS + 1000)) --max-connections-per-source $((CAMERAS + 100)) \
         --unverified-registration-burst "$CAMERAS" --unverified-registrations-per-second 100000 \
         --device-store "$STORE" "${presence[@]}" >"$WORK/cloud.log" 2>&1 &
@@ -102,11 +133,32 @@ start_cloud() {
     echo "bench-cloud.sh: the cloud did not start:" >&2; cat "$WORK/cloud.log" >&2; exit 1
 }
 
+# Cameras back at the cloud since it started: registered over TLS plus presence sessions restored from keepalives.
+cloud_back() {
+    local url
+    url=$(awk '/^cloud metrics / { print $3; exit }' "$WORK/cloud.log")
+    [ -n "$url" ] || { echo 0; return; }
+    curl -s --max-time 2 "$url" | awk '/^cloud_registrations_total / || /^cloud_presence_restored_total / { n += $2 } END { print n + 0 }'
+}
+
 # Cameras (generator file and index) that registered at or after $1 (unix ms).
 count_since() { awk -v since="$1" '$1 == "R" && $3 >= since { seen[FILENAME ":" $2] = 1 } END { print length(seen) }' "$WORK"/gen-*.log; }
 # Cameras whose latest presence event is U (TLS closed, present over UDP alone).
 count_udp() {
     awk '$1 == "U" || $1 == "T" { last[FILENAME ":" $2] = $1 } END { n = 0; for (k in last) if (last[k] == "U") n++; print n }' "$WORK"/gen-*.log
+}
+
+# With --seed: made-up UIDs for every generator's cameras, their bindings written into the store (once per --keep DIR).
+seed_fleet() {
+    local remaining=$CAMERAS i=0 n
+    [ -e "$KEEP/seeded-$CAMERAS-$PER_PROCESS" ] && return 0
+    mkdir -p "$KEEP/data"
+    while [ "$remaining" -gt 0 ]; do
+        n=$(( remaining < PER_PROCESS ? remaining : PER_PROCESS ))
+        "$BIN/cloud-storm" --cameras "$n" --identities "$KEEP/ids-$i" --seed-store "$KEEP/data/devices.sqlite" >/dev/null
+        remaining=$((remaining - n)); i=$((i + 1))
+    done
+    touch "$KEEP/seeded-$CAMERAS-$PER_PROCESS"
 }
 
 run_mode() {
@@ -125,7 +177,9 @@ run_mode() {
     while [ "$remaining" -gt 0 ]; do
         n=$(( remaining < PER_PROCESS ? remaining : PER_PROCESS ))
         files=$((n + 64)); if [ "$MODE" = udp ]; then files=$((2 * n + 64)); fi
-        ( ulimit -n "$files"; exec "$BIN/cloud-storm" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
+        local netns=()
+        if [ "$NAMESPACES" -gt 0 ]; then netns=(ip netns exec "travstorm-$((i % NAMESPACES))"); fi
+        ( ulimit -n "$files"; exec "${netns[@]}" "$BIN/cloud-storm" --host "$CLOUD_IP" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
             --linger "$LINGER" --identities "$KEEP/ids-$i" --seconds $((WAIT_FIRST + WAIT_UDP + IDLE + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
         GENERATORS+=($!)
         remaining=$((remaining - n)); i=$((i + 1))
@@ -164,22 +218,24 @@ run_mode() {
     restarted=$(now_ms)
     start_cloud
     deadline=$(( $(date +%s) + WAIT_STORM ))
-    while [ "$(count_since "$killed")" -lt "$CAMERAS" ]; do
+    : > "$WORK/storm.txt"
+    while true; do
+        back=$(cloud_back)
+        echo "$(now_ms) $back" >>"$WORK/storm.txt"
+        [ "$back" -lt "$CAMERAS" ] || break
         [ "$(date +%s)" -lt "$deadline" ] || break
         sleep 0.2
     done
-    awk -v since="$killed" '$1 == "R" && $3 >= since && !((FILENAME ":" $2) in first) { first[FILENAME ":" $2] = $3 }
-        END { for (k in first) print first[k] }' "$WORK"/gen-*.log | sort -n >"$WORK/storm.txt"
-    python3 - "$WORK/storm.txt" "$CAMERAS" "$restarted" "$killed" "$MODE" <<'EOF'
+    python3 - "$WORK/storm.txt" "$CAMERAS" "$restarted" "$killed" "$MODE" "$(count_since "$killed")" <<'EOF'
 import sys
-times = [int(line) for line in open(sys.argv[1]) if line.strip()]
-n, restarted, killed, mode = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-print(f"storm ({mode} presence): SIGKILL, restart {restarted - killed} ms later; registered again, seconds after the restart:")
+samples = [tuple(map(int, line.split())) for line in open(sys.argv[1]) if line.strip()]
+n, restarted, killed, mode, over_tls = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+print(f"storm ({mode} presence): SIGKILL, restart {restarted - killed} ms later; back at the cloud, seconds after the restart:")
 for share in (50, 90, 99, 100):
     need = max(1, -(-n * share // 100))
-    value = f"{(times[need - 1] - restarted) / 1000:.2f}" if len(times) >= need else "not reached"
-    print(f"  {share:3d} %: {value}")
-print(f"  {len(times)} of {n} registered again")
+    at = next((t for t, back in samples if back >= need), None)
+    print(f"  {share:3d} %: {f'{(at - restarted) / 1000:.2f}' if at is not None else 'not reached'}")
+print(f"  {min(n, samples[-1][1]) if samples else 0} of {n} back; {over_tls} registered again over TLS")
 EOF
     kill -9 "$CLOUD_PID" 2>/dev/null || true
     wait "$CLOUD_PID" 2>/dev/null || true
@@ -190,4 +246,5 @@ EOF
 }
 
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+if [ "$SEED" = 1 ]; then seed_fleet; fi
 for mode in $MODES; do run_mode "$mode"; done

@@ -13,9 +13,17 @@
 // The process exits by itself after --seconds. With --identities FILE the cameras' keys and UIDs are kept in FILE
 // (`index seed-hex UID` per line) and reused by the next run, so only the first run derives each UID (a scrypt):
 // with a cloud that kept its device store too, a later run registers N cameras with no scrypt anywhere.
+//
+//   cloud-storm --cameras N --identities FILE --seed-store DATA/devices.sqlite
+//
+// prepares a fleet with no scrypt at all, for storms larger than the machine could derive UIDs for: N identities
+// with made-up UIDs (random, checksummed, not derived from their keys), kept in FILE, and their bindings written
+// into the cloud's SQLite device store as verified, then exits. The cloud then checks each registration's
+// signature against the stored key, as for any known device; only the first registration's scrypt is skipped.
 import Foundation
 import Logging
 import Synchronization
+import Rendezvous
 import Traversal
 
 struct Options {
@@ -28,6 +36,7 @@ struct Options {
     var presence = "udp"
     var linger = 1.0
     var identities: String?
+    var seedStore: String?
 
     init(_ arguments: [String]) {
         var rest = arguments.dropFirst().makeIterator()
@@ -43,8 +52,13 @@ struct Options {
             case "--presence": presence = value
             case "--linger": linger = Double(value) ?? -1
             case "--identities": identities = value
+            case "--seed-store": seedStore = value
             default: Self.usage("unknown option \(flag)")
             }
+        }
+        if seedStore != nil {
+            guard identities != nil, cameras > 0 else { Self.usage("--seed-store needs --identities and --cameras") }
+            return
         }
         guard port != 0, !caPath.isEmpty, cameras > 0, parallel > 0, seconds > 0 else { Self.usage("--port, --ca and positive counts needed") }
         guard presence == "udp" || presence == "tls", linger >= 0 else { Self.usage("--presence is udp or tls, --linger not negative") }
@@ -67,6 +81,17 @@ func emit(_ line: String) {
 func unixMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 
 let options = Options(CommandLine.arguments)
+if let storePath = options.seedStore {
+    let seeded = IdentityFile(path: options.identities)
+    let store = try await SQLiteDeviceStore.open(path: storePath, logger: Logger(label: "cloud-storm"))
+    for index in 0..<options.cameras {
+        let (identity, deviceID) = seeded.identity(index, madeUp: true)
+        try await store.registered(deviceID, publicKey: identity.publicKey.rawRepresentation, node: "seed", at: Date())
+    }
+    await store.close()
+    emit("seeded \(options.cameras)")
+    exit(0)
+}
 // A camera re-registering with UDP presence holds two sockets, and after a restart they all do at once: short of
 // open files this process would trap (libdispatch), so it refuses to start instead.
 let openFiles = OpenFileLimit.raiseToHardLimit()
@@ -107,13 +132,24 @@ final class IdentityFile: Sendable {
         }
     }
 
-    /// Camera `index`'s identity and UID: the kept ones, or new ones (kept for the next run).
-    func identity(_ index: Int) -> (DeviceIdentity, DeviceID) {
+    /// Camera `index`'s identity and UID: the kept ones, or new ones (kept for the next run); `madeUp`: a new one
+    /// gets a random checksummed UID instead of its key's (no scrypt; the cloud must already hold the binding).
+    func identity(_ index: Int, madeUp: Bool = false) -> (DeviceIdentity, DeviceID) {
         if let (seed, deviceID) = known[index], let identity = try? DeviceIdentity(seed: seed) { return (identity, deviceID) }
         var generator = SystemRandomNumberGenerator()
         let seed = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let identity = try! DeviceIdentity(seed: seed)
-        let deviceID = identity.deviceID
+        let deviceID: DeviceID
+        if madeUp {
+            // One random packing in 32 has a valid check symbol.
+            var drawn: DeviceID?
+            while drawn == nil {
+                drawn = DeviceID(packed: (0..<DeviceID.packedLength).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            }
+            deviceID = drawn!
+        } else {
+            deviceID = identity.deviceID
+        }
         appended.withLock { handle in
             let hex = seed.map { String(format: "%02x", $0) }.joined()
             handle?.write(Data("\(index) \(hex) \(deviceID)\n".utf8))
@@ -123,6 +159,7 @@ final class IdentityFile: Sendable {
 }
 
 let identities = IdentityFile(path: options.identities)
+
 
 /// Starts camera `index`, retrying its first registration (the cloud may be busy or rate-limiting) a bounded number of times.
 func startCamera(_ index: Int) async -> (any CameraSignalling)? {

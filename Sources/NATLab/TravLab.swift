@@ -146,6 +146,24 @@ public struct TravLab: Sendable {
         public var video: Video?
         /// What `--channel-send` measured.
         public var channelSend: ChannelSend?
+        /// Each move of the session to another path (relay → direct, dead path → relay).
+        public var moves: [Move]?
+
+        /// One move of a session (`trav connect --json`'s `moves`).
+        public struct Move: Codable, Sendable {
+            /// The strategy id of the path left.
+            public var from: String
+            /// The strategy id of the path taken.
+            public var to: String
+            /// The route of the path taken.
+            public var route: String
+            /// `upgrade`, `path-dead` or `peer-moved`.
+            public var reason: String
+            /// Milliseconds after the session was established.
+            public var atMs: Double
+            /// When, in milliseconds since 1970.
+            public var unixMs: Double
+        }
 
         /// Video statistics of `trav connect --stats`.
         public struct Video: Codable, Sendable {

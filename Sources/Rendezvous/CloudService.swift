@@ -181,7 +181,7 @@ public final class CloudService: Sendable {
                     throw CertificateSetupError(code: .invalidName, detail: "\(relayConfiguration.listenIP ?? "") is not an IP address")
                 }
                 let fresh = RelayGrantIssuer.randomSecret()
-                let secret = try await (store ?? ownedStore)?.relaySecret(proposing: fresh) ?? fresh
+                let secret = try await (store ?? ownedStore)?.secret(.relayGrants, proposing: fresh) ?? fresh
                 let (server, issuer) = try await startRelay(relayConfiguration, secret: secret, listenIP: relayIP,
                                                             certificatePath: certificatePath, keyPath: keyPath, group: group, logger: logger)
                 relay = server

@@ -31,6 +31,10 @@ public protocol DeviceRegistry: Sendable {
     /// - Throws: ``RegistryError`` `.keyMismatch` if the UID is held by a different key (which a
     ///   UID derived from its key makes impossible; checked anyway).
     func register(_ registration: DeviceRegistration) async throws -> DeviceRegistration?
+    /// Stores `registration` only if its UID has no live registration; returns whether it did.
+    ///
+    /// - Throws: ``RegistryError`` `.keyMismatch` as ``register(_:)``.
+    func registerUnlessHeld(_ registration: DeviceRegistration) async throws -> Bool
     /// Removes the registration of `deviceID` if it still belongs to `sessionID`.
     func remove(_ deviceID: DeviceID, sessionID: UUID) async
     /// The live registration of `deviceID`, if any.
@@ -52,6 +56,13 @@ public actor InMemoryDeviceRegistry: DeviceRegistry {
         }
         registrations[registration.deviceID] = registration
         return previous
+    }
+
+    /// Stores `registration` if its UID has none; returns whether it did.
+    public func registerUnlessHeld(_ registration: DeviceRegistration) throws -> Bool {
+        guard registrations[registration.deviceID] == nil else { return false }
+        _ = try register(registration)
+        return true
     }
 
     /// Removes the registration of `deviceID` if it still belongs to `sessionID`.

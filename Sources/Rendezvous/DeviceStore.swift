@@ -29,6 +29,32 @@ public struct DeviceRecord: Sendable, Hashable {
     }
 }
 
+/// A secret the cloud keeps in its ``DeviceStore``, shared by the nodes of a fleet and kept across restarts.
+public enum StoredSecret: String, Sendable, CaseIterable {
+    /// Relay grants are signed with it (``RelayGrantIssuer``): a grant issued by one node is renewed by any node
+    /// and accepted by any node's relay, also after a restart.
+    case relayGrants = "relay_secret"
+    /// Presence sessions are issued under it (``PresenceTickets``): a restarted node takes its cameras' UDP
+    /// presence back from their keepalives, without a TLS registration each.
+    case presenceSessions = "presence_secret"
+}
+
+/// Why a device store failed.
+public struct DeviceStoreError: CodedError, Hashable {
+    /// A stable reason code.
+    public struct Code: ErrorCode {
+        /// The code's stable name.
+        public let name: String
+        /// A ``StoredSecret`` is missing right after it was stored.
+        public static let missingSetting = Code(name: "missing-setting")
+    }
+
+    /// What went wrong.
+    public let code: Code
+    /// Why.
+    public let detail: String
+}
+
 /// Where the cloud keeps verified key ↔ UID bindings: in memory, or SQLite under `--data` (``SQLiteDeviceStore``).
 ///
 /// Only bindings already proven by the UID's scrypt are stored, so a key found here for its UID
@@ -43,17 +69,16 @@ public protocol DeviceStore: Sendable {
     func wentOffline(_ deviceID: DeviceID, node: String, at date: Date) async throws
     /// Records that `node` holds no sessions any more (it stopped, or starts after a crash).
     func releaseSessions(of node: String, at date: Date) async throws
-    /// The secret relay grants are signed with (``RelayGrantIssuer``) on every node sharing this store: the one
-    /// stored, or `proposed`, stored now, when there is none. A grant issued by one node is then renewed by any
-    /// node and accepted by any node's relay. Stores of one process only answer `proposed`.
-    func relaySecret(proposing proposed: String) async throws -> String
+    /// The stored value of `secret`, or `proposed`, stored now, when there is none: every node sharing the store,
+    /// and the same node after a restart, then uses one value. Stores of one process only answer `proposed`.
+    func secret(_ secret: StoredSecret, proposing proposed: String) async throws -> String
     /// Releases the store's resources.
     func close() async
 }
 
 extension DeviceStore {
-    /// `proposed`: a store no other node shares keeps no relay secret.
-    public func relaySecret(proposing proposed: String) async throws -> String { proposed }
+    /// `proposed`: a store that does not outlive its process keeps no secret.
+    public func secret(_ secret: StoredSecret, proposing proposed: String) async throws -> String { proposed }
 
     /// Whether `publicKey` is the key already verified for `deviceID` (no scrypt needed).
     public func isVerified(_ deviceID: DeviceID, publicKey: Data) async throws -> Bool {
@@ -106,6 +131,7 @@ public actor InMemoryDeviceStore: DeviceStore {
 ///
 /// ```
 /// devices(uid TEXT PRIMARY KEY, public_key BLOB, first_seen REAL, last_seen REAL, node TEXT NULL)
+/// settings(name TEXT PRIMARY KEY, value TEXT)        -- ``StoredSecret``s
 /// ```
 /// Dates are seconds since 1970.
 public final class SQLiteDeviceStore: DeviceStore {
@@ -139,6 +165,8 @@ public final class SQLiteDeviceStore: DeviceStore {
                     node TEXT
                 ) WITHOUT ROWID
                 """, [])
+            _ = try await connection.query(
+                "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID", [])
         } catch {
             try? await connection.close()
             throw error
@@ -180,6 +208,17 @@ public final class SQLiteDeviceStore: DeviceStore {
     public func releaseSessions(of node: String, at date: Date) async throws {
         _ = try await connection.query(
             "UPDATE devices SET node = NULL, last_seen = ?1 WHERE node = ?2", [.float(date.timeIntervalSince1970), .text(node)])
+    }
+
+    /// The stored value of `secret`, or `proposed`, stored now.
+    public func secret(_ secret: StoredSecret, proposing proposed: String) async throws -> String {
+        _ = try await connection.query(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING", [.text(secret.rawValue), .text(proposed)])
+        let rows = try await connection.query("SELECT value FROM settings WHERE name = ?1", [.text(secret.rawValue)])
+        guard let value = rows.first?.column("value")?.string else {
+            throw DeviceStoreError(code: .missingSetting, detail: secret.rawValue)
+        }
+        return value
     }
 
     /// Number of devices known.

@@ -39,8 +39,6 @@ public struct NodeRouteError: CodedError, Hashable {
         public static let badEnvelope = Code(name: "bad-envelope")
         /// `--database` is not a `postgres://` URL.
         public static let badDatabaseURL = Code(name: "bad-database-url")
-        /// A setting the fleet's nodes share is missing from the database right after it was stored.
-        public static let missingSetting = Code(name: "missing-setting")
     }
 
     /// What went wrong.

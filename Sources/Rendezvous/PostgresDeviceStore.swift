@@ -146,18 +146,16 @@ public final class PostgresDeviceStore: DeviceStore, NodeDirectory {
     /// The advisory lock key of schema creation (any fixed number; "trav" in ASCII).
     private static let schemaLock: Int64 = 0x7472_6176
 
-    /// The fleet's relay secret: the first node to start stores its proposal, every later one reads it.
-    public func relaySecret(proposing proposed: String) async throws -> String {
+    /// The fleet's value of `secret`: the first node to start stores its proposal, every later one reads it.
+    public func secret(_ secret: StoredSecret, proposing proposed: String) async throws -> String {
+        let name = secret.rawValue
         try await client.query("""
-            INSERT INTO trav_settings (name, value) VALUES (\(Self.relaySecretSetting), \(proposed)) ON CONFLICT (name) DO NOTHING
+            INSERT INTO trav_settings (name, value) VALUES (\(name), \(proposed)) ON CONFLICT (name) DO NOTHING
             """, logger: logger)
-        let rows = try await client.query("SELECT value FROM trav_settings WHERE name = \(Self.relaySecretSetting)", logger: logger)
+        let rows = try await client.query("SELECT value FROM trav_settings WHERE name = \(name)", logger: logger)
         for try await value in rows.decode(String.self) { return value }
-        throw NodeRouteError(code: .missingSetting, detail: Self.relaySecretSetting)
+        throw DeviceStoreError(code: .missingSetting, detail: name)
     }
-
-    /// The `trav_settings` row of the relay secret.
-    private static let relaySecretSetting = "relay_secret"
 
     /// The record of `deviceID`, if any.
     public func record(for deviceID: DeviceID) async throws -> DeviceRecord? {

@@ -22,12 +22,13 @@ final class PresenceServer: Sendable {
         self.table = table
     }
 
-    /// Binds `host:port` (0 picks a free port) and starts answering keepalives.
+    /// Binds `host:port` (0 picks a free port) and starts answering keepalives; with `tickets`, sessions
+    /// survive a restart of the cloud (``PresenceTickets``).
     static func start(
-        host: String, port: Int, configuration: PresenceStateMachine.Configuration,
+        host: String, port: Int, configuration: PresenceStateMachine.Configuration, tickets: PresenceTickets?,
         group: any EventLoopGroup, logger: Logger
     ) async throws -> PresenceServer {
-        let table = PresenceTable(configuration: configuration)
+        let table = PresenceTable(configuration: configuration, tickets: tickets)
         let channel = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
@@ -91,9 +92,13 @@ final class PresenceServer: Sendable {
     /// Sessions held.
     var count: Int { table.withLock { $0.count } }
 
+    /// Sessions restored from their tickets, in the order their first keepalive came; ends at ``stop()``.
+    var restorations: AsyncStream<PresenceRestoration> { table.restorations }
+
     /// Closes the socket.
     func stop() async {
         try? await channel.close()
+        table.finish()
     }
 }
 
@@ -101,21 +106,43 @@ final class PresenceServer: Sendable {
 final class PresenceTable: Sendable {
     let configuration: PresenceStateMachine.Configuration
     private let machine: Mutex<PresenceStateMachine>
+    /// Sessions restored from their tickets, for the hub; one event per session added to the table, so
+    /// never more than ``PresenceStateMachine/Configuration/maxSessions`` wait.
+    let restorations: AsyncStream<PresenceRestoration>
+    private let restorationSink: AsyncStream<PresenceRestoration>.Continuation
 
-    init(configuration: PresenceStateMachine.Configuration) {
+    init(configuration: PresenceStateMachine.Configuration, tickets: PresenceTickets?) {
         self.configuration = configuration
-        self.machine = Mutex(PresenceStateMachine(configuration: configuration))
+        self.machine = Mutex(PresenceStateMachine(configuration: configuration, tickets: tickets))
+        (restorations, restorationSink) = AsyncStream.makeStream(of: PresenceRestoration.self)
     }
+
+    /// Hands a restored session to the hub.
+    func restored(_ restoration: PresenceRestoration) { restorationSink.yield(restoration) }
+
+    /// Ends ``restorations``.
+    func finish() { restorationSink.finish() }
 
     func withLock<T: Sendable>(_ body: (inout PresenceStateMachine) -> T) -> T {
         machine.withLock { body(&$0) }
     }
 }
 
+/// A presence session a keepalive restored from its ticket after a restart.
+struct PresenceRestoration: Sendable {
+    /// The session.
+    let session: PresenceSessionID
+    /// Its camera.
+    let deviceID: DeviceID
+    /// Where the keepalive came from.
+    let address: SocketAddress
+}
+
 /// The metrics of presence (listed with the others at ``RendezvousMetrics``).
 enum PresenceMetrics {
     static let answered = Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", "answered")])
     static let wakes = Counter(label: "cloud_presence_wakes_total")
+    static let restored = Counter(label: "cloud_presence_restored_total")
     static let sessions = Gauge(label: "cloud_presence_sessions")
     static func dropped(_ code: PresenceError.Code) -> Counter {
         if code == .rateLimited { RendezvousMetrics.rateLimitHit("presence") }
@@ -145,6 +172,10 @@ final class PresenceDatagramHandler: ChannelInboundHandler, Sendable {
             context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
         case .refuse(let error, let bytes, let to):
             PresenceMetrics.dropped(error.code).increment()
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
+        case .restored(let session, let deviceID, let bytes, let to):
+            PresenceMetrics.restored.increment()
+            table.restored(PresenceRestoration(session: session, deviceID: deviceID, address: to))
             context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
         case .drop(let error):
             PresenceMetrics.dropped(error.code).increment()

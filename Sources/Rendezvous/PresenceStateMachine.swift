@@ -11,6 +11,10 @@ import Traversal
 /// (``Configuration/timeout``); each keepalive's source is where a wake goes. Datagrams are checked
 /// cheapest first: length and kind, the source's rate (``Configuration/perSource``), the session, the
 /// tag, the counter. Only an authenticated, fresh keepalive moves any state or gets an answer.
+///
+/// With ``PresenceTickets`` the sessions survive a restart of the cloud: a keepalive for a session the table
+/// does not hold is checked against the ticket its identifier carries, and an authentic one restores the
+/// session (``Action/restored(session:deviceID:answer:to:)``) instead of sending the camera back to TLS.
 public struct PresenceStateMachine: Sendable {
     /// Limits and timing.
     public struct Configuration: Sendable {
@@ -52,6 +56,9 @@ public struct PresenceStateMachine: Sendable {
         /// Refuse the datagram (count it by the error's code) and send `bytes` to `address`: a keepalive
         /// for a session this cloud does not hold gets `Traversal/PresenceDatagramKind/unknownSession`.
         case refuse(PresenceError, answer: [UInt8], to: SocketAddress)
+        /// An authentic keepalive restored `session` of `deviceID` from its ticket (the cloud restarted):
+        /// send `answer` (an ack) to `address` and tell the hub the camera is present again.
+        case restored(session: PresenceSessionID, deviceID: DeviceID, answer: [UInt8], to: SocketAddress)
     }
 
     /// One camera's presence.
@@ -72,11 +79,14 @@ public struct PresenceStateMachine: Sendable {
     public let configuration: Configuration
     private var sessions: [PresenceSessionID: Session] = [:]
     private var limiter: TokenBucketRateLimiter<SourceAddressKey>
+    /// Sessions issued as tickets, restorable after a restart; nil: random sessions, lost with the table.
+    private let tickets: PresenceTickets?
 
-    /// An empty table.
-    public init(configuration: Configuration = .init()) {
+    /// An empty table; with `tickets`, sessions are issued as tickets and restored from them.
+    public init(configuration: Configuration = .init(), tickets: PresenceTickets? = nil) {
         self.configuration = configuration
         self.limiter = configuration.perSource
+        self.tickets = tickets
     }
 
     /// Sessions held.
@@ -87,12 +97,15 @@ public struct PresenceStateMachine: Sendable {
         _ deviceID: DeviceID, now: ContinuousClock.Instant, using generator: inout some RandomNumberGenerator
     ) -> (session: PresenceSessionID, key: SymmetricKey)? {
         guard sessions.count < configuration.maxSessions else { return nil }
-        var id = PresenceSessionID.random(using: &generator)
-        while sessions[id] != nil { id = PresenceSessionID.random(using: &generator) }
-        let keyBytes = (0..<PresenceProtocol.keyLength / 8).flatMap { _ in
-            withUnsafeBytes(of: generator.next()) { Array($0) }
+        func draw() -> (PresenceSessionID, SymmetricKey) {
+            if let tickets { return tickets.issue(for: deviceID, using: &generator) }
+            let keyBytes = (0..<PresenceProtocol.keyLength / 8).flatMap { _ in
+                withUnsafeBytes(of: generator.next()) { Array($0) }
+            }
+            return (PresenceSessionID.random(using: &generator), SymmetricKey(data: keyBytes))
         }
-        let key = SymmetricKey(data: keyBytes)
+        var (id, key) = draw()
+        while sessions[id] != nil { (id, key) = draw() }
         sessions[id] = Session(deviceID: deviceID, key: key, lastSeen: now)
         return (id, key)
     }
@@ -114,8 +127,7 @@ public struct PresenceStateMachine: Sendable {
             return .drop(PresenceError(code: .rateLimited, detail: "from \(SourceAddressKey(source))"))
         }
         guard var session = sessions[header.session] else {
-            return .refuse(
-                PresenceError(code: .unknownSession, detail: "session \(header.session)"), answer: header.unknownSessionAnswer, to: source)
+            return restore(bytes, header: header, from: source, now: now)
         }
         do {
             _ = try PresenceDatagram.open(bytes, with: session.key)
@@ -133,6 +145,23 @@ public struct PresenceStateMachine: Sendable {
         session.sent += 1
         sessions[header.session] = session
         return .send(PresenceDatagram(kind: .ack, session: header.session, counter: session.sent).sealed(with: session.key), to: source)
+    }
+
+    /// A keepalive for a session the table does not hold: restored from its ticket when authentic and there is
+    /// room, otherwise refused with `unknownSession` (the camera registers over TLS again).
+    private mutating func restore(
+        _ bytes: some Collection<UInt8>, header: PresenceDatagram, from source: SocketAddress, now: ContinuousClock.Instant
+    ) -> Action {
+        let unknown = PresenceError(code: .unknownSession, detail: "session \(header.session)")
+        guard let tickets, sessions.count < configuration.maxSessions, let (deviceID, key) = tickets.redeem(header.session),
+            (try? PresenceDatagram.open(bytes, with: key)) != nil
+        else {
+            return .refuse(unknown, answer: header.unknownSessionAnswer, to: source)
+        }
+        let session = Session(deviceID: deviceID, key: key, received: header.counter, sent: 1, address: source, lastSeen: now)
+        sessions[header.session] = session
+        let ack = PresenceDatagram(kind: .ack, session: header.session, counter: session.sent).sealed(with: key)
+        return .restored(session: header.session, deviceID: deviceID, answer: ack, to: source)
     }
 
     /// The wake datagram for `session` and where to send it; nil when the session is unknown or the camera

@@ -246,6 +246,29 @@ actor RendezvousHub {
         limiter.admit(source, now: .now)
     }
 
+    /// Registers a camera present over UDP alone whose presence `session` a keepalive restored from its ticket after
+    /// a restart (`PresenceTickets`); false, and nothing changes, when the device registered again since (its
+    /// newer session stands) or its key is not the one on record.
+    func restorePresence(_ id: PresenceSessionID, deviceID: DeviceID, publicKey: Data, address: SocketAddress) async -> Bool {
+        guard presenceSessions[id] == nil else { return false }
+        let session = UUID()
+        // In the tables before the registry answers: a TLS registration of the device that comes in meanwhile
+        // then replaces this session the usual way (``register(_:deviceID:publicKey:)``).
+        cameras[session] = Camera(peer: nil, deviceID: deviceID, presence: id)
+        presenceSessions[id] = session
+        udpOnlyCameras += 1
+        let record = DeviceRegistration(deviceID: deviceID, publicKey: publicKey, sessionID: session, observedAddress: "\(address)")
+        guard (try? await registry.registerUnlessHeld(record)) == true else {
+            if cameras.removeValue(forKey: session) != nil {
+                udpOnlyCameras -= 1
+                presenceSessions[id] = nil
+            }
+            return false
+        }
+        logger.debug("camera present over UDP again", metadata: ["device": "\(deviceID)"])
+        return cameras[session] != nil
+    }
+
     /// Records a proven registration and grants it UDP presence if the cloud offers it; the session it replaces
     /// (same key) is closed, and offers held for it while it was woken move to the new one (``deliverHeldOffers(to:)``).
     func register(_ peer: RendezvousPeer, deviceID: DeviceID, publicKey: Data) async throws -> (session: UUID, presence: PresenceGrant?) {

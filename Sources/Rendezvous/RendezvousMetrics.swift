@@ -14,6 +14,7 @@ import Traversal
 /// | `cloud_registered_cameras` | `presence`: `tls`, `udp` | cameras registered now (gauge) |
 /// | `cloud_presence_datagrams_total` | `outcome`: `answered`, or a `Traversal/PresenceError` code | UDP presence datagrams |
 /// | `cloud_presence_wakes_total` | | cameras woken over UDP for a viewer |
+/// | `cloud_presence_restored_total` | | UDP presence sessions restored from their tickets after a restart (no TLS registration) |
 /// | `cloud_presence_sessions` | | UDP presence sessions held (gauge) |
 /// | `cloud_node_messages_total` | `kind`: `hub`, `viewer`, `closed`; `outcome`: `sent`, `failed`, `dropped`, `received`, `bad` | messages between the nodes of a fleet (`NodeRouter`) |
 enum RendezvousMetrics {

@@ -273,12 +273,15 @@ public final class RendezvousServer: Sendable {
         if let presenceConfiguration = configuration.presence {
             let port = Int(configuration.presencePort ?? UInt16(address.port))
             do {
+                let tickets = await presenceTickets(store: store, logger: logger)
                 do {
                     presenceServer = try await PresenceServer.start(
-                        host: configuration.listenIP, port: port, configuration: presenceConfiguration, group: group, logger: logger)
+                        host: configuration.listenIP, port: port, configuration: presenceConfiguration, tickets: tickets,
+                        group: group, logger: logger)
                 } catch where configuration.presencePort == nil {
                     presenceServer = try await PresenceServer.start(
-                        host: configuration.listenIP, port: 0, configuration: presenceConfiguration, group: group, logger: logger)
+                        host: configuration.listenIP, port: 0, configuration: presenceConfiguration, tickets: tickets,
+                        group: group, logger: logger)
                 }
             } catch {
                 try? await listener.channel.close()
@@ -343,16 +346,27 @@ public final class RendezvousServer: Sendable {
             }
         }
         // Housekeeping: expires silent UDP presence sessions (a quarter of the keepalive interval apart, at
-        // most 5 s) and records the camera gauges.
+        // most 5 s) and records the camera gauges; registers the cameras whose sessions keepalives restored.
         let presence = presenceServer
         let presenceExpiry: Task<Void, Never>? = Task {
-            let period = min((presence?.keepaliveInterval ?? .seconds(20)) / 4, .seconds(5))
-            RendezvousMetrics.cameras((0, 0))
-            while (try? await Task.sleep(for: period)) != nil {
-                for (session, _) in presence?.expire() ?? [] {
-                    if let deviceID = await hub.presenceExpired(session) { await registrations.wentOffline(deviceID) }
+            await withTaskGroup(of: Void.self) { tasks in
+                tasks.addTask {
+                    let period = min((presence?.keepaliveInterval ?? .seconds(20)) / 4, .seconds(5))
+                    RendezvousMetrics.cameras((0, 0))
+                    while (try? await Task.sleep(for: period)) != nil {
+                        for (session, _) in presence?.expire() ?? [] {
+                            if let deviceID = await hub.presenceExpired(session) { await registrations.wentOffline(deviceID) }
+                        }
+                        RendezvousMetrics.cameras(await hub.cameraCounts)
+                    }
                 }
-                RendezvousMetrics.cameras(await hub.cameraCounts)
+                if let presence {
+                    tasks.addTask {
+                        for await restoration in presence.restorations {
+                            await restore(restoration, hub: hub, registrations: registrations, presence: presence)
+                        }
+                    }
+                }
             }
         }
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
@@ -360,6 +374,43 @@ public final class RendezvousServer: Sendable {
             address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub,
             registrations: registrations, acceptLoop: acceptLoop, presence: presence, presenceExpiry: presenceExpiry, router: router,
             logger: logger)
+    }
+
+    /// The tickets presence sessions are issued as, under the store's presence secret (drawn and stored on first
+    /// use), so a restarted node takes its cameras' sessions back; a store that cannot answer gives tickets under
+    /// a fresh secret (sessions then last as long as this process).
+    private static func presenceTickets(store: any DeviceStore, logger: Logger) async -> PresenceTickets {
+        let fresh = SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() }
+        var encoded = fresh
+        do {
+            encoded = try await store.secret(.presenceSessions, proposing: fresh)
+        } catch {
+            logger.warning("device store has no presence secret; sessions will not survive a restart", metadata: ["error": "\(error)"])
+        }
+        let secret = Data(base64Encoded: encoded).map { SymmetricKey(data: $0) } ?? SymmetricKey(data: Array(encoded.utf8))
+        return PresenceTickets(secret: secret)
+    }
+
+    /// Registers the camera of a session its keepalive restored: its key from the store (a device the store does not
+    /// know loses the session and registers over TLS), present over UDP alone, held by this node.
+    private static func restore(
+        _ restoration: PresenceRestoration, hub: RendezvousHub, registrations: RegistrationGate, presence: PresenceServer
+    ) async {
+        let record: DeviceRecord?
+        do {
+            record = try await registrations.store.record(for: restoration.deviceID)
+        } catch {
+            registrations.logger.warning("device store look-up failed", metadata: ["error": "\(error)"])
+            record = nil
+        }
+        guard let record,
+            await hub.restorePresence(restoration.session, deviceID: restoration.deviceID, publicKey: record.publicKey,
+                                      address: restoration.address)
+        else {
+            presence.close(restoration.session)
+            return
+        }
+        await registrations.registered(restoration.deviceID, publicKey: record.publicKey)
     }
 
     /// Stops accepting, tells every client when to come back (``Configuration/restartRetryAfter``), closes every

@@ -494,6 +494,8 @@ public struct RelayPeerTransport: PeerTransport {
 
     /// Datagrams: true (the relay forwards UDP between the two allocations).
     public var isDatagram: Bool { true }
+    /// The relay carries it: true.
+    public var isRelayed: Bool { true }
     /// `relay tls LOCAL -> SERVER relayed OURS -> PEER`.
     public var pathDescription: String {
         "relay \(link.via) \(link.client.localAddress) -> \(link.server) relayed \(link.allocation.relayed) -> \(peer)"

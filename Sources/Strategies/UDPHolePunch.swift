@@ -31,6 +31,8 @@ public struct UDPHolePunch: TraversalStrategy {
     public var predictedPorts: Int
     /// STUN schedule for discovering the mapping.
     public var stunPolicy: STUNRetransmissionPolicy
+    /// A relayed session punches again in the background and moves to the punched path: true.
+    public var upgradesRelayedSessions: Bool { true }
 
     /// Creates the strategy with the defaults: 20 ms pacing for 5 s; birthday 256 sockets × 2048 probes
     /// within 5 s (a hit with probability 1 − (1 − 256/64512)^2048 ≈ 99.97% once the mappings are open); 8 predicted ports.

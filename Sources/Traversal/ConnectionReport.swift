@@ -74,6 +74,8 @@ public struct ConnectionReport: Codable, Sendable, Hashable {
     public var requestID: String?
     /// Every strategy that was tried, in the order they ended.
     public var attempts: [StrategyAttempt]
+    /// Every move of the running session to another path (relay → direct, dead path → relay), in order.
+    public var moves: [PathMove] = []
     /// The round trip (ms) this side measured on the winning path during the secure handshake
     /// (``SecureSession/roundTrip``); the channel engine's retransmission timer starts from it.
     public var roundTripMs: Double?

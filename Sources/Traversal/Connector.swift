@@ -62,6 +62,11 @@ public struct ConnectorConfiguration: Sendable {
     /// What a camera may send toward the addresses of one viewer's offer before the viewer answers
     /// (``ProbeBudget``): by default 3× the offer's bytes, 400 probes, 16 addresses.
     public var probeLimits = ProbeBudget.Limits()
+    /// Strategies a relayed session runs again in the background to move to a direct path while it runs;
+    /// nil: those of ``strategies`` that ``TraversalStrategy/upgradesRelayedSessions``. Empty: sessions stay where they start.
+    public var upgradeStrategies: [any TraversalStrategy]?
+    /// Timing of those moves and of the fallback to the relay when the direct path dies.
+    public var pathMigration = PathMigrationStateMachine.Configuration()
 
     /// Creates a configuration; the connect timeout defaults to 10 s, gathering to 1.5 s.
     public init(identity: DeviceIdentity, cloud: TravCloud? = nil, strategies: [any TraversalStrategy], stunServers: [String] = [],
@@ -176,11 +181,18 @@ public final class Connector: Sendable {
             throw TraversalError(code: mismatch.code, detail: mismatch.detail, attempts: raced.attempts)
         }
         let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
-        return try await finishViewer(raced, credential: credential, requestID: intro.requestID, started: started, phases: phases)
+        return try await finishViewer(raced, credential: credential, requestID: intro.requestID, started: started, phases: phases,
+                                      upgrade: pathUpgrade(context))
+    }
+
+    /// How a relayed session started in `context` looks for a direct path.
+    func pathUpgrade(_ context: StrategyContext) -> PathUpgrade {
+        PathUpgrade(strategies: configuration.upgradeStrategies ?? configuration.strategies.filter(\.upgradesRelayedSessions),
+                    context: context, gatherTimeout: configuration.gatherTimeout, configuration: configuration.pathMigration)
     }
 
     private func finishViewer(_ raced: RaceResult, credential: AccessCredential, requestID: String,
-                              started: ContinuousClock.Instant, phases: ConnectionPhases) async throws -> PeerConnection {
+                              started: ContinuousClock.Instant, phases: ConnectionPhases, upgrade: PathUpgrade) async throws -> PeerConnection {
         let transport = raced.transport
         var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
         let hello = SessionHello(credential)
@@ -214,7 +226,8 @@ public final class Connector: Sendable {
         configuration.logger.info("connected", metadata: ["path": "\(raced.strategy)", "route": "\(transport.pathDescription)",
                                                           "requestID": "\(requestID)"])
         return PeerConnection(role: .viewer, report: report, peerIdentity: raced.session.peerIdentity,
-                              transport: transport, channel: channel, replayOnHello: nil, keepalive: configuration.keepaliveInterval)
+                              transport: transport, channel: channel, replayOnHello: nil, keepalive: configuration.keepaliveInterval,
+                              upgrade: upgrade)
     }
 
     // MARK: Camera
@@ -334,11 +347,12 @@ public final class Connector: Sendable {
         }
         let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
         return try await finishCamera(raced, access: access, admitted: admitted, requestID: intro.requestID,
-                                      started: started, phases: phases)
+                                      started: started, phases: phases, upgrade: pathUpgrade(context))
     }
 
     private func finishCamera(_ raced: RaceResult, access: SharedAccess, admitted: (viewer: Curve25519.Signing.PublicKey, grant: AccessGrant)?,
-                              requestID: String, started: ContinuousClock.Instant, phases: ConnectionPhases) async throws -> PeerConnection {
+                              requestID: String, started: ContinuousClock.Instant, phases: ConnectionPhases,
+                              upgrade: PathUpgrade) async throws -> PeerConnection {
         let transport = raced.transport
         var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
         let start = channel
@@ -379,7 +393,7 @@ public final class Connector: Sendable {
             configuration.logger.info("viewer admitted", metadata: ["path": "\(raced.strategy)", "requestID": "\(requestID)"])
             return PeerConnection(role: .camera, report: report, peerIdentity: raced.session.peerIdentity,
                                   transport: transport, channel: channel, replayOnHello: (helloFrame, welcome),
-                                  keepalive: configuration.keepaliveInterval)
+                                  keepalive: configuration.keepaliveInterval, upgrade: upgrade)
         }
     }
 

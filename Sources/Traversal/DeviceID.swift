@@ -102,6 +102,30 @@ public struct DeviceID: Hashable, Sendable, CustomStringConvertible {
         self.symbols = symbols
     }
 
+    /// Bytes of ``packed``: the 16 five-bit symbols, 80 bits.
+    public static let packedLength = symbolCount * 5 / 8
+
+    /// The UID in ``packedLength`` bytes (its symbols' 5-bit values, big-endian), for compact binary formats.
+    public var packed: [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: DeviceID.packedLength)
+        for (index, symbol) in symbols.enumerated() {
+            for bit in 0..<5 where symbol & (0x10 >> bit) != 0 {
+                let position = index * 5 + bit
+                bytes[position / 8] |= 0x80 >> UInt8(position % 8)
+            }
+        }
+        return bytes
+    }
+
+    /// The UID packed in `bytes` (``packed``); nil for another length or a check symbol that does not match.
+    public init?(packed bytes: some Collection<UInt8>) {
+        let array = Array(bytes)
+        guard array.count == DeviceID.packedLength else { return nil }
+        let symbols = (0..<DeviceID.symbolCount).map { DeviceID.fiveBits(of: array, at: $0 * 5) }
+        guard GF32.syndrome(of: symbols) == 0 else { return nil }
+        self.symbols = symbols
+    }
+
     /// The canonical printed form, `TRAV-XXXX-XXXX-XXXX-XXXX`.
     public var description: String {
         var text = DeviceID.prefix

@@ -18,10 +18,17 @@ public final class PeerConnection: Sendable {
 
     /// Which side we are.
     public let role: ConnectionRole
-    /// How the connection came to be.
-    public let report: ConnectionReport
-    /// The winning strategy's id.
-    public var path: String { report.path ?? "" }
+    /// How the connection came to be, and every move to another path since.
+    public var report: ConnectionReport {
+        var r = report0
+        r.moves = paths.moves
+        return r
+    }
+    /// The strategy id of the path the session uses now: the race's winner until the session moves.
+    public var path: String { paths.activeStrategy }
+    /// Each move of the session to another path, as it happens (the ``ConnectionReport/moves`` to come);
+    /// finishes when the connection closes. One consumer.
+    public var pathMoves: AsyncStream<PathMove> { paths.moveEvents }
     /// The peer's Ed25519 identity key (on a viewer: the key behind the UID it asked for).
     public let peerIdentityKey: Curve25519.Signing.PublicKey
     /// The largest application message `send` accepts on this path.
@@ -31,34 +38,59 @@ public final class PeerConnection: Sendable {
     /// How often this side sends keepalives; nil when it sends none (and so does not time out an idle peer either).
     public let keepalive: Duration?
 
+    /// The report at establishment.
+    private let report0: ConnectionReport
+    /// The path the session was established on (its sizes hold for every path it moves to).
     private let transport: any PeerTransport
+    /// The paths: the active one, the standby relay, candidates being tried.
+    let paths: SessionPaths
     private let sealer: SessionSealer
+    /// Opens what arrives on any path: one replay window for all, so a switch loses and repeats nothing.
+    private let opener: Mutex<SecureDatagramChannel>
+    /// Looks for a direct path while the relay carries the session (nil: the session stays where it is).
+    let upgrade: PathUpgrade?
+    /// Upgrade offers and answers in flight.
+    let exchange = UpgradeExchange()
     /// The SCTP association carrying channels (nil if the engine refused to start one).
     private let channels: Result<ChannelSession, any Error>
     private let continuation: AsyncThrowingStream<[UInt8], any Error>.Continuation
     private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let closed = Mutex(false)
+    /// The migration's own tasks (an upgrade attempt, an announcement), one per slot.
+    private let migrationTasks = Mutex<[MigrationTaskSlot: Task<Void, Never>]>([:])
     private let lastHeard = Mutex(ContinuousClock.now)
     /// The path MTU search (RFC 8899), on datagram paths that may carry more than their base size.
     private let mtuSearch: Mutex<PathMTUSearch?>
     /// Yields once the search's first round has every answer it waits for.
     private let mtuSettled: AsyncStream<Void>
     private let mtuSettledSink: AsyncStream<Void>.Continuation
+    /// What a camera sends again when the viewer repeats its hello (its welcome).
+    private let replayOnHello: (hello: [UInt8], welcome: [UInt8])?
 
     /// Takes over a channel already used for the hello exchange: its send counter and replay window carry on
     /// (one copy only seals, the other only opens), so no nonce is ever reused.
     /// `keepalive` (clamped to ``keepaliveRange``) nil sends none: a NAT then forgets an idle path after its UDP timeout (for tests that show it).
     init(role: ConnectionRole, report: ConnectionReport, peerIdentity: Curve25519.Signing.PublicKey, transport: any PeerTransport,
          channel: SecureDatagramChannel, replayOnHello: (hello: [UInt8], welcome: [UInt8])?,
-         keepalive: Duration? = PeerConnection.keepaliveInterval) {
+         keepalive: Duration? = PeerConnection.keepaliveInterval,
+         upgrade: PathUpgrade? = nil) {
         self.role = role
         self.keepalive = keepalive.map { min(max($0, Self.keepaliveRange.lowerBound), Self.keepaliveRange.upperBound) }
-        self.report = report
+        self.report0 = report
         self.peerIdentityKey = peerIdentity
         self.transport = transport
         self.maxMessageSize = transport.maxMessageSize - PeerWire.sealedOverhead
-        let sealer = SessionSealer(transport: transport, channel: channel)
+        // Only a relayed datagram session moves: the channel engine's packet size, fixed when it connects,
+        // is the relay's (the smallest), and stream ↔ datagram moves are not made.
+        let migrates = upgrade.map { !$0.strategies.isEmpty } ?? false && transport.isDatagram && transport.isRelayed
+        self.upgrade = migrates ? upgrade : nil
+        let machine = migrates ? PathMigrationStateMachine(
+            deciding: role == .viewer, configuration: upgrade?.configuration ?? .init(), now: .now, nonceSeed: .random(in: 0 ... .max)) : nil
+        let paths = SessionPaths(initial: transport, strategy: report.path ?? "", machine: machine)
+        self.paths = paths
+        let sealer = SessionSealer(paths: paths, channel: channel)
         self.sealer = sealer
-        let receiveChannel = channel
+        self.opener = Mutex(channel)
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: [UInt8].self, throwing: (any Error).self,
                                                                     bufferingPolicy: .bufferingNewest(Self.inboundBufferLimit))
         self.inbound = stream
@@ -77,7 +109,8 @@ public final class PeerConnection: Sendable {
                 try? await sealer.send(.sctp, packet)
             }
         }
-        startTasks(receiveChannel: receiveChannel, replayOnHello: replayOnHello)
+        self.replayOnHello = replayOnHello
+        startTasks()
         // With a path MTU search, the association connects once the first round has answered (``startTasks``):
         // the engine's packet size is fixed when it connects.
         if !mtuSearch.withLock({ $0 != nil }) { (try? channels.get())?.connect() }
@@ -135,21 +168,38 @@ public final class PeerConnection: Sendable {
     public func close() async {
         try? await sendSealed(.close, [])
         shutdown(error: nil)
-        await transport.close()
+        await paths.closeAll()
     }
 
     func sendSealed(_ type: SessionMessageType, _ body: [UInt8]) async throws {
         try await sealer.send(type, body)
     }
 
-    deinit {
-        // Dropped without close(): release the association, the tasks and the transport all the same.
-        shutdown(error: nil)
-        let transport = self.transport
-        Task { await transport.close() }
+    /// Seals and sends on one path of the set (probes and answers, which prove that path).
+    func sendSealed(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID) async throws {
+        try await sealer.send(type, body, on: path)
     }
 
-    private func shutdown(error: (any Error)?) {
+    deinit {
+        // Dropped without close(): release the association, the tasks and every path all the same.
+        shutdown(error: nil)
+        let paths = self.paths
+        Task { await paths.closeAll() }
+    }
+
+    /// Keeps `task` to cancel it when the connection shuts down (at once, if it already has).
+    /// Keeps `task` in `slot`, replacing (and cancelling) the one there: at most one per slot, so a long
+    /// session holds a bounded number however many attempts it makes.
+    func keep(_ task: Task<Void, Never>, in slot: MigrationTaskSlot) {
+        let replaced = migrationTasks.withLock { t -> Task<Void, Never>? in
+            guard !closed.withLock({ $0 }) else { return task }
+            return t.updateValue(task, forKey: slot)
+        }
+        replaced?.cancel()
+    }
+
+    func shutdown(error: (any Error)?) {
+        closed.withLock { $0 = true }
         if let error { continuation.finish(throwing: error) } else { continuation.finish() }
         (try? channels.get())?.close(reason: error.map { "\($0)" } ?? "connection closed")
         let all = tasks.withLock { t -> [Task<Void, Never>] in
@@ -158,65 +208,16 @@ public final class PeerConnection: Sendable {
             return copy
         }
         for t in all { t.cancel() }
+        for t in migrationTasks.withLock({ t in defer { t = [:] }; return Array(t.values) }) { t.cancel() }
+        paths.stopReading()
     }
 
-    private func startTasks(receiveChannel: SecureDatagramChannel, replayOnHello: (hello: [UInt8], welcome: [UInt8])?) {
-        let receiver = Task { [weak self, transport] in
-            var channel = receiveChannel
-            while !Task.isCancelled {
-                let frame: [UInt8]
-                do {
-                    frame = try await transport.receive()
-                } catch {
-                    self?.shutdown(error: Task.isCancelled ? nil : TraversalError(code: .closed, detail: "\(error)"))
-                    return
-                }
-                guard let self else { return }
-                // The viewer repeats its hello, the same sealed frame, until our welcome arrives: the replay
-                // window refuses the copies, so they are known by their bytes and answered (else a lost welcome
-                // left the viewer waiting out its access timeout).
-                if let replayOnHello, frame == replayOnHello.hello {
-                    try? await self.sendSealed(.welcome, replayOnHello.welcome)
-                    continue
-                }
-                guard frame.first == PeerWire.sealed, let plain = try? channel.open(Array(frame.dropFirst())),
-                      let type = plain.first.flatMap(SessionMessageType.init(rawValue:)) else { continue }
-                self.lastHeard.withLock { $0 = .now }
-                switch type {
-                case .application:
-                    self.continuation.yield(Array(plain.dropFirst()))
-                case .sctp:
-                    (try? self.channels.get())?.input(Array(plain.dropFirst()))
-                case .close:
-                    self.shutdown(error: nil)
-                    await transport.close()
-                    return
-                case .hello:
-                    // A hello sealed afresh: answer it too.
-                    if let replayOnHello { try? await self.sendSealed(.welcome, replayOnHello.welcome) }
-                case .pathProbe:
-                    // Acknowledge a probe only if it arrived at the size it claims (so the size is proven).
-                    if plain.count >= 3, Int(plain[1]) << 8 | Int(plain[2]) == frame.count {
-                        try? await self.sendSealed(.pathProbeAck, [plain[1], plain[2]])
-                    }
-                case .pathProbeAck:
-                    if plain.count == 3 {
-                        let size = Int(plain[1]) << 8 | Int(plain[2])
-                        let (actions, settled) = self.mtuSearch.withLock { s -> ([PathMTUSearch.Action], Bool) in
-                            let a = s?.acknowledged(size: size, now: .now) ?? []
-                            return (a, s?.isSettled ?? true)
-                        }
-                        await self.perform(actions)
-                        if settled { self.mtuSettledSink.yield() }
-                    }
-                case .keepalive, .welcome, .denied:
-                    continue
-                }
-            }
-        }
+    private func startTasks() {
+        paths.startReader(for: .initial) { [weak self] path, result in await self?.arrived(result, on: path) ?? false }
+        let migrator: Task<Void, Never>? = upgrade == nil ? nil : Task { [weak self] in await self?.driveMigration() }
         guard let interval = keepalive else {
             // No keepalives: a peer configured alike is silent while idle, so silence proves nothing.
-            tasks.withLock { $0 = [receiver] }
+            tasks.withLock { $0 = migrator.map { [$0] } ?? [] }
             return
         }
         let prober = Task { [weak self] in
@@ -243,13 +244,76 @@ public final class PeerConnection: Sendable {
                 guard let self, !Task.isCancelled else { return }
                 if ContinuousClock.now - self.lastHeard.withLock({ $0 }) > Self.idleTimeout {
                     self.shutdown(error: TraversalError(code: .closed, detail: "nothing heard for \(Self.idleTimeout)"))
-                    await self.transport.close()
+                    await self.paths.closeAll()
                     return
                 }
                 try? await self.sendSealed(.keepalive, [])
             }
         }
-        tasks.withLock { $0 = [receiver, keeper, prober] }
+        tasks.withLock { $0 = [keeper, prober] + (migrator.map { [$0] } ?? []) }
+    }
+
+    /// Handles what a path's reader got: a frame, or the path's end. Returns false to stop reading.
+    func arrived(_ result: Result<[UInt8], any Error>, on path: SessionPathID) async -> Bool {
+        let frame: [UInt8]
+        switch result {
+        case .success(let f):
+            frame = f
+        case .failure(let error):
+            // The active path failing ends the session; a standby or candidate failing only leaves the set.
+            if paths.isActive(path) {
+                shutdown(error: TraversalError(code: .closed, detail: "\(error)"))
+            } else {
+                paths.withMachine { $0.lost(path, now: .now) }
+                await paths.remove(path)
+            }
+            return false
+        }
+        // The viewer repeats its hello, the same sealed frame, until our welcome arrives: the replay window
+        // refuses the copies, so they are known by their bytes and answered (else a lost welcome left the
+        // viewer waiting out its access timeout).
+        if let replayOnHello, frame == replayOnHello.hello {
+            try? await sendSealed(.welcome, replayOnHello.welcome)
+            return true
+        }
+        guard frame.first == PeerWire.sealed, let plain = try? opener.withLock({ try $0.open(Array(frame.dropFirst())) }),
+              let type = plain.first.flatMap(SessionMessageType.init(rawValue:)) else { return true }
+        lastHeard.withLock { $0 = .now }
+        paths.heard(on: path)
+        let body = Array(plain.dropFirst())
+        switch type {
+        case .application:
+            continuation.yield(body)
+        case .sctp:
+            (try? channels.get())?.input(body)
+        case .close:
+            shutdown(error: nil)
+            await paths.closeAll()
+            return false
+        case .hello:
+            // A hello sealed afresh: answer it too.
+            if let replayOnHello { try? await sendSealed(.welcome, replayOnHello.welcome) }
+        case .pathProbe:
+            // Acknowledge a probe only if it arrived at the size it claims (so the size is proven).
+            if body.count >= 2, Int(body[0]) << 8 | Int(body[1]) == frame.count {
+                try? await sendSealed(.pathProbeAck, [body[0], body[1]])
+            }
+        case .pathProbeAck:
+            if body.count == 2 {
+                let size = Int(body[0]) << 8 | Int(body[1])
+                let (actions, settled) = mtuSearch.withLock { s -> ([PathMTUSearch.Action], Bool) in
+                    let a = s?.acknowledged(size: size, now: .now) ?? []
+                    return (a, s?.isSettled ?? true)
+                }
+                await perform(actions)
+                if settled { mtuSettledSink.yield() }
+            }
+        case .pathOffer, .pathAnswer, .pathCheck, .pathCheckAnswer, .pathSwitch:
+            await migrationMessage(type, body, on: path)
+        case .keepalive, .welcome, .denied:
+            break
+        }
+        return true
     }
 
     /// Carries out the path MTU search's actions.
@@ -267,19 +331,25 @@ public final class PeerConnection: Sendable {
     }
 }
 
-/// Seals session messages and sends them on the transport; one counter sequence for all senders.
+/// Seals session messages and sends them on the active path (or a given one); one counter sequence for all senders and paths.
 final class SessionSealer: Sendable {
-    private let transport: any PeerTransport
+    private let paths: SessionPaths
     private let channel: Mutex<SecureDatagramChannel>
 
-    init(transport: any PeerTransport, channel: SecureDatagramChannel) {
-        self.transport = transport
+    init(paths: SessionPaths, channel: SecureDatagramChannel) {
+        self.paths = paths
         self.channel = Mutex(channel)
     }
 
-    /// Seals `body` as a message of `type` and sends it.
+    /// Seals `body` as a message of `type` and sends it on the active path.
     func send(_ type: SessionMessageType, _ body: [UInt8]) async throws {
         let packet = try channel.withLock { try $0.seal([type.rawValue] + body) }
-        try await transport.send([PeerWire.sealed] + packet)
+        try await paths.send([PeerWire.sealed] + packet, counts: type.expectsTraffic)
+    }
+
+    /// Seals `body` as a message of `type` and sends it on `path`.
+    func send(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID) async throws {
+        let packet = try channel.withLock { try $0.seal([type.rawValue] + body) }
+        try await paths.send([PeerWire.sealed] + packet, on: path)
     }
 }

@@ -16,7 +16,9 @@ import Foundation
 ///    │◄──────────────────────── UDP wake{m=3}     │  offer held until the camera is back on TLS
 ///    │ TLS: register … prove (known key: one signature check) ►│
 ///    │◄──────────── registered, offer{…}          │  … answer, start as on any TLS session
-///    │◄──────────────── UDP unknownSession{n}     │  (a restarted cloud: register over TLS again)
+///    │◄──────────────────────── UDP ack{m}        │  (a cloud restarted on its store: the session comes back
+///    │                                           │   from the keepalive itself, its identifier a ticket)
+///    │◄──────────────── UDP unknownSession{n}     │  (a restarted cloud without it: register over TLS again)
 ///    │◄──────────── UDP goAway{m, retryAfter}     │  (the cloud shuts down gracefully: register over TLS
 ///    │                                           │   again after retryAfter, at the next node if several)
 ///    │ no ack for ``CameraPresenceStateMachine/Configuration/livenessTimeout``: TLS again (presence lost)
@@ -38,6 +40,12 @@ import Foundation
 /// authenticated with the rest. The cloud sends it unasked, once, to each camera present over UDP alone when it
 /// shuts down gracefully (cameras on TLS get `busy` there), so the fleet returns spread over the retry-afters
 /// instead of after the liveness timeout all at once.
+///
+/// A cloud with a store issues session identifiers as tickets (`Rendezvous/PresenceTickets`): the identifier
+/// carries the camera's UID masked under a secret the store keeps and the key is derived from it, so after a crash
+/// and restart the cloud takes each camera back from its next keepalive, with no TLS registration: a fleet
+/// returns within one keepalive interval for one HMAC and one Poly1305 check per camera. The camera does
+/// nothing different.
 ///
 /// Each sender's counter starts at 1 and only grows; a receiver accepts a counter only above the highest
 /// it accepted, so a replayed or reordered datagram is dropped (keepalives are an interval apart, so

@@ -33,6 +33,16 @@ enum SessionMessageType: UInt8 {
     case pathProbe = 0x14
     /// Acknowledges a ``pathProbe`` that arrived whole: the probed size (2 bytes, big-endian).
     case pathProbeAck = 0x15
+    /// Offers upgrade candidates (``PathMigrationStateMachine``): attempt (4 bytes), session token (8), JSON ``PeerOffer``.
+    case pathOffer = 0x16
+    /// Answers a ``pathOffer`` with our candidates, in the same format.
+    case pathAnswer = 0x17
+    /// Asks for an answer on the path it came by: a nonce (8 bytes).
+    case pathCheck = 0x18
+    /// Answers a ``pathCheck`` on the same path: its nonce (8 bytes).
+    case pathCheckAnswer = 0x19
+    /// The sender now sends on the path this came by: its move epoch (4 bytes, only grows).
+    case pathSwitch = 0x1A
 }
 
 /// What the viewer presents inside the encrypted session.

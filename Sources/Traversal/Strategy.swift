@@ -53,6 +53,14 @@ public protocol TraversalStrategy: Sendable {
     var id: String { get }
     /// Gathers candidates and holds whatever resources (sockets) connecting will need.
     func prepare(_ context: StrategyContext) async throws -> any PreparedStrategy
+    /// Whether a session the relay carries runs this strategy again in the background to move to its
+    /// (direct, datagram) path while it runs (``PathMigrationStateMachine``).
+    var upgradesRelayedSessions: Bool { get }
+}
+
+extension TraversalStrategy {
+    /// No by default.
+    public var upgradesRelayedSessions: Bool { false }
 }
 
 /// A strategy after gathering: its candidates, and how to turn the peer's into a transport.
@@ -73,6 +81,8 @@ public protocol PreparedStrategy: Sendable {
 public protocol PeerTransport: Sendable {
     /// True for datagram paths (loss and reordering possible), false for streams.
     var isDatagram: Bool { get }
+    /// True when a relay carries the messages: a session on it looks for a direct path while it runs.
+    var isRelayed: Bool { get }
     /// `udp 10.0.0.2:4000 -> 10.0.0.3:5000`, for reports.
     var pathDescription: String { get }
     /// The address the peer's messages come from (for a relay: the peer's relayed address), which
@@ -96,6 +106,8 @@ extension PeerTransport {
     public var remoteAddress: SocketAddress? { nil }
     /// ``maxMessageSize``: nothing to probe by default.
     public var probeMessageSize: Int { maxMessageSize }
+    /// Direct by default.
+    public var isRelayed: Bool { false }
 }
 
 /// Why a strategy did not produce a path.

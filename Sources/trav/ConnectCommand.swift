@@ -42,6 +42,28 @@ extension Trav {
             if !(seconds > 0 && seconds <= 3600) { throw ValidationError("--seconds must be in (0, 3600]") }
         }
 
+        /// `--channel-send`'s transfer of `bytes` (none for 0) and what went wrong with it.
+        static func channelTransfer(_ c: PeerConnection, bytes: Int) async -> (ChannelSendOutput?, String?) {
+            guard bytes > 0 else { return (nil, nil) }
+            do {
+                let sent = try await sendOnChannel(c, bytes: bytes)
+                return (sent, sent.verified ? nil : "the camera's digest of the channel data did not match")
+            } catch {
+                return (nil, "channel send: \(error)")
+            }
+        }
+
+        /// `--stats`/`--save`'s video (none unless `watch`) and what went wrong with it.
+        static func videoReception(_ c: PeerConnection, watch: Bool, seconds: Double, save: String?) async -> (VideoOutput?, String?) {
+            guard watch else { return (nil, nil) }
+            do {
+                let video = try await receiveVideo(c, seconds: seconds, save: save)
+                return (video, video.frames == 0 ? "no video frames arrived" : nil)
+            } catch {
+                return (nil, "video: \(error)")
+            }
+        }
+
         func run() async throws {
             let logger = common.logger("trav.connect")
             let device = try DeviceID(uid)
@@ -56,6 +78,7 @@ extension Trav {
             let output: ConnectOutput
             do {
                 let c = try await connector.connect(to: device, via: FirstAnswering(introducers), credential: credential)
+                let established = Date()
                 let (verified, echoMs) = echoBytes > 0 ? await echoCheck(c, bytes: echoBytes) : (true, 0)
                 var result = ConnectOutput(uid: device.description, report: c.report, attempts: c.report.attempts, echoBytes: echoBytes,
                                            echoVerified: verified, echoMs: echoMs, error: verified ? nil : "echo did not come back intact")
@@ -69,22 +92,17 @@ extension Trav {
                     result.idleEchoMs = again ? againMs : nil
                     if !again { result.error = "the echo after \(idle) s idle did not come back: the path was lost" }
                 }
-                if verified && channelSend > 0 {
-                    do {
-                        result.channelSend = try await sendOnChannel(c, bytes: channelSend)
-                        if result.channelSend?.verified != true { result.error = "the camera's digest of the channel data did not match" }
-                    } catch {
-                        result.error = "channel send: \(error)"
-                    }
-                }
-                if verified && (save != nil || stats) {
-                    do {
-                        result.video = try await receiveVideo(c, seconds: seconds, save: save)
-                        if result.video?.frames == 0 { result.error = "no video frames arrived" }
-                    } catch {
-                        result.error = "video: \(error)"
-                    }
-                }
+                // With both, the transfer and the video run at once (a session that moves carries both).
+                let (bytes, seconds, save) = (verified ? channelSend : 0, seconds, save)
+                let watch = verified && (save != nil || stats)
+                async let sent = Self.channelTransfer(c, bytes: bytes)
+                async let watched = Self.videoReception(c, watch: watch, seconds: seconds, save: save)
+                let (transfer, transferError) = await sent
+                let (video, videoError) = await watched
+                result.channelSend = transfer
+                result.video = video
+                if let e = transferError ?? videoError { result.error = e }
+                if !c.report.moves.isEmpty { result.moves = c.report.moves.map { MoveOutput($0, established: established) } }
                 output = result
                 await c.close()
             } catch let e as TraversalError {
@@ -111,6 +129,10 @@ extension Trav {
                     }
                     if let video = output.video {
                         print("video     \(video.line)\(video.savedTo.map { ", saved to \($0)" } ?? "")")
+                    }
+                    for move in output.moves ?? [] {
+                        print(String(format: "moved     %@ -> %@ (%@) at %.0f ms  %@", move.from, move.to, move.reason, move.atMs,
+                                     RemoteText.printable(move.route)))
                     }
                     if let error = output.error { print("error     \(RemoteText.printable(error))") }
                 } else {

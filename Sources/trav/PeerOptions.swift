@@ -14,6 +14,8 @@ struct PeerOptions: ParsableArguments {
     var strategies: String?
     @Option(help: "UDP port for cloud-less discovery on the LAN (0 disables).") var lanPort: UInt16 = LANDiscovery.defaultPort
     @Option(help: "Seconds a connection attempt may take.") var connectTimeout: Double = 10
+    @Option(help: "Comma-separated strategy ids a relayed session runs again in the background to move to a direct path (default: the chosen strategies that can; `none`: sessions stay where they start).")
+    var upgrade: String?
     @Option(help: "Seconds between keepalives on a peer connection (0: none, so NATs forget an idle path; for tests that show it).")
     var keepalive: Int = Int(PeerConnection.keepaliveInterval.components.seconds)
 
@@ -24,6 +26,14 @@ struct PeerOptions: ParsableArguments {
             throw ValidationError("--keepalive must be 0 or \(range.lowerBound.components.seconds)...\(range.upperBound.components.seconds)")
         }
         _ = try chosenStrategies()
+        _ = try upgradeStrategies()
+    }
+
+    /// The strategies of `--upgrade`; nil: the default (those of the chosen ones that can).
+    func upgradeStrategies() throws -> [any TraversalStrategy]? {
+        guard let upgrade else { return nil }
+        if upgrade == "none" { return [] }
+        return try StrategyCatalog.named(upgrade.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
     }
 
     /// The strategies chosen; the relay's trust comes from the cloud (``TravCloud``).
@@ -51,6 +61,7 @@ struct PeerOptions: ParsableArguments {
                                                    connectTimeout: .milliseconds(Int64(connectTimeout * 1000)),
                                                    knownDevices: knownDevices, logger: logger)
         configuration.keepaliveInterval = keepalive == 0 ? nil : .seconds(keepalive)
+        configuration.upgradeStrategies = try upgradeStrategies()
         return Connector(configuration: configuration)
     }
 }
@@ -89,6 +100,8 @@ struct ConnectOutput: Encodable {
     var video: VideoOutput?
     /// The reliable channel transfer (`--channel-send`).
     var channelSend: ChannelSendOutput?
+    /// Each move of the session to another path while it ran.
+    var moves: [MoveOutput]?
     var error: String?
     var attempts: [Attempt]
 
@@ -106,6 +119,28 @@ struct ConnectOutput: Encodable {
         self.echoMs = echoMs
         self.error = error
         self.attempts = attempts.map { Attempt(strategy: $0.strategy, outcome: $0.outcome.rawValue, ms: $0.ms, error: $0.error) }
+    }
+}
+
+/// One move of a session to another path, as `trav connect --json` prints it.
+struct MoveOutput: Encodable {
+    var from: String
+    var to: String
+    var route: String
+    var reason: String
+    /// Milliseconds after the session was established.
+    var atMs: Double
+    /// When, in milliseconds since 1970 (to line up with what a watcher did meanwhile).
+    var unixMs: Double
+
+    /// `move` of a session established at `established`.
+    init(_ move: PathMove, established: Date) {
+        from = move.from
+        to = move.to
+        route = move.route
+        reason = move.reason.rawValue
+        atMs = move.atMs
+        unixMs = (established.timeIntervalSince1970 * 1000 + move.atMs).rounded()
     }
 }
 

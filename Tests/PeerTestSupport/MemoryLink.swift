@@ -41,12 +41,13 @@ public final class MemoryLink: Sendable {
 
     /// A joined pair of ends.
     /// `probeMessageSize` above `maxMessageSize` lets sessions probe for larger messages (RFC 8899).
+    /// `relayed`: the ends say a relay carries them (a session on them then looks for a direct path).
     public static func pair(_ conditions: Conditions = .init(), datagram: Bool = true, maxMessageSize: Int = 1200,
-                            probeMessageSize: Int? = nil) -> (End, End, MemoryLink) {
+                            probeMessageSize: Int? = nil, relayed: Bool = false) -> (End, End, MemoryLink) {
         let link = MemoryLink(conditions)
         let probe = probeMessageSize ?? maxMessageSize
-        let a = End(link: link, datagram: datagram, maxMessageSize: maxMessageSize, probeMessageSize: probe, name: "a")
-        let b = End(link: link, datagram: datagram, maxMessageSize: maxMessageSize, probeMessageSize: probe, name: "b")
+        let a = End(link: link, datagram: datagram, maxMessageSize: maxMessageSize, probeMessageSize: probe, name: "a", relayed: relayed)
+        let b = End(link: link, datagram: datagram, maxMessageSize: maxMessageSize, probeMessageSize: probe, name: "b", relayed: relayed)
         a.peer.withLock { $0 = b }
         b.peer.withLock { $0 = a }
         return (a, b, link)
@@ -59,6 +60,7 @@ public final class MemoryLink: Sendable {
         public let maxMessageSize: Int
         public let probeMessageSize: Int
         public let pathDescription: String
+        public let isRelayed: Bool
         let peer = Mutex<End?>(nil)
         private let stream: AsyncStream<[UInt8]>
         private let sink: AsyncStream<[UInt8]>.Continuation
@@ -68,12 +70,13 @@ public final class MemoryLink: Sendable {
         /// When the bottleneck is next free.
         private let bottleneck = Mutex<ContinuousClock.Instant>(.now)
 
-        init(link: MemoryLink, datagram: Bool, maxMessageSize: Int, probeMessageSize: Int, name: String) {
+        init(link: MemoryLink, datagram: Bool, maxMessageSize: Int, probeMessageSize: Int, name: String, relayed: Bool) {
             self.link = link
+            self.isRelayed = relayed
             self.isDatagram = datagram
             self.maxMessageSize = maxMessageSize
             self.probeMessageSize = probeMessageSize
-            self.pathDescription = "memory \(name)"
+            self.pathDescription = "memory \(relayed ? "relay " : "")\(name)"
             (stream, sink) = AsyncStream.makeStream(of: [UInt8].self)
             iterator = stream.makeAsyncIterator()
         }

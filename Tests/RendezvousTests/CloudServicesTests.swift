@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 @testable import NATLab
 import NIOCore
 import ServiceLifecycle
@@ -89,5 +90,109 @@ import Testing
         #expect(cloud.status == 0, "\(cloud.output())")
         #expect(cloud.output().stdout.contains("cloud stopped"))
         await camera.stop()
+    }
+
+    /// `trav cloud` killed with SIGKILL and started again on its data: every camera present over UDP is back from
+    /// its next keepalive (its session restored from the ticket it carries), with no TLS registration, and a viewer
+    /// reaches one of them (woken, back on TLS for the introduction).
+    @Test(.disabled(if: travMissing, "trav is not built (swift build)"),
+          .disabled(if: curlMissing, "curl is not installed (apt-get install curl)"))
+    func aKilledCloudTakesItsFleetBackFromKeepalivesWithoutTLS() async throws {
+        let count = 30
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Bindings verified before, so no registration here costs a scrypt; made-up UIDs but the one a viewer asks
+        // for (a viewer checks the camera's key against the UID).
+        let fleet = try (0..<count).map { index in
+            let identity = DeviceIdentity.generate()
+            return (identity: identity, deviceID: index == count / 2 ? identity.deviceID : try RegistrationAdmissionTests.madeUpDeviceID())
+        }
+        let store = try await SQLiteDeviceStore.open(path: directory + "/" + SQLiteDeviceStore.fileName)
+        for camera in fleet {
+            try await store.registered(camera.deviceID, publicKey: camera.identity.publicKey.rawRepresentation, node: "old", at: Date())
+        }
+        await store.close()
+        func startCloud(tlsPort: UInt16) async throws -> (ChildProcess, metrics: String, port: UInt16) {
+            let cloud = try ChildProcess([TravLab.debugTrav, "cloud", "--listen", "127.0.0.1", "--data", directory, "--stun-port", "0",
+                                          "--tls-port", "\(tlsPort)", "--no-relay", "--metrics-listen", "127.0.0.1:0",
+                                          "--presence-keepalive", "2"])
+            var lines: [Substring] = []
+            for _ in 0..<200 where !lines.contains(where: { $0.hasPrefix("cloud devices ") }) {
+                try await Task.sleep(for: .milliseconds(50))
+                lines = cloud.output().stdout.split(separator: "\n")
+            }
+            guard let metrics = lines.first(where: { $0.hasPrefix("cloud metrics ") }).map({ String($0.split(separator: " ")[2]) }),
+                let tls = lines.first(where: { $0.hasPrefix("cloud signalling tls ") })?.split(separator: " ")[3],
+                let port = tls.split(separator: ":").last.flatMap({ UInt16($0) })
+            else {
+                cloud.kill()
+                defer { cloud.removeFiles() }
+                throw CloudError(code: .connectionFailed, detail: "trav cloud did not start: \(cloud.output())")
+            }
+            return (cloud, metrics, port)
+        }
+        func scraped(_ url: String, within limit: Duration, until wanted: [String]) async -> String {
+            var text = ""
+            let deadline = ContinuousClock.now + limit
+            while ContinuousClock.now < deadline {
+                text = (try? await ChildProcess.scrape(url)) ?? ""
+                if wanted.allSatisfy(text.contains) { break }
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+            return text
+        }
+
+        var (cloud, metrics, port) = try await startCloud(tlsPort: 0)
+        let endpoint = CloudEndpoint(
+            host: "127.0.0.1", port: port, trust: .pinnedCA(try String(contentsOfFile: directory + "/ca.pem", encoding: .utf8)))
+        let registrations = Mutex([Int](repeating: 0, count: count))
+        let overUDP = Mutex([Bool](repeating: false, count: count))
+        var cameraLogger = quietLogger
+        cameraLogger.logLevel = .error
+        let sessions = fleet.enumerated().map { index, camera in
+            CloudCameraSession(
+                identity: camera.identity, deviceID: camera.deviceID, endpoint: endpoint, logger: cameraLogger,
+                presenceLinger: .milliseconds(300),
+                onRegistered: { _ in registrations.withLock { $0[index] += 1 } },
+                onPresence: { present in overUDP.withLock { $0[index] = present } })
+        }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for session in sessions { group.addTask { try await session.start() } }
+                try await group.waitForAll()
+            }
+            #expect(await eventually(within: .seconds(20)) { overUDP.withLock { $0.allSatisfy { $0 } } },
+                    "\(overUDP.withLock { $0.filter { $0 }.count }) of \(count) on UDP presence alone")
+
+            _ = posixKill(cloud.pid, SIGKILL)
+            #expect(await cloud.wait(.seconds(10)))
+            cloud.removeFiles()
+            (cloud, metrics, _) = try await startCloud(tlsPort: port)
+            let text = await scraped(metrics, within: .seconds(20), until: [
+                #"cloud_registered_cameras{presence="udp"} \#(count)"#, "cloud_presence_restored_total \(count)"])
+            #expect(text.contains(#"cloud_registered_cameras{presence="udp"} \#(count)"#), "\(text)")
+            #expect(text.contains("cloud_presence_restored_total \(count)"), "\(text)")
+            #expect(!text.contains("cloud_registrations_total"), "no camera registered over TLS again: \(text)")
+            #expect(registrations.withLock { $0.allSatisfy { $0 == 1 } }, "registrations per camera: \(registrations.withLock { $0 })")
+
+            // A viewer reaches a camera the restarted cloud only knows from its keepalives.
+            let camera = fleet[count / 2]
+            let viewerOffer = sampleOffer(DeviceIdentity.ephemeral(), address: "198.51.100.7:5000")
+            let cameraAnswer = sampleOffer(camera.identity, address: "203.0.113.9:6000")
+            let viewer = CloudClient.viewer(endpoint: endpoint)
+            async let introduction = viewer.introduce(to: camera.deviceID, offer: viewerOffer)
+            var incoming = sessions[count / 2].introductions.makeAsyncIterator()
+            let offer = try #require(await incoming.next())
+            try await offer.acceptAnyViewer(answer: cameraAnswer)
+            #expect(try await introduction.answer == cameraAnswer)
+        } catch {
+            for session in sessions { await session.stop() }
+            cloud.kill()
+            cloud.removeFiles()
+            throw error
+        }
+        for session in sessions { await session.stop() }
+        cloud.kill()
+        cloud.removeFiles()
     }
 }

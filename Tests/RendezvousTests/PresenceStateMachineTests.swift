@@ -25,8 +25,66 @@ import Testing
     func dropCode(_ action: PresenceStateMachine.Action) -> PresenceError.Code? {
         switch action {
         case .drop(let error), .refuse(let error, _, _): return error.code
-        case .send: return nil
+        case .send, .restored: return nil
         }
+    }
+
+    @Test func aTicketCarriesItsDeviceMaskedAndGivesBackTheKeyItWasIssuedWith() {
+        let tickets = PresenceTickets(secret: SymmetricKey(size: .bits256))
+        var generator = SystemRandomNumberGenerator()
+        let issued = tickets.issue(for: device, using: &generator)
+        let again = tickets.issue(for: device, using: &generator)
+        #expect(issued.session != again.session, "each registration gets its own session")
+        #expect(!issued.session.bytes.suffix(DeviceID.packedLength).elementsEqual(device.packed), "the UID is not on the wire")
+        guard let redeemed = tickets.redeem(issued.session) else {
+            Issue.record("own ticket not redeemed")
+            return
+        }
+        #expect(redeemed.deviceID == device)
+        #expect(redeemed.key == issued.key)
+        // Another secret's tickets do not redeem, or give another key (its UID check passes 1 in 32).
+        let other = PresenceTickets(secret: SymmetricKey(size: .bits256))
+        if let foreign = other.redeem(issued.session) { #expect(foreign.key != issued.key) }
+        #expect(DeviceID(packed: device.packed) == device)
+        var corrupted = device.packed
+        corrupted[3] ^= 0x04
+        #expect(DeviceID(packed: corrupted) == nil, "one flipped bit fails the check symbol")
+    }
+
+    /// A restarted cloud (a new table under the same secret) takes the session back from the camera's next
+    /// keepalive: no TLS registration, the counter carries on, replays and forgeries still refused.
+    @Test func aRestartedTableRestoresAnAuthenticSessionFromItsTicket() throws {
+        let secret = SymmetricKey(size: .bits256)
+        var before = PresenceStateMachine(tickets: PresenceTickets(secret: secret))
+        let grant = opened(&before)
+        _ = before.receive(keepalive(grant, 7), from: camera, now: t0)
+
+        var after = PresenceStateMachine(tickets: PresenceTickets(secret: secret))
+        let forged = PresenceDatagram(kind: .keepalive, session: grant.session, counter: 8).sealed(with: SymmetricKey(size: .bits256))
+        #expect(dropCode(after.receive(forged, from: attacker, now: t0)) == .unknownSession, "a forged tag restores nothing")
+        #expect(after.count == 0)
+        guard case .restored(let session, let deviceID, let answer, let to) = after.receive(keepalive(grant, 8), from: camera, now: t0) else {
+            Issue.record("authentic keepalive did not restore the session")
+            return
+        }
+        #expect(session == grant.session && deviceID == device && to == camera)
+        #expect(answer.count == PresenceProtocol.datagramLength)
+        #expect(try PresenceDatagram.open(answer, with: grant.key).kind == .ack)
+        #expect(after.isLive(grant.session, now: t0 + .seconds(1)))
+        #expect(dropCode(after.receive(keepalive(grant, 8), from: attacker, now: t0)) == .replayed)
+        guard case .send = after.receive(keepalive(grant, 9), from: camera, now: t0) else {
+            Issue.record("the next keepalive is not answered")
+            return
+        }
+        // Without tickets (or under another secret) the camera is sent back to TLS.
+        var plain = PresenceStateMachine()
+        #expect(dropCode(plain.receive(keepalive(grant, 10), from: camera, now: t0)) == .unknownSession)
+        var rekeyed = PresenceStateMachine(tickets: PresenceTickets(secret: SymmetricKey(size: .bits256)))
+        #expect(dropCode(rekeyed.receive(keepalive(grant, 10), from: camera, now: t0)) == .unknownSession)
+        // A full table restores nothing.
+        var full = PresenceStateMachine(configuration: .init(maxSessions: 1), tickets: PresenceTickets(secret: secret))
+        _ = opened(&full)
+        #expect(dropCode(full.receive(keepalive(grant, 11), from: camera, now: t0)) == .unknownSession)
     }
 
     @Test func anAuthenticatedKeepaliveIsAckedSameSizeAndMakesTheCameraLive() throws {

@@ -1,0 +1,342 @@
+/// Why a running session moved to another path.
+public enum PathMoveReason: String, Codable, Sendable, Hashable {
+    /// A direct path answered an authenticated probe while the relay carried the session.
+    case upgrade
+    /// The active path went silent while we sent, and did not answer probes: back to the standby relay.
+    case pathDead = "path-dead"
+    /// The peer announced (sealed, on the new path) that it moved.
+    case peerMoved = "peer-moved"
+}
+
+/// One move of a running session from one path to another, as the report records it.
+public struct PathMove: Codable, Sendable, Hashable {
+    /// The strategy id of the path left.
+    public var from: String
+    /// The strategy id of the path taken.
+    public var to: String
+    /// The transport route of the path taken, e.g. `udp 10.0.0.2:4000 -> 203.0.113.7:5000`.
+    public var route: String
+    /// Why.
+    public var reason: PathMoveReason
+    /// Milliseconds since the connection was established.
+    public var atMs: Double
+
+    /// Creates a move record.
+    public init(from: String, to: String, route: String, reason: PathMoveReason, atMs: Double) {
+        self.from = from
+        self.to = to
+        self.route = route
+        self.reason = reason
+        self.atMs = atMs
+    }
+}
+
+/// Which path of a session's path set; the path the session was established on is ``initial``.
+public struct SessionPathID: Hashable, Sendable, CustomStringConvertible {
+    /// The number, unique within one session.
+    public let rawValue: Int
+    /// A path id.
+    public init(_ rawValue: Int) { self.rawValue = rawValue }
+    /// The path the session was established on (the relay, when it migrates at all).
+    public static let initial = SessionPathID(0)
+    /// `path#N`.
+    public var description: String { "path#\(rawValue)" }
+}
+
+/// The rules by which a relayed session moves to a direct path while it runs, and back to the relay
+/// when the direct path dies (sans I/O, time injected, as ``RaceStateMachine``). ``PeerConnection`` drives it.
+///
+/// ```
+///  relay active ── tick past next attempt ─► beginUpgrade(n)        (the deciding side: the viewer)
+///     offer{n, candidates} ── sealed, on the relay ──► peer: peerOffered(n) ─► answerUpgrade(n)
+///     both punch ─► candidateConnected(p, n) ─► probe(p, nonce) every probeInterval
+///     answered(p, nonce) on p ─► switchTo(p, upgrade) + announce(p, epoch)  ─► peer: peerSwitched(p)
+///     no candidate by attemptTimeout, or upgradeFailed(n) ─► abandon, next attempt after backoff
+///  direct active ── nothing heard for `silence` while we send ─► probe(active)
+///     no answer within probeTimeout ─► switchTo(relay, path-dead) + announce(relay) + abandon(direct)
+/// ```
+///
+/// A path is usable only after an authenticated answer on it: a candidate is never switched to on
+/// its own say. Answers carry the probe's nonce; one for an older probe, an abandoned path or another
+/// path is ignored. Moves announced by the peer carry an epoch that only grows, so a late announcement
+/// never undoes a newer one. The relay stays in the set as standby while direct is active.
+public struct PathMigrationStateMachine: Sendable {
+    /// Timing of upgrades and of the health check.
+    public struct Configuration: Sendable, Hashable {
+        /// Wait after the session starts before the first upgrade attempt.
+        public var firstAttemptDelay: Duration = .milliseconds(500)
+        /// An attempt that has not confirmed a path by then is given up.
+        public var attemptTimeout: Duration = .seconds(8)
+        /// Wait after the first failed attempt (or lost direct path); doubles with each further one.
+        public var retryBackoff: Duration = .seconds(2)
+        /// The longest wait between attempts.
+        public var maxRetryBackoff: Duration = .seconds(60)
+        /// Probes on a path are repeated this often until answered.
+        public var probeInterval: Duration = .milliseconds(100)
+        /// The active direct path is suspect after this long without an authenticated datagram while we send.
+        public var silence: Duration = .seconds(1)
+        /// A suspect path that answers no probe within this long is dead.
+        public var probeTimeout: Duration = .milliseconds(300)
+
+        /// The defaults: first attempt after 0.5 s, 8 s per attempt, backoff 2 s doubling to 60 s; a direct path
+        /// silent for 1 s and unanswering for 0.3 s more is dead (fallback well within 2 s).
+        public init() {}
+    }
+
+    /// What the driver must do.
+    public enum Action: Sendable, Hashable {
+        /// Gather upgrade candidates and offer them to the peer as attempt `attempt` (deciding side).
+        case beginUpgrade(attempt: UInt32)
+        /// Gather, answer the peer's offer `attempt` with our candidates, and connect (other side).
+        case answerUpgrade(attempt: UInt32)
+        /// Send a sealed probe carrying `nonce` on `path`.
+        case probe(SessionPathID, nonce: UInt64)
+        /// Send on `path` from now on.
+        case switchTo(SessionPathID, reason: PathMoveReason)
+        /// Tell the peer, sealed and on `path`, that we moved to it (its `epoch`).
+        case announce(SessionPathID, epoch: UInt32)
+        /// Close `path` and forget it.
+        case abandon(SessionPathID)
+    }
+
+    private struct Path: Sendable {
+        /// The upgrade attempt that produced it (nil: the relay).
+        var attempt: UInt32?
+        var lastHeard: ContinuousClock.Instant
+        /// The probe episode running on it: its nonce, when it began and when it was last sent.
+        var probe: (nonce: UInt64, began: ContinuousClock.Instant, sent: ContinuousClock.Instant)?
+    }
+
+    private enum Upgrade: Sendable {
+        /// No attempt; the next one (deciding side) at `next`, or none planned.
+        case idle(next: ContinuousClock.Instant?)
+        case running(attempt: UInt32, since: ContinuousClock.Instant)
+    }
+
+    /// The timing.
+    public let configuration: Configuration
+    /// Whether this side decides (begins attempts and switches to a confirmed path).
+    public let deciding: Bool
+    /// The path sends go on.
+    public private(set) var active: SessionPathID = .initial
+    /// The standby path (the relay the session started on).
+    public let standby: SessionPathID = .initial
+    /// Attempts that failed (or direct paths lost) since the last success: the backoff's exponent.
+    public private(set) var failures = 0
+    private var paths: [SessionPathID: Path]
+    private var upgrade: Upgrade
+    private var lastAttempt: UInt32 = 0
+    private var lastSent: ContinuousClock.Instant?
+    private var epoch: UInt32 = 0
+    private var peerEpoch: UInt32 = 0
+    private var nonces: UInt64
+
+    /// A session established at `now` on its relayed ``SessionPathID/initial`` path; `nonceSeed` starts the probe nonces.
+    public init(deciding: Bool, configuration: Configuration = Configuration(), now: ContinuousClock.Instant, nonceSeed: UInt64) {
+        self.configuration = configuration
+        self.deciding = deciding
+        self.paths = [.initial: Path(attempt: nil, lastHeard: now)]
+        self.upgrade = .idle(next: deciding ? now + configuration.firstAttemptDelay : nil)
+        self.nonces = nonceSeed
+    }
+
+    /// Whether an upgrade attempt is running.
+    public var isUpgrading: Bool {
+        if case .running = upgrade { return true }
+        return false
+    }
+
+    /// The paths in the set (active, standby, candidates).
+    public var pathIDs: Set<SessionPathID> { Set(paths.keys) }
+
+    /// The next moment ``tick(now:)`` has something to do; `nil`: nothing until an input arrives.
+    public var nextDeadline: ContinuousClock.Instant? {
+        var due: [ContinuousClock.Instant] = []
+        switch upgrade {
+        case .idle(let next): if let next { due.append(next) }
+        case .running(_, let since): due.append(since + configuration.attemptTimeout)
+        }
+        for (id, path) in paths {
+            if let p = path.probe {
+                due.append(p.sent + configuration.probeInterval)
+                if id == active { due.append(p.began + configuration.probeTimeout) }
+            } else if id == active, id != standby, hasStandby, let sent = lastSent, sent > path.lastHeard {
+                due.append(path.lastHeard + configuration.silence)
+            }
+        }
+        return due.min()
+    }
+
+    /// Something other than a probe was sent on the active path at `now` (silence then means trouble).
+    public mutating func sent(now: ContinuousClock.Instant) {
+        lastSent = now
+    }
+
+    /// Whether the standby relay is still in the set (a direct path can fall back to it).
+    public var hasStandby: Bool { paths[standby] != nil }
+
+    /// `path`'s transport ended while another path was active: it leaves the set. Without the standby, a
+    /// direct path that dies has nowhere to fall back to, so it is no longer checked.
+    public mutating func lost(_ path: SessionPathID, now: ContinuousClock.Instant) {
+        guard path != active else { return }
+        paths[path] = nil
+    }
+
+    /// An authenticated datagram arrived on `path`: it works inbound.
+    public mutating func heard(on path: SessionPathID, now: ContinuousClock.Instant) {
+        guard paths[path] != nil else { return }
+        paths[path]?.lastHeard = now
+        // On the active path, anything authenticated ends a suspicion; a candidate still needs its answer.
+        if path == active { paths[path]?.probe = nil }
+    }
+
+    /// Acts on what is due at `now`: attempts to begin or give up, probes to repeat, dead paths.
+    public mutating func tick(now: ContinuousClock.Instant) -> [Action] {
+        var actions: [Action] = []
+        switch upgrade {
+        case .idle(let next?) where now >= next && deciding && active == standby:
+            lastAttempt += 1
+            upgrade = .running(attempt: lastAttempt, since: now)
+            actions.append(.beginUpgrade(attempt: lastAttempt))
+        case .running(let attempt, let since) where now >= since + configuration.attemptTimeout:
+            actions += endAttempt(attempt, failed: true, now: now)
+        default:
+            break
+        }
+        for id in paths.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+            guard let path = paths[id] else { continue }
+            if id == active, id != standby, hasStandby {
+                if let p = path.probe, now >= p.began + configuration.probeTimeout {
+                    actions += fallBack(now: now)
+                    continue
+                }
+                if path.probe == nil, let sent = lastSent, sent > path.lastHeard, now >= path.lastHeard + configuration.silence {
+                    actions.append(beginProbe(on: id, now: now))
+                    continue
+                }
+            }
+            if let p = path.probe, now >= p.sent + configuration.probeInterval {
+                paths[id]?.probe?.sent = now
+                actions.append(.probe(id, nonce: p.nonce))
+            }
+        }
+        return actions
+    }
+
+    /// The peer offered candidates for its attempt `attempt` (we are the side that answers).
+    public mutating func peerOffered(attempt: UInt32, now: ContinuousClock.Instant) -> [Action] {
+        guard !deciding, attempt > lastAttempt, active == standby else { return [] }
+        var actions: [Action] = []
+        if case .running(let old, _) = upgrade { actions += endAttempt(old, failed: false, now: now) }
+        lastAttempt = attempt
+        upgrade = .running(attempt: attempt, since: now)
+        actions.append(.answerUpgrade(attempt: attempt))
+        return actions
+    }
+
+    /// A strategy connected `path` for attempt `attempt`; it joins the set as a candidate (abandoned if the attempt is over).
+    public mutating func candidateConnected(_ path: SessionPathID, attempt: UInt32, now: ContinuousClock.Instant) -> [Action] {
+        guard case .running(let current, _) = upgrade, current == attempt, paths[path] == nil else { return [.abandon(path)] }
+        paths[path] = Path(attempt: attempt, lastHeard: now)
+        // The deciding side confirms; the other answers its probes and follows its announcement.
+        return deciding ? [beginProbe(on: path, now: now)] : []
+    }
+
+    /// Every strategy of attempt `attempt` failed to connect.
+    public mutating func upgradeFailed(attempt: UInt32, now: ContinuousClock.Instant) -> [Action] {
+        guard case .running(let current, _) = upgrade, current == attempt else { return [] }
+        return endAttempt(attempt, failed: true, now: now)
+    }
+
+    /// An authenticated answer carrying `nonce` arrived on `path`.
+    public mutating func answered(on path: SessionPathID, nonce: UInt64, now: ContinuousClock.Instant) -> [Action] {
+        guard let p = paths[path]?.probe, p.nonce == nonce else { return [] }
+        paths[path]?.probe = nil
+        paths[path]?.lastHeard = now
+        guard path != active, deciding, case .running(let attempt, _) = upgrade, paths[path]?.attempt == attempt else { return [] }
+        var actions = move(to: path, reason: .upgrade)
+        upgrade = .idle(next: nil)
+        failures = 0
+        epoch += 1
+        actions.append(.announce(path, epoch: epoch))
+        for (id, other) in paths where id != path && other.attempt != nil {
+            paths[id] = nil
+            actions.append(.abandon(id))
+        }
+        return actions
+    }
+
+    /// The peer announced, sealed and on `path`, that it moved there (its `epoch`).
+    public mutating func peerSwitched(to path: SessionPathID, epoch: UInt32, now: ContinuousClock.Instant) -> [Action] {
+        guard epoch > peerEpoch, paths[path] != nil else { return [] }
+        peerEpoch = epoch
+        guard path != active else { return [] }
+        let left = active
+        var actions = move(to: path, reason: .peerMoved)
+        if path == standby {
+            // The peer lost the direct path: so do we.
+            paths[left] = nil
+            actions.append(.abandon(left))
+            actions += scheduleRetry(now: now)
+        } else {
+            upgrade = .idle(next: nil)
+            failures = 0
+            for (id, other) in paths where id != path && other.attempt != nil {
+                paths[id] = nil
+                actions.append(.abandon(id))
+            }
+        }
+        return actions
+    }
+
+    private mutating func beginProbe(on path: SessionPathID, now: ContinuousClock.Instant) -> Action {
+        nonces &+= 1
+        paths[path]?.probe = (nonces, now, now)
+        return .probe(path, nonce: nonces)
+    }
+
+    private mutating func move(to path: SessionPathID, reason: PathMoveReason) -> [Action] {
+        active = path
+        return [.switchTo(path, reason: reason)]
+    }
+
+    /// The active direct path is dead: back to the standby, tell the peer there, retry later.
+    private mutating func fallBack(now: ContinuousClock.Instant) -> [Action] {
+        let dead = active
+        var actions = move(to: standby, reason: .pathDead)
+        paths[dead] = nil
+        epoch += 1
+        actions += [.announce(standby, epoch: epoch), .abandon(dead)]
+        actions += scheduleRetry(now: now)
+        return actions
+    }
+
+    /// Ends attempt `attempt`: its candidates not carrying the session are abandoned.
+    private mutating func endAttempt(_ attempt: UInt32, failed: Bool, now: ContinuousClock.Instant) -> [Action] {
+        var actions: [Action] = []
+        for (id, path) in paths where path.attempt == attempt && id != active {
+            paths[id] = nil
+            actions.append(.abandon(id))
+        }
+        upgrade = .idle(next: nil)
+        if failed { actions += scheduleRetry(now: now) }
+        return actions
+    }
+
+    private mutating func scheduleRetry(now: ContinuousClock.Instant) -> [Action] {
+        failures += 1
+        guard deciding else {
+            upgrade = .idle(next: nil)
+            return []
+        }
+        upgrade = .idle(next: now + backoff(failures: failures))
+        return []
+    }
+
+    /// The wait before the next attempt after `failures` failures: ``Configuration/retryBackoff`` doubling, capped.
+    public func backoff(failures: Int) -> Duration {
+        var wait = configuration.retryBackoff
+        for _ in 1..<max(1, failures) where wait < configuration.maxRetryBackoff { wait *= 2 }
+        return min(wait, configuration.maxRetryBackoff)
+    }
+}

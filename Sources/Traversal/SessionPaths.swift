@@ -1,0 +1,158 @@
+import Synchronization
+
+/// The paths of one session: the one sends go on, the standby relay, candidates being tried; each read
+/// by its own task. It owns every transport in it and closes them (``closeAll()``), and it holds the
+/// session's ``PathMigrationStateMachine`` (nil when the session never moves).
+final class SessionPaths: Sendable {
+    private struct Entry {
+        var transport: any PeerTransport
+        var strategy: String
+        var reader: Task<Void, Never>?
+    }
+
+    private struct State {
+        var entries: [SessionPathID: Entry]
+        var active = SessionPathID.initial
+        var nextID = 1
+        var closed = false
+        var machine: PathMigrationStateMachine?
+        var moves: [PathMove] = []
+    }
+
+    private let state: Mutex<State>
+    private let established = ContinuousClock.now
+    /// Moves as they happen, for ``PeerConnection/pathMoves``.
+    let moveEvents: AsyncStream<PathMove>
+    private let moveSink: AsyncStream<PathMove>.Continuation
+    /// Moves kept for a consumer that reads late, at most.
+    static let moveEventLimit = 64
+
+    init(initial: any PeerTransport, strategy: String, machine: PathMigrationStateMachine?) {
+        state = Mutex(State(entries: [.initial: Entry(transport: initial, strategy: strategy)], machine: machine))
+        (moveEvents, moveSink) = AsyncStream.makeStream(of: PathMove.self, bufferingPolicy: .bufferingNewest(Self.moveEventLimit))
+    }
+
+    /// The strategy id of the active path.
+    var activeStrategy: String { state.withLock { $0.entries[$0.active]?.strategy ?? "" } }
+
+    /// Every move so far.
+    var moves: [PathMove] { state.withLock { $0.moves } }
+
+    /// Whether `path` is the one sends go on.
+    func isActive(_ path: SessionPathID) -> Bool { state.withLock { $0.active == path } }
+
+    /// Runs `body` on the migration state machine (nil result when the session never moves).
+    func withMachine<R: Sendable>(_ body: (inout PathMigrationStateMachine) -> R) -> R? {
+        state.withLock { s in
+            guard s.machine != nil else { return nil }
+            return body(&s.machine!)
+        }
+    }
+
+    /// Adds a connected candidate path; nil once the session is closed (the transport is then the caller's to close).
+    func add(_ transport: any PeerTransport, strategy: String) -> SessionPathID? {
+        state.withLock { s in
+            guard !s.closed else { return nil }
+            let id = SessionPathID(s.nextID)
+            s.nextID += 1
+            s.entries[id] = Entry(transport: transport, strategy: strategy)
+            return id
+        }
+    }
+
+    /// Starts reading `path`: each frame (or the path's end) goes to `deliver`, until it returns false.
+    func startReader(for path: SessionPathID,
+                     deliver: @escaping @Sendable (SessionPathID, Result<[UInt8], any Error>) async -> Bool) {
+        guard let transport = state.withLock({ $0.entries[path]?.transport }) else { return }
+        let reader = Task {
+            while !Task.isCancelled {
+                let result: Result<[UInt8], any Error>
+                do { result = .success(try await transport.receive()) } catch { result = .failure(error) }
+                if Task.isCancelled { return }
+                guard await deliver(path, result) else { return }
+            }
+        }
+        let kept = state.withLock { s -> Bool in
+            guard !s.closed, s.entries[path] != nil else { return false }
+            s.entries[path]?.reader = reader
+            return true
+        }
+        if !kept { reader.cancel() }
+    }
+
+    /// Makes `path` the one sends go on and records the move; nil if it is not in the set or already active.
+    func activate(_ path: SessionPathID, reason: PathMoveReason) -> PathMove? {
+        let move = state.withLock { s -> PathMove? in
+            guard !s.closed, path != s.active, let to = s.entries[path] else { return nil }
+            let from = s.entries[s.active]?.strategy ?? ""
+            s.active = path
+            let move = PathMove(from: from, to: to.strategy, route: to.transport.pathDescription, reason: reason,
+                                atMs: (ContinuousClock.now - established).milliseconds)
+            s.moves.append(move)
+            return move
+        }
+        if let move { moveSink.yield(move) }
+        return move
+    }
+
+    /// Closes `path` and removes it from the set (never the active one).
+    func remove(_ path: SessionPathID) async {
+        let entry = state.withLock { s -> Entry? in
+            guard path != s.active else { return nil }
+            return s.entries.removeValue(forKey: path)
+        }
+        entry?.reader?.cancel()
+        await entry?.transport.close()
+    }
+
+    /// Sends on the active path; `counts`: the machine is told (silence after sending means trouble).
+    func send(_ message: [UInt8], counts: Bool) async throws {
+        let transport = state.withLock { s -> (any PeerTransport)? in
+            if counts { s.machine?.sent(now: .now) }
+            return s.entries[s.active]?.transport
+        }
+        guard let transport else { throw TraversalError(code: .closed, detail: "no path") }
+        try await transport.send(message)
+    }
+
+    /// Sends on `path`.
+    func send(_ message: [UInt8], on path: SessionPathID) async throws {
+        guard let transport = state.withLock({ $0.entries[path]?.transport }) else {
+            throw TraversalError(code: .closed, detail: "\(path) is not in the session's set")
+        }
+        try await transport.send(message)
+    }
+
+    /// An authenticated datagram arrived on `path`.
+    func heard(on path: SessionPathID) {
+        state.withLock { $0.machine?.heard(on: path, now: .now) }
+    }
+
+    /// Stops every reader (the session is shutting down).
+    func stopReading() {
+        let readers = state.withLock { s -> [Task<Void, Never>] in
+            s.closed = true
+            return s.entries.values.compactMap(\.reader)
+        }
+        for r in readers { r.cancel() }
+        moveSink.finish()
+    }
+
+    /// Stops reading and closes every path.
+    func closeAll() async {
+        stopReading()
+        // The entries stay (closed), so the session still names the path it ended on.
+        let all = state.withLock { $0.entries.values.map(\.transport) }
+        for t in all { await t.close() }
+    }
+}
+
+extension SessionMessageType {
+    /// Whether sending it should draw traffic back from the peer soon (so silence after it means trouble).
+    var expectsTraffic: Bool {
+        switch self {
+        case .application, .sctp, .keepalive: true
+        default: false
+        }
+    }
+}

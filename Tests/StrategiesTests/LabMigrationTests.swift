@@ -1,0 +1,49 @@
+import Foundation
+import NATLab
+import Testing
+
+/// A session that starts on the relay moves to a punched direct path while a reliable channel and a
+/// video stream run, and falls back to the relay when the direct path goes dark, over real kernel NAT.
+@Suite(.serialized, .enabled(if: TravLab.skipReason() == nil, Comment(rawValue: TravLab.skipReason() ?? "")))
+struct LabMigrationTests {
+    @Test func aRelayedSessionMovesDirectThenFallsBackToTheRelayWhenTheDirectPathIsDropped() async throws {
+        let camera = LabSite("cam", .portRestrictedCone)
+        // The viewer's uplink at 4 Mbit/s stretches the transfer over both moves.
+        let viewer = LabSite("view", .portRestrictedCone, link: LinkConditions(upKbps: 4000))
+        try await TravLab.with(sites: [camera, viewer]) { run in
+            _ = try run.startCloud()
+            // The race may only use the relay; the hole punch runs in the background once the session is up.
+            let moving = ["--upgrade", "udp-hole-punch"]
+            let uid = try await run.startCamera(on: camera.host(), strategies: "tls-relay", extra: moving + ["--video", "default"])
+            let bytes = 5_000_000
+            let watching = try run.startConnect(from: viewer.host(), to: uid, strategies: "tls-relay", timeout: 15, paired: true,
+                                                extra: moving + ["--channel-send", "\(bytes)", "--stats", "--seconds", "16"])
+            // Time to connect through the relay and move (the move itself is read from the report below).
+            try await Task.sleep(for: .seconds(7))
+            // Drop everything between the two sites' public addresses in the viewer's router; the relay is elsewhere.
+            let cameraPublic = try run.lab.publicAddress(of: camera.host())
+            let droppedAt = Date().timeIntervalSince1970 * 1000
+            for direction in ["saddr", "daddr"] {
+                let r = try await run.lab.run(host: viewer.router,
+                                              ["nft", "insert", "rule", "ip", "natlab", "forward", "ip", direction, cameraPublic, "drop"])
+                #expect(r.status == 0, "\(r)")
+            }
+            let r = try await run.finishedConnect(watching, timeout: .seconds(120))
+            #expect(r.connected && r.path == "tls-relay", "\(r)")
+            let moves = r.moves ?? []
+            let up = try #require(moves.first, "the session never moved: \(r)")
+            #expect(up.to == "udp-hole-punch" && up.reason == "upgrade" && up.unixMs < droppedAt, "\(moves)")
+            let back = try #require(moves.first { $0.to == "tls-relay" && $0.unixMs >= droppedAt }, "no fallback to the relay: \(moves)")
+            #expect(back.reason == "path-dead" || back.reason == "peer-moved", "\(back)")
+            print(String(format: "moved to the direct path %.0f ms after the session began; back on the relay %.0f ms after the direct path was dropped (%@)",
+                         up.atMs, back.unixMs - droppedAt, back.reason))
+            // Every byte of the reliable channel arrived, in order (the camera's SHA-256 of the stream matches).
+            let sent = try #require(r.channelSend, "\(r)")
+            #expect(sent.verified, "\(r)")
+            // Video kept coming across both moves, never a frame whose reference was lost.
+            let video = try #require(r.video, "\(r)")
+            #expect(video.brokenFrames == 0 && video.frames > 200, "\(video)")
+            print("channel: \(sent.bytes) bytes in \(sent.seconds) s; video: \(video)")
+        }
+    }
+}
