@@ -121,6 +121,8 @@ public struct TravLab: Sendable {
         public var setupMs: Double?
         /// Where the setup time went.
         public var phases: Phases?
+        /// The round trip the secure handshake measured (ms).
+        public var roundTripMs: Double?
         /// Whether the echo came back intact.
         public var echoVerified: Bool
         /// Milliseconds from the start of `connect` to the end of each phase (`trav connect --json`'s `phases`).
@@ -193,6 +195,8 @@ public struct TravLab: Sendable {
 
         /// A reliable channel transfer of `trav connect --channel-send`.
         public struct ChannelSend: Codable, Sendable {
+            /// Milliseconds the channel took to open.
+            public var openMs: Double?
             /// Bytes sent.
             public var bytes: Int
             /// The camera's digest matched.

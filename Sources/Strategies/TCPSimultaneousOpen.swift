@@ -14,6 +14,12 @@ public struct TCPSimultaneousOpen: TraversalStrategy {
     public let id = "tcp-simultaneous-open"
     /// How long TCP waits after the start signal when a UDP path may exist too (happy eyeballs).
     public static let udpPreference: Duration = .milliseconds(150)
+    /// STUN-over-TCP Bindings that learn the mapping: another from a fresh port each ``bindingRepeatDelay`` while
+    /// none has answered, since gathering waits for this one and TCP repeats a lost SYN only after 1 s
+    /// (RFC 6298 §2.1): one lost SYN on a lossy line would otherwise hold up every strategy's offer that long.
+    public static let bindingAttempts = 3
+    /// See ``bindingAttempts``: a few round trips on any usual path (RFC 8305 §5 suggests 250 ms between attempts).
+    public static let bindingRepeatDelay: Duration = .milliseconds(250)
     /// Pause between connection attempts after a refusal.
     public var retryInterval: Duration
     /// How long one connect may wait for the crossing SYN.
@@ -37,8 +43,11 @@ public struct TCPSimultaneousOpen: TraversalStrategy {
         guard let server = context.stunServers.lazy.compactMap({ TransportAddress($0, defaultPort: 3478) }).first else {
             throw StrategyError(code: .notApplicable, detail: "no STUN server configured")
         }
-        let response = try await STUNTCPClient.binding(to: server, from: TransportAddress(ip: .v4(0), port: 0),
-                                                       timeout: TimeAmount(stunTimeout))
+        // Each attempt from a fresh port: whichever mapping is learned first is the one used.
+        let timeout = TimeAmount(stunTimeout)
+        let response = try await firstSuccess(ofAttempts: Self.bindingAttempts, every: Self.bindingRepeatDelay) { _ in
+            try await STUNTCPClient.binding(to: server, from: TransportAddress(ip: .v4(0), port: 0), timeout: timeout)
+        }
         guard let mapped = response.mappedAddress else { throw StrategyError(code: .failed, detail: "no TCP mapped address") }
         let local = response.local
         var candidates = [Candidate(strategy: id, kind: .serverReflexive, transport: "tcp", address: mapped.description)]

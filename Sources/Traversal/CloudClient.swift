@@ -109,12 +109,21 @@ public enum CloudClient {
         CloudViewerClient(endpoint: endpoint, logger: logger)
     }
 
+    /// TCP connects a viewer's introduction makes at most, one each ``connectRepeatDelay`` while none has
+    /// connected: an introduction is on the connection's critical path and TCP repeats a lost SYN only after
+    /// 1 s (RFC 6298 §2.1). Cameras connect once (a fleet reconnecting together must not double its SYNs).
+    static let viewerConnectAttempts = 3
+    /// See ``viewerConnectAttempts`` (RFC 8305 §5's connection attempt delay).
+    static let connectRepeatDelay: Duration = .milliseconds(250)
+
     /// Opens a TLS connection to `endpoint` with the signalling codec in its pipeline, offering
     /// `applicationProtocols` by ALPN (RFC 7301 §3.1; the cloud's port also carries TURN), from
-    /// `localAddress` if given.
+    /// `localAddress` if given; with `attempts` above 1 (and no local address), another TCP connect each
+    /// ``connectRepeatDelay`` while none has connected, the first connected one kept.
     static func connect(
         to endpoint: CloudEndpoint, applicationProtocols: [String] = [CloudProtocol.alpnProtocol],
-        from localAddress: SocketAddress? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        from localAddress: SocketAddress? = nil, attempts: Int = 1,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> NIOAsyncChannel<CloudMessage, Never> {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
@@ -135,23 +144,28 @@ public enum CloudClient {
         let isIPLiteral = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
         let serverHostname = isIPLiteral ? nil : endpoint.host
         do {
-            var bootstrap = ClientBootstrap(group: group)
-            if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
-            let (connection, handshake) = try await bootstrap
-                .connectTimeout(TimeAmount(connectTimeout))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let handshake = channel.eventLoop.makePromise(of: Void.self)
-                        try channel.pipeline.syncOperations.addHandlers(
-                            try NIOSSLClientHandler(context: context, serverHostname: serverHostname),
-                            TLSHandshakeWaiter(handshake),
-                            ByteToMessageHandler(CloudFrameDecoder()),
-                            MessageToByteHandler(CloudFrameEncoder()))
-                        let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
-                        return (connection, handshake.futureResult)
+            let (connection, handshake) = try await firstSuccess(
+                ofAttempts: localAddress == nil ? attempts : 1, every: connectRepeatDelay,
+                discard: { try? await $0.0.channel.close() }
+            ) { _ in
+                var bootstrap = ClientBootstrap(group: group)
+                if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
+                return try await bootstrap
+                    .connectTimeout(TimeAmount(connectTimeout))
+                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            let handshake = channel.eventLoop.makePromise(of: Void.self)
+                            try channel.pipeline.syncOperations.addHandlers(
+                                try NIOSSLClientHandler(context: context, serverHostname: serverHostname),
+                                TLSHandshakeWaiter(handshake),
+                                ByteToMessageHandler(CloudFrameDecoder()),
+                                MessageToByteHandler(CloudFrameEncoder()))
+                            let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
+                            return (connection, handshake.futureResult)
+                        }
                     }
-                }
+            }
             let watchdog = closeUnlessCancelled(connection.channel, after: connectTimeout)
             defer { watchdog.cancel() }
             do {
@@ -919,7 +933,7 @@ struct CloudViewerClient: ViewerSignalling {
         _ request: CloudMessage, requestID: String, within timeout: Duration, timeoutDetail: String, during activity: String,
         answer: @escaping @Sendable (CloudMessage) async throws -> ExchangeStep<T>
     ) async throws -> T {
-        let connection = try await CloudClient.connect(to: endpoint)
+        let connection = try await CloudClient.connect(to: endpoint, attempts: CloudClient.viewerConnectAttempts)
         let started = ContinuousClock.now
         do {
             return try await connection.executeThenClose { inbound in

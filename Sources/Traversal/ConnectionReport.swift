@@ -76,16 +76,20 @@ public struct ConnectionReport: Codable, Sendable, Hashable {
     public var attempts: [StrategyAttempt]
     /// Every move of the running session to another path (relay → direct, dead path → relay), in order.
     public var moves: [PathMove] = []
+    /// The round trip (ms) this side measured on the winning path during the secure handshake
+    /// (``SecureSession/roundTrip``); the channel engine's retransmission timer starts from it.
+    public var roundTripMs: Double?
 
     /// Creates a report.
     public init(path: String?, route: String?, setupMs: Double, phases: ConnectionPhases? = nil,
-                requestID: String?, attempts: [StrategyAttempt]) {
+                requestID: String?, attempts: [StrategyAttempt], roundTripMs: Double? = nil) {
         self.path = path
         self.route = route
         self.setupMs = setupMs
         self.phases = phases
         self.requestID = requestID
         self.attempts = attempts
+        self.roundTripMs = roundTripMs
     }
 }
 

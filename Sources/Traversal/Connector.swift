@@ -223,7 +223,8 @@ public final class Connector: Sendable {
                                  detail: "the camera refused access: \(reason)", attempts: raced.attempts)
         }
         let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
-                                      setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts)
+                                      setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts,
+                                      roundTripMs: raced.session.roundTrip?.milliseconds)
         configuration.logger.info("connected", metadata: ["path": "\(raced.strategy)", "route": "\(transport.pathDescription)",
                                                           "requestID": "\(requestID)"])
         return PeerConnection(role: .viewer, report: report, peerIdentity: raced.session.peerIdentity,
@@ -362,14 +363,14 @@ public final class Connector: Sendable {
         let transport = raced.transport
         var channel = SecureDatagramChannel(send: raced.session.send, receive: raced.session.receive)
         let start = channel
-        let (hello, opened): (SessionHello, SecureDatagramChannel) = try await withDeadline(Self.accessTimeout) {
+        let (hello, helloFrame, opened): (SessionHello, [UInt8], SecureDatagramChannel) = try await withDeadline(Self.accessTimeout) {
             var ch = start
             while true {
                 let frame = try await transport.receive()
                 guard frame.first == PeerWire.sealed, let plain = try? ch.open(Array(frame.dropFirst())),
                       plain.first == SessionMessageType.hello.rawValue,
                       let h = try? JSONDecoder().decode(SessionHello.self, from: Data(plain.dropFirst())) else { continue }
-                return (h, ch)
+                return (h, frame, ch)
             }
         }
         channel = opened
@@ -394,10 +395,11 @@ public final class Connector: Sendable {
             let packet = try channel.seal([SessionMessageType.welcome.rawValue] + welcome)
             try await transport.send([PeerWire.sealed] + packet)
             let report = ConnectionReport(path: raced.strategy, route: transport.pathDescription,
-                                          setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts)
+                                          setupMs: ms(since: started), phases: phases, requestID: requestID, attempts: raced.attempts,
+                                          roundTripMs: raced.session.roundTrip?.milliseconds)
             configuration.logger.info("viewer admitted", metadata: ["path": "\(raced.strategy)", "requestID": "\(requestID)"])
             return PeerConnection(role: .camera, report: report, peerIdentity: raced.session.peerIdentity,
-                                  transport: transport, channel: channel, replayOnHello: welcome,
+                                  transport: transport, channel: channel, replayOnHello: (helloFrame, welcome),
                                   keepalive: configuration.keepaliveInterval, upgrade: upgrade)
         }
     }

@@ -65,13 +65,14 @@ public final class PeerConnection: Sendable {
     private let mtuSettled: AsyncStream<Void>
     private let mtuSettledSink: AsyncStream<Void>.Continuation
     /// What a camera sends again when the viewer repeats its hello (its welcome).
-    private let replayOnHello: [UInt8]?
+    private let replayOnHello: (hello: [UInt8], welcome: [UInt8])?
 
     /// Takes over a channel already used for the hello exchange: its send counter and replay window carry on
     /// (one copy only seals, the other only opens), so no nonce is ever reused.
     /// `keepalive` (clamped to ``keepaliveRange``) nil sends none: a NAT then forgets an idle path after its UDP timeout (for tests that show it).
     init(role: ConnectionRole, report: ConnectionReport, peerIdentity: Curve25519.Signing.PublicKey, transport: any PeerTransport,
-         channel: SecureDatagramChannel, replayOnHello: [UInt8]?, keepalive: Duration? = PeerConnection.keepaliveInterval,
+         channel: SecureDatagramChannel, replayOnHello: (hello: [UInt8], welcome: [UInt8])?,
+         keepalive: Duration? = PeerConnection.keepaliveInterval,
          upgrade: PathUpgrade? = nil) {
         self.role = role
         self.keepalive = keepalive.map { min(max($0, Self.keepaliveRange.lowerBound), Self.keepaliveRange.upperBound) }
@@ -97,7 +98,7 @@ public final class PeerConnection: Sendable {
         // usrsctp's AF_CONN packets come out up to ``SCTPAssociation/mtuOverrun`` bytes over the MTU it is given.
         let limit = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
         var sctp: SCTPAssociation.Configuration = transport.isDatagram
-            ? .datagram(pathMTU: limit) : .stream(pathMTU: min(limit, Self.streamPathMTU))
+            ? .datagram(pathMTU: limit, roundTripMs: report.roundTripMs) : .stream(pathMTU: min(limit, Self.streamPathMTU))
         sctp.heartbeats = self.keepalive != nil
         (mtuSettled, mtuSettledSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         // Probing sends packets on its own schedule, so a session that asked to go quiet when idle does not probe.
@@ -147,6 +148,9 @@ public final class PeerConnection: Sendable {
     var channelPathMTU: Int? {
         (try? channels.get().status).flatMap { $0 }.map(\.mtu)
     }
+
+    /// The channel engine's initial retransmission timeout (ms).
+    var channelRTOInitial: UInt32? { (try? channels.get())?.configuration.rtoInitial }
 
     /// Largest engine packet sent so far (never above the path's limit).
     var largestChannelPacket: Int { (try? channels.get().largestPacketSize) ?? 0 }
@@ -265,6 +269,13 @@ public final class PeerConnection: Sendable {
             }
             return false
         }
+        // The viewer repeats its hello, the same sealed frame, until our welcome arrives: the replay window
+        // refuses the copies, so they are known by their bytes and answered (else a lost welcome left the
+        // viewer waiting out its access timeout).
+        if let replayOnHello, frame == replayOnHello.hello {
+            try? await sendSealed(.welcome, replayOnHello.welcome)
+            return true
+        }
         guard frame.first == PeerWire.sealed, let plain = try? opener.withLock({ try $0.open(Array(frame.dropFirst())) }),
               let type = plain.first.flatMap(SessionMessageType.init(rawValue:)) else { return true }
         lastHeard.withLock { $0 = .now }
@@ -280,8 +291,8 @@ public final class PeerConnection: Sendable {
             await paths.closeAll()
             return false
         case .hello:
-            // The viewer repeats its hello until our welcome arrives: answer again.
-            if let replayOnHello { try? await sendSealed(.welcome, replayOnHello) }
+            // A hello sealed afresh: answer it too.
+            if let replayOnHello { try? await sendSealed(.welcome, replayOnHello.welcome) }
         case .pathProbe:
             // Acknowledge a probe only if it arrived at the size it claims (so the size is proven).
             if body.count >= 2, Int(body[0]) << 8 | Int(body[1]) == frame.count {

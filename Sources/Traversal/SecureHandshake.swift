@@ -16,6 +16,10 @@ public struct SecureSession: Sendable {
     public var receive: NoiseCipherState
     /// The Noise handshake hash, unique to this session (Noise §11.2).
     public let handshakeHash: [UInt8]
+    /// How long this side waited for the peer's answer to its handshake message, from the first time it
+    /// sent it: one round trip, or more when a copy was lost (so never less than one); nil when it was not
+    /// measured. The first RTT measurement a retransmission timer starts from (RFC 9260 §6.3.1 C2).
+    public var roundTrip: Duration?
 }
 
 /// What the caller of a ``SecureHandshakeStateMachine`` must do next.

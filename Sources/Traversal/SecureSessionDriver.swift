@@ -76,6 +76,7 @@ enum SecureSessionDriver {
                          pinning peerKey: Curve25519.Signing.PublicKey) async throws -> (SecureSession, [UInt8]) {
         var machine = SecureHandshakeStateMachine.initiator(identity: identity, pinning: peerKey)
         let first = [PeerWire.handshake] + (try machine.start())
+        let sent = ContinuousClock.now
         let resender = repeatSending(first, over: transport)
         defer { resender.cancel() }
         while true {
@@ -90,13 +91,15 @@ enum SecureSessionDriver {
                 continue  // a stray or corrupted message; the state is unchanged, keep waiting
             }
             switch action {
-            case .sendAndComplete(let last, let session):
+            case .sendAndComplete(let last, var session):
                 // Not sent here: only the path that wins the race sends the final message, so the
                 // camera completes on the same path as the viewer (the caller repeats it with hello).
+                session.roundTrip = ContinuousClock.now - sent
                 return (session, [PeerWire.handshake] + last)
             case .send(let next):
                 try await transport.send([PeerWire.handshake] + next)
-            case .complete(let session):
+            case .complete(var session):
+                session.roundTrip = ContinuousClock.now - sent
                 return (session, [])
             }
         }
@@ -107,6 +110,7 @@ enum SecureSessionDriver {
         var machine = SecureHandshakeStateMachine.responder(identity: identity)
         var firstSeen: [UInt8]?
         var reply: [UInt8]?
+        var replied: ContinuousClock.Instant?
         while true {
             let frame = try await transport.receive()
             guard frame.first == PeerWire.handshake else { continue }
@@ -125,11 +129,15 @@ enum SecureSessionDriver {
                 let r = [PeerWire.handshake] + bytes
                 reply = r
                 firstSeen = frame
+                replied = .now
                 try await transport.send(r)
             case .sendAndComplete(let bytes, let session):
                 try await transport.send([PeerWire.handshake] + bytes)
                 return session
-            case .complete(let session):
+            case .complete(var session):
+                // From our reply to the viewer's final message: a round trip, plus whatever the viewer
+                // waited before sending it (its check of our key).
+                session.roundTrip = replied.map { ContinuousClock.now - $0 }
                 return session
             }
         }

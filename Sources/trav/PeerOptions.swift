@@ -87,6 +87,8 @@ struct ConnectOutput: Encodable {
     var route: String?
     var setupMs: Double?
     var phases: ConnectionPhases?
+    /// The round trip the secure handshake measured (ms).
+    var roundTripMs: Double?
     var echoBytes: Int
     var echoVerified: Bool
     var echoMs: Double?
@@ -113,6 +115,7 @@ struct ConnectOutput: Encodable {
         self.route = report?.route
         self.setupMs = report?.setupMs
         self.phases = report?.phases
+        self.roundTripMs = report?.roundTripMs
         self.echoBytes = echoBytes
         self.echoVerified = echoVerified
         self.echoMs = echoMs

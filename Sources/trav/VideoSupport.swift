@@ -94,6 +94,8 @@ let sinkChannelLabel = "trav.sink"
 /// What `trav connect --channel-send` reports: a reliable channel's one-way goodput and whether every byte
 /// arrived in order (the camera answers with the SHA-256 of all it received).
 struct ChannelSendOutput: Encodable {
+    /// Milliseconds the channel took to open (the channel engine's association up, then the camera's acknowledgement).
+    var openMs: Double
     var bytes: Int
     var verified: Bool
     var seconds: Double
@@ -102,6 +104,7 @@ struct ChannelSendOutput: Encodable {
 
 /// Sends `bytes` of pseudo-random data on a new reliable channel in 64 KiB messages and waits for the camera's digest.
 func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds(120)) async throws -> ChannelSendOutput {
+    let opening = ContinuousClock.now
     let channel = try await c.openChannel(label: sinkChannelLabel, delivery: .reliable, priority: .normal)
     defer { channel.close() }
     let started = ContinuousClock.now
@@ -131,7 +134,7 @@ func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds
         answer = nil
     }
     let seconds = (ContinuousClock.now - started).milliseconds / 1000
-    return ChannelSendOutput(bytes: bytes, verified: answer == expected, seconds: seconds,
+    return ChannelSendOutput(openMs: (started - opening).milliseconds, bytes: bytes, verified: answer == expected, seconds: seconds,
                              mbps: Double(bytes) * 8 / 1e6 / max(seconds, 1e-6))
 }
 

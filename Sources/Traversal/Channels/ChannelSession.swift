@@ -101,6 +101,9 @@ final class ChannelSession: Sendable {
     /// Smoothed RTT and congestion window of the association.
     var status: (srttMs: Int, cwnd: Int, mtu: Int)? { association.status }
 
+    /// The association's tuning.
+    var configuration: SCTPAssociation.Configuration { association.configuration }
+
     /// Whether the association negotiated PR-SCTP (``SCTPAssociation/partialReliability``).
     var partialReliability: Bool? { association.partialReliability }
 

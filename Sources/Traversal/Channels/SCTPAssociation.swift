@@ -39,8 +39,19 @@ final class SCTPAssociation: Sendable {
         /// really goes quiet (and a NAT forgets it, as such a session asks for).
         var heartbeats = true
 
-        /// The tuning for a datagram path (UDP, relay): SCTP recovers losses quickly.
-        static func datagram(pathMTU: Int) -> Configuration { Configuration(pathMTU: pathMTU) }
+        /// The tuning for a datagram path (UDP, relay): SCTP recovers losses quickly. With `roundTripMs`, a
+        /// round trip the session's handshake measured on this path, the initial RTO is what RFC 9260 §6.3.1
+        /// rule C2 makes of a first measurement R (SRTT = R, RTTVAR = R/2, RTO = SRTT + 4·RTTVAR = 3R), within
+        /// ``rtoMin`` and the 1 s default: a lost INIT, COOKIE-ECHO or first DATA chunk is then sent again after
+        /// a few round trips, not after a second (and 2 s, 4 s for the next losses), before the association
+        /// has a measurement of its own.
+        static func datagram(pathMTU: Int, roundTripMs: Double? = nil) -> Configuration {
+            var c = Configuration(pathMTU: pathMTU)
+            if let r = roundTripMs, r.isFinite, r >= 0 {
+                c.rtoInitial = UInt32(min(Double(c.rtoInitial), max(Double(c.rtoMin), (3 * r).rounded(.up))))
+            }
+            return c
+        }
 
         /// The tuning for a stream path (TCP): the transport never loses a packet and retransmits on its own,
         /// so SCTP's timer is kept far above TCP's recovery time (minimum RTO 3 s) and never fires while
