@@ -21,67 +21,46 @@ public struct MultiMessageHeader {
 /// The two calls are looked up in the C library at run time (they are absent from Swift's Glibc
 /// module), so this target needs no C shim and depends on STUNLite alone.
 public final class MultiMessageSocket {
-    private typealias SendMultiple = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32) -> Int32
-    private typealias ReceiveMultiple = @convention(c) (Int32, UnsafeMutableRawPointer?, UInt32, Int32, UnsafeMutableRawPointer?) -> Int32
-
     /// The file descriptor.
     public let fd: Int32
     /// The address the socket is bound to, as the server should report it in XOR-MAPPED-ADDRESS.
     public let local: TransportAddress
     /// The address the socket is connected to (its own address when unconnected).
     public let peer: TransportAddress
-    private let sendMultiple: SendMultiple
-    private let receiveMultiple: ReceiveMultiple
+    private let calls: MultiMessageCalls
 
     /// Opens a socket, binds it to an ephemeral port (on `source` if given, else where the kernel
     /// routes to the target) and connects it to `target`.
-    public convenience init(target: TransportAddress, from source: IPAddress? = nil) throws(FloodError) {
+    public convenience init(target: TransportAddress, from source: IPAddress? = nil) throws(DatagramIOError) {
         try self.init(family: target.ip, source: source.map { TransportAddress(ip: $0, port: 0) }, target: target)
     }
 
     /// Opens a socket bound to `source` (port 0: an ephemeral one) and connected to nothing: it sends
     /// to the address each message names and receives from anyone.
-    public convenience init(unconnectedAt source: TransportAddress) throws(FloodError) {
+    public convenience init(unconnectedAt source: TransportAddress) throws(DatagramIOError) {
         try self.init(family: source.ip, source: source, target: nil)
     }
 
-    private init(family familyOf: IPAddress, source: TransportAddress?, target: TransportAddress?) throws(FloodError) {
-        guard let handle = dlopen(nil, RTLD_NOW),
-              let send = dlsym(handle, "sendmmsg"), let receive = dlsym(handle, "recvmmsg") else {
-            throw FloodError("sendmmsg/recvmmsg not found in the C library")
-        }
-        sendMultiple = unsafeBitCast(send, to: SendMultiple.self)
-        receiveMultiple = unsafeBitCast(receive, to: ReceiveMultiple.self)
-        let family = familyOf.isIPv4 ? AF_INET : AF_INET6
-        let descriptor = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard descriptor >= 0 else { throw FloodError("socket: \(String(cString: strerror(errno)))") }
-        var size = Int32(Self.socketBufferBytes)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(descriptor, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    private init(family familyOf: IPAddress, source: TransportAddress?, target: TransportAddress?) throws(DatagramIOError) {
+        calls = try MultiMessageCalls.lookUp()
+        let descriptor = try UDPSocket.open(family: familyOf, bufferBytes: Self.socketBufferBytes)
         if let source {
-            let bound = Self.withSockaddr(source) { bind(descriptor, $0, $1) }
-            guard bound == 0 else {
-                let reason = String(cString: strerror(errno))
+            guard UDPSocket.withSockaddr(source, { bind(descriptor, $0, $1) }) == 0 else {
+                let error = DatagramIOError("bind \(source)", errno: errno)
                 close(descriptor)
-                throw FloodError("bind \(source): \(reason)")
+                throw error
             }
         }
         if let target {
-            let connected = Self.withSockaddr(target) { connect(descriptor, $0, $1) }
-            guard connected == 0 else {
-                let reason = String(cString: strerror(errno))
+            guard UDPSocket.withSockaddr(target, { connect(descriptor, $0, $1) }) == 0 else {
+                let error = DatagramIOError("connect \(target)", errno: errno)
                 close(descriptor)
-                throw FloodError("connect \(target): \(reason)")
+                throw error
             }
         }
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let named = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-        }
-        guard named == 0, let address = Self.transportAddress(storage) else {
+        guard let address = UDPSocket.localAddress(descriptor) else {
             close(descriptor)
-            throw FloodError("getsockname failed")
+            throw DatagramIOError("getsockname failed")
         }
         fd = descriptor
         local = address
@@ -114,130 +93,115 @@ public final class MultiMessageSocket {
     }
 
     /// Sends up to `count` prepared messages; returns how many left, 0 when the socket buffer is full.
-    public func send(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
-        let n = sendMultiple(fd, UnsafeMutableRawPointer(messages), UInt32(count), 0)
+    public func send(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(DatagramIOError) -> Int {
+        let n = calls.send(fd, UnsafeMutableRawPointer(messages), UInt32(count), 0)
         if n >= 0 { return Int(n) }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ECONNREFUSED { return 0 }
-        throw FloodError("sendmmsg: \(String(cString: strerror(errno)))")
+        throw DatagramIOError("sendmmsg", errno: errno)
     }
 
     /// Receives up to `count` datagrams without blocking; returns how many, 0 when none are queued.
-    public func receive(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(FloodError) -> Int {
-        let n = receiveMultiple(fd, UnsafeMutableRawPointer(messages), UInt32(count), Int32(MSG_DONTWAIT), nil)
+    public func receive(_ messages: UnsafeMutablePointer<MultiMessageHeader>, count: Int) throws(DatagramIOError) -> Int {
+        let n = calls.receive(fd, UnsafeMutableRawPointer(messages), UInt32(count), Int32(MSG_DONTWAIT), nil)
         if n >= 0 { return Int(n) }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNREFUSED { return 0 }
-        throw FloodError("recvmmsg: \(String(cString: strerror(errno)))")
+        throw DatagramIOError("recvmmsg", errno: errno)
     }
 
     /// Sends one datagram; false when the socket buffer is full.
-    public func send(_ bytes: [UInt8]) throws(FloodError) -> Bool {
+    public func send(_ bytes: [UInt8]) throws(DatagramIOError) -> Bool {
         try sent(bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) })
     }
 
     /// Sends one datagram of `bytes` (to the connected peer); false when the socket buffer is full.
-    public func send(_ bytes: UnsafeRawBufferPointer) throws(FloodError) -> Bool {
+    public func send(_ bytes: UnsafeRawBufferPointer) throws(DatagramIOError) -> Bool {
         try sent(Glibc.send(fd, bytes.baseAddress, bytes.count, 0))
     }
 
     /// What a `send` returning `n` means: sent, the socket buffer is full (false), or an error.
-    private func sent(_ n: Int) throws(FloodError) -> Bool {
+    private func sent(_ n: Int) throws(DatagramIOError) -> Bool {
         if n >= 0 { return true }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ECONNREFUSED { return false }
-        throw FloodError("send: \(String(cString: strerror(errno)))")
+        throw DatagramIOError("send", errno: errno)
     }
 
     /// Waits up to `milliseconds` for one datagram and returns it, or `nil` when none came.
-    public func receive(waitingMilliseconds milliseconds: Int32, maxBytes: Int) throws(FloodError) -> [UInt8]? {
+    public func receive(waitingMilliseconds milliseconds: Int32, maxBytes: Int) throws(DatagramIOError) -> [UInt8]? {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         guard poll(&p, 1, milliseconds) > 0 else { return nil }
         var out = [UInt8](repeating: 0, count: maxBytes)
         let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
         if n >= 0 { return Array(out[0..<n]) }
         if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNREFUSED { return nil }
-        throw FloodError("recv: \(String(cString: strerror(errno)))")
+        throw DatagramIOError("recv", errno: errno)
     }
 
-    static func withSockaddr<R>(_ a: TransportAddress, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
-        switch a.ip {
-        case .v4(let ip):
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = a.port.bigEndian
-            sin.sin_addr.s_addr = ip.bigEndian
-            return withUnsafePointer(to: &sin) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-        case .v6:
-            var sin6 = sockaddr_in6()
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            sin6.sin6_port = a.port.bigEndian
-            let bytes = a.ip.bytes
-            withUnsafeMutableBytes(of: &sin6.sin6_addr) { raw in
-                for i in 0..<16 { raw[i] = bytes[i] }
-            }
-            return withUnsafePointer(to: &sin6) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-            }
-        }
-    }
-
-    private static func transportAddress(_ storage: sockaddr_storage) -> TransportAddress? {
-        var s = storage
-        switch Int32(s.ss_family) {
-        case AF_INET:
-            return withUnsafeBytes(of: &s) { raw in
-                let sin = raw.load(as: sockaddr_in.self)
-                return TransportAddress(ip: .v4(UInt32(bigEndian: sin.sin_addr.s_addr)), port: UInt16(bigEndian: sin.sin_port))
-            }
-        case AF_INET6:
-            return withUnsafeBytes(of: &s) { raw in
-                let sin6 = raw.load(as: sockaddr_in6.self)
-                var addr = sin6.sin6_addr
-                let bytes = withUnsafeBytes(of: &addr) { Array($0) }
-                return IPAddress(bytes: bytes).map { TransportAddress(ip: $0, port: UInt16(bigEndian: sin6.sin6_port)) }
-            }
-        default:
-            return nil
-        }
-    }
 }
 
 /// Headers, vectors and buffers for receiving up to ``count`` datagrams of up to ``maxBytes`` each in one `recvmmsg`.
+///
+/// Each datagram lands ``headroom`` bytes into its slot, so a header can be written in front of it
+/// in place (a relay's ChannelData, RFC 8656 §12.4); its source address is kept (``source(_:)``).
 public final class ReceiveBatch {
     /// Datagrams one call receives at most.
     public let count: Int
     /// Receive room per datagram; longer ones are truncated by the kernel (see ``isTruncated(_:)``).
     public let maxBytes: Int
+    /// Bytes left free in front of each datagram.
+    public let headroom: Int
     private let headers: UnsafeMutablePointer<MultiMessageHeader>
     private let vectors: UnsafeMutablePointer<iovec>
+    private let names: UnsafeMutablePointer<sockaddr_storage>
     private let buffers: UnsafeMutableRawBufferPointer
+    private let calls: MultiMessageCalls
 
-    /// Allocates room for `count` datagrams of `maxBytes`.
-    public init(count: Int, maxBytes: Int) {
+    /// Allocates room for `count` datagrams of `maxBytes`, each `headroom` bytes into its slot.
+    public init(count: Int, maxBytes: Int, headroom: Int = 0) {
         self.count = count
         self.maxBytes = maxBytes
+        self.headroom = headroom
+        // The lookup cannot fail where `MultiMessageSocket` or `EventPoll` could be made; a batch
+        // without it receives nothing.
+        calls = (try? MultiMessageCalls.lookUp()) ?? .unavailable
         headers = .allocate(capacity: count)
         headers.initialize(repeating: MultiMessageHeader(), count: count)
         vectors = .allocate(capacity: count)
-        buffers = .allocate(byteCount: count * maxBytes, alignment: 16)
-        for i in 0..<count { vectors[i] = iovec(iov_base: buffers.baseAddress! + i * maxBytes, iov_len: maxBytes) }
+        names = .allocate(capacity: count)
+        names.initialize(repeating: sockaddr_storage(), count: count)
+        buffers = .allocate(byteCount: count * (headroom + maxBytes), alignment: 16)
+        for i in 0..<count {
+            vectors[i] = iovec(iov_base: buffers.baseAddress! + i * (headroom + maxBytes) + headroom, iov_len: maxBytes)
+        }
     }
 
     deinit {
         headers.deallocate()
         vectors.deallocate()
+        names.deallocate()
         buffers.deallocate()
     }
 
     /// Receives what `socket` has queued, without blocking; returns how many datagrams arrived (0 when none).
-    public func receive(on socket: MultiMessageSocket) throws(FloodError) -> Int {
-        for i in 0..<count {
+    public func receive(on socket: MultiMessageSocket) throws(DatagramIOError) -> Int {
+        try receive(from: socket.fd, upTo: count)
+    }
+
+    /// Receives up to `limit` (at most ``count``) datagrams queued on `fd`, without blocking; returns
+    /// how many arrived (0 when none).
+    public func receive(from fd: Int32, upTo limit: Int) throws(DatagramIOError) -> Int {
+        let n = min(limit, count)
+        for i in 0..<n {
             vectors[i].iov_len = maxBytes
             headers[i] = MultiMessageHeader()
             headers[i].header.msg_iov = vectors + i
             headers[i].header.msg_iovlen = 1
+            headers[i].header.msg_name = UnsafeMutableRawPointer(names + i)
+            headers[i].header.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
         }
-        return try socket.receive(headers, count: count)
+        let got = calls.receive(fd, UnsafeMutableRawPointer(headers), UInt32(n), Int32(MSG_DONTWAIT), nil)
+        if got >= 0 { return Int(got) }
+        if errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNREFUSED || errno == EINTR { return 0 }
+        throw DatagramIOError("recvmmsg", errno: errno)
     }
 
     /// Bytes of datagram `i` of the last receive.
@@ -248,6 +212,15 @@ public final class ReceiveBatch {
 
     /// The bytes of datagram `i` of the last receive (valid until the next receive).
     public func bytes(_ i: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: buffers.baseAddress! + i * maxBytes, count: length(i))
+        UnsafeRawBufferPointer(start: UnsafeRawPointer(vectors[i].iov_base!), count: length(i))
     }
+
+    /// Datagram `i` of the last receive with its ``headroom`` in front, to write a header into (valid
+    /// until the next receive).
+    public func slot(_ i: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: vectors[i].iov_base!.advanced(by: -headroom), count: headroom + length(i))
+    }
+
+    /// Where datagram `i` of the last receive came from.
+    public func source(_ i: Int) -> TransportAddress? { UDPSocket.transportAddress(names + i) }
 }
