@@ -161,7 +161,7 @@ let package = Package(
         .testTarget(name: "MediaTests", dependencies: ["Media", "Traversal", "PeerTestSupport"]),
         .testTarget(name: "SourceLimitsTests", dependencies: ["SourceLimits",
             .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous", "SourceLimits",
+        .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous", "SourceLimits", "DatagramIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOPosix", package: "swift-nio"),
