@@ -7,7 +7,6 @@ import STUNLite
 /// A failure that stops a flood, with a message for the terminal (the socket layer's error type, so
 /// its failures pass through unchanged).
 public typealias FloodError = DatagramIOError
-}
 
 /// Clocks the floods read: monotonic time and this process's CPU time.
 public enum FloodClock {
