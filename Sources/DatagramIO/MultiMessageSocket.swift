@@ -149,36 +149,19 @@ public final class ReceiveBatch {
     public let maxBytes: Int
     /// Bytes left free in front of each datagram.
     public let headroom: Int
-    private let headers: UnsafeMutablePointer<MultiMessageHeader>
-    private let vectors: UnsafeMutablePointer<iovec>
-    private let names: UnsafeMutablePointer<sockaddr_storage>
-    private let buffers: UnsafeMutableRawBufferPointer
-    private let calls: MultiMessageCalls
+    private let slots: MessageSlots
+    private let calls = MultiMessageCalls.shared
+    private var headers: UnsafeMutablePointer<MultiMessageHeader> { slots.headers }
+    private var vectors: UnsafeMutablePointer<iovec> { slots.vectors }
+    private var names: UnsafeMutablePointer<sockaddr_storage> { slots.names }
 
     /// Allocates room for `count` datagrams of `maxBytes`, each `headroom` bytes into its slot.
     public init(count: Int, maxBytes: Int, headroom: Int = 0) {
         self.count = count
         self.maxBytes = maxBytes
         self.headroom = headroom
-        // The lookup cannot fail where `MultiMessageSocket` or `EventPoll` could be made; a batch
-        // without it receives nothing.
-        calls = (try? MultiMessageCalls.lookUp()) ?? .unavailable
-        headers = .allocate(capacity: count)
-        headers.initialize(repeating: MultiMessageHeader(), count: count)
-        vectors = .allocate(capacity: count)
-        names = .allocate(capacity: count)
-        names.initialize(repeating: sockaddr_storage(), count: count)
-        buffers = .allocate(byteCount: count * (headroom + maxBytes), alignment: 16)
-        for i in 0..<count {
-            vectors[i] = iovec(iov_base: buffers.baseAddress! + i * (headroom + maxBytes) + headroom, iov_len: maxBytes)
-        }
-    }
-
-    deinit {
-        headers.deallocate()
-        vectors.deallocate()
-        names.deallocate()
-        buffers.deallocate()
+        slots = MessageSlots(count: count, slotBytes: headroom + maxBytes, offset: headroom)
+        for i in 0..<count { slots.vectors[i].iov_len = maxBytes }
     }
 
     /// Receives what `socket` has queued, without blocking; returns how many datagrams arrived (0 when none).

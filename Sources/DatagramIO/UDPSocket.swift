@@ -22,9 +22,35 @@ struct MultiMessageCalls: @unchecked Sendable {
                                  receive: unsafeBitCast(receive, to: ReceiveMultiple.self))
     }
 
-    /// Calls that send and receive nothing and fail with `ENOSYS`.
-    static let unavailable = MultiMessageCalls(send: { _, _, _, _ in errno = ENOSYS; return -1 },
-                                               receive: { _, _, _, _, _ in errno = ENOSYS; return -1 })
+    /// The calls, or where the C library lacks them (never on Linux), calls that fail with `ENOSYS`.
+    static let shared = (try? lookUp()) ?? MultiMessageCalls(send: { _, _, _, _ in errno = ENOSYS; return -1 },
+                                                            receive: { _, _, _, _, _ in errno = ENOSYS; return -1 })
+}
+
+/// Message headers, vectors, addresses and buffers for `count` datagrams of up to `slotBytes`, each
+/// vector starting `offset` bytes into its slot: what one `sendmmsg` or `recvmmsg` works on.
+final class MessageSlots {
+    let headers: UnsafeMutablePointer<MultiMessageHeader>
+    let vectors: UnsafeMutablePointer<iovec>
+    let names: UnsafeMutablePointer<sockaddr_storage>
+    private let buffers: UnsafeMutableRawBufferPointer
+
+    init(count: Int, slotBytes: Int, offset: Int = 0) {
+        headers = .allocate(capacity: count)
+        headers.initialize(repeating: MultiMessageHeader(), count: count)
+        vectors = .allocate(capacity: count)
+        names = .allocate(capacity: count)
+        names.initialize(repeating: sockaddr_storage(), count: count)
+        buffers = .allocate(byteCount: count * slotBytes, alignment: 16)
+        for i in 0..<count { vectors[i] = iovec(iov_base: buffers.baseAddress! + i * slotBytes + offset, iov_len: 0) }
+    }
+
+    deinit {
+        headers.deallocate()
+        vectors.deallocate()
+        names.deallocate()
+        buffers.deallocate()
+    }
 }
 
 /// Plain non-blocking UDP sockets by descriptor: opening, binding, addresses.
@@ -164,36 +190,23 @@ public final class SendBatch {
     /// Datagrams the kernel would not take since this batch was made (socket buffer full, or an error
     /// such as an unreachable peer): UDP drops them.
     public private(set) var dropped = 0
-    private let headers: UnsafeMutablePointer<MultiMessageHeader>
-    private let vectors: UnsafeMutablePointer<iovec>
-    private let names: UnsafeMutablePointer<sockaddr_storage>
+    private let slots: MessageSlots
     private let sockets: UnsafeMutablePointer<Int32>
-    private let buffers: UnsafeMutableRawBufferPointer
-    private let calls: MultiMessageCalls
+    private let calls = MultiMessageCalls.shared
+    private var headers: UnsafeMutablePointer<MultiMessageHeader> { slots.headers }
+    private var vectors: UnsafeMutablePointer<iovec> { slots.vectors }
+    private var names: UnsafeMutablePointer<sockaddr_storage> { slots.names }
 
     /// Allocates room for `capacity` datagrams of up to `maxBytes`.
     public init(capacity: Int, maxBytes: Int) {
         self.capacity = capacity
         self.maxBytes = maxBytes
-        calls = (try? MultiMessageCalls.lookUp()) ?? .unavailable
-        headers = .allocate(capacity: capacity)
-        headers.initialize(repeating: MultiMessageHeader(), count: capacity)
-        vectors = .allocate(capacity: capacity)
-        names = .allocate(capacity: capacity)
-        names.initialize(repeating: sockaddr_storage(), count: capacity)
+        slots = MessageSlots(count: capacity, slotBytes: maxBytes)
         sockets = .allocate(capacity: capacity)
         sockets.initialize(repeating: -1, count: capacity)
-        buffers = .allocate(byteCount: capacity * maxBytes, alignment: 16)
-        for i in 0..<capacity { vectors[i] = iovec(iov_base: buffers.baseAddress! + i * maxBytes, iov_len: 0) }
     }
 
-    deinit {
-        headers.deallocate()
-        vectors.deallocate()
-        names.deallocate()
-        sockets.deallocate()
-        buffers.deallocate()
-    }
+    deinit { sockets.deallocate() }
 
     /// Queues `bytes` for `socket` to send to `destination`; a datagram longer than ``maxBytes`` leaves
     /// at once with `sendto`, after what was queued before it.

@@ -16,8 +16,8 @@ struct TURNDataPlaneTests {
     static let burst = 5
 
     /// A peer socket on loopback, read and written directly; closed at the end of `body`.
-    static func withPeer(_ body: (Int32, TransportAddress) async throws -> Void) async throws {
-        let fd = try UDPSocket.open(bound: TransportAddress(ip: TURNInteropTests.loopback, port: 0))
+    static func withPeer(on ip: IPAddress = TURNInteropTests.peerIP, _ body: (Int32, TransportAddress) async throws -> Void) async throws {
+        let fd = try UDPSocket.open(bound: TransportAddress(ip: ip, port: 0))
         defer { close(fd) }
         try await body(fd, try #require(UDPSocket.localAddress(fd)))
     }
@@ -37,7 +37,7 @@ struct TURNDataPlaneTests {
     }
 
     @Test func burstsFromManyAllocationsReachTheRightPeerAndClientEachWay() async throws {
-        try await TURNInteropTests.withOurServer { server in
+        try await TURNInteropTests.withOurServer({ $0.maxAllocationsPerUser = Self.allocations }) { server in
             try await Self.withPeer { peerFD, peer in
                 var clients: [(TURNClient, TURNAllocation)] = []
                 do {
@@ -85,13 +85,14 @@ struct TURNDataPlaneTests {
     @Test func aPeerDatagramWithoutPermissionIsDroppedAndOneWithItArrives() async throws {
         try await TURNInteropTests.withOurServer { server in
             try await Self.withPeer { peerFD, peer in
-                try await Self.withPeer { strangerFD, _ in
+                // Permissions are per IP address (RFC 8656 §9): the stranger is on another one.
+                try await Self.withPeer(on: IPAddress("127.0.0.3")!) { strangerFD, _ in
                     let (client, allocation) = try await TURNClient.allocate(
                         .init(server: server.udpAddress, transport: .udp, username: "u", password: "p", retransmission: .quick))
                     do {
                         try await client.createPermission(for: [peer])
                         [UInt8(1)].withUnsafeBytes { bytes in
-                            // The stranger's address has no permission (RFC 8656 §9): dropped at the relay.
+                            // The stranger's address has no permission: dropped at the relay.
                             _ = UDPSocket.withSockaddr(allocation.relayed) { sendto(strangerFD, bytes.baseAddress, 1, 0, $0, $1) }
                         }
                         [UInt8(2)].withUnsafeBytes { bytes in
