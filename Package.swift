@@ -45,10 +45,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Raw Linux datagram I/O (epoll, recvmmsg/sendmmsg): the relay's data plane and the flood generators.
+        .target(name: "DatagramIO", dependencies: ["STUNLite"]),
         .target(
             name: "TURNLite",
             dependencies: [
-                "STUNLite", "SourceLimits",
+                "STUNLite", "SourceLimits", "DatagramIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -134,7 +136,7 @@ let package = Package(
         .target(
             name: "FloodKit",
             dependencies: [
-                "STUNLite", "TURNLite",
+                "STUNLite", "TURNLite", "DatagramIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -142,7 +144,7 @@ let package = Package(
             path: "Benchmarks/FloodKit"),
         .executableTarget(
             name: "stun-flood",
-            dependencies: ["FloodKit", "STUNLite"],
+            dependencies: ["FloodKit", "DatagramIO", "STUNLite"],
             path: "Benchmarks/STUNFlood"),
         .executableTarget(
             name: "cloud-storm",
@@ -161,13 +163,14 @@ let package = Package(
         .testTarget(name: "MediaTests", dependencies: ["Media", "Traversal", "PeerTestSupport"]),
         .testTarget(name: "SourceLimitsTests", dependencies: ["SourceLimits",
             .product(name: "NIOCore", package: "swift-nio")]),
-        .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous", "SourceLimits",
+        .testTarget(name: "TURNLiteTests", dependencies: ["TURNLite", "STUNLite", "NATLab", "Rendezvous", "SourceLimits", "DatagramIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "StrategiesTests", dependencies: ["Strategies", "Traversal", "STUNLite", "TURNLite", "NATLab", "Rendezvous", "Media", "SourceLimits",
             .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "DatagramIOTests", dependencies: ["DatagramIO", "STUNLite"]),
         .testTarget(name: "FloodKitTests", dependencies: ["FloodKit", "TURNLite", "STUNLite", "Rendezvous",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),

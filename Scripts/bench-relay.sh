@@ -276,6 +276,8 @@ media_run() {
     esac
     for pid in "$@"; do watch_args+=(--watch-pid "$pid"); done
     local out="$WORK/$server-media-$n-$pps-$bytes-$cores.out"
+    # Servers are compared back to back: the load each run met is part of its figure.
+    echo "bench-relay: $server $scenario $cores: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     taskset -c "$gen_cpus" "$BIN/turn-flood" media --target "127.0.0.1:$port" --user "$USER_NAME:$USER_PASSWORD" \
         --allocations "$n" --pps "$pps" --payload "$bytes" --direction "$MEDIA_DIRECTION" \
         --warmup "$MEDIA_WARMUP" --duration "$MEDIA_DURATION" "${target_args[@]}" "${watch_args[@]}" > "$out" 2>&1 \

@@ -1,15 +1,12 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DatagramIO
 import STUNLite
 
-/// A failure that stops a flood, with a message for the terminal.
-public struct FloodError: Error, CustomStringConvertible {
-    /// What went wrong.
-    public var description: String
-    /// Wraps a message.
-    public init(_ description: String) { self.description = description }
-}
+/// A failure that stops a flood, with a message for the terminal (the socket layer's error type, so
+/// its failures pass through unchanged).
+public typealias FloodError = DatagramIOError
 
 /// Clocks the floods read: monotonic time and this process's CPU time.
 public enum FloodClock {

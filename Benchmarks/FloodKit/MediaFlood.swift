@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DatagramIO
 import STUNLite
 import TURNLite
 
@@ -371,7 +372,7 @@ public final class MediaFlood {
     static let peerIP = IPAddress("127.0.0.2")!
 
     private func setDestination(_ i: Int, _ address: TransportAddress) {
-        MultiMessageSocket.withSockaddr(address) { pointer, _ in
+        UDPSocket.withSockaddr(address) { pointer, _ in
             pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { destinations[i] = $0.pointee }
         }
     }

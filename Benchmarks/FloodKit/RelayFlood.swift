@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DatagramIO
 import STUNLite
 import TURNLite
 

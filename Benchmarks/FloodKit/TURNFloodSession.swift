@@ -1,3 +1,4 @@
+import DatagramIO
 import STUNLite
 import TURNLite
 

@@ -1,4 +1,5 @@
 import FloodKit
+import DatagramIO
 import STUNLite
 
 /// What to flood, for how long and how hard; every bound is named and checked in ``validate()``.

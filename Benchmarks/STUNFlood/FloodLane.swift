@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import FloodKit
+import DatagramIO
 import STUNLite
 
 /// What a run counted; lanes add into one of these.

@@ -1,3 +1,4 @@
+import DatagramIO
 import Foundation
 import Logging
 import Metrics
@@ -7,21 +8,25 @@ import NIOSSL
 import SourceLimits
 import STUNLite
 
-/// A TURN relay over UDP, TCP and TLS: a thin NIO layer around ``TURNServerStateMachine`` (RFC 8656 §5–12).
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A TURN relay over UDP, TCP and TLS around ``TURNServerStateMachine`` (RFC 8656 §5–12).
 ///
-/// The server runs as ``Configuration/shards`` shards, one per event loop (a core each): every shard has
-/// its own state machine and its own UDP, TCP and TLS listener on the same ports (`SO_REUSEPORT`), and the
-/// kernel steers each client to one shard by its source address (``TURNShardSteering``). Every socket of a
-/// shard — its listeners, client connections and relay sockets — lives on the shard's event loop, so its
-/// state machine needs no lock; per-user quotas and the server-wide limits are shared
-/// (``TURNSharedLedger``). The UDP listeners read in batches (`recvmmsg`)
-/// and flush after each batch; relay sockets read one datagram at a time (a media peer's pace) and
-/// flush once per event-loop turn, after every ready socket was read: what thousands of relay
-/// sockets received in one turn leaves the listener in one `sendmmsg`. ChannelData is relayed by reading its 4-byte header only
-/// (RFC 8656 §12.6); within a turn, consecutive payloads of one length for one peer are
-/// gathered into one buffer that leaves the relay socket as a single UDP GSO send (Linux), which the
-/// kernel splits back into one datagram per payload — a relay's per-packet kernel cost, paid once
-/// per run instead.
+/// The server runs as ``Configuration/shards`` shards (a core each): every shard has its own state
+/// machine and its own UDP, TCP and TLS listener on the same ports (`SO_REUSEPORT`), and the kernel
+/// steers each client to one shard by its source address (``TURNShardSteering``), so a shard's state
+/// machine needs no lock; per-user quotas and the server-wide limits are shared (``TURNSharedLedger``).
+///
+/// The UDP side of a shard is a data plane of its own (``TURNShard``): one thread, one `epoll` set
+/// holding the shard's UDP listeners and every relay socket of its allocations, batched reads
+/// (`recvmmsg`) into buffers reused round after round, and what a round produced sent with one
+/// `sendmmsg` per run of datagrams for one socket — what thousands of relay sockets received in one
+/// round leaves the listener in one call. ChannelData is relayed by reading its 4-byte header only
+/// (RFC 8656 §12.6), and framed for the client in place. TCP and TLS connections stay on NIO event
+/// loops (one per shard, from the group given to ``start(_:group:logger:)``) and hand their frames to
+/// the shard's thread.
 public final class TURNServer: Sendable {
     /// How to run a TURN server (RFC 8656 §5).
     public struct Configuration: Sendable {
@@ -42,12 +47,11 @@ public final class TURNServer: Sendable {
         public var server: TURNServerConfiguration
         /// Datagrams read per system call on the UDP listeners.
         public var vectorReadCount: Int
-        /// Datagrams read per system call on relay sockets. A media peer sends a packet every few
-        /// milliseconds, so one read finds one datagram; a bigger batch only makes every allocation's
-        /// receive buffer bigger (``maxDatagramSize`` × this).
+        /// Datagrams read per system call on relay sockets (into the shard's one receive batch, so a
+        /// bigger count costs no memory per allocation).
         public var relayVectorReadCount: Int = defaultRelayVectorReadCount
-        /// Default of ``relayVectorReadCount``: 1.
-        public static let defaultRelayVectorReadCount = 1
+        /// Default of ``relayVectorReadCount``: 8.
+        public static let defaultRelayVectorReadCount = 8
         /// `SO_RCVBUF` asked for the UDP listener, bytes (the kernel caps it at `net.core.rmem_max`): the
         /// default queue holds only some hundred datagrams, which a burst of ChannelData overflows.
         public var udpReceiveBufferBytes: Int = STUNServer.defaultUDPReceiveBufferBytes
@@ -69,8 +73,9 @@ public final class TURNServer: Sendable {
         public var drainGracePeriod: Duration = defaultDrainGracePeriod
         /// Default of ``drainGracePeriod``: 30 s.
         public static let defaultDrainGracePeriod: Duration = .seconds(30)
-        /// Shards, each on its own event loop of the group given to ``TURNServer/start(_:group:logger:)``
-        /// (at most one per loop): 1 serves everything from one core; `System.coreCount` uses every core.
+        /// Shards, each with its own thread for UDP and its own event loop of the group given to
+        /// ``TURNServer/start(_:group:logger:)`` for TCP/TLS (at most one per loop): 1 serves everything
+        /// from one core; `System.coreCount` uses every core.
         public var shards: Int = 1
 
         /// Relay IPs per family: each of `overrides`, else the first of `listenIPs` of that family (what
@@ -114,6 +119,8 @@ public final class TURNServer: Sendable {
     public static let maxDatagramSize = 65_536 / 32
     /// `IPV6_V6ONLY`: an IPv6 listener that leaves IPv4 to its IPv4 sibling (RFC 3493 §5.3).
     static let ipv6Only = ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only)
+    /// Stops a shard's thread should the server be dropped without ``shutdown()``.
+    private let stopper: TURNShardStopper
     /// Tries to find an even relay port for EVEN-PORT before answering 508 (RFC 8656 §7.2).
     public static let evenPortAttempts = 16
 
@@ -130,22 +137,23 @@ public final class TURNServer: Sendable {
     /// Every TLS listener's address, in the same order (empty without TLS).
     public let tlsAddresses: [TransportAddress]
     /// Shards actually running (``Configuration/shards``, at most one per event loop of the group).
-    public var shardCount: Int { cores.count }
-    private let cores: [TURNCoreReference]
+    public var shardCount: Int { shards.count }
+    private let shards: [TURNShard]
     private let ledger: TURNSharedLedger
     private let listeners: [Channel]
     private let streamIdleTimeout: TimeAmount
     let drainGracePeriod: Duration
     private let logger: Logger
 
-    private init(udp: [TransportAddress], tcp: [TransportAddress], tls: [TransportAddress], cores: [TURNCoreReference],
+    private init(udp: [TransportAddress], tcp: [TransportAddress], tls: [TransportAddress], shards: [TURNShard],
                  ledger: TURNSharedLedger, listeners: [Channel], streamIdleTimeout: TimeAmount, drainGracePeriod: Duration,
                  logger: Logger) {
         self.drainGracePeriod = drainGracePeriod
         self.udpAddresses = udp
         self.tcpAddresses = tcp
         self.tlsAddresses = tls
-        self.cores = cores
+        self.shards = shards
+        self.stopper = TURNShardStopper(shards)
         self.ledger = ledger
         self.listeners = listeners
         self.streamIdleTimeout = streamIdleTimeout
@@ -166,104 +174,90 @@ public final class TURNServer: Sendable {
         for loop in group.makeIterator() where loops.count < max(1, configuration.shards) && !loops.contains(where: { $0 === loop }) {
             loops.append(loop)
         }
-        let shards = loops.count
+        let shardCount = loops.count
         let ledger = TURNSharedLedger(maxStreamConnections: configuration.maxStreamConnections,
                                       maxStreamConnectionsPerSource: configuration.maxStreamConnectionsPerSource)
         var server = configuration.server
         // Shards check each other's nonces: one secret for all.
         if server.nonceSecret == nil { server.nonceSecret = (0..<32).map { _ in UInt8.random(in: 0...255) } }
-        var cores: [TURNCoreReference] = []
-        for (index, loop) in loops.enumerated() {
-            let shardServer = server
-            let shardLogger = shards > 1 ? Self.shardLogger(logger, index) : logger
-            let bound = try await loop.submit {
-                NIOLoopBound(TURNServerCore(configuration: configuration, server: shardServer, ledger: ledger, loop: loop,
-                                            logger: shardLogger), eventLoop: loop)
-            }.get()
-            cores.append(TURNCoreReference(bound: bound, loop: loop))
-        }
+        var shards: [TURNShard] = []
         var channels: [Channel] = []
         do {
+            for (index, loop) in loops.enumerated() {
+                shards.append(try TURNShard(index: index, configuration: configuration, server: server, ledger: ledger, streamLoop: loop,
+                                            logger: shardCount > 1 ? Self.shardLogger(logger, index) : logger))
+            }
             // With a listener of each family, the IPv6 one takes IPv6 alone, so `::` and `0.0.0.0` can share a port.
             let dualStack = configuration.listenIPs.count > 1
-            let reusePort = shards > 1
-            /// Binds one listener per shard on `ip`, the first picking the port when asked to; steers them.
-            ///
-            /// Sharing a port takes `SO_REUSEPORT` on every socket, and the kernel lets a socket with it join
-            /// any group of the same user on that port: so the port is first bound alone, without the option
-            /// (failing with EADDRINUSE, for ``FreePortRetry``, if anything holds it), then released and shared.
-            func bindShards(ip: IPAddress, port: UInt16, tcp: Bool,
-                            _ bindOne: (TURNCoreReference, UInt16) async throws -> Channel) async throws -> TransportAddress {
-                var group: [Channel] = []
-                var local: TransportAddress?
-                if reusePort {
-                    let at = TransportAddress(ip: ip, port: port).socketAddress
-                    let alone: Channel
-                    if tcp {
-                        // TCP's SO_REUSEADDR only passes connections in TIME_WAIT; UDP's would share the port, so not there.
-                        var probe = ServerBootstrap(group: loops[0]).serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                        if dualStack, !ip.isIPv4 { probe = probe.serverChannelOption(Self.ipv6Only, value: 1) }
-                        alone = try await probe.bind(to: at).get()
-                    } else {
-                        var probe = DatagramBootstrap(group: loops[0])
-                        if dualStack, !ip.isIPv4 { probe = probe.channelOption(Self.ipv6Only, value: 1) }
-                        alone = try await probe.bind(to: at).get()
-                    }
+            let reusePort = shardCount > 1
+            /// The port to bind every shard's listener to: when shards share it, it is first bound alone,
+            /// without `SO_REUSEPORT` (the kernel lets a socket with it join any group of the same user on
+            /// that port), failing with EADDRINUSE for ``FreePortRetry`` if anything holds it, then released.
+            func sharedPort(ip: IPAddress, port: UInt16, tcp: Bool) async throws -> UInt16 {
+                guard reusePort else { return port }
+                let at = TransportAddress(ip: ip, port: port)
+                if tcp {
+                    // TCP's SO_REUSEADDR only passes connections in TIME_WAIT; UDP's would share the port, so not there.
+                    var probe = ServerBootstrap(group: loops[0]).serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    if dualStack, !ip.isIPv4 { probe = probe.serverChannelOption(Self.ipv6Only, value: 1) }
+                    let alone = try await probe.bind(to: at.socketAddress).get()
                     let picked = alone.localAddress?.port
                     try await alone.close()
                     guard let picked else { throw TURNError(.socket, detail: "no local address") }
-                    local = TransportAddress(ip: ip, port: UInt16(picked))
+                    return UInt16(picked)
                 }
-                for core in cores {
-                    let channel = try await bindOne(core, local?.port ?? port)
-                    channels.append(channel)
-                    group.append(channel)
-                    guard let address = channel.localAddress.flatMap(TransportAddress.init) else {
-                        throw TURNError(.socket, detail: "no local address")
-                    }
-                    local = local ?? address
-                }
-                if reusePort { try await TURNShardSteering.attach(to: group[0], shards: shards).get() }
-                return local!
+                let fd = try bindUDPSocket(at, options: UDPSocket.Options(ipv6Only: dualStack))
+                defer { close(fd) }
+                guard let local = UDPSocket.localAddress(fd) else { throw TURNError(.socket, detail: "no local address") }
+                return local.port
             }
             func bindUDP(_ ip: IPAddress, port: UInt16) async throws -> TransportAddress {
-                try await bindShards(ip: ip, port: port, tcp: false) { core, port in
-                    var bootstrap = UDPServerSocket.listener(
-                        DatagramBootstrap(group: core.loop), receiveBufferBytes: configuration.udpReceiveBufferBytes,
-                        vectorReadCount: configuration.vectorReadCount, maxDatagramSize: maxDatagramSize, reusePort: reusePort)
-                    if dualStack, !ip.isIPv4 { bootstrap = bootstrap.channelOption(Self.ipv6Only, value: 1) }
-                    let udp = try await bootstrap
-                        .channelInitializer { ch in
-                            ch.eventLoop.makeCompletedFuture {
-                                try ch.pipeline.syncOperations.addHandler(TURNListenerUDPHandler(core: core.bound.value))
-                            }
-                        }
-                        .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
-                    if let local = udp.localAddress.flatMap(TransportAddress.init) {
-                        try await core.loop.submit { core.bound.value.udpListeners[local] = udp }.get()
+                var port = try await sharedPort(ip: ip, port: port, tcp: false)
+                var first: Int32?
+                for shard in shards {
+                    let options = UDPSocket.Options(reusePort: reusePort, reuseAddress: true, ipv6Only: dualStack,
+                                                    receiveBufferBytes: configuration.udpReceiveBufferBytes)
+                    let fd = try bindUDPSocket(TransportAddress(ip: ip, port: port), options: options)
+                    guard let local = UDPSocket.localAddress(fd) else {
+                        close(fd)
+                        throw TURNError(.socket, detail: "no local address")
                     }
-                    return udp
+                    port = local.port
+                    if first == nil { first = fd }
+                    try await shard.submit { core in Result { try core.addListener(fd, at: local) } }.get()
                 }
+                if reusePort, let first { try TURNShardSteering.attach(toSocket: first, shards: shardCount) }
+                return TransportAddress(ip: ip, port: port)
             }
             func bindStream(_ ip: IPAddress, port: UInt16, ssl: NIOSSLContext?) async throws -> TransportAddress {
                 let transport: STUNTransport = ssl == nil ? .tcp : .tls
-                return try await bindShards(ip: ip, port: port, tcp: true) { core, port in
-                    var bootstrap = ServerBootstrap(group: core.loop, childGroup: core.loop)
+                var port = try await sharedPort(ip: ip, port: port, tcp: true)
+                var group: [Channel] = []
+                for shard in shards {
+                    var bootstrap = ServerBootstrap(group: shard.streamLoop, childGroup: shard.streamLoop)
                     if dualStack, !ip.isIPv4 { bootstrap = bootstrap.serverChannelOption(Self.ipv6Only, value: 1) }
                     if reusePort { bootstrap = bootstrap.serverChannelOption(.socketOption(.reusePort), value: 1) }
-                    return try await bootstrap
+                    let channel = try await bootstrap
                         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                         .serverChannelOption(.backlog, value: 256)
                         .childChannelInitializer { child in
                             child.eventLoop.makeCompletedFuture {
                                 let source = child.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
-                                guard core.bound.value.admitStream(from: source) else { throw TURNError(.socket, detail: "too many connections") }
-                                try core.serveAdmittedStream(child, from: source, tls: ssl, transport: transport,
-                                                             idleTimeout: configuration.streamIdleTimeout)
+                                guard shard.admitStream(from: source) else { throw TURNError(.socket, detail: "too many connections") }
+                                try shard.serveAdmittedStream(child, from: source, tls: ssl, transport: transport,
+                                                              idleTimeout: configuration.streamIdleTimeout, ledger: ledger)
                             }
                         }
                         .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
+                    channels.append(channel)
+                    group.append(channel)
+                    guard let local = channel.localAddress.flatMap(TransportAddress.init) else {
+                        throw TURNError(.socket, detail: "no local address")
+                    }
+                    port = local.port
                 }
+                if reusePort { try await TURNShardSteering.attach(to: group[0], shards: shardCount).get() }
+                return TransportAddress(ip: ip, port: port)
             }
             // The first listen IP picks the ports (when asked to); the others share them.
             var udp: [TransportAddress] = []
@@ -275,16 +269,29 @@ public final class TURNServer: Sendable {
                 if configuration.tcp { tcp.append(try await bindStream(ip, port: u.port, ssl: nil)) }
                 if let t = configuration.tls { tls.append(try await bindStream(ip, port: tls.first?.port ?? t.port, ssl: t.context)) }
             }
-            for core in cores { try await core.loop.submit { core.bound.value.startSweeping() }.get() }
             logger.info("turn server listening", metadata: [
-                "udp": "\(udp)", "tcp": "\(tcp)", "tls": "\(tls)", "shards": "\(shards)",
+                "udp": "\(udp)", "tcp": "\(tcp)", "tls": "\(tls)", "shards": "\(shardCount)",
                 "relay": "\(configuration.relayIPs.values.map(\.description).sorted())"])
-            return TURNServer(udp: udp, tcp: tcp, tls: tls, cores: cores, ledger: ledger, listeners: channels,
+            return TURNServer(udp: udp, tcp: tcp, tls: tls, shards: shards, ledger: ledger, listeners: channels,
                               streamIdleTimeout: configuration.streamIdleTimeout,
                               drainGracePeriod: configuration.drainGracePeriod, logger: logger)
         } catch {
             for c in channels { try? await c.close() }
+            for shard in shards {
+                _ = await shard.shutdown()
+                await shard.stop()
+            }
             throw error
+        }
+    }
+
+    /// A UDP socket bound to `address`; EADDRINUSE surfaces as NIO's `IOError`, which ``FreePortRetry`` knows.
+    private static func bindUDPSocket(_ address: TransportAddress, options: UDPSocket.Options) throws -> Int32 {
+        do throws(DatagramIOError) {
+            return try UDPSocket.open(bound: address, options: options)
+        } catch {
+            if error.errno == EADDRINUSE { throw IOError(errnoCode: EADDRINUSE, reason: error.description) }
+            throw TURNError(.socket, detail: error.description)
         }
     }
 
@@ -298,9 +305,7 @@ public final class TURNServer: Sendable {
     /// Runs `body` on every shard's loop and collects the results in shard order.
     private func eachShard<T: Sendable>(_ body: @escaping @Sendable (TURNServerCore) -> T) async -> [T] {
         var out: [T] = []
-        for core in cores {
-            if let value = try? await core.loop.submit({ body(core.bound.value) }).get() { out.append(value) }
-        }
+        for shard in shards { out.append(await shard.submit(body)) }
         return out
     }
 
@@ -350,444 +355,41 @@ public final class TURNServer: Sendable {
     public func adoptStream(_ channel: any Channel, transport: STUNTransport = .tls) -> EventLoopFuture<Void> {
         // The shard the kernel would have steered this source to, so its per-source limits hold.
         let remote = channel.remoteAddress.flatMap(TransportAddress.init)
-        let core = cores[remote.map { TURNShardSteering.shard(of: $0.ip, shards: cores.count) } ?? 0]
+        let shard = shards[remote.map { TURNShardSteering.shard(of: $0.ip, shards: shards.count) } ?? 0]
         let timeout = streamIdleTimeout
+        let ledger = self.ledger
         let source = channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
-        return core.loop.submit { core.bound.value.admitStream(from: source) }
-            .hop(to: channel.eventLoop)
-            .flatMapThrowing { admitted in
-                guard admitted else { throw TURNError(.socket, detail: "too many connections") }
-                try core.serveAdmittedStream(channel, from: source, tls: nil, transport: transport, idleTimeout: timeout)
-            }
+        guard shard.admitStream(from: source) else {
+            return channel.eventLoop.makeFailedFuture(TURNError(.socket, detail: "too many connections"))
+        }
+        return channel.eventLoop.submit {
+            try shard.serveAdmittedStream(channel, from: source, tls: nil, transport: transport, idleTimeout: timeout, ledger: ledger)
+        }
     }
 
     /// Closes listeners, client connections and relay sockets.
     public func shutdown() async {
-        let others = await eachShard { $0.shutdown() }.flatMap { $0 }
+        var others: [any Channel] = []
+        for shard in shards { others += await shard.shutdown() }
         for c in listeners + others { try? await c.close() }
+        for shard in shards { await shard.stop() }
         logger.info("turn server stopped")
     }
 }
 
-/// The server's mutable heart: the state machine and the channels its actions name; event loop only.
-final class TURNServerCore {
-    var machine: TURNServerStateMachine
-    /// The UDP listeners by local address: a reply leaves from the one the client talks to.
-    var udpListeners: [TransportAddress: Channel] = [:]
-    private var streams: [TURNFiveTuple: Channel] = [:]
-    private var relays: [TURNAllocationID: Channel] = [:]
-    /// Sockets held for EVEN-PORT reservations, by their address; their handler learns its allocation on adoption.
-    private var reserved: [TransportAddress: Channel] = [:]
-    private let metrics = TURNServerMetrics()
-    private var dirty: [ObjectIdentifier: Channel] = [:]
-    /// ChannelData payloads of the current read batch waiting to leave a relay socket, per allocation.
-    private var runs: [TURNAllocationID: TURNPeerRun] = [:]
-    /// Payloads one relay send may carry: the kernel's segment limit, and none when GSO is unavailable.
-    /// Drops to 1 for good if the kernel ever refuses a GSO send (some devices cannot checksum-offload).
-    private var maxSegmentsPerSend = System.supportsUDPSegmentationOffload ? TURNPeerRun.maxSegments : 1
-    private let ledger: TURNSharedLedger
-    /// Whether a ``flushAfterThisTurn()`` is pending.
-    private var flushScheduled = false
-    private var sweeper: RepeatedTask?
-    private var closed = false
-    private let configuration: TURNServer.Configuration
-    private let loop: any EventLoop
-    let logger: Logger
-
-    init(configuration: TURNServer.Configuration, server: TURNServerConfiguration, ledger: TURNSharedLedger,
-         loop: any EventLoop, logger: Logger) {
-        var server = server
-        server.relayFamilies = server.relayFamilies.intersection(configuration.relayIPs.keys)
-        server.relayHostAddresses.formUnion(Self.hostAddresses(configuration))
-        self.machine = TURNServerStateMachine(configuration: server, ledger: ledger)
-        self.ledger = ledger
-        self.configuration = configuration
-        self.loop = loop
-        self.logger = logger
-    }
-
-    static func now() -> Double { Date().timeIntervalSince1970 }
-
-    /// The addresses peers must not reach on this host: the listen and relay addresses, and every
-    /// interface address (a service bound to a wildcard answers on all of them).
-    static func hostAddresses(_ configuration: TURNServer.Configuration) -> Set<IPAddress> {
-        let bound = Set(configuration.relayIPs.values).union([configuration.listenIP])
-        let interfaces = ((try? System.enumerateDevices()) ?? []).compactMap { $0.address.flatMap(TransportAddress.init)?.ip }
-        return bound.union(interfaces)
-    }
-
-    func startSweeping() {
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        sweeper = loop.scheduleRepeatedTask(initialDelay: configuration.sweepInterval, delay: configuration.sweepInterval) { _ in
-            let core = bound.value
-            core.perform(core.machine.expire(now: Self.now()))
-            core.flush()
-        }
-    }
-
-    func shutdown() -> [Channel] {
-        closed = true
-        sweeper?.cancel()
-        let all = Array(streams.values) + Array(relays.values) + Array(reserved.values)
-        streams = [:]
-        relays = [:]
-        reserved = [:]
-        metrics.record(machine.takeStatistics(), allocations: 0)
-        return all
-    }
-
-    /// Takes a stream slot for `source`: false when the server is shut down or the server or source is full.
-    func admitStream(from source: SourceAddressKey) -> Bool {
-        guard !closed else { return false }
-        return ledger.admitStream(from: source)
-    }
-
-    func streamOpened(_ ft: TURNFiveTuple, _ channel: Channel) {
-        streams[ft] = channel
-        machine.clientConnected(ft, now: Self.now())
-    }
-
-    func streamReleased(_ source: SourceAddressKey) { ledger.releaseStream(from: source) }
-
-    func streamClosed(_ ft: TURNFiveTuple) {
-        streams[ft] = nil
-        perform(machine.clientDisconnected(ft))
-        flush()
-    }
-
-    // MARK: Client input
-
-    /// A datagram or stream frame from a client; ChannelData takes the fast path.
-    func fromClient(_ buffer: ByteBuffer, _ ft: TURNFiveTuple) {
-        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return }
-        if ChannelData.looksLikeChannelData(first) {
-            guard let head = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return }
-            let length = Int(head & 0xFFFF)
-            guard buffer.readableBytes - ChannelData.headerSize >= length,
-                  case let (id, peer)? = machine.routeChannelData(channel: UInt16(head >> 16), length: length, from: ft, now: Self.now()),
-                  let relay = relays[id],
-                  let payload = buffer.getSlice(at: buffer.readerIndex + ChannelData.headerSize, length: length) else { return }
-            relayToPeer(id, relay, peer, payload)
-            return
-        }
-        perform(machine.receiveFromClient(Array(buffer.readableBytesView), from: ft, now: Self.now()))
-    }
-
-    /// A datagram from a peer to a relay socket.
-    func fromPeer(_ id: TURNAllocationID, _ envelope: AddressedEnvelope<ByteBuffer>) {
-        guard let peer = TransportAddress(envelope.remoteAddress) else { return }
-        let payload = envelope.data
-        switch machine.routeFromPeer(id, peer: peer, length: payload.readableBytes, now: Self.now()) {
-        case .channelData(let c, let ft):
-            let pad = ft.transport == .udp ? 0 : ChannelData.streamPadding(length: payload.readableBytes)
-            var out = ByteBufferAllocator().buffer(capacity: ChannelData.headerSize + payload.readableBytes + pad)
-            out.writeInteger(c)
-            out.writeInteger(UInt16(payload.readableBytes))
-            out.writeImmutableBuffer(payload)
-            out.writeRepeatingByte(0, count: pad)
-            sendToClient(ft, out)
-        case .dataIndication(let ft):
-            sendToClient(ft, ByteBuffer(bytes: TURNMessages.dataIndication(peer: peer, payload: Array(payload.readableBytesView))))
-        case nil:
-            return
-        }
-    }
-
-    // MARK: Actions
-
-    func perform(_ actions: [TURNServerAction]) {
-        for action in actions {
-            switch action {
-            case .sendToClient(let ft, let bytes):
-                sendToClient(ft, ByteBuffer(bytes: bytes))
-            case .sendToPeer(let id, let peer, let bytes):
-                // Whatever ChannelData is queued for this relay leaves first: order is kept.
-                if let run = runs.removeValue(forKey: id) { emit(run) }
-                if let relay = relays[id] {
-                    write(relay, AddressedEnvelope(remoteAddress: peer.socketAddress, data: ByteBuffer(bytes: bytes)))
-                }
-            case .openRelay(let id, let family, let evenPort):
-                openRelay(id, family: family, evenPort: evenPort, attempt: 1)
-            case .openRelayReservingNext(let id, let family):
-                openRelay(id, family: family, evenPort: true, reserveNext: true, attempt: 1)
-            case .adoptReservedRelay(let id, let address):
-                guard let held = reserved.removeValue(forKey: address), held.isActive,
-                      let handler = try? held.pipeline.syncOperations.handler(type: TURNRelayHandler.self) else {
-                    perform(machine.relayFailed(id))
-                    continue
-                }
-                handler.id = id
-                relays[id] = held
-                perform(machine.relayOpened(id, at: address, now: Self.now()))
-            case .releaseReservation(let address):
-                reserved.removeValue(forKey: address)?.close(promise: nil)
-            case .closeRelay(let id):
-                // What the client relayed before it released the allocation still leaves (its last
-                // datagrams, often a goodbye, share a read with the Refresh that deletes it).
-                if let run = runs.removeValue(forKey: id) { emit(run) }
-                if let relay = relays.removeValue(forKey: id) { flushThenClose(relay) }
-            case .closeClient(let ft):
-                if let stream = streams[ft] { flushThenClose(stream) }
-            }
-        }
-    }
-
-    private func sendToClient(_ ft: TURNFiveTuple, _ buffer: ByteBuffer) {
-        if ft.transport == .udp {
-            guard let listener = udpListeners[ft.server] else { return }
-            write(listener, AddressedEnvelope(remoteAddress: ft.client.socketAddress, data: buffer))
-        } else if let stream = streams[ft] {
-            write(stream, buffer)
-        }
-    }
-
-    /// Sends what is queued on `channel`, then closes it (a close alone would fail unflushed writes).
-    private func flushThenClose(_ channel: Channel) {
-        if dirty.removeValue(forKey: ObjectIdentifier(channel)) != nil { channel.flush() }
-        channel.close(promise: nil)
-    }
-
-    private func write<T: Sendable>(_ channel: Channel, _ value: T) {
-        channel.write(value, promise: nil)
-        dirty[ObjectIdentifier(channel)] = channel
-    }
-
-    /// Queues a ChannelData payload for `peer`: appended to the allocation's run when it continues it (same
-    /// peer, same length), else the run leaves and a new one starts (RFC 8656 §12.6: each payload is
-    /// still its own UDP datagram at the peer).
-    private func relayToPeer(_ id: TURNAllocationID, _ relay: Channel, _ peer: TransportAddress, _ payload: ByteBuffer) {
-        let length = payload.readableBytes
-        if runs[id]?.append(payload, peer: peer, maxSegments: maxSegmentsPerSend) == true { return }
-        if let finished = runs.removeValue(forKey: id) { emit(finished) }
-        guard maxSegmentsPerSend > 1, length > 0 else {
-            write(relay, AddressedEnvelope(remoteAddress: peer.socketAddress, data: payload))
-            return
-        }
-        var buffer = relay.allocator.buffer(capacity: min(TURNPeerRun.maxBytes, length * maxSegmentsPerSend))
-        buffer.writeImmutableBuffer(payload)
-        runs[id] = TURNPeerRun(channel: relay, peer: peer, segmentSize: length, count: 1, buffer: buffer)
-    }
-
-    /// Writes a run: one datagram, or one UDP GSO send the kernel splits into `count` datagrams. Should
-    /// the kernel refuse the GSO send, the run's payloads go again one datagram each and GSO stays off.
-    private func emit(_ run: TURNPeerRun) {
-        guard run.count > 1 else {
-            write(run.channel, AddressedEnvelope(remoteAddress: run.peer.socketAddress, data: run.buffer))
-            return
-        }
-        let metadata = AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil,
-                                                              segmentSize: run.segmentSize)
-        let promise = run.channel.eventLoop.makePromise(of: Void.self)
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        promise.futureResult.whenFailure { error in bound.value.segmentedSendFailed(run, error) }
-        run.channel.write(AddressedEnvelope(remoteAddress: run.peer.socketAddress, data: run.buffer, metadata: metadata), promise: promise)
-        dirty[ObjectIdentifier(run.channel)] = run.channel
-    }
-
-    private func segmentedSendFailed(_ run: TURNPeerRun, _ error: any Error) {
-        guard !closed, run.channel.isActive else { return }
-        if maxSegmentsPerSend > 1 {
-            logger.warning("UDP GSO send refused; relaying one datagram per send from now on", metadata: ["error": "\(error)"])
-            maxSegmentsPerSend = 1
-        }
-        var buffer = run.buffer
-        while let payload = buffer.readSlice(length: min(run.segmentSize, buffer.readableBytes)), payload.readableBytes > 0 {
-            write(run.channel, AddressedEnvelope(remoteAddress: run.peer.socketAddress, data: payload))
-        }
-        flush()
-    }
-
-    /// Flushes once the event loop has handled every socket that was ready in this turn (tasks run after
-    /// the turn's I/O): thousands of relay sockets each reading one datagram share one flush, so the
-    /// replies and ChannelData for their clients leave the listener in one `sendmmsg`.
-    func flushAfterThisTurn() {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        loop.execute {
-            let core = bound.value
-            core.flushScheduled = false
-            core.flush()
-        }
-    }
-
-    /// Flushes every channel written since the last flush: one `sendmmsg` per socket per batch; hands
-    /// what the state machine counted to the metrics.
-    func flush() {
-        metrics.record(machine.takeStatistics(), allocations: ledger.allocationCount)
-        if !runs.isEmpty {
-            for run in runs.values { emit(run) }
-            runs.removeAll(keepingCapacity: true)
-        }
-        guard !dirty.isEmpty else { return }
-        for c in dirty.values { c.flush() }
-        dirty.removeAll(keepingCapacity: true)
-    }
-
-    /// Opens the relay socket again for another even port, or fails the Allocate after ``TURNServer/evenPortAttempts``.
-    private func retryEvenPort(_ id: TURNAllocationID, family: TURNAddressFamily, reserveNext: Bool, after attempt: Int) {
-        if attempt < TURNServer.evenPortAttempts {
-            openRelay(id, family: family, evenPort: true, reserveNext: reserveNext, attempt: attempt + 1)
-        } else {
-            perform(machine.relayFailed(id))
-            flush()
-        }
-    }
-
-    private func openRelay(_ id: TURNAllocationID, family: TURNAddressFamily, evenPort: Bool, reserveNext: Bool = false, attempt: Int) {
-        guard let ip = configuration.relayIPs[family] else {
-            perform(machine.relayFailed(id))
-            flush()
-            return
-        }
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        UDPServerSocket.batchedReads(DatagramBootstrap(group: loop), vectorReadCount: configuration.relayVectorReadCount,
-                                     maxDatagramSize: TURNServer.maxDatagramSize)
-            .channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(TURNRelayHandler(core: bound.value, id: id))
-                }
-            }
-            .bind(to: TransportAddress(ip: ip, port: 0).socketAddress)
-            .whenComplete { result in
-                let core = bound.value
-                switch result {
-                case .success(let channel):
-                    guard let local = channel.localAddress.flatMap(TransportAddress.init), !core.closed else {
-                        channel.close(promise: nil)
-                        core.perform(core.machine.relayFailed(id))
-                        core.flush()
-                        return
-                    }
-                    if evenPort, local.port % 2 != 0 {
-                        channel.close(promise: nil)
-                        core.retryEvenPort(id, family: family, reserveNext: reserveNext, after: attempt)
-                        return
-                    }
-                    guard reserveNext else {
-                        core.relays[id] = channel
-                        core.perform(core.machine.relayOpened(id, at: local, now: Self.now()))
-                        core.flush()
-                        return
-                    }
-                    // RFC 8656 §7.2: the next-higher port is held for a later Allocate with the token.
-                    let next = TransportAddress(ip: local.ip, port: local.port + 1)
-                    core.bindRelaySocket(at: next).whenComplete { result in
-                        let core = bound.value
-                        switch result {
-                        case .success(let held) where !core.closed:
-                            core.reserved[next] = held
-                            core.relays[id] = channel
-                            core.perform(core.machine.relayOpened(id, at: local, reserving: next, now: Self.now()))
-                            core.flush()
-                        case .success(let held):
-                            held.close(promise: nil)
-                            channel.close(promise: nil)
-                            core.perform(core.machine.relayFailed(id))
-                            core.flush()
-                        case .failure:
-                            // The next port is taken: another even port, if attempts are left.
-                            channel.close(promise: nil)
-                            core.retryEvenPort(id, family: family, reserveNext: true, after: attempt)
-                        }
-                    }
-                case .failure(let error):
-                    core.logger.warning("relay socket failed", metadata: ["error": "\(error)"])
-                    core.perform(core.machine.relayFailed(id))
-                    core.flush()
-                }
-            }
-    }
-}
-
-extension TURNServerCore {
-    /// Binds a relay socket at `address` whose handler has no allocation yet (a reserved port, RFC 8656 §7.2).
-    func bindRelaySocket(at address: TransportAddress) -> EventLoopFuture<Channel> {
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        return UDPServerSocket.batchedReads(DatagramBootstrap(group: loop), vectorReadCount: configuration.relayVectorReadCount,
-                                            maxDatagramSize: TURNServer.maxDatagramSize)
-            .channelInitializer { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHandler(TURNRelayHandler(core: bound.value, id: nil))
-                }
-            }
-            .bind(to: address.socketAddress)
-    }
-}
-
-/// Equal-length payloads for one peer, back to back, to leave a relay socket in one UDP GSO send.
-struct TURNPeerRun: Sendable {
-    /// Payloads one run carries at most (the kernel's `UDP_MAX_SEGMENTS` on older kernels).
-    static let maxSegments = 64
-    /// Bytes one run carries at most: a UDP datagram's payload limit.
-    static let maxBytes = 65_507
-
-    let channel: Channel
-    let peer: TransportAddress
-    let segmentSize: Int
-    var count: Int
-    var buffer: ByteBuffer
-
-    /// Appends `payload` when it continues the run (same peer, same length, room left); false otherwise.
-    mutating func append(_ payload: ByteBuffer, peer: TransportAddress, maxSegments: Int) -> Bool {
-        guard peer == self.peer, payload.readableBytes == segmentSize, count < maxSegments,
-              buffer.readableBytes + segmentSize <= Self.maxBytes else { return false }
-        buffer.writeImmutableBuffer(payload)
-        count += 1
-        return true
-    }
-}
-
-/// The UDP listener: client datagrams in, replies and Data out.
-final class TURNListenerUDPHandler: ChannelInboundHandler {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-
-    private let core: TURNServerCore
-    private var local: TransportAddress?
-
-    init(core: TURNServerCore) { self.core = core }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let envelope = unwrapInboundIn(data)
-        if local == nil { local = context.channel.localAddress.flatMap(TransportAddress.init) }
-        guard let server = local, let client = TransportAddress(envelope.remoteAddress) else { return }
-        core.fromClient(envelope.data, TURNFiveTuple(client: client, server: server, transport: .udp))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) { core.flush() }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        core.logger.trace("udp listener error", metadata: ["error": "\(error)"])
-    }
-}
-
-/// The server core and the event loop it lives on, usable from any loop: client connections handed
-/// over by another listener (``TURNServer/adoptStream(_:transport:)``) may live on another one.
-struct TURNCoreReference: Sendable {
-    /// The core, bound to ``loop``.
-    let bound: NIOLoopBound<TURNServerCore>
-    /// The core's event loop.
-    let loop: any EventLoop
-
-    /// Runs `body` with the core: at once on the core's loop, else after hopping there (order is kept).
-    func run(_ body: @escaping @Sendable (TURNServerCore) -> Void) {
-        let bound = self.bound
-        if loop.inEventLoop { body(bound.value) } else { loop.execute { body(bound.value) } }
-    }
-
+extension TURNShard {
     /// Adds the stream pipeline to an admitted connection: TLS when `tls` is given (else none, or already
     /// in the pipeline), STUN and padded ChannelData framing, idle timeout, TURN handling (RFC 8656 §12.5);
     /// releases `source`'s admission on close. Must run on the channel's event loop.
     func serveAdmittedStream(_ channel: any Channel, from source: SourceAddressKey, tls: NIOSSLContext?, transport: STUNTransport,
-                             idleTimeout: TimeAmount) throws {
-        let core = self
-        channel.closeFuture.whenComplete { _ in core.run { $0.streamReleased(source) } }
+                             idleTimeout: TimeAmount, ledger: TURNSharedLedger) throws {
+        channel.closeFuture.whenComplete { _ in ledger.releaseStream(from: source) }
         if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
         // The idle timer sits after the framer: only whole messages reset it.
         try channel.pipeline.syncOperations.addHandlers(
             ByteToMessageHandler(STUNFrameDecoder(allowsChannelData: true)),
             IdleStateHandler(readTimeout: idleTimeout),
-            TURNStreamHandler(core: self, transport: transport))
+            TURNStreamHandler(shard: self, transport: transport))
     }
 }
 
@@ -795,12 +397,12 @@ struct TURNCoreReference: Sendable {
 final class TURNStreamHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
-    private let core: TURNCoreReference
+    private let core: TURNShard
     private let transport: STUNTransport
     private var fiveTuple: TURNFiveTuple?
 
-    init(core: TURNCoreReference, transport: STUNTransport) {
-        self.core = core
+    init(shard: TURNShard, transport: STUNTransport) {
+        self.core = shard
         self.transport = transport
     }
 
@@ -833,8 +435,6 @@ final class TURNStreamHandler: ChannelInboundHandler {
         core.run { $0.fromClient(frame, ft) }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) { core.run { $0.flush() } }
-
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent { context.close(promise: nil) } else { context.fireUserInboundEventTriggered(event) }
     }
@@ -844,27 +444,21 @@ final class TURNStreamHandler: ChannelInboundHandler {
     }
 }
 
-/// One relay socket: peer datagrams in (RFC 8656 §11.3, §12.7).
-final class TURNRelayHandler: ChannelInboundHandler {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
 
-    private let core: TURNServerCore
-    /// The allocation; `nil` while the socket is held for a reservation (its datagrams are dropped).
-    var id: TURNAllocationID?
+/// Ends the shards' threads when the server goes away without ``TURNServer/shutdown()``: an
+/// owner for them either way.
+final class TURNShardStopper: Sendable {
+    private let shards: [TURNShard]
 
-    init(core: TURNServerCore, id: TURNAllocationID?) {
-        self.core = core
-        self.id = id
-    }
+    init(_ shards: [TURNShard]) { self.shards = shards }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let id else { return }
-        core.fromPeer(id, unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) { core.flushAfterThisTurn() }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // ICMP port unreachable from a peer: UDP carries on.
+    deinit {
+        let shards = self.shards
+        Task {
+            for shard in shards {
+                _ = await shard.shutdown()
+                await shard.stop()
+            }
+        }
     }
 }

@@ -89,6 +89,18 @@ public enum TURNShardSteering {
         return done
     }
 
+    /// Attaches the steering program to the `SO_REUSEPORT` group of `fd`, whose sockets were bound in shard order.
+    static func attach(toSocket fd: Int32, shards: Int) throws {
+        let storage = InstructionStorage(program(shards: shards))
+        var program = storage.program
+        let result = withExtendedLifetime(storage) {
+            setsockopt(fd, SOL_SOCKET, Int32(attachReusePortCBPF), &program, socklen_t(MemoryLayout<Program>.size))
+        }
+        guard result == 0 else {
+            throw TURNError(.socket, detail: "SO_ATTACH_REUSEPORT_CBPF: \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// Owns a program's instructions; never mutated after creation.
     private final class InstructionStorage: @unchecked Sendable {
         let pointer: UnsafeMutablePointer<Instruction>

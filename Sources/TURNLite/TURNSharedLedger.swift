@@ -6,7 +6,7 @@ import Synchronization
 /// user's allocations (or a flood) over several cores sidesteps none of them (RFC 8656 §21.1.4).
 ///
 /// Each shard (``TURNServer/Configuration/shards``) runs its own ``TURNServerStateMachine`` on its own
-/// event loop. Limits keyed by the client's source address stay in the shard, because the kernel steers every
+/// thread. Limits keyed by the client's source address stay in the shard, because the kernel steers every
 /// packet and connection from one IPv4 address or IPv6 /64 to the same shard (``TURNShardSteering``); the
 /// rest lives here, behind one lock:
 ///
