@@ -3,7 +3,7 @@ import Traversal
 
 /// One browser's signalling over the cloud's WebSocket (`/signal`), as a state machine: the page's JSON
 /// messages and the hub's `CloudMessage`s in, actions out. The browser is introduced to the camera as a native
-/// viewer is (``RendezvousHub/introduce(from:requestID:deviceID:offer:answerKey:lookupAdmitted:)``), its
+/// viewer is (`RendezvousHub.introduce(from:requestID:deviceID:offer:answerKey:lookupAdmitted:)`), its
 /// offer carrying the page's SDP (`PeerOffer.sessionDescription`, which marks it as a browser), and the
 /// access challenge, the sealed proof and the sealed answer pass through unread.
 ///

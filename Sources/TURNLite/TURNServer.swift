@@ -19,7 +19,7 @@ import Glibc
 /// steers each client to one shard by its source address (``TURNShardSteering``), so a shard's state
 /// machine needs no lock; per-user quotas and the server-wide limits are shared (``TURNSharedLedger``).
 ///
-/// The UDP side of a shard is a data plane of its own (``TURNShard``): one thread, one `epoll` set
+/// The UDP side of a shard is a data plane of its own (`TURNShard`): one thread, one `epoll` set
 /// holding the shard's UDP listeners and every relay socket of its allocations, batched reads
 /// (`recvmmsg`) into buffers reused round after round, and what a round produced sent with one
 /// `sendmmsg` per run of datagrams for one socket — what thousands of relay sockets received in one
