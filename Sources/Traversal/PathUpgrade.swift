@@ -314,13 +314,3 @@ extension StrategyContext {
         return c
     }
 }
-
-extension FixedWidthInteger {
-    /// Big-endian bytes.
-    var bigEndianBytes: [UInt8] { withUnsafeBytes(of: bigEndian) { Array($0) } }
-
-    /// The value of big-endian `bytes` (as many as the type holds).
-    init(bigEndianBytes bytes: ArraySlice<UInt8>) {
-        self = bytes.reduce(0) { $0 << 8 | Self($1) }
-    }
-}

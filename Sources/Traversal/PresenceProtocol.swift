@@ -112,17 +112,16 @@ public struct PresenceSessionID: Sendable, Hashable, CustomStringConvertible {
     public init?(bytes: some Collection<UInt8>) {
         guard bytes.count == Self.length else { return nil }
         let array = Array(bytes)
-        high = array[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
-        low = array[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
+        high = UInt64(bigEndianBytes: array[0..<8])
+        low = UInt64(bigEndianBytes: array[8..<16])
     }
 
     /// The 16 bytes.
-    public var bytes: [UInt8] { Self.bigEndian(high) + Self.bigEndian(low) }
+    public var bytes: [UInt8] { high.bigEndianBytes + low.bigEndianBytes }
 
     /// The identifier as base64, as ``PresenceGrant`` carries it.
     public var description: String { Data(bytes).base64EncodedString() }
 
-    static func bigEndian(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) } }
 }
 
 /// What the cloud hands a registered camera for UDP presence, inside the TLS `registered` message.
@@ -189,16 +188,13 @@ public struct PresenceDatagram: Sendable, Hashable {
 
     /// The header bytes: kind, session, counter (and a `goAway`'s retry-after).
     var header: [UInt8] {
-        let retryAfter: [UInt8] = kind == .goAway
-            ? (0..<4).map { UInt8(truncatingIfNeeded: retryAfterMilliseconds >> (24 - 8 * $0)) } : []
-        return [kind.rawValue] + session.bytes + PresenceSessionID.bigEndian(counter) + retryAfter
+        let retryAfter: [UInt8] = kind == .goAway ? retryAfterMilliseconds.bigEndianBytes : []
+        return [kind.rawValue] + session.bytes + counter.bigEndianBytes + retryAfter
     }
 
     /// The 12-byte ChaCha20-Poly1305 nonce: direction ‖ counter.
     var nonce: ChaChaPoly.Nonce {
-        let direction = kind.direction
-        let prefix: [UInt8] = (0..<4).map { UInt8(truncatingIfNeeded: direction >> (24 - 8 * $0)) }
-        return try! ChaChaPoly.Nonce(data: prefix + PresenceSessionID.bigEndian(counter))
+        try! ChaChaPoly.Nonce(data: kind.direction.bigEndianBytes + counter.bigEndianBytes)
     }
 
     /// The ``PresenceDatagramKind/unknownSession`` answer to this keepalive: its session and counter, no tag.
@@ -229,8 +225,8 @@ public struct PresenceDatagram: Sendable, Hashable {
             throw PresenceError(code: .malformed, detail: "\(array.count) bytes, not \(length(of: kind)) for \(kind)")
         }
         let session = PresenceSessionID(bytes: array[1..<17])!
-        let counter = array[17..<25].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let retryAfter = kind == .goAway ? array[25..<29].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } : 0
+        let counter = UInt64(bigEndianBytes: array[17..<25])
+        let retryAfter = kind == .goAway ? UInt32(bigEndianBytes: array[25..<29]) : 0
         return PresenceDatagram(kind: kind, session: session, counter: counter, retryAfterMilliseconds: retryAfter)
     }
 

@@ -83,7 +83,7 @@ public struct SecureDatagramChannel: SecureTransportChannel {
 
     /// The 8-byte big-endian header for `counter`.
     static func encode(counter: UInt64) -> [UInt8] {
-        withUnsafeBytes(of: counter.bigEndian) { Array($0) }
+        counter.bigEndianBytes
     }
 }
 
