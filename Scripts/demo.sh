@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The README's first command: installs the system library trav links (usrsctp, the SCTP stack behind
-# its channels) when running as root and it is missing, then runs `trav demo` (arguments pass through).
+# The README's first command: installs the system libraries trav links when running as root and they are
+# missing (usrsctp, the SCTP stack behind its channels; OpenSSL, the DTLS of its browser sessions), then runs
+# `trav demo` (arguments pass through).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -e /usr/include/usrsctp.h ]; then
+need=()
+[ -e /usr/include/usrsctp.h ] || need+=(libusrsctp-dev)
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        echo "installing: libusrsctp-dev"
+        echo "installing: ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq >/dev/null
-        apt-get install -y -qq --no-install-recommends libusrsctp-dev >/dev/null
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     else
-        echo "trav needs libusrsctp-dev (usrsctp): run this as root once, or: sudo apt-get install libusrsctp-dev" >&2
+        echo "trav needs ${need[*]}: run this as root once, or: sudo apt-get install ${need[*]}" >&2
         exit 1
     fi
 fi
