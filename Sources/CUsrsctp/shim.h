@@ -160,6 +160,18 @@ static inline int trav_sctp_status(struct socket *so, uint32_t *srtt, uint32_t *
     return 0;
 }
 
+/// The stack's process-wide loss-recovery counters (usrsctp's `struct sctpstat`): T3-rtx expiries, fast
+/// retransmitted DATA chunks, all retransmitted DATA chunks, duplicate DATA chunks received.
+static inline void trav_sctp_counters(uint32_t *t3, uint32_t *fast, uint32_t *retransmitted, uint32_t *duplicates) {
+    struct sctpstat st;
+    memset(&st, 0, sizeof(st));
+    usrsctp_get_stat(&st);
+    *t3 = st.sctps_timodata;
+    *fast = st.sctps_sendfastretrans;
+    *retransmitted = st.sctps_sendretransdata;
+    *duplicates = st.sctps_recvdupdata;
+}
+
 /// Whether the association negotiated PR-SCTP (RFC 3758): 1 or 0, or -1 when there is no association.
 static inline int trav_sctp_pr_supported(struct socket *so) {
     struct sctp_assoc_value av;

@@ -62,7 +62,8 @@ public struct TravLab: Sendable {
     /// ``startCamera(on:strategies:extra:)``, also returning the camera's process (to stop it mid-session).
     public func startCameraProcess(on host: String, strategies: String? = nil, extra: [String] = []) async throws -> (uid: String, process: LabProcess) {
         try await lab.waitForListener(host: "cloud", port: Int(signallingPort), udp: false, timeout: .seconds(20))
-        let key = "\(dir)/\(host).key"
+        // One identity per camera started, so a host can run one camera after another (or several at once).
+        let key = "\(dir)/\(host)-\(UUID().uuidString.prefix(8)).key"
         let made = try await lab.run(host: host, [trav, "identity", "new", "--out", key])
         guard made.succeeded, let uid = made.stdout.split(whereSeparator: \.isWhitespace).first(where: { $0.hasPrefix("TRAV-") }) else {
             throw NATLabError(.launchFailed, "identity new failed: \(made)")
@@ -205,6 +206,22 @@ public struct TravLab: Sendable {
             public var seconds: Double
             /// Goodput.
             public var mbps: Double
+            /// The sender's loss recovery during the transfer.
+            public var engine: Recovery?
+            /// The engine's smoothed round trip during the transfer (ms, mean of samples).
+            public var srttMs: Double?
+            /// The engine's congestion window during the transfer (bytes, mean of samples).
+            public var congestionWindow: Double?
+        }
+
+        /// The channel engine's loss recovery during a transfer (`trav connect --json`'s `channelSend.engine`).
+        public struct Recovery: Codable, Sendable {
+            /// Retransmission timer expiries.
+            public var retransmissionTimeouts: Int
+            /// Chunks sent again by fast retransmit.
+            public var fastRetransmissions: Int
+            /// Chunks sent again for any reason.
+            public var retransmittedChunks: Int
         }
 
         /// A one-line summary for test messages.

@@ -310,12 +310,14 @@ final class TURNServerCore {
                 next = (address, held)
             }
             do { try watch(fd, as: .relay(id)) } catch {
+                logger.warning("relay socket not watched", metadata: ["error": "\(error)"])
                 if let (_, held) = next { close(held) }
                 break
             }
             var reservation: TransportAddress?
             if let (address, held) = next {
                 do { try watch(held, as: .reserved) } catch {
+                    logger.warning("reserved relay socket not watched", metadata: ["error": "\(error)"])
                     retire(fd)
                     break
                 }
@@ -326,6 +328,7 @@ final class TURNServerCore {
             perform(machine.relayOpened(id, at: local, reserving: reservation, now: now))
             return
         }
+        logger.warning("no relay port", metadata: ["even": "\(evenPort)", "reserveNext": "\(reserveNext)"])
         perform(machine.relayFailed(id))
     }
 }

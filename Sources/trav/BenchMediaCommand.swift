@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Media
 import NATLab
 
 extension Trav {
@@ -22,12 +23,17 @@ extension Trav {
         @Option(help: "Seconds of video per video run (600 for the 10-minute flatness run).") var videoSeconds: Int = 30
         @Option(help: "Loss of a video run, percent (repeat for several runs; default 0 and 5).") var videoLoss: [Double] = [0, 5]
         @Flag(help: "Only the video runs (the goodput runs take about a minute).") var videoOnly = false
+        @Flag(help: "Only the goodput runs.") var goodputOnly = false
+        @Option(help: "Goodput runs per loss rate (each ours then TCP's; the median ratio is printed when more than one).")
+        var goodputRuns: Int = 1
         @Option(help: "The clip's encoder settings: earlier (2000 kbit VBV: keyframes up to 106 KB) or live (500 kbit VBV: keyframes up to 58 KB, as a camera tuned for live viewing bounds them).")
         var clip: Clip = .earlier
         @Option(help: "The `trav` binary to run in the lab (default: this one).") var trav: String?
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
+            guard !(videoOnly && goodputOnly) else { throw ValidationError("--video-only and --goodput-only exclude each other") }
+            guard (1...20).contains(goodputRuns) else { throw ValidationError("--goodput-runs must be 1…20") }
             guard (1_000...1_000_000).contains(rateKbps) else { throw ValidationError("--rate-kbps must be 1000…1000000") }
             guard (0...500).contains(delayMs), (1...120).contains(seconds), (5...3600).contains(videoSeconds),
                   videoLoss.allSatisfy({ (0...100).contains($0) }) else {
@@ -85,10 +91,14 @@ extension Trav {
                 let clipBytes = (try? FileManager.default.attributesOfItem(atPath: clipFile)[.size] as? Int) ?? 0
                 print(String(format: "clip (%@): %.2f Mbit/s on average", clip.rawValue, Double(clipBytes * 8) / Double(clipSeconds) / 1e6))
                 _ = try run.startCloud()
-                let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--video", clipFile])
                 let cameraIP = try run.lab.address(of: camera.host())
 
                 if !videoOnly {
+                    // A camera without video: one that streams would send its clip back over the same line during
+                    // the transfer (iperf3's TCP has the line to itself), and the digest that ends each transfer
+                    // would wait behind that video (media has the higher priority).
+                    let (uid, quiet) = try await run.startCameraProcess(on: camera.host(), strategies: strategies)
+                    defer { quiet.stop() }
                     print("\nGoodput, viewer → camera, \(rateKbps) kbit/s line, \(delayMs) ms one way, \(seconds) s per run")
                     print("loss   trav channel (Mbit/s)   kernel TCP CUBIC (Mbit/s)   ratio")
                     for loss in [0.0, 1.0] {
@@ -96,15 +106,31 @@ extension Trav {
                                                   site: viewer.name)
                         // About `seconds` of data at what the line allows (loss caps a loss-based controller far below the rate).
                         let bytes = rateKbps * 1000 / 8 * seconds / (loss > 0 ? 5 : 1)
-                        let ours = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: Double(seconds * 6),
-                                                         echoBytes: 0, paired: true, extra: ["--channel-send", "\(bytes)"])
-                        let tcp = try await kernelTCP(run: run, iperf3: iperf3, from: viewer.host(), server: camera.host(), address: cameraIP)
-                        let mbps = ours.channelSend.flatMap { $0.verified ? $0.mbps : nil }
-                        print(String(format: "%3.0f %%  %10@ (%@)   %14.2f              %@", loss,
-                                     mbps.map { String(format: "%.2f", $0) } ?? "failed", ours.path ?? "-", tcp,
-                                     mbps.map { String(format: "%.2f×", $0 / max(tcp, 0.001)) } ?? "-"))
+                        var ratios: [Double] = []
+                        for _ in 0..<goodputRuns {
+                            let ours = try await run.connect(from: viewer.host(), to: uid, strategies: strategies, timeout: Double(seconds * 6),
+                                                             echoBytes: 0, paired: true, extra: ["--channel-send", "\(bytes)"])
+                            let tcp = try await kernelTCP(run: run, iperf3: iperf3, from: viewer.host(), server: camera.host(), address: cameraIP)
+                            let sent = ours.channelSend.flatMap { $0.verified ? $0 : nil }
+                            if let sent { ratios.append(sent.mbps / max(tcp, 0.001)) }
+                            print(String(format: "%3.0f %%  %10@ (%@)   %14.2f              %@%@", loss,
+                                         sent.map { String(format: "%.2f", $0.mbps) } ?? "failed", ours.path ?? "-", tcp,
+                                         sent.map { String(format: "%.2f×", $0.mbps / max(tcp, 0.001)) } ?? "-",
+                                         sent?.engine.map { e in
+                                             String(format: "   (%d RTO, %d fast rtx, %d rtx; mean srtt %@ ms, cwnd %@ B)", e.retransmissionTimeouts,
+                                                    e.fastRetransmissions, e.retransmittedChunks,
+                                                    sent?.srttMs.map { String(format: "%.0f", $0) } ?? "-",
+                                                    sent?.congestionWindow.map { String(format: "%.0f", $0) } ?? "-")
+                                         } ?? ""))
+                        }
+                        if goodputRuns > 1, !ratios.isEmpty {
+                            print(String(format: "%3.0f %%  median ratio %.2f× of %d runs (%.2f…%.2f)", loss, percentile(ratios, 0.5) ?? 0, ratios.count,
+                                         ratios.min() ?? 0, ratios.max() ?? 0))
+                        }
                     }
                 }
+                if goodputOnly { return }
+                let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--video", clipFile])
 
                 let videoLine = 5000
                 print("\nVideo: 4 Mbit/s H.264 (\(clip.rawValue) clip) to the viewer on a \(videoLine) kbit/s line (80 % use), \(delayMs) ms one way, \(videoSeconds) s")

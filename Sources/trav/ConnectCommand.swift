@@ -126,6 +126,9 @@ extension Trav {
                     if let sent = output.channelSend {
                         print(String(format: "channel   %d bytes in %.2f s = %.2f Mbit/s, %@", sent.bytes, sent.seconds, sent.mbps,
                                      sent.verified ? "verified" : "NOT verified"))
+                        print(String(format: "recovery  %d retransmission timeouts, %d fast retransmissions, %d chunks sent again; mean srtt %@ ms, cwnd %@ bytes",
+                                     sent.engine.retransmissionTimeouts, sent.engine.fastRetransmissions, sent.engine.retransmittedChunks,
+                                     sent.srttMs.map { String(format: "%.0f", $0) } ?? "-", sent.congestionWindow.map { String(format: "%.0f", $0) } ?? "-"))
                     }
                     if let video = output.video {
                         print("video     \(video.line)\(video.savedTo.map { ", saved to \($0)" } ?? "")")

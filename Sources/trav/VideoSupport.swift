@@ -100,7 +100,16 @@ struct ChannelSendOutput: Encodable {
     var verified: Bool
     var seconds: Double
     var mbps: Double
+    /// The engine's loss recovery during the transfer (this process's counters: the sender's retransmissions).
+    var engine: ChannelEngineCounters
+    /// The engine's smoothed round trip (ms) and congestion window (bytes), averaged over samples taken every
+    /// ``windowSampleInterval`` until the digest came back (nil before the engine reports them).
+    var srttMs: Double?
+    var congestionWindow: Double?
 }
+
+/// How often `--channel-send` samples the engine's round trip and congestion window.
+let windowSampleInterval = Duration.milliseconds(20)
 
 /// Sends `bytes` of pseudo-random data on a new reliable channel in 64 KiB messages and waits for the camera's digest.
 func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds(120)) async throws -> ChannelSendOutput {
@@ -108,6 +117,7 @@ func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds
     let channel = try await c.openChannel(label: sinkChannelLabel, delivery: .reliable, priority: .normal)
     defer { channel.close() }
     let started = ContinuousClock.now
+    let before = ChannelEngineCounters.current
     var hasher = SHA256()
     try await channel.send(withUnsafeBytes(of: UInt64(bytes).bigEndian) { Array($0) })
     var generator = SystemRandomNumberGenerator()
@@ -115,6 +125,16 @@ func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds
     let chunk = 64 * 1024
     let block = (0..<chunk).map { _ in UInt8.random(in: 0...255, using: &generator) }
     var n = 0
+    // Sampled on a timer: the send buffer may take a whole transfer at once, so sends say nothing of when.
+    let sampler = Task { () -> [(srttMs: Int, congestionWindow: Int)] in
+        var samples: [(srttMs: Int, congestionWindow: Int)] = []
+        while !Task.isCancelled, samples.count < 60_000 {
+            if let status = c.channelPathStatus { samples.append(status) }
+            try? await Task.sleep(for: windowSampleInterval)
+        }
+        return samples
+    }
+    defer { sampler.cancel() }
     while left > 0 {
         var message = Array(block.prefix(min(chunk, left)))
         message[0] = UInt8(truncatingIfNeeded: n)  // no two messages alike, so a reorder would show
@@ -134,8 +154,12 @@ func sendOnChannel(_ c: PeerConnection, bytes: Int, timeout: Duration = .seconds
         answer = nil
     }
     let seconds = (ContinuousClock.now - started).milliseconds / 1000
+    sampler.cancel()
+    let samples = await sampler.value
+    func mean(_ values: [Int]) -> Double? { values.isEmpty ? nil : Double(values.reduce(0, +)) / Double(values.count) }
     return ChannelSendOutput(openMs: (started - opening).milliseconds, bytes: bytes, verified: answer == expected, seconds: seconds,
-                             mbps: Double(bytes) * 8 / 1e6 / max(seconds, 1e-6))
+                             mbps: Double(bytes) * 8 / 1e6 / max(seconds, 1e-6), engine: ChannelEngineCounters.current.since(before),
+                             srttMs: mean(samples.map(\.srttMs)), congestionWindow: mean(samples.map(\.congestionWindow)))
 }
 
 /// The camera's side of `--channel-send`: reads the announced byte count, hashes what follows, answers the digest.

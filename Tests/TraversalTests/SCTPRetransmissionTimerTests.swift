@@ -131,6 +131,54 @@ import Testing
         #expect(seen.duplicates == 0, "DATA chunks retransmitted on a lossless line: \(seen.duplicates) of \(seen.chunks)")
     }
 
+    /// The engine's counters see a loss being repaired: one DATA packet toward the camera is dropped, the
+    /// message still arrives whole, and the process's counters moved by at least that one retransmission.
+    @Test func theEngineCountersRecordTheRepairOfALostPacket() async throws {
+        let before = ChannelEngineCounters.current
+        let dataPackets = Atomic(0)
+        let arrivals = Arrivals()
+        let viewerBox = Mutex<ChannelSession?>(nil)
+        let cameraBox = Mutex<ChannelSession?>(nil)
+        let toCamera = Line(rate: 20_000_000, delay: .milliseconds(5)) { packet in
+            // The 20th packet carrying a full-size DATA chunk never arrives (later ones do: fast retransmit).
+            if packet.count > 1000, dataPackets.add(1, ordering: .relaxed).newValue == 20 { return }
+            arrivals.record(packet)
+            cameraBox.withLock { $0 }?.input(packet)
+        }
+        let toViewer = Line(rate: 20_000_000, delay: .milliseconds(5)) { packet in viewerBox.withLock { $0 }?.input(packet) }
+        let configuration = SCTPAssociation.Configuration.datagram(pathMTU: 1200)
+        let viewer = try ChannelSession(role: .viewer, configuration: configuration, logger: .init(label: "viewer")) { toCamera.send($0) }
+        let camera = try ChannelSession(role: .camera, configuration: configuration, logger: .init(label: "camera")) { toViewer.send($0) }
+        viewerBox.withLock { $0 = viewer }
+        cameraBox.withLock { $0 = camera }
+        defer {
+            viewer.close(reason: "test over")
+            camera.close(reason: "test over")
+            toCamera.close()
+            toViewer.close()
+        }
+        viewer.connect()
+        camera.connect()
+        async let incoming: PeerChannel? = { for await c in camera.incoming { return c }; return nil }()
+        let channel = try await viewer.open(label: "bulk", delivery: .reliable, priority: .normal)
+        let received = try #require(await incoming)
+        let message = (0..<(256 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try await channel.send(message)
+        var messages = received.messages.makeAsyncIterator()
+        #expect(try await messages.next() == message)
+        #expect(dataPackets.load(ordering: .relaxed) > 20, "the transfer never reached the dropped packet")
+        let spent = ChannelEngineCounters.current.since(before)
+        #expect(spent.retransmittedChunks >= 1, "\(spent)")
+        #expect(spent.fastRetransmissions + spent.retransmissionTimeouts >= 1, "\(spent)")
+    }
+
+    /// The counters are 32-bit in the engine: a difference across a wrap is still the number of events.
+    @Test func countersSubtractAcrossAWrap() {
+        let earlier = ChannelEngineCounters(retransmissionTimeouts: Int(UInt32.max), fastRetransmissions: 5)
+        let later = ChannelEngineCounters(retransmissionTimeouts: 2, fastRetransmissions: 9)
+        #expect(later.since(earlier) == ChannelEngineCounters(retransmissionTimeouts: 3, fastRetransmissions: 4))
+    }
+
     /// PR-SCTP is negotiated on the association (RFC 3758 §3.3), so partial channels really are partial and a
     /// browser's SCTP, which must offer it (RFC 8831 §6.1), meets the same engine; the policy on reliable
     /// messages does not need it (usrsctp counts the chunk in `pr_sctp_cnt` either way).
