@@ -97,6 +97,40 @@ import Traversal
         for c in [fastViewer, fastCamera, slowViewer, slowCamera] { await c.close() }
     }
 
+    @Test func aSlowViewerMovesToTheSubStreamWhileTheFastOneStaysOnTheMain() async throws {
+        let (fastViewer, fastCamera, _) = connectedPair(.init(delay: .milliseconds(5)))
+        let (slowViewer, slowCamera, _) = connectedPair(.init(delay: .milliseconds(20), rateBitsPerSecond: 1_000_000))
+        // A main stream of ~2.6 Mbit/s (16 copies of each of the clip's units) and the clip itself as the sub stream.
+        let main = Self.clip.map { AnnexB.AccessUnit(bytes: Array([[UInt8]](repeating: $0.bytes, count: 16).joined()), isKeyframe: $0.isKeyframe) }
+        var configuration = MediaSender.Configuration()
+        configuration.renditions = [Rendition(name: "main", bitsPerSecond: AnnexB.bitsPerSecond(of: main, fps: 25)),
+                                    Rendition(name: "sub", bitsPerSecond: AnnexB.bitsPerSecond(of: Self.clip, fps: 25))]
+        #expect(configuration.renditions[0].bitsPerSecond > 2_000_000 && configuration.renditions[1].bitsPerSecond < 500_000)
+        let sender = MediaSender(configuration: configuration)
+        async let fastReceiver = MediaReceiver(connection: fastViewer)
+        async let slowReceiver = MediaReceiver(connection: slowViewer)
+        let fastFeed = try await sender.add(fastCamera)
+        let slowFeed = try await sender.add(slowCamera)
+        let (fast, slow) = try await (fastReceiver, slowReceiver)
+        async let fastFrames = Self.collect(fast, until: .seconds(9))
+        async let slowFrames = Self.collect(slow, until: .seconds(9))
+        await sender.play(renditions: [main, Self.clip], fps: 25, for: .seconds(7))
+        let (f, s) = await (fastFrames, slowFrames)
+        // The fast viewer: the main stream only, every frame of it.
+        #expect(Set(f.map(\.rendition)) == [0])
+        #expect(f.map(\.sequence) == (0..<UInt32(f.count)).map { $0 }, "\(fast.stats)")
+        #expect(fastFeed.renditionSwitches == 0)
+        // The slow one: down to the sub stream at one of its keyframes, no frame without its reference.
+        #expect(slowFeed.rendition == 1 && slowFeed.renditionSwitches >= 1)
+        #expect(slow.stats.renditions.last == 1, "\(slow.stats)")
+        #expect(slow.stats.brokenFrames == 0, "\(slow.stats)")
+        let firstSub = try #require(s.firstIndex { $0.rendition == 1 })
+        #expect(s[firstSub].frame.isKeyframe)
+        print("in memory, 1 Mbit/s: the slow viewer moved to the sub stream \(slow.stats.firstSwitchSeconds ?? -1) s after its first frame")
+        sender.stop()
+        for c in [fastViewer, fastCamera, slowViewer, slowCamera] { await c.close() }
+    }
+
     @Test func viewerKeyframeRequestReachesTheApplication() async throws {
         let (viewer, camera, _) = connectedPair()
         let sender = MediaSender()
