@@ -85,7 +85,9 @@ struct LabMediaTests {
             #expect(sv.renditions?.last == 1 && (sv.renditionSwitches ?? 0) >= 1, "\(sv)")
             #expect(sv.brokenFrames == 0, "\(sv)")
             let stepDown = try #require(sv.firstSwitchSeconds, "\(sv)")
-            print(String(format: "the viewer behind 1 Mbit/s moved from the main stream to the sub stream %.1f s after its first frame", stepDown))
+            print(String(format: "the viewer behind 1 Mbit/s moved from the main stream to the sub stream %.1f s after its first frame "
+                         + "(%d frames, %d dropped, %d switches, %.0f kbit/s); the fast one: %d frames, %d dropped, %.0f kbit/s", stepDown,
+                         sv.frames, sv.droppedFrames, sv.renditionSwitches ?? 0, sv.kbps, fv.frames, fv.droppedFrames, fv.kbps))
             // The saved file decodes whole: every frame, across the change of picture size at the sub stream's keyframe.
             guard let ffprobe = NATLab.findExecutable("ffprobe") else {
                 print("skipped the decode check: ffprobe not installed (Debian ffmpeg)")
