@@ -131,6 +131,43 @@ import Traversal
         for c in [fastViewer, fastCamera, slowViewer, slowCamera] { await c.close() }
     }
 
+    @Test func aViewersKeyframeRequestRestartsItAtItsOwnRenditionsKeyframe() async throws {
+        let (viewer, camera, _) = connectedPair()
+        var configuration = MediaSender.Configuration()
+        configuration.renditions = [Rendition(name: "main", bitsPerSecond: 3_000_000), Rendition(name: "sub", bitsPerSecond: 400_000)]
+        configuration.renditionPolicy.start = .rendition(1)
+        let sender = MediaSender(configuration: configuration)
+        async let receiver = MediaReceiver(connection: viewer)
+        let added = try await sender.add(camera)
+        let r = try await receiver
+        var requests = sender.keyframeRequests.makeAsyncIterator()
+        #expect(await requests.next() == added.id)  // joining asks for one
+        func frame(_ n: Int, key: Bool, rendition: Int) -> MediaFrame {
+            MediaFrame(timestamp: .milliseconds(40 * n), isKeyframe: key, data: [UInt8(rendition), UInt8(n), key ? 1 : 0])
+        }
+        var frames = r.frames.makeAsyncIterator()
+        sender.send(frame(0, key: true, rendition: 0), rendition: 0)
+        sender.send(frame(0, key: true, rendition: 1), rendition: 1)
+        sender.send(frame(1, key: false, rendition: 0), rendition: 0)
+        sender.send(frame(1, key: false, rendition: 1), rendition: 1)
+        var got = [try #require(try await frames.next()).packet, try #require(try await frames.next()).packet]
+        try await r.requestKeyframe()
+        #expect(await requests.next() == added.id)
+        #expect(sender.viewer(added.id)?.awaitedRendition == 1)
+        // Waiting for a keyframe: the sub stream's next frame is dropped, the main stream's keyframe is not this viewer's.
+        sender.send(frame(2, key: false, rendition: 1), rendition: 1)
+        sender.send(frame(3, key: true, rendition: 0), rendition: 0)
+        sender.send(frame(3, key: true, rendition: 1), rendition: 1)
+        sender.send(frame(4, key: false, rendition: 1), rendition: 1)
+        got += [try #require(try await frames.next()).packet, try #require(try await frames.next()).packet]
+        #expect(got.map(\.rendition) == [1, 1, 1, 1])
+        #expect(got.map(\.frame.data) == [[1, 0, 1], [1, 1, 0], [1, 3, 1], [1, 4, 0]])
+        #expect(r.stats.brokenFrames == 0)
+        sender.stop()
+        await viewer.close()
+        await camera.close()
+    }
+
     @Test func viewerKeyframeRequestReachesTheApplication() async throws {
         let (viewer, camera, _) = connectedPair()
         let sender = MediaSender()
