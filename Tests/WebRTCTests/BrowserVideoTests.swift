@@ -47,11 +47,83 @@ struct BrowserVideoTests {
         var error: String?
     }
 
-    /// The clip `trav camera --video default` plays (Sources/trav/Resources/testsrc.h264).
-    static func clip() throws -> [AnnexB.AccessUnit] {
+    /// The clip `trav camera --video default` plays (Sources/trav/Resources/testsrc.h264), or with `name` another
+    /// bundled one (`testsrc-low`: `--video default-low`).
+    static func clip(_ name: String = "testsrc") throws -> [AnnexB.AccessUnit] {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Sources/trav/Resources/testsrc.h264")
+            .appendingPathComponent("Sources/trav/Resources/\(name).h264")
         return AnnexB.accessUnits([UInt8](try Data(contentsOf: url)))
+    }
+
+    /// The glue for a move between renditions: watch until the canvas is `width` wide (the main stream's picture),
+    /// then until `frames` more are decoded (bounded), and report.
+    static let movingGlue = #"""
+        (async () => {
+          const report = text => fetch('/result', {method: 'POST', body: text});
+          const params = new URLSearchParams(location.search), wanted = Number(params.get('frames')), wide = Number(params.get('width'));
+          const canvas = document.querySelector('canvas');
+          try {
+            const stats = await travWatch({
+              uid: params.get('uid'), canvas,
+              signal: async offer => (await fetch('/offer', {method: 'POST', body: offer})).text(),
+            });
+            for (let i = 0; i < 300 && canvas.width < wide; i++) await new Promise(r => setTimeout(r, 100));
+            const before = stats.decoded;
+            for (let i = 0; i < 300 && stats.decoded < before + wanted; i++) await new Promise(r => setTimeout(r, 100));
+            report(JSON.stringify({decodedBefore: before, decoded: stats.decoded, width: canvas.width, height: canvas.height,
+                                   keyframeRequests: stats.keyframeRequests}));
+          } catch (e) { report(JSON.stringify({error: e.message})); }
+        })();
+        """#
+
+    /// What ``movingGlue`` reports.
+    struct MovingReport: Decodable {
+        var decodedBefore: Int?
+        var decoded: Int?
+        var width: Int?
+        var height: Int?
+        var keyframeRequests: Int?
+        var error: String?
+    }
+
+    @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"))
+    func chromiumFollowsAMoveToAnotherRendition() async throws {
+        let (main, low) = (try Self.clip(), try Self.clip("testsrc-low"))
+        let identity = DeviceIdentity.generate()
+        let certificate = try DTLSCertificate.generate()
+        var configuration = MediaSender.Configuration()
+        configuration.renditions = [Rendition(name: "main", bitsPerSecond: AnnexB.bitsPerSecond(of: main, fps: 25)),
+                                    Rendition(name: "sub", bitsPerSecond: AnnexB.bitsPerSecond(of: low, fps: 25))]
+        // The browser starts on the sub stream (160x120) and, its loopback path clean, moves up to the main stream
+        // (320x240) after a one-second hold, at a main stream keyframe.
+        configuration.renditionPolicy.start = .rendition(1)
+        configuration.renditionPolicy.upHold = .seconds(1)
+        let sender = MediaSender(configuration: configuration)
+        let sessions = SessionList()
+        let player = Task { await sender.play(renditions: [main, low], fps: 25) }
+        defer {
+            player.cancel()
+            sender.stop()
+        }
+        let (text, chromiumLog) = try await BrowserHarness.run(
+            glue: Self.movingGlue, query: "uid=\(identity.deviceID.description)&frames=\(Self.framesWanted)&width=320"
+        ) { offer in
+            let session = try await BrowserViewerSession.start(offer: try SessionDescription(parsing: offer), identity: identity,
+                                                               certificate: certificate, hosts: ["127.0.0.1"])
+            await sessions.append(session)
+            Task { _ = try? await sender.add(session) }
+            return session.answer.text
+        }
+        await sessions.closeAll()
+        let report = try #require(text.flatMap { try? JSONDecoder().decode(MovingReport.self, from: Data($0.utf8)) },
+                                  "the page: \(String(describing: text)); chromium: \(chromiumLog)")
+        #expect(report.error == nil)
+        // It decoded the sub stream first, then the main stream's picture took the canvas and frames kept decoding.
+        #expect((report.decodedBefore ?? 0) > 0, "\(String(describing: text))")
+        #expect(report.width == 320 && report.height == 240, "\(String(describing: text))")
+        #expect((report.decoded ?? 0) >= (report.decodedBefore ?? 0) + Self.framesWanted, "\(String(describing: text))")
+        // No decoder error on the way (each asks the camera for a keyframe).
+        #expect(report.keyframeRequests == 0, "\(String(describing: text))")
     }
 
     @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"))
