@@ -14,8 +14,10 @@ struct BrowserVideoTests {
     /// Frames the page must decode before it reports.
     static let framesWanted = 30
 
-    /// The glue: watch, wait for frames (bounded), report the statistics and the canvas's colours.
-    static let glue = #"""
+    /// A page's glue: watch the camera, then `body` (with `report`, `params`, `wanted` (the `frames` parameter),
+    /// `canvas` and `stats` in scope); an exception is reported as `{error}`.
+    static func page(_ body: String) -> String {
+        #"""
         (async () => {
           const report = text => fetch('/result', {method: 'POST', body: text});
           const params = new URLSearchParams(location.search), wanted = Number(params.get('frames'));
@@ -25,15 +27,21 @@ struct BrowserVideoTests {
               uid: params.get('uid'), canvas,
               signal: async offer => (await fetch('/offer', {method: 'POST', body: offer})).text(),
             });
+        """# + "\n" + body + "\n" + #"""
+          } catch (e) { report(JSON.stringify({error: e.message})); }
+        })();
+        """#
+    }
+
+    /// The glue: watch, wait for frames (bounded), report the statistics and the canvas's colours.
+    static let glue = page(#"""
             for (let i = 0; i < 300 && stats.decoded < wanted; i++) await new Promise(r => setTimeout(r, 100));
             const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
             const colours = new Set();
             for (let i = 0; i < pixels.length; i += 4 * 61) colours.add(pixels[i] << 16 | pixels[i + 1] << 8 | pixels[i + 2]);
             report(JSON.stringify({decoded: stats.decoded, received: stats.received, colours: colours.size,
                                    width: canvas.width, height: canvas.height, path: stats.path, firstFrameMs: stats.firstFrameMs}));
-          } catch (e) { report(JSON.stringify({error: e.message})); }
-        })();
-        """#
+        """#)
 
     /// What the page reports.
     struct Report: Decodable {
@@ -57,24 +65,14 @@ struct BrowserVideoTests {
 
     /// The glue for a move between renditions: watch until the canvas is `width` wide (the main stream's picture),
     /// then until `frames` more are decoded (bounded), and report.
-    static let movingGlue = #"""
-        (async () => {
-          const report = text => fetch('/result', {method: 'POST', body: text});
-          const params = new URLSearchParams(location.search), wanted = Number(params.get('frames')), wide = Number(params.get('width'));
-          const canvas = document.querySelector('canvas');
-          try {
-            const stats = await travWatch({
-              uid: params.get('uid'), canvas,
-              signal: async offer => (await fetch('/offer', {method: 'POST', body: offer})).text(),
-            });
+    static let movingGlue = page(#"""
+            const wide = Number(params.get('width'));
             for (let i = 0; i < 300 && canvas.width < wide; i++) await new Promise(r => setTimeout(r, 100));
             const before = stats.decoded;
             for (let i = 0; i < 300 && stats.decoded < before + wanted; i++) await new Promise(r => setTimeout(r, 100));
             report(JSON.stringify({decodedBefore: before, decoded: stats.decoded, width: canvas.width, height: canvas.height,
                                    keyframeRequests: stats.keyframeRequests}));
-          } catch (e) { report(JSON.stringify({error: e.message})); }
-        })();
-        """#
+        """#)
 
     /// What ``movingGlue`` reports.
     struct MovingReport: Decodable {
