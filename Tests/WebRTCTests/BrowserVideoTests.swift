@@ -43,7 +43,7 @@ struct BrowserVideoTests {
                                    width: canvas.width, height: canvas.height, path: stats.path, firstFrameMs: stats.firstFrameMs}));
         """#)
 
-    /// What the page reports.
+    /// What a page reports.
     struct Report: Decodable {
         var decoded: Int?
         var received: Int?
@@ -52,6 +52,10 @@ struct BrowserVideoTests {
         var height: Int?
         var path: String?
         var firstFrameMs: Int?
+        /// ``movingGlue``: frames decoded when the canvas took the main stream's size.
+        var decodedBefore: Int?
+        /// ``movingGlue``: keyframes the page asked for (one per decoder error).
+        var keyframeRequests: Int?
         var error: String?
     }
 
@@ -74,21 +78,35 @@ struct BrowserVideoTests {
                                    keyframeRequests: stats.keyframeRequests}));
         """#)
 
-    /// What ``movingGlue`` reports.
-    struct MovingReport: Decodable {
-        var decodedBefore: Int?
-        var decoded: Int?
-        var width: Int?
-        var height: Int?
-        var keyframeRequests: Int?
-        var error: String?
+    /// Runs Chromium on `glue` with `query`, answering its offer with a session of the camera `identity` that
+    /// `sender` feeds; closes the sessions and returns the page's report, Chromium's log and what the camera noted.
+    static func watch(glue: String, query: String, identity: DeviceIdentity, sender: MediaSender) async throws
+        -> (text: String?, chromiumLog: String, notes: [String]) {
+        let certificate = try DTLSCertificate.generate()
+        let sessions = SessionList()
+        let (text, chromiumLog) = try await BrowserHarness.run(glue: glue, query: query) { offer in
+            let session = try await BrowserViewerSession.start(offer: try SessionDescription(parsing: offer), identity: identity,
+                                                               certificate: certificate, hosts: ["127.0.0.1"])
+            await sessions.append(session)
+            Task {
+                do {
+                    _ = try await sender.add(session)
+                    await sessions.note("feeding")
+                } catch {
+                    await sessions.note("not fed: \(error)")
+                }
+            }
+            return session.answer.text
+        }
+        let notes = await sessions.notes
+        await sessions.closeAll()
+        return (text, chromiumLog, notes)
     }
 
     @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"))
     func chromiumFollowsAMoveToAnotherRendition() async throws {
         let (main, low) = (try Self.clip(), try Self.clip("testsrc-low"))
         let identity = DeviceIdentity.generate()
-        let certificate = try DTLSCertificate.generate()
         var configuration = MediaSender.Configuration()
         configuration.renditions = [Rendition(name: "main", bitsPerSecond: AnnexB.bitsPerSecond(of: main, fps: 25)),
                                     Rendition(name: "sub", bitsPerSecond: AnnexB.bitsPerSecond(of: low, fps: 25))]
@@ -97,25 +115,17 @@ struct BrowserVideoTests {
         configuration.renditionPolicy.start = .rendition(1)
         configuration.renditionPolicy.upHold = .seconds(1)
         let sender = MediaSender(configuration: configuration)
-        let sessions = SessionList()
         let player = Task { await sender.play(renditions: [main, low], fps: 25) }
         defer {
             player.cancel()
             sender.stop()
         }
-        let (text, chromiumLog) = try await BrowserHarness.run(
-            glue: Self.movingGlue, query: "uid=\(identity.deviceID.description)&frames=\(Self.framesWanted)&width=320"
-        ) { offer in
-            let session = try await BrowserViewerSession.start(offer: try SessionDescription(parsing: offer), identity: identity,
-                                                               certificate: certificate, hosts: ["127.0.0.1"])
-            await sessions.append(session)
-            Task { _ = try? await sender.add(session) }
-            return session.answer.text
-        }
-        await sessions.closeAll()
-        let report = try #require(text.flatMap { try? JSONDecoder().decode(MovingReport.self, from: Data($0.utf8)) },
+        let (text, chromiumLog, notes) = try await Self.watch(
+            glue: Self.movingGlue, query: "uid=\(identity.deviceID.description)&frames=\(Self.framesWanted)&width=320",
+            identity: identity, sender: sender)
+        let report = try #require(text.flatMap { try? JSONDecoder().decode(Report.self, from: Data($0.utf8)) },
                                   "the page: \(String(describing: text)); chromium: \(chromiumLog)")
-        #expect(report.error == nil)
+        #expect(report.error == nil, "camera: \(notes)")
         // It decoded the sub stream first, then the main stream's picture took the canvas and frames kept decoding.
         #expect((report.decodedBefore ?? 0) > 0, "\(String(describing: text))")
         #expect(report.width == 320 && report.height == 240, "\(String(describing: text))")
@@ -129,9 +139,7 @@ struct BrowserVideoTests {
         let clip = try Self.clip()
         #expect(clip.contains { $0.isKeyframe }, "the clip has a keyframe")
         let identity = DeviceIdentity.generate()
-        let certificate = try DTLSCertificate.generate()
         let sender = MediaSender()
-        let sessions = SessionList()
         // A native viewer on the same sender, over an in-memory link: it keeps getting frames while the browser joins.
         let (viewer, camera, _) = connectedPair()
         async let receiving = MediaReceiver(connection: viewer)
@@ -149,25 +157,10 @@ struct BrowserVideoTests {
             receiver.stop()
             nativeFrames.cancel()
         }
-        let (text, chromiumLog) = try await BrowserHarness.run(
+        let (text, chromiumLog, notes) = try await Self.watch(
             // The UID as a person might type it: lower case.
-            glue: Self.glue, query: "uid=\(identity.deviceID.description.lowercased())&frames=\(Self.framesWanted)"
-        ) { offer in
-            let session = try await BrowserViewerSession.start(offer: try SessionDescription(parsing: offer), identity: identity,
-                                                               certificate: certificate, hosts: ["127.0.0.1"])
-            await sessions.append(session)
-            Task {
-                do {
-                    _ = try await sender.add(session)
-                    await sessions.note("feeding")
-                } catch {
-                    await sessions.note("not fed: \(error)")
-                }
-            }
-            return session.answer.text
-        }
-        let notes = await sessions.notes
-        await sessions.closeAll()
+            glue: Self.glue, query: "uid=\(identity.deviceID.description.lowercased())&frames=\(Self.framesWanted)",
+            identity: identity, sender: sender)
         receiver.stop()
         let native = await nativeFrames.value
         #expect(native >= Self.framesWanted, "the native viewer's frames while the browser watched: \(native)")
