@@ -143,6 +143,9 @@ import Testing
         #expect(up - down >= hold, "\(sim.moves)")
         #expect(sim.stats.brokenFrames == 0)
         #expect(sim.stats.renditions == [0, 1, 0])
+        // The receiver's statistics: the first move, timed from the first frame.
+        #expect(sim.stats.renditionSwitches == 2)
+        #expect(abs((sim.stats.firstSwitchSeconds ?? -1) - down) < 0.001)
     }
 
     @Test func aRateOscillatingAroundTheBoundaryDoesNotMakeTheViewerFlap() {
