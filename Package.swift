@@ -107,6 +107,7 @@ let package = Package(
             dependencies: [
                 "Traversal",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]),
         .target(name: "NATLab"),
         .target(name: "CTrav"),
@@ -132,7 +133,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            resources: [.copy("Resources/testsrc.h264")]),
+            resources: [.copy("Resources/testsrc.h264"), .copy("Resources/testsrc-low.h264")]),
         .target(
             name: "FloodKit",
             dependencies: [

@@ -33,7 +33,7 @@ public struct MediaFrame: Sendable, Hashable {
 /// ```
 ///  0       1       2               4               8              12              16
 /// +-------+-------+---------------+---------------+---------------+---------------+
-/// | kind  | flags |   reserved    |   sequence    |      gop      | index in gop  |
+/// | kind  | flags | rend. | rsvd. |   sequence    |      gop      | index in gop  |
 /// +-------+-------+---------------+---------------+---------------+---------------+
 /// |        presentation time (µs)     |    sender's wall clock at capture (µs)    |
 /// +-----------------------------------+-------------------------------------------+
@@ -42,7 +42,8 @@ public struct MediaFrame: Sendable, Hashable {
 ///
 /// `sequence` counts every frame of its kind the camera produced, sent or dropped, so gaps are drops;
 /// `gop` counts keyframes and `index` counts frames since the last one, so a receiver can check that
-/// it never got a frame whose reference was dropped (flag bit 0: keyframe).
+/// it never got a frame whose reference was dropped (flag bit 0: keyframe). `rend.` is the frame's
+/// ``Rendition`` (its index among the camera's; 0 for a camera with one stream).
 public struct MediaPacket: Sendable, Hashable {
     /// Bytes of the header.
     public static let headerLength = 32
@@ -58,14 +59,17 @@ public struct MediaPacket: Sendable, Hashable {
     /// The sender's wall clock when the camera offered the frame (its capture; µs since 1970), for latency
     /// (capture → complete frame at the viewer) where clocks agree.
     public var capturedAtMicros: UInt64
+    /// The rendition the frame belongs to (an index among the camera's ``Rendition``s).
+    public var rendition: UInt8
 
     /// A packet.
-    public init(frame: MediaFrame, sequence: UInt32, gop: UInt32, index: UInt32, capturedAtMicros: UInt64) {
+    public init(frame: MediaFrame, sequence: UInt32, gop: UInt32, index: UInt32, capturedAtMicros: UInt64, rendition: UInt8 = 0) {
         self.frame = frame
         self.sequence = sequence
         self.gop = gop
         self.index = index
         self.capturedAtMicros = capturedAtMicros
+        self.rendition = rendition
     }
 
     /// The wire form.
@@ -74,7 +78,7 @@ public struct MediaPacket: Sendable, Hashable {
         out.reserveCapacity(Self.headerLength + frame.data.count)
         out.append(frame.kind.rawValue)
         out.append(frame.isKeyframe ? 1 : 0)
-        out += [0, 0]
+        out += [rendition, 0]
         Self.append(sequence, to: &out)
         Self.append(gop, to: &out)
         Self.append(index, to: &out)
@@ -97,6 +101,7 @@ public struct MediaPacket: Sendable, Hashable {
         gop = u32(8)
         index = u32(12)
         capturedAtMicros = u64(24)
+        rendition = bytes[2]
     }
 
     private static func append<T: FixedWidthInteger>(_ v: T, to out: inout [UInt8]) {

@@ -104,6 +104,13 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
     public var spanSeconds = 0.0
     /// When each latency in ``latenciesMs`` was measured, in seconds since the first video frame.
     public var arrivalSeconds: [Double] = []
+    /// The renditions received, in order, each once per stay (`[0, 1]`: the main stream, then the sub stream);
+    /// the most recent 64 stays.
+    public var renditions: [Int] = []
+    /// Times the stream moved to another rendition.
+    public var renditionSwitches = 0
+    /// Seconds from the first video frame to the first frame of another rendition (nil while there was none).
+    public var firstSwitchSeconds: Double?
 
     private var lastSequence: UInt32?
     private var lastGop: UInt32?
@@ -115,7 +122,8 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case videoFrames, audioFrames, keyframes, bytes, droppedFrames, brokenFrames, stalls, longestGapMs, spanSeconds
+        case videoFrames, audioFrames, keyframes, bytes, droppedFrames, brokenFrames, stalls, longestGapMs, spanSeconds, renditions,
+             renditionSwitches, firstSwitchSeconds
     }
 
     mutating func record(_ packet: MediaPacket, latencyMs: Double, at now: ContinuousClock.Instant) {
@@ -150,6 +158,15 @@ public struct MediaStatistics: Sendable, Codable, Hashable {
             spanSeconds = Double(span.components.seconds) + Double(span.components.attoseconds) / 1e18
         }
         arrivalSeconds.append(spanSeconds)
+        let rendition = Int(packet.rendition)
+        if let last = renditions.last, last != rendition {
+            renditionSwitches += 1
+            if firstSwitchSeconds == nil { firstSwitchSeconds = spanSeconds }
+        }
+        if renditions.last != rendition {
+            if renditions.count >= 64 { renditions.removeFirst() }
+            renditions.append(rendition)
+        }
     }
 
     /// The `p`-th percentile (0…100) of frame latency, in ms.

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import Synchronization
 import Traversal
 
@@ -18,21 +19,49 @@ enum MediaControl: UInt8 {
 }
 
 /// What a viewer's path sustains, for the application to pick its encoder's bitrate.
+///
+/// A camera with a live encoder uses these reports instead of renditions: it reads ``MediaSender/rates`` and,
+/// when a viewer's report is congested or overflowed, sets its encoder to the acknowledged rate × a margin
+/// (the same rule ``RenditionStateMachine`` applies to fixed renditions), raising it again only after a hold
+/// of clean reports. With one encoder for several viewers it encodes for the slowest, or runs one encoder
+/// per rate class and hands their frames in as renditions.
 public struct ViewerRate: Sendable, Hashable {
     /// Which viewer (``MediaSender/Viewer/id``).
     public var viewer: Int
     /// Bits per second the peer acknowledged over the last interval.
     public var acknowledgedBitsPerSecond: Double
-    /// True when frames waited for the path (so the figure is the path's capacity, not the stream's rate).
+    /// True when the path held frames back for at least ``MediaSender/Configuration/congestedShare`` of the
+    /// interval (so the figure is near the path's capacity, not the stream's rate).
     public var congested: Bool
+    /// True when the viewer's queue dropped frames during the interval because the path could not carry them
+    /// in time (``ViewerQueueStateMachine/overflows``).
+    public var overflowed: Bool
     /// Frames dropped for this viewer so far.
     public var droppedFrames: Int
+    /// The rendition the viewer receives (an index into ``MediaSender/Configuration/renditions``; 0 with none).
+    public var rendition: Int
+
+    /// A report.
+    public init(viewer: Int, acknowledgedBitsPerSecond: Double, congested: Bool, overflowed: Bool = false, droppedFrames: Int,
+                rendition: Int = 0) {
+        self.viewer = viewer
+        self.acknowledgedBitsPerSecond = acknowledgedBitsPerSecond
+        self.congested = congested
+        self.overflowed = overflowed
+        self.droppedFrames = droppedFrames
+        self.rendition = rendition
+    }
 }
 
 /// The camera's side of the media plane: hands every frame to each viewer's own bounded queue
 /// (``ViewerQueueStateMachine``), so one slow viewer never stalls another; each viewer's sender keeps
 /// only about ``Configuration/targetDelay`` of data in flight on its path, so frames wait (and are
 /// dropped by whole GOP tails) in the queue rather than in buffers where they could not be dropped.
+///
+/// A camera that offers several encodings of its picture (a main and a sub stream: ``Configuration/renditions``)
+/// hands every rendition's frames in (``send(_:rendition:)``); each viewer receives one of them, chosen and
+/// changed at keyframes by its own ``RenditionStateMachine`` from the viewer's rate reports. A camera with a
+/// live encoder instead adapts the encoder to ``rates`` (see ``ViewerRate``).
 public final class MediaSender: Sendable {
     /// Tunables.
     public struct Configuration: Sendable {
@@ -46,6 +75,13 @@ public final class MediaSender: Sendable {
         public var minimumInFlight = 32 * 1024
         /// How often rates are reported.
         public var reportInterval: Duration = .seconds(1)
+        /// The share of a report interval the sender must have waited for a viewer's path for the report to say
+        /// ``ViewerRate/congested`` (a keyframe's burst on a path that keeps up waits far less).
+        public var congestedShare = 0.5
+        /// The encodings the camera offers of its picture, by index (``send(_:rendition:)``); empty for one stream.
+        public var renditions: [Rendition] = []
+        /// How each viewer's rendition is chosen and changed.
+        public var renditionPolicy = RenditionStateMachine.Policy()
 
         /// Defaults.
         public init() {}
@@ -58,22 +94,32 @@ public final class MediaSender: Sendable {
         /// The viewer's connection (a native `PeerConnection` or a browser's session).
         public let connection: any MediaViewerConnection
         let state: Mutex<ViewerQueueStateMachine>
+        let choice: Mutex<RenditionStateMachine>
         let wake: AsyncStream<Void>.Continuation
         let wakes: AsyncStream<Void>
         let task = Mutex<Task<Void, Never>?>(nil)
 
-        init(id: Int, connection: any MediaViewerConnection, limits: ViewerQueueStateMachine.Limits) {
+        init(id: Int, connection: any MediaViewerConnection, configuration: Configuration) {
             self.id = id
             self.connection = connection
-            state = Mutex(ViewerQueueStateMachine(limits: limits))
+            state = Mutex(ViewerQueueStateMachine(limits: configuration.queue))
+            choice = Mutex(RenditionStateMachine(renditions: configuration.renditions, policy: configuration.renditionPolicy))
             (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         }
 
         /// Frames dropped for this viewer so far.
         public var droppedFrames: Int { state.withLock { $0.droppedFrames } }
+        /// The rendition this viewer receives now.
+        public var rendition: Int { choice.withLock { $0.current } }
+        /// The rendition whose keyframe this viewer waits for (the one it moves to, else its own): what a
+        /// keyframe request for it asks of the encoders.
+        public var awaitedRendition: Int { choice.withLock { $0.awaited } }
+        /// Times this viewer moved to another rendition.
+        public var renditionSwitches: Int { choice.withLock { $0.switches } }
     }
 
-    /// Keyframe wishes: a viewer asked, or a viewer's queue skipped to the next keyframe.
+    /// Keyframe wishes (viewer ids): a viewer asked, its queue skipped to the next keyframe, or it is to move to
+    /// another rendition; the rendition wanted is the viewer's ``Viewer/awaitedRendition`` (``viewer(_:)``).
     public let keyframeRequests: AsyncStream<Int>
     /// Per-viewer rate reports, every ``Configuration/reportInterval``.
     public let rates: AsyncStream<ViewerRate>
@@ -84,6 +130,8 @@ public final class MediaSender: Sendable {
     private let keyframeSink: AsyncStream<Int>.Continuation
     private let rateSink: AsyncStream<ViewerRate>.Continuation
     private let logger: Logger
+    private let switchesDown = Counter(label: "trav_media_rendition_switches_total", dimensions: [("direction", "down")])
+    private let switchesUp = Counter(label: "trav_media_rendition_switches_total", dimensions: [("direction", "up")])
 
     /// A sender with no viewers yet.
     public init(configuration: Configuration = Configuration(), logger: Logger = Logger(label: "trav.media")) {
@@ -96,6 +144,9 @@ public final class MediaSender: Sendable {
     /// Viewers being fed now.
     public var viewerCount: Int { viewers.withLock { $0.count } }
 
+    /// The viewer with this id, while it is fed.
+    public func viewer(_ id: Int) -> Viewer? { viewers.withLock { $0[id] } }
+
     /// Starts feeding a viewer: opens its channels and returns; the viewer starts at the next keyframe.
     /// Feeding stops when the connection or its channels close. With `acceptingChannels` the sender reads the
     /// connection's incoming channels for the viewer's control channel; an application that accepts other
@@ -103,7 +154,7 @@ public final class MediaSender: Sendable {
     @discardableResult
     public func add(_ connection: any MediaViewerConnection, acceptingChannels: Bool = true) async throws -> Viewer {
         let media = try await connection.openChannel(label: MediaChannelLabel.media, delivery: .reliable, priority: .high)
-        let viewer = Viewer(id: nextID.add(1, ordering: .relaxed).oldValue, connection: connection, limits: configuration.queue)
+        let viewer = Viewer(id: nextID.add(1, ordering: .relaxed).oldValue, connection: connection, configuration: configuration)
         viewers.withLock { $0[viewer.id] = viewer }
         keyframeSink.yield(viewer.id)
         let interval = configuration.reportInterval
@@ -124,11 +175,27 @@ public final class MediaSender: Sendable {
         return viewer
     }
 
-    /// Offers a frame to every viewer (never blocks: each viewer's queue decides what to keep).
-    public func send(_ frame: MediaFrame) {
+    /// Offers a frame to every viewer (never blocks: each viewer's queue decides what to keep). A video frame
+    /// goes to the viewers on its `rendition` (an index into ``Configuration/renditions``; 0 for a camera with
+    /// one stream); audio goes to every viewer.
+    public func send(_ frame: MediaFrame, rendition: Int = 0) {
         let now = ContinuousClock.now
         for viewer in viewers.withLock({ Array($0.values) }) {
-            let actions = viewer.state.withLock { $0.push(frame, now: now) }
+            if frame.kind == .video {
+                switch viewer.choice.withLock({ $0.frame(of: rendition, isKeyframe: frame.isKeyframe, now: now) }) {
+                case .skip:
+                    continue
+                case .deliver:
+                    break
+                case .deliverSwitching(let from):
+                    let down = configuration.renditions[rendition].bitsPerSecond < configuration.renditions[from].bitsPerSecond
+                    (down ? switchesDown : switchesUp).increment()
+                    logger.info("viewer moves to another rendition", metadata: [
+                        "viewer": "\(viewer.id)", "from": "\(configuration.renditions[from].name)",
+                        "to": "\(configuration.renditions[rendition].name)"])
+                }
+            }
+            let actions = viewer.state.withLock { $0.push(frame, rendition: UInt8(truncatingIfNeeded: rendition), now: now) }
             if actions.contains(.requestKeyframe) { keyframeSink.yield(viewer.id) }
             viewer.wake.yield()
         }
@@ -154,25 +221,36 @@ public final class MediaSender: Sendable {
         var lastReport = ContinuousClock.now
         var ackedAtReport = 0
         var rate = 0.0  // acknowledged bytes/s
-        var waitedForPath = false
+        var waitedForPath = Duration.zero
+        var overflowsAtReport = 0
         while !Task.isCancelled {
             let now = ContinuousClock.now
             if now - lastReport >= configuration.reportInterval {
                 let acked = sentBytes - connection.channelBufferedAmount
-                let seconds = Double((now - lastReport).components.attoseconds) / 1e18 + Double((now - lastReport).components.seconds)
-                let measured = Double(acked - ackedAtReport) / max(seconds, 1e-3)
+                let interval = now - lastReport
+                let measured = Double(acked - ackedAtReport) / max(interval.milliseconds / 1000, 1e-3)
                 rate = rate == 0 ? measured : 0.7 * rate + 0.3 * measured
-                rateSink.yield(ViewerRate(viewer: viewer.id, acknowledgedBitsPerSecond: measured * 8, congested: waitedForPath,
-                                          droppedFrames: viewer.droppedFrames))
+                let (overflows, dropped) = viewer.state.withLock { ($0.overflows, $0.droppedFrames) }
+                let report = ViewerRate(viewer: viewer.id, acknowledgedBitsPerSecond: measured * 8,
+                                        congested: waitedForPath.milliseconds >= interval.milliseconds * configuration.congestedShare,
+                                        overflowed: overflows > overflowsAtReport, droppedFrames: dropped, rendition: viewer.rendition)
+                rateSink.yield(report)
+                for case .requestKeyframe(let target) in viewer.choice.withLock({ $0.report(report, now: now) }) {
+                    logger.debug("viewer to move to another rendition", metadata: [
+                        "viewer": "\(viewer.id)", "to": "\(configuration.renditions[target].name)",
+                        "acknowledged_bps": "\(Int(report.acknowledgedBitsPerSecond))"])
+                    keyframeSink.yield(viewer.id)
+                }
                 lastReport = now
                 ackedAtReport = acked
-                waitedForPath = false
+                overflowsAtReport = overflows
+                waitedForPath = .zero
             }
             let allowed = max(configuration.minimumInFlight, Int(rate * Double(configuration.targetDelay.components.attoseconds) / 1e18
                                                                  + rate * Double(configuration.targetDelay.components.seconds)))
             if connection.channelBufferedAmount > allowed {
-                waitedForPath = true
                 try? await Task.sleep(for: .milliseconds(5))
+                waitedForPath += ContinuousClock.now - now
                 continue
             }
             guard let packet = viewer.state.withLock({ $0.next(now: now, wallClockMicros: wallClockMicros()) }) else {

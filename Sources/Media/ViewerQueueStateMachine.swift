@@ -40,6 +40,7 @@ public struct ViewerQueueStateMachine: Sendable {
         var sequence: UInt32
         var gop: UInt32
         var index: UInt32
+        var rendition: UInt8
         var queuedAt: ContinuousClock.Instant
     }
 
@@ -52,6 +53,9 @@ public struct ViewerQueueStateMachine: Sendable {
     public private(set) var awaitingKeyframe = true
     /// Frames dropped so far (video and audio).
     public private(set) var droppedFrames = 0
+    /// Times queued frames were dropped because the path could not carry them in time (a backed-up queue, or
+    /// a keyframe superseding a late GOP tail); drops while waiting for a keyframe do not count.
+    public private(set) var overflows = 0
     /// Video frames produced, keyframes produced, and the position in the current GOP (the camera's count).
     private var videoSequence: UInt32 = 0, audioSequence: UInt32 = 0, gop: UInt32 = 0, index: UInt32 = 0
 
@@ -65,14 +69,14 @@ public struct ViewerQueueStateMachine: Sendable {
     /// Bytes waiting.
     public var queuedBytes: Int { bytes }
 
-    /// Offers the camera's next frame.
-    public mutating func push(_ frame: MediaFrame, now: ContinuousClock.Instant) -> [Action] {
+    /// Offers the camera's next frame, of `rendition` (an index the packet carries; see ``Rendition``).
+    public mutating func push(_ frame: MediaFrame, rendition: UInt8 = 0, now: ContinuousClock.Instant) -> [Action] {
         let sequence: UInt32
         switch frame.kind {
         case .audio:
             sequence = audioSequence
             audioSequence &+= 1
-            append(Entry(frame: frame, sequence: sequence, gop: 0, index: 0, queuedAt: now))
+            append(Entry(frame: frame, sequence: sequence, gop: 0, index: 0, rendition: rendition, queuedAt: now))
             return []
         case .video:
             sequence = videoSequence
@@ -84,10 +88,12 @@ public struct ViewerQueueStateMachine: Sendable {
                 index &+= 1
             }
         }
-        let entry = Entry(frame: frame, sequence: sequence, gop: gop, index: index, queuedAt: now)
+        let entry = Entry(frame: frame, sequence: sequence, gop: gop, index: index, rendition: rendition, queuedAt: now)
         if frame.isKeyframe {
-            if awaitingKeyframe || backedUp(adding: frame.data.count, now: now, after: limits.supersedeDelay) {
+            if awaitingKeyframe {
                 dropQueuedVideo(keepKeyframes: false)
+            } else if backedUp(adding: frame.data.count, now: now, after: limits.supersedeDelay), dropQueuedVideo(keepKeyframes: false) > 0 {
+                overflows += 1
             }
             awaitingKeyframe = false
             append(entry)
@@ -100,6 +106,7 @@ public struct ViewerQueueStateMachine: Sendable {
         if backedUp(adding: frame.data.count, now: now, after: limits.maxDelay) {
             dropQueuedVideo(keepKeyframes: true)
             droppedFrames += 1
+            overflows += 1
             awaitingKeyframe = true
             return [.requestKeyframe]
         }
@@ -124,7 +131,7 @@ public struct ViewerQueueStateMachine: Sendable {
             }
             let waited = UInt64(max(0, (now - e.queuedAt).microseconds))
             return MediaPacket(frame: e.frame, sequence: e.sequence, gop: e.gop, index: e.index,
-                               capturedAtMicros: wallClockMicros > waited ? wallClockMicros - waited : 0)
+                               capturedAtMicros: wallClockMicros > waited ? wallClockMicros - waited : 0, rendition: e.rendition)
         }
         return nil
     }
@@ -146,21 +153,26 @@ public struct ViewerQueueStateMachine: Sendable {
         bytes += e.frame.data.count
     }
 
-    private mutating func dropQueuedVideo(keepKeyframes: Bool) {
+    /// Drops the waiting video frames (all, or all but the latest keyframe); returns how many.
+    @discardableResult
+    private mutating func dropQueuedVideo(keepKeyframes: Bool) -> Int {
         let pending = queue[head...]
         // Keep audio, and at most the latest queued keyframe (with the frames after it, dropped below).
         let lastKey = keepKeyframes ? pending.lastIndex(where: { $0.frame.isKeyframe }) : nil
         var kept: [Entry] = []
+        var dropped = 0
         for i in pending.indices {
             let e = queue[i]
             if e.frame.kind == .audio || i == lastKey {
                 kept.append(e)
             } else {
-                droppedFrames += 1
+                dropped += 1
             }
         }
+        droppedFrames += dropped
         queue = kept
         head = 0
         bytes = kept.reduce(0) { $0 + $1.frame.data.count }
+        return dropped
     }
 }

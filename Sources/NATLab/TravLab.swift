@@ -192,6 +192,12 @@ public struct TravLab: Sendable {
             public var latencyP99PerMinuteMs: [Double]?
             /// Latency p50 of each whole minute.
             public var latencyP50PerMinuteMs: [Double]?
+            /// The camera's renditions received, in order, each once per stay.
+            public var renditions: [Int]?
+            /// Moves to another rendition.
+            public var renditionSwitches: Int?
+            /// Seconds from the first frame to the first of another rendition.
+            public var firstSwitchSeconds: Double?
         }
 
         /// A reliable channel transfer of `trav connect --channel-send`.

@@ -247,7 +247,7 @@ public enum BrowserViewerScript {
           const pc = new RTCPeerConnection({iceServers});
           const control = pc.createDataChannel('trav.control');
           const context = canvas.getContext('2d');
-          let decoder = null;
+          let decoder = null, decoderRendition = 0;
           const requestKeyframe = () => {
             decoder = null;
             stats.keyframeRequests++;
@@ -258,7 +258,13 @@ public enum BrowserViewerScript {
             stats.received++;
             const key = (bytes[1] & 1) === 1, data = bytes.subarray(32);
             const timestamp = Number(new DataView(bytes.buffer, bytes.byteOffset, 32).getBigUint64(16));
+            // The camera moved this viewer to another rendition (byte 2) at this keyframe: its own SPS, maybe another codec string.
+            if (decoder && key && bytes[2] !== decoderRendition) {
+              try { decoder.close(); } catch (e) {}
+              decoder = null;
+            }
             if (!decoder) {
+              decoderRendition = bytes[2];
               const codec = key ? travCodec(data) : null;
               if (!codec) return;
               decoder = new VideoDecoder({

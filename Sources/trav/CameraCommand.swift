@@ -18,8 +18,14 @@ extension Trav {
         @Option(help: "Password viewers must present.") var password: String?
         @Option(help: "Viewer identity keys allowed without a password (base64 Ed25519), comma-separated.") var pairedViewers: String?
         @Option(help: "Send a synthetic video stream at this rate in kbit/s instead of echoing.") var stream: Int?
-        @Option(help: "Stream this H.264 Annex B file (looped) to every viewer on a media channel; `default` plays the bundled test clip.")
-        var video: String?
+        @Option(help: ArgumentHelp(
+            "Stream this H.264 Annex B file (looped) to every viewer on a media channel; `default` plays the bundled test clip, `default-low` its low-rate version.",
+            discussion: """
+            Repeat it for renditions of the same picture (a main stream, then sub streams: `--video main.h264 --video sub.h264`): each \
+            viewer gets the highest its path sustains, moving down when its path falls short and back up after a hold of headroom, \
+            always at a keyframe. Each file's rate is its bytes over its duration at --fps.
+            """))
+        var video: [String] = []
         @Option(help: "Frames per second for --video.") var fps: Int = 25
         @Option(help: "IP address browsers reach this camera on (a WebRTC host candidate; repeatable; default: every IPv4 interface's).")
         var browserHost: [String] = []
@@ -32,17 +38,26 @@ extension Trav {
 
         func validate() throws {
             if password == nil && pairedViewers == nil { throw ValidationError("give --password or --paired-viewers") }
-            if video != nil && stream != nil { throw ValidationError("give --video or --stream, not both") }
+            if !video.isEmpty && stream != nil { throw ValidationError("give --video or --stream, not both") }
+            if video.count > Self.maxRenditions { throw ValidationError("at most \(Self.maxRenditions) --video renditions") }
             if !cloudNode.isEmpty, peer.cloud == nil { throw ValidationError("--cloud-node needs --cloud") }
             if !(1...240).contains(fps) { throw ValidationError("--fps must be 1…240") }
         }
 
+        /// The most `--video` renditions (a camera has a main stream and a few sub streams).
+        static let maxRenditions = 8
+
         func run() async throws {
             let logger = common.logger("trav.camera")
             let me = try DeviceIdentity.load(from: identity)
-            // One sender for all viewers, native and browsers: each gets its own queue; the clip plays once for everyone.
-            let clip = try video.map { try loadClip($0 == "default" ? nil : $0) }
-            let media = clip.map { _ in MediaSender(logger: logger) }
+            // One sender for all viewers, native and browsers: each gets its own queue and rendition; each clip plays
+            // once for everyone.
+            let clips = try video.map { try loadClip($0) }
+            let renditions = clips.enumerated().map { i, units in
+                Rendition(name: i == 0 ? "main" : i == 1 ? "sub" : "sub\(i)", bitsPerSecond: AnnexB.bitsPerSecond(of: units, fps: fps))
+            }
+            let media = clips.isEmpty ? nil : MediaSender(configuration: { var c = MediaSender.Configuration(); c.renditions = renditions; return c }(),
+                                                          logger: logger)
             let hosts = browserHost.isEmpty ? localIPv4Addresses().map(\.description) : browserHost
             let browsers = noBrowsers ? nil : try BrowserAnswerer(identity: me, hosts: hosts, media: media, logger: logger)
             let connector = try peer.connector(identity: me, logger: logger, browserViewers: browsers)
@@ -74,16 +89,25 @@ extension Trav {
             say("camera \(me.deviceID) serving" + (cloud != nil ? " via cloud \(peer.cloud ?? "")" : "") + (lan != nil ? " and LAN port \(peer.lanPort)" : ""))
             let events = connector.events(sources, cloud: cloud?.connectionEvents, access: access)
             let rate = stream
-            if let clip { say("video: \(clip.count) frames (\(clip.filter(\.isKeyframe).count) keyframes) at \(fps) fps, looped") }
+            for (clip, rendition) in zip(clips, renditions) {
+                say("video \(rendition.name): \(clip.count) frames (\(clip.filter(\.isKeyframe).count) keyframes) at \(fps) fps, "
+                    + "\(rendition.bitsPerSecond / 1000) kbit/s, looped")
+            }
             let frameRate = fps
             let player = Task {
-                guard let media, let clip else { return }
+                guard let media else { return }
                 await withTaskGroup(of: Void.self) { group in
-                    group.addTask { await media.play(clip, fps: frameRate) }
+                    group.addTask { await media.play(renditions: clips, fps: frameRate) }
                     group.addTask {
-                        for await r in media.rates where r.congested {
-                            say(String(format: "viewer %d: path sustains %.0f kbit/s, %d frames dropped", r.viewer,
-                                       r.acknowledgedBitsPerSecond / 1000, r.droppedFrames))
+                        var on: [Int: Int] = [:]
+                        for await r in media.rates {
+                            if r.congested || r.overflowed {
+                                say(String(format: "viewer %d: path sustains %.0f kbit/s, %d frames dropped", r.viewer,
+                                           r.acknowledgedBitsPerSecond / 1000, r.droppedFrames))
+                            }
+                            if renditions.count > 1, on.updateValue(r.rendition, forKey: r.viewer) != r.rendition {
+                                say("viewer \(r.viewer): rendition \(renditions[r.rendition].name)")
+                            }
                         }
                     }
                 }

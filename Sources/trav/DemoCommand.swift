@@ -60,7 +60,7 @@ extension Trav {
                                             pairedViewers: paired.map { identities[$0].publicKey })
             let connections = cameraConnector.serve([signalling.introductions], access: access)
             print("camera   \(camera.deviceID) registered; \(viewers) viewer\(viewers == 1 ? "" : "s") connecting by UID")
-            let clip = try loadClip(video)
+            let clip = try loadClip(video ?? "default")
             let sender = MediaSender(logger: logger)
             let player = Task { await sender.play(clip, fps: 25) }
             let serving = Task {

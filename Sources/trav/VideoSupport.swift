@@ -3,15 +3,16 @@ import Foundation
 import Media
 import Traversal
 
-/// The H.264 clip `trav camera --video` plays: a file's access units, or the bundled 4 s test pattern.
-func loadClip(_ path: String?) throws -> [AnnexB.AccessUnit] {
+/// The H.264 clip `trav camera --video` plays: a file's access units, or a bundled 4 s test pattern (`default`, and
+/// `default-low`: the same picture at a quarter of the size and rate, for a sub stream).
+func loadClip(_ path: String) throws -> [AnnexB.AccessUnit] {
+    let bundled = ["default": "testsrc", "default-low": "testsrc-low"]
     let url: URL
-    if let path {
-        url = URL(fileURLWithPath: path)
-    } else if let bundled = Bundle.module.url(forResource: "testsrc", withExtension: "h264") {
-        url = bundled
+    if let name = bundled[path] {
+        guard let resource = Bundle.module.url(forResource: name, withExtension: "h264") else { throw CLIError("the bundled clip \(name) is missing") }
+        url = resource
     } else {
-        throw CLIError("the bundled test clip is missing")
+        url = URL(fileURLWithPath: path)
     }
     let units = AnnexB.accessUnits([UInt8](try Data(contentsOf: url)))
     guard units.contains(where: \.isKeyframe) else { throw CLIError("\(url.path): no H.264 keyframe (IDR access unit) found") }
@@ -35,6 +36,11 @@ struct VideoOutput: Encodable {
     var latencyP99PerMinuteMs: [Double]
     /// Latency p50 of each whole minute.
     var latencyP50PerMinuteMs: [Double]
+    /// The camera's renditions received, in order (0: its first `--video`), each once per stay.
+    var renditions: [Int]
+    var renditionSwitches: Int
+    /// Seconds from the first frame to the first of another rendition (the time to step down, for a slow path).
+    var firstSwitchSeconds: Double?
     var savedTo: String?
 
     init(_ s: MediaStatistics, savedTo: String?) {
@@ -51,6 +57,9 @@ struct VideoOutput: Encodable {
         longestGapMs = s.longestGapMs
         latencyP99PerMinuteMs = s.latencyPercentilePerMinute(99)
         latencyP50PerMinuteMs = s.latencyPercentilePerMinute(50)
+        renditions = s.renditions
+        renditionSwitches = s.renditionSwitches
+        firstSwitchSeconds = s.firstSwitchSeconds
         self.savedTo = savedTo
     }
 
@@ -59,6 +68,8 @@ struct VideoOutput: Encodable {
         String(format: "%d frames (%d key) in %.1f s, %.0f kbit/s, latency p50 %@ p99 %@ ms, %d dropped, %d broken, %d stalls (longest gap %.0f ms)",
                frames, keyframes, seconds, kbps, latencyP50Ms.map { String(format: "%.1f", $0) } ?? "-",
                latencyP99Ms.map { String(format: "%.1f", $0) } ?? "-", droppedFrames, brokenFrames, stalls, longestGapMs)
+            + ", rendition " + renditions.map(String.init).joined(separator: " -> ")
+            + " (\(renditionSwitches) switch\(renditionSwitches == 1 ? "" : "es")\(firstSwitchSeconds.map { String(format: ", first at %.1f s", $0) } ?? ""))"
     }
 }
 

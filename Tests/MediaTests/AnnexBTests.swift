@@ -6,6 +6,7 @@ import Testing
 @Suite struct AnnexBTests {
     static let clipPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../Sources/trav/Resources/testsrc.h264").standardized.path
+    static let lowClipPath = URL(fileURLWithPath: clipPath).deletingLastPathComponent().appendingPathComponent("testsrc-low.h264").path
 
     @Test func testClipSplitsIntoItsFramesWithAKeyframeEachSecond() throws {
         let data = try [UInt8](Data(contentsOf: URL(fileURLWithPath: Self.clipPath)))
@@ -14,6 +15,22 @@ import Testing
         #expect(units.count == 100)
         #expect(units.indices.filter { units[$0].isKeyframe } == [0, 25, 50, 75])
         #expect(units.reduce(0) { $0 + $1.bytes.count } == data.count)
+    }
+
+    /// The bundled sub stream (`trav camera --video default-low`): the same 4 s at 25 fps, keyframes at the same
+    /// frames, at a quarter of the picture size and a quarter of the rate. Made with
+    /// `ffmpeg -f lavfi -i testsrc=size=160x120:rate=25 -t 4 -c:v libx264 -profile:v baseline -pix_fmt yuv420p -bf 0
+    /// -x264-params keyint=25:min-keyint=25:scenecut=0 -b:v 40k -maxrate 40k -bufsize 40k testsrc-low.h264`.
+    @Test func lowRateClipIsTheSamePictureAtALowerRate() throws {
+        let main = AnnexB.accessUnits(try [UInt8](Data(contentsOf: URL(fileURLWithPath: Self.clipPath))))
+        let low = AnnexB.accessUnits(try [UInt8](Data(contentsOf: URL(fileURLWithPath: Self.lowClipPath))))
+        #expect(low.count == main.count)
+        #expect(low.indices.filter { low[$0].isKeyframe } == main.indices.filter { main[$0].isKeyframe })
+        let (mainRate, lowRate) = (AnnexB.bitsPerSecond(of: main, fps: 25), AnnexB.bitsPerSecond(of: low, fps: 25))
+        #expect(lowRate * 3 < mainRate && lowRate > 20_000, "main \(mainRate) bit/s, low \(lowRate) bit/s")
+        // Bytes over duration: 4 s of frames.
+        #expect(mainRate == main.reduce(0) { $0 + $1.bytes.count } * 8 / 4)
+        #expect(AnnexB.bitsPerSecond(of: [], fps: 25) == 0)
     }
 
     @Test func parameterSetsTravelWithTheKeyframe() {

@@ -97,6 +97,77 @@ import Traversal
         for c in [fastViewer, fastCamera, slowViewer, slowCamera] { await c.close() }
     }
 
+    @Test func aSlowViewerMovesToTheSubStreamWhileTheFastOneStaysOnTheMain() async throws {
+        let (fastViewer, fastCamera, _) = connectedPair(.init(delay: .milliseconds(5)))
+        let (slowViewer, slowCamera, _) = connectedPair(.init(delay: .milliseconds(20), rateBitsPerSecond: 1_000_000))
+        // A main stream of ~2.6 Mbit/s (16 copies of each of the clip's units) and the clip itself as the sub stream.
+        let main = Self.clip.map { AnnexB.AccessUnit(bytes: Array([[UInt8]](repeating: $0.bytes, count: 16).joined()), isKeyframe: $0.isKeyframe) }
+        var configuration = MediaSender.Configuration()
+        configuration.renditions = [Rendition(name: "main", bitsPerSecond: AnnexB.bitsPerSecond(of: main, fps: 25)),
+                                    Rendition(name: "sub", bitsPerSecond: AnnexB.bitsPerSecond(of: Self.clip, fps: 25))]
+        #expect(configuration.renditions[0].bitsPerSecond > 2_000_000 && configuration.renditions[1].bitsPerSecond < 500_000)
+        let sender = MediaSender(configuration: configuration)
+        async let fastReceiver = MediaReceiver(connection: fastViewer)
+        async let slowReceiver = MediaReceiver(connection: slowViewer)
+        let fastFeed = try await sender.add(fastCamera)
+        let slowFeed = try await sender.add(slowCamera)
+        let (fast, slow) = try await (fastReceiver, slowReceiver)
+        async let fastFrames = Self.collect(fast, until: .seconds(9))
+        async let slowFrames = Self.collect(slow, until: .seconds(9))
+        await sender.play(renditions: [main, Self.clip], fps: 25, for: .seconds(7))
+        let (f, s) = await (fastFrames, slowFrames)
+        // The fast viewer: the main stream only, every frame of it.
+        #expect(Set(f.map(\.rendition)) == [0])
+        #expect(f.map(\.sequence) == (0..<UInt32(f.count)).map { $0 }, "\(fast.stats)")
+        #expect(fastFeed.renditionSwitches == 0)
+        // The slow one: down to the sub stream at one of its keyframes, no frame without its reference.
+        #expect(slowFeed.rendition == 1 && slowFeed.renditionSwitches >= 1)
+        #expect(slow.stats.renditions.last == 1, "\(slow.stats)")
+        #expect(slow.stats.brokenFrames == 0, "\(slow.stats)")
+        let firstSub = try #require(s.firstIndex { $0.rendition == 1 })
+        #expect(s[firstSub].frame.isKeyframe)
+        print("in memory, 1 Mbit/s: the slow viewer moved to the sub stream \(slow.stats.firstSwitchSeconds ?? -1) s after its first frame")
+        sender.stop()
+        for c in [fastViewer, fastCamera, slowViewer, slowCamera] { await c.close() }
+    }
+
+    @Test func aViewersKeyframeRequestRestartsItAtItsOwnRenditionsKeyframe() async throws {
+        let (viewer, camera, _) = connectedPair()
+        var configuration = MediaSender.Configuration()
+        configuration.renditions = [Rendition(name: "main", bitsPerSecond: 3_000_000), Rendition(name: "sub", bitsPerSecond: 400_000)]
+        configuration.renditionPolicy.start = .rendition(1)
+        let sender = MediaSender(configuration: configuration)
+        async let receiver = MediaReceiver(connection: viewer)
+        let added = try await sender.add(camera)
+        let r = try await receiver
+        var requests = sender.keyframeRequests.makeAsyncIterator()
+        #expect(await requests.next() == added.id)  // joining asks for one
+        func frame(_ n: Int, key: Bool, rendition: Int) -> MediaFrame {
+            MediaFrame(timestamp: .milliseconds(40 * n), isKeyframe: key, data: [UInt8(rendition), UInt8(n), key ? 1 : 0])
+        }
+        var frames = r.frames.makeAsyncIterator()
+        sender.send(frame(0, key: true, rendition: 0), rendition: 0)
+        sender.send(frame(0, key: true, rendition: 1), rendition: 1)
+        sender.send(frame(1, key: false, rendition: 0), rendition: 0)
+        sender.send(frame(1, key: false, rendition: 1), rendition: 1)
+        var got = [try #require(try await frames.next()).packet, try #require(try await frames.next()).packet]
+        try await r.requestKeyframe()
+        #expect(await requests.next() == added.id)
+        #expect(sender.viewer(added.id)?.awaitedRendition == 1)
+        // Waiting for a keyframe: the sub stream's next frame is dropped, the main stream's keyframe is not this viewer's.
+        sender.send(frame(2, key: false, rendition: 1), rendition: 1)
+        sender.send(frame(3, key: true, rendition: 0), rendition: 0)
+        sender.send(frame(3, key: true, rendition: 1), rendition: 1)
+        sender.send(frame(4, key: false, rendition: 1), rendition: 1)
+        got += [try #require(try await frames.next()).packet, try #require(try await frames.next()).packet]
+        #expect(got.map(\.rendition) == [1, 1, 1, 1])
+        #expect(got.map(\.frame.data) == [[1, 0, 1], [1, 1, 0], [1, 3, 1], [1, 4, 0]])
+        #expect(r.stats.brokenFrames == 0)
+        sender.stop()
+        await viewer.close()
+        await camera.close()
+    }
+
     @Test func viewerKeyframeRequestReachesTheApplication() async throws {
         let (viewer, camera, _) = connectedPair()
         let sender = MediaSender()

@@ -25,6 +25,8 @@ import Testing
         #expect(sent.map(\.frame.isKeyframe) == [true, false])
         #expect(sent.map(\.index) == [0, 1])
         #expect(q.droppedFrames == 2)
+        // Waiting for the first keyframe is no sign of a slow path.
+        #expect(q.overflows == 0)
     }
 
     @Test func fastViewerGetsEveryFrameInOrder() {
@@ -62,6 +64,8 @@ import Testing
         }
         #expect(sent.last?.gop == 2 && sent.last?.index == 1)
         #expect(q.droppedFrames > 0)
+        // One overflow: the frames dropped while waiting for the keyframe after it do not count again.
+        #expect(q.overflows == 1)
     }
 
     @Test func keyframeSupersedesTheLateTailOfTheOlderGOP() {
@@ -79,6 +83,7 @@ import Testing
         #expect(sent.map(\.sequence) == [5, 6])
         #expect(sent.map(\.index) == [0, 1])
         #expect(q.droppedFrames == 4)
+        #expect(q.overflows == 1)
         #expect(!q.awaitingKeyframe)
     }
 
@@ -91,6 +96,7 @@ import Testing
         let sent = Self.drain(&q, at: Self.t0 + q.limits.supersedeDelay / 2)
         #expect(sent.map(\.sequence) == [0, 1, 2])
         #expect(q.droppedFrames == 0)
+        #expect(q.overflows == 0)
     }
 
     @Test func packetsCarryTheCaptureTimeNotTheSendTime() {
@@ -132,7 +138,7 @@ import Testing
     }
 
     @Test func packetRoundTripsOnTheWire() throws {
-        let p = MediaPacket(frame: Self.video(7, key: true), sequence: 9, gop: 2, index: 0, capturedAtMicros: 123_456_789)
+        let p = MediaPacket(frame: Self.video(7, key: true), sequence: 9, gop: 2, index: 0, capturedAtMicros: 123_456_789, rendition: 3)
         #expect(MediaPacket(decoding: p.encoded()) == p)
         #expect(MediaPacket(decoding: [1, 2, 3]) == nil)
     }
