@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import NIOCore
 import Synchronization
 
 /// An authenticated, end-to-end encrypted connection between a viewer and a camera, on whatever
@@ -84,8 +85,11 @@ public final class PeerConnection: Sendable {
         // is the relay's (the smallest), and stream ↔ datagram moves are not made.
         let migrates = upgrade.map { !$0.strategies.isEmpty } ?? false && transport.isDatagram && transport.isRelayed
         self.upgrade = migrates ? upgrade : nil
-        let machine = migrates ? PathMigrationStateMachine(
-            deciding: role == .viewer, configuration: upgrade?.configuration ?? .init(), now: .now, nonceSeed: .random(in: 0 ... .max)) : nil
+        // A direct datagram path on a socket that hears other addresses follows the peer when its NAT rebinds.
+        let follows = transport.isDatagram && transport is any RebindablePeerTransport
+        let machine = migrates || follows ? PathMigrationStateMachine(
+            deciding: role == .viewer, configuration: upgrade?.configuration ?? .init(), start: migrates ? .relay : .direct,
+            now: .now, nonceSeed: .random(in: 0 ... .max)) : nil
         let paths = SessionPaths(initial: transport, strategy: report.path ?? "", machine: machine)
         self.paths = paths
         let sealer = SessionSealer(paths: paths, channel: channel)
@@ -175,9 +179,10 @@ public final class PeerConnection: Sendable {
         try await sealer.send(type, body)
     }
 
-    /// Seals and sends on one path of the set (probes and answers, which prove that path).
-    func sendSealed(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID) async throws {
-        try await sealer.send(type, body, on: path)
+    /// Seals and sends on one path of the set (probes and answers, which prove that path), to its peer
+    /// address or to `address`, a new one being checked.
+    func sendSealed(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID, to address: SocketAddress? = nil) async throws {
+        try await sealer.send(type, body, on: path, to: address)
     }
 
     deinit {
@@ -213,8 +218,8 @@ public final class PeerConnection: Sendable {
     }
 
     private func startTasks() {
-        paths.startReader(for: .initial) { [weak self] path, result in await self?.arrived(result, on: path) ?? false }
-        let migrator: Task<Void, Never>? = upgrade == nil ? nil : Task { [weak self] in await self?.driveMigration() }
+        paths.startReader(for: .initial) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
+        let migrator: Task<Void, Never>? = !paths.hasMachine ? nil : Task { [weak self] in await self?.driveMigration() }
         guard let interval = keepalive else {
             // No keepalives: a peer configured alike is silent while idle, so silence proves nothing.
             tasks.withLock { $0 = migrator.map { [$0] } ?? [] }
@@ -253,8 +258,9 @@ public final class PeerConnection: Sendable {
         tasks.withLock { $0 = [keeper, prober] + (migrator.map { [$0] } ?? []) }
     }
 
-    /// Handles what a path's reader got: a frame, or the path's end. Returns false to stop reading.
-    func arrived(_ result: Result<[UInt8], any Error>, on path: SessionPathID) async -> Bool {
+    /// Handles what a path's reader got: a frame (from `newSource`, when that is not the address the path sends
+    /// to), or the path's end. Returns false to stop reading.
+    func arrived(_ result: Result<[UInt8], any Error>, on path: SessionPathID, from newSource: SocketAddress? = nil) async -> Bool {
         let frame: [UInt8]
         switch result {
         case .success(let f):
@@ -276,10 +282,22 @@ public final class PeerConnection: Sendable {
             try? await sendSealed(.welcome, replayOnHello.welcome)
             return true
         }
-        guard frame.first == PeerWire.sealed, let plain = try? opener.withLock({ try $0.open(Array(frame.dropFirst())) }),
+        guard frame.first == PeerWire.sealed, let (plain, newest) = try? opener.withLock({ o -> ([UInt8], Bool) in
+                  let packet = Array(frame.dropFirst())
+                  let plain = try o.open(packet)
+                  // Opened, so its counter is in the window: it is the newest if it is the highest.
+                  return (plain, o.replayWindow.highest == UInt64(bigEndianBytes: packet[..<SecureDatagramChannel.counterLength]))
+              }),
               let type = plain.first.flatMap(SessionMessageType.init(rawValue:)) else { return true }
         lastHeard.withLock { $0 = .now }
-        paths.heard(on: path)
+        if let newSource {
+            // Authentic and fresh, from an address the path does not send to: the peer's NAT may have rebound.
+            await performMigration(paths.withMachine {
+                $0.heard(from: newSource, on: path, bytes: frame.count, newest: newest, now: .now)
+            } ?? [])
+        } else {
+            paths.heard(on: path)
+        }
         let body = Array(plain.dropFirst())
         switch type {
         case .application:
@@ -309,7 +327,7 @@ public final class PeerConnection: Sendable {
                 if settled { mtuSettledSink.yield() }
             }
         case .pathOffer, .pathAnswer, .pathCheck, .pathCheckAnswer, .pathSwitch:
-            await migrationMessage(type, body, on: path)
+            await migrationMessage(type, body, on: path, from: newSource, frameBytes: frame.count)
         case .keepalive, .welcome, .denied:
             break
         }
@@ -347,9 +365,13 @@ final class SessionSealer: Sendable {
         try await paths.send([PeerWire.sealed] + packet, counts: type.expectsTraffic)
     }
 
-    /// Seals `body` as a message of `type` and sends it on `path`.
-    func send(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID) async throws {
+    /// Seals `body` as a message of `type` and sends it on `path`, to `address` when given.
+    func send(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID, to address: SocketAddress? = nil) async throws {
         let packet = try channel.withLock { try $0.seal([type.rawValue] + body) }
-        try await paths.send([PeerWire.sealed] + packet, on: path)
+        if let address {
+            try await paths.send([PeerWire.sealed] + packet, on: path, to: address)
+        } else {
+            try await paths.send([PeerWire.sealed] + packet, on: path)
+        }
     }
 }
