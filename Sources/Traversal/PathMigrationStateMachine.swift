@@ -73,7 +73,9 @@ public struct SessionPathID: Hashable, Sendable, CustomStringConvertible {
 /// A path is usable only after an authenticated answer on it: a candidate is never switched to on
 /// its own say. Answers carry the probe's nonce; one for an older probe, an abandoned path or another
 /// path is ignored. Moves announced by the peer carry an epoch that only grows, so a late announcement
-/// never undoes a newer one. The relay stays in the set as standby while direct is active.
+/// never undoes a newer one. The relay stays in the set as standby while direct is active; a session
+/// that started direct gets one when a relay path joins it (``standbyJoined(_:now:)``), and once it has
+/// fallen back there it looks for a direct path again like a session that started on the relay.
 public struct PathMigrationStateMachine: Sendable {
     /// Timing of upgrades and of the health check.
     public struct Configuration: Sendable, Hashable {
@@ -168,8 +170,9 @@ public struct PathMigrationStateMachine: Sendable {
     public let deciding: Bool
     /// The path sends go on.
     public private(set) var active: SessionPathID = .initial
-    /// The standby path (the relay the session started on).
-    public let standby: SessionPathID = .initial
+    /// The standby path: the relay the session started on, or one that joined a session that started
+    /// direct (``standbyJoined(_:now:)``); nil while there is none.
+    public private(set) var standby: SessionPathID?
     /// Where the session started.
     public let start: Start
     /// Attempts that failed (or direct paths lost) since the last success: the backoff's exponent.
@@ -191,6 +194,7 @@ public struct PathMigrationStateMachine: Sendable {
         self.deciding = deciding
         self.start = start
         self.paths = [.initial: Path(attempt: nil, lastHeard: now)]
+        self.standby = start == .relay ? .initial : nil
         self.upgrade = .idle(next: deciding && start == .relay ? now + configuration.firstAttemptDelay : nil)
         self.nonces = nonceSeed
     }
@@ -231,14 +235,23 @@ public struct PathMigrationStateMachine: Sendable {
         lastSent = now
     }
 
-    /// Whether the standby relay is still in the set (a direct path can fall back to it).
-    public var hasStandby: Bool { start == .relay && paths[standby] != nil }
+    /// Whether the standby relay is in the set (a direct path can fall back to it).
+    public var hasStandby: Bool { standby.map { paths[$0] != nil } ?? false }
 
     /// `path`'s transport ended while another path was active: it leaves the set. Without the standby, a
     /// direct path that dies has nowhere to fall back to, so it is no longer checked.
     public mutating func lost(_ path: SessionPathID, now: ContinuousClock.Instant) {
         guard path != active else { return }
         paths[path] = nil
+    }
+
+    /// A relay path connected beside the direct path a session started on: it joins the set as the standby
+    /// a dead direct path falls back to. False (the caller closes it) when the session has a standby already.
+    public mutating func standbyJoined(_ path: SessionPathID, now: ContinuousClock.Instant) -> Bool {
+        guard standby == nil, paths[path] == nil else { return false }
+        paths[path] = Path(attempt: nil, lastHeard: now)
+        standby = path
+        return true
     }
 
     /// An authenticated datagram arrived on `path`: it works inbound.
@@ -291,7 +304,7 @@ public struct PathMigrationStateMachine: Sendable {
 
     /// The peer offered candidates for its attempt `attempt` (we are the side that answers).
     public mutating func peerOffered(attempt: UInt32, now: ContinuousClock.Instant) -> [Action] {
-        guard !deciding, start == .relay, attempt > lastAttempt, active == standby else { return [] }
+        guard !deciding, attempt > lastAttempt, active == standby else { return [] }
         var actions: [Action] = []
         if case .running(let old, _) = upgrade { actions += endAttempt(old, failed: false, now: now) }
         lastAttempt = attempt
@@ -417,6 +430,7 @@ public struct PathMigrationStateMachine: Sendable {
     /// The active direct path is dead: back to the standby, tell the peer there, retry later.
     private mutating func fallBack(now: ContinuousClock.Instant) -> [Action] {
         let dead = active
+        guard let standby else { return [] }
         var actions = move(to: standby, reason: .pathDead)
         paths[dead] = nil
         epoch += 1

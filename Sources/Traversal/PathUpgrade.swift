@@ -115,6 +115,8 @@ final class UpgradeExchange: Sendable {
 enum MigrationTaskSlot: Hashable, Sendable {
     case attempt
     case announcement
+    /// Connecting the relay that stands by beside a direct path.
+    case standby
 }
 
 extension PeerConnection {
@@ -213,7 +215,10 @@ extension PeerConnection {
 
     /// The deciding side's attempt: gather, offer until answered, connect.
     private func offerUpgrade(_ attempt: UInt32) async {
-        guard let upgrade else { return }
+        guard let upgrade else {
+            await performMigration(paths.withMachine { $0.upgradeFailed(attempt: attempt, now: .now) } ?? [])
+            return
+        }
         var token = [UInt8](repeating: 0, count: PathOfferMessage.tokenLength)
         for i in token.indices { token[i] = .random(in: 0 ... .max) }
         let context = upgrade.context.forUpgrade(token: token, budget: nil)

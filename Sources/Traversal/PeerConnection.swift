@@ -65,6 +65,8 @@ public final class PeerConnection: Sendable {
     /// Yields once the search's first round has every answer it waits for.
     private let mtuSettled: AsyncStream<Void>
     private let mtuSettledSink: AsyncStream<Void>.Continuation
+    /// The largest SCTP packet a standby path carries: the channel engine never uses more, whatever the path MTU search finds.
+    private let channelMTUCeiling = Mutex<Int?>(nil)
     /// What a camera sends again when the viewer repeats its hello (its welcome).
     private let replayOnHello: (hello: [UInt8], welcome: [UInt8])?
 
@@ -83,10 +85,12 @@ public final class PeerConnection: Sendable {
         self.maxMessageSize = transport.maxMessageSize - PeerWire.sealedOverhead
         // Only a relayed datagram session moves: the channel engine's packet size, fixed when it connects,
         // is the relay's (the smallest), and stream ↔ datagram moves are not made.
-        let migrates = upgrade.map { !$0.strategies.isEmpty } ?? false && transport.isDatagram && transport.isRelayed
-        self.upgrade = migrates ? upgrade : nil
-        // A direct datagram path on a socket that hears other addresses follows the peer when its NAT rebinds.
+        let upgrades = upgrade.map { !$0.strategies.isEmpty } ?? false
+        let migrates = upgrades && transport.isDatagram && transport.isRelayed
+        // A direct datagram path on a socket that hears other addresses follows the peer when its NAT rebinds;
+        // with a relay standby (``keepStandby``) it falls back to it, and from there looks for direct again.
         let follows = transport.isDatagram && transport is any RebindablePeerTransport
+        self.upgrade = (migrates || follows) && upgrades ? upgrade : nil
         let machine = migrates || follows ? PathMigrationStateMachine(
             deciding: role == .viewer, configuration: upgrade?.configuration ?? .init(), start: migrates ? .relay : .direct,
             now: .now, nonceSeed: .random(in: 0 ... .max)) : nil
@@ -334,6 +338,38 @@ public final class PeerConnection: Sendable {
         return true
     }
 
+    /// Whether the session can keep a relay as standby: it runs on a direct datagram path that has migration rules.
+    var canKeepStandby: Bool {
+        transport.isDatagram && !transport.isRelayed && paths.withMachine({ $0.standby == nil }) == true
+    }
+
+    /// Connects `prepared` (a relay, ``ConnectorConfiguration/relayStandby``) in the background and adds its
+    /// path to the set as the standby a dead direct path falls back to; closes `prepared` when done. From
+    /// then on the channel engine sends packets no larger than the standby carries, so a fallback loses none.
+    func keepStandby(_ prepared: any PreparedStrategy, strategy: String, remote: PeerOffer, context: StrategyContext) {
+        keep(Task { [weak self] in
+            let transport = try? await prepared.connect(remote: remote, context: context)
+            await prepared.close()
+            guard let transport else { return }
+            guard let self, transport.isDatagram, let path = self.paths.add(transport, strategy: strategy) else {
+                await transport.close()
+                return
+            }
+            let mtu = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
+            let lowered = self.channelMTUCeiling.withLock { c -> Int in
+                c = min(c ?? mtu, mtu)
+                return c!
+            }
+            (try? self.channels.get())?.setPathMTU(min(self.channelPathMTU ?? lowered, lowered))
+            self.paths.startReader(for: path) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
+            guard self.paths.withMachine({ $0.standbyJoined(path, now: .now) }) == true else {
+                await self.paths.remove(path)
+                return
+            }
+            context.logger.info("relay standing by", metadata: ["route": "\(transport.pathDescription)"])
+        }, in: .standby)
+    }
+
     /// Carries out the path MTU search's actions.
     private func perform(_ actions: [PathMTUSearch.Action]) async {
         for action in actions {
@@ -343,7 +379,8 @@ public final class PeerConnection: Sendable {
                 guard padding >= 0 else { continue }
                 try? await sendSealed(.pathProbe, [UInt8(size >> 8), UInt8(size & 0xFF)] + [UInt8](repeating: 0, count: padding))
             case .use(let size):
-                (try? channels.get())?.setPathMTU(size - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun)
+                let mtu = size - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
+                (try? channels.get())?.setPathMTU(min(mtu, channelMTUCeiling.withLock { $0 } ?? mtu))
             }
         }
     }

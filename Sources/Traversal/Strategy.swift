@@ -56,11 +56,16 @@ public protocol TraversalStrategy: Sendable {
     /// Whether a session the relay carries runs this strategy again in the background to move to its
     /// (direct, datagram) path while it runs (``PathMigrationStateMachine``).
     var upgradesRelayedSessions: Bool { get }
+    /// Whether this strategy's path (a relay) can stand by beside a direct datagram path a session won on,
+    /// for it to fall back to when the direct path dies (``ConnectorConfiguration/relayStandby``).
+    var standsByForDirectSessions: Bool { get }
 }
 
 extension TraversalStrategy {
     /// No by default.
     public var upgradesRelayedSessions: Bool { false }
+    /// No by default.
+    public var standsByForDirectSessions: Bool { false }
 }
 
 /// A strategy after gathering: its candidates, and how to turn the peer's into a transport.

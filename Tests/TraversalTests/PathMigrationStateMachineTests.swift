@@ -155,4 +155,29 @@ struct PathMigrationStateMachineTests {
         m.lost(direct, now: at(10_000))
         #expect(m.pathIDs == [direct], "the active path is not dropped: its end ends the session")
     }
+
+    @Test func aSessionThatStartedDirectFallsBackToAStandbyThatJoinedItAndThenLooksForDirectAgain() {
+        var m = PathMigrationStateMachine(deciding: true, start: .direct, now: t0, nonceSeed: 100)
+        let startedOn = SessionPathID.initial
+        let joined = SessionPathID(1)
+        #expect(!m.hasStandby && m.standby == nil && m.nextDeadline == nil)
+        m.sent(now: at(100))
+        #expect(m.tick(now: at(5_000)) == [], "silence is not checked while there is nothing to fall back to")
+        m.heard(on: startedOn, now: at(5_000))
+        let first = m.standbyJoined(joined, now: at(5_000))
+        #expect(first)
+        #expect(m.hasStandby && m.standby == joined && m.active == startedOn)
+        let second = m.standbyJoined(SessionPathID(2), now: at(5_000))
+        #expect(!second, "one standby")
+        #expect(!m.isUpgrading && m.tick(now: at(5_000)).isEmpty, "no upgrade attempt while direct")
+        // The direct path goes silent while we send: probed, then dead, then the standby carries the session.
+        m.sent(now: at(5_100))
+        #expect(m.nextDeadline == at(6_000))
+        #expect(m.tick(now: at(6_000)) == [.probe(startedOn, nonce: 101)])
+        #expect(m.tick(now: at(6_300)) == [.switchTo(joined, reason: .pathDead), .announce(joined, epoch: 1), .abandon(startedOn)])
+        #expect(m.active == joined && m.pathIDs == [joined])
+        // On the relay now, the deciding side tries direct again after the backoff.
+        #expect(m.nextDeadline == at(8_300))
+        #expect(m.tick(now: at(8_300)) == [.beginUpgrade(attempt: 1)])
+    }
 }

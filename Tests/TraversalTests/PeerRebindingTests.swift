@@ -21,6 +21,8 @@ struct PeerRebindingTests {
         let peer = Mutex<NATedEnd?>(nil)
         /// Bytes sent to each destination address.
         let sentTo = Mutex<[SocketAddress: Int]>([:])
+        /// Drops everything sent (the path went dark).
+        let dark = Atomic<Bool>(false)
         /// Every frame delivered to this end, in order (for replays).
         let delivered = Mutex<[[UInt8]]>([])
         private let sink: AsyncStream<([UInt8], SocketAddress)>.Continuation
@@ -43,6 +45,7 @@ struct PeerRebindingTests {
 
         func send(_ message: [UInt8], to address: SocketAddress) async throws {
             sentTo.withLock { $0[address, default: 0] += message.count }
+            guard !dark.load(ordering: .relaxed) else { return }
             // Only the peer's current mapping reaches it: the old one is gone.
             guard let peer = peer.withLock({ $0 }), peer.publicAddress.withLock({ $0 }) == address else { return }
             peer.deliver(message, from: publicAddress.withLock { $0 })
