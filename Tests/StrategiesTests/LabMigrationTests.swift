@@ -7,6 +7,19 @@ import Testing
 /// direct with a relay standing by falls back to it the same way; over real kernel NAT.
 @Suite(.serialized, .enabled(if: TravLab.skipReason() == nil, Comment(rawValue: TravLab.skipReason() ?? "")))
 struct LabMigrationTests {
+    /// Drops everything between the two sites' public addresses in the viewer's router (the relay is
+    /// elsewhere); returns when, in milliseconds since 1970.
+    static func dropDirectPath(_ run: TravLab, camera: LabSite, viewer: LabSite) async throws -> Double {
+        let cameraPublic = try run.lab.publicAddress(of: camera.host())
+        let droppedAt = Date().timeIntervalSince1970 * 1000
+        for direction in ["saddr", "daddr"] {
+            let r = try await run.lab.run(host: viewer.router,
+                                          ["nft", "insert", "rule", "ip", "natlab", "forward", "ip", direction, cameraPublic, "drop"])
+            #expect(r.status == 0, "\(r)")
+        }
+        return droppedAt
+    }
+
     @Test func aRelayedSessionMovesDirectThenFallsBackToTheRelayWhenTheDirectPathIsDropped() async throws {
         let camera = LabSite("cam", .portRestrictedCone)
         // The viewer's uplink at 4 Mbit/s stretches the transfer over both moves.
@@ -21,14 +34,7 @@ struct LabMigrationTests {
                                                 extra: moving + ["--channel-send", "\(bytes)", "--stats", "--seconds", "16"])
             // Time to connect through the relay and move (the move itself is read from the report below).
             try await Task.sleep(for: .seconds(7))
-            // Drop everything between the two sites' public addresses in the viewer's router; the relay is elsewhere.
-            let cameraPublic = try run.lab.publicAddress(of: camera.host())
-            let droppedAt = Date().timeIntervalSince1970 * 1000
-            for direction in ["saddr", "daddr"] {
-                let r = try await run.lab.run(host: viewer.router,
-                                              ["nft", "insert", "rule", "ip", "natlab", "forward", "ip", direction, cameraPublic, "drop"])
-                #expect(r.status == 0, "\(r)")
-            }
+            let droppedAt = try await Self.dropDirectPath(run, camera: camera, viewer: viewer)
             let r = try await run.finishedConnect(watching, timeout: .seconds(120))
             #expect(r.connected && r.path == "tls-relay", "\(r)")
             let moves = r.moves ?? []
@@ -60,13 +66,7 @@ struct LabMigrationTests {
             let watching = try run.startConnect(from: viewer.host(), to: uid, strategies: strategies, timeout: 15, paired: true,
                                                 extra: ["--relay-standby", "--channel-send", "\(bytes)", "--stats", "--seconds", "14"])
             try await Task.sleep(for: .seconds(6))
-            let cameraPublic = try run.lab.publicAddress(of: camera.host())
-            let droppedAt = Date().timeIntervalSince1970 * 1000
-            for direction in ["saddr", "daddr"] {
-                let r = try await run.lab.run(host: viewer.router,
-                                              ["nft", "insert", "rule", "ip", "natlab", "forward", "ip", direction, cameraPublic, "drop"])
-                #expect(r.status == 0, "\(r)")
-            }
+            let droppedAt = try await Self.dropDirectPath(run, camera: camera, viewer: viewer)
             let r = try await run.finishedConnect(watching, timeout: .seconds(120))
             #expect(r.connected, "\(r)")
             #expect(r.attempts.contains { $0.strategy == "udp-hole-punch" && $0.outcome == "connected" }, "the session started direct: \(r)")

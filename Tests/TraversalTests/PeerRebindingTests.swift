@@ -104,31 +104,9 @@ struct PeerRebindingTests {
         let (viewer, camera, viewerEnd, cameraEnd) = Self.directPair()
         defer { Task { await viewer.close(); await camera.close() } }
         let cameraMoves = camera.pathMoves
-        let incoming = Task { () -> PeerChannel? in
-            for await c in camera.incomingChannels { return c }
-            return nil
-        }
-        let sending = try await viewer.openChannel(label: "numbers")
-        let receiving = try #require(await incoming.value)
-        let received = Mutex<[Int]>([])
-        let reader = Task {
-            for try await m in receiving.messages {
-                received.withLock { $0.append(Int(String(decoding: m, as: UTF8.self)) ?? -1) }
-            }
-        }
-        defer { reader.cancel() }
-        let sent = Atomic<Int>(0)
-        let stop = Atomic<Bool>(false)
-        let sender = Task {
-            // Bounded: at most 20 000 messages, 5 ms apart (≈ 100 s), stopped far earlier by the test.
-            for i in 0..<20_000 where !stop.load(ordering: .relaxed) {
-                try await sending.send(Array("\(i)".utf8))
-                sent.store(i + 1, ordering: .relaxed)
-                try await Task.sleep(for: .milliseconds(5))
-            }
-        }
+        let numbers = try await NumberedChannelRun(from: viewer, to: camera)
         try await Task.sleep(for: .milliseconds(300))
-        #expect(received.withLock { $0.count } > 10, "the channel runs before the rebinding")
+        #expect(numbers.receivedCount > 10, "the channel runs before the rebinding")
 
         // The viewer's NAT remaps it: its datagrams now come from a new port, and the old one reaches nobody.
         viewerEnd.publicAddress.withLock { $0 = Self.reboundAddress }
@@ -139,14 +117,7 @@ struct PeerRebindingTests {
         #expect(cameraEnd.remoteAddress == Self.reboundAddress)
         #expect(viewer.report.moves.isEmpty, "the viewer's side of the path did not change")
 
-        stop.store(true, ordering: .relaxed)
-        _ = try? await sender.value
-        let total = sent.load(ordering: .relaxed)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while received.withLock({ $0.count }) < total, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        let got = received.withLock { $0 }
+        let (got, total) = try await numbers.finish()
         #expect(got == Array(0..<total), "\(got.count) of \(total) in order")
         #expect(cameraEnd.sentTo.withLock { $0[Self.spoofedAddress] } == nil)
     }

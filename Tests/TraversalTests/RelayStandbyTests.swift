@@ -26,29 +26,7 @@ struct RelayStandbyTests {
         viewer.keepStandby(HandedOver(transport: a), strategy: "memory-relay", remote: offer, context: StrategyContext(role: .viewer))
         camera.keepStandby(HandedOver(transport: b), strategy: "memory-relay", remote: offer, context: StrategyContext(role: .camera))
         let viewerMoves = viewer.pathMoves
-        let incoming = Task { () -> PeerChannel? in
-            for await c in camera.incomingChannels { return c }
-            return nil
-        }
-        let sending = try await viewer.openChannel(label: "numbers")
-        let receiving = try #require(await incoming.value)
-        let received = Mutex<[Int]>([])
-        let reader = Task {
-            for try await m in receiving.messages {
-                received.withLock { $0.append(Int(String(decoding: m, as: UTF8.self)) ?? -1) }
-            }
-        }
-        defer { reader.cancel() }
-        let sent = Atomic<Int>(0)
-        let stop = Atomic<Bool>(false)
-        let sender = Task {
-            // Bounded: at most 20 000 messages, 5 ms apart (≈ 100 s), stopped far earlier by the test.
-            for i in 0..<20_000 where !stop.load(ordering: .relaxed) {
-                try await sending.send(Array("\(i)".utf8))
-                sent.store(i + 1, ordering: .relaxed)
-                try await Task.sleep(for: .milliseconds(5))
-            }
-        }
+        let numbers = try await NumberedChannelRun(from: viewer, to: camera)
         // Bounded: 50 × 20 ms for the standby to join.
         for _ in 0..<50 where viewer.paths.withMachine({ $0.hasStandby }) != true || camera.paths.withMachine({ $0.hasStandby }) != true {
             try await Task.sleep(for: .milliseconds(20))
@@ -67,14 +45,7 @@ struct RelayStandbyTests {
         try await Task.sleep(for: .milliseconds(500))
         #expect(camera.path == "memory-relay", "\(camera.report.moves)")
 
-        stop.store(true, ordering: .relaxed)
-        _ = try? await sender.value
-        let total = sent.load(ordering: .relaxed)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while received.withLock({ $0.count }) < total, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        let got = received.withLock { $0 }
+        let (got, total) = try await numbers.finish()
         #expect(got == Array(0..<total), "\(got.count) of \(total) in order")
     }
 
