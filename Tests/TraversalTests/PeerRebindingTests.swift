@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import PeerTestSupport
 import Synchronization
 import Testing
 @testable import Traversal
@@ -89,14 +90,7 @@ struct PeerRebindingTests {
         let c = NATedEnd(name: "camera", publicAddress: cameraAddress, target: viewerAddress)
         v.peer.withLock { $0 = c }
         c.peer.withLock { $0 = v }
-        let k1 = NoiseCipherState(key: [UInt8](repeating: 1, count: 32))
-        let k2 = NoiseCipherState(key: [UInt8](repeating: 2, count: 32))
-        let identity = DeviceIdentity.generate()
-        let report = ConnectionReport(path: "memory-direct", route: nil, setupMs: 0, requestID: nil, attempts: [])
-        let viewer = PeerConnection(role: .viewer, report: report, peerIdentity: identity.publicKey, transport: v,
-                                    channel: SecureDatagramChannel(send: k1, receive: k2), replayOnHello: nil, keepalive: nil)
-        let camera = PeerConnection(role: .camera, report: report, peerIdentity: identity.publicKey, transport: c,
-                                    channel: SecureDatagramChannel(send: k2, receive: k1), replayOnHello: nil, keepalive: nil)
+        let (viewer, camera) = connectedPair(viewer: v, camera: c, path: "memory-direct")
         return (viewer, camera, v, c)
     }
 

@@ -50,13 +50,10 @@ struct RelayStandbyTests {
     }
 
     @Test func aSessionOnTheRelayKeepsNoOtherStandby() {
-        let (a, _, _) = MemoryLink.pair(maxMessageSize: 1100, relayed: true)
-        let k = NoiseCipherState(key: [UInt8](repeating: 1, count: 32))
-        let identity = DeviceIdentity.generate()
-        let report = ConnectionReport(path: "memory-relay", route: nil, setupMs: 0, requestID: nil, attempts: [])
-        let relayed = PeerConnection(role: .viewer, report: report, peerIdentity: identity.publicKey, transport: a,
-                                     channel: SecureDatagramChannel(send: k, receive: k), replayOnHello: nil, keepalive: nil)
-        #expect(!relayed.canKeepStandby)
-        relayed.shutdown(error: nil)
+        let (a, b, _) = MemoryLink.pair(maxMessageSize: 1100, relayed: true)
+        let (viewer, camera) = connectedPair(viewer: a, camera: b, path: "memory-relay")
+        #expect(!viewer.canKeepStandby && !camera.canKeepStandby)
+        viewer.shutdown(error: nil)
+        camera.shutdown(error: nil)
     }
 }
