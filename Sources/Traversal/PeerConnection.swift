@@ -83,8 +83,8 @@ public final class PeerConnection: Sendable {
         self.peerIdentityKey = peerIdentity
         self.transport = transport
         self.maxMessageSize = transport.maxMessageSize - PeerWire.sealedOverhead
-        // Only a relayed datagram session moves: the channel engine's packet size, fixed when it connects,
-        // is the relay's (the smallest), and stream ↔ datagram moves are not made.
+        // A relayed datagram session looks for direct paths: the channel engine's packet size, fixed when it
+        // connects, is the relay's (the smallest). Stream ↔ datagram moves are not made.
         let upgrades = upgrade.map { !$0.strategies.isEmpty } ?? false
         let migrates = upgrades && transport.isDatagram && transport.isRelayed
         // A direct datagram path on a socket that hears other addresses follows the peer when its NAT rebinds;
@@ -357,8 +357,9 @@ public final class PeerConnection: Sendable {
             }
             let mtu = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
             let lowered = self.channelMTUCeiling.withLock { c -> Int in
-                c = min(c ?? mtu, mtu)
-                return c!
+                let v = min(c ?? mtu, mtu)
+                c = v
+                return v
             }
             (try? self.channels.get())?.setPathMTU(min(self.channelPathMTU ?? lowered, lowered))
             self.paths.startReader(for: path) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
