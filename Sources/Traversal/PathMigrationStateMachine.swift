@@ -57,8 +57,8 @@ public struct SessionPathID: Hashable, Sendable, CustomStringConvertible {
 ///     both punch ─► candidateConnected(p, n) ─► probe(p, nonce) every probeInterval
 ///     answered(p, nonce) on p ─► switchTo(p, upgrade) + announce(p, epoch)  ─► peer: peerSwitched(p)
 ///     no candidate by attemptTimeout, or upgradeFailed(n) ─► abandon, next attempt after backoff
-///  direct active ── nothing heard for `silence` while we send ─► probe(active)
-///     no answer within probeTimeout ─► switchTo(relay, path-dead) + announce(relay) + abandon(direct)
+///  direct active ── nothing heard for `silence` while we send ─► probe(active), repeated every probeInterval
+///     no answer within probeTimeout, with a standby ─► switchTo(relay, path-dead) + announce(relay) + abandon(direct)
 ///  any side, any path ── authenticated, newest datagram from a new address A ─► checkAddress(p, A, nonce)
 ///     answer with nonce from A ─► rebind(p, A)       (the peer's NAT rebound; RFC 9000 §9.3, §8.2)
 /// ```
@@ -222,8 +222,8 @@ public struct PathMigrationStateMachine: Sendable {
         for (id, path) in paths {
             if let p = path.probe {
                 due.append(p.sent + configuration.probeInterval)
-                if id == active { due.append(p.began + configuration.probeTimeout) }
-            } else if id == active, id != standby, hasStandby, let sent = lastSent, sent > path.lastHeard {
+                if id == active, hasStandby { due.append(p.began + configuration.probeTimeout) }
+            } else if id == active, id != standby, let sent = lastSent, sent > path.lastHeard {
                 due.append(path.lastHeard + configuration.silence)
             }
         }
@@ -239,7 +239,8 @@ public struct PathMigrationStateMachine: Sendable {
     public var hasStandby: Bool { standby.map { paths[$0] != nil } ?? false }
 
     /// `path`'s transport ended while another path was active: it leaves the set. Without the standby, a
-    /// direct path that dies has nowhere to fall back to, so it is no longer checked.
+    /// direct path that goes silent is still probed (until heard, or the session's idle timeout ends it)
+    /// but has nowhere to fall back to.
     public mutating func lost(_ path: SessionPathID, now: ContinuousClock.Instant) {
         guard path != active else { return }
         paths[path] = nil
@@ -284,8 +285,10 @@ public struct PathMigrationStateMachine: Sendable {
         }
         for id in paths.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             guard let path = paths[id] else { continue }
-            if id == active, id != standby, hasStandby {
-                if let p = path.probe, now >= p.began + configuration.probeTimeout {
+            // A silent direct path is probed (the probe also shows the peer where we are now, if our own NAT
+            // rebound or we changed networks); it is given up only when there is a standby to fall back to.
+            if id == active, id != standby {
+                if hasStandby, let p = path.probe, now >= p.began + configuration.probeTimeout {
                     actions += fallBack(now: now)
                     continue
                 }

@@ -43,4 +43,32 @@ struct LabRebindingTests {
             print("channel: \(sent.bytes) bytes in \(sent.seconds) s; video: \(video)")
         }
     }
+
+    @Test func aDirectSessionFollowsAViewerThatMovesToAnotherNetwork() async throws {
+        let camera = LabSite("cam", .fullCone)
+        let home = LabSite("home", .portRestrictedCone)
+        let away = LabSite("away", .portRestrictedCone)
+        try await TravLab.with(sites: [camera, home, away]) { run in
+            _ = try run.startCloud()
+            let direct = "udp-hole-punch"
+            let (uid, cameraProcess) = try await run.startCameraProcess(on: camera.host(), strategies: direct, extra: ["--video", "default"])
+            let watching = try run.startConnect(from: home.host(), to: uid, strategies: direct, timeout: 15, paired: true,
+                                                extra: ["--channel-send", "2000000", "--stats", "--seconds", "12"])
+            try await Task.sleep(for: .seconds(5))
+            // The viewer leaves its home network for another site's: new local address, new NAT, new public address.
+            try await run.lab.roam(host: home.host(), to: away.name)
+            let r = try await run.finishedConnect(watching, timeout: .seconds(120))
+            #expect(r.connected && r.path == direct, "\(r)")
+            let log = cameraProcess.output.stdout
+            let awayPublic = try run.lab.publicAddress(of: away.host())
+            let followed = log.split(separator: "\n").filter { $0.contains("(rebinding)") && $0.contains(awayPublic) }
+            #expect(followed.count == 1, "camera: \(log) \(cameraProcess.output)\nviewer: \(r) \(watching.output)")
+            let sent = try #require(r.channelSend, "\(r)")
+            #expect(sent.verified, "\(r)")
+            let video = try #require(r.video, "\(r)")
+            #expect(video.brokenFrames == 0 && video.frames > 200, "\(video)")
+            print(String(format: "a viewer that changed networks was followed: %@; longest gap between video frames %.0f ms",
+                         followed.first.map(String.init) ?? "-", video.longestGapMs))
+        }
+    }
 }
