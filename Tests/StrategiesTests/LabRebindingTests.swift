@@ -3,10 +3,20 @@ import NATLab
 import Testing
 
 /// A direct session whose viewer's NAT forgets the flow mid-stream (its conntrack flushed) and gives the
-/// next packet a new port: the camera follows the viewer to the new address after a sealed check
-/// (RFC 9000 §9.3), and the channel and the video carry on, over real kernel NAT.
+/// next packet a new port, or whose viewer moves to another network: the camera follows the viewer to the
+/// new address after a sealed check (RFC 9000 §9.3), and the channel and the video carry on, over real kernel NAT.
 @Suite(.serialized, .enabled(if: TravLab.skipReason() == nil, Comment(rawValue: TravLab.skipReason() ?? "")))
 struct LabRebindingTests {
+    /// Checks that every byte of the reliable channel arrived in order (the camera's SHA-256 of the stream
+    /// matches) and that video kept coming, never a frame whose reference was lost.
+    static func intact(_ r: TravLab.ConnectResult) throws -> (TravLab.ConnectResult.ChannelSend, TravLab.ConnectResult.Video) {
+        let sent = try #require(r.channelSend, "\(r)")
+        #expect(sent.verified, "\(r)")
+        let video = try #require(r.video, "\(r)")
+        #expect(video.brokenFrames == 0 && video.frames > 200, "\(video)")
+        return (sent, video)
+    }
+
     @Test func aDirectSessionFollowsTheViewerWhenItsNATRemapsThePort() async throws {
         let camera = LabSite("cam", .fullCone)
         // A symmetric NAT picks a random port for every new flow, so the flow after the flush leaves from
@@ -32,12 +42,7 @@ struct LabRebindingTests {
             let log = cameraProcess.output.stdout
             let rebindings = log.split(separator: "\n").filter { $0.contains("(rebinding)") }
             #expect(rebindings.count == 1, "camera: \(log)\nviewer router before: \(before.stdout)\nafter: \(after.stdout)")
-            // Every byte of the reliable channel arrived, in order (the camera's SHA-256 of the stream matches).
-            let sent = try #require(r.channelSend, "\(r)")
-            #expect(sent.verified, "\(r)")
-            // Video kept coming, never a frame whose reference was lost.
-            let video = try #require(r.video, "\(r)")
-            #expect(video.brokenFrames == 0 && video.frames > 200, "\(video)")
+            let (sent, video) = try Self.intact(r)
             print(String(format: "NAT rebinding followed: %@; longest gap between video frames %.0f ms (%d stalls over 500 ms)",
                          rebindings.first.map(String.init) ?? "-", video.longestGapMs, video.stalls))
             print("channel: \(sent.bytes) bytes in \(sent.seconds) s; video: \(video)")
@@ -63,10 +68,7 @@ struct LabRebindingTests {
             let awayPublic = try run.lab.publicAddress(of: away.host())
             let followed = log.split(separator: "\n").filter { $0.contains("(rebinding)") && $0.contains(awayPublic) }
             #expect(followed.count == 1, "camera: \(log) \(cameraProcess.output)\nviewer: \(r) \(watching.output)")
-            let sent = try #require(r.channelSend, "\(r)")
-            #expect(sent.verified, "\(r)")
-            let video = try #require(r.video, "\(r)")
-            #expect(video.brokenFrames == 0 && video.frames > 200, "\(video)")
+            let (_, video) = try Self.intact(r)
             print(String(format: "a viewer that changed networks was followed: %@; longest gap between video frames %.0f ms",
                          followed.first.map(String.init) ?? "-", video.longestGapMs))
         }
