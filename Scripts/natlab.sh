@@ -19,6 +19,9 @@
 #:   natlab.sh cleanup-stale            `down` every lab whose owner process is gone
 #:   natlab.sh kinds                    the NAT kinds a SITE_SPEC may name
 #:   natlab.sh link PREFIX SITE LINK    change a live site's link conditions (built with @LINK)
+#:   natlab.sh roam PREFIX HOST SITE    move HOST to SITE's LAN (a phone leaving one network for another):
+#:                                      a new interface roam0 at .200 there becomes its default route and
+#:                                      eth0 goes down; sockets bound to any address stay open. Once per host.
 #:   natlab.sh links PREFIX             each lined site's conditions now: SITE LINK (canonical form)
 #:   natlab.sh profiles                 the named link profiles: NAME and what they stand for
 #:   natlab.sh resolve LINK             LINK as the canonical key=value list (checks it)
@@ -519,6 +522,21 @@ cmd_link() {
     apply_link "$site" "$old"
 }
 
+cmd_roam() { # PREFIX HOST SITE
+    need_host "$1" "${2:-}"
+    local host=$2 site=${3:-} router gw
+    [[ -n $site ]] || die "missing SITE"
+    router="$site-router"
+    need_host "$PREFIX" "$router"
+    gw=$(in_ns "$router" ip -4 -o addr show dev lan | awk '{ print $4; exit }')
+    [[ -n $gw ]] || die "site '$site' has no LAN"
+    veth "$router" "roam-${host##*-}" "$host" roam0
+    in_ns "$router" ip link set "roam-${host##*-}" master lan
+    in_ns "$host" ip addr add "${gw%.*}.200/${gw#*/}" dev roam0
+    in_ns "$host" ip link set eth0 down
+    in_ns "$host" ip route replace default via "${gw%/*}"
+}
+
 # LAN side of a router: bridge "lan" with GW/24 and COUNT hosts NAME-h1.. at BASE.(10+i).
 lan_hosts() { # ROUTER NAME KIND COUNT NET3 (first three octets) GW_LAST MASK FIRST_HOST
     local router=$1 name=$2 kind=$3 count=$4 net=$5 gw=$6 mask=$7 first=$8 i host addr
@@ -785,6 +803,7 @@ case $cmd in
     cleanup-stale) cmd_cleanup_stale ;;
     kinds) echo "$KINDS" | tr ' ' '\n' ;;
     link) cmd_link "$@" ;;
+    roam) cmd_roam "$@" ;;
     links)
         PREFIX=${1:-}; check_prefix "$PREFIX"
         [[ -e $STATE_DIR/$PREFIX.owner ]] || die "no lab '$PREFIX'"

@@ -182,6 +182,14 @@ public final class Lab: @unchecked Sendable {
         return try await NATLab.script(["exec", prefix, host] + args, timeout: timeout)
     }
 
+    /// Moves `host` to `site`'s LAN, as a phone leaves one network for another (`natlab.sh roam`): a new
+    /// interface there becomes its default route and its old one goes down; its sockets stay open.
+    public func roam(host: String, to site: String) async throws {
+        try checkUsable(host)
+        let result = try await NATLab.script(["roam", prefix, host, site], timeout: .seconds(20))
+        guard result.succeeded else { throw NATLabError(.unknownHost, "natlab.sh roam \(prefix) \(host) \(site): \(result)") }
+    }
+
     /// Starts `args` in the background in `host`'s namespace; it is killed at teardown.
     public func spawn(host: String, _ args: [String]) throws -> LabProcess {
         // `natlab.sh exec` execs `ip netns exec`, which execs the command: the pid is the command's.

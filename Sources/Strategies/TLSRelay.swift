@@ -52,6 +52,8 @@ public struct TLSRelay: TraversalStrategy {
 
     /// The strategy id.
     public let id = "tls-relay"
+    /// Yes: a session that won on a direct path can keep a relay path beside it to fall back to.
+    public var standsByForDirectSessions: Bool { true }
     /// Largest peer message: a TURN Send indication or ChannelData around it still fits a 1280-byte path.
     public static let maxMessageSize = 1100
     /// Default stagger after the start signal, so a direct path wins when one exists.

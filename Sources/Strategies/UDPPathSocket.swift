@@ -11,8 +11,9 @@ import Traversal
 /// Probe format (after `PeerWire/probe`): kind (1 = ping, 2 = pong, 3 = chosen: "this socket
 /// carries the session", sent by the side that picked one of several) and the 8-byte session token.
 /// Pings carrying our token are always answered, for the socket's whole life, so a peer whose
-/// pong was lost still gets through. Session messages are accepted only from addresses that
-/// proved the token.
+/// pong was lost still gets through. Session messages from addresses that proved the token are
+/// buffered; from others (a peer whose NAT rebound, or anyone) at most ``strangerLimit`` at a time,
+/// for the session to authenticate (RFC 9000 §9.3).
 public final class UDPPathSocket: Sendable {
     /// Largest peer message sent on a UDP path: fits a 1280-byte IPv6 minimum MTU with headers.
     public static let maxDatagram = 1200
@@ -22,6 +23,9 @@ public final class UDPPathSocket: Sendable {
     public static let bufferLimit = 512
     /// Addresses that may send session messages on one socket (after proving the token), at most.
     public static let maxPeers = 16
+    /// Session messages from addresses that did not prove the token, buffered at once at most: junk sent to
+    /// the port takes at most this share of ``bufferLimit`` from the peer's messages.
+    public static let strangerLimit = 32
 
     enum ProbeKind: UInt8 { case ping = 1, pong = 2, chosen = 3 }
 
@@ -32,9 +36,12 @@ public final class UDPPathSocket: Sendable {
     let budget: ProbeAllowance?
     private let probes: AsyncStream<(TransportAddress, ProbeKind)>
     private let probeSink: AsyncStream<(TransportAddress, ProbeKind)>.Continuation
-    private let messages: AsyncStream<(TransportAddress, [UInt8])>
-    private let messageSink: AsyncStream<(TransportAddress, [UInt8])>.Continuation
+    /// Session messages with their source and whether it had not proved the token.
+    private let messages: AsyncStream<(TransportAddress, [UInt8], stranger: Bool)>
+    private let messageSink: AsyncStream<(TransportAddress, [UInt8], stranger: Bool)>.Continuation
     private let verified = Mutex<Set<TransportAddress>>([])
+    /// Messages from unverified addresses in the buffer now.
+    private let strangers = Atomic<Int>(0)
     private let pump = Mutex<Task<Void, Never>?>(nil)
 
     /// Opens a socket on any address and port (or `local`).
@@ -47,7 +54,8 @@ public final class UDPPathSocket: Sendable {
         self.token = []
         self.budget = nil
         (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, ProbeKind).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
-        (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
+        (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8], stranger: Bool).self,
+                                                         bufferingPolicy: .bufferingNewest(Self.bufferLimit))
     }
 
     private init(client: STUNUDPClient, token: [UInt8], budget: ProbeAllowance?) {
@@ -55,7 +63,8 @@ public final class UDPPathSocket: Sendable {
         self.token = token
         self.budget = budget
         (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, ProbeKind).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
-        (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
+        (messages, messageSink) = AsyncStream.makeStream(of: (TransportAddress, [UInt8], stranger: Bool).self,
+                                                         bufferingPolicy: .bufferingNewest(Self.bufferLimit))
     }
 
     /// This socket bound to a session token, its probes charged to `budget`; starts the receive pump
@@ -76,8 +85,17 @@ public final class UDPPathSocket: Sendable {
                     self.verified.withLock { v in if v.count < Self.maxPeers { v.insert(source) } }
                     if kind == .ping { try? await client.send([PeerWire.probe, ProbeKind.pong.rawValue] + token, to: source) }
                     probeSink.yield((source, kind))
-                } else if PeerWire.isSessionMessage(bytes), self.verified.withLock({ $0.contains(source) }) {
-                    messageSink.yield((source, bytes))
+                } else if PeerWire.isSessionMessage(bytes) {
+                    let stranger = !self.verified.withLock { $0.contains(source) }
+                    if stranger {
+                        guard self.strangers.add(1, ordering: .relaxed).newValue <= Self.strangerLimit else {
+                            self.strangers.subtract(1, ordering: .relaxed)
+                            continue
+                        }
+                    }
+                    if case .dropped(let oldest) = messageSink.yield((source, bytes, stranger)), oldest.stranger {
+                        self.strangers.subtract(1, ordering: .relaxed)
+                    }
                 }
             }
             probeSink.finish()
@@ -136,8 +154,17 @@ public final class UDPPathSocket: Sendable {
 
     /// The next session message from `peer`.
     func receive(from peer: TransportAddress) async throws -> [UInt8] {
-        for await (source, bytes) in messages where source == peer {
-            return bytes
+        while true {
+            let (source, bytes) = try await receiveFromAny()
+            if source == peer { return bytes }
+        }
+    }
+
+    /// The next session message from any source (one that did not prove the token only if the buffer had room).
+    func receiveFromAny() async throws -> (TransportAddress, [UInt8]) {
+        for await (source, bytes, stranger) in messages {
+            if stranger { strangers.subtract(1, ordering: .relaxed) }
+            return (source, bytes)
         }
         try Task.checkCancellation()
         throw StrategyError(code: .failed, detail: "socket closed")
@@ -150,11 +177,18 @@ public final class UDPPathSocket: Sendable {
     }
 }
 
-/// A `PeerTransport` over a ``UDPPathSocket`` to one peer address.
-public struct UDPPeerTransport: PeerTransport {
+/// A `PeerTransport` over a ``UDPPathSocket`` to one peer address, which moves when the session has
+/// validated a new one (the peer's NAT rebound).
+public final class UDPPeerTransport: RebindablePeerTransport {
     let socket: UDPPathSocket
+    private let target: Mutex<TransportAddress>
     /// The peer's address.
-    public let peer: TransportAddress
+    public var peer: TransportAddress { target.withLock { $0 } }
+
+    init(socket: UDPPathSocket, peer: TransportAddress) {
+        self.socket = socket
+        self.target = Mutex(peer)
+    }
 
     /// Datagrams: true.
     public var isDatagram: Bool { true }
@@ -173,6 +207,21 @@ public struct UDPPeerTransport: PeerTransport {
     /// Receives the next session datagram from the peer.
     public func receive() async throws -> [UInt8] {
         try await socket.receive(from: peer)
+    }
+    /// Receives the next session datagram from any source, with the source.
+    public func receiveFromAnyAddress() async throws -> (message: [UInt8], source: SocketAddress) {
+        let (source, bytes) = try await socket.receiveFromAny()
+        return (bytes, source.socketAddress)
+    }
+    /// Sends one datagram to `address`.
+    public func send(_ message: [UInt8], to address: SocketAddress) async throws {
+        guard let to = TransportAddress(address) else { throw StrategyError(code: .failed, detail: "no address in \(address)") }
+        try await socket.client.send(message, to: to)
+    }
+    /// Sends to `address` from now on.
+    public func rebind(to address: SocketAddress) {
+        guard let to = TransportAddress(address) else { return }
+        target.withLock { $0 = to }
     }
     /// Closes the socket.
     public func close() async {

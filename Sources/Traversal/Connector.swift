@@ -67,6 +67,13 @@ public struct ConnectorConfiguration: Sendable {
     public var upgradeStrategies: [any TraversalStrategy]?
     /// Timing of those moves and of the fallback to the relay when the direct path dies.
     public var pathMigration = PathMigrationStateMachine.Configuration()
+    /// Whether a session that wins on a direct datagram path also connects the relay (a strategy that
+    /// ``TraversalStrategy/standsByForDirectSessions``) in the background and keeps it as standby: its
+    /// allocation refreshed, carrying nothing until the direct path dies, when the session falls back to it
+    /// (about 1.3 s with the default ``pathMigration``). Both sides must enable it; on one side only, the
+    /// relay attempt times out and is closed. Default false: a direct session holds no relay allocation,
+    /// and a dead direct path ends it.
+    public var relayStandby = false
     /// What answers browser viewers (``BrowserViewerAnswering``); nil declines them.
     public var browserViewers: (any BrowserViewerAnswering)?
 
@@ -134,7 +141,12 @@ public final class Connector: Sendable {
         let logger = configuration.logger
         let baseContext = await strategyContext(role: .viewer)
         let prepared = await prepareAll(baseContext)
-        defer { Task { for p in prepared { await p.prepared?.close() } } }
+        // The relay kept as standby (``ConnectorConfiguration/relayStandby``) is the connection's to close.
+        var standbyID: String?
+        defer {
+            let kept = standbyID
+            Task { for p in prepared where p.id != kept { await p.prepared?.close() } }
+        }
         let gathered = ms(since: started)
         let offer = PeerOffer(identityKey: configuration.identity.publicKey.rawRepresentation,
                               candidates: prepared.flatMap { $0.prepared?.candidates ?? [] },
@@ -183,8 +195,21 @@ public final class Connector: Sendable {
             throw TraversalError(code: mismatch.code, detail: mismatch.detail, attempts: raced.attempts)
         }
         let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
-        return try await finishViewer(raced, credential: credential, requestID: intro.requestID, started: started, phases: phases,
-                                      upgrade: pathUpgrade(context))
+        let connection = try await finishViewer(raced, credential: credential, requestID: intro.requestID, started: started, phases: phases,
+                                                upgrade: pathUpgrade(context))
+        standbyID = keepStandby(for: connection, prepared, remote: intro.answer, context: context)
+        return connection
+    }
+
+    /// Starts connecting the relay beside `connection`'s direct path, when ``ConnectorConfiguration/relayStandby``
+    /// asks for it and the peer offered that relay; returns the strategy id the connection now owns.
+    private func keepStandby(for connection: PeerConnection, _ prepared: [Prepared], remote: PeerOffer, context: StrategyContext) -> String? {
+        guard configuration.relayStandby, connection.canKeepStandby,
+              let standby = configuration.strategies.first(where: { $0.standsByForDirectSessions && remote.strategies.contains($0.id) }),
+              standby.id != connection.path,
+              let relay = prepared.first(where: { $0.id == standby.id })?.prepared else { return nil }
+        connection.keepStandby(relay, strategy: standby.id, remote: remote, context: context)
+        return standby.id
     }
 
     /// How a relayed session started in `context` looks for a direct path.
@@ -341,7 +366,11 @@ public final class Connector: Sendable {
         context.probeBudget = ProbeAllowance(ProbeBudget(
             offerBytes: offerBytes, vouched: intro.vouchedRequester, limits: configuration.probeLimits))
         let prepared = await prepareAll(context)
-        defer { Task { for p in prepared { await p.prepared?.close() } } }
+        var standbyID: String?
+        defer {
+            let kept = standbyID
+            Task { for p in prepared where p.id != kept { await p.prepared?.close() } }
+        }
         let gathered = ms(since: started)
         let answer = PeerOffer(identityKey: configuration.identity.publicKey.rawRepresentation,
                                candidates: prepared.flatMap { $0.prepared?.candidates ?? [] },
@@ -353,8 +382,10 @@ public final class Connector: Sendable {
             (try await SecureSessionDriver.respond(over: transport, identity: identity), [])
         }
         let phases = ConnectionPhases(gatheredMs: gathered, introducedMs: introduced, securedMs: ms(since: started))
-        return try await finishCamera(raced, access: access, admitted: admitted, requestID: intro.requestID,
-                                      started: started, phases: phases, upgrade: pathUpgrade(context))
+        let connection = try await finishCamera(raced, access: access, admitted: admitted, requestID: intro.requestID,
+                                                started: started, phases: phases, upgrade: pathUpgrade(context))
+        standbyID = keepStandby(for: connection, prepared, remote: intro.offer, context: context)
+        return connection
     }
 
     private func finishCamera(_ raced: RaceResult, access: SharedAccess, admitted: (viewer: Curve25519.Signing.PublicKey, grant: AccessGrant)?,

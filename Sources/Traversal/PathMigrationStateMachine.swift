@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Why a running session moved to another path.
 public enum PathMoveReason: String, Codable, Sendable, Hashable {
     /// A direct path answered an authenticated probe while the relay carried the session.
@@ -6,6 +8,9 @@ public enum PathMoveReason: String, Codable, Sendable, Hashable {
     case pathDead = "path-dead"
     /// The peer announced (sealed, on the new path) that it moved.
     case peerMoved = "peer-moved"
+    /// The peer's datagrams came from a new address on the same path (its NAT remapped the port) and that
+    /// address answered a sealed check: the path now sends there (RFC 9000 §9.3).
+    case rebinding
 }
 
 /// One move of a running session from one path to another, as the report records it.
@@ -52,14 +57,25 @@ public struct SessionPathID: Hashable, Sendable, CustomStringConvertible {
 ///     both punch ─► candidateConnected(p, n) ─► probe(p, nonce) every probeInterval
 ///     answered(p, nonce) on p ─► switchTo(p, upgrade) + announce(p, epoch)  ─► peer: peerSwitched(p)
 ///     no candidate by attemptTimeout, or upgradeFailed(n) ─► abandon, next attempt after backoff
-///  direct active ── nothing heard for `silence` while we send ─► probe(active)
-///     no answer within probeTimeout ─► switchTo(relay, path-dead) + announce(relay) + abandon(direct)
+///  direct active ── nothing heard for `silence` while we send ─► probe(active), repeated every probeInterval
+///     no answer within probeTimeout, with a standby ─► switchTo(relay, path-dead) + announce(relay) + abandon(direct)
+///  any side, any path ── authenticated, newest datagram from a new address A ─► checkAddress(p, A, nonce)
+///     answer with nonce from A ─► rebind(p, A)       (the peer's NAT rebound; RFC 9000 §9.3, §8.2)
 /// ```
+///
+/// A new address is only a candidate: the driver reports only datagrams that authenticated and were fresh
+/// (a forged or replayed one moves nothing), a validation begins only for the datagram with the highest
+/// counter so far (RFC 9000 §9.3: a reordered older packet does not move the path), and the path moves only
+/// when a sealed check sent to that address is answered from it (its nonce is secret, so the old address
+/// cannot answer for it). Until then, what is sent to the address stays within
+/// ``amplificationFactor`` times what came from it (RFC 9000 §8).
 ///
 /// A path is usable only after an authenticated answer on it: a candidate is never switched to on
 /// its own say. Answers carry the probe's nonce; one for an older probe, an abandoned path or another
 /// path is ignored. Moves announced by the peer carry an epoch that only grows, so a late announcement
-/// never undoes a newer one. The relay stays in the set as standby while direct is active.
+/// never undoes a newer one. The relay stays in the set as standby while direct is active; a session
+/// that started direct gets one when a relay path joins it (``standbyJoined(_:now:)``), and once it has
+/// fallen back there it looks for a direct path again like a session that started on the relay.
 public struct PathMigrationStateMachine: Sendable {
     /// Timing of upgrades and of the health check.
     public struct Configuration: Sendable, Hashable {
@@ -77,6 +93,8 @@ public struct PathMigrationStateMachine: Sendable {
         public var silence: Duration = .seconds(1)
         /// A suspect path that answers no probe within this long is dead.
         public var probeTimeout: Duration = .milliseconds(300)
+        /// A new peer address that has not answered its check within this long is forgotten.
+        public var addressValidationTimeout: Duration = .seconds(1)
 
         /// The defaults: first attempt after 0.5 s, 8 s per attempt, backoff 2 s doubling to 60 s; a direct path
         /// silent for 1 s and unanswering for 0.3 s more is dead (fallback well within 2 s).
@@ -97,6 +115,39 @@ public struct PathMigrationStateMachine: Sendable {
         case announce(SessionPathID, epoch: UInt32)
         /// Close `path` and forget it.
         case abandon(SessionPathID)
+        /// Send a sealed check carrying `nonce` on `path`'s socket to `address`, a new address of the peer.
+        case checkAddress(SessionPathID, SocketAddress, nonce: UInt64)
+        /// Send on `path` to `address` from now on: the peer's new address answered its check.
+        case rebind(SessionPathID, to: SocketAddress)
+    }
+
+    /// Where the session started: on the relay (it looks for a direct path, and keeps the relay as
+    /// standby), or on a direct path (it only follows the peer's address).
+    public enum Start: Sendable, Hashable {
+        /// On the relay.
+        case relay
+        /// On a direct path.
+        case direct
+    }
+
+    /// What may be sent to an unvalidated address: this many times the bytes received from it (RFC 9000 §8).
+    public static let amplificationFactor = 3
+    /// Bytes of one sealed address check (a nonce of 8 bytes in a sealed session message).
+    public static let addressCheckBytes = PeerWire.sealedOverhead + 8
+
+    /// A new address the peer's datagrams came from on one path, until it answers its check or is given up.
+    private struct Rebinding: Sendable {
+        var address: SocketAddress
+        /// Bytes of authenticated datagrams that came from it.
+        var received: Int
+        /// Bytes of checks sent (or answered) to it.
+        var spent: Int
+        var nonce: UInt64
+        var began: ContinuousClock.Instant
+        var sent: ContinuousClock.Instant?
+
+        /// Whether one more check fits the anti-amplification budget.
+        var mayCheck: Bool { spent + PathMigrationStateMachine.addressCheckBytes <= PathMigrationStateMachine.amplificationFactor * received }
     }
 
     private struct Path: Sendable {
@@ -119,8 +170,11 @@ public struct PathMigrationStateMachine: Sendable {
     public let deciding: Bool
     /// The path sends go on.
     public private(set) var active: SessionPathID = .initial
-    /// The standby path (the relay the session started on).
-    public let standby: SessionPathID = .initial
+    /// The standby path: the relay the session started on, or one that joined a session that started
+    /// direct (``standbyJoined(_:now:)``); nil while there is none.
+    public private(set) var standby: SessionPathID?
+    /// Where the session started.
+    public let start: Start
     /// Attempts that failed (or direct paths lost) since the last success: the backoff's exponent.
     public private(set) var failures = 0
     private var paths: [SessionPathID: Path]
@@ -130,13 +184,18 @@ public struct PathMigrationStateMachine: Sendable {
     private var epoch: UInt32 = 0
     private var peerEpoch: UInt32 = 0
     private var nonces: UInt64
+    private var rebindings: [SessionPathID: Rebinding] = [:]
 
-    /// A session established at `now` on its relayed ``SessionPathID/initial`` path; `nonceSeed` starts the probe nonces.
-    public init(deciding: Bool, configuration: Configuration = Configuration(), now: ContinuousClock.Instant, nonceSeed: UInt64) {
+    /// A session established at `now` on its ``SessionPathID/initial`` path (by default the relay);
+    /// `nonceSeed` starts the probe nonces.
+    public init(deciding: Bool, configuration: Configuration = Configuration(), start: Start = .relay,
+                now: ContinuousClock.Instant, nonceSeed: UInt64) {
         self.configuration = configuration
         self.deciding = deciding
+        self.start = start
         self.paths = [.initial: Path(attempt: nil, lastHeard: now)]
-        self.upgrade = .idle(next: deciding ? now + configuration.firstAttemptDelay : nil)
+        self.standby = start == .relay ? .initial : nil
+        self.upgrade = .idle(next: deciding && start == .relay ? now + configuration.firstAttemptDelay : nil)
         self.nonces = nonceSeed
     }
 
@@ -156,11 +215,15 @@ public struct PathMigrationStateMachine: Sendable {
         case .idle(let next): if let next { due.append(next) }
         case .running(_, let since): due.append(since + configuration.attemptTimeout)
         }
+        for (id, r) in rebindings where paths[id] != nil {
+            due.append(r.began + configuration.addressValidationTimeout)
+            if r.mayCheck { due.append((r.sent ?? r.began) + configuration.probeInterval) }
+        }
         for (id, path) in paths {
             if let p = path.probe {
                 due.append(p.sent + configuration.probeInterval)
-                if id == active { due.append(p.began + configuration.probeTimeout) }
-            } else if id == active, id != standby, hasStandby, let sent = lastSent, sent > path.lastHeard {
+                if id == active, hasStandby { due.append(p.began + configuration.probeTimeout) }
+            } else if id == active, id != standby, let sent = lastSent, sent > path.lastHeard {
                 due.append(path.lastHeard + configuration.silence)
             }
         }
@@ -172,14 +235,24 @@ public struct PathMigrationStateMachine: Sendable {
         lastSent = now
     }
 
-    /// Whether the standby relay is still in the set (a direct path can fall back to it).
-    public var hasStandby: Bool { paths[standby] != nil }
+    /// Whether the standby relay is in the set (a direct path can fall back to it).
+    public var hasStandby: Bool { standby.map { paths[$0] != nil } ?? false }
 
     /// `path`'s transport ended while another path was active: it leaves the set. Without the standby, a
-    /// direct path that dies has nowhere to fall back to, so it is no longer checked.
+    /// direct path that goes silent is still probed (until heard, or the session's idle timeout ends it)
+    /// but has nowhere to fall back to.
     public mutating func lost(_ path: SessionPathID, now: ContinuousClock.Instant) {
         guard path != active else { return }
         paths[path] = nil
+    }
+
+    /// A relay path connected beside the direct path a session started on: it joins the set as the standby
+    /// a dead direct path falls back to. False (the caller closes it) when the session has a standby already.
+    public mutating func standbyJoined(_ path: SessionPathID, now: ContinuousClock.Instant) -> Bool {
+        guard standby == nil, paths[path] == nil else { return false }
+        paths[path] = Path(attempt: nil, lastHeard: now)
+        standby = path
+        return true
     }
 
     /// An authenticated datagram arrived on `path`: it works inbound.
@@ -203,10 +276,19 @@ public struct PathMigrationStateMachine: Sendable {
         default:
             break
         }
+        for id in rebindings.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+            guard let r = rebindings[id], paths[id] != nil, now < r.began + configuration.addressValidationTimeout else {
+                rebindings[id] = nil
+                continue
+            }
+            actions += checkAddress(on: id, now: now)
+        }
         for id in paths.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             guard let path = paths[id] else { continue }
-            if id == active, id != standby, hasStandby {
-                if let p = path.probe, now >= p.began + configuration.probeTimeout {
+            // A silent direct path is probed (the probe also shows the peer where we are now, if our own NAT
+            // rebound or we changed networks); it is given up only when there is a standby to fall back to.
+            if id == active, id != standby {
+                if hasStandby, let p = path.probe, now >= p.began + configuration.probeTimeout {
                     actions += fallBack(now: now)
                     continue
                 }
@@ -289,6 +371,54 @@ public struct PathMigrationStateMachine: Sendable {
         return actions
     }
 
+    /// An authenticated datagram of `bytes` bytes, not a replay, arrived on `path` from `address`, which is not
+    /// the address the path sends to; `newest`: it carried the highest counter yet. The address becomes a
+    /// candidate (only for the newest datagram) and is checked within the anti-amplification budget.
+    public mutating func heard(from address: SocketAddress, on path: SessionPathID, bytes: Int, newest: Bool,
+                               now: ContinuousClock.Instant) -> [Action] {
+        guard paths[path] != nil else { return [] }
+        // The peer is alive (its datagram authenticated), whichever address its NAT gives it now.
+        paths[path]?.lastHeard = now
+        if rebindings[path]?.address == address {
+            rebindings[path]?.received += bytes
+            return checkAddress(on: path, now: now)
+        }
+        guard newest else { return [] }
+        nonces &+= 1
+        rebindings[path] = Rebinding(address: address, received: bytes, spent: 0, nonce: nonces, began: now, sent: nil)
+        return checkAddress(on: path, now: now)
+    }
+
+    /// Whether a check of `bytes` bytes that came on `path` from the new address `address` may be answered
+    /// there: only for the candidate address, and within its budget (which the answer is charged to).
+    public mutating func mayAnswer(on path: SessionPathID, to address: SocketAddress, bytes: Int) -> Bool {
+        guard let r = rebindings[path], r.address == address,
+              r.spent + bytes <= Self.amplificationFactor * r.received else { return false }
+        rebindings[path]?.spent += bytes
+        return true
+    }
+
+    /// An authenticated answer carrying `nonce` arrived on `path` from `address`, a candidate new address of the peer.
+    public mutating func answered(on path: SessionPathID, from address: SocketAddress, nonce: UInt64,
+                                  now: ContinuousClock.Instant) -> [Action] {
+        guard let r = rebindings[path], r.address == address, r.nonce == nonce, paths[path] != nil else { return [] }
+        rebindings[path] = nil
+        paths[path]?.lastHeard = now
+        paths[path]?.probe = nil
+        return [.rebind(path, to: address)]
+    }
+
+    /// The new address `path` is checking, if any.
+    public func candidateAddress(on path: SessionPathID) -> SocketAddress? { rebindings[path]?.address }
+
+    /// Sends the check of `path`'s candidate address if one is due and the budget allows it.
+    private mutating func checkAddress(on path: SessionPathID, now: ContinuousClock.Instant) -> [Action] {
+        guard let r = rebindings[path], r.mayCheck, r.sent.map({ now >= $0 + configuration.probeInterval }) ?? true else { return [] }
+        rebindings[path]?.spent += Self.addressCheckBytes
+        rebindings[path]?.sent = now
+        return [.checkAddress(path, r.address, nonce: r.nonce)]
+    }
+
     private mutating func beginProbe(on path: SessionPathID, now: ContinuousClock.Instant) -> Action {
         nonces &+= 1
         paths[path]?.probe = (nonces, now, now)
@@ -303,6 +433,7 @@ public struct PathMigrationStateMachine: Sendable {
     /// The active direct path is dead: back to the standby, tell the peer there, retry later.
     private mutating func fallBack(now: ContinuousClock.Instant) -> [Action] {
         let dead = active
+        guard let standby else { return [] }
         var actions = move(to: standby, reason: .pathDead)
         paths[dead] = nil
         epoch += 1

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Synchronization
 
 /// What a relayed session uses to look for a direct path while it runs (``PathMigrationStateMachine``).
@@ -114,12 +115,14 @@ final class UpgradeExchange: Sendable {
 enum MigrationTaskSlot: Hashable, Sendable {
     case attempt
     case announcement
+    /// Connecting the relay that stands by beside a direct path.
+    case standby
 }
 
 extension PeerConnection {
     /// Ticks the migration rules at their deadlines (at least every probe interval, as sends change them) until cancelled.
     func driveMigration() async {
-        guard let interval = upgrade?.configuration.probeInterval else { return }
+        guard let interval = paths.withMachine({ $0.configuration.probeInterval }) else { return }
         while !Task.isCancelled {
             await performMigration(paths.withMachine { $0.tick(now: .now) } ?? [])
             let next = paths.withMachine { $0.nextDeadline } ?? nil
@@ -128,16 +131,27 @@ extension PeerConnection {
         }
     }
 
-    /// Handles a sealed migration message that arrived on `path`.
-    func migrationMessage(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID) async {
-        guard upgrade != nil else { return }
+    /// Handles a sealed migration message of `frameBytes` bytes that arrived on `path` (from `newSource`, when
+    /// that is not the address the path sends to).
+    func migrationMessage(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID, from newSource: SocketAddress? = nil,
+                          frameBytes: Int = 0) async {
+        guard paths.hasMachine else { return }
         switch type {
         case .pathCheck:
-            if body.count == 8 { try? await sendSealed(.pathCheckAnswer, body, on: path) }
+            guard body.count == 8 else { return }
+            if let newSource {
+                // Answered where it came from (so the peer sees that address work), within that address's budget.
+                guard paths.withMachine({ $0.mayAnswer(on: path, to: newSource, bytes: frameBytes) }) == true else { return }
+                try? await sendSealed(.pathCheckAnswer, body, on: path, to: newSource)
+            } else {
+                try? await sendSealed(.pathCheckAnswer, body, on: path)
+            }
         case .pathCheckAnswer:
             guard body.count == 8 else { return }
             let nonce = UInt64(bigEndianBytes: body[...])
-            await performMigration(paths.withMachine { $0.answered(on: path, nonce: nonce, now: .now) } ?? [])
+            await performMigration(paths.withMachine { m in
+                newSource.map { m.answered(on: path, from: $0, nonce: nonce, now: .now) } ?? m.answered(on: path, nonce: nonce, now: .now)
+            } ?? [])
         case .pathSwitch:
             guard body.count == 4 else { return }
             let epoch = UInt32(bigEndianBytes: body[...])
@@ -184,6 +198,12 @@ extension PeerConnection {
                 }, in: .announcement)
             case .abandon(let path):
                 await paths.remove(path)
+            case .checkAddress(let path, let address, let nonce):
+                try? await sendSealed(.pathCheck, nonce.bigEndianBytes, on: path, to: address)
+            case .rebind(let path, let address):
+                if let move = paths.rebind(path, to: address) {
+                    logger.info("peer rebound", metadata: ["path": "\(move.to)", "route": "\(move.route)"])
+                }
             }
         }
     }
@@ -195,7 +215,10 @@ extension PeerConnection {
 
     /// The deciding side's attempt: gather, offer until answered, connect.
     private func offerUpgrade(_ attempt: UInt32) async {
-        guard let upgrade else { return }
+        guard let upgrade else {
+            await performMigration(paths.withMachine { $0.upgradeFailed(attempt: attempt, now: .now) } ?? [])
+            return
+        }
         var token = [UInt8](repeating: 0, count: PathOfferMessage.tokenLength)
         for i in token.indices { token[i] = .random(in: 0 ... .max) }
         let context = upgrade.context.forUpgrade(token: token, budget: nil)
@@ -276,7 +299,7 @@ extension PeerConnection {
             await transport.close()
             return
         }
-        paths.startReader(for: path) { [weak self] path, result in await self?.arrived(result, on: path) ?? false }
+        paths.startReader(for: path) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
         await performMigration(paths.withMachine { $0.candidateConnected(path, attempt: attempt, now: .now) } ?? [])
     }
 

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Logging
+import NIOCore
 import Synchronization
 
 /// An authenticated, end-to-end encrypted connection between a viewer and a camera, on whatever
@@ -64,6 +65,8 @@ public final class PeerConnection: Sendable {
     /// Yields once the search's first round has every answer it waits for.
     private let mtuSettled: AsyncStream<Void>
     private let mtuSettledSink: AsyncStream<Void>.Continuation
+    /// The largest SCTP packet a standby path carries: the channel engine never uses more, whatever the path MTU search finds.
+    private let channelMTUCeiling = Mutex<Int?>(nil)
     /// What a camera sends again when the viewer repeats its hello (its welcome).
     private let replayOnHello: (hello: [UInt8], welcome: [UInt8])?
 
@@ -80,12 +83,17 @@ public final class PeerConnection: Sendable {
         self.peerIdentityKey = peerIdentity
         self.transport = transport
         self.maxMessageSize = transport.maxMessageSize - PeerWire.sealedOverhead
-        // Only a relayed datagram session moves: the channel engine's packet size, fixed when it connects,
-        // is the relay's (the smallest), and stream ↔ datagram moves are not made.
-        let migrates = upgrade.map { !$0.strategies.isEmpty } ?? false && transport.isDatagram && transport.isRelayed
-        self.upgrade = migrates ? upgrade : nil
-        let machine = migrates ? PathMigrationStateMachine(
-            deciding: role == .viewer, configuration: upgrade?.configuration ?? .init(), now: .now, nonceSeed: .random(in: 0 ... .max)) : nil
+        // A relayed datagram session looks for direct paths: the channel engine's packet size, fixed when it
+        // connects, is the relay's (the smallest). Stream ↔ datagram moves are not made.
+        let upgrades = upgrade.map { !$0.strategies.isEmpty } ?? false
+        let migrates = upgrades && transport.isDatagram && transport.isRelayed
+        // A direct datagram path on a socket that hears other addresses follows the peer when its NAT rebinds;
+        // with a relay standby (``keepStandby``) it falls back to it, and from there looks for direct again.
+        let follows = transport.isDatagram && transport is any RebindablePeerTransport
+        self.upgrade = (migrates || follows) && upgrades ? upgrade : nil
+        let machine = migrates || follows ? PathMigrationStateMachine(
+            deciding: role == .viewer, configuration: upgrade?.configuration ?? .init(), start: migrates ? .relay : .direct,
+            now: .now, nonceSeed: .random(in: 0 ... .max)) : nil
         let paths = SessionPaths(initial: transport, strategy: report.path ?? "", machine: machine)
         self.paths = paths
         let sealer = SessionSealer(paths: paths, channel: channel)
@@ -175,9 +183,10 @@ public final class PeerConnection: Sendable {
         try await sealer.send(type, body)
     }
 
-    /// Seals and sends on one path of the set (probes and answers, which prove that path).
-    func sendSealed(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID) async throws {
-        try await sealer.send(type, body, on: path)
+    /// Seals and sends on one path of the set (probes and answers, which prove that path), to its peer
+    /// address or to `address`, a new one being checked.
+    func sendSealed(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID, to address: SocketAddress? = nil) async throws {
+        try await sealer.send(type, body, on: path, to: address)
     }
 
     deinit {
@@ -213,8 +222,8 @@ public final class PeerConnection: Sendable {
     }
 
     private func startTasks() {
-        paths.startReader(for: .initial) { [weak self] path, result in await self?.arrived(result, on: path) ?? false }
-        let migrator: Task<Void, Never>? = upgrade == nil ? nil : Task { [weak self] in await self?.driveMigration() }
+        paths.startReader(for: .initial) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
+        let migrator: Task<Void, Never>? = !paths.hasMachine ? nil : Task { [weak self] in await self?.driveMigration() }
         guard let interval = keepalive else {
             // No keepalives: a peer configured alike is silent while idle, so silence proves nothing.
             tasks.withLock { $0 = migrator.map { [$0] } ?? [] }
@@ -253,8 +262,9 @@ public final class PeerConnection: Sendable {
         tasks.withLock { $0 = [keeper, prober] + (migrator.map { [$0] } ?? []) }
     }
 
-    /// Handles what a path's reader got: a frame, or the path's end. Returns false to stop reading.
-    func arrived(_ result: Result<[UInt8], any Error>, on path: SessionPathID) async -> Bool {
+    /// Handles what a path's reader got: a frame (from `newSource`, when that is not the address the path sends
+    /// to), or the path's end. Returns false to stop reading.
+    func arrived(_ result: Result<[UInt8], any Error>, on path: SessionPathID, from newSource: SocketAddress? = nil) async -> Bool {
         let frame: [UInt8]
         switch result {
         case .success(let f):
@@ -276,10 +286,22 @@ public final class PeerConnection: Sendable {
             try? await sendSealed(.welcome, replayOnHello.welcome)
             return true
         }
-        guard frame.first == PeerWire.sealed, let plain = try? opener.withLock({ try $0.open(Array(frame.dropFirst())) }),
+        guard frame.first == PeerWire.sealed, let (plain, newest) = try? opener.withLock({ o -> ([UInt8], Bool) in
+                  let packet = Array(frame.dropFirst())
+                  let plain = try o.open(packet)
+                  // Opened, so its counter is in the window: it is the newest if it is the highest.
+                  return (plain, o.replayWindow.highest == UInt64(bigEndianBytes: packet[..<SecureDatagramChannel.counterLength]))
+              }),
               let type = plain.first.flatMap(SessionMessageType.init(rawValue:)) else { return true }
         lastHeard.withLock { $0 = .now }
-        paths.heard(on: path)
+        if let newSource {
+            // Authentic and fresh, from an address the path does not send to: the peer's NAT may have rebound.
+            await performMigration(paths.withMachine {
+                $0.heard(from: newSource, on: path, bytes: frame.count, newest: newest, now: .now)
+            } ?? [])
+        } else {
+            paths.heard(on: path)
+        }
         let body = Array(plain.dropFirst())
         switch type {
         case .application:
@@ -309,11 +331,44 @@ public final class PeerConnection: Sendable {
                 if settled { mtuSettledSink.yield() }
             }
         case .pathOffer, .pathAnswer, .pathCheck, .pathCheckAnswer, .pathSwitch:
-            await migrationMessage(type, body, on: path)
+            await migrationMessage(type, body, on: path, from: newSource, frameBytes: frame.count)
         case .keepalive, .welcome, .denied:
             break
         }
         return true
+    }
+
+    /// Whether the session can keep a relay as standby: it runs on a direct datagram path that has migration rules.
+    var canKeepStandby: Bool {
+        transport.isDatagram && !transport.isRelayed && paths.withMachine({ $0.standby == nil }) == true
+    }
+
+    /// Connects `prepared` (a relay, ``ConnectorConfiguration/relayStandby``) in the background and adds its
+    /// path to the set as the standby a dead direct path falls back to; closes `prepared` when done. From
+    /// then on the channel engine sends packets no larger than the standby carries, so a fallback loses none.
+    func keepStandby(_ prepared: any PreparedStrategy, strategy: String, remote: PeerOffer, context: StrategyContext) {
+        keep(Task { [weak self] in
+            let transport = try? await prepared.connect(remote: remote, context: context)
+            await prepared.close()
+            guard let transport else { return }
+            guard let self, transport.isDatagram, let path = self.paths.add(transport, strategy: strategy) else {
+                await transport.close()
+                return
+            }
+            let mtu = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
+            let lowered = self.channelMTUCeiling.withLock { c -> Int in
+                let v = min(c ?? mtu, mtu)
+                c = v
+                return v
+            }
+            (try? self.channels.get())?.setPathMTU(min(self.channelPathMTU ?? lowered, lowered))
+            self.paths.startReader(for: path) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
+            guard self.paths.withMachine({ $0.standbyJoined(path, now: .now) }) == true else {
+                await self.paths.remove(path)
+                return
+            }
+            context.logger.info("relay standing by", metadata: ["route": "\(transport.pathDescription)"])
+        }, in: .standby)
     }
 
     /// Carries out the path MTU search's actions.
@@ -325,7 +380,8 @@ public final class PeerConnection: Sendable {
                 guard padding >= 0 else { continue }
                 try? await sendSealed(.pathProbe, [UInt8(size >> 8), UInt8(size & 0xFF)] + [UInt8](repeating: 0, count: padding))
             case .use(let size):
-                (try? channels.get())?.setPathMTU(size - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun)
+                let mtu = size - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
+                (try? channels.get())?.setPathMTU(min(mtu, channelMTUCeiling.withLock { $0 } ?? mtu))
             }
         }
     }
@@ -347,9 +403,13 @@ final class SessionSealer: Sendable {
         try await paths.send([PeerWire.sealed] + packet, counts: type.expectsTraffic)
     }
 
-    /// Seals `body` as a message of `type` and sends it on `path`.
-    func send(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID) async throws {
+    /// Seals `body` as a message of `type` and sends it on `path`, to `address` when given.
+    func send(_ type: SessionMessageType, _ body: [UInt8], on path: SessionPathID, to address: SocketAddress? = nil) async throws {
         let packet = try channel.withLock { try $0.seal([type.rawValue] + body) }
-        try await paths.send([PeerWire.sealed] + packet, on: path)
+        if let address {
+            try await paths.send([PeerWire.sealed] + packet, on: path, to: address)
+        } else {
+            try await paths.send([PeerWire.sealed] + packet, on: path)
+        }
     }
 }

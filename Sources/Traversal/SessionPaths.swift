@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// The paths of one session: the one sends go on, the standby relay, candidates being tried; each read
@@ -38,6 +39,9 @@ final class SessionPaths: Sendable {
     /// Every move so far.
     var moves: [PathMove] { state.withLock { $0.moves } }
 
+    /// Whether the session has migration rules (it moves between paths or follows the peer's address).
+    var hasMachine: Bool { state.withLock { $0.machine != nil } }
+
     /// Whether `path` is the one sends go on.
     func isActive(_ path: SessionPathID) -> Bool { state.withLock { $0.active == path } }
 
@@ -60,16 +64,26 @@ final class SessionPaths: Sendable {
         }
     }
 
-    /// Starts reading `path`: each frame (or the path's end) goes to `deliver`, until it returns false.
+    /// Starts reading `path`: each frame (or the path's end) goes to `deliver` with the address it came from
+    /// when that is not the one the path sends to (a rebindable path only), until `deliver` returns false.
     func startReader(for path: SessionPathID,
-                     deliver: @escaping @Sendable (SessionPathID, Result<[UInt8], any Error>) async -> Bool) {
+                     deliver: @escaping @Sendable (SessionPathID, Result<[UInt8], any Error>, SocketAddress?) async -> Bool) {
         guard let transport = state.withLock({ $0.entries[path]?.transport }) else { return }
         let reader = Task {
             while !Task.isCancelled {
                 let result: Result<[UInt8], any Error>
-                do { result = .success(try await transport.receive()) } catch { result = .failure(error) }
+                var newSource: SocketAddress?
+                do {
+                    if let rebindable = transport as? any RebindablePeerTransport {
+                        let (message, source) = try await rebindable.receiveFromAnyAddress()
+                        result = .success(message)
+                        newSource = source == rebindable.remoteAddress ? nil : source
+                    } else {
+                        result = .success(try await transport.receive())
+                    }
+                } catch { result = .failure(error) }
                 if Task.isCancelled { return }
-                guard await deliver(path, result) else { return }
+                guard await deliver(path, result, newSource) else { return }
             }
         }
         let kept = state.withLock { s -> Bool in
@@ -87,6 +101,22 @@ final class SessionPaths: Sendable {
             let from = s.entries[s.active]?.strategy ?? ""
             s.active = path
             let move = PathMove(from: from, to: to.strategy, route: to.transport.pathDescription, reason: reason,
+                                atMs: (ContinuousClock.now - established).milliseconds)
+            s.moves.append(move)
+            return move
+        }
+        if let move { moveSink.yield(move) }
+        return move
+    }
+
+    /// Makes `path` send to `address`, the peer's new address after its NAT rebound, and records the move;
+    /// nil if `path` is not a rebindable path in the set.
+    func rebind(_ path: SessionPathID, to address: SocketAddress) -> PathMove? {
+        let move = state.withLock { s -> PathMove? in
+            guard !s.closed, let entry = s.entries[path], let transport = entry.transport as? any RebindablePeerTransport else { return nil }
+            transport.rebind(to: address)
+            guard path == s.active else { return nil }
+            let move = PathMove(from: entry.strategy, to: entry.strategy, route: transport.pathDescription, reason: .rebinding,
                                 atMs: (ContinuousClock.now - established).milliseconds)
             s.moves.append(move)
             return move
@@ -121,6 +151,14 @@ final class SessionPaths: Sendable {
             throw TraversalError(code: .closed, detail: "\(path) is not in the session's set")
         }
         try await transport.send(message)
+    }
+
+    /// Sends on `path`'s socket to `address` (a new address of the peer, being checked).
+    func send(_ message: [UInt8], on path: SessionPathID, to address: SocketAddress) async throws {
+        guard let transport = state.withLock({ $0.entries[path]?.transport as? any RebindablePeerTransport }) else {
+            throw TraversalError(code: .closed, detail: "\(path) cannot send to another address")
+        }
+        try await transport.send(message, to: address)
     }
 
     /// An authenticated datagram arrived on `path`.

@@ -56,11 +56,16 @@ public protocol TraversalStrategy: Sendable {
     /// Whether a session the relay carries runs this strategy again in the background to move to its
     /// (direct, datagram) path while it runs (``PathMigrationStateMachine``).
     var upgradesRelayedSessions: Bool { get }
+    /// Whether this strategy's path (a relay) can stand by beside a direct datagram path a session won on,
+    /// for it to fall back to when the direct path dies (``ConnectorConfiguration/relayStandby``).
+    var standsByForDirectSessions: Bool { get }
 }
 
 extension TraversalStrategy {
     /// No by default.
     public var upgradesRelayedSessions: Bool { false }
+    /// No by default.
+    public var standsByForDirectSessions: Bool { false }
 }
 
 /// A strategy after gathering: its candidates, and how to turn the peer's into a transport.
@@ -99,6 +104,19 @@ public protocol PeerTransport: Sendable {
     func receive() async throws -> [UInt8]
     /// Closes the transport; a pending `receive` throws.
     func close() async
+}
+
+/// A datagram transport on a socket where the peer may turn up at another address (its NAT remapped the
+/// port, RFC 9000 §9.3): it hands on session messages from any source with that source, sends to an
+/// address the session is checking, and moves to it once the session has validated it (RFC 9000 §8.2).
+public protocol RebindablePeerTransport: PeerTransport {
+    /// The next session message from the peer's address or any other, with its source; one consumer at a time.
+    /// A message from another source is unauthenticated until the session has opened it.
+    func receiveFromAnyAddress() async throws -> (message: [UInt8], source: SocketAddress)
+    /// Sends one message on the same socket to `address` (a check of an address not yet validated).
+    func send(_ message: [UInt8], to address: SocketAddress) async throws
+    /// Sends to `address` from now on (``PeerTransport/remoteAddress`` becomes it).
+    func rebind(to address: SocketAddress)
 }
 
 extension PeerTransport {

@@ -138,6 +138,12 @@ extension Trav {
                             let viewer = try? await media?.add(c, acceptingChannels: false)
                             let channels = Task { await acceptChannels(c, media: media, viewer: viewer) }
                             defer { channels.cancel() }
+                            let moves = Task {
+                                for await m in c.pathMoves {
+                                    say("session moved to \(m.to) (\(m.reason.rawValue)) at \(String(format: "%.0f", m.atMs)) ms: \(m.route)")
+                                }
+                            }
+                            defer { moves.cancel() }
                             if media != nil {
                                 await echo(c)
                             } else if let rate {

@@ -150,13 +150,21 @@ public func connectedPair(_ conditions: MemoryLink.Conditions = .init(), datagra
                           probeMessageSize: Int? = nil, keepalive: Duration? = nil)
     -> (viewer: PeerConnection, camera: PeerConnection, link: MemoryLink) {
     let (a, b, link) = MemoryLink.pair(conditions, datagram: datagram, maxMessageSize: maxMessageSize, probeMessageSize: probeMessageSize)
+    let (viewer, camera) = connectedPair(viewer: a, camera: b, path: "memory", keepalive: keepalive)
+    return (viewer, camera, link)
+}
+
+/// A viewer and a camera ``PeerConnection`` over two transports that reach each other, keyed alike, the
+/// report naming `path`.
+public func connectedPair(viewer a: any PeerTransport, camera b: any PeerTransport, path: String,
+                          keepalive: Duration? = nil) -> (viewer: PeerConnection, camera: PeerConnection) {
     let k1 = NoiseCipherState(key: [UInt8](repeating: 1, count: 32))
     let k2 = NoiseCipherState(key: [UInt8](repeating: 2, count: 32))
     let identity = DeviceIdentity.generate()
-    let report = ConnectionReport(path: "memory", route: nil, setupMs: 0, requestID: nil, attempts: [])
+    let report = ConnectionReport(path: path, route: nil, setupMs: 0, requestID: nil, attempts: [])
     let viewer = PeerConnection(role: .viewer, report: report, peerIdentity: identity.publicKey, transport: a,
                                 channel: SecureDatagramChannel(send: k1, receive: k2), replayOnHello: nil, keepalive: keepalive)
     let camera = PeerConnection(role: .camera, report: report, peerIdentity: identity.publicKey, transport: b,
                                 channel: SecureDatagramChannel(send: k2, receive: k1), replayOnHello: nil, keepalive: keepalive)
-    return (viewer, camera, link)
+    return (viewer, camera)
 }

@@ -3,9 +3,23 @@ import NATLab
 import Testing
 
 /// A session that starts on the relay moves to a punched direct path while a reliable channel and a
-/// video stream run, and falls back to the relay when the direct path goes dark, over real kernel NAT.
+/// video stream run, and falls back to the relay when the direct path goes dark; a session that starts
+/// direct with a relay standing by falls back to it the same way; over real kernel NAT.
 @Suite(.serialized, .enabled(if: TravLab.skipReason() == nil, Comment(rawValue: TravLab.skipReason() ?? "")))
 struct LabMigrationTests {
+    /// Drops everything between the two sites' public addresses in the viewer's router (the relay is
+    /// elsewhere); returns when, in milliseconds since 1970.
+    static func dropDirectPath(_ run: TravLab, camera: LabSite, viewer: LabSite) async throws -> Double {
+        let cameraPublic = try run.lab.publicAddress(of: camera.host())
+        let droppedAt = Date().timeIntervalSince1970 * 1000
+        for direction in ["saddr", "daddr"] {
+            let r = try await run.lab.run(host: viewer.router,
+                                          ["nft", "insert", "rule", "ip", "natlab", "forward", "ip", direction, cameraPublic, "drop"])
+            #expect(r.status == 0, "\(r)")
+        }
+        return droppedAt
+    }
+
     @Test func aRelayedSessionMovesDirectThenFallsBackToTheRelayWhenTheDirectPathIsDropped() async throws {
         let camera = LabSite("cam", .portRestrictedCone)
         // The viewer's uplink at 4 Mbit/s stretches the transfer over both moves.
@@ -20,14 +34,7 @@ struct LabMigrationTests {
                                                 extra: moving + ["--channel-send", "\(bytes)", "--stats", "--seconds", "16"])
             // Time to connect through the relay and move (the move itself is read from the report below).
             try await Task.sleep(for: .seconds(7))
-            // Drop everything between the two sites' public addresses in the viewer's router; the relay is elsewhere.
-            let cameraPublic = try run.lab.publicAddress(of: camera.host())
-            let droppedAt = Date().timeIntervalSince1970 * 1000
-            for direction in ["saddr", "daddr"] {
-                let r = try await run.lab.run(host: viewer.router,
-                                              ["nft", "insert", "rule", "ip", "natlab", "forward", "ip", direction, cameraPublic, "drop"])
-                #expect(r.status == 0, "\(r)")
-            }
+            let droppedAt = try await Self.dropDirectPath(run, camera: camera, viewer: viewer)
             let r = try await run.finishedConnect(watching, timeout: .seconds(120))
             #expect(r.connected && r.path == "tls-relay", "\(r)")
             let moves = r.moves ?? []
@@ -41,6 +48,36 @@ struct LabMigrationTests {
             let sent = try #require(r.channelSend, "\(r)")
             #expect(sent.verified, "\(r)")
             // Video kept coming across both moves, never a frame whose reference was lost.
+            let video = try #require(r.video, "\(r)")
+            #expect(video.brokenFrames == 0 && video.frames > 200, "\(video)")
+            print("channel: \(sent.bytes) bytes in \(sent.seconds) s; video: \(video)")
+        }
+    }
+
+    @Test func aDirectSessionWithARelayStandbyFallsBackToItWhenTheDirectPathIsDropped() async throws {
+        let camera = LabSite("cam", .portRestrictedCone)
+        let viewer = LabSite("view", .portRestrictedCone, link: LinkConditions(upKbps: 4000))
+        try await TravLab.with(sites: [camera, viewer]) { run in
+            _ = try run.startCloud()
+            // The race may use the hole punch and the relay: the punch wins, the relay connects beside it.
+            let strategies = "udp-hole-punch,tls-relay"
+            let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--relay-standby", "--video", "default"])
+            let bytes = 5_000_000
+            let watching = try run.startConnect(from: viewer.host(), to: uid, strategies: strategies, timeout: 15, paired: true,
+                                                extra: ["--relay-standby", "--channel-send", "\(bytes)", "--stats", "--seconds", "14"])
+            try await Task.sleep(for: .seconds(6))
+            let droppedAt = try await Self.dropDirectPath(run, camera: camera, viewer: viewer)
+            let r = try await run.finishedConnect(watching, timeout: .seconds(120))
+            #expect(r.connected, "\(r)")
+            #expect(r.attempts.contains { $0.strategy == "udp-hole-punch" && $0.outcome == "connected" }, "the session started direct: \(r)")
+            let moves = r.moves ?? []
+            #expect(!moves.contains { $0.unixMs < droppedAt }, "no move while the direct path worked: \(moves)")
+            let back = try #require(moves.first, "no fallback to the relay: \(r)")
+            #expect(back.from == "udp-hole-punch" && back.to == "tls-relay" && (back.reason == "path-dead" || back.reason == "peer-moved"), "\(moves)")
+            print(String(format: "a direct session fell back to its standby relay %.0f ms after the direct path was dropped (%@)",
+                         back.unixMs - droppedAt, back.reason))
+            let sent = try #require(r.channelSend, "\(r)")
+            #expect(sent.verified, "\(r)")
             let video = try #require(r.video, "\(r)")
             #expect(video.brokenFrames == 0 && video.frames > 200, "\(video)")
             print("channel: \(sent.bytes) bytes in \(sent.seconds) s; video: \(video)")

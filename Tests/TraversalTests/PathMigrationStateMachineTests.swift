@@ -145,14 +145,45 @@ struct PathMigrationStateMachineTests {
         #expect(m.peerOffered(attempt: 1, now: at(3_100)) == [], "an offer older than the last")
     }
 
-    @Test func withoutItsStandbyADirectPathIsNotCheckedAndNeverFallsBack() {
+    @Test func withoutItsStandbyASilentDirectPathIsProbedButNeverFallsBack() {
         var m = upgraded()
         m.lost(relay, now: at(1_500))
         #expect(!m.hasStandby && m.pathIDs == [direct])
         m.sent(now: at(2_000))
-        #expect(m.nextDeadline == nil)
-        #expect(m.tick(now: at(10_000)) == [], "nothing to fall back to")
+        #expect(m.nextDeadline == at(2_000), "silent since the upgrade at 1 s")
+        #expect(m.tick(now: at(2_000)) == [.probe(direct, nonce: 102)])
+        #expect(m.nextDeadline == at(2_100), "repeated, with no timeout")
+        #expect(m.tick(now: at(10_000)) == [.probe(direct, nonce: 102)], "nothing to fall back to")
+        #expect(m.active == direct)
+        m.heard(on: direct, now: at(10_050))
+        #expect(m.nextDeadline == nil, "heard again: no more probes")
         m.lost(direct, now: at(10_000))
         #expect(m.pathIDs == [direct], "the active path is not dropped: its end ends the session")
+    }
+
+    @Test func aSessionThatStartedDirectFallsBackToAStandbyThatJoinedItAndThenLooksForDirectAgain() {
+        var m = PathMigrationStateMachine(deciding: true, start: .direct, now: t0, nonceSeed: 100)
+        let startedOn = SessionPathID.initial
+        let joined = SessionPathID(1)
+        #expect(!m.hasStandby && m.standby == nil && m.nextDeadline == nil)
+        m.sent(now: at(100))
+        #expect(m.tick(now: at(5_000)) == [.probe(startedOn, nonce: 101)], "silence is probed, with nothing to fall back to")
+        #expect(m.tick(now: at(5_400)) == [.probe(startedOn, nonce: 101)], "and not given up")
+        m.heard(on: startedOn, now: at(5_000))
+        let first = m.standbyJoined(joined, now: at(5_000))
+        #expect(first)
+        #expect(m.hasStandby && m.standby == joined && m.active == startedOn)
+        let second = m.standbyJoined(SessionPathID(2), now: at(5_000))
+        #expect(!second, "one standby")
+        #expect(!m.isUpgrading && m.tick(now: at(5_000)).isEmpty, "no upgrade attempt while direct")
+        // The direct path goes silent while we send: probed, then dead, then the standby carries the session.
+        m.sent(now: at(5_100))
+        #expect(m.nextDeadline == at(6_000))
+        #expect(m.tick(now: at(6_000)) == [.probe(startedOn, nonce: 102)])
+        #expect(m.tick(now: at(6_300)) == [.switchTo(joined, reason: .pathDead), .announce(joined, epoch: 1), .abandon(startedOn)])
+        #expect(m.active == joined && m.pathIDs == [joined])
+        // On the relay now, the deciding side tries direct again after the backoff.
+        #expect(m.nextDeadline == at(8_300))
+        #expect(m.tick(now: at(8_300)) == [.beginUpgrade(attempt: 1)])
     }
 }

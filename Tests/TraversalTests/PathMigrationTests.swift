@@ -53,30 +53,7 @@ struct PathMigrationTests {
         let (viewer, camera, relay) = Self.relayedPair(network: network)
         defer { Task { await viewer.close(); await camera.close() } }
         let viewerMoves = viewer.pathMoves
-        let incoming = Task { () -> PeerChannel? in
-            for await c in camera.incomingChannels { return c }
-            return nil
-        }
-        let sending = try await viewer.openChannel(label: "numbers")
-        let receiving = try #require(await incoming.value)
-        // The camera reads every message and remembers them in order.
-        let received = Mutex<[Int]>([])
-        let reader = Task {
-            for try await m in receiving.messages {
-                received.withLock { $0.append(Int(String(decoding: m, as: UTF8.self)) ?? -1) }
-            }
-        }
-        defer { reader.cancel() }
-        let sent = Atomic<Int>(0)
-        let stop = Atomic<Bool>(false)
-        let sender = Task {
-            // Bounded: at most 20 000 messages, 5 ms apart (≈ 100 s), stopped far earlier by the test.
-            for i in 0..<20_000 where !stop.load(ordering: .relaxed) {
-                try await sending.send(Array("\(i)".utf8))
-                sent.store(i + 1, ordering: .relaxed)
-                try await Task.sleep(for: .milliseconds(5))
-            }
-        }
+        let numbers = try await NumberedChannelRun(from: viewer, to: camera)
 
         // 1. The session moves to the direct path once a probe is answered there.
         let up = try #require(await Self.nextMove(viewerMoves, within: .seconds(10)), "no move to the direct path")
@@ -104,14 +81,7 @@ struct PathMigrationTests {
         #expect(camera.path == "memory-relay", "\(camera.report.moves)")
 
         // 3. Every message sent arrived, in order, none twice.
-        stop.store(true, ordering: .relaxed)
-        _ = try? await sender.value
-        let total = sent.load(ordering: .relaxed)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while received.withLock({ $0.count }) < total, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        let got = received.withLock { $0 }
+        let (got, total) = try await numbers.finish()
         #expect(got == Array(0..<total), "\(got.count) of \(total) in order")
         #expect(viewer.report.moves.map(\.reason) == [.upgrade, .pathDead], "\(viewer.report.moves)")
     }
