@@ -27,12 +27,15 @@ enum SignallingMemory {
     static let lazyPagesThreshold = 16 * 1024
 
     /// A `ByteBufferAllocator` whose large buffers cost resident memory only for the pages written: see
-    /// ``lazyPagesThreshold``. The pages released read as zeros, and the allocator's memory is the C heap's, so
-    /// buffers from it mix freely with any other `ByteBuffer`.
+    /// ``lazyPagesThreshold``; such buffers start on a page. The pages released read as zeros, and the allocator's
+    /// memory is the C heap's (`free` and `realloc` take it), so buffers from it mix freely with any other `ByteBuffer`.
     static let lazyPagesAllocator = ByteBufferAllocator(
         allocate: { size in
-            let pointer = malloc(size)
-            if let pointer, size >= SignallingMemory.lazyPagesThreshold { releasePages(pointer, from: 0, to: size) }
+            guard size >= SignallingMemory.lazyPagesThreshold else { return malloc(size) }
+            // Page-aligned, so a buffer whose writes stay within its first few bytes costs one page, not two.
+            var pointer: UnsafeMutableRawPointer?
+            guard posix_memalign(&pointer, SignallingMemory.pageSize, size) == 0, let pointer else { return nil }
+            releasePages(pointer, from: 0, to: size)
             return pointer
         },
         reallocate: { pointer, oldSize, newSize in
