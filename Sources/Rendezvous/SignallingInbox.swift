@@ -13,7 +13,7 @@ import Traversal
 /// ```
 final class SignallingInbox: Sendable {
     /// What the drain handles.
-    enum Event: Sendable {
+    enum Event: Sendable, Equatable {
         /// The connection is served: admit it (`RendezvousHub.connected`).
         case opened
         /// A decoded message.
