@@ -148,6 +148,8 @@ actor RendezvousHub {
 
     /// Signalling connections open.
     var connectionCount: Int { peers.count }
+    /// The channels of the signalling connections open (admitted, on this node).
+    var connectionChannels: [any Channel] { peers.compactMap(\.channel) }
     /// Registered cameras, and how many of them are present over UDP alone.
     var cameraCounts: (all: Int, overUDP: Int) { (cameras.count, udpOnlyCameras) }
 

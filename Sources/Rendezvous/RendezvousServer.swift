@@ -173,6 +173,8 @@ public final class RendezvousServer: Sendable {
     let hub: RendezvousHub
     private let registrations: RegistrationGate
     private let acceptLoop: Task<Void, Never>
+    /// The signalling connections being served.
+    private let connections: SignallingConnections
     private let presence: PresenceServer?
     private let presenceExpiry: Task<Void, Never>?
     /// Routes introductions between the nodes of a fleet, when the store is shared (`NodeDirectory`).
@@ -183,7 +185,7 @@ public final class RendezvousServer: Sendable {
 
     private init(
         address: TransportAddress, registry: any DeviceRegistry, relayURLs: [String], listener: any Channel,
-        hub: RendezvousHub, registrations: RegistrationGate, acceptLoop: Task<Void, Never>,
+        hub: RendezvousHub, registrations: RegistrationGate, acceptLoop: Task<Void, Never>, connections: SignallingConnections,
         presence: PresenceServer?, presenceExpiry: Task<Void, Never>?, router: NodeRouter?, logger: Logger
     ) {
         self.router = router
@@ -197,6 +199,7 @@ public final class RendezvousServer: Sendable {
         self.listener = listener
         self.hub = hub
         self.acceptLoop = acceptLoop
+        self.connections = connections
         self.logger = logger
     }
 
@@ -242,6 +245,9 @@ public final class RendezvousServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 4096)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // An idle camera's connection is the cloud's per-camera cost: bounded reads, TLS buffers paid per page written.
+            .childChannelOption(.recvAllocator, value: SignallingMemory.receiveAllocator)
+            .childChannelOption(.allocator, value: SignallingMemory.lazyPagesAllocator)
             .bind(host: configuration.listenIP, port: Int(configuration.port)) { child in
                 child.eventLoop.makeCompletedFuture {
                     // Until the handshake picks a protocol, the signalling idle timeout bounds a silent client.
@@ -309,6 +315,7 @@ public final class RendezvousServer: Sendable {
         let slots = SharedConnectionSlots(maxPerSource: configuration.maxConnectionsPerSource, maxTotal: configuration.maxConnections)
         // Handshakes are counted in all, whatever their source: one shared key.
         let handshakes = SharedConnectionSlots(maxPerSource: configuration.maxPendingHandshakes, maxTotal: configuration.maxPendingHandshakes)
+        let served = SignallingConnections()
         let acceptLoop = Task {
             await withDiscardingTaskGroup { group in
                 try? await listener.executeThenClose { connections in
@@ -334,10 +341,21 @@ public final class RendezvousServer: Sendable {
                             } onCancel: {
                                 pending.channel.close(promise: nil)
                             }
-                            if case .signalling(let connection)? = negotiated {
-                                await serve(
-                                    connection, acceptedAt: pending.acceptedAt, hub: hub, registrations: registrations, router: router,
-                                    logger: logger)
+                            if case .signalling(let inbox)? = negotiated {
+                                served.opened()
+                                let acceptedAt = pending.acceptedAt
+                                let channel = pending.channel
+                                let peer = RendezvousPeer(
+                                    channel: channel, source: source,
+                                    observedAddress: channel.remoteAddress.flatMap(TransportAddress.init)?.description ?? "unknown")
+                                // Each burst of the connection's messages gets a task of its own; an idle connection has none.
+                                inbox.start { inbox in
+                                    Task {
+                                        await drain(
+                                            inbox, peer: peer, acceptedAt: acceptedAt, hub: hub, registrations: registrations,
+                                            router: router, connections: served, logger: logger)
+                                    }
+                                }
                             }
                         }
                     }
@@ -372,7 +390,7 @@ public final class RendezvousServer: Sendable {
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
         return RendezvousServer(
             address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub,
-            registrations: registrations, acceptLoop: acceptLoop, presence: presence, presenceExpiry: presenceExpiry, router: router,
+            registrations: registrations, acceptLoop: acceptLoop, connections: served, presence: presence, presenceExpiry: presenceExpiry, router: router,
             logger: logger)
     }
 
@@ -417,10 +435,12 @@ public final class RendezvousServer: Sendable {
     /// connection and returns when all are closed.
     public func stop() async {
         guard !stopping.exchange(true, ordering: .relaxed) else { return }
+        connections.stop()
         try? await listener.close()
         await hub.closeAll()
         acceptLoop.cancel()
         await acceptLoop.value
+        await connections.allClosed()
         await router?.stop()
         presenceExpiry?.cancel()
         await presence?.stop()
@@ -429,56 +449,84 @@ public final class RendezvousServer: Sendable {
         logger.info("rendezvous stopped")
     }
 
-    /// Serves one connection until it closes.
-    private static func serve(
-        _ connection: NIOAsyncChannel<CloudMessage, Never>, acceptedAt: ContinuousClock.Instant, hub: RendezvousHub,
-        registrations: RegistrationGate, router: NodeRouter?, logger: Logger
+    /// Handles the events queued in a connection's inbox, in order, until none waits (``SignallingInbox``): admits the
+    /// connection, handles its messages, and forgets it (and a camera it registered) when it closes.
+    private static func drain(
+        _ inbox: SignallingInbox, peer: RendezvousPeer, acceptedAt: ContinuousClock.Instant, hub: RendezvousHub,
+        registrations: RegistrationGate, router: NodeRouter?, connections: SignallingConnections, logger: Logger
     ) async {
-        let remote = connection.channel.remoteAddress.flatMap(TransportAddress.init)
-        let peer = RendezvousPeer(
-            channel: connection.channel, source: connection.channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified,
-            observedAddress: remote?.description ?? "unknown")
-        guard await hub.connected(peer) else {
-            try? await connection.channel.close()
+        let channel = inbox.channel
+        let deadline = acceptedAt + hub.configuration.authenticationTimeout
+        var updated: SignallingInbox.Connection?
+        while let (event, current) = inbox.next(storing: updated) {
+            var connection = current
+            defer { updated = connection }
+            switch event {
+            case .opened:
+                connection.admitted = await hub.connected(peer)
+                // A stopping server closes what it admits after its `closeAll`.
+                if !connection.admitted || connections.isStopping {
+                    connection.finished = true
+                    channel.close(promise: nil)
+                }
+            case .message(let message):
+                guard !connection.finished else { continue }
+                let wasAuthenticated = connection.state.isAuthenticated
+                do {
+                    let interception = if let router, connection.state.mayView {
+                        await router.intercept(message, from: peer, hub: hub)
+                    } else {
+                        NodeRouter.Interception.local
+                    }
+                    if interception == .routed {
+                        connection.state = .viewer
+                    } else if try await !handle(
+                        message, from: peer, state: &connection.state, hub: hub, registrations: registrations,
+                        deadline: deadline, lookupAdmitted: interception == .localLookupAdmitted) {
+                        connection.finished = true
+                        channel.close(promise: nil)
+                        continue
+                    }
+                } catch {
+                    connection.finished = true
+                    refuse(error, from: peer, logger: logger)
+                    continue
+                }
+                if !wasAuthenticated, connection.state.isAuthenticated {
+                    try? await channel.pipeline.removeHandler(name: AuthenticationDeadlineHandler.name).get()
+                }
+            case .badFrame(let error):
+                guard !connection.finished else { continue }
+                connection.finished = true
+                refuse(error, from: peer, logger: logger)
+            case .closed:
+                connection.finished = true
+                if connection.admitted {
+                    connection.admitted = false
+                    if case .camera(let session, let deviceID) = connection.state {
+                        if await hub.disconnected(peer, cameraSession: session), !connections.isStopping {
+                            await registrations.wentOffline(deviceID)
+                        }
+                    } else {
+                        await hub.disconnected(peer, cameraSession: nil)
+                        await router?.viewerClosed(peer)
+                    }
+                }
+                connections.closed()
+            }
+        }
+    }
+
+    /// Closes a connection whose message could not be handled: a frame or field that does not decode is answered
+    /// `badRequest` first.
+    private static func refuse(_ error: any Error, from peer: RendezvousPeer, logger: Logger) {
+        guard let error = error as? CloudProtocolError else {
+            logger.trace("connection ended", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
+            peer.close()
             return
         }
-        var state = RendezvousConnectionState.fresh
-        let deadline = acceptedAt + hub.configuration.authenticationTimeout
-        do {
-            try await connection.executeThenClose { inbound in
-                do {
-                    for try await message in inbound {
-                        let wasAuthenticated = state.isAuthenticated
-                        let interception = if let router, state.mayView {
-                            await router.intercept(message, from: peer, hub: hub)
-                        } else {
-                            NodeRouter.Interception.local
-                        }
-                        if interception == .routed {
-                            state = .viewer
-                        } else if try await !handle(
-                            message, from: peer, state: &state, hub: hub, registrations: registrations, deadline: deadline,
-                            lookupAdmitted: interception == .localLookupAdmitted) {
-                            break
-                        }
-                        if !wasAuthenticated, state.isAuthenticated {
-                            try? await connection.channel.pipeline.removeHandler(name: AuthenticationDeadlineHandler.name).get()
-                        }
-                    }
-                } catch let error as CloudProtocolError {
-                    logger.debug("bad frame", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
-                    peer.close(after: .error(requestID: nil, code: CloudError.Code.badRequest.name, message: "\(error.code)"))
-                }
-            }
-        } catch {
-            logger.trace("connection ended", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
-        }
-        if case .camera(let session, let deviceID) = state {
-            if await hub.disconnected(peer, cameraSession: session) { await registrations.wentOffline(deviceID) }
-        } else {
-            await hub.disconnected(peer, cameraSession: nil)
-            await router?.viewerClosed(peer)
-        }
+        logger.debug("bad frame", metadata: ["peer": "\(peer.observedAddress)", "error": "\(error)"])
+        peer.close(after: .error(requestID: nil, code: CloudError.Code.badRequest.name, message: "\(error.code)"))
     }
 
     /// Handles a message of a viewer connected to another node (`NodeRouter`) as if it were connected here.
@@ -631,8 +679,8 @@ struct PendingConnection: Sendable {
 
 /// What an accepted connection turned out to carry.
 enum NegotiatedConnection: Sendable {
-    /// Signalling (ALPN `trav/1`, or none).
-    case signalling(NIOAsyncChannel<CloudMessage, Never>)
+    /// Signalling (ALPN `trav/1`, or none): its events, queued until served.
+    case signalling(SignallingInbox)
     /// TURN over TLS, handed to the relay (ALPN `stun.turn`).
     case relayed
 }
@@ -647,7 +695,8 @@ private func choosePipeline(
         case .negotiated(TURNTLS.alpnProtocol):
             guard let relay else { throw CloudError(code: .badRequest, detail: "no relay on this port") }
             // The relay has its own, longer idle timeout (allocations live up to an hour) and its own
-            // deadline to allocate.
+            // deadline to allocate; it carries media, so it reads the socket as NIO does by default.
+            try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator())
             sync.removeHandler(idleHandlers.0, promise: nil)
             sync.removeHandler(idleHandlers.1, promise: nil)
             if let deadline = try? sync.context(name: AuthenticationDeadlineHandler.name) {
@@ -658,9 +707,12 @@ private func choosePipeline(
                 throw error
             }
         case .negotiated(CloudProtocol.alpnProtocol), .fallback:
-            try sync.addHandlers(ByteToMessageHandler(CloudFrameDecoder()), MessageToByteHandler(CloudFrameEncoder()), PingResponder())
-            let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
-            return channel.eventLoop.makeSucceededFuture(.signalling(connection))
+            // Queued until the server starts draining it, so nothing the client sends right after its handshake is lost.
+            let inbox = SignallingInbox(channel: channel)
+            try sync.addHandlers(
+                ByteToMessageHandler(CloudFrameDecoder()), MessageToByteHandler(CloudFrameEncoder()), PingResponder(),
+                SignallingInboxHandler(inbox: inbox))
+            return channel.eventLoop.makeSucceededFuture(.signalling(inbox))
         case .negotiated(let other):
             // The gate lets through only offers naming one of ours, and TLS picks one of ours.
             throw CloudError(code: .badRequest, detail: "unexpected ALPN protocol \(other)")
