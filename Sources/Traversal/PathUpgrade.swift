@@ -120,15 +120,13 @@ enum MigrationTaskSlot: Hashable, Sendable {
 }
 
 extension PeerConnection {
-    /// Ticks the migration rules at their deadlines (at least every probe interval, as sends change them) until cancelled.
-    func driveMigration() async {
-        guard let interval = paths.withMachine({ $0.configuration.probeInterval }) else { return }
-        while !Task.isCancelled {
-            await performMigration(paths.withMachine { $0.tick(now: .now) } ?? [])
-            let next = paths.withMachine { $0.nextDeadline } ?? nil
-            let wake = min(next ?? .now + interval, .now + interval)
-            try? await Task.sleep(until: wake, clock: .continuous)
-        }
+    /// One turn of the migration rules: carries out what is due and returns when to turn again (their next
+    /// deadline, at least every probe interval, as sends change them), or nil when the session has no rules.
+    func migrationStep() async -> ContinuousClock.Instant? {
+        guard let interval = paths.withMachine({ $0.configuration.probeInterval }) else { return nil }
+        await performMigration(paths.withMachine { $0.tick(now: .now) } ?? [])
+        let next = paths.withMachine { $0.nextDeadline } ?? nil
+        return min(next ?? .now + interval, .now + interval)
     }
 
     /// Handles a sealed migration message of `frameBytes` bytes that arrived on `path` (from `newSource`, when

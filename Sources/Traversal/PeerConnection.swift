@@ -223,7 +223,16 @@ public final class PeerConnection: Sendable {
 
     private func startTasks() {
         paths.startReader(for: .initial) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
-        let migrator: Task<Void, Never>? = !paths.hasMachine ? nil : Task { [weak self] in await self?.driveMigration() }
+        // The connection is held only for each turn, never across the sleep: a dropped connection is released
+        // (its deinit cancels this task and closes its paths) even while its migration rules wait.
+        let migrator: Task<Void, Never>? = !paths.hasMachine ? nil : Task { [weak self] in
+            var wake = ContinuousClock.now
+            while !Task.isCancelled {
+                try? await Task.sleep(until: wake, clock: .continuous)
+                guard let self, !Task.isCancelled, let next = await self.migrationStep() else { return }
+                wake = next
+            }
+        }
         guard let interval = keepalive else {
             // No keepalives: a peer configured alike is silent while idle, so silence proves nothing.
             tasks.withLock { $0 = migrator.map { [$0] } ?? [] }
