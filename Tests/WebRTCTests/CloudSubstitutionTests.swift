@@ -65,7 +65,7 @@ struct CloudSubstitutionTests {
           .enabled(if: FileManager.default.isExecutableFile(atPath: TravLab.debugTrav), "needs `swift build` (.build/debug/trav)"))
     func thePageWatchesThroughTheProxyWhenItChangesNothing() async throws {
         try await Self.withCloudAndTwoCameras { web, watched, decoy in
-            let attacker = MaliciousCloud(.none, watched: watched.uid, decoy: decoy.identity, cloudPort: try #require(web.address.port))
+            let attacker = MaliciousCloud(.passThrough, watched: watched.uid, decoy: decoy.identity, cloudPort: try #require(web.address.port))
             let (seen, log) = try await Self.watch(watched.uid, through: attacker, cloudPort: try #require(web.address.port))
             let report = try #require(seen, "the page reports through the proxy; chromium: \(log)")
             #expect(report.error == nil, "\(report)")
@@ -139,12 +139,36 @@ struct CloudSubstitutionTests {
     }
 }
 
+extension CloudSubstitutionTests {
+    /// The attacker cannot open the camera's answer, so it cannot swap fingerprints there; it can swap the page's
+    /// fingerprint in the offer the camera gets, hoping the camera takes the attacker's certificate for the page's.
+    /// The camera signs the fingerprint it got, and the page, checking its own, refuses; the camera, whose ICE
+    /// password went sealed to the page, is never reached by the attacker either.
+    @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"),
+          .enabled(if: FileManager.default.isExecutableFile(atPath: TravLab.debugTrav), "needs `swift build` (.build/debug/trav)"))
+    func aCloudThatSubstitutesTheOffersFingerprintIsRefused() async throws {
+        try await Self.withCloudAndTwoCameras { web, watched, decoy in
+            let cloudPort = try #require(web.address.port)
+            let attacker = MaliciousCloud(.substituteOfferFingerprint, watched: watched.uid, decoy: decoy.identity, cloudPort: cloudPort)
+            let (seen, log) = try await Self.watch(watched.uid, through: attacker, cloudPort: cloudPort)
+            let report = try #require(seen, "the page reports; chromium: \(log)")
+            #expect(await attacker.offerFingerprintReplaced, "the camera got the attacker's fingerprint")
+            #expect(report.error == "identity: bad signature", "\(report)")
+            #expect(report.decoded == nil, "\(report)")
+            let pageRequest = await attacker.pageRequestID ?? "?"
+            let watchedLog = watched.camera.output().stdout
+            #expect(watchedLog.contains("browser \(pageRequest) answered"), "the camera answered the altered offer: \(watchedLog.suffix(600))")
+            #expect(!watchedLog.contains("browser \(pageRequest) connected"), "nobody connected to the camera: \(watchedLog.suffix(600))")
+        }
+    }
+}
+
 /// A cloud that lies to the page (``SignallingProxy``'s interception), and what it saw on the way.
 actor MaliciousCloud {
     /// What it does.
     enum Attack: Sendable {
         /// Nothing: every message passes unchanged.
-        case none
+        case passThrough
         /// The page's look-up goes to the decoy camera (`watch` names the decoy's UID); with `resign`, the decoy's
         /// challenge is replaced by one the attacker signs with the decoy's key over the watched UID and the page's
         /// answer key, sealed to a key whose private half it holds.
@@ -153,6 +177,9 @@ actor MaliciousCloud {
         /// attacker introduces itself to the decoy with the decoy's password), sealed again to the page's answer
         /// key, its identity binding re-signed by the decoy's key over the watched UID, naming `BindingKey`.
         case substituteAnswer(BindingKey)
+        /// The page's offer reaches the camera with another DTLS fingerprint (the attacker's): the camera would
+        /// take the attacker's certificate for the page's, so the attacker could watch.
+        case substituteOfferFingerprint
     }
 
     /// The key the substituted answer's binding names.
@@ -193,6 +220,8 @@ actor MaliciousCloud {
     private(set) var substitution: Substitution?
     /// Why the decoy's answer could not be had, if it could not.
     private(set) var forkError: String?
+    /// Whether the offer went on with the attacker's fingerprint.
+    private(set) var offerFingerprintReplaced = false
 
     private var pageAnswerKey: String?
     private var pageOffer: String?
@@ -227,6 +256,13 @@ actor MaliciousCloud {
         case (.toCloud, "offer"):
             pageAnswerKey = message.answerKey
             pageOffer = message.sdp
+            if case .substituteOfferFingerprint = attack, let sdp = message.sdp {
+                let line = "a=fingerprint:sha-256 "
+                let attackers = (0..<32).map { _ in String(format: "%02X", UInt8.random(in: 0...255)) }.joined(separator: ":")
+                message.sdp = sdp.components(separatedBy: "\r\n").map { $0.hasPrefix(line) ? line + attackers : $0 }.joined(separator: "\r\n")
+                changed = message.sdp != sdp
+                offerFingerprintReplaced = changed
+            }
             if case .substituteAnswer = attack, let sdp = message.sdp {
                 let (port, uid, password) = (cloudPort, decoyUID, CloudBrowserTests.password)
                 decoyAnswer = Task { try await Self.answer(from: uid, to: sdp, password: password, cloudPort: port) }

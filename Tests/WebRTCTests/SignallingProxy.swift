@@ -208,7 +208,7 @@ final class SignallingProxy: Sendable {
             try? await server.channel.close()
             throw WireFrame.Malformed(description: "no port bound")
         }
-        let serving = Task {
+        let serving = Task<Void, Never> {
             try? await server.executeThenClose { connections in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in connections {
