@@ -24,6 +24,8 @@ import WebRTC
 ///
 /// Each attack must end in an `identity:` error shown by the page, no decoded frame, and no password for anyone but
 /// the watched camera; the same proxy passing messages unchanged lets the page watch, so the proxy is not what fails.
+/// The attacks are real ones: with the page's key-behind-UID check and `travCheckAnswer` taken out of the script,
+/// the re-signed challenge hands the attacker the password and the substituted answer shows the decoy's video.
 @Suite(.serialized, .timeLimit(.minutes(8)))
 struct CloudSubstitutionTests {
     /// Frames the page decodes before it reports, when it watches.
@@ -88,6 +90,8 @@ struct CloudSubstitutionTests {
             #expect(refused.decoded == nil)
             #expect(await redirected.proofsFromPage == 0, "the page sealed its password to nobody")
             #expect(await redirected.challengesToPage == 1, "the decoy camera challenged the page")
+            #expect(await redirected.challengeKey == decoy.identity.publicKey.rawRepresentation.base64EncodedString(),
+                    "the challenge carried the decoy's key")
 
             // The same, with the challenge signed again by the attacker over X's UID and a sealing key of its own,
             // which would let it open the page's proof and read the password: the key is not behind X.
@@ -97,6 +101,8 @@ struct CloudSubstitutionTests {
             #expect(caught.error == "identity: key is not behind the UID", "\(caught)")
             #expect(caught.decoded == nil)
             #expect(await resigned.challengesToPage == 1, "the forged challenge reached the page")
+            #expect(await resigned.challengeKey == decoy.identity.publicKey.rawRepresentation.base64EncodedString(),
+                    "the forged challenge carried the decoy's key")
             #expect(await resigned.proofsFromPage == 0, "the page sealed its password to nobody")
             #expect(await resigned.stolenPassword == nil)
         }
@@ -223,6 +229,9 @@ actor MaliciousCloud {
     /// Whether the offer went on with the attacker's fingerprint.
     private(set) var offerFingerprintReplaced = false
 
+    /// The identity key of the last challenge the page got (after any change).
+    private(set) var challengeKey: String?
+
     private var pageAnswerKey: String?
     private var pageOffer: String?
     private var watchedKey: String?
@@ -288,6 +297,7 @@ actor MaliciousCloud {
                 sealingKey = made.key
                 changed = true
             }
+            challengeKey = message.challenge?.identityKey
         case (.toPage, "answer"):
             if case .substituteAnswer(let bindingKey) = attack {
                 do {
