@@ -8,7 +8,7 @@ import Traversal
 /// One WebSocket frame as the proxy reads and writes it (RFC 6455 §5.2). Fragmented frames and extensions are
 /// refused: the cloud and Chromium send each signalling message in one frame.
 struct WireFrame: Sendable, Equatable {
-    /// RFC 6455 §11.8 opcodes the proxy handles by name.
+    /// The text opcode (RFC 6455 §11.8), the only one whose payload the proxy reads.
     static let text: UInt8 = 0x1
     /// Largest payload the proxy reads (the cloud's own limit is 32 KiB).
     static let maxPayload = 64 * 1024
