@@ -33,16 +33,22 @@ struct LabBrowserTests {
         var browser: String
         /// `direct` or `relay`.
         var path: String
+        /// The selected pair's candidate types, browser's end first (nil: not checked).
+        var candidates: String? = nil
         /// How the browser reaches the relay when `path` is `relay` (nil: not checked).
         var relayProtocol: String? = nil
         var description: String { name }
     }
 
     static let cases: [Case] = [
-        Case(name: "one LAN", camera: "lan-h1", browser: "lan-h2", path: "direct"),
-        Case(name: "port-restricted × port-restricted", camera: "lan-h1", browser: "prc-h1", path: "direct"),
-        Case(name: "symmetric × symmetric", camera: "syma-h1", browser: "symb-h1", path: "relay"),
-        Case(name: "port-restricted camera × tcp443-only browser", camera: "lan-h1", browser: "t443-h1", path: "relay", relayProtocol: "tls"),
+        Case(name: "one LAN", camera: "lan-h1", browser: "lan-h2", path: "direct", candidates: "host→host"),
+        // Only the camera's server-reflexive candidate lets the browser's checks through the camera's NAT.
+        Case(name: "port-restricted × port-restricted", camera: "lan-h1", browser: "prc-h1", path: "direct", candidates: "srflx→srflx"),
+        // The camera's symmetric NAT maps its checks to the relay anew: the browser learns that address from them.
+        Case(name: "symmetric × symmetric", camera: "syma-h1", browser: "symb-h1", path: "relay", candidates: "relay→prflx"),
+        // The relay lets the camera's checks in because the browser permitted the camera's srflx address.
+        Case(name: "port-restricted camera × tcp443-only browser", camera: "lan-h1", browser: "t443-h1", path: "relay",
+             candidates: "relay→srflx", relayProtocol: "tls"),
     ]
 
     @Test func chromiumWatchesCamerasThroughTheNATGrid() async throws {
@@ -69,6 +75,7 @@ struct LabBrowserTests {
                 // The test pattern's bars and gradient: a blank or one-colour canvas fails.
                 #expect((report.colours ?? 0) >= 8, "colours on the canvas: \(context)")
                 #expect(report.path == c.path, "path: \(context)")
+                if let expected = c.candidates { #expect(report.candidates == expected, "candidate types: \(context)") }
                 if let expected = c.relayProtocol { #expect(report.relayProtocol == expected, "relay protocol: \(context)") }
                 #expect(report.uid == camera.uid)
             }
