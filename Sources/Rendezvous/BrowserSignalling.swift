@@ -213,6 +213,8 @@ public struct BrowserReport: Codable, Sendable, Hashable {
     public var path: String?
     /// The selected pair's candidate types, e.g. `host→host`.
     public var candidates: String?
+    /// How the browser reached its TURN relay when its end of the pair is relayed: `udp`, `tcp` or `tls`.
+    public var relayProtocol: String?
     /// From pressing connect to the first decoded frame, in milliseconds.
     public var firstFrameMs: Int?
     /// Distinct colours in a sample of the canvas (a blank canvas has one).

@@ -103,6 +103,7 @@ public enum BrowserViewerPage {
               $('path').textContent = stats.path ? 'path: ' + stats.path + ' (' + stats.candidates + ')' : '';
               const canvas = $('video');
               report({decoded: stats.decoded, received: stats.received, path: stats.path, candidates: stats.candidates,
+                      relayProtocol: stats.relayProtocol,
                       firstFrameMs: stats.firstFrameMs, colours: travCanvasColours(canvas), shown: $('status').textContent});
             } catch (e) {
               status(e.message);
