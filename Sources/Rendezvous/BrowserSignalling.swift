@@ -219,6 +219,8 @@ public struct BrowserReport: Codable, Sendable, Hashable {
     public var firstFrameMs: Int?
     /// Distinct colours in a sample of the canvas (a blank canvas has one).
     public var colours: Int?
+    /// The canvas as 16 × 12 cell means (RGB, row by row, base64 of 576 bytes): what the page showed.
+    public var thumbnail: String?
     /// The error, when the page did not get video.
     public var error: String?
     /// What the page's status line showed at the end.

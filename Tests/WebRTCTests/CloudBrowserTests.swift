@@ -135,6 +135,11 @@ struct CloudBrowserTests {
             #expect((report.decoded ?? 0) >= Self.framesWanted, "frames decoded: \(report)")
             // The test pattern has colour bars and a moving gradient: a blank or single-colour canvas fails.
             #expect((report.colours ?? 0) >= 8, "distinct colours on the canvas: \(report)")
+            // What the canvas shows is the clip's test pattern, cell by cell (needs ffmpeg, which the test command installs).
+            if TestPattern.ffmpeg != nil {
+                let off = try await TestPattern.difference(thumbnail: report.thumbnail)
+                #expect(off.map { $0 <= TestPattern.tolerance } == true, "the canvas shows the test pattern: off by \(String(describing: off))")
+            }
             #expect(report.path == "direct", "loopback: a direct pair, no relay: \(report)")
             #expect(report.firstFrameMs != nil)
             #expect(report.uid == uid, "the cloud names the UID the page watched")

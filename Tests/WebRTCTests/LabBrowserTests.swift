@@ -74,6 +74,10 @@ struct LabBrowserTests {
                 #expect((report.decoded ?? 0) >= Self.framesWanted, "frames decoded: \(context)")
                 // The test pattern's bars and gradient: a blank or one-colour canvas fails.
                 #expect((report.colours ?? 0) >= 8, "colours on the canvas: \(context)")
+                if TestPattern.ffmpeg != nil {
+                    let off = try await TestPattern.difference(thumbnail: report.thumbnail)
+                    #expect(off.map { $0 <= TestPattern.tolerance } == true, "the canvas shows the test pattern (off by \(String(describing: off))): \(context)")
+                }
                 #expect(report.path == c.path, "path: \(context)")
                 if let expected = c.candidates { #expect(report.candidates == expected, "candidate types: \(context)") }
                 if let expected = c.relayProtocol { #expect(report.relayProtocol == expected, "relay protocol: \(context)") }
