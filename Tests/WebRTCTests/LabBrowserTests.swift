@@ -83,7 +83,44 @@ struct LabBrowserTests {
                 if let expected = c.relayProtocol { #expect(report.relayProtocol == expected, "relay protocol: \(context)") }
                 #expect(report.uid == camera.uid)
             }
+
+            // Several viewers of one camera at once: two browsers (one on its LAN, one behind another NAT) and a
+            // native `trav connect` watching the video, all joining while the others watch.
+            let camera = try #require(cameras["lan-h1"])
+            let url = "https://\(addresses[0]):\(Self.httpsPort)/#uid=\(camera.uid)&password=\(run.password)&report=\(Self.framesWanted)"
+            let native = try run.startConnect(from: "prc-h1", to: camera.uid, timeout: 15, paired: true,
+                                              extra: ["--stats", "--seconds", "12"])
+            defer { native.stop() }
+            let (together, logs) = try await Self.visitTogether(run, cloud: cloud, browsers: ["lan-h2", "prc-h1"], url: url)
+            let context = "\(together) — chromium: \(logs.map { $0.suffix(300) }) — camera: \(camera.process.output.stdout.suffix(600))"
+            #expect(together.count == 2, "both pages report: \(context)")
+            for report in together {
+                #expect(report.error == nil && (report.decoded ?? 0) >= Self.framesWanted, "\(context)")
+                if TestPattern.ffmpeg != nil {
+                    let off = try await TestPattern.difference(thumbnail: report.thumbnail)
+                    #expect(off.map { $0 <= TestPattern.tolerance } == true, "the canvas shows the test pattern: \(context)")
+                }
+            }
+            let watched = try await run.finishedConnect(native, timeout: .seconds(60))
+            let video = try #require(watched.video, "the native viewer watched: \(watched)")
+            // Twelve seconds at 25 frames/s, less the wait for a keyframe: the browsers joining took nothing from it.
+            #expect(video.frames >= 200 && video.brokenFrames == 0, "the native viewer's video while the browsers joined: \(video)")
         }
+    }
+
+    /// Opens `url` in Chromium on each of `browsers` at once and returns the page reports the cloud printed after (as
+    /// many as browsers, or fewer after ``reportTimeout``), with each Chromium's log; every browser is stopped either way.
+    static func visitTogether(_ run: TravLab, cloud: LabProcess, browsers hosts: [String], url: String) async throws
+        -> ([BrowserReport], [String]) {
+        let before = reports(cloud).count
+        var browsers: [LabBrowser] = []
+        defer { for b in browsers { b.stop() } }
+        for host in hosts { browsers.append(try LabBrowser.start(in: run.lab, host: host, url: url)) }
+        let deadline = ContinuousClock.now + reportTimeout
+        while ContinuousClock.now < deadline, reports(cloud).count < before + hosts.count {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return (Array(reports(cloud).dropFirst(before)), browsers.map(\.process.output.stderr))
     }
 
     /// Opens `url` in Chromium on `browser` and returns the first page report the cloud printed after, or nil after
