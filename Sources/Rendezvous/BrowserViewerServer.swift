@@ -21,8 +21,11 @@ import Traversal
 ///         ─► Upgrade: websocket on /signal from our own origin ─► frames ≤ Limits.maxMessageBytes ─► the state machine
 /// ```
 ///
-/// A port of its own rather than the signalling port's ALPN: the signalling port's caps, handshake bounds and
-/// authentication deadline are shaped for cameras and native viewers, and a browser's HTTP keeps its own.
+/// A port of its own, and also the signalling port when its server was started with
+/// `RendezvousServer.Configuration.servesViewerPage`: there a ClientHello offering ALPN `http/1.1` passes the
+/// signalling port's accept caps and handshake, and the connection is then handed here (``adopt(_:)``), under these
+/// limits and this idle timeout rather than the signalling's authentication deadline. So one TLS port (443) can
+/// carry the page, signalling and TURN over TLS for a network that lets nothing else out.
 public final class BrowserViewerServer: Service, Sendable {
     /// Every bound on what a browser may send.
     public struct Limits: Sendable {
@@ -61,12 +64,16 @@ public final class BrowserViewerServer: Service, Sendable {
     public let address: SocketAddress
     /// What pages reported, in order; finishes when the server stops.
     public let reports: AsyncStream<BrowserReport>
-    private let channel: any Channel
+    /// The page's own listener; nil when it is served on the signalling port alone.
+    private let channel: (any Channel)?
+    private let pipeline: ViewerPipeline
     private let reportSink: AsyncStream<BrowserReport>.Continuation
 
-    private init(channel: any Channel, reports: AsyncStream<BrowserReport>, reportSink: AsyncStream<BrowserReport>.Continuation) {
+    private init(channel: (any Channel)?, address: SocketAddress, pipeline: ViewerPipeline, reports: AsyncStream<BrowserReport>,
+                 reportSink: AsyncStream<BrowserReport>.Continuation) {
         self.channel = channel
-        self.address = channel.localAddress!
+        self.pipeline = pipeline
+        self.address = address
         self.reports = reports
         self.reportSink = reportSink
     }
@@ -84,54 +91,43 @@ public final class BrowserViewerServer: Service, Sendable {
         tls.minimumTLSVersion = .tlsv12
         tls.applicationProtocols = ["http/1.1"]
         let context = try NIOSSLContext(configuration: tls)
-        let slots = SharedConnectionSlots(maxPerSource: limits.maxConnectionsPerSource, maxTotal: limits.maxConnections)
         let (reports, reportSink) = AsyncStream.makeStream(of: BrowserReport.self, bufferingPolicy: .bufferingNewest(256))
-        let hub = rendezvous.hub
-        let bound = BoundPort(Int(port))
+        let pipeline = ViewerPipeline(
+            slots: SharedConnectionSlots(maxPerSource: limits.maxConnectionsPerSource, maxTotal: limits.maxConnections),
+            limits: limits, names: names, assets: assets, hub: rendezvous.hub, iceServers: iceServers, reports: reportSink, logger: logger)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let source = channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
-                    guard slots.admit(source) == nil else { throw NIOCore.ChannelError.inputClosed }
-                    channel.closeFuture.whenComplete { _ in slots.release(source) }
-                    let port = bound.port.withLock { $0 }
-                    let origins = Self.origins(names: names, port: port)
-                    let connectSources = names.map { "wss://\($0):\(port)" }.joined(separator: " ")
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOSSLServerHandler(context: context))
-                    try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount(limits.idleTimeout)))
-                    try sync.addHandler(CloseOnIdleHandler())
-                    try sync.addHandler(RequestSizeLimiter(limit: limits.maxRequestBytes), name: RequestSizeLimiter.name)
-                    let upgrader = NIOWebSocketServerUpgrader(
-                        maxFrameSize: limits.maxMessageBytes, automaticErrorHandling: true,
-                        shouldUpgrade: { channel, head in
-                            // Only our own page may signal: a page elsewhere cannot drive a visitor's browser to introduce.
-                            let origin = head.headers["Origin"].first ?? ""
-                            guard head.uri == "/signal", origins.contains(origin) else { return channel.eventLoop.makeSucceededFuture(nil) }
-                            return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
-                        },
-                        upgradePipelineHandler: { channel, _ in
-                            channel.eventLoop.makeCompletedFuture {
-                                let sync = channel.pipeline.syncOperations
-                                try sync.addHandler(NIOWebSocketFrameAggregator(
-                                    minNonFinalFragmentSize: 1, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: limits.maxMessageBytes))
-                                try sync.addHandler(SignalHandler(hub: hub, source: source, limits: limits.signalling,
-                                                                  iceServers: iceServers, reports: reportSink, logger: logger))
-                            }
-                        })
-                    try sync.configureHTTPServerPipeline(withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                        context.pipeline.removeHandler(name: RequestSizeLimiter.name, promise: nil)
-                        context.pipeline.removeHandler(name: PageHandler.name, promise: nil)
-                    }))
-                    try sync.addHandler(PageHandler(assets: assets, connectSources: connectSources), name: PageHandler.name)
-                }
+                channel.eventLoop.makeCompletedFuture { try pipeline.configure(channel, tls: context) }
             }
             .bind(host: listenIP, port: Int(port)).get()
-        if let actual = channel.localAddress?.port { bound.port.withLock { $0 = actual } }
         logger.info("viewer page listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
-        return BrowserViewerServer(channel: channel, reports: reports, reportSink: reportSink)
+        return BrowserViewerServer(channel: channel, address: channel.localAddress!, pipeline: pipeline, reports: reports, reportSink: reportSink)
+    }
+
+    /// Serves the page on `rendezvous`'s own TLS port alone (no listener of its own): that server must have been
+    /// started with `RendezvousServer.Configuration.servesViewerPage`; this attaches the page to it.
+    public static func onSignallingPort(
+        of rendezvous: RendezvousServer, names: [String], assets: Assets,
+        iceServers: @escaping @Sendable (String) -> [BrowserSignallingStateMachine.IceServer],
+        limits: Limits = Limits(), logger: Logger = Logger(label: "trav.cloud.web")
+    ) -> BrowserViewerServer {
+        let (reports, reportSink) = AsyncStream.makeStream(of: BrowserReport.self, bufferingPolicy: .bufferingNewest(256))
+        let pipeline = ViewerPipeline(
+            slots: SharedConnectionSlots(maxPerSource: limits.maxConnectionsPerSource, maxTotal: limits.maxConnections),
+            limits: limits, names: names, assets: assets, hub: rendezvous.hub, iceServers: iceServers, reports: reportSink, logger: logger)
+        let server = BrowserViewerServer(channel: nil, address: rendezvous.address.socketAddress, pipeline: pipeline,
+                                         reports: reports, reportSink: reportSink)
+        rendezvous.attachViewerPage(server)
+        logger.info("viewer page on the signalling port", metadata: ["address": "\(rendezvous.address)"])
+        return server
+    }
+
+    /// Serves the page on `channel`, a connection of another TLS port whose handshake negotiated ALPN `http/1.1`
+    /// (the signalling port's, RFC 7301 §3.2), under this server's limits; runs on the channel's event loop.
+    package func adopt(_ channel: any Channel) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture { try pipeline.configure(channel, tls: nil) }
     }
 
     /// The page's origins as a browser sends them in `Origin` (RFC 6454 §6.2: the default port 443 is left out), one per name.
@@ -147,16 +143,63 @@ public final class BrowserViewerServer: Service, Sendable {
 
     /// Stops accepting and closes the listening socket (open WebSockets end with their pages).
     public func stop() async {
-        try? await channel.close()
+        try? await channel?.close()
         reportSink.finish()
     }
 }
 
-/// The port the server bound (known after `bind`, read by each connection for its origin and policy).
-final class BoundPort: Sendable {
-    /// The port.
-    let port: Mutex<Int>
-    init(_ port: Int) { self.port = Mutex(port) }
+/// How a browser's connection is served, on the viewer page's own port or adopted from the signalling port: its
+/// slot (per source and in all), TLS when the port's own, the idle timeout, HTTP and the WebSocket upgrade.
+struct ViewerPipeline: Sendable {
+    let slots: SharedConnectionSlots
+    let limits: BrowserViewerServer.Limits
+    let names: [String]
+    let assets: BrowserViewerServer.Assets
+    let hub: RendezvousHub
+    let iceServers: @Sendable (String) -> [BrowserSignallingStateMachine.IceServer]
+    let reports: AsyncStream<BrowserReport>.Continuation
+    let logger: Logger
+
+    /// Sets up `channel`'s pipeline (on its event loop), with `tls` first unless its handshake is already done; the
+    /// page's origin and policy name the port the connection came in on.
+    ///
+    /// - Throws: when the source or the server has no connection slot left (the channel is then closed by NIO).
+    func configure(_ channel: any Channel, tls: NIOSSLContext?) throws {
+        let source = channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
+        guard slots.admit(source) == nil else { throw NIOCore.ChannelError.inputClosed }
+        channel.closeFuture.whenComplete { _ in slots.release(source) }
+        let port = channel.localAddress?.port ?? 0
+        let origins = BrowserViewerServer.origins(names: names, port: port)
+        let connectSources = names.map { "wss://\($0):\(port)" }.joined(separator: " ")
+        let (limits, hub, iceServers, reports, logger) = (self.limits, self.hub, self.iceServers, self.reports, self.logger)
+        let sync = channel.pipeline.syncOperations
+        if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
+        try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount(limits.idleTimeout)))
+        try sync.addHandler(CloseOnIdleHandler())
+        try sync.addHandler(RequestSizeLimiter(limit: limits.maxRequestBytes), name: RequestSizeLimiter.name)
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: limits.maxMessageBytes, automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                // Only our own page may signal: a page elsewhere cannot drive a visitor's browser to introduce.
+                let origin = head.headers["Origin"].first ?? ""
+                guard head.uri == "/signal", origins.contains(origin) else { return channel.eventLoop.makeSucceededFuture(nil) }
+                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOWebSocketFrameAggregator(
+                        minNonFinalFragmentSize: 1, maxAccumulatedFrameCount: 64, maxAccumulatedFrameSize: limits.maxMessageBytes))
+                    try sync.addHandler(SignalHandler(hub: hub, source: source, limits: limits.signalling,
+                                                      iceServers: iceServers, reports: reports, logger: logger))
+                }
+            })
+        try sync.configureHTTPServerPipeline(withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+            context.pipeline.removeHandler(name: RequestSizeLimiter.name, promise: nil)
+            context.pipeline.removeHandler(name: PageHandler.name, promise: nil)
+        }))
+        try sync.addHandler(PageHandler(assets: assets, connectSources: connectSources), name: PageHandler.name)
+    }
 }
 
 /// Closes a connection that sends more than `limit` bytes before its WebSocket upgrade (removed at the upgrade).

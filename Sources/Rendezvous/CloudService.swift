@@ -249,7 +249,10 @@ public final class CloudService: Sendable {
         let stunURLs = stun.udpAddresses[.primary].map { ["stun:\($0)"] } ?? []
         var servers = stunURLs.isEmpty ? [] : [BrowserSignallingStateMachine.IceServer(urls: stunURLs)]
         if let grant = relayGrants?.grant(label: requestID) {
-            servers.append(.init(urls: grant.urls, username: grant.username, credential: grant.password))
+            // The signalling server's list: with the relay on the shared TLS port it names `turns:` there first (a
+            // network that lets only TCP 443 out reaches the relay that way alone).
+            let urls = rendezvous.relayURLs.isEmpty ? grant.urls : rendezvous.relayURLs
+            servers.append(.init(urls: urls, username: grant.username, credential: grant.password))
         }
         return servers
     }
@@ -260,6 +263,14 @@ public final class CloudService: Sendable {
         try await BrowserViewerServer.start(
             listenIP: listenIP, port: port, certificatePath: tlsFiles.certificate, keyPath: tlsFiles.key, names: names,
             assets: assets, rendezvous: rendezvous, iceServers: { [self] in browserIceServers(requestID: $0) }, limits: limits, logger: logger)
+    }
+
+    /// Serves the viewer page (``BrowserViewerServer``) on the signalling's TLS port, to browsers negotiating ALPN
+    /// `http/1.1`; the cloud must have been started with `servesViewerPage` set in its tuning.
+    public func serveBrowserViewerOnSignallingPort(assets: BrowserViewerServer.Assets, limits: BrowserViewerServer.Limits = .init(),
+                                                   logger: Logger) -> BrowserViewerServer {
+        BrowserViewerServer.onSignallingPort(of: rendezvous, names: names, assets: assets,
+                                             iceServers: { [self] in browserIceServers(requestID: $0) }, limits: limits, logger: logger)
     }
 
     /// Closes the device store the cloud opened itself, after its ``services`` have run to their end.

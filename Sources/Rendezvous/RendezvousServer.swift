@@ -21,6 +21,7 @@ import Traversal
 ///  ClientHello ALPN offer         ──►  gate (ALPNOfferGateHandler)  ──►  TLS handshake  ──►  pipeline
 ///   none, or "trav/1"                                                                  signalling frames
 ///   "stun.turn" (RFC 7443 §2)                                                          TURNServer.adoptStream
+///   "http/1.1" (servesViewerPage)                                                      the viewer page (BrowserViewerServer)
 ///   only protocols we lack          fatal alert no_application_protocol (RFC 7301 §3.2), closed
 /// ```
 public final class RendezvousServer: Sendable {
@@ -120,6 +121,9 @@ public final class RendezvousServer: Sendable {
         /// A relay that serves TURN over TLS on this port to clients negotiating ALPN `stun.turn` (RFC 7443 §2);
         /// the grants then name this port (`turns:IP:PORT`) first. `nil`: signalling only.
         public var sharedRelay: TURNServer?
+        /// Whether this port also serves the browser viewer page to clients negotiating ALPN `http/1.1` (RFC 7301),
+        /// once one is attached (``RendezvousServer/attachViewerPage(_:)``); until then such connections are closed.
+        public var servesViewerPage = false
 
         /// A configuration with the defaults: port 5349, 10 s keepalive, 35 s idle timeout, 10 s
         /// introduction timeout, 20 look-ups then one per 500 ms per source, 10 unverified registrations
@@ -171,6 +175,7 @@ public final class RendezvousServer: Sendable {
     public let relayURLs: [String]
     private let listener: any Channel
     let hub: RendezvousHub
+    private let viewerPage: ViewerPageSlot
     private let registrations: RegistrationGate
     private let acceptLoop: Task<Void, Never>
     /// The signalling connections being served.
@@ -185,9 +190,10 @@ public final class RendezvousServer: Sendable {
 
     private init(
         address: TransportAddress, registry: any DeviceRegistry, relayURLs: [String], listener: any Channel,
-        hub: RendezvousHub, registrations: RegistrationGate, acceptLoop: Task<Void, Never>, connections: SignallingConnections,
-        presence: PresenceServer?, presenceExpiry: Task<Void, Never>?, router: NodeRouter?, logger: Logger
+        hub: RendezvousHub, viewerPage: ViewerPageSlot, registrations: RegistrationGate, acceptLoop: Task<Void, Never>,
+        connections: SignallingConnections, presence: PresenceServer?, presenceExpiry: Task<Void, Never>?, router: NodeRouter?, logger: Logger
     ) {
+        self.viewerPage = viewerPage
         self.router = router
         self.presence = presence
         self.presenceExpiry = presenceExpiry
@@ -201,6 +207,12 @@ public final class RendezvousServer: Sendable {
         self.acceptLoop = acceptLoop
         self.connections = connections
         self.logger = logger
+    }
+
+    /// Serves `page` on this port too, to clients negotiating ALPN `http/1.1`, when the server was started with
+    /// ``Configuration/servesViewerPage``.
+    public func attachViewerPage(_ page: BrowserViewerServer) {
+        viewerPage.server.withLock { $0 = page }
     }
 
     /// This node's name in the device store.
@@ -237,6 +249,8 @@ public final class RendezvousServer: Sendable {
         tls.minimumTLSVersion = .tlsv12
         let relay = configuration.sharedRelay
         let protocols = [CloudProtocol.alpnProtocol] + (relay == nil ? [] : [TURNTLS.alpnProtocol])
+            + (configuration.servesViewerPage ? [ViewerPageSlot.alpnProtocol] : [])
+        let viewerPage = ViewerPageSlot()
         tls.applicationProtocols = protocols
         let context = try NIOSSLContext(configuration: tls)
         let idle = TimeAmount(configuration.idleTimeout)
@@ -254,7 +268,7 @@ public final class RendezvousServer: Sendable {
                     let idleHandler = IdleStateHandler(readTimeout: idle)
                     let closeOnIdle = CloseOnIdleHandler()
                     let negotiation = NIOTypedApplicationProtocolNegotiationHandler<NegotiatedConnection> { result, channel in
-                        choosePipeline(result, channel: channel, relay: relay, idleHandlers: (idleHandler, closeOnIdle))
+                        choosePipeline(result, channel: channel, relay: relay, viewerPage: viewerPage, idleHandlers: (idleHandler, closeOnIdle))
                     }
                     try child.pipeline.syncOperations.addHandler(
                         AuthenticationDeadlineHandler(timeout: authenticationTimeout), name: AuthenticationDeadlineHandler.name)
@@ -337,7 +351,9 @@ public final class RendezvousServer: Sendable {
                         group.addTask {
                             // Cancelled at stop: a connection still in its handshake is closed, which ends the wait.
                             let negotiated = try? await withTaskCancellationHandler {
-                                try await pending.negotiated.get()
+                                let negotiated = try await pending.negotiated.get()
+                                guard case .undecided(let later) = negotiated else { return negotiated }
+                                return try await later.get()
                             } onCancel: {
                                 pending.channel.close(promise: nil)
                             }
@@ -390,6 +406,7 @@ public final class RendezvousServer: Sendable {
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
         return RendezvousServer(
             address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub,
+            viewerPage: viewerPage,
             registrations: registrations, acceptLoop: acceptLoop, connections: served, presence: presence, presenceExpiry: presenceExpiry, router: router,
             logger: logger)
     }
@@ -677,42 +694,76 @@ struct PendingConnection: Sendable {
     let acceptedAt: ContinuousClock.Instant
 }
 
+/// The viewer page a signalling port hands ALPN `http/1.1` connections to, attached after both started.
+final class ViewerPageSlot: Sendable {
+    /// The ALPN protocol ID of HTTP/1.1 (RFC 7301 §6), what browsers offer beside `h2`.
+    static let alpnProtocol = "http/1.1"
+    /// The page, once attached.
+    let server = Mutex<BrowserViewerServer?>(nil)
+}
+
 /// What an accepted connection turned out to carry.
 enum NegotiatedConnection: Sendable {
     /// Signalling (ALPN `trav/1`, or none): its events, queued until served.
     case signalling(SignallingInbox)
     /// TURN over TLS, handed to the relay (ALPN `stun.turn`).
     case relayed
+    /// A browser's HTTPS, handed to the viewer page (ALPN `http/1.1`).
+    case viewerPage
+    /// No ALPN: which of the others it is follows from its first bytes. (The negotiation handler holds those bytes
+    /// until it has its answer, so the answer is this promise of a later one.)
+    indirect case undecided(EventLoopFuture<NegotiatedConnection>)
 }
 
 /// Sets up the pipeline for the protocol the handshake negotiated; runs on the connection's event loop.
 private func choosePipeline(
-    _ result: ALPNResult, channel: any Channel, relay: TURNServer?, idleHandlers: (IdleStateHandler, CloseOnIdleHandler)
+    _ result: ALPNResult, channel: any Channel, relay: TURNServer?, viewerPage: ViewerPageSlot,
+    idleHandlers: (IdleStateHandler, CloseOnIdleHandler)
 ) -> EventLoopFuture<NegotiatedConnection> {
     do {
-        let sync = channel.pipeline.syncOperations
         switch result {
-        case .negotiated(TURNTLS.alpnProtocol):
-            guard let relay else { throw CloudError(code: .badRequest, detail: "no relay on this port") }
-            // The relay has its own, longer idle timeout (allocations live up to an hour) and its own
-            // deadline to allocate; it carries media, so it reads the socket as NIO does by default.
-            try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator())
-            sync.removeHandler(idleHandlers.0, promise: nil)
-            sync.removeHandler(idleHandlers.1, promise: nil)
-            if let deadline = try? sync.context(name: AuthenticationDeadlineHandler.name) {
-                sync.removeHandler(context: deadline, promise: nil)
-            }
-            return relay.adoptStream(channel).map { NegotiatedConnection.relayed }.flatMapErrorThrowing { error in
+        case .negotiated(ViewerPageSlot.alpnProtocol):
+            guard let page = viewerPage.server.withLock({ $0 }) else { throw CloudError(code: .badRequest, detail: "no viewer page on this port") }
+            // The page's own idle timeout and limits apply from here; a browser never authenticates as a camera would.
+            leaveSignallingBounds(channel, idleHandlers: idleHandlers)
+            return page.adopt(channel).map { NegotiatedConnection.viewerPage }.flatMapErrorThrowing { error in
                 channel.close(promise: nil)
                 throw error
             }
-        case .negotiated(CloudProtocol.alpnProtocol), .fallback:
-            // Queued until the server starts draining it, so nothing the client sends right after its handshake is lost.
-            let inbox = SignallingInbox(channel: channel)
-            try sync.addHandlers(
-                ByteToMessageHandler(CloudFrameDecoder()), MessageToByteHandler(CloudFrameEncoder()), PingResponder(),
-                SignallingInboxHandler(inbox: inbox))
-            return channel.eventLoop.makeSucceededFuture(.signalling(inbox))
+        case .negotiated(TURNTLS.alpnProtocol):
+            guard let relay else { throw CloudError(code: .badRequest, detail: "no relay on this port") }
+            return try relayPipeline(channel, relay: relay, idleHandlers: idleHandlers)
+        case .negotiated(CloudProtocol.alpnProtocol):
+            return channel.eventLoop.makeSucceededFuture(try signallingPipeline(channel))
+        case .fallback:
+            guard let relay else { return channel.eventLoop.makeSucceededFuture(try signallingPipeline(channel)) }
+            // No ALPN: a browser's TURN over TLS offers none (RTCIceServer has no ALPN), nor may an older client's
+            // signalling. The first bytes tell them apart (FirstBytesSniffer); until they come, the signalling's idle
+            // timeout and authentication deadline still bound the connection.
+            let decided = channel.eventLoop.makePromise(of: NegotiatedConnection.self)
+            try channel.pipeline.syncOperations.addHandler(FirstBytesSniffer { kind in
+                switch kind {
+                case .stun:
+                    do {
+                        let chosen = try relayPipeline(channel, relay: relay, idleHandlers: idleHandlers)
+                        chosen.cascade(to: decided)
+                        return chosen.map { _ in () }
+                    } catch {
+                        decided.fail(error)
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                case .other:
+                    do {
+                        decided.succeed(try signallingPipeline(channel))
+                        return channel.eventLoop.makeSucceededVoidFuture()
+                    } catch {
+                        decided.fail(error)
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
+            })
+            channel.closeFuture.whenComplete { _ in decided.fail(ChannelError.alreadyClosed) }
+            return channel.eventLoop.makeSucceededFuture(.undecided(decided.futureResult))
         case .negotiated(let other):
             // The gate lets through only offers naming one of ours, and TLS picks one of ours.
             throw CloudError(code: .badRequest, detail: "unexpected ALPN protocol \(other)")
@@ -720,6 +771,86 @@ private func choosePipeline(
     } catch {
         channel.close(promise: nil)
         return channel.eventLoop.makeFailedFuture(error)
+    }
+}
+
+/// Signalling frames on `channel`, queued until the server starts draining them, so nothing the client sends right
+/// after its handshake is lost. Runs on the channel's event loop.
+private func signallingPipeline(_ channel: any Channel) throws -> NegotiatedConnection {
+    let inbox = SignallingInbox(channel: channel)
+    try channel.pipeline.syncOperations.addHandlers(
+        ByteToMessageHandler(CloudFrameDecoder()), MessageToByteHandler(CloudFrameEncoder()), PingResponder(),
+        SignallingInboxHandler(inbox: inbox))
+    return .signalling(inbox)
+}
+
+/// Hands `channel` to the relay: it has its own, longer idle timeout (allocations live up to an hour) and its own
+/// deadline to allocate; it carries media, so it reads the socket as NIO does by default. Runs on the channel's event loop.
+private func relayPipeline(_ channel: any Channel, relay: TURNServer,
+                           idleHandlers: (IdleStateHandler, CloseOnIdleHandler)) throws -> EventLoopFuture<NegotiatedConnection> {
+    try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator())
+    leaveSignallingBounds(channel, idleHandlers: idleHandlers)
+    return relay.adoptStream(channel).map { NegotiatedConnection.relayed }.flatMapErrorThrowing { error in
+        channel.close(promise: nil)
+        throw error
+    }
+}
+
+/// Removes the signalling's idle timeout and authentication deadline from a connection another service takes over.
+private func leaveSignallingBounds(_ channel: any Channel, idleHandlers: (IdleStateHandler, CloseOnIdleHandler)) {
+    let sync = channel.pipeline.syncOperations
+    sync.removeHandler(idleHandlers.0, promise: nil)
+    sync.removeHandler(idleHandlers.1, promise: nil)
+    if let deadline = try? sync.context(name: AuthenticationDeadlineHandler.name) {
+        sync.removeHandler(context: deadline, promise: nil)
+    }
+}
+
+/// Tells a STUN/TURN stream from signalling by a connection's first bytes (after TLS), sets up the chosen pipeline
+/// behind itself through `choose`, passes on what it held and leaves.
+///
+/// A signalling frame starts with its 4-byte length, at most `CloudProtocol.maxFrameSize` (64 KiB), so its first two
+/// bytes are 0 (a STUN message type never is, RFC 8489 §5) unless the frame is exactly 64 KiB; a STUN message has
+/// the magic cookie 0x2112A442 at bytes 4–7 (RFC 8489 §6), where a signalling frame has its JSON's `{`. It holds at
+/// most ``decisionBytes`` before deciding.
+final class FirstBytesSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    /// What the first bytes are.
+    enum Kind { case stun, other }
+
+    /// Bytes enough to decide (the STUN header up to its magic cookie).
+    static let decisionBytes = 8
+    private let choose: (Kind) -> EventLoopFuture<Void>
+    private var held: ByteBuffer?
+    private var deciding = false
+
+    init(choose: @escaping (Kind) -> EventLoopFuture<Void>) { self.choose = choose }
+
+    /// The kind of a connection starting with `bytes`, or nil when more are needed.
+    static func kind(of bytes: ByteBuffer) -> Kind? {
+        guard let first = bytes.getInteger(at: bytes.readerIndex, as: UInt16.self) else { return nil }
+        if first == 0 { return .other }
+        guard let cookie = bytes.getInteger(at: bytes.readerIndex + 4, as: UInt32.self) else { return nil }
+        return cookie == STUNMessage.magicCookie && first & 0xC000 == 0 ? .stun : .other
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if held == nil { held = bytes } else { held!.writeBuffer(&bytes) }
+        guard !deciding, let kind = Self.kind(of: held!) else { return }
+        deciding = true
+        let sync = context.pipeline.syncOperations
+        choose(kind).hop(to: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+            guard case .success = result else {
+                context.close(promise: nil)
+                return
+            }
+            if let held { context.fireChannelRead(wrapInboundOut(held)) }
+            self.held = nil
+            sync.removeHandler(self, promise: nil)
+        }
     }
 }
 

@@ -46,7 +46,7 @@ extension Trav {
         @Option(help: "Directory for the generated CA and server certificate.") var data: String = "./trav-cloud"
         @Option(help: "STUN port (UDP and TCP).") var stunPort: UInt16 = 3478
         @Option(help: "TLS signalling port.") var tlsPort: UInt16 = 5349
-        @Option(help: "HTTPS port of the browser viewer page and its WebSocket signalling, with the cloud's certificate (0 picks a free one; default: none).")
+        @Option(help: "HTTPS port of the browser viewer page and its WebSocket signalling, with the cloud's certificate (0 picks a free one; default: none). The --tls-port's number serves it there, to browsers negotiating ALPN http/1.1, beside signalling and TURN over TLS.")
         var webPort: UInt16?
         @Option(help: "Server certificate (PEM) instead of the generated one.") var tlsCert: String?
         @Option(help: "Private key (PEM) of --tls-cert.") var tlsKey: String?
@@ -176,6 +176,8 @@ extension Trav {
             if let database { postgres = try await PostgresDeviceStore.open(try PostgresLocation(url: database), logger: logger) }
             let store: (any DeviceStore)? = postgres ?? (deviceStore == .memory ? InMemoryDeviceStore() : nil)
             let nodeName = nodeName
+            // The page on the TLS port itself: one port (443) for the page, signalling and TURN over TLS.
+            let pageOnTLSPort = webPort != nil && webPort == tlsPort && tlsPort != 0
             let started: CloudService
             do {
                 started = try await CloudService.start(configuration, store: store, tuning: { server in
@@ -188,6 +190,7 @@ extension Trav {
                     server.presence = presence
                     server.presencePort = presencePort
                     if let nodeName { server.nodeName = nodeName }
+                    server.servesViewerPage = pageOnTLSPort
                 }, logger: logger)
             } catch {
                 await postgres?.close()
@@ -206,7 +209,11 @@ extension Trav {
             }
             if let ca = cloud.caPath { say("cloud ca \(ca)") }
             var web: BrowserViewerServer?
-            if let webPort {
+            if pageOnTLSPort {
+                web = cloud.serveBrowserViewerOnSignallingPort(
+                    assets: .init(page: BrowserViewerPage.html, script: BrowserViewerPage.script), logger: logger)
+                say("cloud web https://\(cloud.rendezvous.address)/")
+            } else if let webPort {
                 do {
                     web = try await cloud.startBrowserViewer(
                         listenIP: listen, port: webPort, assets: .init(page: BrowserViewerPage.html, script: BrowserViewerPage.script), logger: logger)

@@ -2,11 +2,11 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
-import Rendezvous
 import STUNLite
 import TURNLite
 import Testing
 @testable import NATLab
+@testable import Rendezvous
 @testable import Traversal
 
 /// The cloud's one TLS port carries signalling and TURN over TLS, told apart by ALPN (RFC 7301, RFC 7443 §2).
@@ -41,6 +41,9 @@ struct SharedTLSPortTests {
             #expect(relay.tlsAddress == nil, "no dedicated relay TLS port by default")
             #expect(cloud.rendezvous.relayURLs.first == "turns:\(cloud.rendezvous.address)")
             #expect(cloud.rendezvous.relayURLs.contains("turn:\(relay.udpAddress)?transport=udp"))
+            // Browsers are told the same: their only way to the relay from a network that lets only TCP 443 out.
+            let page = cloud.browserIceServers(requestID: "r1").flatMap(\.urls)
+            #expect(page.contains("turns:\(cloud.rendezvous.address)"), "\(page)")
         }
     }
 
@@ -116,6 +119,83 @@ struct SharedTLSPortTests {
                 try await withRawConnection(endpoint, applicationProtocols: [TURNTLS.alpnProtocol]) { _, _ in }
             }
             #expect("\(String(describing: error))".contains("NO_APPLICATION_PROTOCOL"), "\(String(describing: error))")
+        }
+    }
+
+    // MARK: the viewer page on the same port
+
+    /// With the viewer page on the port (`servesViewerPage`), a browser's ALPN offer (`h2`, `http/1.1`) gets the page;
+    /// a TURN client offering no ALPN, as a browser's `turns:` does, is told from signalling by its first bytes and
+    /// reaches the relay; signalling without ALPN still gets signalling.
+    @Test func thePageAndTURNWithoutALPNShareThePortWithSignalling() async throws {
+        try await withCloud(relay: Self.relay, tuning: { $0.servesViewerPage = true }) { cloud, endpoint in
+            let page = cloud.serveBrowserViewerOnSignallingPort(
+                assets: .init(page: "<!doctype html><p>the viewer</p>", script: "// the script"), logger: quietLogger)
+            let http = String(decoding: try await Self.tlsExchange(
+                endpoint, offering: ["h2", "http/1.1"], send: Array("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)), as: UTF8.self)
+            #expect(http.hasPrefix("HTTP/1.1 200 OK") && http.hasSuffix("<p>the viewer</p>"), "\(http.prefix(300))")
+            #expect(http.contains("wss://127.0.0.1:\(endpoint.port)"), "the page's policy names the port it came from: \(http.prefix(600))")
+
+            // A Binding request: the relay answers it on its streams (RFC 8656 §12.5, RFC 8489 §6.3), signalling would not.
+            let binding = STUNMessage(method: .binding, messageClass: .request)
+            let reply = try await Self.tlsExchange(endpoint, offering: [], send: binding.encode()) { bytes in
+                bytes.count >= 20 && bytes.count >= 20 + (Int(bytes[2]) << 8 | Int(bytes[3]))
+            }
+            let answer = try STUNMessage.decode(reply)
+            #expect(answer.method == .binding && answer.messageClass == .successResponse && answer.transactionID == binding.transactionID,
+                    "\(answer)")
+
+            let pong = try await withRawConnection(endpoint, applicationProtocols: []) { channel, inbound in
+                try await channel.writeAndFlush(CloudMessage.ping)
+                return try await inbound.next()
+            }
+            #expect(pong == .pong)
+            await page.stop()
+        }
+    }
+
+    @Test func firstBytesTellSTUNFromSignalling() {
+        let kind = { (bytes: [UInt8]) in FirstBytesSniffer.kind(of: ByteBuffer(bytes: bytes)) }
+        let stun = STUNMessage(method: .allocate, messageClass: .request).encode()
+        #expect(kind(stun) == .stun)
+        #expect(kind(Array(stun.prefix(7))) == nil, "the cookie is not all there yet")
+        // A signalling frame: a 4-byte length, then JSON; its first two bytes are 0 up to 64 KiB − 1.
+        #expect(kind([0, 0]) == .other)
+        #expect(kind([0, 0, 0, 2, UInt8(ascii: "{"), UInt8(ascii: "}")]) == .other)
+        // A frame of exactly 64 KiB starts 00 01 like a Binding request, but has `{` where the cookie would be.
+        #expect(kind([0, 1, 0, 0, UInt8(ascii: "{"), UInt8(ascii: "\""), 0, 0]) == .other)
+        #expect(kind([0]) == nil)
+    }
+
+    /// Writes `bytes` over TLS offering `protocols` (certificate not checked) and returns what came back until `done`
+    /// says so or the server closed, within 10 s.
+    static func tlsExchange(_ endpoint: CloudEndpoint, offering protocols: [String], send bytes: [UInt8],
+                            done: @escaping @Sendable ([UInt8]) -> Bool = { _ in false }) async throws -> [UInt8] {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        tls.applicationProtocols = protocols
+        let context = try NIOSSLContext(configuration: tls)
+        let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil))
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return try await withDeadline(.seconds(10)) {
+            try await client.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(bytes: bytes))
+                var received: [UInt8] = []
+                do {
+                    for try await chunk in inbound {
+                        received += chunk.readableBytesView
+                        if done(received) { break }
+                    }
+                } catch {
+                    // A close without close_notify ends the read as well.
+                }
+                return received
+            }
         }
     }
 

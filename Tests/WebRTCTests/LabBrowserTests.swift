@@ -6,9 +6,9 @@ import Testing
 /// Why the lab's browser tests cannot run here (no root or lab tools, no `trav` build, no Chromium); nil when they can.
 private let labBrowserSkipReason: String? = TravLab.skipReason() ?? (LabBrowser.chromium == nil ? "chromium is not installed" : nil)
 
-/// Headless Chromium watching `trav camera --video default` through real kernel NATs: the cloud (`trav cloud`) serves
-/// the viewer page on port 443 of its first address and its relay's TLS on port 443 of its second, so a network that
-/// lets only TCP 443 out reaches both; the page's report comes back in the cloud's output (`browser report {…}`).
+/// Headless Chromium watching `trav camera --video default` through real kernel NATs: the cloud (`trav cloud --tls-port
+/// 443 --web-port 443`) serves signalling, TURN over TLS and the viewer page on its one port 443, so a network that
+/// lets only TCP 443 out reaches all three; the page's report comes back in the cloud's output (`browser report {…}`).
 /// One lab serves every case (two cameras, a browser started per case).
 @Suite(.serialized, .timeLimit(.minutes(6)), .enabled(if: labBrowserSkipReason == nil, Comment(rawValue: labBrowserSkipReason ?? "")))
 struct LabBrowserTests {
@@ -52,10 +52,11 @@ struct LabBrowserTests {
     ]
 
     @Test func chromiumWatchesCamerasThroughTheNATGrid() async throws {
-        try await TravLab.with(sites: Self.sites) { run in
+        // One port for everything: signalling, TURN over TLS (the browser's offers no ALPN: its first bytes tell) and the page
+        // (ALPN http/1.1), on 443 of the cloud's first address.
+        try await TravLab.with(sites: Self.sites, signallingPort: UInt16(Self.httpsPort)) { run in
             let addresses = run.lab.cloudAddresses
-            let cloud = try run.startCloud(["--web-port", "\(Self.httpsPort)",
-                                            "--relay-listen", addresses[1], "--relay-tls-port", "\(Self.httpsPort)"])
+            let cloud = try run.startCloud(["--web-port", "\(Self.httpsPort)"])
             var cameras: [String: (uid: String, process: LabProcess)] = [:]
             for host in Set(Self.cases.map(\.camera)).sorted() {
                 cameras[host] = try await run.startCameraProcess(on: host, extra: ["--video", "default"])
@@ -65,7 +66,7 @@ struct LabBrowserTests {
                 let camera = try #require(cameras[c.camera])
                 let url = "https://\(addresses[0]):\(Self.httpsPort)/#uid=\(camera.uid)&password=\(run.password)&report=\(Self.framesWanted)"
                 let (report, log) = try await Self.visit(run, cloud: cloud, browser: c.browser, url: url)
-                let context = "\(c): \(report.map { "\($0)" } ?? "no report") — chromium: \(log.suffix(400)) — camera: \(camera.process.output.stdout.suffix(600))"
+                let context = "\(c): \(report.map { "\($0)" } ?? "no report") — chromium: \(log.suffix(400)) — camera: \(camera.process.output.stdout.suffix(600)) — cloud: \(cloud.output.stderr.suffix(3000))"
                 guard let report else {
                     Issue.record("the page reports: \(context)")
                     continue
