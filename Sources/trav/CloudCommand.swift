@@ -17,8 +17,9 @@ extension Trav {
             abstract: "Run the cloud: STUN (RFC 5780 with --alternate-ip), TLS signalling and a TURN relay for cameras and viewers.",
             discussion: """
                 Ports: STUN 3478 (UDP/TCP), TLS 5349 and relay 3479 (UDP/TCP). The one TLS port carries \
-                signalling and TURN over TLS, told apart by ALPN ("trav/1" or none: signalling; "stun.turn", \
-                RFC 7443: the relay), so --tls-port 443 alone serves networks that let only TCP 443 out; \
+                signalling and TURN over TLS, told apart by ALPN ("trav/1": signalling; "stun.turn", RFC 7443: \
+                the relay; none, as browsers' turns: sends: by the first bytes), and the viewer page ("http/1.1") \
+                when --web-port is the same port, so --tls-port 443 alone serves networks that let only TCP 443 out; \
                 --relay-tls-port adds a dedicated relay TLS port. Each introduction carries relay credentials \
                 valid for --relay-grant-lifetime seconds, signed with a secret made fresh at every start.
 
