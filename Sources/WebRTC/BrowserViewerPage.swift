@@ -6,7 +6,7 @@
 ///  connect ─► wss://<cloud>/signal: watch{uid} ─► ice{requestID, iceServers}
 ///          ─► travWatch: offer ─► offer{sdp, answerKey} ─► challenge ─► travProve ─► proof{sealed}
 ///          ─► answer{sealed}: opened with the answer key (HPKE), its SDP checked by travCheckAnswer ─► video
-///          ─► report{decoded, path, firstFrameMs, …} to the cloud (after `report` frames, or on failure)
+///          ─► report{decoded, path, firstFrameMs, phases, …} to the cloud (after `report` frames, or on failure)
 /// ```
 ///
 /// The fragment `#uid=…&password=…` fills the form and connects at once (the fragment never reaches a server);
@@ -35,9 +35,11 @@ public enum BrowserViewerPage {
     public static let script = BrowserViewerScript.source + #"""
 
         // The page: signalling over the cloud's WebSocket, the UID and password from the form (or the fragment).
-        async function travCloudWatch({uid: typed, password, canvas, onStatus}) {
+        // `started` is when connect was pressed; `phases` gets each step's milliseconds from then (travMark).
+        async function travCloudWatch({uid: typed, password, canvas, onStatus, started = performance.now(), phases = {}}) {
           const uid = travCanonicalUID(typed);
           if (!uid) throw new Error('uid: not a UID');
+          const mark = name => travMark(phases, name, started);
           const ws = new WebSocket('wss://' + location.host + '/signal');
           const inbox = [];
           let waiter = null, closed = false;
@@ -45,6 +47,7 @@ public enum BrowserViewerPage {
           ws.onmessage = e => { try { deliver(JSON.parse(e.data)); } catch (_) { deliver({type: 'error', code: 'bad-message', message: ''}); } };
           ws.onclose = e => { closed = true; deliver({type: 'closed', code: e.code, reason: e.reason}); };
           await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error('signal: cannot reach the cloud')); });
+          mark('signalling');
           const send = m => ws.send(JSON.stringify(m));
           const next = () => inbox.length ? Promise.resolve(inbox.shift()) : closed ? Promise.resolve({type: 'closed'}) : new Promise(r => { waiter = r; });
           const expect = async type => {
@@ -58,15 +61,18 @@ public enum BrowserViewerPage {
           try {
             send({type: 'watch', uid});
             const ice = await expect('ice');
+            mark('servers');
             const viewer = await crypto.subtle.generateKey({name: 'Ed25519'}, true, ['sign', 'verify']);
             const answerPair = await crypto.subtle.generateKey({name: 'X25519'}, true, ['deriveBits']);
             const answerKey = new Uint8Array(await crypto.subtle.exportKey('raw', answerPair.publicKey));
             const b = travBytes, zero = new Uint8Array([0]);
-            const stats = await travWatch({uid, canvas, onStatus, iceServers: ice.iceServers, signal: async offer => {
+            const stats = await travWatch({uid, canvas, onStatus, iceServers: ice.iceServers, started, phases, signal: async offer => {
               send({type: 'offer', sdp: offer, answerKey: b.toBase64(answerKey)});
               const c = await expect('challenge');
+              mark('challenge');
               onStatus('proving access');
               send({type: 'proof', sealed: await travProve({uid, requestID: ice.requestID, answerKey, challenge: c.challenge, password, viewer})});
+              mark('proof');
               const a = await expect('answer');
               const info = b.concat(b.utf8('trav/sealed-answer/v1'), zero, b.utf8(uid), zero, b.utf8(ice.requestID));
               const sealed = JSON.parse(new TextDecoder().decode(await travHPKEOpen(answerPair, info, a.sealed)));
@@ -92,22 +98,24 @@ public enum BrowserViewerPage {
           if (!$('watch')) return;
           const status = text => { $('status').textContent = text; };
           const connect = async () => {
+            const started = performance.now(), phases = {};
             $('connect').disabled = true;
             status('connecting');
             const wanted = Number(new URLSearchParams(location.hash.slice(1)).get('report')) || 30;
             try {
-              const session = await travCloudWatch({uid: $('uid').value, password: $('password').value, canvas: $('video'), onStatus: status});
+              const session = await travCloudWatch({uid: $('uid').value, password: $('password').value, canvas: $('video'), onStatus: status,
+                                                    started, phases});
               const {stats, report} = session;
               for (let i = 0; i < 300 && stats.decoded < wanted; i++) await new Promise(r => setTimeout(r, 100));
               status(stats.decoded > 0 ? 'watching' : 'no video');
               $('path').textContent = stats.path ? 'path: ' + stats.path + ' (' + stats.candidates + ')' : '';
               const canvas = $('video');
               report({decoded: stats.decoded, received: stats.received, path: stats.path, candidates: stats.candidates,
-                      firstFrameMs: stats.firstFrameMs, colours: travCanvasColours(canvas), shown: $('status').textContent});
+                      firstFrameMs: stats.firstFrameMs, phases, colours: travCanvasColours(canvas), shown: $('status').textContent});
             } catch (e) {
               status(e.message);
               $('connect').disabled = false;
-              if (e.report) e.report({error: e.message, shown: $('status').textContent});
+              if (e.report) e.report({error: e.message, phases, shown: $('status').textContent});
             }
           };
           $('watch').addEventListener('submit', e => { e.preventDefault(); connect(); });

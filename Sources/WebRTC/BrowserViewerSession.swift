@@ -174,7 +174,9 @@ public final class BrowserViewerSession: MediaViewerConnection {
         tasks.withLock { $0 = started }
     }
 
-    /// Opens a channel toward the browser (its `ondatachannel` fires) and waits for its acknowledgement.
+    /// Opens a channel toward the browser (its `ondatachannel` fires): an ordered one returns once its open message
+    /// is sent, so the first messages follow it within the same round trip (RFC 8832 §6), any other once the
+    /// browser acknowledged it.
     ///
     /// - Throws: `ChannelError` when the session is not connected in time or closes.
     public func openChannel(label: String, delivery: ChannelDelivery = .reliable,
@@ -323,7 +325,7 @@ extension BrowserViewerSession {
                 guard !closed else { throw ChannelError(code: .closed, detail: "the browser session is closed") }
                 engine = try await withCheckedThrowingContinuation { engineWaiters.append($0) }
             }
-            return try await engine.open(label: label, delivery: delivery, priority: priority)
+            return try await engine.open(label: label, delivery: delivery, priority: priority, early: true)
         }
 
         func close(reason: String) async {
