@@ -136,7 +136,7 @@ echo "browser (headless Chromium, WebRTC data channel, WebCodecs), connect → f
 echo "  $(grep -o '"firstFrameMs":[0-9]*' "$work/reports" | cut -d: -f2 | stats)"
 python3 - "$work/reports" <<'EOF'
 import json, sys
-steps = ["signalling", "servers", "offer", "challenge", "proof", "answer", "checked", "ice", "dtls", "channel", "received", "decoded"]
+steps = ["signalling", "servers", "offer", "challenge", "proof", "sealed", "answer", "checked", "ice", "dtls", "channel", "received", "decoded"]
 reports = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 phases = [r.get("phases") or {} for r in reports if "error" not in r]
 def median(values):

@@ -238,7 +238,9 @@ public struct BrowserPhases: Codable, Sendable, Hashable {
     public var challenge: Int?
     /// The access proof went out (after the challenge's key was checked against the UID).
     public var proof: Int?
-    /// The camera's sealed answer arrived and opened.
+    /// The camera's sealed answer arrived (before the page opened it).
+    public var sealed: Int?
+    /// The camera's sealed answer opened.
     public var answer: Int?
     /// The answer's identity binding checked out.
     public var checked: Int?

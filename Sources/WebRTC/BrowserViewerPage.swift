@@ -74,6 +74,7 @@ public enum BrowserViewerPage {
               send({type: 'proof', sealed: await travProve({uid, requestID: ice.requestID, answerKey, challenge: c.challenge, password, viewer})});
               mark('proof');
               const a = await expect('answer');
+              mark('sealed');
               const info = b.concat(b.utf8('trav/sealed-answer/v1'), zero, b.utf8(uid), zero, b.utf8(ice.requestID));
               const sealed = JSON.parse(new TextDecoder().decode(await travHPKEOpen(answerPair, info, a.sealed)));
               if (!sealed.offer || typeof sealed.offer.sessionDescription !== 'string') throw new Error('signal: the answer has no description');
