@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench-browser.sh — a browser viewer's time from "connect" to its first decoded frame, on loopback or in the NAT lab.
 #
-#   Scripts/bench-browser.sh [--runs N] [--no-build] [--debug]
+#   Scripts/bench-browser.sh [--runs N] [--no-build] [--debug] [--press MS]
 #                            [--lab PROFILE [--camera-nat KIND] [--browser-nat KIND]]
 #
 # Starts `trav cloud --web-port` and `trav camera --video default`, then opens the cloud's viewer page in
-# headless Chromium N times (default 10), the UID and password in the fragment as a bookmark would carry them.
+# headless Chromium N times (default 10), the UID and password in the fragment as a bookmark would carry them:
+# the page connects as it loads, or with --press MS that long after it loaded (a person who typed them; the
+# page's signalling socket is open by then).
 # Each page reports to the cloud over its WebSocket the time from pressing connect to its first frame decoded
 # by WebCodecs, and when it reached each step on the way (`browser report {…}` in the cloud's output); the
 # script prints their median and p99, each step's median, and the path taken. The anchor, measured in the same
@@ -25,6 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=10
+PRESS=0
 BUILD=1
 BIN=.build-release/release/trav
 LAB_PROFILE=""
@@ -36,13 +39,15 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --debug) BIN=.build/debug/trav; shift ;;
         --lab) LAB_PROFILE="$2"; shift 2 ;;
+        --press) PRESS="$2"; shift 2 ;;
         --camera-nat) CAMERA_NAT="$2"; shift 2 ;;
         --browser-nat) BROWSER_NAT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "bench-browser.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 [[ $RUNS =~ ^[1-9][0-9]{0,3}$ ]] || { echo "bench-browser.sh: --runs 1…9999" >&2; exit 2; }
+[[ $PRESS =~ ^[0-9]{1,5}$ ]] && [ "$PRESS" -le 60000 ] || { echo "bench-browser.sh: --press 0…60000 (ms)" >&2; exit 2; }
 CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$CHROMIUM" ] || { echo "bench-browser.sh: needs chromium" >&2; exit 2; }
 if [ -n "$LAB_PROFILE" ]; then
@@ -115,15 +120,16 @@ spawn "$CAMERA_HOST" "$BIN" camera --identity "$work/cam.key" --cloud "$tls" --c
 pids+=($!)
 await_line "$work/camera.log" 'serving' >/dev/null
 sleep 1
+[ "$PRESS" = 0 ] || where="$where; connect pressed $PRESS ms after the page loaded"
 echo "$where; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 for i in $(seq "$RUNS"); do
     # In a session of its own, so its process group is Chromium and every child it starts.
     spawn "$BROWSER_HOST" setsid "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --no-first-run --ignore-certificate-errors \
         --allow-loopback-in-peer-connection --disable-features=WebRtcHideLocalIpsWithMdns \
-        --user-data-dir="$work/chromium-$i" "${web}#uid=$uid&password=bench&report=5" >"$work/chromium-$i.log" 2>&1 &
+        --user-data-dir="$work/chromium-$i" "${web}#uid=$uid&password=bench&report=5&press=$PRESS" >"$work/chromium-$i.log" 2>&1 &
     browser=$!
-    for _ in $(seq 600); do
+    for _ in $(seq $((600 + PRESS / 100))); do
         [ "$(grep -c '^browser report ' "$work/cloud.log" || true)" -ge "$i" ] && break
         sleep 0.1
     done
