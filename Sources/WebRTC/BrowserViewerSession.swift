@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import Media
 import NIOCore
-import NIOPosix
 import STUNLite
 import Synchronization
 @_spi(WebRTC) import Traversal
@@ -12,7 +11,8 @@ import Synchronization
 /// `MediaViewerConnection`, so a `MediaSender` feeds it as it feeds native viewers.
 ///
 /// ```
-///  browser offer (SDP) ─► BrowserViewerSession.start ─► answer (SDP, host candidates, a=trav-identity)
+///  browser offer (SDP) ─► BrowserViewerSession.start ─► each socket asks the STUN server for its mapping (bounded)
+///                       ─► answer (SDP, host and server-reflexive candidates, a=trav-identity)
 ///  datagrams on each socket, demultiplexed by the first byte (RFC 7983 §7):
 ///     0–3   STUN: ICEAgent (controlled, RFC 8445) ─► checks answered, the browser's nomination selected
 ///     20–63 DTLS: DTLSEndpoint (server, RFC 6347; the browser's fingerprint checked) ─► application data
@@ -40,6 +40,9 @@ public final class BrowserViewerSession: MediaViewerConnection {
         public var connectTimeout: Duration = .seconds(20)
         /// Datagrams a socket holds unread before the oldest are dropped.
         public var socketQueue = 256
+        /// How each socket asks the STUN server for its server-reflexive address before the answer goes out
+        /// (RFC 8489 §6.2.1's schedule, shortened: the answer waits for it). Default ``serverReflexiveDiscovery``.
+        public var serverReflexivePolicy = BrowserViewerSession.serverReflexiveDiscovery
         /// Longest sleep of the timer task between deadlines (new input can bring a deadline forward).
         public var timerGranularity: Duration = .milliseconds(20)
 
@@ -57,6 +60,10 @@ public final class BrowserViewerSession: MediaViewerConnection {
         case closed(reason: String)
     }
 
+    /// The STUN schedule for server-reflexive candidates: sends at 0, 100 and 300 ms, no candidate after 500 ms in all
+    /// (`totalTimeout`), so a silent or unreachable STUN server delays the answer by half a second at most.
+    public static let serverReflexiveDiscovery = STUNRetransmissionPolicy(rto: .milliseconds(100), maxRequests: 3, finalWaitMultiplier: 2)
+
     /// Our description for the browser: `setAnswer` it.
     public let answer: SessionDescription
     /// Channels the browser opened (its `createDataChannel`), in the order they arrive; finishes when the session closes.
@@ -66,59 +73,88 @@ public final class BrowserViewerSession: MediaViewerConnection {
 
     private let core: Core
     private let tasks = Mutex<[Task<Void, Never>]>([])
-    private let sockets: [Channel]
+    private let sockets: [STUNUDPClient]
 
     /// Answers `offer` from new UDP sockets on `hosts` (IP literals; one host candidate each), signing the
     /// answer's identity binding with `identity`. The browser's DTLS certificate must match the offer's fingerprint.
     ///
+    /// With `stunServer`, each socket first asks it for its server-reflexive address (RFC 8445 §5.1.1.2) on
+    /// ``Configuration/serverReflexivePolicy``; the answer then also carries a `typ srflx` candidate per distinct
+    /// mapping that differs from its host address (RFC 8839 §5.1). The ICE agent keeps the host socket as the base
+    /// of both (RFC 8445 §6.1.2.4): checks to the mapped address arrive on that socket. A server that does not answer
+    /// in time, or answers wrongly, costs the srflx candidate only.
+    ///
     /// - Throws: ``BrowserSessionError`` `noLocalAddress` when no socket has an address, ``DTLSError`` on
-    ///   OpenSSL setup, a NIO error when a socket cannot be bound.
+    ///   OpenSSL setup, `STUNClientError` `socket` when a socket cannot be bound.
     public static func start(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
-                             hosts: [String], configuration: Configuration = Configuration(),
+                             hosts: [String], stunServer: TransportAddress? = nil, configuration: Configuration = Configuration(),
                              logger: Logger = Logger(label: "trav.webrtc")) async throws -> BrowserViewerSession {
-        var bound: [Bound] = []
+        var bound: [STUNUDPClient] = []
         do {
             for host in hosts {
-                let (datagrams, sink) = AsyncStream.makeStream(of: AddressedEnvelope<ByteBuffer>.self,
-                                                               bufferingPolicy: .bufferingNewest(configuration.socketQueue))
-                let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .channelInitializer { channel in
-                        channel.closeFuture.whenComplete { _ in sink.finish() }
-                        return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramSink(sink: sink)) }
-                    }
-                    .bind(host: host, port: 0).get()
-                guard let address = channel.localAddress.flatMap(TransportAddress.init) else {
-                    try? await channel.close()
+                guard let ip = IPAddress(host) else {
+                    logger.notice("browser host is not an IP address, skipped", metadata: ["host": "\(host)"])
                     continue
                 }
-                bound.append(Bound(channel: channel, address: address, datagrams: datagrams))
+                bound.append(try await STUNUDPClient.bind(to: TransportAddress(ip: ip, port: 0),
+                                                          otherDatagramBuffer: configuration.socketQueue))
             }
         } catch {
-            for b in bound { try? await b.channel.close() }
+            for b in bound { await b.close() }
             throw error
         }
         guard !bound.isEmpty else { throw BrowserSessionError(.noLocalAddress, "none of \(hosts) could be bound") }
+        var mapped: [Int: TransportAddress] = [:]
+        if let stunServer { mapped = await serverReflexive(bound, server: stunServer, policy: configuration.serverReflexivePolicy) }
         do {
             return try BrowserViewerSession(offer: offer, identity: identity, certificate: certificate, bound: bound,
-                                            configuration: configuration, logger: logger)
+                                            mapped: mapped, configuration: configuration, logger: logger)
         } catch {
-            for b in bound { try? await b.channel.close() }
+            for b in bound { await b.close() }
             throw error
         }
     }
 
-    /// One bound socket: its channel, its address, what it reads.
-    private struct Bound {
-        var channel: Channel
-        var address: TransportAddress
-        var datagrams: AsyncStream<AddressedEnvelope<ByteBuffer>>
+    /// Each socket's mapped address as `server` reports it (one Binding transaction per socket of the server's family,
+    /// all at once, on `policy`), keyed by the socket's index; sockets without an answer in time are left out.
+    private static func serverReflexive(_ sockets: [STUNUDPClient], server: TransportAddress,
+                                        policy: STUNRetransmissionPolicy) async -> [Int: TransportAddress] {
+        await withTaskGroup(of: (Int, TransportAddress?).self) { group in
+            for (i, socket) in sockets.enumerated() where socket.localAddress.ip.isIPv4 == server.ip.isIPv4 {
+                group.addTask { (i, try? await socket.binding(to: server, policy: policy).mappedAddress) }
+            }
+            var mapped: [Int: TransportAddress] = [:]
+            for await (i, address) in group { if let address { mapped[i] = address } }
+            return mapped
+        }
+    }
+
+    /// The answer's candidates: one host candidate per socket, then a server-reflexive one per socket whose mapping
+    /// is neither its own address nor a mapping already listed (RFC 8445 §5.1.3: redundant candidates are removed).
+    /// Priorities per RFC 8445 §5.1.2; a srflx candidate keeps its base's local preference and has a foundation
+    /// of its own (§5.1.1.3: a different type).
+    static func candidates(locals: [ICEAgent.Local], mapped: [Int: TransportAddress]) -> [ICECandidate] {
+        var out = locals.enumerated().map { i, l in
+            ICECandidate(foundation: "\(i + 1)", priority: l.priority, address: "\(l.address.ip)", port: Int(l.address.port), kind: .host)
+        }
+        var listed = Set(locals.map(\.address))
+        for (i, l) in locals.enumerated() {
+            guard let reflexive = mapped[l.socket], !listed.contains(reflexive) else { continue }
+            listed.insert(reflexive)
+            out.append(ICECandidate(
+                foundation: "\(locals.count + i + 1)",
+                priority: ICECandidate.priority(kind: .srflx, localPreference: l.priority >> 8 & 0xFFFF),
+                address: "\(reflexive.ip)", port: Int(reflexive.port), kind: .srflx,
+                related: (address: "\(l.address.ip)", port: Int(l.address.port))))
+        }
+        return out
     }
 
     private init(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
-                 bound: [Bound], configuration: Configuration, logger: Logger) throws {
+                 bound: [STUNUDPClient], mapped: [Int: TransportAddress], configuration: Configuration, logger: Logger) throws {
         let deviceID = identity.deviceID.description
         let locals = bound.enumerated().map { i, b in
-            ICEAgent.Local(socket: i, address: b.address,
+            ICEAgent.Local(socket: i, address: b.localAddress,
                            priority: ICECandidate.priority(kind: .host, localPreference: UInt32(65535 - min(i, 65535))))
         }
         let ours = ICEAgent.Credentials(ufrag: Self.randomICEString(8), pwd: Self.randomICEString(24))
@@ -138,29 +174,27 @@ public final class BrowserViewerSession: MediaViewerConnection {
         answer = SessionDescription(
             sessionID: UInt64.random(in: 1...UInt64(Int64.max)), mid: offer.mid, iceUfrag: ours.ufrag, icePwd: ours.pwd,
             fingerprint: certificate.fingerprint, setup: .passive, maxMessageSize: configuration.maxMessageSize,
-            candidates: locals.enumerated().map { i, l in
-                ICECandidate(foundation: "\(i + 1)", priority: l.priority, address: "\(l.address.ip)", port: Int(l.address.port), kind: .host)
-            },
+            candidates: Self.candidates(locals: locals, mapped: mapped),
             endOfCandidates: true, identity: binding)
         let (channels, channelSink) = AsyncStream.makeStream(of: PeerChannel.self, bufferingPolicy: .bufferingNewest(16))
         let (events, eventSink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(64))
         incomingChannels = channels
         self.events = events
-        sockets = bound.map(\.channel)
-        core = Core(ice: agent, dtls: dtls, sockets: bound.map(\.channel), configuration: configuration, logger: logger,
+        sockets = bound
+        core = Core(ice: agent, dtls: dtls, sockets: bound, configuration: configuration, logger: logger,
                     channelSink: channelSink, eventSink: eventSink)
         start(bound: bound, configuration: configuration)
     }
 
-    private func start(bound: [Bound], configuration: Configuration) {
+    private func start(bound: [STUNUDPClient], configuration: Configuration) {
         let core = self.core
         var started: [Task<Void, Never>] = []
         for (index, b) in bound.enumerated() {
-            let datagrams = b.datagrams
+            // What is not an answer to the socket's own STUN transactions: the browser's checks, DTLS, strays.
+            let datagrams = b.otherDatagrams
             started.append(Task {
-                for await envelope in datagrams {
-                    guard let source = TransportAddress(envelope.remoteAddress) else { continue }
-                    await core.datagram(Array(envelope.data.readableBytesView), from: source, on: index)
+                for await (source, bytes) in datagrams {
+                    await core.datagram(bytes, from: source, on: index)
                 }
             })
         }
@@ -195,7 +229,8 @@ public final class BrowserViewerSession: MediaViewerConnection {
 
     deinit {
         for task in tasks.withLock({ $0 }) { task.cancel() }
-        for socket in sockets { socket.close(promise: nil) }
+        let sockets = self.sockets
+        Task { for socket in sockets { await socket.close() } }
     }
 
     /// An ICE ufrag or password of `length` ice-chars (RFC 8839 §5.4), from the system's random generator.
@@ -227,16 +262,6 @@ public struct BrowserSessionError: Traversal.CodedError, Hashable {
     }
 }
 
-/// Hands each datagram the socket reads to the session's stream.
-private final class DatagramSink: ChannelInboundHandler, Sendable {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let sink: AsyncStream<AddressedEnvelope<ByteBuffer>>.Continuation
-    init(sink: AsyncStream<AddressedEnvelope<ByteBuffer>>.Continuation) { self.sink = sink }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        sink.yield(unwrapInboundIn(data))
-    }
-}
-
 extension BrowserViewerSession {
     /// The session's state: the ICE agent and DTLS endpoint (neither Sendable on its own), the channel engine once
     /// DTLS is up. Every input and timer runs here, one at a time.
@@ -251,13 +276,13 @@ extension BrowserViewerSession {
         private var authenticated: [TransportAddress: Int] = [:]
         private var closed = false
         private var engineWaiters: [CheckedContinuation<DataChannelEngine, any Error>] = []
-        private let sockets: [Channel]
+        private let sockets: [STUNUDPClient]
         private let configuration: Configuration
         private let logger: Logger
         private let channelSink: AsyncStream<PeerChannel>.Continuation
         private let eventSink: AsyncStream<Event>.Continuation
 
-        init(ice: ICEAgent, dtls: DTLSEndpoint, sockets: [Channel], configuration: Configuration, logger: Logger,
+        init(ice: ICEAgent, dtls: DTLSEndpoint, sockets: [STUNUDPClient], configuration: Configuration, logger: Logger,
              channelSink: AsyncStream<PeerChannel>.Continuation, eventSink: AsyncStream<Event>.Continuation) {
             self.ice = ice
             self.dtls = dtls
@@ -336,7 +361,7 @@ extension BrowserViewerSession {
             for waiter in engineWaiters { waiter.resume(throwing: ChannelError(code: .closed, detail: reason)) }
             engineWaiters = []
             // The session ends whoever ends it (ICE, DTLS, the connect timeout, the camera): its sockets go with it.
-            for socket in sockets { try? await socket.close() }
+            for socket in sockets { await socket.close() }
             eventSink.yield(.closed(reason: reason))
             eventSink.finish()
             channelSink.finish()
@@ -391,8 +416,7 @@ extension BrowserViewerSession {
 
         private func send(_ bytes: [UInt8], on socket: Int, to: TransportAddress) async {
             guard sockets.indices.contains(socket) else { return }
-            let envelope = AddressedEnvelope(remoteAddress: to.socketAddress, data: ByteBuffer(bytes: bytes))
-            try? await sockets[socket].writeAndFlush(envelope)
+            try? await sockets[socket].send(bytes, to: to)
         }
     }
 }

@@ -1,10 +1,11 @@
 import Logging
 import Media
+import STUNLite
 import Traversal
 import WebRTC
 
 /// `trav camera`'s answer to browsers: one ``BrowserViewerSession`` per admitted browser, on UDP sockets of its
-/// own at `hosts`, fed by the camera's `MediaSender` as native viewers are; each session is forgotten when it
+/// own at `hosts` (each also offered at its mapping as the cloud's STUN server sees it), fed by the camera's `MediaSender` as native viewers are; each session is forgotten when it
 /// closes (the browser went away, ICE or DTLS failed, or it never connected) and every one is closed at ``closeAll()``.
 actor BrowserAnswerer: BrowserViewerAnswering {
     /// Browser sessions at once; one more is refused (each holds UDP sockets and a DTLS endpoint).
@@ -12,26 +13,35 @@ actor BrowserAnswerer: BrowserViewerAnswering {
     private let identity: DeviceIdentity
     private let certificate: DTLSCertificate
     private let hosts: [String]
+    private let stunServers: [String]
+    private var stunServer: TransportAddress?
     private let media: MediaSender?
     private let logger: Logger
     private var sessions: [String: BrowserViewerSession] = [:]
+    /// Sessions being started (binding sockets, asking STUN): they count against ``maxSessions`` too.
+    private var starting = 0
 
-    /// An answerer signing with `identity`, one DTLS certificate for every session of this run.
-    init(identity: DeviceIdentity, hosts: [String], media: MediaSender?, logger: Logger) throws {
+    /// An answerer signing with `identity`, one DTLS certificate for every session of this run; `stunServers`
+    /// (`host:port`, names allowed: the cloud's) give each session's server-reflexive candidates.
+    init(identity: DeviceIdentity, hosts: [String], stunServers: [String] = [], media: MediaSender?, logger: Logger) throws {
         self.identity = identity
         self.certificate = try DTLSCertificate.generate()
         self.hosts = hosts
+        self.stunServers = stunServers
         self.media = media
         self.logger = logger
     }
 
     func answer(_ offer: BrowserOffer) async throws -> String {
-        guard sessions.count < Self.maxSessions else {
+        guard sessions.count + starting < Self.maxSessions else {
             throw TraversalError(code: .rateLimited, detail: "\(Self.maxSessions) browsers already watching")
         }
+        starting += 1
+        defer { starting -= 1 }
+        let description = try SessionDescription(parsing: offer.sessionDescription)
         let session = try await BrowserViewerSession.start(
-            offer: try SessionDescription(parsing: offer.sessionDescription), identity: identity, certificate: certificate,
-            hosts: hosts, logger: logger)
+            offer: description, identity: identity, certificate: certificate,
+            hosts: hosts, stunServer: await resolvedSTUNServer(), logger: logger)
         sessions[offer.requestID] = session
         let requestID = offer.requestID
         let media = self.media
@@ -52,6 +62,15 @@ actor BrowserAnswerer: BrowserViewerAnswering {
             self.forget(requestID)
         }
         return session.answer.text
+    }
+
+    /// The first STUN server as an address: names resolved on first use, remembered once one resolves.
+    private func resolvedSTUNServer() async -> TransportAddress? {
+        if let stunServer { return stunServer }
+        guard !stunServers.isEmpty else { return nil }
+        stunServer = await ServerName.resolve(stunServers, logger: logger).lazy
+            .compactMap { TransportAddress($0, defaultPort: TravCloud.defaultSTUNPort) }.first
+        return stunServer
     }
 
     private func forget(_ requestID: String) {

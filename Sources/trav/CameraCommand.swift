@@ -59,7 +59,8 @@ extension Trav {
             let media = clips.isEmpty ? nil : MediaSender(configuration: { var c = MediaSender.Configuration(); c.renditions = renditions; return c }(),
                                                           logger: logger)
             let hosts = browserHost.isEmpty ? localIPv4Addresses().map(\.description) : browserHost
-            let browsers = noBrowsers ? nil : try BrowserAnswerer(identity: me, hosts: hosts, media: media, logger: logger)
+            let browsers = noBrowsers ? nil : try BrowserAnswerer(identity: me, hosts: hosts, stunServers: try peer.travCloud()?.stunServers ?? [],
+                                                                  media: media, logger: logger)
             let connector = try peer.connector(identity: me, logger: logger, browserViewers: browsers)
             var sources: [AsyncStream<any IncomingIntroduction>] = []
             var cloud: (any CameraSignalling)?

@@ -9,7 +9,7 @@ import NIOPosix
 /// transaction go to ``otherDatagrams``, so the same socket (and so the same NAT mapping) can carry
 /// peer traffic after discovery.
 public final class STUNUDPClient: Sendable {
-    /// Datagrams buffered in ``otherDatagrams`` before the oldest are dropped.
+    /// Datagrams buffered in ``otherDatagrams`` before the oldest are dropped, unless `bind` is given another bound.
     public static let otherDatagramBufferLimit = 256
 
     /// The local address the socket is bound to.
@@ -34,13 +34,13 @@ public final class STUNUDPClient: Sendable {
     /// sending to broadcast addresses; datagrams longer than `maxDatagramSize` are truncated to it;
     /// `dontFragment` sends every datagram with DF set and never fragments locally (Linux `IP_PMTUDISC_PROBE`),
     /// so a datagram larger than the path carries is lost rather than fragmented: what path MTU probes need
-    /// (RFC 8899 §3, requirement 5).
+    /// (RFC 8899 §3, requirement 5); ``otherDatagrams`` holds at most `otherDatagramBuffer` unread datagrams.
     public static func bind(to local: TransportAddress = TransportAddress(ip: .v4(0), port: 0),
                             reuseAddress: Bool = false, broadcast: Bool = false, dontFragment: Bool = false,
-                            maxDatagramSize: Int = defaultMaxDatagramSize,
+                            maxDatagramSize: Int = defaultMaxDatagramSize, otherDatagramBuffer: Int = otherDatagramBufferLimit,
                             group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> STUNUDPClient {
         let (stream, continuation) = AsyncStream.makeStream(of: (TransportAddress, [UInt8]).self,
-                                                            bufferingPolicy: .bufferingNewest(otherDatagramBufferLimit))
+                                                            bufferingPolicy: .bufferingNewest(max(1, otherDatagramBuffer)))
         let loop = group.next()
         let handlerBox = NIOLockedValueBox<NIOLoopBound<STUNClientUDPHandler>?>(nil)
         let channel: Channel
