@@ -303,10 +303,11 @@ extension BrowserViewerSession {
                 if answered, authenticated[source] == nil, authenticated.count < ICEAgent.maxPairs { authenticated[source] = index }
                 await perform(actions)
             } else if (20...63).contains(first) {
-                // DTLS from the selected pair, or before the selection from a source that proved the ICE password
-                // (the browser's ClientHello can overtake our own check of the nominated pair); never from
+                // DTLS from the selected pair, or from any source that proved the ICE password, which then becomes
+                // where we send (the browser's ClientHello can overtake our own check of the nominated pair, and the
+                // browser may carry on its handshake over another pair while it moves its nomination); never from
                 // an address that proved nothing.
-                if peer == nil, let socket = authenticated[source] { peer = (socket, source) }
+                if peer?.address != source, let socket = authenticated[source] { peer = (socket, source) }
                 guard let peer, peer.address == source else { return }
                 let out: DTLSEndpoint.Output
                 do {
