@@ -213,12 +213,16 @@ public struct BrowserReport: Codable, Sendable, Hashable {
     public var path: String?
     /// The selected pair's candidate types, e.g. `host→host`.
     public var candidates: String?
+    /// How the browser reached its TURN relay when its end of the pair is relayed: `udp`, `tcp` or `tls`.
+    public var relayProtocol: String?
     /// From pressing connect to the first decoded frame, in milliseconds.
     public var firstFrameMs: Int?
     /// When each step before it was reached, in milliseconds from pressing connect.
     public var phases: BrowserPhases?
     /// Distinct colours in a sample of the canvas (a blank canvas has one).
     public var colours: Int?
+    /// The canvas as 16 × 12 cell means (RGB, row by row, base64 of 576 bytes): what the page showed.
+    public var thumbnail: String?
     /// The error, when the page did not get video.
     public var error: String?
     /// What the page's status line showed at the end.

@@ -97,7 +97,7 @@ public final class BrowserViewerServer: Service, Sendable {
                     guard slots.admit(source) == nil else { throw NIOCore.ChannelError.inputClosed }
                     channel.closeFuture.whenComplete { _ in slots.release(source) }
                     let port = bound.port.withLock { $0 }
-                    let origins = Set(names.map { "https://\($0):\(port)" })
+                    let origins = Self.origins(names: names, port: port)
                     let connectSources = names.map { "wss://\($0):\(port)" }.joined(separator: " ")
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(NIOSSLServerHandler(context: context))
@@ -132,6 +132,11 @@ public final class BrowserViewerServer: Service, Sendable {
         if let actual = channel.localAddress?.port { bound.port.withLock { $0 = actual } }
         logger.info("viewer page listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         return BrowserViewerServer(channel: channel, reports: reports, reportSink: reportSink)
+    }
+
+    /// The page's origins as a browser sends them in `Origin` (RFC 6454 §6.2: the default port 443 is left out), one per name.
+    package static func origins(names: [String], port: Int) -> Set<String> {
+        Set(names.map { port == 443 ? "https://\($0)" : "https://\($0):\(port)" })
     }
 
     /// Serves until a graceful shutdown or cancellation, then stops.

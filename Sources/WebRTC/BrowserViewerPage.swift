@@ -105,6 +105,23 @@ public enum BrowserViewerPage {
           return colours.size;
         }
 
+        // The canvas as a 16 × 12 grid of cell means (RGB, row by row, base64 of 576 bytes): what it shows, in a
+        // size a report carries; the same grid as ffmpeg's area scaling, so a test can compare it with the clip.
+        function travCanvasThumbnail(canvas) {
+          const {width, height} = canvas, pixels = canvas.getContext('2d').getImageData(0, 0, width, height).data;
+          const sums = new Float64Array(16 * 12 * 3), counts = new Float64Array(16 * 12);
+          for (let y = 0; y < height; y++) {
+            const row = Math.floor(y * 12 / height) * 16;
+            for (let x = 0; x < width; x++) {
+              const cell = row + Math.floor(x * 16 / width), i = (y * width + x) * 4;
+              sums[cell * 3] += pixels[i]; sums[cell * 3 + 1] += pixels[i + 1]; sums[cell * 3 + 2] += pixels[i + 2];
+              counts[cell]++;
+            }
+          }
+          const bytes = Uint8Array.from(sums, (sum, i) => Math.round(sum / Math.max(1, counts[Math.floor(i / 3)])));
+          return btoa(String.fromCharCode(...bytes));
+        }
+
         (() => {
           const $ = id => document.getElementById(id);
           if (!$('watch')) return;
@@ -127,7 +144,9 @@ public enum BrowserViewerPage {
               $('path').textContent = stats.path ? 'path: ' + stats.path + ' (' + stats.candidates + ')' : '';
               const canvas = $('video');
               report({decoded: stats.decoded, received: stats.received, path: stats.path, candidates: stats.candidates,
-                      firstFrameMs: stats.firstFrameMs, phases, colours: travCanvasColours(canvas), shown: $('status').textContent});
+                      relayProtocol: stats.relayProtocol,
+                      firstFrameMs: stats.firstFrameMs, phases, colours: travCanvasColours(canvas), thumbnail: travCanvasThumbnail(canvas),
+                      shown: $('status').textContent});
             } catch (e) {
               status(e.message);
               $('connect').disabled = false;

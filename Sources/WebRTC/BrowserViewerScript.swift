@@ -310,6 +310,8 @@ public enum BrowserViewerScript {
               const types = [report.get(r.localCandidateId), report.get(r.remoteCandidateId)].map(c => c ? c.candidateType : 'unknown');
               stats.path = types.includes('relay') ? 'relay' : 'direct';
               stats.candidates = types.join('→');
+              // How the browser reaches its TURN relay when its end is relayed: 'udp', 'tcp' or 'tls'.
+              stats.relayProtocol = (report.get(r.localCandidateId) || {}).relayProtocol || null;
             }
           };
           await pc.setLocalDescription(await pc.createOffer());

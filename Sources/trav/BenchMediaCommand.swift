@@ -85,11 +85,6 @@ extension Trav {
             let viewer = LabSite("view", .portRestrictedCone, link: .ideal)
             print("load average at start: \((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?")")
             try await TravLab.with(sites: [camera, viewer], trav: binary) { run in
-                let clipFile = "\(run.dir)/clip4m.h264"
-                let clipSeconds = 20
-                try makeClip(ffmpeg: ffmpeg, out: clipFile, kbps: 4000, seconds: clipSeconds)
-                let clipBytes = (try? FileManager.default.attributesOfItem(atPath: clipFile)[.size] as? Int) ?? 0
-                print(String(format: "clip (%@): %.2f Mbit/s on average", clip.rawValue, Double(clipBytes * 8) / Double(clipSeconds) / 1e6))
                 _ = try run.startCloud()
                 let cameraIP = try run.lab.address(of: camera.host())
 
@@ -112,10 +107,11 @@ extension Trav {
                                                              echoBytes: 0, paired: true, extra: ["--channel-send", "\(bytes)"])
                             let tcp = try await kernelTCP(run: run, iperf3: iperf3, from: viewer.host(), server: camera.host(), address: cameraIP)
                             let sent = ours.channelSend.flatMap { $0.verified ? $0 : nil }
-                            if let sent { ratios.append(sent.mbps / max(tcp, 0.001)) }
+                            let ratio = sent.map { $0.mbps / max(tcp, 0.001) }
+                            if let ratio { ratios.append(ratio) }
                             print(String(format: "%3.0f %%  %10@ (%@)   %14.2f              %@%@", loss,
                                          sent.map { String(format: "%.2f", $0.mbps) } ?? "failed", ours.path ?? "-", tcp,
-                                         sent.map { String(format: "%.2f×", $0.mbps / max(tcp, 0.001)) } ?? "-",
+                                         ratio.map { String(format: "%.2f×", $0) } ?? "-",
                                          sent?.engine.map { e in
                                              String(format: "   (%d RTO, %d fast rtx, %d rtx; mean srtt %@ ms, cwnd %@ B)", e.retransmissionTimeouts,
                                                     e.fastRetransmissions, e.retransmittedChunks,
@@ -130,6 +126,11 @@ extension Trav {
                     }
                 }
                 if goodputOnly { return }
+                let clipFile = "\(run.dir)/clip4m.h264"
+                let clipSeconds = 20
+                try makeClip(ffmpeg: ffmpeg, out: clipFile, kbps: 4000, seconds: clipSeconds)
+                let clipBytes = (try? FileManager.default.attributesOfItem(atPath: clipFile)[.size] as? Int) ?? 0
+                print(String(format: "clip (%@): %.2f Mbit/s on average", clip.rawValue, Double(clipBytes * 8) / Double(clipSeconds) / 1e6))
                 let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--video", clipFile])
 
                 let videoLine = 5000

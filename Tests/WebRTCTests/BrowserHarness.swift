@@ -11,7 +11,7 @@ import WebRTC
 /// the page's report (the first one is returned). Everything it starts is stopped, and its files removed, on return.
 enum BrowserHarness {
     /// The Chromium binary, if installed.
-    static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let chromium = LabBrowser.chromium
 
     /// The page: a canvas, the viewer script and the glue, no inline script.
     static let page = #"""

@@ -55,36 +55,57 @@ struct CloudBrowserTests {
     /// ``withCloud(_:)`` and a registered `trav camera --video default` (a child process, killed after `body`).
     static func withCloudAndCamera(_ body: (_ web: BrowserViewerServer, _ reports: ReportBox, _ uid: String, _ camera: ChildProcess) async throws -> Void) async throws {
         try await withCloud { cloud, web, reports, dir in
-            let identity = DeviceIdentity.generate()
-            try identity.save(to: dir + "/cam.key")
-            let ca = try #require(cloud.caPath)
-            let port = cloud.rendezvous.address.port
-            let camera = try ChildProcess([TravLab.debugTrav, "camera", "--identity", dir + "/cam.key", "--cloud", "127.0.0.1:\(port)",
-                                           "--cloud-ca", ca, "--password", password, "--video", "default", "--browser-host", "127.0.0.1",
-                                           "--no-presence", "--lan-port", "0"])
+            let (identity, camera) = try await startCamera(cloud, dir: dir, name: "cam")
             defer {
                 camera.kill()
                 camera.removeFiles()
             }
-            // Registered within 30 s (bounded polling).
-            var registered = false
-            for _ in 0..<300 where !registered {
-                registered = await cloud.rendezvous.registeredCameras.all >= 1
-                if !registered { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            try #require(registered, "the camera registers: \(camera.output().stdout.suffix(500)) \(camera.output().stderr.suffix(500))")
             try await body(web, reports, identity.deviceID.description, camera)
         }
+    }
+
+    /// A new identity saved as `dir/name.key` and `trav camera --video default --password` ``password`` with it (a child
+    /// process the caller kills), returned once the cloud counts one more registered camera (within 30 s).
+    static func startCamera(_ cloud: CloudService, dir: String, name: String) async throws -> (DeviceIdentity, ChildProcess) {
+        let identity = DeviceIdentity.generate()
+        try identity.save(to: dir + "/\(name).key")
+        let ca = try #require(cloud.caPath)
+        let port = cloud.rendezvous.address.port
+        let before = await cloud.rendezvous.registeredCameras.all
+        let camera = try ChildProcess([TravLab.debugTrav, "camera", "--identity", dir + "/\(name).key", "--cloud", "127.0.0.1:\(port)",
+                                       "--cloud-ca", ca, "--password", password, "--video", "default", "--browser-host", "127.0.0.1",
+                                       "--no-presence", "--lan-port", "0"])
+        // Registered within 30 s (bounded polling).
+        var registered = false
+        for _ in 0..<300 where !registered {
+            registered = await cloud.rendezvous.registeredCameras.all > before
+            if !registered { try? await Task.sleep(for: .milliseconds(100)) }
+        }
+        guard registered else {
+            let output = camera.output()
+            camera.kill()
+            camera.removeFiles()
+            throw NATLabError(.timedOut, "the camera did not register within 30 s: \(output.stdout.suffix(500)) \(output.stderr.suffix(500))")
+        }
+        return (identity, camera)
     }
 
     /// Opens `https://127.0.0.1:PORT/#fragment` in headless Chromium (the cloud's certificate accepted by flag) and
     /// returns the page's first report, or nil after `timeout`.
     static func visit(_ web: BrowserViewerServer, reports: ReportBox, fragment: String,
                       timeout: Duration = .seconds(60)) async throws -> (BrowserReport?, String) {
+        let port = try #require(web.address.port)
+        let before = await reports.count
+        return try await visit(port: port, fragment: fragment, timeout: timeout) { await reports.report(after: before) }
+    }
+
+    /// Opens `https://127.0.0.1:port/#fragment` in headless Chromium (any certificate accepted by flag) until `report()`
+    /// returns one (polled every 100 ms) or `timeout` passes; returns it, or nil, and the end of Chromium's log.
+    static func visit(port: Int, fragment: String, timeout: Duration = .seconds(60),
+                      report: () async -> BrowserReport?) async throws -> (BrowserReport?, String) {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("trav-chromium-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let port = try #require(web.address.port)
         let browser = try ChildProcess([BrowserHarness.chromium!, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                         "--ignore-certificate-errors", "--allow-loopback-in-peer-connection",
                                         "--disable-features=WebRtcHideLocalIpsWithMdns", "--user-data-dir=\(dir.path)",
@@ -93,14 +114,13 @@ struct CloudBrowserTests {
             browser.kill()
             browser.removeFiles()
         }
-        let before = await reports.count
-        var report: BrowserReport?
+        var reported: BrowserReport?
         let deadline = ContinuousClock.now + timeout
-        while report == nil, ContinuousClock.now < deadline {
-            report = await reports.report(after: before)
-            if report == nil { try await Task.sleep(for: .milliseconds(100)) }
+        while reported == nil, ContinuousClock.now < deadline {
+            reported = await report()
+            if reported == nil { try await Task.sleep(for: .milliseconds(100)) }
         }
-        return (report, String(browser.output().stderr.suffix(600)))
+        return (reported, String(browser.output().stderr.suffix(600)))
     }
 
     @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"),
@@ -115,6 +135,11 @@ struct CloudBrowserTests {
             #expect((report.decoded ?? 0) >= Self.framesWanted, "frames decoded: \(report)")
             // The test pattern has colour bars and a moving gradient: a blank or single-colour canvas fails.
             #expect((report.colours ?? 0) >= 8, "distinct colours on the canvas: \(report)")
+            // What the canvas shows is the clip's test pattern, cell by cell (needs ffmpeg, which the test command installs).
+            if TestPattern.ffmpeg != nil {
+                let off = try await TestPattern.difference(thumbnail: report.thumbnail)
+                #expect(off.map { $0 <= TestPattern.tolerance } == true, "the canvas shows the test pattern: off by \(String(describing: off))")
+            }
             #expect(report.path == "direct", "loopback: a direct pair, no relay: \(report)")
             #expect(report.firstFrameMs != nil)
             // Every step on the way was reached, in order, the last one the first decoded frame.
