@@ -82,9 +82,21 @@ public final class MediaSender: Sendable {
         public var renditions: [Rendition] = []
         /// How each viewer's rendition is chosen and changed.
         public var renditionPolicy = RenditionStateMachine.Policy()
+        /// What the sender keeps for viewers that start from a recent keyframe (``ViewerStart/recentGOP``).
+        public var gopCache = GOPCache.Limits()
 
         /// Defaults.
         public init() {}
+    }
+
+    /// Where a new viewer's video starts.
+    public enum ViewerStart: Sendable, Hashable {
+        /// At the next keyframe the camera offers (up to a GOP later; the encoder is asked for one).
+        case nextKeyframe
+        /// At once, from the newest keyframe of its rendition and the frames since (``GOPCache``): the first
+        /// picture without waiting, at the cost of a burst of up to a GOP of older frames. With no such
+        /// keyframe kept, as ``nextKeyframe``.
+        case recentGOP
     }
 
     /// One viewer being fed.
@@ -126,6 +138,8 @@ public final class MediaSender: Sendable {
 
     private let configuration: Configuration
     private let viewers = Mutex<[Int: Viewer]>([:])
+    /// Each rendition's newest GOP; its lock also orders a new viewer's start against ``send(_:rendition:)``.
+    private let gops: Mutex<GOPCache>
     private let nextID = Atomic<Int>(1)
     private let keyframeSink: AsyncStream<Int>.Continuation
     private let rateSink: AsyncStream<ViewerRate>.Continuation
@@ -137,6 +151,7 @@ public final class MediaSender: Sendable {
     public init(configuration: Configuration = Configuration(), logger: Logger = Logger(label: "trav.media")) {
         self.configuration = configuration
         self.logger = logger
+        gops = Mutex(GOPCache(limits: configuration.gopCache))
         (keyframeRequests, keyframeSink) = AsyncStream.makeStream(of: Int.self, bufferingPolicy: .bufferingNewest(16))
         (rates, rateSink) = AsyncStream.makeStream(of: ViewerRate.self, bufferingPolicy: .bufferingNewest(64))
     }
@@ -147,16 +162,30 @@ public final class MediaSender: Sendable {
     /// The viewer with this id, while it is fed.
     public func viewer(_ id: Int) -> Viewer? { viewers.withLock { $0[id] } }
 
-    /// Starts feeding a viewer: opens its channels and returns; the viewer starts at the next keyframe.
+    /// Starts feeding a viewer: opens its channels and returns; the viewer starts where `start` says.
     /// Feeding stops when the connection or its channels close. With `acceptingChannels` the sender reads the
     /// connection's incoming channels for the viewer's control channel; an application that accepts other
     /// channels too passes false and hands the control channel over with ``attach(control:to:)``.
     @discardableResult
-    public func add(_ connection: any MediaViewerConnection, acceptingChannels: Bool = true) async throws -> Viewer {
+    public func add(_ connection: any MediaViewerConnection, acceptingChannels: Bool = true,
+                    start: ViewerStart = .nextKeyframe) async throws -> Viewer {
         let media = try await connection.openChannel(label: MediaChannelLabel.media, delivery: .reliable, priority: .high)
         let viewer = Viewer(id: nextID.add(1, ordering: .relaxed).oldValue, connection: connection, configuration: configuration)
-        viewers.withLock { $0[viewer.id] = viewer }
-        keyframeSink.yield(viewer.id)
+        // Under the cache's lock: every frame is either in the GOP the viewer starts from or offered to it after.
+        let started = gops.withLock { cache in
+            let now = ContinuousClock.now
+            let rendition = viewer.rendition
+            let began = start == .recentGOP && viewer.state.withLock {
+                $0.start(from: cache.recentGOP(of: rendition, now: now), rendition: UInt8(truncatingIfNeeded: rendition), now: now)
+            }
+            viewers.withLock { $0[viewer.id] = viewer }
+            return began
+        }
+        if started {
+            viewer.wake.yield()
+        } else {
+            keyframeSink.yield(viewer.id)
+        }
         let interval = configuration.reportInterval
         let task = Task { [weak self] in
             await withTaskGroup(of: Void.self) { group in
@@ -180,7 +209,11 @@ public final class MediaSender: Sendable {
     /// one stream); audio goes to every viewer.
     public func send(_ frame: MediaFrame, rendition: Int = 0) {
         let now = ContinuousClock.now
-        for viewer in viewers.withLock({ Array($0.values) }) {
+        let fed = gops.withLock { cache in
+            cache.record(frame, rendition: rendition, now: now)
+            return viewers.withLock { Array($0.values) }
+        }
+        for viewer in fed {
             if frame.kind == .video {
                 switch viewer.choice.withLock({ $0.frame(of: rendition, isKeyframe: frame.isKeyframe, now: now) }) {
                 case .skip:

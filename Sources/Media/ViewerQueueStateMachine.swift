@@ -8,7 +8,8 @@
 /// - A keyframe supersedes the older GOP's frames still waiting once the oldest has waited
 ///   ``Limits/supersedeDelay``: a live viewer is better served by the new picture than by a late tail of the
 ///   old one, and a slow path goes straight on to the keyframe instead of idling until it comes.
-/// - A new viewer starts at a keyframe.
+/// - A new viewer starts at a keyframe: the next one, or a recent one the camera kept with the frames since
+///   (``start(from:rendition:now:)``), which it receives at once with their capture times.
 /// - Audio frames stand alone: a stale one is dropped by itself.
 /// - Each packet carries the frame's capture time (when the camera offered it), so latency measured at the
 ///   viewer includes the time a frame waited here.
@@ -42,6 +43,8 @@ public struct ViewerQueueStateMachine: Sendable {
         var index: UInt32
         var rendition: UInt8
         var queuedAt: ContinuousClock.Instant
+        /// When the camera offered the frame (``queuedAt`` but for a recent GOP a new viewer starts from).
+        var capturedAt: ContinuousClock.Instant
     }
 
     /// The limits in force.
@@ -71,12 +74,27 @@ public struct ViewerQueueStateMachine: Sendable {
 
     /// Offers the camera's next frame, of `rendition` (an index the packet carries; see ``Rendition``).
     public mutating func push(_ frame: MediaFrame, rendition: UInt8 = 0, now: ContinuousClock.Instant) -> [Action] {
+        push(frame, rendition: rendition, now: now, capturedAt: now)
+    }
+
+    /// Starts a viewer that has received nothing yet from a recent keyframe and the frames after it (a
+    /// ``GOPCache``'s GOP), instead of waiting for the next keyframe: they are queued as if offered `now` (the
+    /// delay limits count from now) but keep their capture times. Returns false, changing nothing, when the
+    /// viewer is not waiting for its first keyframe or `gop` does not start with one.
+    public mutating func start(from gop: [GOPCache.Entry], rendition: UInt8 = 0, now: ContinuousClock.Instant) -> Bool {
+        guard awaitingKeyframe, videoSequence == 0, count == 0, let first = gop.first, first.frame.isKeyframe else { return false }
+        for e in gop { _ = push(e.frame, rendition: rendition, now: now, capturedAt: min(e.capturedAt, now)) }
+        return true
+    }
+
+    private mutating func push(_ frame: MediaFrame, rendition: UInt8, now: ContinuousClock.Instant,
+                               capturedAt: ContinuousClock.Instant) -> [Action] {
         let sequence: UInt32
         switch frame.kind {
         case .audio:
             sequence = audioSequence
             audioSequence &+= 1
-            append(Entry(frame: frame, sequence: sequence, gop: 0, index: 0, rendition: rendition, queuedAt: now))
+            append(Entry(frame: frame, sequence: sequence, gop: 0, index: 0, rendition: rendition, queuedAt: now, capturedAt: capturedAt))
             return []
         case .video:
             sequence = videoSequence
@@ -88,7 +106,8 @@ public struct ViewerQueueStateMachine: Sendable {
                 index &+= 1
             }
         }
-        let entry = Entry(frame: frame, sequence: sequence, gop: gop, index: index, rendition: rendition, queuedAt: now)
+        let entry = Entry(frame: frame, sequence: sequence, gop: gop, index: index, rendition: rendition, queuedAt: now,
+                          capturedAt: capturedAt)
         if frame.isKeyframe {
             if awaitingKeyframe {
                 dropQueuedVideo(keepKeyframes: false)
@@ -129,7 +148,7 @@ public struct ViewerQueueStateMachine: Sendable {
                 droppedFrames += 1
                 continue
             }
-            let waited = UInt64(max(0, (now - e.queuedAt).microseconds))
+            let waited = UInt64(max(0, (now - e.capturedAt).microseconds))
             return MediaPacket(frame: e.frame, sequence: e.sequence, gop: e.gop, index: e.index,
                                capturedAtMicros: wallClockMicros > waited ? wallClockMicros - waited : 0, rendition: e.rendition)
         }

@@ -217,6 +217,8 @@ public struct BrowserReport: Codable, Sendable, Hashable {
     public var relayProtocol: String?
     /// From pressing connect to the first decoded frame, in milliseconds.
     public var firstFrameMs: Int?
+    /// When each step before it was reached, in milliseconds from pressing connect.
+    public var phases: BrowserPhases?
     /// Distinct colours in a sample of the canvas (a blank canvas has one).
     public var colours: Int?
     /// The canvas as 16 × 12 cell means (RGB, row by row, base64 of 576 bytes): what the page showed.
@@ -225,4 +227,35 @@ public struct BrowserReport: Codable, Sendable, Hashable {
     public var error: String?
     /// What the page's status line showed at the end.
     public var shown: String?
+}
+
+/// When a page reached each step of watching, in milliseconds from pressing connect (each nil until reached): the
+/// breakdown `Scripts/bench-browser.sh` prints.
+public struct BrowserPhases: Codable, Sendable, Hashable {
+    /// The signalling WebSocket to the cloud is open.
+    public var signalling: Int?
+    /// The cloud named the ICE servers (`ice`).
+    public var servers: Int?
+    /// The offer is ready: the browser gathered its candidates.
+    public var offer: Int?
+    /// The camera's access challenge arrived.
+    public var challenge: Int?
+    /// The access proof went out (after the challenge's key was checked against the UID).
+    public var proof: Int?
+    /// The camera's sealed answer arrived (before the page opened it).
+    public var sealed: Int?
+    /// The camera's sealed answer opened.
+    public var answer: Int?
+    /// The answer's identity binding checked out.
+    public var checked: Int?
+    /// ICE connected (`iceConnectionState`).
+    public var ice: Int?
+    /// DTLS connected (`connectionState`).
+    public var dtls: Int?
+    /// The camera's media channel opened.
+    public var channel: Int?
+    /// The first video frame arrived.
+    public var received: Int?
+    /// The first frame was decoded.
+    public var decoded: Int?
 }

@@ -32,9 +32,10 @@ import Logging
     /// One SCTP packet from the peer (the payload of one DTLS record).
     public func input(_ packet: [UInt8]) { session.input(packet) }
 
-    /// Opens a channel and waits for the peer's DATA_CHANNEL_ACK (RFC 8832 §6).
-    public func open(label: String, delivery: ChannelDelivery, priority: ChannelPriority) async throws -> PeerChannel {
-        try await session.open(label: label, delivery: delivery, priority: priority)
+    /// Opens a channel and waits for the peer's DATA_CHANNEL_ACK (RFC 8832 §6); with `early`, an ordered channel
+    /// returns once its DATA_CHANNEL_OPEN is sent, so its first messages follow it in the same round trip.
+    public func open(label: String, delivery: ChannelDelivery, priority: ChannelPriority, early: Bool = false) async throws -> PeerChannel {
+        try await session.open(label: label, delivery: delivery, priority: priority, early: early)
     }
 
     /// Closes every channel and the association.

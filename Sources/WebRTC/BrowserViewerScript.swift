@@ -21,43 +21,44 @@ public enum BrowserViewerScript {
           const k = await crypto.subtle.importKey('raw', pass, 'PBKDF2', false, ['deriveBits']);
           return new Uint8Array(await crypto.subtle.deriveBits({name: 'PBKDF2', hash: 'SHA-256', salt, iterations: 1}, k, length * 8));
         }
+        // Salsa20/8 on the 16 words of B, in place (RFC 7914 §3), on locals: scrypt calls it a million times.
         function salsa8(B) {
-          const x = B.slice(), R = (a, b) => (a << b) | (a >>> (32 - b));
+          let x0 = B[0], x1 = B[1], x2 = B[2], x3 = B[3], x4 = B[4], x5 = B[5], x6 = B[6], x7 = B[7], x8 = B[8], x9 = B[9], x10 = B[10], x11 = B[11], x12 = B[12], x13 = B[13], x14 = B[14], x15 = B[15], u;
           for (let i = 0; i < 8; i += 2) {
-            x[4] ^= R(x[0] + x[12], 7); x[8] ^= R(x[4] + x[0], 9); x[12] ^= R(x[8] + x[4], 13); x[0] ^= R(x[12] + x[8], 18);
-            x[9] ^= R(x[5] + x[1], 7); x[13] ^= R(x[9] + x[5], 9); x[1] ^= R(x[13] + x[9], 13); x[5] ^= R(x[1] + x[13], 18);
-            x[14] ^= R(x[10] + x[6], 7); x[2] ^= R(x[14] + x[10], 9); x[6] ^= R(x[2] + x[14], 13); x[10] ^= R(x[6] + x[2], 18);
-            x[3] ^= R(x[15] + x[11], 7); x[7] ^= R(x[3] + x[15], 9); x[11] ^= R(x[7] + x[3], 13); x[15] ^= R(x[11] + x[7], 18);
-            x[1] ^= R(x[0] + x[3], 7); x[2] ^= R(x[1] + x[0], 9); x[3] ^= R(x[2] + x[1], 13); x[0] ^= R(x[3] + x[2], 18);
-            x[6] ^= R(x[5] + x[4], 7); x[7] ^= R(x[6] + x[5], 9); x[4] ^= R(x[7] + x[6], 13); x[5] ^= R(x[4] + x[7], 18);
-            x[11] ^= R(x[10] + x[9], 7); x[8] ^= R(x[11] + x[10], 9); x[9] ^= R(x[8] + x[11], 13); x[10] ^= R(x[9] + x[8], 18);
-            x[12] ^= R(x[15] + x[14], 7); x[13] ^= R(x[12] + x[15], 9); x[14] ^= R(x[13] + x[12], 13); x[15] ^= R(x[14] + x[13], 18);
+            u = x0 + x12; x4 ^= u << 7 | u >>> 25; u = x4 + x0; x8 ^= u << 9 | u >>> 23; u = x8 + x4; x12 ^= u << 13 | u >>> 19; u = x12 + x8; x0 ^= u << 18 | u >>> 14;
+            u = x5 + x1; x9 ^= u << 7 | u >>> 25; u = x9 + x5; x13 ^= u << 9 | u >>> 23; u = x13 + x9; x1 ^= u << 13 | u >>> 19; u = x1 + x13; x5 ^= u << 18 | u >>> 14;
+            u = x10 + x6; x14 ^= u << 7 | u >>> 25; u = x14 + x10; x2 ^= u << 9 | u >>> 23; u = x2 + x14; x6 ^= u << 13 | u >>> 19; u = x6 + x2; x10 ^= u << 18 | u >>> 14;
+            u = x15 + x11; x3 ^= u << 7 | u >>> 25; u = x3 + x15; x7 ^= u << 9 | u >>> 23; u = x7 + x3; x11 ^= u << 13 | u >>> 19; u = x11 + x7; x15 ^= u << 18 | u >>> 14;
+            u = x0 + x3; x1 ^= u << 7 | u >>> 25; u = x1 + x0; x2 ^= u << 9 | u >>> 23; u = x2 + x1; x3 ^= u << 13 | u >>> 19; u = x3 + x2; x0 ^= u << 18 | u >>> 14;
+            u = x5 + x4; x6 ^= u << 7 | u >>> 25; u = x6 + x5; x7 ^= u << 9 | u >>> 23; u = x7 + x6; x4 ^= u << 13 | u >>> 19; u = x4 + x7; x5 ^= u << 18 | u >>> 14;
+            u = x10 + x9; x11 ^= u << 7 | u >>> 25; u = x11 + x10; x8 ^= u << 9 | u >>> 23; u = x8 + x11; x9 ^= u << 13 | u >>> 19; u = x9 + x8; x10 ^= u << 18 | u >>> 14;
+            u = x15 + x14; x12 ^= u << 7 | u >>> 25; u = x12 + x15; x13 ^= u << 9 | u >>> 23; u = x13 + x12; x14 ^= u << 13 | u >>> 19; u = x14 + x13; x15 ^= u << 18 | u >>> 14;
           }
-          for (let i = 0; i < 16; i++) B[i] = (B[i] + x[i]) | 0;
+          B[0] = B[0] + x0 | 0; B[1] = B[1] + x1 | 0; B[2] = B[2] + x2 | 0; B[3] = B[3] + x3 | 0; B[4] = B[4] + x4 | 0; B[5] = B[5] + x5 | 0; B[6] = B[6] + x6 | 0; B[7] = B[7] + x7 | 0; B[8] = B[8] + x8 | 0; B[9] = B[9] + x9 | 0; B[10] = B[10] + x10 | 0; B[11] = B[11] + x11 | 0; B[12] = B[12] + x12 | 0; B[13] = B[13] + x13 | 0; B[14] = B[14] + x14 | 0; B[15] = B[15] + x15 | 0;
         }
-        function blockMix(B, Y, r) {
-          const X = B.slice(32 * r - 16, 32 * r);
-          for (let i = 0; i < 2 * r; i++) {
+        // BlockMix (RFC 7914 §4) of B's 2r blocks into B, each output block written straight to its final place in Y.
+        function blockMix(B, Y, X, r) {
+          const n = 2 * r;
+          for (let j = 0; j < 16; j++) X[j] = B[(n - 1) * 16 + j];
+          for (let i = 0; i < n; i++) {
             for (let j = 0; j < 16; j++) X[j] ^= B[i * 16 + j];
             salsa8(X);
-            Y.set(X, i * 16);
+            const o = ((i & 1) === 0 ? i >> 1 : r + (i >> 1)) * 16;
+            for (let j = 0; j < 16; j++) Y[o + j] = X[j];
           }
-          for (let i = 0; i < r; i++) {
-            B.set(Y.subarray(2 * i * 16, 2 * i * 16 + 16), i * 16);
-            B.set(Y.subarray((2 * i + 1) * 16, (2 * i + 1) * 16 + 16), (r + i) * 16);
-          }
+          B.set(Y);
         }
         async function scrypt(pass, salt, N, r, length) {
           const words = 32 * r, bytes = await pbkdf2(pass, salt, 128 * r), view = new DataView(bytes.buffer);
-          const B = new Uint32Array(words), V = new Uint32Array(words * N), Y = new Uint32Array(words);
-          for (let i = 0; i < words; i++) B[i] = view.getUint32(i * 4, true);
-          for (let i = 0; i < N; i++) { V.set(B, i * words); blockMix(B, Y, r); }
+          const B = new Int32Array(words), V = new Int32Array(words * N), Y = new Int32Array(words), X = new Int32Array(16);
+          for (let i = 0; i < words; i++) B[i] = view.getInt32(i * 4, true);
+          for (let i = 0; i < N; i++) { V.set(B, i * words); blockMix(B, Y, X, r); }
           for (let i = 0; i < N; i++) {
-            const j = B[(2 * r - 1) * 16] & (N - 1);
-            for (let k = 0; k < words; k++) B[k] ^= V[j * words + k];
-            blockMix(B, Y, r);
+            const o = (B[(2 * r - 1) * 16] & (N - 1)) * words;
+            for (let k = 0; k < words; k++) B[k] ^= V[o + k];
+            blockMix(B, Y, X, r);
           }
-          for (let i = 0; i < words; i++) view.setUint32(i * 4, B[i], true);
+          for (let i = 0; i < words; i++) view.setInt32(i * 4, B[i], true);
           return pbkdf2(pass, bytes, length);
         }
         // A key's symbols, once per page: the access challenge and the answer name the same key, and scrypt is slow in script.
@@ -226,6 +227,12 @@ public enum BrowserViewerScript {
           }
         }
 
+        // Records in `phases` the whole milliseconds from `started` to now under `name` (the first time only); returns them.
+        function travMark(phases, name, started) {
+          if (!(name in phases)) phases[name] = Math.round(performance.now() - started);
+          return phases[name];
+        }
+
         // The RFC 6381 codec string of an Annex B access unit's SPS ('avc1.PPCCLL'), or null without one.
         function travCodec(data) {
           for (let i = 0; i + 7 < data.length; i++) {
@@ -238,12 +245,14 @@ public enum BrowserViewerScript {
 
         // Makes the peer connection, signals through `signal(offerSdp) → answerSdp`, checks the answer against the
         // UID (typed in any form travCanonicalUID reads), and decodes the camera's frames into `canvas`. `onStatus(text)` hears progress; returns the statistics object it updates.
-        async function travWatch({uid: typed, signal, canvas, onStatus = () => {}, iceServers = []}) {
+        // `started` (a performance.now() value, by default the call) is when the person pressed connect; `phases` (an
+        // object) receives the milliseconds from then to each step, as travMark names them.
+        async function travWatch({uid: typed, signal, canvas, onStatus = () => {}, iceServers = [], started = performance.now(), phases = {}}) {
           const uid = travCanonicalUID(typed);
           if (!uid) throw new Error('uid: not a UID');
-          const started = performance.now();
-          // firstFrameMs: from the call to the first decoded frame (the "connect to first frame").
-          const stats = {received: 0, decoded: 0, keyframeRequests: 0, path: null, candidates: null, firstFrameMs: null};
+          // firstFrameMs: from pressing connect to the first decoded frame (the "connect to first frame").
+          const stats = {received: 0, decoded: 0, keyframeRequests: 0, path: null, candidates: null, firstFrameMs: null, phases};
+          const mark = name => travMark(phases, name, started);
           const pc = new RTCPeerConnection({iceServers});
           const control = pc.createDataChannel('trav.control');
           const context = canvas.getContext('2d');
@@ -255,7 +264,7 @@ public enum BrowserViewerScript {
           };
           const frame = bytes => {
             if (bytes.length < 32 || bytes[0] !== 1) return;  // video frames only (MediaFrame.Kind.video)
-            stats.received++;
+            if (stats.received++ === 0) mark('received');
             const key = (bytes[1] & 1) === 1, data = bytes.subarray(32);
             const timestamp = Number(new DataView(bytes.buffer, bytes.byteOffset, 32).getBigUint64(16));
             // The camera moved this viewer to another rendition (byte 2) at this keyframe: its own SPS, maybe another codec string.
@@ -273,7 +282,7 @@ public enum BrowserViewerScript {
                   if (canvas.height !== f.displayHeight) canvas.height = f.displayHeight;
                   context.drawImage(f, 0, 0);
                   f.close();
-                  if (stats.decoded++ === 0) stats.firstFrameMs = Math.round(performance.now() - started);
+                  if (stats.decoded++ === 0) stats.firstFrameMs = mark('decoded');
                 },
                 error: e => { onStatus('decoder: ' + e.message); requestKeyframe(); },
               });
@@ -285,12 +294,15 @@ public enum BrowserViewerScript {
           };
           pc.ondatachannel = e => {
             if (e.channel.label !== 'trav.media') return;
+            mark('channel');
             e.channel.binaryType = 'arraybuffer';
             e.channel.onmessage = m => frame(new Uint8Array(m.data));
           };
+          pc.oniceconnectionstatechange = () => { if (pc.iceConnectionState === 'connected') mark('ice'); };
           pc.onconnectionstatechange = async () => {
             onStatus('connection: ' + pc.connectionState);
             if (pc.connectionState !== 'connected') return;
+            mark('dtls');
             // The path: 'relay' when either end of the selected pair is a relayed candidate, else 'direct'.
             const report = await pc.getStats();
             for (const r of report.values()) {
@@ -303,16 +315,24 @@ public enum BrowserViewerScript {
             }
           };
           await pc.setLocalDescription(await pc.createOffer());
+          // The offer carries the candidates gathered when it goes (no trickle): it goes once gathering is complete, or
+          // at the first relayed candidate over UDP. That one proves UDP reaches the cloud, so TURN over TCP and TLS (for
+          // networks without UDP, a few round trips more) would add no path, and the server-reflexive candidate, one
+          // round trip to the same cloud where the relay took two, is already in.
           await new Promise(done => {
             if (pc.iceGatheringState === 'complete') return done();
             pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') done(); };
+            pc.onicecandidate = e => { if (e.candidate && e.candidate.type === 'relay' && e.candidate.relayProtocol === 'udp') done(); };
             setTimeout(done, 3000);
           });
           const offer = pc.localDescription.sdp;
+          mark('offer');
           const answer = await signal(offer);
+          mark('answer');
           try {
             await travCheckAnswer(answer, offer, uid);
           } catch (e) { pc.close(); throw e; }
+          mark('checked');
           await pc.setRemoteDescription({type: 'answer', sdp: answer});
           stats.pc = pc;
           return stats;

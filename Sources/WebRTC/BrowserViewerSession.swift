@@ -208,7 +208,9 @@ public final class BrowserViewerSession: MediaViewerConnection {
         tasks.withLock { $0 = started }
     }
 
-    /// Opens a channel toward the browser (its `ondatachannel` fires) and waits for its acknowledgement.
+    /// Opens a channel toward the browser (its `ondatachannel` fires): an ordered one returns once its open message
+    /// is sent, so the first messages follow it within the same round trip (RFC 8832 §6), any other once the
+    /// browser acknowledged it.
     ///
     /// - Throws: `ChannelError` when the session is not connected in time or closes.
     public func openChannel(label: String, delivery: ChannelDelivery = .reliable,
@@ -301,10 +303,11 @@ extension BrowserViewerSession {
                 if answered, authenticated[source] == nil, authenticated.count < ICEAgent.maxPairs { authenticated[source] = index }
                 await perform(actions)
             } else if (20...63).contains(first) {
-                // DTLS from the selected pair, or before the selection from a source that proved the ICE password
-                // (the browser's ClientHello can overtake our own check of the nominated pair); never from
+                // DTLS from the selected pair, or from any source that proved the ICE password, which then becomes
+                // where we send (the browser's ClientHello can overtake our own check of the nominated pair, and the
+                // browser may carry on its handshake over another pair while it moves its nomination); never from
                 // an address that proved nothing.
-                if peer == nil, let socket = authenticated[source] { peer = (socket, source) }
+                if peer?.address != source, let socket = authenticated[source] { peer = (socket, source) }
                 guard let peer, peer.address == source else { return }
                 let out: DTLSEndpoint.Output
                 do {
@@ -348,7 +351,7 @@ extension BrowserViewerSession {
                 guard !closed else { throw ChannelError(code: .closed, detail: "the browser session is closed") }
                 engine = try await withCheckedThrowingContinuation { engineWaiters.append($0) }
             }
-            return try await engine.open(label: label, delivery: delivery, priority: priority)
+            return try await engine.open(label: label, delivery: delivery, priority: priority, early: true)
         }
 
         func close(reason: String) async {

@@ -68,7 +68,8 @@ public struct ICERoleAttribute: Hashable, Sendable {
 ///  incoming check (USERNAME "ours:theirs", MESSAGE-INTEGRITY with our password, FINGERPRINT)
 ///     → success response with XOR-MAPPED-ADDRESS; an unknown source becomes a peer-reflexive
 ///       candidate (§7.3.1.3); a role conflict is settled by tie-breaker (§7.3.1.1, 487)
-///  controlled: a pair the peer nominated (USE-CANDIDATE) that has succeeded is selected (§7.3.1.5)
+///  controlled: a pair the peer nominated (USE-CANDIDATE) that has succeeded is selected (§7.3.1.5); a later
+///              nomination of another pair moves the selection there (a browser switches pairs, e.g. relay → direct)
 ///  controlling: the first pair that succeeds is nominated with USE-CANDIDATE; selected on its success
 ///  then consent (RFC 7675): a check on the selected pair every 4–6 s; 30 s without an answer → consentExpired
 /// ```
@@ -152,6 +153,8 @@ public struct ICEAgent: Sendable {
         var retransmitAt: ContinuousClock.Instant?
         var useCandidate = false
         var triggered = false
+        /// When the peer last nominated it (controlled role), to follow its latest choice.
+        var nominatedAt: UInt64 = 0
 
         func priority(_ role: Role) -> UInt64 {
             let (g, d) = role == .controlling ? (UInt64(local.priority), UInt64(remotePriority)) : (UInt64(remotePriority), UInt64(local.priority))
@@ -167,6 +170,8 @@ public struct ICEAgent: Sendable {
     private let locals: [Local]
     private var pairs: [Pair] = []
     private var nextCheckAt: ContinuousClock.Instant
+    /// Nominations received so far (controlled role): each nominated pair remembers its number.
+    private var nominations: UInt64 = 0
     /// The selected pair, once there is one.
     public private(set) var selected: (socket: Int, remote: TransportAddress)?
     private var remoteCandidatesDone = false
@@ -317,18 +322,28 @@ public struct ICEAgent: Sendable {
             addPair(l, source, (try? m.attribute(ICEPriority.self))?.value ?? ICECandidate.priority(kind: .prflx))
         }
         guard let i = pairs.firstIndex(where: { $0.local.socket == socket && $0.remote == source }) else { return actions }
-        if role == .controlled, m.contains(ICEUseCandidate.attributeType) { pairs[i].nominated = true }
+        if role == .controlled, m.contains(ICEUseCandidate.attributeType) {
+            pairs[i].nominated = true
+            nominations += 1
+            pairs[i].nominatedAt = nominations
+        }
         switch pairs[i].state {
         case .succeeded:
-            if pairs[i].nominated, selected == nil { actions += select(i, now: now) }
+            if followsNomination(i) { actions += select(i, now: now) }
         case .waiting, .failed:
             pairs[i].state = .waiting
             pairs[i].sends = 0
             pairs[i].triggered = true
             nextCheckAt = min(nextCheckAt, now)
-            actions += tick(now: now)
+            // Once a pair is selected the timer keeps only consent: a pair the peer nominates after that is checked
+            // back at once, and again each time the peer repeats its check (no retransmission timer runs for it).
+            if selected == nil {
+                actions += tick(now: now)
+            } else if pairs[i].nominated {
+                actions.append(send(i, now: now))
+            }
         case .inProgress:
-            break
+            if selected != nil, pairs[i].nominated { actions.append(send(i, now: now)) }
         }
         return actions
     }
@@ -370,7 +385,16 @@ public struct ICEAgent: Sendable {
             pairs[i].sends = 0
             return [send(i, now: now)]
         }
-        return pairs[i].nominated && selected == nil ? select(i, now: now) : []
+        return followsNomination(i) ? select(i, now: now) : []
+    }
+
+    /// Whether succeeded pair `i` is to be selected: nominated, and either nothing is selected yet or it is the
+    /// peer's latest nomination and not the selected pair already (the controlling agent decides, RFC 8445 §8.1.1).
+    private func followsNomination(_ i: Int) -> Bool {
+        guard pairs[i].nominated, pairs[i].state == .succeeded else { return false }
+        guard let (socket, remote) = selected else { return true }
+        let latest = pairs.indices.max { pairs[$0].nominatedAt < pairs[$1].nominatedAt }
+        return latest == i && !(pairs[i].local.socket == socket && pairs[i].remote == remote)
     }
 
     private mutating func select(_ i: Int, now: ContinuousClock.Instant) -> [Action] {

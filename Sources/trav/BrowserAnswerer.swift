@@ -53,7 +53,7 @@ actor BrowserAnswerer: BrowserViewerAnswering {
                 case .connected:
                     say("browser \(requestID) connected")
                     if let media {
-                        do { try await media.add(session) } catch { say("browser \(requestID): not fed: \(error)") }
+                        do { try await media.add(session, start: .recentGOP) } catch { say("browser \(requestID): not fed: \(error)") }
                     }
                 case .closed(let reason):
                     say("browser \(requestID) closed: \(reason)")

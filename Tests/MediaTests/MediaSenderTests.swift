@@ -168,6 +168,35 @@ import Traversal
         await camera.close()
     }
 
+    @Test func aViewerStartingFromTheRecentGOPGetsItAtOnceAndAsksForNoKeyframe() async throws {
+        let (viewer, camera, _) = connectedPair()
+        let sender = MediaSender()
+        func frame(_ n: Int, key: Bool) -> MediaFrame {
+            MediaFrame(timestamp: .milliseconds(40 * n), isKeyframe: key, data: [UInt8(n), key ? 1 : 0])
+        }
+        // Frames before anyone watches: the GOP that starts at frame 2 is kept.
+        for n in 0..<5 { sender.send(frame(n, key: n == 2)) }
+        async let receiver = MediaReceiver(connection: viewer)
+        let added = try await sender.add(camera, start: .recentGOP)
+        let r = try await receiver
+        sender.send(frame(5, key: false))
+        var frames = r.frames.makeAsyncIterator()
+        var got: [[UInt8]] = []
+        for _ in 0..<4 { got.append(try #require(try await frames.next()).packet.frame.data) }
+        #expect(got == [[2, 1], [3, 0], [4, 0], [5, 0]])
+        #expect(r.stats.brokenFrames == 0 && r.stats.droppedFrames == 0)
+        // It asked for nothing; a viewer starting at the next keyframe asks for one.
+        let (other, otherCamera, _) = connectedPair()
+        async let otherReceiver = MediaReceiver(connection: other)
+        let waiting = try await sender.add(otherCamera)
+        _ = try await otherReceiver
+        var requests = sender.keyframeRequests.makeAsyncIterator()
+        #expect(await requests.next() == waiting.id)
+        #expect(waiting.id != added.id)
+        sender.stop()
+        for c in [viewer, camera, other, otherCamera] { await c.close() }
+    }
+
     @Test func viewerKeyframeRequestReachesTheApplication() async throws {
         let (viewer, camera, _) = connectedPair()
         let sender = MediaSender()

@@ -29,6 +29,39 @@ import Testing
         #expect(q.overflows == 0)
     }
 
+    @Test func aNewViewerStartsFromARecentGOPWithItsCaptureTimes() {
+        var cache = GOPCache()
+        for n in 0..<4 { cache.record(Self.video(n, key: n == 0), rendition: 0, now: Self.t0 + .milliseconds(40 * n)) }
+        let now = Self.t0 + .milliseconds(200)
+        var q = ViewerQueueStateMachine()
+        let started = q.start(from: cache.recentGOP(of: 0, now: now), rendition: 0, now: now)
+        #expect(started)
+        #expect(!q.awaitingKeyframe)
+        _ = q.push(Self.video(4, key: false), now: now)
+        // The wall clock at `now` is 1 s; each packet is stamped with its frame's own capture time.
+        var sent: [MediaPacket] = []
+        while let p = q.next(now: now, wallClockMicros: 1_000_000) { sent.append(p) }
+        #expect(sent.map(\.index) == [0, 1, 2, 3, 4])
+        #expect(sent.map(\.sequence) == [0, 1, 2, 3, 4])
+        #expect(sent.map(\.capturedAtMicros) == [800_000, 840_000, 880_000, 920_000, 1_000_000])
+        #expect(q.droppedFrames == 0 && q.overflows == 0)
+    }
+
+    @Test func onlyAViewerThatHasReceivedNothingStartsFromARecentGOP() {
+        var cache = GOPCache()
+        cache.record(Self.video(0, key: true), rendition: 0, now: Self.t0)
+        var q = ViewerQueueStateMachine()
+        let withoutGOP = q.start(from: [], now: Self.t0)
+        #expect(!withoutGOP, "no GOP: it waits for the next keyframe")
+        let withoutKeyframe = q.start(from: [GOPCache.Entry(frame: Self.video(1, key: false), capturedAt: Self.t0)], now: Self.t0)
+        #expect(!withoutKeyframe, "a GOP must begin with its keyframe")
+        #expect(q.awaitingKeyframe && q.count == 0)
+        _ = q.push(Self.video(2, key: true), now: Self.t0)
+        let underWay = q.start(from: cache.recentGOP(of: 0, now: Self.t0), now: Self.t0)
+        #expect(!underWay, "it is already under way")
+        #expect(q.count == 1)
+    }
+
     @Test func fastViewerGetsEveryFrameInOrder() {
         var q = ViewerQueueStateMachine()
         var sent: [MediaPacket] = []

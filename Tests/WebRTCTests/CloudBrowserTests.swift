@@ -142,6 +142,13 @@ struct CloudBrowserTests {
             }
             #expect(report.path == "direct", "loopback: a direct pair, no relay: \(report)")
             #expect(report.firstFrameMs != nil)
+            // Every step on the way was reached, in order, the last one the first decoded frame.
+            let p = try #require(report.phases, "the page reports its steps: \(report)")
+            let steps = [p.signalling, p.servers, p.offer, p.challenge, p.proof, p.sealed, p.answer, p.checked, p.dtls, p.channel,
+                         p.received, p.decoded]
+            #expect(!steps.contains(nil) && p.ice != nil, "every step: \(p)")
+            #expect(steps.compactMap { $0 } == steps.compactMap { $0 }.sorted(), "in order: \(p)")
+            #expect(p.decoded == report.firstFrameMs)
             #expect(report.uid == uid, "the cloud names the UID the page watched")
             // The browser is gone (its process killed): the camera's session ends, at the latest when consent
             // expires (RFC 7675: 30 s), and releases its sockets with it.

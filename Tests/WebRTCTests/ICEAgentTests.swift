@@ -163,4 +163,41 @@ struct ICEAgentTests {
         }
         #expect(to.port == 40003, "highest priority first (40004 went first)")
     }
+
+    @Test func theCameraFollowsTheBrowsersLatestNomination() throws {
+        let t0 = ContinuousClock.now
+        let own = Self.address("192.0.2.7:40000")
+        var camera = ICEAgent(role: .controlled, local: Self.camera, remote: Self.browser,
+                              locals: [.init(socket: 0, address: own, priority: 1)], now: t0)
+        var selections: [TransportAddress] = []
+        /// The browser nominates its pair from `source` (as Chromium moves from a relayed pair to a direct one) and
+        /// answers the camera's check back on it, if the pair has not succeeded yet (then the camera checks back).
+        func nominate(from source: TransportAddress, at now: ContinuousClock.Instant, checkedBack: Bool = true) throws {
+            var m = STUNMessage(method: .binding, messageClass: .request)
+            m.append(Username("camr:brws"))
+            m.append(ICEPriority(1000))
+            m.attributes.append(STUNAttribute(type: ICERoleAttribute.controlling, value: [0, 0, 0, 0, 0, 0, 0, 9]))
+            m.append(ICEUseCandidate())
+            var actions = camera.receive(m.encode(integrityKey: Array(Self.camera.pwd.utf8), fingerprint: true), from: source, on: 0, now: now)
+            let checks = actions.compactMap { action -> STUNMessage? in
+                guard case .send(let bytes, _, let to) = action, to == source, let check = try? STUNMessage.decode(bytes),
+                      check.messageClass == .request else { return nil }
+                return check
+            }
+            #expect(checks.isEmpty != checkedBack, "the camera checks a new pair back, not one that succeeded")
+            guard let check = checks.first else { return }
+            var ok = STUNMessage(method: .binding, messageClass: .successResponse, transactionID: check.transactionID)
+            ok.append(XORMappedAddress(own))
+            actions += camera.receive(ok.encode(integrityKey: Array(Self.browser.pwd.utf8), fingerprint: true), from: source, on: 0, now: now)
+            for case .selected(_, let remote) in actions { selections.append(remote) }
+        }
+        let relayed = Self.address("203.0.113.10:50000"), direct = Self.address("198.51.100.20:50000")
+        try nominate(from: relayed, at: t0)
+        try nominate(from: direct, at: t0 + .milliseconds(100))
+        #expect(selections == [relayed, direct])
+        #expect(camera.selected?.remote == direct)
+        // Nominating the selected pair again changes nothing.
+        try nominate(from: direct, at: t0 + .milliseconds(200), checkedBack: false)
+        #expect(selections == [relayed, direct])
+    }
 }

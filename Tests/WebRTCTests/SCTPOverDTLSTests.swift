@@ -12,6 +12,9 @@ struct SCTPOverDTLSTests {
         let dtls: DTLSEndpoint
         var session: ChannelSession?
         var peer: Side?
+        /// When set, this side's packets are lost on the way.
+        var mute = false
+        func setMute(_ on: Bool) { mute = on }
         init(_ dtls: DTLSEndpoint) { self.dtls = dtls }
         func attach(_ session: ChannelSession, peer: Side) {
             self.session = session
@@ -25,7 +28,7 @@ struct SCTPOverDTLSTests {
         }
         /// An SCTP packet from above: sealed into one DTLS record (dropped before the handshake, as a lost packet).
         func send(_ packet: [UInt8]) async {
-            guard dtls.isConnected, let out = try? dtls.send(packet) else { return }
+            guard !mute, dtls.isConnected, let out = try? dtls.send(packet) else { return }
             for d in out.datagrams { await peer?.deliver(d) }
         }
         func start() async throws {
@@ -34,7 +37,8 @@ struct SCTPOverDTLSTests {
         var connected: Bool { dtls.isConnected }
     }
 
-    @Test func aDataChannelOpensAndCarriesMessagesOverDTLS() async throws {
+    /// A browser and a camera side, DTLS connected, their channel sessions on top (not yet connected).
+    static func pair() async throws -> (client: Side, server: Side, browser: ChannelSession, camera: ChannelSession) {
         let (a, b) = (try DTLSCertificate.generate(), try DTLSCertificate.generate())
         let client = Side(try DTLSEndpoint(role: .client, certificate: a, peerFingerprint: b.fingerprint))
         let server = Side(try DTLSEndpoint(role: .server, certificate: b, peerFingerprint: a.fingerprint))
@@ -48,6 +52,11 @@ struct SCTPOverDTLSTests {
         let clientConnected = await client.connected
         let serverConnected = await server.connected
         #expect(clientConnected && serverConnected)
+        return (client, server, browser, camera)
+    }
+
+    @Test func aDataChannelOpensAndCarriesMessagesOverDTLS() async throws {
+        let (_, _, browser, camera) = try await Self.pair()
         browser.connect()
         camera.connect()
 
@@ -65,6 +74,27 @@ struct SCTPOverDTLSTests {
         try await incoming.send(Array("ack".utf8))
         var back = channel.messages.makeAsyncIterator()
         #expect(try await back.next() == Array("ack".utf8))
+        browser.close(reason: "done")
+        camera.close(reason: "done")
+    }
+
+    @Test func anEarlyChannelCarriesItsFirstMessageWithoutWaitingForTheAcknowledgement() async throws {
+        let (client, _, browser, camera) = try await Self.pair()
+        browser.connect()
+        camera.connect()
+        // One channel the usual way: the association is up both ways.
+        async let first: PeerChannel? = { for await c in browser.incoming { return c }; return nil }()
+        _ = try await camera.open(label: "up", delivery: .reliable, priority: .normal)
+        _ = try #require(await first)
+        // From now on nothing the browser sends arrives: neither its DATA_CHANNEL_ACK nor its SACKs.
+        await client.setMute(true)
+        let channel = try await camera.open(label: "trav.media", delivery: .reliable, priority: .high, early: true)
+        try await channel.send(Array("first frame".utf8))
+        var incoming = browser.incoming.makeAsyncIterator()
+        let opened = try #require(await incoming.next())
+        #expect(opened.label == "trav.media")
+        var received = opened.messages.makeAsyncIterator()
+        #expect(try await received.next() == Array("first frame".utf8))
         browser.close(reason: "done")
         camera.close(reason: "done")
     }

@@ -110,8 +110,11 @@ final class ChannelSession: Sendable {
     /// Changes the engine's packet size (``SCTPAssociation/setPathMTU(_:)``).
     func setPathMTU(_ size: Int) { association.setPathMTU(size) }
 
-    /// Opens a channel and waits for the peer's acknowledgement.
-    func open(label: String, delivery: ChannelDelivery, priority: ChannelPriority) async throws -> PeerChannel {
+    /// Opens a channel and waits for the peer's acknowledgement; with `early` an ordered channel is returned as soon
+    /// as the association has taken its DATA_CHANNEL_OPEN (RFC 8832 §6: messages may follow it before the
+    /// acknowledgement, sent ordered, as the channel's are), saving the round trip. A peer that refuses it resets
+    /// the stream, which ends the channel.
+    func open(label: String, delivery: ChannelDelivery, priority: ChannelPriority, early: Bool = false) async throws -> PeerChannel {
         try await Self.within(Self.openTimeout, "the association coming up") { try await self.waitUp() }
         let channel: PeerChannel = try state.withLock { s in
             if case .down(let why) = s.phase { throw ChannelError(code: .closed, detail: why) }
@@ -131,6 +134,16 @@ final class ChannelSession: Sendable {
         }
         association.setPriority(Self.schedulerValue(priority), stream: channel.streamID)
         let open = DataChannelProtocol.encodeOpen(.init(delivery: delivery, priority: priority, label: label, proto: ""))
+        if early, delivery.ordered {
+            do {
+                try await enqueue(open, ppid: DataChannelProtocol.PPID.control, stream: channel.streamID,
+                                  delivery: .init(ordered: true, policy: 0, value: 0), priority: .extraHigh)
+            } catch {
+                channel.fail(error)
+                throw error
+            }
+            return channel
+        }
         do {
             try await Self.within(Self.openTimeout, "the peer's channel acknowledgement") {
                 try await withTaskCancellationHandler {
