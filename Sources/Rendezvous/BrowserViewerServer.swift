@@ -23,7 +23,7 @@ import Traversal
 ///
 /// A port of its own, and also the signalling port when its server was started with
 /// `RendezvousServer.Configuration.servesViewerPage`: there a ClientHello offering ALPN `http/1.1` passes the
-/// signalling port's accept caps and handshake, and the connection is then handed here (``adopt(_:)``), under these
+/// signalling port's accept caps and handshake, and the connection is then handed here (`adopt`), under these
 /// limits and this idle timeout rather than the signalling's authentication deadline. So one TLS port (443) can
 /// carry the page, signalling and TURN over TLS for a network that lets nothing else out.
 public final class BrowserViewerServer: Service, Sendable {
