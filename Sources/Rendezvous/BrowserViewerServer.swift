@@ -92,9 +92,8 @@ public final class BrowserViewerServer: Service, Sendable {
         tls.applicationProtocols = ["http/1.1"]
         let context = try NIOSSLContext(configuration: tls)
         let (reports, reportSink) = AsyncStream.makeStream(of: BrowserReport.self, bufferingPolicy: .bufferingNewest(256))
-        let pipeline = ViewerPipeline(
-            slots: SharedConnectionSlots(maxPerSource: limits.maxConnectionsPerSource, maxTotal: limits.maxConnections),
-            limits: limits, names: names, assets: assets, hub: rendezvous.hub, iceServers: iceServers, reports: reportSink, logger: logger)
+        let pipeline = ViewerPipeline(limits: limits, names: names, assets: assets, hub: rendezvous.hub, iceServers: iceServers,
+                                      reports: reportSink, logger: logger)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -114,9 +113,8 @@ public final class BrowserViewerServer: Service, Sendable {
         limits: Limits = Limits(), logger: Logger = Logger(label: "trav.cloud.web")
     ) -> BrowserViewerServer {
         let (reports, reportSink) = AsyncStream.makeStream(of: BrowserReport.self, bufferingPolicy: .bufferingNewest(256))
-        let pipeline = ViewerPipeline(
-            slots: SharedConnectionSlots(maxPerSource: limits.maxConnectionsPerSource, maxTotal: limits.maxConnections),
-            limits: limits, names: names, assets: assets, hub: rendezvous.hub, iceServers: iceServers, reports: reportSink, logger: logger)
+        let pipeline = ViewerPipeline(limits: limits, names: names, assets: assets, hub: rendezvous.hub, iceServers: iceServers,
+                                      reports: reportSink, logger: logger)
         let server = BrowserViewerServer(channel: nil, address: rendezvous.address.socketAddress, pipeline: pipeline,
                                          reports: reports, reportSink: reportSink)
         rendezvous.attachViewerPage(server)
@@ -159,6 +157,20 @@ struct ViewerPipeline: Sendable {
     let iceServers: @Sendable (String) -> [BrowserSignallingStateMachine.IceServer]
     let reports: AsyncStream<BrowserReport>.Continuation
     let logger: Logger
+
+    /// A pipeline under `limits`, with connection slots of its own (per source and in all, from `limits`).
+    init(limits: BrowserViewerServer.Limits, names: [String], assets: BrowserViewerServer.Assets, hub: RendezvousHub,
+         iceServers: @escaping @Sendable (String) -> [BrowserSignallingStateMachine.IceServer],
+         reports: AsyncStream<BrowserReport>.Continuation, logger: Logger) {
+        slots = SharedConnectionSlots(maxPerSource: limits.maxConnectionsPerSource, maxTotal: limits.maxConnections)
+        self.limits = limits
+        self.names = names
+        self.assets = assets
+        self.hub = hub
+        self.iceServers = iceServers
+        self.reports = reports
+        self.logger = logger
+    }
 
     /// Sets up `channel`'s pipeline (on its event loop), with `tls` first unless its handshake is already done; the
     /// page's origin and policy name the port the connection came in on.

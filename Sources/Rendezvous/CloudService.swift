@@ -119,18 +119,18 @@ public final class CloudService: Sendable {
     public let caPath: String?
     /// The device store the cloud opened itself (closed at ``stop()``), if any.
     private let ownedStore: (any DeviceStore)?
-    /// What signs and renews relay grants, with the secret shared by every node on the same store.
-    let relayGrants: RelayGrantIssuer?
+    /// What signs and renews relay grants, with the secret shared by every node on the same store: the signalling
+    /// server's, whose URLs name its shared TLS port first when the relay serves TURN over TLS there.
+    var relayGrants: RelayGrantIssuer? { rendezvous.relayGrants }
     /// The TLS certificate and key files (generated or given), for the viewer page's port.
     let tlsFiles: (certificate: String, key: String)
     /// The names the cloud answers to.
     let names: [String]
 
     private init(rendezvous: RendezvousServer, stun: STUNServer, relay: TURNServer?, caPath: String?, ownedStore: (any DeviceStore)?,
-                 relayGrants: RelayGrantIssuer?, tlsFiles: (certificate: String, key: String), names: [String]) {
+                 tlsFiles: (certificate: String, key: String), names: [String]) {
         self.tlsFiles = tlsFiles
         self.names = names
-        self.relayGrants = relayGrants
         self.rendezvous = rendezvous
         self.stun = stun
         self.relay = relay
@@ -198,7 +198,7 @@ public final class CloudService: Sendable {
             let rendezvous = try await RendezvousServer.start(
                 rendezvousConfiguration, registry: registry, store: store ?? ownedStore ?? InMemoryDeviceStore(), group: group, logger: logger)
             return CloudService(rendezvous: rendezvous, stun: stun, relay: relay, caPath: caPath, ownedStore: ownedStore,
-                                relayGrants: rendezvousConfiguration.relayGrants, tlsFiles: (certificatePath, keyPath),
+                                tlsFiles: (certificatePath, keyPath),
                                 names: configuration.names)
         } catch {
             await relay?.shutdown()
@@ -249,10 +249,7 @@ public final class CloudService: Sendable {
         let stunURLs = stun.udpAddresses[.primary].map { ["stun:\($0)"] } ?? []
         var servers = stunURLs.isEmpty ? [] : [BrowserSignallingStateMachine.IceServer(urls: stunURLs)]
         if let grant = relayGrants?.grant(label: requestID) {
-            // The signalling server's list: with the relay on the shared TLS port it names `turns:` there first (a
-            // network that lets only TCP 443 out reaches the relay that way alone).
-            let urls = rendezvous.relayURLs.isEmpty ? grant.urls : rendezvous.relayURLs
-            servers.append(.init(urls: urls, username: grant.username, credential: grant.password))
+            servers.append(.init(urls: grant.urls, username: grant.username, credential: grant.password))
         }
         return servers
     }

@@ -172,7 +172,9 @@ public final class RendezvousServer: Sendable {
     /// Where verified key ↔ UID bindings are remembered.
     public let store: any DeviceStore
     /// The relay URLs every grant carries, shared TLS port first (empty without a relay).
-    public let relayURLs: [String]
+    public var relayURLs: [String] { relayGrants?.urls ?? [] }
+    /// What signs and renews this server's relay grants; with a relay on the shared TLS port its URLs name that port first.
+    let relayGrants: RelayGrantIssuer?
     private let listener: any Channel
     let hub: RendezvousHub
     private let viewerPage: ViewerPageSlot
@@ -189,7 +191,7 @@ public final class RendezvousServer: Sendable {
     private let logger: Logger
 
     private init(
-        address: TransportAddress, registry: any DeviceRegistry, relayURLs: [String], listener: any Channel,
+        address: TransportAddress, registry: any DeviceRegistry, relayGrants: RelayGrantIssuer?, listener: any Channel,
         hub: RendezvousHub, viewerPage: ViewerPageSlot, registrations: RegistrationGate, acceptLoop: Task<Void, Never>,
         connections: SignallingConnections, presence: PresenceServer?, presenceExpiry: Task<Void, Never>?, router: NodeRouter?, logger: Logger
     ) {
@@ -201,7 +203,7 @@ public final class RendezvousServer: Sendable {
         self.registry = registry
         self.store = registrations.store
         self.registrations = registrations
-        self.relayURLs = relayURLs
+        self.relayGrants = relayGrants
         self.listener = listener
         self.hub = hub
         self.acceptLoop = acceptLoop
@@ -405,7 +407,7 @@ public final class RendezvousServer: Sendable {
         }
         logger.info("rendezvous listening", metadata: ["address": "\(address)"])
         return RendezvousServer(
-            address: address, registry: registry, relayURLs: configuration.relayGrants?.urls ?? [], listener: listener.channel, hub: hub,
+            address: address, registry: registry, relayGrants: configuration.relayGrants, listener: listener.channel, hub: hub,
             viewerPage: viewerPage,
             registrations: registrations, acceptLoop: acceptLoop, connections: served, presence: presence, presenceExpiry: presenceExpiry, router: router,
             logger: logger)

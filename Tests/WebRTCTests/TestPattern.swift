@@ -1,5 +1,6 @@
 import Foundation
 import NATLab
+import Rendezvous
 import Testing
 
 /// Whether what a page's canvas showed is the camera's test clip: the page reports its canvas as a grid of cell
@@ -56,6 +57,17 @@ enum TestPattern {
             sum + (0..<3).reduce(0) { $0 + abs(Int(shown[cell * 3 + $1]) - Int(grids[0][cell * 3 + $1])) }
         }
         return Double(total) / Double(still.count * 3)
+    }
+}
+
+extension TestPattern {
+    /// Expects `report`'s canvas to show the default clip (skipped without ffmpeg, which the test command installs).
+    static func expectShown(in report: BrowserReport, _ context: @autoclosure () -> String,
+                            sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        guard ffmpeg != nil else { return }
+        let off = try await difference(thumbnail: report.thumbnail)
+        #expect(off.map { $0 <= tolerance } == true, "the canvas shows the test pattern (off by \(String(describing: off))): \(context())",
+                sourceLocation: sourceLocation)
     }
 }
 
