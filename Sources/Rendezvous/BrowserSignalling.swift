@@ -9,14 +9,18 @@ import Traversal
 ///
 /// ```
 ///  page                                       cloud                         camera
-///   watch{uid} ───────────────────────────────►│
+///   prepare (as the page loads) ───────────────►│
 ///   ◄── ice{requestID, iceServers}              │  STUN, TURN (REST credentials for this request)
-///   offer{sdp, answerKey} ─────────────────────►│ introduce ── offer{sdp} ─────►│
-///   ◄── challenge{challenge}                    │◄── accessChallenge ───────────│
+///      (the page makes its peer connection and gathers while the person types)
+///   watch{uid, sdp, answerKey} (connect) ──────►│ introduce ── offer{sdp} ─────►│
+///   ◄── challenge{challenge}                    │◄── accessChallenge ───────────│ (sockets bound, STUN asked meanwhile)
 ///   proof{sealed} ─────────────────────────────►│ accessProof ─────────────────►│ password check (SharedAccess)
 ///   ◄── answer{sealed} | refused{reason} | error│◄── answer{sealed SDP} | refuse│
 ///   report{…} ─────────────────────────────────►│  (what the page saw: frames, path; logged)
 /// ```
+///
+/// The ICE servers come before the camera is named, so a page gathers its candidates (one TURN allocation: two round
+/// trips to the cloud) before the person presses connect; pressing it sends the UID and the offer in one message.
 ///
 /// Each connection introduces once; every message out of order ends it. Messages are limited to
 /// ``Limits/messagesPerSecond`` (a burst of ``Limits/messageBurst``).
@@ -27,19 +31,19 @@ public struct BrowserSignallingStateMachine: Sendable {
         public var messageBurst = 8
         /// Messages per second a page may sustain after the burst.
         public var messagesPerSecond = 2
-        /// Defaults: a burst of 8, then 2 per second (one introduction needs 4).
+        /// Defaults: a burst of 8, then 2 per second (one introduction needs 4: prepare, watch, proof, report).
         public init() {}
     }
 
     /// What the page sends.
     public struct PageMessage: Decodable, Sendable {
-        /// `watch`, `offer`, `proof` or `report`.
+        /// `prepare`, `watch`, `proof` or `report`.
         public var type: String
         /// `watch`: the camera's UID.
         public var uid: String?
-        /// `offer`: the page's SDP offer.
+        /// `watch`: the page's SDP offer.
         public var sdp: String?
-        /// `offer`: the X25519 key (base64) the camera seals its answer to.
+        /// `watch`: the X25519 key (base64) the camera seals its answer to.
         public var answerKey: String?
         /// `proof`: the sealed access proof.
         public var sealed: String?
@@ -64,7 +68,7 @@ public struct BrowserSignallingStateMachine: Sendable {
     /// Where the exchange is.
     enum State: Sendable, Equatable {
         case fresh
-        case iced(requestID: String, deviceID: DeviceID)
+        case iced(requestID: String)
         case introduced(requestID: String, deviceID: DeviceID)
         case challenged(requestID: String, deviceID: DeviceID)
         case proved(requestID: String, deviceID: DeviceID)
@@ -110,13 +114,13 @@ public struct BrowserSignallingStateMachine: Sendable {
             return end(1007, "not a signalling message")
         }
         switch (message.type, state) {
-        case ("watch", .fresh):
-            guard let uid = message.uid, let deviceID = try? DeviceID(uid) else { return end(1007, "not a UID") }
+        case ("prepare", .fresh):
             let requestID = makeRequestID()
-            state = .iced(requestID: requestID, deviceID: deviceID)
+            state = .iced(requestID: requestID)
             return [.send(Self.json(["type": "ice", "requestID": requestID], iceServers: iceServers(requestID)))]
-        case ("offer", .iced(let requestID, let deviceID)):
-            guard let sdp = message.sdp, let answerKey = message.answerKey else { return end(1007, "an offer needs sdp and answerKey") }
+        case ("watch", .iced(let requestID)):
+            guard let uid = message.uid, let deviceID = try? DeviceID(uid) else { return end(1007, "not a UID") }
+            guard let sdp = message.sdp, let answerKey = message.answerKey else { return end(1007, "watch needs sdp and answerKey") }
             // The viewer's identity key travels in its sealed proof; the offer's is a placeholder of the right size.
             let offer = PeerOffer(identityKey: Data(count: CloudProtocol.publicKeyLength), candidates: [], strategies: [],
                                   sessionDescription: sdp)
@@ -165,16 +169,16 @@ public struct BrowserSignallingStateMachine: Sendable {
     /// The request in flight, if any.
     var requestID: String? {
         switch state {
-        case .iced(let id, _), .introduced(let id, _), .challenged(let id, _), .proved(let id, _), .ended(let id, _): id
+        case .iced(let id), .introduced(let id, _), .challenged(let id, _), .proved(let id, _), .ended(let id, _): id
         case .fresh, .closed: nil
         }
     }
 
     private var deviceID: DeviceID? {
         switch state {
-        case .iced(_, let d), .introduced(_, let d), .challenged(_, let d), .proved(_, let d): d
+        case .introduced(_, let d), .challenged(_, let d), .proved(_, let d): d
         case .ended(_, let d): d
-        case .fresh, .closed: nil
+        case .fresh, .iced, .closed: nil
         }
     }
 
@@ -230,11 +234,12 @@ public struct BrowserReport: Codable, Sendable, Hashable {
 }
 
 /// When a page reached each step of watching, in milliseconds from pressing connect (each nil until reached): the
-/// breakdown `Scripts/bench-browser.sh` prints.
+/// breakdown `Scripts/bench-browser.sh` prints. The page prepares the first three as it loads; each is 0 when it was
+/// ready before connect was pressed.
 public struct BrowserPhases: Codable, Sendable, Hashable {
     /// The signalling WebSocket to the cloud is open.
     public var signalling: Int?
-    /// The cloud named the ICE servers (`ice`).
+    /// The cloud named the ICE servers (`ice`, the answer to `prepare`).
     public var servers: Int?
     /// The offer is ready: the browser gathered its candidates.
     public var offer: Int?

@@ -22,9 +22,22 @@ public struct BrowserOffer: Sendable {
 /// What answers browsers on a camera (the WebRTC module's `BrowserViewerSession`, fed by the camera's
 /// media): a ``Connector`` without one declines every browser, as it declines any introduction it cannot serve.
 public protocol BrowserViewerAnswering: Sendable {
+    /// Gets ready for introduction `requestID`'s browser while it proves access (binds sockets, asks STUN for their
+    /// mappings), so the answer need not wait for that after the proof; returns at once. What it holds is released by
+    /// ``answer(_:)`` (which uses it) or ``cancel(requestID:)``, and is bounded by the answerer's own limits.
+    func prepare(requestID: String) async
+    /// Releases what ``prepare(requestID:)`` holds for an introduction that will not be answered.
+    func cancel(requestID: String) async
     /// Starts a session for `offer` and returns its answer description (with the camera's identity
     /// binding); the session then lives on its own and ends when the browser goes away.
     func answer(_ offer: BrowserOffer) async throws -> String
+}
+
+extension BrowserViewerAnswering {
+    /// Nothing to get ready: ``answer(_:)`` does it all.
+    public func prepare(requestID: String) async {}
+    /// Nothing held.
+    public func cancel(requestID: String) async {}
 }
 
 extension Connector {
@@ -36,18 +49,29 @@ extension Connector {
             await intro.decline()
             throw TraversalError(code: .noPath, detail: "a browser asked, and this camera answers no browsers")
         }
-        // A browser's credential only ever comes as a proof: signalling without one (a LAN question) is declined.
-        guard let claim = try await intro.requestAccess() else {
-            await intro.decline()
-            throw TraversalError(code: .accessDenied, detail: "a browser's offer without an access proof")
-        }
-        if case .failure(let e) = await access.check(claim.credential, viewer: claim.viewerKey,
-                                                     source: intro.vouchedRequester ?? .unidentified) {
-            await intro.refuse(e.refusal)
-            throw TraversalError(code: e.refusal.traversalCode, detail: "access proof refused: \(e.detail)")
+        // The answerer binds its sockets and asks for their mappings while the browser proves access; an introduction
+        // that ends before its answer releases them.
+        await answering.prepare(requestID: intro.requestID)
+        let claim: ViewerAccessClaim
+        do {
+            // A browser's credential only ever comes as a proof: signalling without one (a LAN question) is declined.
+            guard let proved = try await intro.requestAccess() else {
+                await intro.decline()
+                throw TraversalError(code: .accessDenied, detail: "a browser's offer without an access proof")
+            }
+            if case .failure(let e) = await access.check(proved.credential, viewer: proved.viewerKey,
+                                                         source: intro.vouchedRequester ?? .unidentified) {
+                await intro.refuse(e.refusal)
+                throw TraversalError(code: e.refusal.traversalCode, detail: "access proof refused: \(e.detail)")
+            }
+            claim = proved
+        } catch {
+            await answering.cancel(requestID: intro.requestID)
+            throw error
         }
         let answer: String
         do {
+            // The answerer takes what it prepared for this introduction, or releases it when it fails.
             answer = try await answering.answer(BrowserOffer(requestID: intro.requestID, sessionDescription: description,
                                                              viewerKey: claim.viewerKey))
         } catch {

@@ -3,16 +3,16 @@
 /// Content-Security-Policy with `script-src 'self'` and no inline script holds.
 ///
 /// ```
-///  connect ─► wss://<cloud>/signal: watch{uid} ─► ice{requestID, iceServers}
-///          ─► travWatch: offer ─► offer{sdp, answerKey} ─► challenge ─► travProve ─► proof{sealed}
+///  load    ─► wss://<cloud>/signal: prepare ─► ice{requestID, iceServers} ─► travPrepare: peer connection, offer
+///  connect ─► watch{uid, sdp, answerKey} ─► challenge ─► travProve ─► proof{sealed}
 ///          ─► answer{sealed}: opened with the answer key (HPKE), its SDP checked by travCheckAnswer ─► video
 ///          ─► report{decoded, path, firstFrameMs, phases, …} to the cloud (after `report` frames, or on failure)
 /// ```
 ///
 /// The fragment `#uid=…&password=…` fills the form and connects at once (the fragment never reaches a server);
 /// `&report=N` sets how many decoded frames the page waits for before it reports (30 by default), `&press=MS`
-/// connects MS milliseconds after the page loaded instead (as a person who typed). The page opens its signalling
-/// WebSocket as it loads, so connecting does not wait for that socket's TCP, TLS and upgrade round trips.
+/// connects MS milliseconds after the page loaded instead (as a person who typed). The page prepares as it loads
+/// (its signalling WebSocket, the ICE servers, its peer connection's candidates), so connecting waits for none of it.
 public enum BrowserViewerPage {
     /// `GET /`.
     public static let html = #"""
@@ -36,30 +36,17 @@ public enum BrowserViewerPage {
     /// `GET /viewer.js`: the viewer script and the page's signalling through the cloud.
     public static let script = BrowserViewerScript.source + #"""
 
-        // A WebSocket to the cloud's signalling, and a promise that it opened.
+        // A WebSocket to the cloud's signalling: `opened` (a promise), `send(message)`, `expect(type)` (the next message,
+        // which must be of that type; a refusal, an error or the socket closing throws), `isClosed()`.
         function travOpenSignalling() {
           const ws = new WebSocket('wss://' + location.host + '/signal');
           const opened = new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error('signal: cannot reach the cloud')); });
           opened.catch(() => {});
-          return {ws, opened};
-        }
-
-        // The page: signalling over the cloud's WebSocket, the UID and password from the form (or the fragment).
-        // `started` is when connect was pressed; `phases` gets each step's milliseconds from then (travMark).
-        // `socket` is a travOpenSignalling() opened beforehand (a new one when it is missing or closed).
-        async function travCloudWatch({uid: typed, password, canvas, onStatus, started = performance.now(), phases = {}, socket = null}) {
-          const uid = travCanonicalUID(typed);
-          if (!uid) throw new Error('uid: not a UID');
-          const mark = name => travMark(phases, name, started);
-          const {ws, opened} = socket && socket.ws.readyState <= WebSocket.OPEN ? socket : travOpenSignalling();
           const inbox = [];
           let waiter = null, closed = false;
           const deliver = m => { if (waiter) { const w = waiter; waiter = null; w(m); } else inbox.push(m); };
           ws.onmessage = e => { try { deliver(JSON.parse(e.data)); } catch (_) { deliver({type: 'error', code: 'bad-message', message: ''}); } };
           ws.onclose = e => { closed = true; deliver({type: 'closed', code: e.code, reason: e.reason}); };
-          await opened;
-          mark('signalling');
-          const send = m => ws.send(JSON.stringify(m));
           const next = () => inbox.length ? Promise.resolve(inbox.shift()) : closed ? Promise.resolve({type: 'closed'}) : new Promise(r => { waiter = r; });
           const expect = async type => {
             const m = await next();
@@ -68,25 +55,51 @@ public enum BrowserViewerPage {
             if (m.type === 'error') throw new Error('cloud: ' + m.code + ': ' + m.message);
             throw new Error('signal: ' + (m.type === 'closed' ? 'closed ' + (m.code || '') : 'unexpected ' + m.type));
           };
-          const report = fields => { if (!closed) send({type: 'report', report: fields}); };
+          return {ws, opened, send: m => ws.send(JSON.stringify(m)), expect, isClosed: () => closed};
+        }
+
+        // Everything that does not depend on which camera: the socket opened, the ICE servers asked for (`prepare`), this
+        // introduction's keys made, the peer connection gathered (travPrepare). `times` holds when each step was done
+        // (performance.now()), for the phases of a connect pressed later.
+        async function travCloudPrepare(signalling = travOpenSignalling()) {
+          const times = {};
+          await signalling.opened;
+          times.signalling = performance.now();
+          signalling.send({type: 'prepare'});
+          const ice = await signalling.expect('ice');
+          times.servers = performance.now();
+          const viewer = await crypto.subtle.generateKey({name: 'Ed25519'}, true, ['sign', 'verify']);
+          const answerPair = await crypto.subtle.generateKey({name: 'X25519'}, true, ['deriveBits']);
+          const answerKey = new Uint8Array(await crypto.subtle.exportKey('raw', answerPair.publicKey));
+          const peer = await travPrepare({iceServers: ice.iceServers});
+          times.offer = performance.now();
+          return {signalling, requestID: ice.requestID, viewer, answerPair, answerKey, peer, times};
+        }
+
+        // Watches a camera through the cloud: `prepared` is a travCloudPrepare() result made beforehand (one is made now
+        // when it is missing); pressing connect then costs one message (`watch`: the UID with the offer) before the
+        // camera's challenge. The UID and password come from the form (or the fragment). `started` is when connect was
+        // pressed; `phases` gets each step's milliseconds from then (travMark; 0 for steps done before it).
+        async function travCloudWatch({uid: typed, password, canvas, onStatus, started = performance.now(), phases = {}, prepared = null}) {
+          const uid = travCanonicalUID(typed);
+          if (!uid) throw new Error('uid: not a UID');
+          const mark = name => travMark(phases, name, started);
+          const ready = prepared || await travCloudPrepare();
+          for (const [name, at] of Object.entries(ready.times)) if (!(name in phases)) phases[name] = Math.max(0, Math.round(at - started));
+          const {signalling, requestID, viewer, answerPair, answerKey, peer} = ready;
+          const report = fields => { if (!signalling.isClosed()) signalling.send({type: 'report', report: fields}); };
           try {
-            send({type: 'watch', uid});
-            const ice = await expect('ice');
-            mark('servers');
-            const viewer = await crypto.subtle.generateKey({name: 'Ed25519'}, true, ['sign', 'verify']);
-            const answerPair = await crypto.subtle.generateKey({name: 'X25519'}, true, ['deriveBits']);
-            const answerKey = new Uint8Array(await crypto.subtle.exportKey('raw', answerPair.publicKey));
             const b = travBytes, zero = new Uint8Array([0]);
-            const stats = await travWatch({uid, canvas, onStatus, iceServers: ice.iceServers, started, phases, signal: async offer => {
-              send({type: 'offer', sdp: offer, answerKey: b.toBase64(answerKey)});
-              const c = await expect('challenge');
+            const stats = await travWatch({uid, canvas, onStatus, started, phases, peer, signal: async offer => {
+              signalling.send({type: 'watch', uid, sdp: offer, answerKey: b.toBase64(answerKey)});
+              const c = await signalling.expect('challenge');
               mark('challenge');
               onStatus('proving access');
-              send({type: 'proof', sealed: await travProve({uid, requestID: ice.requestID, answerKey, challenge: c.challenge, password, viewer})});
+              signalling.send({type: 'proof', sealed: await travProve({uid, requestID, answerKey, challenge: c.challenge, password, viewer})});
               mark('proof');
-              const a = await expect('answer');
+              const a = await signalling.expect('answer');
               mark('sealed');
-              const info = b.concat(b.utf8('trav/sealed-answer/v1'), zero, b.utf8(uid), zero, b.utf8(ice.requestID));
+              const info = b.concat(b.utf8('trav/sealed-answer/v1'), zero, b.utf8(uid), zero, b.utf8(requestID));
               const sealed = JSON.parse(new TextDecoder().decode(await travHPKEOpen(answerPair, info, a.sealed)));
               if (!sealed.offer || typeof sealed.offer.sessionDescription !== 'string') throw new Error('signal: the answer has no description');
               return sealed.offer.sessionDescription;
@@ -126,18 +139,34 @@ public enum BrowserViewerPage {
           const $ = id => document.getElementById(id);
           if (!$('watch')) return;
           const status = text => { $('status').textContent = text; };
-          // The signalling socket opens with the page, so pressing connect does not wait for TCP, TLS and the upgrade.
-          let socket = travOpenSignalling();
+          // The page prepares as it loads (travCloudPrepare), so pressing connect waits for none of the socket's, the ICE
+          // servers' or the gathering's round trips. A preparation whose socket closed meanwhile (the cloud's idle limit)
+          // is dropped, and a new one made when the person next edits the form or presses connect.
+          let prepared = null, settled = null;
+          const prepare = () => {
+            if (prepared) return;
+            const attempt = travCloudPrepare();
+            prepared = attempt;
+            attempt.then(p => { if (prepared === attempt) settled = p; }, () => { if (prepared === attempt) prepared = settled = null; });
+          };
+          const stale = () => {
+            if (settled && settled.signalling.isClosed()) { settled.peer.pc.close(); prepared = settled = null; }
+          };
+          prepare();
+          $('watch').addEventListener('input', () => { stale(); prepare(); });
           const connect = async () => {
             const started = performance.now(), phases = {};
             $('connect').disabled = true;
             status('connecting');
             const wanted = Number(new URLSearchParams(location.hash.slice(1)).get('report')) || 30;
             try {
-              const preopened = socket;
-              socket = null;
+              stale();
+              const mine = prepared;
+              prepared = settled = null;
+              let ready = mine ? await mine.catch(() => null) : null;
+              if (ready && ready.signalling.isClosed()) { ready.peer.pc.close(); ready = null; }
               const session = await travCloudWatch({uid: $('uid').value, password: $('password').value, canvas: $('video'), onStatus: status,
-                                                    started, phases, socket: preopened});
+                                                    started, phases, prepared: ready});
               const {stats, report} = session;
               for (let i = 0; i < 300 && stats.decoded < wanted; i++) await new Promise(r => setTimeout(r, 100));
               status(stats.decoded > 0 ? 'watching' : 'no video');
@@ -151,6 +180,8 @@ public enum BrowserViewerPage {
               status(e.message);
               $('connect').disabled = false;
               if (e.report) e.report({error: e.message, phases, shown: $('status').textContent});
+              // Each socket introduces once: the next attempt gets a fresh preparation.
+              prepare();
             }
           };
           $('watch').addEventListener('submit', e => { e.preventDefault(); connect(); });

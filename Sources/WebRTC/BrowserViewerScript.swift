@@ -6,8 +6,8 @@
 /// into a canvas, asking for a keyframe on `trav.control` when the decoder fails.
 ///
 /// ```
-///  travWatch({uid, signal, canvas, onStatus})
-///     → RTCPeerConnection, control channel, offer (gathering complete) → signal(offer) → answer
+///  travPrepare({iceServers}) → RTCPeerConnection, control channel, offer (gathered; before the camera is named)
+///  travWatch({uid, signal, canvas, onStatus, peer}) → signal(offer) → answer
 ///     → travCheckAnswer: Ed25519 over "trav/webrtc-identity/v1" ‖ 0 ‖ UID ‖ 0 ‖ fingerprints; UID = scrypt(key)
 ///     → setRemoteDescription → trav.media: 32-byte header ‖ Annex B frame → VideoDecoder → canvas
 /// ```
@@ -243,18 +243,38 @@ public enum BrowserViewerScript {
           return null;
         }
 
-        // Makes the peer connection, signals through `signal(offerSdp) → answerSdp`, checks the answer against the
-        // UID (typed in any form travCanonicalUID reads), and decodes the camera's frames into `canvas`. `onStatus(text)` hears progress; returns the statistics object it updates.
-        // `started` (a performance.now() value, by default the call) is when the person pressed connect; `phases` (an
-        // object) receives the milliseconds from then to each step, as travMark names them.
-        async function travWatch({uid: typed, signal, canvas, onStatus = () => {}, iceServers = [], started = performance.now(), phases = {}}) {
+        // A peer connection made before the camera is named: the control channel, the offer, and the candidates gathered
+        // for it (no trickle). It is ready once gathering is complete, or at the first relayed candidate over UDP: that one
+        // proves UDP reaches the cloud, so TURN over TCP and TLS (for networks without UDP, a few round trips more) would
+        // add no path, and the server-reflexive candidate, one round trip to the same cloud where the relay took two, is
+        // already in. Bounded: 3 s. Returns {pc, control, offer}.
+        async function travPrepare({iceServers = []}) {
+          const pc = new RTCPeerConnection({iceServers});
+          const control = pc.createDataChannel('trav.control');
+          await pc.setLocalDescription(await pc.createOffer());
+          await new Promise(done => {
+            if (pc.iceGatheringState === 'complete') return done();
+            pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') done(); };
+            pc.onicecandidate = e => { if (e.candidate && e.candidate.type === 'relay' && e.candidate.relayProtocol === 'udp') done(); };
+            setTimeout(done, 3000);
+          });
+          pc.onicegatheringstatechange = pc.onicecandidate = null;
+          return {pc, control, offer: pc.localDescription.sdp};
+        }
+
+        // Watches with a peer connection from travPrepare (`peer`, or one made now with `iceServers`): signals its offer
+        // through `signal(offerSdp) → answerSdp`, checks the answer against the UID (typed in any form travCanonicalUID
+        // reads), and decodes the camera's frames into `canvas`. `onStatus(text)` hears progress; returns the statistics
+        // object it updates. `started` (a performance.now() value, by default the call) is when the person pressed
+        // connect; `phases` (an object) receives the milliseconds from then to each step, as travMark names them.
+        async function travWatch({uid: typed, signal, canvas, onStatus = () => {}, iceServers = [], peer = null, started = performance.now(), phases = {}}) {
           const uid = travCanonicalUID(typed);
           if (!uid) throw new Error('uid: not a UID');
           // firstFrameMs: from pressing connect to the first decoded frame (the "connect to first frame").
           const stats = {received: 0, decoded: 0, keyframeRequests: 0, path: null, candidates: null, firstFrameMs: null, phases};
           const mark = name => travMark(phases, name, started);
-          const pc = new RTCPeerConnection({iceServers});
-          const control = pc.createDataChannel('trav.control');
+          const {pc, control, offer} = peer || await travPrepare({iceServers});
+          mark('offer');
           const context = canvas.getContext('2d');
           let decoder = null, decoderRendition = 0;
           const requestKeyframe = () => {
@@ -314,26 +334,13 @@ public enum BrowserViewerScript {
               stats.relayProtocol = (report.get(r.localCandidateId) || {}).relayProtocol || null;
             }
           };
-          await pc.setLocalDescription(await pc.createOffer());
-          // The offer carries the candidates gathered when it goes (no trickle): it goes once gathering is complete, or
-          // at the first relayed candidate over UDP. That one proves UDP reaches the cloud, so TURN over TCP and TLS (for
-          // networks without UDP, a few round trips more) would add no path, and the server-reflexive candidate, one
-          // round trip to the same cloud where the relay took two, is already in.
-          await new Promise(done => {
-            if (pc.iceGatheringState === 'complete') return done();
-            pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') done(); };
-            pc.onicecandidate = e => { if (e.candidate && e.candidate.type === 'relay' && e.candidate.relayProtocol === 'udp') done(); };
-            setTimeout(done, 3000);
-          });
-          const offer = pc.localDescription.sdp;
-          mark('offer');
-          const answer = await signal(offer);
-          mark('answer');
           try {
+            const answer = await signal(offer);
+            mark('answer');
             await travCheckAnswer(answer, offer, uid);
+            mark('checked');
+            await pc.setRemoteDescription({type: 'answer', sdp: answer});
           } catch (e) { pc.close(); throw e; }
-          mark('checked');
-          await pc.setRemoteDescription({type: 'answer', sdp: answer});
           stats.pc = pc;
           return stats;
         }

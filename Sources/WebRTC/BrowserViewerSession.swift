@@ -89,29 +89,87 @@ public final class BrowserViewerSession: MediaViewerConnection {
     public static func start(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
                              hosts: [String], stunServer: TransportAddress? = nil, configuration: Configuration = Configuration(),
                              logger: Logger = Logger(label: "trav.webrtc")) async throws -> BrowserViewerSession {
-        var bound: [STUNUDPClient] = []
-        do {
-            for host in hosts {
-                guard let ip = IPAddress(host) else {
-                    logger.notice("browser host is not an IP address, skipped", metadata: ["host": "\(host)"])
-                    continue
-                }
-                bound.append(try await STUNUDPClient.bind(to: TransportAddress(ip: ip, port: 0),
-                                                          otherDatagramBuffer: configuration.socketQueue))
-            }
-        } catch {
-            for b in bound { await b.close() }
-            throw error
+        let sockets = try await Sockets.prepare(hosts: hosts, stunServer: stunServer, configuration: configuration, logger: logger)
+        return try await start(offer: offer, identity: identity, certificate: certificate, sockets: sockets,
+                               configuration: configuration, logger: logger)
+    }
+
+    /// Answers `offer` on sockets prepared beforehand (``Sockets/prepare(hosts:stunServer:configuration:logger:)``, e.g.
+    /// while the browser proves access), which the session then owns; as ``start(offer:identity:certificate:hosts:stunServer:configuration:logger:)``
+    /// otherwise.
+    ///
+    /// - Throws: ``BrowserSessionError`` `noLocalAddress` when `sockets` were already taken, ``DTLSError`` on OpenSSL setup.
+    public static func start(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
+                             sockets: Sockets, configuration: Configuration = Configuration(),
+                             logger: Logger = Logger(label: "trav.webrtc")) async throws -> BrowserViewerSession {
+        guard let (bound, mapped) = sockets.take() else {
+            throw BrowserSessionError(.noLocalAddress, "the prepared sockets were already taken or closed")
         }
-        guard !bound.isEmpty else { throw BrowserSessionError(.noLocalAddress, "none of \(hosts) could be bound") }
-        var mapped: [Int: TransportAddress] = [:]
-        if let stunServer { mapped = await serverReflexive(bound, server: stunServer, policy: configuration.serverReflexivePolicy) }
         do {
             return try BrowserViewerSession(offer: offer, identity: identity, certificate: certificate, bound: bound,
                                             mapped: mapped, configuration: configuration, logger: logger)
         } catch {
             for b in bound { await b.close() }
             throw error
+        }
+    }
+
+    /// A session's UDP sockets before its offer is answered: bound, and each one's server-reflexive address asked for.
+    /// They are closed by ``close()``, or when this is dropped, unless a session took them.
+    public final class Sockets: Sendable {
+        private let state: Mutex<(bound: [STUNUDPClient], mapped: [Int: TransportAddress])?>
+
+        private init(bound: [STUNUDPClient], mapped: [Int: TransportAddress]) {
+            state = Mutex((bound, mapped))
+        }
+
+        /// New UDP sockets on `hosts` (IP literals; the others are skipped), each asking `stunServer` for its mapping on
+        /// ``Configuration/serverReflexivePolicy`` (RFC 8445 §5.1.1.2); a server that does not answer in time costs only
+        /// that candidate.
+        ///
+        /// - Throws: ``BrowserSessionError`` `noLocalAddress` when no socket has an address, `STUNClientError` `socket`
+        ///   when a socket cannot be bound.
+        public static func prepare(hosts: [String], stunServer: TransportAddress? = nil, configuration: Configuration = Configuration(),
+                                   logger: Logger = Logger(label: "trav.webrtc")) async throws -> Sockets {
+            var bound: [STUNUDPClient] = []
+            do {
+                for host in hosts {
+                    guard let ip = IPAddress(host) else {
+                        logger.notice("browser host is not an IP address, skipped", metadata: ["host": "\(host)"])
+                        continue
+                    }
+                    bound.append(try await STUNUDPClient.bind(to: TransportAddress(ip: ip, port: 0),
+                                                              otherDatagramBuffer: configuration.socketQueue))
+                }
+            } catch {
+                for b in bound { await b.close() }
+                throw error
+            }
+            guard !bound.isEmpty else { throw BrowserSessionError(.noLocalAddress, "none of \(hosts) could be bound") }
+            var mapped: [Int: TransportAddress] = [:]
+            if let stunServer { mapped = await serverReflexive(bound, server: stunServer, policy: configuration.serverReflexivePolicy) }
+            return Sockets(bound: bound, mapped: mapped)
+        }
+
+        /// The sockets' local addresses (empty once taken or closed).
+        public var localAddresses: [TransportAddress] { state.withLock { $0?.bound.map(\.localAddress) ?? [] } }
+
+        /// The sockets and their mappings, once: a session takes them.
+        func take() -> (bound: [STUNUDPClient], mapped: [Int: TransportAddress])? {
+            state.withLock { taken in
+                defer { taken = nil }
+                return taken
+            }
+        }
+
+        /// Closes the sockets, unless a session took them.
+        public func close() async {
+            for socket in take()?.bound ?? [] { await socket.close() }
+        }
+
+        deinit {
+            guard let left = take()?.bound, !left.isEmpty else { return }
+            Task { for socket in left { await socket.close() } }
         }
     }
 

@@ -20,6 +20,10 @@ actor BrowserAnswerer: BrowserViewerAnswering {
     private var sessions: [String: BrowserViewerSession] = [:]
     /// Sessions being started (binding sockets, asking STUN): they count against ``maxSessions`` too.
     private var starting = 0
+    /// Sockets prepared while a browser proves access, by introduction; they count against ``maxSessions`` too.
+    private var prepared: [String: Task<BrowserViewerSession.Sockets, any Error>] = [:]
+    /// How long prepared sockets wait for their answer before they are closed (the cloud's access timeout is shorter).
+    static let preparedLifetime: Duration = .seconds(30)
 
     /// An answerer signing with `identity`, one DTLS certificate for every session of this run; `stunServers`
     /// (`host:port`, names allowed: the cloud's) give each session's server-reflexive candidates.
@@ -32,16 +36,46 @@ actor BrowserAnswerer: BrowserViewerAnswering {
         self.logger = logger
     }
 
+    func prepare(requestID: String) async {
+        guard prepared[requestID] == nil, sessions.count + starting + prepared.count < Self.maxSessions else { return }
+        let (hosts, logger) = (self.hosts, self.logger)
+        let stunServer = await resolvedSTUNServer()
+        prepared[requestID] = Task { try await BrowserViewerSession.Sockets.prepare(hosts: hosts, stunServer: stunServer, logger: logger) }
+        // Bounded: an introduction that neither answers nor cancels (its camera-side task died) still releases them.
+        Task { [weak self] in
+            try? await Task.sleep(for: Self.preparedLifetime)
+            await self?.cancel(requestID: requestID)
+        }
+    }
+
+    func cancel(requestID: String) async {
+        guard let task = prepared.removeValue(forKey: requestID) else { return }
+        await (try? task.value)?.close()
+    }
+
     func answer(_ offer: BrowserOffer) async throws -> String {
-        guard sessions.count + starting < Self.maxSessions else {
+        let ready = prepared.removeValue(forKey: offer.requestID)
+        guard sessions.count + starting + prepared.count < Self.maxSessions else {
+            await (try? ready?.value)?.close()
             throw TraversalError(code: .rateLimited, detail: "\(Self.maxSessions) browsers already watching")
         }
         starting += 1
         defer { starting -= 1 }
-        let description = try SessionDescription(parsing: offer.sessionDescription)
+        let description: SessionDescription
+        let sockets: BrowserViewerSession.Sockets
+        do {
+            description = try SessionDescription(parsing: offer.sessionDescription)
+            if let ready {
+                sockets = try await ready.value
+            } else {
+                sockets = try await BrowserViewerSession.Sockets.prepare(hosts: hosts, stunServer: await resolvedSTUNServer(), logger: logger)
+            }
+        } catch {
+            await (try? ready?.value)?.close()
+            throw error
+        }
         let session = try await BrowserViewerSession.start(
-            offer: description, identity: identity, certificate: certificate,
-            hosts: hosts, stunServer: await resolvedSTUNServer(), logger: logger)
+            offer: description, identity: identity, certificate: certificate, sockets: sockets, logger: logger)
         sessions[offer.requestID] = session
         let requestID = offer.requestID
         let media = self.media
@@ -77,10 +111,13 @@ actor BrowserAnswerer: BrowserViewerAnswering {
         sessions[requestID] = nil
     }
 
-    /// Closes every session (their sockets with them).
+    /// Closes every session (their sockets with them), and every prepared socket.
     func closeAll() async {
         let open = sessions.values
         sessions = [:]
         for session in open { await session.close() }
+        let waiting = prepared.values
+        prepared = [:]
+        for task in waiting { await (try? task.value)?.close() }
     }
 }

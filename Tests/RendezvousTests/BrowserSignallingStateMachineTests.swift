@@ -12,6 +12,9 @@ struct BrowserSignallingStateMachineTests {
         BrowserSignallingStateMachine(limits: limits) { requestID in [.init(urls: ["turn:127.0.0.1:3479?transport=udp"], username: "1:\(requestID)", credential: "p")] }
     }
 
+    /// The page's `watch`: the UID with its offer.
+    static var watch: String { json(["type": "watch", "uid": uid.description, "sdp": "v=0\r\n", "answerKey": answerKey]) }
+
     static func json(_ object: [String: String]) -> String {
         String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self)
     }
@@ -19,13 +22,22 @@ struct BrowserSignallingStateMachineTests {
     @Test func aPageIsIntroducedChallengedAndAnsweredInOrder() throws {
         var m = Self.machine()
         let now = ContinuousClock.now
-        let ice = m.page(Self.json(["type": "watch", "uid": Self.uid.description.lowercased()]), now: now) { "r1" }
+        // A proof or report before anything is out of order; so is a watch before the page prepared.
+        var unprepared = m
+        let watchFirst = unprepared.page(Self.json(["type": "watch", "uid": Self.uid.description, "sdp": "v=0\r\n", "answerKey": Self.answerKey]), now: now) { "x" }
+        #expect(watchFirst.contains { if case .close(1008, _) = $0 { true } else { false } })
+        let ice = m.page(Self.json(["type": "prepare"]), now: now) { "r1" }
         guard case .send(let text)? = ice.first else { Issue.record("\(ice)"); return }
         let object = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
         #expect(object["type"] as? String == "ice" && object["requestID"] as? String == "r1")
         #expect(((object["iceServers"] as? [[String: Any]])?.first?["username"] as? String) == "1:r1", "REST credentials for this request")
 
-        let introduced = m.page(Self.json(["type": "offer", "sdp": "v=0\r\n", "answerKey": Self.answerKey]), now: now) { "unused" }
+        // A second prepare on the same socket is out of order: one introduction per socket.
+        var twice = m
+        let again = twice.page(Self.json(["type": "prepare"]), now: now) { "r9" }
+        #expect(again.contains { if case .close(1008, _) = $0 { true } else { false } })
+        let introduced = m.page(Self.json(["type": "watch", "uid": Self.uid.description.lowercased(), "sdp": "v=0\r\n",
+                                           "answerKey": Self.answerKey]), now: now) { "unused" }
         guard case .introduce(let requestID, let deviceID, let offer, let key)? = introduced.first else { Issue.record("\(introduced)"); return }
         #expect(requestID == "r1" && deviceID == Self.uid && key == Self.answerKey)
         #expect(offer.sessionDescription == "v=0\r\n", "the offer carries the SDP, which marks the viewer as a browser")
@@ -58,13 +70,13 @@ struct BrowserSignallingStateMachineTests {
     @Test func aRefusalReachesThePageAsRefused() {
         var m = Self.machine()
         let now = ContinuousClock.now
-        _ = m.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r1" }
-        _ = m.page(Self.json(["type": "offer", "sdp": "v=0\r\n", "answerKey": Self.answerKey]), now: now) { "x" }
+        _ = m.page(Self.json(["type": "prepare"]), now: now) { "r1" }
+        _ = m.page(Self.watch, now: now) { "x" }
         let refused = m.cloud(.error(requestID: "r1", code: AccessRefusal.accessDenied.rawValue, message: "the camera refused the credential"))
         guard case .send(let text)? = refused.first else { Issue.record("\(refused)"); return }
         #expect(text.contains(#""type":"refused""#) && text.contains("access-denied"))
         var u = Self.machine()
-        _ = u.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r2" }
+        _ = u.page(Self.json(["type": "prepare"]), now: now) { "r2" }
         let unavailable = u.cloud(.error(requestID: "r2", code: "unavailable", message: "device unavailable"))
         guard case .send(let t)? = unavailable.first else { Issue.record("\(unavailable)"); return }
         #expect(t.contains(#""type":"error""#))
@@ -77,24 +89,24 @@ struct BrowserSignallingStateMachineTests {
         let garbageActions = garbage.page("not json", now: now) { "x" }
         #expect(isInvalid(garbageActions))
         var notUID = Self.machine()
-        let notUIDActions = notUID.page(Self.json(["type": "watch", "uid": "TRAV-nope"]), now: now) { "x" }
+        _ = notUID.page(Self.json(["type": "prepare"]), now: now) { "r" }
+        let notUIDActions = notUID.page(Self.json(["type": "watch", "uid": "TRAV-nope", "sdp": "v=0\r\n", "answerKey": Self.answerKey]), now: now) { "x" }
         #expect(isInvalid(notUIDActions))
         var tooLong = Self.machine()
-        _ = tooLong.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r" }
+        _ = tooLong.page(Self.json(["type": "prepare"]), now: now) { "r" }
         let huge = String(repeating: "a", count: PeerOffer.maxSessionDescriptionLength + 1)
-        let tooLongActions = tooLong.page(Self.json(["type": "offer", "sdp": huge, "answerKey": Self.answerKey]), now: now) { "x" }
+        let tooLongActions = tooLong.page(Self.json(["type": "watch", "uid": Self.uid.description, "sdp": huge, "answerKey": Self.answerKey]), now: now) { "x" }
         #expect(isInvalid(tooLongActions), "an SDP over the limit is refused")
         // The burst, then the rate (2 per second by default): the next message at once closes with 1008; later it passes.
         var limits = BrowserSignallingStateMachine.Limits()
         limits.messageBurst = 1
-        let offer = Self.json(["type": "offer", "sdp": "v=0\r\n", "answerKey": Self.answerKey])
         var flood = Self.machine(limits)
-        _ = flood.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r" }
-        let flooded = flood.page(offer, now: now) { "x" }
+        _ = flood.page(Self.json(["type": "prepare"]), now: now) { "r" }
+        let flooded = flood.page(Self.watch, now: now) { "x" }
         #expect(flooded.contains { if case .close(1008, "too many messages") = $0 { true } else { false } })
         var patient = Self.machine(limits)
-        _ = patient.page(Self.json(["type": "watch", "uid": Self.uid.description]), now: now) { "r" }
-        let waited = patient.page(offer, now: now + .milliseconds(600)) { "x" }
+        _ = patient.page(Self.json(["type": "prepare"]), now: now) { "r" }
+        let waited = patient.page(Self.watch, now: now + .milliseconds(600)) { "x" }
         #expect(waited.contains { if case .introduce = $0 { true } else { false } })
     }
 }

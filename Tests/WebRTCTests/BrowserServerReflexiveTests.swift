@@ -61,6 +61,39 @@ struct BrowserServerReflexiveTests {
         #expect(parsed.candidates.contains(srflx))
     }
 
+    /// Sockets prepared while the browser proves access: the answer made on them carries their mapping, a session
+    /// takes them once, and sockets never answered are released (by `close()`, or when dropped).
+    @Test func preparedSocketsAreTakenOnceAndReleasedWhenNotAnswered() async throws {
+        let offer = BrowserViewerSessionTests.offer(fingerprint: try DTLSCertificate.generate().fingerprint, candidate: nil)
+        let (identity, certificate) = (DeviceIdentity.generate(), try DTLSCertificate.generate())
+        try await Self.withServer { server in
+            let sockets = try await BrowserViewerSession.Sockets.prepare(hosts: ["127.0.0.1"], stunServer: server)
+            let session = try await BrowserViewerSession.start(offer: offer, identity: identity, certificate: certificate, sockets: sockets)
+            #expect(session.answer.candidates.contains { $0.kind == .srflx && $0.address == "203.0.113.9" })
+            #expect(sockets.localAddresses.isEmpty, "the session owns them now")
+            await #expect(throws: BrowserSessionError.self) {
+                _ = try await BrowserViewerSession.start(offer: offer, identity: identity, certificate: certificate, sockets: sockets)
+            }
+            await session.close()
+
+            // Closed: the port is free again (binding it while the socket is open fails).
+            let unanswered = try await BrowserViewerSession.Sockets.prepare(hosts: ["127.0.0.1"], stunServer: server)
+            let address = try #require(unanswered.localAddresses.first)
+            await #expect(throws: (any Error).self) { try await STUNUDPClient.bind(to: address).close() }
+            await unanswered.close()
+            try await STUNUDPClient.bind(to: address).close()
+        }
+        // Dropped: released by its owner going away (asynchronously; bounded: 50 × 20 ms).
+        let address = try #require(try await BrowserViewerSession.Sockets.prepare(hosts: ["127.0.0.1"]).localAddresses.first)
+        var rebound: STUNUDPClient?
+        for _ in 0..<50 where rebound == nil {
+            rebound = try? await STUNUDPClient.bind(to: address)
+            if rebound == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(rebound != nil, "a dropped preparation closes its sockets")
+        await rebound?.close()
+    }
+
     @Test func aSilentSTUNServerGivesHostCandidatesOnlyWithinTheBound() async throws {
         // The bound is the schedule's: the answer waits at most this long for the mapping.
         #expect(BrowserViewerSession.serverReflexiveDiscovery.totalTimeout <= .milliseconds(500))

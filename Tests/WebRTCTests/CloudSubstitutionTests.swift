@@ -262,15 +262,14 @@ actor MaliciousCloud {
                 message.uid = decoyUID
                 changed = true
             }
-        case (.toCloud, "offer"):
             pageAnswerKey = message.answerKey
             pageOffer = message.sdp
             if case .substituteOfferFingerprint = attack, let sdp = message.sdp {
                 let line = "a=fingerprint:sha-256 "
                 let attackers = (0..<32).map { _ in String(format: "%02X", UInt8.random(in: 0...255)) }.joined(separator: ":")
                 message.sdp = sdp.components(separatedBy: "\r\n").map { $0.hasPrefix(line) ? line + attackers : $0 }.joined(separator: "\r\n")
-                changed = message.sdp != sdp
-                offerFingerprintReplaced = changed
+                offerFingerprintReplaced = message.sdp != sdp
+                changed = changed || offerFingerprintReplaced
             }
             if case .substituteAnswer = attack, let sdp = message.sdp {
                 let (port, uid, password) = (cloudPort, decoyUID, CloudBrowserTests.password)
@@ -344,11 +343,12 @@ actor MaliciousCloud {
         try await withDeadline(.seconds(30)) {
             try await SignalLink.with(cloudPort: cloudPort) { link in
                 let device = try DeviceID(uid)
-                try await link.send(SignalMessage(type: "watch", uid: uid))
+                try await link.send(SignalMessage(type: "prepare"))
                 let ice = try await link.receive()
                 guard let requestID = ice.requestID else { throw AttackFailed(description: "ice: \(ice.text)") }
                 let answerKey = Curve25519.KeyAgreement.PrivateKey()
-                try await link.send(SignalMessage(type: "offer", sdp: offer, answerKey: answerKey.publicKey.rawRepresentation.base64EncodedString()))
+                try await link.send(SignalMessage(type: "watch", uid: uid, sdp: offer,
+                                                  answerKey: answerKey.publicKey.rawRepresentation.base64EncodedString()))
                 let challenged = try await link.receive()
                 guard let challenge = challenged.challenge else { throw AttackFailed(description: "challenge: \(challenged.text)") }
                 let (sealed, _) = try await AccessProver(identity: .ephemeral(), credential: .password(password))
