@@ -12,7 +12,7 @@ import WebRTC
 /// (UID Y, another key, the same password, so that a page that trusted it would get video from it).
 ///
 /// What the attacker can and cannot do, message by message (`BrowserSignalling.swift`, the page's script):
-/// - It sees the page's `watch{uid}`, its offer's SDP and answer key (public), the camera's challenge (public key,
+/// - It sees the page's `watch{uid, sdp, answerKey}`: the UID, its offer's SDP and answer key (public), the camera's challenge (public key,
 ///   one-time sealing key, signature), the sealed proof and the sealed answer, and it can send anything to either side.
 /// - It cannot open the proof (sealed to the camera's one-time key) nor the camera's answer (sealed to the page's
 ///   key), so it never holds the camera's identity binding for this page's offer: the camera answers only after a
@@ -232,6 +232,7 @@ actor MaliciousCloud {
     /// The identity key of the last challenge the page got (after any change).
     private(set) var challengeKey: String?
 
+    private var preparedRequestID: String?
     private var pageAnswerKey: String?
     private var pageOffer: String?
     private var watchedKey: String?
@@ -258,6 +259,8 @@ actor MaliciousCloud {
         }
         switch (direction, message.type) {
         case (.toCloud, "watch"):
+            // The page watches on the socket it prepared last (after a failure it prepares another, unused here).
+            pageRequestID = preparedRequestID
             if case .introduceToDecoy = attack {
                 message.uid = decoyUID
                 changed = true
@@ -285,7 +288,7 @@ actor MaliciousCloud {
         case (.toCloud, "report"):
             if let report = message.report { pageReports.append(report) }
         case (.toPage, "ice"):
-            pageRequestID = message.requestID
+            preparedRequestID = message.requestID
         case (.toPage, "challenge"):
             challengesToPage += 1
             watchedKey = message.challenge?.identityKey
