@@ -13,11 +13,16 @@ import Traversal
 ///   ◄── ice{requestID, iceServers}              │  STUN, TURN (REST credentials for this request)
 ///      (the page makes its peer connection and gathers while the person types)
 ///   watch{uid, sdp, answerKey} (connect) ──────►│ introduce ── offer{sdp} ─────►│
+///   ◄── located{identityKey}                    │  (the registered key: the page checks it against the UID meanwhile)
 ///   ◄── challenge{challenge}                    │◄── accessChallenge ───────────│ (sockets bound, STUN asked meanwhile)
 ///   proof{sealed} ─────────────────────────────►│ accessProof ─────────────────►│ password check (SharedAccess)
 ///   ◄── answer{sealed} | refused{reason} | error│◄── answer{sealed SDP} | refuse│
 ///   report{…} ─────────────────────────────────►│  (what the page saw: frames, path; logged)
 /// ```
+///
+/// `located` names the key the camera registered with, which is the only key the camera's challenge may carry (the hub
+/// forwards no other): the page starts its UID check of it (scrypt, about 100 ms in script) while the challenge comes.
+/// It is a hint the page acts on only to warm that check; what it trusts is the challenge, checked in full.
 ///
 /// The ICE servers come before the camera is named, so a page gathers its candidates (one TURN allocation: two round
 /// trips to the cloud) before the person presses connect; pressing it sends the UID and the offer in one message.
@@ -144,6 +149,13 @@ public struct BrowserSignallingStateMachine: Sendable {
         default:
             return end(1008, "\(message.type) out of order")
         }
+    }
+
+    /// The hub introduced this page's request to the camera registered with `cameraKey`: the page may start checking
+    /// that key against the UID (`located`). Nothing once the request is past its introduction.
+    public mutating func located(requestID: String, cameraKey: Data) -> [Action] {
+        guard case .introduced(requestID, _) = state else { return [] }
+        return [.send(Self.json(["type": "located", "identityKey": cameraKey.base64EncodedString()]))]
     }
 
     /// A message from the hub for this browser.

@@ -330,6 +330,9 @@ final class SignalHandler: ChannelInboundHandler {
                         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
                     case .introduce(let requestID, let deviceID, let offer, let answerKey):
                         await hub.introduce(from: peer, requestID: requestID, deviceID: deviceID, offer: offer, answerKey: answerKey)
+                        if let key = await hub.cameraKey(of: requestID, for: peer), case .send(let text)? = machine.located(requestID: requestID, cameraKey: key).first {
+                            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
+                        }
                     case .forwardProof(let requestID, let sealed):
                         await hub.accessProof(from: peer, requestID: requestID, sealed: sealed)
                     case .report(let report):

@@ -411,6 +411,14 @@ actor RendezvousHub {
         introduction.viewer.send(.accessChallenge(requestID: requestID, challenge: challenge))
     }
 
+    /// The registered identity key of the camera that `viewer`'s pending introduction `requestID` went to, while it
+    /// awaits the camera's challenge (nil otherwise). The challenge will carry this key (``accessChallenge(from:requestID:challenge:)``
+    /// forwards no other), so a browser may start checking it against the UID before the challenge arrives.
+    func cameraKey(of requestID: String, for viewer: RendezvousPeer) -> Data? {
+        guard let introduction = pending[requestID], introduction.viewer == viewer, introduction.access == .offered else { return nil }
+        return introduction.cameraKey
+    }
+
     /// The viewer's sealed access proof: forwarded to the camera once, after its challenge, from the
     /// connection that asked (no one else can answer another's challenge).
     func accessProof(from viewer: RendezvousPeer, requestID: String, sealed: String) {

@@ -4,7 +4,7 @@
 ///
 /// ```
 ///  load    ─► wss://<cloud>/signal: prepare ─► ice{requestID, iceServers} ─► travPrepare: peer connection, offer
-///  connect ─► watch{uid, sdp, answerKey} ─► challenge ─► travProve ─► proof{sealed}
+///  connect ─► watch{uid, sdp, answerKey} ─► located{identityKey} (UID check starts) ─► challenge ─► travProve ─► proof{sealed}
 ///          ─► answer{sealed}: opened with the answer key (HPKE), its SDP checked by travCheckAnswer ─► video
 ///          ─► report{decoded, path, firstFrameMs, phases, …} to the cloud (after `report` frames, or on failure)
 /// ```
@@ -36,8 +36,8 @@ public enum BrowserViewerPage {
     /// `GET /viewer.js`: the viewer script and the page's signalling through the cloud.
     public static let script = BrowserViewerScript.source + #"""
 
-        // A WebSocket to the cloud's signalling: `opened` (a promise), `send(message)`, `expect(type)` (the next message,
-        // which must be of that type; a refusal, an error or the socket closing throws), `isClosed()`.
+        // A WebSocket to the cloud's signalling: `opened` (a promise), `send(message)`, `expect(...types)` (the next message,
+        // which must be of one of those types; a refusal, an error or the socket closing throws), `isClosed()`.
         function travOpenSignalling() {
           const ws = new WebSocket('wss://' + location.host + '/signal');
           const opened = new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error('signal: cannot reach the cloud')); });
@@ -48,9 +48,9 @@ public enum BrowserViewerPage {
           ws.onmessage = e => { try { deliver(JSON.parse(e.data)); } catch (_) { deliver({type: 'error', code: 'bad-message', message: ''}); } };
           ws.onclose = e => { closed = true; deliver({type: 'closed', code: e.code, reason: e.reason}); };
           const next = () => inbox.length ? Promise.resolve(inbox.shift()) : closed ? Promise.resolve({type: 'closed'}) : new Promise(r => { waiter = r; });
-          const expect = async type => {
+          const expect = async (...types) => {
             const m = await next();
-            if (m.type === type) return m;
+            if (types.includes(m.type)) return m;
             if (m.type === 'refused') throw new Error('refused: ' + m.reason);
             if (m.type === 'error') throw new Error('cloud: ' + m.code + ': ' + m.message);
             throw new Error('signal: ' + (m.type === 'closed' ? 'closed ' + (m.code || '') : 'unexpected ' + m.type));
@@ -92,7 +92,12 @@ public enum BrowserViewerPage {
             const b = travBytes, zero = new Uint8Array([0]);
             const stats = await travWatch({uid, canvas, onStatus, started, phases, peer, signal: async offer => {
               signalling.send({type: 'watch', uid, sdp: offer, answerKey: b.toBase64(answerKey)});
-              const c = await signalling.expect('challenge');
+              let c = await signalling.expect('located', 'challenge');
+              if (c.type === 'located') {
+                // The key the challenge will carry: its UID check (scrypt) starts now, and travProve finds it cached.
+                uidSymbols(b.fromBase64(c.identityKey)).catch(() => {});
+                c = await signalling.expect('challenge');
+              }
               mark('challenge');
               onStatus('proving access');
               signalling.send({type: 'proof', sealed: await travProve({uid, requestID, answerKey, challenge: c.challenge, password, viewer})});

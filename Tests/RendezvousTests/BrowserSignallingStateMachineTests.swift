@@ -42,6 +42,12 @@ struct BrowserSignallingStateMachineTests {
         #expect(requestID == "r1" && deviceID == Self.uid && key == Self.answerKey)
         #expect(offer.sessionDescription == "v=0\r\n", "the offer carries the SDP, which marks the viewer as a browser")
 
+        // The hub names the camera's registered key for this request only, and only before its challenge.
+        let cameraKey = Data(repeating: 7, count: 32)
+        guard case .send(let locatedText)? = m.located(requestID: "r1", cameraKey: cameraKey).first else { Issue.record("no located"); return }
+        #expect(locatedText.contains(#""type":"located""#) && locatedText.contains(cameraKey.base64EncodedString()))
+        #expect(m.located(requestID: "r2", cameraKey: cameraKey).isEmpty)
+
         // A proof before the challenge is out of order and ends the connection.
         var early = m
         let earlyActions = early.page(Self.json(["type": "proof", "sealed": "AAAA"]), now: now) { "x" }
@@ -55,6 +61,7 @@ struct BrowserSignallingStateMachineTests {
         let stray = m.cloud(.accessChallenge(requestID: "r2", challenge: challenge))
         #expect(stray.isEmpty)
 
+        #expect(m.located(requestID: "r1", cameraKey: cameraKey).isEmpty, "challenged: the challenge itself carries the key")
         let proved = m.page(Self.json(["type": "proof", "sealed": "c2VhbGVk"]), now: now) { "x" }
         guard case .forwardProof("r1", "c2VhbGVk")? = proved.first else { Issue.record("\(proved)"); return }
         let answered = m.cloud(.start(requestID: "r1", answer: nil, relay: nil, sealed: "YW5zd2Vy"))

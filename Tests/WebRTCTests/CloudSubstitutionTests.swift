@@ -352,7 +352,8 @@ actor MaliciousCloud {
                 let answerKey = Curve25519.KeyAgreement.PrivateKey()
                 try await link.send(SignalMessage(type: "watch", uid: uid, sdp: offer,
                                                   answerKey: answerKey.publicKey.rawRepresentation.base64EncodedString()))
-                let challenged = try await link.receive()
+                var challenged = try await link.receive()
+                if challenged.type == "located" { challenged = try await link.receive() }
                 guard let challenge = challenged.challenge else { throw AttackFailed(description: "challenge: \(challenged.text)") }
                 let (sealed, _) = try await AccessProver(identity: .ephemeral(), credential: .password(password))
                     .prove(challenge, device: device, requestID: requestID, answerKey: answerKey.publicKey)
