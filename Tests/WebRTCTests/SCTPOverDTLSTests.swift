@@ -122,4 +122,30 @@ struct SCTPOverDTLSTests {
         active.close(reason: "done")
         passive.close(reason: "done")
     }
+
+    @Test func aKeyframeOfTenPacketsLeavesInTheInitialWindowWithoutAnyAcknowledgement() async throws {
+        let (client, _, browser, camera) = try await Self.pair()
+        browser.connect()
+        camera.connect()
+        async let first: PeerChannel? = { for await c in browser.incoming { return c }; return nil }()
+        _ = try await camera.open(label: "up", delivery: .reliable, priority: .normal)
+        _ = try #require(await first)
+        // From now on no SACK reaches the camera: only what its initial congestion window allows ever arrives.
+        await client.setMute(true)
+        let channel = try await camera.open(label: "trav.media", delivery: .reliable, priority: .high, early: true)
+        // 8 KB, a keyframe of the size browsers are sent first: 8 packets of the 1100-byte path, more than RFC 9260
+        // §7.2.1's 4404 bytes and less than the 10-packet window SCTPStack sets.
+        let keyframe = (0..<8000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try await channel.send(keyframe)
+        let arrived = try await withDeadline(.seconds(5)) { () -> [UInt8]? in
+            for await opened in browser.incoming where opened.label == "trav.media" {
+                var messages = opened.messages.makeAsyncIterator()
+                return try await messages.next()
+            }
+            return nil
+        }
+        #expect(arrived == keyframe)
+        browser.close(reason: "done")
+        camera.close(reason: "done")
+    }
 }
