@@ -172,6 +172,16 @@ struct BrowserViewerSessionTests {
         return false
     }
 
+    /// The first connectivity check a controlling agent with the offer's credentials sends to the camera, its
+    /// integrity keyed with `cameraPassword` (the answer's, or a wrong one), without USE-CANDIDATE.
+    static func firstCheck(_ stage: Stage, cameraPassword: String) -> [[UInt8]] {
+        var agent = ICEAgent(role: .controlling, local: .init(ufrag: stage.offer.iceUfrag, pwd: stage.offer.icePwd),
+                             remote: .init(ufrag: stage.session.answer.iceUfrag, pwd: cameraPassword),
+                             locals: [.init(socket: 0, address: stage.local, priority: ICECandidate.priority(kind: .host))], now: .now)
+        agent.addRemote(stage.camera, priority: ICECandidate.priority(kind: .host))
+        return agent.tick(now: .now).compactMap { if case .send(let bytes, _, _) = $0 { bytes } else { nil } }
+    }
+
     @Test func theAnswerTakesTheDTLSClientRoleUnlessTheOfferInsistsOnIt() async throws {
         let fingerprint = try DTLSCertificate.generate().fingerprint
         for (offered, answered) in [(DTLSSetup.actpass, DTLSSetup.active), (.passive, .active), (.active, .passive)] {
@@ -189,12 +199,7 @@ struct BrowserViewerSessionTests {
             let received = stage.received
             #expect(stage.session.answer.setup == .active && stage.firstFlight.isEmpty)
             // 1. A check with the wrong password, then garbage DTLS: the camera's own checks reach us, nothing else does.
-            var impostor = ICEAgent(role: .controlling, local: .init(ufrag: stage.offer.iceUfrag, pwd: stage.offer.icePwd),
-                                    remote: .init(ufrag: stage.session.answer.iceUfrag, pwd: "notthecamerasicepassword"),
-                                    locals: [.init(socket: 0, address: stage.local, priority: ICECandidate.priority(kind: .host))],
-                                    now: .now)
-            impostor.addRemote(stage.camera, priority: ICECandidate.priority(kind: .host))
-            let forged = impostor.tick(now: .now).compactMap { if case .send(let bytes, _, _) = $0 { bytes } else { nil } }
+            let forged = Self.firstCheck(stage, cameraPassword: "notthecamerasicepassword")
             #expect(forged.count == 1)
             try await send(forged)
             try await send([[22, 254, 253] + [UInt8](repeating: 0, count: 40)])
@@ -203,12 +208,7 @@ struct BrowserViewerSessionTests {
             #expect(await !received.datagrams.contains(where: Self.isDTLS), "no ClientHello to an address that proved nothing")
 
             // 2. One check with the right password, nothing nominated: our answer and the ClientHello follow it.
-            var agent = ICEAgent(role: .controlling, local: .init(ufrag: stage.offer.iceUfrag, pwd: stage.offer.icePwd),
-                                 remote: .init(ufrag: stage.session.answer.iceUfrag, pwd: stage.session.answer.icePwd),
-                                 locals: [.init(socket: 0, address: stage.local, priority: ICECandidate.priority(kind: .host))],
-                                 now: .now)
-            agent.addRemote(stage.camera, priority: ICECandidate.priority(kind: .host))
-            let check = agent.tick(now: .now).compactMap { if case .send(let bytes, _, _) = $0 { bytes } else { nil } }
+            let check = Self.firstCheck(stage, cameraPassword: stage.session.answer.icePwd)
             #expect(check.count == 1)
             try await send(check)
             var hello: [UInt8]?

@@ -78,17 +78,22 @@ struct SCTPOverDTLSTests {
         camera.close(reason: "done")
     }
 
-    @Test func anEarlyChannelCarriesItsFirstMessageWithoutWaitingForTheAcknowledgement() async throws {
+    /// A connected pair with one channel opened the usual way (the association is up both ways), then the browser muted
+    /// (nothing it sends arrives any more: neither its DATA_CHANNEL_ACKs nor its SACKs) and the camera's early channel
+    /// `trav.media` opened.
+    static func mutedBrowser() async throws -> (browser: ChannelSession, camera: ChannelSession, media: PeerChannel) {
         let (client, _, browser, camera) = try await Self.pair()
         browser.connect()
         camera.connect()
-        // One channel the usual way: the association is up both ways.
         async let first: PeerChannel? = { for await c in browser.incoming { return c }; return nil }()
         _ = try await camera.open(label: "up", delivery: .reliable, priority: .normal)
         _ = try #require(await first)
-        // From now on nothing the browser sends arrives: neither its DATA_CHANNEL_ACK nor its SACKs.
         await client.setMute(true)
-        let channel = try await camera.open(label: "trav.media", delivery: .reliable, priority: .high, early: true)
+        return (browser, camera, try await camera.open(label: "trav.media", delivery: .reliable, priority: .high, early: true))
+    }
+
+    @Test func anEarlyChannelCarriesItsFirstMessageWithoutWaitingForTheAcknowledgement() async throws {
+        let (browser, camera, channel) = try await Self.mutedBrowser()
         try await channel.send(Array("first frame".utf8))
         var incoming = browser.incoming.makeAsyncIterator()
         let opened = try #require(await incoming.next())
@@ -124,15 +129,8 @@ struct SCTPOverDTLSTests {
     }
 
     @Test func aKeyframeOfTenPacketsLeavesInTheInitialWindowWithoutAnyAcknowledgement() async throws {
-        let (client, _, browser, camera) = try await Self.pair()
-        browser.connect()
-        camera.connect()
-        async let first: PeerChannel? = { for await c in browser.incoming { return c }; return nil }()
-        _ = try await camera.open(label: "up", delivery: .reliable, priority: .normal)
-        _ = try #require(await first)
-        // From now on no SACK reaches the camera: only what its initial congestion window allows ever arrives.
-        await client.setMute(true)
-        let channel = try await camera.open(label: "trav.media", delivery: .reliable, priority: .high, early: true)
+        // No SACK reaches the camera: only what its initial congestion window allows ever arrives.
+        let (browser, camera, channel) = try await Self.mutedBrowser()
         // 8 KB, a keyframe of the size browsers are sent first: 8 packets of the 1100-byte path, more than RFC 9260
         // §7.2.1's 4404 bytes and less than the 10-packet window SCTPStack sets.
         let keyframe = (0..<8000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
