@@ -14,10 +14,19 @@ import Logging
 @_spi(WebRTC) public final class DataChannelEngine: Sendable {
     private let session: ChannelSession
 
-    /// An association whose packets leave through `send`; `role` picks the stream-id parity: the DTLS server
-    /// opens odd ids (RFC 8832 §6), as ``ConnectionRole/camera`` does. ``connect()`` starts it.
-    public init(role: ConnectionRole, pathMTU: Int, logger: Logger, send: @escaping @Sendable ([UInt8]) async -> Void) throws {
-        session = try ChannelSession(role: role, configuration: .datagram(pathMTU: pathMTU), logger: logger, send: send)
+    /// Which end of the DTLS association the engine runs on: it decides the stream ids the engine opens.
+    public enum DTLSSide: Sendable, Hashable {
+        /// Sent the ClientHello (`a=setup:active`): opens even stream ids (RFC 8832 §6).
+        case client
+        /// Answered it (`a=setup:passive`): opens odd stream ids (RFC 8832 §6).
+        case server
+    }
+
+    /// An association whose packets leave through `send`, opening the stream ids of `side` (RFC 8832 §6): the
+    /// parity native sessions give the viewer (even) or the camera (odd). ``connect()`` starts it.
+    public init(side: DTLSSide, pathMTU: Int, logger: Logger, send: @escaping @Sendable ([UInt8]) async -> Void) throws {
+        session = try ChannelSession(role: side == .client ? .viewer : .camera, configuration: .datagram(pathMTU: pathMTU),
+                                     logger: logger, send: send)
     }
 
     /// Channels the peer opened (DATA_CHANNEL_OPEN, RFC 8832 §5.1), acknowledged.

@@ -15,9 +15,15 @@ import Synchronization
 ///                       ─► answer (SDP, host and server-reflexive candidates, a=trav-identity)
 ///  datagrams on each socket, demultiplexed by the first byte (RFC 7983 §7):
 ///     0–3   STUN: ICEAgent (controlled, RFC 8445) ─► checks answered, the browser's nomination selected
-///     20–63 DTLS: DTLSEndpoint (server, RFC 6347; the browser's fingerprint checked) ─► application data
+///           the first check that proves our ICE password ─► our ClientHello to its source
+///     20–63 DTLS: DTLSEndpoint (client, RFC 6347; the browser's fingerprint checked) ─► application data
 ///                 ─► DataChannelEngine (SCTP over DTLS, RFC 8261; DCEP, RFC 8832) ─► channels
 /// ```
+///
+/// The camera answers `a=setup:active` (RFC 8842 §5.3) and is the DTLS client, so its ClientHello leaves with its answer
+/// to the browser's first authenticated check instead of waiting for the browser's: Chromium keeps a ClientHello that
+/// arrives before its own check succeeded and answers it once ICE is writable, which saves a round trip. Only an offer
+/// with `a=setup:active` makes the camera the server.
 ///
 /// The answer carries the ``IdentityBinding``: the camera's identity key signs both certificates'
 /// fingerprints and its UID, so a page that checks it (and the key against the UID) cannot be answered
@@ -224,14 +230,16 @@ public final class BrowserViewerSession: MediaViewerConnection {
             }
         }
         if offer.endOfCandidates { agent.remoteCandidatesComplete() }
-        let dtls = try DTLSEndpoint(role: .server, certificate: certificate, peerFingerprint: offer.fingerprint)
+        let setup = offer.setup.answer
+        let dtls = try DTLSEndpoint(role: setup == .active ? .client : .server, certificate: certificate,
+                                    peerFingerprint: offer.fingerprint)
         let binding = try IdentityBinding.sign(
             publicKey: Array(identity.publicKey.rawRepresentation), deviceID: deviceID,
             cameraFingerprint: certificate.fingerprint, browserFingerprint: offer.fingerprint,
             using: { try identity.signature(for: $0) })
         answer = SessionDescription(
             sessionID: UInt64.random(in: 1...UInt64(Int64.max)), mid: offer.mid, iceUfrag: ours.ufrag, icePwd: ours.pwd,
-            fingerprint: certificate.fingerprint, setup: .passive, maxMessageSize: configuration.maxMessageSize,
+            fingerprint: certificate.fingerprint, setup: setup, maxMessageSize: configuration.maxMessageSize,
             candidates: Self.candidates(locals: locals, mapped: mapped),
             endOfCandidates: true, identity: binding)
         let (channels, channelSink) = AsyncStream.makeStream(of: PeerChannel.self, bufferingPolicy: .bufferingNewest(16))
@@ -332,6 +340,8 @@ extension BrowserViewerSession {
         private var peer: (socket: Int, address: TransportAddress)?
         /// Sources whose connectivity check passed integrity (we answered it): the only ones DTLS is taken from.
         private var authenticated: [TransportAddress: Int] = [:]
+        /// Whether the DTLS client's first flight still waits for a source that proves the ICE password.
+        private var clientHelloPending: Bool
         private var closed = false
         private var engineWaiters: [CheckedContinuation<DataChannelEngine, any Error>] = []
         private let sockets: [STUNUDPClient]
@@ -344,6 +354,7 @@ extension BrowserViewerSession {
              channelSink: AsyncStream<PeerChannel>.Continuation, eventSink: AsyncStream<Event>.Continuation) {
             self.ice = ice
             self.dtls = dtls
+            clientHelloPending = dtls.role == .client
             self.sockets = sockets
             self.configuration = configuration
             self.logger = logger
@@ -360,9 +371,10 @@ extension BrowserViewerSession {
                 let answered = actions.contains { if case .send(_, _, let to) = $0 { to == source } else { false } }
                 if answered, authenticated[source] == nil, authenticated.count < ICEAgent.maxPairs { authenticated[source] = index }
                 await perform(actions)
+                if answered, clientHelloPending { await sendClientHello(to: source, on: index) }
             } else if (20...63).contains(first) {
                 // DTLS from the selected pair, or from any source that proved the ICE password, which then becomes
-                // where we send (the browser's ClientHello can overtake our own check of the nominated pair, and the
+                // where we send (the browser's flight can overtake our own check of the nominated pair, and the
                 // browser may carry on its handshake over another pair while it moves its nomination); never from
                 // an address that proved nothing.
                 if peer?.address != source, let socket = authenticated[source] { peer = (socket, source) }
@@ -379,6 +391,19 @@ extension BrowserViewerSession {
                 if dtls.isConnected, engine == nil { startEngine() }
                 for packet in out.data { engine?.input(packet) }
                 if dtls.isClosed { await close(reason: "the browser closed DTLS") }
+            }
+        }
+
+        /// The DTLS client's first flight, right after our answer to the first check that proved the ICE password, to
+        /// that check's source (or to the selected pair, if ICE selected one already). Retransmissions and the rest of the
+        /// handshake follow the pair in use: a later nomination, or DTLS from another authenticated source, moves it.
+        private func sendClientHello(to source: TransportAddress, on socket: Int) async {
+            clientHelloPending = false
+            if peer == nil { peer = (socket, source) }
+            do {
+                await write(try dtls.start().datagrams)
+            } catch {
+                await close(reason: "DTLS: \(error)")
             }
         }
 
@@ -446,8 +471,9 @@ extension BrowserViewerSession {
         private func startEngine() {
             let sink = channelSink
             do {
-                // As DTLS server the camera opens odd stream ids (RFC 8832 §6), as the engine's camera role does.
-                let engine = try DataChannelEngine(role: .camera, pathMTU: configuration.pathMTU, logger: logger,
+                // The stream ids the camera opens follow its DTLS role (RFC 8832 §6): even as client, odd as server.
+                let engine = try DataChannelEngine(side: dtls.role == .client ? .client : .server, pathMTU: configuration.pathMTU,
+                                                   logger: logger,
                                                    send: { [weak self] packet in await self?.sendSCTP(packet) })
                 self.engine = engine
                 engineRef.withLock { $0 = engine }

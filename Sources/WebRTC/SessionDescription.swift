@@ -51,6 +51,10 @@ public enum DTLSSetup: String, Sendable, Hashable {
     case active
     /// Waits for it.
     case passive
+
+    /// The answerer's role for an offer with this one (RFC 8842 §5.3; RFC 5763 §5 lets the answerer choose): `active`
+    /// unless the offerer insists on being active itself.
+    public var answer: DTLSSetup { self == .active ? .passive : .active }
 }
 
 /// A WebRTC data-channel session description, the subset of SDP (RFC 8866) a browser and a camera

@@ -1,30 +1,30 @@
 import Logging
 import Testing
-@testable import Traversal
+@_spi(WebRTC) @testable import Traversal
 import WebRTC
 
 /// The channel engine's SCTP packets carried as DTLS application data (RFC 8261), as a WebRTC data
 /// channel runs: DCEP opens a channel (RFC 8832) and messages cross, reliable and large, both ways.
 @Suite(.serialized, .timeLimit(.minutes(1)))
 struct SCTPOverDTLSTests {
-    /// One side: its DTLS endpoint, the channel session above it, the other side below it.
+    /// One side: its DTLS endpoint, the SCTP engine above it (its packet input), the other side below it.
     actor Side {
         let dtls: DTLSEndpoint
-        var session: ChannelSession?
+        var input: (@Sendable ([UInt8]) -> Void)?
         var peer: Side?
         /// When set, this side's packets are lost on the way.
         var mute = false
         func setMute(_ on: Bool) { mute = on }
         init(_ dtls: DTLSEndpoint) { self.dtls = dtls }
-        func attach(_ session: ChannelSession, peer: Side) {
-            self.session = session
+        func attach(_ input: @escaping @Sendable ([UInt8]) -> Void, peer: Side) {
+            self.input = input
             self.peer = peer
         }
         /// A datagram from the peer: handshake or records; application data goes up to SCTP.
         func deliver(_ datagram: [UInt8]) async {
             guard let out = try? dtls.receive(datagram) else { return }
             for d in out.datagrams { await peer?.deliver(d) }
-            for packet in out.data { session?.input(packet) }
+            for packet in out.data { input?(packet) }
         }
         /// An SCTP packet from above: sealed into one DTLS record (dropped before the handshake, as a lost packet).
         func send(_ packet: [UInt8]) async {
@@ -46,8 +46,8 @@ struct SCTPOverDTLSTests {
         let sctp = SCTPAssociation.Configuration.datagram(pathMTU: 1100)
         let browser = try ChannelSession(role: .viewer, configuration: sctp, logger: Logger(label: "browser")) { await client.send($0) }
         let camera = try ChannelSession(role: .camera, configuration: sctp, logger: Logger(label: "camera")) { await server.send($0) }
-        await client.attach(browser, peer: server)
-        await server.attach(camera, peer: client)
+        await client.attach({ browser.input($0) }, peer: server)
+        await server.attach({ camera.input($0) }, peer: client)
         try await client.start()
         let clientConnected = await client.connected
         let serverConnected = await server.connected
@@ -78,23 +78,71 @@ struct SCTPOverDTLSTests {
         camera.close(reason: "done")
     }
 
-    @Test func anEarlyChannelCarriesItsFirstMessageWithoutWaitingForTheAcknowledgement() async throws {
+    /// A connected pair with one channel opened the usual way (the association is up both ways), then the browser muted
+    /// (nothing it sends arrives any more: neither its DATA_CHANNEL_ACKs nor its SACKs) and the camera's early channel
+    /// `trav.media` opened.
+    static func mutedBrowser() async throws -> (browser: ChannelSession, camera: ChannelSession, media: PeerChannel) {
         let (client, _, browser, camera) = try await Self.pair()
         browser.connect()
         camera.connect()
-        // One channel the usual way: the association is up both ways.
         async let first: PeerChannel? = { for await c in browser.incoming { return c }; return nil }()
         _ = try await camera.open(label: "up", delivery: .reliable, priority: .normal)
         _ = try #require(await first)
-        // From now on nothing the browser sends arrives: neither its DATA_CHANNEL_ACK nor its SACKs.
         await client.setMute(true)
-        let channel = try await camera.open(label: "trav.media", delivery: .reliable, priority: .high, early: true)
+        return (browser, camera, try await camera.open(label: "trav.media", delivery: .reliable, priority: .high, early: true))
+    }
+
+    @Test func anEarlyChannelCarriesItsFirstMessageWithoutWaitingForTheAcknowledgement() async throws {
+        let (browser, camera, channel) = try await Self.mutedBrowser()
         try await channel.send(Array("first frame".utf8))
         var incoming = browser.incoming.makeAsyncIterator()
         let opened = try #require(await incoming.next())
         #expect(opened.label == "trav.media")
         var received = opened.messages.makeAsyncIterator()
         #expect(try await received.next() == Array("first frame".utf8))
+        browser.close(reason: "done")
+        camera.close(reason: "done")
+    }
+
+    @Test func theDTLSClientsEngineOpensEvenStreamsAndTheServersOddOnes() async throws {
+        let (a, b) = (try DTLSCertificate.generate(), try DTLSCertificate.generate())
+        let client = Side(try DTLSEndpoint(role: .client, certificate: a, peerFingerprint: b.fingerprint))
+        let server = Side(try DTLSEndpoint(role: .server, certificate: b, peerFingerprint: a.fingerprint))
+        let active = try DataChannelEngine(side: .client, pathMTU: 1100, logger: Logger(label: "client")) { await client.send($0) }
+        let passive = try DataChannelEngine(side: .server, pathMTU: 1100, logger: Logger(label: "server")) { await server.send($0) }
+        await client.attach({ active.input($0) }, peer: server)
+        await server.attach({ passive.input($0) }, peer: client)
+        try await client.start()
+        active.connect()
+        passive.connect()
+        // RFC 8832 §6: the DTLS client opens even stream ids, the server odd ones; each side takes the other's.
+        async let atServer: PeerChannel? = { for await c in passive.incoming { return c }; return nil }()
+        let fromClient = try await active.open(label: "a", delivery: .reliable, priority: .normal)
+        #expect(fromClient.streamID % 2 == 0)
+        #expect(try #require(await atServer).streamID == fromClient.streamID)
+        async let atClient: PeerChannel? = { for await c in active.incoming { return c }; return nil }()
+        let fromServer = try await passive.open(label: "b", delivery: .reliable, priority: .normal)
+        #expect(fromServer.streamID % 2 == 1)
+        #expect(try #require(await atClient).streamID == fromServer.streamID)
+        active.close(reason: "done")
+        passive.close(reason: "done")
+    }
+
+    @Test func aKeyframeOfTenPacketsLeavesInTheInitialWindowWithoutAnyAcknowledgement() async throws {
+        // No SACK reaches the camera: only what its initial congestion window allows ever arrives.
+        let (browser, camera, channel) = try await Self.mutedBrowser()
+        // 8 KB, a keyframe of the size browsers are sent first: 8 packets of the 1100-byte path, more than RFC 9260
+        // §7.2.1's 4404 bytes and less than the 10-packet window SCTPStack sets.
+        let keyframe = (0..<8000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try await channel.send(keyframe)
+        let arrived = try await withDeadline(.seconds(5)) { () -> [UInt8]? in
+            for await opened in browser.incoming where opened.label == "trav.media" {
+                var messages = opened.messages.makeAsyncIterator()
+                return try await messages.next()
+            }
+            return nil
+        }
+        #expect(arrived == keyframe)
         browser.close(reason: "done")
         camera.close(reason: "done")
     }

@@ -12,6 +12,8 @@ import Synchronization
 enum SCTPStack {
     /// Associations by key (the key is also the AF_CONN address usrsctp hands back in callbacks).
     private static let table = Mutex<[UInt: SCTPAssociation]>([:])
+    /// Packets of the initial congestion window and of the largest burst (RFC 6928's IW10, above RFC 9260 §7.2.1's).
+    static let initialWindowPackets = 10
     /// The next key; never 0 (a null address).
     private static let nextKey = Atomic<UInt>(1)
 
@@ -36,6 +38,16 @@ enum SCTPStack {
         // sat at 3–4 packets, and every retransmission timeout collapses it), 22–25 s at 5 % against 36–41 s,
         // and the same 3 s at 0 %.
         usrsctp_sysctl_set_sctp_default_cc_module(UInt32(SCTP_CC_RFC2581))
+        // A deviation from RFC 9260 §7.2.1: the initial congestion window is ``initialWindowPackets`` packets, not
+        // min(4·MTU, max(2·MTU, 4404 bytes)) (usrsctp's default, 3 packets, is below even that). A camera's first
+        // keyframe (4–7 KB) then leaves in one flight instead of waiting a round trip for a SACK, which is what a viewer
+        // waits for before its first picture. It is the window TCP may start with (RFC 6928's 10 segments) and the one
+        // Chromium's own SCTP (dcSCTP, `cwnd_mtus_initial`) starts its data channels with. usrsctp caps the initial
+        // window at the burst limit and cuts the window to in-flight + burst limit before each send, so the burst limit
+        // rises to the same 10 packets (RFC 9002 §7.7 bounds a burst by the initial window too); retransmission
+        // timeouts and losses still shrink the window as §7.2.3 says.
+        usrsctp_sysctl_set_sctp_initial_cwnd(UInt32(initialWindowPackets))
+        usrsctp_sysctl_set_sctp_max_burst_default(UInt32(initialWindowPackets))
         return true
     }()
 
