@@ -214,12 +214,33 @@ public final class BrowserViewerSession: MediaViewerConnection {
         return out
     }
 
+    /// The type preference of the camera's host candidates when the browser is behind another NAT: below
+    /// server-reflexive (100), above relayed (0).
+    static let remoteHostTypePreference: UInt32 = 90
+
+    /// The type preference for the camera's host candidates (RFC 8445 §5.1.2.1): the recommended 126, unless the browser is
+    /// known to be behind another NAT, then ``remoteHostTypePreference``. Known: the camera has a mapping other than its
+    /// host addresses, the browser offered a server-reflexive candidate, and none of the browser's addresses is one of the
+    /// camera's mappings (a browser behind the same NAT shows the same public address). The camera's private addresses
+    /// then reach the browser only in rare set-ups (a VPN, a routed site), so its server-reflexive pairs go first in the
+    /// browser's checks (which it paces ~50 ms apart) instead of after pairs that cannot work; the host candidates are still
+    /// offered and checked. §5.1.2.2's values are recommendations; a distinct preference per type is what §5.1.2.1 asks.
+    static func hostTypePreference(offer: SessionDescription, hosts: [TransportAddress], mapped: [Int: TransportAddress]) -> UInt32 {
+        let hostIPs = Set(hosts.map(\.ip))
+        let publicIPs = Set(mapped.values.map(\.ip)).subtracting(hostIPs)
+        let browserIPs = Set(offer.candidates.compactMap { IPAddress($0.address) })
+        let browserBehindNAT = offer.candidates.contains { $0.kind == .srflx }
+        guard !publicIPs.isEmpty, browserBehindNAT, publicIPs.isDisjoint(with: browserIPs) else { return ICECandidate.Kind.host.typePreference }
+        return remoteHostTypePreference
+    }
+
     private init(offer: SessionDescription, identity: DeviceIdentity, certificate: DTLSCertificate,
                  bound: [STUNUDPClient], mapped: [Int: TransportAddress], configuration: Configuration, logger: Logger) throws {
         let deviceID = identity.deviceID.description
+        let hostPreference = Self.hostTypePreference(offer: offer, hosts: bound.map(\.localAddress), mapped: mapped)
         let locals = bound.enumerated().map { i, b in
             ICEAgent.Local(socket: i, address: b.localAddress,
-                           priority: ICECandidate.priority(kind: .host, localPreference: UInt32(65535 - min(i, 65535))))
+                           priority: ICECandidate.priority(typePreference: hostPreference, localPreference: UInt32(65535 - min(i, 65535))))
         }
         let ours = ICEAgent.Credentials(ufrag: Self.randomICEString(8), pwd: Self.randomICEString(24))
         var agent = ICEAgent(role: .controlled, local: ours, remote: .init(ufrag: offer.iceUfrag, pwd: offer.icePwd),

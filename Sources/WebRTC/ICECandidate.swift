@@ -65,9 +65,15 @@ public struct ICECandidate: Sendable, Hashable, CustomStringConvertible {
         self.tcpType = tcpType
     }
 
-    /// RFC 8445 §5.1.2.1: `2^24·type preference + 2^8·local preference + (256 − component)`.
+    /// RFC 8445 §5.1.2.1: `2^24·type preference + 2^8·local preference + (256 − component)`, with `kind`'s recommended
+    /// type preference.
     public static func priority(kind: Kind, localPreference: UInt32 = 65535, component: Int = 1) -> UInt32 {
-        (kind.typePreference << 24) + (min(localPreference, 65535) << 8) + UInt32(256 - max(1, min(component, 256)))
+        priority(typePreference: kind.typePreference, localPreference: localPreference, component: component)
+    }
+
+    /// RFC 8445 §5.1.2.1's formula with a type preference of the agent's choosing (0–126; §5.1.2.2 only recommends values).
+    public static func priority(typePreference: UInt32, localPreference: UInt32 = 65535, component: Int = 1) -> UInt32 {
+        (min(typePreference, 126) << 24) + (min(localPreference, 65535) << 8) + UInt32(256 - max(1, min(component, 256)))
     }
 
     /// Parses the attribute value `candidate:…` (with or without the `a=` and `candidate:` prefixes).

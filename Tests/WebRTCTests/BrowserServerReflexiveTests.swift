@@ -2,7 +2,7 @@ import NIOCore
 import STUNLite
 import Testing
 import Traversal
-import WebRTC
+@testable import WebRTC
 
 /// The camera's server-reflexive candidates in its answer to a browser: each session socket asks the cloud's STUN
 /// server for its mapping before the answer goes out, briefly, and offers it beside the host address.
@@ -92,6 +92,42 @@ struct BrowserServerReflexiveTests {
         }
         #expect(rebound != nil, "a dropped preparation closes its sockets")
         await rebound?.close()
+    }
+
+    /// A browser behind another NAT (its server-reflexive address is not the camera's) checks the camera's
+    /// server-reflexive candidate before its private host ones; a browser behind the same NAT, or one whose NAT is
+    /// unknown, sees the recommended order.
+    @Test func hostCandidatesGoBelowServerReflexiveOnlyForABrowserBehindAnotherNAT() async throws {
+        let fingerprint = try DTLSCertificate.generate().fingerprint
+        func offer(browserSrflx: String?) -> SessionDescription {
+            var o = BrowserViewerSessionTests.offer(fingerprint: fingerprint, candidate: TransportAddress(ip: IPAddress("10.9.0.2")!, port: 5000))
+            if let browserSrflx {
+                o.candidates.append(ICECandidate(foundation: "2", priority: ICECandidate.priority(kind: .srflx), address: browserSrflx,
+                                                 port: 41000, kind: .srflx, related: (address: "10.9.0.2", port: 5000)))
+            }
+            return o
+        }
+        let host = [TransportAddress(ip: IPAddress("10.1.0.2")!, port: 6000)]
+        let mapped = [0: Self.natMapping]
+        let elsewhere = offer(browserSrflx: "198.51.100.7")
+        #expect(BrowserViewerSession.hostTypePreference(offer: elsewhere, hosts: host, mapped: mapped) == 90)
+        #expect(BrowserViewerSession.hostTypePreference(offer: offer(browserSrflx: "203.0.113.9"), hosts: host, mapped: mapped) == 126,
+                "behind the same NAT: the LAN path first")
+        #expect(BrowserViewerSession.hostTypePreference(offer: offer(browserSrflx: nil), hosts: host, mapped: mapped) == 126,
+                "the browser's NAT unknown")
+        #expect(BrowserViewerSession.hostTypePreference(offer: elsewhere, hosts: host, mapped: [:]) == 126, "the camera has no mapping")
+        #expect(BrowserViewerSession.hostTypePreference(offer: elsewhere, hosts: host, mapped: [0: host[0]]) == 126,
+                "a mapping equal to the host address: not behind a NAT")
+
+        // In the answer: the srflx candidate outranks the host one, and the host one still outranks nothing relayed.
+        let session = try await Self.withServer { server in
+            try await BrowserViewerSession.start(offer: elsewhere, identity: .generate(), certificate: try .generate(),
+                                                 hosts: ["127.0.0.1"], stunServer: server)
+        }
+        defer { Task { await session.close() } }
+        let answered = try #require(session.answer.candidates.first { $0.kind == .host })
+        let reflexive = try #require(session.answer.candidates.first { $0.kind == .srflx })
+        #expect(reflexive.priority > answered.priority && answered.priority >> 24 == 90, "\(session.answer.candidates)")
     }
 
     @Test func aSilentSTUNServerGivesHostCandidatesOnlyWithinTheBound() async throws {
