@@ -284,7 +284,7 @@ public enum BrowserViewerScript {
           };
           const frame = bytes => {
             if (bytes.length < 32 || bytes[0] !== 1) return;  // video frames only (MediaFrame.Kind.video)
-            if (stats.received++ === 0) mark('received');
+            if (stats.received++ === 0) { mark('received'); readPath(); }
             const key = (bytes[1] & 1) === 1, data = bytes.subarray(32);
             const timestamp = Number(new DataView(bytes.buffer, bytes.byteOffset, 32).getBigUint64(16));
             // The camera moved this viewer to another rendition (byte 2) at this keyframe: its own SPS, maybe another codec string.
@@ -319,20 +319,30 @@ public enum BrowserViewerScript {
             e.channel.onmessage = m => frame(new Uint8Array(m.data));
           };
           pc.oniceconnectionstatechange = () => { if (pc.iceConnectionState === 'connected') mark('ice'); };
+          // The path: 'relay' when either end of the pair in use is a relayed candidate, else 'direct'. The pair in use is
+          // the transport's selected one (DTLS can be up before the browser's nomination is answered, so a nominated pair
+          // may not exist yet), else a nominated one that succeeded; read when DTLS connects and again at the first frame.
+          const readPath = async () => {
+            const report = await pc.getStats();
+            let pair = null;
+            for (const r of report.values()) {
+              if (r.type === 'transport' && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId) || pair;
+            }
+            for (const r of report.values()) {
+              if (!pair && r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r;
+            }
+            if (!pair) return;
+            const types = [report.get(pair.localCandidateId), report.get(pair.remoteCandidateId)].map(c => c ? c.candidateType : 'unknown');
+            stats.path = types.includes('relay') ? 'relay' : 'direct';
+            stats.candidates = types.join('→');
+            // How the browser reaches its TURN relay when its end is relayed: 'udp', 'tcp' or 'tls'.
+            stats.relayProtocol = (report.get(pair.localCandidateId) || {}).relayProtocol || null;
+          };
           pc.onconnectionstatechange = async () => {
             onStatus('connection: ' + pc.connectionState);
             if (pc.connectionState !== 'connected') return;
             mark('dtls');
-            // The path: 'relay' when either end of the selected pair is a relayed candidate, else 'direct'.
-            const report = await pc.getStats();
-            for (const r of report.values()) {
-              if (r.type !== 'candidate-pair' || !r.nominated || r.state !== 'succeeded') continue;
-              const types = [report.get(r.localCandidateId), report.get(r.remoteCandidateId)].map(c => c ? c.candidateType : 'unknown');
-              stats.path = types.includes('relay') ? 'relay' : 'direct';
-              stats.candidates = types.join('→');
-              // How the browser reaches its TURN relay when its end is relayed: 'udp', 'tcp' or 'tls'.
-              stats.relayProtocol = (report.get(r.localCandidateId) || {}).relayProtocol || null;
-            }
+            await readPath();
           };
           try {
             const answer = await signal(offer);
