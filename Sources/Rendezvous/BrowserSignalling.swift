@@ -12,8 +12,10 @@ import Traversal
 ///   prepare (as the page loads) ───────────────►│
 ///   ◄── ice{requestID, iceServers}              │  STUN, TURN (REST credentials for this request)
 ///      (the page makes its peer connection and gathers while the person types)
+///   locate{uid} (a whole UID typed; ≤ 4) ──────►│  a look-up (the hub's look-up limit)
+///   ◄── located{uid, identityKey}               │  (when registered: the page checks the key against the UID meanwhile)
 ///   watch{uid, sdp, answerKey} (connect) ──────►│ introduce ── offer{sdp} ─────►│
-///   ◄── located{identityKey}                    │  (the registered key: the page checks it against the UID meanwhile)
+///   ◄── located{uid, identityKey}               │  (the same, for a page that did not locate first)
 ///   ◄── challenge{challenge}                    │◄── accessChallenge ───────────│ (sockets bound, STUN asked meanwhile)
 ///   proof{sealed} ─────────────────────────────►│ accessProof ─────────────────►│ password check (SharedAccess)
 ///   ◄── answer{sealed} | refused{reason} | error│◄── answer{sealed SDP} | refuse│
@@ -21,8 +23,9 @@ import Traversal
 /// ```
 ///
 /// `located` names the key the camera registered with, which is the only key the camera's challenge may carry (the hub
-/// forwards no other): the page starts its UID check of it (scrypt, about 100 ms in script) while the challenge comes.
-/// It is a hint the page acts on only to warm that check; what it trusts is the challenge, checked in full.
+/// forwards no other): the page starts its UID check of it (scrypt, about 100 ms in script) while the person types the
+/// password, or while the challenge comes. It is a hint the page acts on only to warm that check; what it trusts is the
+/// challenge, checked in full. It tells a page no more than an introduction's challenge would, under the same look-up limit.
 ///
 /// The ICE servers come before the camera is named, so a page gathers its candidates (one TURN allocation: two round
 /// trips to the cloud) before the person presses connect; pressing it sends the UID and the offer in one message.
@@ -36,15 +39,17 @@ public struct BrowserSignallingStateMachine: Sendable {
         public var messageBurst = 8
         /// Messages per second a page may sustain after the burst.
         public var messagesPerSecond = 2
-        /// Defaults: a burst of 8, then 2 per second (one introduction needs 4: prepare, watch, proof, report).
+        /// `locate`s a page may send before it watches; later ones are not answered.
+        public var locatesPerSocket = 4
+        /// Defaults: a burst of 8, then 2 per second (one introduction needs 4: prepare, watch, proof, report), 4 locates.
         public init() {}
     }
 
     /// What the page sends.
     public struct PageMessage: Decodable, Sendable {
-        /// `prepare`, `watch`, `proof` or `report`.
+        /// `prepare`, `locate`, `watch`, `proof` or `report`.
         public var type: String
-        /// `watch`: the camera's UID.
+        /// `locate`, `watch`: the camera's UID.
         public var uid: String?
         /// `watch`: the page's SDP offer.
         public var sdp: String?
@@ -60,6 +65,8 @@ public struct BrowserSignallingStateMachine: Sendable {
     public enum Action: Sendable {
         /// Send this JSON text to the page.
         case send(String)
+        /// Look up the key `deviceID` registered with (one look-up token), then tell the page (``located(deviceID:cameraKey:)``).
+        case locate(deviceID: DeviceID)
         /// Introduce the browser to `deviceID` through the hub.
         case introduce(requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String)
         /// Forward the page's sealed proof.
@@ -84,6 +91,7 @@ public struct BrowserSignallingStateMachine: Sendable {
 
     private(set) var state: State = .fresh
     private var limiter: TokenBucketRateLimiter<Int>
+    private var locatesLeft: Int
     private let iceServers: @Sendable (String) -> [IceServer]
 
     /// A page's ICE server, as `RTCPeerConnection` takes it.
@@ -109,6 +117,7 @@ public struct BrowserSignallingStateMachine: Sendable {
         self.limiter = TokenBucketRateLimiter(capacity: limits.messageBurst,
                                               refillInterval: .milliseconds(1000 / max(1, limits.messagesPerSecond)))
         self.iceServers = iceServers
+        self.locatesLeft = limits.locatesPerSocket
     }
 
     /// A text message from the page.
@@ -123,6 +132,11 @@ public struct BrowserSignallingStateMachine: Sendable {
             let requestID = makeRequestID()
             state = .iced(requestID: requestID)
             return [.send(Self.json(["type": "ice", "requestID": requestID], iceServers: iceServers(requestID)))]
+        case ("locate", .iced):
+            guard let uid = message.uid, let deviceID = try? DeviceID(uid) else { return end(1007, "not a UID") }
+            guard locatesLeft > 0 else { return [] }
+            locatesLeft -= 1
+            return [.locate(deviceID: deviceID)]
         case ("watch", .iced(let requestID)):
             guard let uid = message.uid, let deviceID = try? DeviceID(uid) else { return end(1007, "not a UID") }
             guard let sdp = message.sdp, let answerKey = message.answerKey else { return end(1007, "watch needs sdp and answerKey") }
@@ -151,11 +165,16 @@ public struct BrowserSignallingStateMachine: Sendable {
         }
     }
 
-    /// The hub introduced this page's request to the camera registered with `cameraKey`: the page may start checking
-    /// that key against the UID (`located`). Nothing once the request is past its introduction.
-    public mutating func located(requestID: String, cameraKey: Data) -> [Action] {
-        guard case .introduced(requestID, _) = state else { return [] }
-        return [.send(Self.json(["type": "located", "identityKey": cameraKey.base64EncodedString()]))]
+    /// `deviceID` is registered with `cameraKey` (a look-up the page asked for, or the camera the hub introduced its request
+    /// to): the page may start checking that key against the UID (`located`). Nothing once the page's request is past its
+    /// introduction, or for another camera than the one introduced.
+    public mutating func located(deviceID: DeviceID, cameraKey: Data) -> [Action] {
+        switch state {
+        case .iced: break
+        case .introduced(_, let introduced) where introduced == deviceID: break
+        default: return []
+        }
+        return [.send(Self.json(["type": "located", "uid": deviceID.description, "identityKey": cameraKey.base64EncodedString()]))]
     }
 
     /// A message from the hub for this browser.

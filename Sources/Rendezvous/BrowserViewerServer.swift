@@ -330,7 +330,11 @@ final class SignalHandler: ChannelInboundHandler {
                         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
                     case .introduce(let requestID, let deviceID, let offer, let answerKey):
                         await hub.introduce(from: peer, requestID: requestID, deviceID: deviceID, offer: offer, answerKey: answerKey)
-                        if let key = await hub.cameraKey(of: requestID, for: peer), case .send(let text)? = machine.located(requestID: requestID, cameraKey: key).first {
+                        if let key = await hub.cameraKey(of: requestID, for: peer), case .send(let text)? = machine.located(deviceID: deviceID, cameraKey: key).first {
+                            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
+                        }
+                    case .locate(let deviceID):
+                        if let key = await hub.registeredKey(of: deviceID, for: peer.source), case .send(let text)? = machine.located(deviceID: deviceID, cameraKey: key).first {
                             channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
                         }
                     case .forwardProof(let requestID, let sealed):

@@ -419,6 +419,14 @@ actor RendezvousHub {
         return introduction.cameraKey
     }
 
+    /// The key `deviceID` is registered with here, for a page that checks it against the UID before it watches
+    /// (`BrowserSignallingStateMachine`'s `locate`); one look-up token of `source`, as an introduction takes. Nil when the
+    /// bucket is empty or the device is not registered.
+    func registeredKey(of deviceID: DeviceID, for source: SourceAddressKey) async -> Data? {
+        guard take(from: &lookupLimiter, source) else { return nil }
+        return await registry.lookup(deviceID)?.publicKey
+    }
+
     /// The viewer's sealed access proof: forwarded to the camera once, after its challenge, from the
     /// connection that asked (no one else can answer another's challenge).
     func accessProof(from viewer: RendezvousPeer, requestID: String, sealed: String) {

@@ -4,7 +4,8 @@
 ///
 /// ```
 ///  load    ─► wss://<cloud>/signal: prepare ─► ice{requestID, iceServers} ─► travPrepare: peer connection, offer
-///  connect ─► watch{uid, sdp, answerKey} ─► located{identityKey} (UID check starts) ─► challenge ─► travProve ─► proof{sealed}
+///  a UID typed ─► locate{uid} ─► located{uid, identityKey}: the key's UID check (scrypt) starts while the person types on
+///  connect ─► watch{uid, sdp, answerKey} ─► challenge ─► travProve (the UID check done) ─► proof{sealed}
 ///          ─► answer{sealed}: opened with the answer key (HPKE), its SDP checked by travCheckAnswer ─► video
 ///          ─► report{decoded, path, firstFrameMs, phases, …} to the cloud (after `report` frames, or on failure)
 /// ```
@@ -36,8 +37,11 @@ public enum BrowserViewerPage {
     /// `GET /viewer.js`: the viewer script and the page's signalling through the cloud.
     public static let script = BrowserViewerScript.source + #"""
 
-        // A WebSocket to the cloud's signalling: `opened` (a promise), `send(message)`, `expect(...types)` (the next message,
-        // which must be of one of those types; a refusal, an error or the socket closing throws), `isClosed()`.
+        // A WebSocket to the cloud's signalling: `opened` (a promise), `send(message)`, `expect(type)` (the next message,
+        // which must be of that type; a refusal, an error or the socket closing throws), `isClosed()`. A `located` message is
+        // not queued: the key it names (the one the camera registered, and its challenge will carry) has its UID check
+        // started at once, so travProve finds it done; at most 8 keys per page.
+        const travWarmed = new Set();
         function travOpenSignalling() {
           const ws = new WebSocket('wss://' + location.host + '/signal');
           const opened = new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error('signal: cannot reach the cloud')); });
@@ -45,12 +49,20 @@ public enum BrowserViewerPage {
           const inbox = [];
           let waiter = null, closed = false;
           const deliver = m => { if (waiter) { const w = waiter; waiter = null; w(m); } else inbox.push(m); };
-          ws.onmessage = e => { try { deliver(JSON.parse(e.data)); } catch (_) { deliver({type: 'error', code: 'bad-message', message: ''}); } };
+          ws.onmessage = e => {
+            let m;
+            try { m = JSON.parse(e.data); } catch (_) { return deliver({type: 'error', code: 'bad-message', message: ''}); }
+            if (m.type !== 'located') return deliver(m);
+            if (typeof m.identityKey === 'string' && !travWarmed.has(m.identityKey) && travWarmed.size < 8) {
+              travWarmed.add(m.identityKey);
+              try { uidSymbols(travBytes.fromBase64(m.identityKey)).catch(() => {}); } catch (_) {}
+            }
+          };
           ws.onclose = e => { closed = true; deliver({type: 'closed', code: e.code, reason: e.reason}); };
           const next = () => inbox.length ? Promise.resolve(inbox.shift()) : closed ? Promise.resolve({type: 'closed'}) : new Promise(r => { waiter = r; });
-          const expect = async (...types) => {
+          const expect = async type => {
             const m = await next();
-            if (types.includes(m.type)) return m;
+            if (m.type === type) return m;
             if (m.type === 'refused') throw new Error('refused: ' + m.reason);
             if (m.type === 'error') throw new Error('cloud: ' + m.code + ': ' + m.message);
             throw new Error('signal: ' + (m.type === 'closed' ? 'closed ' + (m.code || '') : 'unexpected ' + m.type));
@@ -61,13 +73,16 @@ public enum BrowserViewerPage {
         // Everything that does not depend on which camera: the socket opened, the ICE servers asked for (`prepare`), this
         // introduction's keys made, the peer connection gathered (travPrepare). `times` holds when each step was done
         // (performance.now()), for the phases of a connect pressed later.
-        async function travCloudPrepare(signalling = travOpenSignalling()) {
+        // `onIce(signalling)` runs once the cloud named the ICE servers: from then on the page may `locate` a typed UID.
+        async function travCloudPrepare(signalling = travOpenSignalling(), onIce = () => {}) {
           const times = {};
           await signalling.opened;
           times.signalling = performance.now();
           signalling.send({type: 'prepare'});
           const ice = await signalling.expect('ice');
           times.servers = performance.now();
+          signalling.iced = true;
+          onIce(signalling);
           const viewer = await crypto.subtle.generateKey({name: 'Ed25519'}, true, ['sign', 'verify']);
           const answerPair = await crypto.subtle.generateKey({name: 'X25519'}, true, ['deriveBits']);
           const answerKey = new Uint8Array(await crypto.subtle.exportKey('raw', answerPair.publicKey));
@@ -92,12 +107,7 @@ public enum BrowserViewerPage {
             const b = travBytes, zero = new Uint8Array([0]);
             const stats = await travWatch({uid, canvas, onStatus, started, phases, peer, signal: async offer => {
               signalling.send({type: 'watch', uid, sdp: offer, answerKey: b.toBase64(answerKey)});
-              let c = await signalling.expect('located', 'challenge');
-              if (c.type === 'located') {
-                // The key the challenge will carry: its UID check (scrypt) starts now, and travProve finds it cached.
-                uidSymbols(b.fromBase64(c.identityKey)).catch(() => {});
-                c = await signalling.expect('challenge');
-              }
+              const c = await signalling.expect('challenge');
               mark('challenge');
               onStatus('proving access');
               signalling.send({type: 'proof', sealed: await travProve({uid, requestID, answerKey, challenge: c.challenge, password, viewer})});
@@ -147,10 +157,21 @@ public enum BrowserViewerPage {
           // The page prepares as it loads (travCloudPrepare), so pressing connect waits for none of the socket's, the ICE
           // servers' or the gathering's round trips. A preparation whose socket closed meanwhile (the cloud's idle limit)
           // is dropped, and a new one made when the person next edits the form or presses connect.
-          let prepared = null, settled = null;
+          let prepared = null, settled = null, signalling = null;
+          // A whole UID in the form is looked up once per socket (the cloud answers at most 4), so its key's UID check
+          // runs while the person types the password.
+          const located = new Set();
+          const locate = () => {
+            const uid = travCanonicalUID($('uid').value);
+            if (!uid || !signalling || !signalling.iced || signalling.watching || signalling.isClosed() || located.has(uid)) return;
+            located.add(uid);
+            signalling.send({type: 'locate', uid});
+          };
           const prepare = () => {
             if (prepared) return;
-            const attempt = travCloudPrepare();
+            located.clear();
+            signalling = travOpenSignalling();
+            const attempt = travCloudPrepare(signalling, locate);
             prepared = attempt;
             attempt.then(p => { if (prepared === attempt) settled = p; }, () => { if (prepared === attempt) prepared = settled = null; });
           };
@@ -158,7 +179,7 @@ public enum BrowserViewerPage {
             if (settled && settled.signalling.isClosed()) { settled.peer.pc.close(); prepared = settled = null; }
           };
           prepare();
-          $('watch').addEventListener('input', () => { stale(); prepare(); });
+          $('watch').addEventListener('input', () => { stale(); prepare(); locate(); });
           const connect = async () => {
             const started = performance.now(), phases = {};
             $('connect').disabled = true;
@@ -168,6 +189,7 @@ public enum BrowserViewerPage {
               stale();
               const mine = prepared;
               prepared = settled = null;
+              if (signalling) signalling.watching = true;
               let ready = mine ? await mine.catch(() => null) : null;
               if (ready && ready.signalling.isClosed()) { ready.peer.pc.close(); ready = null; }
               const session = await travCloudWatch({uid: $('uid').value, password: $('password').value, canvas: $('video'), onStatus: status,

@@ -44,9 +44,9 @@ struct BrowserSignallingStateMachineTests {
 
         // The hub names the camera's registered key for this request only, and only before its challenge.
         let cameraKey = Data(repeating: 7, count: 32)
-        guard case .send(let locatedText)? = m.located(requestID: "r1", cameraKey: cameraKey).first else { Issue.record("no located"); return }
+        guard case .send(let locatedText)? = m.located(deviceID: Self.uid, cameraKey: cameraKey).first else { Issue.record("no located"); return }
         #expect(locatedText.contains(#""type":"located""#) && locatedText.contains(cameraKey.base64EncodedString()))
-        #expect(m.located(requestID: "r2", cameraKey: cameraKey).isEmpty)
+        #expect(m.located(deviceID: DeviceIdentity.generate().deviceID, cameraKey: cameraKey).isEmpty, "another camera than the one introduced")
 
         // A proof before the challenge is out of order and ends the connection.
         var early = m
@@ -61,7 +61,7 @@ struct BrowserSignallingStateMachineTests {
         let stray = m.cloud(.accessChallenge(requestID: "r2", challenge: challenge))
         #expect(stray.isEmpty)
 
-        #expect(m.located(requestID: "r1", cameraKey: cameraKey).isEmpty, "challenged: the challenge itself carries the key")
+        #expect(m.located(deviceID: Self.uid, cameraKey: cameraKey).isEmpty, "challenged: the challenge itself carries the key")
         let proved = m.page(Self.json(["type": "proof", "sealed": "c2VhbGVk"]), now: now) { "x" }
         guard case .forwardProof("r1", "c2VhbGVk")? = proved.first else { Issue.record("\(proved)"); return }
         let answered = m.cloud(.start(requestID: "r1", answer: nil, relay: nil, sealed: "YW5zd2Vy"))
@@ -72,6 +72,33 @@ struct BrowserSignallingStateMachineTests {
         guard case .report(let report)? = reported.first else { Issue.record("\(reported)"); return }
         #expect(report.decoded == 31 && report.requestID == "r1" && report.uid == Self.uid.description, "the cloud, not the page, names the request")
         #expect(reported.contains { if case .close(1000, _) = $0 { true } else { false } })
+    }
+
+    /// Before it watches, a page may look up the key behind a UID it was typed, a few times (a corrected typo), each a look-up.
+    @Test func aPageLocatesAFewTimesBeforeItWatches() {
+        var m = Self.machine()
+        let now = ContinuousClock.now
+        let early = m.page(Self.json(["type": "locate", "uid": Self.uid.description]), now: now) { "x" }
+        #expect(early.contains { if case .close(1008, _) = $0 { true } else { false } }, "before prepare: out of order")
+        var p = Self.machine()
+        _ = p.page(Self.json(["type": "prepare"]), now: now) { "r1" }
+        var looked: [DeviceID] = []
+        for i in 0..<6 {
+            for action in p.page(Self.json(["type": "locate", "uid": Self.uid.description]), now: now + .seconds(i), requestID: { "x" }) {
+                if case .locate(let d) = action { looked.append(d) }
+            }
+        }
+        #expect(looked == Array(repeating: Self.uid, count: BrowserSignallingStateMachine.Limits().locatesPerSocket))
+        guard case .send(let text)? = p.located(deviceID: Self.uid, cameraKey: Data(count: 32)).first else { Issue.record("no located"); return }
+        #expect(text.contains(#""uid":"\#(Self.uid.description)""#))
+        var bad = p
+        let notUID = bad.page(Self.json(["type": "locate", "uid": "TRAV-nope"]), now: now + .seconds(9)) { "x" }
+        #expect(notUID.contains { if case .close(1007, _) = $0 { true } else { false } })
+        // Watching still works after locating.
+        let watched = p.page(Self.watch, now: now + .seconds(10)) { "x" }
+        #expect(watched.contains { if case .introduce = $0 { true } else { false } })
+        #expect(p.page(Self.json(["type": "locate", "uid": Self.uid.description]), now: now + .seconds(11)) { "x" }
+            .contains { if case .close(1008, _) = $0 { true } else { false } }, "after watch: out of order")
     }
 
     @Test func aRefusalReachesThePageAsRefused() {
