@@ -319,6 +319,9 @@ final class SignalHandler: ChannelInboundHandler {
         channel.closeFuture.whenComplete { _ in sink.finish() }
         Task {
             var machine = BrowserSignallingStateMachine(limits: limits, iceServers: iceServers)
+            func sendText(_ text: String) {
+                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
+            }
             loop: for await input in inputs {
                 let actions = switch input {
                 case .page(let text): machine.page(text, now: .now) { UUID().uuidString.lowercased() }
@@ -327,15 +330,15 @@ final class SignalHandler: ChannelInboundHandler {
                 for action in actions {
                     switch action {
                     case .send(let text):
-                        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
+                        sendText(text)
                     case .introduce(let requestID, let deviceID, let offer, let answerKey):
                         await hub.introduce(from: peer, requestID: requestID, deviceID: deviceID, offer: offer, answerKey: answerKey)
-                        if let key = await hub.cameraKey(of: requestID, for: peer), case .send(let text)? = machine.located(deviceID: deviceID, cameraKey: key).first {
-                            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
+                        if let key = await hub.cameraKey(of: requestID, for: peer) {
+                            for case .send(let text) in machine.located(deviceID: deviceID, cameraKey: key) { sendText(text) }
                         }
                     case .locate(let deviceID):
-                        if let key = await hub.registeredKey(of: deviceID, for: peer.source), case .send(let text)? = machine.located(deviceID: deviceID, cameraKey: key).first {
-                            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
+                        if let key = await hub.registeredKey(of: deviceID, for: peer.source) {
+                            for case .send(let text) in machine.located(deviceID: deviceID, cameraKey: key) { sendText(text) }
                         }
                     case .forwardProof(let requestID, let sealed):
                         await hub.accessProof(from: peer, requestID: requestID, sealed: sealed)

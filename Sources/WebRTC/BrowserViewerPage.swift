@@ -186,7 +186,6 @@ public enum BrowserViewerPage {
             status('connecting');
             const wanted = Number(new URLSearchParams(location.hash.slice(1)).get('report')) || 30;
             try {
-              stale();
               const mine = prepared;
               prepared = settled = null;
               if (signalling) signalling.watching = true;

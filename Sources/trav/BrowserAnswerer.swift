@@ -38,9 +38,7 @@ actor BrowserAnswerer: BrowserViewerAnswering {
 
     func prepare(requestID: String) async {
         guard prepared[requestID] == nil, sessions.count + starting + prepared.count < Self.maxSessions else { return }
-        let (hosts, logger) = (self.hosts, self.logger)
-        let stunServer = await resolvedSTUNServer()
-        prepared[requestID] = Task { try await BrowserViewerSession.Sockets.prepare(hosts: hosts, stunServer: stunServer, logger: logger) }
+        prepared[requestID] = await preparing()
         // Bounded: an introduction that neither answers nor cancels (its camera-side task died) still releases them.
         Task { [weak self] in
             try? await Task.sleep(for: Self.preparedLifetime)
@@ -62,20 +60,16 @@ actor BrowserAnswerer: BrowserViewerAnswering {
         starting += 1
         defer { starting -= 1 }
         let description: SessionDescription
-        let sockets: BrowserViewerSession.Sockets
         do {
             description = try SessionDescription(parsing: offer.sessionDescription)
-            if let ready {
-                sockets = try await ready.value
-            } else {
-                sockets = try await BrowserViewerSession.Sockets.prepare(hosts: hosts, stunServer: await resolvedSTUNServer(), logger: logger)
-            }
         } catch {
             await (try? ready?.value)?.close()
             throw error
         }
+        // Sockets prepared while the browser proved access, or prepared now.
+        let sockets = if let ready { ready } else { await preparing() }
         let session = try await BrowserViewerSession.start(
-            offer: description, identity: identity, certificate: certificate, sockets: sockets, logger: logger)
+            offer: description, identity: identity, certificate: certificate, sockets: try await sockets.value, logger: logger)
         sessions[offer.requestID] = session
         let requestID = offer.requestID
         let media = self.media
@@ -96,6 +90,12 @@ actor BrowserAnswerer: BrowserViewerAnswering {
             self.forget(requestID)
         }
         return session.answer.text
+    }
+
+    /// A session's sockets being bound and their mappings asked for (the first STUN server's).
+    private func preparing() async -> Task<BrowserViewerSession.Sockets, any Error> {
+        let (hosts, logger, stunServer) = (self.hosts, self.logger, await resolvedSTUNServer())
+        return Task { try await BrowserViewerSession.Sockets.prepare(hosts: hosts, stunServer: stunServer, logger: logger) }
     }
 
     /// The first STUN server as an address: names resolved on first use, remembered once one resolves.
