@@ -14,6 +14,11 @@ import Traversal
 /// pong was lost still gets through. Session messages from addresses that proved the token are
 /// buffered; from others (a peer whose NAT rebound, or anyone) at most ``strangerLimit`` at a time,
 /// for the session to authenticate (RFC 9000 §9.3).
+///
+/// A socket the kernel fails (a send refused while the host changes networks: no route for a moment, which
+/// NIO treats as fatal and closes the socket) is opened again on the same port, or on another if that is
+/// taken, at most ``maxReopens`` times, ``reopenDelay`` apart: the session goes on, and to the peer a new port
+/// is a NAT rebinding it follows.
 public final class UDPPathSocket: Sendable {
     /// Largest peer message sent on a UDP path: fits a 1280-byte IPv6 minimum MTU with headers.
     public static let maxDatagram = 1200
@@ -26,11 +31,19 @@ public final class UDPPathSocket: Sendable {
     /// Session messages from addresses that did not prove the token, buffered at once at most: junk sent to
     /// the port takes at most this share of ``bufferLimit`` from the peer's messages.
     public static let strangerLimit = 32
+    /// Times one socket is opened again after the kernel failed it, at most.
+    public static let maxReopens = 32
+    /// Wait before a failed socket is opened again (a route that went away while the host moved to another
+    /// network is usually back by then).
+    public static let reopenDelay = Duration.milliseconds(50)
 
     enum ProbeKind: UInt8 { case ping = 1, pong = 2, chosen = 3 }
 
-    /// The STUN-capable socket.
-    public let client: STUNUDPClient
+    /// The STUN-capable socket (another one after ``reopened``).
+    public var client: STUNUDPClient { current.client.withLock { $0 } }
+    /// Times the socket was opened again after the kernel failed it.
+    public var reopened: Int { current.reopened.load(ordering: .relaxed) }
+    private let current: CurrentClient
     let token: [UInt8]
     /// What probes may be sent toward unvouched addresses (a camera's); `nil`: not limited.
     let budget: ProbeAllowance?
@@ -50,7 +63,7 @@ public final class UDPPathSocket: Sendable {
     }
 
     init(client: STUNUDPClient) {
-        self.client = client
+        self.current = CurrentClient(client)
         self.token = []
         self.budget = nil
         (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, ProbeKind).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
@@ -58,8 +71,8 @@ public final class UDPPathSocket: Sendable {
                                                          bufferingPolicy: .bufferingNewest(Self.bufferLimit))
     }
 
-    private init(client: STUNUDPClient, token: [UInt8], budget: ProbeAllowance?) {
-        self.client = client
+    private init(current: CurrentClient, token: [UInt8], budget: ProbeAllowance?) {
+        self.current = current
         self.token = token
         self.budget = budget
         (probes, probeSink) = AsyncStream.makeStream(of: (TransportAddress, ProbeKind).self, bufferingPolicy: .bufferingNewest(Self.bufferLimit))
@@ -70,33 +83,38 @@ public final class UDPPathSocket: Sendable {
     /// This socket bound to a session token, its probes charged to `budget`; starts the receive pump
     /// (call once per socket).
     func session(token: [UInt8], budget: ProbeAllowance?) -> UDPPathSocket {
-        let s = UDPPathSocket(client: client, token: token, budget: budget)
+        let s = UDPPathSocket(current: current, token: token, budget: budget)
         s.startPump()
         return s
     }
 
     private func startPump() {
-        let task = Task { [self, client, token, probeSink, messageSink] in
-            for await (source, bytes) in client.otherDatagrams {
-                guard let first = bytes.first else { continue }
-                if first == PeerWire.probe {
-                    guard bytes.count == 2 + token.count, Array(bytes[2...]) == token,
-                          let kind = ProbeKind(rawValue: bytes[1]) else { continue }
-                    self.verified.withLock { v in if v.count < Self.maxPeers { v.insert(source) } }
-                    if kind == .ping { try? await client.send([PeerWire.probe, ProbeKind.pong.rawValue] + token, to: source) }
-                    probeSink.yield((source, kind))
-                } else if PeerWire.isSessionMessage(bytes) {
-                    let stranger = !self.verified.withLock { $0.contains(source) }
-                    if stranger {
-                        guard self.strangers.add(1, ordering: .relaxed).newValue <= Self.strangerLimit else {
+        let task = Task { [self, current, token, probeSink, messageSink] in
+            var client = current.client.withLock { $0 }
+            while true {
+                for await (source, bytes) in client.otherDatagrams {
+                    guard let first = bytes.first else { continue }
+                    if first == PeerWire.probe {
+                        guard bytes.count == 2 + token.count, Array(bytes[2...]) == token,
+                              let kind = ProbeKind(rawValue: bytes[1]) else { continue }
+                        self.verified.withLock { v in if v.count < Self.maxPeers { v.insert(source) } }
+                        if kind == .ping { try? await client.send([PeerWire.probe, ProbeKind.pong.rawValue] + token, to: source) }
+                        probeSink.yield((source, kind))
+                    } else if PeerWire.isSessionMessage(bytes) {
+                        let stranger = !self.verified.withLock { $0.contains(source) }
+                        if stranger {
+                            guard self.strangers.add(1, ordering: .relaxed).newValue <= Self.strangerLimit else {
+                                self.strangers.subtract(1, ordering: .relaxed)
+                                continue
+                            }
+                        }
+                        if case .dropped(let oldest) = messageSink.yield((source, bytes, stranger)), oldest.stranger {
                             self.strangers.subtract(1, ordering: .relaxed)
-                            continue
                         }
                     }
-                    if case .dropped(let oldest) = messageSink.yield((source, bytes, stranger)), oldest.stranger {
-                        self.strangers.subtract(1, ordering: .relaxed)
-                    }
                 }
+                guard let next = await current.reopen(client) else { break }
+                client = next
             }
             probeSink.finish()
             messageSink.finish()
@@ -139,7 +157,7 @@ public final class UDPPathSocket: Sendable {
     /// Tells `peer` that this socket carries the session: `count` chosen-probes, `interval` apart.
     func announceChosen(to peer: TransportAddress, count: Int, interval: Duration) {
         let message = [PeerWire.probe, ProbeKind.chosen.rawValue] + token
-        Task { [client] in
+        Task { [self] in
             for _ in 0..<count {
                 try? await client.send(message, to: peer)
                 try? await Task.sleep(for: interval)
@@ -172,8 +190,38 @@ public final class UDPPathSocket: Sendable {
 
     /// Closes the socket.
     public func close() async {
+        current.closed.store(true, ordering: .relaxed)
         pump.withLock { $0?.cancel() }
         await client.close()
+    }
+}
+
+/// The socket a ``UDPPathSocket`` (and the session sockets made from it) uses now.
+private final class CurrentClient: Sendable {
+    let client: Mutex<STUNUDPClient>
+    let closed = Atomic<Bool>(false)
+    let reopened = Atomic<Int>(0)
+
+    init(_ client: STUNUDPClient) { self.client = Mutex(client) }
+
+    /// A new socket for `failed`, whose datagrams ended without ``UDPPathSocket/close()``: on its port if that is
+    /// free, else on another; nil when closed, out of reopens, or no socket can be opened.
+    func reopen(_ failed: STUNUDPClient) async -> STUNUDPClient? {
+        guard !closed.load(ordering: .relaxed), reopened.load(ordering: .relaxed) < UDPPathSocket.maxReopens,
+              (try? await Task.sleep(for: UDPPathSocket.reopenDelay)) != nil else { return nil }
+        await failed.close()
+        let local = failed.localAddress
+        var next = try? await STUNUDPClient.bind(to: local, dontFragment: true)
+        if next == nil { next = try? await STUNUDPClient.bind(to: TransportAddress(ip: local.ip, port: 0), dontFragment: true) }
+        guard let next else { return nil }
+        client.withLock { $0 = next }
+        reopened.add(1, ordering: .relaxed)
+        // Closed meanwhile: its close() closed the failed socket, so this one is closed here.
+        if closed.load(ordering: .relaxed) {
+            await next.close()
+            return nil
+        }
+        return next
     }
 }
 
