@@ -22,6 +22,11 @@ final class PresenceServer: Sendable {
         self.table = table
     }
 
+    /// Receive buffer asked of the kernel for the presence socket (capped by `net.core.rmem_max`): about 10,000
+    /// keepalives, so a fleet's probes and keepalives that arrive while the cloud's cores are busy with a reconnect
+    /// storm wait instead of being dropped.
+    static let receiveBufferBytes = 4 << 20
+
     /// Binds `host:port` (0 picks a free port) and starts answering keepalives; with `tickets`, sessions
     /// survive a restart of the cloud (``PresenceTickets``).
     static func start(
@@ -31,6 +36,7 @@ final class PresenceServer: Sendable {
         let table = PresenceTable(configuration: configuration, tickets: tickets)
         let channel = try await DatagramBootstrap(group: group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBufferBytes))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PresenceDatagramHandler(table: table, logger: logger))
@@ -78,6 +84,9 @@ final class PresenceServer: Sendable {
 
     /// Whether `session` is kept alive over UDP now.
     func isLive(_ session: PresenceSessionID) -> Bool { table.withLock { $0.isLive(session, now: .now) } }
+
+    /// The TLS connection that opened `session` closed: it lives on only while keepalives arrive.
+    func release(_ session: PresenceSessionID) { table.withLock { $0.release(session) } }
 
     /// Forgets `session`.
     func close(_ session: PresenceSessionID) { table.withLock { $0.close(session) } }

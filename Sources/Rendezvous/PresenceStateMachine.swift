@@ -7,8 +7,9 @@ import Traversal
 /// The cloud's side of UDP presence (the flow: `Traversal/PresenceProtocol`), sans-I/O: time is
 /// passed in as `now`, datagrams come in as bytes and replies go out as actions.
 ///
-/// A session is opened at a proven TLS registration and lives while authenticated keepalives arrive
-/// (``Configuration/timeout``); each keepalive's source is where a wake goes. Datagrams are checked
+/// A session is opened at a proven TLS registration; it lives while that TLS connection does (the camera may
+/// still be probing, ``release(_:)``) and then while authenticated keepalives arrive (``Configuration/timeout``);
+/// each keepalive's source is where a wake goes. Datagrams are checked
 /// cheapest first: length and kind, the source's rate (``Configuration/perSource``), the session, the
 /// tag, the counter. Only an authenticated, fresh keepalive moves any state or gets an answer.
 ///
@@ -73,6 +74,8 @@ public struct PresenceStateMachine: Sendable {
         var address: SocketAddress?
         /// When the session was opened or last kept alive.
         var lastSeen: ContinuousClock.Instant
+        /// Whether the registration's TLS connection is still open: the session does not time out meanwhile.
+        var heldByTLS: Bool
     }
 
     /// The limits.
@@ -106,7 +109,7 @@ public struct PresenceStateMachine: Sendable {
         }
         var (id, key) = draw()
         while sessions[id] != nil { (id, key) = draw() }
-        sessions[id] = Session(deviceID: deviceID, key: key, lastSeen: now)
+        sessions[id] = Session(deviceID: deviceID, key: key, lastSeen: now, heldByTLS: true)
         return (id, key)
     }
 
@@ -158,7 +161,7 @@ public struct PresenceStateMachine: Sendable {
         else {
             return .refuse(unknown, answer: header.unknownSessionAnswer, to: source)
         }
-        let session = Session(deviceID: deviceID, key: key, received: header.counter, sent: 1, address: source, lastSeen: now)
+        let session = Session(deviceID: deviceID, key: key, received: header.counter, sent: 1, address: source, lastSeen: now, heldByTLS: false)
         sessions[header.session] = session
         let ack = PresenceDatagram(kind: .ack, session: header.session, counter: session.sent).sealed(with: key)
         return .restored(session: header.session, deviceID: deviceID, answer: ack, to: source)
@@ -191,15 +194,21 @@ public struct PresenceStateMachine: Sendable {
         return now - state.lastSeen < configuration.timeout
     }
 
+    /// The TLS connection that opened `session` closed: from now on it lives only while keepalives arrive.
+    public mutating func release(_ session: PresenceSessionID) {
+        sessions[session]?.heldByTLS = false
+    }
+
     /// Forgets a session (replaced by a newer registration, or its camera went away).
     public mutating func close(_ session: PresenceSessionID) {
         sessions[session] = nil
     }
 
-    /// Forgets every session not kept alive within ``Configuration/timeout``; returns them with their devices.
+    /// Forgets every session no longer held by its TLS connection and not kept alive within ``Configuration/timeout``;
+    /// returns them with their devices.
     public mutating func expire(now: ContinuousClock.Instant) -> [(session: PresenceSessionID, deviceID: DeviceID)] {
         var expired: [(session: PresenceSessionID, deviceID: DeviceID)] = []
-        for (id, state) in sessions where now - state.lastSeen >= configuration.timeout {
+        for (id, state) in sessions where !state.heldByTLS && now - state.lastSeen >= configuration.timeout {
             expired.append((id, state.deviceID))
         }
         for (id, _) in expired { sessions[id] = nil }

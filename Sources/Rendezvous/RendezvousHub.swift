@@ -170,6 +170,7 @@ actor RendezvousHub {
         }
         guard let session = cameraSession, var camera = cameras[session], camera.peer == peer else { return false }
         if let id = camera.presence, let presence, presence.isLive(id) {
+            presence.release(id)
             camera.peer = nil
             cameras[session] = camera
             udpOnlyCameras += 1

@@ -8,8 +8,11 @@ import Synchronization
 /// `now`; it returns the datagrams to send and what happened, and says when it next needs to run.
 ///
 /// It first probes: ``Configuration/probes`` keepalives ``Configuration/probeInterval`` apart while the
-/// camera still holds TLS. An ack confirms that UDP works (the camera may then drop TLS); no ack at
-/// all means UDP is blocked and the camera keeps TLS presence. Once confirmed, a keepalive goes every
+/// camera still holds TLS. An ack confirms that UDP works (the camera may then drop TLS); no ack to
+/// those means UDP is blocked or the cloud too busy to answer (a reconnect storm), so the camera keeps
+/// TLS presence and probes on, one keepalive at a time, from one keepalive interval apart doubling to
+/// ``Configuration/maxReprobeInterval``: a camera that registered in a storm, or whose network lets UDP
+/// through later, still moves to UDP. Once confirmed, a keepalive goes every
 /// ``Configuration/keepaliveInterval``; no ack for ``Configuration/livenessTimeout``, or the cloud's
 /// `unknownSession` answer to the latest keepalive, loses the presence, and an authenticated wake ends it (the camera reconnects over TLS for the introduction);
 /// an authenticated `goAway` ends it too, with the delay after which to register again.
@@ -25,23 +28,35 @@ public struct CameraPresenceStateMachine: Sendable {
         /// No ack for this long after the last one: presence lost (two keepalive intervals and 5 s, under
         /// the cloud's three intervals and 5 s, so the camera notices first).
         public var livenessTimeout: Duration
+        /// Longest wait between two probes after the first ``probes`` went unanswered (the wait starts at
+        /// ``keepaliveInterval`` and doubles up to this).
+        public var maxReprobeInterval: Duration
 
-        /// Keepalives every `keepaliveInterval`, 3 probes 1 s apart.
-        public init(keepaliveInterval: Duration, probes: Int = 3, probeInterval: Duration = .seconds(1), livenessTimeout: Duration? = nil) {
+        /// Default of ``maxReprobeInterval``: 5 minutes (a camera behind a UDP-blocking network sends one
+        /// 41-byte datagram every 5 minutes).
+        public static let defaultMaxReprobeInterval: Duration = .seconds(300)
+
+        /// Keepalives every `keepaliveInterval`, 3 probes 1 s apart, then probes from `keepaliveInterval` to
+        /// `maxReprobeInterval` apart.
+        public init(
+            keepaliveInterval: Duration, probes: Int = 3, probeInterval: Duration = .seconds(1), livenessTimeout: Duration? = nil,
+            maxReprobeInterval: Duration = defaultMaxReprobeInterval
+        ) {
             self.keepaliveInterval = keepaliveInterval
             self.probes = max(1, probes)
             self.probeInterval = probeInterval
             self.livenessTimeout = livenessTimeout ?? keepaliveInterval * 2 + .seconds(5)
+            self.maxReprobeInterval = max(maxReprobeInterval, keepaliveInterval)
         }
     }
 
     /// Where the presence is.
     public enum State: Sendable, Hashable {
-        /// Probes sent, no ack yet.
+        /// Probes sent, no ack yet (past ``Configuration/probes``: ``Action/unavailable`` was reported, probing goes on slowly).
         case probing(sent: Int)
         /// Acks arrive; the last one at `lastAck`.
         case confirmed(lastAck: ContinuousClock.Instant)
-        /// Over: woken, lost, or UDP never answered.
+        /// Over: woken, lost, or sent away.
         case ended
     }
 
@@ -57,7 +72,8 @@ public struct CameraPresenceStateMachine: Sendable {
         case lost
         /// The cloud shuts down: connect over TLS again after `retryAfter` (at the next node, if several).
         case goAway(retryAfter: Duration)
-        /// No probe was answered: UDP does not work here, keep TLS.
+        /// The first ``Configuration/probes`` probes went unanswered: keep TLS (reported once; probing goes on, and a
+        /// later ack is ``confirmed``).
         case unavailable
     }
 
@@ -94,13 +110,15 @@ public struct CameraPresenceStateMachine: Sendable {
             return []
         case .probing(let probes):
             guard now >= nextSend else { return [] }
-            if probes >= configuration.probes {
-                state = .ended
-                return [.unavailable]
-            }
             state = .probing(sent: probes + 1)
-            nextSend = now + configuration.probeInterval
-            return [keepalive()]
+            if probes < configuration.probes {
+                nextSend = now + configuration.probeInterval
+                return [keepalive()]
+            }
+            // The fast probes went unanswered: TLS stays; one probe at a time, the wait doubling.
+            let doublings = min(probes - configuration.probes, 16)
+            nextSend = now + min(configuration.keepaliveInterval * (1 << doublings), configuration.maxReprobeInterval)
+            return probes == configuration.probes ? [.unavailable, keepalive()] : [keepalive()]
         case .confirmed(let lastAck):
             if now - lastAck >= configuration.livenessTimeout {
                 state = .ended
@@ -158,8 +176,6 @@ enum CameraPresenceLink {
         case lost
         /// The cloud shuts down: connect over TLS again after the delay.
         case goAway(retryAfter: Duration)
-        /// UDP never answered.
-        case unavailable
     }
 
     /// Sends keepalives for `grant` to `host` at the grant's port from a fresh socket; `onConfirmed` runs at the first ack.
@@ -198,7 +214,9 @@ enum CameraPresenceLink {
                 case .wake: return .wake
                 case .goAway(let delay): return .goAway(retryAfter: delay)
                 case .lost: return .lost
-                case .unavailable: return .unavailable
+                case .unavailable:
+                    // TLS stays; the machine probes on, and a later ack confirms.
+                    return nil
                 }
             }
             return try await withThrowingTaskGroup(of: Outcome?.self) { group in

@@ -22,7 +22,9 @@ import Foundation
 ///    │◄──────────── UDP goAway{m, retryAfter}     │  (the cloud shuts down gracefully: register over TLS
 ///    │                                           │   again after retryAfter, at the next node if several)
 ///    │ no ack for ``CameraPresenceStateMachine/Configuration/livenessTimeout``: TLS again (presence lost)
-///    │ no ack to the first ``CameraPresenceStateMachine/Configuration/probes`` keepalives (UDP blocked): TLS stays
+///    │ no ack to the first ``CameraPresenceStateMachine/Configuration/probes`` keepalives (UDP blocked, or a busy
+///    │ cloud dropped them): TLS stays, and probes go on, one keepalive interval apart doubling to five minutes;
+///    │ the cloud keeps the session while the TLS connection is open, so a later ack still moves the camera to UDP
 /// ```
 ///
 /// A datagram is 41 bytes, sealed with ChaCha20-Poly1305 (RFC 8439) under the session key the cloud

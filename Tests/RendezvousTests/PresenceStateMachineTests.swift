@@ -161,11 +161,29 @@ import Testing
         let timeout = m.configuration.timeout
         #expect(timeout == .seconds(65))
         _ = m.receive(keepalive(kept, 1), from: camera, now: t0 + .seconds(40))
+        // While their TLS connections are open nothing expires; then only keepalives keep a session.
+        #expect(m.expire(now: t0 + timeout * 10).isEmpty)
+        m.release(kept.session)
+        m.release(silent.session)
         let expired = m.expire(now: t0 + timeout)
         #expect(expired.map(\.session) == [silent.session] && expired.first?.deviceID == device)
         #expect(m.count == 1 && m.isLive(kept.session, now: t0 + timeout))
         #expect(m.expire(now: t0 + .seconds(40) + timeout).map(\.session) == [kept.session])
         #expect(m.count == 0 && m.wake(kept.session) == nil)
+    }
+
+    @Test func aSessionOutlivesItsTimeoutWhileItsTLSConnectionIsOpenSoALateProbeStillConfirms() {
+        // A camera that registered in a storm: its probes were dropped, TLS stays, it probes on minutes later.
+        var m = PresenceStateMachine(configuration: .init(keepaliveSeconds: 20))
+        let grant = opened(&m)
+        let late = t0 + m.configuration.timeout * 4
+        #expect(m.expire(now: late).isEmpty && !m.isLive(grant.session, now: late))
+        if case .send = m.receive(keepalive(grant, 7), from: camera, now: late) {} else { Issue.record("the late probe was not acked") }
+        #expect(m.isLive(grant.session, now: late))
+        // The camera closes TLS: keepalives alone keep it from here on.
+        m.release(grant.session)
+        #expect(m.expire(now: late + m.configuration.timeout - .seconds(1)).isEmpty)
+        #expect(m.expire(now: late + m.configuration.timeout).map(\.session) == [grant.session])
     }
 
     @Test func aKeepaliveForASessionNotHeldGetsASameSizeUnknownSessionAnswer() throws {

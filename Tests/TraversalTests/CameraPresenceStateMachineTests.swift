@@ -32,9 +32,38 @@ import Testing
         #expect(m.tick(now: t0 + .milliseconds(500)).isEmpty)
         #expect(keepalives(m.tick(now: t0 + .seconds(1))) == [2])
         #expect(keepalives(m.tick(now: t0 + .seconds(2))) == [3])
-        #expect(m.tick(now: t0 + .seconds(3)) == [.unavailable])
-        #expect(m.state == .ended && m.nextDeadline == nil)
-        #expect(m.tick(now: t0 + .seconds(60)).isEmpty)
+        // Reported once, with the next probe; from then on one probe at a time, the wait doubling to the cap.
+        let third = m.tick(now: t0 + .seconds(3))
+        #expect(third.first == .unavailable && keepalives(third) == [4])
+        #expect(m.state == .probing(sent: 4) && m.nextDeadline == t0 + .seconds(23))
+        #expect(m.tick(now: t0 + .seconds(22)).isEmpty)
+        #expect(keepalives(m.tick(now: t0 + .seconds(23))) == [5])
+        #expect(m.nextDeadline == t0 + .seconds(63))
+        var now = t0 + .seconds(63)
+        var waits: [Duration] = []
+        for _ in 0..<6 {
+            let actions = m.tick(now: now)
+            #expect(keepalives(actions).count == 1 && !actions.contains(.unavailable))
+            waits.append(m.nextDeadline! - now)
+            now = m.nextDeadline!
+        }
+        #expect(waits == [.seconds(80), .seconds(160), .seconds(300), .seconds(300), .seconds(300), .seconds(300)])
+    }
+
+    @Test func aProbeAnsweredLongAfterUDPSeemedBlockedStillConfirms() {
+        // A camera that registered in a reconnect storm: the cloud dropped its first probes, TLS stayed.
+        var m = machine()
+        var now = t0
+        var unavailable = 0
+        for _ in 0..<5 {
+            unavailable += m.tick(now: now).filter { $0 == .unavailable }.count
+            now = m.nextDeadline!
+        }
+        #expect(unavailable == 1)
+        _ = m.tick(now: now)
+        #expect(m.receive(fromCloud(.ack, 1), now: now + .milliseconds(5)) == .confirmed)
+        #expect(m.state == .confirmed(lastAck: now + .milliseconds(5)))
+        #expect(m.nextDeadline == now + .milliseconds(5) + configuration.keepaliveInterval)
     }
 
     @Test func anAckConfirmsThenKeepalivesFollowTheInterval() {
