@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import NIOCore
 import NIOPosix
+import STUNLite
 import Synchronization
 import Traversal
 
@@ -22,10 +23,14 @@ final class PresenceServer: Sendable {
         self.table = table
     }
 
-    /// Receive buffer asked of the kernel for the presence socket (capped by `net.core.rmem_max`): about 10,000
+    /// Receive buffer asked of the kernel for the presence socket (capped by `net.core.rmem_max`): thousands of
     /// keepalives, so a fleet's probes and keepalives that arrive while the cloud's cores are busy with a reconnect
     /// storm wait instead of being dropped.
     static let receiveBufferBytes = 4 << 20
+    /// Datagrams read per system call (`recvmmsg`): a fleet's keepalives arrive many at a time.
+    static let vectorReadCount = 32
+    /// Bytes read of a datagram: every presence datagram is shorter; a longer one is cut and refused as malformed.
+    static let maxDatagramSize = 128
 
     /// Binds `host:port` (0 picks a free port) and starts answering keepalives; with `tickets`, sessions
     /// survive a restart of the cloud (``PresenceTickets``).
@@ -34,9 +39,10 @@ final class PresenceServer: Sendable {
         group: any EventLoopGroup, logger: Logger
     ) async throws -> PresenceServer {
         let table = PresenceTable(configuration: configuration, tickets: tickets)
-        let channel = try await DatagramBootstrap(group: group)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBufferBytes))
+        let bootstrap = UDPServerSocket.listener(
+            DatagramBootstrap(group: group), receiveBufferBytes: receiveBufferBytes, vectorReadCount: vectorReadCount,
+            maxDatagramSize: PresenceServer.maxDatagramSize)
+        let channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PresenceDatagramHandler(table: table, logger: logger))

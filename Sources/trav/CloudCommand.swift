@@ -106,9 +106,12 @@ extension Trav {
         var maxPresenceSessions: Int = PresenceStateMachine.Configuration.defaultMaxSessions
         @Option(help: "Presence datagrams one source IP (or IPv6 /64) may send per second, after a burst of 512 (a site of N cameras sends N / --presence-keepalive).")
         var presenceDatagramsPerSecond: Double = 100
+        @Option(help: "Seconds between two returns of freed memory to the system (glibc malloc_trim; 0: never).")
+        var heapTrimSeconds: Int = Int(HeapTrimService.defaultInterval / .seconds(1))
         @OptionGroup var common: CommonOptions
 
         func validate() throws {
+            guard (0...3600).contains(heapTrimSeconds) else { throw ValidationError("--heap-trim-seconds must be 0…3600") }
             guard IPAddress(listen) != nil else { throw ValidationError("--listen must be an IP address") }
             if let a = alternateIP, IPAddress(a) == nil { throw ValidationError("--alternate-ip must be an IP address") }
             guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -252,8 +255,9 @@ extension Trav {
                 "connections \(maxConnections) (viewers keep \(viewerReserve ?? maxConnections / 20)), open files \(openFiles)")
             // One group, shut down in reverse order on SIGTERM/SIGINT: signalling tells its clients when to come
             // back, the relay drains for --drain-seconds, STUN closes, and the metrics stay scrapeable until the end.
+            let trim: [any Service] = heapTrimSeconds > 0 ? [HeapTrimService(interval: .seconds(heapTrimSeconds), logger: logger)] : []
             let group = ServiceGroup(
-                services: (metrics.map { [$0 as any Service] } ?? []) + cloud.services + (web.map { [$0 as any Service] } ?? []),
+                services: (metrics.map { [$0 as any Service] } ?? []) + trim + cloud.services + (web.map { [$0 as any Service] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             do {
                 try await group.run()
