@@ -118,6 +118,12 @@ fi
 
 now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# The cloud's resident memory now, over its start ($2 KiB), per camera; $1 says when.
+report_memory() {
+    awk -v n="$CAMERAS" -v base="$2" -v rss="$(rss_kib "$CLOUD_PID")" -v mode="$MODE" -v when="$1" 'BEGIN {
+        printf "cloud memory (%s presence) %s: %.1f MiB at start, %.1f MiB with %d cameras: %.1f KiB per camera\n",
+            mode, when, base / 1024, rss / 1024, n, (rss - base) / n }'
+}
 # User + system CPU of a process in clock ticks (fields 14 and 15 of /proc/PID/stat; the name may hold spaces).
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 TICKS=$(getconf CLK_TCK)
@@ -173,7 +179,7 @@ run_mode() {
     echo "== presence $MODE: cameras $CAMERAS, $PER_PROCESS per process, $CONFIG build, device store $STORE"
     rm -f "$WORK"/gen-*.log
     start_cloud
-    local base_rss ca first_start first_end rss cpu0 cpu1 t0 t1 interval killed restarted remaining n i
+    local base_rss ca first_start first_end cpu0 cpu1 t0 t1 interval killed restarted remaining n i
     base_rss=$(rss_kib "$CLOUD_PID")
     ca="$KEEP/data/ca.pem"
 
@@ -207,8 +213,7 @@ run_mode() {
         echo "present over UDP alone (TLS closed): $(count_udp) of $CAMERAS"
     fi
     sleep 3
-    rss=$(rss_kib "$CLOUD_PID")
-    awk -v n="$CAMERAS" -v base="$base_rss" -v rss="$rss" -v mode="$MODE" 'BEGIN { printf "cloud memory (%s presence) once every camera is idle: %.1f MiB at start, %.1f MiB with %d cameras: %.1f KiB per camera\n", mode, base / 1024, rss / 1024, n, (rss - base) / n }'
+    report_memory "once every camera is idle" "$base_rss"
 
     cpu0=$(cpu_ticks "$CLOUD_PID"); t0=$(now_ms)
     sleep "$IDLE"
@@ -220,8 +225,7 @@ run_mode() {
         printf "idle CPU (%s presence, a keepalive every %d s): %.2f s in %.0f s (%.2f %% of a core): %.2f µs per camera per second, %.0f µs per keepalive\n",
             mode, every, cpu, seconds, 100 * cpu / seconds, 1e6 * cpu / seconds / n, 1e6 * cpu / keepalives }'
     if [ "$MODE" = udp ]; then echo "present over UDP alone after the idle: $(count_udp) of $CAMERAS"; fi
-    rss=$(rss_kib "$CLOUD_PID")
-    awk -v n="$CAMERAS" -v base="$base_rss" -v rss="$rss" -v mode="$MODE" -v idle="$IDLE" 'BEGIN { printf "cloud memory (%s presence) after %d s idle (freed memory returned every 30 s): %.1f MiB with %d cameras: %.1f KiB per camera\n", mode, idle, rss / 1024, n, (rss - base) / n }'
+    report_memory "after $IDLE s idle (freed memory returned every 30 s)" "$base_rss"
 
     killed=$(now_ms)
     kill -9 "$CLOUD_PID"

@@ -41,7 +41,7 @@ final class PresenceServer: Sendable {
         let table = PresenceTable(configuration: configuration, tickets: tickets)
         let bootstrap = UDPServerSocket.listener(
             DatagramBootstrap(group: group), receiveBufferBytes: receiveBufferBytes, vectorReadCount: vectorReadCount,
-            maxDatagramSize: PresenceServer.maxDatagramSize)
+            maxDatagramSize: maxDatagramSize)
         let channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
