@@ -76,14 +76,19 @@ struct PathMigrationTests {
         let down = try #require(await Self.nextMove(viewerMoves, within: .seconds(10)), "no fallback to the relay")
         let fallback = ContinuousClock.now - dropped
         print("fallback to the relay \(fallback.milliseconds) ms after the direct path went dark (\(down.reason.rawValue))")
-        #expect(down.to == "memory-relay" && down.reason == .pathDead, "\(down)")
+        // Both sides watch the path: the one that finds it dead first moves and tells the other over the relay, which
+        // follows (peerMoved). Which one is first is a race of their silence timers, so one of the two says pathDead.
+        #expect(down.to == "memory-relay" && [.pathDead, .peerMoved].contains(down.reason), "\(down)")
         try await Task.sleep(for: .milliseconds(500))
         #expect(camera.path == "memory-relay", "\(camera.report.moves)")
+        let cameraDown = try #require(camera.report.moves.last, "\(camera.report.moves)")
+        #expect(Set([down.reason, cameraDown.reason]) == [.pathDead, .peerMoved] || (down.reason == .pathDead && cameraDown.reason == .pathDead),
+                "viewer \(down), camera \(cameraDown)")
 
         // 3. Every message sent arrived, in order, none twice.
         let (got, total) = try await numbers.finish()
         #expect(got == Array(0..<total), "\(got.count) of \(total) in order")
-        #expect(viewer.report.moves.map(\.reason) == [.upgrade, .pathDead], "\(viewer.report.moves)")
+        #expect(viewer.report.moves.map(\.reason) == [.upgrade, down.reason], "\(viewer.report.moves)")
     }
 
     @Test func withoutAnAnsweredProbeTheSessionStaysOnTheRelay() async throws {
