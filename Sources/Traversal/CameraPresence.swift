@@ -2,7 +2,6 @@ import Crypto
 import Foundation
 import NIOCore
 import NIOPosix
-import Synchronization
 
 /// A camera's side of UDP presence (the flow: ``PresenceProtocol``), sans-I/O: time is passed in as
 /// `now`; it returns the datagrams to send and what happened, and says when it next needs to run.
@@ -167,6 +166,10 @@ public struct CameraPresenceStateMachine: Sendable {
 }
 
 /// Runs a camera's UDP presence over a socket of its own until it ends (``CameraPresenceStateMachine``).
+///
+/// The machine lives in a channel handler on the socket's event loop: a keepalive is an event-loop timer and one
+/// write, an ack one read, with no task or actor hop (a fleet generator holds tens of thousands of these, so their
+/// cost is per-keepalive CPU). The caller's task waits once, for the outcome.
 enum CameraPresenceLink {
     /// How a presence ended.
     enum Outcome: Sendable, Hashable {
@@ -192,64 +195,121 @@ enum CameraPresenceLink {
         } catch {
             throw CloudError(code: .connectionFailed, detail: "presence address \(host):\(grant.port): \(error)")
         }
-        let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: remote.protocol == .inet6 ? "::" : "0.0.0.0", port: 0) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<AddressedEnvelope<ByteBuffer>, AddressedEnvelope<ByteBuffer>>(wrappingChannelSynchronously: channel)
-                }
-            }
-        let machine = LockedPresence(CameraPresenceStateMachine(
+        let machine = CameraPresenceStateMachine(
             session: session, key: key,
-            configuration: .init(keepaliveInterval: .seconds(grant.keepaliveSeconds), probes: probes), now: .now))
-        return try await channel.executeThenClose { inbound, outbound in
-            @Sendable func perform(_ action: CameraPresenceStateMachine.Action) async throws -> Outcome? {
-                switch action {
-                case .send(let bytes):
-                    // A send refused by the network (UDP blocked) is what the probes find out; not an error here.
-                    try? await outbound.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: bytes)))
-                    return nil
-                case .confirmed:
-                    await onConfirmed()
-                    return nil
-                case .wake: return .wake
-                case .goAway(let delay): return .goAway(retryAfter: delay)
-                case .lost: return .lost
-                case .unavailable:
-                    // TLS stays; the machine probes on, and a later ack confirms.
-                    return nil
-                }
-            }
-            return try await withThrowingTaskGroup(of: Outcome?.self) { group in
-                group.addTask {
-                    for try await envelope in inbound where envelope.remoteAddress == remote {
-                        let action = machine.state.withLock { $0.receive(envelope.data.readableBytesView, now: .now) }
-                        if let action, let outcome = try await perform(action) { return outcome }
-                    }
-                    return nil
-                }
-                group.addTask {
-                    while true {
-                        let (actions, deadline) = machine.state.withLock { ($0.tick(now: .now), $0.nextDeadline) }
-                        for action in actions {
-                            if let outcome = try await perform(action) { return outcome }
-                        }
-                        guard let deadline else { return nil }
-                        try await Task.sleep(until: deadline)
+            configuration: .init(keepaliveInterval: .seconds(grant.keepaliveSeconds), probes: probes), now: .now)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let outcome = loop.makePromise(of: Outcome.self)
+        let channel: any Channel
+        do {
+            channel = try await DatagramBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            CameraPresenceHandler(machine: machine, remote: remote, outcome: outcome, onConfirmed: onConfirmed))
                     }
                 }
-                defer { group.cancelAll() }
-                while let result = try await group.next() {
-                    if let outcome = result { return outcome }
-                }
-                try Task.checkCancellation()
-                return .lost
-            }
+                .bind(host: remote.protocol == .inet6 ? "::" : "0.0.0.0", port: 0).get()
+        } catch {
+            // A second completion of the promise (the handler's, at its removal) is ignored.
+            loop.execute { outcome.fail(error) }
+            throw error
+        }
+        return try await withTaskCancellationHandler {
+            defer { channel.close(promise: nil) }
+            return try await outcome.futureResult.get()
+        } onCancel: {
+            // The handler fails the outcome with `CancellationError` as it is removed.
+            channel.close(promise: nil)
         }
     }
 }
 
-/// A camera presence shared by the socket's reader and its timer.
-private final class LockedPresence: Sendable {
-    let state: Mutex<CameraPresenceStateMachine>
-    init(_ machine: CameraPresenceStateMachine) { state = Mutex(machine) }
+/// A ``CameraPresenceStateMachine`` on its socket's event loop: reads feed it, a timer ticks it at its deadline, and
+/// its end completes `outcome` (a closed socket fails it with `CancellationError`).
+private final class CameraPresenceHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    private var machine: CameraPresenceStateMachine
+    private let remote: SocketAddress
+    private let outcome: EventLoopPromise<CameraPresenceLink.Outcome>
+    private let onConfirmed: @Sendable () async -> Void
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: ContinuousClock.Instant?
+
+    init(
+        machine: CameraPresenceStateMachine, remote: SocketAddress, outcome: EventLoopPromise<CameraPresenceLink.Outcome>,
+        onConfirmed: @escaping @Sendable () async -> Void
+    ) {
+        self.machine = machine
+        self.remote = remote
+        self.outcome = outcome
+        self.onConfirmed = onConfirmed
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        tick(context: context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        guard envelope.remoteAddress == remote,
+            let action = machine.receive(envelope.data.readableBytesView, now: .now)
+        else { return }
+        perform([action], context: context)
+        schedule(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        outcome.fail(CancellationError())
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A send refused by the network (UDP blocked) is what the probes find out; not an end here.
+    }
+
+    private func tick(context: ChannelHandlerContext) {
+        timerDeadline = nil
+        perform(machine.tick(now: .now), context: context)
+        schedule(context: context)
+    }
+
+    /// Arms the timer for the machine's next deadline (one timer at a time; an unchanged deadline keeps it).
+    private func schedule(context: ChannelHandlerContext) {
+        guard let deadline = machine.nextDeadline else {
+            timer?.cancel()
+            timer = nil
+            return
+        }
+        guard deadline != timerDeadline else { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: TimeAmount(max(.zero, deadline - .now))) {
+            let (handler, context) = loopBound.value
+            handler.tick(context: context)
+        }
+    }
+
+    private func perform(_ actions: [CameraPresenceStateMachine.Action], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .send(let bytes):
+                context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: bytes))), promise: nil)
+            case .confirmed:
+                let onConfirmed = onConfirmed
+                Task { await onConfirmed() }
+            case .unavailable:
+                // TLS stays; the machine probes on, and a later ack confirms.
+                break
+            case .wake: outcome.succeed(.wake)
+            case .goAway(let delay): outcome.succeed(.goAway(retryAfter: delay))
+            case .lost: outcome.succeed(.lost)
+            }
+        }
+    }
 }
