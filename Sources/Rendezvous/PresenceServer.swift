@@ -11,16 +11,24 @@ import Traversal
 /// The UDP socket of presence (`Traversal/PresenceProtocol`) and its table (``PresenceStateMachine``):
 /// datagrams are answered on the socket's event loop, with no hop to the hub, so a keepalive costs one
 /// look-up, one Poly1305 check and one send.
+///
+/// The socket has an event loop (a thread) of its own: a fleet's keepalives arrive at a steady rate (100 000 cameras
+/// every 20 s: 5 000 a second), and the receive buffer holds about a second of them, so a loop that also ran TLS
+/// handshakes through a registration storm fell behind and the kernel dropped keepalives by the hundred thousand; a
+/// camera whose acks stop for ``CameraPresenceStateMachine/Configuration/livenessTimeout`` goes back to TLS, which
+/// feeds the storm.
 final class PresenceServer: Sendable {
     /// The UDP address cameras send keepalives to.
     let address: SocketAddress
     private let channel: any Channel
     private let table: PresenceTable
+    private let loop: MultiThreadedEventLoopGroup
 
-    private init(address: SocketAddress, channel: any Channel, table: PresenceTable) {
+    private init(address: SocketAddress, channel: any Channel, table: PresenceTable, loop: MultiThreadedEventLoopGroup) {
         self.address = address
         self.channel = channel
         self.table = table
+        self.loop = loop
     }
 
     /// Receive buffer asked of the kernel for the presence socket (capped by `net.core.rmem_max`): thousands of
@@ -32,29 +40,37 @@ final class PresenceServer: Sendable {
     /// Bytes read of a datagram: every presence datagram is shorter; a longer one is cut and refused as malformed.
     static let maxDatagramSize = 128
 
-    /// Binds `host:port` (0 picks a free port) and starts answering keepalives; with `tickets`, sessions
-    /// survive a restart of the cloud (``PresenceTickets``).
+    /// Binds `host:port` (0 picks a free port) on an event loop of its own and starts answering keepalives; with
+    /// `tickets`, sessions survive a restart of the cloud (``PresenceTickets``).
     static func start(
         host: String, port: Int, configuration: PresenceStateMachine.Configuration, tickets: PresenceTickets?,
-        group: any EventLoopGroup, logger: Logger
+        logger: Logger
     ) async throws -> PresenceServer {
         let table = PresenceTable(configuration: configuration, tickets: tickets)
+        let loop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let bootstrap = UDPServerSocket.listener(
-            DatagramBootstrap(group: group), receiveBufferBytes: receiveBufferBytes, vectorReadCount: vectorReadCount,
+            DatagramBootstrap(group: loop), receiveBufferBytes: receiveBufferBytes, vectorReadCount: vectorReadCount,
             maxDatagramSize: maxDatagramSize)
-        let channel = try await bootstrap
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(PresenceDatagramHandler(table: table, logger: logger))
+        let channel: any Channel
+        do {
+            channel = try await bootstrap
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(PresenceDatagramHandler(table: table, logger: logger))
+                    }
                 }
-            }
-            .bind(host: host, port: port).get()
+                .bind(host: host, port: port).get()
+        } catch {
+            try? await loop.shutdownGracefully()
+            throw error
+        }
         guard let address = channel.localAddress else {
             try? await channel.close()
+            try? await loop.shutdownGracefully()
             throw CloudError(code: .connectionFailed, detail: "the presence socket has no local address")
         }
         logger.info("presence listening", metadata: ["address": "\(address)"])
-        return PresenceServer(address: address, channel: channel, table: table)
+        return PresenceServer(address: address, channel: channel, table: table, loop: loop)
     }
 
     /// The keepalive interval announced to cameras.
@@ -110,10 +126,11 @@ final class PresenceServer: Sendable {
     /// Sessions restored from their tickets, in the order their first keepalive came; ends at ``stop()``.
     var restorations: AsyncStream<PresenceRestoration> { table.restorations }
 
-    /// Closes the socket.
+    /// Closes the socket and ends its event loop.
     func stop() async {
         try? await channel.close()
         table.finish()
+        try? await loop.shutdownGracefully()
     }
 }
 
@@ -158,6 +175,7 @@ enum PresenceMetrics {
     static let answered = Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", "answered")])
     static let wakes = Counter(label: "cloud_presence_wakes_total")
     static let restored = Counter(label: "cloud_presence_restored_total")
+    static let left = Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", "left")])
     static let sessions = Gauge(label: "cloud_presence_sessions")
     static func dropped(_ code: PresenceError.Code) -> Counter {
         if code == .rateLimited { RendezvousMetrics.rateLimitHit("presence") }
@@ -192,6 +210,8 @@ final class PresenceDatagramHandler: ChannelInboundHandler, Sendable {
             PresenceMetrics.restored.increment()
             table.restored(PresenceRestoration(session: session, deviceID: deviceID, address: to))
             context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
+        case .left:
+            PresenceMetrics.left.increment()
         case .drop(let error):
             PresenceMetrics.dropped(error.code).increment()
             logger.trace("presence datagram dropped", metadata: ["from": "\(envelope.remoteAddress)", "error": "\(error)"])

@@ -60,6 +60,9 @@ public struct PresenceStateMachine: Sendable {
         /// An authentic keepalive restored `session` of `deviceID` from its ticket (the cloud restarted):
         /// send `answer` (an ack) to `address` and tell the hub the camera is present again.
         case restored(session: PresenceSessionID, deviceID: DeviceID, answer: [UInt8], to: SocketAddress)
+        /// An authentic `leave`: the session of `deviceID` ended (nothing is sent); the next ``expire(now:)`` returns it,
+        /// so the hub ends a camera that holds no TLS connection at once, not after ``Configuration/timeout``.
+        case left(session: PresenceSessionID, deviceID: DeviceID)
     }
 
     /// One camera's presence.
@@ -81,6 +84,8 @@ public struct PresenceStateMachine: Sendable {
     /// The limits.
     public let configuration: Configuration
     private var sessions: [PresenceSessionID: Session] = [:]
+    /// Sessions their cameras left since the last ``expire(now:)`` (at most one entry per session held).
+    private var left: [(session: PresenceSessionID, deviceID: DeviceID)] = []
     private var limiter: TokenBucketRateLimiter<SourceAddressKey>
     /// Sessions issued as tickets, restorable after a restart; nil: random sessions, lost with the table.
     private let tickets: PresenceTickets?
@@ -123,13 +128,15 @@ public struct PresenceStateMachine: Sendable {
         } catch {
             return .drop(PresenceError(code: .malformed, detail: "\(error)"))
         }
-        guard header.kind == .keepalive else {
+        guard header.kind == .keepalive || header.kind == .leave else {
             return .drop(PresenceError(code: .unexpectedKind, detail: "\(header.kind) sent to the cloud"))
         }
         guard limiter.admit(SourceAddressKey(source), now: now) else {
             return .drop(PresenceError(code: .rateLimited, detail: "from \(SourceAddressKey(source))"))
         }
         guard var session = sessions[header.session] else {
+            // A leave for a session not held changes nothing and gets no answer.
+            guard header.kind == .keepalive else { return .drop(PresenceError(code: .unknownSession, detail: "leave of \(header.session)")) }
             return restore(bytes, header: header, from: source, now: now)
         }
         do {
@@ -143,6 +150,11 @@ public struct PresenceStateMachine: Sendable {
             return .drop(PresenceError(code: .replayed, detail: "counter \(header.counter) ≤ \(session.received)"))
         }
         session.received = header.counter
+        if header.kind == .leave {
+            sessions[header.session] = nil
+            left.append((header.session, session.deviceID))
+            return .left(session: header.session, deviceID: session.deviceID)
+        }
         session.address = source
         session.lastSeen = now
         session.sent += 1
@@ -205,9 +217,10 @@ public struct PresenceStateMachine: Sendable {
     }
 
     /// Forgets every session no longer held by its TLS connection and not kept alive within ``Configuration/timeout``;
-    /// returns them with their devices.
+    /// returns them with their devices, and the sessions their cameras left since the last call.
     public mutating func expire(now: ContinuousClock.Instant) -> [(session: PresenceSessionID, deviceID: DeviceID)] {
-        var expired: [(session: PresenceSessionID, deviceID: DeviceID)] = []
+        var expired = left
+        left.removeAll()
         for (id, state) in sessions where !state.heldByTLS && now - state.lastSeen >= configuration.timeout {
             expired.append((id, state.deviceID))
         }

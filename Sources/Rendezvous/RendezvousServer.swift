@@ -299,11 +299,11 @@ public final class RendezvousServer: Sendable {
                 do {
                     presenceServer = try await PresenceServer.start(
                         host: configuration.listenIP, port: port, configuration: presenceConfiguration, tickets: tickets,
-                        group: group, logger: logger)
+                        logger: logger)
                 } catch where configuration.presencePort == nil {
                     presenceServer = try await PresenceServer.start(
                         host: configuration.listenIP, port: 0, configuration: presenceConfiguration, tickets: tickets,
-                        group: group, logger: logger)
+                        logger: logger)
                 }
             } catch {
                 try? await listener.channel.close()

@@ -159,6 +159,15 @@ public struct CameraPresenceStateMachine: Sendable {
         }
     }
 
+    /// The camera stops: the authenticated `leave` datagram to send (the cloud ends the session at once, not after
+    /// its timeout), or nil when the presence already ended; it ends now.
+    public mutating func leave() -> [UInt8]? {
+        guard state != .ended else { return nil }
+        state = .ended
+        sent += 1
+        return PresenceDatagram(kind: .leave, session: session, counter: sent).sealed(with: key)
+    }
+
     private mutating func keepalive() -> Action {
         sent += 1
         return .send(PresenceDatagram(kind: .keepalive, session: session, counter: sent).sealed(with: key))
@@ -219,7 +228,9 @@ enum CameraPresenceLink {
             defer { channel.close(promise: nil) }
             return try await outcome.futureResult.get()
         } onCancel: {
-            // The handler fails the outcome with `CancellationError` as it is removed.
+            // The camera stops or registers anew: the handler sends `leave` before the socket closes (both run on the
+            // socket's event loop, in this order), and fails the outcome with `CancellationError` as it is removed.
+            channel.pipeline.fireUserInboundEventTriggered(CameraPresenceHandler.Leave())
             channel.close(promise: nil)
         }
     }
@@ -230,6 +241,9 @@ enum CameraPresenceLink {
 private final class CameraPresenceHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    /// The user event that sends the machine's `leave` (``CameraPresenceStateMachine/leave()``).
+    struct Leave: Sendable {}
 
     private var machine: CameraPresenceStateMachine
     private let remote: SocketAddress
@@ -259,6 +273,14 @@ private final class CameraPresenceHandler: ChannelInboundHandler {
             let action = machine.receive(envelope.data.readableBytesView, now: .now)
         else { return }
         perform([action], context: context)
+        schedule(context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is Leave else { return context.fireUserInboundEventTriggered(event) }
+        if let bytes = machine.leave() {
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: bytes))), promise: nil)
+        }
         schedule(context: context)
     }
 

@@ -21,6 +21,7 @@ import Foundation
 ///    │◄──────────────── UDP unknownSession{n}     │  (a restarted cloud without it: register over TLS again)
 ///    │◄──────────── UDP goAway{m, retryAfter}     │  (the cloud shuts down gracefully: register over TLS
 ///    │                                           │   again after retryAfter, at the next node if several)
+///    │ UDP leave{n} (the camera stops) ─────────►│  session and registration end now (no answer)
 ///    │ no ack for ``CameraPresenceStateMachine/Configuration/livenessTimeout``: TLS again (presence lost)
 ///    │ no ack to the first ``CameraPresenceStateMachine/Configuration/probes`` keepalives (UDP blocked, or a busy
 ///    │ cloud dropped them): TLS stays, and probes go on, one keepalive interval apart doubling to five minutes;
@@ -85,9 +86,13 @@ public enum PresenceDatagramKind: UInt8, Sendable, Hashable {
     /// Cloud → camera, authenticated: this cloud is shutting down; register over TLS again after the
     /// retry-after the datagram carries (``PresenceDatagram/retryAfterMilliseconds``), at the next node if several.
     case goAway = 5
+    /// Camera → cloud, authenticated like a keepalive: the camera stops (its owner turned it off, or it registers
+    /// anew); the cloud ends the session and, once the camera holds no TLS connection either, its registration at
+    /// once, instead of after the session's timeout. Not answered.
+    case leave = 6
 
     /// The nonce prefix of this kind's direction.
-    var direction: UInt32 { self == .keepalive ? 1 : 2 }
+    var direction: UInt32 { self == .keepalive || self == .leave ? 1 : 2 }
 }
 
 /// A presence session's identifier, random per registration (16 bytes).

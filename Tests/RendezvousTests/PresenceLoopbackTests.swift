@@ -149,13 +149,30 @@ import Synchronization
         try await withCloud(tuning: { $0.presence = .init(keepaliveSeconds: 1, timeout: .seconds(3)) }) { cloud, endpoint in
             try await withPresenceCamera(cameraIdentity, endpoint) { camera, log in
                 #expect(await eventually(within: .seconds(15)) { log.all == [true] }, "presence events \(log.all)")
-                // Stopped, the camera sends no more keepalives (and, as a camera that lost power, says nothing).
+                // Stopped, the camera sends no more keepalives (it says `leave`; one that lost power would say nothing, and
+                // the 3 s timeout would end it as well).
                 await camera.stop()
                 #expect(await eventually(within: .seconds(10)) { await cloud.rendezvous.registeredCameras == (0, 0) })
                 let viewer = CloudClient.viewer(endpoint: endpoint)
                 await #expect(throws: CloudError.self) {
                     _ = try await viewer.introduce(to: cameraIdentity.deviceID, offer: sampleOffer(DeviceIdentity.ephemeral()))
                 }
+            }
+        }
+    }
+
+    /// A camera present over UDP alone that stops says `leave`: the cloud forgets it at its next sweep, long before the
+    /// session's timeout (60 s here), and a viewer hears what an unknown UID gets.
+    @Test func aCameraPresentOverUDPAloneThatStopsIsOfflineAtOnce() async throws {
+        let cameraIdentity = DeviceIdentity.generate()
+        try await withCloud(tuning: { $0.presence = .init(keepaliveSeconds: 20, timeout: .seconds(60)) }) { cloud, endpoint in
+            try await withPresenceCamera(cameraIdentity, endpoint) { camera, log in
+                #expect(await eventually(within: .seconds(15)) { log.all == [true] }, "presence events \(log.all)")
+                #expect(await eventually(within: .seconds(5)) { await cloud.rendezvous.signallingConnections == 0 },
+                        "the camera holds no TLS connection")
+                await camera.stop()
+                #expect(await eventually(within: .seconds(8)) { await cloud.rendezvous.registeredCameras == (0, 0) },
+                        "offline at the sweep after its leave (5 s apart at most)")
             }
         }
     }

@@ -25,8 +25,34 @@ import Testing
     func dropCode(_ action: PresenceStateMachine.Action) -> PresenceError.Code? {
         switch action {
         case .drop(let error), .refuse(let error, _, _): return error.code
-        case .send, .restored: return nil
+        case .send, .restored, .left: return nil
         }
+    }
+
+    /// A camera that stops sends `leave`: an authentic, fresh one ends its session at once (the next sweep reports it,
+    /// long before the timeout), unanswered; a forged, replayed or unknown one changes nothing.
+    @Test func anAuthenticLeaveEndsTheSessionAtTheNextSweepAndNothingElseDoes() {
+        var m = PresenceStateMachine()
+        let grant = opened(&m)
+        m.release(grant.session)
+        _ = m.receive(keepalive(grant, 1), from: camera, now: t0)
+        let forged = PresenceDatagram(kind: .leave, session: grant.session, counter: 2).sealed(with: SymmetricKey(size: .bits256))
+        #expect(dropCode(m.receive(forged, from: attacker, now: t0)) == .unauthenticated)
+        let replayed = PresenceDatagram(kind: .leave, session: grant.session, counter: 1).sealed(with: grant.key)
+        #expect(dropCode(m.receive(replayed, from: attacker, now: t0)) == .replayed)
+        #expect(m.expire(now: t0 + .seconds(1)).isEmpty && m.count == 1, "still present")
+        let leave = PresenceDatagram(kind: .leave, session: grant.session, counter: 2).sealed(with: grant.key)
+        guard case .left(let session, let deviceID) = m.receive(leave, from: camera, now: t0 + .seconds(1)) else {
+            Issue.record("an authentic leave is not taken")
+            return
+        }
+        #expect(session == grant.session && deviceID == device)
+        #expect(m.count == 0 && !m.isLive(grant.session, now: t0 + .seconds(1)))
+        let swept = m.expire(now: t0 + .seconds(2))
+        #expect(swept.count == 1 && swept.first?.session == grant.session && swept.first?.deviceID == device)
+        #expect(m.expire(now: t0 + .seconds(3)).isEmpty, "reported once")
+        let again = PresenceDatagram(kind: .leave, session: grant.session, counter: 3).sealed(with: grant.key)
+        #expect(dropCode(m.receive(again, from: camera, now: t0 + .seconds(3))) == .unknownSession, "a leave of a session not held: no answer")
     }
 
     @Test func aTicketCarriesItsDeviceMaskedAndGivesBackTheKeyItWasIssuedWith() {

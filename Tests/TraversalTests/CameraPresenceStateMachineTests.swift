@@ -26,6 +26,19 @@ import Testing
         }
     }
 
+    /// Stopping sends one authenticated `leave` after the keepalives' counter, and the presence ends.
+    @Test func leavingSendsOneAuthenticatedLeaveAndEnds() throws {
+        var machine = machine()
+        #expect(keepalives(machine.tick(now: t0)) == [1], "the first probe")
+        let left = machine.leave()
+        let bytes = try #require(left)
+        let datagram = try PresenceDatagram.open(bytes, with: key)
+        #expect(datagram.kind == .leave && datagram.session == session && datagram.counter == 2)
+        #expect(machine.state == .ended && machine.nextDeadline == nil)
+        #expect(machine.leave() == nil, "once")
+        #expect(machine.tick(now: t0 + .seconds(60)).isEmpty)
+    }
+
     @Test func unansweredProbesMeanUDPIsBlockedAndTLSStays() {
         var m = machine()
         #expect(keepalives(m.tick(now: t0)) == [1])
