@@ -2,7 +2,7 @@
 # bench-browser.sh — a browser viewer's time from "connect" to its first decoded frame, on loopback or in the NAT lab.
 #
 #   Scripts/bench-browser.sh [--runs N] [--no-build] [--debug] [--press MS]
-#                            [--lab PROFILE [--camera-nat KIND] [--browser-nat KIND]]
+#                            [--lab PROFILE [--camera-nat KIND] [--browser-nat KIND | --lan]]
 #
 # Starts `trav cloud --web-port` and `trav camera --video default`, then opens the cloud's viewer page in
 # headless Chromium N times (default 10), the UID and password in the fragment as a bookmark would carry them:
@@ -20,6 +20,10 @@
 # another, both sites' access lines emulating PROFILE (`natlab.sh profiles`: dsl is 30 ms each way, 10 Mbit/s
 # down, 1 Mbit/s up); the sites' NATs are --camera-nat and --browser-nat (`natlab.sh kinds`; default
 # port-restricted-cone for both). The lab goal (issue 15) is a median ≤ 1 s on `dsl` (`--press 2000`: 933 ms).
+# The lab pairs of LabBrowserTests: the default (direct through both NATs); `--camera-nat symmetric --browser-nat
+# symmetric` (through the cloud's relay); `--browser-nat tcp443-only` (a network that lets only TCP to port 443 out:
+# the cloud serves signalling, the page and TURN over TLS on its port 443, as it does in every lab run); `--lan` (the
+# browser on a second host of the camera's site, behind the same access line: host candidates, no NAT between them).
 #
 # Every run comes from one address, so the cloud's look-up limit is raised and its relay grants last 10 s (it
 # holds at most 32 per source for their lifetime). The load average at the start is printed: other load skews
@@ -34,6 +38,7 @@ BIN=.build-release/release/trav
 LAB_PROFILE=""
 CAMERA_NAT=port-restricted-cone
 BROWSER_NAT=port-restricted-cone
+LAN=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
@@ -43,7 +48,8 @@ while [ $# -gt 0 ]; do
         --press) PRESS="$2"; shift 2 ;;
         --camera-nat) CAMERA_NAT="$2"; shift 2 ;;
         --browser-nat) BROWSER_NAT="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        --lan) LAN=1; shift ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "bench-browser.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -54,6 +60,8 @@ CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
 if [ -n "$LAB_PROFILE" ]; then
     [ "$(id -u)" = 0 ] || { echo "bench-browser.sh: --lab needs root (network namespaces)" >&2; exit 2; }
     Scripts/natlab.sh resolve "$LAB_PROFILE" >/dev/null
+elif [ "$LAN" = 1 ]; then
+    echo "bench-browser.sh: --lan needs --lab PROFILE" >&2; exit 2
 fi
 if [ "$BUILD" = 1 ]; then
     if [ "$BIN" = .build/debug/trav ]; then swift build --product trav >&2
@@ -77,16 +85,25 @@ if [ -n "$LAB_PROFILE" ]; then
     LAB="wb$(printf '%04x' $((RANDOM % 65536)))$$"
     LAB=${LAB:0:12}
     export NATLAB_TRAV="$BIN" NATLAB_OWNER_PID=$$
-    Scripts/natlab.sh up "$LAB" "cam:$CAMERA_NAT@$LAB_PROFILE" "web:$BROWSER_NAT@$LAB_PROFILE" >"$work/lab.hosts"
-    CLOUD_HOST=cloud CAMERA_HOST=cam-h1 BROWSER_HOST=web-h1
+    if [ "$LAN" = 1 ]; then
+        Scripts/natlab.sh up "$LAB" "cam:$CAMERA_NAT:2@$LAB_PROFILE" >"$work/lab.hosts"
+        CLOUD_HOST=cloud CAMERA_HOST=cam-h1 BROWSER_HOST=cam-h2
+    else
+        Scripts/natlab.sh up "$LAB" "cam:$CAMERA_NAT@$LAB_PROFILE" "web:$BROWSER_NAT@$LAB_PROFILE" >"$work/lab.hosts"
+        CLOUD_HOST=cloud CAMERA_HOST=cam-h1 BROWSER_HOST=web-h1
+    fi
     LISTEN=$(Scripts/natlab.sh addr "$LAB" cloud)
     CAMERA_IP=$(Scripts/natlab.sh addr "$LAB" cam-h1)
     # The relay may reach the lab's internet and its open sites' public addresses.
     ALLOW="203.0.113.0/24 198.51.100.0/24"
-    where="lab $LAB: camera $CAMERA_NAT@$LAB_PROFILE, browser $BROWSER_NAT@$LAB_PROFILE ($(Scripts/natlab.sh resolve "$LAB_PROFILE"))"
+    # The cloud has its host to itself: signalling, TURN over TLS and the page share port 443.
+    TLS_PORT=443
+    browser_site="browser $BROWSER_NAT@$LAB_PROFILE"
+    [ "$LAN" = 1 ] && browser_site="browser on the camera's LAN"
+    where="lab $LAB: camera $CAMERA_NAT@$LAB_PROFILE, $browser_site ($(Scripts/natlab.sh resolve "$LAB_PROFILE"))"
 else
     CLOUD_HOST=- CAMERA_HOST=- BROWSER_HOST=-
-    LISTEN=127.0.0.1 CAMERA_IP=127.0.0.1 ALLOW=127.0.0.0/8
+    LISTEN=127.0.0.1 CAMERA_IP=127.0.0.1 ALLOW=127.0.0.0/8 TLS_PORT=0
     where="loopback"
 fi
 
@@ -107,7 +124,7 @@ await_line() {
 # median and p99 of the numbers on stdin (nearest rank).
 stats() { sort -n | awk '{v[NR]=$1} END {if (NR==0) {print "none"; exit} m=int((NR+1)/2); p=int(NR*0.99+0.999); if (p>NR) p=NR; if (p<1) p=1; printf "median %d ms, p99 %d ms (n=%d)\n", v[m], v[p], NR}'; }
 
-spawn "$CLOUD_HOST" "$BIN" cloud --listen "$LISTEN" --data "$work/cloud" --stun-port 0 --tls-port 0 --relay-port 0 --web-port 0 \
+spawn "$CLOUD_HOST" "$BIN" cloud --listen "$LISTEN" --data "$work/cloud" --stun-port 0 --tls-port "$TLS_PORT" --relay-port 0 --web-port "$TLS_PORT" \
     --relay-allow-peers $ALLOW --device-store memory --lookup-burst 1000 --lookups-per-second 1000 --relay-grant-seconds 10 \
     >"$work/cloud.log" 2>&1 &
 pids+=($!)

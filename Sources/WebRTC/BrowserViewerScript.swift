@@ -247,15 +247,22 @@ public enum BrowserViewerScript {
         // for it (no trickle). It is ready once gathering is complete, or at the first relayed candidate over UDP: that one
         // proves UDP reaches the cloud, so TURN over TCP and TLS (for networks without UDP, a few round trips more) would
         // add no path, and the server-reflexive candidate, one round trip to the same cloud where the relay took two, is
-        // already in. Bounded: 3 s. Returns {pc, control, offer}.
+        // already in. It is ready too at a relayed candidate over TCP or TLS when no server-reflexive one came before it:
+        // that network does not let UDP reach the cloud (a UDP answer takes one round trip, the TCP or TLS relay three to
+        // five), and waiting for the browser's UDP attempts to time out took seconds. Bounded: 3 s. Returns {pc, control, offer}.
         async function travPrepare({iceServers = []}) {
           const pc = new RTCPeerConnection({iceServers});
           const control = pc.createDataChannel('trav.control');
           await pc.setLocalDescription(await pc.createOffer());
           await new Promise(done => {
             if (pc.iceGatheringState === 'complete') return done();
+            let reflexive = false;
             pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') done(); };
-            pc.onicecandidate = e => { if (e.candidate && e.candidate.type === 'relay' && e.candidate.relayProtocol === 'udp') done(); };
+            pc.onicecandidate = e => {
+              if (!e.candidate) return;
+              if (e.candidate.type === 'srflx') reflexive = true;
+              if (e.candidate.type === 'relay' && (e.candidate.relayProtocol === 'udp' || !reflexive)) done();
+            };
             setTimeout(done, 3000);
           });
           pc.onicegatheringstatechange = pc.onicecandidate = null;
