@@ -124,6 +124,18 @@ report_memory() {
         printf "cloud memory (%s presence) %s: %.1f MiB at start, %.1f MiB with %d cameras: %.1f KiB per camera\n",
             mode, when, base / 1024, rss / 1024, n, (rss - base) / n }'
 }
+# Datagrams the kernel dropped at the cloud's presence socket because its receive buffer was full (`ss`'s skmem d…):
+# keepalives the cloud never saw; 0 in the TLS mode.
+presence_drops() {
+    ss -uamn "sport = :$PORT" 2>/dev/null | grep -o 'd[0-9]*)' | tr -d 'd)' | awk '{ n += $1 } END { print n + 0 }'
+}
+# The cloud's heap trims so far (`malloc_trim` holds the allocator's locks while it runs: every thread that allocates waits).
+heap_trims() {
+    local url
+    url=$(awk '/^cloud metrics / { print $3; exit }' "$WORK/cloud.log")
+    curl -s --max-time 2 "$url" | awk '/^process_heap_trim_duration_seconds_sum / { s = $2 } /^process_heap_trim_duration_seconds_count / { n = $2 }
+        END { if (n > 0) printf "%d heap trims, %.3f s in all, %.1f ms each on average", n, s, 1000 * s / n; else print "no heap trim yet" }'
+}
 # User + system CPU of a process in clock ticks (fields 14 and 15 of /proc/PID/stat; the name may hold spaces).
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 TICKS=$(getconf CLK_TCK)
@@ -202,7 +214,7 @@ run_mode() {
 
     local deadline=$(( $(date +%s) + WAIT_FIRST ))
     while [ "$(count_since 0)" -lt "$CAMERAS" ]; do
-        [ "$(date +%s)" -lt "$deadline" ] || { echo "bench-cloud.sh: only $(count_since 0) of $CAMERAS registered in ${WAIT_FIRST}s" >&2; exit 1; }
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "bench-cloud.sh: only $(count_since 0) of $CAMERAS registered in ${WAIT_FIRST}s; $(presence_drops) keepalives dropped at the presence socket" >&2; exit 1; }
         sleep 0.5
     done
     first_end=$(awk '$1 == "R" { if ($3 > m) m = $3 } END { print m }' "$WORK"/gen-*.log)
@@ -214,6 +226,7 @@ run_mode() {
     fi
     sleep 3
     report_memory "once every camera is idle" "$base_rss"
+    echo "keepalives dropped at the cloud's presence socket so far (receive buffer full): $(presence_drops)"
 
     cpu0=$(cpu_ticks "$CLOUD_PID"); t0=$(now_ms)
     sleep "$IDLE"
@@ -226,6 +239,8 @@ run_mode() {
             mode, every, cpu, seconds, 100 * cpu / seconds, 1e6 * cpu / seconds / n, 1e6 * cpu / keepalives }'
     if [ "$MODE" = udp ]; then echo "present over UDP alone after the idle: $(count_udp) of $CAMERAS"; fi
     report_memory "after $IDLE s idle (freed memory returned every 30 s)" "$base_rss"
+    echo "keepalives dropped at the cloud's presence socket so far (receive buffer full): $(presence_drops)"
+    echo "the cloud's $(heap_trims)"
 
     killed=$(now_ms)
     kill -9 "$CLOUD_PID"
