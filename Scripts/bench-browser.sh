@@ -157,6 +157,7 @@ for step in steps:
 print("  steps (median ms from connect): " + (", ".join(shown) if shown else "none reported"))
 EOF
 echo "  paths: $(grep -o '"path":"[a-z]*"' "$work/reports" | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"
+echo "  access proof sent with the watch (a deposited key, no challenge round trip): $(grep -c '"deposited":true' "$work/reports" || true) of $RUNS"
 # A run without a first frame: an error, a page that saw no video in 30 s, or no report at all.
 framed=$(grep -c '"firstFrameMs":[0-9]' "$work/reports" || true)
 echo "  failed: $((RUNS - framed)) of $RUNS$(grep -o -m1 '"error":"[^"]*"' "$work/reports" | sed 's/^/ (first error: /; s/$/)/' || true)"
