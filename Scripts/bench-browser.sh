@@ -19,7 +19,7 @@
 # root): a NAT lab (Scripts/natlab.sh) with the cloud on its internet, the camera on one site and Chromium on
 # another, both sites' access lines emulating PROFILE (`natlab.sh profiles`: dsl is 30 ms each way, 10 Mbit/s
 # down, 1 Mbit/s up); the sites' NATs are --camera-nat and --browser-nat (`natlab.sh kinds`; default
-# port-restricted-cone for both). The lab goal (issue 15) is a median ≤ 1 s on `dsl` (`--press 2000`: 933 ms).
+# port-restricted-cone for both). The lab goal (issue 15) is a median ≤ 1 s on `dsl` (`--press 2000`: 762 ms).
 #
 # Every run comes from one address, so the cloud's look-up limit is raised and its relay grants last 10 s (it
 # holds at most 32 per source for their lifetime). The load average at the start is printed: other load skews
