@@ -13,7 +13,13 @@ import Traversal
 ///   ◄── ice{requestID, iceServers}              │  STUN, TURN (REST credentials for this request)
 ///      (the page makes its peer connection and gathers while the person types)
 ///   locate{uid} (a whole UID typed; ≤ 4) ──────►│  a look-up (the hub's look-up limit)
-///   ◄── located{uid, identityKey}               │  (when registered: the page checks the key against the UID meanwhile)
+///   ◄── located{uid, identityKey, deposit?}     │  (when registered: the page checks the key against the UID meanwhile;
+///                                               │   deposit: one of the camera's one-time keys, handed out once)
+///  with a deposit (checked: signature, UID, expiry) — one round trip to the camera less:
+///   watch{uid, sdp, answerKey, deposited} ─────►│ introduce ── offer{sdp, deposited} ──►│ password check (SharedAccess)
+///   ◄── answer{sealed} | refused{reason} | error│◄── answer{sealed SDP} | refuse│
+///      (the camera does not hold the key, e.g. it restarted: it challenges, and the page proves as below)
+///  without one:
 ///   watch{uid, sdp, answerKey} (connect) ──────►│ introduce ── offer{sdp} ─────►│
 ///   ◄── located{uid, identityKey}               │  (the same, for a page that did not locate first)
 ///   ◄── challenge{challenge}                    │◄── accessChallenge ───────────│ (sockets bound, STUN asked meanwhile)
@@ -21,6 +27,10 @@ import Traversal
 ///   ◄── answer{sealed} | refused{reason} | error│◄── answer{sealed SDP} | refuse│
 ///   report{…} ─────────────────────────────────►│  (what the page saw: frames, path; logged)
 /// ```
+///
+/// States: `fresh ─prepare─► iced ─watch─► introduced ─challenge─► challenged ─proof─► proved ─answer─► ended`; a watch
+/// carrying a deposited proof goes from `iced` straight to `proved` (marked deposited), where a challenge (the camera's
+/// fallback) leads to `challenged` as after a plain watch.
 ///
 /// `located` names the key the camera registered with, which is the only key the camera's challenge may carry (the hub
 /// forwards no other): the page starts its UID check of it (scrypt, about 100 ms in script) while the person types the
@@ -55,6 +65,8 @@ public struct BrowserSignallingStateMachine: Sendable {
         public var sdp: String?
         /// `watch`: the X25519 key (base64) the camera seals its answer to.
         public var answerKey: String?
+        /// `watch`: the page's access proof sealed to a deposit it was handed in `located` (`AccessDeposit`).
+        public var deposited: DepositedProof?
         /// `proof`: the sealed access proof.
         public var sealed: String?
         /// `report`: what the page saw.
@@ -65,10 +77,11 @@ public struct BrowserSignallingStateMachine: Sendable {
     public enum Action: Sendable {
         /// Send this JSON text to the page.
         case send(String)
-        /// Look up the key `deviceID` registered with (one look-up token), then tell the page (``located(deviceID:cameraKey:)``).
+        /// Look up the key `deviceID` registered with (one look-up token) and take one of its deposits, then tell the page
+        /// (``located(deviceID:cameraKey:deposit:)``).
         case locate(deviceID: DeviceID)
-        /// Introduce the browser to `deviceID` through the hub.
-        case introduce(requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String)
+        /// Introduce the browser to `deviceID` through the hub, with its proof sealed to a deposit if it has one.
+        case introduce(requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String, deposited: DepositedProof?)
         /// Forward the page's sealed proof.
         case forwardProof(requestID: String, sealed: String)
         /// The page's report, to log.
@@ -83,7 +96,8 @@ public struct BrowserSignallingStateMachine: Sendable {
         case iced(requestID: String)
         case introduced(requestID: String, deviceID: DeviceID)
         case challenged(requestID: String, deviceID: DeviceID)
-        case proved(requestID: String, deviceID: DeviceID)
+        /// The proof went to the camera: through `proof`, or `deposited` with the watch.
+        case proved(requestID: String, deviceID: DeviceID, deposited: Bool)
         /// Answered, refused or failed: only a report may follow.
         case ended(requestID: String, deviceID: DeviceID?)
         case closed
@@ -144,16 +158,20 @@ public struct BrowserSignallingStateMachine: Sendable {
             let offer = PeerOffer(identityKey: Data(count: CloudProtocol.publicKeyLength), candidates: [], strategies: [],
                                   sessionDescription: sdp)
             guard (try? CloudMessage.introduce(requestID: requestID, deviceID: deviceID.description, offer: offer,
-                                               answerKey: answerKey).validate()) != nil else {
+                                               answerKey: answerKey).validate()) != nil,
+                (try? CloudMessage.offer(requestID: requestID, offer: offer, relay: nil, answerKey: answerKey,
+                                         deposited: message.deposited).validate()) != nil
+            else {
                 return end(1007, "the offer breaks the signalling limits")
             }
-            state = .introduced(requestID: requestID, deviceID: deviceID)
-            return [.introduce(requestID: requestID, deviceID: deviceID, offer: offer, answerKey: answerKey)]
+            state = message.deposited == nil ? .introduced(requestID: requestID, deviceID: deviceID)
+                                             : .proved(requestID: requestID, deviceID: deviceID, deposited: true)
+            return [.introduce(requestID: requestID, deviceID: deviceID, offer: offer, answerKey: answerKey, deposited: message.deposited)]
         case ("proof", .challenged(let requestID, let deviceID)):
             guard let sealed = message.sealed, sealed.utf8.count <= AccessChallenge.maxSealedProofLength else {
                 return end(1007, "a proof needs a sealed proof")
             }
-            state = .proved(requestID: requestID, deviceID: deviceID)
+            state = .proved(requestID: requestID, deviceID: deviceID, deposited: false)
             return [.forwardProof(requestID: requestID, sealed: sealed)]
         case ("report", .ended(let requestID, let deviceID)):
             guard var report = message.report else { return end(1007, "a report needs a report") }
@@ -166,25 +184,30 @@ public struct BrowserSignallingStateMachine: Sendable {
     }
 
     /// `deviceID` is registered with `cameraKey` (a look-up the page asked for, or the camera the hub introduced its request
-    /// to): the page may start checking that key against the UID (`located`). Nothing once the page's request is past its
-    /// introduction, or for another camera than the one introduced.
-    public mutating func located(deviceID: DeviceID, cameraKey: Data) -> [Action] {
+    /// to): the page may start checking that key against the UID (`located`), and seal its proof to `deposit` (a look-up's
+    /// answer only). Nothing once the page's request is past its introduction, or for another camera than the one introduced.
+    public mutating func located(deviceID: DeviceID, cameraKey: Data, deposit: AccessDeposit? = nil) -> [Action] {
+        var handed = deposit
         switch state {
         case .iced: break
-        case .introduced(_, let introduced) where introduced == deviceID: break
+        case .introduced(_, let introduced) where introduced == deviceID: handed = nil
         default: return []
         }
-        return [.send(Self.json(["type": "located", "uid": deviceID.description, "identityKey": cameraKey.base64EncodedString()]))]
+        return [.send(Self.json(["type": "located", "uid": deviceID.description, "identityKey": cameraKey.base64EncodedString()],
+                                deposit: handed))]
     }
 
     /// A message from the hub for this browser.
     public mutating func cloud(_ message: CloudMessage) -> [Action] {
         switch (message, state) {
-        case (.accessChallenge(let id, let challenge), .introduced(let requestID, let deviceID)) where id == requestID:
+        case (.accessChallenge(let id, let challenge), .introduced(let requestID, let deviceID)) where id == requestID,
+             // After a deposited proof: the camera does not hold the deposit's key (it restarted, or the key expired or was
+             // used), and the page proves live.
+             (.accessChallenge(let id, let challenge), .proved(let requestID, let deviceID, true)) where id == requestID:
             state = .challenged(requestID: requestID, deviceID: deviceID)
             guard let data = try? JSONEncoder().encode(challenge), let object = String(data: data, encoding: .utf8) else { return [] }
             return [.send(#"{"type":"challenge","challenge":"# + object + "}")]
-        case (.start(let id, _, _, let sealed?), .proved(let requestID, let deviceID)) where id == requestID:
+        case (.start(let id, _, _, let sealed?), .proved(let requestID, let deviceID, _)) where id == requestID:
             state = .ended(requestID: requestID, deviceID: deviceID)
             return [.send(Self.json(["type": "answer", "sealed": sealed]))]
         case (.error(let id, let code, let text), _) where id == nil || id == requestID:
@@ -200,14 +223,14 @@ public struct BrowserSignallingStateMachine: Sendable {
     /// The request in flight, if any.
     var requestID: String? {
         switch state {
-        case .iced(let id), .introduced(let id, _), .challenged(let id, _), .proved(let id, _), .ended(let id, _): id
+        case .iced(let id), .introduced(let id, _), .challenged(let id, _), .proved(let id, _, _), .ended(let id, _): id
         case .fresh, .closed: nil
         }
     }
 
     private var deviceID: DeviceID? {
         switch state {
-        case .introduced(_, let d), .challenged(_, let d), .proved(_, let d): d
+        case .introduced(_, let d), .challenged(_, let d), .proved(_, let d, _): d
         case .ended(_, let d): d
         case .fresh, .iced, .closed: nil
         }
@@ -218,9 +241,12 @@ public struct BrowserSignallingStateMachine: Sendable {
         return [.close(code: code, reason: reason)]
     }
 
-    /// A JSON object of string fields (and the ICE servers, when given).
-    static func json(_ fields: [String: String], iceServers: [IceServer]? = nil) -> String {
+    /// A JSON object of string fields (and the ICE servers, or a deposit, when given).
+    static func json(_ fields: [String: String], iceServers: [IceServer]? = nil, deposit: AccessDeposit? = nil) -> String {
         var object: [String: Any] = fields
+        if let deposit {
+            object["deposit"] = ["sealingKey": deposit.sealingKey, "expires": deposit.expires, "signature": deposit.signature] as [String: Any]
+        }
         if let iceServers {
             object["iceServers"] = iceServers.map { server -> [String: Any] in
                 var entry: [String: Any] = ["urls": server.urls]
@@ -252,6 +278,9 @@ public struct BrowserReport: Codable, Sendable, Hashable {
     public var relayProtocol: String?
     /// From pressing connect to the first decoded frame, in milliseconds.
     public var firstFrameMs: Int?
+    /// Whether the page's access proof went with its `watch`, sealed to a deposit the cloud handed out (`AccessDeposit`),
+    /// and the camera took it (false: the page proved to a live challenge).
+    public var deposited: Bool?
     /// When each step before it was reached, in milliseconds from pressing connect.
     public var phases: BrowserPhases?
     /// Distinct colours in a sample of the canvas (a blank canvas has one).
@@ -274,9 +303,10 @@ public struct BrowserPhases: Codable, Sendable, Hashable {
     public var servers: Int?
     /// The offer is ready: the browser gathered its candidates.
     public var offer: Int?
-    /// The camera's access challenge arrived.
+    /// The camera's access challenge arrived (nil on the deposit path: no challenge comes).
     public var challenge: Int?
-    /// The access proof went out (after the challenge's key was checked against the UID).
+    /// The access proof went out (after the challenge's key was checked against the UID), or went with the watch, sealed
+    /// to a deposit (``BrowserReport/deposited``).
     public var proof: Int?
     /// The camera's sealed answer arrived (before the page opened it).
     public var sealed: Int?

@@ -331,14 +331,17 @@ final class SignalHandler: ChannelInboundHandler {
                     switch action {
                     case .send(let text):
                         sendText(text)
-                    case .introduce(let requestID, let deviceID, let offer, let answerKey):
-                        await hub.introduce(from: peer, requestID: requestID, deviceID: deviceID, offer: offer, answerKey: answerKey)
+                    case .introduce(let requestID, let deviceID, let offer, let answerKey, let deposited):
+                        await hub.introduce(from: peer, requestID: requestID, deviceID: deviceID, offer: offer, answerKey: answerKey,
+                                            deposited: deposited)
                         if let key = await hub.cameraKey(of: requestID, for: peer) {
                             for case .send(let text) in machine.located(deviceID: deviceID, cameraKey: key) { sendText(text) }
                         }
                     case .locate(let deviceID):
-                        if let key = await hub.registeredKey(of: deviceID, for: peer.source) {
-                            for case .send(let text) in machine.located(deviceID: deviceID, cameraKey: key) { sendText(text) }
+                        if let found = await hub.registeredKey(of: deviceID, for: peer.source) {
+                            for case .send(let text) in machine.located(deviceID: deviceID, cameraKey: found.key, deposit: found.deposit) {
+                                sendText(text)
+                            }
                         }
                     case .forwardProof(let requestID, let sealed):
                         await hub.accessProof(from: peer, requestID: requestID, sealed: sealed)

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import NIOCore
@@ -102,6 +103,14 @@ actor RendezvousHub {
         case challenged
         /// The camera has the viewer's proof; it owes an answer or a refusal.
         case proved
+        /// The offer carried a browser's proof sealed to a deposit (`AccessDeposit`): the camera owes an answer or a
+        /// refusal, or, when it does not hold the deposit's key, a challenge as after ``offered``.
+        case depositProved
+
+        /// The camera may challenge now.
+        var mayChallenge: Bool { self == .offered || self == .depositProved }
+        /// The camera may answer or refuse now: the viewer's proof went to it.
+        var mayAnswer: Bool { self == .proved || self == .depositProved }
     }
 
     /// A registered camera: its TLS connection, if it holds one, and its UDP presence session, if granted.
@@ -110,6 +119,8 @@ actor RendezvousHub {
         var peer: RendezvousPeer?
         let deviceID: DeviceID
         let presence: PresenceSessionID?
+        /// The identity key it registered with (deposits are checked against it).
+        let publicKey: Data
     }
 
     /// The one answer for an unknown, offline or declining device, so they cannot be told apart.
@@ -127,6 +138,9 @@ actor RendezvousHub {
     /// UDP presence (``PresenceServer``), if the cloud offers it.
     let presence: PresenceServer?
     private var pending: [String: PendingIntroduction] = [:]
+    /// Each registered camera's deposited one-time keys, by device: kept when a new session of the same device (and key)
+    /// replaces the old one, as after a wake, and dropped when the camera goes offline.
+    private var deposits: [DeviceID: AccessDepositShelf] = [:]
     private var lookupLimiter: TokenBucketRateLimiter<SourceAddressKey>
     private var registrationLimiter: TokenBucketRateLimiter<SourceAddressKey>
     private var ledger: IntroductionLedger
@@ -192,6 +206,7 @@ actor RendezvousHub {
     private func endCamera(_ session: UUID) async {
         guard let camera = cameras.removeValue(forKey: session) else { return }
         if camera.peer == nil { udpOnlyCameras -= 1 }
+        deposits[camera.deviceID] = nil
         if let id = camera.presence {
             presence?.close(id)
             presenceSessions[id] = nil
@@ -257,7 +272,7 @@ actor RendezvousHub {
         let session = UUID()
         // In the tables before the registry answers: a TLS registration of the device that comes in meanwhile
         // then replaces this session the usual way (``register(_:deviceID:publicKey:)``).
-        cameras[session] = Camera(peer: nil, deviceID: deviceID, presence: id)
+        cameras[session] = Camera(peer: nil, deviceID: deviceID, presence: id, publicKey: publicKey)
         presenceSessions[id] = session
         udpOnlyCameras += 1
         let record = DeviceRegistration(deviceID: deviceID, publicKey: publicKey, sessionID: session, observedAddress: "\(address)")
@@ -281,7 +296,7 @@ actor RendezvousHub {
         let replaced = try await registry.register(record)
         let opened = presence?.open(deviceID)
         let presenceSession = opened?.session
-        cameras[session] = Camera(peer: peer, deviceID: deviceID, presence: presenceSession)
+        cameras[session] = Camera(peer: peer, deviceID: deviceID, presence: presenceSession, publicKey: publicKey)
         if let presenceSession { presenceSessions[presenceSession] = session }
         if let replaced, let old = cameras.removeValue(forKey: replaced.sessionID) {
             if let id = old.presence {
@@ -328,8 +343,10 @@ actor RendezvousHub {
     /// `lookupAdmitted`: the node router already took this introduction's look-up token. An introduction
     /// routed here from another node takes a token here too, in this node's bucket for the viewer's source, so
     /// spreading look-ups over several nodes does not reach one node's cameras faster.
+    /// `deposited`: a browser's proof sealed to one of the camera's deposits (`AccessDeposit`), forwarded with the offer
+    /// in place of the challenge and proof exchange.
     func introduce(from viewer: RendezvousPeer, requestID: String, deviceID: DeviceID, offer: PeerOffer, answerKey: String?,
-                   lookupAdmitted: Bool = false) async {
+                   deposited: DepositedProof? = nil, lookupAdmitted: Bool = false) async {
         guard lookupAdmitted || take(from: &lookupLimiter, viewer.source) else {
             viewer.send(.error(requestID: requestID, code: CloudError.Code.rateLimited.name, message: "too many look-ups"))
             return
@@ -377,9 +394,10 @@ actor RendezvousHub {
             self.expire(requestID)
         }
         let message = CloudMessage.offer(requestID: requestID, offer: offer, relay: relay, requester: viewer.requesterIP,
-                                         answerKey: answerKey)
+                                         answerKey: answerKey, deposited: deposited)
         var introduction = PendingIntroduction(
-            viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer, relay: relay)
+            viewer: viewer, cameraSession: record.sessionID, cameraKey: record.publicKey, timer: timer, relay: relay,
+            access: deposited == nil ? .offered : .depositProved)
         if let peer = camera.peer {
             peer.send(message)
         } else if let id = camera.presence, presence?.wake(id) == true {
@@ -395,10 +413,11 @@ actor RendezvousHub {
     }
 
     /// The camera challenges the viewer to prove access: forwarded to the viewer once, if it carries
-    /// the registered identity key (the viewer checks it against the UID too).
+    /// the registered identity key (the viewer checks it against the UID too). After a deposited proof it is the
+    /// camera's fallback (it does not hold the deposit's key), and the viewer proves as if it had not deposited.
     func accessChallenge(from session: UUID, requestID: String, challenge: AccessChallenge) {
         guard let camera = cameras[session]?.peer else { return }
-        guard let introduction = pending[requestID], introduction.cameraSession == session, introduction.access == .offered else {
+        guard let introduction = pending[requestID], introduction.cameraSession == session, introduction.access.mayChallenge else {
             camera.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "no such introduction awaiting a challenge"))
             return
         }
@@ -421,12 +440,35 @@ actor RendezvousHub {
     }
 
     /// The key `deviceID` is registered with here, for a page that checks it against the UID before it watches
-    /// (`BrowserSignallingStateMachine`'s `locate`); one look-up token of `source`, as an introduction takes. Nil when the
+    /// (`BrowserSignallingStateMachine`'s `locate`), and one of the camera's deposits, handed out once (removed), when
+    /// it registered on this node and has one; one look-up token of `source`, as an introduction takes. Nil when the
     /// bucket is empty or the device is not registered.
-    func registeredKey(of deviceID: DeviceID, for source: SourceAddressKey) async -> Data? {
-        guard take(from: &lookupLimiter, source) else { return nil }
-        return await registry.lookup(deviceID)?.publicKey
+    func registeredKey(of deviceID: DeviceID, for source: SourceAddressKey) async -> (key: Data, deposit: AccessDeposit?)? {
+        guard take(from: &lookupLimiter, source), let key = await registry.lookup(deviceID)?.publicKey else { return nil }
+        return (key, deposits[deviceID]?.take(now: Self.unixNow()))
     }
+
+    /// A registered camera's deposits: each kept if its signature verifies under the key the camera registered with, for
+    /// its UID, and it is unexpired (``AccessDepositShelf``, at most ``RendezvousServer/Configuration/maxDepositsPerCamera``);
+    /// the camera hears of refused ones in one `bad-request` error without a request ID.
+    func deposit(from session: UUID, _ offered: [AccessDeposit]) {
+        guard let camera = cameras[session], let peer = camera.peer,
+            let key = try? Curve25519.Signing.PublicKey(rawRepresentation: camera.publicKey)
+        else { return }
+        var shelf = deposits[camera.deviceID] ?? AccessDepositShelf(capacity: configuration.maxDepositsPerCamera)
+        let refusals = shelf.add(offered, cameraKey: key, deviceID: camera.deviceID, now: Self.unixNow())
+        deposits[camera.deviceID] = shelf
+        if let first = refusals.first {
+            peer.send(.error(requestID: nil, code: CloudError.Code.badRequest.name,
+                             message: String("\(refusals.count) of \(offered.count) deposits refused: \(first)".prefix(CloudProtocol.maxMessageLength))))
+        }
+    }
+
+    /// How many deposits the cloud holds for `deviceID` now.
+    func heldDeposits(of deviceID: DeviceID) -> Int { deposits[deviceID]?.held.count ?? 0 }
+
+    /// The wall clock in Unix seconds: deposits expire by it.
+    static func unixNow() -> Int { Int(Date().timeIntervalSince1970) }
 
     /// The viewer's sealed access proof: forwarded to the camera once, after its challenge, from the
     /// connection that asked (no one else can answer another's challenge).
@@ -446,7 +488,7 @@ actor RendezvousHub {
 
     /// The camera refused the viewer's proof: the viewer hears why (it knows the camera is there by now).
     func refuse(from session: UUID, requestID: String, reason: AccessRefusal) {
-        guard let introduction = pending[requestID], introduction.cameraSession == session, introduction.access == .proved else { return }
+        guard let introduction = pending[requestID], introduction.cameraSession == session, introduction.access.mayAnswer else { return }
         endIntroduction(requestID)
         let text = switch reason {
         case .accessDenied: "the camera refused the credential"
@@ -462,7 +504,7 @@ actor RendezvousHub {
             camera.send(.error(requestID: requestID, code: CloudError.Code.timeout.name, message: "no such pending introduction"))
             return
         }
-        guard offer.identityKey == introduction.cameraKey, offer.candidates.isEmpty, let sealed, introduction.access == .proved else {
+        guard offer.identityKey == introduction.cameraKey, offer.candidates.isEmpty, let sealed, introduction.access.mayAnswer else {
             endIntroduction(requestID)
             camera.send(.error(
                 requestID: requestID, code: CloudError.Code.badRequest.name,

@@ -30,7 +30,7 @@ enum RendezvousMetrics {
         switch message {
         case .registered:
             registrations.increment()
-        case .offer(_, _, .some, _, _):
+        case .offer(_, _, .some, _, _, _):
             grantsIssued.increment()
         case .relayRenewed:
             grantsRenewed.increment()

@@ -105,6 +105,11 @@ public final class RendezvousServer: Sendable {
         public var maxRelayGrantsPerCamera = defaultMaxRelayGrantsPerCamera
         /// Default of ``maxRelayGrantsPerCamera``: 64.
         public static let defaultMaxRelayGrantsPerCamera = 64
+        /// Deposited one-time keys (`Traversal/AccessDeposit`) kept per registered camera; a camera depositing more
+        /// keeps its latest-expiring ones. Each costs about 250 bytes here (its key and signature as base64 text).
+        public var maxDepositsPerCamera = defaultMaxDepositsPerCamera
+        /// Default of ``maxDepositsPerCamera``: 8 (as many as a camera makes: `Traversal/AccessDepositStock`).
+        public static let defaultMaxDepositsPerCamera = 8
         /// Issues relay credentials for each introduction when the cloud runs a relay; `nil`: no relay.
         public var relayGrants: RelayGrantIssuer?
         /// At shutdown every client is told to come back after at least this long (`busy`), so a restart
@@ -631,6 +636,8 @@ public final class RendezvousServer: Sendable {
             await hub.answer(from: session, requestID: requestID, offer: offer, sealed: sealed)
         case (.accessChallenge(let requestID, let challenge), .camera(let session, _)):
             await hub.accessChallenge(from: session, requestID: requestID, challenge: challenge)
+        case (.deposit(let deposits), .camera(let session, _)):
+            await hub.deposit(from: session, deposits)
         case (.accessProof(let requestID, let sealed), .fresh), (.accessProof(let requestID, let sealed), .viewer):
             await hub.accessProof(from: peer, requestID: requestID, sealed: sealed)
         case (.refuse(let requestID, let reason), .camera(let session, _)):

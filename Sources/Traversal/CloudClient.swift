@@ -84,6 +84,9 @@ public enum CloudClient {
     /// one node while it serves, and moves to the next in the list (round robin) whenever its connection or its
     /// UDP presence is lost or a connection attempt fails; the first registration tries each node once.
     /// `deviceID`, when given, is the identity's UID already derived (spares the camera a scrypt; the cloud checks it).
+    /// With `accessDeposits`, for a camera that answers browsers, the camera deposits one-time keys with the cloud after
+    /// each registration (``AccessDeposit``, kept under those limits), so a browser proves access with its first message;
+    /// without (the default), browsers and native viewers prove to a live challenge, and registrations cost no signatures.
     ///
     /// - Throws: ``CloudError`` if the first registration fails (`.tlsFailed`, `.unauthorized`,
     ///   `.connectionFailed`, …) on every node; `CancellationError` if cancelled.
@@ -91,12 +94,13 @@ public enum CloudClient {
         identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, fallbacks: [CloudEndpoint] = [],
         logger: Logger = Logger(label: "trav.cloud-client"),
         usePresence: Bool = true, presenceLinger: Duration = CloudClient.presenceLinger,
+        accessDeposits: AccessDepositStock.Limits? = nil,
         onRegistered: @escaping @Sendable (_ observedAddress: String) -> Void = { _ in },
         onPresence: @escaping @Sendable (_ overUDP: Bool) -> Void = { _ in }
     ) async throws -> some CameraSignalling {
         let session = CloudCameraSession(
             identity: identity, deviceID: deviceID, endpoint: endpoint, fallbacks: fallbacks, logger: logger, usePresence: usePresence,
-            presenceLinger: presenceLinger,
+            presenceLinger: presenceLinger, accessDeposits: accessDeposits,
             onRegistered: onRegistered, onPresence: onPresence)
         try await session.start()
         return session
@@ -294,15 +298,19 @@ actor CloudCameraSession: CameraSignalling {
     private var registrationAwaitsViewer = true
     /// How long TLS stays without introductions before it is dropped for UDP presence.
     private let presenceLinger: Duration
+    /// One-time keys deposited with the cloud for browsers' proofs (``AccessDeposit``), kept across reconnections
+    /// and UDP presence so a key a page took while the camera slept still opens its proof after the wake; nil: none.
+    private var deposits: AccessDepositStock?
 
     /// A session for `identity`; `deviceID`, when given, stands for its UID (spares the scrypt; the cloud checks it).
     init(
         identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, fallbacks: [CloudEndpoint] = [], logger: Logger,
         usePresence: Bool = true,
-        presenceLinger: Duration = CloudClient.presenceLinger,
+        presenceLinger: Duration = CloudClient.presenceLinger, accessDeposits: AccessDepositStock.Limits? = nil,
         onRegistered: @escaping @Sendable (String) -> Void = { _ in }, onPresence: @escaping @Sendable (Bool) -> Void = { _ in }
     ) {
         self.usePresence = usePresence
+        self.deposits = accessDeposits.map { AccessDepositStock(limits: $0) }
         self.presenceLinger = presenceLinger
         self.onPresence = onPresence
         self.identity = identity
@@ -427,6 +435,7 @@ actor CloudCameraSession: CameraSignalling {
             var messages = inbound.makeAsyncIterator()
             let (keepalive, grant) = try await register(on: channel, messages: &messages)
             let interval = min(CloudClient.keepaliveInterval, keepalive)
+            await depositAfterRegistration(on: channel)
             await startPresence(grant)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await self.keepAlive(channel, every: interval) }
@@ -553,7 +562,8 @@ actor CloudCameraSession: CameraSignalling {
         return message
     }
 
-    /// Sends a ping every `interval`; closes the connection if nothing arrived within ``CloudClient/livenessTimeout``.
+    /// Sends a ping every `interval`, and tops up the deposited keys; closes the connection if nothing arrived within
+    /// ``CloudClient/livenessTimeout``.
     private nonisolated func keepAlive(_ channel: any Channel, every interval: Duration) async throws {
         while true {
             try await Task.sleep(for: interval)
@@ -562,6 +572,45 @@ actor CloudCameraSession: CameraSignalling {
                 return
             }
             try await CloudClient.send(.ping, on: channel)
+            await topUpDeposits()
+        }
+    }
+
+    /// The wall clock in Unix seconds: deposits expire by it, as the cloud and the pages read them.
+    static func unixNow() -> Int { Int(Date().timeIntervalSince1970) }
+
+    /// Deposits every key held (new ones made up to the stock's capacity) after a registration: the cloud may have
+    /// restarted and lost them, and it ignores the ones it holds or handed out. Best effort: a browser without a
+    /// deposit proves through a live challenge.
+    private func depositAfterRegistration(on channel: any Channel) async {
+        guard var stock = deposits else { return }
+        do {
+            let held = try stock.registered(now: Self.unixNow(), identity: identity, deviceID: deviceID)
+            deposits = stock
+            try await sendDeposits(held, on: channel)
+        } catch {
+            logger.debug("access deposits not sent", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Deposits new keys when the stock runs low (``AccessDepositStock/topUp(now:identity:deviceID:)``), over TLS only.
+    private func topUpDeposits() async {
+        guard let channel, var stock = deposits else { return }
+        do {
+            let fresh = try stock.topUp(now: Self.unixNow(), identity: identity, deviceID: deviceID)
+            deposits = stock
+            try await sendDeposits(fresh, on: channel)
+        } catch {
+            logger.debug("access deposits not topped up", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func sendDeposits(_ fresh: [AccessDeposit], on channel: any Channel) async throws {
+        var rest = fresh[...]
+        while !rest.isEmpty {
+            let batch = rest.prefix(AccessDeposit.maxPerMessage)
+            rest = rest.dropFirst(batch.count)
+            try await CloudClient.send(.deposit(deposits: Array(batch)), on: channel)
         }
     }
 
@@ -572,7 +621,7 @@ actor CloudCameraSession: CameraSignalling {
     /// Handles one message on a registered connection.
     private func handle(_ message: CloudMessage, on channel: any Channel) async throws {
         switch message {
-        case .offer(let requestID, let offer, let relay, let requester, let answerKey):
+        case .offer(let requestID, let offer, let relay, let requester, let answerKey, let deposited):
             // Without a key to seal the answer to, nothing is answered: the viewer hears what an unknown UID gets.
             guard let answerKey else {
                 try await CloudClient.send(.decline(requestID: requestID), on: channel)
@@ -581,7 +630,8 @@ actor CloudCameraSession: CameraSignalling {
             lastActivity = .now
             let vouched = requester.flatMap { try? SocketAddress(ipAddress: $0, port: 0) }.map(SourceAddressKey.init)
             sink.yield(CloudIncomingIntroduction(
-                requestID: requestID, offer: offer, relay: relay, vouchedRequester: vouched, answerKey: answerKey, session: self))
+                requestID: requestID, offer: offer, relay: relay, vouchedRequester: vouched, answerKey: answerKey,
+                deposited: deposited, session: self))
         case .accessProof(let requestID, let sealed):
             waitingForProof.removeValue(forKey: requestID)?.resume(returning: sealed)
         case .start(let requestID, _, _, _):
@@ -647,11 +697,52 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
-    /// Sends the access challenge for introduction `requestID` (signed by this camera, for the viewer
-    /// holding `answerKey`) and returns the viewer's claim from its sealed proof, opened and verified
-    /// (``AccessChallenge``); the proof must come within ``CloudClient/requestTimeout``. A proof that
-    /// does not open or verify is refused (`access-denied`) and thrown as ``TraversalError`` `accessDenied`.
-    func requestAccess(requestID: String, answerKey: String) async throws -> ViewerAccessClaim {
+    /// The viewer's claim for introduction `requestID`: from the proof it sealed to one of this camera's deposits when the
+    /// offer carried one (`deposited`, ``AccessDeposit``: each key opens one proof), else — and when the deposit's key is
+    /// used already (a replay), unknown here (made before a restart) or expired — from a live challenge: sends the access
+    /// challenge (signed by this camera, for the viewer holding `answerKey`) and opens and verifies the viewer's sealed
+    /// proof (``AccessChallenge``), which must come within ``CloudClient/requestTimeout``. A proof that does not open or
+    /// verify is refused (`access-denied`) and thrown as ``TraversalError`` `accessDenied`.
+    func requestAccess(requestID: String, answerKey: String, deposited: DepositedProof? = nil) async throws -> ViewerAccessClaim {
+        if let deposited, let claim = try await openDeposited(deposited, requestID: requestID, answerKey: answerKey) {
+            return claim
+        }
+        return try await challenge(requestID: requestID, answerKey: answerKey)
+    }
+
+    /// The claim in a proof sealed to a deposit, or nil when the key is used already, unknown or expired (the caller
+    /// challenges live).
+    private func openDeposited(_ deposited: DepositedProof, requestID: String, answerKey: String) async throws -> ViewerAccessClaim? {
+        let sealing = try CloudMessage.base64(deposited.sealingKey, length: CloudProtocol.answerKeyLength, field: "offer.deposited.sealingKey")
+        let key: Curve25519.KeyAgreement.PrivateKey
+        var stock = deposits ?? AccessDepositStock()
+        let consumption = stock.consume(sealing, now: Self.unixNow())
+        if deposits != nil { deposits = stock }
+        switch consumption {
+        case .key(let held):
+            key = held
+        case .used:
+            // A replay, or a key a cloud that lost its records handed out twice: the proof is not accepted, and only a
+            // holder of the credential answers the live challenge.
+            logger.info("deposited key used before: live challenge", metadata: ["requestID": "\(requestID)"])
+            return nil
+        case .expired, .unknown:
+            logger.debug("deposited key unknown or expired: live challenge", metadata: ["requestID": "\(requestID)"])
+            return nil
+        }
+        lastActivity = .now
+        // Off the viewer's critical path: new keys, if the stock runs low, are made and sent after this answer.
+        Task { await self.topUpDeposits() }
+        do {
+            return try AccessProver.open(deposited: deposited.sealed, with: key, deviceID: deviceID, requestID: requestID, answerKey: answerKey)
+        } catch {
+            await refuse(requestID: requestID, reason: .accessDenied)
+            throw TraversalError(code: .accessDenied, detail: "the viewer's deposited access proof: \(error)")
+        }
+    }
+
+    /// The live challenge of ``requestAccess(requestID:answerKey:deposited:)``.
+    private func challenge(requestID: String, answerKey: String) async throws -> ViewerAccessClaim {
         guard let channel else { throw CloudError(code: .connectionFailed, detail: "not connected to the cloud") }
         guard waitingForProof[requestID] == nil else {
             throw CloudError(code: .badRequest, detail: "introduction \(requestID) already challenged")
@@ -821,6 +912,8 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
     let vouchedRequester: SourceAddressKey?
     /// The viewer's key the answer is sealed to (``SealedAnswer``).
     let answerKey: String
+    /// A browser's proof sealed to one of the camera's deposits, if the offer carried one.
+    let deposited: DepositedProof?
     let session: CloudCameraSession
 
     func accept(answer: PeerOffer) async throws {
@@ -832,7 +925,7 @@ struct CloudIncomingIntroduction: IncomingIntroduction {
     }
 
     func requestAccess() async throws -> ViewerAccessClaim? {
-        try await session.requestAccess(requestID: requestID, answerKey: answerKey)
+        try await session.requestAccess(requestID: requestID, answerKey: answerKey, deposited: deposited)
     }
 
     func refuse(_ reason: AccessRefusal) async {

@@ -10,9 +10,11 @@ import NIOCore
 ///    │◄── challenge{nonce}       │                              │
 ///    │ prove{signature} ────────►│  (Ed25519 over CloudProtocol.registrationMessage)
 ///    │◄── registered{observed…, presence?}  (UDP presence: ``PresenceProtocol``)
+///    │ deposit{deposits} ───────►│  one-time keys for browsers' proofs ahead of time (``AccessDeposit``)
 ///    │ ping ────────────────────►│ ◄──── introduce{requestID, deviceID, offer, answerKey}
 ///    │◄── pong                   │                              │
-///    │◄── offer{requestID, offer, relay?, requester, answerKey}  │
+///    │◄── offer{requestID, offer, relay?, requester, answerKey, deposited?}
+///    │    (deposited: a browser's proof sealed to a deposit; the camera answers at once, or challenges if the key is unknown)
 ///    │ accessChallenge{requestID, challenge} ►│ accessChallenge ──────►│  (``AccessChallenge``)
 ///    │◄── accessProof{requestID, sealed}      │◄── accessProof{sealed} │
 ///    │ answer{requestID, offer, sealed} ►│  (or refuse{requestID, reason}, decline{requestID})
@@ -107,8 +109,10 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     case introduce(requestID: String, deviceID: String, offer: PeerOffer, answerKey: String? = nil)
     /// Cloud → camera: a viewer's offer, and the IP address the cloud saw the viewer's request come from
     /// (over TCP, so not spoofed): the one address the camera may probe beyond its ``ProbeBudget``;
-    /// `answerKey` is the viewer's, to seal the answer to.
-    case offer(requestID: String, offer: PeerOffer, relay: RelayGrant?, requester: String? = nil, answerKey: String? = nil)
+    /// `answerKey` is the viewer's, to seal the answer to; `deposited`, a browser's access proof sealed to one of the
+    /// camera's ``AccessDeposit``s, stands for the challenge and proof exchange.
+    case offer(requestID: String, offer: PeerOffer, relay: RelayGrant?, requester: String? = nil, answerKey: String? = nil,
+               deposited: DepositedProof? = nil)
     /// Camera → cloud: the camera's answer to an offer: `offer` carries only its identity key (the
     /// cloud checks it is the registered one); its candidates and the relay grant are in `sealed`.
     case answer(requestID: String, offer: PeerOffer, sealed: String? = nil)
@@ -131,6 +135,9 @@ public enum CloudMessage: Sendable, Hashable, Codable {
     case renewRelay(requestID: String, relay: RelayGrant)
     /// Cloud → camera or viewer: the renewed grant.
     case relayRenewed(requestID: String, relay: RelayGrant)
+    /// Camera → cloud: one-time keys a browser may seal its access proof to before the camera hears of it
+    /// (``AccessDeposit``; 1…``AccessDeposit/maxPerMessage``); the cloud answers bad ones with an `error` (no request ID).
+    case deposit(deposits: [AccessDeposit])
     /// Cloud → client: the cloud cannot take this request now and closes; come back after
     /// `retryAfterMilliseconds` (1…``CloudProtocol/maxRetryAfterMilliseconds``), not sooner.
     case busy(retryAfterMilliseconds: Int)
@@ -156,13 +163,14 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case .renewRelay: "renewRelay"
         case .relayRenewed: "relayRenewed"
         case .busy: "busy"
+        case .deposit: "deposit"
         }
     }
 
     private enum Key: String, CodingKey {
         case type, deviceID, publicKey, nonce, signature, observedAddress, keepaliveSeconds, presence
         case requestID, offer, relay, requester, answer, code, message, retryAfterMilliseconds, answerKey, sealed
-        case challenge, reason
+        case challenge, reason, deposited, deposits
     }
 
     /// Decodes a message from its JSON object; an unknown `type` is a decoding error.
@@ -192,7 +200,8 @@ public enum CloudMessage: Sendable, Hashable, Codable {
                 requestID: try c.decode(String.self, forKey: .requestID), offer: try c.decode(PeerOffer.self, forKey: .offer),
                 relay: try c.decodeIfPresent(RelayGrant.self, forKey: .relay),
                 requester: try c.decodeIfPresent(String.self, forKey: .requester),
-                answerKey: try c.decodeIfPresent(String.self, forKey: .answerKey))
+                answerKey: try c.decodeIfPresent(String.self, forKey: .answerKey),
+                deposited: try c.decodeIfPresent(DepositedProof.self, forKey: .deposited))
         case "answer":
             self = .answer(
                 requestID: try c.decode(String.self, forKey: .requestID), offer: try c.decode(PeerOffer.self, forKey: .offer),
@@ -220,6 +229,7 @@ public enum CloudMessage: Sendable, Hashable, Codable {
         case "relayRenewed":
             self = .relayRenewed(requestID: try c.decode(String.self, forKey: .requestID), relay: try c.decode(RelayGrant.self, forKey: .relay))
         case "busy": self = .busy(retryAfterMilliseconds: try c.decode(Int.self, forKey: .retryAfterMilliseconds))
+        case "deposit": self = .deposit(deposits: try c.decode([AccessDeposit].self, forKey: .deposits))
         default:
             throw DecodingError.dataCorruptedError(forKey: .type, in: c, debugDescription: "unknown message type")
         }
@@ -245,12 +255,13 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try c.encode(deviceID, forKey: .deviceID)
             try c.encode(offer, forKey: .offer)
             try c.encodeIfPresent(answerKey, forKey: .answerKey)
-        case .offer(let requestID, let offer, let relay, let requester, let answerKey):
+        case .offer(let requestID, let offer, let relay, let requester, let answerKey, let deposited):
             try c.encode(requestID, forKey: .requestID)
             try c.encode(offer, forKey: .offer)
             try c.encodeIfPresent(relay, forKey: .relay)
             try c.encodeIfPresent(requester, forKey: .requester)
             try c.encodeIfPresent(answerKey, forKey: .answerKey)
+            try c.encodeIfPresent(deposited, forKey: .deposited)
         case .answer(let requestID, let offer, let sealed):
             try c.encode(requestID, forKey: .requestID)
             try c.encode(offer, forKey: .offer)
@@ -279,6 +290,8 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try c.encode(relay, forKey: .relay)
         case .busy(let retryAfterMilliseconds):
             try c.encode(retryAfterMilliseconds, forKey: .retryAfterMilliseconds)
+        case .deposit(let deposits):
+            try c.encode(deposits, forKey: .deposits)
         }
     }
 
@@ -306,12 +319,13 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             try check(deviceID: deviceID)
             try offer.validate(field: "introduce.offer")
             if let answerKey { _ = try Self.base64(answerKey, length: CloudProtocol.answerKeyLength, field: "introduce.answerKey") }
-        case .offer(let requestID, let offer, let relay, let requester, let answerKey):
+        case .offer(let requestID, let offer, let relay, let requester, let answerKey, let deposited):
             try Self.check(requestID: requestID)
             try offer.validate(field: "offer.offer")
             try relay?.validate(field: "offer.relay")
             if let requester { try Self.check(requester, max: CloudProtocol.maxShortStringLength, field: "offer.requester") }
             if let answerKey { _ = try Self.base64(answerKey, length: CloudProtocol.answerKeyLength, field: "offer.answerKey") }
+            try deposited?.validate(field: "offer.deposited")
         case .answer(let requestID, let offer, let sealed):
             try Self.check(requestID: requestID)
             try offer.validate(field: "answer.offer")
@@ -344,6 +358,11 @@ public enum CloudMessage: Sendable, Hashable, Codable {
             guard (1...CloudProtocol.maxRetryAfterMilliseconds).contains(retryAfterMilliseconds) else {
                 throw CloudProtocolError.invalid("busy.retryAfterMilliseconds", "out of range")
             }
+        case .deposit(let deposits):
+            guard (1...AccessDeposit.maxPerMessage).contains(deposits.count) else {
+                throw CloudProtocolError.invalid("deposit.deposits", "not 1…\(AccessDeposit.maxPerMessage) deposits")
+            }
+            for (index, deposit) in deposits.enumerated() { try deposit.validate(field: "deposit.deposits[\(index)]") }
         }
     }
 

@@ -25,6 +25,10 @@ import Foundation
 /// session's handshake later admits exactly that identity without checking the password again.
 /// An asker without a credential learns that the UID is online and its public key, never an address
 /// or a relay grant; the cloud forwards no answer for an introduction whose proof it has not carried.
+///
+/// A browser may skip the challenge's round trip: the camera deposits one-time keys with the cloud in advance
+/// (``AccessDeposit``), the page seals its proof to one it was handed and sends it with its introduction, and the
+/// camera, holding that key's private half, opens it at once; it challenges as above when it does not hold the key.
 public struct AccessChallenge: Codable, Sendable, Hashable {
     /// Domain-separation label of the camera's challenge signature.
     public static let challengeDomain = "trav/access-challenge/v1"
@@ -152,11 +156,16 @@ public struct AccessProver: Sendable {
             throw TraversalError(code: .identityMismatch, detail: "the cloud announced a key that is not behind \(device)")
         }
         let sealing = try CloudMessage.base64(challenge.sealingKey, length: CloudProtocol.answerKeyLength, field: "challenge.sealingKey")
-        let signature = try identity.signature(for: Self.signedBytes(deviceID: device, requestID: requestID, sealingKey: sealing))
-        let proof = SealedProof(viewerKey: identity.publicKey.rawRepresentation, hello: SessionHello(credential), signature: signature)
-        let sealed = try HPKEBox.seal(
-            try JSONEncoder().encode(proof), to: sealing, info: Self.info(deviceID: device, requestID: requestID), field: "challenge.sealingKey")
+        let sealed = try seal(to: sealing, signed: Self.signedBytes(deviceID: device, requestID: requestID, sealingKey: sealing),
+                              info: Self.info(deviceID: device, requestID: requestID), field: "challenge.sealingKey")
         return (sealed, camera)
+    }
+
+    /// The credential and this identity's signature over `signed`, sealed to the X25519 key `sealing` under HPKE `info`.
+    func seal(to sealing: Data, signed: Data, info: Data, field: String) throws -> String {
+        let signature = try identity.signature(for: signed)
+        let proof = SealedProof(viewerKey: identity.publicKey.rawRepresentation, hello: SessionHello(credential), signature: signature)
+        return try HPKEBox.seal(try JSONEncoder().encode(proof), to: sealing, info: info, field: field)
     }
 
     /// `domain ‖ 0 ‖ deviceID ‖ 0 ‖ requestID ‖ 0 ‖ sealingKey (32)`: what the viewer's identity key signs.
@@ -177,10 +186,17 @@ public struct AccessProver: Sendable {
     ///   signature does not verify; `.invalidField` when a field breaks the limits.
     public static func open(_ sealed: String, with key: Curve25519.KeyAgreement.PrivateKey, deviceID: DeviceID,
                             requestID: String) throws -> ViewerAccessClaim {
+        try openProof(sealed, with: key, info: info(deviceID: deviceID, requestID: requestID),
+                      signed: signedBytes(deviceID: deviceID, requestID: requestID, sealingKey: key.publicKey.rawRepresentation))
+    }
+
+    /// Opens a sealed proof under HPKE `info` and checks the viewer's signature over `signed` (a live challenge's or a
+    /// deposit's binding).
+    static func openProof(_ sealed: String, with key: Curve25519.KeyAgreement.PrivateKey, info: Data, signed: Data) throws -> ViewerAccessClaim {
         guard sealed.utf8.count <= AccessChallenge.maxSealedProofLength else {
             throw CloudProtocolError.invalid("accessProof.sealed", "longer than \(AccessChallenge.maxSealedProofLength) characters")
         }
-        let plain = try HPKEBox.open(sealed, with: key, info: info(deviceID: deviceID, requestID: requestID), what: "access proof")
+        let plain = try HPKEBox.open(sealed, with: key, info: info, what: "access proof")
         guard let proof = try? JSONDecoder().decode(SealedProof.self, from: plain) else {
             throw CloudProtocolError(code: .malformed, detail: "the sealed access proof is not a proof")
         }
@@ -190,7 +206,6 @@ public struct AccessProver: Sendable {
         guard (proof.hello.password?.utf8.count ?? 0) <= AccessChallenge.maxPasswordLength else {
             throw CloudProtocolError.invalid("accessProof.password", "longer than \(AccessChallenge.maxPasswordLength) bytes")
         }
-        let signed = signedBytes(deviceID: deviceID, requestID: requestID, sealingKey: key.publicKey.rawRepresentation)
         guard proof.signature.count == CloudProtocol.signatureLength, viewer.isValidSignature(proof.signature, for: signed) else {
             throw CloudProtocolError(code: .malformed, detail: "the access proof's signature does not verify")
         }
@@ -203,7 +218,8 @@ public struct AccessProver: Sendable {
         var viewerKey: Data
         /// The credential, as the session's hello carries it.
         var hello: SessionHello
-        /// The viewer key's signature over ``AccessProver/signedBytes(deviceID:requestID:sealingKey:)``.
+        /// The viewer key's signature over ``AccessProver/signedBytes(deviceID:requestID:sealingKey:)`` (a live challenge) or
+        /// ``AccessProver/depositSignedBytes(deviceID:requestID:sealingKey:answerKey:)`` (a deposit).
         var signature: Data
     }
 }

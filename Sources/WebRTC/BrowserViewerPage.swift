@@ -4,10 +4,13 @@
 ///
 /// ```
 ///  load    ─► wss://<cloud>/signal: prepare ─► ice{requestID, iceServers} ─► travPrepare: peer connection, offer
-///  a UID typed ─► locate{uid} ─► located{uid, identityKey}: the key's UID check (scrypt) starts while the person types on
-///  connect ─► watch{uid, sdp, answerKey} ─► challenge ─► travProve (the UID check done) ─► proof{sealed}
+///  a UID typed ─► locate{uid} ─► located{uid, identityKey, deposit?}: the key's UID check (scrypt) starts while the person
+///              types on; the deposit (a one-time key of the camera's, AccessDeposit) is kept for connect
+///  connect ─► with a deposit: travProveDeposit ─► watch{uid, sdp, answerKey, deposited{sealingKey, sealed}}
+///             (or, the camera not holding the key: challenge ─► travProve ─► proof{sealed})
+///          ─► without: watch{uid, sdp, answerKey} ─► challenge ─► travProve (the UID check done) ─► proof{sealed}
 ///          ─► answer{sealed}: opened with the answer key (HPKE), its SDP checked by travCheckAnswer ─► video
-///          ─► report{decoded, path, firstFrameMs, phases, …} to the cloud (after `report` frames, or on failure)
+///          ─► report{decoded, path, firstFrameMs, phases, deposited, …} to the cloud (after `report` frames, or on failure)
 /// ```
 ///
 /// The fragment `#uid=…&password=…` fills the form and connects at once (the fragment never reaches a server);
@@ -37,17 +40,21 @@ public enum BrowserViewerPage {
     /// `GET /viewer.js`: the viewer script and the page's signalling through the cloud.
     public static let script = BrowserViewerScript.source + #"""
 
-        // A WebSocket to the cloud's signalling: `opened` (a promise), `send(message)`, `expect(type)` (the next message,
-        // which must be of that type; a refusal, an error or the socket closing throws), `isClosed()`. A `located` message is
-        // not queued: the key it names (the one the camera registered, and its challenge will carry) has its UID check
-        // started at once, so travProve finds it done; at most 8 keys per page.
+        // A WebSocket to the cloud's signalling: `opened` (a promise), `send(message)`, `expect(...types)` (the next message,
+        // which must be of one of those types; a refusal, an error or the socket closing throws), `isClosed()`. A `located`
+        // message is not queued: the key it names (the one the camera registered, and its challenge will carry) has its UID
+        // check started at once, so travProve finds it done; at most 8 keys per page. `locate(uid)` asks for it (once per
+        // UID, and never after `watch(message)` sent the watch: the cloud closes a socket that does), and `located(uid)` is
+        // the answer (with the deposit, if the cloud had one), waiting for it at most travLocateWaitMs (an unregistered UID
+        // or a look-up over the cloud's limit gets no answer), or null.
         const travWarmed = new Set();
+        const travLocateWaitMs = 500;
         function travOpenSignalling() {
           const ws = new WebSocket('wss://' + location.host + '/signal');
           const opened = new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = () => fail(new Error('signal: cannot reach the cloud')); });
           opened.catch(() => {});
-          const inbox = [];
-          let waiter = null, closed = false;
+          const inbox = [], asked = new Map();
+          let waiter = null, closed = false, watched = false;
           const deliver = m => { if (waiter) { const w = waiter; waiter = null; w(m); } else inbox.push(m); };
           ws.onmessage = e => {
             let m;
@@ -57,17 +64,28 @@ public enum BrowserViewerPage {
               travWarmed.add(m.identityKey);
               try { uidSymbols(travBytes.fromBase64(m.identityKey)).catch(() => {}); } catch (_) {}
             }
+            if (typeof m.identityKey === 'string' && asked.has(m.uid)) asked.get(m.uid).answer(m);
           };
           ws.onclose = e => { closed = true; deliver({type: 'closed', code: e.code, reason: e.reason}); };
           const next = () => inbox.length ? Promise.resolve(inbox.shift()) : closed ? Promise.resolve({type: 'closed'}) : new Promise(r => { waiter = r; });
-          const expect = async type => {
+          const expect = async (...types) => {
             const m = await next();
-            if (m.type === type) return m;
+            if (types.includes(m.type)) return m;
             if (m.type === 'refused') throw new Error('refused: ' + m.reason);
             if (m.type === 'error') throw new Error('cloud: ' + m.code + ': ' + m.message);
             throw new Error('signal: ' + (m.type === 'closed' ? 'closed ' + (m.code || '') : 'unexpected ' + m.type));
           };
-          return {ws, opened, send: m => ws.send(JSON.stringify(m)), expect, isClosed: () => closed};
+          const locate = uid => {
+            if (closed || watched || asked.has(uid)) return;
+            let answer;
+            const promise = new Promise(r => { answer = r; });
+            asked.set(uid, {promise, answer});
+            ws.send(JSON.stringify({type: 'locate', uid}));
+          };
+          const located = uid => asked.has(uid)
+            ? Promise.race([asked.get(uid).promise, new Promise(r => setTimeout(() => r(null), travLocateWaitMs))]) : Promise.resolve(null);
+          const watch = m => { watched = true; ws.send(JSON.stringify(m)); };
+          return {ws, opened, send: m => ws.send(JSON.stringify(m)), expect, isClosed: () => closed, locate, located, watch};
         }
 
         // Everything that does not depend on which camera: the socket opened, the ICE servers asked for (`prepare`), this
@@ -93,8 +111,10 @@ public enum BrowserViewerPage {
 
         // Watches a camera through the cloud: `prepared` is a travCloudPrepare() result made beforehand (one is made now
         // when it is missing); pressing connect then costs one message (`watch`: the UID with the offer) before the
-        // camera's challenge. The UID and password come from the form (or the fragment). `started` is when connect was
-        // pressed; `phases` gets each step's milliseconds from then (travMark; 0 for steps done before it).
+        // camera's challenge, or none when the page located the camera beforehand and the cloud handed it a deposit (the
+        // proof then goes with `watch`). The UID and password come from the form (or the fragment). `started` is when
+        // connect was pressed; `phases` gets each step's milliseconds from then (travMark; 0 for steps done before it).
+        // The report says whether the deposit was taken (`deposited`: true; false after a live challenge).
         async function travCloudWatch({uid: typed, password, canvas, onStatus, started = performance.now(), phases = {}, prepared = null}) {
           const uid = travCanonicalUID(typed);
           if (!uid) throw new Error('uid: not a UID');
@@ -102,17 +122,34 @@ public enum BrowserViewerPage {
           const ready = prepared || await travCloudPrepare();
           for (const [name, at] of Object.entries(ready.times)) if (!(name in phases)) phases[name] = Math.max(0, Math.round(at - started));
           const {signalling, requestID, viewer, answerPair, answerKey, peer} = ready;
-          const report = fields => { if (!signalling.isClosed()) signalling.send({type: 'report', report: fields}); };
+          let deposited = null;
+          const report = fields => { if (!signalling.isClosed()) signalling.send({type: 'report', report: {...fields, deposited}}); };
           try {
             const b = travBytes, zero = new Uint8Array([0]);
             const stats = await travWatch({uid, canvas, onStatus, started, phases, peer, signal: async offer => {
-              signalling.send({type: 'watch', uid, sdp: offer, answerKey: b.toBase64(answerKey)});
-              const c = await signalling.expect('challenge');
-              mark('challenge');
-              onStatus('proving access');
-              signalling.send({type: 'proof', sealed: await travProve({uid, requestID, answerKey, challenge: c.challenge, password, viewer})});
-              mark('proof');
-              const a = await signalling.expect('answer');
+              // A deposit the cloud handed out with `located`: the proof goes with the watch. A bad one is left for the live path.
+              const found = await signalling.located(uid);
+              let proof = null;
+              if (found && found.deposit) {
+                try {
+                  proof = await travProveDeposit({uid, requestID, answerKey, identityKey: b.fromBase64(found.identityKey), deposit: found.deposit,
+                                                  password, viewer});
+                } catch (_) { proof = null; }
+              }
+              signalling.watch({type: 'watch', uid, sdp: offer, answerKey: b.toBase64(answerKey), ...(proof ? {deposited: proof} : {})});
+              deposited = proof !== null;
+              if (deposited) mark('proof');
+              let a = await signalling.expect('answer', 'challenge');
+              if (a.type === 'challenge') {
+                // No deposit, or the camera does not hold its key (it restarted): prove to the live challenge.
+                deposited = false;
+                delete phases.proof;
+                mark('challenge');
+                onStatus('proving access');
+                signalling.send({type: 'proof', sealed: await travProve({uid, requestID, answerKey, challenge: a.challenge, password, viewer})});
+                mark('proof');
+                a = await signalling.expect('answer');
+              }
               mark('sealed');
               const info = b.concat(b.utf8('trav/sealed-answer/v1'), zero, b.utf8(uid), zero, b.utf8(requestID));
               const sealed = JSON.parse(new TextDecoder().decode(await travHPKEOpen(answerPair, info, a.sealed)));
@@ -159,17 +196,15 @@ public enum BrowserViewerPage {
           // is dropped, and a new one made when the person next edits the form or presses connect.
           let prepared = null, settled = null, signalling = null;
           // A whole UID in the form is looked up once per socket (the cloud answers at most 4), so its key's UID check
-          // runs while the person types the password.
-          const located = new Set();
+          // runs while the person types the password, and the deposit it brings is there when connect is pressed (a
+          // connect pressed before the cloud named the ICE servers locates then, before its watch).
           const locate = () => {
             const uid = travCanonicalUID($('uid').value);
-            if (!uid || !signalling || !signalling.iced || signalling.watching || signalling.isClosed() || located.has(uid)) return;
-            located.add(uid);
-            signalling.send({type: 'locate', uid});
+            if (!uid || !signalling || !signalling.iced) return;
+            signalling.locate(uid);
           };
           const prepare = () => {
             if (prepared) return;
-            located.clear();
             signalling = travOpenSignalling();
             const attempt = travCloudPrepare(signalling, locate);
             prepared = attempt;
@@ -188,7 +223,6 @@ public enum BrowserViewerPage {
             try {
               const mine = prepared;
               prepared = settled = null;
-              if (signalling) signalling.watching = true;
               let ready = mine ? await mine.catch(() => null) : null;
               if (ready && ready.signalling.isClosed()) { ready.peer.pc.close(); ready = null; }
               const session = await travCloudWatch({uid: $('uid').value, password: $('password').value, canvas: $('video'), onStatus: status,

@@ -7,6 +7,7 @@
 ///
 /// ```
 ///  travPrepare({iceServers}) → RTCPeerConnection, control channel, offer (gathered; before the camera is named)
+///  travProve(challenge) / travProveDeposit(deposit) → the access proof, sealed to the camera's one-time key (the page's signalling)
 ///  travWatch({uid, signal, canvas, onStatus, peer}) → signal(offer) → answer
 ///     → travCheckAnswer: Ed25519 over "trav/webrtc-identity/v1" ‖ 0 ‖ UID ‖ 0 ‖ fingerprints; UID = scrypt(key)
 ///     → setRemoteDescription → trav.media: 32-byte header ‖ Annex B frame → VideoDecoder → canvas
@@ -189,6 +190,21 @@ public enum BrowserViewerScript {
           return travChaChaPolyOpen(key, nonce, bytes.subarray(32));
         }
 
+        // Throws unless the raw Ed25519 key `identityKey` is behind the canonical `uid` (the derivation of DeviceID; cached).
+        async function travCheckUID(identityKey, uid) {
+          if (await uidSymbols(identityKey) !== uid.replace(/^TRAV-?/, '').replaceAll('-', '').slice(0, 15)) throw new Error('identity: key is not behind the UID');
+        }
+
+        // Our password and Ed25519 key, with our signature over `signed`, sealed (HPKE) to the X25519 key `sealingKey`
+        // under `info`: the proof AccessProver.open reads. Returns base64.
+        async function travSealProof({sealingKey, signed, info, password, viewer}) {
+          const b = travBytes;
+          const signature = new Uint8Array(await crypto.subtle.sign({name: 'Ed25519'}, viewer.privateKey, signed));
+          const viewerKey = new Uint8Array(await crypto.subtle.exportKey('raw', viewer.publicKey));
+          const proof = JSON.stringify({viewerKey: b.toBase64(viewerKey), hello: {kind: 'password', password}, signature: b.toBase64(signature)});
+          return travHPKESeal(sealingKey, info, b.utf8(proof));
+        }
+
         // The access proof for a camera's challenge (AccessChallenge / AccessProver): the challenge's signature and
         // that its key is behind the UID are checked, then the password and our Ed25519 key, with our signature
         // over the challenge, are sealed to its one-time key. `viewer` is an Ed25519 CryptoKeyPair; `answerKey`
@@ -199,12 +215,30 @@ public enum BrowserViewerScript {
           const signed = b.concat(b.utf8('trav/access-challenge/v1'), zero, b.utf8(uid), zero, b.utf8(requestID), zero, answerKey, sealingKey);
           const key = await crypto.subtle.importKey('raw', identityKey, {name: 'Ed25519'}, false, ['verify']);
           if (!await crypto.subtle.verify({name: 'Ed25519'}, key, b.fromBase64(challenge.signature), signed)) throw new Error('identity: bad challenge signature');
-          if (await uidSymbols(identityKey) !== uid.replace(/^TRAV-?/, '').replaceAll('-', '').slice(0, 15)) throw new Error('identity: key is not behind the UID');
-          const proofSigned = b.concat(b.utf8('trav/access-proof/v1'), zero, b.utf8(uid), zero, b.utf8(requestID), zero, sealingKey);
-          const signature = new Uint8Array(await crypto.subtle.sign({name: 'Ed25519'}, viewer.privateKey, proofSigned));
-          const viewerKey = new Uint8Array(await crypto.subtle.exportKey('raw', viewer.publicKey));
-          const proof = JSON.stringify({viewerKey: b.toBase64(viewerKey), hello: {kind: 'password', password}, signature: b.toBase64(signature)});
-          return travHPKESeal(sealingKey, b.concat(b.utf8('trav/access-proof-seal/v1'), zero, b.utf8(uid), zero, b.utf8(requestID)), b.utf8(proof));
+          await travCheckUID(identityKey, uid);
+          return travSealProof({sealingKey, password, viewer,
+                                signed: b.concat(b.utf8('trav/access-proof/v1'), zero, b.utf8(uid), zero, b.utf8(requestID), zero, sealingKey),
+                                info: b.concat(b.utf8('trav/access-proof-seal/v1'), zero, b.utf8(uid), zero, b.utf8(requestID))});
+        }
+
+        // The access proof sealed to a deposit the cloud handed out with `located` (AccessDeposit), to go with `watch`:
+        // the deposit's signature by `identityKey` (raw, 32 bytes) over its UID, expiry and key, that key behind the UID,
+        // and its expiry are checked; our signature and the HPKE info bind the UID, the request, the deposit's key and
+        // `answerKey`. Returns {sealingKey, sealed} (base64), or throws (the page then proves to a live challenge).
+        async function travProveDeposit({uid, requestID, answerKey, identityKey, deposit, password, viewer}) {
+          const b = travBytes, zero = new Uint8Array([0]);
+          if (!(deposit.expires * 1000 > Date.now())) throw new Error('deposit: expired');
+          const sealingKey = b.fromBase64(deposit.sealingKey), expires = new Uint8Array(8);
+          if (sealingKey.length !== 32) throw new Error('deposit: not a key');
+          new DataView(expires.buffer).setBigUint64(0, BigInt(deposit.expires));
+          const signed = b.concat(b.utf8('trav/access-deposit/v1'), zero, b.utf8(uid), zero, expires, sealingKey);
+          const key = await crypto.subtle.importKey('raw', identityKey, {name: 'Ed25519'}, false, ['verify']);
+          if (!await crypto.subtle.verify({name: 'Ed25519'}, key, b.fromBase64(deposit.signature), signed)) throw new Error('identity: bad deposit signature');
+          await travCheckUID(identityKey, uid);
+          const binding = domain => b.concat(b.utf8(domain), zero, b.utf8(uid), zero, b.utf8(requestID), zero, sealingKey, answerKey);
+          const sealed = await travSealProof({sealingKey, password, viewer,
+                                              signed: binding('trav/access-deposit-proof/v1'), info: binding('trav/access-deposit-seal/v1')});
+          return {sealingKey: deposit.sealingKey, sealed};
         }
 
         // The answer must carry the camera's identity binding over both fingerprints and the UID, by the key behind
@@ -222,9 +256,7 @@ public enum BrowserViewerScript {
           const signed = new Uint8Array([...head, ...fingerprint(answer), ...fingerprint(offer)]);
           const key = await crypto.subtle.importKey('raw', b64(binding[1]), {name: 'Ed25519'}, false, ['verify']);
           if (!await crypto.subtle.verify({name: 'Ed25519'}, key, b64(binding[2]), signed)) throw new Error('identity: bad signature');
-          if (await uidSymbols(b64(binding[1])) !== uid.toUpperCase().replace(/^TRAV-?/, '').replaceAll('-', '').slice(0, 15)) {
-            throw new Error('identity: key is not behind the UID');
-          }
+          await travCheckUID(b64(binding[1]), uid.toUpperCase());
         }
 
         // Records in `phases` the whole milliseconds from `started` to now under `name` (the first time only); returns them.

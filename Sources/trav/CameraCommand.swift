@@ -69,8 +69,10 @@ extension Trav {
                     let (host, port) = splitHostPort(node, defaultPort: CloudEndpoint.defaultPort)
                     return CloudEndpoint(host: host, port: port, trust: endpoint.trust)
                 }
+                // A camera that answers browsers deposits one-time keys, so a page proves access with its first message.
                 let c = try await CloudClient.camera(
-                    identity: me, endpoint: endpoint, fallbacks: nodes, logger: logger, usePresence: !noPresence, onPresence: { overUDP in
+                    identity: me, endpoint: endpoint, fallbacks: nodes, logger: logger, usePresence: !noPresence,
+                    accessDeposits: browsers == nil ? nil : AccessDepositStock.Limits(), onPresence: { overUDP in
                     say(overUDP ? "presence udp (TLS closed)" : "presence tls")
                 })
                 cloud = c

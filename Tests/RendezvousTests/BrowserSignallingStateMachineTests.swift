@@ -38,8 +38,8 @@ struct BrowserSignallingStateMachineTests {
         #expect(again.contains { if case .close(1008, _) = $0 { true } else { false } })
         let introduced = m.page(Self.json(["type": "watch", "uid": Self.uid.description.lowercased(), "sdp": "v=0\r\n",
                                            "answerKey": Self.answerKey]), now: now) { "unused" }
-        guard case .introduce(let requestID, let deviceID, let offer, let key)? = introduced.first else { Issue.record("\(introduced)"); return }
-        #expect(requestID == "r1" && deviceID == Self.uid && key == Self.answerKey)
+        guard case .introduce(let requestID, let deviceID, let offer, let key, let deposited)? = introduced.first else { Issue.record("\(introduced)"); return }
+        #expect(requestID == "r1" && deviceID == Self.uid && key == Self.answerKey && deposited == nil)
         #expect(offer.sessionDescription == "v=0\r\n", "the offer carries the SDP, which marks the viewer as a browser")
 
         // The hub names the camera's registered key for this request only, and only before its challenge.
@@ -142,5 +142,85 @@ struct BrowserSignallingStateMachineTests {
         _ = patient.page(Self.json(["type": "prepare"]), now: now) { "r" }
         let waited = patient.page(Self.watch, now: now + .milliseconds(600)) { "x" }
         #expect(waited.contains { if case .introduce = $0 { true } else { false } })
+    }
+
+    /// A `watch` carrying a proof sealed to a deposit, as the page sends it.
+    static func depositedWatch(sealed: String = "c2VhbGVk") -> String {
+        let object: [String: Any] = ["type": "watch", "uid": uid.description, "sdp": "v=0\r\n", "answerKey": answerKey,
+                                     "deposited": ["sealingKey": Data(repeating: 4, count: 32).base64EncodedString(), "sealed": sealed]]
+        return String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+    }
+
+    /// A page that located the camera gets one deposit with `located`; its watch then carries the proof, and the page is
+    /// answered without a challenge.
+    @Test func aWatchWithADepositedProofIsIntroducedAsProvedAndAnswered() throws {
+        var m = Self.machine()
+        let now = ContinuousClock.now
+        _ = m.page(Self.json(["type": "prepare"]), now: now) { "r1" }
+        let camera = DeviceIdentity.generate()
+        let (deposit, _) = try AccessDeposit.make(identity: camera, deviceID: Self.uid, expires: 1_800_000_000)
+        guard case .send(let text)? = m.located(deviceID: Self.uid, cameraKey: camera.publicKey.rawRepresentation, deposit: deposit).first else {
+            Issue.record("no located")
+            return
+        }
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        let handed = try #require(object["deposit"] as? [String: Any], "the deposit goes with located: \(text)")
+        #expect(handed["sealingKey"] as? String == deposit.sealingKey && handed["signature"] as? String == deposit.signature
+                && handed["expires"] as? Int == deposit.expires)
+
+        let introduced = m.page(Self.depositedWatch(), now: now) { "x" }
+        guard case .introduce("r1", Self.uid, _, Self.answerKey, let deposited?)? = introduced.first else { Issue.record("\(introduced)"); return }
+        #expect(deposited.sealed == "c2VhbGVk")
+        // Proved already: a proof message is out of order, and the hub's located for the request carries nothing.
+        #expect(m.located(deviceID: Self.uid, cameraKey: camera.publicKey.rawRepresentation, deposit: deposit).isEmpty)
+        var early = m
+        #expect(early.page(Self.json(["type": "proof", "sealed": "AAAA"]), now: now) { "x" }.contains { if case .close(1008, _) = $0 { true } else { false } })
+        let answered = m.cloud(.start(requestID: "r1", answer: nil, relay: nil, sealed: "YW5zd2Vy"))
+        guard case .send(let answerText)? = answered.first else { Issue.record("\(answered)"); return }
+        #expect(answerText.contains(#""type":"answer""#))
+        // A deposit in an introduction's located (a page that watched without locating) is not handed to the page.
+        var plain = Self.machine()
+        _ = plain.page(Self.json(["type": "prepare"]), now: now) { "r2" }
+        _ = plain.page(Self.watch, now: now) { "x" }
+        guard case .send(let plainText)? = plain.located(deviceID: Self.uid, cameraKey: camera.publicKey.rawRepresentation, deposit: deposit).first
+        else { Issue.record("no located"); return }
+        #expect(!plainText.contains("deposit"))
+    }
+
+    /// The camera does not hold the deposit's key (it restarted): it challenges, and the page proves as without a deposit.
+    @Test func aCameraWithoutTheDepositsKeyFallsBackToALiveChallenge() throws {
+        var m = Self.machine()
+        let now = ContinuousClock.now
+        _ = m.page(Self.json(["type": "prepare"]), now: now) { "r1" }
+        _ = m.page(Self.depositedWatch(), now: now) { "x" }
+        let (challenge, _) = try AccessChallenge.make(identity: .generate(), deviceID: Self.uid, requestID: "r1", answerKey: Self.answerKey)
+        let forwarded = m.cloud(.accessChallenge(requestID: "r1", challenge: challenge))
+        guard case .send(let challengeText)? = forwarded.first else { Issue.record("\(forwarded)"); return }
+        #expect(challengeText.contains(#""type":"challenge""#))
+        // Only once: a second challenge is not forwarded.
+        #expect(m.cloud(.accessChallenge(requestID: "r1", challenge: challenge)).isEmpty)
+        let proved = m.page(Self.json(["type": "proof", "sealed": "c2VhbGVk"]), now: now) { "x" }
+        guard case .forwardProof("r1", "c2VhbGVk")? = proved.first else { Issue.record("\(proved)"); return }
+        let answered = m.cloud(.start(requestID: "r1", answer: nil, relay: nil, sealed: "YW5zd2Vy"))
+        #expect(answered.contains { if case .send(let t) = $0 { t.contains(#""type":"answer""#) } else { false } })
+
+        // A plain watch's proof cannot be followed by a second challenge either.
+        var plain = Self.machine()
+        _ = plain.page(Self.json(["type": "prepare"]), now: now) { "r2" }
+        _ = plain.page(Self.watch, now: now) { "x" }
+        _ = plain.cloud(.accessChallenge(requestID: "r2", challenge: challenge))
+        _ = plain.page(Self.json(["type": "proof", "sealed": "c2VhbGVk"]), now: now) { "x" }
+        #expect(plain.cloud(.accessChallenge(requestID: "r2", challenge: challenge)).isEmpty)
+    }
+
+    @Test func aDepositedProofOverTheLimitsClosesTheSocket() {
+        let now = ContinuousClock.now
+        var m = Self.machine()
+        _ = m.page(Self.json(["type": "prepare"]), now: now) { "r1" }
+        let huge = String(repeating: "A", count: AccessChallenge.maxSealedProofLength + 4)
+        #expect(m.page(Self.depositedWatch(sealed: huge), now: now) { "x" }.contains { if case .close(1007, _) = $0 { true } else { false } })
+        var notBase64 = Self.machine()
+        _ = notBase64.page(Self.json(["type": "prepare"]), now: now) { "r1" }
+        #expect(notBase64.page(Self.depositedWatch(sealed: "not base64!"), now: now) { "x" }.contains { if case .close(1007, _) = $0 { true } else { false } })
     }
 }

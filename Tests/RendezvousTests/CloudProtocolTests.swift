@@ -31,7 +31,14 @@ struct CloudProtocolTests {
         .renewRelay(requestID: "renew-1", relay: RelayGrant(urls: ["turns:192.0.2.1:5349"], username: "1:a", password: "p", expires: 1)),
         .relayRenewed(requestID: "renew-1", relay: RelayGrant(urls: ["turns:192.0.2.1:5349"], username: "61:a", password: "q", expires: 61)),
         .busy(retryAfterMilliseconds: 1500),
+        .deposit(deposits: [deposit, deposit]),
+        .offer(requestID: "req-3", offer: offer, relay: nil, answerKey: Data(repeating: 9, count: 32).base64EncodedString(),
+               deposited: DepositedProof(sealingKey: Data(repeating: 4, count: 32).base64EncodedString(), sealed: "c2VhbGVk")),
     ]
+
+    /// A deposit of the right sizes (its signature is checked by the cloud, not the codec).
+    static let deposit = AccessDeposit(sealingKey: Data(repeating: 3, count: 32).base64EncodedString(), expires: 1_800_000_000,
+                                       signature: Data(repeating: 5, count: 64).base64EncodedString())
 
     @Test(arguments: everyMessage)
     func everyMessageSurvivesAFramedRoundTrip(message: CloudMessage) throws {
@@ -68,6 +75,15 @@ struct CloudProtocolTests {
         .relayRenewed(requestID: "r", relay: RelayGrant(urls: Array(repeating: "turn:192.0.2.1", count: 9), username: "1:a", password: "p", expires: 1)),
         .busy(retryAfterMilliseconds: 0),
         .busy(retryAfterMilliseconds: CloudProtocol.maxRetryAfterMilliseconds + 1),
+        .deposit(deposits: []),
+        .deposit(deposits: Array(repeating: deposit, count: AccessDeposit.maxPerMessage + 1)),
+        .deposit(deposits: [AccessDeposit(sealingKey: Data(count: 33).base64EncodedString(), expires: 1, signature: deposit.signature)]),
+        .deposit(deposits: [AccessDeposit(sealingKey: deposit.sealingKey, expires: 1, signature: "not base64!")]),
+        .deposit(deposits: [AccessDeposit(sealingKey: deposit.sealingKey, expires: 0, signature: deposit.signature)]),
+        .offer(requestID: "r", offer: offer, relay: nil, deposited: DepositedProof(sealingKey: Data(count: 31).base64EncodedString(), sealed: "c2VhbGVk")),
+        .offer(requestID: "r", offer: offer, relay: nil, deposited: DepositedProof(sealingKey: deposit.sealingKey, sealed: "")),
+        .offer(requestID: "r", offer: offer, relay: nil, deposited: DepositedProof(
+            sealingKey: deposit.sealingKey, sealed: String(repeating: "A", count: AccessChallenge.maxSealedProofLength + 4))),
     ])
     func invalidFieldsAreRejectedWithATypedError(message: CloudMessage) throws {
         let error = #expect(throws: CloudProtocolError.self) { try message.validate() }

@@ -50,11 +50,13 @@ func endpoint(of cloud: CloudService) throws -> CloudEndpoint {
         trust: .pinnedCA(try String(contentsOfFile: cloud.caPath!, encoding: .utf8)))
 }
 
-/// Test helper: a registered camera, stopped after `body`, also when it throws.
+/// Test helper: a registered camera (depositing access keys under `accessDeposits`, if given), stopped after `body`,
+/// also when it throws.
 func withCamera<T>(
-    _ identity: DeviceIdentity, _ endpoint: CloudEndpoint, _ body: (any CameraSignalling) async throws -> T
+    _ identity: DeviceIdentity, _ endpoint: CloudEndpoint, accessDeposits: AccessDepositStock.Limits? = nil,
+    _ body: (any CameraSignalling) async throws -> T
 ) async throws -> T {
-    let camera = try await CloudClient.camera(identity: identity, endpoint: endpoint, logger: quietLogger)
+    let camera = try await CloudClient.camera(identity: identity, endpoint: endpoint, logger: quietLogger, accessDeposits: accessDeposits)
     do {
         let result = try await body(camera)
         await camera.stop()

@@ -200,7 +200,7 @@ struct EnumerationTests {
                     for requestID in ["early", "clear"] {
                         try await viewer.writeAndFlush(CloudMessage.introduce(
                             requestID: requestID, deviceID: cameraID.description, offer: sampleOffer(.ephemeral()), answerKey: answerKey))
-                        guard case .offer(requestID, _, _, _, let offered?)? = try await cameraInbound.next() else {
+                        guard case .offer(requestID, _, _, _, let offered?, _)? = try await cameraInbound.next() else {
                             Issue.record("the camera gets the offer with the answer key")
                             return
                         }

@@ -28,7 +28,7 @@ struct IntroductionBoundsTests {
 
     /// The next message, which must be an offer (with a grant); returns its request ID.
     func nextOffer(_ inbound: inout Inbound) async throws -> String? {
-        guard case .offer(let requestID, _, let relay, _, _)? = try await inbound.next() else { return nil }
+        guard case .offer(let requestID, _, let relay, _, _, _)? = try await inbound.next() else { return nil }
         #expect(relay != nil, "a cloud with a relay grants one per introduction")
         return requestID
     }

@@ -82,4 +82,73 @@ struct BrowserAccessProofTests {
             #expect(text == "error: identity: key is not behind the UID")
         }
     }
+
+    /// The glue for a deposit: the deposit and the camera's key from the query, the `{sealingKey, sealed}` (or the error) reported.
+    static let depositGlue = #"""
+        (async () => {
+          const report = text => fetch('/result', {method: 'POST', body: text});
+          const q = new URLSearchParams(location.search);
+          try {
+            const uid = travCanonicalUID(q.get('uid'));
+            const viewer = await crypto.subtle.generateKey({name: 'Ed25519'}, true, ['sign', 'verify']);
+            const proof = await travProveDeposit({uid, requestID: q.get('request'), answerKey: travBytes.fromBase64(q.get('answerKey')),
+                                                  identityKey: travBytes.fromBase64(q.get('identityKey')), deposit: JSON.parse(q.get('deposit')),
+                                                  password: q.get('password'), viewer});
+            report(JSON.stringify(proof));
+          } catch (e) { report('error: ' + e.message); }
+        })();
+        """#
+
+    /// Which deposit the page gets.
+    enum DepositVariant: Sendable, CaseIterable {
+        /// The camera's own deposit, unexpired.
+        case genuine
+        /// Signed by a key that is not behind the UID.
+        case impostorKey
+        /// The camera's, expired.
+        case expired
+    }
+
+    /// The page seals its proof to a deposit as `AccessProver.open(deposited:…)` opens it: the signature and the HPKE info
+    /// bind the UID, the request, the deposit's key and the answer key.
+    @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"), arguments: DepositVariant.allCases)
+    func cameraOpensThePagesProofSealedToADeposit(_ variant: DepositVariant) async throws {
+        let camera = DeviceIdentity.generate()
+        let signer = variant == .impostorKey ? DeviceIdentity.generate() : camera
+        let requestID = UUID().uuidString
+        let answerKey = Curve25519.KeyAgreement.PrivateKey().publicKey.rawRepresentation.base64EncodedString()
+        let now = Int(Date().timeIntervalSince1970)
+        let (deposit, key) = try AccessDeposit.make(identity: signer, deviceID: camera.deviceID, expires: variant == .expired ? now - 1 : now + 600)
+        let password = "correct horse ✓ battery"
+        var query = URLComponents()
+        query.queryItems = [
+            .init(name: "uid", value: camera.deviceID.description), .init(name: "request", value: requestID),
+            .init(name: "answerKey", value: answerKey), .init(name: "password", value: password),
+            .init(name: "identityKey", value: signer.publicKey.rawRepresentation.base64EncodedString()),
+            .init(name: "deposit", value: String(decoding: try JSONEncoder().encode(deposit), as: UTF8.self)),
+        ]
+        let encoded = try #require(query.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B"))
+        let (report, chromiumLog) = try await BrowserHarness.run(glue: Self.depositGlue, query: encoded) { _ in "" }
+        let text = try #require(report, "chromium: \(chromiumLog)")
+        switch variant {
+        case .genuine:
+            let proof = try JSONDecoder().decode(DepositedProof.self, from: Data(text.utf8))
+            #expect(proof.sealingKey == deposit.sealingKey)
+            let claim = try AccessProver.open(deposited: proof.sealed, with: key, deviceID: camera.deviceID, requestID: requestID, answerKey: answerKey)
+            guard case .password(let presented) = claim.credential else {
+                Issue.record("the proof presents \(claim.credential)")
+                return
+            }
+            #expect(presented == password)
+            // Bound to this introduction's answer key: the cloud swapping it makes the proof useless.
+            let swapped = Curve25519.KeyAgreement.PrivateKey().publicKey.rawRepresentation.base64EncodedString()
+            #expect(throws: CloudProtocolError.self) {
+                try AccessProver.open(deposited: proof.sealed, with: key, deviceID: camera.deviceID, requestID: requestID, answerKey: swapped)
+            }
+        case .impostorKey:
+            #expect(text == "error: identity: key is not behind the UID")
+        case .expired:
+            #expect(text == "error: deposit: expired")
+        }
+    }
 }

@@ -139,7 +139,9 @@ struct CloudBrowserTests {
             #expect(report.firstFrameMs != nil)
             // Every step on the way was reached, in order, the last one the first decoded frame.
             let p = try #require(report.phases, "the page reports its steps: \(report)")
-            let steps = [p.signalling, p.servers, p.offer, p.challenge, p.proof, p.sealed, p.answer, p.checked, p.dtls, p.channel,
+            // The page located the camera as it loaded, was handed a deposit, and its proof went with its watch: no challenge.
+            #expect(report.deposited == true && p.challenge == nil, "the deposit path: \(report)")
+            let steps = [p.signalling, p.servers, p.offer, p.proof, p.sealed, p.answer, p.checked, p.dtls, p.channel,
                          p.received, p.decoded]
             #expect(!steps.contains(nil) && p.ice != nil, "every step: \(p)")
             #expect(steps.compactMap { $0 } == steps.compactMap { $0 }.sorted(), "in order: \(p)")
@@ -159,6 +161,7 @@ struct CloudBrowserTests {
             #expect(refused.error == "refused: access-denied", "\(refused)")
             #expect(refused.shown == "refused: access-denied", "the page shows the refusal: \(refused)")
             #expect(refused.decoded == nil)
+            #expect(refused.deposited == true, "the wrong password went with the watch, and was refused as a live proof is: \(refused)")
         }
     }
 

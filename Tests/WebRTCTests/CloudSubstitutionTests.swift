@@ -20,13 +20,15 @@ import WebRTC
 ///   "the camera's binding with the attacker's fingerprint" does not exist for it to send; what it can send instead
 ///   is its own camera's genuine answer to the page's offer (sealed again to the page's key, which it saw), carrying
 ///   the camera's key with its own signature, or its own key with a valid signature over the watched UID.
-/// - It holds its own camera's key, so it can sign challenges and bindings naming the watched UID with it.
+/// - It holds its own camera's key, so it can sign challenges and bindings naming the watched UID with it, and deposits
+///   (`AccessDeposit`) too; the page seals its proof to a deposit only after the same key-behind-UID check, and a
+///   proof sealed to the camera's deposit binds the UID, the request and the answer key as a live one does.
 ///
 /// Each attack must end in an `identity:` error shown by the page, no decoded frame, and no password for anyone but
 /// the watched camera; the same proxy passing messages unchanged lets the page watch, so the proxy is not what fails.
 /// The attacks are real ones: with the page's key-behind-UID check and `travCheckAnswer` taken out of the script,
 /// the re-signed challenge hands the attacker the password and the substituted answer shows the decoy's video.
-@Suite(.serialized, .timeLimit(.minutes(8)))
+@Suite(.serialized, .timeLimit(.minutes(10)))
 struct CloudSubstitutionTests {
     /// Frames the page decodes before it reports, when it watches.
     static let framesWanted = 10
@@ -72,7 +74,25 @@ struct CloudSubstitutionTests {
             let report = try #require(seen, "the page reports through the proxy; chromium: \(log)")
             #expect(report.error == nil, "\(report)")
             #expect((report.decoded ?? 0) >= Self.framesWanted, "frames decoded through the proxy: \(report)")
-            #expect(await attacker.proofsFromPage == 1, "the page proved its access to the watched camera")
+            #expect(await attacker.depositedFromPage == 1, "the page proved its access to the watched camera, with its watch")
+            #expect(report.deposited == true, "\(report)")
+        }
+    }
+
+    /// The cloud hands the page a deposit of its own (the decoy's key, signed over the watched UID) with `located`: the
+    /// page finds the key is not behind the UID, seals nothing to it, and proves to the camera's live challenge instead.
+    @Test(.enabled(if: BrowserHarness.chromium != nil, "chromium is not installed"),
+          .enabled(if: FileManager.default.isExecutableFile(atPath: TravLab.debugTrav), "needs `swift build` (.build/debug/trav)"))
+    func aCloudThatHandsOutADepositOfItsOwnGetsNoProof() async throws {
+        try await Self.withCloudAndTwoCameras { web, watched, decoy in
+            let attacker = MaliciousCloud(.forgeDeposit, watched: watched.uid, decoy: decoy.identity, cloudPort: try #require(web.address.port))
+            let (seen, log) = try await Self.watch(watched.uid, through: attacker, cloudPort: try #require(web.address.port))
+            let report = try #require(seen, "the page reports; chromium: \(log)")
+            #expect(await attacker.depositsForged == 1, "the forged deposit reached the page")
+            #expect(await attacker.depositedFromPage == 0, "nothing sealed to the forged deposit")
+            #expect(await attacker.stolenPassword == nil)
+            #expect(report.error == nil && report.deposited == false, "the page watched through the live challenge: \(report)")
+            #expect(await attacker.proofsFromPage == 1)
         }
     }
 
@@ -132,7 +152,8 @@ struct CloudSubstitutionTests {
                     #expect(report.error == "identity: key is not behind the UID", "\(report)")
                 }
                 #expect(report.decoded == nil, "\(report)")
-                #expect(await attacker.proofsFromPage == 1, "the page's one proof went to the watched camera")
+                let proofs = await attacker.proofsFromPage + attacker.depositedFromPage
+                #expect(proofs == 1, "the page's one proof went to the watched camera")
                 let pageRequest = await attacker.pageRequestID ?? "?"
                 let watchedLog = watched.camera.output().stdout
                 #expect(watchedLog.contains("browser \(pageRequest) answered"),
@@ -175,6 +196,9 @@ actor MaliciousCloud {
     enum Attack: Sendable {
         /// Nothing: every message passes unchanged.
         case passThrough
+        /// `located` carries the decoy's key and a deposit the attacker made with it over the watched UID, so a proof
+        /// sealed to it would open with the attacker's key.
+        case forgeDeposit
         /// The page's look-up goes to the decoy camera (`watch` names the decoy's UID); with `resign`, the decoy's
         /// challenge is replaced by one the attacker signs with the decoy's key over the watched UID and the page's
         /// answer key, sealed to a key whose private half it holds.
@@ -214,8 +238,12 @@ actor MaliciousCloud {
 
     /// Reports the page sent.
     private(set) var pageReports: [BrowserReport] = []
-    /// Access proofs the page sent.
+    /// Access proofs the page sent (`proof`, to a live challenge).
     private(set) var proofsFromPage = 0
+    /// Access proofs the page sent with its watch, sealed to a deposit.
+    private(set) var depositedFromPage = 0
+    /// Forged deposits handed to the page.
+    private(set) var depositsForged = 0
     /// Challenges that reached the page.
     private(set) var challengesToPage = 0
     /// A password read from a proof sealed to the attacker's key, if the page ever sent one.
@@ -237,6 +265,7 @@ actor MaliciousCloud {
     private var pageOffer: String?
     private var watchedKey: String?
     private var sealingKey: Curve25519.KeyAgreement.PrivateKey?
+    private var forgedDepositKey: Curve25519.KeyAgreement.PrivateKey?
     private var decoyAnswer: Task<(answer: SealedAnswer, requestID: String), any Error>?
 
     init(_ attack: Attack, watched: String, decoy: DeviceIdentity, cloudPort: Int) {
@@ -267,6 +296,15 @@ actor MaliciousCloud {
             }
             pageAnswerKey = message.answerKey
             pageOffer = message.sdp
+            if let deposited = message.deposited {
+                depositedFromPage += 1
+                if let forgedDepositKey, let requestID = pageRequestID, let device = try? DeviceID(watched), let answerKey = message.answerKey,
+                   let claim = try? AccessProver.open(deposited: deposited.sealed, with: forgedDepositKey, deviceID: device,
+                                                      requestID: requestID, answerKey: answerKey),
+                   case .password(let password) = claim.credential {
+                    stolenPassword = password
+                }
+            }
             if case .substituteOfferFingerprint = attack, let sdp = message.sdp {
                 let line = "a=fingerprint:sha-256 "
                 let attackers = (0..<32).map { _ in String(format: "%02X", UInt8.random(in: 0...255)) }.joined(separator: ":")
@@ -289,6 +327,16 @@ actor MaliciousCloud {
             if let report = message.report { pageReports.append(report) }
         case (.toPage, "ice"):
             preparedRequestID = message.requestID
+        case (.toPage, "located"):
+            watchedKey = watchedKey ?? message.identityKey
+            if case .forgeDeposit = attack, message.deposit != nil, let device = try? DeviceID(watched),
+               let made = try? AccessDeposit.make(identity: decoy, deviceID: device, expires: Int(Date().timeIntervalSince1970) + 600) {
+                message.identityKey = decoy.publicKey.rawRepresentation.base64EncodedString()
+                message.deposit = made.deposit
+                forgedDepositKey = made.key
+                depositsForged += 1
+                changed = true
+            }
         case (.toPage, "challenge"):
             challengesToPage += 1
             watchedKey = message.challenge?.identityKey

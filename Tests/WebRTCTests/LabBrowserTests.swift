@@ -80,6 +80,8 @@ struct LabBrowserTests {
                 if let expected = c.candidates { #expect(report.candidates == expected, "candidate types: \(context)") }
                 if let expected = c.relayProtocol { #expect(report.relayProtocol == expected, "relay protocol: \(context)") }
                 #expect(report.uid == camera.uid)
+                // The page located the camera as it loaded and its proof went with its watch: no challenge round trip.
+                #expect(report.deposited == true && report.phases?.challenge == nil, "the deposit path: \(context)")
             }
 
             // Several viewers of one camera at once: two browsers (one on its LAN, one behind another NAT) and a
@@ -94,6 +96,7 @@ struct LabBrowserTests {
             #expect(together.count == 2, "both pages report: \(context)")
             for report in together {
                 #expect(report.error == nil && (report.decoded ?? 0) >= Self.framesWanted, "\(context)")
+                #expect(report.deposited == true, "each page took a deposit of its own: \(context)")
                 try await TestPattern.expectShown(in: report, context)
             }
             let watched = try await run.finishedConnect(native, timeout: .seconds(60))

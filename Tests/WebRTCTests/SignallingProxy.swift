@@ -135,6 +135,11 @@ struct SignalMessage: Codable, Sendable {
     var message: String?
     var iceServers: [BrowserSignallingStateMachine.IceServer]?
     var report: BrowserReport?
+    /// `located`: the camera's registered key and a deposit.
+    var identityKey: String?
+    var deposit: AccessDeposit?
+    /// `watch`: the page's proof sealed to that deposit.
+    var deposited: DepositedProof?
 
     init(type: String, uid: String? = nil, sdp: String? = nil, answerKey: String? = nil, sealed: String? = nil) {
         self.type = type
