@@ -8,14 +8,15 @@ private var linkLabSkipReason: String? { TravLab.skipReason() ?? NATLab.skipReas
 /// and change on a live lab. Bounds are generous and one-sided: a loaded machine only adds time.
 @Suite(.serialized, .disabled(if: linkLabSkipReason != nil, Comment(rawValue: linkLabSkipReason ?? "")))
 struct LabLinkTests {
-    /// The fastest of `count` round trips (a loaded machine adds time, never removes it); nil if one got no answer.
+    /// The fastest of `count` answered round trips (a loaded machine adds time, never removes it), in at most twice as
+    /// many probes: a lossy profile (`mobile` loses 1 % each way) or a loaded machine may leave a probe unanswered within
+    /// its 2 s; nil if fewer than `count` were answered.
     private func fastestRoundTrip(_ lab: Lab, from host: String, count: Int = 3) async throws -> Duration? {
-        var fastest: Duration?
-        for _ in 0..<count {
-            guard let trip = try await lab.roundTrip(from: host, to: lab.cloudAddresses[0]) else { return nil }
-            fastest = min(fastest ?? trip, trip)
+        var trips: [Duration] = []
+        for _ in 0..<(2 * count) where trips.count < count {
+            if let trip = try await lab.roundTrip(from: host, to: lab.cloudAddresses[0]) { trips.append(trip) }
         }
-        return fastest
+        return trips.count == count ? trips.min() : nil
     }
 
     @Test func delayAddsTwiceItselfToTheRoundTripAndGoesAwayLive() async throws {
