@@ -129,11 +129,16 @@ report_memory() {
 presence_drops() {
     ss -uamn "sport = :$PORT" 2>/dev/null | grep -o 'd[0-9]*)' | tr -d 'd)' | awk '{ n += $1 } END { print n + 0 }'
 }
-# The cloud's heap trims so far (`malloc_trim` holds the allocator's locks while it runs: every thread that allocates waits).
-heap_trims() {
+# The running cloud's metrics (Prometheus text), empty before it printed where they are.
+cloud_metrics() {
     local url
     url=$(awk '/^cloud metrics / { print $3; exit }' "$WORK/cloud.log")
-    curl -s --max-time 2 "$url" | awk '/^process_heap_trim_duration_seconds_sum / { s = $2 } /^process_heap_trim_duration_seconds_count / { n = $2 }
+    [ -n "$url" ] || return 0
+    curl -s --max-time 2 "$url" || true
+}
+# The cloud's heap trims so far (`malloc_trim` holds the allocator's locks while it runs: every thread that allocates waits).
+heap_trims() {
+    cloud_metrics | awk '/^process_heap_trim_duration_seconds_sum / { s = $2 } /^process_heap_trim_duration_seconds_count / { n = $2 }
         END { if (n > 0) printf "%d heap trims, %.3f s in all, %.1f ms each on average", n, s, 1000 * s / n; else print "no heap trim yet" }'
 }
 # User + system CPU of a process in clock ticks (fields 14 and 15 of /proc/PID/stat; the name may hold spaces).
@@ -159,10 +164,7 @@ start_cloud() {
 
 # Cameras back at the cloud since it started: registered over TLS plus presence sessions restored from keepalives.
 cloud_back() {
-    local url
-    url=$(awk '/^cloud metrics / { print $3; exit }' "$WORK/cloud.log")
-    [ -n "$url" ] || { echo 0; return; }
-    curl -s --max-time 2 "$url" | awk '/^cloud_registrations_total / || /^cloud_presence_restored_total / { n += $2 } END { print n + 0 }'
+    cloud_metrics | awk '/^cloud_registrations_total / || /^cloud_presence_restored_total / { n += $2 } END { print n + 0 }'
 }
 
 # Cameras (generator file and index) that registered at or after $1 (unix ms).

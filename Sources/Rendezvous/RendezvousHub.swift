@@ -445,7 +445,7 @@ actor RendezvousHub {
     /// bucket is empty or the device is not registered.
     func registeredKey(of deviceID: DeviceID, for source: SourceAddressKey) async -> (key: Data, deposit: AccessDeposit?)? {
         guard take(from: &lookupLimiter, source), let key = await registry.lookup(deviceID)?.publicKey else { return nil }
-        return (key, deposits[deviceID]?.take(now: Self.unixNow()))
+        return (key, deposits[deviceID]?.take(now: AccessDeposit.now()))
     }
 
     /// A registered camera's deposits: each kept if its signature verifies under the key the camera registered with, for
@@ -456,7 +456,7 @@ actor RendezvousHub {
             let key = try? Curve25519.Signing.PublicKey(rawRepresentation: camera.publicKey)
         else { return }
         var shelf = deposits[camera.deviceID] ?? AccessDepositShelf(capacity: configuration.maxDepositsPerCamera)
-        let refusals = shelf.add(offered, cameraKey: key, deviceID: camera.deviceID, now: Self.unixNow())
+        let refusals = shelf.add(offered, cameraKey: key, deviceID: camera.deviceID, now: AccessDeposit.now())
         deposits[camera.deviceID] = shelf
         if let first = refusals.first {
             peer.send(.error(requestID: nil, code: CloudError.Code.badRequest.name,
@@ -466,9 +466,6 @@ actor RendezvousHub {
 
     /// How many deposits the cloud holds for `deviceID` now.
     func heldDeposits(of deviceID: DeviceID) -> Int { deposits[deviceID]?.held.count ?? 0 }
-
-    /// The wall clock in Unix seconds: deposits expire by it.
-    static func unixNow() -> Int { Int(Date().timeIntervalSince1970) }
 
     /// The viewer's sealed access proof: forwarded to the camera once, after its challenge, from the
     /// connection that asked (no one else can answer another's challenge).

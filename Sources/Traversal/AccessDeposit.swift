@@ -46,6 +46,9 @@ public struct AccessDeposit: Codable, Sendable, Hashable {
     /// The camera identity key's Ed25519 signature over `domain ‖ 0 ‖ deviceID ‖ 0 ‖ expires (8, big-endian) ‖ sealingKey`, base64 (64 bytes).
     public var signature: String
 
+    /// The wall clock in Unix seconds, which deposits' expiries are read against (by the camera, the cloud and pages alike).
+    public static func now() -> Int { Int(Date().timeIntervalSince1970) }
+
     /// A deposit with these fields, as received.
     public init(sealingKey: String, expires: Int, signature: String) {
         self.sealingKey = sealingKey

@@ -576,16 +576,13 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
-    /// The wall clock in Unix seconds: deposits expire by it, as the cloud and the pages read them.
-    static func unixNow() -> Int { Int(Date().timeIntervalSince1970) }
-
     /// Deposits every key held (new ones made up to the stock's capacity) after a registration: the cloud may have
     /// restarted and lost them, and it ignores the ones it holds or handed out. Best effort: a browser without a
     /// deposit proves through a live challenge.
     private func depositAfterRegistration(on channel: any Channel) async {
         guard var stock = deposits else { return }
         do {
-            let held = try stock.registered(now: Self.unixNow(), identity: identity, deviceID: deviceID)
+            let held = try stock.registered(now: AccessDeposit.now(), identity: identity, deviceID: deviceID)
             deposits = stock
             try await sendDeposits(held, on: channel)
         } catch {
@@ -597,7 +594,7 @@ actor CloudCameraSession: CameraSignalling {
     private func topUpDeposits() async {
         guard let channel, var stock = deposits else { return }
         do {
-            let fresh = try stock.topUp(now: Self.unixNow(), identity: identity, deviceID: deviceID)
+            let fresh = try stock.topUp(now: AccessDeposit.now(), identity: identity, deviceID: deviceID)
             deposits = stock
             try await sendDeposits(fresh, on: channel)
         } catch {
@@ -715,9 +712,12 @@ actor CloudCameraSession: CameraSignalling {
     private func openDeposited(_ deposited: DepositedProof, requestID: String, answerKey: String) async throws -> ViewerAccessClaim? {
         let sealing = try CloudMessage.base64(deposited.sealingKey, length: CloudProtocol.answerKeyLength, field: "offer.deposited.sealingKey")
         let key: Curve25519.KeyAgreement.PrivateKey
-        var stock = deposits ?? AccessDepositStock()
-        let consumption = stock.consume(sealing, now: Self.unixNow())
-        if deposits != nil { deposits = stock }
+        guard var stock = deposits else {
+            logger.debug("deposited key unknown or expired: live challenge", metadata: ["requestID": "\(requestID)"])
+            return nil
+        }
+        let consumption = stock.consume(sealing, now: AccessDeposit.now())
+        deposits = stock
         switch consumption {
         case .key(let held):
             key = held
