@@ -147,28 +147,31 @@ public enum CloudClient {
         // An IP literal is not sent as SNI; NIOSSL then checks the certificate against the peer's IP.
         let isIPLiteral = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
         let serverHostname = isIPLiteral ? nil : endpoint.host
+        let deadline = ContinuousClock.now + connectTimeout
         do {
-            let (connection, handshake) = try await firstSuccess(
-                ofAttempts: localAddress == nil ? attempts : 1, every: connectRepeatDelay,
-                discard: { try? await $0.0.channel.close() }
-            ) { _ in
-                var bootstrap = ClientBootstrap(group: group)
-                if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
-                return try await bootstrap
-                    .connectTimeout(TimeAmount(connectTimeout))
-                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                    .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            let handshake = channel.eventLoop.makePromise(of: Void.self)
-                            try channel.pipeline.syncOperations.addHandlers(
-                                try NIOSSLClientHandler(context: context, serverHostname: serverHostname),
-                                TLSHandshakeWaiter(handshake),
-                                ByteToMessageHandler(CloudFrameDecoder()),
-                                MessageToByteHandler(CloudFrameEncoder()))
-                            let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
-                            return (connection, handshake.futureResult)
+            let (connection, handshake) = try await repeatingWhileUnresolved(until: deadline, enabled: attempts > 1) {
+                try await firstSuccess(
+                    ofAttempts: localAddress == nil ? attempts : 1, every: connectRepeatDelay,
+                    discard: { try? await $0.0.channel.close() }
+                ) { _ in
+                    var bootstrap = ClientBootstrap(group: group)
+                    if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
+                    return try await bootstrap
+                        .connectTimeout(TimeAmount(connectTimeout))
+                        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                        .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                let handshake = channel.eventLoop.makePromise(of: Void.self)
+                                try channel.pipeline.syncOperations.addHandlers(
+                                    try NIOSSLClientHandler(context: context, serverHostname: serverHostname),
+                                    TLSHandshakeWaiter(handshake),
+                                    ByteToMessageHandler(CloudFrameDecoder()),
+                                    MessageToByteHandler(CloudFrameEncoder()))
+                                let connection = try NIOAsyncChannel<CloudMessage, Never>(wrappingChannelSynchronously: channel)
+                                return (connection, handshake.futureResult)
+                            }
                         }
-                    }
+                }
             }
             let watchdog = closeUnlessCancelled(connection.channel, after: connectTimeout)
             defer { watchdog.cancel() }
@@ -182,6 +185,38 @@ public enum CloudClient {
         } catch {
             throw classify(error, during: "connect to \(endpoint.host):\(endpoint.port)")
         }
+    }
+
+    /// Runs `round` again while it fails only because the next hop did not answer address resolution
+    /// (`EHOSTUNREACH`: ARP, RFC 826, or neighbor discovery, RFC 4861 §7.3.3, gave up after its probes,
+    /// which a lossy line does now and then) and `deadline` is more than ``connectRepeatDelay`` away, pausing
+    /// that long between rounds; once, if not `enabled`. The kernel resolves the address afresh for the next round's SYN.
+    static func repeatingWhileUnresolved<T>(
+        until deadline: ContinuousClock.Instant, enabled: Bool, _ round: () async throws -> T
+    ) async throws -> T {
+        while true {
+            do {
+                return try await round()
+            } catch where enabled && isUnresolvedNextHop(error) && ContinuousClock.now + connectRepeatDelay < deadline {
+                try await Task.sleep(for: connectRepeatDelay)
+            }
+        }
+    }
+
+    /// Whether `error` is a connect that failed with `EHOSTUNREACH`, alone or as every failure of NIO's
+    /// connection attempts.
+    static func isUnresolvedNextHop(_ error: any Error) -> Bool {
+        switch error {
+        case let error as IOError: return error.errnoCode == EHOSTUNREACH
+        case let error as NIOConnectionError: return areUnresolvedNextHops(error.connectionErrors.map(\.error))
+        default: return false
+        }
+    }
+
+    /// Whether every one of `errors` (the failures of NIO's connection attempts to one host) is an unresolved next
+    /// hop; false for none.
+    static func areUnresolvedNextHops(_ errors: [any Error]) -> Bool {
+        !errors.isEmpty && errors.allSatisfy { isUnresolvedNextHop($0) }
     }
 
     /// Maps a transport error to a ``CloudError``; `CancellationError` and ``CloudError`` pass through.
