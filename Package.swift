@@ -202,6 +202,7 @@ let package = Package(
         .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "PeerTestSupport"]),
         .testTarget(name: "RendezvousTests", dependencies: ["Rendezvous", "Traversal", "STUNLite", "TURNLite", "NATLab", "SourceLimits",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "Crypto", package: "swift-crypto"),
