@@ -205,10 +205,12 @@ run_mode() {
         files=$((n + 64)); if [ "$MODE" = udp ]; then files=$((2 * n + 64)); fi
         local netns=()
         if [ "$NAMESPACES" -gt 0 ]; then netns=(ip netns exec "travstorm-$((i % NAMESPACES))"); fi
-        # At the lowest priority: the generators stand for cameras on machines of their own, so the cloud measured
-        # here gets the CPU first (with 20 generators at its own priority it got a twentieth of it, and its presence
-        # socket overflowed).
-        ( ulimit -n "$files"; exec nice -n 19 "${netns[@]}" "$BIN/cloud-storm" --host "$CLOUD_IP" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
+        # At idle priority (SCHED_IDLE): the generators stand for cameras on machines of their own, so the cloud
+        # measured here gets the CPU first. Not `nice`: libdispatch gives each thread it starts the nice value of its
+        # QoS class (0, or -4), so a niced generator ran nearly all its threads at the cloud's priority, and the
+        # cloud's presence thread waited on the run queue seven times as long as it ran. A scheduling policy is
+        # inherited by every thread.
+        ( ulimit -n "$files"; exec chrt --idle 0 "${netns[@]}" "$BIN/cloud-storm" --host "$CLOUD_IP" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
             --linger "$LINGER" --identities "$KEEP/ids-$i" --seconds $((WAIT_FIRST + WAIT_UDP + IDLE + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
         GENERATORS+=($!)
         remaining=$((remaining - n)); i=$((i + 1))
