@@ -85,6 +85,7 @@ WORK=$(mktemp -d /tmp/trav-bench-cloud.XXXXXX)
 KEEP=${KEEP:-$WORK}
 mkdir -p "$KEEP"
 CLOUD_PID=""
+CG_CLOUD=""; CG_GEN=""
 GENERATORS=()
 cleanup() {
     [ -n "$CLOUD_PID" ] && kill -9 "$CLOUD_PID" 2>/dev/null || true
@@ -97,6 +98,8 @@ cleanup() {
     done
     [ "$NAMESPACES" -gt 0 ] && ip link del travstorm0 2>/dev/null || true
     rm -rf "$WORK"
+    # A cgroup is removed once its processes are gone (killed and waited for above).
+    for dir in "$CG_CLOUD" "$CG_GEN"; do [ -z "$dir" ] || rmdir "$dir" 2>/dev/null || true; done
 }
 trap cleanup EXIT INT TERM
 
@@ -115,6 +118,37 @@ if [ "$NAMESPACES" -gt 0 ]; then
     done
     CLOUD_IP=10.203.0.1
 fi
+
+# CPU shares: the cloud and the generators (cameras on machines of their own) each get half the machine's CPU
+# when both want more, and either may use what the other leaves (cgroup `cpu.shares` 1024 each, or `cpu.weight`
+# 100 on cgroup v2). Not `nice`: libdispatch gives each thread it starts the nice value of its QoS class (0, or
+# -4), so niced generators ran nearly all their threads at the cloud's priority and the cloud's presence thread
+# waited on the run queue seven times as long as it ran; and not SCHED_IDLE for the generators, under which a
+# cloud busy with a TLS storm starved the clients of their handshakes. Without a writable cgroup hierarchy
+# (not root), everything runs in the caller's.
+
+make_cgroup() {   # $1 name; prints the directory, or nothing
+    local dir
+    if [ -f /sys/fs/cgroup/cpu/cpu.shares ] && [ -w /sys/fs/cgroup/cpu ]; then
+        dir="/sys/fs/cgroup/cpu/$1"
+        mkdir "$dir" 2>/dev/null && echo 1024 > "$dir/cpu.shares" 2>/dev/null && echo "$dir"
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null && [ -w /sys/fs/cgroup ]; then
+        echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        dir="/sys/fs/cgroup/$1"
+        mkdir "$dir" 2>/dev/null && echo 100 > "$dir/cpu.weight" 2>/dev/null && echo "$dir"
+    fi
+}
+if [ "$(id -u)" = 0 ]; then
+    CG_CLOUD=$(make_cgroup "travbench-cloud-$$" || true)
+    CG_GEN=$(make_cgroup "travbench-cameras-$$" || true)
+fi
+if [ -n "$CG_CLOUD" ] && [ -n "$CG_GEN" ]; then
+    echo "cpu: the cloud and the generators get half the CPU each when both want more ($(dirname "$CG_CLOUD"))"
+else
+    echo "cpu: no writable cgroup hierarchy; the cloud and the generators share the CPU unweighted"
+fi
+# Moves the calling (sub)shell into cgroup $1, so whatever it execs and every thread of that is in it.
+join_cgroup() { [ -z "$1" ] || echo "$BASHPID" > "$1/cgroup.procs"; }
 
 now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -150,10 +184,10 @@ start_cloud() {
     # Every camera here shares one source address (127.0.0.1): its presence rate limit is lifted.
     local presence=(--presence-keepalive "$KEEPALIVE" --presence-datagrams-per-second 1000000)
     if [ "$MODE" = tls ]; then presence=(--no-presence); fi
-    "$BIN/trav" cloud --listen "$CLOUD_IP" --data "$KEEP/data" --stun-port 0 --tls-port "$PORT" --no-relay --metrics-listen 127.0.0.1:0 \
+    ( join_cgroup "$CG_CLOUD"; exec "$BIN/trav" cloud --listen "$CLOUD_IP" --data "$KEEP/data" --stun-port 0 --tls-port "$PORT" --no-relay --metrics-listen 127.0.0.1:0 \
         --max-connections $((CAMERAS + 1000)) --max-connections-per-source $((CAMERAS + 100)) \
         --unverified-registration-burst "$CAMERAS" --unverified-registrations-per-second 100000 \
-        --device-store "$STORE" "${presence[@]}" >"$WORK/cloud.log" 2>&1 &
+        --device-store "$STORE" "${presence[@]}" >"$WORK/cloud.log" 2>&1 ) &
     CLOUD_PID=$!
     for _ in $(seq 1 200); do
         grep -q "cloud signalling tls" "$WORK/cloud.log" && return 0
@@ -205,12 +239,9 @@ run_mode() {
         files=$((n + 64)); if [ "$MODE" = udp ]; then files=$((2 * n + 64)); fi
         local netns=()
         if [ "$NAMESPACES" -gt 0 ]; then netns=(ip netns exec "travstorm-$((i % NAMESPACES))"); fi
-        # At idle priority (SCHED_IDLE): the generators stand for cameras on machines of their own, so the cloud
-        # measured here gets the CPU first. Not `nice`: libdispatch gives each thread it starts the nice value of its
-        # QoS class (0, or -4), so a niced generator ran nearly all its threads at the cloud's priority, and the
-        # cloud's presence thread waited on the run queue seven times as long as it ran. A scheduling policy is
-        # inherited by every thread.
-        ( ulimit -n "$files"; exec chrt --idle 0 "${netns[@]}" "$BIN/cloud-storm" --host "$CLOUD_IP" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
+        # In the cameras' CPU share (see join_cgroup); the log exists before the generator starts, for the counts below.
+        : >"$WORK/gen-$i.log"
+        ( ulimit -n "$files"; join_cgroup "$CG_GEN"; exec "${netns[@]}" "$BIN/cloud-storm" --host "$CLOUD_IP" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
             --linger "$LINGER" --identities "$KEEP/ids-$i" --seconds $((WAIT_FIRST + WAIT_UDP + IDLE + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
         GENERATORS+=($!)
         remaining=$((remaining - n)); i=$((i + 1))

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import Crypto
 import Foundation
 import Logging
@@ -24,11 +29,36 @@ final class PresenceServer: Sendable {
     private let table: PresenceTable
     private let loop: MultiThreadedEventLoopGroup
 
-    private init(address: SocketAddress, channel: any Channel, table: PresenceTable, loop: MultiThreadedEventLoopGroup) {
+    /// The nice value of the presence thread (its event loop's), when it could be set.
+    let threadNice: Int32?
+
+    private init(
+        address: SocketAddress, channel: any Channel, table: PresenceTable, loop: MultiThreadedEventLoopGroup, threadNice: Int32?
+    ) {
         self.address = address
         self.channel = channel
         self.table = table
         self.loop = loop
+        self.threadNice = threadNice
+    }
+
+    /// Nice value asked for the presence thread: above every other thread of the cloud, so a registration storm's TLS
+    /// handshakes and signature checks, which can wait, do not make keepalives wait (a camera whose acks stop goes back
+    /// to TLS and feeds the storm). Setting it needs `CAP_SYS_NICE` (root) or an `RLIMIT_NICE` that allows it;
+    /// without, the thread keeps the process's priority and the cloud says so in its log.
+    static let threadNice: Int32 = -10
+
+    /// Sets the calling thread's nice value to `nice` (on Linux, `setpriority(PRIO_PROCESS, 0, …)` applies to the
+    /// calling thread only); the value it has afterwards, or nil when it could not be read.
+    static func setCurrentThreadNice(_ nice: Int32) -> (set: Bool, now: Int32?) {
+        #if os(Linux)
+        let set = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) == 0
+        errno = 0
+        let now = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        return (set, errno == 0 ? now : nil)
+        #else
+        return (false, nil)
+        #endif
     }
 
     /// Receive buffer asked of the kernel for the presence socket (capped by `net.core.rmem_max`): thousands of
@@ -48,6 +78,13 @@ final class PresenceServer: Sendable {
     ) async throws -> PresenceServer {
         let table = PresenceTable(configuration: configuration, tickets: tickets)
         let loop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let (raised, threadNice) = (try? await loop.next().submit { setCurrentThreadNice(Self.threadNice) }.get()) ?? (false, nil)
+        if raised {
+            logger.info("presence thread priority raised", metadata: ["nice": "\(Self.threadNice)"])
+        } else {
+            logger.notice("presence thread keeps the process's priority (raising it needs CAP_SYS_NICE)",
+                          metadata: ["nice": "\(threadNice.map(String.init) ?? "unknown")"])
+        }
         let bootstrap = UDPServerSocket.listener(
             DatagramBootstrap(group: loop), receiveBufferBytes: receiveBufferBytes, vectorReadCount: vectorReadCount,
             maxDatagramSize: maxDatagramSize)
@@ -70,7 +107,7 @@ final class PresenceServer: Sendable {
             throw CloudError(code: .connectionFailed, detail: "the presence socket has no local address")
         }
         logger.info("presence listening", metadata: ["address": "\(address)"])
-        return PresenceServer(address: address, channel: channel, table: table, loop: loop)
+        return PresenceServer(address: address, channel: channel, table: table, loop: loop, threadNice: threadNice)
     }
 
     /// The keepalive interval announced to cameras.

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Crypto
 import NIOCore
 import NIOEmbedded
@@ -32,5 +35,17 @@ struct PresenceDatagramHandlerTests {
         let ack = try #require(try channel.readOutbound(as: AddressedEnvelope<ByteBuffer>.self))
         let opened = try PresenceDatagram.open(ack.data.readableBytesView, with: fourth.key)
         #expect(opened.kind == .ack && opened.session == fourth.session)
+    }
+}
+
+/// The presence socket's thread runs above the rest of the cloud when the process may raise it (root).
+struct PresenceThreadPriorityTests {
+    @Test(.enabled(if: getuid() == 0, "raising a thread's priority needs root (CAP_SYS_NICE)"))
+    func thePresenceThreadRunsAtItsRaisedNiceValue() async throws {
+        let server = try await PresenceServer.start(
+            host: "127.0.0.1", port: 0, configuration: .init(), tickets: nil, logger: .init(label: "test"))
+        #expect(server.threadNice == PresenceServer.threadNice)
+        #expect(PresenceServer.threadNice < 0)
+        await server.stop()
     }
 }
