@@ -85,7 +85,7 @@ WORK=$(mktemp -d /tmp/trav-bench-cloud.XXXXXX)
 KEEP=${KEEP:-$WORK}
 mkdir -p "$KEEP"
 CLOUD_PID=""
-CG_CLOUD=""; CG_GEN=""
+CG_CLOUD=""; CG_GEN=""; CG_V2_ENABLED=""
 GENERATORS=()
 cleanup() {
     [ -n "$CLOUD_PID" ] && kill -9 "$CLOUD_PID" 2>/dev/null || true
@@ -100,6 +100,7 @@ cleanup() {
     rm -rf "$WORK"
     # A cgroup is removed once its processes are gone (killed and waited for above).
     for dir in "$CG_CLOUD" "$CG_GEN"; do [ -z "$dir" ] || rmdir "$dir" 2>/dev/null || true; done
+    [ -z "$CG_V2_ENABLED" ] || echo -cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
 
@@ -126,25 +127,31 @@ fi
 # waited on the run queue seven times as long as it ran; and not SCHED_IDLE for the generators, under which a
 # cloud busy with a TLS storm starved the clients of their handshakes. Without a writable cgroup hierarchy
 # (not root), everything runs in the caller's.
-
-make_cgroup() {   # $1 name; prints the directory, or nothing
-    local dir
-    if [ -f /sys/fs/cgroup/cpu/cpu.shares ] && [ -w /sys/fs/cgroup/cpu ]; then
-        dir="/sys/fs/cgroup/cpu/$1"
-        mkdir "$dir" 2>/dev/null && echo 1024 > "$dir/cpu.shares" 2>/dev/null && echo "$dir"
-    elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null && [ -w /sys/fs/cgroup ]; then
-        echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
-        dir="/sys/fs/cgroup/$1"
-        mkdir "$dir" 2>/dev/null && echo 100 > "$dir/cpu.weight" 2>/dev/null && echo "$dir"
-    fi
-}
+#
+# The hierarchy with a cpu controller, found once: v1's cpu mount, or v2's root with cpu enabled for its children
+# (enabled here when it was not, and disabled again at exit).
+CG_BASE=""; CG_KNOB=""; CG_SHARE=""
 if [ "$(id -u)" = 0 ]; then
-    CG_CLOUD=$(make_cgroup "travbench-cloud-$$" || true)
-    CG_GEN=$(make_cgroup "travbench-cameras-$$" || true)
+    if [ -f /sys/fs/cgroup/cpu/cpu.shares ] && [ -w /sys/fs/cgroup/cpu ]; then
+        CG_BASE=/sys/fs/cgroup/cpu; CG_KNOB=cpu.shares; CG_SHARE=1024
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null && [ -w /sys/fs/cgroup ]; then
+        if ! grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control; then
+            echo +cpu > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null && CG_V2_ENABLED=1
+        fi
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control && { CG_BASE=/sys/fs/cgroup; CG_KNOB=cpu.weight; CG_SHARE=100; }
+    fi
 fi
+make_cgroup() {   # $1 name; prints the directory, or nothing
+    [ -n "$CG_BASE" ] || return 0
+    mkdir "$CG_BASE/$1" 2>/dev/null && echo "$CG_SHARE" > "$CG_BASE/$1/$CG_KNOB" 2>/dev/null && echo "$CG_BASE/$1"
+}
+CG_CLOUD=$(make_cgroup "travbench-cloud-$$" || true)
+CG_GEN=$(make_cgroup "travbench-cameras-$$" || true)
 if [ -n "$CG_CLOUD" ] && [ -n "$CG_GEN" ]; then
     echo "cpu: the cloud and the generators get half the CPU each when both want more ($(dirname "$CG_CLOUD"))"
 else
+    for dir in "$CG_CLOUD" "$CG_GEN"; do [ -z "$dir" ] || rmdir "$dir" 2>/dev/null || true; done
+    CG_CLOUD=""; CG_GEN=""
     echo "cpu: no writable cgroup hierarchy; the cloud and the generators share the CPU unweighted"
 fi
 # Moves the calling (sub)shell into cgroup $1, so whatever it execs and every thread of that is in it.

@@ -29,7 +29,8 @@ final class PresenceServer: Sendable {
     private let table: PresenceTable
     private let loop: MultiThreadedEventLoopGroup
 
-    /// The nice value of the presence thread (its event loop's), when it could be set.
+    /// The presence thread's nice value after trying to raise it to ``threadNice`` (the process's when that was not
+    /// allowed); nil when it could not be read.
     let threadNice: Int32?
 
     private init(

@@ -150,14 +150,16 @@ public enum CloudClient {
         let deadline = ContinuousClock.now + connectTimeout
         do {
             let (connection, handshake) = try await repeatingWhileUnresolved(until: deadline, enabled: attempts > 1) {
-                try await firstSuccess(
+                // A round after an unresolved one connects for what is left of the first round's time.
+                let timeout = TimeAmount(deadline - ContinuousClock.now)
+                return try await firstSuccess(
                     ofAttempts: localAddress == nil ? attempts : 1, every: connectRepeatDelay,
                     discard: { try? await $0.0.channel.close() }
                 ) { _ in
                     var bootstrap = ClientBootstrap(group: group)
                     if let localAddress { bootstrap = bootstrap.bind(to: localAddress) }
                     return try await bootstrap
-                        .connectTimeout(TimeAmount(connectTimeout))
+                        .connectTimeout(timeout)
                         .channelOption(.socketOption(.tcp_nodelay), value: 1)
                         .connect(host: endpoint.host, port: Int(endpoint.port)) { channel in
                             channel.eventLoop.makeCompletedFuture {
