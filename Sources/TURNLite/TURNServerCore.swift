@@ -276,6 +276,7 @@ final class TURNServerCore {
         for fd in closing { close(fd) }
         closing.removeAll(keepingCapacity: true)
         metrics.record(machine.takeStatistics(), allocations: ledger.allocationCount)
+        metrics.recordSendDrops(total: departures.dropped)
     }
 
     /// Opens a relay socket on the family's relay IP: an even port when asked (up to

@@ -9,6 +9,11 @@ import Metrics
 /// | `turn_relayed_packets_total`, `turn_relayed_bytes_total` | counter | `direction`: `to-peer`, `to-client` |
 /// | `turn_refusals_total` | counter | `reason`: ``TURNRefusal/name`` |
 /// | `turn_bandwidth_cuts_total`, `turn_bandwidth_cut_bytes_total` | counter | `reason`: ``TURNBandwidthCut/name`` |
+/// | `turn_send_dropped_total` | counter | |
+///
+/// `turn_send_dropped_total` counts datagrams the kernel refused to send (a full socket buffer, an
+/// address it will not send to, an error a peer's ICMP left on the socket): UDP loses them silently, so
+/// a rising count is the operator's sign that the relay sends faster than the host lets it.
 ///
 /// The executable picks the backend (`MetricsSystem.bootstrap`); without one these cost next to nothing.
 final class TURNServerMetrics {
@@ -22,6 +27,15 @@ final class TURNServerMetrics {
     private var cuts: [String: Counter] = [:]
     private var cutBytes: [String: Counter] = [:]
     private var lastAllocationCount: Int?
+    private let sendDropped = Counter(label: "turn_send_dropped_total")
+    private var lastSendDropped = 0
+
+    /// Adds the datagrams the kernel refused since the last call; `total` is the send batch's running count.
+    func recordSendDrops(total: Int) {
+        guard total > lastSendDropped else { return }
+        sendDropped.increment(by: Int64(total - lastSendDropped))
+        lastSendDropped = total
+    }
 
     /// Adds what was counted, and sets the allocation gauge when the count changed.
     func record(_ s: TURNServerStatistics, allocations count: Int) {

@@ -180,10 +180,22 @@ struct TURNServerLifecycleTests {
             } catch let e as TURNError {
                 #expect(e.errorCode?.code == 403)
             }
-            let scraped = try await ChildProcess.scrape(url)
+            // Loopback's broadcast address: the kernel refuses a send there without SO_BROADCAST (EACCES), and
+            // nothing leaves the host. The relay drops that datagram and counts it.
+            let broadcast = TransportAddress("127.255.255.255:9")!
+            try await clients[0].createPermission(for: [broadcast])
+            try await clients[0].send(Array("refused".utf8), to: broadcast)
+            var scraped = ""
+            // Bounded: 40 × 50 ms for the relay to take the send indication.
+            for _ in 0..<40 where !scraped.contains("turn_send_dropped_total 1") {
+                try await Task.sleep(for: .milliseconds(50))
+                scraped = try await ChildProcess.scrape(url)
+            }
+            #expect(scraped.contains("turn_send_dropped_total 1"), "\(scraped)")
             #expect(scraped.contains("turn_allocations 3.0"), "\(scraped)")
             #expect(scraped.contains("turn_allocations_created_total 3"), "\(scraped)")
-            #expect(scraped.contains(#"turn_relayed_packets_total{direction="to-peer"} 1"#), "\(scraped)")
+            // The refused datagram was relayed as far as the kernel: it counts toward peers and as dropped.
+            #expect(scraped.contains(#"turn_relayed_packets_total{direction="to-peer"} 2"#), "\(scraped)")
             #expect(scraped.contains(#"turn_relayed_packets_total{direction="to-client"} 1"#), "\(scraped)")
             #expect(scraped.contains(#"turn_refusals_total{reason="special-peer"} 1"#), "\(scraped)")
 
