@@ -74,6 +74,9 @@ public struct ConnectorConfiguration: Sendable {
     /// relay attempt times out and is closed. Default false: a direct session holds no relay allocation,
     /// and a dead direct path ends it.
     public var relayStandby = false
+    /// Bounds what every session sends toward peer addresses not yet validated (rebinding checks), per
+    /// destination and in all; the process's ``AddressCheckLimiter/shared`` by default.
+    public var addressChecks = AddressCheckLimiter.shared
     /// What answers browser viewers (``BrowserViewerAnswering``); nil declines them.
     public var browserViewers: (any BrowserViewerAnswering)?
 
@@ -254,7 +257,7 @@ public final class Connector: Sendable {
                                                           "requestID": "\(requestID)"])
         return PeerConnection(role: .viewer, report: report, peerIdentity: raced.session.peerIdentity,
                               transport: transport, channel: channel, replayOnHello: nil, keepalive: configuration.keepaliveInterval,
-                              upgrade: upgrade)
+                              upgrade: upgrade, addressChecks: configuration.addressChecks)
     }
 
     // MARK: Camera
@@ -431,7 +434,8 @@ public final class Connector: Sendable {
             configuration.logger.info("viewer admitted", metadata: ["path": "\(raced.strategy)", "requestID": "\(requestID)"])
             return PeerConnection(role: .camera, report: report, peerIdentity: raced.session.peerIdentity,
                                   transport: transport, channel: channel, replayOnHello: (helloFrame, welcome),
-                                  keepalive: configuration.keepaliveInterval, upgrade: upgrade)
+                                  keepalive: configuration.keepaliveInterval, upgrade: upgrade,
+                                  addressChecks: configuration.addressChecks)
         }
     }
 

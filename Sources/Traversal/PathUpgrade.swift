@@ -139,7 +139,8 @@ extension PeerConnection {
             guard body.count == 8 else { return }
             if let newSource {
                 // Answered where it came from (so the peer sees that address work), within that address's budget.
-                guard paths.withMachine({ $0.mayAnswer(on: path, to: newSource, bytes: frameBytes) }) == true else { return }
+                guard paths.withMachine({ $0.mayAnswer(on: path, to: newSource, bytes: frameBytes) }) == true,
+                      addressChecks.admit(newSource, now: .now) == nil else { return }
                 try? await sendSealed(.pathCheckAnswer, body, on: path, to: newSource)
             } else {
                 try? await sendSealed(.pathCheckAnswer, body, on: path)
@@ -197,6 +198,11 @@ extension PeerConnection {
             case .abandon(let path):
                 await paths.remove(path)
             case .checkAddress(let path, let address, let nonce):
+                // Within the session's budget; the process's caps per destination and in all come on top.
+                if let refusal = addressChecks.admit(address, now: .now) {
+                    logger.debug("address check not sent", metadata: ["address": "\(address)", "refusal": "\(refusal.name)"])
+                    continue
+                }
                 try? await sendSealed(.pathCheck, nonce.bigEndianBytes, on: path, to: address)
             case .rebind(let path, let address):
                 if let move = paths.rebind(path, to: address) {

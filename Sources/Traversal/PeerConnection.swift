@@ -32,8 +32,12 @@ public final class PeerConnection: Sendable {
     public var pathMoves: AsyncStream<PathMove> { paths.moveEvents }
     /// The peer's Ed25519 identity key (on a viewer: the key behind the UID it asked for).
     public let peerIdentityKey: Curve25519.Signing.PublicKey
-    /// The largest application message `send` accepts on this path.
-    public let maxMessageSize: Int
+    /// The largest application message `send` accepts now: the first path's limit, lowered to a standby
+    /// relay's when one joins (``ConnectorConfiguration/relayStandby``), so that a fallback to it refuses
+    /// nothing this allowed. It never rises again during the session.
+    public var maxMessageSize: Int {
+        min(transport.maxMessageSize, messageCeiling.withLock { $0 } ?? .max) - PeerWire.sealedOverhead
+    }
     /// Application messages from the peer; finishes when the connection closes.
     public let inbound: AsyncThrowingStream<[UInt8], any Error>
     /// How often this side sends keepalives; nil when it sends none (and so does not time out an idle peer either).
@@ -50,6 +54,8 @@ public final class PeerConnection: Sendable {
     private let opener: Mutex<SecureDatagramChannel>
     /// Looks for a direct path while the relay carries the session (nil: the session stays where it is).
     let upgrade: PathUpgrade?
+    /// Bounds checks toward the peer's unvalidated new addresses, across the process's sessions.
+    let addressChecks: AddressCheckLimiter
     /// Upgrade offers and answers in flight.
     let exchange = UpgradeExchange()
     /// The SCTP association carrying channels (nil if the engine refused to start one).
@@ -67,6 +73,8 @@ public final class PeerConnection: Sendable {
     private let mtuSettledSink: AsyncStream<Void>.Continuation
     /// The largest SCTP packet a standby path carries: the channel engine never uses more, whatever the path MTU search finds.
     private let channelMTUCeiling = Mutex<Int?>(nil)
+    /// The largest transport message a standby path carries (nil: no standby has joined).
+    private let messageCeiling = Mutex<Int?>(nil)
     /// What a camera sends again when the viewer repeats its hello (its welcome).
     private let replayOnHello: (hello: [UInt8], welcome: [UInt8])?
 
@@ -76,13 +84,13 @@ public final class PeerConnection: Sendable {
     init(role: ConnectionRole, report: ConnectionReport, peerIdentity: Curve25519.Signing.PublicKey, transport: any PeerTransport,
          channel: SecureDatagramChannel, replayOnHello: (hello: [UInt8], welcome: [UInt8])?,
          keepalive: Duration? = PeerConnection.keepaliveInterval,
-         upgrade: PathUpgrade? = nil) {
+         upgrade: PathUpgrade? = nil, addressChecks: AddressCheckLimiter = .shared) {
         self.role = role
+        self.addressChecks = addressChecks
         self.keepalive = keepalive.map { min(max($0, Self.keepaliveRange.lowerBound), Self.keepaliveRange.upperBound) }
         self.report0 = report
         self.peerIdentityKey = peerIdentity
         self.transport = transport
-        self.maxMessageSize = transport.maxMessageSize - PeerWire.sealedOverhead
         // A relayed datagram session looks for direct paths: the channel engine's packet size, fixed when it
         // connects, is the relay's (the smallest). Stream ↔ datagram moves are not made.
         let upgrades = upgrade.map { !$0.strategies.isEmpty } ?? false
@@ -364,13 +372,7 @@ public final class PeerConnection: Sendable {
                 await transport.close()
                 return
             }
-            let mtu = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
-            let lowered = self.channelMTUCeiling.withLock { c -> Int in
-                let v = min(c ?? mtu, mtu)
-                c = v
-                return v
-            }
-            (try? self.channels.get())?.setPathMTU(min(self.channelPathMTU ?? lowered, lowered))
+            self.lowerSizes(to: transport)
             self.paths.startReader(for: path) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
             guard self.paths.withMachine({ $0.standbyJoined(path, now: .now) }) == true else {
                 await self.paths.remove(path)
@@ -378,6 +380,18 @@ public final class PeerConnection: Sendable {
             }
             context.logger.info("relay standing by", metadata: ["route": "\(transport.pathDescription)"])
         }, in: .standby)
+    }
+
+    /// Lowers what the session sends, unreliable messages and channel packets alike, to what `standby` carries.
+    private func lowerSizes(to standby: any PeerTransport) {
+        messageCeiling.withLock { $0 = min($0 ?? .max, standby.maxMessageSize) }
+        let mtu = standby.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
+        let lowered = channelMTUCeiling.withLock { c -> Int in
+            let v = min(c ?? mtu, mtu)
+            c = v
+            return v
+        }
+        (try? channels.get())?.setPathMTU(min(channelPathMTU ?? lowered, lowered))
     }
 
     /// Carries out the path MTU search's actions.

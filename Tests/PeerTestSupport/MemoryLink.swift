@@ -155,16 +155,19 @@ public func connectedPair(_ conditions: MemoryLink.Conditions = .init(), datagra
 }
 
 /// A viewer and a camera ``PeerConnection`` over two transports that reach each other, keyed alike, the
-/// report naming `path`.
+/// report naming `path`; both bound their checks of unvalidated addresses with `addressChecks`.
 public func connectedPair(viewer a: any PeerTransport, camera b: any PeerTransport, path: String,
-                          keepalive: Duration? = nil) -> (viewer: PeerConnection, camera: PeerConnection) {
+                          keepalive: Duration? = nil, addressChecks: AddressCheckLimiter = .shared)
+    -> (viewer: PeerConnection, camera: PeerConnection) {
     let k1 = NoiseCipherState(key: [UInt8](repeating: 1, count: 32))
     let k2 = NoiseCipherState(key: [UInt8](repeating: 2, count: 32))
     let identity = DeviceIdentity.generate()
     let report = ConnectionReport(path: path, route: nil, setupMs: 0, requestID: nil, attempts: [])
     let viewer = PeerConnection(role: .viewer, report: report, peerIdentity: identity.publicKey, transport: a,
-                                channel: SecureDatagramChannel(send: k1, receive: k2), replayOnHello: nil, keepalive: keepalive)
+                                channel: SecureDatagramChannel(send: k1, receive: k2), replayOnHello: nil, keepalive: keepalive,
+                                addressChecks: addressChecks)
     let camera = PeerConnection(role: .camera, report: report, peerIdentity: identity.publicKey, transport: b,
-                                channel: SecureDatagramChannel(send: k2, receive: k1), replayOnHello: nil, keepalive: keepalive)
+                                channel: SecureDatagramChannel(send: k2, receive: k1), replayOnHello: nil, keepalive: keepalive,
+                                addressChecks: addressChecks)
     return (viewer, camera)
 }

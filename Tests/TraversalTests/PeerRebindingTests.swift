@@ -85,12 +85,13 @@ struct PeerRebindingTests {
     static let spoofedAddress = try! SocketAddress(ipAddress: "192.0.2.66", port: 6_666)
 
     /// A viewer and a camera on a direct memory path.
-    static func directPair() -> (viewer: PeerConnection, camera: PeerConnection, viewerEnd: NATedEnd, cameraEnd: NATedEnd) {
+    static func directPair(addressChecks: AddressCheckLimiter = .shared)
+        -> (viewer: PeerConnection, camera: PeerConnection, viewerEnd: NATedEnd, cameraEnd: NATedEnd) {
         let v = NATedEnd(name: "viewer", publicAddress: viewerAddress, target: cameraAddress)
         let c = NATedEnd(name: "camera", publicAddress: cameraAddress, target: viewerAddress)
         v.peer.withLock { $0 = c }
         c.peer.withLock { $0 = v }
-        let (viewer, camera) = connectedPair(viewer: v, camera: c, path: "memory-direct")
+        let (viewer, camera) = connectedPair(viewer: v, camera: c, path: "memory-direct", addressChecks: addressChecks)
         return (viewer, camera, v, c)
     }
 

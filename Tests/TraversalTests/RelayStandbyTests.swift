@@ -52,6 +52,54 @@ struct RelayStandbyTests {
         #expect(got == Array(0..<total), "\(got.count) of \(total) in order")
     }
 
+    @Test func unreliableMessagesStayWithinWhatTheStandbyCarriesSoAFallbackRefusesNone() async throws {
+        let (viewer, camera, viewerEnd, cameraEnd) = PeerRebindingTests.directPair()
+        defer { Task { await viewer.close(); await camera.close() } }
+        let direct = viewer.maxMessageSize
+        #expect(direct == 1200 - PeerWire.sealedOverhead)
+        let (a, b, _) = MemoryLink.pair(maxMessageSize: 1100, relayed: true)
+        let offer = PeerOffer(identityKey: Data(), candidates: [], strategies: [])
+        viewer.keepStandby(HandedOver(transport: a), strategy: "memory-relay", remote: offer, context: StrategyContext(role: .viewer))
+        camera.keepStandby(HandedOver(transport: b), strategy: "memory-relay", remote: offer, context: StrategyContext(role: .camera))
+        // Bounded: 50 × 20 ms for the standby to join.
+        for _ in 0..<50 where viewer.paths.withMachine({ $0.hasStandby }) != true || camera.paths.withMachine({ $0.hasStandby }) != true {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let limit = 1100 - PeerWire.sealedOverhead
+        #expect(viewer.maxMessageSize == limit && camera.maxMessageSize == limit, "lowered to the standby's size")
+        await #expect(throws: TraversalError.self, "a message only the direct path carries is refused while on it") {
+            try await viewer.send([UInt8](repeating: 1, count: direct))
+        }
+
+        let viewerMoves = viewer.pathMoves
+        viewerEnd.dark.store(true, ordering: .relaxed)
+        cameraEnd.dark.store(true, ordering: .relaxed)
+        // A dead path shows as silence while sending: the viewer sends small messages meanwhile (bounded: 200 × 50 ms).
+        let sender = Task {
+            for _ in 0..<200 where !Task.isCancelled {
+                try? await viewer.send([0])
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        let down = try #require(await PathMigrationTests.nextMove(viewerMoves, within: .seconds(10)), "no fallback to the standby")
+        sender.cancel()
+        #expect(down.to == "memory-relay", "\(down)")
+        // The largest message allowed before the fallback goes through after it.
+        let largest = [UInt8](repeating: 7, count: limit)
+        let inbound = camera.inbound
+        let received = Task { () -> Bool in
+            for try await message in inbound where message == largest { return true }
+            return false
+        }
+        defer { received.cancel() }
+        for _ in 0..<5 {
+            try await viewer.send(largest)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let arrived = try await withDeadline(.seconds(2)) { try await received.value }
+        #expect(arrived, "the largest allowed message crossed the relay after the fallback")
+    }
+
     @Test func aSessionOnTheRelayKeepsNoOtherStandby() {
         let (a, b, _) = MemoryLink.pair(maxMessageSize: 1100, relayed: true)
         let (viewer, camera) = connectedPair(viewer: a, camera: b, path: "memory-relay")
