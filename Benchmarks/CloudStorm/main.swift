@@ -1,7 +1,8 @@
 // cloud-storm: N cameras registered with one cloud, kept registered by the real camera client
 // (`CloudClient.camera`: keepalives, jittered reconnects, retry-after), each registration printed
 // as `R <index> <unix-ms>` so Scripts/bench-cloud.sh can time a storm after the cloud restarts, and each
-// change of presence as `U <index> <unix-ms>` (TLS closed, present over UDP) or `T <index> <unix-ms>` (back on TLS).
+// change of presence as `U <index> <unix-ms>` (TLS closed, present over UDP), `S <index> <unix-ms>` (TLS closed, present
+// over a presence stream, where UDP does not reach the cloud) or `T <index> <unix-ms>` (back on TLS).
 //
 //   cloud-storm --port P --ca FILE --cameras N [--host 127.0.0.1] [--parallel 8] [--seconds 900]
 //               [--presence udp|tls] [--linger SECONDS] [--identities FILE]
@@ -170,7 +171,9 @@ func startCamera(_ index: Int) async -> (any CameraSignalling)? {
                 identity: identity, deviceID: deviceID, endpoint: endpoint, logger: logger, usePresence: options.presence == "udp",
                 presenceLinger: .milliseconds(Int(options.linger * 1000)),
                 onRegistered: { _ in emit("R \(index) \(unixMilliseconds())") },
-                onPresence: { overUDP in emit("\(overUDP ? "U" : "T") \(index) \(unixMilliseconds())") })
+                onPresence: { path in
+                    emit("\(path == .datagram ? "U" : path == .stream ? "S" : "T") \(index) \(unixMilliseconds())")
+                })
         } catch {
             try? await Task.sleep(for: .milliseconds(Int.random(in: 500...1500)))
         }

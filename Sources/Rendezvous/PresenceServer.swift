@@ -13,9 +13,16 @@ import STUNLite
 import Synchronization
 import Traversal
 
-/// The UDP socket of presence (`Traversal/PresenceProtocol`) and its table (``PresenceStateMachine``):
+/// The UDP socket of presence (`Traversal/PresenceProtocol`), its streams and its table (``PresenceStateMachine``):
 /// datagrams are answered on the socket's event loop, with no hop to the hub, so a keepalive costs one
 /// look-up, one Poly1305 check and one send.
+///
+/// A camera whose network blocks UDP keeps the same datagrams on a presence stream instead: a TCP connection to
+/// the signalling port whose first byte is a presence datagram's kind, never a TLS record's (`RendezvousServer`
+/// tells them apart, ``adoptStream(_:)``). The stream costs the cloud a socket and a small handler, not a TLS
+/// connection; it counts against the signalling's connection limits (per source and in all), and it is closed
+/// when no authenticated keepalive came for the table's ``PresenceStateMachine/Configuration/timeout`` (the first
+/// within ``streamFirstKeepaliveTimeout``), or at the first datagram that does not authenticate.
 ///
 /// The socket has an event loop (a thread) of its own: a fleet's keepalives arrive at a steady rate (100 000 cameras
 /// every 20 s: 5 000 a second), and the receive buffer holds about a second of them, so a loop that also ran TLS
@@ -28,14 +35,18 @@ final class PresenceServer: Sendable {
     private let channel: any Channel
     private let table: PresenceTable
     private let loop: MultiThreadedEventLoopGroup
+    private let streams = PresenceStreams()
+    private let logger: Logger
 
     /// The presence thread's nice value after trying to raise it to ``threadNice`` (the process's when that was not
     /// allowed); nil when it could not be read.
     let threadNice: Int32?
 
     private init(
-        address: SocketAddress, channel: any Channel, table: PresenceTable, loop: MultiThreadedEventLoopGroup, threadNice: Int32?
+        address: SocketAddress, channel: any Channel, table: PresenceTable, loop: MultiThreadedEventLoopGroup, threadNice: Int32?,
+        logger: Logger
     ) {
+        self.logger = logger
         self.address = address
         self.channel = channel
         self.table = table
@@ -108,7 +119,7 @@ final class PresenceServer: Sendable {
             throw CloudError(code: .connectionFailed, detail: "the presence socket has no local address")
         }
         logger.info("presence listening", metadata: ["address": "\(address)"])
-        return PresenceServer(address: address, channel: channel, table: table, loop: loop, threadNice: threadNice)
+        return PresenceServer(address: address, channel: channel, table: table, loop: loop, threadNice: threadNice, logger: logger)
     }
 
     /// The keepalive interval announced to cameras.
@@ -124,25 +135,54 @@ final class PresenceServer: Sendable {
         return (PresenceGrant(port: address.port ?? 0, session: session, key: key, keepaliveSeconds: seconds), session)
     }
 
-    /// Sends `session` a wake; false when it has no UDP address to wake.
+    /// Sends `session` a wake; false when it has no route to wake (no keepalive yet, or its stream closed).
     func wake(_ session: PresenceSessionID) -> Bool {
-        guard case .send(let bytes, let to)? = table.withLock({ $0.wake(session) }) else { return false }
+        guard case .send(let bytes, let to)? = table.withLock({ $0.wake(session) }), send(bytes, on: to) else { return false }
         PresenceMetrics.wakes.increment()
-        channel.writeAndFlush(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes)), promise: nil)
         return true
     }
 
-    /// Tells `session` the cloud shuts down and when to register again; false when it has no UDP address.
+    /// Tells `session` the cloud shuts down and when to register again; false when it has no route.
     func goAway(_ session: PresenceSessionID, retryAfterMilliseconds: Int) -> Bool {
         let milliseconds = UInt32(clamping: retryAfterMilliseconds)
         guard case .send(let bytes, let to)? = table.withLock({ $0.goAway(session, retryAfterMilliseconds: milliseconds) }) else {
             return false
         }
-        channel.writeAndFlush(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes)), promise: nil)
-        return true
+        return send(bytes, on: to)
     }
 
-    /// Whether `session` is kept alive over UDP now.
+    /// Sends `bytes` on `route`; false when it is a stream no longer open.
+    private func send(_ bytes: [UInt8], on route: PresenceRoute) -> Bool {
+        switch route {
+        case .datagram(let address):
+            channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes)), promise: nil)
+            return true
+        case .stream(let id):
+            guard let stream = streams.channel(id) else { return false }
+            stream.writeAndFlush(ByteBuffer(bytes: bytes), promise: nil)
+            return true
+        }
+    }
+
+    /// A stream's first authenticated keepalive must come within this (its first bytes already did): 10 s.
+    static let streamFirstKeepaliveTimeout: Duration = .seconds(10)
+    /// Bytes a presence stream reads from its socket at once: a few datagrams.
+    static let streamReceiveBytes = 256
+
+    /// Takes `channel` as a presence stream from here on: its reads are datagrams for the table, its answers and
+    /// wakes go back on it. The caller has removed every other handler's claim on it; runs on `channel`'s event loop.
+    func adoptStream(_ channel: any Channel) throws {
+        let id = streams.add(channel)
+        try channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: Self.streamReceiveBytes))
+        try channel.pipeline.syncOperations.addHandler(
+            PresenceStreamHandler(id: id, table: table, streams: streams, timeout: table.configuration.timeout,
+                                  firstTimeout: Self.streamFirstKeepaliveTimeout, logger: logger))
+    }
+
+    /// Presence streams open now.
+    var streamCount: Int { streams.count }
+
+    /// Whether `session` is kept alive (over UDP or a stream) now.
     func isLive(_ session: PresenceSessionID) -> Bool { table.withLock { $0.isLive(session, now: .now) } }
 
     /// The TLS connection that opened `session` closed: it lives on only while keepalives arrive.
@@ -164,9 +204,10 @@ final class PresenceServer: Sendable {
     /// Sessions restored from their tickets, in the order their first keepalive came; ends at ``stop()``.
     var restorations: AsyncStream<PresenceRestoration> { table.restorations }
 
-    /// Closes the socket and ends its event loop.
+    /// Closes the socket and every stream, and ends its event loop.
     func stop() async {
         try? await channel.close()
+        for stream in streams.all { try? await stream.close() }
         table.finish()
         try? await loop.shutdownGracefully()
     }
@@ -204,7 +245,7 @@ struct PresenceRestoration: Sendable {
     let session: PresenceSessionID
     /// Its camera.
     let deviceID: DeviceID
-    /// Where the keepalive came from.
+    /// Where the keepalive came from (a stream's peer address for a stream).
     let address: SocketAddress
 }
 
@@ -215,6 +256,7 @@ enum PresenceMetrics {
     static let restored = Counter(label: "cloud_presence_restored_total")
     static let left = Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", "left")])
     static let sessions = Gauge(label: "cloud_presence_sessions")
+    static let streams = Gauge(label: "cloud_presence_streams")
     static func dropped(_ code: PresenceError.Code) -> Counter {
         if code == .rateLimited { RendezvousMetrics.rateLimitHit("presence") }
         return Counter(label: "cloud_presence_datagrams_total", dimensions: [("outcome", code.name)])
@@ -239,17 +281,19 @@ final class PresenceDatagramHandler: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         let action = table.withLock { $0.receive(envelope.data.readableBytesView, from: envelope.remoteAddress, now: .now) }
+        // What a datagram is answered with goes back to its source (its route is that address).
+        let source = envelope.remoteAddress
         switch action {
-        case .send(let bytes, let to):
+        case .send(let bytes, _):
             PresenceMetrics.answered.increment()
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
-        case .refuse(let error, let bytes, let to):
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: source, data: ByteBuffer(bytes: bytes))), promise: nil)
+        case .refuse(let error, let bytes, _):
             PresenceMetrics.dropped(error.code).increment()
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
-        case .restored(let session, let deviceID, let bytes, let to):
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: source, data: ByteBuffer(bytes: bytes))), promise: nil)
+        case .restored(let session, let deviceID, let bytes, _):
             PresenceMetrics.restored.increment()
-            table.restored(PresenceRestoration(session: session, deviceID: deviceID, address: to))
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: to, data: ByteBuffer(bytes: bytes))), promise: nil)
+            table.restored(PresenceRestoration(session: session, deviceID: deviceID, address: source))
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: source, data: ByteBuffer(bytes: bytes))), promise: nil)
         case .left:
             PresenceMetrics.left.increment()
         case .drop(let error):
@@ -266,5 +310,156 @@ final class PresenceDatagramHandler: ChannelInboundHandler, Sendable {
     /// A send error on UDP (an ICMP unreachable reported later) ends nothing.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.trace("presence socket error", metadata: ["error": "\(error)"])
+    }
+}
+
+/// The open presence streams, by identifier: where wakes and goAways for stream sessions are written.
+final class PresenceStreams: Sendable {
+    private let channels = Mutex<[PresenceStreamID: any Channel]>([:])
+    private let next = Atomic<UInt64>(0)
+
+    /// Registers `channel` under a new identifier.
+    func add(_ channel: any Channel) -> PresenceStreamID {
+        let id = PresenceStreamID(next.wrappingAdd(1, ordering: .relaxed).newValue)
+        let count = channels.withLock { c -> Int in
+            c[id] = channel
+            return c.count
+        }
+        PresenceMetrics.streams.record(count)
+        return id
+    }
+
+    /// Forgets stream `id` (it closed).
+    func remove(_ id: PresenceStreamID) {
+        let count = channels.withLock { c -> Int in
+            c[id] = nil
+            return c.count
+        }
+        PresenceMetrics.streams.record(count)
+    }
+
+    /// The channel of stream `id`, while open.
+    func channel(_ id: PresenceStreamID) -> (any Channel)? { channels.withLock { $0[id] } }
+
+    /// Streams open.
+    var count: Int { channels.withLock { $0.count } }
+
+    /// Every open stream's channel.
+    var all: [any Channel] { channels.withLock { Array($0.values) } }
+}
+
+/// One presence stream: cuts its bytes into datagrams for the table (``PresenceStreamFramer``) and writes the answers
+/// back, flushed once per read batch; closes the stream at a datagram that is not a camera's authentic keepalive or
+/// leave (on an ordered, reliable stream nothing else comes from a camera), or when keepalives stop.
+final class PresenceStreamHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let id: PresenceStreamID
+    private let table: PresenceTable
+    private let streams: PresenceStreams
+    private let timeout: Duration
+    private let firstTimeout: Duration
+    private let logger: Logger
+    private var framer = PresenceStreamFramer()
+    private var source: SocketAddress?
+    /// When the last authentic keepalive came, on the event loop's clock.
+    private var lastAuthentic: NIODeadline?
+    private var opened = NIODeadline.now()
+    private var timer: Scheduled<Void>?
+
+    init(id: PresenceStreamID, table: PresenceTable, streams: PresenceStreams, timeout: Duration, firstTimeout: Duration, logger: Logger) {
+        self.id = id
+        self.table = table
+        self.streams = streams
+        self.timeout = timeout
+        self.firstTimeout = firstTimeout
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        source = context.channel.remoteAddress
+        opened = context.eventLoop.now
+        guard context.channel.isActive else {
+            // Closed before it was adopted: no channelInactive will come to forget it.
+            streams.remove(id)
+            return
+        }
+        arm(context: context, in: firstTimeout)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        guard let source else { return context.close(promise: nil) }
+        do {
+            try framer.feed(bytes.readableBytesView) { datagram in
+                try handle(datagram, from: source, context: context)
+            }
+        } catch {
+            PresenceMetrics.dropped((error as? PresenceError)?.code ?? .malformed).increment()
+            logger.debug("presence stream closed", metadata: ["stream": "\(id)", "from": "\(source)", "error": "\(error)"])
+            context.flush()
+            context.close(promise: nil)
+        }
+    }
+
+    /// Hands one datagram to the table and queues its answer; throws to close the stream.
+    private func handle(_ datagram: [UInt8], from source: SocketAddress, context: ChannelHandlerContext) throws {
+        let action = table.withLock { $0.receive(datagram, from: source, over: id, now: .now) }
+        switch action {
+        case .send(let bytes, _):
+            PresenceMetrics.answered.increment()
+            lastAuthentic = context.eventLoop.now
+            context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
+        case .restored(let session, let deviceID, let bytes, _):
+            PresenceMetrics.restored.increment()
+            lastAuthentic = context.eventLoop.now
+            table.restored(PresenceRestoration(session: session, deviceID: deviceID, address: source))
+            context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
+        case .refuse(let error, let bytes, _):
+            // The camera registers over TLS again; it closes this stream, or the timeout does.
+            PresenceMetrics.dropped(error.code).increment()
+            context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
+        case .left:
+            PresenceMetrics.left.increment()
+        case .drop(let error) where error.code == .rateLimited:
+            PresenceMetrics.dropped(error.code).increment()
+        case .drop(let error):
+            throw error
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        streams.remove(id)
+        table.withLock { $0.streamClosed(id) }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    /// Checks the stream's deadline in `delay`: closed if no authentic keepalive came in time, else checked again
+    /// when the next one would be due.
+    private func arm(context: ChannelHandlerContext, in delay: Duration) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: TimeAmount(max(delay, .milliseconds(1)))) {
+            let (handler, context) = loopBound.value
+            let deadline = handler.lastAuthentic.map { $0 + TimeAmount(handler.timeout) }
+                ?? handler.opened + TimeAmount(handler.firstTimeout)
+            let now = context.eventLoop.now
+            if now >= deadline {
+                handler.logger.debug("presence stream silent: closed", metadata: ["stream": "\(handler.id)"])
+                context.close(promise: nil)
+            } else {
+                handler.arm(context: context, in: .nanoseconds((deadline - now).nanoseconds))
+            }
+        }
     }
 }

@@ -187,7 +187,7 @@ public final class RendezvousServer: Sendable {
     private let acceptLoop: Task<Void, Never>
     /// The signalling connections being served.
     private let connections: SignallingConnections
-    private let presence: PresenceServer?
+    let presence: PresenceServer?
     private let presenceExpiry: Task<Void, Never>?
     /// Routes introductions between the nodes of a fleet, when the store is shared (`NodeDirectory`).
     private let router: NodeRouter?
@@ -261,6 +261,9 @@ public final class RendezvousServer: Sendable {
         tls.applicationProtocols = protocols
         let context = try NIOSSLContext(configuration: tls)
         let idle = TimeAmount(configuration.idleTimeout)
+        // The presence server, once started (after the listener: its port may follow the listener's); until then,
+        // and without presence, every connection is TLS.
+        let presenceSlot = PresenceSlot()
         let authenticationTimeout = TimeAmount(configuration.authenticationTimeout)
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -271,21 +274,43 @@ public final class RendezvousServer: Sendable {
             .childChannelOption(.allocator, value: SignallingMemory.lazyPagesAllocator)
             .bind(host: configuration.listenIP, port: Int(configuration.port)) { child in
                 child.eventLoop.makeCompletedFuture {
-                    // Until the handshake picks a protocol, the signalling idle timeout bounds a silent client.
-                    let idleHandler = IdleStateHandler(readTimeout: idle)
-                    let closeOnIdle = CloseOnIdleHandler()
-                    let negotiation = NIOTypedApplicationProtocolNegotiationHandler<NegotiatedConnection> { result, channel in
-                        choosePipeline(result, channel: channel, relay: relay, viewerPage: viewerPage, idleHandlers: (idleHandler, closeOnIdle))
+                    let decided = child.eventLoop.makePromise(of: NegotiatedConnection.self)
+                    // A later completion (the TLS branch's, once decided) is ignored.
+                    child.closeFuture.whenComplete { _ in decided.fail(ChannelError.alreadyClosed) }
+                    @Sendable func installTLS() throws {
+                        // Until the handshake picks a protocol, the signalling idle timeout bounds a silent client.
+                        let idleHandler = IdleStateHandler(readTimeout: idle)
+                        let closeOnIdle = CloseOnIdleHandler()
+                        let negotiation = NIOTypedApplicationProtocolNegotiationHandler<NegotiatedConnection> { result, channel in
+                            choosePipeline(result, channel: channel, relay: relay, viewerPage: viewerPage, idleHandlers: (idleHandler, closeOnIdle))
+                        }
+                        try child.pipeline.syncOperations.addHandlers(
+                            ALPNOfferGateHandler(supported: protocols),
+                            NIOSSLServerHandler(context: context),
+                            idleHandler,
+                            closeOnIdle,
+                            negotiation)
+                        negotiation.protocolNegotiationResult.cascade(to: decided)
                     }
                     try child.pipeline.syncOperations.addHandler(
                         AuthenticationDeadlineHandler(timeout: authenticationTimeout), name: AuthenticationDeadlineHandler.name)
-                    try child.pipeline.syncOperations.addHandlers(
-                        ALPNOfferGateHandler(supported: protocols),
-                        NIOSSLServerHandler(context: context),
-                        idleHandler,
-                        closeOnIdle,
-                        negotiation)
-                    return PendingConnection(channel: child, negotiated: negotiation.protocolNegotiationResult, acceptedAt: .now)
+                    if let presence = presenceSlot.server.withLock({ $0 }) {
+                        // A camera behind a UDP-blocking network keeps its presence datagrams on a TCP connection to this
+                        // port; its first byte tells it from a TLS ClientHello (PresenceStreamSniffer).
+                        try child.pipeline.syncOperations.addHandler(PresenceStreamSniffer { isPresence in
+                            if isPresence {
+                                // The stream has deadlines of its own.
+                                child.pipeline.syncOperations.removeHandler(name: AuthenticationDeadlineHandler.name, promise: nil)
+                                try presence.adoptStream(child)
+                                decided.succeed(.presenceStream)
+                            } else {
+                                try installTLS()
+                            }
+                        })
+                    } else {
+                        try installTLS()
+                    }
+                    return PendingConnection(channel: child, negotiated: decided.futureResult, acceptedAt: .now)
                 }
             }
         guard let address = listener.channel.localAddress.flatMap(TransportAddress.init) else {
@@ -315,6 +340,7 @@ public final class RendezvousServer: Sendable {
                 throw error
             }
         }
+        presenceSlot.server.withLock { $0 = presenceServer }
         let hub = RendezvousHub(configuration: configuration, registry: registry, presence: presenceServer, logger: logger)
         let registrations = RegistrationGate(
             store: store, verifier: KeyBindingVerifier(configuration: configuration.verification),
@@ -711,6 +737,12 @@ final class ViewerPageSlot: Sendable {
     let server = Mutex<BrowserViewerServer?>(nil)
 }
 
+/// The presence server a signalling port hands presence streams to, set once it started.
+final class PresenceSlot: Sendable {
+    /// The server, once started.
+    let server = Mutex<PresenceServer?>(nil)
+}
+
 /// What an accepted connection turned out to carry.
 enum NegotiatedConnection: Sendable {
     /// Signalling (ALPN `trav/1`, or none): its events, queued until served.
@@ -719,6 +751,8 @@ enum NegotiatedConnection: Sendable {
     case relayed
     /// A browser's HTTPS, handed to the viewer page (ALPN `http/1.1`).
     case viewerPage
+    /// A camera's presence stream (`PresenceServer/adoptStream(_:)`), no TLS: the presence server serves it.
+    case presenceStream
     /// No ALPN: which of the others it is follows from its first bytes. (The negotiation handler holds those bytes
     /// until it has its answer, so the answer is this promise of a later one.)
     indirect case undecided(EventLoopFuture<NegotiatedConnection>)
@@ -860,6 +894,40 @@ final class FirstBytesSniffer: ChannelInboundHandler, RemovableChannelHandler {
             self.held = nil
             sync.removeHandler(self, promise: nil)
         }
+    }
+}
+
+/// Tells a presence stream from TLS by a connection's first byte: a camera's presence datagram starts with its kind
+/// (`keepalive` 1 or `leave` 6, `Traversal/PresenceDatagramKind`), a TLS record with its content type (20–23,
+/// RFC 8446 §5.1). It holds the first bytes read, calls `choose` with whether they start a presence stream (which sets
+/// up what follows), passes them on and removes itself. A `choose` that throws closes the connection.
+final class PresenceStreamSniffer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let choose: (Bool) throws -> Void
+    private var decided = false
+
+    init(choose: @escaping (Bool) throws -> Void) { self.choose = choose }
+
+    /// Whether a connection whose first byte is `first` carries presence.
+    static func isPresence(_ first: UInt8) -> Bool {
+        first == PresenceDatagramKind.keepalive.rawValue || first == PresenceDatagramKind.leave.rawValue
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !decided else { return context.fireChannelRead(data) }
+        let bytes = unwrapInboundIn(data)
+        guard let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) else { return }
+        decided = true
+        do {
+            try choose(Self.isPresence(first))
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 

@@ -68,8 +68,9 @@ public enum CloudClient {
     /// When the cloud grants UDP presence (``PresenceProtocol``) and its keepalives are answered, the
     /// camera closes its TLS connection after `presenceLinger` (``presenceLinger`` by default) without introductions and stays
     /// registered over UDP; a wake brings it back on TLS at once, lost acks after a backoff. Where UDP
-    /// is blocked, the probes go unanswered and TLS presence simply continues. `onPresence` is called
-    /// with `true` when the camera drops TLS for UDP presence, `false` when it is back on TLS. The linger
+    /// is blocked, the probes go unanswered and the same keepalives go on a presence stream (TCP to the signalling
+    /// port) instead, which the camera then keeps in place of TLS. `onPresence` is called with the path when the
+    /// camera drops TLS for presence, nil when it is back on TLS. The linger
     /// applies to the first registration and to the one after a wake; after a lost presence (a restarted
     /// cloud answers `unknownSession`), a `goAway` or a lost connection no viewer waits, and TLS closes as
     /// soon as the new presence is confirmed.
@@ -96,7 +97,7 @@ public enum CloudClient {
         usePresence: Bool = true, presenceLinger: Duration = CloudClient.presenceLinger,
         accessDeposits: AccessDepositStock.Limits? = nil,
         onRegistered: @escaping @Sendable (_ observedAddress: String) -> Void = { _ in },
-        onPresence: @escaping @Sendable (_ overUDP: Bool) -> Void = { _ in }
+        onPresence: @escaping @Sendable (_ path: PresencePath?) -> Void = { _ in }
     ) async throws -> some CameraSignalling {
         let session = CloudCameraSession(
             identity: identity, deviceID: deviceID, endpoint: endpoint, fallbacks: fallbacks, logger: logger, usePresence: usePresence,
@@ -316,13 +317,15 @@ actor CloudCameraSession: CameraSignalling {
     private var maintenance: Task<Void, Never>?
     private var stopped = false
     private let onRegistered: @Sendable (String) -> Void
-    private let onPresence: @Sendable (Bool) -> Void
+    private let onPresence: @Sendable (PresencePath?) -> Void
     /// Whether to use a UDP presence grant at all.
     private let usePresence: Bool
     /// The UDP presence of the current registration, if the cloud granted one.
     private var presence: Task<CameraPresenceLink.Outcome, any Error>?
     /// Whether the presence's keepalives are answered.
     private var presenceConfirmed = false
+    /// The path the confirmed presence uses.
+    private var presencePath = PresencePath.datagram
     /// Counts presences started, so a stale one's end changes nothing.
     private var presenceGeneration = 0
     /// Whether this side closed TLS to stay present over UDP.
@@ -344,7 +347,7 @@ actor CloudCameraSession: CameraSignalling {
         identity: DeviceIdentity, deviceID: DeviceID? = nil, endpoint: CloudEndpoint, fallbacks: [CloudEndpoint] = [], logger: Logger,
         usePresence: Bool = true,
         presenceLinger: Duration = CloudClient.presenceLinger, accessDeposits: AccessDepositStock.Limits? = nil,
-        onRegistered: @escaping @Sendable (String) -> Void = { _ in }, onPresence: @escaping @Sendable (Bool) -> Void = { _ in }
+        onRegistered: @escaping @Sendable (String) -> Void = { _ in }, onPresence: @escaping @Sendable (PresencePath?) -> Void = { _ in }
     ) {
         self.usePresence = usePresence
         self.deposits = accessDeposits.map { AccessDepositStock(limits: $0) }
@@ -433,7 +436,7 @@ actor CloudCameraSession: CameraSignalling {
             if droppedTLS, let presence {
                 droppedTLS = false
                 let outcome = try? await withTaskCancellationHandler { try await presence.value } onCancel: { presence.cancel() }
-                onPresence(false)
+                onPresence(nil)
                 if outcome == .wake {
                     logger.debug("woken over UDP presence")
                     registrationAwaitsViewer = true
@@ -499,10 +502,15 @@ actor CloudCameraSession: CameraSignalling {
         lastActivity = registrationAwaitsViewer ? .now : nil
         guard usePresence, let grant, !stopped else { return }
         let host = endpoint.host
+        // Where UDP does not get through, the same datagrams go on a stream to the signalling port (reachable: the
+        // registration just came through it).
+        let streamPort = Int(endpoint.port)
         let generation = presenceGeneration
         presence = Task {
             do {
-                let outcome = try await CameraPresenceLink.run(grant: grant, host: host) { await self.confirmPresence(generation) }
+                let outcome = try await CameraPresenceLink.run(grant: grant, host: host, streamPort: streamPort) { path in
+                    await self.confirmPresence(generation, on: path)
+                }
                 self.presenceEnded(generation)
                 return outcome
             } catch {
@@ -512,10 +520,11 @@ actor CloudCameraSession: CameraSignalling {
         }
     }
 
-    private func confirmPresence(_ generation: Int) {
+    private func confirmPresence(_ generation: Int, on path: PresencePath) {
         guard generation == presenceGeneration else { return }
         presenceConfirmed = true
-        logger.debug("UDP presence confirmed")
+        presencePath = path
+        logger.debug("presence confirmed", metadata: ["path": "\(path)"])
         // No linger to wait for (no viewer may be waiting, or it passed already): TLS closes now.
         if mayDropTLS() { channel?.close(promise: nil) }
     }
@@ -541,8 +550,9 @@ actor CloudCameraSession: CameraSignalling {
             lastActivity.map({ ContinuousClock.now - $0 >= presenceLinger }) ?? true
         else { return false }
         droppedTLS = true
-        onPresence(true)
-        logger.info("present over UDP; TLS closed", metadata: ["device": "\(deviceID)"])
+        onPresence(presencePath)
+        logger.info(presencePath == .stream ? "present over a presence stream; TLS closed" : "present over UDP; TLS closed",
+                    metadata: ["device": "\(deviceID)"])
         return true
     }
 

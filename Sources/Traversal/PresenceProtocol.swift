@@ -1,7 +1,8 @@
 import Crypto
 import Foundation
 
-/// UDP presence: how a registered camera stays reachable without holding a TLS connection.
+/// Presence: how a registered camera stays reachable without holding a TLS connection (UDP datagrams, or the same
+/// datagrams on a TCP stream where UDP is blocked).
 ///
 /// ```
 ///  camera (behind NAT)                         cloud
@@ -24,9 +25,17 @@ import Foundation
 ///    │ UDP leave{n} (the camera stops) ─────────►│  session and registration end now (no answer)
 ///    │ no ack for ``CameraPresenceStateMachine/Configuration/livenessTimeout``: TLS again (presence lost)
 ///    │ no ack to the first ``CameraPresenceStateMachine/Configuration/probes`` keepalives (UDP blocked, or a busy
-///    │ cloud dropped them): TLS stays, and probes go on, one keepalive interval apart doubling to five minutes;
-///    │ the cloud keeps the session while the TLS connection is open, so a later ack still moves the camera to UDP
+///    │ cloud dropped them): the same datagrams go on a presence stream instead ───────────────────────────────┐
+///    │ TCP to the signalling port: keepalive{n} ─────────────────────────────►│  first byte 1, not a TLS record's
+///    │◄──────────────────────── ack{m} on the stream (wake, goAway alike)   │  (20–23): a stream, no TLS
+///    │ (ack seen, no introduction for a while: closes TLS, keeps the stream: a socket, no TLS state, at the cloud)
+///    │ UDP probes go on, one keepalive interval apart doubling to five minutes; an ack over UDP moves the camera
+///    │ there and it closes the stream; a stream that closes is opened again after a jittered backoff
 /// ```
+///
+/// A stream carries the datagrams back to back, each as long as its kind says (``PresenceStreamFramer``); the cloud
+/// closes it at the first datagram that does not authenticate (a reliable stream carries nothing else from a camera)
+/// and when its keepalives stop for the session timeout. It counts against the signalling port's connection limits.
 ///
 /// A datagram is 41 bytes, sealed with ChaCha20-Poly1305 (RFC 8439) under the session key the cloud
 /// sent inside the authenticated TLS registration; the header is the associated data:
@@ -252,6 +261,50 @@ public struct PresenceDatagram: Sendable, Hashable {
             throw PresenceError(code: .unauthenticated, detail: "tag of \(datagram.kind) does not verify")
         }
         return datagram
+    }
+}
+
+/// Cuts a presence stream (TCP) into its datagrams: a stream carries the same datagrams as UDP, back to back, each
+/// as long as its kind says (``PresenceDatagram/length(of:)``), so no length prefix is needed. At most one partial
+/// datagram is held (under 64 bytes), whatever the peer sends.
+public struct PresenceStreamFramer: Sendable {
+    private var partial: [UInt8] = []
+
+    /// An empty framer.
+    public init() {}
+
+    /// Bytes of a datagram held until the rest arrives.
+    public var heldBytes: Int { partial.count }
+
+    /// Feeds `bytes` and calls `deliver` with each whole datagram, in order.
+    ///
+    /// - Throws: ``PresenceError`` `.malformed` when a datagram starts with an unknown kind (the stream is then
+    ///   unusable: where the next datagram starts cannot be known); nothing after it is delivered.
+    public mutating func feed(_ bytes: some Collection<UInt8>, _ deliver: ([UInt8]) throws -> Void) throws {
+        var rest = bytes[...]
+        while !rest.isEmpty {
+            if partial.isEmpty {
+                guard let kind = PresenceDatagramKind(rawValue: rest.first!) else {
+                    throw PresenceError(code: .malformed, detail: "unknown kind \(rest.first!) on a presence stream")
+                }
+                let length = PresenceDatagram.length(of: kind)
+                if rest.count >= length {
+                    try deliver(Array(rest.prefix(length)))
+                    rest = rest.dropFirst(length)
+                    continue
+                }
+                partial.reserveCapacity(length)
+            }
+            let length = PresenceDatagram.length(of: PresenceDatagramKind(rawValue: partial.first ?? rest.first!)!)
+            let taken = rest.prefix(length - partial.count)
+            partial.append(contentsOf: taken)
+            rest = rest.dropFirst(taken.count)
+            if partial.count == length {
+                let whole = partial
+                partial = []
+                try deliver(whole)
+            }
+        }
     }
 }
 

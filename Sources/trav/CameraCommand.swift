@@ -72,8 +72,13 @@ extension Trav {
                 // A camera that answers browsers deposits one-time keys, so a page proves access with its first message.
                 let c = try await CloudClient.camera(
                     identity: me, endpoint: endpoint, fallbacks: nodes, logger: logger, usePresence: !noPresence,
-                    accessDeposits: browsers == nil ? nil : AccessDepositStock.Limits(), onPresence: { overUDP in
-                    say(overUDP ? "presence udp (TLS closed)" : "presence tls")
+                    accessDeposits: browsers == nil ? nil : AccessDepositStock.Limits(), onPresence: { path in
+                    let line = switch path {
+                    case .datagram?: "presence udp (TLS closed)"
+                    case .stream?: "presence stream (TLS closed)"
+                    case nil: "presence tls"
+                    }
+                    say(line)
                 })
                 cloud = c
                 sources.append(c.introductions)

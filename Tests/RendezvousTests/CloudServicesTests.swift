@@ -154,7 +154,7 @@ import Testing
                 identity: camera.identity, deviceID: camera.deviceID, endpoint: endpoint, logger: cameraLogger,
                 presenceLinger: .milliseconds(300),
                 onRegistered: { _ in registrations.withLock { $0[index] += 1 } },
-                onPresence: { present in overUDP.withLock { $0[index] = present } })
+                onPresence: { path in overUDP.withLock { $0[index] = path == .datagram } })
         }
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in

@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import NIOCore
+import NIOPosix
 import Synchronization
 @testable import Rendezvous
 @testable import Traversal
@@ -10,7 +12,7 @@ import Synchronization
     /// Records what ``CloudCameraSession`` reports through `onPresence`.
     final class PresenceLog: Sendable {
         private let events = Mutex<[Bool]>([])
-        func record(_ overUDP: Bool) { events.withLock { $0.append(overUDP) } }
+        func record(_ path: PresencePath?) { events.withLock { $0.append(path == .datagram) } }
         var all: [Bool] { events.withLock { $0 } }
     }
 
@@ -205,6 +207,35 @@ import Synchronization
                 #expect(reason.contains("goAway"), "\(reason)")
                 #expect(log.all == [true, false], "back off UDP presence: \(log.all)")
             }
+        }
+    }
+
+    /// Where UDP does not reach the cloud, a camera's presence goes on a stream to the signalling port (the same port as
+    /// its TLS): confirmed there, woken there, and the stream closed when the presence ends.
+    @Test func aCameraWhoseUDPGoesNowhereKeepsItsPresenceOnAStreamToTheSignallingPort() async throws {
+        try await withCloud { cloud, endpoint in
+            let presence = try #require(cloud.rendezvous.presence)
+            let (grant, session) = try #require(presence.open(DeviceIdentity.generate().deviceID))
+            // A UDP port nobody answers on: a free one, closed again.
+            let probe = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+            let deadPort = try #require(probe.localAddress?.port)
+            try await probe.close()
+            var blocked = grant
+            blocked.port = deadPort
+            let paths = Mutex<[PresencePath]>([])
+            let link = Task {
+                try await CameraPresenceLink.run(grant: blocked, host: "127.0.0.1", streamPort: Int(endpoint.port), probes: 1) { path in
+                    paths.withLock { $0.append(path) }
+                }
+            }
+            defer { link.cancel() }
+            #expect(await eventually(within: .seconds(10)) { paths.withLock { $0 } == [.stream] }, "confirmed: \(paths.withLock { $0 })")
+            #expect(presence.streamCount == 1 && presence.isLive(session))
+            #expect(await cloud.rendezvous.signallingConnections == 0, "a stream is no signalling connection")
+            #expect(presence.wake(session), "the wake goes on the stream")
+            let outcome = try await withDeadline(.seconds(5)) { try await link.value }
+            #expect(outcome == .wake)
+            #expect(await eventually(within: .seconds(5)) { presence.streamCount == 0 }, "the camera closed its stream")
         }
     }
 }

@@ -93,7 +93,7 @@ import Testing
             Issue.record("authentic keepalive did not restore the session")
             return
         }
-        #expect(session == grant.session && deviceID == device && to == camera)
+        #expect(session == grant.session && deviceID == device && to == .datagram(camera))
         #expect(answer.count == PresenceProtocol.datagramLength)
         #expect(try PresenceDatagram.open(answer, with: grant.key).kind == .ack)
         #expect(after.isLive(grant.session, now: t0 + .seconds(1)))
@@ -122,7 +122,7 @@ import Testing
             Issue.record("keepalive not answered")
             return
         }
-        #expect(to == camera && reply.count == request.count, "no amplification: the ack is the keepalive's size")
+        #expect(to == .datagram(camera) && reply.count == request.count, "no amplification: the ack is the keepalive's size")
         let ack = try PresenceDatagram.open(reply, with: grant.key)
         #expect(ack.kind == .ack && ack.session == grant.session)
         #expect(m.isLive(grant.session, now: t0 + .seconds(60)))
@@ -147,7 +147,7 @@ import Testing
             Issue.record("no wake")
             return
         }
-        #expect(to == camera)
+        #expect(to == .datagram(camera))
     }
 
     @Test func theWakeGoesToTheLatestAuthenticatedSourceAndIsFresh() throws {
@@ -162,7 +162,7 @@ import Testing
             Issue.record("no ack or wake")
             return
         }
-        #expect(to == moved)
+        #expect(to == .datagram(moved))
         let ack = try PresenceDatagram.open(ackBytes, with: grant.key)
         let wake = try PresenceDatagram.open(wakeBytes, with: grant.key)
         #expect(wake.kind == .wake && wake.counter > ack.counter)
@@ -221,7 +221,7 @@ import Testing
             Issue.record("not refused")
             return
         }
-        #expect(error.code == .unknownSession && to == camera && answer.count == request.count)
+        #expect(error.code == .unknownSession && to == .datagram(camera) && answer.count == request.count)
         let header = try PresenceDatagram.peek(answer)
         #expect(header == PresenceDatagram(kind: .unknownSession, session: grant.session, counter: 12))
     }
@@ -235,7 +235,7 @@ import Testing
             Issue.record("no goAway for a live session")
             return
         }
-        #expect(to == camera)
+        #expect(to == .datagram(camera))
         #expect(bytes.count == PresenceDatagram.length(of: .goAway))
         let datagram = try PresenceDatagram.open(bytes, with: grant.key)
         #expect(datagram.kind == .goAway && datagram.retryAfterMilliseconds == 2_500 && datagram.counter == 2, "after the ack (1)")
@@ -246,8 +246,58 @@ import Testing
         // A changed retry-after fails the tag: only the cloud's own delay is believed.
         var tampered = bytes
         tampered[28] ^= 0x01
-        #expect(cameraSide.receive(tampered, now: t0) == nil)
-        #expect(cameraSide.receive(bytes, now: t0) == .goAway(retryAfter: .milliseconds(2_500)))
+        #expect(cameraSide.receive(tampered, now: t0).isEmpty)
+        #expect(cameraSide.receive(bytes, now: t0) == [.goAway(retryAfter: .milliseconds(2_500))])
         #expect(cameraSide.state == .ended)
+    }
+
+    /// A keepalive that came on a presence stream routes the session's answers and wakes to that stream; a later one
+    /// over UDP moves them back to the datagram's source; a stream that closes leaves its sessions without a route (no
+    /// wake to a closed stream) but held until their timeout.
+    @Test func aStreamRoutesItsSessionsUntilItClosesOrUDPTakesOver() {
+        var m = PresenceStateMachine()
+        let grant = opened(&m)
+        m.release(grant.session)
+        let stream = PresenceStreamID(1)
+        guard case .send(_, let to) = m.receive(keepalive(grant, 1), from: camera, over: stream, now: t0) else {
+            Issue.record("an authentic keepalive on a stream is not answered")
+            return
+        }
+        #expect(to == .stream(stream))
+        guard case .send(_, let woken)? = m.wake(grant.session) else {
+            Issue.record("no wake for a session on a stream")
+            return
+        }
+        #expect(woken == .stream(stream))
+        // Another stream closing changes nothing.
+        m.streamClosed(PresenceStreamID(2))
+        guard case .send(_, .stream(stream))? = m.goAway(grant.session, retryAfterMilliseconds: 1) else {
+            Issue.record("the route moved with another stream's close")
+            return
+        }
+        // UDP gets through: answers and wakes follow the datagram; the stream closing then moves nothing.
+        _ = m.receive(keepalive(grant, 2), from: camera, now: t0 + .seconds(1))
+        m.streamClosed(stream)
+        guard case .send(_, .datagram(camera))? = m.wake(grant.session) else {
+            Issue.record("the wake did not follow the datagram")
+            return
+        }
+        // Back on a new stream, which then closes: no route, but the session is held until its timeout.
+        let second = PresenceStreamID(3)
+        _ = m.receive(keepalive(grant, 3), from: camera, over: second, now: t0 + .seconds(2))
+        m.streamClosed(second)
+        #expect(m.wake(grant.session) == nil, "nothing to wake: the stream closed")
+        #expect(m.isLive(grant.session, now: t0 + .seconds(3)) && m.count == 1)
+        #expect(m.expire(now: t0 + .seconds(2) + m.configuration.timeout).count == 1)
+    }
+
+    /// The per-source limit counts a stream's datagrams against the stream's peer address.
+    @Test func streamDatagramsCountAgainstTheirPeersLimit() {
+        var m = PresenceStateMachine(configuration: .init(
+            perSource: TokenBucketRateLimiter(capacity: 2, refillInterval: .seconds(60), maxTrackedKeys: 10)))
+        let grant = opened(&m)
+        let stream = PresenceStreamID(9)
+        for counter in 1...2 { _ = m.receive(keepalive(grant, UInt64(counter)), from: camera, over: stream, now: t0) }
+        #expect(dropCode(m.receive(keepalive(grant, 3), from: camera, over: stream, now: t0)) == .rateLimited)
     }
 }

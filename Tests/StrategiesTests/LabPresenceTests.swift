@@ -4,7 +4,7 @@ import Testing
 
 /// UDP presence over real kernel NAT: a camera registers over TLS, drops it and stays reachable through its
 /// NAT on authenticated UDP keepalives (past the routers' UDP timeout), and a viewer still connects to it;
-/// behind a network that blocks UDP the camera keeps its TLS presence instead.
+/// behind a network that blocks UDP the camera keeps the same keepalives on a stream to the signalling port instead.
 @Suite(.serialized, .enabled(if: TravLab.skipReason() == nil, Comment(rawValue: TravLab.skipReason() ?? "")))
 struct LabPresenceTests {
     /// Established TLS connections at the cloud's signalling port, as `ss` lists them in the cloud's namespace.
@@ -40,17 +40,22 @@ struct LabPresenceTests {
         }
     }
 
-    @Test func cameraBehindUDPBlockingNetworkKeepsTLSPresence() async throws {
+    @Test func cameraBehindUDPBlockingNetworkDropsTLSForAPresenceStreamAndStaysReachable() async throws {
         let sites = [LabSite("cam", .udpBlocked), LabSite("view", .portRestrictedCone)]
         try await TravLab.with(sites: sites) { run in
             _ = try run.startCloud()
-            let uid = try await run.startCamera(on: "cam-h1")
-            // Past the probes (3 s) and the linger (10 s): with no ack the camera keeps its one TLS connection.
-            try await Task.sleep(for: .seconds(15))
+            let (uid, camera) = try await run.startCameraProcess(on: "cam-h1")
+            // The UDP probes go unanswered (3 s), the stream to the signalling port confirms, TLS closes after its linger (10 s).
+            var onStream = false
+            for _ in 0..<60 where !onStream {
+                try await Task.sleep(for: .milliseconds(500))
+                onStream = camera.output.stdout.contains("presence stream (TLS closed)")
+            }
+            #expect(onStream, "no presence stream: \(camera.output.stdout)")
             let held = try await Self.signallingConnections(run)
-            #expect(held.count == 1, "TLS presence: \(held)")
+            #expect(held.count == 1, "one connection, the stream: \(held)")
             let r = try await run.connect(from: "view-h1", to: uid, timeout: 20)
-            #expect(r.connected && r.echoVerified, "the viewer reaches the camera over its TLS presence: \(r)")
+            #expect(r.connected && r.echoVerified, "the viewer reaches the camera woken on its presence stream: \(r)")
         }
     }
 }

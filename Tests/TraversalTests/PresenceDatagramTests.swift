@@ -75,4 +75,36 @@ import Testing
             }
         }
     }
+
+    /// A stream carries datagrams back to back: whatever the read boundaries, each comes out whole and in order, at
+    /// most one partial datagram is held, and a byte that starts no datagram ends the stream.
+    @Test func aPresenceStreamIsCutIntoItsDatagramsWhateverTheReads() throws {
+        let key = SymmetricKey(size: .bits256)
+        let session = PresenceSessionID(high: 3, low: 4)
+        let datagrams = [
+            PresenceDatagram(kind: .ack, session: session, counter: 1).sealed(with: key),
+            PresenceDatagram(kind: .goAway, session: session, counter: 2, retryAfterMilliseconds: 500).sealed(with: key),
+            PresenceDatagram(kind: .wake, session: session, counter: 3).sealed(with: key),
+        ]
+        let bytes = datagrams.flatMap { $0 }
+        for chunk in [1, 2, 7, 40, 41, 45, 100, bytes.count] {
+            var framer = PresenceStreamFramer()
+            var out: [[UInt8]] = []
+            var offset = 0
+            while offset < bytes.count {
+                let end = min(offset + chunk, bytes.count)
+                try framer.feed(bytes[offset..<end]) { out.append($0) }
+                #expect(framer.heldBytes < PresenceDatagram.length(of: .goAway))
+                offset = end
+            }
+            #expect(out == datagrams, "reads of \(chunk) bytes")
+            #expect(framer.heldBytes == 0)
+        }
+        var framer = PresenceStreamFramer()
+        var out: [[UInt8]] = []
+        #expect(throws: PresenceError.self) {
+            try framer.feed(datagrams[0] + [0x16, 0x03, 0x01] + datagrams[2]) { out.append($0) }
+        }
+        #expect(out == [datagrams[0]], "nothing after the garbage")
+    }
 }
