@@ -158,7 +158,7 @@ public struct TravLab: Sendable {
             public var to: String
             /// The route of the path taken.
             public var route: String
-            /// `upgrade`, `path-dead`, `peer-moved` or `rebinding`.
+            /// `upgrade`, `path-dead`, `peer-moved`, `rebinding` or `standby-replaced`.
             public var reason: String
             /// Milliseconds after the session was established.
             public var atMs: Double

@@ -195,6 +195,7 @@ final class RelayLink: Sendable {
     private final class Verified: Sendable {
         let peers = Mutex<Set<TransportAddress>>([])
     }
+    private let verified = Verified()
     private let tasks = Mutex<[Task<Void, Never>]>([])
     /// Peers whose channels each refresh binds again.
     private let channelPeers = Mutex<Set<TransportAddress>>([])
@@ -258,7 +259,7 @@ final class RelayLink: Sendable {
                                                              bufferingPolicy: .bufferingNewest(UDPPathSocket.bufferLimit))
         self.probes = probes
         self.messages = messages
-        let verified = Verified()
+        let verified = self.verified
         let pump = Task { [client, token] in
             for await data in client.received {
                 let bytes = data.payload
@@ -363,18 +364,33 @@ final class RelayLink: Sendable {
         throw StrategyError(code: .failed, detail: "relay connection closed while probing")
     }
 
-    /// The next session message from `peer`.
-    func receive(from peer: TransportAddress) async throws -> [UInt8] {
-        for await (source, bytes) in messages where source == peer {
-            return bytes
+    /// The next session message from any peer that proved the session token, with its relayed address.
+    func receiveAny() async throws -> (source: TransportAddress, message: [UInt8]) {
+        for await (source, bytes) in messages {
+            return (source, bytes)
         }
         try Task.checkCancellation()
         throw StrategyError(code: .failed, detail: "relay connection closed")
     }
 
+    /// Whether `peer` proved the session token.
+    func isVerified(_ peer: TransportAddress) -> Bool {
+        verified.peers.withLock { $0.contains(peer) }
+    }
+
     /// Keeps the channel to `peer` bound with each refresh (channels last 10 minutes, RFC 8656 §12).
     func keepChannel(to peer: TransportAddress) {
         channelPeers.withLock { _ = $0.insert(peer) }
+    }
+
+    /// Makes `peer` the only one the link serves: the peer replaced its end of the session (a fresh allocation
+    /// that proved the token, then answered a sealed check), so the old address is forgotten, its channel no
+    /// longer refreshed, and the new one gets a channel.
+    func follow(_ peer: TransportAddress) {
+        verified.peers.withLock { $0 = [peer] }
+        channelPeers.withLock { $0 = [peer] }
+        let task = Task { [client] in _ = try? await client.bindChannel(to: peer) }
+        tasks.withLock { $0.append(task) }
     }
 
     /// Deletes the allocation and closes the connection to the relay.
@@ -435,8 +451,12 @@ final class PreparedTLSRelay: PreparedStrategy {
             return hand(link, peer: peer)
         }
         if let refusal { throw StrategyError(code: .refused, detail: refusal) }
-        guard let grant = context.relay else {
+        guard var grant = context.relay else {
             throw StrategyError(code: .notApplicable, detail: "the cloud issued no relay grant")
+        }
+        // A standby connected again late in a long session may hold a grant near its end: renewed first.
+        if let renew = context.renewRelay, RelayLink.renewalTime(of: grant) <= Date() {
+            grant = (try? await renew(grant)) ?? grant
         }
         let theirs = remote.candidates.first { $0.strategy == strategy.id && $0.kind == .relayed }
         if let refused = theirs?.detail[Self.refusedKey] {
@@ -488,12 +508,27 @@ final class PreparedTLSRelay: PreparedStrategy {
     }
 }
 
-/// A `PeerTransport` through a TURN allocation to the peer's relayed address.
-public struct RelayPeerTransport: PeerTransport {
-    let link: RelayLink
-    /// The peer's relayed address.
-    public let peer: TransportAddress
+/// A `PeerTransport` through a TURN allocation to the peer's relayed address. The peer may replace its end
+/// (a fresh allocation after it roamed or lost its relay connection): a message from another relayed address
+/// that proved the session token is handed up with its source, and the session moves there only after a sealed
+/// check (``rebind(to:)``), as a direct path follows a rebinding NAT.
+public struct RelayPeerTransport: RebindablePeerTransport {
+    /// The peer's relayed address, replaceable.
+    private final class Current: Sendable {
+        let peer: Mutex<TransportAddress>
+        init(_ peer: TransportAddress) { self.peer = Mutex(peer) }
+    }
 
+    let link: RelayLink
+    private let current: Current
+
+    init(link: RelayLink, peer: TransportAddress) {
+        self.link = link
+        self.current = Current(peer)
+    }
+
+    /// The peer's relayed address.
+    public var peer: TransportAddress { current.peer.withLock { $0 } }
     /// Datagrams: true (the relay forwards UDP between the two allocations).
     public var isDatagram: Bool { true }
     /// The relay carries it: true.
@@ -508,17 +543,43 @@ public struct RelayPeerTransport: PeerTransport {
     public var maxMessageSize: Int { TLSRelay.maxMessageSize }
     /// Sends one message to the peer through the relay.
     public func send(_ message: [UInt8]) async throws {
-        guard message.count <= TLSRelay.maxMessageSize else {
-            throw StrategyError(code: .failed, detail: "message of \(message.count) bytes exceeds \(TLSRelay.maxMessageSize)")
-        }
-        try await link.client.send(message, to: peer)
+        try await send(message, toRelayed: peer)
     }
     /// Receives the next session message from the peer.
     public func receive() async throws -> [UInt8] {
-        try await link.receive(from: peer)
+        // Bounded by the stream: each turn consumes one message.
+        while true {
+            let (source, message) = try await link.receiveAny()
+            if source == peer { return message }
+        }
+    }
+    /// The next session message from the peer's relayed address or another one that proved the session token.
+    public func receiveFromAnyAddress() async throws -> (message: [UInt8], source: SocketAddress) {
+        let (source, message) = try await link.receiveAny()
+        return (message, source.socketAddress)
+    }
+    /// Sends to `address`, a relayed address that proved the session token (a check of the peer's replacement).
+    public func send(_ message: [UInt8], to address: SocketAddress) async throws {
+        guard let target = TransportAddress(address), link.isVerified(target) else {
+            throw StrategyError(code: .failed, detail: "\(address) has not proved the session token on this relay")
+        }
+        try await send(message, toRelayed: target)
+    }
+    /// Sends to `address` from now on, and serves only it: the peer's replacement answered its check.
+    public func rebind(to address: SocketAddress) {
+        guard let target = TransportAddress(address), link.isVerified(target) else { return }
+        current.peer.withLock { $0 = target }
+        link.follow(target)
     }
     /// Deletes the allocation and closes the connection to the relay.
     public func close() async {
         await link.close()
+    }
+
+    private func send(_ message: [UInt8], toRelayed target: TransportAddress) async throws {
+        guard message.count <= TLSRelay.maxMessageSize else {
+            throw StrategyError(code: .failed, detail: "message of \(message.count) bytes exceeds \(TLSRelay.maxMessageSize)")
+        }
+        try await link.client.send(message, to: target)
     }
 }

@@ -70,9 +70,11 @@ public struct ConnectorConfiguration: Sendable {
     /// Whether a session that wins on a direct datagram path also connects the relay (a strategy that
     /// ``TraversalStrategy/standsByForDirectSessions``) in the background and keeps it as standby: its
     /// allocation refreshed, carrying nothing until the direct path dies, when the session falls back to it
-    /// (about 1.3 s with the default ``pathMigration``). Both sides must enable it; on one side only, the
-    /// relay attempt times out and is closed. Default false: a direct session holds no relay allocation,
-    /// and a dead direct path ends it.
+    /// (about 1.3 s with the default ``pathMigration``). The viewer checks the standby every few seconds
+    /// and connects a fresh one when it dies (its connection reset, or left on an old address when the
+    /// viewer changed networks); the camera follows the replacement after a sealed check. Both sides must
+    /// enable it; on one side only, the relay attempt times out and is closed. Default false: a direct
+    /// session holds no relay allocation, and a dead direct path ends it.
     public var relayStandby = false
     /// Bounds what every session sends toward peer addresses not yet validated (rebinding checks), per
     /// destination and in all; the process's ``AddressCheckLimiter/shared`` by default.

@@ -11,6 +11,10 @@ public enum PathMoveReason: String, Codable, Sendable, Hashable {
     /// The peer's datagrams came from a new address on the same path (its NAT remapped the port) and that
     /// address answered a sealed check: the path now sends there (RFC 9000 §9.3).
     case rebinding
+    /// The standby relay was dead (its connection reset, or unanswering after this side roamed) and a fresh one
+    /// took its place; the session stays where it is. Recorded by the side that connected the replacement and by
+    /// the side that accepted it.
+    case standbyReplaced = "standby-replaced"
 }
 
 /// One move of a running session from one path to another, as the report records it.
@@ -61,7 +65,16 @@ public struct SessionPathID: Hashable, Sendable, CustomStringConvertible {
 ///     no answer within probeTimeout, with a standby ─► switchTo(relay, path-dead) + announce(relay) + abandon(direct)
 ///  any side, any path ── authenticated, newest datagram from a new address A ─► checkAddress(p, A, nonce)
 ///     answer with nonce from A ─► rebind(p, A)       (the peer's NAT rebound; RFC 9000 §9.3, §8.2)
+///  standbyWanted ─► connectStandby(1) ─► standbyConnected(s, 1) ─► probe(s) every standbyCheckInterval (deciding side)
+///     no answer within standbyTimeout, or lost(s) ─► abandon(s) + connectStandby(n+1, replacing)
+///     standbyFailed(n) ─► connectStandby(n+1) after standbyRetryBackoff·2^k, at most maxStandbyFailures in a row
 /// ```
+///
+/// The standby is kept alive by the deciding side, which also connects its replacements (one at a time): it is
+/// the side that reaches the other's relayed address, so after it roams (its connection to the relay keeps a
+/// local address that no longer exists) or loses its relay connection, a fresh allocation pinging the peer's
+/// relayed address is all it takes. The other side keeps its end of the standby and follows the replacement's
+/// new relayed address like a rebinding: only after a sealed check from it is answered.
 ///
 /// A new address is only a candidate: the driver reports only datagrams that authenticated and were fresh
 /// (a forged or replayed one moves nothing), a validation begins only for the datagram with the highest
@@ -95,6 +108,16 @@ public struct PathMigrationStateMachine: Sendable {
         public var probeTimeout: Duration = .milliseconds(300)
         /// A new peer address that has not answered its check within this long is forgotten.
         public var addressValidationTimeout: Duration = .seconds(1)
+        /// The deciding side checks a standby that joined a direct session this often (a sealed probe through the relay).
+        public var standbyCheckInterval: Duration = .seconds(2)
+        /// A standby that answers no check within this long is dead and replaced.
+        public var standbyTimeout: Duration = .milliseconds(1500)
+        /// A standby connect that has not joined by then counts as failed.
+        public var standbyConnectTimeout: Duration = .seconds(15)
+        /// Wait after a failed standby connect; doubles with each further one in a row.
+        public var standbyRetryBackoff: Duration = .seconds(1)
+        /// Standby connects that may fail in a row (or join and never answer) before the session stops replacing it.
+        public var maxStandbyFailures = 6
 
         /// The defaults: first attempt after 0.5 s, 8 s per attempt, backoff 2 s doubling to 60 s; a direct path
         /// silent for 1 s and unanswering for 0.3 s more is dead (fallback well within 2 s).
@@ -119,6 +142,9 @@ public struct PathMigrationStateMachine: Sendable {
         case checkAddress(SessionPathID, SocketAddress, nonce: UInt64)
         /// Send on `path` to `address` from now on: the peer's new address answered its check.
         case rebind(SessionPathID, to: SocketAddress)
+        /// Connect a standby relay beside the direct path as attempt `attempt` (``standbyConnected(_:attempt:now:)``
+        /// or ``standbyFailed(attempt:now:)`` when done); `replacing`: one stood by before and died.
+        case connectStandby(attempt: UInt32, replacing: Bool)
     }
 
     /// Where the session started: on the relay (it looks for a direct path, and keeps the relay as
@@ -158,6 +184,18 @@ public struct PathMigrationStateMachine: Sendable {
         var probe: (nonce: UInt64, began: ContinuousClock.Instant, sent: ContinuousClock.Instant)?
     }
 
+    /// How the standby is kept (only one the driver can connect again: ``standbyWanted(now:)``).
+    private enum StandbyUpkeep: Sendable, Equatable {
+        /// Not kept: none asked for, the session started on the relay, or replacing was given up.
+        case none
+        /// A connect (attempt `attempt`) in flight since `since`: at most one.
+        case connecting(attempt: UInt32, since: ContinuousClock.Instant)
+        /// In the set; checked next at `next` (deciding side) or never (the other side follows the peer's replacements).
+        case standing(next: ContinuousClock.Instant)
+        /// The next connect at `at`.
+        case due(at: ContinuousClock.Instant)
+    }
+
     private enum Upgrade: Sendable {
         /// No attempt; the next one (deciding side) at `next`, or none planned.
         case idle(next: ContinuousClock.Instant?)
@@ -185,6 +223,14 @@ public struct PathMigrationStateMachine: Sendable {
     private var peerEpoch: UInt32 = 0
     private var nonces: UInt64
     private var rebindings: [SessionPathID: Rebinding] = [:]
+    private var upkeep = StandbyUpkeep.none
+    /// Whether the standby in the set has answered a check.
+    private var standbyWasProven = false
+    private var standbyAttempt: UInt32 = 0
+    /// Standby connects that failed in a row, or standbys that died before answering a check: the backoff's exponent.
+    public private(set) var standbyFailures = 0
+    /// Standbys that joined so far (a later one replaces a dead one).
+    public private(set) var standbysJoined = 0
 
     /// A session established at `now` on its ``SessionPathID/initial`` path (by default the relay);
     /// `nonceSeed` starts the probe nonces.
@@ -227,6 +273,15 @@ public struct PathMigrationStateMachine: Sendable {
                 due.append(path.lastHeard + configuration.silence)
             }
         }
+        switch upkeep {
+        case .none: break
+        case .connecting(_, let since): due.append(since + configuration.standbyConnectTimeout)
+        case .due(let at): due.append(at)
+        case .standing(let next):
+            if checksStandby, let s = standby, let path = paths[s] {
+                due.append(path.probe.map { $0.began + configuration.standbyTimeout } ?? next)
+            }
+        }
         return due.min()
     }
 
@@ -240,19 +295,86 @@ public struct PathMigrationStateMachine: Sendable {
 
     /// `path`'s transport ended while another path was active: it leaves the set. Without the standby, a
     /// direct path that goes silent is still probed (until heard, or the session's idle timeout ends it)
-    /// but has nowhere to fall back to.
+    /// but has nowhere to fall back to. A kept standby that ends is replaced at once (deciding side).
     public mutating func lost(_ path: SessionPathID, now: ContinuousClock.Instant) {
         guard path != active else { return }
         paths[path] = nil
+        guard path == standby else { return }
+        standby = nil
+        if case .standing = upkeep { standbyEnded(now: now) }
+    }
+
+    /// The kept standby left the set: a fresh one is connected at once if it had answered a check (it died),
+    /// else after the backoff (so a relay that takes connections and drops them is not hammered).
+    private mutating func standbyEnded(now: ContinuousClock.Instant) {
+        if standbyWasProven, deciding {
+            upkeep = .due(at: now)
+        } else {
+            standbyFailed(now: now)
+        }
+        standbyWasProven = false
     }
 
     /// A relay path connected beside the direct path a session started on: it joins the set as the standby
     /// a dead direct path falls back to. False (the caller closes it) when the session has a standby already.
     public mutating func standbyJoined(_ path: SessionPathID, now: ContinuousClock.Instant) -> Bool {
-        guard standby == nil, paths[path] == nil else { return false }
+        guard !hasStandby, paths[path] == nil else { return false }
         paths[path] = Path(attempt: nil, lastHeard: now)
         standby = path
+        standbysJoined += 1
+        standbyWasProven = false
         return true
+    }
+
+    /// The driver can connect a standby beside the direct path (and again, when it dies): the first connect,
+    /// unless one is kept already.
+    public mutating func standbyWanted(now: ContinuousClock.Instant) -> [Action] {
+        guard upkeep == .none, standbyFailures == 0, !hasStandby, start == .direct else { return [] }
+        return beginStandbyConnect(now: now)
+    }
+
+    /// The standby connect `attempt` produced `path`: it joins as the standby (false: stale or not wanted, the
+    /// caller closes it). The deciding side checks it at once, which also shows the other side its new address.
+    public mutating func standbyConnected(_ path: SessionPathID, attempt: UInt32, now: ContinuousClock.Instant) -> Bool {
+        guard case .connecting(let current, _) = upkeep, current == attempt, standbyJoined(path, now: now) else { return false }
+        upkeep = deciding ? .standing(next: now) : .none
+        return true
+    }
+
+    /// The standby connect `attempt` failed: tried again after a backoff, up to ``Configuration/maxStandbyFailures`` in a row.
+    public mutating func standbyFailed(attempt: UInt32, now: ContinuousClock.Instant) -> [Action] {
+        guard case .connecting(let current, _) = upkeep, current == attempt else { return [] }
+        standbyFailed(now: now)
+        return []
+    }
+
+    /// Whether this side checks its standby now: it decides, keeps one, and the direct path carries the session.
+    private var checksStandby: Bool {
+        guard deciding, case .standing = upkeep, let s = standby, paths[s] != nil else { return false }
+        return active != s
+    }
+
+    private mutating func beginStandbyConnect(now: ContinuousClock.Instant) -> [Action] {
+        standbyAttempt += 1
+        upkeep = .connecting(attempt: standbyAttempt, since: now)
+        return [.connectStandby(attempt: standbyAttempt, replacing: standbysJoined > 0)]
+    }
+
+    /// A connect failed, or a standby died before answering a check: the next connect after the backoff.
+    private mutating func standbyFailed(now: ContinuousClock.Instant) {
+        standbyFailures += 1
+        upkeep = deciding && standbyFailures < configuration.maxStandbyFailures
+            ? .due(at: now + Self.doubling(configuration.standbyRetryBackoff, failures: standbyFailures, cap: configuration.maxRetryBackoff))
+            : .none
+    }
+
+    /// The standby answered no check within ``Configuration/standbyTimeout``: it leaves the set and a fresh one is
+    /// connected, at once if it had ever answered (it died), else after the backoff.
+    private mutating func standbyDead(_ path: SessionPathID, now: ContinuousClock.Instant) -> [Action] {
+        paths[path] = nil
+        standby = nil
+        standbyEnded(now: now)
+        return [.abandon(path)]
     }
 
     /// An authenticated datagram arrived on `path`: it works inbound.
@@ -276,6 +398,7 @@ public struct PathMigrationStateMachine: Sendable {
         default:
             break
         }
+        actions += tickStandby(now: now)
         for id in rebindings.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             guard let r = rebindings[id], paths[id] != nil, now < r.began + configuration.addressValidationTimeout else {
                 rebindings[id] = nil
@@ -303,6 +426,28 @@ public struct PathMigrationStateMachine: Sendable {
             }
         }
         return actions
+    }
+
+    /// The standby's upkeep at `now`: a connect due or overdue, a check to begin, a check unanswered too long.
+    private mutating func tickStandby(now: ContinuousClock.Instant) -> [Action] {
+        switch upkeep {
+        case .none:
+            return []
+        case .due(let at):
+            return now >= at ? beginStandbyConnect(now: now) : []
+        case .connecting(_, let since):
+            guard now >= since + configuration.standbyConnectTimeout else { return [] }
+            standbyFailed(now: now)
+            return tickStandby(now: now)
+        case .standing(let next):
+            guard checksStandby, let s = standby, let path = paths[s] else { return [] }
+            if let p = path.probe {
+                guard now >= p.began + configuration.standbyTimeout else { return [] }
+                let abandon = standbyDead(s, now: now)
+                return abandon + tickStandby(now: now)
+            }
+            return now >= next ? [beginProbe(on: s, now: now)] : []
+        }
     }
 
     /// The peer offered candidates for its attempt `attempt` (we are the side that answers).
@@ -335,6 +480,12 @@ public struct PathMigrationStateMachine: Sendable {
         guard let p = paths[path]?.probe, p.nonce == nonce else { return [] }
         paths[path]?.probe = nil
         paths[path]?.lastHeard = now
+        if path == standby, case .standing = upkeep {
+            // The standby works: checked again later, and a later death is replaced at once.
+            upkeep = .standing(next: now + configuration.standbyCheckInterval)
+            standbyFailures = 0
+            standbyWasProven = true
+        }
         guard path != active, deciding, case .running(let attempt, _) = upgrade, paths[path]?.attempt == attempt else { return [] }
         var actions = move(to: path, reason: .upgrade)
         upgrade = .idle(next: nil)
@@ -466,8 +617,13 @@ public struct PathMigrationStateMachine: Sendable {
 
     /// The wait before the next attempt after `failures` failures: ``Configuration/retryBackoff`` doubling, capped.
     public func backoff(failures: Int) -> Duration {
-        var wait = configuration.retryBackoff
-        for _ in 1..<max(1, failures) where wait < configuration.maxRetryBackoff { wait *= 2 }
-        return min(wait, configuration.maxRetryBackoff)
+        Self.doubling(configuration.retryBackoff, failures: failures, cap: configuration.maxRetryBackoff)
+    }
+
+    /// `base` doubled for each failure after the first, at most `cap`.
+    private static func doubling(_ base: Duration, failures: Int, cap: Duration) -> Duration {
+        var wait = base
+        for _ in 1..<max(1, failures) where wait < cap { wait *= 2 }
+        return min(wait, cap)
     }
 }

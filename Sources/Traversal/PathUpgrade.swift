@@ -196,7 +196,8 @@ extension PeerConnection {
                     }
                 }, in: .announcement)
             case .abandon(let path):
-                await paths.remove(path)
+                // Closed on its own: a dead relay connection's close waits out a deallocation nobody answers.
+                await paths.remove(path, waiting: false)
             case .checkAddress(let path, let address, let nonce):
                 // Within the session's budget; the process's caps per destination and in all come on top.
                 if let refusal = addressChecks.admit(address, now: .now) {
@@ -205,9 +206,13 @@ extension PeerConnection {
                 }
                 try? await sendSealed(.pathCheck, nonce.bigEndianBytes, on: path, to: address)
             case .rebind(let path, let address):
-                if let move = paths.rebind(path, to: address) {
-                    logger.info("peer rebound", metadata: ["path": "\(move.to)", "route": "\(move.route)"])
+                let standby = paths.withMachine { $0.standby == path } == true
+                if let move = paths.rebind(path, to: address, standby: standby) {
+                    logger.info(move.reason == .standbyReplaced ? "peer replaced the relay standby" : "peer rebound",
+                                metadata: ["path": "\(move.to)", "route": "\(move.route)"])
                 }
+            case .connectStandby(let attempt, let replacing):
+                connectStandby(attempt, replacing: replacing)
             }
         }
     }

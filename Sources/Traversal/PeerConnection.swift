@@ -77,6 +77,16 @@ public final class PeerConnection: Sendable {
     private let messageCeiling = Mutex<Int?>(nil)
     /// What a camera sends again when the viewer repeats its hello (its welcome).
     private let replayOnHello: (hello: [UInt8], welcome: [UInt8])?
+    /// How this session connects its standby relay, kept (with the prepared relay it owns) while it may connect again.
+    private let standbySource = Mutex<StandbySource?>(nil)
+
+    /// What connects a standby: the relay prepared for the session, the peer's offer, the context.
+    struct StandbySource: Sendable {
+        var prepared: any PreparedStrategy
+        var strategy: String
+        var remote: PeerOffer
+        var context: StrategyContext
+    }
 
     /// Takes over a channel already used for the hello exchange: its send counter and replay window carry on
     /// (one copy only seals, the other only opens), so no nonce is ever reused.
@@ -97,7 +107,7 @@ public final class PeerConnection: Sendable {
         let migrates = upgrades && transport.isDatagram && transport.isRelayed
         // A direct datagram path on a socket that hears other addresses follows the peer when its NAT rebinds;
         // with a relay standby (``keepStandby``) it falls back to it, and from there looks for direct again.
-        let follows = transport.isDatagram && transport is any RebindablePeerTransport
+        let follows = transport.isDatagram && !transport.isRelayed && transport is any RebindablePeerTransport
         self.upgrade = (migrates || follows) && upgrades ? upgrade : nil
         let machine = migrates || follows ? PathMigrationStateMachine(
             deciding: role == .viewer, configuration: upgrade?.configuration ?? .init(), start: migrates ? .relay : .direct,
@@ -227,6 +237,13 @@ public final class PeerConnection: Sendable {
         for t in all { t.cancel() }
         for t in migrationTasks.withLock({ t in defer { t = [:] }; return Array(t.values) }) { t.cancel() }
         paths.stopReading()
+        releaseStandbySource()
+    }
+
+    /// Closes the prepared relay standbys are connected with: the session will connect none again.
+    private func releaseStandbySource() {
+        guard let source = standbySource.withLock({ s in defer { s = nil }; return s }) else { return }
+        Task { await source.prepared.close() }
     }
 
     private func startTasks() {
@@ -303,13 +320,13 @@ public final class PeerConnection: Sendable {
             try? await sendSealed(.welcome, replayOnHello.welcome)
             return true
         }
-        guard frame.first == PeerWire.sealed, let (plain, newest) = try? opener.withLock({ o -> ([UInt8], Bool) in
+        guard frame.first == PeerWire.sealed, let (plain, counter) = try? opener.withLock({ o -> ([UInt8], UInt64) in
                   let packet = Array(frame.dropFirst())
-                  let plain = try o.open(packet)
-                  // Opened, so its counter is in the window: it is the newest if it is the highest.
-                  return (plain, o.replayWindow.highest == UInt64(bigEndianBytes: packet[..<SecureDatagramChannel.counterLength]))
+                  return (try o.open(packet), UInt64(bigEndianBytes: packet[..<SecureDatagramChannel.counterLength]))
               }),
               let type = plain.first.flatMap(SessionMessageType.init(rawValue:)) else { return true }
+        // Opened, so its counter is in the window; it is the newest if it is the highest on its path.
+        let newest = paths.isNewest(counter, on: path)
         lastHeard.withLock { $0 = .now }
         if let newSource {
             // Authentic and fresh, from an address the path does not send to: the peer's NAT may have rebound.
@@ -361,24 +378,53 @@ public final class PeerConnection: Sendable {
     }
 
     /// Connects `prepared` (a relay, ``ConnectorConfiguration/relayStandby``) in the background and adds its
-    /// path to the set as the standby a dead direct path falls back to; closes `prepared` when done. From
-    /// then on the channel engine sends packets no larger than the standby carries, so a fallback loses none.
+    /// path to the set as the standby a dead direct path falls back to. The deciding side keeps `prepared` to
+    /// connect a fresh standby when that one dies (``PathMigrationStateMachine/Action/connectStandby(attempt:replacing:)``)
+    /// and closes it when the session closes; the other side closes it after its one connect. From then on the
+    /// channel engine sends packets no larger than the standby carries, so a fallback loses none.
     func keepStandby(_ prepared: any PreparedStrategy, strategy: String, remote: PeerOffer, context: StrategyContext) {
+        let source = StandbySource(prepared: prepared, strategy: strategy, remote: remote, context: context)
+        let kept = standbySource.withLock { s -> Bool in
+            guard s == nil, !closed.withLock({ $0 }) else { return false }
+            s = source
+            return true
+        }
+        guard kept else {
+            Task { await prepared.close() }
+            return
+        }
+        for case .connectStandby(let attempt, let replacing) in paths.withMachine({ $0.standbyWanted(now: .now) }) ?? [] {
+            connectStandby(attempt, replacing: replacing)
+        }
+    }
+
+    /// Connects standby attempt `attempt` in the background (one at a time: a newer one cancels it) and tells
+    /// the migration rules how it went.
+    func connectStandby(_ attempt: UInt32, replacing: Bool) {
         keep(Task { [weak self] in
-            let transport = try? await prepared.connect(remote: remote, context: context)
-            await prepared.close()
-            guard let transport else { return }
-            guard let self, transport.isDatagram, let path = self.paths.add(transport, strategy: strategy) else {
-                await transport.close()
+            guard let source = self?.standbySource.withLock({ $0 }) else { return }
+            let transport = try? await source.prepared.connect(remote: source.remote, context: source.context)
+            guard let self else {
+                await transport?.close()
+                return
+            }
+            if self.paths.withMachine({ $0.deciding }) != true { self.releaseStandbySource() }
+            guard let transport, transport.isDatagram, let path = self.paths.add(transport, strategy: source.strategy) else {
+                await transport?.close()
+                await self.performMigration(self.paths.withMachine { $0.standbyFailed(attempt: attempt, now: .now) } ?? [])
                 return
             }
             self.lowerSizes(to: transport)
             self.paths.startReader(for: path) { [weak self] path, result, source in await self?.arrived(result, on: path, from: source) ?? false }
-            guard self.paths.withMachine({ $0.standbyJoined(path, now: .now) }) == true else {
+            guard self.paths.withMachine({ $0.standbyConnected(path, attempt: attempt, now: .now) }) == true else {
                 await self.paths.remove(path)
                 return
             }
-            context.logger.info("relay standing by", metadata: ["route": "\(transport.pathDescription)"])
+            if replacing, let move = self.paths.standbyReplaced(by: path) {
+                source.context.logger.info("relay standby replaced", metadata: ["route": "\(move.route)", "attempt": "\(attempt)"])
+            } else {
+                source.context.logger.info("relay standing by", metadata: ["route": "\(transport.pathDescription)"])
+            }
         }, in: .standby)
     }
 

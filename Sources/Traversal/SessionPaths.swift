@@ -18,6 +18,15 @@ final class SessionPaths: Sendable {
         var closed = false
         var machine: PathMigrationStateMachine?
         var moves: [PathMove] = []
+        /// The highest session counter opened on each path (RFC 9000 §9.3 asks for the newest packet *on the path*:
+        /// another path's traffic, arriving sooner, says nothing about this one's order).
+        var highest: [SessionPathID: UInt64] = [:]
+
+        /// Appends `move` to the record and returns it.
+        mutating func record(_ move: PathMove) -> PathMove {
+            moves.append(move)
+            return move
+        }
     }
 
     private let state: Mutex<State>
@@ -100,39 +109,60 @@ final class SessionPaths: Sendable {
             guard !s.closed, path != s.active, let to = s.entries[path] else { return nil }
             let from = s.entries[s.active]?.strategy ?? ""
             s.active = path
-            let move = PathMove(from: from, to: to.strategy, route: to.transport.pathDescription, reason: reason,
-                                atMs: (ContinuousClock.now - established).milliseconds)
-            s.moves.append(move)
-            return move
+            return s.record(PathMove(from: from, to: to.strategy, route: to.transport.pathDescription, reason: reason,
+                                     atMs: (ContinuousClock.now - established).milliseconds))
         }
         if let move { moveSink.yield(move) }
         return move
     }
 
-    /// Makes `path` send to `address`, the peer's new address after its NAT rebound, and records the move;
-    /// nil if `path` is not a rebindable path in the set.
-    func rebind(_ path: SessionPathID, to address: SocketAddress) -> PathMove? {
+    /// Makes `path` send to `address`, the peer's new address after its NAT rebound, and records the move (on the
+    /// active path a rebinding; on the `standby`, the peer's replacement of it); nil if `path` is not a rebindable
+    /// path in the set, or neither.
+    func rebind(_ path: SessionPathID, to address: SocketAddress, standby: Bool = false) -> PathMove? {
         let move = state.withLock { s -> PathMove? in
             guard !s.closed, let entry = s.entries[path], let transport = entry.transport as? any RebindablePeerTransport else { return nil }
             transport.rebind(to: address)
-            guard path == s.active else { return nil }
-            let move = PathMove(from: entry.strategy, to: entry.strategy, route: transport.pathDescription, reason: .rebinding,
-                                atMs: (ContinuousClock.now - established).milliseconds)
-            s.moves.append(move)
-            return move
+            let reason: PathMoveReason
+            if path == s.active { reason = .rebinding } else if standby { reason = .standbyReplaced } else { return nil }
+            return s.record(PathMove(from: entry.strategy, to: entry.strategy, route: transport.pathDescription, reason: reason,
+                                     atMs: (ContinuousClock.now - established).milliseconds))
         }
         if let move { moveSink.yield(move) }
         return move
     }
 
-    /// Closes `path` and removes it from the set (never the active one).
-    func remove(_ path: SessionPathID) async {
+    /// Records that `path` joined as the standby in place of a dead one; nil if it is not in the set.
+    func standbyReplaced(by path: SessionPathID) -> PathMove? {
+        let move = state.withLock { s -> PathMove? in
+            guard !s.closed, let entry = s.entries[path] else { return nil }
+            return s.record(PathMove(from: entry.strategy, to: entry.strategy, route: entry.transport.pathDescription,
+                                     reason: .standbyReplaced, atMs: (ContinuousClock.now - established).milliseconds))
+        }
+        if let move { moveSink.yield(move) }
+        return move
+    }
+
+    /// Notes that a datagram with session counter `counter` opened on `path`: true if it is the highest there so far.
+    func isNewest(_ counter: UInt64, on path: SessionPathID) -> Bool {
+        state.withLock { s in
+            guard s.highest[path].map({ counter > $0 }) ?? true else { return false }
+            s.highest[path] = counter
+            return true
+        }
+    }
+
+    /// Closes `path` and removes it from the set (never the active one). `waiting` false: the close runs on its own
+    /// (a dead relay connection's close may wait out a deallocation that never gets an answer).
+    func remove(_ path: SessionPathID, waiting: Bool = true) async {
         let entry = state.withLock { s -> Entry? in
             guard path != s.active else { return nil }
+            s.highest[path] = nil
             return s.entries.removeValue(forKey: path)
         }
         entry?.reader?.cancel()
-        await entry?.transport.close()
+        guard let transport = entry?.transport else { return }
+        if waiting { await transport.close() } else { Task { await transport.close() } }
     }
 
     /// Sends on the active path; `counts`: the machine is told (silence after sending means trouble).

@@ -16,7 +16,7 @@ struct PeerOptions: ParsableArguments {
     @Option(help: "Seconds a connection attempt may take.") var connectTimeout: Double = 10
     @Option(help: "Comma-separated strategy ids a relayed session runs again in the background to move to a direct path (default: the chosen strategies that can; `none`: sessions stay where they start).")
     var upgrade: String?
-    @Flag(help: "A session that wins on a direct path also connects the relay and keeps it as standby (an allocation, refreshed) to fall back to within about 1.3 s when the direct path dies; both sides need it. Off by default: a direct session holds no relay allocation.")
+    @Flag(help: "A session that wins on a direct path also connects the relay and keeps it as standby (an allocation, refreshed) to fall back to within about 1.3 s when the direct path dies, and replaces it when it dies (e.g. after the viewer changes networks); both sides need it. Off by default: a direct session holds no relay allocation.")
     var relayStandby = false
     @Option(help: "Seconds between keepalives on a peer connection (0: none, so NATs forget an idle path; for tests that show it).")
     var keepalive: Int = Int(PeerConnection.keepaliveInterval.components.seconds)

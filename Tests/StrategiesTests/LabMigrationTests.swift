@@ -83,4 +83,50 @@ struct LabMigrationTests {
             print("channel: \(sent.bytes) bytes in \(sent.seconds) s; video: \(video)")
         }
     }
+
+    @Test func aRoamingViewersRelayStandbyIsReplacedAndTheFallbackStillLandsOnIt() async throws {
+        // A full-cone camera NAT lets the viewer's datagrams in from its new network, so the direct path
+        // survives the roam (the camera follows it) and only the standby is left behind.
+        let camera = LabSite("cam", .fullCone)
+        // The 2 Mbit/s uplinks stretch the transfer over the roam and the fallback.
+        let home = LabSite("home", .portRestrictedCone, link: LinkConditions(upKbps: 2000))
+        let away = LabSite("away", .portRestrictedCone, link: LinkConditions(upKbps: 2000))
+        try await TravLab.with(sites: [camera, home, away]) { run in
+            _ = try run.startCloud()
+            let strategies = "udp-hole-punch,tls-relay"
+            let (uid, cameraProcess) = try await run.startCameraProcess(on: camera.host(), strategies: strategies,
+                                                                        extra: ["--relay-standby", "--video", "default"])
+            let watching = try run.startConnect(from: home.host(), to: uid, strategies: strategies, timeout: 15, paired: true,
+                                                extra: ["--relay-standby", "--channel-send", "3000000", "--stats", "--seconds", "20"])
+            try await Task.sleep(for: .seconds(5))
+            // The viewer changes networks: its connection to the relay keeps a local address that no longer exists.
+            try await run.lab.roam(host: home.host(), to: away.name)
+            let roamedAt = Date().timeIntervalSince1970 * 1000
+            // The camera logs the move when it follows the viewer's replacement standby. Bounded: 150 × 100 ms.
+            var replacedLine: String?
+            for _ in 0..<150 where replacedLine == nil {
+                try await Task.sleep(for: .milliseconds(100))
+                replacedLine = cameraProcess.output.stdout.split(separator: "\n").first { $0.contains("(standby-replaced)") }.map(String.init)
+            }
+            let replaced = try #require(replacedLine, "the camera never followed a replaced standby: \(cameraProcess.output)")
+            let replacedAt = Date().timeIntervalSince1970 * 1000
+            let droppedAt = try await Self.dropDirectPath(run, camera: camera, viewer: away)
+            let r = try await run.finishedConnect(watching, timeout: .seconds(120))
+            #expect(r.connected, "\(r)")
+            let moves = r.moves ?? []
+            let renewed = try #require(moves.first { $0.reason == "standby-replaced" }, "the viewer never replaced its standby: \(moves)")
+            #expect(renewed.unixMs > roamedAt - 1000 && renewed.unixMs < droppedAt, "\(moves)")
+            let back = try #require(moves.first { $0.to == "tls-relay" && $0.unixMs >= droppedAt && $0.reason != "standby-replaced" },
+                                    "no fallback to the relay: \(moves) \(watching.output.stderr.suffix(2000))")
+            #expect(back.reason == "path-dead" || back.reason == "peer-moved", "\(back)")
+            #expect(back.route == renewed.route, "the fallback went to the replacement: \(moves)")
+            let gap = back.unixMs - droppedAt
+            #expect(gap < 2000, "\(moves)")
+            let (sent, video) = try LabRebindingTests.intact(r)
+            print(String(format: "standby replaced %.0f ms after the roam (camera: %@); after the direct path was dropped the session was on the replacement within %.0f ms (%@); longest gap between video frames %.0f ms",
+                         renewed.unixMs - roamedAt, replaced, gap, back.reason, video.longestGapMs))
+            print(String(format: "replacement seen by the camera %.0f ms after the roam; channel: %d bytes in %.2f s; video: %@",
+                         replacedAt - roamedAt, sent.bytes, sent.seconds, "\(video)"))
+        }
+    }
 }

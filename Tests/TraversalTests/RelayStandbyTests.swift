@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import PeerTestSupport
 import Synchronization
 import Testing
@@ -98,6 +99,86 @@ struct RelayStandbyTests {
         }
         let arrived = try await withDeadline(.seconds(2)) { try await received.value }
         #expect(arrived, "the largest allowed message crossed the relay after the fallback")
+    }
+
+    /// A prepared relay whose each connect hands over the next of a list of transports (each call also runs
+    /// `connected` with its index), and fails once the list is used up.
+    final class Successive: PreparedStrategy {
+        private let transports: Mutex<[any PeerTransport]>
+        private let connected: @Sendable (Int) -> Void
+        let connects = Atomic<Int>(0)
+        init(_ transports: [any PeerTransport], connected: @escaping @Sendable (Int) -> Void = { _ in }) {
+            self.transports = Mutex(transports)
+            self.connected = connected
+        }
+        var candidates: [Candidate] { [] }
+        func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration { .zero }
+        func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
+            let index = connects.wrappingAdd(1, ordering: .relaxed).oldValue
+            guard let next = transports.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else {
+                throw StrategyError(code: .failed, detail: "no more relay connections")
+            }
+            connected(index)
+            return next
+        }
+        func close() async {}
+    }
+
+    static let cameraRelayed = try! SocketAddress(ipAddress: "192.0.2.1", port: 49_152)
+    static let viewerRelayed = try! SocketAddress(ipAddress: "192.0.2.1", port: 49_153)
+    static let viewerRelayedAgain = try! SocketAddress(ipAddress: "192.0.2.1", port: 49_154)
+
+    @Test func aStandbyWhoseConnectionFailsIsReplacedAndTheFallbackLandsOnTheReplacement() async throws {
+        let (viewer, camera, viewerEnd, cameraEnd) = PeerRebindingTests.directPair()
+        defer { Task { await viewer.close(); await camera.close() } }
+        typealias End = PeerRebindingTests.NATedEnd
+        // The camera keeps one end on the relay; the viewer's first allocation, then its replacement, reach it.
+        let cameraRelay = End(name: "camera relay", publicAddress: Self.cameraRelayed, target: Self.viewerRelayed)
+        let first = End(name: "viewer relay 1", publicAddress: Self.viewerRelayed, target: Self.cameraRelayed)
+        let second = End(name: "viewer relay 2", publicAddress: Self.viewerRelayedAgain, target: Self.cameraRelayed)
+        first.peer.withLock { $0 = cameraRelay }
+        second.peer.withLock { $0 = cameraRelay }
+        cameraRelay.peer.withLock { $0 = first }
+        let relay = Successive([first, second]) { index in
+            // The replacement is the one the camera's relay end reaches from now on.
+            if index == 1 { cameraRelay.peer.withLock { $0 = second } }
+        }
+        let offer = PeerOffer(identityKey: Data(), candidates: [], strategies: [])
+        viewer.keepStandby(relay, strategy: "memory-relay", remote: offer, context: StrategyContext(role: .viewer))
+        camera.keepStandby(HandedOver(transport: cameraRelay), strategy: "memory-relay", remote: offer, context: StrategyContext(role: .camera))
+        let viewerMoves = viewer.pathMoves
+        let cameraMoves = camera.pathMoves
+        let numbers = try await NumberedChannelRun(from: viewer, to: camera)
+        // Bounded: 50 × 20 ms for the standby to join and answer its first check.
+        for _ in 0..<50 where viewer.paths.withMachine({ $0.hasStandby && $0.standbyFailures == 0 }) != true
+            || camera.paths.withMachine({ $0.hasStandby }) != true || first.sentTo.withLock({ $0.isEmpty }) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await Task.sleep(for: .milliseconds(200))
+
+        // The viewer's connection to the relay fails (reset): the standby is replaced, and the camera follows the
+        // replacement's relayed address after a sealed check.
+        await first.close()
+        let failed = ContinuousClock.now
+        let replaced = try #require(await PathMigrationTests.nextMove(viewerMoves, within: .seconds(5)), "the standby was not replaced")
+        #expect(replaced.reason == .standbyReplaced && replaced.to == "memory-relay" && replaced.route == "memory-nat viewer relay 2", "\(replaced)")
+        let followed = try #require(await PathMigrationTests.nextMove(cameraMoves, within: .seconds(5)), "the camera did not follow the replacement")
+        print("standby replaced \((ContinuousClock.now - failed).milliseconds) ms after its connection failed")
+        #expect(followed.reason == .standbyReplaced && cameraRelay.remoteAddress == Self.viewerRelayedAgain, "\(followed)")
+        #expect(relay.connects.load(ordering: .relaxed) == 2, "one replacement")
+        #expect(viewer.path == "memory-direct" && camera.path == "memory-direct", "the session stays direct")
+
+        // Then the direct path goes dark both ways: the fallback lands on the replacement.
+        viewerEnd.dark.store(true, ordering: .relaxed)
+        cameraEnd.dark.store(true, ordering: .relaxed)
+        let dropped = ContinuousClock.now
+        let down = try #require(await PathMigrationTests.nextMove(viewerMoves, within: .seconds(10)), "no fallback to the standby")
+        print("fallback to the replaced standby \((ContinuousClock.now - dropped).milliseconds) ms after the direct path went dark (\(down.reason.rawValue))")
+        #expect(down.to == "memory-relay" && down.route == "memory-nat viewer relay 2" && [.pathDead, .peerMoved].contains(down.reason), "\(down)")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(camera.path == "memory-relay", "\(camera.report.moves)")
+        let (got, total) = try await numbers.finish()
+        #expect(got == Array(0..<total), "\(got.count) of \(total) in order")
     }
 
     @Test func aSessionOnTheRelayKeepsNoOtherStandby() {

@@ -1,0 +1,143 @@
+import Testing
+import Traversal
+
+/// How a session that started direct keeps its standby relay, on an injected clock: the deciding side checks it,
+/// replaces it when it is lost or stops answering (one connect at a time, backing off, giving up after a bound),
+/// and a later fallback lands on the replacement; the other side only follows.
+struct StandbyUpkeepStateMachineTests {
+    let t0 = ContinuousClock.now
+    let direct = SessionPathID.initial
+
+    func at(_ ms: Int) -> ContinuousClock.Instant { t0 + .milliseconds(ms) }
+
+    func direct(deciding: Bool = true) -> PathMigrationStateMachine {
+        PathMigrationStateMachine(deciding: deciding, start: .direct, now: t0, nonceSeed: 100)
+    }
+
+    /// A deciding machine whose first standby (path 1) joined at 100 ms and answered its first check (nonce 101).
+    func standing() -> PathMigrationStateMachine {
+        var m = direct()
+        _ = m.standbyWanted(now: at(0))
+        _ = m.standbyConnected(SessionPathID(1), attempt: 1, now: at(100))
+        _ = m.tick(now: at(100))
+        _ = m.answered(on: SessionPathID(1), nonce: 101, now: at(150))
+        return m
+    }
+
+    @Test func theFirstStandbyIsConnectedOnceAndCheckedAtOnce() {
+        var m = direct()
+        #expect(m.standbyWanted(now: at(0)) == [.connectStandby(attempt: 1, replacing: false)])
+        #expect(m.standbyWanted(now: at(10)) == [], "one connect in flight")
+        #expect(m.tick(now: at(50)) == [])
+        let joined = m.standbyConnected(SessionPathID(1), attempt: 1, now: at(100))
+        #expect(joined && m.standby == SessionPathID(1) && m.hasStandby)
+        #expect(m.nextDeadline == at(100))
+        #expect(m.tick(now: at(100)) == [.probe(SessionPathID(1), nonce: 101)], "checked at once")
+        #expect(m.answered(on: SessionPathID(1), nonce: 101, now: at(150)) == [])
+        let config = PathMigrationStateMachine.Configuration()
+        #expect(m.nextDeadline == at(150) + config.standbyCheckInterval)
+        #expect(m.tick(now: at(150) + config.standbyCheckInterval) == [.probe(SessionPathID(1), nonce: 102)], "checked again later")
+    }
+
+    @Test func aStandbyThatStopsAnsweringIsDroppedAndReplacedAtOnceAndTheFallbackLandsOnTheReplacement() {
+        var m = standing()
+        let old = SessionPathID(1), fresh = SessionPathID(2)
+        let check = at(150) + m.configuration.standbyCheckInterval
+        #expect(m.tick(now: check) == [.probe(old, nonce: 102)])
+        // The check is repeated every probe interval while unanswered; past the bound the standby is dead.
+        #expect(m.tick(now: check + m.configuration.probeInterval) == [.probe(old, nonce: 102)])
+        let dead = check + m.configuration.standbyTimeout
+        #expect(m.nextDeadline == check + m.configuration.probeInterval * 2)
+        #expect(m.tick(now: dead) == [.abandon(old), .connectStandby(attempt: 2, replacing: true)])
+        #expect(!m.hasStandby && m.standby == nil && m.pathIDs == [direct])
+        #expect(m.tick(now: dead + .milliseconds(500)) == [], "one connect in flight")
+        let stale = m.standbyConnected(old, attempt: 1, now: dead)
+        #expect(!stale, "a stale attempt does not join")
+        let replaced = m.standbyConnected(fresh, attempt: 2, now: dead + .seconds(1))
+        #expect(replaced)
+        #expect(m.standby == fresh && m.standbysJoined == 2)
+        #expect(m.tick(now: dead + .seconds(1)) == [.probe(fresh, nonce: 103)])
+        _ = m.answered(on: fresh, nonce: 103, now: dead + .seconds(1))
+
+        // The direct path then dies: the session falls back to the replacement.
+        let t = dead + .milliseconds(1_200)
+        m.sent(now: t)
+        m.heard(on: direct, now: t - .milliseconds(1))
+        #expect(m.tick(now: t + m.configuration.silence) == [.probe(direct, nonce: 104)])
+        let actions = m.tick(now: t + m.configuration.silence + m.configuration.probeTimeout)
+        #expect(actions.prefix(3) == [.switchTo(fresh, reason: .pathDead), .announce(fresh, epoch: 1), .abandon(direct)])
+        #expect(m.active == fresh)
+    }
+
+    @Test func aLostStandbyIsReplacedAndFailedConnectsBackOffUpToTheBound() {
+        var m = standing()
+        m.lost(SessionPathID(1), now: at(1_000))
+        #expect(!m.hasStandby)
+        #expect(m.tick(now: at(1_000)) == [.connectStandby(attempt: 2, replacing: true)], "an answering standby that ended is replaced at once")
+        var now = at(1_100)
+        var waits: [Duration] = []
+        var attempt: UInt32 = 2
+        // Bounded: at most maxStandbyFailures rounds.
+        for _ in 0..<m.configuration.maxStandbyFailures {
+            #expect(m.standbyFailed(attempt: attempt, now: now) == [])
+            guard let next = m.nextDeadline else { break }
+            waits.append(next - now)
+            #expect(m.tick(now: next - .milliseconds(1)) == [])
+            attempt += 1
+            #expect(m.tick(now: next) == [.connectStandby(attempt: attempt, replacing: true)])
+            now = next + .milliseconds(100)
+        }
+        #expect(waits == [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(16)], "\(waits)")
+        #expect(m.standbyFailures == m.configuration.maxStandbyFailures)
+        #expect(m.nextDeadline == nil && m.tick(now: now + .seconds(600)) == [], "given up")
+    }
+
+    @Test func aConnectThatNeverFinishesCountsAsFailed() {
+        var m = direct()
+        _ = m.standbyWanted(now: at(0))
+        let timeout = at(0) + m.configuration.standbyConnectTimeout
+        #expect(m.nextDeadline == timeout)
+        #expect(m.tick(now: timeout) == [])
+        #expect(m.standbyFailures == 1)
+        #expect(m.tick(now: timeout + m.configuration.standbyRetryBackoff) == [.connectStandby(attempt: 2, replacing: false)])
+        #expect(m.standbyFailed(attempt: 1, now: timeout) == [], "a stale failure changes nothing")
+    }
+
+    @Test func aReplacementThatNeverAnswersIsReplacedAfterTheBackoff() {
+        var m = standing()
+        let check = at(150) + m.configuration.standbyCheckInterval
+        _ = m.tick(now: check)
+        #expect(m.tick(now: check + m.configuration.standbyTimeout) == [.abandon(SessionPathID(1)), .connectStandby(attempt: 2, replacing: true)])
+        let t = check + m.configuration.standbyTimeout + .milliseconds(200)
+        let joined = m.standbyConnected(SessionPathID(2), attempt: 2, now: t)
+        #expect(joined)
+        #expect(m.tick(now: t) == [.probe(SessionPathID(2), nonce: 103)])
+        #expect(m.tick(now: t + m.configuration.standbyTimeout) == [.abandon(SessionPathID(2))], "never answered: not at once")
+        #expect(m.nextDeadline == t + m.configuration.standbyTimeout + m.configuration.standbyRetryBackoff)
+    }
+
+    @Test func whileTheStandbyCarriesTheSessionItIsNotChecked() {
+        var m = standing()
+        m.sent(now: at(200))
+        _ = m.tick(now: at(1_200))
+        _ = m.tick(now: at(1_500))
+        #expect(m.active == SessionPathID(1))
+        let later = at(1_500) + m.configuration.standbyCheckInterval * 3
+        #expect(!m.tick(now: later).contains { if case .probe(SessionPathID(1), _) = $0 { return true } else { return false } })
+    }
+
+    @Test func theOtherSideKeepsItsStandbyWithoutChecksAndConnectsNoReplacement() {
+        var m = direct(deciding: false)
+        #expect(m.standbyWanted(now: at(0)) == [.connectStandby(attempt: 1, replacing: false)])
+        let joined = m.standbyConnected(SessionPathID(1), attempt: 1, now: at(100))
+        #expect(joined)
+        #expect(m.nextDeadline == nil && m.tick(now: at(60_000)) == [], "no checks: the deciding side keeps it alive")
+        m.lost(SessionPathID(1), now: at(60_000))
+        #expect(!m.hasStandby && m.tick(now: at(120_000)) == [], "nor replacements")
+    }
+
+    @Test func aSessionThatStartedOnTheRelayWantsNoOtherStandby() {
+        var m = PathMigrationStateMachine(deciding: true, now: t0, nonceSeed: 100)
+        #expect(m.standbyWanted(now: at(0)) == [])
+    }
+}
