@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench-cloud.sh — presence capacity and a reconnect storm: N registered cameras, idle, then the cloud
-# killed and restarted; once with every camera on TLS presence, once on UDP presence.
+# killed and restarted; once with every camera on TLS presence, once on UDP presence (and, with
+# --presence stream or all, once behind networks that block UDP: presence streams).
 #
-#   Scripts/bench-cloud.sh [--cameras N] [--per-process M] [--presence both|tls|udp] [--idle-seconds S]
+#   Scripts/bench-cloud.sh [--cameras N] [--per-process M] [--presence both|all|tls|udp|stream] [--idle-seconds S]
 #                          [--keepalive S] [--debug] [--build-path DIR] [--no-build] [--memory-store] [--keep DIR]
 #                          [--seed] [--namespaces K]
 #
@@ -11,6 +12,10 @@
 # (`cloud-storm --seed-store`); registrations then cost what a known device's does, a signature check.
 # --namespaces K runs the generators in K network namespaces of their own (10.203.J.2 on a bridge with the cloud at
 # 10.203.0.1, addresses that exist only there), so N is not capped by one source address's 28 232 ephemeral ports.
+# The stream mode needs them: its namespaces drop every UDP datagram to the cloud (nftables), as a network that
+# blocks UDP does, so each camera's probes go unanswered and it keeps its presence on a TCP stream to the signalling
+# port (`S` events); the cloud is the UDP mode's, and after the restart a camera's stream reconnects and its next
+# keepalive restores the session from its ticket.
 #
 # Builds release (or uses the debug build with --debug), then on loopback only, for each presence mode:
 #   1. starts `trav cloud --listen 127.0.0.1` with its data directory (its SQLite device store;
@@ -60,8 +65,8 @@ while [ $# -gt 0 ]; do
         --cameras) CAMERAS="$2"; shift 2 ;;
         --per-process) PER_PROCESS="$2"; shift 2 ;;
         --presence)
-            case "$2" in both) MODES="tls udp" ;; tls|udp) MODES="$2" ;;
-                *) echo "bench-cloud.sh: --presence is both, tls or udp" >&2; exit 2 ;; esac
+            case "$2" in both) MODES="tls udp" ;; all) MODES="tls udp stream" ;; tls|udp|stream) MODES="$2" ;;
+                *) echo "bench-cloud.sh: --presence is both, all, tls, udp or stream" >&2; exit 2 ;; esac
             shift 2 ;;
         --idle-seconds) IDLE="$2"; shift 2 ;;
         --keepalive) KEEPALIVE="$2"; shift 2 ;;
@@ -72,7 +77,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP="$2"; shift 2 ;;
         --seed) SEED=1; shift ;;
         --namespaces) NAMESPACES="$2"; shift 2 ;;
-        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "bench-cloud.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -210,9 +215,27 @@ cloud_back() {
 
 # Cameras (generator file and index) that registered at or after $1 (unix ms).
 count_since() { awk -v since="$1" '$1 == "R" && $3 >= since { seen[FILENAME ":" $2] = 1 } END { print length(seen) }' "$WORK"/gen-*.log; }
-# Cameras whose latest presence event is U (TLS closed, present over UDP alone).
-count_udp() {
-    awk '$1 == "U" || $1 == "T" { last[FILENAME ":" $2] = $1 } END { n = 0; for (k in last) if (last[k] == "U") n++; print n }' "$WORK"/gen-*.log
+# Cameras whose latest presence event is $1 (U: TLS closed, present over UDP alone; S: on a presence stream alone).
+count_presence() {
+    awk -v want="$1" '$1 == "U" || $1 == "S" || $1 == "T" { last[FILENAME ":" $2] = $1 }
+        END { n = 0; for (k in last) if (last[k] == want) n++; print n }' "$WORK"/gen-*.log
+}
+# The letter of the mode's presence events and what it is called.
+presence_letter() { if [ "$MODE" = stream ]; then echo S; else echo U; fi; }
+presence_name() { if [ "$MODE" = stream ]; then echo "a presence stream"; else echo "UDP"; fi; }
+# Drops, in every generator namespace, UDP to the cloud (on) or stops dropping it (off).
+block_udp() {
+    for ((j = 0; j < NAMESPACES; j++)); do
+        if [ "$1" = on ]; then
+            ip netns exec "travstorm-$j" nft -f - <<NFT
+table inet travstorm_noudp {
+    chain out { type filter hook output priority 0; policy accept; ip daddr $CLOUD_IP udp dport $PORT drop; }
+}
+NFT
+        else
+            ip netns exec "travstorm-$j" nft delete table inet travstorm_noudp 2>/dev/null || true
+        fi
+    done
 }
 
 # With --seed: made-up UIDs for every generator's cameras, their bindings written into the store (once per --keep DIR).
@@ -232,6 +255,10 @@ run_mode() {
     MODE=$1
     echo
     echo "== presence $MODE: cameras $CAMERAS, $PER_PROCESS per process, $CONFIG build, device store $STORE"
+    if [ "$MODE" = stream ]; then
+        [ "$NAMESPACES" -gt 0 ] || { echo "bench-cloud.sh: the stream mode needs --namespaces (UDP is blocked there)" >&2; exit 1; }
+        block_udp on
+    fi
     rm -f "$WORK"/gen-*.log
     start_cloud
     local base_rss ca first_start first_end cpu0 cpu1 t0 t1 interval killed restarted remaining n i
@@ -243,12 +270,15 @@ run_mode() {
     i=0
     while [ "$remaining" -gt 0 ]; do
         n=$(( remaining < PER_PROCESS ? remaining : PER_PROCESS ))
-        files=$((n + 64)); if [ "$MODE" = udp ]; then files=$((2 * n + 64)); fi
+        # A camera registering with presence holds TLS and its UDP socket, and behind a UDP block its stream too.
+        files=$((n + 64)); if [ "$MODE" = udp ]; then files=$((2 * n + 64)); elif [ "$MODE" = stream ]; then files=$((3 * n + 64)); fi
+        local generator_mode=$MODE
+        if [ "$MODE" = stream ]; then generator_mode=udp; fi
         local netns=()
         if [ "$NAMESPACES" -gt 0 ]; then netns=(ip netns exec "travstorm-$((i % NAMESPACES))"); fi
         # In the cameras' CPU share (see join_cgroup); the log exists before the generator starts, for the counts below.
         : >"$WORK/gen-$i.log"
-        ( ulimit -n "$files"; join_cgroup "$CG_GEN"; exec "${netns[@]}" "$BIN/cloud-storm" --host "$CLOUD_IP" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$MODE" \
+        ( ulimit -n "$files"; join_cgroup "$CG_GEN"; exec "${netns[@]}" "$BIN/cloud-storm" --host "$CLOUD_IP" --port "$PORT" --ca "$ca" --cameras "$n" --presence "$generator_mode" \
             --linger "$LINGER" --identities "$KEEP/ids-$i" --seconds $((WAIT_FIRST + WAIT_UDP + IDLE + WAIT_STORM + 60)) >"$WORK/gen-$i.log" ) &
         GENERATORS+=($!)
         remaining=$((remaining - n)); i=$((i + 1))
@@ -261,10 +291,13 @@ run_mode() {
     done
     first_end=$(awk '$1 == "R" { if ($3 > m) m = $3 } END { print m }' "$WORK"/gen-*.log)
     awk -v n="$CAMERAS" -v ms=$((first_end - first_start)) 'BEGIN { printf "first registrations (a new device costs a scrypt in the cloud and one in its generator, a known one none): %d in %.1f s (%.0f/s)\n", n, ms / 1000, n * 1000 / ms }'
-    if [ "$MODE" = udp ]; then
+    if [ "$MODE" != tls ]; then
         deadline=$(( $(date +%s) + WAIT_UDP ))
-        while [ "$(count_udp)" -lt "$CAMERAS" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.5; done
-        echo "present over UDP alone (TLS closed): $(count_udp) of $CAMERAS"
+        while [ "$(count_presence "$(presence_letter)")" -lt "$CAMERAS" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.5; done
+        echo "present over $(presence_name) alone (TLS closed): $(count_presence "$(presence_letter)") of $CAMERAS"
+        if [ "$MODE" = stream ]; then
+            echo "presence streams open at the cloud: $(cloud_metrics | awk '/^cloud_presence_streams / { print $2 + 0 }')"
+        fi
     fi
     sleep 3
     report_memory "once every camera is idle" "$base_rss"
@@ -274,12 +307,12 @@ run_mode() {
     sleep "$IDLE"
     cpu1=$(cpu_ticks "$CLOUD_PID"); t1=$(now_ms)
     interval=10
-    if [ "$MODE" = udp ]; then interval=$KEEPALIVE; fi
+    if [ "$MODE" != tls ]; then interval=$KEEPALIVE; fi
     awk -v n="$CAMERAS" -v ticks=$((cpu1 - cpu0)) -v hz="$TICKS" -v ms=$((t1 - t0)) -v every="$interval" -v mode="$MODE" 'BEGIN {
         cpu = ticks / hz; seconds = ms / 1000; keepalives = n * seconds / every
         printf "idle CPU (%s presence, a keepalive every %d s): %.2f s in %.0f s (%.2f %% of a core): %.2f µs per camera per second, %.0f µs per keepalive\n",
             mode, every, cpu, seconds, 100 * cpu / seconds, 1e6 * cpu / seconds / n, 1e6 * cpu / keepalives }'
-    if [ "$MODE" = udp ]; then echo "present over UDP alone after the idle: $(count_udp) of $CAMERAS"; fi
+    if [ "$MODE" != tls ]; then echo "present over $(presence_name) alone after the idle: $(count_presence "$(presence_letter)") of $CAMERAS"; fi
     report_memory "after $IDLE s idle (freed memory returned every 30 s)" "$base_rss"
     echo "keepalives dropped at the cloud's presence socket so far (receive buffer full): $(presence_drops)"
     echo "the cloud's $(heap_trims)"
@@ -315,6 +348,7 @@ EOF
     for pid in "${GENERATORS[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     GENERATORS=()
+    if [ "$MODE" = stream ]; then block_udp off; fi
 }
 
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
