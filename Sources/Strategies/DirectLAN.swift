@@ -117,6 +117,11 @@ final class PreparedUDP: PreparedStrategy {
     func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration { delay }
 
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
+        try await connect(remote: remote, context: context, active: active)
+    }
+
+    /// ``connect(remote:context:)`` probing the peer's candidates (`active`) or waiting for its probes.
+    func connect(remote: PeerOffer, context: StrategyContext, active: Bool) async throws -> any PeerTransport {
         let targets = remote.candidates
             .filter { $0.strategy == id && $0.transport == "udp" && targetKinds.contains($0.kind) }
             .compactMap { TransportAddress($0.address) }
@@ -124,7 +129,7 @@ final class PreparedUDP: PreparedStrategy {
             throw StrategyError(code: .notApplicable, detail: "the peer offered no \(id) candidates")
         }
         let session = socket.session(token: context.sessionToken, budget: context.probeBudget)
-        let (active, probeInterval, maxPings) = (self.active, self.probeInterval, self.maxPings)
+        let (probeInterval, maxPings) = (self.probeInterval, self.maxPings)
         let deadline = probeInterval * maxPings
         let peer: TransportAddress
         do {

@@ -10,7 +10,7 @@ let portMappingLabSkipReason: String? =
 
 /// Router port mapping against a real miniupnpd in the lab router: a camera behind a symmetric NAT,
 /// seen from a viewer behind another (where punching gives up), is reached directly through the
-/// mapping its router granted, by each protocol; the mapping is gone once the session or the camera
+/// mapping its router granted, by each protocol, and through the viewer's router's mapping when only that one maps; the mapping is gone once the session or the camera
 /// ends; `trav probe` tells which protocols a gateway speaks; a router that maps nothing costs the
 /// race nothing but that strategy.
 @Suite(.serialized, .enabled(if: portMappingLabSkipReason == nil, Comment(rawValue: portMappingLabSkipReason ?? "")))
@@ -55,6 +55,28 @@ struct LabPortMappingTests {
             // The session is over: the camera deleted its mapping.
             let after = try await Self.mappings(on: "cam-router", in: lab, becoming: { $0 == 0 }, limit: .seconds(50))
             #expect(after.isEmpty, "mapping left on the router after the session: \(after)")
+        }
+    }
+
+    /// The other way round: the camera's router maps nothing, the viewer's does; the viewer offers its mapping and
+    /// the camera probes it. The viewer's mapping is gone once its session ends.
+    @Test func symmetricViewerIsReachedThroughItsOwnRoutersMapping() async throws {
+        try await TravLab.with(sites: Self.sites) { run in
+            _ = try run.startCloud()
+            let lab = run.lab
+            _ = try await lab.startPortMapping(site: "view", stun: lab.cloudAddresses)
+            let uid = try await run.startCamera(on: "cam-h1", strategies: "port-mapping,udp-hole-punch")
+            let viewer = try run.startConnect(from: "view-h1", to: uid, strategies: "port-mapping,udp-hole-punch", extra: ["--idle", "5"])
+            let viewerHost = try lab.address(of: "view-h1")
+            let router = try lab.address(of: "view-router")
+            let held = try await Self.mappings(on: "view-router", in: lab, becoming: { $0 >= 1 }, limit: .seconds(20))
+            #expect(!held.isEmpty && held.allSatisfy { $0.contains("dnat ip to \(viewerHost):") }, "\(held)")
+            let r = try await run.finishedConnect(viewer, timeout: .seconds(40))
+            #expect(r.connected && r.echoVerified && r.idleEchoVerified == true, "\(r)")
+            #expect(r.path == "port-mapping", "\(r)")
+            #expect(r.route?.contains("mapping \(router):") == true, "the report names the viewer's mapping: \(r.route ?? "-")")
+            let after = try await Self.mappings(on: "view-router", in: lab, becoming: { $0 == 0 }, limit: .seconds(20))
+            #expect(after.isEmpty, "mapping left on the viewer's router after the session: \(after)")
         }
     }
 

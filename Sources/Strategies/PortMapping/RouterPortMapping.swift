@@ -4,20 +4,18 @@ import STUNLite
 import Synchronization
 import Traversal
 
-/// `port-mapping`: the camera asks its router for a UDP port mapping (PCP, NAT-PMP or UPnP IGD)
-/// for the socket it will answer on and offers the mapped public address; the viewer probes it.
-/// Works behind any NAT whose router grants mappings, symmetric ones included, with no punching.
+/// `port-mapping`: each side asks its router for a UDP port mapping (PCP, NAT-PMP or UPnP IGD) for the
+/// socket it will use and offers the mapped public address; a side probes the peer's mapping when it offered
+/// one, and otherwise waits for the peer's probes to its own. Works behind any NAT whose router grants
+/// mappings, symmetric ones included, on either side, with no punching.
 ///
 /// ```
 ///  camera ──PCP MAP / NAT-PMP / AddPortMapping──► its router ──► public ip:port
 ///  camera ──offer(public ip:port)──► cloud ──► viewer ──probe──► public ip:port ──DNAT──► camera
+///  (the camera's router maps nothing, the viewer's does: the same the other way round, the camera probing)
 ///  session ends ─► lifetime 0 / DeletePortMapping
 /// ```
 ///
-/// Protocols are tried in the order RFC 6887 §9 suggests: PCP first, NAT-PMP when the gateway
-/// answers PCP with "unsupported version", and UPnP IGD (discovered by SSDP at the same time) when
-/// neither maps. The mapping lives as long as the session's transport (renewed at half its
-/// lifetime) and is deleted when the transport closes, or at once when another strategy wins.
 public struct RouterPortMapping: TraversalStrategy {
     /// The strategy id.
     public let id = "port-mapping"
@@ -50,26 +48,31 @@ public struct RouterPortMapping: TraversalStrategy {
         self.maxPings = maxPings
     }
 
-    /// The camera maps a fresh socket and offers the mapping; the viewer opens a socket to probe from.
+    /// Maps a fresh socket on this side's router and offers the mapping; a router that maps nothing leaves the
+    /// socket to probe the peer's mapping from (the viewer's gathering waits for the attempt: up to the
+    /// ``schedule``'s total, 750 ms by default, where no gateway answers).
     public func prepare(_ context: StrategyContext) async throws -> any PreparedStrategy {
         let socket = try await UDPPathSocket.open()
-        guard context.role == .camera else {
-            return PreparedPortMapping(inner: PreparedUDP(id: id, socket: socket, candidates: [], delay: .zero, active: true,
-                                                          targetKinds: [.serverReflexive], probeInterval: probeInterval, maxPings: maxPings),
-                                       lease: nil)
-        }
+        let lease: PortMappingLease?
+        let refusal: String?
         do {
             let route = try self.route ?? GatewayRoute.current()
-            let lease = try await acquire(route: route, port: socket.client.localAddress.port, logger: context.logger)
-            let candidate = Candidate(strategy: id, kind: .serverReflexive, address: lease.granted.external.description,
-                                      detail: ["protocol": lease.kind.rawValue])
-            return PreparedPortMapping(inner: PreparedUDP(id: id, socket: socket, candidates: [candidate], delay: .zero, active: false,
-                                                          targetKinds: [.serverReflexive], probeInterval: probeInterval, maxPings: maxPings),
-                                       lease: lease)
-        } catch {
+            lease = try await acquire(route: route, port: socket.client.localAddress.port, logger: context.logger)
+            refusal = nil
+        } catch is CancellationError {
             await socket.close()
-            throw error
+            throw CancellationError()
+        } catch {
+            lease = nil
+            refusal = (error as? StrategyError)?.detail ?? "\(error)"
+            context.logger.debug("no router mapping", metadata: ["error": "\(error)"])
         }
+        let candidates = lease.map {
+            [Candidate(strategy: id, kind: .serverReflexive, address: $0.granted.external.description, detail: ["protocol": $0.kind.rawValue])]
+        } ?? []
+        return PreparedPortMapping(inner: PreparedUDP(id: id, socket: socket, candidates: candidates, delay: .zero, active: true,
+                                                      targetKinds: [.serverReflexive], probeInterval: probeInterval, maxPings: maxPings),
+                                   lease: lease, refusal: refusal)
     }
 
     /// A mapping for local UDP `port` by the first protocol that grants one.
@@ -110,26 +113,34 @@ public struct RouterPortMapping: TraversalStrategy {
     }
 }
 
-/// A prepared port mapping: the probing socket and the lease behind its candidate (camera only).
+/// A prepared port mapping: the socket and the lease behind its candidate, if this side's router granted one.
 final class PreparedPortMapping: PreparedStrategy {
     let inner: PreparedUDP
     let lease: PortMappingLease?
+    /// Why this side's router granted no mapping (nil: it did).
+    let refusal: String?
     private let handedOver = Mutex(false)
 
-    init(inner: PreparedUDP, lease: PortMappingLease?) {
+    init(inner: PreparedUDP, lease: PortMappingLease?, refusal: String? = nil) {
         self.inner = inner
         self.lease = lease
+        self.refusal = refusal
     }
 
     var candidates: [Candidate] { inner.candidates }
 
     func startDelay(local: PeerOffer, remote: PeerOffer) -> Duration { .zero }
 
+    /// Probes the peer's mapping if it offered one (both do when both routers mapped), else waits for the peer's
+    /// probes to ours; neither mapped: not applicable.
     func connect(remote: PeerOffer, context: StrategyContext) async throws -> any PeerTransport {
-        let transport = try await inner.connect(remote: remote, context: context)
-        handedOver.withLock { $0 = true }
-        // The viewer names the camera's mapping as its offer announced it.
         let theirs = remote.candidates.first { $0.strategy == inner.id }
+        guard theirs != nil || lease != nil else {
+            throw StrategyError(code: .notApplicable, detail: "neither router granted a mapping (ours: \(refusal ?? "none asked"))")
+        }
+        let transport = try await inner.connect(remote: remote, context: context, active: theirs != nil)
+        handedOver.withLock { $0 = true }
+        // A side without a mapping of its own names the peer's, as its offer announced it.
         let via = lease.map { "\($0.kind.rawValue) mapping \($0.granted.external)" }
             ?? theirs.map { "peer's \($0.detail["protocol"] ?? "router") mapping \($0.address)" }
         return MappedPeerTransport(inner: transport, lease: lease, via: via)
