@@ -68,6 +68,8 @@ public struct SessionPathID: Hashable, Sendable, CustomStringConvertible {
 ///  standbyWanted ─► connectStandby(1) ─► standbyConnected(s, 1) ─► probe(s) every standbyCheckInterval (deciding side)
 ///     no answer within standbyTimeout, or lost(s) ─► abandon(s) + connectStandby(n+1, replacing)
 ///     standbyFailed(n) ─► connectStandby(n+1) after standbyRetryBackoff·2^k, at most maxStandbyFailures in a row
+///  kept standby carrying the session (after a fallback) ── silent while we send, no answer within standbyTimeout
+///     ─► connectStandby(n+1, replacing) ─► its check answered ─► switchTo(new, path-dead) + announce + abandon(old)
 /// ```
 ///
 /// The standby is kept alive by the deciding side, which also connects its replacements (one at a time): it is
@@ -226,6 +228,9 @@ public struct PathMigrationStateMachine: Sendable {
     private var upkeep = StandbyUpkeep.none
     /// Whether the standby in the set has answered a check.
     private var standbyWasProven = false
+    /// The kept standby that carries the session (after a fallback) and answered no probe: it stays active until
+    /// its replacement answers, then the session moves there (deciding side; ``replacesCarryingStandby``).
+    public private(set) var deadCarrier: SessionPathID?
     private var standbyAttempt: UInt32 = 0
     /// Standby connects that failed in a row, or standbys that died before answering a check: the backoff's exponent.
     public private(set) var standbyFailures = 0
@@ -265,11 +270,12 @@ public struct PathMigrationStateMachine: Sendable {
             due.append(r.began + configuration.addressValidationTimeout)
             if r.mayCheck { due.append((r.sent ?? r.began) + configuration.probeInterval) }
         }
-        for (id, path) in paths {
+        for (id, path) in paths where id != deadCarrier {
             if let p = path.probe {
                 due.append(p.sent + configuration.probeInterval)
-                if id == active, hasStandby { due.append(p.began + configuration.probeTimeout) }
-            } else if id == active, id != standby, let sent = lastSent, sent > path.lastHeard {
+                if id == active, hasStandby, id != standby { due.append(p.began + configuration.probeTimeout) }
+                if id == active, id == standby, replacesCarryingStandby { due.append(p.began + configuration.standbyTimeout) }
+            } else if id == active, id != standby || replacesCarryingStandby, deadCarrier == nil, let sent = lastSent, sent > path.lastHeard {
                 due.append(path.lastHeard + configuration.silence)
             }
         }
@@ -348,6 +354,16 @@ public struct PathMigrationStateMachine: Sendable {
         return []
     }
 
+    /// Whether this side replaces the kept standby while it carries the session: it decides, and connects its
+    /// standbys itself (a session that started direct and had one join).
+    private var replacesCarryingStandby: Bool {
+        guard deciding, start == .direct, standbysJoined > 0 else { return false }
+        switch upkeep {
+        case .standing, .due, .connecting: return true
+        case .none: return false
+        }
+    }
+
     /// Whether this side checks its standby now: it decides, keeps one, and the direct path carries the session.
     private var checksStandby: Bool {
         guard deciding, case .standing = upkeep, let s = standby, paths[s] != nil else { return false }
@@ -383,6 +399,8 @@ public struct PathMigrationStateMachine: Sendable {
         paths[path]?.lastHeard = now
         // On the active path, anything authenticated ends a suspicion; a candidate still needs its answer.
         if path == active { paths[path]?.probe = nil }
+        // A carrier given up for dead that is heard after all stays; its replacement, if it comes, stands by.
+        if path == deadCarrier { deadCarrier = nil }
     }
 
     /// Acts on what is due at `now`: attempts to begin or give up, probes to repeat, dead paths.
@@ -407,12 +425,28 @@ public struct PathMigrationStateMachine: Sendable {
             actions += checkAddress(on: id, now: now)
         }
         for id in paths.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
-            guard let path = paths[id] else { continue }
+            // A dead carrier waits for its replacement's answer (or to be heard after all): no probes, no fallback.
+            guard let path = paths[id], id != deadCarrier else { continue }
             // A silent direct path is probed (the probe also shows the peer where we are now, if our own NAT
             // rebound or we changed networks); it is given up only when there is a standby to fall back to.
             if id == active, id != standby {
                 if hasStandby, let p = path.probe, now >= p.began + configuration.probeTimeout {
                     actions += fallBack(now: now)
+                    continue
+                }
+                if path.probe == nil, let sent = lastSent, sent > path.lastHeard, now >= path.lastHeard + configuration.silence {
+                    actions.append(beginProbe(on: id, now: now))
+                    continue
+                }
+            }
+            // The kept standby carrying the session can die too (this side changed networks, so did its connection
+            // to the relay): probed when silent while we send, and replaced when it answers no probe.
+            if id == active, id == standby, replacesCarryingStandby, deadCarrier == nil {
+                if let p = path.probe, now >= p.began + configuration.standbyTimeout {
+                    deadCarrier = id
+                    standby = nil
+                    standbyWasProven = false
+                    actions += beginStandbyConnect(now: now)
                     continue
                 }
                 if path.probe == nil, let sent = lastSent, sent > path.lastHeard, now >= path.lastHeard + configuration.silence {
@@ -485,6 +519,16 @@ public struct PathMigrationStateMachine: Sendable {
             upkeep = .standing(next: now + configuration.standbyCheckInterval)
             standbyFailures = 0
             standbyWasProven = true
+            if let dead = deadCarrier, dead == active {
+                // The replacement of a dead carrier answered: the session moves there, as in a fallback.
+                deadCarrier = nil
+                var actions = move(to: path, reason: .pathDead)
+                paths[dead] = nil
+                epoch += 1
+                actions += [.announce(path, epoch: epoch), .abandon(dead)]
+                actions += scheduleRetry(now: now)
+                return actions
+            }
         }
         guard path != active, deciding, case .running(let attempt, _) = upgrade, paths[path]?.attempt == attempt else { return [] }
         var actions = move(to: path, reason: .upgrade)

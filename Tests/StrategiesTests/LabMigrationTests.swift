@@ -129,4 +129,35 @@ struct LabMigrationTests {
                          replacedAt - roamedAt, sent.bytes, sent.seconds, "\(video)"))
         }
     }
+
+    /// A roam that kills both paths at once: the camera's port-restricted NAT drops the viewer's datagrams from its new
+    /// network, and the viewer's standby keeps its old local address. Both sides fall back to the dead standby; the
+    /// viewer finds it silent, connects a replacement, and the session moves there and carries on.
+    @Test func aRoamThatKillsTheDirectPathAndTheStandbyTogetherEndsOnAReplacementRelay() async throws {
+        let camera = LabSite("cam", .portRestrictedCone)
+        let home = LabSite("home", .portRestrictedCone, link: LinkConditions(upKbps: 2000))
+        let away = LabSite("away", .portRestrictedCone, link: LinkConditions(upKbps: 2000))
+        try await TravLab.with(sites: [camera, home, away]) { run in
+            _ = try run.startCloud()
+            let strategies = "udp-hole-punch,tls-relay"
+            let uid = try await run.startCamera(on: camera.host(), strategies: strategies, extra: ["--relay-standby", "--video", "default"])
+            let watching = try run.startConnect(from: home.host(), to: uid, strategies: strategies, timeout: 15, paired: true,
+                                                extra: ["--relay-standby", "--upgrade", "none", "--channel-send", "3000000", "--stats",
+                                                        "--seconds", "20"])
+            try await Task.sleep(for: .seconds(5))
+            try await run.lab.roam(host: home.host(), to: away.name)
+            let roamedAt = Date().timeIntervalSince1970 * 1000
+            let r = try await run.finishedConnect(watching, timeout: .seconds(120))
+            #expect(r.connected, "\(r)")
+            let moves = (r.moves ?? []).filter { $0.unixMs >= roamedAt - 500 }
+            let fallback = try #require(moves.first { $0.to == "tls-relay" && $0.reason == "path-dead" },
+                                        "no fallback after the roam: \(moves) \(watching.output.stderr.suffix(2000))")
+            let replaced = try #require(moves.last { $0.from == "tls-relay" && $0.to == "tls-relay" && $0.reason == "path-dead" },
+                                        "the dead standby was not replaced: \(moves)")
+            #expect(replaced.unixMs > fallback.unixMs && replaced.route != fallback.route, "\(moves)")
+            let (sent, video) = try LabRebindingTests.intact(r)
+            print(String(format: "after the roam: fallback to the (dead) standby %.0f ms, on a replacement relay %.0f ms; longest gap between video frames %.0f ms; channel: %d bytes in %.2f s",
+                         fallback.unixMs - roamedAt, replaced.unixMs - roamedAt, video.longestGapMs, sent.bytes, sent.seconds))
+        }
+    }
 }

@@ -122,6 +122,8 @@ struct StandbyUpkeepStateMachineTests {
         _ = m.tick(now: at(1_200))
         _ = m.tick(now: at(1_500))
         #expect(m.active == SessionPathID(1))
+        // It carries the session and is heard: no periodic checks (only silence while sending would probe it).
+        m.heard(on: SessionPathID(1), now: at(1_600))
         let later = at(1_500) + m.configuration.standbyCheckInterval * 3
         #expect(!m.tick(now: later).contains { if case .probe(SessionPathID(1), _) = $0 { return true } else { return false } })
     }
@@ -139,5 +141,57 @@ struct StandbyUpkeepStateMachineTests {
     @Test func aSessionThatStartedOnTheRelayWantsNoOtherStandby() {
         var m = PathMigrationStateMachine(deciding: true, now: t0, nonceSeed: 100)
         #expect(m.standbyWanted(now: at(0)) == [])
+    }
+
+    /// The nonce of the first probe of `path` in `actions`.
+    func probeNonce(_ actions: [PathMigrationStateMachine.Action], on path: SessionPathID) -> UInt64? {
+        for case .probe(path, let nonce) in actions { return nonce }
+        return nil
+    }
+
+    /// This side changed networks: the direct path and the standby died together. After the fallback the standby
+    /// carrying the session is silent while we send; it answers no probe, a replacement is connected, and once the
+    /// replacement answers its check the session moves there.
+    @Test func aStandbyThatDiesWhileCarryingTheSessionIsReplacedAndTheSessionMovesToTheReplacement() throws {
+        var m = standing()
+        let old = SessionPathID(1), fresh = SessionPathID(2)
+        m.sent(now: at(200))
+        _ = m.tick(now: at(1_200))
+        #expect(m.tick(now: at(1_500)).contains(.switchTo(old, reason: .pathDead)))
+        m.sent(now: at(1_600))
+        let probe = try #require(probeNonce(m.tick(now: at(1_600)), on: old), "a silent carrier is probed")
+        #expect(m.nextDeadline == at(1_600) + m.configuration.probeInterval)
+        let dead = at(1_600) + m.configuration.standbyTimeout
+        let actions = m.tick(now: dead)
+        #expect(actions.contains(.connectStandby(attempt: 2, replacing: true)), "\(actions)")
+        #expect(m.deadCarrier == old && m.active == old && m.standby == nil)
+        let wrong = m.answered(on: old, nonce: probe &+ 1_000, now: dead)
+        #expect(wrong.isEmpty)
+        let joined = m.standbyConnected(fresh, attempt: 2, now: dead + .milliseconds(400))
+        #expect(joined)
+        let check = try #require(probeNonce(m.tick(now: dead + .milliseconds(400)), on: fresh), "the replacement is checked at once")
+        let moved = m.answered(on: fresh, nonce: check, now: dead + .milliseconds(450))
+        #expect(moved.prefix(3) == [.switchTo(fresh, reason: .pathDead), .announce(fresh, epoch: 2), .abandon(old)], "\(moved)")
+        #expect(m.active == fresh && m.standby == fresh && m.deadCarrier == nil && m.pathIDs == [fresh])
+    }
+
+    @Test func aCarrierHeardAfterAllStaysAndItsReplacementStandsBy() throws {
+        var m = standing()
+        let old = SessionPathID(1), fresh = SessionPathID(2)
+        m.sent(now: at(200))
+        _ = m.tick(now: at(1_200))
+        _ = m.tick(now: at(1_500))
+        m.sent(now: at(1_600))
+        _ = m.tick(now: at(1_600))
+        _ = m.tick(now: at(1_600) + m.configuration.standbyTimeout)
+        #expect(m.deadCarrier == old)
+        m.heard(on: old, now: at(3_200))
+        #expect(m.deadCarrier == nil)
+        let joined = m.standbyConnected(fresh, attempt: 2, now: at(3_300))
+        #expect(joined)
+        let check = try #require(probeNonce(m.tick(now: at(3_300)), on: fresh))
+        let answer = m.answered(on: fresh, nonce: check, now: at(3_350))
+        #expect(answer.isEmpty, "no move: the carrier works")
+        #expect(m.active == old && m.standby == fresh)
     }
 }
