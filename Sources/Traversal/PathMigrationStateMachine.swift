@@ -522,12 +522,7 @@ public struct PathMigrationStateMachine: Sendable {
             if let dead = deadCarrier, dead == active {
                 // The replacement of a dead carrier answered: the session moves there, as in a fallback.
                 deadCarrier = nil
-                var actions = move(to: path, reason: .pathDead)
-                paths[dead] = nil
-                epoch += 1
-                actions += [.announce(path, epoch: epoch), .abandon(dead)]
-                actions += scheduleRetry(now: now)
-                return actions
+                return leaveDeadActive(for: path, now: now)
             }
         }
         guard path != active, deciding, case .running(let attempt, _) = upgrade, paths[path]?.attempt == attempt else { return [] }
@@ -627,12 +622,18 @@ public struct PathMigrationStateMachine: Sendable {
 
     /// The active direct path is dead: back to the standby, tell the peer there, retry later.
     private mutating func fallBack(now: ContinuousClock.Instant) -> [Action] {
-        let dead = active
         guard let standby else { return [] }
-        var actions = move(to: standby, reason: .pathDead)
+        return leaveDeadActive(for: standby, now: now)
+    }
+
+    /// The active path is dead: move to `path` (reason `path-dead`), tell the peer there, drop the dead one,
+    /// and look for a direct path again later.
+    private mutating func leaveDeadActive(for path: SessionPathID, now: ContinuousClock.Instant) -> [Action] {
+        let dead = active
+        var actions = move(to: path, reason: .pathDead)
         paths[dead] = nil
         epoch += 1
-        actions += [.announce(standby, epoch: epoch), .abandon(dead)]
+        actions += [.announce(path, epoch: epoch), .abandon(dead)]
         actions += scheduleRetry(now: now)
         return actions
     }
