@@ -229,7 +229,7 @@ public struct PathMigrationStateMachine: Sendable {
     /// Whether the standby in the set has answered a check.
     private var standbyWasProven = false
     /// The kept standby that carries the session (after a fallback) and answered no probe: it stays active until
-    /// its replacement answers, then the session moves there (deciding side; ``replacesCarryingStandby``).
+    /// its replacement answers, then the session moves there (deciding side, on a session that started direct).
     public private(set) var deadCarrier: SessionPathID?
     private var standbyAttempt: UInt32 = 0
     /// Standby connects that failed in a row, or standbys that died before answering a check: the backoff's exponent.
