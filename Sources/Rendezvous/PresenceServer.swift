@@ -234,6 +234,30 @@ final class PresenceTable: Sendable {
     /// Ends ``restorations``.
     func finish() { restorationSink.finish() }
 
+    /// Counts what ``PresenceStateMachine/receive(_:from:over:now:)`` decided for a datagram from `source`, hands a
+    /// restored session to the hub, and returns the answer to write back where the datagram came from (nil: none).
+    /// The UDP socket and the streams both settle their datagrams here.
+    func settle(_ action: PresenceStateMachine.Action, from source: SocketAddress) -> [UInt8]? {
+        switch action {
+        case .send(let bytes, _):
+            PresenceMetrics.answered.increment()
+            return bytes
+        case .refuse(let error, let bytes, _):
+            PresenceMetrics.dropped(error.code).increment()
+            return bytes
+        case .restored(let session, let deviceID, let bytes, _):
+            PresenceMetrics.restored.increment()
+            restored(PresenceRestoration(session: session, deviceID: deviceID, address: source))
+            return bytes
+        case .left:
+            PresenceMetrics.left.increment()
+            return nil
+        case .drop(let error):
+            PresenceMetrics.dropped(error.code).increment()
+            return nil
+        }
+    }
+
     func withLock<T: Sendable>(_ body: (inout PresenceStateMachine) -> T) -> T {
         machine.withLock { body(&$0) }
     }
@@ -282,22 +306,9 @@ final class PresenceDatagramHandler: ChannelInboundHandler, Sendable {
         let envelope = unwrapInboundIn(data)
         let action = table.withLock { $0.receive(envelope.data.readableBytesView, from: envelope.remoteAddress, now: .now) }
         // What a datagram is answered with goes back to its source (its route is that address).
-        let source = envelope.remoteAddress
-        switch action {
-        case .send(let bytes, _):
-            PresenceMetrics.answered.increment()
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: source, data: ByteBuffer(bytes: bytes))), promise: nil)
-        case .refuse(let error, let bytes, _):
-            PresenceMetrics.dropped(error.code).increment()
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: source, data: ByteBuffer(bytes: bytes))), promise: nil)
-        case .restored(let session, let deviceID, let bytes, _):
-            PresenceMetrics.restored.increment()
-            table.restored(PresenceRestoration(session: session, deviceID: deviceID, address: source))
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: source, data: ByteBuffer(bytes: bytes))), promise: nil)
-        case .left:
-            PresenceMetrics.left.increment()
-        case .drop(let error):
-            PresenceMetrics.dropped(error.code).increment()
+        if let answer = table.settle(action, from: envelope.remoteAddress) {
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: ByteBuffer(bytes: answer))), promise: nil)
+        } else if case .drop(let error) = action {
             logger.trace("presence datagram dropped", metadata: ["from": "\(envelope.remoteAddress)", "error": "\(error)"])
         }
     }
@@ -407,25 +418,16 @@ final class PresenceStreamHandler: ChannelInboundHandler {
     private func handle(_ datagram: [UInt8], from source: SocketAddress, context: ChannelHandlerContext) throws {
         let action = table.withLock { $0.receive(datagram, from: source, over: id, now: .now) }
         switch action {
-        case .send(let bytes, _):
-            PresenceMetrics.answered.increment()
+        case .send, .restored:
             lastAuthentic = context.eventLoop.now
-            context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
-        case .restored(let session, let deviceID, let bytes, _):
-            PresenceMetrics.restored.increment()
-            lastAuthentic = context.eventLoop.now
-            table.restored(PresenceRestoration(session: session, deviceID: deviceID, address: source))
-            context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
-        case .refuse(let error, let bytes, _):
-            // The camera registers over TLS again; it closes this stream, or the timeout does.
-            PresenceMetrics.dropped(error.code).increment()
-            context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
-        case .left:
-            PresenceMetrics.left.increment()
-        case .drop(let error) where error.code == .rateLimited:
-            PresenceMetrics.dropped(error.code).increment()
-        case .drop(let error):
+        case .drop(let error) where error.code != .rateLimited:
             throw error
+        case .refuse, .left, .drop:
+            // A refused camera registers over TLS again; it closes this stream, or the timeout does.
+            break
+        }
+        if let answer = table.settle(action, from: source) {
+            context.write(wrapOutboundOut(ByteBuffer(bytes: answer)), promise: nil)
         }
     }
 
