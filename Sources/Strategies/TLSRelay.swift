@@ -102,8 +102,12 @@ public struct TLSRelay: TraversalStrategy {
     /// viewer's report says why there is no relayed path (a quota, a draining relay, a forbidden peer).
     public func prepare(_ context: StrategyContext) async throws -> any PreparedStrategy {
         guard context.role == .camera else { return PreparedTLSRelay(strategy: self, link: nil) }
-        guard let grant = context.relay else {
+        guard var grant = context.relay else {
             throw StrategyError(code: .notApplicable, detail: "the cloud issued no relay grant")
+        }
+        // A fresh end of a standby, allocated late in a long session, may hold a grant near its end: renewed first.
+        if let renew = context.renewRelay, RelayLink.renewalTime(of: grant) <= Date() {
+            grant = (try? await renew(grant)) ?? grant
         }
         do {
             let link = try await RelayLink.open(grant: grant, strategy: self, context: context)

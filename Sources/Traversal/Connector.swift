@@ -72,7 +72,9 @@ public struct ConnectorConfiguration: Sendable {
     /// allocation refreshed, carrying nothing until the direct path dies, when the session falls back to it
     /// (about 1.3 s with the default ``pathMigration``). The viewer checks the standby every few seconds
     /// and connects a fresh one when it dies (its connection reset, or left on an old address when the
-    /// viewer changed networks); the camera follows the replacement after a sealed check. Both sides must
+    /// viewer changed networks); the camera follows the replacement after a sealed check, and when its own
+    /// relay connection dies it allocates afresh and offers the new relayed address over the direct path,
+    /// which the viewer's replacement then reaches. Both sides must
     /// enable it; on one side only, the relay attempt times out and is closed. Default false: a direct
     /// session holds no relay allocation, and a dead direct path ends it.
     public var relayStandby = false
@@ -213,7 +215,7 @@ public final class Connector: Sendable {
               let standby = configuration.strategies.first(where: { $0.standsByForDirectSessions && remote.strategies.contains($0.id) }),
               standby.id != connection.path,
               let relay = prepared.first(where: { $0.id == standby.id })?.prepared else { return nil }
-        connection.keepStandby(relay, strategy: standby.id, remote: remote, context: context)
+        connection.keepStandby(relay, strategy: standby, remote: remote, context: context)
         return standby.id
     }
 

@@ -68,15 +68,22 @@ public struct SessionPathID: Hashable, Sendable, CustomStringConvertible {
 ///  standbyWanted ─► connectStandby(1) ─► standbyConnected(s, 1) ─► probe(s) every standbyCheckInterval (deciding side)
 ///     no answer within standbyTimeout, or lost(s) ─► abandon(s) + connectStandby(n+1, replacing)
 ///     standbyFailed(n) ─► connectStandby(n+1) after standbyRetryBackoff·2^k, at most maxStandbyFailures in a row
+///  other side: lost(s), its own end of the standby (its relay connection reset, its allocation refused a refresh)
+///     ─► connectStandby(n+1, replacing): a fresh allocation, its address offered sealed on the active path
+///     deciding side: peerRenewedStandby ─► abandon(s) + connectStandby(n+1, replacing) toward the new address
 ///  kept standby carrying the session (after a fallback) ── silent while we send, no answer within standbyTimeout
 ///     ─► connectStandby(n+1, replacing) ─► its check answered ─► switchTo(new, path-dead) + announce + abandon(old)
+///     (the standby is probed when the direct path turns suspect: silent too at the fallback, it is replaced at once)
 /// ```
 ///
 /// The standby is kept alive by the deciding side, which also connects its replacements (one at a time): it is
 /// the side that reaches the other's relayed address, so after it roams (its connection to the relay keeps a
 /// local address that no longer exists) or loses its relay connection, a fresh allocation pinging the peer's
 /// relayed address is all it takes. The other side keeps its end of the standby and follows the replacement's
-/// new relayed address like a rebinding: only after a sealed check from it is answered.
+/// new relayed address like a rebinding: only after a sealed check from it is answered. When the other side's
+/// own end dies (its allocation is gone, so no replacement from the deciding side can reach it), it allocates
+/// afresh and offers the new relayed address over the direct path; the deciding side then replaces its end too
+/// and connects toward the new address (``peerRenewedStandby(now:)``), at most once per ``Configuration/standbyRetryBackoff``.
 ///
 /// A new address is only a candidate: the driver reports only datagrams that authenticated and were fresh
 /// (a forged or replayed one moves nothing), a validation begins only for the datagram with the highest
@@ -192,7 +199,8 @@ public struct PathMigrationStateMachine: Sendable {
         case none
         /// A connect (attempt `attempt`) in flight since `since`: at most one.
         case connecting(attempt: UInt32, since: ContinuousClock.Instant)
-        /// In the set; checked next at `next` (deciding side) or never (the other side follows the peer's replacements).
+        /// In the set; checked next at `next` (deciding side) or never (the other side follows the peer's replacements,
+        /// and renews its own end when that ends).
         case standing(next: ContinuousClock.Instant)
         /// The next connect at `at`.
         case due(at: ContinuousClock.Instant)
@@ -236,6 +244,9 @@ public struct PathMigrationStateMachine: Sendable {
     public private(set) var standbyFailures = 0
     /// Standbys that joined so far (a later one replaces a dead one).
     public private(set) var standbysJoined = 0
+    /// When the peer's last renewed standby end was acted on (deciding side): a renewal sooner than
+    /// ``Configuration/standbyRetryBackoff`` after it is ignored, so a peer cannot make us allocate at its rate.
+    private var lastPeerRenewal: ContinuousClock.Instant?
 
     /// A session established at `now` on its ``SessionPathID/initial`` path (by default the relay);
     /// `nonceSeed` starts the probe nonces.
@@ -311,9 +322,12 @@ public struct PathMigrationStateMachine: Sendable {
     }
 
     /// The kept standby left the set: a fresh one is connected at once if it had answered a check (it died),
-    /// else after the backoff (so a relay that takes connections and drops them is not hammered).
+    /// else after the backoff (so a relay that takes connections and drops them is not hammered). On the other
+    /// side, its own end ended: a fresh end is allocated and offered at once.
     private mutating func standbyEnded(now: ContinuousClock.Instant) {
         if standbyWasProven, deciding {
+            upkeep = .due(at: now)
+        } else if !deciding, start == .direct, standbysJoined > 0 {
             upkeep = .due(at: now)
         } else {
             standbyFailed(now: now)
@@ -343,8 +357,32 @@ public struct PathMigrationStateMachine: Sendable {
     /// caller closes it). The deciding side checks it at once, which also shows the other side its new address.
     public mutating func standbyConnected(_ path: SessionPathID, attempt: UInt32, now: ContinuousClock.Instant) -> Bool {
         guard case .connecting(let current, _) = upkeep, current == attempt, standbyJoined(path, now: now) else { return false }
-        upkeep = deciding ? .standing(next: now) : .none
+        upkeep = .standing(next: now)
+        // The other side's end joined because the deciding side reached it: it works.
+        if !deciding { standbyFailures = 0 }
         return true
+    }
+
+    /// The peer offered a fresh end of the standby (sealed, on the active path: its own end had died). The deciding
+    /// side replaces its end at once, toward the new address: the standby in the set is abandoned (or, carrying the
+    /// session, kept until the replacement answers), and a connect begins, unless the last renewal was acted on less
+    /// than ``Configuration/standbyRetryBackoff`` ago or the session keeps no standby.
+    public mutating func peerRenewedStandby(now: ContinuousClock.Instant) -> [Action] {
+        guard deciding, start == .direct, standbysJoined > 0 || upkeep != .none,
+              lastPeerRenewal.map({ now >= $0 + configuration.standbyRetryBackoff }) ?? true else { return [] }
+        lastPeerRenewal = now
+        var actions: [Action] = []
+        if let s = standby, paths[s] != nil {
+            if s == active {
+                deadCarrier = s
+            } else {
+                paths[s] = nil
+                actions.append(.abandon(s))
+            }
+        }
+        standby = nil
+        standbyWasProven = false
+        return actions + beginStandbyConnect(now: now)
     }
 
     /// The standby connect `attempt` failed: tried again after a backoff, up to ``Configuration/maxStandbyFailures`` in a row.
@@ -376,10 +414,11 @@ public struct PathMigrationStateMachine: Sendable {
         return [.connectStandby(attempt: standbyAttempt, replacing: standbysJoined > 0)]
     }
 
-    /// A connect failed, or a standby died before answering a check: the next connect after the backoff.
+    /// A connect failed, or a standby died before answering a check: the next connect after the backoff (on the
+    /// other side, only when renewing an end that had joined: its first connect is not repeated).
     private mutating func standbyFailed(now: ContinuousClock.Instant) {
         standbyFailures += 1
-        upkeep = deciding && standbyFailures < configuration.maxStandbyFailures
+        upkeep = (deciding || standbysJoined > 0) && standbyFailures < configuration.maxStandbyFailures
             ? .due(at: now + Self.doubling(configuration.standbyRetryBackoff, failures: standbyFailures, cap: configuration.maxRetryBackoff))
             : .none
     }
@@ -431,11 +470,25 @@ public struct PathMigrationStateMachine: Sendable {
             // rebound or we changed networks); it is given up only when there is a standby to fall back to.
             if id == active, id != standby {
                 if hasStandby, let p = path.probe, now >= p.began + configuration.probeTimeout {
+                    let standbyProbe = standby.flatMap { paths[$0]?.probe }
                     actions += fallBack(now: now)
+                    // The standby, probed with the direct path, is silent too: both died together (this side changed
+                    // networks), so it is replaced at once, not after ``Configuration/standbyTimeout`` more of silence.
+                    if replacesCarryingStandby, let s = standby, s == active, let sp = standbyProbe,
+                       now >= sp.began + configuration.probeTimeout {
+                        deadCarrier = s
+                        standby = nil
+                        standbyWasProven = false
+                        actions += beginStandbyConnect(now: now)
+                    }
                     continue
                 }
                 if path.probe == nil, let sent = lastSent, sent > path.lastHeard, now >= path.lastHeard + configuration.silence {
                     actions.append(beginProbe(on: id, now: now))
+                    // The standby is checked at the same moment (deciding side), so a fallback knows whether it lives.
+                    if replacesCarryingStandby, let s = standby, s != id, paths[s] != nil, paths[s]?.probe == nil {
+                        actions.append(beginProbe(on: s, now: now))
+                    }
                     continue
                 }
             }

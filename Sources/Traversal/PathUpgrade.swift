@@ -165,6 +165,8 @@ extension PeerConnection {
             await performMigration(actions, peerOffer: offer)
         case .pathAnswer:
             if let answer = PathOfferMessage(decoding: body) { exchange.deliver(answer) }
+        case .standbyOffer:
+            await standbyOffered(body)
         default:
             return
         }

@@ -80,9 +80,11 @@ public final class PeerConnection: Sendable {
     /// How this session connects its standby relay, kept (with the prepared relay it owns) while it may connect again.
     private let standbySource = Mutex<StandbySource?>(nil)
 
-    /// What connects a standby: the relay prepared for the session, the peer's offer, the context.
+    /// What connects a standby: the relay prepared for the session, the strategy (to allocate a fresh end), the
+    /// peer's offer (its relayed candidate replaced when the peer renews its end), the context.
     struct StandbySource: Sendable {
         var prepared: any PreparedStrategy
+        var maker: any TraversalStrategy
         var strategy: String
         var remote: PeerOffer
         var context: StrategyContext
@@ -364,7 +366,7 @@ public final class PeerConnection: Sendable {
                 await perform(actions)
                 if settled { mtuSettledSink.yield() }
             }
-        case .pathOffer, .pathAnswer, .pathCheck, .pathCheckAnswer, .pathSwitch:
+        case .pathOffer, .pathAnswer, .pathCheck, .pathCheckAnswer, .pathSwitch, .standbyOffer:
             await migrationMessage(type, body, on: path, from: newSource, frameBytes: frame.count)
         case .keepalive, .welcome, .denied:
             break
@@ -379,11 +381,12 @@ public final class PeerConnection: Sendable {
 
     /// Connects `prepared` (a relay, ``ConnectorConfiguration/relayStandby``) in the background and adds its
     /// path to the set as the standby a dead direct path falls back to. The deciding side keeps `prepared` to
-    /// connect a fresh standby when that one dies (``PathMigrationStateMachine/Action/connectStandby(attempt:replacing:)``)
-    /// and closes it when the session closes; the other side closes it after its one connect. From then on the
-    /// channel engine sends packets no larger than the standby carries, so a fallback loses none.
-    func keepStandby(_ prepared: any PreparedStrategy, strategy: String, remote: PeerOffer, context: StrategyContext) {
-        let source = StandbySource(prepared: prepared, strategy: strategy, remote: remote, context: context)
+    /// connect a fresh standby when that one dies (``PathMigrationStateMachine/Action/connectStandby(attempt:replacing:)``);
+    /// the other side keeps `strategy` to allocate a fresh end of its own when its end dies. Both close what they
+    /// keep when the session closes. From then on the channel engine sends packets no larger than the standby
+    /// carries, so a fallback loses none.
+    func keepStandby(_ prepared: any PreparedStrategy, strategy: any TraversalStrategy, remote: PeerOffer, context: StrategyContext) {
+        let source = StandbySource(prepared: prepared, maker: strategy, strategy: strategy.id, remote: remote, context: context)
         let kept = standbySource.withLock { s -> Bool in
             guard s == nil, !closed.withLock({ $0 }) else { return false }
             s = source
@@ -399,16 +402,24 @@ public final class PeerConnection: Sendable {
     }
 
     /// Connects standby attempt `attempt` in the background (one at a time: a newer one cancels it) and tells
-    /// the migration rules how it went.
+    /// the migration rules how it went. On the side that does not decide, a replacement is a fresh end of its own
+    /// (``renewStandbyEnd(_:)``).
     func connectStandby(_ attempt: UInt32, replacing: Bool) {
         keep(Task { [weak self] in
-            guard let source = self?.standbySource.withLock({ $0 }) else { return }
-            let transport = try? await source.prepared.connect(remote: source.remote, context: source.context)
+            guard let source = self?.standbySource.withLock({ $0 }), let deciding = self?.paths.withMachine({ $0.deciding }) else { return }
+            let transport = deciding || !replacing
+                ? try? await source.prepared.connect(remote: source.remote, context: source.context)
+                : await self?.renewStandbyEnd(source)
             guard let self else {
                 await transport?.close()
                 return
             }
-            if self.paths.withMachine({ $0.deciding }) != true { self.releaseStandbySource() }
+            // The other side's first end is spent (handed to the path) or unused: closed now. It keeps the strategy
+            // to renew its end only if that end joined; otherwise it will connect none again.
+            if !deciding, !replacing {
+                await source.prepared.close()
+                if transport == nil { self.releaseStandbySource() }
+            }
             guard let transport, transport.isDatagram, let path = self.paths.add(transport, strategy: source.strategy) else {
                 await transport?.close()
                 await self.performMigration(self.paths.withMachine { $0.standbyFailed(attempt: attempt, now: .now) } ?? [])
@@ -426,6 +437,55 @@ public final class PeerConnection: Sendable {
                 source.context.logger.info("relay standing by", metadata: ["route": "\(transport.pathDescription)"])
             }
         }, in: .standby)
+    }
+
+    /// Times the side renewing its end of the standby offers it, ``standbyOfferInterval`` apart, while the peer has not reached it.
+    static let standbyOfferSends = 20
+    /// Wait between offers of a renewed standby end.
+    static let standbyOfferInterval: Duration = .milliseconds(500)
+
+    /// Allocates a fresh end of the standby (this side's own died), offers its relayed address sealed on the active
+    /// path until the peer reaches it, and returns the path once the peer has (nil: no allocation, or no peer in time).
+    private func renewStandbyEnd(_ source: StandbySource) async -> (any PeerTransport)? {
+        guard let fresh = try? await source.maker.prepare(source.context) else { return nil }
+        let candidates = fresh.candidates.filter { $0.strategy == source.strategy && $0.kind == .relayed }
+        let offer = PeerOffer(identityKey: Data(), candidates: candidates, strategies: [source.strategy])
+        guard !candidates.isEmpty, let body = try? JSONEncoder().encode(offer), body.count <= maxMessageSize else {
+            await fresh.close()
+            return nil
+        }
+        source.context.logger.info("offering a renewed relay standby end", metadata: ["relayed": "\(candidates[0].address)"])
+        let sender = Task { [weak self] in
+            for _ in 0..<Self.standbyOfferSends {
+                try? await self?.sendSealed(.standbyOffer, Array(body))
+                try? await Task.sleep(for: Self.standbyOfferInterval)
+            }
+        }
+        defer { sender.cancel() }
+        let transport = try? await fresh.connect(remote: source.remote, context: source.context)
+        await fresh.close()
+        return transport
+    }
+
+    /// The peer offered a fresh end of the standby (`body`: JSON ``PeerOffer``): the deciding side takes its relayed
+    /// candidate in place of the old one and lets the migration rules replace its own end toward it.
+    func standbyOffered(_ body: [UInt8]) async {
+        guard paths.withMachine({ $0.deciding }) == true,
+              let offer = try? JSONDecoder().decode(PeerOffer.self, from: Data(body)),
+              offer.candidates.count <= PeerOffer.maxCandidates else { return }
+        let renewed = standbySource.withLock { s -> Bool in
+            guard var source = s else { return false }
+            let fresh = offer.candidates.filter { $0.strategy == source.strategy && $0.kind == .relayed }
+            let old = source.remote.candidates.filter { $0.strategy == source.strategy && $0.kind == .relayed }
+            // Offered again while the peer waits for us: already taken.
+            guard !fresh.isEmpty, fresh != old else { return false }
+            source.remote.candidates = source.remote.candidates.filter { $0.strategy != source.strategy } + fresh
+            s = source
+            return true
+        }
+        guard renewed else { return }
+        upgrade?.context.logger.info("peer renewed its relay standby end", metadata: ["relayed": "\(offer.candidates[0].address)"])
+        await performMigration(paths.withMachine { $0.peerRenewedStandby(now: .now) } ?? [])
     }
 
     /// Lowers what the session sends, unreliable messages and channel packets alike, to what `standby` carries.

@@ -43,6 +43,9 @@ enum SessionMessageType: UInt8 {
     case pathCheckAnswer = 0x19
     /// The sender now sends on the path this came by: its move epoch (4 bytes, only grows).
     case pathSwitch = 0x1A
+    /// A fresh end of the relay standby, offered by the side whose own end died (``PathMigrationStateMachine/peerRenewedStandby(now:)``):
+    /// JSON ``PeerOffer`` with the new relayed candidate.
+    case standbyOffer = 0x1B
 }
 
 /// What the viewer presents inside the encrypted session.

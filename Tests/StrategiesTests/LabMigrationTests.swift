@@ -160,4 +160,62 @@ struct LabMigrationTests {
                          fallback.unixMs - roamedAt, replaced.unixMs - roamedAt, video.longestGapMs, sent.bytes, sent.seconds))
         }
     }
+
+    /// The camera's own connection to the relay dies (its socket destroyed, so the relay deletes its allocation): no
+    /// replacement from the viewer could reach the camera's old relayed address. The camera allocates afresh and offers
+    /// the new address over the direct path; the viewer replaces its end toward it; a later fallback lands there.
+    @Test func aCameraWhoseRelayConnectionDiesRenewsTheStandbyAndTheFallbackLandsOnIt() async throws {
+        let camera = LabSite("cam", .portRestrictedCone)
+        let viewer = LabSite("view", .portRestrictedCone, link: LinkConditions(upKbps: 2000))
+        try await TravLab.with(sites: [camera, viewer]) { run in
+            _ = try run.startCloud()
+            let strategies = "udp-hole-punch,tls-relay"
+            let (uid, cameraProcess) = try await run.startCameraProcess(
+                on: camera.host(), strategies: strategies, extra: ["--relay-standby", "--video", "default", "--log-level", "info"])
+            let watching = try run.startConnect(from: viewer.host(), to: uid, strategies: strategies, timeout: 15, paired: true,
+                                                extra: ["--relay-standby", "--upgrade", "none", "--channel-send", "3000000", "--stats",
+                                                        "--seconds", "20"])
+            // The camera logs its end of the standby when it joins: `relay standing by … route=relay tls LOCAL:PORT -> …`.
+            // Bounded: 150 × 100 ms.
+            var localPort: String?
+            for _ in 0..<150 where localPort == nil {
+                try await Task.sleep(for: .milliseconds(100))
+                localPort = cameraProcess.output.stderr.split(separator: "\n").lazy
+                    .filter { $0.contains("relay standing by") }
+                    .compactMap { line in line.firstMatch(of: /relay tls [0-9.]+:([0-9]+) ->/).map { String($0.1) } }.first
+            }
+            let port = try #require(localPort, "the camera's standby never joined: \(cameraProcess.output.stderr.suffix(2000))")
+            try await Task.sleep(for: .seconds(2))
+            // Destroy the camera's socket to the relay: the camera's read fails, the relay gets a reset and deletes the allocation.
+            let killedAt = Date().timeIntervalSince1970 * 1000
+            let killed = try await run.lab.run(host: camera.host(), ["ss", "-K", "-t", "sport", "=", ":\(port)"])
+            #expect(killed.status == 0, "\(killed)")
+            // The camera logs the move when the viewer reaches its renewed end. Bounded: 100 × 100 ms.
+            var renewedLine: String?
+            for _ in 0..<100 where renewedLine == nil {
+                try await Task.sleep(for: .milliseconds(100))
+                renewedLine = cameraProcess.output.stdout.split(separator: "\n").first { $0.contains("(standby-replaced)") }.map(String.init)
+            }
+            let renewed = try #require(renewedLine, "the camera never renewed its standby end: \(cameraProcess.output.stderr.suffix(3000))")
+            let renewedAt = Date().timeIntervalSince1970 * 1000
+            // The camera's end joins at the viewer's first ping; the viewer's, at the answer to it: time for that.
+            try await Task.sleep(for: .seconds(1))
+            let droppedAt = try await Self.dropDirectPath(run, camera: camera, viewer: viewer)
+            let r = try await run.finishedConnect(watching, timeout: .seconds(120))
+            #expect(r.connected, "\(r)")
+            let moves = r.moves ?? []
+            let replaced = try #require(moves.first { $0.reason == "standby-replaced" },
+                                        "the viewer never replaced its standby: \(moves) \(watching.output.stderr.suffix(2000))")
+            #expect(replaced.unixMs > killedAt && replaced.unixMs < droppedAt, "\(moves)")
+            let back = try #require(moves.first { $0.to == "tls-relay" && $0.unixMs >= droppedAt && $0.reason != "standby-replaced" },
+                                    "no fallback to the relay: \(moves) \(watching.output.stderr.suffix(2000))")
+            #expect(back.reason == "path-dead" || back.reason == "peer-moved", "\(back)")
+            #expect(back.route == replaced.route, "the fallback went to the renewed standby: \(moves)")
+            let gap = back.unixMs - droppedAt
+            #expect(gap < 2000, "\(moves)")
+            let (sent, video) = try LabRebindingTests.intact(r)
+            print(String(format: "camera's relay connection killed: the viewer's standby replaced %.0f ms later (camera: %@, seen %.0f ms after); after the direct path was dropped the session was on the renewed standby within %.0f ms (%@); longest gap between video frames %.0f ms; channel: %d bytes in %.2f s",
+                         replaced.unixMs - killedAt, renewed, renewedAt - killedAt, gap, back.reason, video.longestGapMs, sent.bytes, sent.seconds))
+        }
+    }
 }
