@@ -107,6 +107,26 @@ static inline int trav_sctp_set_mtu(struct socket *so, void *addr, uint32_t path
     return usrsctp_setsockopt(so, IPPROTO_SCTP, SCTP_PEER_ADDR_PARAMS, &pp, sizeof(pp));
 }
 
+/// Sets the association's retransmission timer bounds in ms (a session that moved between a stream and a
+/// datagram path); 0 leaves a value as it is.
+static inline int trav_sctp_set_rto(struct socket *so, uint32_t rto_initial, uint32_t rto_min, uint32_t rto_max) {
+    struct sctp_rtoinfo rto = { SCTP_CURRENT_ASSOC, rto_initial, rto_max, rto_min };
+    return usrsctp_setsockopt(so, IPPROTO_SCTP, SCTP_RTOINFO, &rto, sizeof(rto));
+}
+
+/// Reads the association's retransmission timer bounds in ms; returns 0, or -1 with errno.
+static inline int trav_sctp_get_rto(struct socket *so, uint32_t *rto_initial, uint32_t *rto_min, uint32_t *rto_max) {
+    struct sctp_rtoinfo rto;
+    memset(&rto, 0, sizeof(rto));
+    rto.srto_assoc_id = SCTP_CURRENT_ASSOC;
+    socklen_t len = sizeof(rto);
+    if (usrsctp_getsockopt(so, IPPROTO_SCTP, SCTP_RTOINFO, &rto, &len) < 0) return -1;
+    *rto_initial = rto.srto_initial;
+    *rto_min = rto.srto_min;
+    *rto_max = rto.srto_max;
+    return 0;
+}
+
 /// Sets a stream's priority for the priority scheduler (lower value: sent first).
 static inline int trav_sctp_set_stream_priority(struct socket *so, uint16_t sid, uint16_t value) {
     struct sctp_stream_value v = { SCTP_CURRENT_ASSOC, sid, value };

@@ -21,6 +21,9 @@ struct PathMTUSearch: Sendable {
         case use(size: Int)
     }
 
+    /// The base size every datagram path carries (RFC 8899 §5.1.2 BASE_PLPMTU): 1200 bytes, which fits IPv6's
+    /// 1280-byte minimum MTU with headers.
+    static let basePLPMTU = 1200
     /// Transport message sizes tried above the base (bytes of the whole datagram payload): a tunnel's
     /// 1280-ish, a PPPoE or VPN line's 1400, and 1452, what a 1500-byte MTU carries over IPv6 (1500 − 40 − 8).
     static let candidates = [1280, 1400, 1452]

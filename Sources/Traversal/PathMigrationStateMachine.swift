@@ -159,7 +159,8 @@ public struct PathMigrationStateMachine: Sendable {
     /// Where the session started: on the relay (it looks for a direct path, and keeps the relay as
     /// standby), or on a direct path (it only follows the peer's address).
     public enum Start: Sendable, Hashable {
-        /// On the relay.
+        /// On the relay, or on a stream path (TCP): the path kept to fall back to while a direct datagram path
+        /// is looked for.
         case relay
         /// On a direct path.
         case direct

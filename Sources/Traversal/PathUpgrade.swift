@@ -185,6 +185,7 @@ extension PeerConnection {
             case .probe(let path, let nonce):
                 try? await sendSealed(.pathCheck, nonce.bigEndianBytes, on: path)
             case .switchTo(let path, let reason):
+                retune(for: path)
                 if let move = paths.activate(path, reason: reason) {
                     logger.info("session moved", metadata: ["from": "\(move.from)", "to": "\(move.to)", "route": "\(move.route)",
                                                             "reason": "\(reason.rawValue)"])

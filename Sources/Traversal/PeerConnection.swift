@@ -73,8 +73,12 @@ public final class PeerConnection: Sendable {
     private let mtuSettledSink: AsyncStream<Void>.Continuation
     /// The largest SCTP packet a standby path carries: the channel engine never uses more, whatever the path MTU search finds.
     private let channelMTUCeiling = Mutex<Int?>(nil)
-    /// The largest transport message a standby path carries (nil: no standby has joined).
-    private let messageCeiling = Mutex<Int?>(nil)
+    /// The largest transport message a standby path carries, or the datagram base size for a stream session
+    /// that may move to a datagram path (nil: neither).
+    private let messageCeiling: Mutex<Int?>
+    /// The channel engine's retransmission timing on a datagram path, for a session that started on a stream
+    /// and may move to one (nil: it stays on one kind).
+    private let datagramTiming: SCTPAssociation.Configuration?
     /// What a camera sends again when the viewer repeats its hello (its welcome).
     private let replayOnHello: (hello: [UInt8], welcome: [UInt8])?
     /// How this session connects its standby relay, kept (with the prepared relay it owns) while it may connect again.
@@ -104,9 +108,11 @@ public final class PeerConnection: Sendable {
         self.peerIdentityKey = peerIdentity
         self.transport = transport
         // A relayed datagram session looks for direct paths: the channel engine's packet size, fixed when it
-        // connects, is the relay's (the smallest). Stream ↔ datagram moves are not made.
+        // connects, is the relay's (the smallest). So does a session on a stream path (TCP), which keeps the
+        // stream to fall back to as a relayed session keeps the relay.
         let upgrades = upgrade.map { !$0.strategies.isEmpty } ?? false
-        let migrates = upgrades && transport.isDatagram && transport.isRelayed
+        let fromStream = !transport.isDatagram
+        let migrates = upgrades && (transport.isRelayed || fromStream)
         // A direct datagram path on a socket that hears other addresses follows the peer when its NAT rebinds;
         // with a relay standby (``keepStandby``) it falls back to it, and from there looks for direct again.
         let follows = transport.isDatagram && !transport.isRelayed && transport is any RebindablePeerTransport
@@ -123,10 +129,16 @@ public final class PeerConnection: Sendable {
                                                                     bufferingPolicy: .bufferingNewest(Self.inboundBufferLimit))
         self.inbound = stream
         self.continuation = continuation
+        // A stream session that may move to a datagram path keeps to the datagram base size from the start
+        // (channel packets and unreliable messages alike): chunks cut larger could never cross a datagram path.
+        let carried = fromStream && migrates ? min(transport.maxMessageSize, PathMTUSearch.basePLPMTU) : transport.maxMessageSize
+        messageCeiling = Mutex(fromStream && migrates ? carried : nil)
         // usrsctp's AF_CONN packets come out up to ``SCTPAssociation/mtuOverrun`` bytes over the MTU it is given.
-        let limit = transport.maxMessageSize - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
+        let limit = carried - PeerWire.sealedOverhead - SCTPAssociation.mtuOverrun
         var sctp: SCTPAssociation.Configuration = transport.isDatagram
             ? .datagram(pathMTU: limit, roundTripMs: report.roundTripMs) : .stream(pathMTU: min(limit, Self.streamPathMTU))
+        // Its retransmission timer is the datagram one once it moves to a datagram path (TCP repairs losses itself, UDP does not).
+        datagramTiming = fromStream && migrates ? .datagram(pathMTU: limit) : nil
         sctp.heartbeats = self.keepalive != nil
         (mtuSettled, mtuSettledSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         // Probing sends packets on its own schedule, so a session that asked to go quiet when idle does not probe.
@@ -179,6 +191,9 @@ public final class PeerConnection: Sendable {
 
     /// The channel engine's initial retransmission timeout (ms).
     var channelRTOInitial: UInt32? { (try? channels.get())?.configuration.rtoInitial }
+
+    /// The channel engine's retransmission timer bounds in force (ms): initial, minimum, maximum.
+    var channelRetransmissionBounds: (initial: UInt32, min: UInt32, max: UInt32)? { (try? channels.get())?.retransmissionBounds }
 
     /// Largest engine packet sent so far (never above the path's limit).
     var largestChannelPacket: Int { (try? channels.get().largestPacketSize) ?? 0 }
@@ -486,6 +501,14 @@ public final class PeerConnection: Sendable {
         guard renewed else { return }
         upgrade?.context.logger.info("peer renewed its relay standby end", metadata: ["relayed": "\(offer.candidates[0].address)"])
         await performMigration(paths.withMachine { $0.peerRenewedStandby(now: .now) } ?? [])
+    }
+
+    /// Gives the channel engine the retransmission timing of a datagram path when a session that started on a
+    /// stream moves to one (UDP loses packets; TCP repaired them itself). It keeps that timing if it falls back to
+    /// the stream: what the dead datagram path lost must be sent again soon, not after the stream's 3 s minimum.
+    func retune(for path: SessionPathID) {
+        guard let datagramTiming, paths.transport(of: path)?.isDatagram == true else { return }
+        (try? channels.get())?.setRetransmissionTiming(datagramTiming)
     }
 
     /// Lowers what the session sends, unreliable messages and channel packets alike, to what `standby` carries.

@@ -54,6 +54,9 @@ final class SessionPaths: Sendable {
     /// Whether `path` is the one sends go on.
     func isActive(_ path: SessionPathID) -> Bool { state.withLock { $0.active == path } }
 
+    /// The transport of `path`, while it is in the set.
+    func transport(of path: SessionPathID) -> (any PeerTransport)? { state.withLock { $0.entries[path]?.transport } }
+
     /// Runs `body` on the migration state machine (nil result when the session never moves).
     func withMachine<R: Sendable>(_ body: (inout PathMigrationStateMachine) -> R) -> R? {
         state.withLock { s in

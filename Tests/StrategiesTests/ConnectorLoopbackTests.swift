@@ -4,7 +4,7 @@ import Logging
 import STUNLite
 import Strategies
 import Testing
-import Traversal
+@testable import Traversal
 
 /// A cheap scrypt cost for test passwords: these tests are about the protocol, not the KDF's cost.
 let testCost = PasswordVerifier.Parameters(log2Rounds: 10, blockSize: 8, parallelism: 1)
@@ -335,8 +335,9 @@ let testConnectTimeout: Duration = .seconds(20)
     }
 }
 
-/// `tcp-simultaneous-open` on loopback: both sides connect from their STUN-mapped TCP ports at once.
-@Suite struct TCPSimultaneousOpenLoopbackTests {
+/// `tcp-simultaneous-open` on loopback: both sides connect from their STUN-mapped TCP ports at once. One at a
+/// time: the camera's listener reuses its port, so a crossing attempt of a test running beside it could land there.
+@Suite(.serialized) struct TCPSimultaneousOpenLoopbackTests {
     @Test func crossingConnectsBecomeOneStream() async throws {
         let server = try await STUNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0))
         defer { Task { await server.shutdown() } }
@@ -373,5 +374,52 @@ let testConnectTimeout: Duration = .seconds(20)
     @Test func sameLANAndRestrictedTCPOverrideNATTypes() {
         #expect(PathPrediction.predict(camera: "symmetric", viewer: "symmetric", sameLAN: true).strategy == "direct-lan")
         #expect(PathPrediction.predict(camera: "udp-blocked", viewer: "port-restricted-cone", cameraTCP: false).direct == false)
+    }
+}
+
+/// A session that wins on TCP keeps looking for a direct datagram path and moves there while it runs, keeping
+/// the stream to fall back to; on loopback with real sockets.
+extension TCPSimultaneousOpenLoopbackTests {
+    @Test func aSessionThatWonOnTCPMovesToAPunchedUDPPathAndKeepsCarryingMessages() async throws {
+        let server = try await STUNServer.start(.init(listenIP: IPAddress("127.0.0.1")!, port: 0))
+        defer { Task { await server.shutdown() } }
+        let stun = [server.udpAddresses[.primary]!.description]
+        let introducer = InMemoryIntroducer()
+        func connector(_ identity: DeviceIdentity) -> Connector {
+            var c = ConnectorConfiguration(identity: identity, strategies: [TCPSimultaneousOpen()], stunServers: stun,
+                                           connectTimeout: testConnectTimeout, gatherTimeout: testGatherTimeout)
+            // The race may use only TCP; the hole punch runs in the background once the session is up.
+            c.upgradeStrategies = [UDPHolePunch()]
+            return Connector(configuration: c)
+        }
+        let camera = connector(ConnectorLoopbackTests.camera)
+        let connections = camera.serve([introducer.introductions], access: try .password("secret", parameters: testCost))
+        let echo = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for await c in connections {
+                    group.addTask {
+                        do { for try await m in c.inbound { try await c.send(m) } } catch {}
+                    }
+                }
+            }
+        }
+        defer { echo.cancel() }
+        let c = try await connector(.ephemeral()).connect(to: ConnectorLoopbackTests.cameraID, via: introducer, credential: .password("secret"))
+        defer { Task { await c.close() } }
+        #expect(c.path == "tcp-simultaneous-open")
+        #expect(c.channelRetransmissionBounds?.min == 3000, "on TCP, SCTP's timer stays above TCP's own recovery")
+        // Until it moves (and after), messages keep to what a datagram path carries.
+        #expect(c.maxMessageSize == 1200 - PeerWire.sealedOverhead, "\(c.maxMessageSize)")
+        #expect(try await ConnectorLoopbackTests.echo(c, bytes: 3000))
+        let moves = c.pathMoves
+        let move = try #require(await withDeadline(.seconds(15)) { () -> PathMove? in
+            for await m in moves { return m }
+            return nil
+        }, "the session never moved: \(c.report)")
+        #expect(move.from == "tcp-simultaneous-open" && move.to == "udp-hole-punch" && move.reason == .upgrade, "\(move)")
+        #expect(move.route.hasPrefix("udp "), "\(move)")
+        #expect(c.path == "udp-hole-punch")
+        #expect(c.channelRetransmissionBounds.map { [$0.initial, $0.min, $0.max] } == [1000, 200, 10_000], "the datagram timing")
+        #expect(try await ConnectorLoopbackTests.echo(c, bytes: 5000), "messages cross the datagram path")
     }
 }

@@ -218,4 +218,41 @@ struct LabMigrationTests {
                          replaced.unixMs - killedAt, renewed, renewedAt - killedAt, gap, back.reason, video.longestGapMs, sent.bytes, sent.seconds))
         }
     }
+
+    /// A session that won on TCP moves to a punched UDP path while a reliable channel and a video stream run, and
+    /// falls back to its TCP path when UDP between the sites goes dark; over real kernel NAT.
+    @Test func aSessionThatWonOnTCPMovesToUDPAndFallsBackToTCPWhenUDPIsDropped() async throws {
+        let camera = LabSite("cam", .portRestrictedCone)
+        let viewer = LabSite("view", .portRestrictedCone, link: LinkConditions(upKbps: 4000))
+        try await TravLab.with(sites: [camera, viewer]) { run in
+            _ = try run.startCloud()
+            // The race may only use TCP; the hole punch runs in the background once the session is up.
+            let moving = ["--upgrade", "udp-hole-punch"]
+            let uid = try await run.startCamera(on: camera.host(), strategies: "tcp-simultaneous-open", extra: moving + ["--video", "default"])
+            let watching = try run.startConnect(from: viewer.host(), to: uid, strategies: "tcp-simultaneous-open", timeout: 15, paired: true,
+                                                extra: moving + ["--channel-send", "5000000", "--stats", "--seconds", "16"])
+            try await Task.sleep(for: .seconds(7))
+            // UDP between the two sites' public addresses goes dark in the viewer's router; TCP still passes.
+            let cameraPublic = try run.lab.publicAddress(of: camera.host())
+            let droppedAt = Date().timeIntervalSince1970 * 1000
+            for direction in ["saddr", "daddr"] {
+                let r = try await run.lab.run(host: viewer.router, ["nft", "insert", "rule", "ip", "natlab", "forward", "ip", direction,
+                                                                    cameraPublic, "meta", "l4proto", "udp", "drop"])
+                #expect(r.status == 0, "\(r)")
+            }
+            let r = try await run.finishedConnect(watching, timeout: .seconds(120))
+            #expect(r.connected && r.path == "tcp-simultaneous-open", "\(r)")
+            let moves = r.moves ?? []
+            let up = try #require(moves.first, "the session never moved: \(r)")
+            #expect(up.from == "tcp-simultaneous-open" && up.to == "udp-hole-punch" && up.reason == "upgrade" && up.unixMs < droppedAt, "\(moves)")
+            let back = try #require(moves.first { $0.to == "tcp-simultaneous-open" && $0.unixMs >= droppedAt },
+                                    "no fallback to TCP: \(moves) \(watching.output.stderr.suffix(2000))")
+            #expect(back.reason == "path-dead" || back.reason == "peer-moved", "\(back)")
+            let gap = back.unixMs - droppedAt
+            #expect(gap < 2000, "\(moves)")
+            let (sent, video) = try LabRebindingTests.intact(r)
+            print(String(format: "TCP session moved to UDP %.0f ms after it began; back on TCP %.0f ms after UDP was dropped (%@); longest gap between video frames %.0f ms; channel: %d bytes in %.2f s",
+                         up.atMs, gap, back.reason, video.longestGapMs, sent.bytes, sent.seconds))
+        }
+    }
 }

@@ -110,6 +110,12 @@ final class ChannelSession: Sendable {
     /// Changes the engine's packet size (``SCTPAssociation/setPathMTU(_:)``).
     func setPathMTU(_ size: Int) { association.setPathMTU(size) }
 
+    /// Sets the engine's retransmission timer bounds to `timing`'s (the session moved to a path of another kind).
+    func setRetransmissionTiming(_ timing: SCTPAssociation.Configuration) { association.setRetransmissionTiming(timing) }
+
+    /// The engine's retransmission timer bounds in force (ms).
+    var retransmissionBounds: (initial: UInt32, min: UInt32, max: UInt32)? { association.retransmissionBounds }
+
     /// Opens a channel and waits for the peer's acknowledgement; with `early` an ordered channel is returned as soon
     /// as the association has taken its DATA_CHANNEL_OPEN (RFC 8832 §6: messages may follow it before the
     /// acknowledgement, sent ordered, as the channel's are), saving the round trip. A peer that refuses it resets

@@ -274,6 +274,26 @@ final class SCTPAssociation: Sendable {
         applyPathParameters()
     }
 
+    /// Sets the retransmission timer's bounds to `timing`'s (RFC 9260 §6.3.1: RTO.Initial, RTO.Min, RTO.Max): the
+    /// session moved between a stream path, whose transport repairs losses itself, and a datagram path. The next
+    /// round-trip measurement brings the timer within the new bounds.
+    func setRetransmissionTiming(_ timing: Configuration) {
+        socket.withLock { handle in
+            guard let so = handle?.pointer else { return }
+            _ = trav_sctp_set_rto(so, timing.rtoInitial, timing.rtoMin, timing.rtoMax)
+        }
+    }
+
+    /// The retransmission timer's bounds in force (ms): RTO.Initial, RTO.Min, RTO.Max; nil if unreadable.
+    var retransmissionBounds: (initial: UInt32, min: UInt32, max: UInt32)? {
+        socket.withLock { handle -> (UInt32, UInt32, UInt32)? in
+            guard let so = handle?.pointer else { return nil }
+            var initial: UInt32 = 0, low: UInt32 = 0, high: UInt32 = 0
+            guard trav_sctp_get_rto(so, &initial, &low, &high) == 0 else { return nil }
+            return (initial, low, high)
+        }
+    }
+
     /// Sets the scheduling priority of `stream` (lower first).
     func setPriority(_ value: UInt16, stream: UInt16) {
         socket.withLock { handle in
