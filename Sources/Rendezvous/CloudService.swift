@@ -44,6 +44,8 @@ public final class CloudService: Sendable {
         public var drainGracePeriod: Duration = .seconds(30)
         /// Relay shards, each on its own event loop of the cloud's group (the relay's `Configuration.shards`).
         public var shards: Int = 1
+        /// TCP keepalive on the relay's client connections (the relay's `Configuration.streamKeepalive`; nil: none).
+        public var streamKeepalive: TURNStreamKeepalive? = .standard
 
         /// A relay on port 3479 (UDP/TCP) and on the signalling's TLS port, no dedicated TLS port, special
         /// ranges refused, grants valid for an hour.
@@ -227,6 +229,7 @@ public final class CloudService: Sendable {
             relayIPs: TURNServer.Configuration.relayIPs(listening: listenIPs, overrides: configuration.relayIPs), server: settings)
         serverConfiguration.drainGracePeriod = configuration.drainGracePeriod
         serverConfiguration.shards = configuration.shards
+        serverConfiguration.streamKeepalive = configuration.streamKeepalive
         let server = try await TURNServer.start(serverConfiguration, group: group, logger: logger)
         var urls = ["turn:\(server.udpAddress)?transport=udp"]
         if let tcp = server.tcpAddress { urls.append("turn:\(tcp)?transport=tcp") }

@@ -63,6 +63,11 @@ public final class TURNServer: Sendable {
         /// A TCP/TLS connection that sends no complete message for this long is closed (longer than the
         /// longest refresh interval); a message dripped a byte at a time does not count.
         public var streamIdleTimeout: TimeAmount
+        /// TCP keepalive on client TCP/TLS connections (nil: none): a client that vanished without closing (it changed
+        /// networks, its old address is gone) answers no probe, so its connection is reset and its allocations
+        /// deleted (RFC 8656 §3.1: an allocation over TCP lives as long as the connection) within
+        /// ``TURNStreamKeepalive/deadAfter`` of silence, instead of lasting until its lifetime runs out unrefreshed.
+        public var streamKeepalive: TURNStreamKeepalive? = .standard
         /// How often timers are swept (allocations, permissions, channels, and connections without an
         /// allocation: ``TURNServerConfiguration/streamAuthenticationTimeout``).
         public var sweepInterval: TimeAmount
@@ -142,12 +147,13 @@ public final class TURNServer: Sendable {
     private let ledger: TURNSharedLedger
     private let listeners: [Channel]
     private let streamIdleTimeout: TimeAmount
+    private let streamKeepalive: TURNStreamKeepalive?
     let drainGracePeriod: Duration
     private let logger: Logger
 
     private init(udp: [TransportAddress], tcp: [TransportAddress], tls: [TransportAddress], shards: [TURNShard],
-                 ledger: TURNSharedLedger, listeners: [Channel], streamIdleTimeout: TimeAmount, drainGracePeriod: Duration,
-                 logger: Logger) {
+                 ledger: TURNSharedLedger, listeners: [Channel], streamIdleTimeout: TimeAmount, streamKeepalive: TURNStreamKeepalive?,
+                 drainGracePeriod: Duration, logger: Logger) {
         self.drainGracePeriod = drainGracePeriod
         self.udpAddresses = udp
         self.tcpAddresses = tcp
@@ -157,6 +163,7 @@ public final class TURNServer: Sendable {
         self.ledger = ledger
         self.listeners = listeners
         self.streamIdleTimeout = streamIdleTimeout
+        self.streamKeepalive = streamKeepalive
         self.logger = logger
     }
 
@@ -245,7 +252,8 @@ public final class TURNServer: Sendable {
                                 let source = child.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
                                 guard shard.admitStream(from: source) else { throw TURNError(.socket, detail: "too many connections") }
                                 try shard.serveAdmittedStream(child, from: source, tls: ssl, transport: transport,
-                                                              idleTimeout: configuration.streamIdleTimeout, ledger: ledger)
+                                                              idleTimeout: configuration.streamIdleTimeout,
+                                                              keepalive: configuration.streamKeepalive, ledger: ledger)
                             }
                         }
                         .bind(to: TransportAddress(ip: ip, port: port).socketAddress).get()
@@ -273,7 +281,7 @@ public final class TURNServer: Sendable {
                 "udp": "\(udp)", "tcp": "\(tcp)", "tls": "\(tls)", "shards": "\(shardCount)",
                 "relay": "\(configuration.relayIPs.values.map(\.description).sorted())"])
             return TURNServer(udp: udp, tcp: tcp, tls: tls, shards: shards, ledger: ledger, listeners: channels,
-                              streamIdleTimeout: configuration.streamIdleTimeout,
+                              streamIdleTimeout: configuration.streamIdleTimeout, streamKeepalive: configuration.streamKeepalive,
                               drainGracePeriod: configuration.drainGracePeriod, logger: logger)
         } catch {
             for c in channels { try? await c.close() }
@@ -357,13 +365,15 @@ public final class TURNServer: Sendable {
         let remote = channel.remoteAddress.flatMap(TransportAddress.init)
         let shard = shards[remote.map { TURNShardSteering.shard(of: $0.ip, shards: shards.count) } ?? 0]
         let timeout = streamIdleTimeout
+        let keepalive = streamKeepalive
         let ledger = self.ledger
         let source = channel.remoteAddress.map(SourceAddressKey.init) ?? .unidentified
         guard shard.admitStream(from: source) else {
             return channel.eventLoop.makeFailedFuture(TURNError(.socket, detail: "too many connections"))
         }
         return channel.eventLoop.submit {
-            try shard.serveAdmittedStream(channel, from: source, tls: nil, transport: transport, idleTimeout: timeout, ledger: ledger)
+            try shard.serveAdmittedStream(channel, from: source, tls: nil, transport: transport, idleTimeout: timeout,
+                                          keepalive: keepalive, ledger: ledger)
         }
     }
 
@@ -380,10 +390,12 @@ public final class TURNServer: Sendable {
 extension TURNShard {
     /// Adds the stream pipeline to an admitted connection: TLS when `tls` is given (else none, or already
     /// in the pipeline), STUN and padded ChannelData framing, idle timeout, TURN handling (RFC 8656 §12.5);
-    /// releases `source`'s admission on close. Must run on the channel's event loop.
+    /// turns on TCP `keepalive` when given; releases `source`'s admission on close. Must run on the channel's event loop.
     func serveAdmittedStream(_ channel: any Channel, from source: SourceAddressKey, tls: NIOSSLContext?, transport: STUNTransport,
-                             idleTimeout: TimeAmount, ledger: TURNSharedLedger) throws {
+                             idleTimeout: TimeAmount, keepalive: TURNStreamKeepalive?, ledger: TURNSharedLedger) throws {
         channel.closeFuture.whenComplete { _ in ledger.releaseStream(from: source) }
+        // A channel that is not a socket (a test's) has no keepalive to turn on.
+        if let keepalive, let options = channel.syncOptions { try? keepalive.apply(to: options) }
         if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
         // The idle timer sits after the framer: only whole messages reset it.
         try channel.pipeline.syncOperations.addHandlers(
@@ -460,5 +472,46 @@ final class TURNShardStopper: Sendable {
                 await shard.stop()
             }
         }
+    }
+}
+
+/// TCP keepalive on a relay's client connections (``TURNServer/Configuration/streamKeepalive``): the first probe
+/// after ``idle`` of silence, then one every ``interval``; after ``probes`` unanswered the kernel resets the connection.
+public struct TURNStreamKeepalive: Sendable, Hashable {
+    /// Silence before the first probe (`TCP_KEEPIDLE`).
+    public var idle: Duration
+    /// Between probes (`TCP_KEEPINTVL`).
+    public var interval: Duration
+    /// Unanswered probes that end the connection (`TCP_KEEPCNT`).
+    public var probes: Int
+
+    /// A keepalive; durations are applied in whole seconds, at least one.
+    public init(idle: Duration, interval: Duration, probes: Int) {
+        self.idle = idle
+        self.interval = interval
+        self.probes = probes
+    }
+
+    /// The default: first probe after 30 s of silence, then every 10 s, 3 probes: a vanished client's
+    /// connection ends within 60 s.
+    public static let standard = TURNStreamKeepalive(idle: .seconds(30), interval: .seconds(10), probes: 3)
+
+    /// The first probe after `idle`, then 3 probes `idle` / 3 apart (at least 1 s): a vanished client's connection
+    /// ends about 2 × `idle` after its last message (``standard`` is this for 30 s).
+    public static func after(idle: Duration) -> TURNStreamKeepalive {
+        TURNStreamKeepalive(idle: idle, interval: max(.seconds(1), idle / 3), probes: 3)
+    }
+
+    /// Silence after which a client that answers no probe has lost its connection: idle + interval × probes.
+    public var deadAfter: Duration { idle + interval * probes }
+
+    /// Sets `SO_KEEPALIVE` and the three TCP keepalive options on a socket channel.
+    func apply(to options: any NIOSynchronousChannelOptions) throws {
+        func seconds(_ d: Duration) -> Int { Int(max(1, min(Int64(Int32.max), d.components.seconds))) }
+        try options.setOption(.socketOption(.so_keepalive), value: 1)
+        try options.setOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPIDLE)), value: seconds(idle))
+        try options.setOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPINTVL)), value: seconds(interval))
+        try options.setOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: TCP_KEEPCNT)),
+                              value: max(1, min(probes, 127)))
     }
 }

@@ -72,6 +72,8 @@ extension Trav {
         var relayThreads: Int = 0
         @Option(help: "At SIGTERM the relay keeps existing allocations for up to this many seconds (new ones are refused).")
         var drainSeconds: Int = 30
+        @Option(help: "TCP keepalive on the relay's client connections: first probe after this many silent seconds, 3 more a third of it apart; a vanished client's allocations go within twice this (0: off).")
+        var relayKeepaliveSeconds: Int = 30
         @Option(help: "HOST:PORT to serve Prometheus metrics (the relay's among them) on, at /metrics (default: none).")
         var metricsListen: String?
         @Option(help: "Look-ups (introductions) one source IP may make at once before the rate limit applies.")
@@ -119,6 +121,7 @@ extension Trav {
             _ = try addressesPerFamily(relayIPs, option: "--relay-ip")
             for c in relayAllowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
             guard drainSeconds >= 0 else { throw ValidationError("--drain-seconds must not be negative") }
+            guard (0...86_400).contains(relayKeepaliveSeconds) else { throw ValidationError("--relay-keepalive-seconds must be 0…86400") }
             guard relayGrantSeconds > 0 else { throw ValidationError("--relay-grant-lifetime must be positive") }
             if let m = metricsListen, TransportAddress(m) == nil { throw ValidationError("--metrics-listen must be IP:PORT, got \(m)") }
             guard (1...100_000).contains(lookupBurst) else { throw ValidationError("--lookup-burst must be 1…100000") }
@@ -156,6 +159,7 @@ extension Trav {
                                              allowedPeers: relayAllowPeers.compactMap { IPPrefix($0) },
                                              grantLifetime: .seconds(relayGrantSeconds)))
             configuration.relay?.drainGracePeriod = .seconds(drainSeconds)
+            configuration.relay?.streamKeepalive = relayKeepaliveSeconds == 0 ? nil : .after(idle: .seconds(relayKeepaliveSeconds))
             configuration.relay?.shards = relayThreads > 0 ? relayThreads : System.coreCount
             configuration.lookupRateLimit = .init(capacity: lookupBurst, refillInterval: .nanoseconds(Int64(1e9 / lookupsPerSecond)))
             let openFiles = OpenFileLimit.raiseToHardLimit()

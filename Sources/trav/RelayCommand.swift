@@ -39,6 +39,8 @@ extension Trav {
         var legacyChannelRange = false
         @Option(help: "After SIGTERM or SIGINT, seconds existing allocations keep relaying while new ones are refused (0: stop at once).")
         var drainSeconds: Int = Int(TURNServer.Configuration.defaultDrainGracePeriod.components.seconds)
+        @Option(help: "TCP keepalive on client TCP/TLS connections: first probe after this many silent seconds, 3 more a third of it apart; a vanished client's allocations go within twice this (0: off).")
+        var keepaliveSeconds: Int = 30
         @Option(help: "HOST:PORT to serve Prometheus metrics on, at /metrics (default: none).")
         var metricsListen: String?
         @OptionGroup var common: CommonOptions
@@ -52,6 +54,7 @@ extension Trav {
                 throw ValidationError("--user must be NAME:PASSWORD, got \(u)")
             }
             guard challengeRate > 0 else { throw ValidationError("--challenge-rate must be positive") }
+            guard (0...86_400).contains(keepaliveSeconds) else { throw ValidationError("--keepalive-seconds must be 0…86400") }
             for c in allowPeers where IPPrefix(c) == nil { throw ValidationError("--relay-allow-peers: not a CIDR: \(c)") }
             if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
             guard drainSeconds >= 0 else { throw ValidationError("--drain-seconds must not be negative") }
@@ -88,6 +91,7 @@ extension Trav {
             var configuration = TURNServer.Configuration(listenIP: ips[0], additionalListenIPs: Array(ips.dropFirst()), port: port, tls: tls,
                                                          relayIPs: relayIPs, server: settings)
             configuration.drainGracePeriod = .seconds(drainSeconds)
+            configuration.streamKeepalive = keepaliveSeconds == 0 ? nil : .after(idle: .seconds(keepaliveSeconds))
             configuration.shards = threads > 0 ? threads : System.coreCount
             let server = try await TURNServer.start(configuration, logger: logger)
             var services: [any Service] = []

@@ -92,7 +92,10 @@ struct LabMigrationTests {
         let home = LabSite("home", .portRestrictedCone, link: LinkConditions(upKbps: 2000))
         let away = LabSite("away", .portRestrictedCone, link: LinkConditions(upKbps: 2000))
         try await TravLab.with(sites: [camera, home, away]) { run in
-            _ = try run.startCloud()
+            // The relay's TCP keepalive, shortened (first probe after 2 s of silence), ends the roamed viewer's old
+            // connection to it, and with it the old allocation; the metrics show the allocations held.
+            let metrics = "\(run.lab.cloudAddresses[0]):9090"
+            _ = try run.startCloud(["--metrics-listen", metrics, "--relay-keepalive-seconds", "2"])
             let strategies = "udp-hole-punch,tls-relay"
             let (uid, cameraProcess) = try await run.startCameraProcess(on: camera.host(), strategies: strategies,
                                                                         extra: ["--relay-standby", "--video", "default"])
@@ -110,6 +113,19 @@ struct LabMigrationTests {
             }
             let replaced = try #require(replacedLine, "the camera never followed a replaced standby: \(cameraProcess.output)")
             let replacedAt = Date().timeIntervalSince1970 * 1000
+            // Three allocations now (the camera's, the viewer's old and its replacement); the old one goes when the
+            // relay's keepalive finds its connection dead. Bounded: 60 × 250 ms.
+            var held: [Int] = []
+            for _ in 0..<60 where held.last != 2 {
+                let scraped = try await run.lab.run(host: "cloud", ["curl", "-s", "--max-time", "2", "http://\(metrics)/metrics"])
+                if let line = scraped.stdout.split(separator: "\n").first(where: { $0.hasPrefix("turn_allocations ") }),
+                   let value = Double(line.split(separator: " ").last ?? "") {
+                    held.append(Int(value))
+                }
+                if held.last != 2 { try await Task.sleep(for: .milliseconds(250)) }
+            }
+            #expect(held.last == 2, "the roamed viewer's old allocation stayed: \(held)")
+            let releasedAt = Date().timeIntervalSince1970 * 1000
             let droppedAt = try await Self.dropDirectPath(run, camera: camera, viewer: away)
             let r = try await run.finishedConnect(watching, timeout: .seconds(120))
             #expect(r.connected, "\(r)")
@@ -125,8 +141,8 @@ struct LabMigrationTests {
             let (sent, video) = try LabRebindingTests.intact(r)
             print(String(format: "standby replaced %.0f ms after the roam (camera: %@); after the direct path was dropped the session was on the replacement within %.0f ms (%@); longest gap between video frames %.0f ms",
                          renewed.unixMs - roamedAt, replaced, gap, back.reason, video.longestGapMs))
-            print(String(format: "replacement seen by the camera %.0f ms after the roam; channel: %d bytes in %.2f s; video: %@",
-                         replacedAt - roamedAt, sent.bytes, sent.seconds, "\(video)"))
+            print(String(format: "replacement seen by the camera %.0f ms after the roam; the old allocation gone %.0f ms after that (allocations held: %@); channel: %d bytes in %.2f s; video: %@",
+                         replacedAt - roamedAt, releasedAt - replacedAt, "\(held)", sent.bytes, sent.seconds, "\(video)"))
         }
     }
 
