@@ -19,6 +19,8 @@ extension Trav {
 
         @Option(help: "Raced connections per pair (median and p99 over these).") var runs: Int = 5
         @Flag(help: "Skip the per-strategy runs (only the race).") var raceOnly = false
+        @Option(help: "standard: the pairs that show each strategy; full: every ordered pair of the lab's NAT kinds (64, two sites per kind) and the LAN.")
+        var grid: CompareGrid.Kind = .standard
         @Flag(help: "Print one JSON object.") var json = false
         @Option(help: "Write a self-contained HTML page with the grid and a chart.") var html: String?
         @Option(help: "Put every site behind a line with these conditions (natlab.sh LINK: mobile, dsl,loss=5, delay=50ms…).")
@@ -62,9 +64,14 @@ extension Trav {
             if let reason = TravLab.skipReason(trav: FileManager.default.isExecutableFile(atPath: trav) ? trav : TravLab.debugTrav) {
                 throw CLIError("cannot build the NAT lab: \(reason)")
             }
-            let grid = CompareGrid.standard.behind(link.flatMap(LinkConditions.init(spec:)))
+            // The full grid needs more sites than one lab holds: it runs in parts, one lab after the other.
+            let parts = (self.grid == .full ? CompareGrid.full : [CompareGrid.standard]).map { $0.behind(link.flatMap(LinkConditions.init(spec:))) }
             let all = StrategyCatalog.ids
-            let results: [PairResult] = try await TravLab.with(sites: grid.sites, trav: trav, signallingPort: 443) { lab in
+            var results: [PairResult] = []
+            var done = 0
+            let total = parts.reduce(0) { $0 + $1.pairs.count }
+            for grid in parts {
+            results += try await TravLab.with(sites: grid.sites, trav: trav, signallingPort: 443) { lab in
                 // Signalling and the relay's TLS share port 443 (ALPN), so a network that only lets TCP 443 out reaches both.
                 _ = try lab.startCloud()
                 progress("cloud up; probing each site")
@@ -78,8 +85,9 @@ extension Trav {
                     uids[camera] = try await lab.startCamera(on: camera)
                 }
                 var out: [PairResult] = []
-                for (k, pair) in grid.pairs.enumerated() {
-                    progress("[\(k + 1)/\(grid.pairs.count)] \(pair.label)")
+                for pair in grid.pairs {
+                    done += 1
+                    progress("[\(done)/\(total)] \(pair.label)")
                     let c = nat[pair.camera]!, v = nat[pair.viewer]!
                     let prediction = PathPrediction.predict(camera: c.type, viewer: v.type, sameLAN: pair.sameLAN,
                                                             cameraTCP: c.tcp, viewerTCP: v.tcp)
@@ -113,6 +121,7 @@ extension Trav {
                                           mismatch: prediction.direct != (outcome == "direct"), strategies: alone))
                 }
                 return out
+            }
             }
             if json {
                 try printJSON(results)
@@ -148,6 +157,14 @@ extension Trav {
 
 /// The lab sites and pairs the comparison grid measures.
 struct CompareGrid {
+    /// Which grid `trav compare --grid` runs.
+    enum Kind: String, ExpressibleByArgument, CaseIterable {
+        /// ``CompareGrid/standard``.
+        case standard
+        /// ``CompareGrid/full``.
+        case full
+    }
+
     struct Pair {
         var camera: String
         var viewer: String
@@ -177,6 +194,28 @@ struct CompareGrid {
             Pair(camera: "udpb-h1", viewer: "prc-h1"), Pair(camera: "sym-h1", viewer: "symb-h1"),
             Pair(camera: "t443-h1", viewer: "prc-h1"),
         ])
+
+    /// The lab's NAT kinds (not the LAN), each with its short site name.
+    static let kinds: [(name: String, kind: NATKind)] = [
+        ("pub", .open), ("fc", .fullCone), ("rc", .restrictedCone), ("prc", .portRestrictedCone), ("sym", .symmetric),
+        ("dbl", .doubleNAT), ("udpb", .udpBlocked), ("t443", .tcp443Only),
+    ]
+
+    /// Every ordered pair of ``kinds`` and two hosts on one LAN, in three labs (one holds at most 15 sites): one
+    /// site per kind with a camera (h1) and a viewer (h2) for the pairs of two kinds, then two sites per kind
+    /// (`c…`, `v…`), half the kinds at a time, so that a kind meets itself across two NATs.
+    static let full: [CompareGrid] = {
+        let mixed = CompareGrid(
+            sites: [LabSite("lan", .portRestrictedCone, hosts: 2)] + kinds.map { LabSite($0.name, $0.kind, hosts: 2) },
+            pairs: [Pair(camera: "lan-h1", viewer: "lan-h2", sameLAN: true)]
+                + kinds.flatMap { c in kinds.filter { $0.name != c.name }.map { v in Pair(camera: "\(c.name)-h1", viewer: "\(v.name)-h2") } })
+        let same = stride(from: 0, to: kinds.count, by: 4).map { start in
+            let half = kinds[start..<min(start + 4, kinds.count)]
+            return CompareGrid(sites: half.flatMap { [LabSite("c" + $0.name, $0.kind), LabSite("v" + $0.name, $0.kind)] },
+                               pairs: half.map { Pair(camera: "c\($0.name)-h1", viewer: "v\($0.name)-h1") })
+        }
+        return [mixed] + same
+    }()
 }
 
 /// The most frequent element (first on ties); nil when empty.
