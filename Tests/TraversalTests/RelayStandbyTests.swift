@@ -169,6 +169,16 @@ struct RelayStandbyTests {
         func close() async {}
     }
 
+    /// Waits until both sides hold the standby and the viewer's end (`viewerEnd`) has sent its first check, then 200 ms more.
+    static func standbyJoined(_ viewer: PeerConnection, _ camera: PeerConnection, viewerEnd: PeerRebindingTests.NATedEnd) async throws {
+        // Bounded: 50 × 20 ms for the standby to join and answer its first check.
+        for _ in 0..<50 where viewer.paths.withMachine({ $0.hasStandby && $0.standbyFailures == 0 }) != true
+            || camera.paths.withMachine({ $0.hasStandby }) != true || viewerEnd.sentTo.withLock({ $0.isEmpty }) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await Task.sleep(for: .milliseconds(200))
+    }
+
     static let cameraRelayed = try! SocketAddress(ipAddress: "192.0.2.1", port: 49_152)
     static let viewerRelayed = try! SocketAddress(ipAddress: "192.0.2.1", port: 49_153)
     static let viewerRelayedAgain = try! SocketAddress(ipAddress: "192.0.2.1", port: 49_154)
@@ -194,12 +204,7 @@ struct RelayStandbyTests {
         let viewerMoves = viewer.pathMoves
         let cameraMoves = camera.pathMoves
         let numbers = try await NumberedChannelRun(from: viewer, to: camera)
-        // Bounded: 50 × 20 ms for the standby to join and answer its first check.
-        for _ in 0..<50 where viewer.paths.withMachine({ $0.hasStandby && $0.standbyFailures == 0 }) != true
-            || camera.paths.withMachine({ $0.hasStandby }) != true || first.sentTo.withLock({ $0.isEmpty }) {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        try await Task.sleep(for: .milliseconds(200))
+        try await Self.standbyJoined(viewer, camera, viewerEnd: first)
 
         // The viewer's connection to the relay fails (reset): the standby is replaced, and the camera follows the
         // replacement's relayed address after a sealed check.
@@ -252,12 +257,7 @@ struct RelayStandbyTests {
         let viewerMoves = viewer.pathMoves
         let cameraMoves = camera.pathMoves
         let numbers = try await NumberedChannelRun(from: viewer, to: camera)
-        // Bounded: 50 × 20 ms for the standby to join and answer its first check.
-        for _ in 0..<50 where viewer.paths.withMachine({ $0.hasStandby && $0.standbyFailures == 0 }) != true
-            || camera.paths.withMachine({ $0.hasStandby }) != true || first.sentTo.withLock({ $0.isEmpty }) {
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        try await Task.sleep(for: .milliseconds(200))
+        try await Self.standbyJoined(viewer, camera, viewerEnd: first)
 
         // The camera's end ends (its relay connection reset); the viewer's end stays open, talking to nothing.
         await cameraRelay.close()
