@@ -267,7 +267,7 @@ public actor TURNClient {
     /// Writes `frames`, messages already framed for this transport (ChannelData padded over TCP/TLS,
     /// RFC 8656 §12.5), as they are and without waiting: for a sender that frames once and sends the same
     /// bytes many times. Returns `false`, writing nothing, while the connection's outbound buffer is past
-    /// its high-water mark; throws ``TURNError/Code/closed`` once the socket or connection has closed.
+    /// its high-water mark; throws a `closed` error once the socket or connection has closed.
     public nonisolated func sendFramed(_ frames: ByteBuffer) throws(TURNError) -> Bool {
         guard channel.isActive else { throw TURNError(.closed, detail: "connection to \(configuration.server) closed") }
         guard channel.isWritable else { return false }
