@@ -174,6 +174,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DatagramIOTests", dependencies: ["DatagramIO", "STUNLite"]),
         .testTarget(name: "FloodKitTests", dependencies: ["FloodKit", "TURNLite", "STUNLite", "Rendezvous",
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl")]),
         .testTarget(name: "NATLabTests", dependencies: ["NATLab", "STUNLite"]),

@@ -12,10 +12,14 @@
 #      peers allowed, no per-user quota or bandwidth cap, no CLI, its database in the temporary
 #      directory, TLS with the same generated certificate, logging to a file);
 #   2. drives it with `turn-flood` (Benchmarks/TURNFlood) pinned to core 1:
-#      - relay: LANES allocations over UDP, each with CreatePermission + ChannelBind to a peer socket
-#        the generator owns on loopback, ChannelData of each size in PAYLOADS sent as fast as a
-#        WINDOW-packet window per lane allows (or at RATE packets/s) for DURATION seconds after WARMUP;
-#        counted: payloads that reach the peers (packets/s, payload Mbit/s, loss);
+#      - relay: over each transport in TRANSPORTS, LANES allocations, each with CreatePermission +
+#        ChannelBind to a peer socket the generator owns on loopback, ChannelData of each size in
+#        PAYLOADS sent as fast as a WINDOW-packet window per lane allows (or at RATE packets/s) for
+#        DURATION seconds after WARMUP; counted: payloads that reach the peers (packets/s, payload
+#        Mbit/s, loss). Over udp each lane floods from its own socket (sendmmsg, UDP GSO); over tcp and
+#        tls each lane holds its own connection (tls: to the TLS port) and writes its ChannelData
+#        padded to 4 bytes (RFC 8656 §12.5), up to 16 KiB of frames per write; the server relays it to
+#        the peers over UDP either way;
 #      - allocate: CONCURRENCY cycles at once of connect → Allocate (401, then signed) → Refresh
 #        LIFETIME 0 → close, over each transport in TRANSPORTS, for ALLOC_DURATION seconds;
 #   3. stops it (coturn with SIGKILL: it ignores SIGTERM in some states);
@@ -49,7 +53,7 @@ RATE=""                 # packets/s over all lanes; empty: as fast as the window
 ALLOC_DURATION=3        # seconds of allocation cycles counted per transport and server
 ALLOC_WARMUP=0.5        # seconds of allocation cycles before counting
 CONCURRENCY=16          # allocation cycles in progress at once
-TRANSPORTS="udp tcp tls"
+TRANSPORTS="udp tcp tls" # client transports of the relay flood and of the allocation cycles
 MEDIA="1000:50:160 2000:50:160 4000:25:160 1000:100:1200"   # capacity scenarios: allocations:packets/s each way:payload bytes
 MEDIA_DIRECTION=both    # to-peer, to-client or both (each at the full rate)
 MEDIA_WARMUP=2          # seconds of media before counting
@@ -176,30 +180,32 @@ METRICS=()
 add_metric() { local m; for m in "${METRICS[@]}"; do [ "$m" = "$1" ] && return 0; done; METRICS+=("$1"); }
 field() { sed -nE "s/.*[ ]$1=([0-9.]+).*/\1/p" <<<" $2"; }
 
-# $1 server label, $2 pid, $3 port, $4 payload
+# $1 server label, $2 pid, $3 port (the TLS port for tls), $4 transport, $5 payload
 relay_run() {
-    local server="$1" pid="$2" port="$3" payload="$4" out="$WORK/$1-relay-$4.out"
+    local server="$1" pid="$2" port="$3" transport="$4" payload="$5" out="$WORK/$1-relay-$4-$5.out"
     local before after t0 t1 rate_arg=()
     [ -n "$RATE" ] && rate_arg=(--rate "$RATE")
     before="$(cpu_ticks "$pid")"
     t0="$(date +%s.%N)"
     taskset -c 1 "$BIN/turn-flood" relay --target "127.0.0.1:$port" --user "$USER_NAME:$USER_PASSWORD" \
-        --payload "$payload" --lanes "$LANES" --window "$WINDOW" --warmup "$WARMUP" --duration "$DURATION" \
-        "${rate_arg[@]}" > "$out" 2>&1 || { cat "$out" >&2; echo "bench-relay: relay flood of $server failed" >&2; return 1; }
+        --transport "$transport" --payload "$payload" --lanes "$LANES" --window "$WINDOW" --warmup "$WARMUP" \
+        --duration "$DURATION" "${rate_arg[@]}" > "$out" 2>&1 \
+        || { cat "$out" >&2; echo "bench-relay: relay flood of $server over $transport failed" >&2; return 1; }
     after="$(cpu_ticks "$pid")"
     t1="$(date +%s.%N)"
     local result; result="$(grep -a '^RESULT' "$out")"
     local total; total="$(field relayed_total "$result")"
-    add_metric "relayed packets/s, $payload B"; VALUE["$server|relayed packets/s, $payload B"]="$(field packets_per_s "$result")"
-    add_metric "relayed Mbit/s, $payload B"; VALUE["$server|relayed Mbit/s, $payload B"]="$(field mbit_per_s "$result")"
-    add_metric "loss %, $payload B"; VALUE["$server|loss %, $payload B"]="$(field loss_pct "$result")"
-    add_metric "server CPU µs/packet, $payload B"
-    VALUE["$server|server CPU µs/packet, $payload B"]="$(awk -v a="$before" -v b="$after" -v hz="$HZ" -v n="$total" \
+    local label="$transport $payload B"
+    add_metric "relayed packets/s, $label"; VALUE["$server|relayed packets/s, $label"]="$(field packets_per_s "$result")"
+    add_metric "relayed Mbit/s, $label"; VALUE["$server|relayed Mbit/s, $label"]="$(field mbit_per_s "$result")"
+    add_metric "loss %, $label"; VALUE["$server|loss %, $label"]="$(field loss_pct "$result")"
+    add_metric "server CPU µs/packet, $label"
+    VALUE["$server|server CPU µs/packet, $label"]="$(awk -v a="$before" -v b="$after" -v hz="$HZ" -v n="$total" \
         'BEGIN { if (n > 0) printf "%.2f", 1e6 * (b - a) / hz / n; else print "n/a" }')"
     # Server CPU over the whole flood (set-up, warm-up and drain included), as a share of one core.
-    add_metric "server CPU %, $payload B"
-    VALUE["$server|server CPU %, $payload B"]="$(cpu_share "$before" "$after" "$t0" "$t1")"
-    add_metric "generator CPU %, $payload B"; VALUE["$server|generator CPU %, $payload B"]="$(field client_cpu_pct "$result")"
+    add_metric "server CPU %, $label"
+    VALUE["$server|server CPU %, $label"]="$(cpu_share "$before" "$after" "$t0" "$t1")"
+    add_metric "generator CPU %, $label"; VALUE["$server|generator CPU %, $label"]="$(field client_cpu_pct "$result")"
 }
 
 # $1 server label, $2 pid, $3 port, $4 transport
@@ -230,12 +236,16 @@ allocate_run() {
 measure() {
     local server="$1" pid="$2" port="$3" tls_port="$4"
     wait_ready "$pid" "$port" "$tls_port"
+    local transport p payload
     if has_part flood; then
-        for payload in $PAYLOADS; do relay_run "$server" "$pid" "$port" "$payload"; done
+        for transport in $TRANSPORTS; do
+            p="$port"; [ "$transport" = tls ] && p="$tls_port"
+            for payload in $PAYLOADS; do relay_run "$server" "$pid" "$p" "$transport" "$payload"; done
+        done
     fi
     if has_part allocate; then
         for transport in $TRANSPORTS; do
-            local p="$port"; [ "$transport" = tls ] && p="$tls_port"
+            p="$port"; [ "$transport" = tls ] && p="$tls_port"
             allocate_run "$server" "$pid" "$p" "$transport"
         done
     fi
@@ -330,7 +340,8 @@ measure_media() {
 
 echo "bench-relay: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "bench-relay: parts: ${PARTS}"
-has_part flood && echo "bench-relay: relay ${LANES} lanes × window ${WINDOW}, payloads ${PAYLOADS} B, rate ${RATE:-max}, warm-up ${WARMUP}s, measured ${DURATION}s"
+has_part flood && echo "bench-relay: relay over ${TRANSPORTS}, ${LANES} lanes × window ${WINDOW}, payloads ${PAYLOADS} B," \
+    "rate ${RATE:-max}, warm-up ${WARMUP}s, measured ${DURATION}s"
 has_part allocate && echo "bench-relay: allocations ${CONCURRENCY} at once over ${TRANSPORTS}, measured ${ALLOC_DURATION}s"
 has_part media && echo "bench-relay: media ${MEDIA} (allocations:packets/s:bytes, ${MEDIA_DIRECTION}), cores ${MEDIA_CORES}," \
     "warm-up ${MEDIA_WARMUP}s, measured ${MEDIA_DURATION}s"
@@ -354,8 +365,8 @@ for m in "${METRICS[@]}"; do
 done
 if has_part flood; then
     echo
-    first="${PAYLOADS%% *}"
-    echo "goal: trav ≥ 1.2× coturn's relayed packets/s (ratio above, ${first} B: ${VALUE["trav|relayed packets/s, $first B"]:-n/a} vs ${VALUE["coturn|relayed packets/s, $first B"]:-n/a})"
+    first="${TRANSPORTS%% *} ${PAYLOADS%% *} B"
+    echo "goal: trav ≥ 1.2× coturn's relayed packets/s (ratio above, ${first}: ${VALUE["trav|relayed packets/s, $first"]:-n/a} vs ${VALUE["coturn|relayed packets/s, $first"]:-n/a})"
 fi
 if has_part media; then
     echo "goals at media rates: no loss, added latency well under 1000 µs, server CPU and memory per allocation ≤ coturn's (ratio ≤ 1)"

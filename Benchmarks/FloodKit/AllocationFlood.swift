@@ -1,25 +1,14 @@
 import NIOCore
 import NIOPosix
-import NIOSSL
 import STUNLite
 import TURNLite
 
 /// Which allocations to make, over what, how many at once and for how long; bounds checked in ``validate()``.
 public struct AllocationFloodConfiguration: Sendable {
-    /// How the clients reach the server.
-    public enum Transport: String, Sendable, CaseIterable {
-        /// UDP (RFC 8656 §3.1).
-        case udp
-        /// TCP (RFC 8656 §3.1).
-        case tcp
-        /// TLS over TCP; the server's certificate is not checked (loopback benchmark).
-        case tls
-    }
-
     /// The TURN server's port for ``transport``; only loopback addresses are accepted.
     public var server = TransportAddress(ip: .v4(0x7F00_0001), port: 3478)
     /// UDP, TCP or TLS.
-    public var transport = Transport.udp
+    public var transport = FloodTransport.udp
     /// Long-term user name.
     public var username = "bench"
     /// Long-term password.
@@ -38,9 +27,6 @@ public struct AllocationFloodConfiguration: Sendable {
     public static let maxConcurrency = 256
     /// Upper bound of ``warmupSeconds`` + ``durationSeconds``.
     public static let maxRunSeconds = 60.0
-    /// Retransmission of the clients: RFC 8489's schedule from a 200 ms RTO, a request failing after
-    /// 2.2 s (3 s over TCP/TLS), so a dropped request costs its cycle, not the run.
-    public static let retransmission = STUNRetransmissionPolicy.quick
 
     /// Rejects out-of-range settings and any server that is not a loopback address.
     public func validate() throws(FloodError) {
@@ -111,7 +97,8 @@ public struct AllocationFlood: Sendable {
     /// Runs the workers on `group` until the measured period is over and reports.
     public func run(group: any EventLoopGroup) async throws(FloodError) -> AllocationFloodReport {
         try configuration.validate()
-        let client = clientConfiguration()
+        let client = configuration.transport.clientConfiguration(server: configuration.server, username: configuration.username,
+                                                                 password: configuration.password)
         let start = FloodClock.now()
         let measureFrom = start + configuration.warmupSeconds
         let measureUntil = measureFrom + configuration.durationSeconds
@@ -161,19 +148,5 @@ public struct AllocationFlood: Sendable {
         }
         await client.close()
         return failure
-    }
-
-    private func clientConfiguration() -> TURNClient.Configuration {
-        let transport: TURNClient.Transport
-        switch configuration.transport {
-        case .udp: transport = .udp
-        case .tcp: transport = .tcp
-        case .tls:
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.certificateVerification = .none
-            transport = .tls(tls, serverHostname: nil)
-        }
-        return TURNClient.Configuration(server: configuration.server, transport: transport, username: configuration.username,
-                                        password: configuration.password, retransmission: AllocationFloodConfiguration.retransmission)
     }
 }

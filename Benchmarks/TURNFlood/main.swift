@@ -8,22 +8,24 @@ import NIOPosix
 // and allocation rate). See `turn-flood --help` and Scripts/bench-relay.sh.
 
 let usage = """
-    usage: turn-flood relay    [--target IP:PORT] [--user NAME:PASSWORD] [--payload BYTES] [--lanes N]
-                               [--window N] [--batch N] [--rate PPS] [--warmup S] [--duration S] [--no-gso]
+    usage: turn-flood relay    [--target IP:PORT] [--user NAME:PASSWORD] [--transport udp|tcp|tls] [--payload BYTES]
+                               [--lanes N] [--window N] [--batch N] [--rate PPS] [--warmup S] [--duration S] [--no-gso]
            turn-flood media    [--target IP:PORT] [--user NAME:PASSWORD] [--allocations N] [--pps N] [--payload BYTES]
                                [--direction to-peer|to-client|both] [--peers N] [--sources N] [--warmup S]
                                [--duration S] [--drain S] [--direct] [--watch-pid PID]...
            turn-flood allocate [--target IP:PORT] [--user NAME:PASSWORD] [--transport udp|tcp|tls]
                                [--concurrency N] [--warmup S] [--duration S]
 
-    relay: allocates over UDP (long-term credentials), permits and binds a channel to a peer socket per
-    lane, sends ChannelData and counts the payloads the peers receive: packets/s, Mbit/s, loss.
+    relay: allocates (long-term credentials), permits and binds a channel to a peer socket per lane, sends
+    ChannelData and counts the payloads the peers receive: packets/s, Mbit/s, loss.
+      --transport    udp (each lane its own socket, sendmmsg), tcp or tls (each lane its own connection,
+                     ChannelData padded to 4 bytes; tls does not check the certificate) (default udp)
       --payload      application bytes per packet, 1…\(RelayFloodConfiguration.maxPayloadBytes) (default 100)
       --lanes        allocations at once, 1…\(RelayFloodConfiguration.maxLanes) (default 4)
       --window       packets in flight per lane, 1…\(RelayFloodConfiguration.maxWindow) (default 128)
-      --batch        datagrams per sendmmsg/recvmmsg, 1…\(RelayFloodConfiguration.maxBatch) (default 32)
+      --batch        datagrams per sendmmsg (udp) and per recvmmsg at the peers, 1…\(RelayFloodConfiguration.maxBatch) (default 32)
       --rate         packets per second over all lanes (default: as fast as the windows allow)
-      --no-gso       one sendmmsg message per packet instead of UDP GSO runs
+      --no-gso       one sendmmsg message per packet instead of UDP GSO runs (udp)
     media: holds N allocations over UDP, each with a channel to one of --peers peer sockets, and sends
     --pps packets/s of --payload bytes through each (each way with --direction both), evenly spread;
     counts loss and one-way latency (p50, p99) of the packets sent in the measured period.
@@ -40,8 +42,8 @@ let usage = """
     socket or connection, and counts completed cycles per second.
       --transport    udp, tcp or tls (default udp; tls does not check the certificate)
       --concurrency  cycles at once, 1…\(AllocationFloodConfiguration.maxConcurrency) (default 16)
-    both:
-      --target       the server, loopback only (default 127.0.0.1:3478)
+    all:
+      --target       the server's port for the transport, loopback only (default 127.0.0.1:3478)
       --user         long-term credentials (default bench:bench)
       --warmup       seconds before counting (relay 1, media 2, allocate 0.5)
       --duration     seconds counted (relay 5, media 5, allocate 3)
@@ -53,13 +55,21 @@ func credentials(_ text: String) throws(FloodError) -> (String, String) {
     return (String(text[..<colon]), String(text[text.index(after: colon)...]))
 }
 
-func relay(_ arguments: [String]) throws(FloodError) -> Int32 {
+/// The value of `--transport`.
+func transport(_ it: inout FloodArguments, _ name: String) throws(FloodError) -> FloodTransport {
+    let text = try it.value(name)
+    guard let t = FloodTransport(rawValue: text) else { throw FloodError("\(name): udp, tcp or tls") }
+    return t
+}
+
+func relay(_ arguments: [String]) async throws(FloodError) -> Int32 {
     var c = RelayFloodConfiguration()
     var it = FloodArguments(arguments)
     while let arg = it.next() {
         switch arg {
         case "--target": c.server = try it.target(arg, defaultPort: 3478)
         case "--user": (c.username, c.password) = try credentials(try it.value(arg))
+        case "--transport": c.transport = try transport(&it, arg)
         case "--payload": c.payloadBytes = try it.number(arg)
         case "--lanes": c.lanes = try it.number(arg)
         case "--window": c.window = try it.number(arg)
@@ -73,10 +83,13 @@ func relay(_ arguments: [String]) throws(FloodError) -> Int32 {
         }
     }
     try c.validate()
-    let report = try RelayFlood(configuration: c).run()
+    // One event loop for the stream lanes' writes: the generator is meant to own one core (the bench pins it).
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let report = try await RelayFlood(configuration: c).run(group: group)
+    try? await group.shutdownGracefully()
     let n = report.counts
-    print("turn-flood relay target \(c.server) lanes \(c.lanes) payload \(c.payloadBytes) B window \(c.window) batch \(c.batch) "
-        + "rate \(c.rate.map { "\(Int($0))/s" } ?? "max") warmup \(c.warmupSeconds)s duration \(c.durationSeconds)s")
+    print("turn-flood relay target \(c.server) transport \(c.transport.rawValue) lanes \(c.lanes) payload \(c.payloadBytes) B "
+        + "window \(c.window) batch \(c.batch) rate \(c.rate.map { "\(Int($0))/s" } ?? "max") warmup \(c.warmupSeconds)s duration \(c.durationSeconds)s")
     print("sent \(n.sent)  relayed \(n.received)  packets/s \(Int(report.packetsPerSecond.rounded()))  "
         + "Mbit/s \(FloodFormat.decimal2(report.megabitsPerSecond))  loss \(FloodFormat.percent(report.loss))  "
         + "invalid \(n.invalid)  stalls \(n.stalls)  client-cpu \(FloodFormat.percent(report.cpuShare))")
@@ -139,10 +152,7 @@ func allocate(_ arguments: [String]) async throws(FloodError) -> Int32 {
         switch arg {
         case "--target": c.server = try it.target(arg, defaultPort: 3478)
         case "--user": (c.username, c.password) = try credentials(try it.value(arg))
-        case "--transport":
-            let text = try it.value(arg)
-            guard let t = AllocationFloodConfiguration.Transport(rawValue: text) else { throw FloodError("--transport: udp, tcp or tls") }
-            c.transport = t
+        case "--transport": c.transport = try transport(&it, arg)
         case "--concurrency": c.concurrency = try it.number(arg)
         case "--warmup": c.warmupSeconds = try it.number(arg)
         case "--duration": c.durationSeconds = try it.number(arg)
@@ -169,7 +179,7 @@ func allocate(_ arguments: [String]) async throws(FloodError) -> Int32 {
 let arguments = Array(CommandLine.arguments.dropFirst())
 do {
     switch arguments.first {
-    case "relay": exit(try relay(Array(arguments.dropFirst())))
+    case "relay": exit(try await relay(Array(arguments.dropFirst())))
     case "media": exit(try media(Array(arguments.dropFirst())))
     case "allocate": exit(try await allocate(Array(arguments.dropFirst())))
     default: throw FloodError(usage)

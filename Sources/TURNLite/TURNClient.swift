@@ -264,6 +264,21 @@ public actor TURNClient {
         try await channel.eventLoop.submit { core.value.write(bytes) }.get()
     }
 
+    /// Writes `frames`, messages already framed for this transport (ChannelData padded over TCP/TLS,
+    /// RFC 8656 §12.5), as they are and without waiting: for a sender that frames once and sends the same
+    /// bytes many times. Returns `false`, writing nothing, while the connection's outbound buffer is past
+    /// its high-water mark; throws a `closed` error once the socket or connection has closed.
+    public nonisolated func sendFramed(_ frames: ByteBuffer) throws(TURNError) -> Bool {
+        guard channel.isActive else { throw TURNError(.closed, detail: "connection to \(configuration.server) closed") }
+        guard channel.isWritable else { return false }
+        if configuration.isStream {
+            channel.writeAndFlush(frames, promise: nil)
+        } else {
+            channel.writeAndFlush(AddressedEnvelope(remoteAddress: configuration.server.socketAddress, data: frames), promise: nil)
+        }
+        return true
+    }
+
     /// Deletes the allocation if there is one (best effort) and closes the socket.
     public func close() async {
         if allocation != nil { _ = try? await refresh(lifetime: 0) }

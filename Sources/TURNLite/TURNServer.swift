@@ -406,12 +406,17 @@ extension TURNShard {
 }
 
 /// One client TCP or TLS connection: frames in (STUN and padded ChannelData, RFC 8656 §12.5), replies out.
+///
+/// The frames of one read go to the shard together, at the read's end: one hop to the shard's thread per
+/// read, not per frame (a client streaming ChannelData sends many frames per segment).
 final class TURNStreamHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let core: TURNShard
     private let transport: STUNTransport
     private var fiveTuple: TURNFiveTuple?
+    /// Frames of the current read, not yet handed to the shard.
+    private var frames: [ByteBuffer] = []
 
     init(shard: TURNShard, transport: STUNTransport) {
         self.core = shard
@@ -436,15 +441,28 @@ final class TURNStreamHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        handOver()
         if let ft = fiveTuple { core.run { $0.streamClosed(ft) } }
         fiveTuple = nil
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let ft = fiveTuple else { return }
-        let frame = unwrapInboundIn(data)
-        core.run { $0.fromClient(frame, ft) }
+        guard fiveTuple != nil else { return }
+        frames.append(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        handOver()
+        context.fireChannelReadComplete()
+    }
+
+    /// Hands the frames read so far to the shard, in order.
+    private func handOver() {
+        guard let ft = fiveTuple, !frames.isEmpty else { return }
+        let batch = frames
+        frames.removeAll(keepingCapacity: true)
+        core.run { $0.fromClient(batch, ft) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -176,11 +176,11 @@ final class TURNServerCore {
         }
     }
 
-    /// A stream frame from a client (STUN or padded ChannelData, RFC 8656 §12.5).
-    func fromClient(_ frame: ByteBuffer, _ ft: TURNFiveTuple) {
+    /// Stream frames from a client, in the order read (STUN or padded ChannelData, RFC 8656 §12.5).
+    func fromClient(_ frames: [ByteBuffer], _ ft: TURNFiveTuple) {
         guard streams[ft] != nil else { return }
         now = Self.now()
-        frame.withUnsafeReadableBytes { fromClient($0, ft) }
+        for frame in frames { frame.withUnsafeReadableBytes { fromClient($0, ft) } }
     }
 
     /// A datagram or stream frame from a client; ChannelData takes the fast path (RFC 8656 §12.6).

@@ -33,16 +33,26 @@ struct TURNFloodCountingTests {
         await server.shutdown()
     }
 
-    /// Relays `payload`-byte ChannelData through our server as `adjust` says and expects every packet
-    /// sent to arrive as one datagram of that length, and every allocation to be freed afterwards.
+    /// The server's address for `transport`: its UDP/TCP port or its TLS port.
+    static func address(of server: TURNServer, for transport: FloodTransport) -> TransportAddress {
+        switch transport {
+        case .udp: server.udpAddress
+        case .tcp: server.tcpAddress!
+        case .tls: server.tlsAddress!
+        }
+    }
+
+    /// Relays `payload`-byte ChannelData through our server as `adjust` says (over its transport) and
+    /// expects every packet sent to arrive as one datagram of that length, and every allocation to be
+    /// freed afterwards.
     static func expectExactRelay(payload: Int, _ adjust: (inout RelayFloodConfiguration) -> Void) async throws {
         try await withServer { server in
             var c = RelayFloodConfiguration()
-            c.server = server.udpAddress
             c.payloadBytes = payload
             c.drainSeconds = 0.3
             adjust(&c)
-            let report = try RelayFlood(configuration: c).run()
+            c.server = address(of: server, for: c.transport)
+            let report = try await RelayFlood(configuration: c).run()
             let n = report.counts
             #expect(n.sentTotal > 0)
             #expect(n.receivedTotal == n.sentTotal)
@@ -78,16 +88,40 @@ struct TURNFloodCountingTests {
         }
     }
 
-    @Test(arguments: AllocationFloodConfiguration.Transport.allCases)
-    func allocationFloodCompletesAndFreesEveryAllocation(transport: AllocationFloodConfiguration.Transport) async throws {
+    /// Over TCP and TLS each lane writes its ChannelData padded to 4 bytes on its own connection (a few
+    /// hundred packets, paced, so most writes carry one frame); the peers see each payload as its own
+    /// datagram of its length, padding stripped, none lost.
+    @Test(arguments: [FloodTransport.tcp, .tls], [101, 1202])
+    func pacedStreamRelayFloodDeliversEveryPaddedFrameAsItsPayload(transport: FloodTransport, payload: Int) async throws {
+        try await Self.expectExactRelay(payload: payload) { c in
+            c.transport = transport
+            c.lanes = 2
+            c.rate = 1_000
+            c.warmupSeconds = 0.1
+            c.durationSeconds = 0.3
+        }
+    }
+
+    /// Unpaced, a stream lane writes up to its window of frames at once and the server's framer splits
+    /// them wherever the reads end; every payload still arrives, once.
+    @Test(arguments: [FloodTransport.tcp, .tls])
+    func windowedFullSpeedStreamFloodDeliversEveryFrame(transport: FloodTransport) async throws {
+        try await Self.expectExactRelay(payload: 101) { c in
+            c.transport = transport
+            c.lanes = 2
+            c.window = 32
+            c.warmupSeconds = 0
+            c.durationSeconds = 0.2
+            c.stallSeconds = 1
+        }
+    }
+
+    @Test(arguments: FloodTransport.allCases)
+    func allocationFloodCompletesAndFreesEveryAllocation(transport: FloodTransport) async throws {
         try await Self.withServer { server in
             var c = AllocationFloodConfiguration()
             c.transport = transport
-            c.server = switch transport {
-            case .udp: server.udpAddress
-            case .tcp: server.tcpAddress!
-            case .tls: server.tlsAddress!
-            }
+            c.server = Self.address(of: server, for: transport)
             c.concurrency = 2
             c.warmupSeconds = 0
             c.durationSeconds = 0.3

@@ -1,5 +1,6 @@
 import DatagramIO
 import Foundation
+import NIOCore
 import STUNLite
 import Testing
 @testable import TURNLite
@@ -78,6 +79,31 @@ struct TURNDataPlaneTests {
                     throw error
                 }
                 for (c, _) in clients { await c.close() }
+            }
+        }
+    }
+
+    /// Over TCP a client's write carries several padded ChannelData frames (RFC 8656 §12.5); the relay
+    /// hands the frames of one read to its shard together, and each still reaches the peer once, in order,
+    /// and a request after them on the same connection is answered.
+    @Test func framesOfOneStreamWriteReachThePeerInOrder() async throws {
+        try await TURNInteropTests.withOurServer { server in
+            try await Self.withPeer { peerFD, peer in
+                let (client, _) = try await TURNClient.allocate(
+                    .init(server: try #require(server.tcpAddress), transport: .tcp, username: "u", password: "p", retransmission: .quick))
+                do {
+                    let channel = try await client.bindChannel(to: peer)
+                    // Lengths 1…6: every padding from 0 to 3 bytes, frames back to back in one write.
+                    let payloads = (1...6).map { [UInt8](repeating: UInt8($0), count: $0) }
+                    let bytes = payloads.flatMap { ChannelData(channel: channel, payload: $0).encode(padded: true) }
+                    #expect(try client.sendFramed(ByteBuffer(bytes: bytes)))
+                    #expect(try Self.receive(payloads.count, on: peerFD).map(\.bytes) == payloads)
+                    #expect(try await client.refresh() > 0)
+                } catch {
+                    await client.close()
+                    throw error
+                }
+                await client.close()
             }
         }
     }
