@@ -407,8 +407,9 @@ extension TURNShard {
 
 /// One client TCP or TLS connection: frames in (STUN and padded ChannelData, RFC 8656 §12.5), replies out.
 ///
-/// The frames of one read go to the shard together, at the read's end: one hop to the shard's thread per
-/// read, not per frame (a client streaming ChannelData sends many frames per segment).
+/// The frames of one read go to the shard together, at the read's end (or, at the latest, after the event loop's
+/// turn): one hop to the shard's thread per read, not per frame (a client streaming ChannelData sends many frames
+/// per segment).
 final class TURNStreamHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
@@ -449,6 +450,12 @@ final class TURNStreamHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard fiveTuple != nil else { return }
+        if frames.isEmpty {
+            // Also handed over after this turn of the event loop: a frame replayed outside a read (by a handler that
+            // sniffed the connection's first bytes, then removed itself) has no read-complete to follow it.
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute { handler.value.handOver() }
+        }
         frames.append(unwrapInboundIn(data))
     }
 
