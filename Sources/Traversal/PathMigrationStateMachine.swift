@@ -409,6 +409,15 @@ public struct PathMigrationStateMachine: Sendable {
         return active != s
     }
 
+    /// The kept standby `path`, carrying the session, is given up for dead: it stays active until its replacement,
+    /// connected now, answers (``answered(on:nonce:now:)``), or until it is heard after all.
+    private mutating func replaceDeadCarrier(_ path: SessionPathID, now: ContinuousClock.Instant) -> [Action] {
+        deadCarrier = path
+        standby = nil
+        standbyWasProven = false
+        return beginStandbyConnect(now: now)
+    }
+
     private mutating func beginStandbyConnect(now: ContinuousClock.Instant) -> [Action] {
         standbyAttempt += 1
         upkeep = .connecting(attempt: standbyAttempt, since: now)
@@ -477,10 +486,7 @@ public struct PathMigrationStateMachine: Sendable {
                     // networks), so it is replaced at once, not after ``Configuration/standbyTimeout`` more of silence.
                     if replacesCarryingStandby, let s = standby, s == active, let sp = standbyProbe,
                        now >= sp.began + configuration.probeTimeout {
-                        deadCarrier = s
-                        standby = nil
-                        standbyWasProven = false
-                        actions += beginStandbyConnect(now: now)
+                        actions += replaceDeadCarrier(s, now: now)
                     }
                     continue
                 }
@@ -497,10 +503,7 @@ public struct PathMigrationStateMachine: Sendable {
             // to the relay): probed when silent while we send, and replaced when it answers no probe.
             if id == active, id == standby, replacesCarryingStandby, deadCarrier == nil {
                 if let p = path.probe, now >= p.began + configuration.standbyTimeout {
-                    deadCarrier = id
-                    standby = nil
-                    standbyWasProven = false
-                    actions += beginStandbyConnect(now: now)
+                    actions += replaceDeadCarrier(id, now: now)
                     continue
                 }
                 if path.probe == nil, let sent = lastSent, sent > path.lastHeard, now >= path.lastHeard + configuration.silence {

@@ -89,9 +89,16 @@ public final class PeerConnection: Sendable {
     struct StandbySource: Sendable {
         var prepared: any PreparedStrategy
         var maker: any TraversalStrategy
-        var strategy: String
         var remote: PeerOffer
         var context: StrategyContext
+
+        /// The strategy id.
+        var strategy: String { maker.id }
+
+        /// Those of `candidates` that are this strategy's relayed addresses.
+        func relayed(in candidates: [Candidate]) -> [Candidate] {
+            candidates.filter { $0.strategy == strategy && $0.kind == .relayed }
+        }
     }
 
     /// Takes over a channel already used for the hello exchange: its send counter and replay window carry on
@@ -401,7 +408,7 @@ public final class PeerConnection: Sendable {
     /// keep when the session closes. From then on the channel engine sends packets no larger than the standby
     /// carries, so a fallback loses none.
     func keepStandby(_ prepared: any PreparedStrategy, strategy: any TraversalStrategy, remote: PeerOffer, context: StrategyContext) {
-        let source = StandbySource(prepared: prepared, maker: strategy, strategy: strategy.id, remote: remote, context: context)
+        let source = StandbySource(prepared: prepared, maker: strategy, remote: remote, context: context)
         let kept = standbySource.withLock { s -> Bool in
             guard s == nil, !closed.withLock({ $0 }) else { return false }
             s = source
@@ -463,7 +470,7 @@ public final class PeerConnection: Sendable {
     /// path until the peer reaches it, and returns the path once the peer has (nil: no allocation, or no peer in time).
     private func renewStandbyEnd(_ source: StandbySource) async -> (any PeerTransport)? {
         guard let fresh = try? await source.maker.prepare(source.context) else { return nil }
-        let candidates = fresh.candidates.filter { $0.strategy == source.strategy && $0.kind == .relayed }
+        let candidates = source.relayed(in: fresh.candidates)
         let offer = PeerOffer(identityKey: Data(), candidates: candidates, strategies: [source.strategy])
         guard !candidates.isEmpty, let body = try? JSONEncoder().encode(offer), body.count <= maxMessageSize else {
             await fresh.close()
@@ -490,8 +497,8 @@ public final class PeerConnection: Sendable {
               offer.candidates.count <= PeerOffer.maxCandidates else { return }
         let renewed = standbySource.withLock { s -> Bool in
             guard var source = s else { return false }
-            let fresh = offer.candidates.filter { $0.strategy == source.strategy && $0.kind == .relayed }
-            let old = source.remote.candidates.filter { $0.strategy == source.strategy && $0.kind == .relayed }
+            let fresh = source.relayed(in: offer.candidates)
+            let old = source.relayed(in: source.remote.candidates)
             // Offered again while the peer waits for us: already taken.
             guard !fresh.isEmpty, fresh != old else { return false }
             source.remote.candidates = source.remote.candidates.filter { $0.strategy != source.strategy } + fresh
