@@ -23,7 +23,8 @@ public struct LabBrowser: Sendable {
         let profile = NSTemporaryDirectory() + "trav-lab-chromium-" + UUID().uuidString.prefix(8)
         try FileManager.default.createDirectory(atPath: profile, withIntermediateDirectories: true)
         do {
-            let process = try lab.spawn(host: host, [chromium] + flags + ["--user-data-dir=\(profile)", url])
+            // Chromium's own temporary files (its singleton socket directory) go in the profile, removed with it.
+            let process = try lab.spawn(host: host, ["/usr/bin/env", "TMPDIR=\(profile)", chromium] + flags + ["--user-data-dir=\(profile)", url])
             return LabBrowser(process: process, profile: profile)
         } catch {
             try? FileManager.default.removeItem(atPath: profile)

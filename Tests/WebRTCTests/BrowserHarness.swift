@@ -39,7 +39,8 @@ enum BrowserHarness {
                 }
             }
         }
-        let browser = try ChildProcess([chromium!, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        // Chromium's own temporary files (its singleton socket directory) go in the profile, removed with it.
+        let browser = try ChildProcess(["/usr/bin/env", "TMPDIR=\(dir.path)", chromium!, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                         "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
                                         "--user-data-dir=\(dir.path)", "http://127.0.0.1:\(port)/?\(query)"])
         defer {

@@ -106,7 +106,8 @@ struct CloudBrowserTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("trav-chromium-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        let browser = try ChildProcess([BrowserHarness.chromium!] + LabBrowser.flags
+        // Chromium's own temporary files (its singleton socket directory) go in the profile, removed with it.
+        let browser = try ChildProcess(["/usr/bin/env", "TMPDIR=\(dir.path)", BrowserHarness.chromium!] + LabBrowser.flags
                                        + ["--allow-loopback-in-peer-connection", "--user-data-dir=\(dir.path)", "https://127.0.0.1:\(port)/#\(fragment)"])
         defer {
             browser.kill()
